@@ -10,8 +10,10 @@ pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod infer;
+pub mod interp;
 pub mod op;
 pub mod tensor;
+pub mod text;
 pub mod verify;
 
 pub use builder::Builder;

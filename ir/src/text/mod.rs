@@ -1,0 +1,1 @@
+//! `.kir` text format (to be written).
