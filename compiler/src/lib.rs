@@ -1,1 +1,5 @@
-//! placeholder
+//! kiln's compiler: `Graph` -> rewritten `Graph` -> fused kernels in kernel IR ->
+//! scheduled for a `Target` -> memory plan. Every stage is a function between plain data
+//! types, so each can be tested by building its input by hand.
+
+pub mod kernel;

@@ -1,0 +1,111 @@
+//! A readable listing of kernels, for `kiln inspect --kernels` and for pass tests that
+//! compare a kernel before and after.
+
+use super::ir::*;
+use std::fmt::{self, Display, Formatter, Write};
+
+impl Display for Kernel {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel {}(", self.name)?;
+        for (i, a) in self.args.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            let rw = if a.writes { "mut " } else { "" };
+            write!(f, "{sep}{rw}a{i}: {}* {}", a.dtype, a.name)?;
+        }
+        write!(f, ") grid[")?;
+        for (i, g) in self.grid.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            write!(f, "{sep}{g}")?;
+        }
+        writeln!(f, "] {{")?;
+        for (i, l) in self.locals.iter().enumerate() {
+            writeln!(f, "  local l{i}: {}[{}]", l.dtype, l.len)?;
+        }
+        let mut s = String::new();
+        write_stmts(&mut s, &self.body, 1)?;
+        f.write_str(&s)?;
+        writeln!(f, "}}")
+    }
+}
+
+fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
+    let pad = "  ".repeat(depth);
+    for s in stmts {
+        match s {
+            Stmt::Let { var, value } => writeln!(out, "{pad}let v{var} = {value}")?,
+            Stmt::Decl { var, init } => writeln!(out, "{pad}var v{var} = {init}")?,
+            Stmt::Assign { var, value } => writeln!(out, "{pad}v{var} = {value}")?,
+            Stmt::Store { buf, index, value } => writeln!(out, "{pad}{buf}[{index}] = {value}")?,
+            Stmt::Loop { var, extent, kind, vector, body } => {
+                let v = if *vector > 1 { format!(" x{vector}") } else { String::new() };
+                writeln!(out, "{pad}{kind:?}{v} v{var} in 0..{extent} {{")?;
+                write_stmts(out, body, depth + 1)?;
+                writeln!(out, "{pad}}}")?;
+            }
+            Stmt::Reduce { acc, op, var, extent, value, vector } => {
+                let v = if *vector > 1 { format!(" x{vector}") } else { String::new() };
+                writeln!(out, "{pad}v{acc} = reduce_{op:?}{v} v{var} in 0..{extent}: {value}")?;
+            }
+            Stmt::If { cond, then, otherwise } => {
+                writeln!(out, "{pad}if {cond} {{")?;
+                write_stmts(out, then, depth + 1)?;
+                if !otherwise.is_empty() {
+                    writeln!(out, "{pad}}} else {{")?;
+                    write_stmts(out, otherwise, depth + 1)?;
+                }
+                writeln!(out, "{pad}}}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Display for Buf {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Buf::Arg(i) => write!(f, "a{i}"),
+            Buf::Local(i) => write!(f, "l{i}"),
+        }
+    }
+}
+
+impl Display for Expr {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Lit(Lit::F32(v)) => write!(f, "{v:?}f"),
+            Expr::Lit(Lit::I32(v)) => write!(f, "{v}i32"),
+            Expr::Lit(Lit::I64(v)) => write!(f, "{v}"),
+            Expr::Lit(Lit::Bool(v)) => write!(f, "{v}"),
+            Expr::Var(v) => write!(f, "v{v}"),
+            Expr::Dim(i) => write!(f, "dim{i}"),
+            Expr::GridIdx(i) => write!(f, "g{i}"),
+            Expr::Load { buf, index, lanes } if *lanes > 1 => write!(f, "{buf}[{index}]x{lanes}"),
+            Expr::Load { buf, index, .. } => write!(f, "{buf}[{index}]"),
+            Expr::Splat { value, lanes } => write!(f, "splat{lanes}({value})"),
+            Expr::Lanes(v) => {
+                let mut s = String::new();
+                for (i, x) in v.iter().enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    write!(s, "{sep}{x}")?;
+                }
+                write!(f, "<{s}>")
+            }
+            Expr::Unary(op, a) => write!(f, "{}({a})", format!("{op:?}").to_lowercase()),
+            Expr::Binary(op, a, b) => match op {
+                BOp::Add => write!(f, "({a} + {b})"),
+                BOp::Sub => write!(f, "({a} - {b})"),
+                BOp::Mul => write!(f, "({a} * {b})"),
+                BOp::Div => write!(f, "({a} / {b})"),
+                BOp::Rem => write!(f, "({a} % {b})"),
+                _ => write!(f, "{}({a}, {b})", format!("{op:?}").to_lowercase()),
+            },
+            Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
+            Expr::Cmp(c, a, b) => write!(f, "{}({a}, {b})", format!("{c:?}").to_lowercase()),
+            Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
+            Expr::Cast(t, a) => write!(f, "cast<{t:?}>({a})"),
+            Expr::Bitcast(t, a) => write!(f, "bitcast<{t:?}>({a})"),
+            Expr::ReduceLanes(op, a) => write!(f, "reduce_lanes_{op:?}({a})"),
+            Expr::Let { var, value, body } => write!(f, "(let v{var} = {value} in {body})"),
+        }
+    }
+}

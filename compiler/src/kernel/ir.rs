@@ -1,0 +1,380 @@
+use kiln_ir::DType;
+use serde::{Deserialize, Serialize};
+
+/// Value element types. Storage-only types (f16, bf16) never appear here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Elem {
+    F32,
+    I32,
+    I64,
+    Bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VType {
+    pub elem: Elem,
+    pub lanes: u8,
+}
+
+impl VType {
+    pub const F32: VType = VType { elem: Elem::F32, lanes: 1 };
+    pub const I32: VType = VType { elem: Elem::I32, lanes: 1 };
+    pub const I64: VType = VType { elem: Elem::I64, lanes: 1 };
+    pub const BOOL: VType = VType { elem: Elem::Bool, lanes: 1 };
+
+    pub fn with_lanes(self, lanes: u8) -> VType {
+        VType { lanes, ..self }
+    }
+}
+
+impl Elem {
+    /// The value type a load from a buffer of `d` produces.
+    pub fn of_storage(d: DType) -> Elem {
+        match d {
+            DType::F32 | DType::F16 | DType::BF16 => Elem::F32,
+            DType::I32 => Elem::I32,
+            DType::I64 => Elem::I64,
+        }
+    }
+}
+
+pub type VarId = u32;
+
+/// A buffer a kernel reads or writes: a kernel argument (arena slot, input, output,
+/// weight) or a kernel-local scratch array (stack on CPU, shared memory on GPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Buf {
+    Arg(u32),
+    Local(u32),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BufferParam {
+    pub name: String,
+    pub dtype: DType,
+    pub writes: bool,
+}
+
+/// Scratch memory private to one grid point, of a length known at compile time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalBuf {
+    pub dtype: DType,
+    pub len: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Lit {
+    F32(f32),
+    I32(i32),
+    I64(i64),
+    Bool(bool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UOp {
+    Neg,
+    Abs,
+    Sqrt,
+    /// The transcendental ops below are rewritten into arithmetic by [`super::math`]
+    /// before codegen, so backends need no math library and every target computes
+    /// them with the same polynomials.
+    Exp,
+    Log,
+    Tanh,
+    Erf,
+    Sin,
+    Cos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    /// Integer remainder (truncating); integer ops below act on bits.
+    Rem,
+    Shl,
+    /// Logical (zero-filling) right shift.
+    Shr,
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RedOp {
+    Sum,
+    Max,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    Lit(Lit),
+    Var(VarId),
+    /// The value of symbol `i` of the plan's symbol list (an i64).
+    Dim(u32),
+    /// This point's index along grid axis `i` (an i64).
+    GridIdx(u32),
+    /// `lanes` consecutive elements starting at `index` (in elements).
+    Load { buf: Buf, index: Box<Expr>, lanes: u8 },
+    Splat { value: Box<Expr>, lanes: u8 },
+    /// A vector built lane by lane from scalars (gathers, strided reads).
+    Lanes(Vec<Expr>),
+    Unary(UOp, Box<Expr>),
+    Binary(BOp, Box<Expr>, Box<Expr>),
+    Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+    Cmp(Cmp, Box<Expr>, Box<Expr>),
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Numeric conversion (float <-> int truncating toward zero, int widening/narrowing).
+    Cast(Elem, Box<Expr>),
+    /// Reinterpret bits between f32 and i32 of the same lane count.
+    Bitcast(Elem, Box<Expr>),
+    /// Horizontal reduction of a vector to a scalar.
+    ReduceLanes(RedOp, Box<Expr>),
+    /// `let var = value in body`: names a value used several times in `body` (the
+    /// expansions of transcendental ops read their argument more than once).
+    Let { var: VarId, value: Box<Expr>, body: Box<Expr> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoopKind {
+    /// Iterations are independent: may be vectorised or spread over threads.
+    Map,
+    /// Iterations run in order (they carry state through mutable variables).
+    Serial,
+    /// Like `Serial`, but the backend fully unrolls it (the extent is a literal).
+    Unroll,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Stmt {
+    /// Binds an immutable value.
+    Let { var: VarId, value: Expr },
+    /// Declares a mutable variable.
+    Decl { var: VarId, init: Expr },
+    Assign { var: VarId, value: Expr },
+    Store { buf: Buf, index: Expr, value: Expr },
+    /// `for var in 0..extent` (i64 induction variable).
+    Loop { var: VarId, extent: Expr, kind: LoopKind, vector: u8, body: Vec<Stmt> },
+    /// `acc = op over var in 0..extent of value`, an f32 scalar visible after the statement.
+    /// `vector` is the lane count the CPU schedule asks for (1 = scalar).
+    Reduce { acc: VarId, op: RedOp, var: VarId, extent: Expr, value: Expr, vector: u8 },
+    If { cond: Expr, then: Vec<Stmt>, otherwise: Vec<Stmt> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Kernel {
+    pub name: String,
+    pub args: Vec<BufferParam>,
+    pub locals: Vec<LocalBuf>,
+    pub grid: Vec<Expr>,
+    /// Smallest useful number of grid points per thread task (CPU); keeps tiny points
+    /// from being scheduled one by one.
+    pub min_chunk: u64,
+    pub body: Vec<Stmt>,
+    /// Work counted for benchmarks and profiles, as functions of the symbols.
+    pub cost: Cost,
+    /// Variable ids below this are taken; passes allocate new ones with [`Kernel::fresh`].
+    pub next_var: VarId,
+}
+
+/// Floating-point operations and bytes moved by one launch, for GFLOP/s and GB/s figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub flops: Vec<Vec<kiln_ir::Dim>>,
+    pub bytes: Vec<Vec<kiln_ir::Dim>>,
+}
+
+impl Kernel {
+    pub fn fresh(&mut self) -> VarId {
+        self.next_var += 1;
+        self.next_var - 1
+    }
+
+    pub fn buf_dtype(&self, b: Buf) -> DType {
+        match b {
+            Buf::Arg(i) => self.args[i as usize].dtype,
+            Buf::Local(i) => self.locals[i as usize].dtype,
+        }
+    }
+}
+
+/// Pre-order walk over statements, nested bodies included.
+pub fn visit_stmts(stmts: &[Stmt], f: &mut impl FnMut(&Stmt)) {
+    for s in stmts {
+        f(s);
+        match s {
+            Stmt::Loop { body, .. } => visit_stmts(body, f),
+            Stmt::If { then, otherwise, .. } => {
+                visit_stmts(then, f);
+                visit_stmts(otherwise, f);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Rewrites every expression in `stmts` (bottom-up is up to `f`), nested bodies included.
+pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
+    let take = |x: &mut Expr, f: &mut dyn FnMut(Expr) -> Expr| {
+        let old = std::mem::replace(x, Expr::Lit(Lit::Bool(false)));
+        *x = f(old);
+    };
+    for s in stmts {
+        match s {
+            Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => take(value, f),
+            Stmt::Store { index, value, .. } => {
+                take(index, f);
+                take(value, f);
+            }
+            Stmt::Loop { extent, body, .. } => {
+                take(extent, f);
+                map_exprs(body, f);
+            }
+            Stmt::Reduce { extent, value, .. } => {
+                take(extent, f);
+                take(value, f);
+            }
+            Stmt::If { cond, then, otherwise } => {
+                take(cond, f);
+                map_exprs(then, f);
+                map_exprs(otherwise, f);
+            }
+        }
+    }
+}
+
+/// Applies `f` to every node of `e`, children first.
+pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
+    let r = |x: Box<Expr>, f: &mut dyn FnMut(Expr) -> Expr| Box::new(rewrite_dyn(*x, f));
+    let e = match e {
+        Expr::Load { buf, index, lanes } => Expr::Load { buf, index: r(index, f), lanes },
+        Expr::Splat { value, lanes } => Expr::Splat { value: r(value, f), lanes },
+        Expr::Lanes(v) => Expr::Lanes(v.into_iter().map(|x| rewrite_dyn(x, f)).collect()),
+        Expr::Unary(op, a) => Expr::Unary(op, r(a, f)),
+        Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
+        Expr::Fma(a, b, c) => Expr::Fma(r(a, f), r(b, f), r(c, f)),
+        Expr::Cmp(c, a, b) => Expr::Cmp(c, r(a, f), r(b, f)),
+        Expr::Select(c, a, b) => Expr::Select(r(c, f), r(a, f), r(b, f)),
+        Expr::Cast(t, a) => Expr::Cast(t, r(a, f)),
+        Expr::Bitcast(t, a) => Expr::Bitcast(t, r(a, f)),
+        Expr::ReduceLanes(op, a) => Expr::ReduceLanes(op, r(a, f)),
+        Expr::Let { var, value, body } => Expr::Let { var, value: r(value, f), body: r(body, f) },
+        leaf @ (Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_)) => leaf,
+    };
+    f(e)
+}
+
+fn rewrite_dyn(e: Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
+    rewrite_bottom_up(e, &mut |x| f(x))
+}
+
+/// Shorthand constructors: lowering code builds many expressions.
+pub mod e {
+    use super::*;
+
+    pub fn f(v: f32) -> Expr {
+        Expr::Lit(Lit::F32(v))
+    }
+    pub fn i(v: i64) -> Expr {
+        Expr::Lit(Lit::I64(v))
+    }
+    pub fn i32(v: i32) -> Expr {
+        Expr::Lit(Lit::I32(v))
+    }
+    pub fn var(v: VarId) -> Expr {
+        Expr::Var(v)
+    }
+    pub fn bin(op: BOp, a: Expr, b: Expr) -> Expr {
+        Expr::Binary(op, Box::new(a), Box::new(b))
+    }
+    pub fn add(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Lit(Lit::I64(0)), _) => b,
+            (_, Expr::Lit(Lit::I64(0))) => a,
+            (Expr::Lit(Lit::I64(x)), Expr::Lit(Lit::I64(y))) => i(x + y),
+            _ => bin(BOp::Add, a, b),
+        }
+    }
+    pub fn sub(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (_, Expr::Lit(Lit::I64(0))) => a,
+            (Expr::Lit(Lit::I64(x)), Expr::Lit(Lit::I64(y))) => i(x - y),
+            _ => bin(BOp::Sub, a, b),
+        }
+    }
+    pub fn mul(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (Expr::Lit(Lit::I64(1)), _) => b,
+            (_, Expr::Lit(Lit::I64(1))) => a,
+            (Expr::Lit(Lit::I64(0)), _) | (_, Expr::Lit(Lit::I64(0))) => i(0),
+            (Expr::Lit(Lit::I64(x)), Expr::Lit(Lit::I64(y))) => i(x * y),
+            _ => bin(BOp::Mul, a, b),
+        }
+    }
+    pub fn div(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (_, Expr::Lit(Lit::I64(1))) => a,
+            _ => bin(BOp::Div, a, b),
+        }
+    }
+    pub fn rem(a: Expr, b: Expr) -> Expr {
+        match (&a, &b) {
+            (_, Expr::Lit(Lit::I64(1))) => i(0),
+            _ => bin(BOp::Rem, a, b),
+        }
+    }
+    pub fn min(a: Expr, b: Expr) -> Expr {
+        bin(BOp::Min, a, b)
+    }
+    pub fn max(a: Expr, b: Expr) -> Expr {
+        bin(BOp::Max, a, b)
+    }
+    pub fn un(op: UOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+    pub fn cmp(c: Cmp, a: Expr, b: Expr) -> Expr {
+        Expr::Cmp(c, Box::new(a), Box::new(b))
+    }
+    pub fn select(c: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::Select(Box::new(c), Box::new(a), Box::new(b))
+    }
+    pub fn cast(to: Elem, a: Expr) -> Expr {
+        Expr::Cast(to, Box::new(a))
+    }
+    pub fn bitcast(to: Elem, a: Expr) -> Expr {
+        Expr::Bitcast(to, Box::new(a))
+    }
+    pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
+        Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
+    }
+    pub fn load(buf: Buf, index: Expr) -> Expr {
+        Expr::Load { buf, index: Box::new(index), lanes: 1 }
+    }
+    pub fn load_vec(buf: Buf, index: Expr, lanes: u8) -> Expr {
+        Expr::Load { buf, index: Box::new(index), lanes }
+    }
+    pub fn let_in(var: VarId, value: Expr, body: Expr) -> Expr {
+        Expr::Let { var, value: Box::new(value), body: Box::new(body) }
+    }
+    pub fn splat(value: Expr, lanes: u8) -> Expr {
+        if lanes == 1 {
+            value
+        } else {
+            Expr::Splat { value: Box::new(value), lanes }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Makes the lanes of `Map` loops and `Reduce` statements explicit for CPU targets.
+//!
+//! A loop asking for `vector = W` becomes a main loop over groups of W iterations whose
+//! body computes W lanes at once, plus a scalar loop for the remainder. Inside the vector
+//! body every expression is either *uniform* (the same for all lanes, kept scalar and
+//! splatted where it meets a vector) or *varying*. Loads whose index moves by exactly 1
+//! per iteration become vector loads; any other varying expression the rules below do not
+//! cover is built lane by lane, which is always correct and merely slower.
+//! Reductions keep `UNROLL` independent vector accumulators to hide add latency.
+
+use super::ir::e::*;
+use super::ir::*;
+use std::collections::HashSet;
+
+const UNROLL: i64 = 4;
+
+pub fn vectorize_kernel(k: &mut Kernel) {
+    let mut next = k.next_var;
+    let body = std::mem::take(&mut k.body);
+    k.body = body.into_iter().flat_map(|s| vectorize_stmt(s, &mut next)).collect();
+    k.next_var = next;
+}
+
+fn vectorize_stmt(s: Stmt, next: &mut VarId) -> Vec<Stmt> {
+    let mut fresh = || {
+        *next += 1;
+        *next - 1
+    };
+    match s {
+        Stmt::Loop { var, extent, kind: LoopKind::Map, vector, body } if vector > 1 && body_is_simple(&body, var) => {
+            let w = vector as i64;
+            let (groups, tail, base) = (fresh(), fresh(), fresh());
+            let main_len = mul(div(extent.clone(), i(w)), i(w));
+            let vec_vars = HashSet::from([var]);
+            let mut vbody = vec![Stmt::Let { var: base, value: mul(var_e(groups), i(w)) }];
+            vbody.extend(body.iter().map(|st| vector_stmt(st, var, base, vector, &vec_vars)));
+            let scalar_body = substitute_stmts(&body, var, &add(main_len.clone(), var_e(tail)));
+            vec![
+                Stmt::Loop { var: groups, extent: div(extent.clone(), i(w)), kind: LoopKind::Serial, vector: 1, body: vbody },
+                Stmt::Loop { var: tail, extent: sub(extent, main_len), kind: LoopKind::Serial, vector: 1, body: scalar_body },
+            ]
+        }
+        Stmt::Reduce { acc, op, var, extent, value, vector } if vector > 1 => {
+            let w = vector as i64;
+            let step = w * UNROLL;
+            let (groups, tail, accs0) = (fresh(), fresh(), fresh());
+            let accs: Vec<VarId> = (0..UNROLL as VarId).map(|u| accs0 + u).collect();
+            *next += UNROLL as VarId - 1;
+            let identity = match op {
+                RedOp::Sum => f(0.0),
+                RedOp::Max => f(f32::NEG_INFINITY),
+            };
+            let combine = |a: Expr, b: Expr| match op {
+                RedOp::Sum => bin(BOp::Add, a, b),
+                RedOp::Max => bin(BOp::Max, a, b),
+            };
+            let mut out: Vec<Stmt> = accs.iter().map(|&a| Stmt::Decl { var: a, init: splat(identity.clone(), vector) }).collect();
+            let mut body = Vec::new();
+            for (u, &a) in accs.iter().enumerate() {
+                let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
+                let lanes = vector_expr(&value, var, &start, vector, &HashSet::from([var]));
+                body.push(Stmt::Assign { var: a, value: combine(var_e(a), lanes) });
+            }
+            out.push(Stmt::Loop { var: groups, extent: div(extent.clone(), i(step)), kind: LoopKind::Serial, vector: 1, body });
+            let total = accs.iter().skip(1).fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
+            out.push(Stmt::Decl { var: acc, init: Expr::ReduceLanes(op, Box::new(total)) });
+            let main_len = mul(div(extent.clone(), i(step)), i(step));
+            let tail_value = substitute(&value, var, &add(main_len.clone(), var_e(tail)));
+            out.push(Stmt::Loop {
+                var: tail,
+                extent: sub(extent, main_len),
+                kind: LoopKind::Serial,
+                vector: 1,
+                body: vec![Stmt::Assign { var: acc, value: combine(var_e(acc), tail_value) }],
+            });
+            out
+        }
+        Stmt::Loop { var, extent, kind, vector, body } => {
+            let body = body.into_iter().flat_map(|s| vectorize_stmt(s, next)).collect();
+            vec![Stmt::Loop { var, extent, kind, vector, body }]
+        }
+        Stmt::If { cond, then, otherwise } => {
+            let then = then.into_iter().flat_map(|s| vectorize_stmt(s, next)).collect();
+            let otherwise = otherwise.into_iter().flat_map(|s| vectorize_stmt(s, next)).collect();
+            vec![Stmt::If { cond, then, otherwise }]
+        }
+        other => vec![other],
+    }
+}
+
+fn var_e(v: VarId) -> Expr {
+    Expr::Var(v)
+}
+
+/// Only bodies of contiguous stores are vectorised (values name shared subexpressions
+/// with `Expr::Let`); anything else stays scalar, which is correct and merely slower.
+fn body_is_simple(body: &[Stmt], var: VarId) -> bool {
+    body.iter().all(|s| matches!(s, Stmt::Store { index, .. } if stride_of(index, var) == Some(1)))
+}
+
+fn vector_stmt(s: &Stmt, var: VarId, base: VarId, lanes: u8, vec_vars: &HashSet<VarId>) -> Stmt {
+    let Stmt::Store { buf, index, value } = s else { unreachable!("body_is_simple admits only stores") };
+    let start = var_e(base);
+    let value = as_vector(vector_expr(value, var, &start, lanes, vec_vars), value, vec_vars, lanes);
+    Stmt::Store { buf: *buf, index: substitute(index, var, &start), value }
+}
+
+fn as_vector(x: Expr, orig: &Expr, vec_vars: &HashSet<VarId>, lanes: u8) -> Expr {
+    if depends(orig, vec_vars) {
+        x
+    } else {
+        splat(x, lanes)
+    }
+}
+
+/// True if `x` reads any varying variable.
+fn depends(x: &Expr, vec_vars: &HashSet<VarId>) -> bool {
+    let mut found = false;
+    let _ = rewrite_bottom_up(x.clone(), &mut |n| {
+        if let Expr::Var(v) = &n {
+            found |= vec_vars.contains(v);
+        }
+        n
+    });
+    found
+}
+
+/// The vector form of `x` for lanes `start + 0 .. start + lanes` of `var`.
+fn vector_expr(x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars: &HashSet<VarId>) -> Expr {
+    if !depends(x, vec_vars) {
+        return x.clone();
+    }
+    let v = |y: &Expr| vector_expr(y, var, start, lanes, vec_vars);
+    let vs = |y: &Expr| as_vector(v(y), y, vec_vars, lanes);
+    match x {
+        Expr::Var(id) if *id != var => x.clone(),
+        Expr::Load { buf, index, lanes: 1 } if !depends(index, &(vec_vars - &HashSet::from([var]))) => {
+            match stride_of(index, var) {
+                Some(0) => x.clone(),
+                Some(1) => load_vec(*buf, substitute(index, var, start), lanes),
+                _ => per_lane(x, var, start, lanes),
+            }
+        }
+        Expr::Unary(op, a) => un(*op, vs(a)),
+        Expr::Binary(op, a, b) if matches!(op, BOp::Add | BOp::Sub | BOp::Mul | BOp::Div | BOp::Max | BOp::Min) && is_float(x) => {
+            bin(*op, vs(a), vs(b))
+        }
+        Expr::Fma(a, b, c) => fma(vs(a), vs(b), vs(c)),
+        Expr::Select(c, a, b) if is_float(x) => select(vs(c), vs(a), vs(b)),
+        Expr::Cmp(c, a, b) if is_float(a) => cmp(*c, vs(a), vs(b)),
+        Expr::Let { var: lv, value, body } => {
+            let mut inner = vec_vars.clone();
+            if depends(value, vec_vars) {
+                inner.insert(*lv);
+            }
+            let value_v = v(value);
+            let body_v = vector_expr(body, var, start, lanes, &inner);
+            let body_v = as_vector(body_v, body, &inner, lanes);
+            let_in(*lv, value_v, body_v)
+        }
+        _ => per_lane(x, var, start, lanes),
+    }
+}
+
+fn per_lane(x: &Expr, var: VarId, start: &Expr, lanes: u8) -> Expr {
+    Expr::Lanes((0..lanes as i64).map(|l| substitute(x, var, &add(start.clone(), i(l)))).collect())
+}
+
+/// Conservative: float-valued expressions are those whose leaves are float literals or
+/// loads from float buffers; we only need to tell float arithmetic from index arithmetic,
+/// and index arithmetic never contains loads of floats or float literals.
+fn is_float(x: &Expr) -> bool {
+    match x {
+        Expr::Lit(Lit::F32(_)) => true,
+        Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) => false,
+        Expr::Load { .. } => true,
+        Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t == Elem::F32,
+        Expr::Unary(_, a) | Expr::Splat { value: a, .. } | Expr::ReduceLanes(_, a) => is_float(a),
+        Expr::Binary(_, a, b) => is_float(a) || is_float(b),
+        Expr::Fma(..) => true,
+        Expr::Cmp(..) => false,
+        Expr::Select(_, a, b) => is_float(a) || is_float(b),
+        Expr::Let { body, .. } => is_float(body),
+        Expr::Lanes(v) => v.first().is_some_and(is_float),
+        Expr::Var(_) => true,
+    }
+}
+
+/// How far `index` moves when `var` grows by one, if that is a known constant.
+pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
+    match index {
+        Expr::Var(v) if *v == var => Some(1),
+        Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Var(_) => Some(0),
+        Expr::Binary(BOp::Add, a, b) => Some(stride_of(a, var)? + stride_of(b, var)?),
+        Expr::Binary(BOp::Sub, a, b) => Some(stride_of(a, var)? - stride_of(b, var)?),
+        Expr::Binary(BOp::Mul, a, b) => {
+            let (sa, sb) = (stride_of(a, var)?, stride_of(b, var)?);
+            match (sa, sb, a.as_ref(), b.as_ref()) {
+                (0, 0, _, _) => Some(0),
+                (_, 0, _, Expr::Lit(Lit::I64(k))) => Some(sa * k),
+                (0, _, Expr::Lit(Lit::I64(k)), _) => Some(sb * k),
+                _ => None,
+            }
+        }
+        other => {
+            let mut uses = false;
+            let _ = rewrite_bottom_up(other.clone(), &mut |n| {
+                uses |= n == Expr::Var(var);
+                n
+            });
+            (!uses).then_some(0)
+        }
+    }
+}
+
+/// `x` with every read of `var` replaced by `by`.
+pub fn substitute(x: &Expr, var: VarId, by: &Expr) -> Expr {
+    rewrite_bottom_up(x.clone(), &mut |n| if n == Expr::Var(var) { by.clone() } else { n })
+}
+
+fn substitute_stmts(body: &[Stmt], var: VarId, by: &Expr) -> Vec<Stmt> {
+    let mut out = body.to_vec();
+    map_exprs(&mut out, &mut |x| substitute(&x, var, by));
+    out
+}
