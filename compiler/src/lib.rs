@@ -3,3 +3,6 @@
 //! types, so each can be tested by building its input by hand.
 
 pub mod kernel;
+pub mod target;
+
+pub use target::{CpuDesc, Target, TargetError};

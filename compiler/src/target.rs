@@ -1,0 +1,192 @@
+//! Targets, spelled `<family>:<arch>` everywhere (command line, artifact, tests, Nix).
+//!
+//! Parsing checks the spelling only; whether this build can emit code for a target is the
+//! code generators' capability query, and whether a host can run it is the runtime's.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Target {
+    /// `cpu:x86-64-v3`, `cpu:znver4`, `cpu:aarch64`, `cpu:native`, ...
+    Cpu(String),
+    /// `cuda:sm_90a`
+    Cuda(String),
+    /// `vulkan:spv1.3`
+    Vulkan(String),
+    /// `hip:gfx1100`
+    Hip(String),
+}
+
+/// What the CPU code generators need to know about a `cpu:` target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuDesc {
+    pub triple: &'static str,
+    /// The LLVM CPU name (`x86-64-v3`, `znver4`, `neoverse-v1`, `generic`, or the host's).
+    pub llvm_cpu: String,
+    pub features: String,
+    /// Widest vector register in bits: decides f32 lanes of vectorised loops and tiles.
+    pub vector_bits: u32,
+    pub aarch64: bool,
+}
+
+pub const X86_LEVELS: [&str; 4] = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"];
+
+/// Named x86 CPUs and their vector width; anything else LLVM accepts also works, with
+/// 256-bit vectors assumed (`kiln targets` lists these as examples, not a limit).
+const X86_NAMED: [(&str, u32); 12] = [
+    ("haswell", 256),
+    ("broadwell", 256),
+    ("skylake", 256),
+    ("alderlake", 256),
+    ("znver2", 256),
+    ("znver3", 256),
+    ("skylake-avx512", 512),
+    ("icelake-server", 512),
+    ("tigerlake", 512),
+    ("sapphirerapids", 512),
+    ("znver4", 512),
+    ("znver5", 512),
+];
+
+impl Target {
+    pub fn family(&self) -> &'static str {
+        match self {
+            Target::Cpu(_) => "cpu",
+            Target::Cuda(_) => "cuda",
+            Target::Vulkan(_) => "vulkan",
+            Target::Hip(_) => "hip",
+        }
+    }
+
+    pub fn arch(&self) -> &str {
+        match self {
+            Target::Cpu(a) | Target::Cuda(a) | Target::Vulkan(a) | Target::Hip(a) => a,
+        }
+    }
+
+    /// The CPU description, for `cpu:` targets. `native` resolves to `host_cpu`, which
+    /// the caller takes from LLVM (`TargetMachine::get_host_cpu_name`) where it has it.
+    pub fn cpu_desc(&self, host_cpu: Option<(&str, &str)>) -> Option<CpuDesc> {
+        let Target::Cpu(arch) = self else { return None };
+        let arch = arch.as_str();
+        if arch == "aarch64" || arch.starts_with("neoverse") || arch.starts_with("cortex") || arch.starts_with("apple") {
+            let cpu = if arch == "aarch64" { "generic" } else { arch };
+            return Some(CpuDesc { triple: "aarch64-unknown-linux-gnu", llvm_cpu: cpu.into(), features: "+neon".into(), vector_bits: 128, aarch64: true });
+        }
+        let x86 = |cpu: &str, bits: u32, features: &str| CpuDesc {
+            triple: "x86_64-unknown-linux-gnu",
+            llvm_cpu: cpu.into(),
+            features: features.into(),
+            vector_bits: bits,
+            aarch64: false,
+        };
+        Some(match arch {
+            "native" => {
+                let (cpu, feats) = host_cpu.unwrap_or(("x86-64-v2", ""));
+                let bits = if feats.contains("+avx512f") { 512 } else if feats.contains("+avx2") { 256 } else { 128 };
+                x86(cpu, bits, feats)
+            }
+            "x86-64" | "x86-64-v2" => x86(arch, 128, ""),
+            "x86-64-v3" => x86(arch, 256, ""),
+            // AVX-512 with 512-bit vectors preferred: LLVM's default for v4 caps at 256.
+            "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit"),
+            named => {
+                let bits = X86_NAMED.iter().find(|(n, _)| *n == named).map_or(256, |(_, b)| *b);
+                let feats = if bits == 512 { "-prefer-256-bit" } else { "" };
+                x86(named, bits, feats)
+            }
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.family(), self.arch())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("unknown target `{spelling}`: {why}; targets are spelled cpu:<arch> (cpu:x86-64-v3, cpu:znver4, cpu:aarch64, cpu:native), cuda:sm_<NN> (cuda:sm_90a), vulkan:spv1.3 or hip:gfx<NNNN> (hip:gfx1100)")]
+pub struct TargetError {
+    pub spelling: String,
+    pub why: String,
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(s: &str) -> Result<Target, TargetError> {
+        let err = |why: &str| TargetError { spelling: s.to_string(), why: why.to_string() };
+        let (family, arch) = s.split_once(':').ok_or_else(|| err("missing `<family>:`"))?;
+        let ok_chars = !arch.is_empty() && arch.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:+".contains(c));
+        if !ok_chars {
+            return Err(err("the architecture is empty or has unexpected characters"));
+        }
+        match family {
+            "cpu" => Ok(Target::Cpu(arch.into())),
+            "cuda" => {
+                let digits = arch.strip_prefix("sm_").map(|d| d.trim_end_matches('a'));
+                match digits {
+                    Some(d) if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()) && d.parse::<u32>().is_ok_and(|n| n >= 50) => {
+                        Ok(Target::Cuda(arch.into()))
+                    }
+                    _ => Err(err("CUDA architectures are sm_<major><minor>, e.g. sm_80, sm_90a")),
+                }
+            }
+            "vulkan" => match arch.strip_prefix("spv1.") {
+                Some(m) if m.parse::<u32>().is_ok_and(|m| (3..=6).contains(&m)) => Ok(Target::Vulkan(arch.into())),
+                _ => Err(err("Vulkan targets are spv1.3 .. spv1.6")),
+            },
+            "hip" => {
+                let base = arch.split(':').next().unwrap_or_default();
+                match base.strip_prefix("gfx") {
+                    Some(d) if d.len() >= 3 && d.chars().all(|c| c.is_ascii_hexdigit()) => Ok(Target::Hip(arch.into())),
+                    _ => Err(err("AMD architectures are gfx<NNN>, e.g. gfx90a, gfx1100")),
+                }
+            }
+            other => Err(err(&format!("unknown family `{other}`"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_round_trip() {
+        for s in ["cpu:x86-64-v3", "cpu:znver4", "cpu:aarch64", "cuda:sm_90a", "cuda:sm_80", "vulkan:spv1.3", "hip:gfx1100", "hip:gfx90a"] {
+            let t: Target = s.parse().unwrap();
+            assert_eq!(t.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn bad_spellings_say_why() {
+        for (s, why) in [
+            ("x86-64-v3", "missing"),
+            ("gpu:foo", "unknown family `gpu`"),
+            ("cuda:90", "sm_<major><minor>"),
+            ("cuda:sm_", "sm_<major><minor>"),
+            ("hip:rdna3", "gfx<NNN>"),
+            ("vulkan:spv2.0", "spv1.3"),
+            ("cpu:", "empty"),
+        ] {
+            let e = s.parse::<Target>().unwrap_err();
+            assert!(e.to_string().contains(why), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn cpu_descs_pick_vector_width() {
+        let d = |s: &str| s.parse::<Target>().unwrap().cpu_desc(None).unwrap();
+        assert_eq!(d("cpu:x86-64-v2").vector_bits, 128);
+        assert_eq!(d("cpu:x86-64-v3").vector_bits, 256);
+        assert_eq!(d("cpu:x86-64-v4").vector_bits, 512);
+        assert_eq!(d("cpu:znver4").vector_bits, 512);
+        assert!(d("cpu:neoverse-v1").aarch64);
+        assert!("cuda:sm_90".parse::<Target>().unwrap().cpu_desc(None).is_none());
+    }
+}
