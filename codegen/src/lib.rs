@@ -1,1 +1,39 @@
+//! Code generators: kernel IR + target -> code blob for the artifact.
+//!
+//! Each backend is one module implementing [`Backend`]; the compiler never names a backend,
+//! and a backend never sees graph ops, only kernel IR. CPU backends emit an ELF object that
+//! [`link`] turns into the shared object the runtime loads; each kernel is exported as
+//! `kiln_<name>(args: *const *mut u8, dims: *const i64, begin: i64, end: i64)`, running grid
+//! points `begin..end` (flattened, row-major over the kernel's grid).
 
+pub mod link;
+#[cfg(feature = "llvm")]
+pub mod llvm;
+#[cfg(feature = "cranelift")]
+pub mod cranelift;
+
+use kiln_compiler::kernel::Kernel;
+use kiln_compiler::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("backend {backend} cannot emit code for {target}: {why}")]
+    Unsupported { backend: &'static str, target: String, why: String },
+    #[error("kernel {kernel} ({target}): {msg}")]
+    Kernel { kernel: String, target: String, msg: String },
+    #[error("linking for {target}: {msg}")]
+    Link { target: String, msg: String },
+}
+
+/// The symbol a kernel is exported under.
+pub fn symbol_name(kernel: &str) -> String {
+    format!("kiln_{kernel}")
+}
+
+pub trait Backend {
+    fn name(&self) -> &'static str;
+    /// `Err` says why this backend cannot serve `target` in this build.
+    fn check(&self, target: &Target) -> Result<(), CodegenError>;
+    /// Compiles all kernels of one model for one target into one code blob.
+    fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError>;
+}

@@ -1,0 +1,1 @@
+//! LLVM backend (in progress).
