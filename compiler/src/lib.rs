@@ -6,3 +6,7 @@ pub mod kernel;
 pub mod target;
 
 pub use target::{CpuDesc, Target, TargetError};
+pub mod lower;
+pub mod schedule;
+pub mod memory;
+pub mod pipeline;

@@ -142,6 +142,8 @@ pub enum Expr {
     Cast(Elem, Box<Expr>),
     /// Reinterpret bits between f32 and i32 of the same lane count.
     Bitcast(Elem, Box<Expr>),
+    /// One lane of a vector.
+    Extract { vector: Box<Expr>, lane: u8 },
     /// Horizontal reduction of a vector to a scalar.
     ReduceLanes(RedOp, Box<Expr>),
     /// `let var = value in body`: names a value used several times in `body` (the
@@ -272,6 +274,7 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::Cast(t, a) => Expr::Cast(t, r(a, f)),
         Expr::Bitcast(t, a) => Expr::Bitcast(t, r(a, f)),
         Expr::ReduceLanes(op, a) => Expr::ReduceLanes(op, r(a, f)),
+        Expr::Extract { vector, lane } => Expr::Extract { vector: r(vector, f), lane },
         Expr::Let { var, value, body } => Expr::Let { var, value: r(value, f), body: r(body, f) },
         leaf @ (Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_)) => leaf,
     };

@@ -16,12 +16,38 @@ const UNROLL: i64 = 4;
 
 pub fn vectorize_kernel(k: &mut Kernel) {
     let mut next = k.next_var;
+    let cx = Cx { bufs: k.args.iter().map(|a| a.dtype).collect(), locals: k.locals.iter().map(|l| l.dtype).collect(), vars: Default::default() };
     let body = std::mem::take(&mut k.body);
-    k.body = body.into_iter().flat_map(|s| vectorize_stmt(s, &mut next)).collect();
+    k.body = vectorize_stmts(&cx, body, &mut next);
     k.next_var = next;
 }
 
-fn vectorize_stmt(s: Stmt, next: &mut VarId) -> Vec<Stmt> {
+/// Vectorises a statement list, tracking the element types of the variables it binds.
+fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
+    let mut cx = cx.clone();
+    let mut out = Vec::new();
+    for s in body {
+        match &s {
+            Stmt::Let { var, value } | Stmt::Decl { var, init: value } => {
+                if let Some(t) = cx.elem(value) {
+                    cx.vars.insert(*var, t);
+                }
+            }
+            Stmt::Loop { var, .. } => {
+                cx.vars.insert(*var, Elem::I64);
+            }
+            Stmt::Reduce { acc, var, .. } => {
+                cx.vars.insert(*var, Elem::I64);
+                cx.vars.insert(*acc, Elem::F32);
+            }
+            _ => {}
+        }
+        out.extend(vectorize_stmt(&cx, s, next));
+    }
+    out
+}
+
+fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
     let mut fresh = || {
         *next += 1;
         *next - 1
@@ -33,7 +59,7 @@ fn vectorize_stmt(s: Stmt, next: &mut VarId) -> Vec<Stmt> {
             let main_len = mul(div(extent.clone(), i(w)), i(w));
             let vec_vars = HashSet::from([var]);
             let mut vbody = vec![Stmt::Let { var: base, value: mul(var_e(groups), i(w)) }];
-            vbody.extend(body.iter().map(|st| vector_stmt(st, var, base, vector, &vec_vars)));
+            vbody.extend(body.iter().map(|st| vector_stmt(cx, st, var, base, vector, &vec_vars)));
             let scalar_body = substitute_stmts(&body, var, &add(main_len.clone(), var_e(tail)));
             vec![
                 Stmt::Loop { var: groups, extent: div(extent.clone(), i(w)), kind: LoopKind::Serial, vector: 1, body: vbody },
@@ -58,7 +84,7 @@ fn vectorize_stmt(s: Stmt, next: &mut VarId) -> Vec<Stmt> {
             let mut body = Vec::new();
             for (u, &a) in accs.iter().enumerate() {
                 let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
-                let lanes = vector_expr(&value, var, &start, vector, &HashSet::from([var]));
+                let lanes = vector_expr(cx, &value, var, &start, vector, &HashSet::from([var]));
                 body.push(Stmt::Assign { var: a, value: combine(var_e(a), lanes) });
             }
             out.push(Stmt::Loop { var: groups, extent: div(extent.clone(), i(step)), kind: LoopKind::Serial, vector: 1, body });
@@ -76,12 +102,12 @@ fn vectorize_stmt(s: Stmt, next: &mut VarId) -> Vec<Stmt> {
             out
         }
         Stmt::Loop { var, extent, kind, vector, body } => {
-            let body = body.into_iter().flat_map(|s| vectorize_stmt(s, next)).collect();
+            let body = vectorize_stmts(cx, body, next);
             vec![Stmt::Loop { var, extent, kind, vector, body }]
         }
         Stmt::If { cond, then, otherwise } => {
-            let then = then.into_iter().flat_map(|s| vectorize_stmt(s, next)).collect();
-            let otherwise = otherwise.into_iter().flat_map(|s| vectorize_stmt(s, next)).collect();
+            let then = vectorize_stmts(cx, then, next);
+            let otherwise = vectorize_stmts(cx, otherwise, next);
             vec![Stmt::If { cond, then, otherwise }]
         }
         other => vec![other],
@@ -98,10 +124,10 @@ fn body_is_simple(body: &[Stmt], var: VarId) -> bool {
     body.iter().all(|s| matches!(s, Stmt::Store { index, .. } if stride_of(index, var) == Some(1)))
 }
 
-fn vector_stmt(s: &Stmt, var: VarId, base: VarId, lanes: u8, vec_vars: &HashSet<VarId>) -> Stmt {
+fn vector_stmt(cx: &Cx, s: &Stmt, var: VarId, base: VarId, lanes: u8, vec_vars: &HashSet<VarId>) -> Stmt {
     let Stmt::Store { buf, index, value } = s else { unreachable!("body_is_simple admits only stores") };
     let start = var_e(base);
-    let value = as_vector(vector_expr(value, var, &start, lanes, vec_vars), value, vec_vars, lanes);
+    let value = as_vector(vector_expr(cx, value, var, &start, lanes, vec_vars), value, vec_vars, lanes);
     Stmt::Store { buf: *buf, index: substitute(index, var, &start), value }
 }
 
@@ -126,63 +152,94 @@ fn depends(x: &Expr, vec_vars: &HashSet<VarId>) -> bool {
 }
 
 /// The vector form of `x` for lanes `start + 0 .. start + lanes` of `var`.
-fn vector_expr(x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars: &HashSet<VarId>) -> Expr {
+fn vector_expr(cx: &Cx, x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars: &HashSet<VarId>) -> Expr {
     if !depends(x, vec_vars) {
         return x.clone();
     }
-    let v = |y: &Expr| vector_expr(y, var, start, lanes, vec_vars);
+    let v = |y: &Expr| vector_expr(cx, y, var, start, lanes, vec_vars);
     let vs = |y: &Expr| as_vector(v(y), y, vec_vars, lanes);
+    // Index arithmetic (i64) stays scalar, one copy per lane: its vectors would be wide and
+    // it only feeds addresses and comparisons.
+    let index_math = |y: &Expr| cx.elem(y) == Some(Elem::I64);
     match x {
         Expr::Var(id) if *id != var => x.clone(),
-        Expr::Load { buf, index, lanes: 1 } if !depends(index, &(vec_vars - &HashSet::from([var]))) => {
-            match stride_of(index, var) {
-                Some(0) => x.clone(),
-                Some(1) => load_vec(*buf, substitute(index, var, start), lanes),
-                _ => per_lane(x, var, start, lanes),
-            }
-        }
+        Expr::Load { buf, index, lanes: 1 } if !depends(index, &(vec_vars - &HashSet::from([var]))) => match stride_of(index, var) {
+            Some(0) => x.clone(),
+            Some(1) => load_vec(*buf, substitute(index, var, start), lanes),
+            _ => per_lane(x, var, start, lanes, vec_vars),
+        },
+        _ if index_math(x) => per_lane(x, var, start, lanes, vec_vars),
+        Expr::Cmp(_, a, _) | Expr::Cast(_, a) if index_math(a) => per_lane(x, var, start, lanes, vec_vars),
         Expr::Unary(op, a) => un(*op, vs(a)),
-        Expr::Binary(op, a, b) if matches!(op, BOp::Add | BOp::Sub | BOp::Mul | BOp::Div | BOp::Max | BOp::Min) && is_float(x) => {
-            bin(*op, vs(a), vs(b))
-        }
+        Expr::Binary(op, a, b) => bin(*op, vs(a), vs(b)),
         Expr::Fma(a, b, c) => fma(vs(a), vs(b), vs(c)),
-        Expr::Select(c, a, b) if is_float(x) => select(vs(c), vs(a), vs(b)),
-        Expr::Cmp(c, a, b) if is_float(a) => cmp(*c, vs(a), vs(b)),
+        Expr::Select(c, a, b) => select(vs(c), vs(a), vs(b)),
+        Expr::Cmp(c, a, b) => cmp(*c, vs(a), vs(b)),
+        Expr::Cast(t, a) => cast(*t, vs(a)),
+        Expr::Bitcast(t, a) => bitcast(*t, vs(a)),
         Expr::Let { var: lv, value, body } => {
             let mut inner = vec_vars.clone();
             if depends(value, vec_vars) {
                 inner.insert(*lv);
             }
             let value_v = v(value);
-            let body_v = vector_expr(body, var, start, lanes, &inner);
+            let mut cx2 = cx.clone();
+            if let Some(t) = cx.elem(value) {
+                cx2.vars.insert(*lv, t);
+            }
+            let body_v = vector_expr(&cx2, body, var, start, lanes, &inner);
             let body_v = as_vector(body_v, body, &inner, lanes);
             let_in(*lv, value_v, body_v)
         }
-        _ => per_lane(x, var, start, lanes),
+        _ => per_lane(x, var, start, lanes, vec_vars),
     }
 }
 
-fn per_lane(x: &Expr, var: VarId, start: &Expr, lanes: u8) -> Expr {
-    Expr::Lanes((0..lanes as i64).map(|l| substitute(x, var, &add(start.clone(), i(l)))).collect())
+/// Lane `l` of `x`: the loop variable becomes `start + l`, other varying variables
+/// (vector-valued lets) become their lane `l`.
+fn per_lane(x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars: &HashSet<VarId>) -> Expr {
+    Expr::Lanes(
+        (0..lanes)
+            .map(|l| {
+                rewrite_bottom_up(x.clone(), &mut |n| match n {
+                    Expr::Var(v) if v == var => add(start.clone(), i(l as i64)),
+                    Expr::Var(v) if vec_vars.contains(&v) => Expr::Extract { vector: Box::new(Expr::Var(v)), lane: l },
+                    other => other,
+                })
+            })
+            .collect(),
+    )
 }
 
-/// Conservative: float-valued expressions are those whose leaves are float literals or
-/// loads from float buffers; we only need to tell float arithmetic from index arithmetic,
-/// and index arithmetic never contains loads of floats or float literals.
-fn is_float(x: &Expr) -> bool {
-    match x {
-        Expr::Lit(Lit::F32(_)) => true,
-        Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) => false,
-        Expr::Load { .. } => true,
-        Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t == Elem::F32,
-        Expr::Unary(_, a) | Expr::Splat { value: a, .. } | Expr::ReduceLanes(_, a) => is_float(a),
-        Expr::Binary(_, a, b) => is_float(a) || is_float(b),
-        Expr::Fma(..) => true,
-        Expr::Cmp(..) => false,
-        Expr::Select(_, a, b) => is_float(a) || is_float(b),
-        Expr::Let { body, .. } => is_float(body),
-        Expr::Lanes(v) => v.first().is_some_and(is_float),
-        Expr::Var(_) => true,
+/// Element types of expressions, from buffer dtypes and the variables bound so far.
+#[derive(Clone)]
+struct Cx {
+    bufs: Vec<kiln_ir::DType>,
+    locals: Vec<kiln_ir::DType>,
+    vars: std::collections::HashMap<VarId, Elem>,
+}
+
+impl Cx {
+    fn elem(&self, x: &Expr) -> Option<Elem> {
+        Some(match x {
+            Expr::Lit(Lit::F32(_)) => Elem::F32,
+            Expr::Lit(Lit::I32(_)) => Elem::I32,
+            Expr::Lit(Lit::I64(_)) | Expr::Dim(_) | Expr::GridIdx(_) => Elem::I64,
+            Expr::Lit(Lit::Bool(_)) | Expr::Cmp(..) => Elem::Bool,
+            Expr::Var(v) => *self.vars.get(v)?,
+            Expr::Load { buf: Buf::Arg(b), .. } => Elem::of_storage(*self.bufs.get(*b as usize)?),
+            Expr::Load { buf: Buf::Local(b), .. } => Elem::of_storage(*self.locals.get(*b as usize)?),
+            Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
+            Expr::Fma(..) | Expr::ReduceLanes(..) => Elem::F32,
+            Expr::Unary(_, a) | Expr::Binary(_, a, _) | Expr::Select(_, a, _) | Expr::Splat { value: a, .. } => self.elem(a)?,
+            Expr::Extract { vector, .. } => self.elem(vector)?,
+            Expr::Lanes(v) => self.elem(v.first()?)?,
+            Expr::Let { var, value, body } => {
+                let mut inner = self.clone();
+                inner.vars.insert(*var, self.elem(value)?);
+                inner.elem(body)?
+            }
+        })
     }
 }
 

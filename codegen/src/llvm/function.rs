@@ -1,0 +1,200 @@
+//! One kernel -> one exported LLVM function.
+//!
+//! The exported `kiln_<name>(args, dims, begin, end)` only unpacks the argument array and
+//! calls an internal, always-inlined body whose buffer parameters are `noalias`: LLVM keeps
+//! that knowledge as alias scopes when it inlines, which is what lets it keep loads in
+//! registers across stores. The body loops over grid points `begin..end`, recovers each
+//! point's grid index, and emits the kernel's statements.
+
+use super::expr::{Emitter, Fail};
+use inkwell::attributes::{Attribute, AttributeLoc};
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::types::{BasicMetadataTypeEnum, BasicType};
+use inkwell::values::{BasicMetadataValueEnum, IntValue};
+use inkwell::AddressSpace;
+use kiln_compiler::kernel::{map_exprs, Expr, Kernel, LoopKind, RedOp, Stmt};
+use kiln_compiler::CpuDesc;
+use std::collections::HashMap;
+
+pub fn emit_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuDesc) -> Result<(), String> {
+    emit(ctx, module, k, desc).map_err(|Fail(m)| m)
+}
+
+fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuDesc) -> Result<(), Fail> {
+    let ptr = ctx.ptr_type(AddressSpace::default());
+    let i64t = ctx.i64_type();
+    let void = ctx.void_type();
+
+    let mut impl_params: Vec<BasicMetadataTypeEnum> = k.args.iter().map(|_| ptr.into()).collect();
+    impl_params.extend::<[BasicMetadataTypeEnum; 3]>([ptr.into(), i64t.into(), i64t.into()]);
+    let impl_fn = module.add_function(&format!("{}_body", k.name), void.fn_type(&impl_params, false), Some(Linkage::Private));
+    let noalias = ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
+    for p in 0..=k.args.len() {
+        impl_fn.add_attribute(AttributeLoc::Param(p as u32), noalias);
+    }
+    impl_fn.add_attribute(AttributeLoc::Function, ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("alwaysinline"), 0));
+    for f in [impl_fn] {
+        f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-cpu", &desc.llvm_cpu));
+        if !desc.features.is_empty() {
+            f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-features", &desc.features));
+        }
+    }
+
+    // Exported wrapper: unpack `args[i]` and call the body.
+    let wrapper = module.add_function(&crate::symbol_name(&k.name), void.fn_type(&[ptr.into(), ptr.into(), i64t.into(), i64t.into()], false), None);
+    wrapper.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-cpu", &desc.llvm_cpu));
+    if !desc.features.is_empty() {
+        wrapper.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-features", &desc.features));
+    }
+    let b = ctx.create_builder();
+    let entry = ctx.append_basic_block(wrapper, "entry");
+    b.position_at_end(entry);
+    let args_ptr = wrapper.get_nth_param(0).ok_or_else(|| Fail::msg("wrapper params"))?.into_pointer_value();
+    let mut call_args: Vec<BasicMetadataValueEnum> = Vec::new();
+    for a in 0..k.args.len() {
+        // SAFETY of the generated code: the runtime passes one pointer per kernel argument.
+        let slot = unsafe { b.build_in_bounds_gep(ptr, args_ptr, &[i64t.const_int(a as u64, false)], "argp")? };
+        call_args.push(b.build_load(ptr, slot, "arg")?.into());
+    }
+    for p in 1..4 {
+        call_args.push(wrapper.get_nth_param(p).ok_or_else(|| Fail::msg("wrapper params"))?.into());
+    }
+    b.build_call(impl_fn, &call_args, "")?;
+    b.build_return(None)?;
+
+    // The body.
+    let entry = ctx.append_basic_block(impl_fn, "entry");
+    b.position_at_end(entry);
+    let param = |i: usize| impl_fn.get_nth_param(i as u32).ok_or_else(|| Fail::msg("body params"));
+    let bufs = (0..k.args.len()).map(|i| param(i).map(|p| p.into_pointer_value())).collect::<Result<Vec<_>, _>>()?;
+    let dims_ptr = param(k.args.len())?.into_pointer_value();
+    let begin = param(k.args.len() + 1)?.into_int_value();
+    let end = param(k.args.len() + 2)?.into_int_value();
+    let mut em = Emitter { ctx, module, b, func: impl_fn, k, bufs, locals: Vec::new(), dims: Vec::new(), grid: Vec::new(), lets: HashMap::new(), vars: HashMap::new() };
+    for l in &k.locals {
+        let ty = super::expr::storage_type(ctx, l.dtype);
+        let arr = ty.array_type(l.len);
+        let p = em.b.build_alloca(arr, "local")?;
+        if let Some(inst) = p.as_instruction() {
+            inst.set_alignment(64).map_err(Fail::msg)?;
+        }
+        em.locals.push(p);
+    }
+    for d in 0..=max_dim(k) {
+        // SAFETY of the generated code: the runtime passes every symbol of the plan.
+        let at = unsafe { em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")? };
+        em.dims.push(em.b.build_load(i64t, at, "dim")?.into_int_value());
+    }
+    let extents = k.grid.iter().map(|g| em.expr(g).map(|v| v.into_int_value())).collect::<Result<Vec<_>, _>>()?;
+    let count = em.b.build_int_sub(end, begin, "count")?;
+    em.counted_loop(count, &mut |em, it| {
+        let flat = em.b.build_int_add(begin, it, "flat")?;
+        em.grid = decompose(em, flat, &extents)?;
+        stmts(em, &k.body)
+    })?;
+    em.b.build_return(None)?;
+    Ok(())
+}
+
+/// Highest `Expr::Dim` index read by the kernel (its grid included), or -1 as 0 loads.
+fn max_dim(k: &Kernel) -> i64 {
+    let mut m = -1i64;
+    let mut body = k.body.clone();
+    let mut see = |x: Expr| {
+        let _ = kiln_compiler::kernel::rewrite_bottom_up(x.clone(), &mut |n| {
+            if let Expr::Dim(d) = n {
+                m = m.max(d as i64);
+            }
+            n
+        });
+        x
+    };
+    map_exprs(&mut body, &mut see);
+    for g in &k.grid {
+        see(g.clone());
+    }
+    m
+}
+
+fn decompose<'ctx>(em: &mut Emitter<'_, 'ctx>, flat: IntValue<'ctx>, extents: &[IntValue<'ctx>]) -> Result<Vec<IntValue<'ctx>>, Fail> {
+    let mut idx = vec![flat; extents.len()];
+    let mut rest = flat;
+    for g in (0..extents.len()).rev() {
+        if g == 0 {
+            idx[g] = rest;
+        } else {
+            idx[g] = em.b.build_int_signed_rem(rest, extents[g], "gi")?;
+            rest = em.b.build_int_signed_div(rest, extents[g], "gr")?;
+        }
+    }
+    Ok(idx)
+}
+
+fn stmts(em: &mut Emitter, body: &[Stmt]) -> Result<(), Fail> {
+    for s in body {
+        stmt(em, s)?;
+    }
+    Ok(())
+}
+
+fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
+    match s {
+        Stmt::Let { var, value } => {
+            let v = em.expr(value)?;
+            em.lets.insert(*var, v);
+        }
+        Stmt::Decl { var, init } => {
+            let v = em.expr(init)?;
+            em.declare(*var, v)?;
+        }
+        Stmt::Assign { var, value } => {
+            let v = em.expr(value)?;
+            em.assign(*var, v)?;
+        }
+        Stmt::Store { buf, index, value } => {
+            let i = em.expr(index)?.into_int_value();
+            let v = em.expr(value)?;
+            em.store(*buf, i, v)?;
+        }
+        Stmt::Loop { var, extent, kind, body, .. } => {
+            let n = em.expr(extent)?.into_int_value();
+            // Unroll loops are left to LLVM's unroller, which sees their literal extents.
+            let _: &LoopKind = kind;
+            em.counted_loop(n, &mut |em, it| {
+                em.lets.insert(*var, it.into());
+                stmts(em, body)
+            })?;
+        }
+        Stmt::Reduce { acc, op, var, extent, value, .. } => {
+            // Scalar form: vector reductions were rewritten by the vectorize pass.
+            let init = match op {
+                RedOp::Sum => em.ctx.f32_type().const_float(0.0),
+                RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
+            };
+            em.declare(*acc, init.into())?;
+            let n = em.expr(extent)?.into_int_value();
+            em.counted_loop(n, &mut |em, it| {
+                em.lets.insert(*var, it.into());
+                let x = em.expr(value)?;
+                let a = em.read_var(*acc)?;
+                let r = em.reduce_step(*op, a, x)?;
+                em.assign(*acc, r)
+            })?;
+        }
+        Stmt::If { cond, then, otherwise } => {
+            let c = em.expr(cond)?.into_int_value();
+            let (bt, be, bj) = (em.block("then"), em.block("else"), em.block("join"));
+            em.b.build_conditional_branch(c, bt, be)?;
+            em.b.position_at_end(bt);
+            stmts(em, then)?;
+            em.b.build_unconditional_branch(bj)?;
+            em.b.position_at_end(be);
+            stmts(em, otherwise)?;
+            em.b.build_unconditional_branch(bj)?;
+            em.b.position_at_end(bj);
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,177 @@
+//! Lowering: a typed graph -> kernels in kernel IR, plus which buffers each launch reads
+//! and writes.
+//!
+//! Partitioning is simple and explicit: a node gets its own buffer (is *materialised*) if
+//! it is a graph input, weight or tensor constant, a graph output, a reduction-like op
+//! (reduce, matmul, softmax, norms), read by several nodes, or a non-trivial operand of a
+//! matmul. Each materialised computed node is one kernel; every other node is inlined into
+//! the kernels that read it (see [`inline`]), which fuses elementwise chains, broadcasts
+//! and layout changes into their consumers.
+
+mod inline;
+mod kernels;
+mod matmul;
+mod partition;
+
+pub use inline::{dim_expr, flat_index};
+
+use crate::kernel::{BufferParam, Kernel, VarId};
+use crate::schedule::Schedule;
+use kiln_ir::{DType, Dim, Graph, NodeId, Op, Tensor};
+use std::collections::HashMap;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LowerError {
+    #[error("node %{node} ({op}): {why}")]
+    Unsupported { node: usize, op: &'static str, why: String },
+    #[error("internal lowering error: {0}")]
+    Internal(String),
+}
+
+/// Where a materialised node's data lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufferKind {
+    Input(usize),
+    Output(usize),
+    Param(String),
+    Const(Tensor),
+    /// An intermediate: gets an arena slot from the memory planner.
+    Temp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferInfo {
+    pub kind: BufferKind,
+    pub dtype: DType,
+    pub shape: Vec<Dim>,
+}
+
+/// One kernel launch: which global buffers the kernel's arguments are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelLaunch {
+    pub kernel: usize,
+    pub args: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    pub symbols: Vec<String>,
+    pub buffers: Vec<BufferInfo>,
+    pub kernels: Vec<Kernel>,
+    pub launches: Vec<KernelLaunch>,
+}
+
+/// Lowering state: the graph, global buffers, and the kernel being built.
+pub struct Ctx<'g> {
+    pub graph: &'g Graph,
+    pub schedule: Schedule,
+    symbols: Vec<String>,
+    node_buffer: HashMap<NodeId, usize>,
+    buffers: Vec<BufferInfo>,
+    /// Global buffer ids of the current kernel's arguments, in argument order.
+    args: Vec<usize>,
+    writes: Vec<bool>,
+    next_var: VarId,
+}
+
+impl<'g> Ctx<'g> {
+    pub fn symbol(&self, name: &str) -> u32 {
+        self.symbols.iter().position(|s| s == name).expect("symbols are collected from the graph") as u32
+    }
+
+    pub fn fresh(&mut self) -> VarId {
+        self.next_var += 1;
+        self.next_var - 1
+    }
+
+    /// The current kernel's argument for a materialised node (added on first use).
+    pub fn buffer_of(&mut self, node: NodeId) -> Option<crate::kernel::Buf> {
+        let global = *self.node_buffer.get(&node)?;
+        Some(crate::kernel::Buf::Arg(self.arg_for(global, false)))
+    }
+
+    fn arg_for(&mut self, global: usize, writes: bool) -> u32 {
+        let k = match self.args.iter().position(|&a| a == global) {
+            Some(k) => k,
+            None => {
+                self.args.push(global);
+                self.writes.push(false);
+                self.args.len() - 1
+            }
+        };
+        self.writes[k] |= writes;
+        k as u32
+    }
+
+    /// Starts a kernel that writes `node`'s buffer; returns the output argument.
+    fn begin(&mut self, node: NodeId) -> crate::kernel::Buf {
+        self.args.clear();
+        self.writes.clear();
+        self.next_var = 0;
+        let global = self.node_buffer[&node];
+        crate::kernel::Buf::Arg(self.arg_for(global, true))
+    }
+
+    fn finish(&mut self, name: String, grid: Vec<crate::kernel::Expr>, body: Vec<crate::kernel::Stmt>, min_chunk: u64) -> (Kernel, Vec<usize>) {
+        let args = self
+            .args
+            .iter()
+            .zip(&self.writes)
+            .map(|(&g, &w)| BufferParam { name: format!("b{g}"), dtype: self.buffers[g].dtype, writes: w })
+            .collect();
+        let kernel = Kernel {
+            name,
+            args,
+            locals: Vec::new(),
+            grid,
+            min_chunk,
+            body,
+            cost: Default::default(),
+            next_var: self.next_var,
+        };
+        (kernel, self.args.clone())
+    }
+}
+
+pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
+    let part = partition::partition(graph)?;
+    let mut ctx = Ctx {
+        graph,
+        schedule,
+        symbols: graph.symbols(),
+        node_buffer: HashMap::new(),
+        buffers: Vec::new(),
+        args: Vec::new(),
+        writes: Vec::new(),
+        next_var: 0,
+    };
+    for (node, kind) in part.buffers {
+        let n = graph.node(node);
+        ctx.node_buffer.insert(node, ctx.buffers.len());
+        ctx.buffers.push(BufferInfo { kind, dtype: n.dtype, shape: n.shape.clone() });
+    }
+    let mut kernels = Vec::new();
+    let mut launches = Vec::new();
+    for node in part.computed {
+        let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
+        let (mut kernel, args) = kernels::kernel_for(&mut ctx, node, name)?;
+        kernels::count_cost(&ctx, node, &mut kernel);
+        launches.push(KernelLaunch { kernel: kernels.len(), args });
+        kernels.push(kernel);
+    }
+    for (out_idx, node, src) in part.copies {
+        let name = format!("k{}_copy", kernels.len());
+        let (kernel, args) = kernels::copy_kernel(&mut ctx, node, src, out_idx, name)?;
+        launches.push(KernelLaunch { kernel: kernels.len(), args });
+        kernels.push(kernel);
+    }
+    Ok(Lowered { symbols: ctx.symbols, buffers: ctx.buffers, kernels, launches })
+}
+
+fn unsupported(graph: &Graph, node: NodeId, why: impl Into<String>) -> LowerError {
+    LowerError::Unsupported { node: node.index(), op: graph.node(node).op.name(), why: why.into() }
+}
+
+fn is_reduction_like(op: &Op) -> bool {
+    matches!(op, Op::Reduce { .. } | Op::MatMul { .. } | Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. })
+}

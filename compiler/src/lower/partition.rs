@@ -1,0 +1,76 @@
+//! Which nodes get buffers, and which of those kiln computes with a kernel.
+
+use super::{is_reduction_like, unsupported, BufferKind, LowerError};
+use kiln_ir::{Graph, NodeId, Op};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct Partition {
+    /// Every materialised node and where its data lives, in node order.
+    pub buffers: Vec<(NodeId, BufferKind)>,
+    /// Materialised nodes that need a kernel, in topological order.
+    pub computed: Vec<NodeId>,
+    /// Outputs that are another buffer (an input, a weight, or an output named twice):
+    /// (output index, the output's own node placeholder, source node).
+    pub copies: Vec<(usize, NodeId, NodeId)>,
+}
+
+/// Layout-only ops: cheap to recompute in every consumer, never worth a buffer.
+fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Permute { .. } | Op::Slice { .. })
+}
+
+pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
+    let mut kind: BTreeMap<NodeId, BufferKind> = BTreeMap::new();
+    let mut copies = Vec::new();
+    for (i, (name, _)) in g.inputs_named().iter().enumerate() {
+        let _ = name;
+        let node = g.inputs_named()[i].1;
+        kind.insert(node, BufferKind::Input(i));
+    }
+    for id in g.node_ids() {
+        let n = g.node(id);
+        match &n.op {
+            Op::Param { name, .. } => {
+                kind.insert(id, BufferKind::Param(name.clone()));
+            }
+            Op::Const(t) if t.numel() > 1 => {
+                kind.insert(id, BufferKind::Const(t.clone()));
+            }
+            Op::Reduce { .. } if n.dtype.is_int() => return Err(unsupported(g, id, "integer reductions are not supported by the kernel lowering")),
+            op if is_reduction_like(op) => {
+                kind.insert(id, BufferKind::Temp);
+            }
+            op if op.is_injective() && !is_view(op) && g.users(id).len() > 1 => {
+                kind.insert(id, BufferKind::Temp);
+            }
+            _ => {}
+        }
+        if let Op::MatMul { .. } = n.op {
+            for operand in g.inputs(id) {
+                let op = &g.node(operand).op;
+                if op.is_injective() && !is_view(op) {
+                    kind.entry(operand).or_insert(BufferKind::Temp);
+                }
+            }
+        }
+    }
+    let mut output_nodes = BTreeSet::new();
+    for (out_idx, (_, node)) in g.outputs.iter().enumerate() {
+        let existing = kind.get(node).cloned();
+        let needs_copy = matches!(existing, Some(BufferKind::Input(_) | BufferKind::Param(_) | BufferKind::Const(_)))
+            || output_nodes.contains(node)
+            || matches!(g.node(*node).op, Op::Const(_));
+        if needs_copy {
+            copies.push((out_idx, *node, *node));
+        } else {
+            kind.insert(*node, BufferKind::Output(out_idx));
+            output_nodes.insert(*node);
+        }
+    }
+    let computed = kind
+        .iter()
+        .filter(|(_, k)| matches!(k, BufferKind::Temp | BufferKind::Output(_)))
+        .map(|(n, _)| *n)
+        .collect();
+    Ok(Partition { buffers: kind.into_iter().collect(), computed, copies })
+}

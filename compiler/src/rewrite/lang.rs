@@ -1,0 +1,455 @@
+//! The e-graph's language: kiln ops as egg e-nodes.
+//!
+//! egg matches patterns on children, so every attribute that a rule may need to read or
+//! bind (reduce axes, a permutation, matmul flags, a reshape target, an epsilon) is a leaf
+//! child rather than data hidden inside the op. An e-node is a [`Head`] plus children in a
+//! fixed order: tensor operands first, then attribute leaves. Rules then read as the
+//! math they state, e.g. `(matmul (permute ?a ?p) ?b 0 ?tb)` or
+//! `(reduce_max ?x (list ?axis) 1)`, and op names are the `.kir` spellings
+//! ([`kiln_ir::Op::name`]). Graph inputs, params and constants are leaves that carry their
+//! identity ([`Source`]), so converting back rebuilds exactly the same sources.
+
+use egg::{FromOp, Id, Language};
+use kiln_ir::dim::shape_to_string;
+use kiln_ir::{BinaryOp, CmpOp, DType, Dim, Op, ReduceOp, RopeLayout, Shape, Tensor, UnaryOp};
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// One e-node: what it computes (`head`) and its children, operands before attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KilnLang {
+    pub head: Head,
+    pub children: Vec<Id>,
+}
+
+/// The operator of an e-node. Attribute leaves come first, then graph sources, then one
+/// head per kiln op (unary/binary/compare/reduce carry their sub-op), then `outputs`, the
+/// root that holds a graph's results in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Head {
+    Int(i64),
+    Real(Real),
+    Ty(DType),
+    Shape(Shape),
+    Layout(RopeLayout),
+    /// `(list 0 2 1)`: reduce axes or a permutation, each child an `Int`.
+    List,
+    Source(Source),
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Compare(CmpOp),
+    Select,
+    Reduce(ReduceOp),
+    MatMul,
+    Softmax,
+    RmsNorm,
+    LayerNorm,
+    Rope,
+    Gather,
+    Reshape,
+    Permute,
+    Slice,
+    Concat,
+    Cast,
+    Outputs,
+}
+
+/// A graph leaf with the identity it had in the input graph.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    Input { name: String, dtype: DType, shape: Shape },
+    Param { name: String, dtype: DType, shape: Shape },
+    Const(ConstTensor),
+}
+
+/// A constant compared and hashed by its bits, so equal literals share one e-class.
+#[derive(Clone, Debug)]
+pub struct ConstTensor(pub Arc<Tensor>);
+
+/// An f64 attribute (epsilon, rope theta) compared by its bits.
+#[derive(Clone, Copy, Debug)]
+pub struct Real(pub f64);
+
+/// The value of an attribute e-class, as ops need it back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    Int(i64),
+    Real(f64),
+    Ty(DType),
+    Shape(Shape),
+    Layout(RopeLayout),
+    List(Vec<i64>),
+}
+
+impl ConstTensor {
+    fn key(&self) -> (DType, &[usize], impl Iterator<Item = u64> + '_) {
+        (self.0.dtype, &self.0.shape, self.0.data.iter().map(|v| v.to_bits()))
+    }
+}
+
+impl PartialEq for ConstTensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for ConstTensor {}
+impl PartialOrd for ConstTensor {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ConstTensor {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (da, sa, va) = self.key();
+        let (db, sb, vb) = other.key();
+        da.cmp(&db).then_with(|| sa.cmp(sb)).then_with(|| va.cmp(vb))
+    }
+}
+impl Hash for ConstTensor {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (d, s, v) = self.key();
+        d.hash(state);
+        s.hash(state);
+        v.for_each(|b| b.hash(state));
+    }
+}
+
+impl PartialEq for Real {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Real {}
+impl PartialOrd for Real {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Real {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl Hash for Real {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+impl Head {
+    /// Tensor operands the head takes; `None` for variadic (`concat`, `list`, `outputs`).
+    fn operands(&self) -> Option<usize> {
+        Some(match self {
+            Head::Int(_) | Head::Real(_) | Head::Ty(_) | Head::Shape(_) | Head::Layout(_) | Head::Source(_) => 0,
+            Head::List | Head::Concat | Head::Outputs => return None,
+            Head::Unary(_) | Head::Reduce(_) | Head::Softmax | Head::Reshape | Head::Permute | Head::Slice | Head::Cast => 1,
+            Head::Binary(_) | Head::Compare(_) | Head::MatMul | Head::RmsNorm | Head::Rope | Head::Gather => 2,
+            Head::Select | Head::LayerNorm => 3,
+        })
+    }
+
+    /// Attribute children that follow the operands.
+    fn attrs(&self) -> usize {
+        match self {
+            Head::Reduce(_) | Head::MatMul => 2,
+            Head::Softmax | Head::RmsNorm | Head::LayerNorm | Head::Reshape | Head::Permute => 1,
+            Head::Concat | Head::Cast => 1,
+            Head::Rope => 3,
+            Head::Slice => 4,
+            _ => 0,
+        }
+    }
+
+    fn accepts(&self, n: usize) -> bool {
+        match self.operands() {
+            Some(k) => n == k + self.attrs(),
+            None => n > self.attrs(),
+        }
+    }
+
+    /// The heads written by name in patterns (every compute op, `list`, `outputs`).
+    fn named() -> impl Iterator<Item = Head> {
+        let fixed = [
+            Head::Select,
+            Head::MatMul,
+            Head::Softmax,
+            Head::RmsNorm,
+            Head::LayerNorm,
+            Head::Rope,
+            Head::Gather,
+            Head::Reshape,
+            Head::Permute,
+            Head::Slice,
+            Head::Concat,
+            Head::Cast,
+            Head::List,
+            Head::Outputs,
+        ];
+        UnaryOp::ALL
+            .into_iter()
+            .map(Head::Unary)
+            .chain(BinaryOp::ALL.into_iter().map(Head::Binary))
+            .chain(CmpOp::ALL.into_iter().map(Head::Compare))
+            .chain(ReduceOp::ALL.into_iter().map(Head::Reduce))
+            .chain(fixed)
+    }
+
+    /// The `.kir` spelling of a compute head; `None` for leaves.
+    pub fn name(&self) -> Option<&'static str> {
+        Some(match self {
+            Head::Unary(u) => u.name(),
+            Head::Binary(b) => b.name(),
+            Head::Compare(c) => c.name(),
+            Head::Reduce(ReduceOp::Sum) => "reduce_sum",
+            Head::Reduce(ReduceOp::Max) => "reduce_max",
+            Head::Reduce(ReduceOp::Mean) => "reduce_mean",
+            Head::Select => "select",
+            Head::MatMul => "matmul",
+            Head::Softmax => "softmax",
+            Head::RmsNorm => "rms_norm",
+            Head::LayerNorm => "layer_norm",
+            Head::Rope => "rope",
+            Head::Gather => "gather",
+            Head::Reshape => "reshape",
+            Head::Permute => "permute",
+            Head::Slice => "slice",
+            Head::Concat => "concat",
+            Head::Cast => "cast",
+            Head::List => "list",
+            Head::Outputs => "outputs",
+            _ => return None,
+        })
+    }
+
+    fn parse(s: &str) -> Option<Head> {
+        if let Some(h) = Head::named().find(|h| h.name() == Some(s)) {
+            return Some(h);
+        }
+        if let Ok(n) = s.parse::<i64>() {
+            return Some(Head::Int(n));
+        }
+        if s.contains(['.', 'e']) {
+            if let Ok(x) = s.parse::<f64>() {
+                return Some(Head::Real(Real(x)));
+            }
+        }
+        if let Some(d) = DType::from_name(s) {
+            return Some(Head::Ty(d));
+        }
+        if let Some(l) = [RopeLayout::Interleaved, RopeLayout::Neox].into_iter().find(|l| l.name() == s) {
+            return Some(Head::Layout(l));
+        }
+        parse_shape(s).map(Head::Shape)
+    }
+}
+
+/// `[2,seq,64]`: known extents and single symbols (what patterns and dumps need).
+fn parse_shape(s: &str) -> Option<Shape> {
+    let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner
+        .split(',')
+        .map(|d| match d.parse::<i64>() {
+            Ok(n) => Some(Dim::known(n)),
+            Err(_) if d.chars().all(|c| c.is_alphanumeric() || c == '_') => Some(Dim::sym(d)),
+            Err(_) => None,
+        })
+        .collect()
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.name() {
+            return f.write_str(name);
+        }
+        match self {
+            Head::Int(n) => write!(f, "{n}"),
+            Head::Real(x) => write!(f, "{:?}", x.0),
+            Head::Ty(d) => write!(f, "{d}"),
+            Head::Shape(s) => f.write_str(&shape_to_string(s)),
+            Head::Layout(l) => f.write_str(l.name()),
+            Head::Source(Source::Input { name, .. }) => write!(f, "input:{name}"),
+            Head::Source(Source::Param { name, .. }) => write!(f, "param:{name}"),
+            Head::Source(Source::Const(c)) => write!(f, "const:{}{:?}", c.0.dtype, c.0.shape),
+            _ => unreachable!("named heads are printed above"),
+        }
+    }
+}
+
+impl fmt::Display for KilnLang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.head.fmt(f)
+    }
+}
+
+impl Language for KilnLang {
+    type Discriminant = Head;
+
+    fn discriminant(&self) -> Head {
+        self.head.clone()
+    }
+
+    fn matches(&self, other: &Self) -> bool {
+        self.head == other.head && self.children.len() == other.children.len()
+    }
+
+    fn children(&self) -> &[Id] {
+        &self.children
+    }
+
+    fn children_mut(&mut self) -> &mut [Id] {
+        &mut self.children
+    }
+}
+
+impl FromOp for KilnLang {
+    type Error = String;
+
+    fn from_op(op: &str, children: Vec<Id>) -> Result<Self, String> {
+        let head = Head::parse(op).ok_or_else(|| format!("unknown operator `{op}`"))?;
+        if !head.accepts(children.len()) {
+            return Err(format!("`{op}` does not take {} children", children.len()));
+        }
+        Ok(KilnLang { head, children })
+    }
+}
+
+impl KilnLang {
+    pub fn leaf(head: Head) -> KilnLang {
+        KilnLang { head, children: Vec::new() }
+    }
+
+    /// The tensor operands: every child before the attributes.
+    pub fn operands(&self) -> &[Id] {
+        &self.children[..self.children.len() - self.head.attrs()]
+    }
+
+    fn attr_ids(&self) -> &[Id] {
+        &self.children[self.children.len() - self.head.attrs()..]
+    }
+
+    /// The attribute value of an attribute leaf or `list`; `child` gives each child's.
+    pub fn attr(&self, child: impl Fn(Id) -> Option<Attr>) -> Option<Attr> {
+        Some(match &self.head {
+            Head::Int(n) => Attr::Int(*n),
+            Head::Real(x) => Attr::Real(x.0),
+            Head::Ty(d) => Attr::Ty(*d),
+            Head::Shape(s) => Attr::Shape(s.clone()),
+            Head::Layout(l) => Attr::Layout(*l),
+            Head::List => {
+                let ints = self.children.iter().map(|&c| match child(c) {
+                    Some(Attr::Int(n)) => Some(n),
+                    _ => None,
+                });
+                Attr::List(ints.collect::<Option<_>>()?)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Encodes `op` applied to `operands`, adding its attribute leaves through `add`.
+    pub fn encode(op: &Op, operands: &[Id], add: &mut impl FnMut(KilnLang) -> Id) -> KilnLang {
+        let mut int = |n: i64| add(KilnLang::leaf(Head::Int(n)));
+        let (head, attrs): (Head, Vec<Id>) = match op {
+            Op::Input { name, dtype, shape } => {
+                (Head::Source(Source::Input { name: name.clone(), dtype: *dtype, shape: shape.clone() }), vec![])
+            }
+            Op::Param { name, dtype, shape } => {
+                (Head::Source(Source::Param { name: name.clone(), dtype: *dtype, shape: shape.clone() }), vec![])
+            }
+            Op::Const(t) => (Head::Source(Source::Const(ConstTensor(Arc::new(t.clone())))), vec![]),
+            Op::Unary(u) => (Head::Unary(*u), vec![]),
+            Op::Binary(b) => (Head::Binary(*b), vec![]),
+            Op::Compare(c) => (Head::Compare(*c), vec![]),
+            Op::Select => (Head::Select, vec![]),
+            Op::Gather => (Head::Gather, vec![]),
+            Op::Reduce { op, axes, keep_dims } => {
+                let list = axes.iter().map(|&a| int(a as i64)).collect();
+                let list = add(KilnLang { head: Head::List, children: list });
+                (Head::Reduce(*op), vec![list, add(KilnLang::leaf(Head::Int(*keep_dims as i64)))])
+            }
+            Op::MatMul { transpose_a, transpose_b } => {
+                (Head::MatMul, vec![int(*transpose_a as i64), int(*transpose_b as i64)])
+            }
+            Op::Softmax { axis } => (Head::Softmax, vec![int(*axis as i64)]),
+            Op::RmsNorm { eps } => (Head::RmsNorm, vec![add(KilnLang::leaf(Head::Real(Real(*eps))))]),
+            Op::LayerNorm { eps } => (Head::LayerNorm, vec![add(KilnLang::leaf(Head::Real(Real(*eps))))]),
+            Op::Rope { layout, theta, rot_dims } => {
+                let l = add(KilnLang::leaf(Head::Layout(*layout)));
+                let t = add(KilnLang::leaf(Head::Real(Real(*theta))));
+                (Head::Rope, vec![l, t, add(KilnLang::leaf(Head::Int(*rot_dims as i64)))])
+            }
+            Op::Reshape { shape } => (Head::Reshape, vec![add(KilnLang::leaf(Head::Shape(shape.clone())))]),
+            Op::Permute { perm } => {
+                let list = perm.iter().map(|&p| int(p as i64)).collect();
+                (Head::Permute, vec![add(KilnLang { head: Head::List, children: list })])
+            }
+            Op::Slice { axis, start, end, step } => {
+                (Head::Slice, vec![int(*axis as i64), int(*start), int(*end), int(*step)])
+            }
+            Op::Concat { axis } => (Head::Concat, vec![int(*axis as i64)]),
+            Op::Cast { dtype } => (Head::Cast, vec![add(KilnLang::leaf(Head::Ty(*dtype)))]),
+        };
+        KilnLang { head, children: operands.iter().copied().chain(attrs).collect() }
+    }
+
+    /// The kiln op of a source or compute node; `attr` gives each attribute child's value.
+    /// Errors say which attribute is missing or malformed.
+    pub fn decode(&self, attr: impl Fn(Id) -> Option<Attr>) -> Result<Op, String> {
+        let a: Vec<Option<Attr>> = self.attr_ids().iter().map(|&c| attr(c)).collect();
+        let bad = |i: usize| format!("{}: attribute {i} is {:?}", self.head, a.get(i));
+        let int = |i: usize| match a.get(i) {
+            Some(Some(Attr::Int(n))) => Ok(*n),
+            _ => Err(bad(i)),
+        };
+        let index = |i: usize| int(i).and_then(|n| usize::try_from(n).map_err(|_| bad(i)));
+        let flag = |i: usize| int(i).map(|n| n != 0);
+        let real = |i: usize| match a.get(i) {
+            Some(Some(Attr::Real(x))) => Ok(*x),
+            _ => Err(bad(i)),
+        };
+        let list = |i: usize| match a.get(i) {
+            Some(Some(Attr::List(v))) => v.iter().map(|&n| usize::try_from(n).map_err(|_| bad(i))).collect(),
+            _ => Err(bad(i)),
+        };
+        Ok(match &self.head {
+            Head::Source(Source::Input { name, dtype, shape }) => {
+                Op::Input { name: name.clone(), dtype: *dtype, shape: shape.clone() }
+            }
+            Head::Source(Source::Param { name, dtype, shape }) => {
+                Op::Param { name: name.clone(), dtype: *dtype, shape: shape.clone() }
+            }
+            Head::Source(Source::Const(c)) => Op::Const((*c.0).clone()),
+            Head::Unary(u) => Op::Unary(*u),
+            Head::Binary(b) => Op::Binary(*b),
+            Head::Compare(c) => Op::Compare(*c),
+            Head::Select => Op::Select,
+            Head::Gather => Op::Gather,
+            Head::Reduce(op) => Op::Reduce { op: *op, axes: list(0)?, keep_dims: flag(1)? },
+            Head::MatMul => Op::MatMul { transpose_a: flag(0)?, transpose_b: flag(1)? },
+            Head::Softmax => Op::Softmax { axis: index(0)? },
+            Head::RmsNorm => Op::RmsNorm { eps: real(0)? },
+            Head::LayerNorm => Op::LayerNorm { eps: real(0)? },
+            Head::Rope => match a.first() {
+                Some(Some(Attr::Layout(layout))) => Op::Rope { layout: *layout, theta: real(1)?, rot_dims: index(2)? },
+                _ => return Err(bad(0)),
+            },
+            Head::Reshape => match a.first() {
+                Some(Some(Attr::Shape(shape))) => Op::Reshape { shape: shape.clone() },
+                _ => return Err(bad(0)),
+            },
+            Head::Permute => Op::Permute { perm: list(0)? },
+            Head::Slice => Op::Slice { axis: index(0)?, start: int(1)?, end: int(2)?, step: int(3)? },
+            Head::Concat => Op::Concat { axis: index(0)? },
+            Head::Cast => match a.first() {
+                Some(Some(Attr::Ty(dtype))) => Op::Cast { dtype: *dtype },
+                _ => return Err(bad(0)),
+            },
+            other => return Err(format!("`{other}` is not a kiln op")),
+        })
+    }
+}

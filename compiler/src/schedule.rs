@@ -1,0 +1,32 @@
+//! Per-target schedule parameters: the choices lowering makes differently per target.
+//!
+//! For CPUs: f32 lanes of vectorised loops, and the register tile (`mr` x `nr`) and
+//! k-block (`kc`) of matmul. `nr` is two vectors wide and `mr` rows, so the `mr * 2`
+//! accumulators plus two B vectors and one broadcast A value fit the vector registers
+//! (16 on x86-64 up to AVX2, 32 with AVX-512 and on AArch64).
+
+use crate::target::CpuDesc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub lanes: u8,
+    pub mr: u32,
+    pub nr: u32,
+    pub kc: u32,
+}
+
+impl Schedule {
+    pub fn for_cpu(desc: &CpuDesc) -> Schedule {
+        Schedule::for_vector_bits(desc.vector_bits)
+    }
+
+    pub fn for_vector_bits(bits: u32) -> Schedule {
+        let lanes = (bits / 32).clamp(1, 16) as u8;
+        Schedule { lanes, mr: 6, nr: 2 * lanes as u32, kc: 256 }
+    }
+
+    /// The scalar schedule: no vector lanes, a 4x4 tile.
+    pub fn scalar() -> Schedule {
+        Schedule { lanes: 1, mr: 4, nr: 4, kc: 256 }
+    }
+}
