@@ -77,10 +77,10 @@ mod tests {
             buffers: vec![temp(&[4]), temp(&[4]), temp(&[4]), BufferInfo { kind: BufferKind::Output(0), ..temp(&[4]) }],
             kernels: vec![],
             launches: vec![
-                KernelLaunch { kernel: 0, args: vec![0] },
-                KernelLaunch { kernel: 1, args: vec![1, 0] },
-                KernelLaunch { kernel: 2, args: vec![2, 1] },
-                KernelLaunch { kernel: 3, args: vec![3, 2, 0] },
+                KernelLaunch { kernel: 0, args: vec![0], grid: vec![] },
+                KernelLaunch { kernel: 1, args: vec![1, 0], grid: vec![] },
+                KernelLaunch { kernel: 2, args: vec![2, 1], grid: vec![] },
+                KernelLaunch { kernel: 3, args: vec![3, 2, 0], grid: vec![] },
             ],
         };
         let p = plan(&l);
@@ -92,10 +92,10 @@ mod tests {
         assert_ne!(s[0], s[2]);
         let l2 = Lowered {
             launches: vec![
-                KernelLaunch { kernel: 0, args: vec![0] },
-                KernelLaunch { kernel: 1, args: vec![1, 0] },
-                KernelLaunch { kernel: 2, args: vec![2, 1] },
-                KernelLaunch { kernel: 3, args: vec![3, 2] },
+                KernelLaunch { kernel: 0, args: vec![0], grid: vec![] },
+                KernelLaunch { kernel: 1, args: vec![1, 0], grid: vec![] },
+                KernelLaunch { kernel: 2, args: vec![2, 1], grid: vec![] },
+                KernelLaunch { kernel: 3, args: vec![3, 2], grid: vec![] },
             ],
             ..l
         };

@@ -1,1 +1,26 @@
+//! Model builders: architectures as functions that build a `kiln_ir::Graph` plus the
+//! weights its parameters name. File readers (GGUF, safetensors) arrive with the LLM work;
+//! the MLP here and the built-in demo model need no file at all.
 
+pub mod mlp;
+pub mod weights;
+
+pub use weights::Weights;
+
+/// A graph together with the data for every parameter it declares.
+pub struct Model {
+    pub name: String,
+    pub graph: kiln_ir::Graph,
+    pub weights: Weights,
+}
+
+/// The model `kiln` uses when none is given: small enough to compile in a second, large
+/// enough that its matmuls are tiled and its threads have work.
+pub fn builtin(name: &str) -> Option<Model> {
+    match name {
+        "builtin:mlp" | "mlp" => Some(mlp::demo()),
+        _ => None,
+    }
+}
+
+pub const BUILTIN_NAMES: [&str; 1] = ["builtin:mlp"];

@@ -2,7 +2,7 @@
 //! the norms. Matmul has its own file (it is scheduled differently per target).
 
 use super::inline::{dim_expr, flat_index, value_at};
-use super::{unsupported, BufferInfo, BufferKind, Ctx, LowerError};
+use super::{unsupported, BufferInfo, BufferKind, Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Buf, Expr, Kernel, LoopKind, RedOp, Stmt, UOp};
 use kiln_ir::{Dim, NodeId, Op, ReduceOp};
@@ -55,13 +55,13 @@ fn map_over(
     shape: &[Dim],
     mut value: impl FnMut(&mut Ctx, &[Expr]) -> Result<Expr, LowerError>,
     out: Buf,
-) -> Result<(Vec<Expr>, Vec<Stmt>, u64), LowerError> {
+) -> Result<(Vec<GridDim>, Vec<Stmt>, u64), LowerError> {
     if shape.is_empty() {
         let v = value(ctx, &[])?;
         return Ok((Vec::new(), vec![Stmt::Store { buf: out, index: i(0), value: v }], 1));
     }
     let r = shape.len();
-    let grid: Vec<Expr> = shape[..r - 1].iter().map(|d| dim_expr(ctx, d)).collect();
+    let grid: Vec<GridDim> = shape[..r - 1].iter().map(GridDim::of).collect();
     let j = ctx.fresh();
     let mut idx: Vec<Expr> = (0..r - 1).map(|a| Expr::GridIdx(a as u32)).collect();
     idx.push(var(j));
@@ -78,7 +78,7 @@ fn reduce(ctx: &mut Ctx, node: NodeId, op: ReduceOp, axes: &[usize], keep: bool,
     let in_shape = ctx.graph.node(input).shape.clone();
     let out_shape = ctx.graph.node(node).shape.clone();
     let kept: Vec<usize> = (0..in_shape.len()).filter(|a| !axes.contains(a)).collect();
-    let grid: Vec<Expr> = kept.iter().map(|&a| dim_expr(ctx, &in_shape[a])).collect();
+    let grid: Vec<GridDim> = kept.iter().map(|&a| GridDim::of(&in_shape[a])).collect();
     let mut sorted_axes = axes.to_vec();
     sorted_axes.sort_unstable();
     let reduced: Vec<Dim> = sorted_axes.iter().map(|&a| in_shape[a].clone()).collect();
@@ -115,7 +115,7 @@ fn reduce(ctx: &mut Ctx, node: NodeId, op: ReduceOp, axes: &[usize], keep: bool,
 }
 
 /// Grid over every axis but `axis`; returns the grid and the index with `axis` at `v`.
-fn rows_along(ctx: &mut Ctx, shape: &[Dim], axis: usize, v: crate::kernel::VarId) -> (Vec<Expr>, Vec<Expr>) {
+fn rows_along(shape: &[Dim], axis: usize, v: crate::kernel::VarId) -> (Vec<GridDim>, Vec<Expr>) {
     let mut grid = Vec::new();
     let mut idx = Vec::new();
     for (a, d) in shape.iter().enumerate() {
@@ -123,7 +123,7 @@ fn rows_along(ctx: &mut Ctx, shape: &[Dim], axis: usize, v: crate::kernel::VarId
             idx.push(var(v));
         } else {
             idx.push(Expr::GridIdx(grid.len() as u32));
-            grid.push(dim_expr(ctx, d));
+            grid.push(GridDim::of(d));
         }
     }
     (grid, idx)
@@ -136,9 +136,9 @@ fn softmax(ctx: &mut Ctx, node: NodeId, axis: usize, name: String) -> Result<(Ke
     let vec = if axis + 1 == shape.len() { lanes(ctx) } else { 1 };
     let extent = dim_expr(ctx, &shape[axis]);
     let (r1, r2, j, m, s) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());
-    let (grid, idx1) = rows_along(ctx, &shape, axis, r1);
-    let (_, idx2) = rows_along(ctx, &shape, axis, r2);
-    let (_, idx3) = rows_along(ctx, &shape, axis, j);
+    let (grid, idx1) = rows_along(&shape, axis, r1);
+    let (_, idx2) = rows_along(&shape, axis, r2);
+    let (_, idx3) = rows_along(&shape, axis, j);
     let x1 = value_at(ctx, input, &idx1)?;
     let x2 = value_at(ctx, input, &idx2)?;
     let x3 = value_at(ctx, input, &idx3)?;
@@ -170,9 +170,9 @@ fn norm(ctx: &mut Ctx, node: NodeId, eps: f64, with_mean: bool, name: String) ->
     let d = dim_expr(ctx, &shape[last]);
     let df = cast(crate::kernel::Elem::F32, d.clone());
     let (r1, r2, j, sum, mean, ss, scale) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());
-    let (grid, idx1) = rows_along(ctx, &shape, last, r1);
-    let (_, idx2) = rows_along(ctx, &shape, last, r2);
-    let (_, idx3) = rows_along(ctx, &shape, last, j);
+    let (grid, idx1) = rows_along(&shape, last, r1);
+    let (_, idx2) = rows_along(&shape, last, r2);
+    let (_, idx3) = rows_along(&shape, last, j);
     let lanes = lanes(ctx);
     let mut body = Vec::new();
     let centre = |x: Expr| if with_mean { bin(BOp::Sub, x, var(mean)) } else { x };

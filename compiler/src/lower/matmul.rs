@@ -9,7 +9,7 @@
 //! sequential whatever its layout or stride (power-of-two strides otherwise alias in cache).
 
 use super::inline::{dim_expr, value_at};
-use super::{Ctx, LowerError};
+use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{Buf, Cmp, Expr, Kernel, LocalBuf, LoopKind, RedOp, Stmt, VarId};
 use kiln_ir::{DType, Dim, NodeId};
@@ -85,7 +85,7 @@ fn k_dim(ops: &Operands) -> Dim {
 
 fn dot_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
     let nb = ops.nb;
-    let mut grid: Vec<Expr> = ops.out_shape.iter().map(|d| dim_expr(ctx, d)).collect();
+    let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
     let (row, col) = (Expr::GridIdx(nb as u32), Expr::GridIdx(nb as u32 + 1));
     let kdim = k_dim(ops);
     let k = ctx.fresh();
@@ -109,8 +109,8 @@ fn tiled_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, name: String) -> Result
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
     let kdim = dim_expr(ctx, &k_dim(ops));
-    let mut grid: Vec<Expr> = ops.out_shape[..nb].iter().map(|d| dim_expr(ctx, d)).collect();
-    grid.push(div(add(n.clone(), i(nr - 1)), i(nr)));
+    let mut grid: Vec<GridDim> = ops.out_shape[..nb].iter().map(GridDim::of).collect();
+    grid.push(GridDim { dim: ops.out_shape[nb + 1].clone(), ceil_div: nr });
     let panel = Buf::Local(0);
 
     let (j0, kb, k0, kn, kk, jj) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());

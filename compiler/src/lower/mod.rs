@@ -46,11 +46,26 @@ pub struct BufferInfo {
     pub shape: Vec<Dim>,
 }
 
-/// One kernel launch: which global buffers the kernel's arguments are.
+/// One grid axis as the runtime computes it: `ceil(dim / ceil_div)` points. (The kernel
+/// carries the same extent as a kernel-IR expression for the code generators.)
+#[derive(Clone, Debug, PartialEq)]
+pub struct GridDim {
+    pub dim: Dim,
+    pub ceil_div: i64,
+}
+
+impl GridDim {
+    pub fn of(dim: &Dim) -> GridDim {
+        GridDim { dim: dim.clone(), ceil_div: 1 }
+    }
+}
+
+/// One kernel launch: which global buffers the kernel's arguments are, over which grid.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelLaunch {
     pub kernel: usize,
     pub args: Vec<usize>,
+    pub grid: Vec<GridDim>,
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +86,8 @@ pub struct Ctx<'g> {
     /// Global buffer ids of the current kernel's arguments, in argument order.
     args: Vec<usize>,
     writes: Vec<bool>,
+    /// The grid of the kernel last finished.
+    grid: Vec<GridDim>,
     next_var: VarId,
 }
 
@@ -112,7 +129,13 @@ impl<'g> Ctx<'g> {
         crate::kernel::Buf::Arg(self.arg_for(global, true))
     }
 
-    fn finish(&mut self, name: String, grid: Vec<crate::kernel::Expr>, body: Vec<crate::kernel::Stmt>, min_chunk: u64) -> (Kernel, Vec<usize>) {
+    fn finish(&mut self, name: String, grid_dims: Vec<GridDim>, body: Vec<crate::kernel::Stmt>, min_chunk: u64) -> (Kernel, Vec<usize>) {
+        use crate::kernel::e::{add, div, i};
+        let grid = grid_dims
+            .iter()
+            .map(|g| if g.ceil_div == 1 { dim_expr(self, &g.dim) } else { div(add(dim_expr(self, &g.dim), i(g.ceil_div - 1)), i(g.ceil_div)) })
+            .collect();
+        self.grid = grid_dims;
         let args = self
             .args
             .iter()
@@ -143,6 +166,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         buffers: Vec::new(),
         args: Vec::new(),
         writes: Vec::new(),
+        grid: Vec::new(),
         next_var: 0,
     };
     for (node, kind) in part.buffers {
@@ -156,13 +180,13 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
         let (mut kernel, args) = kernels::kernel_for(&mut ctx, node, name)?;
         kernels::count_cost(&ctx, node, &mut kernel);
-        launches.push(KernelLaunch { kernel: kernels.len(), args });
+        launches.push(KernelLaunch { kernel: kernels.len(), args, grid: ctx.grid.clone() });
         kernels.push(kernel);
     }
     for (out_idx, node, src) in part.copies {
         let name = format!("k{}_copy", kernels.len());
         let (kernel, args) = kernels::copy_kernel(&mut ctx, node, src, out_idx, name)?;
-        launches.push(KernelLaunch { kernel: kernels.len(), args });
+        launches.push(KernelLaunch { kernel: kernels.len(), args, grid: ctx.grid.clone() });
         kernels.push(kernel);
     }
     Ok(Lowered { symbols: ctx.symbols, buffers: ctx.buffers, kernels, launches })

@@ -135,3 +135,18 @@ pub fn pattern_facts(egraph: &KilnGraph, pattern: &Pattern<KilnLang>, subst: &Su
     }
     facts.pop().unwrap_or(Facts::Invalid("empty pattern".into()))
 }
+
+/// The guard for appliers that build their node by hand: adds `node` and merges it into
+/// `eclass` only if it has the class's type. Returns what egg's `apply_one` returns.
+pub fn union_if_same_type(egraph: &mut KilnGraph, eclass: Id, node: KilnLang) -> Vec<Id> {
+    let facts = derive(&node, |c| &egraph[c].data);
+    if !same_type(&egraph[eclass].data, &facts) {
+        return Vec::new();
+    }
+    let id = egraph.add(node);
+    if egraph.union(eclass, id) {
+        vec![eclass]
+    } else {
+        Vec::new()
+    }
+}
