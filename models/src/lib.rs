@@ -3,6 +3,7 @@
 //! the MLP here and the built-in demo model need no file at all.
 
 pub mod mlp;
+pub mod safetensors;
 pub mod weights;
 
 pub use weights::Weights;

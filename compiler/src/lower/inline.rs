@@ -46,12 +46,19 @@ fn broadcast_index(shape: &[Dim], idx: &[Expr]) -> Vec<Expr> {
     shape.iter().enumerate().map(|(d, dim)| if dim.as_known() == Some(1) { i(0) } else { idx[off + d].clone() }).collect()
 }
 
+/// `node`'s value at `idx`: a load if it has a buffer, else its computation, inlined.
 pub fn value_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, LowerError> {
     if let Some(buf) = ctx.buffer_of(node) {
         let n = ctx.graph.node(node);
         let index = flat_index(ctx, &n.shape.clone(), idx);
         return Ok(load(buf, index));
     }
+    compute_at(ctx, node, idx)
+}
+
+/// `node`'s value at `idx` computed from its operands (what the kernel that writes
+/// `node`'s own buffer stores).
+pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, LowerError> {
     let n = ctx.graph.node(node).clone();
     let ins = ctx.graph.inputs(node);
     let elem = Elem::of_storage(n.dtype);

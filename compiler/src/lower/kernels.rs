@@ -1,7 +1,7 @@
 //! One kernel per materialised computed node: elementwise maps, reductions, softmax and
 //! the norms. Matmul has its own file (it is scheduled differently per target).
 
-use super::inline::{dim_expr, flat_index, value_at};
+use super::inline::{compute_at, dim_expr, flat_index, value_at};
 use super::{unsupported, BufferInfo, BufferKind, Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Buf, Expr, Kernel, LoopKind, RedOp, Stmt, UOp};
@@ -20,7 +20,7 @@ pub fn kernel_for(ctx: &mut Ctx, node: NodeId, name: String) -> Result<(Kernel, 
         Op::LayerNorm { eps } => norm(ctx, node, *eps, true, name),
         op if op.is_injective() => {
             let out = ctx.begin(node);
-            let (grid, body, chunk) = map_over(ctx, &n.shape, |ctx, idx| value_at(ctx, node, idx), out)?;
+            let (grid, body, chunk) = map_over(ctx, &n.shape, |ctx, idx| compute_at(ctx, node, idx), out)?;
             Ok(ctx.finish(name, grid, body, chunk))
         }
         _ => Err(unsupported(ctx.graph, node, "no kernel lowering for this op")),

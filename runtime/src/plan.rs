@@ -1,0 +1,246 @@
+//! The launch plan: what the runtime executes for one target variant.
+//!
+//! The compiler plans memory and kernels ahead of time; the root crate converts its plan
+//! into these plain types, which travel in the artifact manifest as JSON. The runtime only
+//! evaluates them: slot sizes and grid extents are expressions of the model's symbols
+//! (`batch`, `seq`), bound at run time from the inputs' extents.
+
+use kiln_ir::{Bindings, Dim};
+use serde::{Deserialize, Serialize};
+
+/// Every slot, and so the arena itself, starts at a multiple of this many bytes.
+pub const ARENA_ALIGN: u64 = 64;
+
+/// One per target variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Order of the `dims` array passed to kernels (e.g. `["batch", "seq"]`).
+    pub symbols: Vec<String>,
+    /// Arena slots. A slot's size is the largest of its expressions (several buffers that
+    /// never live at the same time share it, and symbolic sizes have no closed-form max).
+    pub slots: Vec<Vec<SizeExpr>>,
+    pub launches: Vec<Launch>,
+}
+
+/// One kernel call over a parallel grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// Kernel name; the code exports it as `kiln_<kernel>`.
+    pub kernel: String,
+    /// Buffers passed to the kernel, in its parameter order.
+    pub args: Vec<BufferRef>,
+    /// Parallel extents; the runtime runs flattened indices `0..product` over threads.
+    pub grid: Vec<GridDim>,
+    /// Smallest number of grid points per thread task.
+    pub min_chunk: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BufferRef {
+    Slot(usize),
+    Input(usize),
+    Output(usize),
+    /// A byte range of the weights section. Kernels must only read it: it is mapped read-only.
+    Weight {
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// `bytes_per_elem * product(factors)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeExpr {
+    pub bytes_per_elem: u64,
+    pub factors: Vec<Dim>,
+}
+
+impl SizeExpr {
+    pub fn new(bytes_per_elem: u64, factors: Vec<Dim>) -> SizeExpr {
+        SizeExpr {
+            bytes_per_elem,
+            factors,
+        }
+    }
+
+    /// Byte size under `env`; errors name an unbound symbol, a negative factor or overflow.
+    pub fn eval(&self, env: &Bindings) -> Result<u64, String> {
+        let mut size = self.bytes_per_elem;
+        for f in &self.factors {
+            let n = eval_extent(f, env)?;
+            size = size
+                .checked_mul(n)
+                .ok_or_else(|| format!("size {} overflows u64", self.display()))?;
+        }
+        Ok(size)
+    }
+
+    fn display(&self) -> String {
+        let parts: Vec<String> = self.factors.iter().map(|d| format!("({d})")).collect();
+        format!("{}*{}", self.bytes_per_elem, parts.join("*"))
+    }
+}
+
+/// A dim's value as a non-negative extent. Arithmetic is checked: dims come from the
+/// manifest, which is untrusted input.
+pub fn eval_extent(dim: &Dim, env: &Bindings) -> Result<u64, String> {
+    let overflow = || format!("dim {dim} overflows");
+    let mut v = dim.constant;
+    for (s, c) in &dim.terms {
+        let x = env
+            .get(s)
+            .ok_or_else(|| format!("symbol `{s}` is not bound"))?;
+        v = c
+            .checked_mul(*x)
+            .and_then(|t| v.checked_add(t))
+            .ok_or_else(overflow)?;
+    }
+    u64::try_from(v).map_err(|_| format!("dim {dim} evaluates to negative {v}"))
+}
+
+/// One grid axis: `ceil(dim / ceil_div)` points (tiled kernels cover `ceil_div` elements
+/// of `dim` per point, so their grids are not affine in the symbols).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridDim {
+    pub dim: Dim,
+    pub ceil_div: u64,
+}
+
+impl GridDim {
+    pub fn eval(&self, env: &Bindings) -> Result<u64, String> {
+        if self.ceil_div == 0 {
+            return Err(format!("grid axis {} divides by zero", self.dim));
+        }
+        Ok(eval_extent(&self.dim, env)?.div_ceil(self.ceil_div))
+    }
+}
+
+impl From<Dim> for GridDim {
+    fn from(dim: Dim) -> GridDim {
+        GridDim { dim, ceil_div: 1 }
+    }
+}
+
+/// Number of grid points of `grid` (1 for an empty grid: one call, one point).
+pub fn grid_points(grid: &[GridDim], env: &Bindings) -> Result<u64, String> {
+    grid.iter().try_fold(1u64, |acc, d| {
+        let n = d.eval(env)?;
+        acc.checked_mul(n)
+            .ok_or_else(|| "grid size overflows u64".to_string())
+    })
+}
+
+/// Where each slot lives in the arena, for one set of symbol values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArenaLayout {
+    pub offsets: Vec<u64>,
+    /// Evaluated size of each slot, before rounding.
+    pub sizes: Vec<u64>,
+    pub total: u64,
+}
+
+impl Plan {
+    /// Lays out the arena: slot `i` starts where slot `i-1` ends, rounded up to 64 bytes.
+    pub fn arena_layout(&self, env: &Bindings) -> Result<ArenaLayout, String> {
+        let mut offsets = Vec::with_capacity(self.slots.len());
+        let mut sizes = Vec::with_capacity(self.slots.len());
+        let mut total = 0u64;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let mut size = 0u64;
+            for e in slot {
+                size = size.max(e.eval(env).map_err(|m| format!("slot {i}: {m}"))?);
+            }
+            offsets.push(total);
+            sizes.push(size);
+            let rounded =
+                round_up(size).ok_or_else(|| format!("slot {i}: arena size overflows u64"))?;
+            total = total
+                .checked_add(rounded)
+                .ok_or_else(|| format!("slot {i}: arena size overflows u64"))?;
+        }
+        Ok(ArenaLayout {
+            offsets,
+            sizes,
+            total,
+        })
+    }
+
+    /// The symbol values in `symbols` order, as kernels receive them.
+    pub fn dims_array(&self, env: &Bindings) -> Result<Vec<i64>, String> {
+        self.symbols
+            .iter()
+            .map(|s| {
+                env.get(s)
+                    .copied()
+                    .ok_or_else(|| format!("symbol `{s}` is not bound"))
+            })
+            .collect()
+    }
+}
+
+fn round_up(n: u64) -> Option<u64> {
+    Some(n.checked_add(ARENA_ALIGN - 1)? / ARENA_ALIGN * ARENA_ALIGN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, i64)]) -> Bindings {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn slots_are_max_of_sizes_rounded_to_64() {
+        let plan = Plan {
+            symbols: vec!["seq".into()],
+            slots: vec![
+                vec![
+                    SizeExpr::new(4, vec![Dim::sym("seq")]),
+                    SizeExpr::new(2, vec![Dim::known(3)]),
+                ],
+                vec![SizeExpr::new(4, vec![Dim::known(16)])],
+                vec![],
+            ],
+            launches: vec![],
+        };
+        let layout = plan.arena_layout(&env(&[("seq", 5)])).unwrap();
+        assert_eq!(layout.sizes, vec![20, 64, 0]);
+        assert_eq!(layout.offsets, vec![0, 64, 128]);
+        assert_eq!(layout.total, 128);
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        let e = SizeExpr::new(4, vec![Dim::sym("seq")]);
+        assert!(e.eval(&env(&[])).unwrap_err().contains("seq"));
+        assert!(e
+            .eval(&env(&[("seq", -1)]))
+            .unwrap_err()
+            .contains("negative"));
+        let big = SizeExpr::new(u64::MAX, vec![Dim::known(2)]);
+        assert!(big.eval(&env(&[])).unwrap_err().contains("overflow"));
+        assert_eq!(grid_points(&[], &env(&[])), Ok(1));
+        let tiled = GridDim {
+            dim: Dim::sym("seq"),
+            ceil_div: 4,
+        };
+        assert_eq!(
+            grid_points(&[tiled.clone(), Dim::known(3).into()], &env(&[("seq", 9)])),
+            Ok(9)
+        );
+        assert!(GridDim {
+            ceil_div: 0,
+            ..tiled
+        }
+        .eval(&env(&[("seq", 1)]))
+        .unwrap_err()
+        .contains("by zero"));
+        let huge = Dim {
+            constant: 1,
+            terms: vec![("seq".into(), i64::MAX)],
+        };
+        assert!(eval_extent(&huge, &env(&[("seq", 3)]))
+            .unwrap_err()
+            .contains("overflows"));
+    }
+}

@@ -1,0 +1,166 @@
+//! From compiler output to an artifact: the one place that knows both the compiler's plan
+//! types and the runtime's, so the runtime never depends on the compiler (or on LLVM).
+
+use anyhow::{bail, Context, Result};
+use kiln_codegen::Backend;
+use kiln_compiler::lower::{BufferKind, Lowered};
+use kiln_compiler::pipeline::{self, Compiled, Options};
+use kiln_compiler::Target;
+use kiln_ir::Tensor;
+use kiln_models::Model;
+use kiln_runtime::manifest::{Manifest, TensorSpec, Variant};
+use kiln_runtime::plan::{BufferRef, GridDim, Launch, Plan, SizeExpr};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Which code generator compiles `cpu:` targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// LLVM: the optimising tier (default).
+    Llvm,
+    /// Cranelift: compiles several times faster, runs slower (128-bit vectors only).
+    Cranelift,
+}
+
+pub fn backend(choice: BackendChoice) -> Result<Box<dyn Backend>> {
+    match choice {
+        #[cfg(feature = "llvm")]
+        BackendChoice::Llvm => Ok(Box::new(kiln_codegen::llvm::LlvmBackend)),
+        #[cfg(feature = "cranelift")]
+        BackendChoice::Cranelift => Ok(Box::new(kiln_codegen::cranelift::CraneliftBackend)),
+        #[allow(unreachable_patterns)]
+        other => bail!("this kiln was built without the {other:?} backend"),
+    }
+}
+
+/// The weights section: every parameter and tensor constant, 64-byte aligned, deduplicated.
+#[derive(Default)]
+pub struct WeightsLayout {
+    pub bytes: Vec<u8>,
+    by_key: BTreeMap<String, (u64, u64)>,
+}
+
+impl WeightsLayout {
+    fn place(&mut self, key: String, t: &Tensor) -> (u64, u64) {
+        if let Some(&r) = self.by_key.get(&key) {
+            return r;
+        }
+        while self.bytes.len() % 64 != 0 {
+            self.bytes.push(0);
+        }
+        let data = t.to_bytes();
+        let r = (self.bytes.len() as u64, data.len() as u64);
+        self.bytes.extend_from_slice(&data);
+        self.by_key.insert(key, r);
+        r
+    }
+}
+
+pub struct TargetReport {
+    pub target: String,
+    pub kernels: usize,
+    pub code_bytes: usize,
+    pub compile_ms: u128,
+    pub codegen_ms: u128,
+}
+
+/// Compiles `model` for each target; returns the manifest and the sections to write.
+pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, progress: &dyn Fn(&str)) -> Result<(Manifest, Vec<(kiln_runtime::manifest::SectionKind, Vec<u8>)>, Vec<TargetReport>)> {
+    model.weights.check(&model.graph).with_context(|| format!("model {}", model.name))?;
+    let be = backend(choice)?;
+    let mut weights = WeightsLayout::default();
+    for name in kiln_models::weights::Weights::names_in(&model.graph) {
+        let t = model.weights.get(&name).expect("checked above");
+        weights.place(format!("param:{name}"), t);
+    }
+    let mut variants = Vec::new();
+    let mut code = Vec::new();
+    let mut reports = Vec::new();
+    for (n, target) in targets.iter().enumerate() {
+        progress(&format!("[{}/{}] {target}: optimising and lowering", n + 1, targets.len()));
+        be.check(target).with_context(|| format!("target {target}"))?;
+        let t0 = Instant::now();
+        let opts = Options { vector_bits: (choice == BackendChoice::Cranelift).then_some(128) };
+        let compiled = pipeline::compile(&model.graph, target, &opts).with_context(|| format!("compiling {} for {target}", model.name))?;
+        let compile_ms = t0.elapsed().as_millis();
+        progress(&format!("[{}/{}] {target}: generating code for {} kernels ({:?})", n + 1, targets.len(), compiled.kernels().len(), choice));
+        let t1 = Instant::now();
+        let blob = be.compile(compiled.kernels(), target)?;
+        let codegen_ms = t1.elapsed().as_millis();
+        reports.push(TargetReport { target: target.to_string(), kernels: compiled.kernels().len(), code_bytes: blob.len(), compile_ms, codegen_ms });
+        let plan = plan_of(&compiled, &mut weights);
+        variants.push(Variant {
+            target: target.to_string(),
+            code_section: code.len(),
+            kernels: compiled.kernels().iter().map(|k| k.name.clone()).collect(),
+            plan,
+            required_features: required_features(target),
+        });
+        code.push(blob);
+    }
+    let mut sections: Vec<_> = code.into_iter().map(|c| (kiln_runtime::manifest::SectionKind::Code, c)).collect();
+    let weights_section = (!weights.bytes.is_empty()).then(|| {
+        sections.push((kiln_runtime::manifest::SectionKind::Weights, std::mem::take(&mut weights.bytes)));
+        sections.len() - 1
+    });
+    let g = &model.graph;
+    let inputs = g.inputs_named().into_iter().map(|(name, id)| spec(g, name, id)).collect();
+    let outputs = g.outputs.iter().map(|(name, id)| spec(g, name.clone(), *id)).collect();
+    let report = serde_json::json!({
+        "targets": reports.iter().map(|r| serde_json::json!({
+            "target": r.target, "kernels": r.kernels, "code_bytes": r.code_bytes,
+            "compile_ms": r.compile_ms, "codegen_ms": r.codegen_ms, "backend": format!("{choice:?}").to_lowercase(),
+        })).collect::<Vec<_>>(),
+        "graph_nodes": g.len(),
+    });
+    let manifest = Manifest { model: model.name.clone(), inputs, outputs, variants, weights_section, compile_report: report };
+    Ok((manifest, sections, reports))
+}
+
+fn spec(g: &kiln_ir::Graph, name: String, id: kiln_ir::NodeId) -> TensorSpec {
+    let n = g.node(id);
+    TensorSpec { name, dtype: n.dtype, shape: n.shape.clone() }
+}
+
+/// `cpu:native` names no level, so the artifact records what the host's CPU had.
+fn required_features(target: &Target) -> Vec<String> {
+    #[cfg(feature = "llvm")]
+    if matches!(target, Target::Cpu(a) if a == "native") {
+        let (_, feats) = kiln_codegen::llvm::host_cpu();
+        return feats.split(',').filter_map(|f| f.strip_prefix('+')).map(str::to_string).collect();
+    }
+    let _ = target;
+    Vec::new()
+}
+
+fn plan_of(c: &Compiled, weights: &mut WeightsLayout) -> Plan {
+    let l: &Lowered = &c.lowered;
+    let buffer_ref = |b: usize, weights: &mut WeightsLayout| -> BufferRef {
+        match &l.buffers[b].kind {
+            BufferKind::Input(i) => BufferRef::Input(*i),
+            BufferKind::Output(i) => BufferRef::Output(*i),
+            BufferKind::Temp => BufferRef::Slot(c.arena.slot_of[b].expect("temps have slots")),
+            BufferKind::Param(name) => {
+                let (offset, len) = weights.by_key[&format!("param:{name}")];
+                BufferRef::Weight { offset, len }
+            }
+            BufferKind::Const(t) => {
+                let key = format!("const:{:?}:{:?}:{:x?}", t.dtype, t.shape, t.to_bytes());
+                let (offset, len) = weights.place(key, t);
+                BufferRef::Weight { offset, len }
+            }
+        }
+    };
+    let launches = l
+        .launches
+        .iter()
+        .map(|launch| Launch {
+            kernel: l.kernels[launch.kernel].name.clone(),
+            args: launch.args.iter().map(|&b| buffer_ref(b, weights)).collect(),
+            grid: launch.grid.iter().map(|g| GridDim { dim: g.dim.clone(), ceil_div: g.ceil_div as u64 }).collect(),
+            min_chunk: l.kernels[launch.kernel].min_chunk,
+        })
+        .collect();
+    let slots = c.arena.slots.iter().map(|s| s.iter().map(|e| SizeExpr::new(e.bytes_per_elem, e.factors.clone())).collect()).collect();
+    Plan { symbols: l.symbols.clone(), slots, launches }
+}

@@ -1,0 +1,81 @@
+//! `kiln compile`: model + targets -> one artifact.
+
+use kiln::assemble::{assemble, BackendChoice};
+use anyhow::{Context, Result};
+use kiln_compiler::Target;
+use kiln_runtime::artifact::{write_artifact, SectionData};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model: a .kir graph, or a built-in model (builtin:mlp)
+    pub model: String,
+    /// A target to compile for; repeat for several (default: this build's default targets,
+    /// or cpu:native)
+    #[arg(short, long = "target", value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Where to write the artifact (default: <model name>.kiln)
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Code generator for cpu: targets
+    #[arg(long, value_enum, default_value = "llvm")]
+    pub backend: BackendChoice,
+    /// Parameter data for a .kir model
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: Option<PathBuf>,
+    /// Deterministic test values for a .kir model's parameters
+    #[arg(long, value_name = "N", conflicts_with = "weights")]
+    pub seed: Option<u64>,
+    /// Print the kernels (kernel IR) of each target
+    #[arg(long)]
+    pub emit_kernels: bool,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn parse_targets(list: &[String]) -> Result<Vec<Target>> {
+    let list = if list.is_empty() { super::default_targets() } else { list.to_vec() };
+    let mut targets: Vec<Target> = Vec::new();
+    for t in &list {
+        let parsed: Target = t.parse()?;
+        if !targets.contains(&parsed) {
+            targets.push(parsed);
+        }
+    }
+    Ok(targets)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let t0 = Instant::now();
+    let targets = parse_targets(&a.targets)?;
+    let model = kiln::model_source::load(&a.model, a.weights.as_deref(), a.seed)?;
+    let out = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}.kiln", model.name.trim_start_matches("builtin:"))));
+    let quiet = a.quiet;
+    let progress = |msg: &str| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    };
+    if a.emit_kernels {
+        for t in &targets {
+            let c = kiln_compiler::pipeline::compile(&model.graph, t, &Default::default())?;
+            println!("# {t}");
+            for k in c.kernels() {
+                println!("{k}");
+            }
+        }
+    }
+    let (manifest, sections, reports) = assemble(&model, &targets, a.backend, &progress)?;
+    let data: Vec<SectionData> = sections.iter().map(|(kind, bytes)| SectionData { kind: *kind, bytes }).collect();
+    write_artifact(&out, &manifest, &data).with_context(|| format!("writing {}", out.display()))?;
+    if !quiet {
+        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        for r in &reports {
+            eprintln!("  {}: {} kernels, {} KiB of code (lowering {} ms, codegen {} ms)", r.target, r.kernels, r.code_bytes / 1024, r.compile_ms, r.codegen_ms);
+        }
+        eprintln!("wrote {} ({} KiB, {} target{}) in {:.2} s", out.display(), size / 1024, targets.len(), if targets.len() == 1 { "" } else { "s" }, t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `kiln targets`: what this build can emit, what this host can run.
+
+use anyhow::Result;
+use kiln_compiler::Target;
+use kiln_runtime::cpu::features::HostCpu;
+
+/// Examples shown per family; any LLVM CPU name works for `cpu:`.
+const CPU_EXAMPLES: [&str; 9] = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "znver4", "tigerlake", "aarch64", "neoverse-v1", "native"];
+
+pub fn run() -> Result<()> {
+    let host = HostCpu::detect();
+    let defaults = super::default_targets();
+    println!("default targets: {}", defaults.join(", "));
+    println!();
+    println!("{:<18} {:<22} {}", "target", "this build emits", "this host runs");
+    for arch in CPU_EXAMPLES {
+        let t: Target = format!("cpu:{arch}").parse()?;
+        let emit = emit_status(&t);
+        let run = if arch == "native" {
+            "yes (compiled for this CPU)".to_string()
+        } else {
+            match host.can_run(arch, &[]) {
+                Ok(_) => "yes".to_string(),
+                Err(why) => format!("no: {why}"),
+            }
+        };
+        println!("{:<18} {:<22} {}", t.to_string(), emit, run);
+    }
+    for (t, why) in [
+        ("cuda:sm_90", "no: the CUDA backend is not built yet"),
+        ("vulkan:spv1.3", "no: the Vulkan backend is not built yet"),
+        ("hip:gfx1100", "no: the HIP backend is not built yet"),
+    ] {
+        println!("{:<18} {:<22} {}", t, "no", why);
+    }
+    println!();
+    println!("cpu: takes any LLVM CPU name (`llc -mcpu=help` lists them); backends: llvm (default), cranelift (--backend cranelift).");
+    Ok(())
+}
+
+fn emit_status(t: &Target) -> String {
+    let mut ok = Vec::new();
+    #[cfg(feature = "llvm")]
+    if kiln_codegen::Backend::check(&kiln_codegen::llvm::LlvmBackend, t).is_ok() {
+        ok.push("llvm");
+    }
+    #[cfg(feature = "cranelift")]
+    if kiln_codegen::Backend::check(&kiln_codegen::cranelift::CraneliftBackend, t).is_ok() {
+        ok.push("cranelift");
+    }
+    if ok.is_empty() {
+        "no".into()
+    } else {
+        format!("yes ({})", ok.join(", "))
+    }
+}

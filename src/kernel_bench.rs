@@ -1,0 +1,157 @@
+//! Kernel benchmarks shared by `kiln bench` and `cargo bench`: each case is a one-op
+//! graph compiled through the normal pipeline and timed through the runtime (kernel time
+//! only, from the runtime's per-launch timings), next to a reference users would
+//! otherwise pick and the machine's copy bandwidth.
+
+use crate::assemble::BackendChoice;
+use anyhow::Result;
+use kiln_compiler::Target;
+use kiln_ir::{Builder, DType, Dim, Graph, Tensor, UnaryOp};
+use kiln_models::{Model, Weights};
+use kiln_runtime::session::{HostBuffer, Session};
+use std::time::{Duration, Instant};
+
+/// What a case's figure measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+pub struct BenchCase {
+    pub name: &'static str,
+    pub shape: String,
+    pub model: Model,
+    pub inputs: Vec<Tensor>,
+    pub work: Work,
+}
+
+fn model(name: &str, b: Builder, seed: u64) -> Model {
+    let graph: Graph = b.finish();
+    let weights = Weights::seeded_for(&graph, seed).expect("bench weights have known shapes");
+    Model { name: name.into(), graph, weights }
+}
+
+pub fn matmul(n: usize) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("a", DType::F32, [n, n]).expect("valid");
+    let w = b.input("b", DType::F32, [n, n]).expect("valid");
+    let y = b.matmul(x, w).expect("valid");
+    b.output("c", y);
+    let inputs = vec![Tensor::seeded(DType::F32, vec![n, n], 1, 1.0), Tensor::seeded(DType::F32, vec![n, n], 2, 1.0)];
+    BenchCase { name: "matmul f32", shape: format!("{n}x{n}x{n}"), model: model("matmul", b, 1), inputs, work: Work::Flops(2.0 * (n * n * n) as f64) }
+}
+
+/// `y = W x` with W `[n, k]` stored as weights, as LLM decode reads it.
+pub fn matvec(n: usize, k: usize) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, [1, k]).expect("valid");
+    let w = b.param("w", DType::F32, [n, k]).expect("valid");
+    let y = b.matmul_t(x, w, false, true).expect("valid");
+    b.output("y", y);
+    let inputs = vec![Tensor::seeded(DType::F32, vec![1, k], 3, 1.0)];
+    BenchCase { name: "matvec f32", shape: format!("{n}x{k}"), model: model("matvec", b, 2), inputs, work: Work::Bytes((n * k * 4 + k * 4 + n * 4) as f64) }
+}
+
+pub fn softmax(rows: usize, cols: usize) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, [rows, cols]).expect("valid");
+    let y = b.softmax(x, 1).expect("valid");
+    b.output("y", y);
+    let inputs = vec![Tensor::seeded(DType::F32, vec![rows, cols], 4, 3.0)];
+    BenchCase { name: "softmax f32", shape: format!("{rows}x{cols}"), model: model("softmax", b, 3), inputs, work: Work::Bytes((rows * cols * 8) as f64) }
+}
+
+pub fn rms_norm(rows: usize, cols: usize) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, [rows, cols]).expect("valid");
+    let w = b.param("w", DType::F32, [cols]).expect("valid");
+    let y = b.rms_norm(x, w, 1e-5).expect("valid");
+    b.output("y", y);
+    let inputs = vec![Tensor::seeded(DType::F32, vec![rows, cols], 5, 3.0)];
+    BenchCase { name: "rms_norm f32", shape: format!("{rows}x{cols}"), model: model("rms_norm", b, 4), inputs, work: Work::Bytes((rows * cols * 8) as f64) }
+}
+
+/// `silu(x * w + b) * x`: four elementwise ops, one fused kernel.
+pub fn elementwise_chain(n: usize) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, vec![Dim::sym("rows"), Dim::from(n)]).expect("valid");
+    let w = b.param("w", DType::F32, [n]).expect("valid");
+    let bias = b.param("b", DType::F32, [n]).expect("valid");
+    let m = b.mul(x, w).expect("valid");
+    let a = b.add(m, bias).expect("valid");
+    let s = b.unary(UnaryOp::Silu, a).expect("valid");
+    let y = b.mul(s, x).expect("valid");
+    b.output("y", y);
+    let rows = 1024;
+    let inputs = vec![Tensor::seeded(DType::F32, vec![rows, n], 6, 2.0)];
+    BenchCase { name: "fused chain f32", shape: format!("{rows}x{n}"), model: model("chain", b, 5), inputs, work: Work::Bytes((rows * n * 8) as f64) }
+}
+
+pub fn default_cases(quick: bool) -> Vec<BenchCase> {
+    let mut v = vec![matmul(256), matmul(1024)];
+    if !quick {
+        v.push(matmul(2048));
+    }
+    v.extend([matvec(4096, 4096), softmax(1024, 4096), rms_norm(1024, 4096), elementwise_chain(4096)]);
+    v
+}
+
+/// Median kernel time of a compiled case over repetitions lasting about `budget`.
+pub fn time_case(case: &BenchCase, target: &Target, backend: BackendChoice, threads: usize, budget: Duration) -> Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench.kiln");
+    crate::session::compile_to(&case.model, std::slice::from_ref(target), backend, &path)?;
+    let mut session = Session::new(&path, Some(threads))?;
+    let inputs: Vec<HostBuffer> = case.inputs.iter().map(HostBuffer::from).collect();
+    session.run(&inputs)?;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < 1000) {
+        let (_, t) = session.run_profiled(&inputs)?;
+        times.push(t.iter().map(|l| l.duration).sum::<Duration>());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// Median time of `matrixmultiply::sgemm` (single-threaded) on `n`^3.
+pub fn time_reference_sgemm(n: usize, budget: Duration) -> Duration {
+    let a: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 1, 1.0).data.iter().map(|&v| v as f32).collect();
+    let b: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 2, 1.0).data.iter().map(|&v| v as f32).collect();
+    let mut c = vec![0f32; n * n];
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 3 || (start.elapsed() < budget && times.len() < 1000) {
+        let t = Instant::now();
+        // SAFETY: a, b, c are n*n row-major f32 matrices; strides describe exactly that.
+        unsafe {
+            matrixmultiply::sgemm(n, n, n, 1.0, a.as_ptr(), n as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1);
+        }
+        times.push(t.elapsed());
+    }
+    std::hint::black_box(&c);
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// STREAM-like copy bandwidth with `threads` threads over 2 x 256 MiB: bytes read plus
+/// bytes written, per second (the best of several passes).
+pub fn copy_bandwidth(threads: usize) -> f64 {
+    let n = 64 << 20;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let chunk = n.div_ceil(threads);
+        std::thread::scope(|s| {
+            for (d, sr) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                s.spawn(move || d.copy_from_slice(sr));
+            }
+        });
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    (2 * n * 4) as f64 / best
+}

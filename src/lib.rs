@@ -1,0 +1,8 @@
+//! The `kiln` library behind the command: assembling artifacts from compiler output,
+//! loading models, reading and writing `.npy`. The end-to-end tests use it directly.
+
+pub mod assemble;
+pub mod kernel_bench;
+pub mod model_source;
+pub mod npy;
+pub mod session;
