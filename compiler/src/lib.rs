@@ -10,3 +10,4 @@ pub mod lower;
 pub mod schedule;
 pub mod memory;
 pub mod pipeline;
+pub mod rewrite;

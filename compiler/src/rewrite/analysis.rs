@@ -9,7 +9,8 @@
 //! value from the reference interpreter ([`kiln_ir::interp::eval_op`], so the folded
 //! value is rounded exactly as the op would round it), and the class gains a `const` leaf.
 
-use super::lang::{Attr, ConstTensor, Head, KilnLang, Source};
+use super::attrs::Attr;
+use super::lang::{ConstTensor, Head, KilnLang, Source};
 use egg::{Analysis, DidMerge, EGraph, Id};
 use kiln_ir::dim::shape_to_string;
 use kiln_ir::infer::infer;
@@ -95,20 +96,34 @@ pub fn derive<'a>(node: &KilnLang, child: impl Fn(Id) -> &'a Facts) -> Facts {
         }
     }
     match infer(&op, &operands) {
-        Ok((dtype, shape)) => Facts::Tensor(TensorFacts { dtype, shape, value: None }),
+        Ok((dtype, shape)) => Facts::Tensor(TensorFacts {
+            dtype,
+            shape,
+            value: None,
+        }),
         Err(msg) => Facts::Invalid(format!("{}: {msg}", op.name())),
     }
 }
 
 fn source_facts(source: &Source) -> Facts {
     let (dtype, shape, value) = match source {
-        Source::Input { dtype, shape, .. } | Source::Param { dtype, shape, .. } => (*dtype, shape.clone(), None),
+        Source::Input { dtype, shape, .. } | Source::Param { dtype, shape, .. } => {
+            (*dtype, shape.clone(), None)
+        }
         Source::Const(c) => {
             let small = c.0.numel() <= FOLD_LIMIT;
-            (c.0.dtype, c.0.shape.iter().map(|&d| d.into()).collect(), small.then(|| c.0.clone()))
+            (
+                c.0.dtype,
+                c.0.shape.iter().map(|&d| d.into()).collect(),
+                small.then(|| c.0.clone()),
+            )
         }
     };
-    Facts::Tensor(TensorFacts { dtype, shape, value })
+    Facts::Tensor(TensorFacts {
+        dtype,
+        shape,
+        value,
+    })
 }
 
 /// The value of an elementwise op on small constants, computed by the interpreter.
@@ -116,8 +131,11 @@ fn fold<'a>(node: &KilnLang, child: impl Fn(Id) -> &'a Facts) -> Option<Arc<Tens
     if !matches!(node.head, Head::Unary(_) | Head::Binary(_) | Head::Cast) {
         return None;
     }
-    let args: Vec<&Tensor> =
-        node.operands().iter().map(|&c| child(c).tensor()?.value.as_deref()).collect::<Option<_>>()?;
+    let args: Vec<&Tensor> = node
+        .operands()
+        .iter()
+        .map(|&c| child(c).tensor()?.value.as_deref())
+        .collect::<Option<_>>()?;
     let op: Op = node.decode(|c| child(c).attr().cloned()).ok()?;
     let t = kiln_ir::interp::eval_op(&op, &args, &Bindings::new()).ok()?;
     (t.numel() <= FOLD_LIMIT).then(|| Arc::new(t))
@@ -140,7 +158,9 @@ impl Analysis<KilnLang> for TypeAnalysis {
 
     fn merge(&mut self, a: &mut Facts, b: Facts) -> DidMerge {
         match (&mut *a, &b) {
-            (Facts::Tensor(ta), Facts::Tensor(tb)) if ta.dtype == tb.dtype && ta.shape == tb.shape => {
+            (Facts::Tensor(ta), Facts::Tensor(tb))
+                if ta.dtype == tb.dtype && ta.shape == tb.shape =>
+            {
                 // Folded values of equal expressions can differ in the last bit (a fused op
                 // rounds once, its expansion once per step); either is a faithful value.
                 match (&ta.value, &tb.value) {
@@ -155,17 +175,28 @@ impl Analysis<KilnLang> for TypeAnalysis {
             (Facts::Attr(x), Facts::Attr(y)) if x == y => DidMerge(false, false),
             (Facts::Outputs, Facts::Outputs) => DidMerge(false, false),
             _ => {
-                self.conflicts.push(format!("an e-class is both {} and {}", a.describe(), b.describe()));
+                self.conflicts.push(format!(
+                    "an e-class is both {} and {}",
+                    a.describe(),
+                    b.describe()
+                ));
                 DidMerge(false, false)
             }
         }
     }
 
     fn modify(egraph: &mut KilnGraph, id: Id) {
-        let Some(value) = egraph[id].data.tensor().and_then(|t| t.value.clone()) else { return };
-        let has_leaf = egraph[id].nodes.iter().any(|n| matches!(n.head, Head::Source(Source::Const(_))));
+        let Some(value) = egraph[id].data.tensor().and_then(|t| t.value.clone()) else {
+            return;
+        };
+        let has_leaf = egraph[id]
+            .nodes
+            .iter()
+            .any(|n| matches!(n.head, Head::Source(Source::Const(_))));
         if !has_leaf {
-            let leaf = egraph.add(KilnLang::leaf(Head::Source(Source::Const(ConstTensor(value)))));
+            let leaf = egraph.add(KilnLang::leaf(Head::Source(Source::Const(ConstTensor(
+                value,
+            )))));
             egraph.union(id, leaf);
         }
     }

@@ -6,7 +6,8 @@
 //! shape, and what keeps a rule from ever putting an ill-typed node into the e-graph.
 
 use super::analysis::{derive, Facts, KilnGraph, TensorFacts};
-use super::lang::{Attr, KilnLang};
+use super::attrs::Attr;
+use super::lang::KilnLang;
 use egg::{ENodeOrVar, Id, Pattern, Subst, Var};
 
 /// Constants match a target within this absolute tolerance, or when they equal the
@@ -14,7 +15,8 @@ use egg::{ENodeOrVar, Id, Pattern, Subst, Var};
 pub const TOLERANCE: f64 = 1e-6;
 
 pub fn var(name: &str) -> Var {
-    name.parse().unwrap_or_else(|e| panic!("bad pattern variable {name}: {e}"))
+    name.parse()
+        .unwrap_or_else(|e| panic!("bad pattern variable {name}: {e}"))
 }
 
 fn tensor<'a>(egraph: &'a KilnGraph, subst: &Subst, v: Var) -> Option<&'a TensorFacts> {
@@ -30,9 +32,13 @@ fn attr<'a>(egraph: &'a KilnGraph, subst: &Subst, v: Var) -> Option<&'a Attr> {
 pub fn is_near(name: &str, target: f64) -> impl Fn(&mut KilnGraph, Id, &Subst) -> bool {
     let v = var(name);
     move |egraph, _, subst| {
-        let Some(t) = tensor(egraph, subst, v) else { return false };
+        let Some(t) = tensor(egraph, subst, v) else {
+            return false;
+        };
         let close = |x: f64| (x - target).abs() <= TOLERANCE || x == t.dtype.round(target);
-        t.value.as_ref().is_some_and(|val| val.data.iter().all(|&x| close(x)))
+        t.value
+            .as_ref()
+            .is_some_and(|val| val.data.iter().all(|&x| close(x)))
     }
 }
 
@@ -56,7 +62,11 @@ pub fn is_float(name: &str) -> impl Fn(&mut KilnGraph, Id, &Subst) -> bool {
 pub fn uniform_value(facts: &Facts) -> Option<f64> {
     let value = facts.tensor()?.value.as_ref()?;
     let first = *value.data.first()?;
-    value.data.iter().all(|&x| x.to_bits() == first.to_bits()).then_some(first)
+    value
+        .data
+        .iter()
+        .all(|&x| x.to_bits() == first.to_bits())
+        .then_some(first)
 }
 
 /// `name` is a constant with one value in every element.
@@ -108,7 +118,9 @@ pub fn is_shape_of(shape: &str, x: &str) -> impl Fn(&mut KilnGraph, Id, &Subst) 
 /// The guard on every rule: `rhs`, instantiated with the match, has exactly the dtype and
 /// shape of the matched e-class.
 pub fn keeps_type(rhs: &str) -> impl Fn(&mut KilnGraph, Id, &Subst) -> bool {
-    let pattern: Pattern<KilnLang> = rhs.parse().unwrap_or_else(|e| panic!("bad pattern {rhs}: {e}"));
+    let pattern: Pattern<KilnLang> = rhs
+        .parse()
+        .unwrap_or_else(|e| panic!("bad pattern {rhs}: {e}"));
     move |egraph, eclass, subst| {
         let facts = pattern_facts(egraph, &pattern, subst);
         same_type(&egraph[eclass].data, &facts)
@@ -133,7 +145,9 @@ pub fn pattern_facts(egraph: &KilnGraph, pattern: &Pattern<KilnLang>, subst: &Su
         };
         facts.push(f);
     }
-    facts.pop().unwrap_or(Facts::Invalid("empty pattern".into()))
+    facts
+        .pop()
+        .unwrap_or(Facts::Invalid("empty pattern".into()))
 }
 
 /// The guard for appliers that build their node by hand: adds `node` and merges it into

@@ -8,8 +8,9 @@
 //! fails one is a bug in a rule and comes back as an error naming that node.
 
 use super::analysis::KilnGraph;
+use super::attrs::Attr;
 use super::cost::KilnCost;
-use super::lang::{Attr, Head, KilnLang};
+use super::lang::{Head, KilnLang};
 use super::RewriteError;
 use egg::{Extractor, Id, Language, RecExpr};
 use kiln_ir::{verify, Builder, Graph, NodeId, Op};
@@ -26,7 +27,10 @@ pub fn to_recexpr(g: &Graph) -> (RecExpr<KilnLang>, Vec<Id>) {
         ids.push(expr.add(node));
     }
     let outputs = g.outputs.iter().map(|(_, n)| ids[n.index()]).collect();
-    expr.add(KilnLang { head: Head::Outputs, children: outputs });
+    expr.add(KilnLang {
+        head: Head::Outputs,
+        children: outputs,
+    });
     (expr, ids)
 }
 
@@ -47,7 +51,11 @@ pub fn extract(egraph: &KilnGraph, root: Id, keep: &[Id], graph_nodes: &[Id]) ->
     let root = egraph.find(root);
     let mut chosen: HashMap<Id, KilnLang> = HashMap::new();
     let mut post: Vec<Id> = Vec::new();
-    let mut stack: Vec<(Id, bool)> = keep.iter().rev().map(|&k| (egraph.find(k), false)).collect();
+    let mut stack: Vec<(Id, bool)> = keep
+        .iter()
+        .rev()
+        .map(|&k| (egraph.find(k), false))
+        .collect();
     stack.insert(0, (root, false));
     while let Some((class, expanded)) = stack.pop() {
         if expanded {
@@ -57,9 +65,18 @@ pub fn extract(egraph: &KilnGraph, root: Id, keep: &[Id], graph_nodes: &[Id]) ->
         if chosen.contains_key(&class) {
             continue;
         }
-        let node = extractor.find_best_node(class).clone().map_children(|c| egraph.find(c));
+        let node = extractor
+            .find_best_node(class)
+            .clone()
+            .map_children(|c| egraph.find(c));
         stack.push((class, true));
-        stack.extend(node.children.iter().rev().filter(|c| !chosen.contains_key(c)).map(|&c| (c, false)));
+        stack.extend(
+            node.children
+                .iter()
+                .rev()
+                .filter(|c| !chosen.contains_key(c))
+                .map(|&c| (c, false)),
+        );
         chosen.insert(class, node);
     }
 
@@ -71,7 +88,12 @@ pub fn extract(egraph: &KilnGraph, root: Id, keep: &[Id], graph_nodes: &[Id]) ->
         } else if let Some(&r) = rank.get(&class) {
             (r, 0)
         } else {
-            let last = chosen[&class].children.iter().map(|c| key[c].0).max().unwrap_or(0);
+            let last = chosen[&class]
+                .children
+                .iter()
+                .map(|c| key[c].0)
+                .max()
+                .unwrap_or(0);
             (last, i + 1)
         };
         key.insert(class, k);
@@ -89,8 +111,11 @@ pub fn extract(egraph: &KilnGraph, root: Id, keep: &[Id], graph_nodes: &[Id]) ->
             users.entry(c).or_default().push(class);
         }
     }
-    let mut ready: BinaryHeap<Reverse<((usize, usize), Id)>> =
-        post.iter().filter(|c| waiting[c] == 0).map(|&c| Reverse((key[&c], c))).collect();
+    let mut ready: BinaryHeap<Reverse<((usize, usize), Id)>> = post
+        .iter()
+        .filter(|c| waiting[c] == 0)
+        .map(|&c| Reverse((key[&c], c)))
+        .collect();
     let mut expr = RecExpr::default();
     let mut new_id: HashMap<Id, Id> = HashMap::new();
     while let Some(Reverse((_, class))) = ready.pop() {
@@ -117,13 +142,23 @@ pub fn to_graph(expr: &RecExpr<KilnLang>, original: &Graph) -> Result<Graph, Rew
         let attr = node.attr(|c| attrs[usize::from(c)].clone());
         let mut id = None;
         if attr.is_none() {
-            let tensor = |c: &Id| nodes[usize::from(*c)].ok_or(RewriteError::Extract(format!("`{node}` reads an attribute")));
-            let operands = node.operands().iter().map(tensor).collect::<Result<Vec<_>, _>>()?;
+            let tensor = |c: &Id| {
+                nodes[usize::from(*c)].ok_or(RewriteError::Extract(format!(
+                    "`{node}` reads an attribute"
+                )))
+            };
+            let operands = node
+                .operands()
+                .iter()
+                .map(tensor)
+                .collect::<Result<Vec<_>, _>>()?;
             if node.head == Head::Outputs {
                 set_outputs(&mut b, &operands, original)?;
                 outputs_seen = true;
             } else {
-                let op = node.decode(|c| attrs[usize::from(c)].clone()).map_err(RewriteError::Extract)?;
+                let op = node
+                    .decode(|c| attrs[usize::from(c)].clone())
+                    .map_err(RewriteError::Extract)?;
                 id = Some(b.op(op, &operands).map_err(RewriteError::Rebuild)?);
             }
         }
@@ -131,22 +166,34 @@ pub fn to_graph(expr: &RecExpr<KilnLang>, original: &Graph) -> Result<Graph, Rew
         nodes.push(id);
     }
     if !outputs_seen {
-        return Err(RewriteError::Extract("the expression has no `outputs` root".into()));
+        return Err(RewriteError::Extract(
+            "the expression has no `outputs` root".into(),
+        ));
     }
     let g = b.finish();
     verify(&g).map_err(RewriteError::Rebuild)?;
+    let names = |v: Vec<(String, NodeId)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    if names(g.inputs_named()) != names(original.inputs_named())
+        || names(g.params_named()) != names(original.params_named())
+    {
+        return Err(RewriteError::Extract("the inputs or params changed".into()));
+    }
     Ok(g)
 }
 
 fn set_outputs(b: &mut Builder, operands: &[NodeId], original: &Graph) -> Result<(), RewriteError> {
     if operands.len() != original.outputs.len() {
         let (got, want) = (operands.len(), original.outputs.len());
-        return Err(RewriteError::Extract(format!("{got} outputs extracted, the graph has {want}")));
+        return Err(RewriteError::Extract(format!(
+            "{got} outputs extracted, the graph has {want}"
+        )));
     }
     for ((name, was), &now) in original.outputs.iter().zip(operands) {
         let (was, now_node) = (original.node(*was), b.graph.node(now));
         if (was.dtype, &was.shape) != (now_node.dtype, &now_node.shape) {
-            return Err(RewriteError::Extract(format!("output `{name}` changed type")));
+            return Err(RewriteError::Extract(format!(
+                "output `{name}` changed type"
+            )));
         }
         b.output(name, now);
     }

@@ -21,7 +21,12 @@ impl KilnCost {
     /// The price of the node itself, children excluded.
     pub fn own(head: &Head) -> f64 {
         match head {
-            Head::Int(_) | Head::Real(_) | Head::Ty(_) | Head::Shape(_) | Head::Layout(_) | Head::List => 0.0,
+            Head::Int(_)
+            | Head::Real(_)
+            | Head::Ty(_)
+            | Head::Shape(_)
+            | Head::Layout(_)
+            | Head::List => 0.0,
             Head::Outputs => 0.0,
             Head::Source(_) => 1.0,
             Head::Reshape => 0.5,
@@ -43,7 +48,10 @@ impl CostFunction<KilnLang> for KilnCost {
     where
         C: FnMut(Id) -> f64,
     {
-        enode.children.iter().fold(KilnCost::own(&enode.head), |sum, &c| sum + costs(c))
+        enode
+            .children
+            .iter()
+            .fold(KilnCost::own(&enode.head), |sum, &c| sum + costs(c))
     }
 }
 
@@ -62,8 +70,14 @@ mod tests {
         let softmax = "(div (exp (sub ?x (reduce_max ?x (list 1) 1))) (reduce_sum (exp (sub ?x (reduce_max ?x (list 1) 1))) (list 1) 1))";
         let x = "(reshape 0 [1])"; // any tensor-valued subterm stands in for ?x
         assert!(cost("(softmax (reshape 0 [1]) 1)") < cost(&softmax.replace("?x", x)));
-        assert!(cost("(matmul (reshape 0 [1]) (reshape 0 [1]) 1 0)") < cost("(matmul (permute (reshape 0 [1]) (list 1 0)) (reshape 0 [1]) 0 0)"));
-        assert!(cost("(silu (reshape 0 [1]))") < cost("(mul (reshape 0 [1]) (sigmoid (reshape 0 [1])))"));
+        assert!(
+            cost("(matmul (reshape 0 [1]) (reshape 0 [1]) 1 0)")
+                < cost("(matmul (permute (reshape 0 [1]) (list 1 0)) (reshape 0 [1]) 0 0)")
+        );
+        assert!(
+            cost("(silu (reshape 0 [1]))")
+                < cost("(mul (reshape 0 [1]) (sigmoid (reshape 0 [1])))")
+        );
     }
 
     #[test]
@@ -73,7 +87,10 @@ mod tests {
         for node in e.as_ref() {
             let c = KilnCost.cost(node, |i| costs[usize::from(i)]);
             for &child in &node.children {
-                assert!(c >= costs[usize::from(child)], "{node} costs less than a child");
+                assert!(
+                    c >= costs[usize::from(child)],
+                    "{node} costs less than a child"
+                );
             }
             costs.push(c);
         }

@@ -7,8 +7,9 @@
 //! permutes from view-heavy model code collapse to one op or to nothing.
 
 use super::analysis::TypeAnalysis;
+use super::attrs::Attr;
 use super::conditions::{is_identity_perm, is_shape_of, swaps_last_two, union_if_same_type, var};
-use super::lang::{Attr, Head, KilnLang};
+use super::lang::{Head, KilnLang};
 use super::Rule;
 use egg::{Applier, EGraph, Id, PatternAst, Subst, Symbol, Var};
 
@@ -36,7 +37,11 @@ struct ComposePerms {
 
 impl ComposePerms {
     fn new() -> ComposePerms {
-        ComposePerms { x: var("?x"), p: var("?p"), q: var("?q") }
+        ComposePerms {
+            x: var("?x"),
+            p: var("?p"),
+            q: var("?q"),
+        }
     }
 }
 
@@ -53,82 +58,112 @@ impl Applier<KilnLang, TypeAnalysis> for ComposePerms {
             Some(Attr::List(l)) => Some(l.clone()),
             _ => None,
         };
-        let (Some(p), Some(q)) = (list(self.p), list(self.q)) else { return Vec::new() };
-        let Some(r) = q.iter().map(|&j| usize::try_from(j).ok().and_then(|j| p.get(j).copied())).collect::<Option<Vec<i64>>>()
+        let (Some(p), Some(q)) = (list(self.p), list(self.q)) else {
+            return Vec::new();
+        };
+        let Some(r) = q
+            .iter()
+            .map(|&j| usize::try_from(j).ok().and_then(|j| p.get(j).copied()))
+            .collect::<Option<Vec<i64>>>()
         else {
             return Vec::new();
         };
-        let axes = r.into_iter().map(|n| egraph.add(KilnLang::leaf(Head::Int(n)))).collect();
-        let perm = egraph.add(KilnLang { head: Head::List, children: axes });
-        union_if_same_type(egraph, eclass, KilnLang { head: Head::Permute, children: vec![subst[self.x], perm] })
+        let axes = r
+            .into_iter()
+            .map(|n| egraph.add(KilnLang::leaf(Head::Int(n))))
+            .collect();
+        let perm = egraph.add(KilnLang {
+            head: Head::List,
+            children: axes,
+        });
+        union_if_same_type(
+            egraph,
+            eclass,
+            KilnLang {
+                head: Head::Permute,
+                children: vec![subst[self.x], perm],
+            },
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{assert_same_values, build, op_names, run};
+    use super::super::testing::check;
     use super::rules;
-    use kiln_ir::{DType, Op};
 
     #[test]
     fn inverse_permutes_cancel_and_others_compose() {
-        let before = build(|b| {
-            let x = b.input("x", DType::F32, [2, 3, 4])?;
-            let p = b.permute(x, &[1, 2, 0])?;
-            let back = b.permute(p, &[2, 0, 1])?;
-            let q = b.permute(x, &[0, 2, 1])?;
-            let q = b.permute(q, &[1, 0, 2])?;
-            b.output("back", back);
-            b.output("composed", q);
-            Ok(())
-        });
-        let (after, _) = run(&before, &rules());
-        assert_eq!(op_names(&after), ["input", "permute"]);
-        let composed = after.node(after.outputs[1].1);
-        assert_eq!(composed.op, Op::Permute { perm: vec![2, 0, 1] });
-        assert_eq!(after.outputs[0].1, after.inputs_named()[0].1);
-        assert_same_values(&before, &after, 0.0);
+        check(
+            &rules(),
+            r#"
+            %x    = input "x" f32[2,3,4]
+            %p    = permute %x perm=[1,2,0]
+            %back = permute %p perm=[2,0,1]
+            %q    = permute %x perm=[0,2,1]
+            %qq   = permute %q perm=[1,0,2]
+            output "back" = %back
+            output "composed" = %qq
+            "#,
+            r#"
+            %x = input "x" f32[2,3,4]
+            %r = permute %x perm=[2,0,1]
+            output "back" = %x
+            output "composed" = %r
+            "#,
+            0.0,
+        );
     }
 
     #[test]
     fn reshape_chains_collapse() {
-        let before = build(|b| {
-            let x = b.input("x", DType::F32, [4, 8])?;
-            let flat = b.reshape(x, [32])?;
-            let y = b.reshape(flat, [8, 4])?;
-            let same = b.reshape(x, [4, 8])?;
-            let round_trip = b.reshape(flat, [4, 8])?;
-            b.output("y", y);
-            b.output("same", same);
-            b.output("round_trip", round_trip);
-            Ok(())
-        });
-        let (after, _) = run(&before, &rules());
-        assert_eq!(op_names(&after), ["input", "reshape"]);
-        assert_same_values(&before, &after, 0.0);
+        check(
+            &rules(),
+            r#"
+            %x     = input "x" f32[4,8]
+            %flat  = reshape %x shape=[32]
+            %y     = reshape %flat shape=[8,4]
+            %same  = reshape %x shape=[4,8]
+            %round = reshape %flat shape=[4,8]
+            output "y" = %y
+            output "same" = %same
+            output "round_trip" = %round
+            "#,
+            r#"
+            %x = input "x" f32[4,8]
+            %y = reshape %x shape=[8,4]
+            output "y" = %y
+            output "same" = %x
+            output "round_trip" = %x
+            "#,
+            0.0,
+        );
     }
 
     #[test]
     fn transposes_fold_into_matmul_flags() {
-        let before = build(|b| {
-            let x = b.input("x", DType::F32, [2, 3, 8])?;
-            let w = b.param("w", DType::F32, [16, 8])?;
-            let wt = b.permute(w, &[1, 0])?;
-            let y = b.matmul(x, wt)?; // x @ w^T: a linear layer with [out, in] weights
-            let xt = b.permute(x, &[0, 2, 1])?;
-            let g = b.matmul_t(xt, xt, true, false)?; // (x^T)^T @ x^T = x @ x^T
-            b.output("y", y);
-            b.output("g", g);
-            Ok(())
-        });
-        let (after, _) = run(&before, &rules());
-        assert!(!op_names(&after).contains(&"permute"), "{:?}", op_names(&after));
-        let flags = |name: &str| {
-            let id = after.outputs.iter().find(|(n, _)| n == name).unwrap().1;
-            after.node(id).op.clone()
-        };
-        assert_eq!(flags("y"), Op::MatMul { transpose_a: false, transpose_b: true });
-        assert_eq!(flags("g"), Op::MatMul { transpose_a: false, transpose_b: true });
-        assert_same_values(&before, &after, 0.0);
+        // y = x @ w^T (a linear layer with [out, in] weights); g = (x^T)^T @ x^T = x @ x^T.
+        check(
+            &rules(),
+            r#"
+            %x  = input "x" f32[2,3,8]
+            %w  = param "w" f32[16,8]
+            %wt = permute %w perm=[1,0]
+            %y  = matmul %x, %wt transpose_a=false transpose_b=false
+            %xt = permute %x perm=[0,2,1]
+            %g  = matmul %xt, %xt transpose_a=true transpose_b=false
+            output "y" = %y
+            output "g" = %g
+            "#,
+            r#"
+            %x = input "x" f32[2,3,8]
+            %w = param "w" f32[16,8]
+            %y = matmul %x, %w transpose_a=false transpose_b=true
+            %g = matmul %x, %x transpose_a=false transpose_b=true
+            output "y" = %y
+            output "g" = %g
+            "#,
+            0.0,
+        );
     }
 }

@@ -15,8 +15,11 @@
 //! type, so a faulty rule is reported as [`RewriteError::TypeConflict`], never a wrong
 //! graph. Elementwise chains are left for the fusion stage downstream.
 //!
-//! The rules live by purpose in [`algebra`], [`layout`] and [`fusion_patterns`];
-//! [`lang`] is the e-graph language, [`analysis`] the type and constant facts.
+//! The rules live by purpose in [`algebra`], [`layout`] and [`fusion_patterns`], with
+//! their side conditions in [`conditions`]. [`lang`] is the e-graph language and [`attrs`]
+//! how op attributes become leaf children; [`analysis`] holds each class's type and small
+//! constant value (constant folding); [`cost`] picks what to extract and [`convert`] moves
+//! graphs in and out of the e-graph.
 
 /// `rule!(name; lhs => rhs if cond ...)`: egg's `rewrite!`, plus the guard that the
 /// instantiated right side has the matched class's dtype and shape.
@@ -28,6 +31,7 @@ macro_rules! rule {
 
 pub mod algebra;
 pub mod analysis;
+pub mod attrs;
 pub mod conditions;
 pub mod convert;
 pub mod cost;
@@ -40,11 +44,14 @@ mod testing;
 mod tests;
 
 pub use analysis::{Facts, KilnGraph, TypeAnalysis};
+pub use attrs::Attr;
 pub use cost::KilnCost;
-pub use lang::{Attr, Head, KilnLang, Source};
+pub use lang::{Head, KilnLang, Source};
 
-use egg::{Id, Runner, StopReason};
+use egg::{Id, Language, Runner, StopReason};
 use kiln_ir::{Graph, IrError};
+use serde::Serialize;
+use std::fmt;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -61,12 +68,16 @@ pub struct RewriteLimits {
 
 impl Default for RewriteLimits {
     fn default() -> Self {
-        RewriteLimits { iter_limit: 30, node_limit: 10_000, time_limit: Duration::from_secs(5) }
+        RewriteLimits {
+            iter_limit: 30,
+            node_limit: 10_000,
+            time_limit: Duration::from_secs(5),
+        }
     }
 }
 
-/// What the pass did, for `kiln compile`'s report.
-#[derive(Clone, Debug, PartialEq)]
+/// What the pass did, for `kiln compile`'s report (its `Display` is one line).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RewriteReport {
     pub iterations: usize,
     pub egraph_nodes: usize,
@@ -77,6 +88,25 @@ pub struct RewriteReport {
     pub nodes_after: usize,
     /// Rules that changed the e-graph, with how often, in rule order.
     pub rules_applied: Vec<(String, usize)>,
+}
+
+impl fmt::Display for RewriteReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "rewrite: {} -> {} nodes; {} iteration(s), {}; e-graph {} nodes in {} classes",
+            self.nodes_before,
+            self.nodes_after,
+            self.iterations,
+            self.stop_reason,
+            self.egraph_nodes,
+            self.egraph_classes
+        )?;
+        for (i, (rule, n)) in self.rules_applied.iter().enumerate() {
+            write!(f, "{} {rule} x{n}", if i == 0 { "; applied" } else { "," })?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Error)]
@@ -101,12 +131,36 @@ pub fn rules() -> Vec<Rule> {
 }
 
 /// Rewrites `g` into the cheapest equivalent graph found within `limits`.
+///
+/// ```
+/// use kiln_compiler::rewrite::{rewrite, RewriteLimits};
+/// use kiln_ir::text::{parse, print};
+///
+/// let linear = parse(
+///     r#"kir 1
+///     %x  = input "x" f32[4,8]
+///     %w  = param "w" f32[16,8]
+///     %wt = permute %w perm=[1,0]
+///     %y  = matmul %x, %wt transpose_a=false transpose_b=false
+///     output "y" = %y
+///     "#,
+/// )?;
+/// let (g, report) = rewrite(&linear, &RewriteLimits::default())?;
+/// assert!(print(&g).contains("%2 = matmul %0, %1 transpose_a=false transpose_b=true"));
+/// assert_eq!(report.rules_applied, [("matmul-transpose-b".to_string(), 1)]);
+/// assert_eq!(report.stop_reason, "saturated");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn rewrite(g: &Graph, limits: &RewriteLimits) -> Result<(Graph, RewriteReport), RewriteError> {
     rewrite_with(g, &rules(), limits)
 }
 
 /// [`rewrite`] with a chosen rule set (tests run one group at a time).
-pub fn rewrite_with(g: &Graph, rules: &[Rule], limits: &RewriteLimits) -> Result<(Graph, RewriteReport), RewriteError> {
+pub fn rewrite_with(
+    g: &Graph,
+    rules: &[Rule],
+    limits: &RewriteLimits,
+) -> Result<(Graph, RewriteReport), RewriteError> {
     let (expr, expr_ids) = convert::to_recexpr(g);
     let mut egraph = KilnGraph::new(TypeAnalysis::default());
     let mut class_of: Vec<Id> = Vec::with_capacity(expr.len());
@@ -115,7 +169,9 @@ pub fn rewrite_with(g: &Graph, rules: &[Rule], limits: &RewriteLimits) -> Result
         class_of.push(egraph.add(node));
     }
     egraph.rebuild();
-    let root = *class_of.last().expect("to_recexpr always adds the outputs root");
+    let root = *class_of
+        .last()
+        .expect("to_recexpr always adds the outputs root");
     let graph_nodes: Vec<Id> = expr_ids.iter().map(|&i| class_of[usize::from(i)]).collect();
 
     let runner = Runner::default()
@@ -124,8 +180,11 @@ pub fn rewrite_with(g: &Graph, rules: &[Rule], limits: &RewriteLimits) -> Result
         .with_node_limit(limits.node_limit)
         .with_time_limit(limits.time_limit)
         .run(rules);
+    let rules_applied = applied(&runner, rules);
     if let Some(conflict) = runner.egraph.analysis.conflicts.first() {
-        return Err(RewriteError::TypeConflict(conflict.clone()));
+        let fired: Vec<&str> = rules_applied.iter().map(|(r, _)| r.as_str()).collect();
+        let msg = format!("{conflict}; rules that fired: {}", fired.join(", "));
+        return Err(RewriteError::TypeConflict(msg));
     }
     let keep = convert::sources(g, &graph_nodes);
     let best = convert::extract(&runner.egraph, root, &keep, &graph_nodes);
@@ -135,20 +194,24 @@ pub fn rewrite_with(g: &Graph, rules: &[Rule], limits: &RewriteLimits) -> Result
         iterations: runner.iterations.len(),
         egraph_nodes: runner.egraph.total_number_of_nodes(),
         egraph_classes: runner.egraph.number_of_classes(),
-        stop_reason: stop_reason(runner.stop_reason.as_ref()),
+        stop_reason: stop_reason(runner.stop_reason.as_ref(), limits),
         nodes_before: g.len(),
         nodes_after: out.len(),
-        rules_applied: applied(&runner, rules),
+        rules_applied,
     };
     Ok((out, report))
 }
 
-fn stop_reason(reason: Option<&StopReason>) -> String {
+fn stop_reason(reason: Option<&StopReason>, limits: &RewriteLimits) -> String {
     match reason {
         Some(StopReason::Saturated) => "saturated".into(),
         Some(StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
-        Some(StopReason::NodeLimit(n)) => format!("node limit ({n})"),
-        Some(StopReason::TimeLimit(s)) => format!("time limit ({s} s)"),
+        Some(StopReason::NodeLimit(size)) => {
+            format!("node limit ({}; e-graph reached {size})", limits.node_limit)
+        }
+        Some(StopReason::TimeLimit(secs)) => {
+            format!("time limit ({:?}; ran {secs:.3} s)", limits.time_limit)
+        }
         Some(StopReason::Other(why)) => why.clone(),
         None => "not run".into(),
     }
@@ -158,7 +221,11 @@ fn applied(runner: &Runner<KilnLang, TypeAnalysis>, rules: &[Rule]) -> Vec<(Stri
     rules
         .iter()
         .filter_map(|r| {
-            let n: usize = runner.iterations.iter().filter_map(|it| it.applied.get(&r.name)).sum();
+            let n: usize = runner
+                .iterations
+                .iter()
+                .filter_map(|it| it.applied.get(&r.name))
+                .sum();
             (n > 0).then(|| (r.name.to_string(), n))
         })
         .collect()
