@@ -1,1 +1,23 @@
+//! kiln's runtime: the last stage of the data flow (artifact -> variant -> execution).
+//!
+//! It reads the `.kiln` artifact the compiler wrote ([`artifact`], [`manifest`], [`plan`]),
+//! picks the variant this host runs best ([`variant`], [`cpu::features`]), loads its code
+//! ([`cpu::module`]) and executes its launch plan ([`cpu::executor`], [`session`]). It
+//! depends on kiln-ir only: a deployed runtime needs neither LLVM nor the compiler.
 
+pub mod artifact;
+pub mod cpu;
+pub mod error;
+pub mod manifest;
+pub mod plan;
+pub mod session;
+pub mod variant;
+
+pub use artifact::{write_artifact, Artifact, ArtifactError, SectionData, SectionKind};
+pub use cpu::executor::LaunchTiming;
+pub use cpu::features::{HostArch, HostCpu};
+pub use error::RuntimeError;
+pub use manifest::{Manifest, TensorSpec, Variant};
+pub use plan::{BufferRef, Launch, Plan, SizeExpr};
+pub use session::{HostBuffer, Session};
+pub use variant::{choose_target, choose_variant, choose_variant_with};

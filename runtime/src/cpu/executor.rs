@@ -1,0 +1,297 @@
+//! Running a launch plan on CPU threads.
+//!
+//! The last step of the data flow on CPU: the plan's launches run in order; each launch's
+//! grid is split into chunks (about four per thread, none smaller than the launch's
+//! `min_chunk`) that a rayon pool hands to the kernel as `[begin, end)` ranges. Kernels of
+//! one launch write disjoint parts of their outputs, so chunks need no synchronisation;
+//! launches are ordered by finishing each before the next starts.
+
+use crate::cpu::module::{CpuModule, KernelFn};
+use crate::error::RuntimeError;
+use crate::plan::{grid_points, BufferRef, Plan};
+use kiln_ir::Bindings;
+use rayon::prelude::*;
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+/// Alignment of every buffer the runtime allocates (arena, staged inputs and outputs).
+pub const BUFFER_ALIGN: usize = 64;
+
+/// How long one launch took (`kiln bench`, `--profile`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaunchTiming {
+    pub kernel: String,
+    pub grid_points: u64,
+    pub duration: Duration,
+}
+
+/// Executes plans of one loaded CPU module; owns the thread pool and the reusable arena.
+#[derive(Debug)]
+pub struct CpuExecutor {
+    module: CpuModule,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    arena: Option<AlignedBuf>,
+}
+
+/// The buffers of one run, as base pointers.
+pub struct RunBuffers<'a> {
+    pub inputs: &'a [*mut u8],
+    pub outputs: &'a [*mut u8],
+    /// Base of the weights section (null when the model has none).
+    pub weights: *const u8,
+}
+
+impl CpuExecutor {
+    /// `threads`: pool size; `None` = the machine's available parallelism.
+    pub fn new(module: CpuModule, threads: Option<usize>) -> Result<CpuExecutor, RuntimeError> {
+        let threads = threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("kiln-cpu-{i}"))
+            .build()
+            .map_err(|e| RuntimeError::Threads {
+                threads,
+                msg: e.to_string(),
+            })?;
+        Ok(CpuExecutor {
+            module,
+            pool,
+            threads,
+            arena: None,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub fn module(&self) -> &CpuModule {
+        &self.module
+    }
+
+    /// Runs every launch of `plan` with the symbols bound by `env`; returns per-launch
+    /// timings when `profile` is set (empty otherwise).
+    ///
+    /// # Safety
+    /// Every pointer in `buffers` must be valid for the sizes the plan's kernels access
+    /// under `env` (inputs and weights for reads, outputs for writes) for the whole call,
+    /// and `plan` must be the one `self`'s module was compiled with.
+    pub unsafe fn execute(
+        &mut self,
+        plan: &Plan,
+        env: &Bindings,
+        buffers: &RunBuffers<'_>,
+        profile: bool,
+    ) -> Result<Vec<LaunchTiming>, RuntimeError> {
+        let perr = |msg: String| RuntimeError::Plan {
+            target: self.module.target().to_string(),
+            msg,
+        };
+        let layout = plan.arena_layout(env).map_err(perr)?;
+        let dims = plan.dims_array(env).map_err(perr)?;
+        let total = usize::try_from(layout.total)
+            .map_err(|_| perr("arena size exceeds the address space".into()))?;
+        if self.arena.as_ref().is_none_or(|a| a.len() < total) {
+            self.arena = None; // free the old one before allocating the new
+            self.arena = Some(AlignedBuf::zeroed(total, "the arena")?);
+        }
+        let arena = self.arena.as_mut().expect("allocated above").as_mut_ptr();
+
+        let mut timings = Vec::new();
+        for launch in &plan.launches {
+            let kernel =
+                self.module
+                    .kernel(&launch.kernel)
+                    .ok_or_else(|| RuntimeError::MissingKernel {
+                        target: self.module.target().to_string(),
+                        kernel: launch.kernel.clone(),
+                        msg: "not resolved when the code was loaded".into(),
+                    })?;
+            let args: Vec<*mut u8> = launch
+                .args
+                .iter()
+                .map(|a| match *a {
+                    // In bounds: the manifest check and arena_layout cover every index/offset.
+                    BufferRef::Slot(i) => arena.wrapping_add(layout.offsets[i] as usize),
+                    BufferRef::Input(i) => buffers.inputs[i],
+                    BufferRef::Output(i) => buffers.outputs[i],
+                    BufferRef::Weight { offset, .. } => {
+                        buffers.weights.wrapping_add(offset as usize).cast_mut()
+                    }
+                })
+                .collect();
+            let points = grid_points(&launch.grid, env)
+                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
+            if points > i64::MAX as u64 {
+                return Err(perr(format!(
+                    "launch {}: {points} grid points do not fit the kernel ABI",
+                    launch.kernel
+                )));
+            }
+            let start = Instant::now();
+            // SAFETY: the caller guarantees the buffers; `args` and `dims` outlive the call.
+            unsafe { self.launch(kernel, &args, &dims, points, launch.min_chunk) };
+            if profile {
+                timings.push(LaunchTiming {
+                    kernel: launch.kernel.clone(),
+                    grid_points: points,
+                    duration: start.elapsed(),
+                });
+            }
+        }
+        Ok(timings)
+    }
+
+    /// Calls `kernel` over `[0, points)` in chunks on the pool.
+    ///
+    /// # Safety
+    /// `args` must hold valid buffers for the kernel; see [`CpuExecutor::execute`].
+    unsafe fn launch(
+        &self,
+        kernel: KernelFn,
+        args: &[*mut u8],
+        dims: &[i64],
+        points: u64,
+        min_chunk: u64,
+    ) {
+        if points == 0 {
+            return;
+        }
+        let (chunk, chunks) = split(points, self.threads, min_chunk);
+        let call = KernelCall {
+            kernel,
+            args: args.as_ptr(),
+            dims: dims.as_ptr(),
+        };
+        if chunks == 1 {
+            // SAFETY: as the caller promised; one call covers the whole grid.
+            unsafe { call.run(0, points as i64) };
+            return;
+        }
+        self.pool.install(|| {
+            (0..chunks).into_par_iter().for_each(|c| {
+                let begin = c * chunk;
+                let end = (begin + chunk).min(points);
+                // SAFETY: as the caller promised; chunks are disjoint grid ranges.
+                unsafe { call.run(begin as i64, end as i64) };
+            })
+        });
+    }
+}
+
+/// Chunk size and count for `points` grid points on `threads` threads: about four chunks
+/// per thread (to even out uneven kernels), each at least `min_chunk` points.
+pub fn split(points: u64, threads: usize, min_chunk: u64) -> (u64, u64) {
+    let target = (threads as u64).saturating_mul(4).max(1);
+    let chunk = points.div_ceil(target).max(min_chunk).max(1);
+    (chunk, points.div_ceil(chunk))
+}
+
+/// A kernel and its argument arrays, shareable across the pool's threads.
+#[derive(Clone, Copy)]
+struct KernelCall {
+    kernel: KernelFn,
+    args: *const *mut u8,
+    dims: *const i64,
+}
+
+// SAFETY: the pointers are only read during `CpuExecutor::launch`, which blocks until every
+// chunk is done, so the arrays they point to outlive all uses; kernels of one launch write
+// disjoint ranges, which is the plan's contract.
+unsafe impl Send for KernelCall {}
+// SAFETY: as for Send; nothing is mutated through `&KernelCall`.
+unsafe impl Sync for KernelCall {}
+
+impl KernelCall {
+    /// # Safety
+    /// The buffers behind `args` must be valid for the grid range `[begin, end)`.
+    unsafe fn run(&self, begin: i64, end: i64) {
+        // SAFETY: forwarded from the caller; the signature is the kernel ABI.
+        unsafe { (self.kernel)(self.args, self.dims, begin, end) }
+    }
+}
+
+/// A zero-initialised heap buffer aligned to [`BUFFER_ALIGN`] bytes.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    layout: Layout,
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only reads, like &[u8].
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// Fails with an error, never aborts, when memory is short.
+    pub fn zeroed(len: usize, what: &str) -> Result<AlignedBuf, RuntimeError> {
+        let alloc_err = || RuntimeError::Alloc {
+            bytes: len as u64,
+            what: what.to_string(),
+        };
+        let layout = Layout::from_size_align(len.max(BUFFER_ALIGN), BUFFER_ALIGN)
+            .map_err(|_| alloc_err())?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).ok_or_else(alloc_err)?;
+        Ok(AlignedBuf { ptr, len, layout })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid and initialised (zeroed) for `len` bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with exactly this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_grid_and_respect_min_chunk() {
+        assert_eq!(split(1000, 4, 1), (63, 16));
+        assert_eq!(split(1000, 4, 500), (500, 2));
+        assert_eq!(split(3, 8, 0), (1, 3));
+        assert_eq!(split(10, 1, 100), (100, 1));
+        let (chunk, n) = split(u64::MAX / 2, 16, 1);
+        assert!(chunk * n >= u64::MAX / 2);
+    }
+
+    #[test]
+    fn aligned_buffers_are_aligned_and_zeroed() {
+        let mut b = AlignedBuf::zeroed(100, "test").unwrap();
+        assert_eq!(b.as_mut_ptr() as usize % BUFFER_ALIGN, 0);
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        assert!(AlignedBuf::zeroed(usize::MAX - 10, "huge").is_err());
+    }
+}

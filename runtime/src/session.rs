@@ -1,0 +1,394 @@
+//! A loaded model ready to run: the entry point of `kiln run` and `kiln bench`.
+//!
+//! [`Session::new`] opens and checks the artifact, chooses the variant for this host and
+//! loads its code; [`Session::run`] checks the inputs against the manifest, binds the
+//! symbols (`batch`, `seq`) from their extents, allocates the outputs and runs the plan.
+
+use crate::artifact::Artifact;
+use crate::cpu::executor::{AlignedBuf, CpuExecutor, LaunchTiming, RunBuffers};
+use crate::cpu::module::CpuModule;
+use crate::error::RuntimeError;
+use crate::manifest::{Manifest, TensorSpec, Variant};
+use crate::plan::eval_extent;
+use crate::variant::choose_variant;
+use kiln_ir::dim::shape_to_string;
+use kiln_ir::{Bindings, DType, Tensor};
+use std::path::Path;
+
+/// A tensor in host memory: little-endian elements, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostBuffer {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl HostBuffer {
+    pub fn new(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> HostBuffer {
+        HostBuffer {
+            dtype,
+            shape,
+            bytes,
+        }
+    }
+
+    pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> HostBuffer {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        HostBuffer {
+            dtype: DType::F32,
+            shape,
+            bytes,
+        }
+    }
+
+    /// The elements as f32, for `f32` buffers (`None` for other dtypes).
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        (self.dtype == DType::F32).then(|| {
+            self.bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        })
+    }
+
+    pub fn to_tensor(&self) -> Result<Tensor, String> {
+        Tensor::from_bytes(self.dtype, self.shape.clone(), &self.bytes)
+    }
+}
+
+impl From<&Tensor> for HostBuffer {
+    fn from(t: &Tensor) -> HostBuffer {
+        HostBuffer {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bytes: t.to_bytes(),
+        }
+    }
+}
+
+/// An artifact with its chosen variant's code loaded.
+#[derive(Debug)]
+pub struct Session {
+    artifact: Artifact,
+    variant: usize,
+    why: String,
+    executor: CpuExecutor,
+}
+
+impl Session {
+    /// Opens `path`, chooses the best variant for this host (or `KILN_TARGET`'s) and loads it.
+    /// `threads`: CPU threads for kernels; `None` = available parallelism.
+    pub fn new(path: impl AsRef<Path>, threads: Option<usize>) -> Result<Session, RuntimeError> {
+        let artifact = Artifact::open(path)?;
+        let (variant, why) = choose_variant(artifact.manifest())?;
+        Session::with_variant(artifact, variant, why, threads)
+    }
+
+    /// Loads variant `variant` of an opened artifact; `why` is kept for [`Session::why`].
+    pub fn with_variant(
+        artifact: Artifact,
+        variant: usize,
+        why: String,
+        threads: Option<usize>,
+    ) -> Result<Session, RuntimeError> {
+        let v =
+            artifact
+                .manifest()
+                .variants
+                .get(variant)
+                .ok_or_else(|| RuntimeError::Override {
+                    requested: format!("variant {variant}"),
+                    why: "the artifact has no such variant".into(),
+                })?;
+        if !v.target.starts_with("cpu:") {
+            return Err(RuntimeError::NoExecutor {
+                target: v.target.clone(),
+            });
+        }
+        artifact.weights()?; // check its hash now, not in the middle of a run
+        let module = CpuModule::load(&v.target, artifact.code(variant)?, &v.kernels)?;
+        let executor = CpuExecutor::new(module, threads)?;
+        Ok(Session {
+            artifact,
+            variant,
+            why,
+            executor,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        self.artifact.manifest()
+    }
+
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    pub fn variant(&self) -> &Variant {
+        &self.manifest().variants[self.variant]
+    }
+
+    /// Why this variant was chosen (printed by `kiln run -v`).
+    pub fn why(&self) -> &str {
+        &self.why
+    }
+
+    pub fn threads(&self) -> usize {
+        self.executor.threads()
+    }
+
+    pub fn run(&mut self, inputs: &[HostBuffer]) -> Result<Vec<HostBuffer>, RuntimeError> {
+        self.run_inner(inputs, false).map(|(out, _)| out)
+    }
+
+    /// Like [`Session::run`], also timing each launch.
+    pub fn run_profiled(
+        &mut self,
+        inputs: &[HostBuffer],
+    ) -> Result<(Vec<HostBuffer>, Vec<LaunchTiming>), RuntimeError> {
+        self.run_inner(inputs, true)
+    }
+
+    /// The symbol values implied by `inputs`' extents, after checking them against the spec.
+    pub fn bind(&self, inputs: &[HostBuffer]) -> Result<Bindings, RuntimeError> {
+        let specs = &self.manifest().inputs;
+        if inputs.len() != specs.len() {
+            return Err(RuntimeError::InputCount {
+                expected: specs.len(),
+                got: inputs.len(),
+            });
+        }
+        let mut env = Bindings::new();
+        solve_symbols(specs, inputs, &mut env);
+        for (index, (spec, buf)) in specs.iter().zip(inputs).enumerate() {
+            check_input(index, spec, buf, &env)?;
+        }
+        let target = &self.variant().target;
+        let unbound = self
+            .variant()
+            .plan
+            .symbols
+            .iter()
+            .find(|s| !env.contains_key(*s));
+        if let Some(s) = unbound {
+            let msg = format!("symbol `{s}` is not determined by the inputs' shapes");
+            return Err(RuntimeError::Plan {
+                target: target.clone(),
+                msg,
+            });
+        }
+        Ok(env)
+    }
+
+    fn run_inner(
+        &mut self,
+        inputs: &[HostBuffer],
+        profile: bool,
+    ) -> Result<(Vec<HostBuffer>, Vec<LaunchTiming>), RuntimeError> {
+        let env = self.bind(inputs)?;
+        let target = self.variant().target.clone();
+        let mut outputs = Vec::with_capacity(self.manifest().outputs.len());
+        for spec in &self.manifest().outputs {
+            let msg = |m: String| RuntimeError::Plan {
+                target: target.clone(),
+                msg: format!("output `{}`: {m}", spec.name),
+            };
+            let shape = spec
+                .shape
+                .iter()
+                .map(|d| {
+                    eval_extent(d, &env).and_then(|n| {
+                        usize::try_from(n).map_err(|_| format!("dim {d} is too large"))
+                    })
+                })
+                .collect::<Result<Vec<usize>, String>>()
+                .map_err(msg)?;
+            let bytes = shape
+                .iter()
+                .try_fold(spec.dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| msg("size overflows".into()))?;
+            outputs.push((shape, Staged::zeroed(bytes, &spec.name)?));
+        }
+        let mut staged_inputs: Vec<Staged> =
+            inputs.iter().map(Staged::input).collect::<Result<_, _>>()?;
+        let input_ptrs: Vec<*mut u8> = staged_inputs.iter_mut().map(Staged::ptr).collect();
+        let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|(_, s)| s.ptr()).collect();
+        let weights = self
+            .artifact
+            .weights()?
+            .map_or(std::ptr::null(), |w| w.as_ptr());
+        let buffers = RunBuffers {
+            inputs: &input_ptrs,
+            outputs: &output_ptrs,
+            weights,
+        };
+        let plan = &self.artifact.manifest().variants[self.variant].plan;
+        // SAFETY: inputs were checked to hold exactly their spec's bytes, outputs were sized
+        // from their specs under the same bindings, weights are the hash-checked section whose
+        // ranges the manifest check bounded, and the plan is the module's own.
+        let timings = unsafe { self.executor.execute(plan, &env, &buffers, profile)? };
+        let results = self
+            .manifest()
+            .outputs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, (shape, staged))| HostBuffer {
+                dtype: spec.dtype,
+                shape,
+                bytes: staged.into_vec(),
+            })
+            .collect();
+        Ok((results, timings))
+    }
+}
+
+/// Binds symbols from input extents: a dim with exactly one unbound symbol is solved for
+/// it (`2*seq+1` of extent 7 gives `seq = 3`), repeating until nothing changes. Dims that
+/// do not solve stay unbound; `check_input` reports them.
+fn solve_symbols(specs: &[TensorSpec], inputs: &[HostBuffer], env: &mut Bindings) {
+    loop {
+        let mut progress = false;
+        for (spec, buf) in specs.iter().zip(inputs) {
+            if spec.shape.len() != buf.shape.len() {
+                continue;
+            }
+            for (dim, &extent) in spec.shape.iter().zip(&buf.shape) {
+                let mut unbound = dim.terms.iter().filter(|(s, _)| !env.contains_key(s));
+                let (Some((sym, coeff)), None) = (unbound.next(), unbound.next()) else {
+                    continue;
+                };
+                // Checked: the manifest's coefficients are untrusted.
+                let rest = dim.terms.iter().filter(|(s, _)| s != sym).try_fold(
+                    i64::try_from(extent)
+                        .ok()
+                        .and_then(|e| e.checked_sub(dim.constant)),
+                    |acc, (s, c)| Some(acc.and_then(|a| a.checked_sub(c.checked_mul(env[s])?))),
+                );
+                if let Some(Some(rest)) = rest {
+                    if *coeff != 0 && rest.checked_rem(*coeff) == Some(0) && rest / coeff >= 0 {
+                        env.insert(sym.clone(), rest / coeff);
+                        progress = true;
+                    }
+                }
+            }
+        }
+        if !progress {
+            return;
+        }
+    }
+}
+
+fn check_input(
+    index: usize,
+    spec: &TensorSpec,
+    buf: &HostBuffer,
+    env: &Bindings,
+) -> Result<(), RuntimeError> {
+    let err = |expected: String, got: String| RuntimeError::Input {
+        index,
+        name: spec.name.clone(),
+        expected,
+        got,
+    };
+    if buf.dtype != spec.dtype {
+        return Err(err(
+            format!("dtype {}", spec.dtype),
+            format!("dtype {}", buf.dtype),
+        ));
+    }
+    let want = shape_to_string(&spec.shape);
+    if buf.shape.len() != spec.shape.len() {
+        let got = format!("rank {} {:?}", buf.shape.len(), buf.shape);
+        return Err(err(format!("rank {} {want}", spec.shape.len()), got));
+    }
+    let matches = spec
+        .shape
+        .iter()
+        .zip(&buf.shape)
+        .all(|(d, &n)| eval_extent(d, env).is_ok_and(|v| v as u128 == n as u128));
+    if !matches {
+        let bound: Vec<String> = spec
+            .shape
+            .iter()
+            .flat_map(|d| d.symbols())
+            .filter_map(|s| env.get(s).map(|v| format!("{s}={v}")))
+            .collect();
+        let with = if bound.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", bound.join(", "))
+        };
+        return Err(err(
+            format!("shape {want}{with}"),
+            format!("shape {:?}", buf.shape),
+        ));
+    }
+    let elems = buf.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let bytes = elems.and_then(|n| n.checked_mul(spec.dtype.size_bytes()));
+    if bytes != Some(buf.bytes.len()) {
+        let want = bytes.map_or("a size that fits in memory".into(), |b| {
+            format!("{b} bytes")
+        });
+        return Err(err(want, format!("{} bytes", buf.bytes.len())));
+    }
+    Ok(())
+}
+
+/// A buffer handed to kernels: the caller's own when it is aligned, else an aligned copy.
+enum Staged {
+    /// An input used in place; kernels only read it and the caller keeps it alive.
+    Borrowed(*mut u8),
+    Owned(Vec<u8>),
+    Aligned(AlignedBuf),
+}
+
+/// Alignment kernels may rely on for inputs and outputs (the system allocator's);
+/// slots and weights are 64-byte aligned.
+pub const IO_ALIGN: usize = 16;
+
+impl Staged {
+    fn input(buf: &HostBuffer) -> Result<Staged, RuntimeError> {
+        if (buf.bytes.as_ptr() as usize).is_multiple_of(IO_ALIGN) {
+            return Ok(Staged::Borrowed(buf.bytes.as_ptr().cast_mut()));
+        }
+        let mut a = AlignedBuf::zeroed(buf.bytes.len(), "an input")?;
+        // SAFETY: `a` holds `len` bytes; source and destination do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.bytes.as_ptr(), a.as_mut_ptr(), buf.bytes.len())
+        };
+        Ok(Staged::Aligned(a))
+    }
+
+    /// A zeroed output buffer; a size too large for memory is an error, not an abort.
+    fn zeroed(bytes: usize, name: &str) -> Result<Staged, RuntimeError> {
+        let what = format!("output `{name}`");
+        let mut v = Vec::new();
+        v.try_reserve_exact(bytes)
+            .map_err(|_| RuntimeError::Alloc {
+                bytes: bytes as u64,
+                what: what.clone(),
+            })?;
+        v.resize(bytes, 0u8);
+        if (v.as_ptr() as usize).is_multiple_of(IO_ALIGN) || bytes == 0 {
+            return Ok(Staged::Owned(v));
+        }
+        drop(v);
+        Ok(Staged::Aligned(AlignedBuf::zeroed(bytes, &what)?))
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        match self {
+            Staged::Borrowed(p) => *p,
+            Staged::Owned(v) => v.as_mut_ptr(),
+            Staged::Aligned(a) => a.as_mut_ptr(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<u8> {
+        match self {
+            Staged::Borrowed(_) => Vec::new(),
+            Staged::Owned(v) => v,
+            Staged::Aligned(a) => a.as_slice().to_vec(),
+        }
+    }
+}
