@@ -62,10 +62,12 @@ pub struct TargetReport {
     pub code_bytes: usize,
     pub compile_ms: u128,
     pub codegen_ms: u128,
+    /// The e-graph pass's one-line report.
+    pub rewrite: String,
 }
 
 /// Compiles `model` for each target; returns the manifest and the sections to write.
-pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, progress: &dyn Fn(&str)) -> Result<(Manifest, Vec<(kiln_runtime::manifest::SectionKind, Vec<u8>)>, Vec<TargetReport>)> {
+pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, rewrite: bool, progress: &dyn Fn(&str)) -> Result<(Manifest, Vec<(kiln_runtime::manifest::SectionKind, Vec<u8>)>, Vec<TargetReport>)> {
     model.weights.check(&model.graph).with_context(|| format!("model {}", model.name))?;
     let be = backend(choice)?;
     let mut weights = WeightsLayout::default();
@@ -80,14 +82,15 @@ pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, progre
         progress(&format!("[{}/{}] {target}: optimising and lowering", n + 1, targets.len()));
         be.check(target).with_context(|| format!("target {target}"))?;
         let t0 = Instant::now();
-        let opts = Options { vector_bits: (choice == BackendChoice::Cranelift).then_some(128) };
+        let opts = Options { vector_bits: (choice == BackendChoice::Cranelift).then_some(128), rewrite, ..Options::default() };
         let compiled = pipeline::compile(&model.graph, target, &opts).with_context(|| format!("compiling {} for {target}", model.name))?;
         let compile_ms = t0.elapsed().as_millis();
         progress(&format!("[{}/{}] {target}: generating code for {} kernels ({:?})", n + 1, targets.len(), compiled.kernels().len(), choice));
         let t1 = Instant::now();
         let blob = be.compile(compiled.kernels(), target)?;
         let codegen_ms = t1.elapsed().as_millis();
-        reports.push(TargetReport { target: target.to_string(), kernels: compiled.kernels().len(), code_bytes: blob.len(), compile_ms, codegen_ms });
+        let rewrite = compiled.rewrite.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "off".into());
+        reports.push(TargetReport { target: target.to_string(), kernels: compiled.kernels().len(), code_bytes: blob.len(), compile_ms, codegen_ms, rewrite });
         let plan = plan_of(&compiled, &mut weights);
         variants.push(Variant {
             target: target.to_string(),
@@ -109,7 +112,7 @@ pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, progre
     let report = serde_json::json!({
         "targets": reports.iter().map(|r| serde_json::json!({
             "target": r.target, "kernels": r.kernels, "code_bytes": r.code_bytes,
-            "compile_ms": r.compile_ms, "codegen_ms": r.codegen_ms, "backend": format!("{choice:?}").to_lowercase(),
+            "compile_ms": r.compile_ms, "codegen_ms": r.codegen_ms, "backend": format!("{choice:?}").to_lowercase(), "rewrite": r.rewrite,
         })).collect::<Vec<_>>(),
         "graph_nodes": g.len(),
     });
@@ -127,7 +130,8 @@ fn required_features(target: &Target) -> Vec<String> {
     #[cfg(feature = "llvm")]
     if matches!(target, Target::Cpu(a) if a == "native") {
         let (_, feats) = kiln_codegen::llvm::host_cpu();
-        return feats.split(',').filter_map(|f| f.strip_prefix('+')).map(str::to_string).collect();
+        let detectable = kiln_runtime::cpu::features::X86_DETECTABLE;
+        return feats.split(',').filter_map(|f| f.strip_prefix('+')).filter(|f| detectable.contains(f)).map(str::to_string).collect();
     }
     let _ = target;
     Vec::new()

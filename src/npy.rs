@@ -12,7 +12,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
     if npy.order() != npyz::Order::C {
         bail!("{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray", path.display());
     }
-    let descr = npy.dtype().descr();
+    let descr = npy.dtype().descr().trim_matches('\'').to_string();
     let bad = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
     let (dtype, data): (DType, Vec<f64>) = match descr.as_str() {
         "<f4" => (DType::F32, npy.into_vec::<f32>().map_err(bad)?.into_iter().map(f64::from).collect()),

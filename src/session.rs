@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// Writes `model` compiled for `targets` to `path`.
 pub fn compile_to(model: &Model, targets: &[Target], backend: BackendChoice, path: &Path) -> Result<()> {
-    let (manifest, sections, _) = assemble(model, targets, backend, &|_| {})?;
+    let (manifest, sections, _) = assemble(model, targets, backend, true, &|_| {})?;
     let data: Vec<SectionData> = sections.iter().map(|(kind, bytes)| SectionData { kind: *kind, bytes }).collect();
     write_artifact(path, &manifest, &data).with_context(|| format!("writing {}", path.display()))
 }

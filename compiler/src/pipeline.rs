@@ -4,6 +4,7 @@
 use crate::kernel::{math, vectorize, Kernel};
 use crate::lower::{self, LowerError, Lowered};
 use crate::memory::{self, ArenaPlan};
+use crate::rewrite::{self, RewriteLimits, RewriteReport};
 use crate::schedule::Schedule;
 use crate::target::Target;
 use kiln_ir::Graph;
@@ -25,6 +26,8 @@ pub struct Compiled {
     pub graph: Graph,
     pub lowered: Lowered,
     pub arena: ArenaPlan,
+    /// What the e-graph pass did (`None` when it was turned off).
+    pub rewrite: Option<RewriteReport>,
 }
 
 impl Compiled {
@@ -35,6 +38,9 @@ impl Compiled {
 
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Run the e-graph rewrite pass (on by default; off compiles the graph as written).
+    pub rewrite: bool,
+    pub limits: RewriteLimits,
     /// For `cpu:` targets: the widest vector register in bits (from the target, or the
     /// backend's own limit, e.g. Cranelift's 128).
     pub vector_bits: Option<u32>,
@@ -42,7 +48,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { vector_bits: None }
+        Options { rewrite: true, limits: RewriteLimits::default(), vector_bits: None }
     }
 }
 
@@ -55,13 +61,18 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
 pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compiled, CompileError> {
     kiln_ir::verify(graph)?;
     let schedule = schedule_for(target, opts)?;
-    let graph = graph.clone();
+    let (graph, report) = if opts.rewrite {
+        let (g, r) = rewrite::rewrite(graph, &opts.limits).map_err(|e| CompileError::Rewrite(e.to_string()))?;
+        (g, Some(r))
+    } else {
+        (graph.clone(), None)
+    };
     let mut lowered = lower::lower(&graph, schedule)?;
     for k in &mut lowered.kernels {
         finish_kernel(k);
     }
     let arena = memory::plan(&lowered);
-    Ok(Compiled { graph, lowered, arena })
+    Ok(Compiled { graph, lowered, arena, rewrite: report })
 }
 
 /// Target-independent kernel passes run before any code generator sees a kernel.

@@ -71,7 +71,7 @@ impl Target {
     pub fn cpu_desc(&self, host_cpu: Option<(&str, &str)>) -> Option<CpuDesc> {
         let Target::Cpu(arch) = self else { return None };
         let arch = arch.as_str();
-        if arch == "aarch64" || arch.starts_with("neoverse") || arch.starts_with("cortex") || arch.starts_with("apple") {
+        if arch == "aarch64" || crate::cpu_names::AARCH64.contains(&arch) {
             let cpu = if arch == "aarch64" { "generic" } else { arch };
             return Some(CpuDesc { triple: "aarch64-unknown-linux-gnu", llvm_cpu: cpu.into(), features: "+neon".into(), vector_bits: 128, aarch64: true });
         }
@@ -125,7 +125,14 @@ impl FromStr for Target {
             return Err(err("the architecture is empty or has unexpected characters"));
         }
         match family {
-            "cpu" => Ok(Target::Cpu(arch.into())),
+            "cpu" => {
+                let known = arch == "native" || arch == "aarch64" || crate::cpu_names::X86_64.contains(&arch) || crate::cpu_names::AARCH64.contains(&arch);
+                if known {
+                    Ok(Target::Cpu(arch.into()))
+                } else {
+                    Err(err("LLVM 19 knows no such CPU (`kiln targets` shows examples; `llc -mcpu=help` lists all)"))
+                }
+            }
             "cuda" => {
                 let digits = arch.strip_prefix("sm_").map(|d| d.trim_end_matches('a'));
                 match digits {
@@ -173,6 +180,7 @@ mod tests {
             ("hip:rdna3", "gfx<NNN>"),
             ("vulkan:spv2.0", "spv1.3"),
             ("cpu:", "empty"),
+            ("cpu:notacpu", "no such CPU"),
         ] {
             let e = s.parse::<Target>().unwrap_err();
             assert!(e.to_string().contains(why), "{s}: {e}");

@@ -30,6 +30,9 @@ pub struct Args {
     /// Print the kernels (kernel IR) of each target
     #[arg(long)]
     pub emit_kernels: bool,
+    /// Skip the e-graph rewrite pass (compile the graph as written)
+    #[arg(long)]
+    pub no_rewrite: bool,
     /// Print nothing but errors
     #[arg(short, long)]
     pub quiet: bool,
@@ -60,20 +63,22 @@ pub fn run(a: Args) -> Result<()> {
     };
     if a.emit_kernels {
         for t in &targets {
-            let c = kiln_compiler::pipeline::compile(&model.graph, t, &Default::default())?;
+            let opts = kiln_compiler::pipeline::Options { rewrite: !a.no_rewrite, ..Default::default() };
+            let c = kiln_compiler::pipeline::compile(&model.graph, t, &opts)?;
             println!("# {t}");
             for k in c.kernels() {
                 println!("{k}");
             }
         }
     }
-    let (manifest, sections, reports) = assemble(&model, &targets, a.backend, &progress)?;
+    let (manifest, sections, reports) = assemble(&model, &targets, a.backend, !a.no_rewrite, &progress)?;
     let data: Vec<SectionData> = sections.iter().map(|(kind, bytes)| SectionData { kind: *kind, bytes }).collect();
     write_artifact(&out, &manifest, &data).with_context(|| format!("writing {}", out.display()))?;
     if !quiet {
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
         for r in &reports {
-            eprintln!("  {}: {} kernels, {} KiB of code (lowering {} ms, codegen {} ms)", r.target, r.kernels, r.code_bytes / 1024, r.compile_ms, r.codegen_ms);
+            eprintln!("  {}: {} kernels, {} KiB of code (rewrite+lowering {} ms, codegen {} ms)", r.target, r.kernels, r.code_bytes / 1024, r.compile_ms, r.codegen_ms);
+            eprintln!("    {}", r.rewrite);
         }
         eprintln!("wrote {} ({} KiB, {} target{}) in {:.2} s", out.display(), size / 1024, targets.len(), if targets.len() == 1 { "" } else { "s" }, t0.elapsed().as_secs_f64());
     }

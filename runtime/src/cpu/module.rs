@@ -22,6 +22,8 @@ pub struct CpuModule {
     kernels: HashMap<String, KernelFn>,
     /// Keeps the code mapped: the function pointers above point into it.
     _library: libloading::Library,
+    /// Dropped after `_library` (fields drop in order): see `load`.
+    _file: CodeFile,
 }
 
 impl std::fmt::Debug for CpuModule {
@@ -52,8 +54,10 @@ impl CpuModule {
             libloading::os::unix::Library::open(Some(&file.path), libc::RTLD_NOW | libc::RTLD_LOCAL)
         }
         .map_err(|e| err(e.to_string()))?;
-        // The mapping outlives the file: dlopen keeps its own reference.
-        drop(file);
+        // The file stays open as long as the library is loaded: glibc's dlopen recognises
+        // an already-loaded object by its path, and a closed memfd's number (hence its
+        // `/proc/self/fd/N` path) would be reused by the next module loaded, which would
+        // then silently get this module's code.
         let library = libloading::Library::from(library);
         let mut resolved = HashMap::with_capacity(kernels.len());
         for k in kernels {
@@ -73,6 +77,7 @@ impl CpuModule {
             target: target.to_string(),
             kernels: resolved,
             _library: library,
+            _file: file,
         })
     }
 
