@@ -45,7 +45,7 @@ impl WeightsLayout {
         if let Some(&r) = self.by_key.get(&key) {
             return r;
         }
-        while self.bytes.len() % 64 != 0 {
+        while !self.bytes.len().is_multiple_of(64) {
             self.bytes.push(0);
         }
         let data = t.to_bytes();
@@ -66,9 +66,37 @@ pub struct TargetReport {
     pub rewrite: String,
 }
 
+/// An artifact ready to write, and what each target's compile did.
+pub struct Assembled {
+    pub manifest: Manifest,
+    pub sections: Vec<(kiln_runtime::manifest::SectionKind, Vec<u8>)>,
+    pub reports: Vec<TargetReport>,
+}
+
+impl Assembled {
+    pub fn write(&self, path: &std::path::Path) -> Result<()> {
+        let data: Vec<kiln_runtime::artifact::SectionData> = self
+            .sections
+            .iter()
+            .map(|(kind, bytes)| kiln_runtime::artifact::SectionData { kind: *kind, bytes })
+            .collect();
+        kiln_runtime::artifact::write_artifact(path, &self.manifest, &data)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// Compiles `model` for each target; returns the manifest and the sections to write.
-pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, rewrite: bool, progress: &dyn Fn(&str)) -> Result<(Manifest, Vec<(kiln_runtime::manifest::SectionKind, Vec<u8>)>, Vec<TargetReport>)> {
-    model.weights.check(&model.graph).with_context(|| format!("model {}", model.name))?;
+pub fn assemble(
+    model: &Model,
+    targets: &[Target],
+    choice: BackendChoice,
+    rewrite: bool,
+    progress: &dyn Fn(&str),
+) -> Result<Assembled> {
+    model
+        .weights
+        .check(&model.graph)
+        .with_context(|| format!("model {}", model.name))?;
     let be = backend(choice)?;
     let mut weights = WeightsLayout::default();
     for name in kiln_models::weights::Weights::names_in(&model.graph) {
@@ -79,18 +107,45 @@ pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, rewrit
     let mut code = Vec::new();
     let mut reports = Vec::new();
     for (n, target) in targets.iter().enumerate() {
-        progress(&format!("[{}/{}] {target}: optimising and lowering", n + 1, targets.len()));
-        be.check(target).with_context(|| format!("target {target}"))?;
+        progress(&format!(
+            "[{}/{}] {target}: optimising and lowering",
+            n + 1,
+            targets.len()
+        ));
+        be.check(target)
+            .with_context(|| format!("target {target}"))?;
         let t0 = Instant::now();
-        let opts = Options { vector_bits: (choice == BackendChoice::Cranelift).then_some(128), rewrite, ..Options::default() };
-        let compiled = pipeline::compile(&model.graph, target, &opts).with_context(|| format!("compiling {} for {target}", model.name))?;
+        let opts = Options {
+            vector_bits: (choice == BackendChoice::Cranelift).then_some(128),
+            rewrite,
+            ..Options::default()
+        };
+        let compiled = pipeline::compile(&model.graph, target, &opts)
+            .with_context(|| format!("compiling {} for {target}", model.name))?;
         let compile_ms = t0.elapsed().as_millis();
-        progress(&format!("[{}/{}] {target}: generating code for {} kernels ({:?})", n + 1, targets.len(), compiled.kernels().len(), choice));
+        progress(&format!(
+            "[{}/{}] {target}: generating code for {} kernels ({:?})",
+            n + 1,
+            targets.len(),
+            compiled.kernels().len(),
+            choice
+        ));
         let t1 = Instant::now();
         let blob = be.compile(compiled.kernels(), target)?;
         let codegen_ms = t1.elapsed().as_millis();
-        let rewrite = compiled.rewrite.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "off".into());
-        reports.push(TargetReport { target: target.to_string(), kernels: compiled.kernels().len(), code_bytes: blob.len(), compile_ms, codegen_ms, rewrite });
+        let rewrite = compiled
+            .rewrite
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "off".into());
+        reports.push(TargetReport {
+            target: target.to_string(),
+            kernels: compiled.kernels().len(),
+            code_bytes: blob.len(),
+            compile_ms,
+            codegen_ms,
+            rewrite,
+        });
         let plan = plan_of(&compiled, &mut weights);
         variants.push(Variant {
             target: target.to_string(),
@@ -101,14 +156,28 @@ pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, rewrit
         });
         code.push(blob);
     }
-    let mut sections: Vec<_> = code.into_iter().map(|c| (kiln_runtime::manifest::SectionKind::Code, c)).collect();
+    let mut sections: Vec<_> = code
+        .into_iter()
+        .map(|c| (kiln_runtime::manifest::SectionKind::Code, c))
+        .collect();
     let weights_section = (!weights.bytes.is_empty()).then(|| {
-        sections.push((kiln_runtime::manifest::SectionKind::Weights, std::mem::take(&mut weights.bytes)));
+        sections.push((
+            kiln_runtime::manifest::SectionKind::Weights,
+            std::mem::take(&mut weights.bytes),
+        ));
         sections.len() - 1
     });
     let g = &model.graph;
-    let inputs = g.inputs_named().into_iter().map(|(name, id)| spec(g, name, id)).collect();
-    let outputs = g.outputs.iter().map(|(name, id)| spec(g, name.clone(), *id)).collect();
+    let inputs = g
+        .inputs_named()
+        .into_iter()
+        .map(|(name, id)| spec(g, name, id))
+        .collect();
+    let outputs = g
+        .outputs
+        .iter()
+        .map(|(name, id)| spec(g, name.clone(), *id))
+        .collect();
     let report = serde_json::json!({
         "targets": reports.iter().map(|r| serde_json::json!({
             "target": r.target, "kernels": r.kernels, "code_bytes": r.code_bytes,
@@ -116,13 +185,28 @@ pub fn assemble(model: &Model, targets: &[Target], choice: BackendChoice, rewrit
         })).collect::<Vec<_>>(),
         "graph_nodes": g.len(),
     });
-    let manifest = Manifest { model: model.name.clone(), inputs, outputs, variants, weights_section, compile_report: report };
-    Ok((manifest, sections, reports))
+    let manifest = Manifest {
+        model: model.name.clone(),
+        inputs,
+        outputs,
+        variants,
+        weights_section,
+        compile_report: report,
+    };
+    Ok(Assembled {
+        manifest,
+        sections,
+        reports,
+    })
 }
 
 fn spec(g: &kiln_ir::Graph, name: String, id: kiln_ir::NodeId) -> TensorSpec {
     let n = g.node(id);
-    TensorSpec { name, dtype: n.dtype, shape: n.shape.clone() }
+    TensorSpec {
+        name,
+        dtype: n.dtype,
+        shape: n.shape.clone(),
+    }
 }
 
 /// `cpu:native` names no level, so the artifact records what the host's CPU had.
@@ -131,7 +215,12 @@ fn required_features(target: &Target) -> Vec<String> {
     if matches!(target, Target::Cpu(a) if a == "native") {
         let (_, feats) = kiln_codegen::llvm::host_cpu();
         let detectable = kiln_runtime::cpu::features::X86_DETECTABLE;
-        return feats.split(',').filter_map(|f| f.strip_prefix('+')).filter(|f| detectable.contains(f)).map(str::to_string).collect();
+        return feats
+            .split(',')
+            .filter_map(|f| f.strip_prefix('+'))
+            .filter(|f| detectable.contains(f))
+            .map(str::to_string)
+            .collect();
     }
     let _ = target;
     Vec::new()
@@ -160,11 +249,35 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout) -> Plan {
         .iter()
         .map(|launch| Launch {
             kernel: l.kernels[launch.kernel].name.clone(),
-            args: launch.args.iter().map(|&b| buffer_ref(b, weights)).collect(),
-            grid: launch.grid.iter().map(|g| GridDim { dim: g.dim.clone(), ceil_div: g.ceil_div as u64 }).collect(),
+            args: launch
+                .args
+                .iter()
+                .map(|&b| buffer_ref(b, weights))
+                .collect(),
+            grid: launch
+                .grid
+                .iter()
+                .map(|g| GridDim {
+                    dim: g.dim.clone(),
+                    ceil_div: g.ceil_div as u64,
+                })
+                .collect(),
             min_chunk: l.kernels[launch.kernel].min_chunk,
         })
         .collect();
-    let slots = c.arena.slots.iter().map(|s| s.iter().map(|e| SizeExpr::new(e.bytes_per_elem, e.factors.clone())).collect()).collect();
-    Plan { symbols: l.symbols.clone(), slots, launches }
+    let slots = c
+        .arena
+        .slots
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|e| SizeExpr::new(e.bytes_per_elem, e.factors.clone()))
+                .collect()
+        })
+        .collect();
+    Plan {
+        symbols: l.symbols.clone(),
+        slots,
+        launches,
+    }
 }

@@ -29,7 +29,11 @@ pub struct BenchCase {
 fn model(name: &str, b: Builder, seed: u64) -> Model {
     let graph: Graph = b.finish();
     let weights = Weights::seeded_for(&graph, seed).expect("bench weights have known shapes");
-    Model { name: name.into(), graph, weights }
+    Model {
+        name: name.into(),
+        graph,
+        weights,
+    }
 }
 
 pub fn matmul(n: usize) -> BenchCase {
@@ -38,8 +42,17 @@ pub fn matmul(n: usize) -> BenchCase {
     let w = b.input("b", DType::F32, [n, n]).expect("valid");
     let y = b.matmul(x, w).expect("valid");
     b.output("c", y);
-    let inputs = vec![Tensor::seeded(DType::F32, vec![n, n], 1, 1.0), Tensor::seeded(DType::F32, vec![n, n], 2, 1.0)];
-    BenchCase { name: "matmul f32", shape: format!("{n}x{n}x{n}"), model: model("matmul", b, 1), inputs, work: Work::Flops(2.0 * (n * n * n) as f64) }
+    let inputs = vec![
+        Tensor::seeded(DType::F32, vec![n, n], 1, 1.0),
+        Tensor::seeded(DType::F32, vec![n, n], 2, 1.0),
+    ];
+    BenchCase {
+        name: "matmul f32",
+        shape: format!("{n}x{n}x{n}"),
+        model: model("matmul", b, 1),
+        inputs,
+        work: Work::Flops(2.0 * (n * n * n) as f64),
+    }
 }
 
 /// `y = W x` with W `[n, k]` stored as weights, as LLM decode reads it.
@@ -50,7 +63,13 @@ pub fn matvec(n: usize, k: usize) -> BenchCase {
     let y = b.matmul_t(x, w, false, true).expect("valid");
     b.output("y", y);
     let inputs = vec![Tensor::seeded(DType::F32, vec![1, k], 3, 1.0)];
-    BenchCase { name: "matvec f32", shape: format!("{n}x{k}"), model: model("matvec", b, 2), inputs, work: Work::Bytes((n * k * 4 + k * 4 + n * 4) as f64) }
+    BenchCase {
+        name: "matvec f32",
+        shape: format!("{n}x{k}"),
+        model: model("matvec", b, 2),
+        inputs,
+        work: Work::Bytes((n * k * 4 + k * 4 + n * 4) as f64),
+    }
 }
 
 pub fn softmax(rows: usize, cols: usize) -> BenchCase {
@@ -59,7 +78,13 @@ pub fn softmax(rows: usize, cols: usize) -> BenchCase {
     let y = b.softmax(x, 1).expect("valid");
     b.output("y", y);
     let inputs = vec![Tensor::seeded(DType::F32, vec![rows, cols], 4, 3.0)];
-    BenchCase { name: "softmax f32", shape: format!("{rows}x{cols}"), model: model("softmax", b, 3), inputs, work: Work::Bytes((rows * cols * 8) as f64) }
+    BenchCase {
+        name: "softmax f32",
+        shape: format!("{rows}x{cols}"),
+        model: model("softmax", b, 3),
+        inputs,
+        work: Work::Bytes((rows * cols * 8) as f64),
+    }
 }
 
 pub fn rms_norm(rows: usize, cols: usize) -> BenchCase {
@@ -69,13 +94,21 @@ pub fn rms_norm(rows: usize, cols: usize) -> BenchCase {
     let y = b.rms_norm(x, w, 1e-5).expect("valid");
     b.output("y", y);
     let inputs = vec![Tensor::seeded(DType::F32, vec![rows, cols], 5, 3.0)];
-    BenchCase { name: "rms_norm f32", shape: format!("{rows}x{cols}"), model: model("rms_norm", b, 4), inputs, work: Work::Bytes((rows * cols * 8) as f64) }
+    BenchCase {
+        name: "rms_norm f32",
+        shape: format!("{rows}x{cols}"),
+        model: model("rms_norm", b, 4),
+        inputs,
+        work: Work::Bytes((rows * cols * 8) as f64),
+    }
 }
 
 /// `silu(x * w + b) * x`: four elementwise ops, one fused kernel.
 pub fn elementwise_chain(n: usize) -> BenchCase {
     let mut b = Builder::new();
-    let x = b.input("x", DType::F32, vec![Dim::sym("rows"), Dim::from(n)]).expect("valid");
+    let x = b
+        .input("x", DType::F32, vec![Dim::sym("rows"), Dim::from(n)])
+        .expect("valid");
     let w = b.param("w", DType::F32, [n]).expect("valid");
     let bias = b.param("b", DType::F32, [n]).expect("valid");
     let m = b.mul(x, w).expect("valid");
@@ -85,7 +118,13 @@ pub fn elementwise_chain(n: usize) -> BenchCase {
     b.output("y", y);
     let rows = 1024;
     let inputs = vec![Tensor::seeded(DType::F32, vec![rows, n], 6, 2.0)];
-    BenchCase { name: "fused chain f32", shape: format!("{rows}x{n}"), model: model("chain", b, 5), inputs, work: Work::Bytes((rows * n * 8) as f64) }
+    BenchCase {
+        name: "fused chain f32",
+        shape: format!("{rows}x{n}"),
+        model: model("chain", b, 5),
+        inputs,
+        work: Work::Bytes((rows * n * 8) as f64),
+    }
 }
 
 pub fn default_cases(quick: bool) -> Vec<BenchCase> {
@@ -93,12 +132,23 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
     if !quick {
         v.push(matmul(2048));
     }
-    v.extend([matvec(4096, 4096), softmax(1024, 4096), rms_norm(1024, 4096), elementwise_chain(4096)]);
+    v.extend([
+        matvec(4096, 4096),
+        softmax(1024, 4096),
+        rms_norm(1024, 4096),
+        elementwise_chain(4096),
+    ]);
     v
 }
 
 /// Median kernel time of a compiled case over repetitions lasting about `budget`.
-pub fn time_case(case: &BenchCase, target: &Target, backend: BackendChoice, threads: usize, budget: Duration) -> Result<Duration> {
+pub fn time_case(
+    case: &BenchCase,
+    target: &Target,
+    backend: BackendChoice,
+    threads: usize,
+    budget: Duration,
+) -> Result<Duration> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.kiln");
     crate::session::compile_to(&case.model, std::slice::from_ref(target), backend, &path)?;
@@ -117,8 +167,16 @@ pub fn time_case(case: &BenchCase, target: &Target, backend: BackendChoice, thre
 
 /// Median time of `matrixmultiply::sgemm` (single-threaded) on `n`^3.
 pub fn time_reference_sgemm(n: usize, budget: Duration) -> Duration {
-    let a: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 1, 1.0).data.iter().map(|&v| v as f32).collect();
-    let b: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 2, 1.0).data.iter().map(|&v| v as f32).collect();
+    let a: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 1, 1.0)
+        .data
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let b: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 2, 1.0)
+        .data
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     let mut c = vec![0f32; n * n];
     let mut times = Vec::new();
     let start = Instant::now();
@@ -126,7 +184,22 @@ pub fn time_reference_sgemm(n: usize, budget: Duration) -> Duration {
         let t = Instant::now();
         // SAFETY: a, b, c are n*n row-major f32 matrices; strides describe exactly that.
         unsafe {
-            matrixmultiply::sgemm(n, n, n, 1.0, a.as_ptr(), n as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1);
+            matrixmultiply::sgemm(
+                n,
+                n,
+                n,
+                1.0,
+                a.as_ptr(),
+                n as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
         times.push(t.elapsed());
     }

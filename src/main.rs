@@ -7,10 +7,15 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Ahead-of-time compiler for neural-network graphs", long_about = "kiln compiles a model (a .kir graph, or a built-in model) for one or more \
+#[command(
+    name = "kiln",
+    version,
+    about = "Ahead-of-time compiler for neural-network graphs",
+    long_about = "kiln compiles a model (a .kir graph, or a built-in model) for one or more \
 targets into a single .kiln artifact, and runs that artifact on the best target the host supports.\n\n\
 Targets are spelled <family>:<arch>: cpu:x86-64-v3, cpu:x86-64-v4, cpu:znver4, cpu:aarch64, cpu:native.\n\
-Run `kiln targets` to see what this build can emit and what this host can run.")]
+Run `kiln targets` to see what this build can emit and what this host can run."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,25 +8,33 @@ use std::path::Path;
 pub fn load(spec: &str, weights: Option<&Path>, seed: Option<u64>) -> Result<Model> {
     if let Some(m) = kiln_models::builtin(spec) {
         if weights.is_some() {
-            bail!("{spec} is a built-in model with its own weights; --weights applies to .kir files");
+            bail!(
+                "{spec} is a built-in model with its own weights; --weights applies to .kir files"
+            );
         }
         return Ok(m);
     }
     let path = Path::new(spec);
     if spec.starts_with("builtin:") {
-        bail!("unknown built-in model `{spec}`; built-in models: {}", kiln_models::BUILTIN_NAMES.join(", "));
+        bail!(
+            "unknown built-in model `{spec}`; built-in models: {}",
+            kiln_models::BUILTIN_NAMES.join(", ")
+        );
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("kir") => {}
         Some(ext) => bail!("{}: unsupported model format `.{ext}` (kiln reads .kir graphs and built-in models: {})", path.display(), kiln_models::BUILTIN_NAMES.join(", ")),
         None => bail!("{}: no file extension; kiln reads .kir graphs", path.display()),
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let graph = kiln_ir::text::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let graph =
+        kiln_ir::text::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     kiln_ir::verify(&graph).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let has_params = !graph.params_named().is_empty();
     let weights = match (weights, seed) {
-        (Some(w), _) => kiln_models::safetensors::load(w, &graph).with_context(|| format!("weights for {}", path.display()))?,
+        (Some(w), _) => kiln_models::safetensors::load(w, &graph)
+            .with_context(|| format!("weights for {}", path.display()))?,
         (None, Some(seed)) => Weights::seeded_for(&graph, seed)?,
         (None, None) if has_params => {
             let names: Vec<String> = graph.params_named().into_iter().map(|(n, _)| n).collect();
@@ -34,6 +42,14 @@ pub fn load(spec: &str, weights: Option<&Path>, seed: Option<u64>) -> Result<Mod
         }
         (None, None) => Weights::default(),
     };
-    let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
-    Ok(Model { name, graph, weights })
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
+    Ok(Model {
+        name,
+        graph,
+        weights,
+    })
 }

@@ -7,19 +7,54 @@ use std::path::Path;
 
 pub fn read(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{}: not a valid .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     if npy.order() != npyz::Order::C {
-        bail!("{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray", path.display());
+        bail!(
+            "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+            path.display()
+        );
     }
     let descr = npy.dtype().descr().trim_matches('\'').to_string();
     let bad = |e: std::io::Error| anyhow::anyhow!("{}: {e}", path.display());
     let (dtype, data): (DType, Vec<f64>) = match descr.as_str() {
-        "<f4" => (DType::F32, npy.into_vec::<f32>().map_err(bad)?.into_iter().map(f64::from).collect()),
-        "<f2" => (DType::F16, npy.into_vec::<half::f16>().map_err(bad)?.into_iter().map(|v| v.to_f64()).collect()),
-        "<i4" => (DType::I32, npy.into_vec::<i32>().map_err(bad)?.into_iter().map(f64::from).collect()),
-        "<i8" => (DType::I64, npy.into_vec::<i64>().map_err(bad)?.into_iter().map(|v| v as f64).collect()),
-        other => bail!("{}: element type `{other}` is not supported (f32, f16, i32, i64)", path.display()),
+        "<f4" => (
+            DType::F32,
+            npy.into_vec::<f32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        ),
+        "<f2" => (
+            DType::F16,
+            npy.into_vec::<half::f16>()
+                .map_err(bad)?
+                .into_iter()
+                .map(|v| v.to_f64())
+                .collect(),
+        ),
+        "<i4" => (
+            DType::I32,
+            npy.into_vec::<i32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        ),
+        "<i8" => (
+            DType::I64,
+            npy.into_vec::<i64>()
+                .map_err(bad)?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+        ),
+        other => bail!(
+            "{}: element type `{other}` is not supported (f32, f16, i32, i64)",
+            path.display()
+        ),
     };
     if data.len() != shape.iter().product::<usize>() {
         bail!("{}: truncated data", path.display());
@@ -29,34 +64,55 @@ pub fn read(path: &Path) -> Result<Tensor> {
 
 /// Writes through a temporary file and a rename, so a failed write leaves nothing behind.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
     {
         let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
         let w = std::io::BufWriter::new(tmp.as_file_mut());
         match t.dtype {
             DType::F32 | DType::BF16 => {
-                let mut out = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+                let mut out = npyz::WriteOptions::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(w)
+                    .begin_nd()?;
                 out.extend(t.data.iter().map(|&v| v as f32))?;
                 out.finish()?;
             }
             DType::F16 => {
-                let mut out = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+                let mut out = npyz::WriteOptions::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(w)
+                    .begin_nd()?;
                 out.extend(t.data.iter().map(|&v| half::f16::from_f64(v)))?;
                 out.finish()?;
             }
             DType::I32 => {
-                let mut out = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+                let mut out = npyz::WriteOptions::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(w)
+                    .begin_nd()?;
                 out.extend(t.data.iter().map(|&v| v as i32))?;
                 out.finish()?;
             }
             DType::I64 => {
-                let mut out = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+                let mut out = npyz::WriteOptions::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(w)
+                    .begin_nd()?;
                 out.extend(t.data.iter().map(|&v| v as i64))?;
                 out.finish()?;
             }
         }
     }
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -2,34 +2,49 @@
 //! then `kiln run` take (artifact on disk, runtime session), without the command line.
 
 use crate::assemble::{assemble, BackendChoice};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use kiln_compiler::Target;
 use kiln_ir::Tensor;
 use kiln_models::Model;
-use kiln_runtime::artifact::{write_artifact, SectionData};
 use kiln_runtime::session::{HostBuffer, Session};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes `model` compiled for `targets` to `path`.
-pub fn compile_to(model: &Model, targets: &[Target], backend: BackendChoice, path: &Path) -> Result<()> {
-    let (manifest, sections, _) = assemble(model, targets, backend, true, &|_| {})?;
-    let data: Vec<SectionData> = sections.iter().map(|(kind, bytes)| SectionData { kind: *kind, bytes }).collect();
-    write_artifact(path, &manifest, &data).with_context(|| format!("writing {}", path.display()))
+pub fn compile_to(
+    model: &Model,
+    targets: &[Target],
+    backend: BackendChoice,
+    path: &Path,
+) -> Result<()> {
+    assemble(model, targets, backend, true, &|_| {})?.write(path)
 }
 
 /// Inputs by name, in the order the artifact declares them.
-pub fn ordered_inputs(session: &Session, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<HostBuffer>> {
+pub fn ordered_inputs(
+    session: &Session,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<Vec<HostBuffer>> {
     session
         .manifest()
         .inputs
         .iter()
-        .map(|spec| inputs.get(&spec.name).map(HostBuffer::from).ok_or_else(|| anyhow!("missing input `{}`", spec.name)))
+        .map(|spec| {
+            inputs
+                .get(&spec.name)
+                .map(HostBuffer::from)
+                .ok_or_else(|| anyhow!("missing input `{}`", spec.name))
+        })
         .collect()
 }
 
 /// Compiles `model` for one target, runs it once on `inputs`, returns outputs by name.
-pub fn run_model(model: &Model, target: &Target, backend: BackendChoice, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
+pub fn run_model(
+    model: &Model,
+    target: &Target,
+    backend: BackendChoice,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<BTreeMap<String, Tensor>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("model.kiln");
     compile_to(model, std::slice::from_ref(target), backend, &path)?;
@@ -37,5 +52,8 @@ pub fn run_model(model: &Model, target: &Target, backend: BackendChoice, inputs:
     let ins = ordered_inputs(&session, inputs)?;
     let outs = session.run(&ins)?;
     let names = session.manifest().outputs.iter().map(|o| o.name.clone());
-    names.zip(outs).map(|(n, b)| Ok((n, b.to_tensor().map_err(|e| anyhow!(e))?))).collect()
+    names
+        .zip(outs)
+        .map(|(n, b)| Ok((n, b.to_tensor().map_err(|e| anyhow!(e))?)))
+        .collect()
 }

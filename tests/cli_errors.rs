@@ -6,14 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).env("RUST_BACKTRACE", "0").output().expect("the kiln binary runs")
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the kiln binary runs")
 }
 
 /// Runs kiln expecting failure; returns stderr after checking it is an error, not a panic.
 fn fails(args: &[&str]) -> String {
     let out = kiln(args);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "kiln {args:?} succeeded; stderr: {err}");
+    assert!(
+        !out.status.success(),
+        "kiln {args:?} succeeded; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "kiln {args:?} panicked: {err}");
     assert_eq!(out.status.code(), Some(1), "kiln {args:?}: {err}");
     err
@@ -30,7 +37,15 @@ const GOOD: &str = "kir 1\n%x = input \"x\" f32[n,8]\n%y = relu %x\noutput \"y\"
 fn compiled(dir: &Path) -> PathBuf {
     let src = write(dir, "good.kir", GOOD);
     let out = dir.join("good.kiln");
-    let r = kiln(&["compile", src.to_str().unwrap(), "-t", "cpu:x86-64", "-o", out.to_str().unwrap(), "-q"]);
+    let r = kiln(&[
+        "compile",
+        src.to_str().unwrap(),
+        "-t",
+        "cpu:x86-64",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     out
 }
@@ -40,15 +55,37 @@ fn malformed_kir_names_line_and_problem() {
     let dir = tempfile::tempdir().unwrap();
     for (text, want) in [
         ("%x = input \"x\" f32[2]\n", "kir 1"),
-        ("kir 1\n%x = input \"x\" f99[2]\noutput \"y\" = %x\n", "line 2"),
-        ("kir 1\n%x = input \"x\" f32[2]\n%y = frobnicate %x\noutput \"y\" = %y\n", "frobnicate"),
-        ("kir 1\n%x = input \"x\" f32[2]\n%y = relu %zz\noutput \"y\" = %y\n", "%zz"),
+        (
+            "kir 1\n%x = input \"x\" f99[2]\noutput \"y\" = %x\n",
+            "line 2",
+        ),
+        (
+            "kir 1\n%x = input \"x\" f32[2]\n%y = frobnicate %x\noutput \"y\" = %y\n",
+            "frobnicate",
+        ),
+        (
+            "kir 1\n%x = input \"x\" f32[2]\n%y = relu %zz\noutput \"y\" = %y\n",
+            "%zz",
+        ),
     ] {
         let p = write(dir.path(), "bad.kir", text);
-        let err = fails(&["compile", p.to_str().unwrap(), "-t", "cpu:x86-64", "-o", dir.path().join("o.kiln").to_str().unwrap()]);
-        assert!(err.contains("bad.kir") && err.contains(want), "want `{want}` in: {err}");
+        let err = fails(&[
+            "compile",
+            p.to_str().unwrap(),
+            "-t",
+            "cpu:x86-64",
+            "-o",
+            dir.path().join("o.kiln").to_str().unwrap(),
+        ]);
+        assert!(
+            err.contains("bad.kir") && err.contains(want),
+            "want `{want}` in: {err}"
+        );
     }
-    assert!(!dir.path().join("o.kiln").exists(), "nothing is written for a failed compile");
+    assert!(
+        !dir.path().join("o.kiln").exists(),
+        "nothing is written for a failed compile"
+    );
 }
 
 #[test]
@@ -56,7 +93,10 @@ fn wrong_shapes_name_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "shape.kir", "kir 1\n%a = input \"a\" f32[3,4]\n%b = input \"b\" f32[5,6]\n%c = matmul %a, %b transpose_a=false transpose_b=false\noutput \"c\" = %c\n");
     let err = fails(&["compile", p.to_str().unwrap(), "-t", "cpu:x86-64"]);
-    assert!(err.contains("matmul") && err.contains("inner dims differ"), "{err}");
+    assert!(
+        err.contains("matmul") && err.contains("inner dims differ"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,11 +104,17 @@ fn unknown_targets_and_models_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "good.kir", GOOD);
     let err = fails(&["compile", p.to_str().unwrap(), "-t", "gpu:fast"]);
-    assert!(err.contains("unknown target `gpu:fast`") && err.contains("cpu:x86-64-v3"), "{err}");
+    assert!(
+        err.contains("unknown target `gpu:fast`") && err.contains("cpu:x86-64-v3"),
+        "{err}"
+    );
     let err = fails(&["compile", p.to_str().unwrap(), "-t", "cpu:notacpu"]);
     assert!(err.contains("notacpu"), "{err}");
     let err = fails(&["compile", "builtin:nope"]);
-    assert!(err.contains("unknown built-in model") && err.contains("builtin:mlp"), "{err}");
+    assert!(
+        err.contains("unknown built-in model") && err.contains("builtin:mlp"),
+        "{err}"
+    );
     let err = fails(&["compile", dir.path().join("missing.kir").to_str().unwrap()]);
     assert!(err.contains("missing.kir"), "{err}");
     let err = fails(&["compile", "model.onnx"]);
@@ -80,7 +126,10 @@ fn params_without_data_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "p.kir", "kir 1\n%x = input \"x\" f32[2]\n%w = param \"w\" f32[2]\n%y = add %x, %w\noutput \"y\" = %y\n");
     let err = fails(&["compile", p.to_str().unwrap(), "-t", "cpu:x86-64"]);
-    assert!(err.contains("declares parameters (w)") && err.contains("--seed"), "{err}");
+    assert!(
+        err.contains("declares parameters (w)") && err.contains("--seed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,7 +146,10 @@ fn damaged_artifacts_are_rejected() {
     };
     for cut in [4, 20, 100, bytes.len() / 2, bytes.len() - 1] {
         let (e, e2) = case("cut.kiln", &bytes[..cut]);
-        assert!(e.contains("cut.kiln") && e2.contains("cut.kiln"), "truncated at {cut}: {e} / {e2}");
+        assert!(
+            e.contains("cut.kiln") && e2.contains("cut.kiln"),
+            "truncated at {cut}: {e} / {e2}"
+        );
     }
     let mut foreign = bytes.clone();
     foreign[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
@@ -123,17 +175,28 @@ fn missing_and_mismatched_inputs_are_reported() {
     assert!(err.contains("no such input") && err.contains("x"), "{err}");
     let err = fails(&["run", a, "--input", "x"]);
     assert!(err.contains("NAME=FILE.npy"), "{err}");
-    let err = fails(&["run", a, "--input", &format!("x={}", dir.path().join("absent.npy").display())]);
+    let err = fails(&[
+        "run",
+        a,
+        "--input",
+        &format!("x={}", dir.path().join("absent.npy").display()),
+    ]);
     assert!(err.contains("absent.npy"), "{err}");
     let junk = write(dir.path(), "junk.npy", "this is not numpy");
     let err = fails(&["run", a, "--input", &format!("x={}", junk.display())]);
-    assert!(err.contains("junk.npy") && err.contains("not a valid .npy"), "{err}");
+    assert!(
+        err.contains("junk.npy") && err.contains("not a valid .npy"),
+        "{err}"
+    );
     // Right file format, wrong shape: last dim must be 8.
     let t = kiln_ir::Tensor::seeded(kiln_ir::DType::F32, vec![2, 5], 1, 1.0);
     let wrong = dir.path().join("wrong.npy");
     kiln::npy::write(&wrong, &t).unwrap();
     let err = fails(&["run", a, "--input", &format!("x={}", wrong.display())]);
-    assert!(err.contains("x") && err.contains("8") && err.contains("5"), "{err}");
+    assert!(
+        err.contains("x") && err.contains("8") && err.contains("5"),
+        "{err}"
+    );
     let t = kiln_ir::Tensor::seeded(kiln_ir::DType::I32, vec![2, 8], 1, 1.0);
     kiln::npy::write(&wrong, &t).unwrap();
     let err = fails(&["run", a, "--input", &format!("x={}", wrong.display())]);
@@ -146,11 +209,22 @@ fn missing_and_mismatched_inputs_are_reported() {
 fn a_good_run_writes_npy_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let art = compiled(dir.path());
-    let x = kiln_ir::Tensor::new(kiln_ir::DType::F32, vec![1, 8], vec![-1.0, 2.0, -3.0, 4.0, 0.5, -0.5, 0.0, 7.0]);
+    let x = kiln_ir::Tensor::new(
+        kiln_ir::DType::F32,
+        vec![1, 8],
+        vec![-1.0, 2.0, -3.0, 4.0, 0.5, -0.5, 0.0, 7.0],
+    );
     let xp = dir.path().join("x.npy");
     kiln::npy::write(&xp, &x).unwrap();
     let outdir = dir.path().join("out");
-    let r = kiln(&["run", art.to_str().unwrap(), "--input", &format!("x={}", xp.display()), "-o", outdir.to_str().unwrap()]);
+    let r = kiln(&[
+        "run",
+        art.to_str().unwrap(),
+        "--input",
+        &format!("x={}", xp.display()),
+        "-o",
+        outdir.to_str().unwrap(),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let y = kiln::npy::read(&outdir.join("y.npy")).unwrap();
     assert_eq!(y.data, vec![0.0, 2.0, 0.0, 4.0, 0.5, 0.0, 0.0, 7.0]);
@@ -160,17 +234,41 @@ fn a_good_run_writes_npy_outputs() {
 fn aarch64_artifacts_hold_valid_aarch64_objects() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("arm.kiln");
-    let r = kiln(&["compile", "builtin:mlp", "-t", "cpu:aarch64", "-t", "cpu:neoverse-v1", "-o", out.to_str().unwrap(), "-q"]);
+    let r = kiln(&[
+        "compile",
+        "builtin:mlp",
+        "-t",
+        "cpu:aarch64",
+        "-t",
+        "cpu:neoverse-v1",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let art = kiln_runtime::artifact::Artifact::open(&out).unwrap();
     for (i, v) in art.manifest().variants.iter().enumerate() {
         let code = art.code(i).unwrap();
         let file = object::File::parse(code).unwrap_or_else(|e| panic!("{}: {e}", v.target));
-        assert_eq!(file.architecture(), object::Architecture::Aarch64, "{}", v.target);
+        assert_eq!(
+            file.architecture(),
+            object::Architecture::Aarch64,
+            "{}",
+            v.target
+        );
         assert_eq!(file.kind(), object::ObjectKind::Dynamic, "{}", v.target);
-        let exported: Vec<String> = file.exports().unwrap().iter().map(|e| String::from_utf8_lossy(e.name()).to_string()).collect();
+        let exported: Vec<String> = file
+            .exports()
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.name()).to_string())
+            .collect();
         for k in &v.kernels {
-            assert!(exported.contains(&format!("kiln_{k}")), "{}: kiln_{k} not exported ({exported:?})", v.target);
+            assert!(
+                exported.contains(&format!("kiln_{k}")),
+                "{}: kiln_{k} not exported ({exported:?})",
+                v.target
+            );
         }
     }
     // This x86-64 host cannot run it, and says why.

@@ -8,7 +8,10 @@
 //! test fails.
 
 use kiln::assemble::BackendChoice;
-use kiln_ir::{BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, ReduceOp, RopeLayout, Tensor, UnaryOp};
+use kiln_ir::{
+    BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, ReduceOp, RopeLayout, Tensor,
+    UnaryOp,
+};
 use kiln_models::{Model, Weights};
 use std::collections::BTreeMap;
 
@@ -37,7 +40,12 @@ fn case(name: impl Into<String>, dtype: DType, build: &Build) -> Case {
     let mut b = Builder::new();
     let out = build(&mut b, dtype).unwrap_or_else(|e| panic!("building a conformance case: {e}"));
     b.output("y", out);
-    Case { name: name.into(), graph: b.finish(), scale: 2.0, positive: false }
+    Case {
+        name: name.into(),
+        graph: b.finish(),
+        scale: 2.0,
+        positive: false,
+    }
 }
 
 fn shapes() -> Vec<Vec<usize>> {
@@ -54,7 +62,10 @@ fn unary_cases() -> Vec<Case> {
                     let x = b.input("x", d, s2.as_slice())?;
                     b.unary(u, x)
                 });
-                c.positive = matches!(u, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip);
+                c.positive = matches!(
+                    u,
+                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip
+                );
                 c.scale = if u == UnaryOp::Exp { 4.0 } else { 3.0 };
                 out.push(c);
             }
@@ -64,39 +75,63 @@ fn unary_cases() -> Vec<Case> {
 }
 
 fn binary_cases() -> Vec<Case> {
-    let pairs: Vec<(Vec<usize>, Vec<usize>)> =
-        vec![(vec![5], vec![5]), (vec![3, 17], vec![17]), (vec![3, 1], vec![1, 9]), (vec![2, 3, 4], vec![3, 1]), (vec![1], vec![2, 33])];
+    let pairs: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![5], vec![5]),
+        (vec![3, 17], vec![17]),
+        (vec![3, 1], vec![1, 9]),
+        (vec![2, 3, 4], vec![3, 1]),
+        (vec![1], vec![2, 33]),
+    ];
     let mut out = Vec::new();
     for op in BinaryOp::ALL {
         for d in FLOATS {
             for (sa, sb) in pairs.clone() {
                 let (a2, b2) = (sa.clone(), sb.clone());
-                let mut c = case(format!("{} {d}{sa:?}x{sb:?}", op.name()), d, &move |b, d| {
-                    let x = b.input("a", d, a2.as_slice())?;
-                    let y = b.input("b", d, b2.as_slice())?;
-                    b.binary(op, x, y)
-                });
+                let mut c = case(
+                    format!("{} {d}{sa:?}x{sb:?}", op.name()),
+                    d,
+                    &move |b, d| {
+                        let x = b.input("a", d, a2.as_slice())?;
+                        let y = b.input("b", d, b2.as_slice())?;
+                        b.binary(op, x, y)
+                    },
+                );
                 c.positive = matches!(op, BinaryOp::Div | BinaryOp::Pow);
                 out.push(c);
             }
         }
     }
-    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min] {
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ] {
         for d in [DType::I32, DType::I64] {
-            out.push(case(format!("{} {d}[3,17]x[17]", op.name()), d, &move |b, d| {
-                let x = b.input("a", d, [3, 17])?;
-                let y = b.input("b", d, [17])?;
-                b.binary(op, x, y)
-            }));
+            out.push(case(
+                format!("{} {d}[3,17]x[17]", op.name()),
+                d,
+                &move |b, d| {
+                    let x = b.input("a", d, [3, 17])?;
+                    let y = b.input("b", d, [17])?;
+                    b.binary(op, x, y)
+                },
+            ));
         }
     }
     for c in CmpOp::ALL {
         for d in [DType::F32, DType::BF16, DType::I32] {
-            out.push(case(format!("{} {d}[4,9]x[9]", c.name()), d, &move |b, d| {
-                let x = b.input("a", d, [4, 9])?;
-                let y = b.input("b", d, [9])?;
-                b.compare(c, x, y)
-            }));
+            out.push(case(
+                format!("{} {d}[4,9]x[9]", c.name()),
+                d,
+                &move |b, d| {
+                    let x = b.input("a", d, [4, 9])?;
+                    let y = b.input("b", d, [9])?;
+                    b.compare(c, x, y)
+                },
+            ));
         }
     }
     for d in FLOATS {
@@ -122,10 +157,14 @@ fn reduce_cases() -> Vec<Case> {
                 (vec![4, 100], vec![1], false),
             ] {
                 let (s2, a2) = (shape.clone(), axes.clone());
-                out.push(case(format!("reduce_{} {d}{shape:?} axes {axes:?}", op.name()), d, &move |b, d| {
-                    let x = b.input("x", d, s2.as_slice())?;
-                    b.reduce(op, x, &a2, keep)
-                }));
+                out.push(case(
+                    format!("reduce_{} {d}{shape:?} axes {axes:?}", op.name()),
+                    d,
+                    &move |b, d| {
+                        let x = b.input("x", d, s2.as_slice())?;
+                        b.reduce(op, x, &a2, keep)
+                    },
+                ));
             }
         }
     }
@@ -134,29 +173,48 @@ fn reduce_cases() -> Vec<Case> {
 
 fn matmul_cases() -> Vec<Case> {
     let mut out = Vec::new();
-    let dims: [(usize, usize, usize); 6] = [(1, 1, 1), (1, 64, 10), (3, 5, 7), (13, 33, 17), (6, 16, 32), (40, 300, 50)];
+    let dims: [(usize, usize, usize); 6] = [
+        (1, 1, 1),
+        (1, 64, 10),
+        (3, 5, 7),
+        (13, 33, 17),
+        (6, 16, 32),
+        (40, 300, 50),
+    ];
     for d in FLOATS {
         for (m, k, n) in dims {
             for (ta, tb) in [(false, false), (false, true), (true, false)] {
                 let a_shape = if ta { [k, m] } else { [m, k] };
                 let b_shape = if tb { [n, k] } else { [k, n] };
-                out.push(case(format!("matmul {d} m{m} k{k} n{n} ta{ta} tb{tb}"), d, &move |b, d| {
-                    let x = b.input("a", d, a_shape)?;
-                    let y = b.input("b", d, b_shape)?;
-                    b.matmul_t(x, y, ta, tb)
-                }));
+                out.push(case(
+                    format!("matmul {d} m{m} k{k} n{n} ta{ta} tb{tb}"),
+                    d,
+                    &move |b, d| {
+                        let x = b.input("a", d, a_shape)?;
+                        let y = b.input("b", d, b_shape)?;
+                        b.matmul_t(x, y, ta, tb)
+                    },
+                ));
             }
         }
-        out.push(case(format!("batched matmul {d} [2,3,5,9]x[3,9,4]"), d, &move |b, d| {
-            let x = b.input("a", d, [2, 3, 5, 9])?;
-            let y = b.input("b", d, [3, 9, 4])?;
-            b.matmul(x, y)
-        }));
-        out.push(case(format!("matmul {d} symbolic [seq,24]x[24,19]"), d, &move |b, d| {
-            let x = b.input("a", d, vec![Dim::sym("seq"), Dim::from(24usize)])?;
-            let y = b.input("b", d, [24, 19])?;
-            b.matmul(x, y)
-        }));
+        out.push(case(
+            format!("batched matmul {d} [2,3,5,9]x[3,9,4]"),
+            d,
+            &move |b, d| {
+                let x = b.input("a", d, [2, 3, 5, 9])?;
+                let y = b.input("b", d, [3, 9, 4])?;
+                b.matmul(x, y)
+            },
+        ));
+        out.push(case(
+            format!("matmul {d} symbolic [seq,24]x[24,19]"),
+            d,
+            &move |b, d| {
+                let x = b.input("a", d, vec![Dim::sym("seq"), Dim::from(24usize)])?;
+                let y = b.input("b", d, [24, 19])?;
+                b.matmul(x, y)
+            },
+        ));
     }
     out
 }
@@ -189,47 +247,71 @@ fn composite_cases() -> Vec<Case> {
         }));
         for layout in [RopeLayout::Interleaved, RopeLayout::Neox] {
             for (heads, hd, rot) in [(1usize, 2usize, 2usize), (3, 16, 16), (2, 12, 8)] {
-                out.push(case(format!("rope {} {d} h{heads} d{hd} rot{rot}", layout.name()), d, &move |b, d| {
-                    let x = b.input("x", d, [5, heads, hd])?;
-                    let pos = b.input("pos", DType::I32, [5])?;
-                    b.rope(x, pos, layout, 10000.0, rot)
-                }));
+                out.push(case(
+                    format!("rope {} {d} h{heads} d{hd} rot{rot}", layout.name()),
+                    d,
+                    &move |b, d| {
+                        let x = b.input("x", d, [5, heads, hd])?;
+                        let pos = b.input("pos", DType::I32, [5])?;
+                        b.rope(x, pos, layout, 10000.0, rot)
+                    },
+                ));
             }
         }
-        out.push(case(format!("gather {d} [10,6] ids [2,3]"), d, &move |b, d| {
-            let t = b.input("table", d, [10, 6])?;
-            let ids = b.input("ids", DType::I32, [2, 3])?;
-            b.gather(t, ids)
-        }));
-        out.push(case(format!("reshape+permute {d} [2,3,4]->[6,4]^T"), d, &move |b, d| {
-            let x = b.input("x", d, [2, 3, 4])?;
-            let r = b.reshape(x, [6, 4])?;
-            b.permute(r, &[1, 0])
-        }));
-        out.push(case(format!("slice {d} [5,9] axis 1 1..8 step 3"), d, &move |b, d| {
-            let x = b.input("x", d, [5, 9])?;
-            b.slice(x, 1, 1, 8, 3)
-        }));
-        out.push(case(format!("concat {d} [2,3]+[2,1]+[2,5] axis 1"), d, &move |b, d| {
-            let x = b.input("a", d, [2, 3])?;
-            let y = b.input("b", d, [2, 1])?;
-            let z = b.input("c", d, [2, 5])?;
-            b.concat(&[x, y, z], 1)
-        }));
+        out.push(case(
+            format!("gather {d} [10,6] ids [2,3]"),
+            d,
+            &move |b, d| {
+                let t = b.input("table", d, [10, 6])?;
+                let ids = b.input("ids", DType::I32, [2, 3])?;
+                b.gather(t, ids)
+            },
+        ));
+        out.push(case(
+            format!("reshape+permute {d} [2,3,4]->[6,4]^T"),
+            d,
+            &move |b, d| {
+                let x = b.input("x", d, [2, 3, 4])?;
+                let r = b.reshape(x, [6, 4])?;
+                b.permute(r, &[1, 0])
+            },
+        ));
+        out.push(case(
+            format!("slice {d} [5,9] axis 1 1..8 step 3"),
+            d,
+            &move |b, d| {
+                let x = b.input("x", d, [5, 9])?;
+                b.slice(x, 1, 1, 8, 3)
+            },
+        ));
+        out.push(case(
+            format!("concat {d} [2,3]+[2,1]+[2,5] axis 1"),
+            d,
+            &move |b, d| {
+                let x = b.input("a", d, [2, 3])?;
+                let y = b.input("b", d, [2, 1])?;
+                let z = b.input("c", d, [2, 5])?;
+                b.concat(&[x, y, z], 1)
+            },
+        ));
         for to in DType::ALL {
             out.push(case(format!("cast {d}->{to} [3,7]"), d, &move |b, d| {
                 let x = b.input("x", d, [3, 7])?;
                 b.cast(x, to)
             }));
         }
-        out.push(case(format!("fused chain {d} silu(x*w+b)"), d, &move |b, d| {
-            let x = b.input("x", d, [4, 37])?;
-            let w = b.input("w", d, [37])?;
-            let bias = b.input("b", d, [1])?;
-            let m = b.mul(x, w)?;
-            let a = b.add(m, bias)?;
-            b.unary(UnaryOp::Silu, a)
-        }));
+        out.push(case(
+            format!("fused chain {d} silu(x*w+b)"),
+            d,
+            &move |b, d| {
+                let x = b.input("x", d, [4, 37])?;
+                let w = b.input("w", d, [37])?;
+                let bias = b.input("b", d, [1])?;
+                let m = b.mul(x, w)?;
+                let a = b.add(m, bias)?;
+                b.unary(UnaryOp::Silu, a)
+            },
+        ));
     }
     out
 }
@@ -248,19 +330,41 @@ fn inputs_for(c: &Case) -> BTreeMap<String, Tensor> {
     let mut inputs = BTreeMap::new();
     for (k, (name, id)) in c.graph.inputs_named().into_iter().enumerate() {
         let n = c.graph.node(id);
-        let shape: Vec<usize> = n.shape.iter().map(|d| d.as_known().unwrap_or(11) as usize).collect();
+        let shape: Vec<usize> = n
+            .shape
+            .iter()
+            .map(|d| d.as_known().unwrap_or(11) as usize)
+            .collect();
         let t = match (name.as_str(), n.dtype.is_int()) {
-            ("ids", _) => Tensor::new(n.dtype, shape.clone(), (0..shape.iter().product::<usize>()).map(|i| ((i * 7) % 10) as f64).collect()),
-            ("pos", _) => Tensor::new(n.dtype, shape.clone(), (0..shape[0]).map(|i| (i * 3 + 1) as f64).collect()),
+            ("ids", _) => Tensor::new(
+                n.dtype,
+                shape.clone(),
+                (0..shape.iter().product::<usize>())
+                    .map(|i| ((i * 7) % 10) as f64)
+                    .collect(),
+            ),
+            ("pos", _) => Tensor::new(
+                n.dtype,
+                shape.clone(),
+                (0..shape[0]).map(|i| (i * 3 + 1) as f64).collect(),
+            ),
             (_, true) => {
                 let raw = Tensor::seeded(n.dtype, shape, 100 + k as u64, 50.0);
-                let data = raw.data.iter().map(|&v| if v == 0.0 { 3.0 } else { v }).collect();
+                let data = raw
+                    .data
+                    .iter()
+                    .map(|&v| if v == 0.0 { 3.0 } else { v })
+                    .collect();
                 Tensor::new(n.dtype, raw.shape, data)
             }
             _ => {
                 let t = Tensor::seeded(n.dtype, shape, 100 + k as u64, c.scale);
                 if c.positive {
-                    Tensor::new(n.dtype, t.shape.clone(), t.data.iter().map(|v| v.abs() + 0.1).collect())
+                    Tensor::new(
+                        n.dtype,
+                        t.shape.clone(),
+                        t.data.iter().map(|v| v.abs() + 0.1).collect(),
+                    )
                 } else {
                     t
                 }
@@ -294,27 +398,56 @@ fn run_suite(backend: BackendChoice, target: &str) {
     for c in &cases {
         let inputs = inputs_for(c);
         let env = kiln_ir::interp::infer_bindings(&c.graph, &inputs).unwrap();
-        let want = kiln_ir::interp::run(&c.graph, &inputs, &|_| None, &env).unwrap_or_else(|e| panic!("{}: interpreter: {e}", c.name));
-        let model = Model { name: "case".into(), graph: c.graph.clone(), weights: Weights::default() };
+        let want = kiln_ir::interp::run(&c.graph, &inputs, &|_| None, &env)
+            .unwrap_or_else(|e| panic!("{}: interpreter: {e}", c.name));
+        let model = Model {
+            name: "case".into(),
+            graph: c.graph.clone(),
+            weights: Weights::default(),
+        };
         let line = |msg: String| format!("{} | {backend:?} {target} | {msg}", c.name);
         match kiln::session::run_model(&model, &target, backend, &inputs) {
             Err(e) => failures.push(line(format!("error: {e:#}"))),
             Ok(got) => {
                 let (g, w) = (&got["y"], &want["y"]);
                 if g.shape != w.shape || g.dtype != w.dtype {
-                    failures.push(line(format!("got {}{:?}, want {}{:?}", g.dtype, g.shape, w.dtype, w.shape)));
+                    failures.push(line(format!(
+                        "got {}{:?}, want {}{:?}",
+                        g.dtype, g.shape, w.dtype, w.shape
+                    )));
                     continue;
                 }
                 let e = nmse(g, w);
                 if e > bound(w.dtype) || e.is_nan() {
-                    let worst = g.data.iter().zip(&w.data).enumerate().max_by(|a, b| ((a.1 .0 - a.1 .1).abs()).total_cmp(&(b.1 .0 - b.1 .1).abs())).map(|(i, (a, b))| format!("worst at {i}: {a} vs {b}"));
-                    failures.push(line(format!("NMSE {e:.3e} > {:.0e} ({})", bound(w.dtype), worst.unwrap_or_default())));
+                    let worst = g
+                        .data
+                        .iter()
+                        .zip(&w.data)
+                        .enumerate()
+                        .max_by(|a, b| {
+                            ((a.1 .0 - a.1 .1).abs()).total_cmp(&(b.1 .0 - b.1 .1).abs())
+                        })
+                        .map(|(i, (a, b))| format!("worst at {i}: {a} vs {b}"));
+                    failures.push(line(format!(
+                        "NMSE {e:.3e} > {:.0e} ({})",
+                        bound(w.dtype),
+                        worst.unwrap_or_default()
+                    )));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} conformance cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
-    eprintln!("{} conformance cases passed on {backend:?} {target}", cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} conformance cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} conformance cases passed on {backend:?} {target}",
+        cases.len()
+    );
 }
 
 #[cfg(feature = "llvm")]

@@ -6,11 +6,11 @@
 //! `kiln_<name>(args: *const *mut u8, dims: *const i64, begin: i64, end: i64)`, running grid
 //! points `begin..end` (flattened, row-major over the kernel's grid).
 
+#[cfg(feature = "cranelift")]
+pub mod cranelift;
 pub mod link;
 #[cfg(feature = "llvm")]
 pub mod llvm;
-#[cfg(feature = "cranelift")]
-pub mod cranelift;
 
 use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;
@@ -18,9 +18,17 @@ use kiln_compiler::Target;
 #[derive(Debug, thiserror::Error)]
 pub enum CodegenError {
     #[error("backend {backend} cannot emit code for {target}: {why}")]
-    Unsupported { backend: &'static str, target: String, why: String },
+    Unsupported {
+        backend: &'static str,
+        target: String,
+        why: String,
+    },
     #[error("kernel {kernel} ({target}): {msg}")]
-    Kernel { kernel: String, target: String, msg: String },
+    Kernel {
+        kernel: String,
+        target: String,
+        msg: String,
+    },
     #[error("linking for {target}: {msg}")]
     Link { target: String, msg: String },
 }

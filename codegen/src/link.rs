@@ -21,14 +21,20 @@ pub fn find_lld() -> Option<PathBuf> {
             }
         }
     }
-    let prefix = std::env::var_os("LLVM_SYS_191_PREFIX").map(PathBuf::from).unwrap_or_else(|| "/usr/lib/llvm-19".into());
+    let prefix = std::env::var_os("LLVM_SYS_191_PREFIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/lib/llvm-19".into());
     let p = prefix.join("bin/ld.lld");
     p.is_file().then_some(p)
 }
 
 pub fn link_shared(object: &[u8], target: &str) -> Result<Vec<u8>, CodegenError> {
-    let err = |msg: String| CodegenError::Link { target: target.to_string(), msg };
-    let lld = find_lld().ok_or_else(|| err("ld.lld not found: install lld-19 (Debian) or set KILN_LLD".into()))?;
+    let err = |msg: String| CodegenError::Link {
+        target: target.to_string(),
+        msg,
+    };
+    let lld = find_lld()
+        .ok_or_else(|| err("ld.lld not found: install lld-19 (Debian) or set KILN_LLD".into()))?;
     let dir = tempfile::tempdir().map_err(|e| err(format!("temporary directory: {e}")))?;
     let obj = dir.path().join("kernels.o");
     let so = dir.path().join("kernels.so");
@@ -40,7 +46,11 @@ pub fn link_shared(object: &[u8], target: &str) -> Result<Vec<u8>, CodegenError>
         .output()
         .map_err(|e| err(format!("running {}: {e}", lld.display())))?;
     if !out.status.success() {
-        return Err(err(format!("{} failed: {}", lld.display(), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(err(format!(
+            "{} failed: {}",
+            lld.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     std::fs::read(&so).map_err(|e| err(format!("reading linked object: {e}")))
 }

@@ -4,7 +4,9 @@
 
 use kiln_codegen::Backend;
 use kiln_compiler::kernel::e::*;
-use kiln_compiler::kernel::{BufferParam, Buf, Cmp, Expr, Kernel, Lit, LocalBuf, LoopKind, RedOp, Stmt, UOp};
+use kiln_compiler::kernel::{
+    Buf, BufferParam, Cmp, Expr, Kernel, Lit, LocalBuf, LoopKind, RedOp, Stmt, UOp,
+};
 use kiln_compiler::pipeline::finish_kernel;
 use kiln_compiler::Target;
 use kiln_ir::DType;
@@ -30,10 +32,18 @@ fn eval_index(e: &Expr, dims: &[i64]) -> i64 {
 type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64);
 
 /// Compiles `k` (after the standard kernel passes), runs every grid point, returns buffers.
-fn run(backend: &dyn Backend, target: &str, mut k: Kernel, mut bufs: Vec<Vec<u8>>, dims: &[i64]) -> Vec<Vec<u8>> {
+fn run(
+    backend: &dyn Backend,
+    target: &str,
+    mut k: Kernel,
+    mut bufs: Vec<Vec<u8>>,
+    dims: &[i64],
+) -> Vec<Vec<u8>> {
     finish_kernel(&mut k);
     let target: Target = target.parse().unwrap();
-    let so = backend.compile(std::slice::from_ref(&k), &target).unwrap_or_else(|e| panic!("{e}\n{k}"));
+    let so = backend
+        .compile(std::slice::from_ref(&k), &target)
+        .unwrap_or_else(|e| panic!("{e}\n{k}"));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.so");
     std::fs::write(&path, so).unwrap();
@@ -41,7 +51,9 @@ fn run(backend: &dyn Backend, target: &str, mut k: Kernel, mut bufs: Vec<Vec<u8>
     // `KernelFn`, and every buffer is sized for the indices the kernel touches.
     unsafe {
         let lib = libloading::Library::new(&path).unwrap();
-        let f: libloading::Symbol<KernelFn> = lib.get(kiln_codegen::symbol_name(&k.name).as_bytes()).unwrap();
+        let f: libloading::Symbol<KernelFn> = lib
+            .get(kiln_codegen::symbol_name(&k.name).as_bytes())
+            .unwrap();
         let total: i64 = k.grid.iter().map(|g| eval_index(g, dims)).product();
         let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
         f(ptrs.as_ptr(), dims.as_ptr(), 0, total);
@@ -50,7 +62,9 @@ fn run(backend: &dyn Backend, target: &str, mut k: Kernel, mut bufs: Vec<Vec<u8>
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn bytes(v: &[f32]) -> Vec<u8> {
@@ -58,11 +72,30 @@ fn bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn arg(name: &str, dtype: DType, writes: bool) -> BufferParam {
-    BufferParam { name: name.into(), dtype, writes }
+    BufferParam {
+        name: name.into(),
+        dtype,
+        writes,
+    }
 }
 
-fn kernel(name: &str, args: Vec<BufferParam>, grid: Vec<Expr>, body: Vec<Stmt>, next_var: u32) -> Kernel {
-    Kernel { name: name.into(), args, locals: vec![], grid, min_chunk: 1, body, cost: Default::default(), next_var }
+fn kernel(
+    name: &str,
+    args: Vec<BufferParam>,
+    grid: Vec<Expr>,
+    body: Vec<Stmt>,
+    next_var: u32,
+) -> Kernel {
+    Kernel {
+        name: name.into(),
+        args,
+        locals: vec![],
+        grid,
+        min_chunk: 1,
+        body,
+        cost: Default::default(),
+        next_var,
+    }
 }
 
 /// out[r, j] = x[r, j] * y[j] + 1 over rows x n, vectorised with a remainder.
@@ -71,12 +104,42 @@ fn broadcast_fma(backend: &dyn Backend, target: &str, lanes: u8) {
         let rows = 3;
         let j = 0;
         let idx = add(mul(Expr::GridIdx(0), Expr::Dim(0)), var(j));
-        let value = fma(load(Buf::Arg(0), idx.clone()), load(Buf::Arg(1), var(j)), f(1.0));
-        let body = vec![Stmt::Loop { var: j, extent: Expr::Dim(0), kind: LoopKind::Map, vector: lanes, body: vec![Stmt::Store { buf: Buf::Arg(2), index: idx, value }] }];
-        let k = kernel("bfma", vec![arg("x", DType::F32, false), arg("y", DType::F32, false), arg("o", DType::F32, true)], vec![i(rows)], body, 1);
+        let value = fma(
+            load(Buf::Arg(0), idx.clone()),
+            load(Buf::Arg(1), var(j)),
+            f(1.0),
+        );
+        let body = vec![Stmt::Loop {
+            var: j,
+            extent: Expr::Dim(0),
+            kind: LoopKind::Map,
+            vector: lanes,
+            body: vec![Stmt::Store {
+                buf: Buf::Arg(2),
+                index: idx,
+                value,
+            }],
+        }];
+        let k = kernel(
+            "bfma",
+            vec![
+                arg("x", DType::F32, false),
+                arg("y", DType::F32, false),
+                arg("o", DType::F32, true),
+            ],
+            vec![i(rows)],
+            body,
+            1,
+        );
         let x: Vec<f32> = (0..rows * n).map(|v| v as f32 * 0.5 - 3.0).collect();
         let y: Vec<f32> = (0..n).map(|v| 1.0 + v as f32).collect();
-        let out = run(backend, target, k, vec![bytes(&x), bytes(&y), vec![0; (rows * n * 4) as usize]], &[n]);
+        let out = run(
+            backend,
+            target,
+            k,
+            vec![bytes(&x), bytes(&y), vec![0; (rows * n * 4) as usize]],
+            &[n],
+        );
         let got = f32s(&out[2]);
         for r in 0..rows {
             for c in 0..n {
@@ -92,54 +155,167 @@ fn reductions(backend: &dyn Backend, target: &str, lanes: u8) {
         let (r, s, m) = (0, 1, 2);
         let x = |v| load(Buf::Arg(0), var(v));
         let body = vec![
-            Stmt::Reduce { acc: s, op: RedOp::Sum, var: r, extent: Expr::Dim(0), value: x(r), vector: lanes },
-            Stmt::Reduce { acc: m, op: RedOp::Max, var: 3, extent: Expr::Dim(0), value: x(3), vector: lanes },
-            Stmt::Store { buf: Buf::Arg(1), index: i(0), value: var(s) },
-            Stmt::Store { buf: Buf::Arg(1), index: i(1), value: var(m) },
+            Stmt::Reduce {
+                acc: s,
+                op: RedOp::Sum,
+                var: r,
+                extent: Expr::Dim(0),
+                value: x(r),
+                vector: lanes,
+            },
+            Stmt::Reduce {
+                acc: m,
+                op: RedOp::Max,
+                var: 3,
+                extent: Expr::Dim(0),
+                value: x(3),
+                vector: lanes,
+            },
+            Stmt::Store {
+                buf: Buf::Arg(1),
+                index: i(0),
+                value: var(s),
+            },
+            Stmt::Store {
+                buf: Buf::Arg(1),
+                index: i(1),
+                value: var(m),
+            },
         ];
-        let k = kernel("red", vec![arg("x", DType::F32, false), arg("o", DType::F32, true)], vec![], body, 4);
-        let xs: Vec<f32> = (0..n).map(|v| ((v * 37 % 101) as f32) / 7.0 - 5.0).collect();
+        let k = kernel(
+            "red",
+            vec![arg("x", DType::F32, false), arg("o", DType::F32, true)],
+            vec![],
+            body,
+            4,
+        );
+        let xs: Vec<f32> = (0..n)
+            .map(|v| ((v * 37 % 101) as f32) / 7.0 - 5.0)
+            .collect();
         let out = f32s(&run(backend, target, k, vec![bytes(&xs), vec![0; 8]], &[n])[1]);
         let sum: f64 = xs.iter().map(|&v| v as f64).sum();
         let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        assert!((out[0] as f64 - sum).abs() <= 1e-4 * (1.0 + sum.abs()), "n={n}: sum {} vs {sum}", out[0]);
+        assert!(
+            (out[0] as f64 - sum).abs() <= 1e-4 * (1.0 + sum.abs()),
+            "n={n}: sum {} vs {sum}",
+            out[0]
+        );
         assert_eq!(out[1], max, "n={n}");
     }
 }
 
 /// Half types: f32 -> f16/bf16 store, then load back to f32, against the `half` crate.
 fn half_storage(backend: &dyn Backend, target: &str, lanes: u8) {
-    let specials = [0.0f32, -0.0, 1.0, -2.5, 65504.0, 65520.0, 1e-5, 6e-8, 3.0e-8, 1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.333_333, 1.0 + 1.0 / 512.0, 1.0 + 3.0 / 1024.0];
+    let specials = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        65504.0,
+        65520.0,
+        1e-5,
+        6e-8,
+        3.0e-8,
+        1e30,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.333_333,
+        1.0 + 1.0 / 512.0,
+        1.0 + 3.0 / 1024.0,
+    ];
     let n = specials.len() as i64;
     for dtype in [DType::F16, DType::BF16] {
         let j = 0;
-        let store = Stmt::Loop { var: j, extent: i(n), kind: LoopKind::Map, vector: lanes, body: vec![Stmt::Store { buf: Buf::Arg(1), index: var(j), value: load(Buf::Arg(0), var(j)) }] };
-        let back = Stmt::Loop { var: 1, extent: i(n), kind: LoopKind::Map, vector: lanes, body: vec![Stmt::Store { buf: Buf::Arg(2), index: var(1), value: load(Buf::Arg(1), var(1)) }] };
-        let k = kernel("half", vec![arg("x", DType::F32, false), arg("h", dtype, true), arg("o", DType::F32, true)], vec![], vec![store, back], 2);
-        let out = run(backend, target, k, vec![bytes(&specials), vec![0; (n * 2) as usize], vec![0; (n * 4) as usize]], &[]);
+        let store = Stmt::Loop {
+            var: j,
+            extent: i(n),
+            kind: LoopKind::Map,
+            vector: lanes,
+            body: vec![Stmt::Store {
+                buf: Buf::Arg(1),
+                index: var(j),
+                value: load(Buf::Arg(0), var(j)),
+            }],
+        };
+        let back = Stmt::Loop {
+            var: 1,
+            extent: i(n),
+            kind: LoopKind::Map,
+            vector: lanes,
+            body: vec![Stmt::Store {
+                buf: Buf::Arg(2),
+                index: var(1),
+                value: load(Buf::Arg(1), var(1)),
+            }],
+        };
+        let k = kernel(
+            "half",
+            vec![
+                arg("x", DType::F32, false),
+                arg("h", dtype, true),
+                arg("o", DType::F32, true),
+            ],
+            vec![],
+            vec![store, back],
+            2,
+        );
+        let out = run(
+            backend,
+            target,
+            k,
+            vec![
+                bytes(&specials),
+                vec![0; (n * 2) as usize],
+                vec![0; (n * 4) as usize],
+            ],
+            &[],
+        );
         for (l, (&x, h)) in specials.iter().zip(out[1].chunks_exact(2)).enumerate() {
             let bits = u16::from_le_bytes([h[0], h[1]]);
-            let want = if dtype == DType::F16 { half::f16::from_f32(x).to_bits() } else { half::bf16::from_f32(x).to_bits() };
+            let want = if dtype == DType::F16 {
+                half::f16::from_f32(x).to_bits()
+            } else {
+                half::bf16::from_f32(x).to_bits()
+            };
             if x.is_nan() {
-                let back = if dtype == DType::F16 { half::f16::from_bits(bits).is_nan() } else { half::bf16::from_bits(bits).is_nan() };
+                let back = if dtype == DType::F16 {
+                    half::f16::from_bits(bits).is_nan()
+                } else {
+                    half::bf16::from_bits(bits).is_nan()
+                };
                 assert!(back, "{dtype} lane {l}: NaN stored as {bits:#06x}");
             } else {
-                assert_eq!(bits, want, "{dtype} lane {l}: {x} stored as {bits:#06x}, want {want:#06x}");
+                assert_eq!(
+                    bits, want,
+                    "{dtype} lane {l}: {x} stored as {bits:#06x}, want {want:#06x}"
+                );
             }
         }
         let back = f32s(&out[2]);
         for (l, &x) in specials.iter().enumerate() {
-            let want = if dtype == DType::F16 { half::f16::from_f32(x).to_f32() } else { half::bf16::from_f32(x).to_f32() };
-            assert!(back[l] == want || (back[l].is_nan() && want.is_nan()), "{dtype} lane {l}: {x} read back as {}, want {want}", back[l]);
+            let want = if dtype == DType::F16 {
+                half::f16::from_f32(x).to_f32()
+            } else {
+                half::bf16::from_f32(x).to_f32()
+            };
+            assert!(
+                back[l] == want || (back[l].is_nan() && want.is_nan()),
+                "{dtype} lane {l}: {x} read back as {}, want {want}",
+                back[l]
+            );
         }
     }
 }
+
+/// An f64 reference implementation of a unary op.
+type Reference = fn(f64) -> f64;
 
 /// The kernel::math expansions against f64 references.
 fn transcendentals(backend: &dyn Backend, target: &str, lanes: u8) {
     let xs: Vec<f32> = (0..400).map(|v| (v as f32 - 200.0) * 0.137).collect();
     let n = xs.len() as i64;
-    let cases: [(UOp, fn(f64) -> f64, f64); 6] = [
+    let cases: [(UOp, Reference, f64); 6] = [
         (UOp::Exp, f64::exp, 2e-6),
         (UOp::Tanh, f64::tanh, 2e-6),
         (UOp::Sin, f64::sin, 2e-6),
@@ -151,9 +327,33 @@ fn transcendentals(backend: &dyn Backend, target: &str, lanes: u8) {
         let j = 0;
         let x = load(Buf::Arg(0), var(j));
         let x = if op == UOp::Log { un(UOp::Abs, x) } else { x };
-        let body = vec![Stmt::Loop { var: j, extent: i(n), kind: LoopKind::Map, vector: lanes, body: vec![Stmt::Store { buf: Buf::Arg(1), index: var(j), value: un(op, x) }] }];
-        let k = kernel("math", vec![arg("x", DType::F32, false), arg("o", DType::F32, true)], vec![], body, 1);
-        let out = f32s(&run(backend, target, k, vec![bytes(&xs), vec![0; (n * 4) as usize]], &[])[1]);
+        let body = vec![Stmt::Loop {
+            var: j,
+            extent: i(n),
+            kind: LoopKind::Map,
+            vector: lanes,
+            body: vec![Stmt::Store {
+                buf: Buf::Arg(1),
+                index: var(j),
+                value: un(op, x),
+            }],
+        }];
+        let k = kernel(
+            "math",
+            vec![arg("x", DType::F32, false), arg("o", DType::F32, true)],
+            vec![],
+            body,
+            1,
+        );
+        let out = f32s(
+            &run(
+                backend,
+                target,
+                k,
+                vec![bytes(&xs), vec![0; (n * 4) as usize]],
+                &[],
+            )[1],
+        );
         for (&x, &y) in xs.iter().zip(&out) {
             let want = reference(x as f64);
             if (op == UOp::Exp && want > 1e38) || (want.is_infinite() && y as f64 == want) {
@@ -184,8 +384,21 @@ fn erf_ref(x: f64) -> f64 {
 fn locals_and_control(backend: &dyn Backend, target: &str) {
     let (j, acc, q) = (0, 1, 2);
     let body = vec![
-        Stmt::Loop { var: j, extent: i(8), kind: LoopKind::Serial, vector: 1, body: vec![Stmt::Store { buf: Buf::Local(0), index: var(j), value: cast(kiln_compiler::kernel::Elem::F32, var(j)) }] },
-        Stmt::Decl { var: acc, init: f(0.0) },
+        Stmt::Loop {
+            var: j,
+            extent: i(8),
+            kind: LoopKind::Serial,
+            vector: 1,
+            body: vec![Stmt::Store {
+                buf: Buf::Local(0),
+                index: var(j),
+                value: cast(kiln_compiler::kernel::Elem::F32, var(j)),
+            }],
+        },
+        Stmt::Decl {
+            var: acc,
+            init: f(0.0),
+        },
         Stmt::Loop {
             var: q,
             extent: i(8),
@@ -193,14 +406,31 @@ fn locals_and_control(backend: &dyn Backend, target: &str) {
             vector: 1,
             body: vec![Stmt::If {
                 cond: cmp(Cmp::Lt, var(q), Expr::Dim(0)),
-                then: vec![Stmt::Assign { var: acc, value: add_f(var(acc), load(Buf::Local(0), var(q))) }],
-                otherwise: vec![Stmt::Assign { var: acc, value: select(cmp(Cmp::Gt, var(acc), f(100.0)), var(acc), add_f(var(acc), f(100.0))) }],
+                then: vec![Stmt::Assign {
+                    var: acc,
+                    value: add_f(var(acc), load(Buf::Local(0), var(q))),
+                }],
+                otherwise: vec![Stmt::Assign {
+                    var: acc,
+                    value: select(
+                        cmp(Cmp::Gt, var(acc), f(100.0)),
+                        var(acc),
+                        add_f(var(acc), f(100.0)),
+                    ),
+                }],
             }],
         },
-        Stmt::Store { buf: Buf::Arg(0), index: Expr::GridIdx(0), value: var(acc) },
+        Stmt::Store {
+            buf: Buf::Arg(0),
+            index: Expr::GridIdx(0),
+            value: var(acc),
+        },
     ];
     let mut k = kernel("ctl", vec![arg("o", DType::F32, true)], vec![i(2)], body, 3);
-    k.locals.push(LocalBuf { dtype: DType::F32, len: 8 });
+    k.locals.push(LocalBuf {
+        dtype: DType::F32,
+        len: 8,
+    });
     let out = f32s(&run(backend, target, k, vec![vec![0; 8]], &[5])[0]);
     // 0+1+2+3+4 = 10, then +100 once (110 > 100 afterwards): 110.
     assert_eq!(out, vec![110.0, 110.0]);
@@ -241,6 +471,16 @@ macro_rules! backend_suite {
 #[cfg(feature = "llvm")]
 backend_suite!(llvm_v3, kiln_codegen::llvm::LlvmBackend, "cpu:x86-64-v3", 8);
 #[cfg(feature = "llvm")]
-backend_suite!(llvm_baseline, kiln_codegen::llvm::LlvmBackend, "cpu:x86-64", 4);
+backend_suite!(
+    llvm_baseline,
+    kiln_codegen::llvm::LlvmBackend,
+    "cpu:x86-64",
+    4
+);
 #[cfg(feature = "llvm")]
-backend_suite!(llvm_scalar, kiln_codegen::llvm::LlvmBackend, "cpu:x86-64-v2", 1);
+backend_suite!(
+    llvm_scalar,
+    kiln_codegen::llvm::LlvmBackend,
+    "cpu:x86-64-v2",
+    1
+);

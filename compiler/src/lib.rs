@@ -8,7 +8,7 @@ pub mod target;
 
 pub use target::{CpuDesc, Target, TargetError};
 pub mod lower;
-pub mod schedule;
 pub mod memory;
 pub mod pipeline;
 pub mod rewrite;
+pub mod schedule;

@@ -36,11 +36,16 @@ pub fn plan(l: &Lowered) -> ArenaPlan {
     let mut slots: Vec<Vec<SizeExpr>> = Vec::new();
     let mut busy_until: Vec<usize> = Vec::new();
     let mut slot_of = vec![None; n];
-    let mut order: Vec<usize> = (0..n).filter(|&b| l.buffers[b].kind == BufferKind::Temp && first[b] != usize::MAX).collect();
+    let mut order: Vec<usize> = (0..n)
+        .filter(|&b| l.buffers[b].kind == BufferKind::Temp && first[b] != usize::MAX)
+        .collect();
     order.sort_by_key(|&b| first[b]);
     for b in order {
         let buf = &l.buffers[b];
-        let size = SizeExpr { bytes_per_elem: buf.dtype.size_bytes() as u64, factors: buf.shape.clone() };
+        let size = SizeExpr {
+            bytes_per_elem: buf.dtype.size_bytes() as u64,
+            factors: buf.shape.clone(),
+        };
         let free = |s: usize| busy_until[s] < first[b];
         let slot = (0..slots.len())
             .find(|&s| free(s) && slots[s].contains(&size))
@@ -66,7 +71,11 @@ mod tests {
     use kiln_ir::DType;
 
     fn temp(shape: &[i64]) -> BufferInfo {
-        BufferInfo { kind: BufferKind::Temp, dtype: DType::F32, shape: shape.iter().map(|&d| Dim::known(d)).collect() }
+        BufferInfo {
+            kind: BufferKind::Temp,
+            dtype: DType::F32,
+            shape: shape.iter().map(|&d| Dim::known(d)).collect(),
+        }
     }
 
     #[test]
@@ -74,17 +83,45 @@ mod tests {
         // a = k0(); b = k1(a); c = k2(b); d = k3(c, a)
         let l = Lowered {
             symbols: vec![],
-            buffers: vec![temp(&[4]), temp(&[4]), temp(&[4]), BufferInfo { kind: BufferKind::Output(0), ..temp(&[4]) }],
+            buffers: vec![
+                temp(&[4]),
+                temp(&[4]),
+                temp(&[4]),
+                BufferInfo {
+                    kind: BufferKind::Output(0),
+                    ..temp(&[4])
+                },
+            ],
             kernels: vec![],
             launches: vec![
-                KernelLaunch { kernel: 0, args: vec![0], grid: vec![] },
-                KernelLaunch { kernel: 1, args: vec![1, 0], grid: vec![] },
-                KernelLaunch { kernel: 2, args: vec![2, 1], grid: vec![] },
-                KernelLaunch { kernel: 3, args: vec![3, 2, 0], grid: vec![] },
+                KernelLaunch {
+                    kernel: 0,
+                    args: vec![0],
+                    grid: vec![],
+                },
+                KernelLaunch {
+                    kernel: 1,
+                    args: vec![1, 0],
+                    grid: vec![],
+                },
+                KernelLaunch {
+                    kernel: 2,
+                    args: vec![2, 1],
+                    grid: vec![],
+                },
+                KernelLaunch {
+                    kernel: 3,
+                    args: vec![3, 2, 0],
+                    grid: vec![],
+                },
             ],
         };
         let p = plan(&l);
-        let s: Vec<_> = p.slot_of.iter().map(|s| s.map(|x| x as i64).unwrap_or(-1)).collect();
+        let s: Vec<_> = p
+            .slot_of
+            .iter()
+            .map(|s| s.map(|x| x as i64).unwrap_or(-1))
+            .collect();
         // a lives 0..=3; b 1..=2; c 2..=3: b and c overlap at launch 2, so three slots.
         assert_eq!(s[3], -1, "outputs are not in the arena");
         assert_ne!(s[0], s[1]);
@@ -92,15 +129,34 @@ mod tests {
         assert_ne!(s[0], s[2]);
         let l2 = Lowered {
             launches: vec![
-                KernelLaunch { kernel: 0, args: vec![0], grid: vec![] },
-                KernelLaunch { kernel: 1, args: vec![1, 0], grid: vec![] },
-                KernelLaunch { kernel: 2, args: vec![2, 1], grid: vec![] },
-                KernelLaunch { kernel: 3, args: vec![3, 2], grid: vec![] },
+                KernelLaunch {
+                    kernel: 0,
+                    args: vec![0],
+                    grid: vec![],
+                },
+                KernelLaunch {
+                    kernel: 1,
+                    args: vec![1, 0],
+                    grid: vec![],
+                },
+                KernelLaunch {
+                    kernel: 2,
+                    args: vec![2, 1],
+                    grid: vec![],
+                },
+                KernelLaunch {
+                    kernel: 3,
+                    args: vec![3, 2],
+                    grid: vec![],
+                },
             ],
             ..l
         };
         let p2 = plan(&l2);
-        assert_eq!(p2.slot_of[0], p2.slot_of[2], "a is dead before c is written");
+        assert_eq!(
+            p2.slot_of[0], p2.slot_of[2],
+            "a is dead before c is written"
+        );
         assert_eq!(p2.slots.len(), 2);
     }
 }

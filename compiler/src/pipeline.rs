@@ -48,13 +48,21 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { rewrite: true, limits: RewriteLimits::default(), vector_bits: None }
+        Options {
+            rewrite: true,
+            limits: RewriteLimits::default(),
+            vector_bits: None,
+        }
     }
 }
 
 pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, CompileError> {
-    let desc = target.cpu_desc(None).ok_or_else(|| CompileError::NoSchedule(target.to_string()))?;
-    let bits = opts.vector_bits.map_or(desc.vector_bits, |b| b.min(desc.vector_bits));
+    let desc = target
+        .cpu_desc(None)
+        .ok_or_else(|| CompileError::NoSchedule(target.to_string()))?;
+    let bits = opts
+        .vector_bits
+        .map_or(desc.vector_bits, |b| b.min(desc.vector_bits));
     Ok(Schedule::for_vector_bits(bits))
 }
 
@@ -62,7 +70,8 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
     kiln_ir::verify(graph)?;
     let schedule = schedule_for(target, opts)?;
     let (graph, report) = if opts.rewrite {
-        let (g, r) = rewrite::rewrite(graph, &opts.limits).map_err(|e| CompileError::Rewrite(e.to_string()))?;
+        let (g, r) = rewrite::rewrite(graph, &opts.limits)
+            .map_err(|e| CompileError::Rewrite(e.to_string()))?;
         (g, Some(r))
     } else {
         (graph.clone(), None)
@@ -72,7 +81,12 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
         finish_kernel(k);
     }
     let arena = memory::plan(&lowered);
-    Ok(Compiled { graph, lowered, arena, rewrite: report })
+    Ok(Compiled {
+        graph,
+        lowered,
+        arena,
+        rewrite: report,
+    })
 }
 
 /// Target-independent kernel passes run before any code generator sees a kernel.

@@ -22,11 +22,21 @@ impl Schedule {
 
     pub fn for_vector_bits(bits: u32) -> Schedule {
         let lanes = (bits / 32).clamp(1, 16) as u8;
-        Schedule { lanes, mr: 6, nr: 2 * lanes as u32, kc: 256 }
+        Schedule {
+            lanes,
+            mr: 6,
+            nr: 2 * lanes as u32,
+            kc: 256,
+        }
     }
 
     /// The scalar schedule: no vector lanes, a 4x4 tile.
     pub fn scalar() -> Schedule {
-        Schedule { lanes: 1, mr: 4, nr: 4, kc: 256 }
+        Schedule {
+            lanes: 1,
+            mr: 4,
+            nr: 4,
+            kc: 256,
+        }
     }
 }

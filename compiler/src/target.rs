@@ -73,7 +73,13 @@ impl Target {
         let arch = arch.as_str();
         if arch == "aarch64" || crate::cpu_names::AARCH64.contains(&arch) {
             let cpu = if arch == "aarch64" { "generic" } else { arch };
-            return Some(CpuDesc { triple: "aarch64-unknown-linux-gnu", llvm_cpu: cpu.into(), features: "+neon".into(), vector_bits: 128, aarch64: true });
+            return Some(CpuDesc {
+                triple: "aarch64-unknown-linux-gnu",
+                llvm_cpu: cpu.into(),
+                features: "+neon".into(),
+                vector_bits: 128,
+                aarch64: true,
+            });
         }
         let x86 = |cpu: &str, bits: u32, features: &str| CpuDesc {
             triple: "x86_64-unknown-linux-gnu",
@@ -85,7 +91,13 @@ impl Target {
         Some(match arch {
             "native" => {
                 let (cpu, feats) = host_cpu.unwrap_or(("x86-64-v2", ""));
-                let bits = if feats.contains("+avx512f") { 512 } else if feats.contains("+avx2") { 256 } else { 128 };
+                let bits = if feats.contains("+avx512f") {
+                    512
+                } else if feats.contains("+avx2") {
+                    256
+                } else {
+                    128
+                };
                 x86(cpu, bits, feats)
             }
             "x86-64" | "x86-64-v2" => x86(arch, 128, ""),
@@ -93,7 +105,10 @@ impl Target {
             // AVX-512 with 512-bit vectors preferred: LLVM's default for v4 caps at 256.
             "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit"),
             named => {
-                let bits = X86_NAMED.iter().find(|(n, _)| *n == named).map_or(256, |(_, b)| *b);
+                let bits = X86_NAMED
+                    .iter()
+                    .find(|(n, _)| *n == named)
+                    .map_or(256, |(_, b)| *b);
                 let feats = if bits == 512 { "-prefer-256-bit" } else { "" };
                 x86(named, bits, feats)
             }
@@ -118,15 +133,28 @@ impl FromStr for Target {
     type Err = TargetError;
 
     fn from_str(s: &str) -> Result<Target, TargetError> {
-        let err = |why: &str| TargetError { spelling: s.to_string(), why: why.to_string() };
-        let (family, arch) = s.split_once(':').ok_or_else(|| err("missing `<family>:`"))?;
-        let ok_chars = !arch.is_empty() && arch.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:+".contains(c));
+        let err = |why: &str| TargetError {
+            spelling: s.to_string(),
+            why: why.to_string(),
+        };
+        let (family, arch) = s
+            .split_once(':')
+            .ok_or_else(|| err("missing `<family>:`"))?;
+        let ok_chars = !arch.is_empty()
+            && arch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:+".contains(c));
         if !ok_chars {
-            return Err(err("the architecture is empty or has unexpected characters"));
+            return Err(err(
+                "the architecture is empty or has unexpected characters",
+            ));
         }
         match family {
             "cpu" => {
-                let known = arch == "native" || arch == "aarch64" || crate::cpu_names::X86_64.contains(&arch) || crate::cpu_names::AARCH64.contains(&arch);
+                let known = arch == "native"
+                    || arch == "aarch64"
+                    || crate::cpu_names::X86_64.contains(&arch)
+                    || crate::cpu_names::AARCH64.contains(&arch);
                 if known {
                     Ok(Target::Cpu(arch.into()))
                 } else {
@@ -136,20 +164,30 @@ impl FromStr for Target {
             "cuda" => {
                 let digits = arch.strip_prefix("sm_").map(|d| d.trim_end_matches('a'));
                 match digits {
-                    Some(d) if !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()) && d.parse::<u32>().is_ok_and(|n| n >= 50) => {
+                    Some(d)
+                        if !d.is_empty()
+                            && d.chars().all(|c| c.is_ascii_digit())
+                            && d.parse::<u32>().is_ok_and(|n| n >= 50) =>
+                    {
                         Ok(Target::Cuda(arch.into()))
                     }
-                    _ => Err(err("CUDA architectures are sm_<major><minor>, e.g. sm_80, sm_90a")),
+                    _ => Err(err(
+                        "CUDA architectures are sm_<major><minor>, e.g. sm_80, sm_90a",
+                    )),
                 }
             }
             "vulkan" => match arch.strip_prefix("spv1.") {
-                Some(m) if m.parse::<u32>().is_ok_and(|m| (3..=6).contains(&m)) => Ok(Target::Vulkan(arch.into())),
+                Some(m) if m.parse::<u32>().is_ok_and(|m| (3..=6).contains(&m)) => {
+                    Ok(Target::Vulkan(arch.into()))
+                }
                 _ => Err(err("Vulkan targets are spv1.3 .. spv1.6")),
             },
             "hip" => {
                 let base = arch.split(':').next().unwrap_or_default();
                 match base.strip_prefix("gfx") {
-                    Some(d) if d.len() >= 3 && d.chars().all(|c| c.is_ascii_hexdigit()) => Ok(Target::Hip(arch.into())),
+                    Some(d) if d.len() >= 3 && d.chars().all(|c| c.is_ascii_hexdigit()) => {
+                        Ok(Target::Hip(arch.into()))
+                    }
                     _ => Err(err("AMD architectures are gfx<NNN>, e.g. gfx90a, gfx1100")),
                 }
             }
@@ -164,7 +202,16 @@ mod tests {
 
     #[test]
     fn spellings_round_trip() {
-        for s in ["cpu:x86-64-v3", "cpu:znver4", "cpu:aarch64", "cuda:sm_90a", "cuda:sm_80", "vulkan:spv1.3", "hip:gfx1100", "hip:gfx90a"] {
+        for s in [
+            "cpu:x86-64-v3",
+            "cpu:znver4",
+            "cpu:aarch64",
+            "cuda:sm_90a",
+            "cuda:sm_80",
+            "vulkan:spv1.3",
+            "hip:gfx1100",
+            "hip:gfx90a",
+        ] {
             let t: Target = s.parse().unwrap();
             assert_eq!(t.to_string(), s);
         }
@@ -195,6 +242,10 @@ mod tests {
         assert_eq!(d("cpu:x86-64-v4").vector_bits, 512);
         assert_eq!(d("cpu:znver4").vector_bits, 512);
         assert!(d("cpu:neoverse-v1").aarch64);
-        assert!("cuda:sm_90".parse::<Target>().unwrap().cpu_desc(None).is_none());
+        assert!("cuda:sm_90"
+            .parse::<Target>()
+            .unwrap()
+            .cpu_desc(None)
+            .is_none());
     }
 }

@@ -30,11 +30,25 @@ impl Builder {
     }
 
     pub fn input(&mut self, name: &str, dtype: DType, shape: impl IntoShape) -> R {
-        self.op(Op::Input { name: name.into(), dtype, shape: shape.into_shape() }, &[])
+        self.op(
+            Op::Input {
+                name: name.into(),
+                dtype,
+                shape: shape.into_shape(),
+            },
+            &[],
+        )
     }
 
     pub fn param(&mut self, name: &str, dtype: DType, shape: impl IntoShape) -> R {
-        self.op(Op::Param { name: name.into(), dtype, shape: shape.into_shape() }, &[])
+        self.op(
+            Op::Param {
+                name: name.into(),
+                dtype,
+                shape: shape.into_shape(),
+            },
+            &[],
+        )
     }
 
     pub fn constant(&mut self, t: Tensor) -> R {
@@ -70,15 +84,34 @@ impl Builder {
     }
 
     pub fn reduce(&mut self, op: ReduceOp, x: NodeId, axes: &[usize], keep_dims: bool) -> R {
-        self.op(Op::Reduce { op, axes: axes.to_vec(), keep_dims }, &[x])
+        self.op(
+            Op::Reduce {
+                op,
+                axes: axes.to_vec(),
+                keep_dims,
+            },
+            &[x],
+        )
     }
 
     pub fn matmul(&mut self, a: NodeId, b: NodeId) -> R {
-        self.op(Op::MatMul { transpose_a: false, transpose_b: false }, &[a, b])
+        self.op(
+            Op::MatMul {
+                transpose_a: false,
+                transpose_b: false,
+            },
+            &[a, b],
+        )
     }
 
     pub fn matmul_t(&mut self, a: NodeId, b: NodeId, transpose_a: bool, transpose_b: bool) -> R {
-        self.op(Op::MatMul { transpose_a, transpose_b }, &[a, b])
+        self.op(
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            },
+            &[a, b],
+        )
     }
 
     pub fn softmax(&mut self, x: NodeId, axis: usize) -> R {
@@ -93,8 +126,22 @@ impl Builder {
         self.op(Op::LayerNorm { eps }, &[x, weight, bias])
     }
 
-    pub fn rope(&mut self, x: NodeId, pos: NodeId, layout: RopeLayout, theta: f64, rot_dims: usize) -> R {
-        self.op(Op::Rope { layout, theta, rot_dims }, &[x, pos])
+    pub fn rope(
+        &mut self,
+        x: NodeId,
+        pos: NodeId,
+        layout: RopeLayout,
+        theta: f64,
+        rot_dims: usize,
+    ) -> R {
+        self.op(
+            Op::Rope {
+                layout,
+                theta,
+                rot_dims,
+            },
+            &[x, pos],
+        )
     }
 
     pub fn gather(&mut self, table: NodeId, ids: NodeId) -> R {
@@ -102,15 +149,33 @@ impl Builder {
     }
 
     pub fn reshape(&mut self, x: NodeId, shape: impl IntoShape) -> R {
-        self.op(Op::Reshape { shape: shape.into_shape() }, &[x])
+        self.op(
+            Op::Reshape {
+                shape: shape.into_shape(),
+            },
+            &[x],
+        )
     }
 
     pub fn permute(&mut self, x: NodeId, perm: &[usize]) -> R {
-        self.op(Op::Permute { perm: perm.to_vec() }, &[x])
+        self.op(
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
     }
 
     pub fn slice(&mut self, x: NodeId, axis: usize, start: i64, end: i64, step: i64) -> R {
-        self.op(Op::Slice { axis, start, end, step }, &[x])
+        self.op(
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            },
+            &[x],
+        )
     }
 
     pub fn concat(&mut self, xs: &[NodeId], axis: usize) -> R {

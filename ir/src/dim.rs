@@ -19,11 +19,17 @@ pub type Bindings = BTreeMap<String, i64>;
 
 impl Dim {
     pub fn known(n: i64) -> Dim {
-        Dim { constant: n, terms: Vec::new() }
+        Dim {
+            constant: n,
+            terms: Vec::new(),
+        }
     }
 
     pub fn sym(name: &str) -> Dim {
-        Dim { constant: 0, terms: vec![(name.to_string(), 1)] }
+        Dim {
+            constant: 0,
+            terms: vec![(name.to_string(), 1)],
+        }
     }
 
     pub fn as_known(&self) -> Option<i64> {
@@ -43,12 +49,18 @@ impl Dim {
         for (s, c) in &other.terms {
             *map.entry(s.clone()).or_insert(0) += c;
         }
-        Dim { constant: self.constant + other.constant, terms: normalise(map) }
+        Dim {
+            constant: self.constant + other.constant,
+            terms: normalise(map),
+        }
     }
 
     pub fn scale(&self, k: i64) -> Dim {
         let map = self.terms.iter().map(|(s, c)| (s.clone(), c * k)).collect();
-        Dim { constant: self.constant * k, terms: normalise(map) }
+        Dim {
+            constant: self.constant * k,
+            terms: normalise(map),
+        }
     }
 
     pub fn sub(&self, other: &Dim) -> Dim {
@@ -94,7 +106,13 @@ impl fmt::Display for Dim {
             return write!(f, "{}", self.constant);
         }
         for (i, (s, c)) in self.terms.iter().enumerate() {
-            let sign = if *c < 0 { "-" } else if i > 0 { "+" } else { "" };
+            let sign = if *c < 0 {
+                "-"
+            } else if i > 0 {
+                "+"
+            } else {
+                ""
+            };
             let mag = c.abs();
             if mag == 1 {
                 write!(f, "{sign}{s}")?;

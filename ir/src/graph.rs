@@ -42,10 +42,18 @@ impl Graph {
                 self.dag
                     .node_weight(i)
                     .map(|n| (n.dtype, &n.shape))
-                    .ok_or_else(|| IrError::Node { node, op: op.name(), msg: format!("operand %{} does not exist", i.index()) })
+                    .ok_or_else(|| IrError::Node {
+                        node,
+                        op: op.name(),
+                        msg: format!("operand %{} does not exist", i.index()),
+                    })
             })
             .collect::<Result<_, _>>()?;
-        let (dtype, shape) = infer(&op, &operand_types).map_err(|msg| IrError::Node { node, op: op.name(), msg })?;
+        let (dtype, shape) = infer(&op, &operand_types).map_err(|msg| IrError::Node {
+            node,
+            op: op.name(),
+            msg,
+        })?;
         let id = self.dag.add_node(Node { op, dtype, shape });
         for (pos, &i) in inputs.iter().enumerate() {
             self.dag.add_edge(i, id, pos as u32);
@@ -77,15 +85,21 @@ impl Graph {
 
     /// The operands of `id` in position order.
     pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
-        let mut edges: Vec<(u32, NodeId)> =
-            self.dag.edges_directed(id, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
+        let mut edges: Vec<(u32, NodeId)> = self
+            .dag
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
         edges.sort_unstable_by_key(|(pos, _)| *pos);
         edges.into_iter().map(|(_, n)| n).collect()
     }
 
     /// Nodes that read `id` (once per use).
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
-        self.dag.edges_directed(id, Direction::Outgoing).map(|e| e.target()).collect()
+        self.dag
+            .edges_directed(id, Direction::Outgoing)
+            .map(|e| e.target())
+            .collect()
     }
 
     pub fn inputs_named(&self) -> Vec<(String, NodeId)> {

@@ -16,7 +16,9 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
         return Err("takes at least one operand".into());
     }
     match op {
-        Op::Input { dtype, shape, .. } | Op::Param { dtype, shape, .. } => Ok((*dtype, shape.clone())),
+        Op::Input { dtype, shape, .. } | Op::Param { dtype, shape, .. } => {
+            Ok((*dtype, shape.clone()))
+        }
         Op::Const(t) => Ok((t.dtype, t.shape.iter().map(|&d| Dim::from(d)).collect())),
         Op::Unary(u) => {
             let (dt, sh) = ins[0];
@@ -35,7 +37,11 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
             let sh = broadcast(&broadcast(ins[0].1, ins[1].1)?, ins[2].1)?;
             Ok((dt, sh))
         }
-        Op::Reduce { op, axes, keep_dims } => {
+        Op::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => {
             let (dt, sh) = ins[0];
             if *op == ReduceOp::Mean && !dt.is_float() {
                 return Err(format!("mean needs a float operand, got {dt}"));
@@ -52,7 +58,10 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
                 .collect();
             Ok((dt, out))
         }
-        Op::MatMul { transpose_a, transpose_b } => matmul(ins, *transpose_a, *transpose_b),
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => matmul(ins, *transpose_a, *transpose_b),
         Op::Softmax { axis } => {
             let (dt, sh) = ins[0];
             float(dt)?;
@@ -70,7 +79,11 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
                     return Err(format!("operand {} is {wdt}, expected {dt}", i + 1));
                 }
                 if wsh.len() != 1 || &wsh[0] != last {
-                    return Err(format!("operand {} has shape {}, expected [{last}]", i + 1, s(wsh)));
+                    return Err(format!(
+                        "operand {} has shape {}, expected [{last}]",
+                        i + 1,
+                        s(wsh)
+                    ));
                 }
             }
             Ok((dt, sh.clone()))
@@ -80,7 +93,10 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
             let (pdt, psh) = ins[1];
             float(dt)?;
             if sh.len() < 3 {
-                return Err(format!("x must be [.., seq, heads, head_dim], got {}", s(sh)));
+                return Err(format!(
+                    "x must be [.., seq, heads, head_dim], got {}",
+                    s(sh)
+                ));
             }
             if !pdt.is_int() {
                 return Err(format!("positions must be an integer tensor, got {pdt}"));
@@ -90,8 +106,13 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
                 return Err(format!("positions have shape {}, expected [{seq}]", s(psh)));
             }
             let head = &sh[sh.len() - 1];
-            if *rot_dims == 0 || rot_dims % 2 != 0 || head.as_known().is_some_and(|h| *rot_dims as i64 > h) {
-                return Err(format!("rot_dims {rot_dims} must be even, > 0 and <= head_dim {head}"));
+            if *rot_dims == 0
+                || rot_dims % 2 != 0
+                || head.as_known().is_some_and(|h| *rot_dims as i64 > h)
+            {
+                return Err(format!(
+                    "rot_dims {rot_dims} must be even, > 0 and <= head_dim {head}"
+                ));
             }
             Ok((dt, sh.clone()))
         }
@@ -109,7 +130,11 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
         Op::Reshape { shape } => {
             let (dt, sh) = ins[0];
             if numel_key(sh) != numel_key(shape) {
-                return Err(format!("cannot reshape {} to {}: element counts differ", s(sh), s(shape)));
+                return Err(format!(
+                    "cannot reshape {} to {}: element counts differ",
+                    s(sh),
+                    s(shape)
+                ));
             }
             Ok((dt, shape.clone()))
         }
@@ -118,13 +143,24 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
             let mut seen = perm.clone();
             seen.sort_unstable();
             if seen != (0..sh.len()).collect::<Vec<_>>() {
-                return Err(format!("{perm:?} is not a permutation of the {} axes of {}", sh.len(), s(sh)));
+                return Err(format!(
+                    "{perm:?} is not a permutation of the {} axes of {}",
+                    sh.len(),
+                    s(sh)
+                ));
             }
             Ok((dt, perm.iter().map(|&p| sh[p].clone()).collect()))
         }
-        Op::Slice { axis, start, end, step } => {
+        Op::Slice {
+            axis,
+            start,
+            end,
+            step,
+        } => {
             let (dt, sh) = ins[0];
-            let d = sh.get(*axis).ok_or_else(|| format!("axis {axis} out of range for {}", s(sh)))?;
+            let d = sh
+                .get(*axis)
+                .ok_or_else(|| format!("axis {axis} out of range for {}", s(sh)))?;
             if *start < 0 || end <= start || *step < 1 {
                 return Err(format!("bad range {start}..{end} step {step}"));
             }
@@ -146,9 +182,17 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
             let mut total = Dim::known(0);
             for (i, (_, sh)) in ins.iter().enumerate() {
                 let other_axes_match = sh.len() == first.len()
-                    && sh.iter().zip(first.iter()).enumerate().all(|(a, (x, y))| a == *axis || x == y);
+                    && sh
+                        .iter()
+                        .zip(first.iter())
+                        .enumerate()
+                        .all(|(a, (x, y))| a == *axis || x == y);
                 if !other_axes_match {
-                    return Err(format!("operand {i} has shape {}, which does not match {} off axis {axis}", s(sh), s(first)));
+                    return Err(format!(
+                        "operand {i} has shape {}, which does not match {} off axis {axis}",
+                        s(sh),
+                        s(first)
+                    ));
                 }
                 total = total.add(&sh[*axis]);
             }
@@ -197,8 +241,16 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
     let one = Dim::known(1);
     (0..rank)
         .map(|i| {
-            let da = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
-            let db = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
+            let da = if i + a.len() >= rank {
+                &a[i + a.len() - rank]
+            } else {
+                &one
+            };
+            let db = if i + b.len() >= rank {
+                &b[i + b.len() - rank]
+            } else {
+                &one
+            };
             if da == db || *db == one {
                 Ok(da.clone())
             } else if *da == one {
@@ -214,12 +266,20 @@ fn matmul(ins: &[Operand], ta: bool, tb: bool) -> Result<(DType, Shape), String>
     let dt = same_dtype(ins)?;
     let (a, b) = (ins[0].1, ins[1].1);
     if a.len() < 2 || b.len() < 2 {
-        return Err(format!("operands need rank >= 2, got {} and {}", s(a), s(b)));
+        return Err(format!(
+            "operands need rank >= 2, got {} and {}",
+            s(a),
+            s(b)
+        ));
     }
     let (m, ka) = last_two(a, ta);
     let (kb, n) = last_two(b, tb);
     if ka != kb {
-        return Err(format!("inner dims differ: {} x {} (k = {ka} vs {kb})", s(a), s(b)));
+        return Err(format!(
+            "inner dims differ: {} x {} (k = {ka} vs {kb})",
+            s(a),
+            s(b)
+        ));
     }
     let batch = broadcast(&a[..a.len() - 2].to_vec(), &b[..b.len() - 2].to_vec())?;
     let mut out = batch;

@@ -5,8 +5,8 @@
 //! An op's meaning is defined by `crate::interp`, its shape rule by `crate::infer`, and its
 //! lowering by `kiln_compiler::lower`; the text spelling is `Op::name` plus attributes.
 
-use crate::dtype::DType;
 use crate::dim::Shape;
+use crate::dtype::DType;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -69,9 +69,17 @@ pub enum RopeLayout {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// A graph input supplied at run time.
-    Input { name: String, dtype: DType, shape: Shape },
+    Input {
+        name: String,
+        dtype: DType,
+        shape: Shape,
+    },
     /// A weight: data lives in the model's weight store, not in the graph.
-    Param { name: String, dtype: DType, shape: Shape },
+    Param {
+        name: String,
+        dtype: DType,
+        shape: Shape,
+    },
     /// A small literal tensor carried in the graph.
     Const(Tensor),
     Unary(UnaryOp),
@@ -79,26 +87,56 @@ pub enum Op {
     Compare(CmpOp),
     /// `select(cond, a, b)`: `a` where `cond != 0`, else `b`, with broadcasting.
     Select,
-    Reduce { op: ReduceOp, axes: Vec<usize>, keep_dims: bool },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
     /// `[.., m, k] x [.., k, n] -> [.., m, n]`; batch dims broadcast. A transposed operand
     /// is read as its last two axes swapped.
-    MatMul { transpose_a: bool, transpose_b: bool },
-    Softmax { axis: usize },
+    MatMul {
+        transpose_a: bool,
+        transpose_b: bool,
+    },
+    Softmax {
+        axis: usize,
+    },
     /// Normalises over the last axis: `x / sqrt(mean(x^2) + eps) * weight`.
-    RmsNorm { eps: f64 },
+    RmsNorm {
+        eps: f64,
+    },
     /// Normalises over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`.
-    LayerNorm { eps: f64 },
+    LayerNorm {
+        eps: f64,
+    },
     /// Rotary embedding of `x: [.., seq, heads, head_dim]` at positions `pos: [seq]`
     /// (an integer tensor), rotating pairs by `pos * theta^(-2i/rot_dims)`.
-    Rope { layout: RopeLayout, theta: f64, rot_dims: usize },
+    Rope {
+        layout: RopeLayout,
+        theta: f64,
+        rot_dims: usize,
+    },
     /// `gather(table: [rows, ..], ids: int[..]) -> [ids.., ..]`: embedding lookup on axis 0.
     Gather,
-    Reshape { shape: Shape },
-    Permute { perm: Vec<usize> },
+    Reshape {
+        shape: Shape,
+    },
+    Permute {
+        perm: Vec<usize>,
+    },
     /// `start..end` by `step` along `axis`; `end` is exclusive and known.
-    Slice { axis: usize, start: i64, end: i64, step: i64 },
-    Concat { axis: usize },
-    Cast { dtype: DType },
+    Slice {
+        axis: usize,
+        start: i64,
+        end: i64,
+        step: i64,
+    },
+    Concat {
+        axis: usize,
+    },
+    Cast {
+        dtype: DType,
+    },
 }
 
 impl UnaryOp {
@@ -137,8 +175,15 @@ impl UnaryOp {
 }
 
 impl BinaryOp {
-    pub const ALL: [BinaryOp; 7] =
-        [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow];
+    pub const ALL: [BinaryOp; 7] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
@@ -153,7 +198,14 @@ impl BinaryOp {
 }
 
 impl CmpOp {
-    pub const ALL: [CmpOp; 6] = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+    pub const ALL: [CmpOp; 6] = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             CmpOp::Eq => "eq",
@@ -227,7 +279,12 @@ impl Op {
             | Op::Permute { .. }
             | Op::Slice { .. }
             | Op::Cast { .. } => 1,
-            Op::Binary(_) | Op::Compare(_) | Op::MatMul { .. } | Op::RmsNorm { .. } | Op::Rope { .. } | Op::Gather => 2,
+            Op::Binary(_)
+            | Op::Compare(_)
+            | Op::MatMul { .. }
+            | Op::RmsNorm { .. }
+            | Op::Rope { .. }
+            | Op::Gather => 2,
             Op::Select | Op::LayerNorm { .. } => 3,
             Op::Concat { .. } => return None,
         })

@@ -16,7 +16,11 @@ impl Tensor {
     /// Rounds every value to `dtype`; panics if `data` does not fill `shape` (a programming
     /// error, never reachable from user input: parsers check lengths first).
     pub fn new(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor data does not fill its shape");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor data does not fill its shape"
+        );
         let data = data.into_iter().map(|v| dtype.round(v)).collect();
         Tensor { dtype, shape, data }
     }
@@ -27,7 +31,11 @@ impl Tensor {
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
-        Tensor { dtype, shape, data: vec![0.0; n] }
+        Tensor {
+            dtype,
+            shape,
+            data: vec![0.0; n],
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -47,9 +55,15 @@ impl Tensor {
         let n: usize = shape.iter().product();
         let want = n * dtype.size_bytes();
         if bytes.len() != want {
-            return Err(format!("expected {want} bytes for {dtype}{shape:?}, got {}", bytes.len()));
+            return Err(format!(
+                "expected {want} bytes for {dtype}{shape:?}, got {}",
+                bytes.len()
+            ));
         }
-        let data = bytes.chunks_exact(dtype.size_bytes()).map(|c| dtype.decode(c)).collect();
+        let data = bytes
+            .chunks_exact(dtype.size_bytes())
+            .map(|c| dtype.decode(c))
+            .collect();
         Ok(Tensor { dtype, shape, data })
     }
 

@@ -11,7 +11,11 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
     let mut names = BTreeSet::new();
     for id in g.node_ids() {
         let node = g.node(id);
-        let err = |msg: String| IrError::Node { node: id.index(), op: node.op.name(), msg };
+        let err = |msg: String| IrError::Node {
+            node: id.index(),
+            op: node.op.name(),
+            msg,
+        };
         if let Op::Input { name, .. } | Op::Param { name, .. } = &node.op {
             if !names.insert(name.clone()) {
                 return Err(err(format!("name `{name}` is declared twice")));
@@ -21,7 +25,10 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
         if inputs.iter().any(|i| i.index() >= id.index()) {
             return Err(err("reads a node defined after it".into()));
         }
-        let operands: Vec<_> = inputs.iter().map(|&i| (g.node(i).dtype, &g.node(i).shape)).collect();
+        let operands: Vec<_> = inputs
+            .iter()
+            .map(|&i| (g.node(i).dtype, &g.node(i).shape))
+            .collect();
         let (dtype, shape) = infer(&node.op, &operands).map_err(err)?;
         if dtype != node.dtype || shape != node.shape {
             return Err(err("stored type differs from its shape rule".into()));
@@ -33,7 +40,10 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
     let mut out_names = BTreeSet::new();
     for (name, id) in &g.outputs {
         if id.index() >= g.len() {
-            return Err(IrError::Graph(format!("output `{name}` refers to missing node %{}", id.index())));
+            return Err(IrError::Graph(format!(
+                "output `{name}` refers to missing node %{}",
+                id.index()
+            )));
         }
         if !out_names.insert(name) {
             return Err(IrError::Graph(format!("output `{name}` is declared twice")));

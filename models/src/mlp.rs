@@ -19,7 +19,11 @@ pub fn build(cfg: &MlpConfig) -> Result<kiln_ir::Graph, IrError> {
     let w = &cfg.widths;
     let mut x = b.input("x", cfg.dtype, vec![Dim::sym("batch"), Dim::from(w[0])])?;
     for layer in 0..w.len() - 1 {
-        let weight = b.param(&format!("layer{layer}.weight"), cfg.dtype, [w[layer], w[layer + 1]])?;
+        let weight = b.param(
+            &format!("layer{layer}.weight"),
+            cfg.dtype,
+            [w[layer], w[layer + 1]],
+        )?;
         let bias = b.param(&format!("layer{layer}.bias"), cfg.dtype, [w[layer + 1]])?;
         x = b.matmul(x, weight)?;
         x = b.add(x, bias)?;
@@ -36,10 +40,19 @@ pub fn build(cfg: &MlpConfig) -> Result<kiln_ir::Graph, IrError> {
 
 /// The built-in demo model: a 256-512-512-10 classifier with gelu and deterministic weights.
 pub fn demo() -> Model {
-    let cfg = MlpConfig { widths: vec![256, 512, 512, 10], activation: UnaryOp::GeluTanh, dtype: DType::F32, softmax: true };
+    let cfg = MlpConfig {
+        widths: vec![256, 512, 512, 10],
+        activation: UnaryOp::GeluTanh,
+        dtype: DType::F32,
+        softmax: true,
+    };
     let graph = build(&cfg).expect("the demo MLP is well-typed");
     let weights = Weights::seeded_for(&graph, 2024).expect("the demo MLP has known weight shapes");
-    Model { name: "builtin:mlp".into(), graph, weights }
+    Model {
+        name: "builtin:mlp".into(),
+        graph,
+        weights,
+    }
 }
 
 #[cfg(test)]
@@ -60,10 +73,16 @@ mod tests {
         let m = demo();
         let mut w = m.weights.clone();
         w.tensors.remove("layer1.bias");
-        assert_eq!(w.check(&m.graph).unwrap_err().to_string(), "parameter `layer1.bias` has no data");
+        assert_eq!(
+            w.check(&m.graph).unwrap_err().to_string(),
+            "parameter `layer1.bias` has no data"
+        );
         let mut w = m.weights.clone();
         w.insert("layer0.bias", kiln_ir::Tensor::zeros(DType::F32, vec![3]));
         let e = w.check(&m.graph).unwrap_err().to_string();
-        assert!(e.contains("declares f32[512]") && e.contains("data is f32[3]"), "{e}");
+        assert!(
+            e.contains("declares f32[512]") && e.contains("data is f32[3]"),
+            "{e}"
+        );
     }
 }

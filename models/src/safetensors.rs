@@ -10,7 +10,11 @@ pub enum SafetensorsError {
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
     #[error("{path}: tensor `{name}` has type {dtype}, which kiln does not read")]
-    Dtype { path: String, name: String, dtype: String },
+    Dtype {
+        path: String,
+        name: String,
+        dtype: String,
+    },
     #[error(transparent)]
     Weights(#[from] crate::weights::WeightError),
 }
@@ -30,13 +34,28 @@ fn dtype_of(d: Dtype) -> Option<DType> {
 /// checks each against its declaration.
 pub fn load(path: &Path, g: &Graph) -> Result<Weights, SafetensorsError> {
     let p = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| SafetensorsError::File { path: p.clone(), msg: e.to_string() })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| SafetensorsError::File { path: p.clone(), msg: format!("not a valid safetensors file: {e}") })?;
+    let bytes = std::fs::read(path).map_err(|e| SafetensorsError::File {
+        path: p.clone(),
+        msg: e.to_string(),
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| SafetensorsError::File {
+        path: p.clone(),
+        msg: format!("not a valid safetensors file: {e}"),
+    })?;
     let mut w = Weights::default();
     for (name, _) in g.params_named() {
         let Ok(view) = st.tensor(&name) else { continue };
-        let dtype = dtype_of(view.dtype()).ok_or_else(|| SafetensorsError::Dtype { path: p.clone(), name: name.clone(), dtype: format!("{:?}", view.dtype()) })?;
-        let t = Tensor::from_bytes(dtype, view.shape().to_vec(), view.data()).map_err(|msg| SafetensorsError::File { path: p.clone(), msg: format!("tensor `{name}`: {msg}") })?;
+        let dtype = dtype_of(view.dtype()).ok_or_else(|| SafetensorsError::Dtype {
+            path: p.clone(),
+            name: name.clone(),
+            dtype: format!("{:?}", view.dtype()),
+        })?;
+        let t = Tensor::from_bytes(dtype, view.shape().to_vec(), view.data()).map_err(|msg| {
+            SafetensorsError::File {
+                path: p.clone(),
+                msg: format!("tensor `{name}`: {msg}"),
+            }
+        })?;
         w.insert(&name, t);
     }
     w.check(g)?;

@@ -14,7 +14,11 @@ pub enum WeightError {
     #[error("parameter `{0}` has no data")]
     Missing(String),
     #[error("parameter `{name}`: the graph declares {want}, the data is {got}")]
-    Mismatch { name: String, want: String, got: String },
+    Mismatch {
+        name: String,
+        want: String,
+        got: String,
+    },
     #[error("parameter `{name}` has a symbolic shape {shape}; weights must have known shapes")]
     Symbolic { name: String, shape: String },
 }
@@ -36,8 +40,13 @@ impl Weights {
             let n = g.node(id);
             let shape = known(&name, &n.shape)?;
             let fan_in = shape.first().copied().unwrap_or(1).max(1) as f64;
-            let h = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-            w.insert(&name, Tensor::seeded(n.dtype, shape, h, 1.0 / fan_in.sqrt()));
+            let h = name.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+            w.insert(
+                &name,
+                Tensor::seeded(n.dtype, shape, h, 1.0 / fan_in.sqrt()),
+            );
         }
         Ok(w)
     }
@@ -46,10 +55,16 @@ impl Weights {
     pub fn check(&self, g: &Graph) -> Result<(), WeightError> {
         for (name, id) in g.params_named() {
             let n = g.node(id);
-            let t = self.get(&name).ok_or_else(|| WeightError::Missing(name.clone()))?;
+            let t = self
+                .get(&name)
+                .ok_or_else(|| WeightError::Missing(name.clone()))?;
             let shape = known(&name, &n.shape)?;
             if t.dtype != n.dtype || t.shape != shape {
-                return Err(WeightError::Mismatch { name, want: format!("{}{:?}", n.dtype, shape), got: format!("{}{:?}", t.dtype, t.shape) });
+                return Err(WeightError::Mismatch {
+                    name,
+                    want: format!("{}{:?}", n.dtype, shape),
+                    got: format!("{}{:?}", t.dtype, t.shape),
+                });
             }
         }
         Ok(())
@@ -71,5 +86,8 @@ fn known(name: &str, shape: &[kiln_ir::Dim]) -> Result<Vec<usize>, WeightError> 
         .iter()
         .map(|d| d.as_known().map(|v| v as usize))
         .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| WeightError::Symbolic { name: name.to_string(), shape: kiln_ir::dim::shape_to_string(shape) })
+        .ok_or_else(|| WeightError::Symbolic {
+            name: name.to_string(),
+            shape: kiln_ir::dim::shape_to_string(shape),
+        })
 }

@@ -16,7 +16,13 @@ fn build(dir: &std::path::Path, name: &str, value: i32) -> Option<Vec<u8>> {
         "#include <stdint.h>\nvoid kiln_k(void **args, const int64_t *dims, int64_t b, int64_t e) {{ (void)dims; for (int64_t i = b; i < e; i++) ((int32_t *)args[0])[i] = {value}; }}\n"
     );
     std::fs::write(&src, code).unwrap();
-    let ok = Command::new("cc").args(["-shared", "-fPIC", "-O1", "-o"]).arg(&so).arg(&src).status().unwrap().success();
+    let ok = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "cc failed");
     Some(std::fs::read(&so).unwrap())
 }
@@ -24,7 +30,9 @@ fn build(dir: &std::path::Path, name: &str, value: i32) -> Option<Vec<u8>> {
 #[test]
 fn simultaneously_loaded_modules_keep_their_own_code() {
     let dir = tempfile::tempdir().unwrap();
-    let (Some(a), Some(b)) = (build(dir.path(), "a", 11), build(dir.path(), "b", 22)) else { return };
+    let (Some(a), Some(b)) = (build(dir.path(), "a", 11), build(dir.path(), "b", 22)) else {
+        return;
+    };
     let target = "cpu:x86-64";
     let kernels = vec!["k".to_string()];
     // Load and drop a first module so its descriptor number is free, then load two.

@@ -32,64 +32,106 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let target: Target = a.target.parse()?;
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if a.threads.is_empty() { if all > 1 { vec![1, all] } else { vec![1] } } else { a.threads.clone() };
-    let backends = if a.backend.is_empty() { available_backends() } else { a.backend.clone() };
+    let threads = if a.threads.is_empty() {
+        if all > 1 {
+            vec![1, all]
+        } else {
+            vec![1]
+        }
+    } else {
+        a.threads.clone()
+    };
+    let backends = if a.backend.is_empty() {
+        available_backends()
+    } else {
+        a.backend.clone()
+    };
     let budget = Duration::from_secs_f64(a.seconds);
     let copy = copy_bandwidth(all);
     let mut rows = Vec::new();
-    println!("machine: {} threads, copy bandwidth {:.1} GB/s ({} threads); target {target}", all, copy / 1e9, all);
+    println!(
+        "machine: {} threads, copy bandwidth {:.1} GB/s ({} threads); target {target}",
+        all,
+        copy / 1e9,
+        all
+    );
     println!();
     println!("| op | shape | backend | threads | time | rate | vs reference |");
     println!("|---|---|---|---:|---:|---:|---|");
     let mut sgemm_ref = std::collections::BTreeMap::new();
     for case in default_cases(a.quick) {
         if case.name.starts_with("matmul") {
-            let n: usize = case.shape.split('x').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let n: usize = case
+                .shape
+                .split('x')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             let t = time_reference_sgemm(n, budget);
             let gflops = match case.work {
                 Work::Flops(f) => f / t.as_secs_f64() / 1e9,
                 Work::Bytes(_) => 0.0,
             };
-            println!("| {} | {} | matrixmultiply | 1 | {:.3} ms | {gflops:.1} GFLOP/s | reference |", case.name, case.shape, t.as_secs_f64() * 1e3);
+            println!(
+                "| {} | {} | matrixmultiply | 1 | {:.3} ms | {gflops:.1} GFLOP/s | reference |",
+                case.name,
+                case.shape,
+                t.as_secs_f64() * 1e3
+            );
             rows.push(serde_json::json!({"op": case.name, "shape": case.shape, "backend": "matrixmultiply", "threads": 1, "seconds": t.as_secs_f64(), "gflops": gflops}));
             sgemm_ref.insert(case.shape.clone(), t);
         }
         for &backend in &backends {
             let mut single = None;
             for &th in &threads {
-                let t = time_case(&case, &target, backend, th, budget).with_context(|| format!("{} {}", case.name, case.shape))?;
+                let t = time_case(&case, &target, backend, th, budget)
+                    .with_context(|| format!("{} {}", case.name, case.shape))?;
                 let secs = t.as_secs_f64();
                 let (rate, unit, versus) = match case.work {
                     Work::Flops(f) => {
-                        let mut v = sgemm_ref.get(&case.shape).map(|r| format!("{:.2}x matrixmultiply", r.as_secs_f64() / secs)).unwrap_or_default();
+                        let mut v = sgemm_ref
+                            .get(&case.shape)
+                            .map(|r| format!("{:.2}x matrixmultiply", r.as_secs_f64() / secs))
+                            .unwrap_or_default();
                         if let Some(s1) = single {
                             v.push_str(&format!(", {:.2}x own 1-thread", s1 / secs));
                         }
                         (f / secs / 1e9, "GFLOP/s", v)
                     }
-                    Work::Bytes(b) => (b / secs / 1e9, "GB/s", format!("{:.0}% of copy bandwidth", 100.0 * b / secs / copy)),
+                    Work::Bytes(b) => (
+                        b / secs / 1e9,
+                        "GB/s",
+                        format!("{:.0}% of copy bandwidth", 100.0 * b / secs / copy),
+                    ),
                 };
                 if th == 1 {
                     single = Some(secs);
                 }
                 let be = format!("{backend:?}").to_lowercase();
-                println!("| {} | {} | {be} | {th} | {:.3} ms | {rate:.1} {unit} | {versus} |", case.name, case.shape, secs * 1e3);
+                println!(
+                    "| {} | {} | {be} | {th} | {:.3} ms | {rate:.1} {unit} | {versus} |",
+                    case.name,
+                    case.shape,
+                    secs * 1e3
+                );
                 rows.push(serde_json::json!({"op": case.name, "shape": case.shape, "backend": be, "threads": th, "seconds": secs, "rate": rate, "unit": unit, "versus": versus}));
             }
         }
     }
     if let Some(path) = a.json {
         let doc = serde_json::json!({"target": target.to_string(), "copy_bandwidth_gbs": copy / 1e9, "rows": rows});
-        std::fs::write(&path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
 fn available_backends() -> Vec<BackendChoice> {
-    let mut v = Vec::new();
-    #[cfg(feature = "llvm")]
-    v.push(BackendChoice::Llvm);
-    #[cfg(feature = "cranelift")]
-    v.push(BackendChoice::Cranelift);
-    v
+    [
+        cfg!(feature = "llvm").then_some(BackendChoice::Llvm),
+        cfg!(feature = "cranelift").then_some(BackendChoice::Cranelift),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }

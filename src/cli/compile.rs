@@ -1,9 +1,8 @@
 //! `kiln compile`: model + targets -> one artifact.
 
+use anyhow::Result;
 use kiln::assemble::{assemble, BackendChoice};
-use anyhow::{Context, Result};
 use kiln_compiler::Target;
-use kiln_runtime::artifact::{write_artifact, SectionData};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -39,7 +38,11 @@ pub struct Args {
 }
 
 pub fn parse_targets(list: &[String]) -> Result<Vec<Target>> {
-    let list = if list.is_empty() { super::default_targets() } else { list.to_vec() };
+    let list = if list.is_empty() {
+        super::default_targets()
+    } else {
+        list.to_vec()
+    };
     let mut targets: Vec<Target> = Vec::new();
     for t in &list {
         let parsed: Target = t.parse()?;
@@ -54,7 +57,12 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     let targets = parse_targets(&a.targets)?;
     let model = kiln::model_source::load(&a.model, a.weights.as_deref(), a.seed)?;
-    let out = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}.kiln", model.name.trim_start_matches("builtin:"))));
+    let out = a.output.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "{}.kiln",
+            model.name.trim_start_matches("builtin:")
+        ))
+    });
     let quiet = a.quiet;
     let progress = |msg: &str| {
         if !quiet {
@@ -63,7 +71,10 @@ pub fn run(a: Args) -> Result<()> {
     };
     if a.emit_kernels {
         for t in &targets {
-            let opts = kiln_compiler::pipeline::Options { rewrite: !a.no_rewrite, ..Default::default() };
+            let opts = kiln_compiler::pipeline::Options {
+                rewrite: !a.no_rewrite,
+                ..Default::default()
+            };
             let c = kiln_compiler::pipeline::compile(&model.graph, t, &opts)?;
             println!("# {t}");
             for k in c.kernels() {
@@ -71,16 +82,30 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    let (manifest, sections, reports) = assemble(&model, &targets, a.backend, !a.no_rewrite, &progress)?;
-    let data: Vec<SectionData> = sections.iter().map(|(kind, bytes)| SectionData { kind: *kind, bytes }).collect();
-    write_artifact(&out, &manifest, &data).with_context(|| format!("writing {}", out.display()))?;
+    let built = assemble(&model, &targets, a.backend, !a.no_rewrite, &progress)?;
+    built.write(&out)?;
+    let reports = &built.reports;
     if !quiet {
         let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        for r in &reports {
-            eprintln!("  {}: {} kernels, {} KiB of code (rewrite+lowering {} ms, codegen {} ms)", r.target, r.kernels, r.code_bytes / 1024, r.compile_ms, r.codegen_ms);
+        for r in reports {
+            eprintln!(
+                "  {}: {} kernels, {} KiB of code (rewrite+lowering {} ms, codegen {} ms)",
+                r.target,
+                r.kernels,
+                r.code_bytes / 1024,
+                r.compile_ms,
+                r.codegen_ms
+            );
             eprintln!("    {}", r.rewrite);
         }
-        eprintln!("wrote {} ({} KiB, {} target{}) in {:.2} s", out.display(), size / 1024, targets.len(), if targets.len() == 1 { "" } else { "s" }, t0.elapsed().as_secs_f64());
+        eprintln!(
+            "wrote {} ({} KiB, {} target{}) in {:.2} s",
+            out.display(),
+            size / 1024,
+            targets.len(),
+            if targets.len() == 1 { "" } else { "s" },
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -21,7 +21,12 @@ pub fn run(a: Args) -> Result<()> {
     println!("model    {}", m.model);
     for (kind, specs) in [("input ", &m.inputs), ("output", &m.outputs)] {
         for s in specs {
-            println!("{kind}   {} {}{}", s.name, s.dtype, shape_to_string(&s.shape));
+            println!(
+                "{kind}   {} {}{}",
+                s.name,
+                s.dtype,
+                shape_to_string(&s.shape)
+            );
         }
     }
     let weights = art.weights()?.map_or(0, |w| w.len());
@@ -33,10 +38,29 @@ pub fn run(a: Args) -> Result<()> {
             .plan
             .slots
             .iter()
-            .map(|s| s.iter().map(|e| format!("{}*{}", e.bytes_per_elem, shape_to_string(&e.factors))).collect::<Vec<_>>().join("|"))
+            .map(|s| {
+                s.iter()
+                    .map(|e| format!("{}*{}", e.bytes_per_elem, shape_to_string(&e.factors)))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
             .collect();
-        println!("  {:<18} {} kernels, {} bytes of code, {} arena slots", v.target, v.kernels.len(), code, slots.len());
-        println!("  {:<18} arena slots (bytes): {}", "", if slots.is_empty() { "none".into() } else { slots.join(", ") });
+        println!(
+            "  {:<18} {} kernels, {} bytes of code, {} arena slots",
+            v.target,
+            v.kernels.len(),
+            code,
+            slots.len()
+        );
+        println!(
+            "  {:<18} arena slots (bytes): {}",
+            "",
+            if slots.is_empty() {
+                "none".into()
+            } else {
+                slots.join(", ")
+            }
+        );
         if a.kernels {
             for l in &v.plan.launches {
                 let args: Vec<String> = l
@@ -49,8 +73,23 @@ pub fn run(a: Args) -> Result<()> {
                         BufferRef::Weight { offset, len } => format!("w@{offset}+{len}"),
                     })
                     .collect();
-                let grid: Vec<String> = l.grid.iter().map(|g| if g.ceil_div == 1 { g.dim.to_string() } else { format!("ceil({}/{})", g.dim, g.ceil_div) }).collect();
-                println!("    {:<22} grid [{}] ({})", l.kernel, grid.join(", "), args.join(", "));
+                let grid: Vec<String> = l
+                    .grid
+                    .iter()
+                    .map(|g| {
+                        if g.ceil_div == 1 {
+                            g.dim.to_string()
+                        } else {
+                            format!("ceil({}/{})", g.dim, g.ceil_div)
+                        }
+                    })
+                    .collect();
+                println!(
+                    "    {:<22} grid [{}] ({})",
+                    l.kernel,
+                    grid.join(", "),
+                    args.join(", ")
+                );
             }
         }
     }

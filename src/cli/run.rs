@@ -31,15 +31,34 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let mut session = Session::new(&a.artifact, a.threads)?;
-    eprintln!("running {} on {} ({}), {} threads", session.manifest().model, session.variant().target, session.why(), session.threads());
+    eprintln!(
+        "running {} on {} ({}), {} threads",
+        session.manifest().model,
+        session.variant().target,
+        session.why(),
+        session.threads()
+    );
     let mut given: BTreeMap<String, Tensor> = BTreeMap::new();
     for spec in &a.inputs {
-        let (name, file) = spec.split_once('=').ok_or_else(|| anyhow!("--input `{spec}`: expected NAME=FILE.npy"))?;
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input `{spec}`: expected NAME=FILE.npy"))?;
         if !session.manifest().inputs.iter().any(|i| i.name == name) {
-            let names: Vec<&str> = session.manifest().inputs.iter().map(|i| i.name.as_str()).collect();
-            bail!("--input `{name}`: the model has no such input (inputs: {})", names.join(", "));
+            let names: Vec<&str> = session
+                .manifest()
+                .inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect();
+            bail!(
+                "--input `{name}`: the model has no such input (inputs: {})",
+                names.join(", ")
+            );
         }
-        given.insert(name.to_string(), kiln::npy::read(std::path::Path::new(file))?);
+        given.insert(
+            name.to_string(),
+            kiln::npy::read(std::path::Path::new(file))?,
+        );
     }
     if let Some(binds) = &a.random_inputs {
         let env = parse_bindings(binds)?;
@@ -47,18 +66,38 @@ pub fn run(a: Args) -> Result<()> {
             if given.contains_key(&spec.name) {
                 continue;
             }
-            let shape = kiln_ir::dim::eval_shape(&spec.shape, &env).map_err(|s| anyhow!("input `{}` has dim `{s}`: bind it with --random-inputs {s}=N", spec.name))?;
-            given.insert(spec.name.clone(), Tensor::seeded(spec.dtype, shape, 1 + k as u64, 1.0));
+            let shape = kiln_ir::dim::eval_shape(&spec.shape, &env).map_err(|s| {
+                anyhow!(
+                    "input `{}` has dim `{s}`: bind it with --random-inputs {s}=N",
+                    spec.name
+                )
+            })?;
+            given.insert(
+                spec.name.clone(),
+                Tensor::seeded(spec.dtype, shape, 1 + k as u64, 1.0),
+            );
         }
     }
-    let inputs = kiln::session::ordered_inputs(&session, &given).context("pass every input with --input NAME=FILE.npy, or --random-inputs")?;
+    let inputs = kiln::session::ordered_inputs(&session, &given)
+        .context("pass every input with --input NAME=FILE.npy, or --random-inputs")?;
     let t0 = Instant::now();
-    let (outputs, timings) = if a.profile { session.run_profiled(&inputs).map(|(o, t)| (o, Some(t)))? } else { (session.run(&inputs)?, None) };
+    let (outputs, timings) = if a.profile {
+        session.run_profiled(&inputs).map(|(o, t)| (o, Some(t)))?
+    } else {
+        (session.run(&inputs)?, None)
+    };
     let elapsed = t0.elapsed();
     for (spec, buf) in session.manifest().outputs.iter().zip(&outputs) {
         let t = buf.to_tensor().map_err(|e| anyhow!(e))?;
         let head: Vec<String> = t.data.iter().take(6).map(|v| format!("{v:.5}")).collect();
-        println!("{} {}{:?} = [{}{}]", spec.name, t.dtype, t.shape, head.join(", "), if t.numel() > 6 { ", ..." } else { "" });
+        println!(
+            "{} {}{:?} = [{}{}]",
+            spec.name,
+            t.dtype,
+            t.shape,
+            head.join(", "),
+            if t.numel() > 6 { ", ..." } else { "" }
+        );
         if let Some(dir) = &a.output_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             kiln::npy::write(&dir.join(format!("{}.npy", spec.name)), &t)?;
@@ -67,7 +106,11 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!("ran in {:.3} ms", elapsed.as_secs_f64() * 1e3);
     if let Some(t) = timings {
         for l in t {
-            eprintln!("  {:<24} {:>10.3} us", l.kernel, l.duration.as_secs_f64() * 1e6);
+            eprintln!(
+                "  {:<24} {:>10.3} us",
+                l.kernel,
+                l.duration.as_secs_f64() * 1e6
+            );
         }
     }
     Ok(())
@@ -76,8 +119,12 @@ pub fn run(a: Args) -> Result<()> {
 fn parse_bindings(list: &[String]) -> Result<Bindings> {
     let mut env = Bindings::new();
     for b in list.iter().filter(|s| !s.is_empty()) {
-        let (k, v) = b.split_once('=').ok_or_else(|| anyhow!("`{b}`: expected SYMBOL=N"))?;
-        let n: i64 = v.parse().map_err(|_| anyhow!("`{b}`: {v} is not a whole number"))?;
+        let (k, v) = b
+            .split_once('=')
+            .ok_or_else(|| anyhow!("`{b}`: expected SYMBOL=N"))?;
+        let n: i64 = v
+            .parse()
+            .map_err(|_| anyhow!("`{b}`: {v} is not a whole number"))?;
         if n < 0 {
             bail!("`{b}`: dims cannot be negative");
         }

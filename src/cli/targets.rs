@@ -5,14 +5,24 @@ use kiln_compiler::Target;
 use kiln_runtime::cpu::features::HostCpu;
 
 /// Examples shown per family; any LLVM CPU name works for `cpu:`.
-const CPU_EXAMPLES: [&str; 9] = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "znver4", "tigerlake", "aarch64", "neoverse-v1", "native"];
+const CPU_EXAMPLES: [&str; 9] = [
+    "x86-64",
+    "x86-64-v2",
+    "x86-64-v3",
+    "x86-64-v4",
+    "znver4",
+    "tigerlake",
+    "aarch64",
+    "neoverse-v1",
+    "native",
+];
 
 pub fn run() -> Result<()> {
     let host = HostCpu::detect();
     let defaults = super::default_targets();
     println!("default targets: {}", defaults.join(", "));
     println!();
-    println!("{:<18} {:<22} {}", "target", "this build emits", "this host runs");
+    println!("{:<18} {:<22} this host runs", "target", "this build emits");
     for arch in CPU_EXAMPLES {
         let t: Target = format!("cpu:{arch}").parse()?;
         let emit = emit_status(&t);

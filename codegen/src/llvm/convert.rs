@@ -11,16 +11,33 @@ use kiln_compiler::kernel::{BOp, Cmp};
 use kiln_ir::DType;
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
-    fn retype(&mut self, v: V<'ctx>, elem: BasicTypeEnum<'ctx>, how: &str) -> Result<V<'ctx>, Fail> {
+    fn retype(
+        &mut self,
+        v: V<'ctx>,
+        elem: BasicTypeEnum<'ctx>,
+        how: &str,
+    ) -> Result<V<'ctx>, Fail> {
         let ty = match v.get_type() {
             BasicTypeEnum::VectorType(t) => super::expr::vec_of(elem, t.get_size()),
             _ => elem,
         };
         Ok(match (how, v) {
-            ("zext", BasicValueEnum::IntValue(i)) => self.b.build_int_z_extend(i, ty.into_int_type(), "")?.as_basic_value_enum(),
-            ("zext", BasicValueEnum::VectorValue(x)) => self.b.build_int_z_extend(x, ty.into_vector_type(), "")?.as_basic_value_enum(),
-            ("trunc", BasicValueEnum::IntValue(i)) => self.b.build_int_truncate(i, ty.into_int_type(), "")?.as_basic_value_enum(),
-            ("trunc", BasicValueEnum::VectorValue(x)) => self.b.build_int_truncate(x, ty.into_vector_type(), "")?.as_basic_value_enum(),
+            ("zext", BasicValueEnum::IntValue(i)) => self
+                .b
+                .build_int_z_extend(i, ty.into_int_type(), "")?
+                .as_basic_value_enum(),
+            ("zext", BasicValueEnum::VectorValue(x)) => self
+                .b
+                .build_int_z_extend(x, ty.into_vector_type(), "")?
+                .as_basic_value_enum(),
+            ("trunc", BasicValueEnum::IntValue(i)) => self
+                .b
+                .build_int_truncate(i, ty.into_int_type(), "")?
+                .as_basic_value_enum(),
+            ("trunc", BasicValueEnum::VectorValue(x)) => self
+                .b
+                .build_int_truncate(x, ty.into_vector_type(), "")?
+                .as_basic_value_enum(),
             _ => self.b.build_bit_cast(v, ty, "")?,
         })
     }
@@ -44,7 +61,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         })
     }
 
-    pub fn from_storage(&mut self, raw: V<'ctx>, d: DType) -> Result<V<'ctx>, Fail> {
+    pub fn widen_from_storage(&mut self, raw: V<'ctx>, d: DType) -> Result<V<'ctx>, Fail> {
         let (i32t, f32t) = (self.ctx.i32_type().into(), self.ctx.f32_type().into());
         match d {
             DType::BF16 => {
@@ -74,8 +91,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
     }
 
-    pub fn to_storage(&mut self, v: V<'ctx>, d: DType) -> Result<V<'ctx>, Fail> {
-        let (i32t, i16t, f32t) = (self.ctx.i32_type().into(), self.ctx.i16_type().into(), self.ctx.f32_type().into());
+    pub fn narrow_to_storage(&mut self, v: V<'ctx>, d: DType) -> Result<V<'ctx>, Fail> {
+        let (i32t, i16t, f32t) = (
+            self.ctx.i32_type().into(),
+            self.ctx.i16_type().into(),
+            self.ctx.f32_type().into(),
+        );
         match d {
             DType::BF16 => {
                 let bits = self.retype(v, i32t, "bitcast")?;

@@ -74,9 +74,19 @@ fn lanes_of(v: V) -> u32 {
 macro_rules! float_op {
     ($em:expr, $a:expr, $b:expr, $m:ident) => {
         match ($a, $b) {
-            (BasicValueEnum::FloatValue(x), BasicValueEnum::FloatValue(y)) => $em.b.$m(x, y, "")?.as_basic_value_enum(),
-            (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => $em.b.$m(x, y, "")?.as_basic_value_enum(),
-            (x, y) => return Err(Fail(format!("operand types differ: {} vs {}", x.get_type(), y.get_type()))),
+            (BasicValueEnum::FloatValue(x), BasicValueEnum::FloatValue(y)) => {
+                $em.b.$m(x, y, "")?.as_basic_value_enum()
+            }
+            (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {
+                $em.b.$m(x, y, "")?.as_basic_value_enum()
+            }
+            (x, y) => {
+                return Err(Fail(format!(
+                    "operand types differ: {} vs {}",
+                    x.get_type(),
+                    y.get_type()
+                )))
+            }
         }
     };
 }
@@ -97,9 +107,16 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// `for it in 0..n { body(it) }` with a phi induction variable.
-    pub fn counted_loop(&mut self, n: IntValue<'ctx>, body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), Fail>) -> Result<(), Fail> {
+    pub fn counted_loop(
+        &mut self,
+        n: IntValue<'ctx>,
+        body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
         let i64t = self.ctx.i64_type();
-        let pre = self.b.get_insert_block().ok_or_else(|| Fail::msg("no insert block"))?;
+        let pre = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| Fail::msg("no insert block"))?;
         let (head, bodyb, exit) = (self.block("loop"), self.block("body"), self.block("exit"));
         self.b.build_unconditional_branch(head)?;
         self.b.position_at_end(head);
@@ -111,7 +128,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         self.b.position_at_end(bodyb);
         body(self, i)?;
         let next = self.b.build_int_add(i, i64t.const_int(1, false), "next")?;
-        let latch = self.b.get_insert_block().ok_or_else(|| Fail::msg("no insert block"))?;
+        let latch = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| Fail::msg("no insert block"))?;
         self.b.build_unconditional_branch(head)?;
         phi.add_incoming(&[(&next, latch)]);
         self.b.position_at_end(exit);
@@ -124,8 +144,14 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let slot = match self.vars.get(&var) {
             Some((p, _)) => *p,
             None => {
-                let here = self.b.get_insert_block().ok_or_else(|| Fail::msg("no insert block"))?;
-                let entry = self.func.get_first_basic_block().ok_or_else(|| Fail::msg("no entry"))?;
+                let here = self
+                    .b
+                    .get_insert_block()
+                    .ok_or_else(|| Fail::msg("no insert block"))?;
+                let entry = self
+                    .func
+                    .get_first_basic_block()
+                    .ok_or_else(|| Fail::msg("no entry"))?;
                 match entry.get_first_instruction() {
                     Some(first) => self.b.position_before(&first),
                     None => self.b.position_at_end(entry),
@@ -141,7 +167,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     pub fn assign(&mut self, var: VarId, v: V<'ctx>) -> Result<(), Fail> {
-        let (p, _) = *self.vars.get(&var).ok_or_else(|| Fail(format!("assignment to undeclared v{var}")))?;
+        let (p, _) = *self
+            .vars
+            .get(&var)
+            .ok_or_else(|| Fail(format!("assignment to undeclared v{var}")))?;
         self.b.build_store(p, v)?;
         Ok(())
     }
@@ -150,7 +179,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         if let Some((p, ty)) = self.vars.get(&var) {
             return Ok(self.b.build_load(*ty, *p, "v")?);
         }
-        self.lets.get(&var).copied().ok_or_else(|| Fail(format!("v{var} is read before it is defined")))
+        self.lets
+            .get(&var)
+            .copied()
+            .ok_or_else(|| Fail(format!("v{var} is read before it is defined")))
     }
 
     fn base(&self, buf: Buf) -> (PointerValue<'ctx>, DType) {
@@ -160,7 +192,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
     }
 
-    fn element_ptr(&self, buf: Buf, index: IntValue<'ctx>) -> Result<(PointerValue<'ctx>, DType), Fail> {
+    fn element_ptr(
+        &self,
+        buf: Buf,
+        index: IntValue<'ctx>,
+    ) -> Result<(PointerValue<'ctx>, DType), Fail> {
         let (base, dtype) = self.base(buf);
         let ty = storage_type(self.ctx, dtype);
         // SAFETY of the generated code: indices come from the kernel's own bounds.
@@ -171,23 +207,34 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     pub fn load(&mut self, buf: Buf, index: IntValue<'ctx>, lanes: u8) -> Result<V<'ctx>, Fail> {
         let (p, dtype) = self.element_ptr(buf, index)?;
         let elem = storage_type(self.ctx, dtype);
-        let ty: BasicTypeEnum = if lanes > 1 { vec_of(elem, lanes as u32) } else { elem };
+        let ty: BasicTypeEnum = if lanes > 1 {
+            vec_of(elem, lanes as u32)
+        } else {
+            elem
+        };
         let raw = self.b.build_load(ty, p, "ld")?;
         if let Some(inst) = raw.as_instruction_value() {
-            inst.set_alignment(dtype.size_bytes() as u32).map_err(Fail::msg)?;
+            inst.set_alignment(dtype.size_bytes() as u32)
+                .map_err(Fail::msg)?;
         }
-        self.from_storage(raw, dtype)
+        self.widen_from_storage(raw, dtype)
     }
 
     pub fn store(&mut self, buf: Buf, index: IntValue<'ctx>, v: V<'ctx>) -> Result<(), Fail> {
         let (p, dtype) = self.element_ptr(buf, index)?;
-        let raw = self.to_storage(v, dtype)?;
+        let raw = self.narrow_to_storage(v, dtype)?;
         let st = self.b.build_store(p, raw)?;
-        st.set_alignment(dtype.size_bytes() as u32).map_err(Fail::msg)?;
+        st.set_alignment(dtype.size_bytes() as u32)
+            .map_err(Fail::msg)?;
         Ok(())
     }
 
-    pub fn intrinsic(&self, name: &str, types: &[BasicTypeEnum<'ctx>], args: &[V<'ctx>]) -> Result<V<'ctx>, Fail> {
+    pub fn intrinsic(
+        &self,
+        name: &str,
+        types: &[BasicTypeEnum<'ctx>],
+        args: &[V<'ctx>],
+    ) -> Result<V<'ctx>, Fail> {
         let f = Intrinsic::find(name)
             .and_then(|i| i.get_declaration(self.module, types))
             .ok_or_else(|| Fail(format!("LLVM has no intrinsic {name}")))?;
@@ -201,9 +248,15 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     pub fn splat(&mut self, v: V<'ctx>, lanes: u32) -> Result<V<'ctx>, Fail> {
         let vt = vec_of(v.get_type(), lanes).into_vector_type();
         let i32t = self.ctx.i32_type();
-        let one = self.b.build_insert_element(vt.get_poison(), v, i32t.const_zero(), "s")?;
-        let mask = inkwell::types::VectorType::const_vector(&vec![i32t.const_zero(); lanes as usize]);
-        Ok(self.b.build_shuffle_vector(one, vt.get_poison(), mask, "splat")?.into())
+        let one = self
+            .b
+            .build_insert_element(vt.get_poison(), v, i32t.const_zero(), "s")?;
+        let mask =
+            inkwell::types::VectorType::const_vector(&vec![i32t.const_zero(); lanes as usize]);
+        Ok(self
+            .b
+            .build_shuffle_vector(one, vt.get_poison(), mask, "splat")?
+            .into())
     }
 
     /// An integer constant of `v`'s type (scalar or splatted vector).
@@ -237,12 +290,24 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     pub fn expr(&mut self, e: &Expr) -> Result<V<'ctx>, Fail> {
         Ok(match e {
             Expr::Lit(Lit::F32(v)) => self.ctx.f32_type().const_float(*v as f64).into(),
-            Expr::Lit(Lit::I32(v)) => self.ctx.i32_type().const_int(*v as u32 as u64, false).into(),
+            Expr::Lit(Lit::I32(v)) => self
+                .ctx
+                .i32_type()
+                .const_int(*v as u32 as u64, false)
+                .into(),
             Expr::Lit(Lit::I64(v)) => self.ctx.i64_type().const_int(*v as u64, true).into(),
             Expr::Lit(Lit::Bool(v)) => self.ctx.bool_type().const_int(*v as u64, false).into(),
             Expr::Var(v) => self.read_var(*v)?,
-            Expr::Dim(d) => (*self.dims.get(*d as usize).ok_or_else(|| Fail(format!("dim{d} not loaded")))?).into(),
-            Expr::GridIdx(g) => (*self.grid.get(*g as usize).ok_or_else(|| Fail(format!("grid axis {g} out of range")))?).into(),
+            Expr::Dim(d) => (*self
+                .dims
+                .get(*d as usize)
+                .ok_or_else(|| Fail(format!("dim{d} not loaded")))?)
+            .into(),
+            Expr::GridIdx(g) => (*self
+                .grid
+                .get(*g as usize)
+                .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?)
+            .into(),
             Expr::Load { buf, index, lanes } => {
                 let i = self.expr(index)?.into_int_value();
                 self.load(*buf, i, *lanes)?
@@ -252,17 +317,29 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.splat(v, *lanes as u32)?
             }
             Expr::Lanes(xs) => {
-                let vals = xs.iter().map(|x| self.expr(x)).collect::<Result<Vec<_>, _>>()?;
+                let vals = xs
+                    .iter()
+                    .map(|x| self.expr(x))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let vt = vec_of(vals[0].get_type(), vals.len() as u32).into_vector_type();
                 let mut acc = vt.get_poison();
                 for (l, v) in vals.into_iter().enumerate() {
-                    acc = self.b.build_insert_element(acc, v, self.ctx.i32_type().const_int(l as u64, false), "lane")?;
+                    acc = self.b.build_insert_element(
+                        acc,
+                        v,
+                        self.ctx.i32_type().const_int(l as u64, false),
+                        "lane",
+                    )?;
                 }
                 acc.into()
             }
             Expr::Extract { vector, lane } => {
                 let v = self.expr(vector)?.into_vector_value();
-                self.b.build_extract_element(v, self.ctx.i32_type().const_int(*lane as u64, false), "x")?
+                self.b.build_extract_element(
+                    v,
+                    self.ctx.i32_type().const_int(*lane as u64, false),
+                    "x",
+                )?
             }
             Expr::Unary(op, a) => {
                 let x = self.expr(a)?;
@@ -286,7 +363,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 match cv {
                     BasicValueEnum::IntValue(ci) => self.b.build_select(ci, y, x, "sel")?,
                     BasicValueEnum::VectorValue(cv) => self.b.build_select(cv, y, x, "sel")?,
-                    other => return Err(Fail(format!("select condition of type {}", other.get_type()))),
+                    other => {
+                        return Err(Fail(format!(
+                            "select condition of type {}",
+                            other.get_type()
+                        )))
+                    }
                 }
             }
             Expr::Cast(to, a) => {
@@ -313,7 +395,9 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                         let start = self.ctx.f32_type().const_float(-0.0).into();
                         self.intrinsic("llvm.vector.reduce.fadd", &[x.get_type()], &[start, x])?
                     }
-                    RedOp::Max => self.intrinsic("llvm.vector.reduce.fmax", &[x.get_type()], &[x])?,
+                    RedOp::Max => {
+                        self.intrinsic("llvm.vector.reduce.fmax", &[x.get_type()], &[x])?
+                    }
                 }
             }
             Expr::Let { var, value, body } => {
@@ -341,7 +425,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.intrinsic("llvm.abs", &[x.get_type()], &[x, f])?
             }
             (UOp::Sqrt, _) => self.intrinsic("llvm.sqrt", &[x.get_type()], &[x])?,
-            (other, _) => return Err(Fail(format!("{other:?} must be expanded by kernel::math before codegen"))),
+            (other, _) => {
+                return Err(Fail(format!(
+                    "{other:?} must be expanded by kernel::math before codegen"
+                )))
+            }
         })
     }
 
@@ -392,8 +480,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 Cmp::Ge => FloatPredicate::OGE,
             };
             return Ok(match (x, y) {
-                (BasicValueEnum::FloatValue(a), BasicValueEnum::FloatValue(b)) => self.b.build_float_compare(p, a, b, "fc")?.into(),
-                (BasicValueEnum::VectorValue(a), BasicValueEnum::VectorValue(b)) => self.b.build_float_compare(p, a, b, "fc")?.into(),
+                (BasicValueEnum::FloatValue(a), BasicValueEnum::FloatValue(b)) => {
+                    self.b.build_float_compare(p, a, b, "fc")?.into()
+                }
+                (BasicValueEnum::VectorValue(a), BasicValueEnum::VectorValue(b)) => {
+                    self.b.build_float_compare(p, a, b, "fc")?.into()
+                }
                 _ => return Err(Fail("compare of mismatched operands".into())),
             });
         }
@@ -406,8 +498,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             Cmp::Ge => IntPredicate::SGE,
         };
         Ok(match (x, y) {
-            (BasicValueEnum::IntValue(a), BasicValueEnum::IntValue(b)) => self.b.build_int_compare(p, a, b, "ic")?.into(),
-            (BasicValueEnum::VectorValue(a), BasicValueEnum::VectorValue(b)) => self.b.build_int_compare(p, a, b, "ic")?.into(),
+            (BasicValueEnum::IntValue(a), BasicValueEnum::IntValue(b)) => {
+                self.b.build_int_compare(p, a, b, "ic")?.into()
+            }
+            (BasicValueEnum::VectorValue(a), BasicValueEnum::VectorValue(b)) => {
+                self.b.build_int_compare(p, a, b, "ic")?.into()
+            }
             _ => return Err(Fail("compare of mismatched operands".into())),
         })
     }
@@ -435,13 +531,25 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.compare(Cmp::Ne, x, z)?
             }
             (Elem::F32, false, Some(1)) => match x {
-                BasicValueEnum::IntValue(i) => self.b.build_unsigned_int_to_float(i, ty.into_float_type(), "u2f")?.into(),
-                BasicValueEnum::VectorValue(v) => self.b.build_unsigned_int_to_float(v, ty.into_vector_type(), "u2f")?.into(),
+                BasicValueEnum::IntValue(i) => self
+                    .b
+                    .build_unsigned_int_to_float(i, ty.into_float_type(), "u2f")?
+                    .into(),
+                BasicValueEnum::VectorValue(v) => self
+                    .b
+                    .build_unsigned_int_to_float(v, ty.into_vector_type(), "u2f")?
+                    .into(),
                 _ => unreachable!(),
             },
             (Elem::F32, false, _) => match x {
-                BasicValueEnum::IntValue(i) => self.b.build_signed_int_to_float(i, ty.into_float_type(), "i2f")?.into(),
-                BasicValueEnum::VectorValue(v) => self.b.build_signed_int_to_float(v, ty.into_vector_type(), "i2f")?.into(),
+                BasicValueEnum::IntValue(i) => self
+                    .b
+                    .build_signed_int_to_float(i, ty.into_float_type(), "i2f")?
+                    .into(),
+                BasicValueEnum::VectorValue(v) => self
+                    .b
+                    .build_signed_int_to_float(v, ty.into_vector_type(), "i2f")?
+                    .into(),
                 _ => unreachable!(),
             },
             // Saturating: NaN -> 0 and out-of-range -> the nearest bound, as the interpreter.
@@ -450,12 +558,30 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let want = if to == Elem::I64 { 64 } else { 32 };
                 match (x, bits.cmp(&want)) {
                     (_, std::cmp::Ordering::Equal) => x,
-                    (BasicValueEnum::IntValue(i), std::cmp::Ordering::Less) if bits == 1 => self.b.build_int_z_extend(i, ty.into_int_type(), "z")?.into(),
-                    (BasicValueEnum::IntValue(i), std::cmp::Ordering::Less) => self.b.build_int_s_extend(i, ty.into_int_type(), "s")?.into(),
-                    (BasicValueEnum::IntValue(i), _) => self.b.build_int_truncate(i, ty.into_int_type(), "t")?.into(),
-                    (BasicValueEnum::VectorValue(v), std::cmp::Ordering::Less) if bits == 1 => self.b.build_int_z_extend(v, ty.into_vector_type(), "z")?.into(),
-                    (BasicValueEnum::VectorValue(v), std::cmp::Ordering::Less) => self.b.build_int_s_extend(v, ty.into_vector_type(), "s")?.into(),
-                    (BasicValueEnum::VectorValue(v), _) => self.b.build_int_truncate(v, ty.into_vector_type(), "t")?.into(),
+                    (BasicValueEnum::IntValue(i), std::cmp::Ordering::Less) if bits == 1 => self
+                        .b
+                        .build_int_z_extend(i, ty.into_int_type(), "z")?
+                        .into(),
+                    (BasicValueEnum::IntValue(i), std::cmp::Ordering::Less) => self
+                        .b
+                        .build_int_s_extend(i, ty.into_int_type(), "s")?
+                        .into(),
+                    (BasicValueEnum::IntValue(i), _) => self
+                        .b
+                        .build_int_truncate(i, ty.into_int_type(), "t")?
+                        .into(),
+                    (BasicValueEnum::VectorValue(v), std::cmp::Ordering::Less) if bits == 1 => self
+                        .b
+                        .build_int_z_extend(v, ty.into_vector_type(), "z")?
+                        .into(),
+                    (BasicValueEnum::VectorValue(v), std::cmp::Ordering::Less) => self
+                        .b
+                        .build_int_s_extend(v, ty.into_vector_type(), "s")?
+                        .into(),
+                    (BasicValueEnum::VectorValue(v), _) => self
+                        .b
+                        .build_int_truncate(v, ty.into_vector_type(), "t")?
+                        .into(),
                     _ => return Err(Fail("cast of a non-numeric value".into())),
                 }
             }
@@ -482,4 +608,3 @@ pub fn vec_of(elem: BasicTypeEnum<'_>, lanes: u32) -> BasicTypeEnum<'_> {
         other => other,
     }
 }
-

@@ -17,48 +17,71 @@ use kiln_compiler::kernel::{map_exprs, Expr, Kernel, LoopKind, RedOp, Stmt};
 use kiln_compiler::CpuDesc;
 use std::collections::HashMap;
 
-pub fn emit_kernel<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuDesc) -> Result<(), String> {
+pub fn emit_kernel<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    k: &Kernel,
+    desc: &CpuDesc,
+) -> Result<(), String> {
     emit(ctx, module, k, desc).map_err(|Fail(m)| m)
 }
 
-fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuDesc) -> Result<(), Fail> {
+fn emit<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    k: &Kernel,
+    desc: &CpuDesc,
+) -> Result<(), Fail> {
     let ptr = ctx.ptr_type(AddressSpace::default());
     let i64t = ctx.i64_type();
     let void = ctx.void_type();
 
     let mut impl_params: Vec<BasicMetadataTypeEnum> = k.args.iter().map(|_| ptr.into()).collect();
     impl_params.extend::<[BasicMetadataTypeEnum; 3]>([ptr.into(), i64t.into(), i64t.into()]);
-    let impl_fn = module.add_function(&format!("{}_body", k.name), void.fn_type(&impl_params, false), Some(Linkage::Private));
+    let impl_fn = module.add_function(
+        &format!("{}_body", k.name),
+        void.fn_type(&impl_params, false),
+        Some(Linkage::Private),
+    );
     let noalias = ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
     for p in 0..=k.args.len() {
         impl_fn.add_attribute(AttributeLoc::Param(p as u32), noalias);
     }
-    impl_fn.add_attribute(AttributeLoc::Function, ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("alwaysinline"), 0));
-    for f in [impl_fn] {
-        f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-cpu", &desc.llvm_cpu));
-        if !desc.features.is_empty() {
-            f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-features", &desc.features));
-        }
-    }
+    impl_fn.add_attribute(
+        AttributeLoc::Function,
+        ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("alwaysinline"), 0),
+    );
+    cpu_attributes(ctx, impl_fn, desc);
 
     // Exported wrapper: unpack `args[i]` and call the body.
-    let wrapper = module.add_function(&crate::symbol_name(&k.name), void.fn_type(&[ptr.into(), ptr.into(), i64t.into(), i64t.into()], false), None);
-    wrapper.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-cpu", &desc.llvm_cpu));
-    if !desc.features.is_empty() {
-        wrapper.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-features", &desc.features));
-    }
+    let wrapper = module.add_function(
+        &crate::symbol_name(&k.name),
+        void.fn_type(&[ptr.into(), ptr.into(), i64t.into(), i64t.into()], false),
+        None,
+    );
+    cpu_attributes(ctx, wrapper, desc);
     let b = ctx.create_builder();
     let entry = ctx.append_basic_block(wrapper, "entry");
     b.position_at_end(entry);
-    let args_ptr = wrapper.get_nth_param(0).ok_or_else(|| Fail::msg("wrapper params"))?.into_pointer_value();
+    let args_ptr = wrapper
+        .get_nth_param(0)
+        .ok_or_else(|| Fail::msg("wrapper params"))?
+        .into_pointer_value();
     let mut call_args: Vec<BasicMetadataValueEnum> = Vec::new();
     for a in 0..k.args.len() {
         // SAFETY of the generated code: the runtime passes one pointer per kernel argument.
-        let slot = unsafe { b.build_in_bounds_gep(ptr, args_ptr, &[i64t.const_int(a as u64, false)], "argp")? };
+        let slot = unsafe {
+            b.build_in_bounds_gep(ptr, args_ptr, &[i64t.const_int(a as u64, false)], "argp")?
+        };
         call_args.push(b.build_load(ptr, slot, "arg")?.into());
     }
     for p in 1..4 {
-        call_args.push(wrapper.get_nth_param(p).ok_or_else(|| Fail::msg("wrapper params"))?.into());
+        call_args.push(
+            wrapper
+                .get_nth_param(p)
+                .ok_or_else(|| Fail::msg("wrapper params"))?
+                .into(),
+        );
     }
     b.build_call(impl_fn, &call_args, "")?;
     b.build_return(None)?;
@@ -66,12 +89,30 @@ fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuD
     // The body.
     let entry = ctx.append_basic_block(impl_fn, "entry");
     b.position_at_end(entry);
-    let param = |i: usize| impl_fn.get_nth_param(i as u32).ok_or_else(|| Fail::msg("body params"));
-    let bufs = (0..k.args.len()).map(|i| param(i).map(|p| p.into_pointer_value())).collect::<Result<Vec<_>, _>>()?;
+    let param = |i: usize| {
+        impl_fn
+            .get_nth_param(i as u32)
+            .ok_or_else(|| Fail::msg("body params"))
+    };
+    let bufs = (0..k.args.len())
+        .map(|i| param(i).map(|p| p.into_pointer_value()))
+        .collect::<Result<Vec<_>, _>>()?;
     let dims_ptr = param(k.args.len())?.into_pointer_value();
     let begin = param(k.args.len() + 1)?.into_int_value();
     let end = param(k.args.len() + 2)?.into_int_value();
-    let mut em = Emitter { ctx, module, b, func: impl_fn, k, bufs, locals: Vec::new(), dims: Vec::new(), grid: Vec::new(), lets: HashMap::new(), vars: HashMap::new() };
+    let mut em = Emitter {
+        ctx,
+        module,
+        b,
+        func: impl_fn,
+        k,
+        bufs,
+        locals: Vec::new(),
+        dims: Vec::new(),
+        grid: Vec::new(),
+        lets: HashMap::new(),
+        vars: HashMap::new(),
+    };
     for l in &k.locals {
         let ty = super::expr::storage_type(ctx, l.dtype);
         let arr = ty.array_type(l.len);
@@ -83,10 +124,17 @@ fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuD
     }
     for d in 0..=max_dim(k) {
         // SAFETY of the generated code: the runtime passes every symbol of the plan.
-        let at = unsafe { em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")? };
-        em.dims.push(em.b.build_load(i64t, at, "dim")?.into_int_value());
+        let at = unsafe {
+            em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")?
+        };
+        em.dims
+            .push(em.b.build_load(i64t, at, "dim")?.into_int_value());
     }
-    let extents = k.grid.iter().map(|g| em.expr(g).map(|v| v.into_int_value())).collect::<Result<Vec<_>, _>>()?;
+    let extents = k
+        .grid
+        .iter()
+        .map(|g| em.expr(g).map(|v| v.into_int_value()))
+        .collect::<Result<Vec<_>, _>>()?;
     let count = em.b.build_int_sub(end, begin, "count")?;
     em.counted_loop(count, &mut |em, it| {
         let flat = em.b.build_int_add(begin, it, "flat")?;
@@ -95,6 +143,24 @@ fn emit<'ctx>(ctx: &'ctx Context, module: &Module<'ctx>, k: &Kernel, desc: &CpuD
     })?;
     em.b.build_return(None)?;
     Ok(())
+}
+
+/// Tells LLVM which CPU both functions are for (inlining needs them to agree).
+fn cpu_attributes<'ctx>(
+    ctx: &'ctx Context,
+    f: inkwell::values::FunctionValue<'ctx>,
+    desc: &CpuDesc,
+) {
+    f.add_attribute(
+        AttributeLoc::Function,
+        ctx.create_string_attribute("target-cpu", &desc.llvm_cpu),
+    );
+    if !desc.features.is_empty() {
+        f.add_attribute(
+            AttributeLoc::Function,
+            ctx.create_string_attribute("target-features", &desc.features),
+        );
+    }
 }
 
 /// Highest `Expr::Dim` index read by the kernel (its grid included), or -1 as 0 loads.
@@ -117,7 +183,11 @@ fn max_dim(k: &Kernel) -> i64 {
     m
 }
 
-fn decompose<'ctx>(em: &mut Emitter<'_, 'ctx>, flat: IntValue<'ctx>, extents: &[IntValue<'ctx>]) -> Result<Vec<IntValue<'ctx>>, Fail> {
+fn decompose<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    flat: IntValue<'ctx>,
+    extents: &[IntValue<'ctx>],
+) -> Result<Vec<IntValue<'ctx>>, Fail> {
     let mut idx = vec![flat; extents.len()];
     let mut rest = flat;
     for g in (0..extents.len()).rev() {
@@ -157,7 +227,13 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             let v = em.expr(value)?;
             em.store(*buf, i, v)?;
         }
-        Stmt::Loop { var, extent, kind, body, .. } => {
+        Stmt::Loop {
+            var,
+            extent,
+            kind,
+            body,
+            ..
+        } => {
             let n = em.expr(extent)?.into_int_value();
             // Unroll loops are left to LLVM's unroller, which sees their literal extents.
             let _: &LoopKind = kind;
@@ -166,7 +242,14 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
                 stmts(em, body)
             })?;
         }
-        Stmt::Reduce { acc, op, var, extent, value, .. } => {
+        Stmt::Reduce {
+            acc,
+            op,
+            var,
+            extent,
+            value,
+            ..
+        } => {
             // Scalar form: vector reductions were rewritten by the vectorize pass.
             let init = match op {
                 RedOp::Sum => em.ctx.f32_type().const_float(0.0),
@@ -182,7 +265,11 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
                 em.assign(*acc, r)
             })?;
         }
-        Stmt::If { cond, then, otherwise } => {
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => {
             let c = em.expr(cond)?.into_int_value();
             let (bt, be, bj) = (em.block("then"), em.block("else"), em.block("join"));
             em.b.build_conditional_branch(c, bt, be)?;
@@ -197,4 +284,3 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
     }
     Ok(())
 }
-

@@ -9,7 +9,10 @@ mod function;
 use crate::{link, Backend, CodegenError};
 use inkwell::context::Context;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple};
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target as LlvmTarget, TargetMachine,
+    TargetTriple,
+};
 use inkwell::OptimizationLevel;
 use kiln_compiler::kernel::Kernel;
 use kiln_compiler::{CpuDesc, Target};
@@ -18,20 +21,29 @@ pub struct LlvmBackend;
 
 /// The host CPU's LLVM name and feature string, for `cpu:native`.
 pub fn host_cpu() -> (String, String) {
-    (TargetMachine::get_host_cpu_name().to_string(), TargetMachine::get_host_cpu_features().to_string())
+    (
+        TargetMachine::get_host_cpu_name().to_string(),
+        TargetMachine::get_host_cpu_features().to_string(),
+    )
 }
 
 fn desc_for(target: &Target) -> Result<CpuDesc, CodegenError> {
     let (cpu, feats) = host_cpu();
-    target.cpu_desc(Some((&cpu, &feats))).ok_or_else(|| CodegenError::Unsupported {
-        backend: "llvm",
-        target: target.to_string(),
-        why: "this build's LLVM backend emits cpu: targets only".into(),
-    })
+    target
+        .cpu_desc(Some((&cpu, &feats)))
+        .ok_or_else(|| CodegenError::Unsupported {
+            backend: "llvm",
+            target: target.to_string(),
+            why: "this build's LLVM backend emits cpu: targets only".into(),
+        })
 }
 
 fn machine(desc: &CpuDesc, target: &Target) -> Result<TargetMachine, CodegenError> {
-    let unsupported = |why: String| CodegenError::Unsupported { backend: "llvm", target: target.to_string(), why };
+    let unsupported = |why: String| CodegenError::Unsupported {
+        backend: "llvm",
+        target: target.to_string(),
+        why,
+    };
     // LLVM's target registry is global and not safe to initialise from two threads at once.
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
@@ -41,7 +53,14 @@ fn machine(desc: &CpuDesc, target: &Target) -> Result<TargetMachine, CodegenErro
     let triple = TargetTriple::create(desc.triple);
     let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
     llvm_target
-        .create_target_machine(&triple, &desc.llvm_cpu, &desc.features, OptimizationLevel::Aggressive, RelocMode::PIC, CodeModel::Default)
+        .create_target_machine(
+            &triple,
+            &desc.llvm_cpu,
+            &desc.features,
+            OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
         .ok_or_else(|| unsupported(format!("LLVM does not know CPU `{}`", desc.llvm_cpu)))
 }
 
@@ -64,19 +83,35 @@ impl Backend for LlvmBackend {
         module.set_triple(&tm.get_triple());
         module.set_data_layout(&tm.get_target_data().get_data_layout());
         for k in kernels {
-            function::emit_kernel(&ctx, &module, k, &desc).map_err(|msg| CodegenError::Kernel { kernel: k.name.clone(), target: target.to_string(), msg })?;
+            function::emit_kernel(&ctx, &module, k, &desc).map_err(|msg| CodegenError::Kernel {
+                kernel: k.name.clone(),
+                target: target.to_string(),
+                msg,
+            })?;
         }
-        module.verify().map_err(|e| CodegenError::Kernel { kernel: "(module)".into(), target: target.to_string(), msg: format!("LLVM verifier: {e}") })?;
+        module.verify().map_err(|e| CodegenError::Kernel {
+            kernel: "(module)".into(),
+            target: target.to_string(),
+            msg: format!("LLVM verifier: {e}"),
+        })?;
         let opts = PassBuilderOptions::create();
         module
             .run_passes("default<O3>", &tm, opts)
-            .map_err(|e| CodegenError::Kernel { kernel: "(module)".into(), target: target.to_string(), msg: format!("optimisation: {e}") })?;
+            .map_err(|e| CodegenError::Kernel {
+                kernel: "(module)".into(),
+                target: target.to_string(),
+                msg: format!("optimisation: {e}"),
+            })?;
         if let Ok(path) = std::env::var("KILN_DUMP_LLVM") {
             let _ = module.print_to_file(std::path::Path::new(&path));
         }
         let obj = tm
             .write_to_memory_buffer(&module, FileType::Object)
-            .map_err(|e| CodegenError::Kernel { kernel: "(module)".into(), target: target.to_string(), msg: format!("emitting object: {e}") })?;
+            .map_err(|e| CodegenError::Kernel {
+                kernel: "(module)".into(),
+                target: target.to_string(),
+                msg: format!("emitting object: {e}"),
+            })?;
         link::link_shared(obj.as_slice(), &target.to_string())
     }
 }

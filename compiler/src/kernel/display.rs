@@ -36,17 +36,45 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
             Stmt::Decl { var, init } => writeln!(out, "{pad}var v{var} = {init}")?,
             Stmt::Assign { var, value } => writeln!(out, "{pad}v{var} = {value}")?,
             Stmt::Store { buf, index, value } => writeln!(out, "{pad}{buf}[{index}] = {value}")?,
-            Stmt::Loop { var, extent, kind, vector, body } => {
-                let v = if *vector > 1 { format!(" x{vector}") } else { String::new() };
+            Stmt::Loop {
+                var,
+                extent,
+                kind,
+                vector,
+                body,
+            } => {
+                let v = if *vector > 1 {
+                    format!(" x{vector}")
+                } else {
+                    String::new()
+                };
                 writeln!(out, "{pad}{kind:?}{v} v{var} in 0..{extent} {{")?;
                 write_stmts(out, body, depth + 1)?;
                 writeln!(out, "{pad}}}")?;
             }
-            Stmt::Reduce { acc, op, var, extent, value, vector } => {
-                let v = if *vector > 1 { format!(" x{vector}") } else { String::new() };
-                writeln!(out, "{pad}v{acc} = reduce_{op:?}{v} v{var} in 0..{extent}: {value}")?;
+            Stmt::Reduce {
+                acc,
+                op,
+                var,
+                extent,
+                value,
+                vector,
+            } => {
+                let v = if *vector > 1 {
+                    format!(" x{vector}")
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "{pad}v{acc} = reduce_{op:?}{v} v{var} in 0..{extent}: {value}"
+                )?;
             }
-            Stmt::If { cond, then, otherwise } => {
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 writeln!(out, "{pad}if {cond} {{")?;
                 write_stmts(out, then, depth + 1)?;
                 if !otherwise.is_empty() {

@@ -17,10 +17,22 @@ pub struct VType {
 }
 
 impl VType {
-    pub const F32: VType = VType { elem: Elem::F32, lanes: 1 };
-    pub const I32: VType = VType { elem: Elem::I32, lanes: 1 };
-    pub const I64: VType = VType { elem: Elem::I64, lanes: 1 };
-    pub const BOOL: VType = VType { elem: Elem::Bool, lanes: 1 };
+    pub const F32: VType = VType {
+        elem: Elem::F32,
+        lanes: 1,
+    };
+    pub const I32: VType = VType {
+        elem: Elem::I32,
+        lanes: 1,
+    };
+    pub const I64: VType = VType {
+        elem: Elem::I64,
+        lanes: 1,
+    };
+    pub const BOOL: VType = VType {
+        elem: Elem::Bool,
+        lanes: 1,
+    };
 
     pub fn with_lanes(self, lanes: u8) -> VType {
         VType { lanes, ..self }
@@ -129,8 +141,15 @@ pub enum Expr {
     /// This point's index along grid axis `i` (an i64).
     GridIdx(u32),
     /// `lanes` consecutive elements starting at `index` (in elements).
-    Load { buf: Buf, index: Box<Expr>, lanes: u8 },
-    Splat { value: Box<Expr>, lanes: u8 },
+    Load {
+        buf: Buf,
+        index: Box<Expr>,
+        lanes: u8,
+    },
+    Splat {
+        value: Box<Expr>,
+        lanes: u8,
+    },
     /// A vector built lane by lane from scalars (gathers, strided reads).
     Lanes(Vec<Expr>),
     Unary(UOp, Box<Expr>),
@@ -143,12 +162,19 @@ pub enum Expr {
     /// Reinterpret bits between f32 and i32 of the same lane count.
     Bitcast(Elem, Box<Expr>),
     /// One lane of a vector.
-    Extract { vector: Box<Expr>, lane: u8 },
+    Extract {
+        vector: Box<Expr>,
+        lane: u8,
+    },
     /// Horizontal reduction of a vector to a scalar.
     ReduceLanes(RedOp, Box<Expr>),
     /// `let var = value in body`: names a value used several times in `body` (the
     /// expansions of transcendental ops read their argument more than once).
-    Let { var: VarId, value: Box<Expr>, body: Box<Expr> },
+    Let {
+        var: VarId,
+        value: Box<Expr>,
+        body: Box<Expr>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,17 +190,47 @@ pub enum LoopKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Stmt {
     /// Binds an immutable value.
-    Let { var: VarId, value: Expr },
+    Let {
+        var: VarId,
+        value: Expr,
+    },
     /// Declares a mutable variable.
-    Decl { var: VarId, init: Expr },
-    Assign { var: VarId, value: Expr },
-    Store { buf: Buf, index: Expr, value: Expr },
+    Decl {
+        var: VarId,
+        init: Expr,
+    },
+    Assign {
+        var: VarId,
+        value: Expr,
+    },
+    Store {
+        buf: Buf,
+        index: Expr,
+        value: Expr,
+    },
     /// `for var in 0..extent` (i64 induction variable).
-    Loop { var: VarId, extent: Expr, kind: LoopKind, vector: u8, body: Vec<Stmt> },
+    Loop {
+        var: VarId,
+        extent: Expr,
+        kind: LoopKind,
+        vector: u8,
+        body: Vec<Stmt>,
+    },
     /// `acc = op over var in 0..extent of value`, an f32 scalar visible after the statement.
     /// `vector` is the lane count the CPU schedule asks for (1 = scalar).
-    Reduce { acc: VarId, op: RedOp, var: VarId, extent: Expr, value: Expr, vector: u8 },
-    If { cond: Expr, then: Vec<Stmt>, otherwise: Vec<Stmt> },
+    Reduce {
+        acc: VarId,
+        op: RedOp,
+        var: VarId,
+        extent: Expr,
+        value: Expr,
+        vector: u8,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        otherwise: Vec<Stmt>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,7 +276,9 @@ pub fn visit_stmts(stmts: &[Stmt], f: &mut impl FnMut(&Stmt)) {
         f(s);
         match s {
             Stmt::Loop { body, .. } => visit_stmts(body, f),
-            Stmt::If { then, otherwise, .. } => {
+            Stmt::If {
+                then, otherwise, ..
+            } => {
                 visit_stmts(then, f);
                 visit_stmts(otherwise, f);
             }
@@ -237,7 +295,9 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
     };
     for s in stmts {
         match s {
-            Stmt::Let { value, .. } | Stmt::Decl { init: value, .. } | Stmt::Assign { value, .. } => take(value, f),
+            Stmt::Let { value, .. }
+            | Stmt::Decl { init: value, .. }
+            | Stmt::Assign { value, .. } => take(value, f),
             Stmt::Store { index, value, .. } => {
                 take(index, f);
                 take(value, f);
@@ -250,7 +310,11 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
                 take(extent, f);
                 take(value, f);
             }
-            Stmt::If { cond, then, otherwise } => {
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 take(cond, f);
                 map_exprs(then, f);
                 map_exprs(otherwise, f);
@@ -263,8 +327,15 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
 pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
     let r = |x: Box<Expr>, f: &mut dyn FnMut(Expr) -> Expr| Box::new(rewrite_dyn(*x, f));
     let e = match e {
-        Expr::Load { buf, index, lanes } => Expr::Load { buf, index: r(index, f), lanes },
-        Expr::Splat { value, lanes } => Expr::Splat { value: r(value, f), lanes },
+        Expr::Load { buf, index, lanes } => Expr::Load {
+            buf,
+            index: r(index, f),
+            lanes,
+        },
+        Expr::Splat { value, lanes } => Expr::Splat {
+            value: r(value, f),
+            lanes,
+        },
         Expr::Lanes(v) => Expr::Lanes(v.into_iter().map(|x| rewrite_dyn(x, f)).collect()),
         Expr::Unary(op, a) => Expr::Unary(op, r(a, f)),
         Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
@@ -274,8 +345,15 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::Cast(t, a) => Expr::Cast(t, r(a, f)),
         Expr::Bitcast(t, a) => Expr::Bitcast(t, r(a, f)),
         Expr::ReduceLanes(op, a) => Expr::ReduceLanes(op, r(a, f)),
-        Expr::Extract { vector, lane } => Expr::Extract { vector: r(vector, f), lane },
-        Expr::Let { var, value, body } => Expr::Let { var, value: r(value, f), body: r(body, f) },
+        Expr::Extract { vector, lane } => Expr::Extract {
+            vector: r(vector, f),
+            lane,
+        },
+        Expr::Let { var, value, body } => Expr::Let {
+            var,
+            value: r(value, f),
+            body: r(body, f),
+        },
         leaf @ (Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_)) => leaf,
     };
     f(e)
@@ -365,19 +443,34 @@ pub mod e {
         Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
     }
     pub fn load(buf: Buf, index: Expr) -> Expr {
-        Expr::Load { buf, index: Box::new(index), lanes: 1 }
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+            lanes: 1,
+        }
     }
     pub fn load_vec(buf: Buf, index: Expr, lanes: u8) -> Expr {
-        Expr::Load { buf, index: Box::new(index), lanes }
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+            lanes,
+        }
     }
     pub fn let_in(var: VarId, value: Expr, body: Expr) -> Expr {
-        Expr::Let { var, value: Box::new(value), body: Box::new(body) }
+        Expr::Let {
+            var,
+            value: Box::new(value),
+            body: Box::new(body),
+        }
     }
     pub fn splat(value: Expr, lanes: u8) -> Expr {
         if lanes == 1 {
             value
         } else {
-            Expr::Splat { value: Box::new(value), lanes }
+            Expr::Splat {
+                value: Box::new(value),
+                lanes,
+            }
         }
     }
 }

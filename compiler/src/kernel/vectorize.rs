@@ -16,7 +16,11 @@ const UNROLL: i64 = 4;
 
 pub fn vectorize_kernel(k: &mut Kernel) {
     let mut next = k.next_var;
-    let cx = Cx { bufs: k.args.iter().map(|a| a.dtype).collect(), locals: k.locals.iter().map(|l| l.dtype).collect(), vars: Default::default() };
+    let cx = Cx {
+        bufs: k.args.iter().map(|a| a.dtype).collect(),
+        locals: k.locals.iter().map(|l| l.dtype).collect(),
+        vars: Default::default(),
+    };
     let body = std::mem::take(&mut k.body);
     k.body = vectorize_stmts(&cx, body, &mut next);
     k.next_var = next;
@@ -53,20 +57,51 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
         *next - 1
     };
     match s {
-        Stmt::Loop { var, extent, kind: LoopKind::Map, vector, body } if vector > 1 && body_is_simple(&body, var) => {
+        Stmt::Loop {
+            var,
+            extent,
+            kind: LoopKind::Map,
+            vector,
+            body,
+        } if vector > 1 && body_is_simple(&body, var) => {
             let w = vector as i64;
             let (groups, tail, base) = (fresh(), fresh(), fresh());
             let main_len = mul(div(extent.clone(), i(w)), i(w));
             let vec_vars = HashSet::from([var]);
-            let mut vbody = vec![Stmt::Let { var: base, value: mul(var_e(groups), i(w)) }];
-            vbody.extend(body.iter().map(|st| vector_stmt(cx, st, var, base, vector, &vec_vars)));
+            let mut vbody = vec![Stmt::Let {
+                var: base,
+                value: mul(var_e(groups), i(w)),
+            }];
+            vbody.extend(
+                body.iter()
+                    .map(|st| vector_stmt(cx, st, var, base, vector, &vec_vars)),
+            );
             let scalar_body = substitute_stmts(&body, var, &add(main_len.clone(), var_e(tail)));
             vec![
-                Stmt::Loop { var: groups, extent: div(extent.clone(), i(w)), kind: LoopKind::Serial, vector: 1, body: vbody },
-                Stmt::Loop { var: tail, extent: sub(extent, main_len), kind: LoopKind::Serial, vector: 1, body: scalar_body },
+                Stmt::Loop {
+                    var: groups,
+                    extent: div(extent.clone(), i(w)),
+                    kind: LoopKind::Serial,
+                    vector: 1,
+                    body: vbody,
+                },
+                Stmt::Loop {
+                    var: tail,
+                    extent: sub(extent, main_len),
+                    kind: LoopKind::Serial,
+                    vector: 1,
+                    body: scalar_body,
+                },
             ]
         }
-        Stmt::Reduce { acc, op, var, extent, value, vector } if vector > 1 => {
+        Stmt::Reduce {
+            acc,
+            op,
+            var,
+            extent,
+            value,
+            vector,
+        } if vector > 1 => {
             let w = vector as i64;
             let step = w * UNROLL;
             let (groups, tail, accs0) = (fresh(), fresh(), fresh());
@@ -80,16 +115,37 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
                 RedOp::Sum => bin(BOp::Add, a, b),
                 RedOp::Max => bin(BOp::Max, a, b),
             };
-            let mut out: Vec<Stmt> = accs.iter().map(|&a| Stmt::Decl { var: a, init: splat(identity.clone(), vector) }).collect();
+            let mut out: Vec<Stmt> = accs
+                .iter()
+                .map(|&a| Stmt::Decl {
+                    var: a,
+                    init: splat(identity.clone(), vector),
+                })
+                .collect();
             let mut body = Vec::new();
             for (u, &a) in accs.iter().enumerate() {
                 let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
                 let lanes = vector_expr(cx, &value, var, &start, vector, &HashSet::from([var]));
-                body.push(Stmt::Assign { var: a, value: combine(var_e(a), lanes) });
+                body.push(Stmt::Assign {
+                    var: a,
+                    value: combine(var_e(a), lanes),
+                });
             }
-            out.push(Stmt::Loop { var: groups, extent: div(extent.clone(), i(step)), kind: LoopKind::Serial, vector: 1, body });
-            let total = accs.iter().skip(1).fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
-            out.push(Stmt::Decl { var: acc, init: Expr::ReduceLanes(op, Box::new(total)) });
+            out.push(Stmt::Loop {
+                var: groups,
+                extent: div(extent.clone(), i(step)),
+                kind: LoopKind::Serial,
+                vector: 1,
+                body,
+            });
+            let total = accs
+                .iter()
+                .skip(1)
+                .fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
+            out.push(Stmt::Decl {
+                var: acc,
+                init: Expr::ReduceLanes(op, Box::new(total)),
+            });
             let main_len = mul(div(extent.clone(), i(step)), i(step));
             let tail_value = substitute(&value, var, &add(main_len.clone(), var_e(tail)));
             out.push(Stmt::Loop {
@@ -97,18 +153,41 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
                 extent: sub(extent, main_len),
                 kind: LoopKind::Serial,
                 vector: 1,
-                body: vec![Stmt::Assign { var: acc, value: combine(var_e(acc), tail_value) }],
+                body: vec![Stmt::Assign {
+                    var: acc,
+                    value: combine(var_e(acc), tail_value),
+                }],
             });
             out
         }
-        Stmt::Loop { var, extent, kind, vector, body } => {
+        Stmt::Loop {
+            var,
+            extent,
+            kind,
+            vector,
+            body,
+        } => {
             let body = vectorize_stmts(cx, body, next);
-            vec![Stmt::Loop { var, extent, kind, vector, body }]
+            vec![Stmt::Loop {
+                var,
+                extent,
+                kind,
+                vector,
+                body,
+            }]
         }
-        Stmt::If { cond, then, otherwise } => {
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => {
             let then = vectorize_stmts(cx, then, next);
             let otherwise = vectorize_stmts(cx, otherwise, next);
-            vec![Stmt::If { cond, then, otherwise }]
+            vec![Stmt::If {
+                cond,
+                then,
+                otherwise,
+            }]
         }
         other => vec![other],
     }
@@ -121,14 +200,33 @@ fn var_e(v: VarId) -> Expr {
 /// Only bodies of contiguous stores are vectorised (values name shared subexpressions
 /// with `Expr::Let`); anything else stays scalar, which is correct and merely slower.
 fn body_is_simple(body: &[Stmt], var: VarId) -> bool {
-    body.iter().all(|s| matches!(s, Stmt::Store { index, .. } if stride_of(index, var) == Some(1)))
+    body.iter()
+        .all(|s| matches!(s, Stmt::Store { index, .. } if stride_of(index, var) == Some(1)))
 }
 
-fn vector_stmt(cx: &Cx, s: &Stmt, var: VarId, base: VarId, lanes: u8, vec_vars: &HashSet<VarId>) -> Stmt {
-    let Stmt::Store { buf, index, value } = s else { unreachable!("body_is_simple admits only stores") };
+fn vector_stmt(
+    cx: &Cx,
+    s: &Stmt,
+    var: VarId,
+    base: VarId,
+    lanes: u8,
+    vec_vars: &HashSet<VarId>,
+) -> Stmt {
+    let Stmt::Store { buf, index, value } = s else {
+        unreachable!("body_is_simple admits only stores")
+    };
     let start = var_e(base);
-    let value = as_vector(vector_expr(cx, value, var, &start, lanes, vec_vars), value, vec_vars, lanes);
-    Stmt::Store { buf: *buf, index: substitute(index, var, &start), value }
+    let value = as_vector(
+        vector_expr(cx, value, var, &start, lanes, vec_vars),
+        value,
+        vec_vars,
+        lanes,
+    );
+    Stmt::Store {
+        buf: *buf,
+        index: substitute(index, var, &start),
+        value,
+    }
 }
 
 fn as_vector(x: Expr, orig: &Expr, vec_vars: &HashSet<VarId>, lanes: u8) -> Expr {
@@ -152,7 +250,14 @@ fn depends(x: &Expr, vec_vars: &HashSet<VarId>) -> bool {
 }
 
 /// The vector form of `x` for lanes `start + 0 .. start + lanes` of `var`.
-fn vector_expr(cx: &Cx, x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars: &HashSet<VarId>) -> Expr {
+fn vector_expr(
+    cx: &Cx,
+    x: &Expr,
+    var: VarId,
+    start: &Expr,
+    lanes: u8,
+    vec_vars: &HashSet<VarId>,
+) -> Expr {
     if !depends(x, vec_vars) {
         return x.clone();
     }
@@ -163,13 +268,19 @@ fn vector_expr(cx: &Cx, x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars:
     let index_math = |y: &Expr| cx.elem(y) == Some(Elem::I64);
     match x {
         Expr::Var(id) if *id != var => x.clone(),
-        Expr::Load { buf, index, lanes: 1 } if !depends(index, &(vec_vars - &HashSet::from([var]))) => match stride_of(index, var) {
+        Expr::Load {
+            buf,
+            index,
+            lanes: 1,
+        } if !depends(index, &(vec_vars - &HashSet::from([var]))) => match stride_of(index, var) {
             Some(0) => x.clone(),
             Some(1) => load_vec(*buf, substitute(index, var, start), lanes),
             _ => per_lane(x, var, start, lanes, vec_vars),
         },
         _ if index_math(x) => per_lane(x, var, start, lanes, vec_vars),
-        Expr::Cmp(_, a, _) | Expr::Cast(_, a) if index_math(a) => per_lane(x, var, start, lanes, vec_vars),
+        Expr::Cmp(_, a, _) | Expr::Cast(_, a) if index_math(a) => {
+            per_lane(x, var, start, lanes, vec_vars)
+        }
         Expr::Unary(op, a) => un(*op, vs(a)),
         Expr::Binary(op, a, b) => bin(*op, vs(a), vs(b)),
         Expr::Fma(a, b, c) => fma(vs(a), vs(b), vs(c)),
@@ -177,7 +288,11 @@ fn vector_expr(cx: &Cx, x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars:
         Expr::Cmp(c, a, b) => cmp(*c, vs(a), vs(b)),
         Expr::Cast(t, a) => cast(*t, vs(a)),
         Expr::Bitcast(t, a) => bitcast(*t, vs(a)),
-        Expr::Let { var: lv, value, body } => {
+        Expr::Let {
+            var: lv,
+            value,
+            body,
+        } => {
             let mut inner = vec_vars.clone();
             if depends(value, vec_vars) {
                 inner.insert(*lv);
@@ -203,7 +318,10 @@ fn per_lane(x: &Expr, var: VarId, start: &Expr, lanes: u8, vec_vars: &HashSet<Va
             .map(|l| {
                 rewrite_bottom_up(x.clone(), &mut |n| match n {
                     Expr::Var(v) if v == var => add(start.clone(), i(l as i64)),
-                    Expr::Var(v) if vec_vars.contains(&v) => Expr::Extract { vector: Box::new(Expr::Var(v)), lane: l },
+                    Expr::Var(v) if vec_vars.contains(&v) => Expr::Extract {
+                        vector: Box::new(Expr::Var(v)),
+                        lane: l,
+                    },
                     other => other,
                 })
             })
@@ -227,11 +345,18 @@ impl Cx {
             Expr::Lit(Lit::I64(_)) | Expr::Dim(_) | Expr::GridIdx(_) => Elem::I64,
             Expr::Lit(Lit::Bool(_)) | Expr::Cmp(..) => Elem::Bool,
             Expr::Var(v) => *self.vars.get(v)?,
-            Expr::Load { buf: Buf::Arg(b), .. } => Elem::of_storage(*self.bufs.get(*b as usize)?),
-            Expr::Load { buf: Buf::Local(b), .. } => Elem::of_storage(*self.locals.get(*b as usize)?),
+            Expr::Load {
+                buf: Buf::Arg(b), ..
+            } => Elem::of_storage(*self.bufs.get(*b as usize)?),
+            Expr::Load {
+                buf: Buf::Local(b), ..
+            } => Elem::of_storage(*self.locals.get(*b as usize)?),
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
             Expr::Fma(..) | Expr::ReduceLanes(..) => Elem::F32,
-            Expr::Unary(_, a) | Expr::Binary(_, a, _) | Expr::Select(_, a, _) | Expr::Splat { value: a, .. } => self.elem(a)?,
+            Expr::Unary(_, a)
+            | Expr::Binary(_, a, _)
+            | Expr::Select(_, a, _)
+            | Expr::Splat { value: a, .. } => self.elem(a)?,
             Expr::Extract { vector, .. } => self.elem(vector)?,
             Expr::Lanes(v) => self.elem(v.first()?)?,
             Expr::Let { var, value, body } => {
@@ -272,7 +397,13 @@ pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
 
 /// `x` with every read of `var` replaced by `by`.
 pub fn substitute(x: &Expr, var: VarId, by: &Expr) -> Expr {
-    rewrite_bottom_up(x.clone(), &mut |n| if n == Expr::Var(var) { by.clone() } else { n })
+    rewrite_bottom_up(x.clone(), &mut |n| {
+        if n == Expr::Var(var) {
+            by.clone()
+        } else {
+            n
+        }
+    })
 }
 
 fn substitute_stmts(body: &[Stmt], var: VarId, by: &Expr) -> Vec<Stmt> {

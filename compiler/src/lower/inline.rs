@@ -12,7 +12,9 @@ use kiln_ir::{BinaryOp, CmpOp, DType, Dim, NodeId, Op, RopeLayout, UnaryOp};
 
 /// An i64 expression for a dim (`Expr::Dim(i)` reads symbol `i` at run time).
 pub fn dim_expr(ctx: &Ctx, d: &Dim) -> Expr {
-    d.terms.iter().fold(i(d.constant), |acc, (sym, c)| add(acc, mul(i(*c), Expr::Dim(ctx.symbol(sym)))))
+    d.terms.iter().fold(i(d.constant), |acc, (sym, c)| {
+        add(acc, mul(i(*c), Expr::Dim(ctx.symbol(sym))))
+    })
 }
 
 /// Row-major flat index of `idx` in `shape`.
@@ -43,7 +45,17 @@ pub fn unflatten(ctx: &Ctx, shape: &[Dim], flat: Expr) -> Vec<Expr> {
 /// Index into an operand of shape `shape` broadcast to the output index `idx`.
 fn broadcast_index(shape: &[Dim], idx: &[Expr]) -> Vec<Expr> {
     let off = idx.len() - shape.len();
-    shape.iter().enumerate().map(|(d, dim)| if dim.as_known() == Some(1) { i(0) } else { idx[off + d].clone() }).collect()
+    shape
+        .iter()
+        .enumerate()
+        .map(|(d, dim)| {
+            if dim.as_known() == Some(1) {
+                i(0)
+            } else {
+                idx[off + d].clone()
+            }
+        })
+        .collect()
 }
 
 /// `node`'s value at `idx`: a load if it has a buffer, else its computation, inlined.
@@ -78,7 +90,11 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
         }
         Op::Compare(c) => {
             let (x, y) = (operand(ctx, 0)?, operand(ctx, 1)?);
-            select(cmp(cmp_op(*c), x, y), literal(n.dtype, 1.0), literal(n.dtype, 0.0))
+            select(
+                cmp(cmp_op(*c), x, y),
+                literal(n.dtype, 1.0),
+                literal(n.dtype, 0.0),
+            )
         }
         Op::Select => {
             let c = operand(ctx, 0)?;
@@ -107,7 +123,9 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
             }
             value_at(ctx, ins[0], &src)?
         }
-        Op::Slice { axis, start, step, .. } => {
+        Op::Slice {
+            axis, start, step, ..
+        } => {
             let mut src = idx.to_vec();
             src[*axis] = add(i(*start), mul(idx[*axis].clone(), i(*step)));
             value_at(ctx, ins[0], &src)?
@@ -117,7 +135,11 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
             let ids_rank = ctx.graph.node(ins[1]).shape.len();
             let rows = dim_expr(ctx, &ctx.graph.node(ins[0]).shape[0].clone());
             let id = value_at(ctx, ins[1], &idx[..ids_rank])?;
-            let id = if ctx.graph.node(ins[1]).dtype == DType::I64 { id } else { cast(Elem::I64, id) };
+            let id = if ctx.graph.node(ins[1]).dtype == DType::I64 {
+                id
+            } else {
+                cast(Elem::I64, id)
+            };
             // Out-of-range ids read the nearest row instead of faulting (the interpreter
             // reports them as errors); the LLM driver validates token ids before running.
             let row = min(max(id, i(0)), sub(rows, i(1)));
@@ -125,8 +147,17 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
             src.extend_from_slice(&idx[ids_rank..]);
             value_at(ctx, ins[0], &src)?
         }
-        Op::Rope { layout, theta, rot_dims } => rope(ctx, &ins, *layout, *theta, *rot_dims, idx)?,
-        other => return Err(LowerError::Internal(format!("{} is not injective but was not materialised", other.name()))),
+        Op::Rope {
+            layout,
+            theta,
+            rot_dims,
+        } => rope(ctx, &ins, *layout, *theta, *rot_dims, idx)?,
+        other => {
+            return Err(LowerError::Internal(format!(
+                "{} is not injective but was not materialised",
+                other.name()
+            )))
+        }
     })
 }
 
@@ -155,7 +186,11 @@ fn unary(ctx: &mut Ctx, u: UnaryOp, x: Expr, elem: Elem) -> Expr {
     let one = || f(1.0);
     let body = match u {
         UnaryOp::Neg if elem != Elem::F32 => return bin(BOp::Sub, zero(elem), x),
-        UnaryOp::Abs if elem != Elem::F32 => select(cmp(Cmp::Lt, xv(), zero(elem)), bin(BOp::Sub, zero(elem), xv()), xv()),
+        UnaryOp::Abs if elem != Elem::F32 => select(
+            cmp(Cmp::Lt, xv(), zero(elem)),
+            bin(BOp::Sub, zero(elem), xv()),
+            xv(),
+        ),
         UnaryOp::Relu => return max(x, zero(elem)),
         UnaryOp::Neg => return un(UOp::Neg, x),
         UnaryOp::Abs => return un(UOp::Abs, x),
@@ -165,16 +200,41 @@ fn unary(ctx: &mut Ctx, u: UnaryOp, x: Expr, elem: Elem) -> Expr {
         UnaryOp::Tanh => return un(UOp::Tanh, x),
         UnaryOp::Rsqrt => return bin(BOp::Div, one(), un(UOp::Sqrt, x)),
         UnaryOp::Recip => return bin(BOp::Div, one(), x),
-        UnaryOp::Sigmoid => return bin(BOp::Div, one(), bin(BOp::Add, one(), un(UOp::Exp, un(UOp::Neg, x)))),
-        UnaryOp::Silu => bin(BOp::Div, xv(), bin(BOp::Add, one(), un(UOp::Exp, un(UOp::Neg, xv())))),
+        UnaryOp::Sigmoid => {
+            return bin(
+                BOp::Div,
+                one(),
+                bin(BOp::Add, one(), un(UOp::Exp, un(UOp::Neg, x))),
+            )
+        }
+        UnaryOp::Silu => bin(
+            BOp::Div,
+            xv(),
+            bin(BOp::Add, one(), un(UOp::Exp, un(UOp::Neg, xv()))),
+        ),
         UnaryOp::GeluTanh => {
             let cube = bin(BOp::Mul, bin(BOp::Mul, xv(), xv()), xv());
-            let inner = bin(BOp::Mul, f(0.797_884_6), bin(BOp::Add, xv(), bin(BOp::Mul, f(0.044_715), cube)));
-            bin(BOp::Mul, bin(BOp::Mul, f(0.5), xv()), bin(BOp::Add, one(), un(UOp::Tanh, inner)))
+            let inner = bin(
+                BOp::Mul,
+                f(0.797_884_6),
+                bin(BOp::Add, xv(), bin(BOp::Mul, f(0.044_715), cube)),
+            );
+            bin(
+                BOp::Mul,
+                bin(BOp::Mul, f(0.5), xv()),
+                bin(BOp::Add, one(), un(UOp::Tanh, inner)),
+            )
         }
         UnaryOp::GeluErf => {
-            let e = un(UOp::Erf, bin(BOp::Mul, xv(), f(std::f32::consts::FRAC_1_SQRT_2)));
-            bin(BOp::Mul, bin(BOp::Mul, f(0.5), xv()), bin(BOp::Add, one(), e))
+            let e = un(
+                UOp::Erf,
+                bin(BOp::Mul, xv(), f(std::f32::consts::FRAC_1_SQRT_2)),
+            );
+            bin(
+                BOp::Mul,
+                bin(BOp::Mul, f(0.5), xv()),
+                bin(BOp::Add, one(), e),
+            )
         }
     };
     let_in(v, x, body)
@@ -202,7 +262,11 @@ fn binary(ctx: &mut Ctx, b: BinaryOp, x: Expr, y: Expr, elem: Elem) -> Expr {
         // Integer division by zero is defined as 0 (the interpreter's rule), not a trap.
         let (vx, vy) = (ctx.fresh(), ctx.fresh());
         let safe = select(cmp(Cmp::Eq, var(vy), zero(elem)), one_of(elem), var(vy));
-        let q = select(cmp(Cmp::Eq, var(vy), zero(elem)), zero(elem), bin(BOp::Div, var(vx), safe));
+        let q = select(
+            cmp(Cmp::Eq, var(vy), zero(elem)),
+            zero(elem),
+            bin(BOp::Div, var(vx), safe),
+        );
         return let_in(vx, x, let_in(vy, y, q));
     }
     bin(op, x, y)
@@ -221,7 +285,10 @@ fn one_of(elem: Elem) -> Expr {
 fn pow(ctx: &mut Ctx, x: Expr, y: Expr, elem: Elem) -> Expr {
     if elem != Elem::F32 {
         // Integer powers are rare in graphs; compute through f32.
-        return cast(elem, pow(ctx, cast(Elem::F32, x), cast(Elem::F32, y), Elem::F32));
+        return cast(
+            elem,
+            pow(ctx, cast(Elem::F32, x), cast(Elem::F32, y), Elem::F32),
+        );
     }
     if let Expr::Lit(crate::kernel::Lit::F32(k)) = y {
         if k == 2.0 {
@@ -236,22 +303,44 @@ fn pow(ctx: &mut Ctx, x: Expr, y: Expr, elem: Elem) -> Expr {
         }
     }
     let (vx, vy, r, yi) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());
-    let mag = un(UOp::Exp, bin(BOp::Mul, var(vy), un(UOp::Log, un(UOp::Abs, var(vx)))));
+    let mag = un(
+        UOp::Exp,
+        bin(BOp::Mul, var(vy), un(UOp::Log, un(UOp::Abs, var(vx)))),
+    );
     let is_int = cmp(Cmp::Eq, cast(Elem::F32, var(yi)), var(vy));
     let odd = cmp(Cmp::Eq, bin(BOp::And, var(yi), i32(1)), i32(1));
     let nan = bitcast(Elem::F32, i32(0x7fc0_0000));
     let neg_case = select(is_int, select(odd, un(UOp::Neg, var(r)), var(r)), nan);
     let zero_base = cmp(Cmp::Eq, var(vx), f(0.0));
-    let zero_pow = select(cmp(Cmp::Eq, var(vy), f(0.0)), f(1.0), select(cmp(Cmp::Lt, var(vy), f(0.0)), f(f32::INFINITY), f(0.0)));
-    let result = select(zero_base, zero_pow, select(cmp(Cmp::Lt, var(vx), f(0.0)), neg_case, var(r)));
-    let_in(vx, x, let_in(vy, y, let_in(r, mag, let_in(yi, cast(Elem::I32, var(vy)), result))))
+    let zero_pow = select(
+        cmp(Cmp::Eq, var(vy), f(0.0)),
+        f(1.0),
+        select(cmp(Cmp::Lt, var(vy), f(0.0)), f(f32::INFINITY), f(0.0)),
+    );
+    let result = select(
+        zero_base,
+        zero_pow,
+        select(cmp(Cmp::Lt, var(vx), f(0.0)), neg_case, var(r)),
+    );
+    let_in(
+        vx,
+        x,
+        let_in(
+            vy,
+            y,
+            let_in(r, mag, let_in(yi, cast(Elem::I32, var(vy)), result)),
+        ),
+    )
 }
 
 fn concat(ctx: &mut Ctx, ins: &[NodeId], axis: usize, idx: &[Expr]) -> Result<Expr, LowerError> {
     // Walk operands from the last: value = idx < offset_k ? (earlier operands) : operand k.
     // Every operand's index is clamped into range because both sides of a select are
     // evaluated (vector code loads both).
-    let sizes: Vec<Dim> = ins.iter().map(|&n| ctx.graph.node(n).shape[axis].clone()).collect();
+    let sizes: Vec<Dim> = ins
+        .iter()
+        .map(|&n| ctx.graph.node(n).shape[axis].clone())
+        .collect();
     let mut offsets = vec![Dim::known(0)];
     for s in &sizes {
         offsets.push(offsets.last().expect("non-empty").add(s));
@@ -265,20 +354,30 @@ fn concat(ctx: &mut Ctx, ins: &[NodeId], axis: usize, idx: &[Expr]) -> Result<Ex
         let here = value_at(ctx, n, &src)?;
         value = Some(match value {
             None => here,
-            Some(before) => select(cmp(Cmp::Lt, idx[axis].clone(), dim_expr(ctx, &offsets[k])), before, here),
+            Some(before) => select(
+                cmp(Cmp::Lt, idx[axis].clone(), dim_expr(ctx, &offsets[k])),
+                before,
+                here,
+            ),
         });
     }
     value.ok_or_else(|| LowerError::Internal("concat without operands".into()))
 }
 
-fn rope(ctx: &mut Ctx, ins: &[NodeId], layout: RopeLayout, theta: f64, rot: usize, idx: &[Expr]) -> Result<Expr, LowerError> {
+fn rope(
+    ctx: &mut Ctx,
+    ins: &[NodeId],
+    layout: RopeLayout,
+    theta: f64,
+    rot: usize,
+    idx: &[Expr],
+) -> Result<Expr, LowerError> {
     let r = idx.len();
     let d = idx[r - 1].clone();
     let rot = rot as i64;
     let half = rot / 2;
-    let pos_dtype = ctx.graph.node(ins[1]).dtype;
     let pos = value_at(ctx, ins[1], &[idx[r - 3].clone()])?;
-    let pos = if pos_dtype == DType::I64 { cast(Elem::F32, pos) } else { cast(Elem::F32, pos) };
+    let pos = cast(Elem::F32, pos);
     let at = |ctx: &mut Ctx, dd: Expr| {
         let mut src = idx.to_vec();
         src[r - 1] = dd;
@@ -293,19 +392,42 @@ fn rope(ctx: &mut Ctx, ins: &[NodeId], layout: RopeLayout, theta: f64, rot: usiz
         }
         RopeLayout::Neox => {
             let first = cmp(Cmp::Lt, d.clone(), i(half));
-            let partner = select(first.clone(), add(d.clone(), i(half)), sub(d.clone(), i(half)));
+            let partner = select(
+                first.clone(),
+                add(d.clone(), i(half)),
+                sub(d.clone(), i(half)),
+            );
             (rem(d.clone(), i(half)), partner, first)
         }
     };
     let rotated = cmp(Cmp::Lt, d.clone(), i(rot));
     let partner = select(rotated.clone(), partner, d.clone());
     let (x, y) = (at(ctx, d)?, at(ctx, partner)?);
-    let inv_freq = un(UOp::Exp, bin(BOp::Mul, cast(Elem::F32, pair), f((-2.0 * theta.ln() / rot as f64) as f32)));
+    let inv_freq = un(
+        UOp::Exp,
+        bin(
+            BOp::Mul,
+            cast(Elem::F32, pair),
+            f((-2.0 * theta.ln() / rot as f64) as f32),
+        ),
+    );
     let (a, vx, vy) = (ctx.fresh(), ctx.fresh(), ctx.fresh());
     let c = un(UOp::Cos, var(a));
     let s = un(UOp::Sin, var(a));
-    let out_first = bin(BOp::Sub, bin(BOp::Mul, var(vx), c.clone()), bin(BOp::Mul, var(vy), s.clone()));
-    let out_second = bin(BOp::Add, bin(BOp::Mul, var(vx), c), bin(BOp::Mul, var(vy), s));
+    let out_first = bin(
+        BOp::Sub,
+        bin(BOp::Mul, var(vx), c.clone()),
+        bin(BOp::Mul, var(vy), s.clone()),
+    );
+    let out_second = bin(
+        BOp::Add,
+        bin(BOp::Mul, var(vx), c),
+        bin(BOp::Mul, var(vy), s),
+    );
     let value = select(rotated, select(first, out_first, out_second), var(vx));
-    Ok(let_in(vx, x, let_in(vy, y, let_in(a, bin(BOp::Mul, pos, inv_freq), value))))
+    Ok(let_in(
+        vx,
+        x,
+        let_in(vy, y, let_in(a, bin(BOp::Mul, pos, inv_freq), value)),
+    ))
 }

@@ -10,29 +10,55 @@ use kiln_ir::{Dim, NodeId, Op, ReduceOp};
 /// Grid points are split over threads in chunks of at least this many elements' work.
 const MIN_CHUNK_ELEMS: i64 = 8192;
 
-pub fn kernel_for(ctx: &mut Ctx, node: NodeId, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+pub fn kernel_for(
+    ctx: &mut Ctx,
+    node: NodeId,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let n = ctx.graph.node(node).clone();
     match &n.op {
-        Op::MatMul { transpose_a, transpose_b } => super::matmul::matmul(ctx, node, *transpose_a, *transpose_b, name),
-        Op::Reduce { op, axes, keep_dims } => reduce(ctx, node, *op, axes, *keep_dims, name),
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => super::matmul::matmul(ctx, node, *transpose_a, *transpose_b, name),
+        Op::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => reduce(ctx, node, *op, axes, *keep_dims, name),
         Op::Softmax { axis } => softmax(ctx, node, *axis, name),
         Op::RmsNorm { eps } => norm(ctx, node, *eps, false, name),
         Op::LayerNorm { eps } => norm(ctx, node, *eps, true, name),
         op if op.is_injective() => {
             let out = ctx.begin(node);
-            let (grid, body, chunk) = map_over(ctx, &n.shape, |ctx, idx| compute_at(ctx, node, idx), out)?;
+            let (grid, body, chunk) =
+                map_over(ctx, &n.shape, |ctx, idx| compute_at(ctx, node, idx), out)?;
             Ok(ctx.finish(name, grid, body, chunk))
         }
-        _ => Err(unsupported(ctx.graph, node, "no kernel lowering for this op")),
+        _ => Err(unsupported(
+            ctx.graph,
+            node,
+            "no kernel lowering for this op",
+        )),
     }
 }
 
 /// A kernel writing output `out_idx` as a copy of `src` (for outputs that are inputs,
 /// weights, constants, or another output).
-pub fn copy_kernel(ctx: &mut Ctx, _node: NodeId, src: NodeId, out_idx: usize, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+pub fn copy_kernel(
+    ctx: &mut Ctx,
+    _node: NodeId,
+    src: NodeId,
+    out_idx: usize,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let n = ctx.graph.node(src).clone();
     let global = ctx.buffers.len();
-    ctx.buffers.push(BufferInfo { kind: BufferKind::Output(out_idx), dtype: n.dtype, shape: n.shape.clone() });
+    ctx.buffers.push(BufferInfo {
+        kind: BufferKind::Output(out_idx),
+        dtype: n.dtype,
+        shape: n.shape.clone(),
+    });
     ctx.args.clear();
     ctx.writes.clear();
     ctx.next_var = 0;
@@ -46,7 +72,8 @@ fn lanes(ctx: &Ctx) -> u8 {
 }
 
 fn chunk_for(last: &Dim) -> u64 {
-    last.as_known().map_or(1, |n| (MIN_CHUNK_ELEMS / n.max(1)).max(1) as u64)
+    last.as_known()
+        .map_or(1, |n| (MIN_CHUNK_ELEMS / n.max(1)).max(1) as u64)
 }
 
 /// Grid over all axes but the last, a vectorisable loop over the last, storing `value`.
@@ -58,7 +85,15 @@ fn map_over(
 ) -> Result<(Vec<GridDim>, Vec<Stmt>, u64), LowerError> {
     if shape.is_empty() {
         let v = value(ctx, &[])?;
-        return Ok((Vec::new(), vec![Stmt::Store { buf: out, index: i(0), value: v }], 1));
+        return Ok((
+            Vec::new(),
+            vec![Stmt::Store {
+                buf: out,
+                index: i(0),
+                value: v,
+            }],
+            1,
+        ));
     }
     let r = shape.len();
     let grid: Vec<GridDim> = shape[..r - 1].iter().map(GridDim::of).collect();
@@ -66,13 +101,30 @@ fn map_over(
     let mut idx: Vec<Expr> = (0..r - 1).map(|a| Expr::GridIdx(a as u32)).collect();
     idx.push(var(j));
     let v = value(ctx, &idx)?;
-    let store = Stmt::Store { buf: out, index: flat_index(ctx, shape, &idx), value: v };
+    let store = Stmt::Store {
+        buf: out,
+        index: flat_index(ctx, shape, &idx),
+        value: v,
+    };
     let extent = dim_expr(ctx, &shape[r - 1]);
-    let body = vec![Stmt::Loop { var: j, extent, kind: LoopKind::Map, vector: lanes(ctx), body: vec![store] }];
+    let body = vec![Stmt::Loop {
+        var: j,
+        extent,
+        kind: LoopKind::Map,
+        vector: lanes(ctx),
+        body: vec![store],
+    }];
     Ok((grid, body, chunk_for(&shape[r - 1])))
 }
 
-fn reduce(ctx: &mut Ctx, node: NodeId, op: ReduceOp, axes: &[usize], keep: bool, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+fn reduce(
+    ctx: &mut Ctx,
+    node: NodeId,
+    op: ReduceOp,
+    axes: &[usize],
+    keep: bool,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let out = ctx.begin(node);
     let input = ctx.graph.inputs(node)[0];
     let in_shape = ctx.graph.node(input).shape.clone();
@@ -82,7 +134,9 @@ fn reduce(ctx: &mut Ctx, node: NodeId, op: ReduceOp, axes: &[usize], keep: bool,
     let mut sorted_axes = axes.to_vec();
     sorted_axes.sort_unstable();
     let reduced: Vec<Dim> = sorted_axes.iter().map(|&a| in_shape[a].clone()).collect();
-    let count = reduced.iter().fold(i(1), |acc, d| mul(acc, dim_expr(ctx, d)));
+    let count = reduced
+        .iter()
+        .fold(i(1), |acc, d| mul(acc, dim_expr(ctx, d)));
     let r = ctx.fresh();
     // Reduced axes are walked as one flat loop: a single trailing axis stays contiguous.
     let red_idx = super::inline::unflatten(ctx, &reduced, var(r));
@@ -95,23 +149,62 @@ fn reduce(ctx: &mut Ctx, node: NodeId, op: ReduceOp, axes: &[usize], keep: bool,
     }
     let value = value_at(ctx, input, &idx)?;
     let acc = ctx.fresh();
-    let red_op = if op == ReduceOp::Max { RedOp::Max } else { RedOp::Sum };
-    let vector = if sorted_axes.last() == Some(&(in_shape.len() - 1)) { lanes(ctx) } else { 1 };
+    let red_op = if op == ReduceOp::Max {
+        RedOp::Max
+    } else {
+        RedOp::Sum
+    };
+    let vector = if sorted_axes.last() == Some(&(in_shape.len() - 1)) {
+        lanes(ctx)
+    } else {
+        1
+    };
     let mut result = var(acc);
     if op == ReduceOp::Mean {
-        result = bin(BOp::Div, result, cast(crate::kernel::Elem::F32, count.clone()));
+        result = bin(
+            BOp::Div,
+            result,
+            cast(crate::kernel::Elem::F32, count.clone()),
+        );
     }
     let out_idx: Vec<Expr> = if keep {
-        (0..in_shape.len()).map(|a| if axes.contains(&a) { i(0) } else { idx[a].clone() }).collect()
+        (0..in_shape.len())
+            .map(|a| {
+                if axes.contains(&a) {
+                    i(0)
+                } else {
+                    idx[a].clone()
+                }
+            })
+            .collect()
     } else {
         kept.iter().map(|&a| idx[a].clone()).collect()
     };
     let body = vec![
-        Stmt::Reduce { acc, op: red_op, var: r, extent: count, value, vector },
-        Stmt::Store { buf: out, index: flat_index(ctx, &out_shape, &out_idx), value: result },
+        Stmt::Reduce {
+            acc,
+            op: red_op,
+            var: r,
+            extent: count,
+            value,
+            vector,
+        },
+        Stmt::Store {
+            buf: out,
+            index: flat_index(ctx, &out_shape, &out_idx),
+            value: result,
+        },
     ];
-    let chunk = reduced.iter().map(|d| d.as_known().unwrap_or(1)).product::<i64>();
-    Ok(ctx.finish(name, grid, body, (MIN_CHUNK_ELEMS / chunk.max(1)).max(1) as u64))
+    let chunk = reduced
+        .iter()
+        .map(|d| d.as_known().unwrap_or(1))
+        .product::<i64>();
+    Ok(ctx.finish(
+        name,
+        grid,
+        body,
+        (MIN_CHUNK_ELEMS / chunk.max(1)).max(1) as u64,
+    ))
 }
 
 /// Grid over every axis but `axis`; returns the grid and the index with `axis` at `v`.
@@ -129,13 +222,28 @@ fn rows_along(shape: &[Dim], axis: usize, v: crate::kernel::VarId) -> (Vec<GridD
     (grid, idx)
 }
 
-fn softmax(ctx: &mut Ctx, node: NodeId, axis: usize, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+fn softmax(
+    ctx: &mut Ctx,
+    node: NodeId,
+    axis: usize,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let out = ctx.begin(node);
     let input = ctx.graph.inputs(node)[0];
     let shape = ctx.graph.node(node).shape.clone();
-    let vec = if axis + 1 == shape.len() { lanes(ctx) } else { 1 };
+    let vec = if axis + 1 == shape.len() {
+        lanes(ctx)
+    } else {
+        1
+    };
     let extent = dim_expr(ctx, &shape[axis]);
-    let (r1, r2, j, m, s) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());
+    let (r1, r2, j, m, s) = (
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+    );
     let (grid, idx1) = rows_along(&shape, axis, r1);
     let (_, idx2) = rows_along(&shape, axis, r2);
     let (_, idx3) = rows_along(&shape, axis, j);
@@ -146,15 +254,36 @@ fn softmax(ctx: &mut Ctx, node: NodeId, axis: usize, name: String) -> Result<(Ke
     let e3 = un(UOp::Exp, bin(BOp::Sub, x3, var(m)));
     let inv = ctx.fresh();
     let body = vec![
-        Stmt::Reduce { acc: m, op: RedOp::Max, var: r1, extent: extent.clone(), value: x1, vector: vec },
-        Stmt::Reduce { acc: s, op: RedOp::Sum, var: r2, extent: extent.clone(), value: e2, vector: vec },
-        Stmt::Let { var: inv, value: bin(BOp::Div, f(1.0), var(s)) },
+        Stmt::Reduce {
+            acc: m,
+            op: RedOp::Max,
+            var: r1,
+            extent: extent.clone(),
+            value: x1,
+            vector: vec,
+        },
+        Stmt::Reduce {
+            acc: s,
+            op: RedOp::Sum,
+            var: r2,
+            extent: extent.clone(),
+            value: e2,
+            vector: vec,
+        },
+        Stmt::Let {
+            var: inv,
+            value: bin(BOp::Div, f(1.0), var(s)),
+        },
         Stmt::Loop {
             var: j,
             extent,
             kind: LoopKind::Map,
             vector: vec,
-            body: vec![Stmt::Store { buf: out, index: flat_index(ctx, &shape, &idx3), value: bin(BOp::Mul, e3, var(inv)) }],
+            body: vec![Stmt::Store {
+                buf: out,
+                index: flat_index(ctx, &shape, &idx3),
+                value: bin(BOp::Mul, e3, var(inv)),
+            }],
         },
     ];
     let chunk = chunk_for(&shape[axis]);
@@ -162,37 +291,87 @@ fn softmax(ctx: &mut Ctx, node: NodeId, axis: usize, name: String) -> Result<(Ke
 }
 
 /// rms_norm (`with_mean == false`) or layer_norm over the last axis.
-fn norm(ctx: &mut Ctx, node: NodeId, eps: f64, with_mean: bool, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+fn norm(
+    ctx: &mut Ctx,
+    node: NodeId,
+    eps: f64,
+    with_mean: bool,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let out = ctx.begin(node);
     let ins = ctx.graph.inputs(node);
     let shape = ctx.graph.node(node).shape.clone();
     let last = shape.len() - 1;
     let d = dim_expr(ctx, &shape[last]);
     let df = cast(crate::kernel::Elem::F32, d.clone());
-    let (r1, r2, j, sum, mean, ss, scale) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());
+    let (r1, r2, j, sum, mean, ss, scale) = (
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+    );
     let (grid, idx1) = rows_along(&shape, last, r1);
     let (_, idx2) = rows_along(&shape, last, r2);
     let (_, idx3) = rows_along(&shape, last, j);
     let lanes = lanes(ctx);
     let mut body = Vec::new();
-    let centre = |x: Expr| if with_mean { bin(BOp::Sub, x, var(mean)) } else { x };
+    let centre = |x: Expr| {
+        if with_mean {
+            bin(BOp::Sub, x, var(mean))
+        } else {
+            x
+        }
+    };
     if with_mean {
         let x1 = value_at(ctx, ins[0], &idx1)?;
-        body.push(Stmt::Reduce { acc: sum, op: RedOp::Sum, var: r1, extent: d.clone(), value: x1, vector: lanes });
-        body.push(Stmt::Let { var: mean, value: bin(BOp::Div, var(sum), df.clone()) });
+        body.push(Stmt::Reduce {
+            acc: sum,
+            op: RedOp::Sum,
+            var: r1,
+            extent: d.clone(),
+            value: x1,
+            vector: lanes,
+        });
+        body.push(Stmt::Let {
+            var: mean,
+            value: bin(BOp::Div, var(sum), df.clone()),
+        });
     }
     let x2 = centre(value_at(ctx, ins[0], &idx2)?);
     let sq = ctx.fresh();
-    body.push(Stmt::Reduce { acc: ss, op: RedOp::Sum, var: r2, extent: d.clone(), value: let_in(sq, x2, bin(BOp::Mul, var(sq), var(sq))), vector: lanes });
+    body.push(Stmt::Reduce {
+        acc: ss,
+        op: RedOp::Sum,
+        var: r2,
+        extent: d.clone(),
+        value: let_in(sq, x2, bin(BOp::Mul, var(sq), var(sq))),
+        vector: lanes,
+    });
     let var_term = bin(BOp::Add, bin(BOp::Div, var(ss), df), f(eps as f32));
-    body.push(Stmt::Let { var: scale, value: bin(BOp::Div, f(1.0), un(UOp::Sqrt, var_term)) });
+    body.push(Stmt::Let {
+        var: scale,
+        value: bin(BOp::Div, f(1.0), un(UOp::Sqrt, var_term)),
+    });
     let x3 = centre(value_at(ctx, ins[0], &idx3)?);
     let w = value_at(ctx, ins[1], &[var(j)])?;
     let mut y = bin(BOp::Mul, bin(BOp::Mul, x3, var(scale)), w);
     if with_mean {
         y = bin(BOp::Add, y, value_at(ctx, ins[2], &[var(j)])?);
     }
-    body.push(Stmt::Loop { var: j, extent: d, kind: LoopKind::Map, vector: lanes, body: vec![Stmt::Store { buf: out, index: flat_index(ctx, &shape, &idx3), value: y }] });
+    body.push(Stmt::Loop {
+        var: j,
+        extent: d,
+        kind: LoopKind::Map,
+        vector: lanes,
+        body: vec![Stmt::Store {
+            buf: out,
+            index: flat_index(ctx, &shape, &idx3),
+            value: y,
+        }],
+    });
     let chunk = chunk_for(&shape[last]);
     Ok(ctx.finish(name, grid, body, chunk))
 }
@@ -204,14 +383,27 @@ pub fn count_cost(ctx: &Ctx, node: NodeId, k: &mut Kernel) {
     k.cost.flops = match &n.op {
         Op::MatMul { transpose_a, .. } => {
             let a = &ctx.graph.node(ctx.graph.inputs(node)[0]).shape;
-            let kdim = if *transpose_a { a[a.len() - 2].clone() } else { a[a.len() - 1].clone() };
+            let kdim = if *transpose_a {
+                a[a.len() - 2].clone()
+            } else {
+                a[a.len() - 1].clone()
+            };
             let mut t = vec![Dim::known(2), kdim];
             t.extend(numel.iter().cloned());
             vec![t]
         }
         _ => {
-            let input = ctx.graph.inputs(node).first().map(|&i| ctx.graph.node(i).shape.clone()).unwrap_or_default();
-            vec![if input.len() >= numel.len() { input } else { numel.clone() }]
+            let input = ctx
+                .graph
+                .inputs(node)
+                .first()
+                .map(|&i| ctx.graph.node(i).shape.clone())
+                .unwrap_or_default();
+            vec![if input.len() >= numel.len() {
+                input
+            } else {
+                numel.clone()
+            }]
         }
     };
     k.cost.bytes = ctx

@@ -28,7 +28,15 @@ struct Operands {
 impl Operands {
     fn batch_index(shape: &[Dim], nb: usize) -> Vec<Expr> {
         let own = shape.len() - 2;
-        (0..own).map(|d| if shape[d].as_known() == Some(1) { i(0) } else { Expr::GridIdx((nb - own + d) as u32) }).collect()
+        (0..own)
+            .map(|d| {
+                if shape[d].as_known() == Some(1) {
+                    i(0)
+                } else {
+                    Expr::GridIdx((nb - own + d) as u32)
+                }
+            })
+            .collect()
     }
 
     fn a_at(&self, ctx: &mut Ctx, row: Expr, k: Expr) -> Result<Expr, LowerError> {
@@ -52,7 +60,13 @@ impl Operands {
     }
 }
 
-pub fn matmul(ctx: &mut Ctx, node: NodeId, ta: bool, tb: bool, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+pub fn matmul(
+    ctx: &mut Ctx,
+    node: NodeId,
+    ta: bool,
+    tb: bool,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let out = ctx.begin(node);
     let ins = ctx.graph.inputs(node);
     let out_shape = ctx.graph.node(node).shape.clone();
@@ -83,26 +97,53 @@ fn k_dim(ops: &Operands) -> Dim {
     }
 }
 
-fn dot_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+fn dot_kernel(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    out: Buf,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let nb = ops.nb;
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
     let (row, col) = (Expr::GridIdx(nb as u32), Expr::GridIdx(nb as u32 + 1));
     let kdim = k_dim(ops);
     let k = ctx.fresh();
-    let prod = bin(crate::kernel::BOp::Mul, ops.a_at(ctx, row.clone(), var(k))?, ops.b_at(ctx, var(k), col.clone())?);
+    let prod = bin(
+        crate::kernel::BOp::Mul,
+        ops.a_at(ctx, row.clone(), var(k))?,
+        ops.b_at(ctx, var(k), col.clone())?,
+    );
     let acc = ctx.fresh();
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
     let extent = dim_expr(ctx, &kdim);
     let body = vec![
-        Stmt::Reduce { acc, op: RedOp::Sum, var: k, extent, value: prod, vector },
-        Stmt::Store { buf: out, index: ops.c_index(ctx, row, col), value: var(acc) },
+        Stmt::Reduce {
+            acc,
+            op: RedOp::Sum,
+            var: k,
+            extent,
+            value: prod,
+            vector,
+        },
+        Stmt::Store {
+            buf: out,
+            index: ops.c_index(ctx, row, col),
+            value: var(acc),
+        },
     ];
-    let chunk = kdim.as_known().map_or(1, |k| (8192 / k.max(1)).max(1) as u64);
+    let chunk = kdim
+        .as_known()
+        .map_or(1, |k| (8192 / k.max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
 }
 
-fn tiled_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, name: String) -> Result<(Kernel, Vec<usize>), LowerError> {
+fn tiled_kernel(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    out: Buf,
+    name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
     let s = ctx.schedule;
     let (w, nr, mr, kc) = (s.lanes as i64, s.nr as i64, s.mr as i64, s.kc as i64);
     let nb = ops.nb;
@@ -110,56 +151,132 @@ fn tiled_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, name: String) -> Result
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
     let kdim = dim_expr(ctx, &k_dim(ops));
     let mut grid: Vec<GridDim> = ops.out_shape[..nb].iter().map(GridDim::of).collect();
-    grid.push(GridDim { dim: ops.out_shape[nb + 1].clone(), ceil_div: nr });
+    grid.push(GridDim {
+        dim: ops.out_shape[nb + 1].clone(),
+        ceil_div: nr,
+    });
     let panel = Buf::Local(0);
 
-    let (j0, kb, k0, kn, kk, jj) = (ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh(), ctx.fresh());
+    let (j0, kb, k0, kn, kk, jj) = (
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+    );
     let full = cmp(Cmp::Le, add(var(j0), i(nr)), n.clone());
 
     // Pack B[k0..k0+kn, j0..j0+nr] into the panel, zero past N.
     let b_full = ops.b_at(ctx, add(var(k0), var(kk)), add(var(j0), var(jj)))?;
     let clamped_col = min(add(var(j0), var(jj)), sub(n.clone(), i(1)));
     let b_edge = ops.b_at(ctx, add(var(k0), var(kk)), clamped_col)?;
-    let b_edge = select(cmp(Cmp::Lt, add(var(j0), var(jj)), n.clone()), b_edge, f(0.0));
+    let b_edge = select(
+        cmp(Cmp::Lt, add(var(j0), var(jj)), n.clone()),
+        b_edge,
+        f(0.0),
+    );
     let panel_at = add(mul(var(kk), i(nr)), var(jj));
     let pack_row = |value: Expr| Stmt::Loop {
         var: jj,
         extent: i(nr),
         kind: LoopKind::Map,
         vector: w as u8,
-        body: vec![Stmt::Store { buf: panel, index: panel_at.clone(), value }],
+        body: vec![Stmt::Store {
+            buf: panel,
+            index: panel_at.clone(),
+            value,
+        }],
     };
     let pack = Stmt::Loop {
         var: kk,
         extent: var(kn),
         kind: LoopKind::Serial,
         vector: 1,
-        body: vec![Stmt::If { cond: full.clone(), then: vec![pack_row(b_full)], otherwise: vec![pack_row(b_edge)] }],
+        body: vec![Stmt::If {
+            cond: full.clone(),
+            then: vec![pack_row(b_full)],
+            otherwise: vec![pack_row(b_edge)],
+        }],
     };
 
     let tiles = ctx.fresh();
     let rest = ctx.fresh();
-    let tile_body = micro_kernel(ctx, ops, out, mr, mul(var(tiles), i(mr)), &Tile { j0, kb, k0, kn, n: n.clone(), w, nr })?;
+    let tile_body = micro_kernel(
+        ctx,
+        ops,
+        out,
+        mr,
+        mul(var(tiles), i(mr)),
+        &Tile {
+            j0,
+            kb,
+            k0,
+            kn,
+            n: n.clone(),
+            w,
+            nr,
+        },
+    )?;
     let rest_row = add(mul(div(m.clone(), i(mr)), i(mr)), var(rest));
-    let rest_body = micro_kernel(ctx, ops, out, 1, rest_row, &Tile { j0, kb, k0, kn, n: n.clone(), w, nr })?;
+    let rest_body = micro_kernel(
+        ctx,
+        ops,
+        out,
+        1,
+        rest_row,
+        &Tile {
+            j0,
+            kb,
+            k0,
+            kn,
+            n: n.clone(),
+            w,
+            nr,
+        },
+    )?;
     let body = vec![
-        Stmt::Let { var: j0, value: mul(Expr::GridIdx(nb as u32), i(nr)) },
+        Stmt::Let {
+            var: j0,
+            value: mul(Expr::GridIdx(nb as u32), i(nr)),
+        },
         Stmt::Loop {
             var: kb,
             extent: div(add(kdim.clone(), i(kc - 1)), i(kc)),
             kind: LoopKind::Serial,
             vector: 1,
             body: vec![
-                Stmt::Let { var: k0, value: mul(var(kb), i(kc)) },
-                Stmt::Let { var: kn, value: min(i(kc), sub(kdim.clone(), var(k0))) },
+                Stmt::Let {
+                    var: k0,
+                    value: mul(var(kb), i(kc)),
+                },
+                Stmt::Let {
+                    var: kn,
+                    value: min(i(kc), sub(kdim.clone(), var(k0))),
+                },
                 pack,
-                Stmt::Loop { var: tiles, extent: div(m.clone(), i(mr)), kind: LoopKind::Serial, vector: 1, body: tile_body },
-                Stmt::Loop { var: rest, extent: rem(m, i(mr)), kind: LoopKind::Serial, vector: 1, body: rest_body },
+                Stmt::Loop {
+                    var: tiles,
+                    extent: div(m.clone(), i(mr)),
+                    kind: LoopKind::Serial,
+                    vector: 1,
+                    body: tile_body,
+                },
+                Stmt::Loop {
+                    var: rest,
+                    extent: rem(m, i(mr)),
+                    kind: LoopKind::Serial,
+                    vector: 1,
+                    body: rest_body,
+                },
             ],
         },
     ];
     let (mut kernel, args) = ctx.finish(name, grid, body, 1);
-    kernel.locals.push(LocalBuf { dtype: DType::F32, len: (kc * nr) as u32 });
+    kernel.locals.push(LocalBuf {
+        dtype: DType::F32,
+        len: (kc * nr) as u32,
+    });
     Ok((kernel, args))
 }
 
@@ -175,35 +292,64 @@ struct Tile {
 
 /// `rows x nr` outputs starting at row `i0`, column `j0`, for one k block: load the
 /// partial sums (after the first block), accumulate `kn` rank-1 updates, store back.
-fn micro_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, rows: i64, i0: Expr, t: &Tile) -> Result<Vec<Stmt>, LowerError> {
+fn micro_kernel(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    out: Buf,
+    rows: i64,
+    i0: Expr,
+    t: &Tile,
+) -> Result<Vec<Stmt>, LowerError> {
     let nv = t.nr / t.w;
     let lanes = t.w as u8;
     let row0 = ctx.fresh();
-    let acc: Vec<Vec<VarId>> = (0..rows).map(|_| (0..nv).map(|_| ctx.fresh()).collect()).collect();
+    let acc: Vec<Vec<VarId>> = (0..rows)
+        .map(|_| (0..nv).map(|_| ctx.fresh()).collect())
+        .collect();
     let full = cmp(Cmp::Le, add(var(t.j0), i(t.nr)), t.n.clone());
     let col = |v: i64, l: i64| add(var(t.j0), i(v * t.w + l));
     let row = |r: i64| add(var(row0), i(r));
 
-    let mut body = vec![Stmt::Let { var: row0, value: i0 }];
+    let mut body = vec![Stmt::Let {
+        var: row0,
+        value: i0,
+    }];
     let mut load_full = Vec::new();
     let mut load_edge = Vec::new();
     for r in 0..rows {
         for v in 0..nv {
-            body.push(Stmt::Decl { var: acc[r as usize][v as usize], init: splat(f(0.0), lanes) });
+            body.push(Stmt::Decl {
+                var: acc[r as usize][v as usize],
+                init: splat(f(0.0), lanes),
+            });
             let at = ops.c_index(ctx, row(r), col(v, 0));
-            load_full.push(Stmt::Assign { var: acc[r as usize][v as usize], value: load_vec(out, at, lanes) });
+            load_full.push(Stmt::Assign {
+                var: acc[r as usize][v as usize],
+                value: load_vec(out, at, lanes),
+            });
             let lanes_v = (0..t.w)
                 .map(|l| {
                     let clamped = min(col(v, l), sub(t.n.clone(), i(1)));
-                    select(cmp(Cmp::Lt, col(v, l), t.n.clone()), load(out, ops.c_index(ctx, row(r), clamped)), f(0.0))
+                    select(
+                        cmp(Cmp::Lt, col(v, l), t.n.clone()),
+                        load(out, ops.c_index(ctx, row(r), clamped)),
+                        f(0.0),
+                    )
                 })
                 .collect();
-            load_edge.push(Stmt::Assign { var: acc[r as usize][v as usize], value: Expr::Lanes(lanes_v) });
+            load_edge.push(Stmt::Assign {
+                var: acc[r as usize][v as usize],
+                value: Expr::Lanes(lanes_v),
+            });
         }
     }
     body.push(Stmt::If {
         cond: cmp(Cmp::Ne, var(t.kb), i(0)),
-        then: vec![Stmt::If { cond: full.clone(), then: load_full, otherwise: load_edge }],
+        then: vec![Stmt::If {
+            cond: full.clone(),
+            then: load_full,
+            otherwise: load_edge,
+        }],
         otherwise: Vec::new(),
     });
 
@@ -212,38 +358,64 @@ fn micro_kernel(ctx: &mut Ctx, ops: &Operands, out: Buf, rows: i64, i0: Expr, t:
     let b_vars: Vec<VarId> = (0..nv).map(|_| ctx.fresh()).collect();
     for (v, &bv) in b_vars.iter().enumerate() {
         let at = add(mul(var(kk), i(t.nr)), i(v as i64 * t.w));
-        step.push(Stmt::Let { var: bv, value: load_vec(Buf::Local(0), at, lanes) });
+        step.push(Stmt::Let {
+            var: bv,
+            value: load_vec(Buf::Local(0), at, lanes),
+        });
     }
     for r in 0..rows {
         let a = ctx.fresh();
         let a_val = ops.a_at(ctx, row(r), add(var(t.k0), var(kk)))?;
-        step.push(Stmt::Let { var: a, value: splat(a_val, lanes) });
+        step.push(Stmt::Let {
+            var: a,
+            value: splat(a_val, lanes),
+        });
         for (v, &bv) in b_vars.iter().enumerate() {
             let x = acc[r as usize][v];
-            step.push(Stmt::Assign { var: x, value: fma(var(a), var(bv), var(x)) });
+            step.push(Stmt::Assign {
+                var: x,
+                value: fma(var(a), var(bv), var(x)),
+            });
         }
     }
-    body.push(Stmt::Loop { var: kk, extent: var(t.kn), kind: LoopKind::Serial, vector: 1, body: step });
+    body.push(Stmt::Loop {
+        var: kk,
+        extent: var(t.kn),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body: step,
+    });
 
     let mut store_full = Vec::new();
     let mut store_edge = Vec::new();
     for r in 0..rows {
         for v in 0..nv {
             let x = acc[r as usize][v as usize];
-            store_full.push(Stmt::Store { buf: out, index: ops.c_index(ctx, row(r), col(v, 0)), value: var(x) });
+            store_full.push(Stmt::Store {
+                buf: out,
+                index: ops.c_index(ctx, row(r), col(v, 0)),
+                value: var(x),
+            });
             for l in 0..t.w {
                 store_edge.push(Stmt::If {
                     cond: cmp(Cmp::Lt, col(v, l), t.n.clone()),
                     then: vec![Stmt::Store {
                         buf: out,
                         index: ops.c_index(ctx, row(r), col(v, l)),
-                        value: Expr::Extract { vector: Box::new(var(x)), lane: l as u8 },
+                        value: Expr::Extract {
+                            vector: Box::new(var(x)),
+                            lane: l as u8,
+                        },
                     }],
                     otherwise: Vec::new(),
                 });
             }
         }
     }
-    body.push(Stmt::If { cond: full, then: store_full, otherwise: store_edge });
+    body.push(Stmt::If {
+        cond: full,
+        then: store_full,
+        otherwise: store_edge,
+    });
     Ok(body)
 }

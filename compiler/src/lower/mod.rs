@@ -23,7 +23,11 @@ use std::collections::HashMap;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LowerError {
     #[error("node %{node} ({op}): {why}")]
-    Unsupported { node: usize, op: &'static str, why: String },
+    Unsupported {
+        node: usize,
+        op: &'static str,
+        why: String,
+    },
     #[error("internal lowering error: {0}")]
     Internal(String),
 }
@@ -56,7 +60,10 @@ pub struct GridDim {
 
 impl GridDim {
     pub fn of(dim: &Dim) -> GridDim {
-        GridDim { dim: dim.clone(), ceil_div: 1 }
+        GridDim {
+            dim: dim.clone(),
+            ceil_div: 1,
+        }
     }
 }
 
@@ -93,7 +100,10 @@ pub struct Ctx<'g> {
 
 impl<'g> Ctx<'g> {
     pub fn symbol(&self, name: &str) -> u32 {
-        self.symbols.iter().position(|s| s == name).expect("symbols are collected from the graph") as u32
+        self.symbols
+            .iter()
+            .position(|s| s == name)
+            .expect("symbols are collected from the graph") as u32
     }
 
     pub fn fresh(&mut self) -> VarId {
@@ -129,18 +139,37 @@ impl<'g> Ctx<'g> {
         crate::kernel::Buf::Arg(self.arg_for(global, true))
     }
 
-    fn finish(&mut self, name: String, grid_dims: Vec<GridDim>, body: Vec<crate::kernel::Stmt>, min_chunk: u64) -> (Kernel, Vec<usize>) {
+    fn finish(
+        &mut self,
+        name: String,
+        grid_dims: Vec<GridDim>,
+        body: Vec<crate::kernel::Stmt>,
+        min_chunk: u64,
+    ) -> (Kernel, Vec<usize>) {
         use crate::kernel::e::{add, div, i};
         let grid = grid_dims
             .iter()
-            .map(|g| if g.ceil_div == 1 { dim_expr(self, &g.dim) } else { div(add(dim_expr(self, &g.dim), i(g.ceil_div - 1)), i(g.ceil_div)) })
+            .map(|g| {
+                if g.ceil_div == 1 {
+                    dim_expr(self, &g.dim)
+                } else {
+                    div(
+                        add(dim_expr(self, &g.dim), i(g.ceil_div - 1)),
+                        i(g.ceil_div),
+                    )
+                }
+            })
             .collect();
         self.grid = grid_dims;
         let args = self
             .args
             .iter()
             .zip(&self.writes)
-            .map(|(&g, &w)| BufferParam { name: format!("b{g}"), dtype: self.buffers[g].dtype, writes: w })
+            .map(|(&g, &w)| BufferParam {
+                name: format!("b{g}"),
+                dtype: self.buffers[g].dtype,
+                writes: w,
+            })
             .collect();
         let kernel = Kernel {
             name,
@@ -172,7 +201,11 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
     for (node, kind) in part.buffers {
         let n = graph.node(node);
         ctx.node_buffer.insert(node, ctx.buffers.len());
-        ctx.buffers.push(BufferInfo { kind, dtype: n.dtype, shape: n.shape.clone() });
+        ctx.buffers.push(BufferInfo {
+            kind,
+            dtype: n.dtype,
+            shape: n.shape.clone(),
+        });
     }
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
@@ -180,22 +213,46 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
         let (mut kernel, args) = kernels::kernel_for(&mut ctx, node, name)?;
         kernels::count_cost(&ctx, node, &mut kernel);
-        launches.push(KernelLaunch { kernel: kernels.len(), args, grid: ctx.grid.clone() });
+        launches.push(KernelLaunch {
+            kernel: kernels.len(),
+            args,
+            grid: ctx.grid.clone(),
+        });
         kernels.push(kernel);
     }
     for (out_idx, node, src) in part.copies {
         let name = format!("k{}_copy", kernels.len());
         let (kernel, args) = kernels::copy_kernel(&mut ctx, node, src, out_idx, name)?;
-        launches.push(KernelLaunch { kernel: kernels.len(), args, grid: ctx.grid.clone() });
+        launches.push(KernelLaunch {
+            kernel: kernels.len(),
+            args,
+            grid: ctx.grid.clone(),
+        });
         kernels.push(kernel);
     }
-    Ok(Lowered { symbols: ctx.symbols, buffers: ctx.buffers, kernels, launches })
+    Ok(Lowered {
+        symbols: ctx.symbols,
+        buffers: ctx.buffers,
+        kernels,
+        launches,
+    })
 }
 
 fn unsupported(graph: &Graph, node: NodeId, why: impl Into<String>) -> LowerError {
-    LowerError::Unsupported { node: node.index(), op: graph.node(node).op.name(), why: why.into() }
+    LowerError::Unsupported {
+        node: node.index(),
+        op: graph.node(node).op.name(),
+        why: why.into(),
+    }
 }
 
 fn is_reduction_like(op: &Op) -> bool {
-    matches!(op, Op::Reduce { .. } | Op::MatMul { .. } | Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. })
+    matches!(
+        op,
+        Op::Reduce { .. }
+            | Op::MatMul { .. }
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+    )
 }

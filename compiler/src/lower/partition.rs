@@ -16,7 +16,10 @@ pub struct Partition {
 
 /// Layout-only ops: cheap to recompute in every consumer, never worth a buffer.
 fn is_view(op: &Op) -> bool {
-    matches!(op, Op::Reshape { .. } | Op::Permute { .. } | Op::Slice { .. })
+    matches!(
+        op,
+        Op::Reshape { .. } | Op::Permute { .. } | Op::Slice { .. }
+    )
 }
 
 pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
@@ -36,7 +39,13 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
             Op::Const(t) if t.numel() > 1 => {
                 kind.insert(id, BufferKind::Const(t.clone()));
             }
-            Op::Reduce { .. } if n.dtype.is_int() => return Err(unsupported(g, id, "integer reductions are not supported by the kernel lowering")),
+            Op::Reduce { .. } if n.dtype.is_int() => {
+                return Err(unsupported(
+                    g,
+                    id,
+                    "integer reductions are not supported by the kernel lowering",
+                ))
+            }
             op if is_reduction_like(op) => {
                 kind.insert(id, BufferKind::Temp);
             }
@@ -57,8 +66,10 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
     let mut output_nodes = BTreeSet::new();
     for (out_idx, (_, node)) in g.outputs.iter().enumerate() {
         let existing = kind.get(node).cloned();
-        let needs_copy = matches!(existing, Some(BufferKind::Input(_) | BufferKind::Param(_) | BufferKind::Const(_)))
-            || output_nodes.contains(node)
+        let needs_copy = matches!(
+            existing,
+            Some(BufferKind::Input(_) | BufferKind::Param(_) | BufferKind::Const(_))
+        ) || output_nodes.contains(node)
             || matches!(g.node(*node).op, Op::Const(_));
         if needs_copy {
             copies.push((out_idx, *node, *node));
@@ -72,5 +83,9 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
         .filter(|(_, k)| matches!(k, BufferKind::Temp | BufferKind::Output(_)))
         .map(|(n, _)| *n)
         .collect();
-    Ok(Partition { buffers: kind.into_iter().collect(), computed, copies })
+    Ok(Partition {
+        buffers: kind.into_iter().collect(),
+        computed,
+        copies,
+    })
 }
