@@ -141,6 +141,40 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
     v
 }
 
+/// A case compiled and loaded, ready to time.
+pub struct Prepared {
+    session: Session,
+    inputs: Vec<HostBuffer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Prepared {
+    pub fn new(
+        case: &BenchCase,
+        target: &Target,
+        backend: BackendChoice,
+        threads: usize,
+    ) -> Result<Prepared> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bench.kiln");
+        crate::session::compile_to(&case.model, std::slice::from_ref(target), backend, &path)?;
+        let mut session = Session::new(&path, Some(threads))?;
+        let inputs: Vec<HostBuffer> = case.inputs.iter().map(HostBuffer::from).collect();
+        session.run(&inputs)?;
+        Ok(Prepared {
+            session,
+            inputs,
+            _dir: dir,
+        })
+    }
+
+    /// Kernel time of one run (input copies and output allocation excluded).
+    pub fn kernel_time(&mut self) -> Result<Duration> {
+        let (_, t) = self.session.run_profiled(&self.inputs)?;
+        Ok(t.iter().map(|l| l.duration).sum())
+    }
+}
+
 /// Median kernel time of a compiled case over repetitions lasting about `budget`.
 pub fn time_case(
     case: &BenchCase,
@@ -149,17 +183,11 @@ pub fn time_case(
     threads: usize,
     budget: Duration,
 ) -> Result<Duration> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bench.kiln");
-    crate::session::compile_to(&case.model, std::slice::from_ref(target), backend, &path)?;
-    let mut session = Session::new(&path, Some(threads))?;
-    let inputs: Vec<HostBuffer> = case.inputs.iter().map(HostBuffer::from).collect();
-    session.run(&inputs)?;
+    let mut p = Prepared::new(case, target, backend, threads)?;
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 3 || (start.elapsed() < budget && times.len() < 1000) {
-        let (_, t) = session.run_profiled(&inputs)?;
-        times.push(t.iter().map(|l| l.duration).sum::<Duration>());
+        times.push(p.kernel_time()?);
     }
     times.sort();
     Ok(times[times.len() / 2])

@@ -553,7 +553,36 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 _ => unreachable!(),
             },
             // Saturating: NaN -> 0 and out-of-range -> the nearest bound, as the interpreter.
-            (_, true, _) => self.intrinsic("llvm.fptosi.sat", &[ty, x.get_type()], &[x])?,
+            // Clamp, convert, then zero NaNs: this vectorises (LLVM's `fptosi.sat` on
+            // vectors is scalarised lane by lane on x86).
+            (_, true, _) => {
+                let (lo, hi) = if to == Elem::I64 {
+                    (-9.223_372e18, 9.223_371_5e18)
+                } else {
+                    (-2_147_483_648.0, 2_147_483_520.0)
+                };
+                let (lo, hi) = (self.float_like(x, lo)?, self.float_like(x, hi)?);
+                let clamped = self.binary(BOp::Max, x, lo)?;
+                let clamped = self.binary(BOp::Min, clamped, hi)?;
+                let int = match clamped {
+                    BasicValueEnum::FloatValue(f) => self
+                        .b
+                        .build_float_to_signed_int(f, ty.into_int_type(), "f2i")?
+                        .into(),
+                    BasicValueEnum::VectorValue(v) => self
+                        .b
+                        .build_float_to_signed_int(v, ty.into_vector_type(), "f2i")?
+                        .into(),
+                    _ => unreachable!("is_float"),
+                };
+                let nan = self.compare(Cmp::Ne, x, x)?;
+                let zero = self.int_like(int, 0)?;
+                match nan {
+                    BasicValueEnum::IntValue(c) => self.b.build_select(c, zero, int, "nan0")?,
+                    BasicValueEnum::VectorValue(c) => self.b.build_select(c, zero, int, "nan0")?,
+                    _ => unreachable!("compare yields i1"),
+                }
+            }
             (_, false, Some(bits)) => {
                 let want = if to == Elem::I64 { 64 } else { 32 };
                 match (x, bits.cmp(&want)) {

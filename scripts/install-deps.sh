@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages kiln needs to build and test, if any are missing:
+# LLVM 19 (the CPU code generator), lld (links kernel objects), a C toolchain (Rust's
+# linker and the runtime's test kernels). Safe to run again; prints what it installs.
+set -euo pipefail
+
+packages=(llvm-19-dev libpolly-19-dev lld-19 libzstd-dev zlib1g-dev libxml2-dev libffi-dev build-essential)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found; kiln needs a Rust toolchain (stable, 1.85 or newer) on PATH" >&2
+  exit 1
+fi
