@@ -409,12 +409,14 @@ pub mod e {
     pub fn div(a: Expr, b: Expr) -> Expr {
         match (&a, &b) {
             (_, Expr::Lit(Lit::I64(1))) => a,
+            (Expr::Lit(Lit::I64(x)), Expr::Lit(Lit::I64(y))) if *y != 0 => i(x / y),
             _ => bin(BOp::Div, a, b),
         }
     }
     pub fn rem(a: Expr, b: Expr) -> Expr {
         match (&a, &b) {
             (_, Expr::Lit(Lit::I64(1))) => i(0),
+            (Expr::Lit(Lit::I64(x)), Expr::Lit(Lit::I64(y))) if *y != 0 => i(x % y),
             _ => bin(BOp::Rem, a, b),
         }
     }

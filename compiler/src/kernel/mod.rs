@@ -17,3 +17,6 @@ pub mod math;
 pub mod vectorize;
 
 pub use ir::*;
+
+#[cfg(test)]
+mod tests;

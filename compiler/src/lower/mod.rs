@@ -256,3 +256,6 @@ fn is_reduction_like(op: &Op) -> bool {
             | Op::LayerNorm { .. }
     )
 }
+
+#[cfg(test)]
+mod tests;

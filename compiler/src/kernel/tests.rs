@@ -1,0 +1,124 @@
+//! Kernel pass tests: a kernel before and after, compared as printed text.
+
+use super::e::*;
+use super::*;
+use kiln_ir::DType;
+
+fn kernel(body: Vec<Stmt>, next_var: VarId) -> Kernel {
+    Kernel {
+        name: "t".into(),
+        args: vec![
+            BufferParam {
+                name: "x".into(),
+                dtype: DType::F32,
+                writes: false,
+            },
+            BufferParam {
+                name: "y".into(),
+                dtype: DType::F32,
+                writes: true,
+            },
+        ],
+        locals: vec![],
+        grid: vec![],
+        min_chunk: 1,
+        body,
+        cost: Default::default(),
+        next_var,
+    }
+}
+
+#[test]
+fn map_loops_split_into_vector_body_and_scalar_tail() {
+    let body = vec![Stmt::Loop {
+        var: 0,
+        extent: i(10),
+        kind: LoopKind::Map,
+        vector: 4,
+        body: vec![Stmt::Store {
+            buf: Buf::Arg(1),
+            index: var(0),
+            value: bin(BOp::Mul, load(Buf::Arg(0), var(0)), f(2.0)),
+        }],
+    }];
+    let mut k = kernel(body, 1);
+    vectorize::vectorize_kernel(&mut k);
+    let text = k.to_string();
+    let want = "\
+kernel t(a0: f32* x, mut a1: f32* y) grid[] {
+  Serial v1 in 0..2 {
+    let v3 = (v1 * 4)
+    a1[v3] = (a0[v3]x4 * splat4(2.0f))
+  }
+  Serial v2 in 0..2 {
+    a1[(8 + v2)] = (a0[(8 + v2)] * 2.0f)
+  }
+}
+";
+    assert_eq!(text, want);
+}
+
+#[test]
+fn strided_stores_stay_scalar() {
+    let body = vec![Stmt::Loop {
+        var: 0,
+        extent: i(8),
+        kind: LoopKind::Map,
+        vector: 4,
+        body: vec![Stmt::Store {
+            buf: Buf::Arg(1),
+            index: mul(var(0), i(2)),
+            value: load(Buf::Arg(0), var(0)),
+        }],
+    }];
+    let mut k = kernel(body.clone(), 1);
+    vectorize::vectorize_kernel(&mut k);
+    assert_eq!(
+        k.body, body,
+        "a scatter is left for the backend as a scalar loop"
+    );
+}
+
+#[test]
+fn strided_loads_become_lanes_and_broadcasts_stay_scalar() {
+    let body = vec![Stmt::Loop {
+        var: 0,
+        extent: i(4),
+        kind: LoopKind::Map,
+        vector: 4,
+        body: vec![Stmt::Store {
+            buf: Buf::Arg(1),
+            index: var(0),
+            value: bin(
+                BOp::Add,
+                load(Buf::Arg(0), mul(var(0), i(3))),
+                load(Buf::Arg(0), i(7)),
+            ),
+        }],
+    }];
+    let mut k = kernel(body, 1);
+    vectorize::vectorize_kernel(&mut k);
+    let text = k.to_string();
+    assert!(
+        text.contains("<a0[(v3 * 3)], a0[((v3 + 1) * 3)], a0[((v3 + 2) * 3)], a0[((v3 + 3) * 3)]>"),
+        "{text}"
+    );
+    assert!(text.contains("splat4(a0[7])"), "{text}");
+}
+
+#[test]
+fn transcendental_ops_leave_no_unary_calls_behind() {
+    for op in [UOp::Exp, UOp::Log, UOp::Tanh, UOp::Erf, UOp::Sin, UOp::Cos] {
+        let body = vec![Stmt::Store {
+            buf: Buf::Arg(1),
+            index: i(0),
+            value: un(op, load(Buf::Arg(0), i(0))),
+        }];
+        let mut k = kernel(body, 0);
+        math::expand_kernel(&mut k);
+        let text = k.to_string();
+        for name in ["exp(", "log(", "tanh(", "erf(", "sin(", "cos("] {
+            assert!(!text.contains(name), "{op:?} left {name} in:\n{text}");
+        }
+    }
+}

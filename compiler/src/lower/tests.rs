@@ -1,0 +1,112 @@
+//! Lowering tests: `.kir` graphs in, kernels out. They pin down what fuses into what and
+//! which buffers each kernel reads; numerics are the conformance suite's job.
+
+use super::{lower, BufferKind, Lowered};
+use crate::schedule::Schedule;
+
+fn lowered(src: &str) -> Lowered {
+    let g = kiln_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}"));
+    lower(&g, Schedule::for_vector_bits(256)).unwrap()
+}
+
+fn names(l: &Lowered) -> Vec<&str> {
+    l.kernels.iter().map(|k| k.name.as_str()).collect()
+}
+
+#[test]
+fn elementwise_chain_with_broadcasts_is_one_kernel() {
+    let l = lowered(
+        "kir 1
+%x = input \"x\" f32[rows,37]
+%w = input \"w\" f32[37]
+%b = input \"b\" f32[1]
+%m = mul %x, %w
+%a = add %m, %b
+%s = silu %a
+output \"y\" = %s
+",
+    );
+    assert_eq!(names(&l), vec!["k0_silu"]);
+    let k = &l.kernels[0];
+    assert_eq!(k.args.len(), 4, "output and three inputs:\n{k}");
+    assert_eq!(
+        l.launches[0].grid.len(),
+        1,
+        "grid over rows, loop over the last axis"
+    );
+    let text = k.to_string();
+    assert!(
+        text.contains("Map x8"),
+        "the last axis is a vectorisable map at 8 lanes:\n{text}"
+    );
+}
+
+#[test]
+fn matmul_bias_activation_fuse_into_the_consumer_not_the_matmul() {
+    let l = lowered(include_str!("../../../examples/mlp.kir"));
+    // matmul, then bias+gelu fused (the next matmul's operand), matmul, then bias into the output.
+    assert_eq!(
+        names(&l),
+        vec!["k0_matmul", "k1_gelu_tanh", "k2_matmul", "k3_add"]
+    );
+    let outputs: Vec<_> = l
+        .buffers
+        .iter()
+        .filter(|b| matches!(b.kind, BufferKind::Output(_)))
+        .collect();
+    assert_eq!(outputs.len(), 1);
+    // The tiled schedule: one grid point per 16-column panel, a packed local panel.
+    assert_eq!(l.launches[0].grid[0].ceil_div, 16);
+    assert_eq!(l.kernels[0].locals.len(), 1);
+}
+
+#[test]
+fn transposed_weights_with_one_row_use_the_dot_product_schedule() {
+    let l = lowered(
+        "kir 1
+%x = input \"x\" f32[1,64]
+%w = input \"w\" f32[96,64]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+    );
+    let k = &l.kernels[0];
+    assert!(k.locals.is_empty(), "no packing for a matvec:\n{k}");
+    assert!(k.to_string().contains("reduce_Sum x8"), "{k}");
+}
+
+#[test]
+fn views_are_inlined_and_multi_use_values_get_buffers() {
+    let l = lowered(
+        "kir 1
+%x = input \"x\" f32[4,6]
+%t = permute %x perm=[1,0]
+%e = exp %t
+%a = add %e, %e
+%b = mul %e, %t
+output \"a\" = %a
+output \"b\" = %b
+",
+    );
+    // exp is read twice, so it is materialised once; the permute is index math everywhere.
+    assert_eq!(names(&l), vec!["k0_exp", "k1_add", "k2_mul"]);
+    assert!(!l.kernels.iter().any(|k| k.name.contains("permute")));
+}
+
+#[test]
+fn an_output_that_is_an_input_is_copied() {
+    let l = lowered("kir 1\n%x = input \"x\" f32[3]\noutput \"x\" = %x\noutput \"y\" = %x\n");
+    assert_eq!(names(&l), vec!["k0_copy", "k1_copy"]);
+}
+
+#[test]
+fn integer_reductions_are_a_typed_error() {
+    let g = kiln_ir::text::parse("kir 1\n%x = input \"x\" i32[3,4]\n%r = reduce_sum %x axes=[1] keep_dims=false\noutput \"r\" = %r\n").unwrap();
+    let e = lower(&g, Schedule::for_vector_bits(256))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node %1 (reduce_sum)") && e.contains("integer reductions"),
+        "{e}"
+    );
+}
