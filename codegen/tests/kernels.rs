@@ -484,3 +484,24 @@ backend_suite!(
     "cpu:x86-64-v2",
     1
 );
+#[cfg(feature = "cranelift")]
+backend_suite!(
+    cranelift_v3,
+    kiln_codegen::cranelift::CraneliftBackend,
+    "cpu:x86-64-v3",
+    4
+);
+#[cfg(feature = "cranelift")]
+backend_suite!(
+    cranelift_baseline,
+    kiln_codegen::cranelift::CraneliftBackend,
+    "cpu:x86-64",
+    4
+);
+#[cfg(feature = "cranelift")]
+backend_suite!(
+    cranelift_scalar,
+    kiln_codegen::cranelift::CraneliftBackend,
+    "cpu:x86-64-v2",
+    1
+);

@@ -30,6 +30,18 @@ impl Schedule {
         }
     }
 
+    /// Lanes of a map loop whose result is `dtype`. 64-bit results stay scalar: in these
+    /// graphs they are index arithmetic (never hot), and a loop of f32 lanes cannot
+    /// keep as many 64-bit lanes in the same registers — Cranelift's 128-bit vectors
+    /// hold only two, while the loop's f32 operands would want four.
+    pub fn lanes_for(&self, dtype: kiln_ir::DType) -> u8 {
+        if dtype.size_bytes() > 4 {
+            1
+        } else {
+            self.lanes
+        }
+    }
+
     /// The scalar schedule: no vector lanes, a 4x4 tile.
     pub fn scalar() -> Schedule {
         Schedule {

@@ -32,7 +32,7 @@ pub fn kernel_for(
         op if op.is_injective() => {
             let out = ctx.begin(node);
             let (grid, body, chunk) =
-                map_over(ctx, &n.shape, |ctx, idx| compute_at(ctx, node, idx), out)?;
+                map_over(ctx, &n, |ctx, idx| compute_at(ctx, node, idx), out)?;
             Ok(ctx.finish(name, grid, body, chunk))
         }
         _ => Err(unsupported(
@@ -63,7 +63,7 @@ pub fn copy_kernel(
     ctx.writes.clear();
     ctx.next_var = 0;
     let out = Buf::Arg(ctx.arg_for(global, true));
-    let (grid, body, chunk) = map_over(ctx, &n.shape, |ctx, idx| value_at(ctx, src, idx), out)?;
+    let (grid, body, chunk) = map_over(ctx, &n, |ctx, idx| value_at(ctx, src, idx), out)?;
     Ok(ctx.finish(name, grid, body, chunk))
 }
 
@@ -76,13 +76,15 @@ fn chunk_for(last: &Dim) -> u64 {
         .map_or(1, |n| (MIN_CHUNK_ELEMS / n.max(1)).max(1) as u64)
 }
 
-/// Grid over all axes but the last, a vectorisable loop over the last, storing `value`.
+/// Grid over all axes but the last of `node`'s shape, a vectorisable loop over the last,
+/// storing `value`.
 fn map_over(
     ctx: &mut Ctx,
-    shape: &[Dim],
+    node: &kiln_ir::Node,
     mut value: impl FnMut(&mut Ctx, &[Expr]) -> Result<Expr, LowerError>,
     out: Buf,
 ) -> Result<(Vec<GridDim>, Vec<Stmt>, u64), LowerError> {
+    let shape = &node.shape;
     if shape.is_empty() {
         let v = value(ctx, &[])?;
         return Ok((
@@ -111,7 +113,7 @@ fn map_over(
         var: j,
         extent,
         kind: LoopKind::Map,
-        vector: lanes(ctx),
+        vector: ctx.schedule.lanes_for(node.dtype),
         body: vec![store],
     }];
     Ok((grid, body, chunk_for(&shape[r - 1])))
