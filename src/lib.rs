@@ -2,6 +2,7 @@
 //! loading models, reading and writing `.npy`. The end-to-end tests use it directly.
 
 pub mod assemble;
+pub mod atomic_file;
 pub mod kernel_bench;
 pub mod model_source;
 pub mod npy;

@@ -62,57 +62,28 @@ pub fn read(path: &Path) -> Result<Tensor> {
     Ok(Tensor::new(dtype, shape, data))
 }
 
-/// Writes through a temporary file and a rename, so a failed write leaves nothing behind.
+/// Writes `t` as a `.npy` of its dtype (bf16, which NumPy lacks, as f32); whole or not at all.
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    {
-        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-        let w = std::io::BufWriter::new(tmp.as_file_mut());
-        match t.dtype {
-            DType::F32 | DType::BF16 => {
-                let mut out = npyz::WriteOptions::new()
-                    .default_dtype()
-                    .shape(&shape)
-                    .writer(w)
-                    .begin_nd()?;
-                out.extend(t.data.iter().map(|&v| v as f32))?;
-                out.finish()?;
-            }
-            DType::F16 => {
-                let mut out = npyz::WriteOptions::new()
-                    .default_dtype()
-                    .shape(&shape)
-                    .writer(w)
-                    .begin_nd()?;
-                out.extend(t.data.iter().map(|&v| half::f16::from_f64(v)))?;
-                out.finish()?;
-            }
-            DType::I32 => {
-                let mut out = npyz::WriteOptions::new()
-                    .default_dtype()
-                    .shape(&shape)
-                    .writer(w)
-                    .begin_nd()?;
-                out.extend(t.data.iter().map(|&v| v as i32))?;
-                out.finish()?;
-            }
-            DType::I64 => {
-                let mut out = npyz::WriteOptions::new()
-                    .default_dtype()
-                    .shape(&shape)
-                    .writer(w)
-                    .begin_nd()?;
-                out.extend(t.data.iter().map(|&v| v as i64))?;
-                out.finish()?;
-            }
-        }
-    }
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::atomic_file::write_with(path, |w| match t.dtype {
+        DType::F32 | DType::BF16 => write_as(w, t, |v| v as f32),
+        DType::F16 => write_as(w, t, half::f16::from_f64),
+        DType::I32 => write_as(w, t, |v| v as i32),
+        DType::I64 => write_as(w, t, |v| v as i64),
+    })
+}
+
+fn write_as<T: npyz::AutoSerialize>(
+    w: &mut dyn std::io::Write,
+    t: &Tensor,
+    convert: impl Fn(f64) -> T,
+) -> Result<()> {
+    let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+    let mut out = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(w)
+        .begin_nd()?;
+    out.extend(t.data.iter().map(|&v| convert(v)))?;
+    out.finish()?;
     Ok(())
 }

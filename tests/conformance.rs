@@ -173,13 +173,17 @@ fn reduce_cases() -> Vec<Case> {
 
 fn matmul_cases() -> Vec<Case> {
     let mut out = Vec::new();
-    let dims: [(usize, usize, usize); 6] = [
+    // The last two are wide enough that a grid point owns several column panels, with
+    // the final block's panels partly and wholly past N.
+    let dims: [(usize, usize, usize); 8] = [
         (1, 1, 1),
         (1, 64, 10),
         (3, 5, 7),
         (13, 33, 17),
         (6, 16, 32),
         (40, 300, 50),
+        (9, 70, 600),
+        (7, 300, 1100),
     ];
     for d in FLOATS {
         for (m, k, n) in dims {

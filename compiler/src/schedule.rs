@@ -12,6 +12,9 @@ pub struct Schedule {
     pub lanes: u8,
     pub mr: u32,
     pub nr: u32,
+    /// `nr`-wide panels per matmul grid point: the `mr x kc` slice of A a micro-kernel
+    /// reads stays in L1 across this many panels, cutting A's traffic from L2/L3.
+    pub panels: u32,
     pub kc: u32,
 }
 
@@ -26,6 +29,7 @@ impl Schedule {
             lanes,
             mr: 6,
             nr: 2 * lanes as u32,
+            panels: 4,
             kc: 256,
         }
     }
@@ -48,6 +52,7 @@ impl Schedule {
             lanes: 1,
             mr: 4,
             nr: 4,
+            panels: 1,
             kc: 256,
         }
     }

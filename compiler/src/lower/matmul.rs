@@ -2,10 +2,11 @@
 //!
 //! Two forms. When B is transposed (weights stored `[n, k]`, as LLM files store them) and
 //! M is small, each output is a dot product along contiguous K: a vectorised `Reduce`.
-//! Otherwise a register-tiled kernel in the manner of BLIS: each grid point owns an `nr`-wide
-//! column panel of C; for each `kc` block of K it packs that panel of B into a contiguous
-//! local buffer (zero-padded past N), then runs an `mr x nr` micro-kernel over all rows,
-//! accumulating in `mr * nr / lanes` vector variables with FMAs. Packing makes B reads
+//! Otherwise a register-tiled kernel in the manner of BLIS: each grid point owns a few
+//! `nr`-wide column panels of C; for each `kc` block of K it packs those panels of B into a
+//! contiguous local buffer (zero-padded past N), then for each `mr`-row tile runs an
+//! `mr x nr` micro-kernel on every panel, accumulating in `mr * nr / lanes` vector
+//! variables with FMAs. The tile's `mr x kc` slice of A stays in L1 across the panels. Packing makes B reads
 //! sequential whatever its layout or stride (power-of-two strides otherwise alias in cache).
 
 use super::inline::{dim_expr, value_at};
@@ -13,6 +14,9 @@ use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{Buf, Cmp, Expr, Kernel, LocalBuf, LoopKind, RedOp, Stmt, VarId};
 use kiln_ir::{DType, Dim, NodeId};
+
+/// The fewest column blocks a tiled matmul is split into when N allows.
+const MIN_GRID_POINTS: i64 = 16;
 
 struct Operands {
     a: NodeId,
@@ -146,6 +150,12 @@ fn tiled_kernel(
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let s = ctx.schedule;
     let (w, nr, mr, kc) = (s.lanes as i64, s.nr as i64, s.mr as i64, s.kc as i64);
+    // Fewer panels per grid point when N is small, so that the grid keeps enough
+    // points to spread over the cores (the grid only splits N and the batch).
+    let n_known = ops.out_shape[ops.nb + 1].as_known();
+    let panels = n_known.map_or(1, |n| {
+        (n as i64 / (nr * MIN_GRID_POINTS)).clamp(1, s.panels.max(1) as i64)
+    });
     let nb = ops.nb;
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
@@ -153,11 +163,11 @@ fn tiled_kernel(
     let mut grid: Vec<GridDim> = ops.out_shape[..nb].iter().map(GridDim::of).collect();
     grid.push(GridDim {
         dim: ops.out_shape[nb + 1].clone(),
-        ceil_div: nr,
+        ceil_div: nr * panels,
     });
-    let panel = Buf::Local(0);
-
-    let (j0, kb, k0, kn, kk, jj) = (
+    let (j0, kb, k0, kn, kk, jj, p, jp) = (
+        ctx.fresh(),
+        ctx.fresh(),
         ctx.fresh(),
         ctx.fresh(),
         ctx.fresh(),
@@ -165,80 +175,85 @@ fn tiled_kernel(
         ctx.fresh(),
         ctx.fresh(),
     );
-    let full = cmp(Cmp::Le, add(var(j0), i(nr)), n.clone());
+    // Panel p covers columns jp = j0 + p*nr .. jp + nr and lives at p*kc*nr in the local.
+    let panel_start = |p: VarId| Stmt::Let {
+        var: jp,
+        value: add(var(j0), mul(var(p), i(nr))),
+    };
+    let panel_base = mul(var(p), i(kc * nr));
+    let full = cmp(Cmp::Le, add(var(jp), i(nr)), n.clone());
 
-    // Pack B[k0..k0+kn, j0..j0+nr] into the panel, zero past N.
-    let b_full = ops.b_at(ctx, add(var(k0), var(kk)), add(var(j0), var(jj)))?;
-    let clamped_col = min(add(var(j0), var(jj)), sub(n.clone(), i(1)));
+    // Pack B[k0..k0+kn, jp..jp+nr] into panel p, zero past N.
+    let b_full = ops.b_at(ctx, add(var(k0), var(kk)), add(var(jp), var(jj)))?;
+    let clamped_col = min(add(var(jp), var(jj)), sub(n.clone(), i(1)));
     let b_edge = ops.b_at(ctx, add(var(k0), var(kk)), clamped_col)?;
     let b_edge = select(
-        cmp(Cmp::Lt, add(var(j0), var(jj)), n.clone()),
+        cmp(Cmp::Lt, add(var(jp), var(jj)), n.clone()),
         b_edge,
         f(0.0),
     );
-    let panel_at = add(mul(var(kk), i(nr)), var(jj));
+    let panel_at = add(panel_base.clone(), add(mul(var(kk), i(nr)), var(jj)));
     let pack_row = |value: Expr| Stmt::Loop {
         var: jj,
         extent: i(nr),
         kind: LoopKind::Map,
         vector: w as u8,
         body: vec![Stmt::Store {
-            buf: panel,
+            buf: Buf::Local(0),
             index: panel_at.clone(),
             value,
         }],
     };
-    let pack = Stmt::Loop {
-        var: kk,
-        extent: var(kn),
-        kind: LoopKind::Serial,
-        vector: 1,
-        body: vec![Stmt::If {
-            cond: full.clone(),
-            then: vec![pack_row(b_full)],
-            otherwise: vec![pack_row(b_edge)],
-        }],
-    };
+    let pack = over_panels(
+        p,
+        panels,
+        vec![
+            panel_start(p),
+            Stmt::Loop {
+                var: kk,
+                extent: var(kn),
+                kind: LoopKind::Serial,
+                vector: 1,
+                body: vec![Stmt::If {
+                    cond: full.clone(),
+                    then: vec![pack_row(b_full)],
+                    otherwise: vec![pack_row(b_edge)],
+                }],
+            },
+        ],
+    );
 
+    let tile = Tile {
+        jp,
+        panel_base,
+        kb,
+        k0,
+        kn,
+        n: n.clone(),
+        w,
+        nr,
+    };
+    // Row tiles outside, panels inside: the micro-kernel's rows of A stay in L1 while
+    // every panel of B passes over them.
+    let row_tiles = |ctx: &mut Ctx, rows: i64, i0: Expr| -> Result<Stmt, LowerError> {
+        let mut body = vec![panel_start(p)];
+        let kernel = micro_kernel(ctx, ops, out, rows, i0, &tile)?;
+        body.push(Stmt::If {
+            cond: cmp(Cmp::Lt, var(jp), n.clone()),
+            then: kernel,
+            otherwise: Vec::new(),
+        });
+        Ok(over_panels(p, panels, body))
+    };
     let tiles = ctx.fresh();
     let rest = ctx.fresh();
-    let tile_body = micro_kernel(
-        ctx,
-        ops,
-        out,
-        mr,
-        mul(var(tiles), i(mr)),
-        &Tile {
-            j0,
-            kb,
-            k0,
-            kn,
-            n: n.clone(),
-            w,
-            nr,
-        },
-    )?;
+    let tile_body = row_tiles(ctx, mr, mul(var(tiles), i(mr)))?;
     let rest_row = add(mul(div(m.clone(), i(mr)), i(mr)), var(rest));
-    let rest_body = micro_kernel(
-        ctx,
-        ops,
-        out,
-        1,
-        rest_row,
-        &Tile {
-            j0,
-            kb,
-            k0,
-            kn,
-            n: n.clone(),
-            w,
-            nr,
-        },
-    )?;
+    let rest_body = row_tiles(ctx, 1, rest_row)?;
     let body = vec![
         Stmt::Let {
             var: j0,
-            value: mul(Expr::GridIdx(nb as u32), i(nr)),
+            value: mul(Expr::GridIdx(nb as u32), i(nr * panels)),
         },
         Stmt::Loop {
             var: kb,
@@ -260,14 +275,14 @@ fn tiled_kernel(
                     extent: div(m.clone(), i(mr)),
                     kind: LoopKind::Serial,
                     vector: 1,
-                    body: tile_body,
+                    body: vec![tile_body],
                 },
                 Stmt::Loop {
                     var: rest,
                     extent: rem(m, i(mr)),
                     kind: LoopKind::Serial,
                     vector: 1,
-                    body: rest_body,
+                    body: vec![rest_body],
                 },
             ],
         },
@@ -275,13 +290,27 @@ fn tiled_kernel(
     let (mut kernel, args) = ctx.finish(name, grid, body, 1);
     kernel.locals.push(LocalBuf {
         dtype: DType::F32,
-        len: (kc * nr) as u32,
+        len: (panels * kc * nr) as u32,
     });
     Ok((kernel, args))
 }
 
+/// A serial loop over the grid point's panels.
+fn over_panels(p: VarId, panels: i64, body: Vec<Stmt>) -> Stmt {
+    Stmt::Loop {
+        var: p,
+        extent: i(panels),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body,
+    }
+}
+
 struct Tile {
-    j0: VarId,
+    /// First column of the panel.
+    jp: VarId,
+    /// Where the packed panel starts in the local buffer.
+    panel_base: Expr,
     kb: VarId,
     k0: VarId,
     kn: VarId,
@@ -306,8 +335,8 @@ fn micro_kernel(
     let acc: Vec<Vec<VarId>> = (0..rows)
         .map(|_| (0..nv).map(|_| ctx.fresh()).collect())
         .collect();
-    let full = cmp(Cmp::Le, add(var(t.j0), i(t.nr)), t.n.clone());
-    let col = |v: i64, l: i64| add(var(t.j0), i(v * t.w + l));
+    let full = cmp(Cmp::Le, add(var(t.jp), i(t.nr)), t.n.clone());
+    let col = |v: i64, l: i64| add(var(t.jp), i(v * t.w + l));
     let row = |r: i64| add(var(row0), i(r));
 
     let mut body = vec![Stmt::Let {
@@ -357,7 +386,10 @@ fn micro_kernel(
     let mut step = Vec::new();
     let b_vars: Vec<VarId> = (0..nv).map(|_| ctx.fresh()).collect();
     for (v, &bv) in b_vars.iter().enumerate() {
-        let at = add(mul(var(kk), i(t.nr)), i(v as i64 * t.w));
+        let at = add(
+            t.panel_base.clone(),
+            add(mul(var(kk), i(t.nr)), i(v as i64 * t.w)),
+        );
         step.push(Stmt::Let {
             var: bv,
             value: load_vec(Buf::Local(0), at, lanes),
