@@ -154,7 +154,7 @@ fn tiled_kernel(
     // points to spread over the cores (the grid only splits N and the batch).
     let n_known = ops.out_shape[ops.nb + 1].as_known();
     let panels = n_known.map_or(1, |n| {
-        (n as i64 / (nr * MIN_GRID_POINTS)).clamp(1, s.panels.max(1) as i64)
+        (n / (nr * MIN_GRID_POINTS)).clamp(1, s.panels.max(1) as i64)
     });
     let nb = ops.nb;
     let m = dim_expr(ctx, &ops.out_shape[nb]);
