@@ -359,6 +359,34 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
     f(e)
 }
 
+impl Expr {
+    pub fn children(&self) -> Vec<&Expr> {
+        match self {
+            Expr::Load { index: a, .. }
+            | Expr::Splat { value: a, .. }
+            | Expr::Unary(_, a)
+            | Expr::Cast(_, a)
+            | Expr::Bitcast(_, a)
+            | Expr::ReduceLanes(_, a)
+            | Expr::Extract { vector: a, .. } => vec![a],
+            Expr::Lanes(v) => v.iter().collect(),
+            Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
+            Expr::Let { value, body, .. } => vec![value, body],
+            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => vec![a, b, c],
+            Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) => Vec::new(),
+        }
+    }
+
+    /// Nodes in the tree: a rough measure of the work an expression does.
+    pub fn node_count(&self) -> usize {
+        1 + self
+            .children()
+            .iter()
+            .map(|c| c.node_count())
+            .sum::<usize>()
+    }
+}
+
 fn rewrite_dyn(e: Expr, f: &mut dyn FnMut(Expr) -> Expr) -> Expr {
     rewrite_bottom_up(e, &mut |x| f(x))
 }

@@ -82,19 +82,19 @@ fn round_i32(v: Expr) -> Expr {
     cast(Elem::I32, fadd(v, half))
 }
 
-/// `2^n` for an i32 `n` in the normal range, built from exponent bits.
-fn pow2i(n: Expr) -> Expr {
-    bitcast(
-        Elem::F32,
-        bin(BOp::Shl, bin(BOp::Add, n, i32(127)), i32(23)),
-    )
-}
+/// 1.5 * 2^23: adding it to an f32 of magnitude below 2^22 rounds to an integer (to
+/// nearest, ties to even), which then sits in the low mantissa bits.
+const ROUNDING_MAGIC: f32 = 12_582_912.0;
 
+/// `e^x` as `2^n * e^r` with `n = round(x * log2 e)` and `r = x - n ln 2` (Cody-Waite, in
+/// two parts); `e^r` by a degree-7 polynomial. The magic-number rounding yields `n` both as
+/// a float and, in the mantissa bits, as the integer for the exponent field: no float to
+/// int conversion, which x86 needs several instructions to saturate.
 pub(crate) fn exp(x: Expr, fresh: &mut impl FnMut() -> VarId) -> Expr {
-    let (xc, n, r, p) = (fresh(), fresh(), fresh(), fresh());
+    let (xc, t, r, p) = (fresh(), fresh(), fresh(), fresh());
     let clamped = max(min(x, f(88.37626)), f(-87.33654));
     let body = {
-        let nf = cast(Elem::F32, var(n));
+        let nf = fsub(var(t), f(ROUNDING_MAGIC));
         let red = fsub(
             fsub(var(xc), fmul(nf.clone(), f(0.693_359_4))),
             fmul(nf, f(-2.121_944_4e-4)),
@@ -112,14 +112,27 @@ pub(crate) fn exp(x: Expr, fresh: &mut impl FnMut() -> VarId) -> Expr {
             ],
         );
         let y = fadd(fadd(fmul(fmul(var(p), rr.clone()), rr.clone()), rr), f(1.0));
-        let_in(r, red, let_in(p, poly, fmul(y, pow2i(var(n)))))
+        // The low 9 bits of the magic's pattern are zero, so shifting t's bits left by 23
+        // leaves exactly (n + 127) << 23.
+        let scale = bitcast(
+            Elem::F32,
+            bin(
+                BOp::Shl,
+                bin(BOp::Add, bitcast(Elem::I32, var(t)), i32(127)),
+                i32(23),
+            ),
+        );
+        let_in(r, red, let_in(p, poly, fmul(y, scale)))
     };
     let_in(
         xc,
         clamped,
         let_in(
-            n,
-            round_i32(fmul(var(xc), f(std::f32::consts::LOG2_E))),
+            t,
+            fadd(
+                fmul(var(xc), f(std::f32::consts::LOG2_E)),
+                f(ROUNDING_MAGIC),
+            ),
             body,
         ),
     )

@@ -6,13 +6,17 @@
 //! splatted where it meets a vector) or *varying*. Loads whose index moves by exactly 1
 //! per iteration become vector loads; any other varying expression the rules below do not
 //! cover is built lane by lane, which is always correct and merely slower.
-//! Reductions keep `UNROLL` independent vector accumulators to hide add latency.
+//! Reductions keep `UNROLL` independent vector accumulators to hide add latency, unless
+//! the reduced value is itself long to compute: its work then hides the latency, and more
+//! copies of it would only spill registers.
 
 use super::ir::e::*;
 use super::ir::*;
 use std::collections::HashSet;
 
 const UNROLL: i64 = 4;
+/// Reduced values with more expression nodes than this get one accumulator.
+const HEAVY_VALUE_NODES: usize = 24;
 
 pub fn vectorize_kernel(k: &mut Kernel) {
     let mut next = k.next_var;
@@ -103,10 +107,15 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
             vector,
         } if vector > 1 => {
             let w = vector as i64;
-            let step = w * UNROLL;
+            let unroll = if value.node_count() > HEAVY_VALUE_NODES {
+                1
+            } else {
+                UNROLL
+            };
+            let step = w * unroll;
             let (groups, tail, accs0) = (fresh(), fresh(), fresh());
-            let accs: Vec<VarId> = (0..UNROLL as VarId).map(|u| accs0 + u).collect();
-            *next += UNROLL as VarId - 1;
+            let accs: Vec<VarId> = (0..unroll as VarId).map(|u| accs0 + u).collect();
+            *next += unroll as VarId - 1;
             let identity = match op {
                 RedOp::Sum => f(0.0),
                 RedOp::Max => f(f32::NEG_INFINITY),

@@ -4,8 +4,8 @@
 use super::inline::{compute_at, dim_expr, flat_index, value_at};
 use super::{unsupported, BufferInfo, BufferKind, Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
-use crate::kernel::{BOp, Buf, Expr, Kernel, LoopKind, RedOp, Stmt, UOp};
-use kiln_ir::{Dim, NodeId, Op, ReduceOp};
+use crate::kernel::{BOp, Buf, Expr, Kernel, LoopKind, RedOp, Stmt, UOp, VarId};
+use kiln_ir::{DType, Dim, NodeId, Op, ReduceOp};
 
 /// Grid points are split over threads in chunks of at least this many elements' work.
 const MIN_CHUNK_ELEMS: i64 = 8192;
@@ -224,6 +224,10 @@ fn rows_along(shape: &[Dim], axis: usize, v: crate::kernel::VarId) -> (Vec<GridD
     (grid, idx)
 }
 
+/// Softmax along `axis`: a max pass, then the exponentials and their sum, then a scale.
+/// An f32 output holds the exponentials between passes, so each is computed once and the
+/// row is re-read from cache; narrower outputs would round them before the sum, so there
+/// the exponentials are computed again in the last pass instead.
 fn softmax(
     ctx: &mut Ctx,
     node: NodeId,
@@ -233,13 +237,15 @@ fn softmax(
     let out = ctx.begin(node);
     let input = ctx.graph.inputs(node)[0];
     let shape = ctx.graph.node(node).shape.clone();
+    let keep_exps = ctx.graph.node(node).dtype == DType::F32;
     let vec = if axis + 1 == shape.len() {
         lanes(ctx)
     } else {
         1
     };
     let extent = dim_expr(ctx, &shape[axis]);
-    let (r1, r2, j, m, s) = (
+    let (r1, r2, j, m, s, inv) = (
+        ctx.fresh(),
         ctx.fresh(),
         ctx.fresh(),
         ctx.fresh(),
@@ -250,44 +256,55 @@ fn softmax(
     let (_, idx2) = rows_along(&shape, axis, r2);
     let (_, idx3) = rows_along(&shape, axis, j);
     let x1 = value_at(ctx, input, &idx1)?;
-    let x2 = value_at(ctx, input, &idx2)?;
-    let x3 = value_at(ctx, input, &idx3)?;
-    let e2 = un(UOp::Exp, bin(BOp::Sub, x2, var(m)));
-    let e3 = un(UOp::Exp, bin(BOp::Sub, x3, var(m)));
-    let inv = ctx.fresh();
-    let body = vec![
-        Stmt::Reduce {
-            acc: m,
-            op: RedOp::Max,
-            var: r1,
-            extent: extent.clone(),
-            value: x1,
-            vector: vec,
-        },
-        Stmt::Reduce {
-            acc: s,
-            op: RedOp::Sum,
-            var: r2,
-            extent: extent.clone(),
-            value: e2,
-            vector: vec,
-        },
-        Stmt::Let {
-            var: inv,
-            value: bin(BOp::Div, f(1.0), var(s)),
-        },
-        Stmt::Loop {
-            var: j,
-            extent,
-            kind: LoopKind::Map,
-            vector: vec,
-            body: vec![Stmt::Store {
-                buf: out,
-                index: flat_index(ctx, &shape, &idx3),
-                value: bin(BOp::Mul, e3, var(inv)),
-            }],
-        },
-    ];
+    let exp_at = |ctx: &mut Ctx, idx: &[Expr]| -> Result<Expr, LowerError> {
+        let x = value_at(ctx, input, idx)?;
+        Ok(un(UOp::Exp, bin(BOp::Sub, x, var(m))))
+    };
+    let map = |j: VarId, value: Expr, at: Expr| Stmt::Loop {
+        var: j,
+        extent: extent.clone(),
+        kind: LoopKind::Map,
+        vector: vec,
+        body: vec![Stmt::Store {
+            buf: out,
+            index: at,
+            value,
+        }],
+    };
+    let sum = |value: Expr| Stmt::Reduce {
+        acc: s,
+        op: RedOp::Sum,
+        var: r2,
+        extent: extent.clone(),
+        value,
+        vector: vec,
+    };
+    let out_at = flat_index(ctx, &shape, &idx3);
+    let mut body = vec![Stmt::Reduce {
+        acc: m,
+        op: RedOp::Max,
+        var: r1,
+        extent: extent.clone(),
+        value: x1,
+        vector: vec,
+    }];
+    let scaled = if keep_exps {
+        let j0 = ctx.fresh();
+        let (_, idx0) = rows_along(&shape, axis, j0);
+        let e0 = exp_at(ctx, &idx0)?;
+        body.push(map(j0, e0, flat_index(ctx, &shape, &idx0)));
+        body.push(sum(load(out, flat_index(ctx, &shape, &idx2))));
+        load(out, out_at.clone())
+    } else {
+        let e2 = exp_at(ctx, &idx2)?;
+        body.push(sum(e2));
+        exp_at(ctx, &idx3)?
+    };
+    body.push(Stmt::Let {
+        var: inv,
+        value: bin(BOp::Div, f(1.0), var(s)),
+    });
+    body.push(map(j, bin(BOp::Mul, scaled, var(inv)), out_at));
     let chunk = chunk_for(&shape[axis]);
     Ok(ctx.finish(name, grid, body, chunk))
 }
