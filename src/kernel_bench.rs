@@ -175,40 +175,41 @@ impl Prepared {
     }
 }
 
-/// Median kernel time of a compiled case over repetitions lasting about `budget`.
-pub fn time_case(
-    case: &BenchCase,
-    target: &Target,
-    backend: BackendChoice,
-    threads: usize,
-    budget: Duration,
-) -> Result<Duration> {
-    let mut p = Prepared::new(case, target, backend, threads)?;
-    let mut times = Vec::new();
+/// Something to time: one call runs the work once and returns how long it took.
+pub type Runner<'a> = Box<dyn FnMut() -> Result<Duration> + 'a>;
+
+/// Fastest time of each runner over interleaved rounds (one call of each per round)
+/// lasting about `budget` in all. Interleaving puts every contender under the same machine
+/// conditions; taking the fastest round discards the runs that other tenants of a shared
+/// host slowed down (interference only ever adds time), the same rule for every contender.
+pub fn time_interleaved(runners: &mut [Runner<'_>], budget: Duration) -> Result<Vec<Duration>> {
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); runners.len()];
     let start = Instant::now();
-    while times.len() < 3 || (start.elapsed() < budget && times.len() < 1000) {
-        times.push(p.kernel_time()?);
+    let mut rounds = 0;
+    while rounds < 3 || (start.elapsed() < budget && rounds < 1000) {
+        for (r, t) in runners.iter_mut().zip(&mut times) {
+            t.push(r()?);
+        }
+        rounds += 1;
     }
-    times.sort();
-    Ok(times[times.len() / 2])
+    Ok(times
+        .into_iter()
+        .map(|t| t.into_iter().min().expect("at least three rounds"))
+        .collect())
 }
 
-/// Median time of `matrixmultiply::sgemm` (single-threaded) on `n`^3.
-pub fn time_reference_sgemm(n: usize, budget: Duration) -> Duration {
-    let a: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 1, 1.0)
-        .data
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
-    let b: Vec<f32> = Tensor::seeded(DType::F32, vec![n * n], 2, 1.0)
-        .data
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+/// `matrixmultiply::sgemm` (single-threaded) on `n`^3, the reference row of matmul cases.
+pub fn reference_sgemm<'a>(n: usize) -> Runner<'a> {
+    let seeded = |seed| -> Vec<f32> {
+        Tensor::seeded(DType::F32, vec![n * n], seed, 1.0)
+            .data
+            .iter()
+            .map(|&v| v as f32)
+            .collect()
+    };
+    let (a, b) = (seeded(1), seeded(2));
     let mut c = vec![0f32; n * n];
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 3 || (start.elapsed() < budget && times.len() < 1000) {
+    Box::new(move || {
         let t = Instant::now();
         // SAFETY: a, b, c are n*n row-major f32 matrices; strides describe exactly that.
         unsafe {
@@ -229,11 +230,10 @@ pub fn time_reference_sgemm(n: usize, budget: Duration) -> Duration {
                 1,
             );
         }
-        times.push(t.elapsed());
-    }
-    std::hint::black_box(&c);
-    times.sort();
-    times[times.len() / 2]
+        let elapsed = t.elapsed();
+        std::hint::black_box(&mut c);
+        Ok(elapsed)
+    })
 }
 
 /// STREAM-like copy bandwidth with `threads` threads over 2 x 256 MiB: bytes read plus

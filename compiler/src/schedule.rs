@@ -7,6 +7,8 @@
 
 use crate::target::CpuDesc;
 
+const PACKED_B_BYTES: u32 = 128 << 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub lanes: u8,
@@ -25,12 +27,15 @@ impl Schedule {
 
     pub fn for_vector_bits(bits: u32) -> Schedule {
         let lanes = (bits / 32).clamp(1, 16) as u8;
+        let (nr, kc) = (2 * lanes as u32, 256);
         Schedule {
             lanes,
             mr: 6,
-            nr: 2 * lanes as u32,
-            panels: 4,
-            kc: 256,
+            nr,
+            // The packed panels of B (on the stack) stay within 128 KiB: half of a
+            // typical L2, and small for a worker thread's stack.
+            panels: (PACKED_B_BYTES / (kc * nr * 4)).clamp(1, 8),
+            kc,
         }
     }
 

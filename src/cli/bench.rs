@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use kiln::assemble::BackendChoice;
-use kiln::kernel_bench::{copy_bandwidth, default_cases, time_case, time_reference_sgemm, Work};
+use kiln::kernel_bench::{
+    copy_bandwidth, default_cases, reference_sgemm, time_interleaved, Prepared, Runner, Work,
+};
 use kiln_compiler::Target;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub struct Args {
     /// Skip the largest cases
     #[arg(long)]
     pub quick: bool,
+    /// Only the cases whose op or shape contains this text (e.g. `matmul`, `1024`)
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
     /// Also write the results as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -62,64 +67,68 @@ pub fn run(a: Args) -> Result<()> {
     println!();
     println!("| op | shape | backend | threads | time | rate | vs reference |");
     println!("|---|---|---|---:|---:|---:|---|");
-    let mut sgemm_ref = std::collections::BTreeMap::new();
-    for case in default_cases(a.quick) {
-        if case.name.starts_with("matmul") {
-            let n: usize = case
-                .shape
-                .split('x')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let t = time_reference_sgemm(n, budget);
-            let gflops = match case.work {
-                Work::Flops(f) => f / t.as_secs_f64() / 1e9,
-                Work::Bytes(_) => 0.0,
-            };
-            println!(
-                "| {} | {} | matrixmultiply | 1 | {:.3} ms | {gflops:.1} GFLOP/s | reference |",
-                case.name,
-                case.shape,
-                t.as_secs_f64() * 1e3
-            );
-            rows.push(serde_json::json!({"op": case.name, "shape": case.shape, "backend": "matrixmultiply", "threads": 1, "seconds": t.as_secs_f64(), "gflops": gflops}));
-            sgemm_ref.insert(case.shape.clone(), t);
+    let selected = default_cases(a.quick).into_iter().filter(|c| {
+        a.only
+            .as_deref()
+            .is_none_or(|t| c.name.contains(t) || c.shape.contains(t))
+    });
+    for case in selected {
+        // Every contender of a case is timed in the same interleaved rounds.
+        let mut contenders: Vec<(String, usize)> = Vec::new();
+        let mut runners: Vec<Runner> = Vec::new();
+        let matmul_n = case
+            .name
+            .starts_with("matmul")
+            .then(|| case.shape.split('x').next()?.parse::<usize>().ok())
+            .flatten();
+        if let Some(n) = matmul_n {
+            contenders.push(("matrixmultiply".into(), 1));
+            runners.push(reference_sgemm(n));
         }
         for &backend in &backends {
-            let mut single = None;
             for &th in &threads {
-                let t = time_case(&case, &target, backend, th, budget)
+                let mut p = Prepared::new(&case, &target, backend, th)
                     .with_context(|| format!("{} {}", case.name, case.shape))?;
-                let secs = t.as_secs_f64();
-                let (rate, unit, versus) = match case.work {
-                    Work::Flops(f) => {
-                        let mut v = sgemm_ref
-                            .get(&case.shape)
-                            .map(|r| format!("{:.2}x matrixmultiply", r.as_secs_f64() / secs))
-                            .unwrap_or_default();
-                        if let Some(s1) = single {
-                            v.push_str(&format!(", {:.2}x own 1-thread", s1 / secs));
-                        }
-                        (f / secs / 1e9, "GFLOP/s", v)
-                    }
-                    Work::Bytes(b) => (
-                        b / secs / 1e9,
-                        "GB/s",
-                        format!("{:.0}% of copy bandwidth", 100.0 * b / secs / copy[&th]),
-                    ),
-                };
-                if th == 1 {
-                    single = Some(secs);
-                }
-                let be = format!("{backend:?}").to_lowercase();
-                println!(
-                    "| {} | {} | {be} | {th} | {:.3} ms | {rate:.1} {unit} | {versus} |",
-                    case.name,
-                    case.shape,
-                    secs * 1e3
-                );
-                rows.push(serde_json::json!({"op": case.name, "shape": case.shape, "backend": be, "threads": th, "seconds": secs, "rate": rate, "unit": unit, "versus": versus}));
+                contenders.push((format!("{backend:?}").to_lowercase(), th));
+                runners.push(Box::new(move || p.kernel_time()));
             }
+        }
+        let total = budget * runners.len() as u32;
+        let times = time_interleaved(&mut runners, total)
+            .with_context(|| format!("{} {}", case.name, case.shape))?;
+        let reference = matmul_n.map(|_| times[0].as_secs_f64());
+        let mut single: std::collections::HashMap<&str, f64> = Default::default();
+        for ((be, th), t) in contenders.iter().zip(&times) {
+            let secs = t.as_secs_f64();
+            if *th == 1 {
+                single.insert(be, secs);
+            }
+            let (rate, unit, versus) = match case.work {
+                Work::Flops(f) => {
+                    let mut v = Vec::new();
+                    match reference {
+                        Some(_) if be == "matrixmultiply" => v.push("reference".to_string()),
+                        Some(r) => v.push(format!("{:.2}x matrixmultiply", r / secs)),
+                        None => {}
+                    }
+                    if let (Some(s1), true) = (single.get(be.as_str()), *th > 1) {
+                        v.push(format!("{:.2}x own 1-thread", s1 / secs));
+                    }
+                    (f / secs / 1e9, "GFLOP/s", v.join(", "))
+                }
+                Work::Bytes(b) => (
+                    b / secs / 1e9,
+                    "GB/s",
+                    format!("{:.0}% of copy bandwidth", 100.0 * b / secs / copy[th]),
+                ),
+            };
+            println!(
+                "| {} | {} | {be} | {th} | {:.3} ms | {rate:.1} {unit} | {versus} |",
+                case.name,
+                case.shape,
+                secs * 1e3
+            );
+            rows.push(serde_json::json!({"op": case.name, "shape": case.shape, "backend": be, "threads": th, "seconds": secs, "rate": rate, "unit": unit, "versus": versus}));
         }
     }
     if let Some(path) = a.json {

@@ -122,3 +122,45 @@ fn transcendental_ops_leave_no_unary_calls_behind() {
         }
     }
 }
+
+fn sum_over(acc: VarId, k: VarId, value: Expr) -> Stmt {
+    Stmt::Reduce {
+        acc,
+        op: RedOp::Sum,
+        var: k,
+        extent: i(16),
+        value,
+        vector: 4,
+    }
+}
+
+#[test]
+fn independent_reductions_share_one_loop() {
+    // Two dot products over the same extent, as a matvec grid point computes them.
+    let body = vec![
+        sum_over(0, 1, load(Buf::Arg(0), var(1))),
+        sum_over(2, 3, load(Buf::Arg(0), add(var(3), i(16)))),
+    ];
+    let mut k = kernel(body, 4);
+    vectorize::vectorize_kernel(&mut k);
+    let text = k.to_string();
+    let loops = text.matches("Serial").count();
+    assert_eq!(loops, 2, "one main loop and one tail loop:\n{text}");
+    assert!(
+        text.contains("a0[(v4 * 8)]x4") && text.contains("a0[((v4 * 8) + 16)]x4"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reduction_reading_another_stays_after_it() {
+    // A variance reads the mean: joining them would read the mean before it exists.
+    let body = vec![
+        sum_over(0, 1, load(Buf::Arg(0), var(1))),
+        sum_over(2, 3, bin(BOp::Sub, load(Buf::Arg(0), var(3)), var(0))),
+    ];
+    let mut k = kernel(body, 4);
+    vectorize::vectorize_kernel(&mut k);
+    let text = k.to_string();
+    assert_eq!(text.matches("Serial").count(), 4, "two loops each:\n{text}");
+}

@@ -34,7 +34,8 @@ pub fn vectorize_kernel(k: &mut Kernel) {
 fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
     let mut cx = cx.clone();
     let mut out = Vec::new();
-    for s in body {
+    let mut body = body.into_iter().peekable();
+    while let Some(s) = body.next() {
         match &s {
             Stmt::Let { var, value } | Stmt::Decl { var, init: value } => {
                 if let Some(t) = cx.elem(value) {
@@ -49,6 +50,38 @@ fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
                 cx.vars.insert(*acc, Elem::F32);
             }
             _ => {}
+        }
+        if joinable(&s, &s) {
+            let mut group = vec![s];
+            while group.len() < MAX_JOINED_REDUCTIONS
+                && body
+                    .peek()
+                    .is_some_and(|n| joinable(&group[0], n) && independent(&group, n))
+            {
+                let n = body.next().expect("peeked");
+                if let Stmt::Reduce { acc, var, .. } = &n {
+                    cx.vars.insert(*var, Elem::I64);
+                    cx.vars.insert(*acc, Elem::F32);
+                }
+                group.push(n);
+            }
+            let Some(Stmt::Reduce {
+                op, extent, vector, ..
+            }) = group.first().cloned()
+            else {
+                unreachable!("joinable admits only reductions")
+            };
+            let reds = group
+                .into_iter()
+                .map(|g| match g {
+                    Stmt::Reduce {
+                        acc, var, value, ..
+                    } => Reduction { acc, var, value },
+                    _ => unreachable!("joinable admits only reductions"),
+                })
+                .collect();
+            out.extend(vectorize_reductions(&cx, op, extent, vector, reds, next));
+            continue;
         }
         out.extend(vectorize_stmt(&cx, s, next));
     }
@@ -98,77 +131,6 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
                 },
             ]
         }
-        Stmt::Reduce {
-            acc,
-            op,
-            var,
-            extent,
-            value,
-            vector,
-        } if vector > 1 => {
-            let w = vector as i64;
-            let unroll = if value.node_count() > HEAVY_VALUE_NODES {
-                1
-            } else {
-                UNROLL
-            };
-            let step = w * unroll;
-            let (groups, tail, accs0) = (fresh(), fresh(), fresh());
-            let accs: Vec<VarId> = (0..unroll as VarId).map(|u| accs0 + u).collect();
-            *next += unroll as VarId - 1;
-            let identity = match op {
-                RedOp::Sum => f(0.0),
-                RedOp::Max => f(f32::NEG_INFINITY),
-            };
-            let combine = |a: Expr, b: Expr| match op {
-                RedOp::Sum => bin(BOp::Add, a, b),
-                RedOp::Max => bin(BOp::Max, a, b),
-            };
-            let mut out: Vec<Stmt> = accs
-                .iter()
-                .map(|&a| Stmt::Decl {
-                    var: a,
-                    init: splat(identity.clone(), vector),
-                })
-                .collect();
-            let mut body = Vec::new();
-            for (u, &a) in accs.iter().enumerate() {
-                let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
-                let lanes = vector_expr(cx, &value, var, &start, vector, &HashSet::from([var]));
-                body.push(Stmt::Assign {
-                    var: a,
-                    value: combine(var_e(a), lanes),
-                });
-            }
-            out.push(Stmt::Loop {
-                var: groups,
-                extent: div(extent.clone(), i(step)),
-                kind: LoopKind::Serial,
-                vector: 1,
-                body,
-            });
-            let total = accs
-                .iter()
-                .skip(1)
-                .fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
-            out.push(Stmt::Decl {
-                var: acc,
-                init: Expr::ReduceLanes(op, Box::new(total)),
-            });
-            let main_len = mul(div(extent.clone(), i(step)), i(step));
-            let tail_value = substitute(&value, var, &add(main_len.clone(), var_e(tail)));
-            out.push(Stmt::Loop {
-                var: tail,
-                extent: sub(extent, main_len),
-                kind: LoopKind::Serial,
-                vector: 1,
-                body: vec![Stmt::Assign {
-                    var: acc,
-                    value: combine(var_e(acc), tail_value),
-                }],
-            });
-            out
-        }
         Stmt::Loop {
             var,
             extent,
@@ -200,6 +162,152 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
         }
         other => vec![other],
     }
+}
+
+/// One reduction of a group that shares a loop.
+struct Reduction {
+    acc: VarId,
+    var: VarId,
+    value: Expr,
+}
+
+/// Consecutive reductions with the same op, extent and lanes run in one loop: their
+/// loads interleave, which keeps several memory streams in flight (a matvec's rows).
+const MAX_JOINED_REDUCTIONS: usize = 4;
+
+/// Whether `next` reads none of the results of `group` (a layer norm's variance reads
+/// the mean: those two must stay in order).
+fn independent(group: &[Stmt], next: &Stmt) -> bool {
+    let Stmt::Reduce { value, .. } = next else {
+        return false;
+    };
+    group.iter().all(|g| match g {
+        Stmt::Reduce { acc, .. } => !mentions(value, *acc),
+        _ => false,
+    })
+}
+
+fn mentions(e: &Expr, v: VarId) -> bool {
+    matches!(e, Expr::Var(x) if *x == v) || e.children().iter().any(|c| mentions(c, v))
+}
+
+fn joinable(a: &Stmt, b: &Stmt) -> bool {
+    match (a, b) {
+        (
+            Stmt::Reduce {
+                op: o1,
+                extent: e1,
+                vector: v1,
+                ..
+            },
+            Stmt::Reduce {
+                op: o2,
+                extent: e2,
+                vector: v2,
+                ..
+            },
+        ) => *v1 > 1 && o1 == o2 && e1 == e2 && v1 == v2,
+        _ => false,
+    }
+}
+
+/// Vector code for a group of reductions sharing op, extent and lane count: `unroll`
+/// vector accumulators per reduction, a main loop over groups of `lanes * unroll`
+/// iterations, the lanes folded, then a scalar loop for the remainder.
+fn vectorize_reductions(
+    cx: &Cx,
+    op: RedOp,
+    extent: Expr,
+    vector: u8,
+    reds: Vec<Reduction>,
+    next: &mut VarId,
+) -> Vec<Stmt> {
+    let mut fresh = || {
+        *next += 1;
+        *next - 1
+    };
+    let w = vector as i64;
+    let heavy = reds
+        .iter()
+        .any(|r| r.value.node_count() > HEAVY_VALUE_NODES);
+    let unroll = if heavy {
+        1
+    } else {
+        (UNROLL / reds.len() as i64).max(1)
+    };
+    let step = w * unroll;
+    let (groups, tail) = (fresh(), fresh());
+    let accs: Vec<Vec<VarId>> = reds
+        .iter()
+        .map(|_| (0..unroll).map(|_| fresh()).collect())
+        .collect();
+    let identity = match op {
+        RedOp::Sum => f(0.0),
+        RedOp::Max => f(f32::NEG_INFINITY),
+    };
+    let combine = |a: Expr, b: Expr| match op {
+        RedOp::Sum => bin(BOp::Add, a, b),
+        RedOp::Max => bin(BOp::Max, a, b),
+    };
+    let mut out: Vec<Stmt> = accs
+        .iter()
+        .flatten()
+        .map(|&a| Stmt::Decl {
+            var: a,
+            init: splat(identity.clone(), vector),
+        })
+        .collect();
+    let mut body = Vec::new();
+    for u in 0..unroll as usize {
+        for (r, red) in reds.iter().enumerate() {
+            let a = accs[r][u];
+            let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
+            let lanes = vector_expr(
+                cx,
+                &red.value,
+                red.var,
+                &start,
+                vector,
+                &HashSet::from([red.var]),
+            );
+            body.push(Stmt::Assign {
+                var: a,
+                value: combine(var_e(a), lanes),
+            });
+        }
+    }
+    out.push(Stmt::Loop {
+        var: groups,
+        extent: div(extent.clone(), i(step)),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body,
+    });
+    let main_len = mul(div(extent.clone(), i(step)), i(step));
+    let mut tail_body = Vec::new();
+    for (red, accs) in reds.iter().zip(&accs) {
+        let total = accs
+            .iter()
+            .skip(1)
+            .fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
+        out.push(Stmt::Decl {
+            var: red.acc,
+            init: Expr::ReduceLanes(op, Box::new(total)),
+        });
+        let tail_value = substitute(&red.value, red.var, &add(main_len.clone(), var_e(tail)));
+        tail_body.push(Stmt::Assign {
+            var: red.acc,
+            value: combine(var_e(red.acc), tail_value),
+        });
+    }
+    out.push(Stmt::Loop {
+        var: tail,
+        extent: sub(extent, main_len),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body: tail_body,
+    });
+    out
 }
 
 fn var_e(v: VarId) -> Expr {

@@ -101,6 +101,10 @@ fn k_dim(ops: &Operands) -> Dim {
     }
 }
 
+/// Outputs along N per grid point of the dot-product kernel: their reductions share one
+/// loop (see `vectorize`), so that many rows of B stream from memory at once.
+const DOT_COLUMNS: i64 = 4;
+
 fn dot_kernel(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -108,36 +112,59 @@ fn dot_kernel(
     name: String,
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let nb = ops.nb;
-    let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
-    let (row, col) = (Expr::GridIdx(nb as u32), Expr::GridIdx(nb as u32 + 1));
-    let kdim = k_dim(ops);
-    let k = ctx.fresh();
-    let prod = bin(
-        crate::kernel::BOp::Mul,
-        ops.a_at(ctx, row.clone(), var(k))?,
-        ops.b_at(ctx, var(k), col.clone())?,
-    );
-    let acc = ctx.fresh();
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
+    let cols = if vector > 1 { DOT_COLUMNS } else { 1 };
+    let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
+    grid[nb + 1].ceil_div = cols;
+    let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
+    let row = Expr::GridIdx(nb as u32);
+    let col0 = mul(Expr::GridIdx(nb as u32 + 1), i(cols));
+    let kdim = k_dim(ops);
     let extent = dim_expr(ctx, &kdim);
-    let body = vec![
-        Stmt::Reduce {
+    let mut body = Vec::new();
+    let mut stores = Vec::new();
+    for c in 0..cols {
+        let col = add(col0.clone(), i(c));
+        // Columns past N read the last one (in bounds) and are not stored.
+        let read_col = if cols > 1 {
+            min(col.clone(), sub(n.clone(), i(1)))
+        } else {
+            col.clone()
+        };
+        let k = ctx.fresh();
+        let prod = bin(
+            crate::kernel::BOp::Mul,
+            ops.a_at(ctx, row.clone(), var(k))?,
+            ops.b_at(ctx, var(k), read_col)?,
+        );
+        let acc = ctx.fresh();
+        body.push(Stmt::Reduce {
             acc,
             op: RedOp::Sum,
             var: k,
-            extent,
+            extent: extent.clone(),
             value: prod,
             vector,
-        },
-        Stmt::Store {
+        });
+        let store = Stmt::Store {
             buf: out,
-            index: ops.c_index(ctx, row, col),
+            index: ops.c_index(ctx, row.clone(), col.clone()),
             value: var(acc),
-        },
-    ];
+        };
+        stores.push(if cols > 1 {
+            Stmt::If {
+                cond: cmp(Cmp::Lt, col, n.clone()),
+                then: vec![store],
+                otherwise: Vec::new(),
+            }
+        } else {
+            store
+        });
+    }
+    body.extend(stores);
     let chunk = kdim
         .as_known()
-        .map_or(1, |k| (8192 / k.max(1)).max(1) as u64);
+        .map_or(1, |k| (8192 / (k * cols).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
 }
