@@ -258,10 +258,10 @@ fn vectorize_reductions(
         })
         .collect();
     let mut body = Vec::new();
-    for u in 0..unroll as usize {
-        for (r, red) in reds.iter().enumerate() {
-            let a = accs[r][u];
-            let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
+    for u in 0..unroll {
+        let start = add(mul(var_e(groups), i(step)), i(u * w));
+        for (red, red_accs) in reds.iter().zip(&accs) {
+            let a = red_accs[u as usize];
             let lanes = vector_expr(
                 cx,
                 &red.value,
