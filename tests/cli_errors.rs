@@ -122,6 +122,29 @@ fn unknown_targets_and_models_are_explained() {
 }
 
 #[test]
+fn zero_threads_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = compiled(dir.path());
+    // Usage errors exit with clap's status 2, before anything runs.
+    for args in [
+        vec![
+            "run",
+            art.to_str().unwrap(),
+            "--random-inputs",
+            "n=2",
+            "-t",
+            "0",
+        ],
+        vec!["bench", "--threads", "1,0"],
+    ] {
+        let out = kiln(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "kiln {args:?}: {err}");
+        assert!(err.contains("invalid value '0' for '--threads"), "{err}");
+    }
+}
+
+#[test]
 fn params_without_data_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "p.kir", "kir 1\n%x = input \"x\" f32[2]\n%w = param \"w\" f32[2]\n%y = add %x, %w\noutput \"y\" = %y\n");

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub backend: Vec<BackendChoice>,
     /// Thread counts to run with (default: 1 and all cores)
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::thread_count())]
     pub threads: Vec<usize>,
     /// Seconds to spend timing each case
     #[arg(long, default_value_t = 1.0)]

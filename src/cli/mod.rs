@@ -17,3 +17,8 @@ pub fn default_targets() -> Vec<String> {
         _ => vec!["cpu:native".to_string()],
     }
 }
+
+/// `--threads` values: at least one thread.
+pub fn thread_count() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}

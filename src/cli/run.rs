@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(short, long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
     /// CPU threads (default: all)
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = super::thread_count())]
     pub threads: Option<usize>,
     /// Print each kernel's time
     #[arg(long)]
