@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages kiln needs to build and test, if any are missing:
 # LLVM 19 (the CPU code generator), lld (links kernel objects), a C toolchain (Rust's
-# linker and the runtime's test kernels). Safe to run again; prints what it installs.
+# linker and the runtime's test kernels), and Python with venv for the reference tests
+# (their `gguf` and `numpy` come from PyPI into target/pyref). Safe to run again; prints
+# what it installs.
 set -euo pipefail
 
-packages=(llvm-19-dev libpolly-19-dev lld-19 libzstd-dev zlib1g-dev libxml2-dev libffi-dev build-essential)
+packages=(llvm-19-dev libpolly-19-dev lld-19 libzstd-dev zlib1g-dev libxml2-dev libffi-dev build-essential python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,4 +21,14 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; kiln needs a Rust toolchain (stable, 1.85 or newer) on PATH" >&2
   exit 1
+fi
+
+# The reference implementations the tests compare against (GGUF dequantization, and the
+# NumPy model references of the LLM work), pinned, in a venv of their own.
+cd "$(dirname "$0")/.."
+pyref=target/pyref
+if ! "$pyref/bin/python" -c "import gguf, numpy" 2>/dev/null; then
+  echo "installing the Python reference packages into $pyref"
+  python3 -m venv "$pyref"
+  "$pyref/bin/pip" install -q --disable-pip-version-check "gguf==0.19.0" "numpy>=1.26,<3"
 fi

@@ -1,7 +1,9 @@
 //! Model builders: architectures as functions that build a `kiln_ir::Graph` plus the
-//! weights its parameters name. File readers (GGUF, safetensors) arrive with the LLM work;
-//! the MLP here and the built-in demo model need no file at all.
+//! weights its parameters name. `gguf` reads llama.cpp's model files (metadata, tensor
+//! table, zero-copy data, dequantization); the MLP here and the built-in demo model need
+//! no file at all.
 
+pub mod gguf;
 pub mod mlp;
 pub mod safetensors;
 pub mod weights;
