@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "error: cargo not found; kiln needs a Rust toolchain (stable, 1.85 or newer) on PATH" >&2
+  echo "error: cargo not found; kiln needs a Rust toolchain (stable, 1.95 or newer: Cranelift 0.135 needs it) on PATH" >&2
   exit 1
 fi
 
