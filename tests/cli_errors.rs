@@ -122,6 +122,27 @@ fn unknown_targets_and_models_are_explained() {
 }
 
 #[test]
+fn bad_gguf_files_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = write(dir.path(), "text.gguf", "hello");
+    let err = fails(&["compile", text.to_str().unwrap()]);
+    assert!(err.contains("not a GGUF file"), "{err}");
+    // A valid, empty GGUF v3 file: no architecture.
+    let mut empty = b"GGUF".to_vec();
+    empty.extend(3u32.to_le_bytes());
+    empty.extend(0u64.to_le_bytes());
+    empty.extend(0u64.to_le_bytes());
+    let p = dir.path().join("empty.gguf");
+    std::fs::write(&p, &empty).unwrap();
+    let err = fails(&["compile", p.to_str().unwrap()]);
+    assert!(err.contains("`general.architecture` is missing"), "{err}");
+    let truncated = dir.path().join("cut.gguf");
+    std::fs::write(&truncated, &empty[..10]).unwrap();
+    let err = fails(&["compile", truncated.to_str().unwrap()]);
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
 fn zero_threads_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let art = compiled(dir.path());

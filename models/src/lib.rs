@@ -4,6 +4,7 @@
 //! no file at all.
 
 pub mod gguf;
+pub mod llama;
 pub mod mlp;
 pub mod safetensors;
 pub mod weights;

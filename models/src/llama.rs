@@ -1,0 +1,325 @@
+//! Llama-family decoders (llama 2/3, mistral, qwen2) from a GGUF file: hyper-parameters
+//! from its metadata, the graph of a forward pass over a whole sequence, and the weights.
+//!
+//! The graph takes `tokens: i32[seq]` and `pos: i32[seq]` and returns `logits:
+//! f32[seq, vocab]`; `seq` is symbolic, so one artifact serves any prompt length. The
+//! causal mask is computed in the graph from `pos`. Attention groups query heads by their
+//! key/value head (grouped-query attention) through reshapes and one batched matmul per
+//! step, so no key or value is copied per query head.
+//!
+//! Weights are dequantized to f32 for now; kernels that read quantized blocks directly
+//! are the next step of the LLM work.
+
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::{Model, Weights};
+use kiln_ir::{Builder, CmpOp, DType, Dim, IrError, NodeId, RopeLayout, Tensor, UnaryOp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: architecture `{arch}` is not supported (kiln builds: llama, mistral, qwen2)")]
+    UnknownArch { path: String, arch: String },
+    #[error("{path}: metadata key `{key}` is missing")]
+    MissingKey { path: String, key: String },
+    #[error("{path}: metadata key `{key}` is {value}, {want}")]
+    BadKey {
+        path: String,
+        key: String,
+        value: String,
+        want: String,
+    },
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: String, name: String },
+    #[error("{path}: tensor `{name}` has shape {got:?}, the metadata implies {want:?}")]
+    TensorShape {
+        path: String,
+        name: String,
+        want: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("building the graph: {0}")]
+    Ir(#[from] IrError),
+}
+
+/// Hyper-parameters of a llama-family model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub arch: String,
+    pub vocab: usize,
+    pub embd: usize,
+    pub layers: usize,
+    pub ff: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rot_dims: usize,
+    pub rope_theta: f64,
+    pub rope_layout: RopeLayout,
+    pub rms_eps: f64,
+    pub context: usize,
+    /// qwen2 adds biases to the q, k and v projections.
+    pub qkv_bias: bool,
+    /// No `output.weight`: the logits reuse the token embedding.
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(f: &GgufFile) -> Result<LlamaConfig, ModelError> {
+        let path = f.path().display().to_string();
+        let arch = f
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| ModelError::MissingKey {
+                path: path.clone(),
+                key: "general.architecture".into(),
+            })?
+            .to_string();
+        // llama.cpp writes mistral models as `llama`; qwen2 differs in rope and biases.
+        let (rope_layout, qkv_bias) = match arch.as_str() {
+            "llama" => (RopeLayout::Interleaved, false),
+            "qwen2" => (RopeLayout::Neox, true),
+            _ => return Err(ModelError::UnknownArch { path, arch }),
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let count = |k: &str| -> Result<usize, ModelError> {
+            let k = key(k);
+            let v = f.get(&k).ok_or_else(|| ModelError::MissingKey {
+                path: path.clone(),
+                key: k.clone(),
+            })?;
+            match v.as_u64() {
+                Some(n) if n > 0 => Ok(n as usize),
+                _ => Err(ModelError::BadKey {
+                    path: path.clone(),
+                    key: k,
+                    value: v.to_string(),
+                    want: "expected a positive integer".into(),
+                }),
+            }
+        };
+        let real = |k: &str, default: Option<f64>| -> Result<f64, ModelError> {
+            let k = key(k);
+            match (f.get(&k), default) {
+                (None, Some(d)) => Ok(d),
+                (None, None) => Err(ModelError::MissingKey {
+                    path: path.clone(),
+                    key: k,
+                }),
+                (Some(v), _) => v
+                    .as_f64()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| ModelError::BadKey {
+                        path: path.clone(),
+                        key: k,
+                        value: v.to_string(),
+                        want: "expected a positive number".into(),
+                    }),
+            }
+        };
+        let embd = count("embedding_length")?;
+        let heads = count("attention.head_count")?;
+        let kv_heads = match f.get(&key("attention.head_count_kv")) {
+            None => heads,
+            Some(_) => count("attention.head_count_kv")?,
+        };
+        if embd % heads != 0 || heads % kv_heads != 0 {
+            return Err(ModelError::BadKey {
+                path,
+                key: key("attention.head_count_kv"),
+                value: format!("{kv_heads} (with {heads} heads, embedding {embd})"),
+                want: "heads must divide the embedding and kv heads must divide the heads".into(),
+            });
+        }
+        let head_dim = embd / heads;
+        let rot_dims = match f.get(&key("rope.dimension_count")) {
+            None => head_dim,
+            Some(_) => count("rope.dimension_count")?,
+        };
+        let token_embd =
+            f.tensor("token_embd.weight")
+                .ok_or_else(|| ModelError::MissingTensor {
+                    path: path.clone(),
+                    name: "token_embd.weight".into(),
+                })?;
+        let vocab = token_embd.shape()[0];
+        Ok(LlamaConfig {
+            vocab,
+            embd,
+            layers: count("block_count")?,
+            ff: count("feed_forward_length")?,
+            heads,
+            kv_heads,
+            head_dim,
+            rot_dims,
+            rope_theta: real("rope.freq_base", Some(10_000.0))?,
+            rope_layout,
+            rms_eps: real("attention.layer_norm_rms_epsilon", None)?,
+            context: count("context_length")?,
+            qkv_bias,
+            tied_embeddings: f.tensor("output.weight").is_none(),
+            arch,
+        })
+    }
+}
+
+/// Builds the model in `f`: its graph and its weights (dequantized to f32).
+pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
+    let cfg = LlamaConfig::from_gguf(f)?;
+    let mut weights = Weights::default();
+    let graph = build_graph(&cfg, &mut |name, shape| {
+        let t = tensor_checked(f, name, shape)?;
+        let data: Vec<f64> = f.dequantize(t).into_iter().map(f64::from).collect();
+        weights.insert(name, Tensor::new(DType::F32, shape.to_vec(), data));
+        Ok(())
+    })?;
+    let name = f
+        .get("general.name")
+        .and_then(|v| v.as_str())
+        .map_or_else(|| cfg.arch.clone(), str::to_string);
+    Ok(Model {
+        name,
+        graph,
+        weights,
+    })
+}
+
+fn tensor_checked<'f>(
+    f: &'f GgufFile,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'f TensorInfo, ModelError> {
+    let path = f.path().display().to_string();
+    let t = f.tensor(name).ok_or_else(|| ModelError::MissingTensor {
+        path: path.clone(),
+        name: name.into(),
+    })?;
+    if t.shape() != shape {
+        return Err(ModelError::TensorShape {
+            path,
+            name: name.into(),
+            want: shape.to_vec(),
+            got: t.shape(),
+        });
+    }
+    Ok(t)
+}
+
+/// Called with each parameter's name and row-major shape as the graph declares it.
+pub type WeightSink<'a> = dyn FnMut(&str, &[usize]) -> Result<(), ModelError> + 'a;
+
+/// The forward graph of `cfg`. `weight(name, shape)` is called for every parameter the
+/// graph declares, so the caller can supply (and check) its data.
+pub fn build_graph(
+    cfg: &LlamaConfig,
+    weight: &mut WeightSink<'_>,
+) -> Result<kiln_ir::Graph, ModelError> {
+    let mut b = Builder::new();
+    let mut param = |b: &mut Builder, name: &str, shape: &[usize]| -> Result<NodeId, ModelError> {
+        weight(name, shape)?;
+        let dims: Vec<Dim> = shape.iter().map(|&n| Dim::from(n)).collect();
+        Ok(b.param(name, DType::F32, dims)?)
+    };
+    let seq = Dim::sym("seq");
+    let (d, hd, nh, nkv) = (cfg.embd, cfg.head_dim, cfg.heads, cfg.kv_heads);
+    let group = nh / nkv;
+    let tokens = b.input("tokens", DType::I32, vec![seq.clone()])?;
+    let pos = b.input("pos", DType::I32, vec![seq.clone()])?;
+    let embd = param(&mut b, "token_embd.weight", &[cfg.vocab, d])?;
+    let mut x = b.gather(embd, tokens)?;
+
+    // Causal mask from positions: key j is hidden from query i when pos[j] > pos[i].
+    let pos_q = b.reshape(pos, vec![seq.clone(), Dim::from(1usize)])?;
+    let pos_k = b.reshape(pos, vec![Dim::from(1usize), seq.clone()])?;
+    let future = b.compare(CmpOp::Gt, pos_k, pos_q)?;
+    let neg_inf = b.scalar(DType::F32, f64::NEG_INFINITY)?;
+    let zero = b.scalar(DType::F32, 0.0)?;
+    let mask = b.select(future, neg_inf, zero)?;
+    let scale = b.scalar(DType::F32, 1.0 / (hd as f64).sqrt())?;
+
+    for l in 0..cfg.layers {
+        let p = |s: &str| format!("blk.{l}.{s}");
+        let attn_norm = param(&mut b, &p("attn_norm.weight"), &[d])?;
+        let h = b.rms_norm(x, attn_norm, cfg.rms_eps)?;
+        let mut proj =
+            |b: &mut Builder, w: &str, bias: &str, rows: usize| -> Result<NodeId, ModelError> {
+                let wn = param(b, &p(w), &[rows, d])?;
+                let y = b.matmul_t(h, wn, false, true)?;
+                if cfg.qkv_bias {
+                    let bn = param(b, &p(bias), &[rows])?;
+                    Ok(b.add(y, bn)?)
+                } else {
+                    Ok(y)
+                }
+            };
+        let q = proj(&mut b, "attn_q.weight", "attn_q.bias", nh * hd)?;
+        let k = proj(&mut b, "attn_k.weight", "attn_k.bias", nkv * hd)?;
+        let v = proj(&mut b, "attn_v.weight", "attn_v.bias", nkv * hd)?;
+        let heads = |b: &mut Builder, t: NodeId, n: usize| {
+            b.reshape(t, vec![seq.clone(), Dim::from(n), Dim::from(hd)])
+        };
+        let q = heads(&mut b, q, nh)?;
+        let q = b.rope(q, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
+        let k = heads(&mut b, k, nkv)?;
+        let k = b.rope(k, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
+        let v = heads(&mut b, v, nkv)?;
+        // q: [seq, nkv*group, hd] -> [nkv, group, seq, hd]; k, v: [nkv, seq, hd].
+        let q = b.reshape(
+            q,
+            vec![seq.clone(), Dim::from(nkv), Dim::from(group), Dim::from(hd)],
+        )?;
+        let q = b.permute(q, &[1, 2, 0, 3])?;
+        let k = b.permute(k, &[1, 0, 2])?;
+        let v = b.permute(v, &[1, 0, 2])?;
+        let k = b.reshape(
+            k,
+            vec![
+                Dim::from(nkv),
+                Dim::from(1usize),
+                seq.clone(),
+                Dim::from(hd),
+            ],
+        )?;
+        let v = b.reshape(
+            v,
+            vec![
+                Dim::from(nkv),
+                Dim::from(1usize),
+                seq.clone(),
+                Dim::from(hd),
+            ],
+        )?;
+        let scores = b.matmul_t(q, k, false, true)?; // [nkv, group, seq, seq]
+        let scores = b.mul(scores, scale)?;
+        let scores = b.add(scores, mask)?;
+        let probs = b.softmax(scores, 3)?;
+        let att = b.matmul(probs, v)?; // [nkv, group, seq, hd]
+        let att = b.permute(att, &[2, 0, 1, 3])?;
+        let att = b.reshape(att, vec![seq.clone(), Dim::from(nh * hd)])?;
+        let wo = param(&mut b, &p("attn_output.weight"), &[d, nh * hd])?;
+        let o = b.matmul_t(att, wo, false, true)?;
+        x = b.add(x, o)?;
+
+        let ffn_norm = param(&mut b, &p("ffn_norm.weight"), &[d])?;
+        let h = b.rms_norm(x, ffn_norm, cfg.rms_eps)?;
+        let wg = param(&mut b, &p("ffn_gate.weight"), &[cfg.ff, d])?;
+        let wu = param(&mut b, &p("ffn_up.weight"), &[cfg.ff, d])?;
+        let wd = param(&mut b, &p("ffn_down.weight"), &[d, cfg.ff])?;
+        let gate = b.matmul_t(h, wg, false, true)?;
+        let up = b.matmul_t(h, wu, false, true)?;
+        let act = b.unary(UnaryOp::Silu, gate)?;
+        let act = b.mul(act, up)?;
+        let down = b.matmul_t(act, wd, false, true)?;
+        x = b.add(x, down)?;
+    }
+    let out_norm = param(&mut b, "output_norm.weight", &[d])?;
+    let x = b.rms_norm(x, out_norm, cfg.rms_eps)?;
+    let head = if cfg.tied_embeddings {
+        embd
+    } else {
+        param(&mut b, "output.weight", &[cfg.vocab, d])?
+    };
+    let logits = b.matmul_t(x, head, false, true)?;
+    b.output("logits", logits);
+    Ok(b.finish())
+}

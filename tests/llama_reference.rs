@@ -1,0 +1,133 @@
+//! Tiny llama-family GGUF models (written by tests/reference/tiny_models.py with the `gguf`
+//! package) compiled by kiln and run, against the NumPy reference implementation in
+//! tests/reference/llama_ref.py: logits for every position of a prompt within the NMSE
+//! bound of f32 models (1e-5). Quantized files are compared on their dequantized weights,
+//! which is what both sides compute with.
+//!
+//! Needs a Python with `gguf` and `numpy` (`$KILN_PYTHON`, else `python3`); skips with the
+//! reason otherwise, unless KILN_REQUIRE_PYTHON_REFERENCE is set (CI sets it).
+
+use kiln::assemble::BackendChoice;
+use kiln_compiler::Target;
+use kiln_ir::{DType, Tensor};
+use kiln_models::gguf::GgufFile;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+const TOKENS: [i64; 7] = [1, 17, 42, 5, 95, 0, 63];
+
+fn python() -> String {
+    std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn reference_available() -> Result<(), String> {
+    let out = Command::new(python())
+        .args(["-c", "import gguf, numpy"])
+        .output()
+        .map_err(|e| format!("{} cannot be run: {e}", python()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} lacks gguf/numpy", python()))
+    }
+}
+
+fn script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(name)
+}
+
+fn run_python(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(python()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {:?}: {}",
+        python(),
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_npy(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    npy.into_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// ggml's normalised mean squared error: sum((a - b)^2) / sum(b^2).
+fn nmse(got: &[f64], want: &[f64]) -> f64 {
+    let err: f64 = got.iter().zip(want).map(|(a, b)| (a - b) * (a - b)).sum();
+    let norm: f64 = want.iter().map(|b| b * b).sum();
+    err / norm
+}
+
+#[test]
+fn tiny_llama_family_logits_match_the_numpy_reference() {
+    if let Err(why) = reference_available() {
+        if std::env::var_os("KILN_REQUIRE_PYTHON_REFERENCE").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run_python(&[script("tiny_models.py").as_os_str(), dir.path().as_os_str()]);
+    let seq = TOKENS.len();
+    let inputs = BTreeMap::from([
+        (
+            "tokens".to_string(),
+            Tensor::new(
+                DType::I32,
+                vec![seq],
+                TOKENS.iter().map(|&t| t as f64).collect(),
+            ),
+        ),
+        (
+            "pos".to_string(),
+            Tensor::new(DType::I32, vec![seq], (0..seq).map(|p| p as f64).collect()),
+        ),
+    ]);
+    let target: Target = "cpu:x86-64-v3".parse().unwrap();
+    let mut report = Vec::new();
+    for name in [
+        "tiny-llama-F32",
+        "tiny-llama-F16",
+        "tiny-llama-Q8_0",
+        "tiny-llama-Q4_0",
+        "tiny-llama-Q5_1",
+        "tiny-qwen2-F32",
+    ] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let want_path = dir.path().join(format!("{name}.npy"));
+        let mut args = vec![
+            script("llama_ref.py").into_os_string(),
+            gguf.clone().into_os_string(),
+            want_path.clone().into_os_string(),
+        ];
+        args.extend(TOKENS.iter().map(|t| t.to_string().into()));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_python(&refs);
+        let want = read_npy(&want_path);
+
+        let file = GgufFile::open(&gguf).unwrap();
+        let model = kiln_models::llama::load(&file).unwrap();
+        let outs = kiln::session::run_model(&model, &target, BackendChoice::Llvm, &inputs)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let logits = &outs["logits"];
+        assert_eq!(logits.shape, vec![seq, 96], "{name}");
+        let e = nmse(&logits.data, &want);
+        report.push(format!("{name}: NMSE {e:.2e}"));
+        assert!(
+            e <= 1e-5,
+            "{name}: logits NMSE {e:.3e} > 1e-5\n{}",
+            report.join("\n")
+        );
+    }
+    eprintln!("{}", report.join("\n"));
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""An independent NumPy implementation of llama-family decoders (llama, qwen2) reading
+GGUF files through the `gguf` package, in float64: the reference kiln's logits are
+checked against.
+
+usage: llama_ref.py MODEL.gguf OUT.npy TOKEN [TOKEN ...]
+
+Writes the logits for every position of the token sequence, shape [seq, vocab], f32.
+"""
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+
+def field(r: GGUFReader, key: str, default=None):
+    f = r.get_field(key)
+    if f is None:
+        if default is None:
+            raise KeyError(key)
+        return default
+    v = f.contents()
+    return v
+
+
+def load(path: str):
+    r = GGUFReader(path)
+    arch = field(r, "general.architecture")
+    k = lambda name, default=None: field(r, f"{arch}.{name}", default)
+    heads = int(k("attention.head_count"))
+    cfg = dict(
+        arch=arch,
+        embd=int(k("embedding_length")),
+        layers=int(k("block_count")),
+        heads=heads,
+        kv_heads=int(k("attention.head_count_kv", heads)),
+        theta=float(k("rope.freq_base", 10000.0)),
+        eps=float(k("attention.layer_norm_rms_epsilon")),
+    )
+    cfg["head_dim"] = cfg["embd"] // heads
+    cfg["rot"] = int(k("rope.dimension_count", cfg["head_dim"]))
+    w = {}
+    for t in r.tensors:
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))
+        w[t.name] = dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float64)
+    return cfg, w
+
+
+def rms_norm(x, weight, eps):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def rope(x, pos, theta, rot, neox):
+    # x: [seq, heads, head_dim]
+    half = rot // 2
+    freq = theta ** (-2.0 * np.arange(half) / rot)
+    ang = pos[:, None] * freq[None, :]
+    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    out = x.copy()
+    if neox:
+        a, b = x[..., :half], x[..., half:rot]
+        out[..., :half] = a * cos - b * sin
+        out[..., half:rot] = a * sin + b * cos
+    else:
+        a, b = x[..., 0:rot:2], x[..., 1:rot:2]
+        out[..., 0:rot:2] = a * cos - b * sin
+        out[..., 1:rot:2] = a * sin + b * cos
+    return out
+
+
+def forward(cfg, w, tokens):
+    seq = len(tokens)
+    pos = np.arange(seq, dtype=np.float64)
+    nh, nkv, hd = cfg["heads"], cfg["kv_heads"], cfg["head_dim"]
+    neox = cfg["arch"] == "qwen2"
+    x = w["token_embd.weight"][tokens]
+    mask = np.triu(np.full((seq, seq), -np.inf), k=1)
+    for l in range(cfg["layers"]):
+        p = f"blk.{l}."
+        h = rms_norm(x, w[p + "attn_norm.weight"], cfg["eps"])
+        q, k, v = (h @ w[p + f"attn_{n}.weight"].T for n in "qkv")
+        if neox:
+            q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
+        q = rope(q.reshape(seq, nh, hd), pos, cfg["theta"], cfg["rot"], neox)
+        k = rope(k.reshape(seq, nkv, hd), pos, cfg["theta"], cfg["rot"], neox)
+        v = v.reshape(seq, nkv, hd)
+        out = np.empty((seq, nh, hd))
+        for head in range(nh):
+            kv = head // (nh // nkv)
+            s = q[:, head, :] @ k[:, kv, :].T / np.sqrt(hd) + mask
+            s = np.exp(s - s.max(axis=-1, keepdims=True))
+            s /= s.sum(axis=-1, keepdims=True)
+            out[:, head, :] = s @ v[:, kv, :]
+        x = x + out.reshape(seq, nh * hd) @ w[p + "attn_output.weight"].T
+        h = rms_norm(x, w[p + "ffn_norm.weight"], cfg["eps"])
+        g = h @ w[p + "ffn_gate.weight"].T
+        u = h @ w[p + "ffn_up.weight"].T
+        x = x + ((g / (1.0 + np.exp(-g))) * u) @ w[p + "ffn_down.weight"].T
+    x = rms_norm(x, w["output_norm.weight"], cfg["eps"])
+    head = w.get("output.weight", w["token_embd.weight"])
+    return x @ head.T
+
+
+def main() -> None:
+    path, out = sys.argv[1], sys.argv[2]
+    tokens = np.array([int(t) for t in sys.argv[3:]])
+    cfg, w = load(path)
+    np.save(out, forward(cfg, w, tokens).astype(np.float32))
+
+
+if __name__ == "__main__":
+    main()

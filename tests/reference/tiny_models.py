@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Writes tiny llama-family GGUF files with deterministic weights, for kiln's tests.
+
+usage: tiny_models.py OUT_DIR
+
+Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q5_1}.gguf (grouped-query attention, untied output)
+and tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings). Weights come from
+numpy's PCG64 with a fixed seed, so every run writes the same bytes.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import gguf
+from gguf import GGMLQuantizationType as T
+from gguf.quants import quantize
+
+CONFIG = dict(vocab=96, embd=64, heads=4, kv_heads=2, layers=2, ff=128, context=128)
+
+
+def tensors(arch: str, rng: np.random.Generator) -> dict:
+    c = CONFIG
+    d, hd = c["embd"], c["embd"] // c["heads"]
+    w = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    norm = lambda: (1.0 + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    t = {"token_embd.weight": w(c["vocab"], d)}
+    for l in range(c["layers"]):
+        p = f"blk.{l}."
+        t[p + "attn_norm.weight"] = norm()
+        t[p + "attn_q.weight"] = w(c["heads"] * hd, d)
+        t[p + "attn_k.weight"] = w(c["kv_heads"] * hd, d)
+        t[p + "attn_v.weight"] = w(c["kv_heads"] * hd, d)
+        if arch == "qwen2":
+            t[p + "attn_q.bias"] = (0.1 * rng.standard_normal(c["heads"] * hd)).astype(np.float32)
+            t[p + "attn_k.bias"] = (0.1 * rng.standard_normal(c["kv_heads"] * hd)).astype(np.float32)
+            t[p + "attn_v.bias"] = (0.1 * rng.standard_normal(c["kv_heads"] * hd)).astype(np.float32)
+        t[p + "attn_output.weight"] = w(d, c["heads"] * hd)
+        t[p + "ffn_norm.weight"] = norm()
+        t[p + "ffn_gate.weight"] = w(c["ff"], d)
+        t[p + "ffn_up.weight"] = w(c["ff"], d)
+        t[p + "ffn_down.weight"] = w(d, c["ff"])
+    t["output_norm.weight"] = norm()
+    if arch == "llama":
+        t["output.weight"] = w(c["vocab"], d)
+    return t
+
+
+def write(path: Path, arch: str, qtype: T, seed: int) -> None:
+    c = CONFIG
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), arch=arch)
+    w.add_name(f"tiny-{arch}")
+    w.add_context_length(c["context"])
+    w.add_embedding_length(c["embd"])
+    w.add_block_count(c["layers"])
+    w.add_feed_forward_length(c["ff"])
+    w.add_head_count(c["heads"])
+    w.add_head_count_kv(c["kv_heads"])
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(c["embd"] // c["heads"])
+    for name, data in tensors(arch, rng).items():
+        # Norms and biases stay f32, as llama.cpp's converter keeps them.
+        if data.ndim == 1 or qtype == T.F32:
+            w.add_tensor(name, data)
+        elif qtype == T.F16:
+            w.add_tensor(name, data.astype(np.float16))
+        else:
+            w.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for qtype in [T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q5_1]:
+        write(out / f"tiny-llama-{qtype.name}.gguf", "llama", qtype, seed=1)
+    write(out / "tiny-qwen2-F32.gguf", "qwen2", T.F32, seed=2)
+
+
+if __name__ == "__main__":
+    main()
