@@ -117,6 +117,8 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
 
         let file = GgufFile::open(&gguf).unwrap();
         let model = kiln_models::llama::load(&file).unwrap();
+        let cfg = kiln_models::llama::LlamaConfig::from_gguf(&file).unwrap();
+        let inputs = step_inputs(&cfg, &TOKENS, 0, &Caches::empty(&cfg));
         let outs = kiln::session::run_model(&model, &target, BackendChoice::Llvm, &inputs)
             .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let logits = &outs["logits"];
@@ -130,4 +132,123 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
         );
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// Host-side KV caches: per layer, keys and values as [rows, kv_heads, head_dim].
+struct Caches {
+    k: Vec<Vec<f64>>,
+    v: Vec<Vec<f64>>,
+    rows: usize,
+}
+
+impl Caches {
+    fn empty(cfg: &kiln_models::llama::LlamaConfig) -> Caches {
+        Caches {
+            k: vec![Vec::new(); cfg.layers],
+            v: vec![Vec::new(); cfg.layers],
+            rows: 0,
+        }
+    }
+
+    fn append(&mut self, outs: &BTreeMap<String, Tensor>, rows: usize) {
+        for l in 0..self.k.len() {
+            self.k[l].extend_from_slice(&outs[&format!("k_new.{l}")].data);
+            self.v[l].extend_from_slice(&outs[&format!("v_new.{l}")].data);
+        }
+        self.rows += rows;
+    }
+}
+
+/// Inputs for running `tokens` at positions `start..` after the cached rows.
+fn step_inputs(
+    cfg: &kiln_models::llama::LlamaConfig,
+    tokens: &[i64],
+    start: usize,
+    caches: &Caches,
+) -> BTreeMap<String, Tensor> {
+    let seq = tokens.len();
+    let ints = |v: Vec<f64>| Tensor::new(DType::I32, vec![v.len()], v);
+    let mut m = BTreeMap::from([
+        (
+            "tokens".to_string(),
+            ints(tokens.iter().map(|&t| t as f64).collect()),
+        ),
+        (
+            "pos".to_string(),
+            ints((start..start + seq).map(|p| p as f64).collect()),
+        ),
+        (
+            "past_pos".to_string(),
+            ints((0..caches.rows).map(|p| p as f64).collect()),
+        ),
+    ]);
+    let shape = vec![caches.rows, cfg.kv_heads, cfg.head_dim];
+    for l in 0..cfg.layers {
+        m.insert(
+            format!("k_cache.{l}"),
+            Tensor::new(DType::F32, shape.clone(), caches.k[l].clone()),
+        );
+        m.insert(
+            format!("v_cache.{l}"),
+            Tensor::new(DType::F32, shape.clone(), caches.v[l].clone()),
+        );
+    }
+    m
+}
+
+#[test]
+fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
+    if let Err(why) = reference_available() {
+        if std::env::var_os("KILN_REQUIRE_PYTHON_REFERENCE").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run_python(&[script("tiny_models.py").as_os_str(), dir.path().as_os_str()]);
+    let target: Target = "cpu:x86-64-v3".parse().unwrap();
+    for name in ["tiny-llama-Q8_0", "tiny-qwen2-F32"] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let want_path = dir.path().join(format!("{name}.npy"));
+        let mut args = vec![
+            script("llama_ref.py").into_os_string(),
+            gguf.clone().into_os_string(),
+            want_path.clone().into_os_string(),
+        ];
+        args.extend(TOKENS.iter().map(|t| t.to_string().into()));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_python(&refs);
+        let want = read_npy(&want_path);
+        let file = GgufFile::open(&gguf).unwrap();
+        let cfg = kiln_models::llama::LlamaConfig::from_gguf(&file).unwrap();
+        let model = kiln_models::llama::load(&file).unwrap();
+        let art = dir.path().join(format!("{name}.kiln"));
+        kiln::session::compile_to(&model, &[target.clone()], BackendChoice::Llvm, &art).unwrap();
+        let mut session = kiln_runtime::session::Session::new(&art, None).unwrap();
+        let mut run = |inputs: &BTreeMap<String, Tensor>| -> BTreeMap<String, Tensor> {
+            let ins = kiln::session::ordered_inputs(&session, inputs).unwrap();
+            let outs = session.run(&ins).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let names = session.manifest().outputs.iter().map(|o| o.name.clone());
+            names
+                .zip(outs)
+                .map(|(n, b)| (n, b.to_tensor().unwrap()))
+                .collect()
+        };
+        // Prefill four tokens, then decode the other three one at a time.
+        let mut caches = Caches::empty(&cfg);
+        let mut logits = Vec::new();
+        let outs = run(&step_inputs(&cfg, &TOKENS[..4], 0, &caches));
+        logits.extend_from_slice(&outs["logits"].data);
+        caches.append(&outs, 4);
+        for (p, &t) in TOKENS.iter().enumerate().skip(4) {
+            let outs = run(&step_inputs(&cfg, &[t], p, &caches));
+            assert_eq!(outs["logits"].shape, vec![1, cfg.vocab]);
+            logits.extend_from_slice(&outs["logits"].data);
+            caches.append(&outs, 1);
+        }
+        let e = nmse(&logits, &want);
+        eprintln!("{name}: prefill 4 + 3 decode steps, NMSE {e:.2e}");
+        assert!(e <= 1e-5, "{name}: NMSE {e:.3e} > 1e-5 with the KV cache");
+    }
 }

@@ -1,11 +1,17 @@
 //! Llama-family decoders (llama 2/3, mistral, qwen2) from a GGUF file: hyper-parameters
 //! from its metadata, the graph of a forward pass over a whole sequence, and the weights.
 //!
-//! The graph takes `tokens: i32[seq]` and `pos: i32[seq]` and returns `logits:
-//! f32[seq, vocab]`; `seq` is symbolic, so one artifact serves any prompt length. The
-//! causal mask is computed in the graph from `pos`. Attention groups query heads by their
-//! key/value head (grouped-query attention) through reshapes and one batched matmul per
-//! step, so no key or value is copied per query head.
+//! The graph runs `seq` new tokens after `past` cached ones, both symbolic, so one artifact
+//! serves the prompt (prefill, `past = 0`) and every decode step (`seq = 1`):
+//! - inputs `tokens: i32[seq]`, `pos: i32[seq]` (their positions), `past_pos: i32[past]`,
+//!   and per layer `k_cache.L`, `v_cache.L`: `f32[past, kv_heads, head_dim]` (keys after
+//!   rope);
+//! - outputs `logits: f32[seq, vocab]` and per layer `k_new.L`, `v_new.L`: `f32[seq,
+//!   kv_heads, head_dim]`, the rows the caller appends to its caches.
+//!
+//! The causal mask is computed in the graph from the positions. Attention groups query
+//! heads by their key/value head (grouped-query attention) through reshapes and one
+//! batched matmul per step, so no key or value is copied per query head.
 //!
 //! Weights are dequantized to f32 for now; kernels that read quantized blocks directly
 //! are the next step of the LLM work.
@@ -223,14 +229,26 @@ pub fn build_graph(
     let seq = Dim::sym("seq");
     let (d, hd, nh, nkv) = (cfg.embd, cfg.head_dim, cfg.heads, cfg.kv_heads);
     let group = nh / nkv;
+    let past = Dim::sym("past");
+    let all = past.add(&seq);
     let tokens = b.input("tokens", DType::I32, vec![seq.clone()])?;
     let pos = b.input("pos", DType::I32, vec![seq.clone()])?;
+    let past_pos = b.input("past_pos", DType::I32, vec![past.clone()])?;
+    let cache_shape = vec![past.clone(), Dim::from(nkv), Dim::from(hd)];
+    let mut caches = Vec::new();
+    for l in 0..cfg.layers {
+        let k = b.input(&format!("k_cache.{l}"), DType::F32, cache_shape.clone())?;
+        let v = b.input(&format!("v_cache.{l}"), DType::F32, cache_shape.clone())?;
+        caches.push((k, v));
+    }
     let embd = param(&mut b, "token_embd.weight", &[cfg.vocab, d])?;
     let mut x = b.gather(embd, tokens)?;
 
-    // Causal mask from positions: key j is hidden from query i when pos[j] > pos[i].
+    // Causal mask from positions: key j is hidden from query i when its position is
+    // later than the query's.
+    let key_pos = b.concat(&[past_pos, pos], 0)?;
     let pos_q = b.reshape(pos, vec![seq.clone(), Dim::from(1usize)])?;
-    let pos_k = b.reshape(pos, vec![Dim::from(1usize), seq.clone()])?;
+    let pos_k = b.reshape(key_pos, vec![Dim::from(1usize), all.clone()])?;
     let future = b.compare(CmpOp::Gt, pos_k, pos_q)?;
     let neg_inf = b.scalar(DType::F32, f64::NEG_INFINITY)?;
     let zero = b.scalar(DType::F32, 0.0)?;
@@ -263,7 +281,11 @@ pub fn build_graph(
         let k = heads(&mut b, k, nkv)?;
         let k = b.rope(k, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
         let v = heads(&mut b, v, nkv)?;
-        // q: [seq, nkv*group, hd] -> [nkv, group, seq, hd]; k, v: [nkv, seq, hd].
+        b.output(&format!("k_new.{l}"), k);
+        b.output(&format!("v_new.{l}"), v);
+        let k = b.concat(&[caches[l].0, k], 0)?;
+        let v = b.concat(&[caches[l].1, v], 0)?;
+        // q: [seq, nkv*group, hd] -> [nkv, group, seq, hd]; k, v: [nkv, past+seq, hd].
         let q = b.reshape(
             q,
             vec![seq.clone(), Dim::from(nkv), Dim::from(group), Dim::from(hd)],
@@ -271,25 +293,15 @@ pub fn build_graph(
         let q = b.permute(q, &[1, 2, 0, 3])?;
         let k = b.permute(k, &[1, 0, 2])?;
         let v = b.permute(v, &[1, 0, 2])?;
-        let k = b.reshape(
-            k,
-            vec![
-                Dim::from(nkv),
-                Dim::from(1usize),
-                seq.clone(),
-                Dim::from(hd),
-            ],
-        )?;
-        let v = b.reshape(
-            v,
-            vec![
-                Dim::from(nkv),
-                Dim::from(1usize),
-                seq.clone(),
-                Dim::from(hd),
-            ],
-        )?;
-        let scores = b.matmul_t(q, k, false, true)?; // [nkv, group, seq, seq]
+        let kv_shape = vec![
+            Dim::from(nkv),
+            Dim::from(1usize),
+            all.clone(),
+            Dim::from(hd),
+        ];
+        let k = b.reshape(k, kv_shape.clone())?;
+        let v = b.reshape(v, kv_shape)?;
+        let scores = b.matmul_t(q, k, false, true)?; // [nkv, group, seq, past+seq]
         let scores = b.mul(scores, scale)?;
         let scores = b.add(scores, mask)?;
         let probs = b.softmax(scores, 3)?;
