@@ -255,7 +255,7 @@ pub fn build_graph(
     let mask = b.select(future, neg_inf, zero)?;
     let scale = b.scalar(DType::F32, 1.0 / (hd as f64).sqrt())?;
 
-    for l in 0..cfg.layers {
+    for (l, &(k_cache, v_cache)) in caches.iter().enumerate() {
         let p = |s: &str| format!("blk.{l}.{s}");
         let attn_norm = param(&mut b, &p("attn_norm.weight"), &[d])?;
         let h = b.rms_norm(x, attn_norm, cfg.rms_eps)?;
@@ -283,8 +283,8 @@ pub fn build_graph(
         let v = heads(&mut b, v, nkv)?;
         b.output(&format!("k_new.{l}"), k);
         b.output(&format!("v_new.{l}"), v);
-        let k = b.concat(&[caches[l].0, k], 0)?;
-        let v = b.concat(&[caches[l].1, v], 0)?;
+        let k = b.concat(&[k_cache, k], 0)?;
+        let v = b.concat(&[v_cache, v], 0)?;
         // q: [seq, nkv*group, hd] -> [nkv, group, seq, hd]; k, v: [nkv, past+seq, hd].
         let q = b.reshape(
             q,
