@@ -79,20 +79,6 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
     let dir = tempfile::tempdir().unwrap();
     run_python(&[script("tiny_models.py").as_os_str(), dir.path().as_os_str()]);
     let seq = TOKENS.len();
-    let inputs = BTreeMap::from([
-        (
-            "tokens".to_string(),
-            Tensor::new(
-                DType::I32,
-                vec![seq],
-                TOKENS.iter().map(|&t| t as f64).collect(),
-            ),
-        ),
-        (
-            "pos".to_string(),
-            Tensor::new(DType::I32, vec![seq], (0..seq).map(|p| p as f64).collect()),
-        ),
-    ]);
     let target: Target = "cpu:x86-64-v3".parse().unwrap();
     let mut report = Vec::new();
     for name in [
@@ -224,7 +210,13 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
         let cfg = kiln_models::llama::LlamaConfig::from_gguf(&file).unwrap();
         let model = kiln_models::llama::load(&file).unwrap();
         let art = dir.path().join(format!("{name}.kiln"));
-        kiln::session::compile_to(&model, &[target.clone()], BackendChoice::Llvm, &art).unwrap();
+        kiln::session::compile_to(
+            &model,
+            std::slice::from_ref(&target),
+            BackendChoice::Llvm,
+            &art,
+        )
+        .unwrap();
         let mut session = kiln_runtime::session::Session::new(&art, None).unwrap();
         let mut run = |inputs: &BTreeMap<String, Tensor>| -> BTreeMap<String, Tensor> {
             let ins = kiln::session::ordered_inputs(&session, inputs).unwrap();
