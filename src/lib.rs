@@ -3,7 +3,9 @@
 
 pub mod assemble;
 pub mod atomic_file;
+pub mod generate;
 pub mod kernel_bench;
 pub mod model_source;
 pub mod npy;
+pub mod sampling;
 pub mod session;

@@ -244,3 +244,86 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
         assert!(e <= 1e-5, "{name}: NMSE {e:.3e} > 1e-5 with the KV cache");
     }
 }
+
+#[test]
+fn greedy_generation_matches_the_reference_for_32_tokens() {
+    if let Err(why) = reference_available() {
+        if std::env::var_os("KILN_REQUIRE_PYTHON_REFERENCE").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    run_python(&[script("tiny_models.py").as_os_str(), dir.path().as_os_str()]);
+    let prompt: [u32; 3] = [1, 17, 42];
+    for name in ["tiny-llama-Q8_0", "tiny-qwen2-F32"] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let mut cmd = Command::new(python());
+        cmd.arg(script("llama_ref.py"))
+            .arg(&gguf)
+            .args(["--greedy", "32"]);
+        cmd.args(prompt.iter().map(|t| t.to_string()));
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want: Vec<u32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(want.len(), 32);
+
+        let file = GgufFile::open(&gguf).unwrap();
+        let model = kiln_models::llama::load(&file).unwrap();
+        let art = dir.path().join(format!("{name}.kiln"));
+        let target: Target = "cpu:x86-64-v3".parse().unwrap();
+        kiln::session::compile_to(
+            &model,
+            std::slice::from_ref(&target),
+            BackendChoice::Llvm,
+            &art,
+        )
+        .unwrap();
+        let session = kiln_runtime::session::Session::new(&art, None).unwrap();
+        let mut gen = kiln::generate::Generator::new(session).unwrap();
+        let mut sampler = kiln::sampling::Sampler::new(Default::default());
+        let mut got = Vec::new();
+        gen.generate(&prompt, 32, &mut sampler, &mut |t| {
+            got.push(t);
+            true
+        })
+        .unwrap();
+        assert_eq!(got, want, "{name}: greedy tokens differ from the reference");
+        eprintln!("{name}: 32 greedy tokens identical: {got:?}");
+
+        // The command line: compile the GGUF file, generate 8 tokens.
+        let kiln = env!("CARGO_BIN_EXE_kiln");
+        let art = dir.path().join(format!("{name}-cli.kiln"));
+        let c = Command::new(kiln)
+            .arg("compile")
+            .arg(&gguf)
+            .args(["-t", "cpu:x86-64-v3", "-q", "-o"])
+            .arg(&art)
+            .output()
+            .unwrap();
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+        let r = Command::new(kiln)
+            .arg("run")
+            .arg(&art)
+            .args(["--tokens", "1,17,42", "-n", "8"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{err}");
+        let printed: Vec<u32> = String::from_utf8_lossy(&r.stdout)
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(printed, want[..8], "{name}: kiln run --tokens");
+        assert!(err.contains("tokens/s"), "speeds are reported: {err}");
+    }
+}

@@ -27,6 +27,81 @@ pub struct Args {
     /// Print each kernel's time
     #[arg(long)]
     pub profile: bool,
+    /// Generate text from these prompt token ids (a decoder built from a GGUF file)
+    #[arg(long, value_name = "ID,ID,..", value_delimiter = ',', num_args = 1..)]
+    pub tokens: Option<Vec<u32>>,
+    /// Tokens to generate after the prompt
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub n_predict: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Sampling for generation; the defaults are greedy decoding.
+#[derive(clap::Args)]
+pub struct SamplingArgs {
+    /// Temperature; 0 picks the most likely token every step
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Sample among the K most likely tokens (0: all)
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens whose probabilities sum to P
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise recently generated tokens (1: off)
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Recent tokens the repetition penalty considers
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Seed for sampling (the same seed gives the same tokens)
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> kiln::sampling::SamplingOptions {
+        kiln::sampling::SamplingOptions {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Generation: prompt ids in, generated ids streamed to stdout, speeds to stderr.
+fn generate(session: Session, prompt: &[u32], a: &Args) -> Result<()> {
+    use std::io::Write;
+    let opts = a.sampling.options();
+    opts.check().map_err(|e| anyhow!(e))?;
+    let mut gen = kiln::generate::Generator::new(session)?;
+    let mut sampler = kiln::sampling::Sampler::new(opts);
+    let mut out = std::io::stdout().lock();
+    let t = gen.generate(prompt, a.n_predict, &mut sampler, &mut |tok| {
+        let _ = write!(out, "{tok} ");
+        let _ = out.flush();
+        true
+    })?;
+    writeln!(out)?;
+    let rate = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    eprintln!(
+        "prompt: {} tokens in {:.1} ms ({:.1} tokens/s); generated: {} tokens in {:.1} ms ({:.1} tokens/s)",
+        t.prompt_tokens,
+        t.prefill.as_secs_f64() * 1e3,
+        rate(t.prompt_tokens, t.prefill),
+        t.generated,
+        t.decode.as_secs_f64() * 1e3,
+        rate(t.generated.saturating_sub(1), t.decode),
+    );
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -38,6 +113,12 @@ pub fn run(a: Args) -> Result<()> {
         session.why(),
         session.threads()
     );
+    if let Some(prompt) = &a.tokens {
+        if !a.inputs.is_empty() || a.random_inputs.is_some() {
+            bail!("--tokens generates text; it does not combine with --input or --random-inputs");
+        }
+        return generate(session, prompt, &a);
+    }
     let mut given: BTreeMap<String, Tensor> = BTreeMap::new();
     for spec in &a.inputs {
         let (name, file) = spec

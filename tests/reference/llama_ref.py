@@ -4,8 +4,11 @@ GGUF files through the `gguf` package, in float64: the reference kiln's logits a
 checked against.
 
 usage: llama_ref.py MODEL.gguf OUT.npy TOKEN [TOKEN ...]
+       llama_ref.py MODEL.gguf --greedy N TOKEN [TOKEN ...]
 
-Writes the logits for every position of the token sequence, shape [seq, vocab], f32.
+The first form writes the logits for every position of the token sequence, shape
+[seq, vocab], f32. The second prints the N tokens greedy decoding appends to the prompt
+(each step recomputes the whole sequence: no cache, nothing shared with kiln's method).
 """
 import sys
 
@@ -103,9 +106,22 @@ def forward(cfg, w, tokens):
 
 
 def main() -> None:
-    path, out = sys.argv[1], sys.argv[2]
-    tokens = np.array([int(t) for t in sys.argv[3:]])
+    path = sys.argv[1]
     cfg, w = load(path)
+    if sys.argv[2] == "--greedy":
+        n = int(sys.argv[3])
+        tokens = [int(t) for t in sys.argv[4:]]
+        out = []
+        for _ in range(n):
+            # kiln computes in f32: ties and near-ties are judged on f32 logits too.
+            logits = forward(cfg, w, np.array(tokens))[-1].astype(np.float32)
+            nxt = int(np.argmax(logits))
+            out.append(nxt)
+            tokens.append(nxt)
+        print(" ".join(str(t) for t in out))
+        return
+    out = sys.argv[2]
+    tokens = np.array([int(t) for t in sys.argv[3:]])
     np.save(out, forward(cfg, w, tokens).astype(np.float32))
 
 
