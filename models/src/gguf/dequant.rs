@@ -116,6 +116,14 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Multiplier and offset of the two 32-element sub-blocks of 64-element group `i`.
+fn group_scales(i: usize, scales: &[u8], d: f32, dmin: f32) -> [(f32, f32); 2] {
+    [2 * i, 2 * i + 1].map(|j| {
+        let (sc, m) = scale_min(j, scales);
+        (d * sc as f32, dmin * m as f32)
+    })
+}
+
 /// d, dmin: f16, scales: 12 bytes, qs: 128 bytes. Each 64 elements use 32 bytes of qs:
 /// the low nibbles (first 32 elements, sub-block 2i) then the high ones (sub-block 2i+1).
 fn q4_k(b: &[u8], y: &mut [f32]) {
@@ -124,10 +132,7 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
     let qs = &b[16..144];
     for i in 0..QK_K / 64 {
         let q = &qs[32 * i..32 * i + 32];
-        let (sc1, m1) = scale_min(2 * i, scales);
-        let (sc2, m2) = scale_min(2 * i + 1, scales);
-        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let [(d1, m1), (d2, m2)] = group_scales(i, scales, d, dmin);
         let y = &mut y[64 * i..64 * i + 64];
         for l in 0..32 {
             y[l] = d1 * (q[l] & 0xF) as f32 - m1;
@@ -146,10 +151,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
     for i in 0..QK_K / 64 {
         let q = &qs[32 * i..32 * i + 32];
         let (u1, u2) = (1u8 << (2 * i), 2u8 << (2 * i));
-        let (sc1, m1) = scale_min(2 * i, scales);
-        let (sc2, m2) = scale_min(2 * i + 1, scales);
-        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let [(d1, m1), (d2, m2)] = group_scales(i, scales, d, dmin);
         let y = &mut y[64 * i..64 * i + 64];
         for l in 0..32 {
             let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };

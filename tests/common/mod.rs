@@ -1,0 +1,63 @@
+//! Running the Python reference scripts of tests/reference from end-to-end tests.
+//!
+//! They need a Python with `gguf` and `numpy`: `$KILN_PYTHON` (scripts/install-deps.sh
+//! makes one in target/pyref and scripts/env.sh names it), else `python3`. Without them a
+//! test says so and skips, unless KILN_REQUIRE_PYTHON_REFERENCE is set (CI sets it), when
+//! their absence is a failure.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn python() -> String {
+    std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Whether the reference can run here; prints why not (or panics where it must run).
+pub fn reference_available() -> bool {
+    let why = match Command::new(python())
+        .args(["-c", "import gguf, numpy"])
+        .output()
+    {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "{} lacks gguf/numpy: {}",
+            python(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("{} cannot be run: {e}", python()),
+    };
+    if std::env::var_os("KILN_REQUIRE_PYTHON_REFERENCE").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(name)
+}
+
+/// Runs `script` with `args`; returns its standard output.
+pub fn run_script(name: &str, args: &[&OsStr]) -> String {
+    let out = Command::new(python())
+        .arg(script(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn read_npy_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    npy.into_vec::<f32>().unwrap()
+}
