@@ -167,6 +167,16 @@ pub fn assemble(
         ));
         sections.len() - 1
     });
+    let vocab_section = match &model.vocab {
+        None => None,
+        Some(v) => {
+            sections.push((
+                kiln_runtime::manifest::SectionKind::Vocab,
+                serde_json::to_vec(v)?,
+            ));
+            Some(sections.len() - 1)
+        }
+    };
     let g = &model.graph;
     let inputs = g
         .inputs_named()
@@ -191,6 +201,7 @@ pub fn assemble(
         outputs,
         variants,
         weights_section,
+        vocab_section,
         compile_report: report,
     };
     Ok(Assembled {

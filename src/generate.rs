@@ -131,6 +131,18 @@ impl Generator {
         &self.session
     }
 
+    /// The tokenizer of the artifact's vocabulary, if it carries one.
+    pub fn tokenizer(&self) -> Result<Option<kiln_models::tokenizer::Tokenizer>> {
+        let Some(bytes) = self.session.artifact().vocab()? else {
+            return Ok(None);
+        };
+        let vocab: kiln_models::tokenizer::Vocab =
+            serde_json::from_slice(bytes).context("the artifact's vocabulary section")?;
+        Ok(Some(
+            kiln_models::tokenizer::Tokenizer::new(vocab).map_err(anyhow::Error::msg)?,
+        ))
+    }
+
     /// Every token fed so far.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens

@@ -33,6 +33,7 @@ fn model(name: &str, b: Builder, seed: u64) -> Model {
         name: name.into(),
         graph,
         weights,
+        vocab: None,
     }
 }
 

@@ -58,5 +58,6 @@ pub fn load(spec: &str, weights: Option<&Path>, seed: Option<u64>) -> Result<Mod
         name,
         graph,
         weights,
+        vocab: None,
     })
 }

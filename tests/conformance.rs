@@ -408,6 +408,7 @@ fn run_suite(backend: BackendChoice, target: &str) {
             name: "case".into(),
             graph: c.graph.clone(),
             weights: Weights::default(),
+            vocab: None,
         };
         let line = |msg: String| format!("{} | {backend:?} {target} | {msg}", c.name);
         match kiln::session::run_model(&model, &target, backend, &inputs) {

@@ -255,7 +255,55 @@ fn kiln_compile_reads_gguf_files() {
         .unwrap();
     let text = String::from_utf8_lossy(&i.stdout);
     assert!(
-        text.contains("tokens i32[seq]") && text.contains("logits f32[seq,96]"),
+        text.contains("tokens i32[seq]") && text.contains("logits f32[seq,300]"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_text_prompt_generates_the_reference_continuation() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    let gguf = dir.path().join("tiny-llama-F32.gguf");
+    let (_, art) = compiled(&gguf);
+    let gen = kiln::generate::Generator::new(Session::new(&art, None).unwrap()).unwrap();
+    let tok = gen
+        .tokenizer()
+        .unwrap()
+        .expect("the artifact carries the vocabulary");
+    let prompt = "the cat sat on the mat";
+    let ids = tok.encode(prompt).unwrap();
+    assert_eq!(ids[0], 1, "BOS first");
+    assert_eq!(tok.decode(&ids), prompt, "encoding round-trips");
+
+    let mut args: Vec<OsString> = vec![gguf.into(), "--greedy".into(), "12".into()];
+    args.extend(ids.iter().map(|t| t.to_string().into()));
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let want_ids: Vec<u32> = run_script("llama_ref.py", &refs)
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    // The reference does not stop at EOS; the command line does.
+    let until_eos: Vec<u32> = want_ids.iter().copied().take_while(|&t| t != 2).collect();
+    let mut bytes = Vec::new();
+    for &t in &until_eos {
+        bytes.extend(tok.piece(t, false));
+    }
+    let want = format!("{prompt}{}", String::from_utf8_lossy(&bytes));
+
+    let r = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("run")
+        .arg(&art)
+        .args(["-p", prompt, "-n", "12"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim_end(),
+        want.trim_end()
     );
 }

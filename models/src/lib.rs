@@ -7,6 +7,7 @@ pub mod gguf;
 pub mod llama;
 pub mod mlp;
 pub mod safetensors;
+pub mod tokenizer;
 pub mod weights;
 
 pub use weights::Weights;
@@ -16,6 +17,8 @@ pub struct Model {
     pub name: String,
     pub graph: kiln_ir::Graph,
     pub weights: Weights,
+    /// The vocabulary, for models that read and write text.
+    pub vocab: Option<tokenizer::Vocab>,
 }
 
 /// The model `kiln` uses when none is given: small enough to compile in a second, large

@@ -44,6 +44,8 @@ pub enum ModelError {
         want: Vec<usize>,
         got: Vec<usize>,
     },
+    #[error("{path}: vocabulary: {msg}")]
+    Vocab { path: String, msg: String },
     #[error("building the graph: {0}")]
     Ir(#[from] IrError),
 }
@@ -183,10 +185,15 @@ pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
         .get("general.name")
         .and_then(|v| v.as_str())
         .map_or_else(|| cfg.arch.clone(), str::to_string);
+    let vocab = crate::tokenizer::Vocab::from_gguf(f).map_err(|msg| ModelError::Vocab {
+        path: f.path().display().to_string(),
+        msg,
+    })?;
     Ok(Model {
         name,
         graph,
         weights,
+        vocab,
     })
 }
 

@@ -52,6 +52,7 @@ pub fn demo() -> Model {
         name: "builtin:mlp".into(),
         graph,
         weights,
+        vocab: None,
     }
 }
 

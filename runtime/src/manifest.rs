@@ -19,6 +19,9 @@ pub struct Manifest {
     /// Index into the section table of the weights section, if the model has weights.
     #[serde(default)]
     pub weights_section: Option<usize>,
+    /// Index into the section table of the vocabulary section, if the model has one.
+    #[serde(default)]
+    pub vocab_section: Option<usize>,
     /// Free-form report of the compile (passes, fusion, timings) for `kiln inspect`.
     #[serde(default)]
     pub compile_report: serde_json::Value,
@@ -52,6 +55,8 @@ pub struct Variant {
 pub enum SectionKind {
     Code,
     Weights,
+    /// The model's vocabulary (JSON), for models that read and write text.
+    Vocab,
 }
 
 impl SectionKind {
@@ -59,6 +64,8 @@ impl SectionKind {
         match self {
             SectionKind::Code => 0,
             SectionKind::Weights => 1,
+            // 2 is the manifest's own table entry.
+            SectionKind::Vocab => 3,
         }
     }
 
@@ -66,6 +73,7 @@ impl SectionKind {
         match code {
             0 => Some(SectionKind::Code),
             1 => Some(SectionKind::Weights),
+            3 => Some(SectionKind::Vocab),
             _ => None,
         }
     }
@@ -89,6 +97,18 @@ impl Manifest {
                 }
             },
         };
+        if let Some(i) = self.vocab_section {
+            match sections.get(i) {
+                Some((SectionKind::Vocab, _)) => {}
+                Some(_) => return Err(format!("vocab_section {i} is not a vocabulary section")),
+                None => {
+                    return Err(format!(
+                        "vocab_section {i} does not exist ({} sections)",
+                        sections.len()
+                    ))
+                }
+            }
+        }
         for v in &self.variants {
             let at = |m: String| format!("variant {}: {m}", v.target);
             match sections.get(v.code_section) {

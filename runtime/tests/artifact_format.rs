@@ -284,3 +284,34 @@ fn writer_refuses_plans_that_do_not_resolve() {
         assert!(!path.exists());
     }
 }
+
+#[test]
+fn a_vocabulary_section_round_trips_and_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = common::manifest(vec![common::variant("cpu:x86-64-v3", 0)]);
+    m.vocab_section = Some(1);
+    let vocab = br#"{"tokens":["a","b"]}"#;
+    let sections = [
+        SectionData {
+            kind: SectionKind::Code,
+            bytes: CODE_V3,
+        },
+        SectionData {
+            kind: SectionKind::Vocab,
+            bytes: vocab,
+        },
+    ];
+    let path = dir.path().join("vocab.kiln");
+    write_artifact(&path, &m, &sections).unwrap();
+    let art = Artifact::open(&path).unwrap();
+    assert_eq!(art.vocab().unwrap().unwrap(), &vocab[..]);
+    art.verify_all().unwrap();
+
+    m.vocab_section = Some(0);
+    let err = write_artifact(&dir.path().join("bad.kiln"), &m, &sections).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("vocab_section 0 is not a vocabulary section"),
+        "{err}"
+    );
+}

@@ -109,6 +109,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
         outputs: vec![f32_spec("y")],
         variants: vec![variant],
         weights_section: Some(1),
+        vocab_section: None,
         compile_report: serde_json::Value::Null,
     }
 }

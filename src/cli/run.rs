@@ -27,7 +27,10 @@ pub struct Args {
     /// Print each kernel's time
     #[arg(long)]
     pub profile: bool,
-    /// Generate text from these prompt token ids (a decoder built from a GGUF file)
+    /// Generate text after this prompt (a decoder built from a GGUF file with a vocabulary)
+    #[arg(short, long, value_name = "TEXT", conflicts_with = "tokens")]
+    pub prompt: Option<String>,
+    /// Generate from these prompt token ids instead, printing ids
     #[arg(long, value_name = "ID,ID,..", value_delimiter = ',', num_args = 1..)]
     pub tokens: Option<Vec<u32>>,
     /// Tokens to generate after the prompt
@@ -77,19 +80,48 @@ impl SamplingArgs {
     }
 }
 
-/// Generation: prompt ids in, generated ids streamed to stdout, speeds to stderr.
-fn generate(session: Session, prompt: &[u32], a: &Args) -> Result<()> {
+/// Generation: the prompt's continuation streamed to stdout as it is produced (text with
+/// --prompt, token ids with --tokens), speeds to stderr. Stops at end of sequence.
+fn generate(session: Session, a: &Args) -> Result<()> {
     use std::io::Write;
     let opts = a.sampling.options();
     opts.check().map_err(|e| anyhow!(e))?;
     let mut gen = kiln::generate::Generator::new(session)?;
+    let tokenizer = match &a.prompt {
+        Some(_) => Some(gen.tokenizer()?.ok_or_else(|| {
+            anyhow!(
+                "{} carries no vocabulary; pass token ids with --tokens",
+                a.artifact.display()
+            )
+        })?),
+        None => None,
+    };
+    let prompt = match (&a.prompt, &tokenizer) {
+        (Some(text), Some(t)) => t.encode(text).map_err(anyhow::Error::msg)?,
+        _ => a.tokens.clone().unwrap_or_default(),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty and the vocabulary adds no BOS token: nothing to generate from");
+    }
+    let eos = tokenizer.as_ref().and_then(|t| t.eos());
     let mut sampler = kiln::sampling::Sampler::new(opts);
     let mut out = std::io::stdout().lock();
-    let t = gen.generate(prompt, a.n_predict, &mut sampler, &mut |tok| {
-        let _ = write!(out, "{tok} ");
+    let mut text = kiln_models::tokenizer::TextStream::default();
+    if let (Some(p), Some(_)) = (&a.prompt, &tokenizer) {
+        write!(out, "{p}")?;
+    }
+    let t = gen.generate(&prompt, a.n_predict, &mut sampler, &mut |tok| {
+        if Some(tok) == eos {
+            return false;
+        }
+        let _ = match &tokenizer {
+            Some(tk) => write!(out, "{}", text.push(&tk.piece(tok, false))),
+            None => write!(out, "{tok} "),
+        };
         let _ = out.flush();
         true
     })?;
+    write!(out, "{}", text.finish())?;
     writeln!(out)?;
     let rate = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);
     eprintln!(
@@ -113,11 +145,11 @@ pub fn run(a: Args) -> Result<()> {
         session.why(),
         session.threads()
     );
-    if let Some(prompt) = &a.tokens {
+    if a.tokens.is_some() || a.prompt.is_some() {
         if !a.inputs.is_empty() || a.random_inputs.is_some() {
-            bail!("--tokens generates text; it does not combine with --input or --random-inputs");
+            bail!("--prompt and --tokens generate text; they do not combine with --input or --random-inputs");
         }
-        return generate(session, prompt, &a);
+        return generate(session, &a);
     }
     let mut given: BTreeMap<String, Tensor> = BTreeMap::new();
     for spec in &a.inputs {

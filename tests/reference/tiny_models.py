@@ -3,8 +3,9 @@
 
 usage: tiny_models.py OUT_DIR
 
-Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q5_1}.gguf (grouped-query attention, untied output)
-and tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings). Weights come from
+Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q5_1}.gguf (grouped-query attention, untied output,
+a SentencePiece vocabulary) and tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied
+embeddings, no vocabulary). Weights come from
 numpy's PCG64 with a fixed seed, so every run writes the same bytes.
 """
 import sys
@@ -15,7 +16,19 @@ import gguf
 from gguf import GGMLQuantizationType as T
 from gguf.quants import quantize
 
-CONFIG = dict(vocab=96, embd=64, heads=4, kv_heads=2, layers=2, ff=128, context=128)
+# A SentencePiece-style vocabulary as llama GGUF files carry it: <unk>, <s>, </s>, the
+# 256 byte-fallback tokens, then pieces, better merges scoring higher.
+PIECES = [
+    "\u2581", "e", "t", "a", "o", "i", "n", "s", "h", "r", "\u2581t", "he", "\u2581the", "in",
+    "\u2581a", "er", "on", "\u2581o", "re", "at", "en", "nd", "\u2581s", "\u2581w", "ou", "ll",
+    "\u2581i", "es", "ing", "\u2581c", "is", "it", "\u2581b", "or", "\u2581f", "\u2581m", "an",
+    "ed", "\u2581p", "ar", "\u2581d",
+]
+TOKENS = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + PIECES
+TOKEN_TYPES = [2, 3, 3] + [6] * 256 + [1] * len(PIECES)
+TOKEN_SCORES = [0.0] * 259 + [-float(i) for i in range(len(PIECES))]
+
+CONFIG = dict(vocab=len(TOKENS), embd=64, heads=4, kv_heads=2, layers=2, ff=128, context=128)
 
 
 def tensors(arch: str, rng: np.random.Generator) -> dict:
@@ -59,6 +72,13 @@ def write(path: Path, arch: str, qtype: T, seed: int) -> None:
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(c["embd"] // c["heads"])
+    if arch == "llama":
+        w.add_tokenizer_model("llama")
+        w.add_token_list(TOKENS)
+        w.add_token_scores(TOKEN_SCORES)
+        w.add_token_types(TOKEN_TYPES)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
     for name, data in tensors(arch, rng).items():
         # Norms and biases stay f32, as llama.cpp's converter keeps them.
         if data.ndim == 1 or qtype == T.F32:

@@ -160,10 +160,19 @@ impl Artifact {
             .transpose()
     }
 
+    /// The vocabulary section (JSON), if the model has one.
+    pub fn vocab(&self) -> Result<Option<&[u8]>, ArtifactError> {
+        self.manifest
+            .vocab_section
+            .map(|i| self.section(i))
+            .transpose()
+    }
+
     /// "weights" or "code for cpu:x86-64-v3", for error messages.
     fn describe(&self, index: usize) -> String {
         match self.sections[index].kind {
             SectionKind::Weights => "weights".into(),
+            SectionKind::Vocab => "vocabulary".into(),
             SectionKind::Code => {
                 let targets: Vec<&str> = self
                     .manifest

@@ -41,6 +41,7 @@ pub fn manifest(variants: Vec<Variant>) -> Manifest {
         outputs: vec![spec("y", vec![Dim::sym("n")])],
         variants,
         weights_section: None,
+        vocab_section: None,
         compile_report: serde_json::json!({"passes": 3}),
     }
 }
