@@ -36,6 +36,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `kiln inspect x.kiln | head` should end quietly when head stops reading, as other
+    // command-line tools do, rather than panic on the closed pipe.
+    // SAFETY: resetting a signal's disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(a) => cli::compile::run(a),

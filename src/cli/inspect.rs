@@ -31,6 +31,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let weights = art.weights()?.map_or(0, |w| w.len());
     println!("weights  {} bytes", weights);
+    if let Some(bytes) = art.vocab()? {
+        let v: kiln_models::tokenizer::Vocab = serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("{}: vocabulary section: {e}", a.artifact.display()))?;
+        println!("vocab    {} tokens ({} tokenizer)", v.tokens.len(), v.model);
+    }
     println!("targets  {}", m.variants.len());
     for (i, v) in m.variants.iter().enumerate() {
         let code = art.code(i)?.len();
