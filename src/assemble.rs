@@ -9,7 +9,7 @@ use kiln_compiler::Target;
 use kiln_ir::Tensor;
 use kiln_models::Model;
 use kiln_runtime::manifest::{Manifest, TensorSpec, Variant};
-use kiln_runtime::plan::{BufferRef, GridDim, Launch, Plan, SizeExpr};
+use kiln_runtime::plan::{BufferRef, GpuBlocks, GridDim, Launch, Plan, SizeExpr};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -146,7 +146,7 @@ pub fn assemble(
             codegen_ms,
             rewrite,
         });
-        let plan = plan_of(&compiled, &mut weights);
+        let plan = plan_of(&compiled, &mut weights, !matches!(target, Target::Cpu(_)));
         variants.push(Variant {
             target: target.to_string(),
             code_section: code.len(),
@@ -237,7 +237,8 @@ fn required_features(target: &Target) -> Vec<String> {
     Vec::new()
 }
 
-fn plan_of(c: &Compiled, weights: &mut WeightsLayout) -> Plan {
+/// `gpu`: the variant runs on a GPU, so each launch says how its grid maps to blocks.
+fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
     let l: &Lowered = &c.lowered;
     let buffer_ref = |b: usize, weights: &mut WeightsLayout| -> BufferRef {
         match &l.buffers[b].kind {
@@ -274,6 +275,14 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout) -> Plan {
                 })
                 .collect(),
             min_chunk: l.kernels[launch.kernel].min_chunk,
+            gpu: gpu.then(|| {
+                let shape =
+                    kiln_compiler::kernel::gpu::launch_shape(&l.kernels[launch.kernel].body);
+                GpuBlocks {
+                    threads: shape.threads,
+                    points_per_block: shape.points_per_block,
+                }
+            }),
         })
         .collect();
     let slots = c

@@ -319,3 +319,31 @@ fn aarch64_artifacts_hold_valid_aarch64_objects() {
     let err = fails(&["run", out.to_str().unwrap(), "--random-inputs", "batch=1"]);
     assert!(err.contains("aarch64"), "{err}");
 }
+
+/// A CUDA-only artifact on a machine without a usable GPU: the run says why and exits 1.
+/// (On the GPU machine the same artifact runs; scripts/gpu-check.sh covers that.)
+#[test]
+fn cuda_artifacts_without_a_gpu_say_why() {
+    if let Ok((name, _)) = kiln_runtime::cuda::device() {
+        eprintln!("skipped: this machine has a CUDA device ({name}), so the artifact would run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "good.kir", GOOD);
+    let art = dir.path().join("gpu.kiln");
+    let r = kiln(&[
+        "compile",
+        src.to_str().unwrap(),
+        "-t",
+        "cuda:sm_90",
+        "-o",
+        art.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = fails(&["run", art.to_str().unwrap()]);
+    assert!(
+        err.contains("no variant of model") && err.contains("cuda:sm_90 needs "),
+        "{err}"
+    );
+}

@@ -7,6 +7,8 @@
 //! one line naming op, dtype, shape, backend and the error, and all cases run before the
 //! test fails.
 
+mod common;
+
 use kiln::assemble::BackendChoice;
 use kiln_ir::{
     BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, ReduceOp, RopeLayout, Tensor,
@@ -471,4 +473,14 @@ fn conformance_llvm_x86_64_baseline() {
 #[test]
 fn conformance_cranelift() {
     run_suite(BackendChoice::Cranelift, "cpu:x86-64-v3");
+}
+
+/// The suite on the GPU, compiled for the device's own capability (skipped, saying why,
+/// without one; see `common::cuda_target`).
+#[cfg(feature = "llvm")]
+#[test]
+fn conformance_cuda() {
+    if let Some(target) = common::cuda_target() {
+        run_suite(BackendChoice::Llvm, &target);
+    }
 }

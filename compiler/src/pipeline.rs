@@ -17,7 +17,7 @@ pub enum CompileError {
     Lower(#[from] LowerError),
     #[error("rewrite: {0}")]
     Rewrite(String),
-    #[error("target {0} has no schedule in this compiler (only cpu: targets so far)")]
+    #[error("target {0} has no schedule in this compiler")]
     NoSchedule(String),
 }
 
@@ -57,6 +57,9 @@ impl Default for Options {
 }
 
 pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, CompileError> {
+    if matches!(target, Target::Cuda(_) | Target::Hip(_) | Target::Vulkan(_)) {
+        return Ok(Schedule::gpu());
+    }
     let desc = target
         .cpu_desc(None)
         .ok_or_else(|| CompileError::NoSchedule(target.to_string()))?;

@@ -18,6 +18,9 @@ pub struct Schedule {
     /// reads stays in L1 across this many panels, cutting A's traffic from L2/L3.
     pub panels: u32,
     pub kc: u32,
+    /// GPU targets: elementwise kernels put every axis in the grid (one thread per
+    /// element) instead of a vectorised loop over the last axis.
+    pub gpu: bool,
 }
 
 impl Schedule {
@@ -36,6 +39,7 @@ impl Schedule {
             // typical L2, and small for a worker thread's stack.
             panels: (PACKED_B_BYTES / (kc * nr * 4)).clamp(1, 8),
             kc,
+            gpu: false,
         }
     }
 
@@ -59,6 +63,16 @@ impl Schedule {
             nr: 4,
             panels: 1,
             kc: 256,
+            gpu: false,
+        }
+    }
+
+    /// GPU targets (CUDA, HIP, Vulkan): scalar code, elementwise grids over every axis.
+    /// How grid points map to blocks and threads is `kernel::gpu`'s decision.
+    pub fn gpu() -> Schedule {
+        Schedule {
+            gpu: true,
+            ..Schedule::scalar()
         }
     }
 }

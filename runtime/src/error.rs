@@ -39,6 +39,9 @@ pub enum RuntimeError {
     Alloc { bytes: u64, what: String },
     #[error("cannot start a pool of {threads} threads: {msg}")]
     Threads { threads: usize, msg: String },
+    /// The GPU driver failed (no device, out of memory, a failed launch).
+    #[error("{target}: {msg}")]
+    Device { target: String, msg: String },
     #[error("{target} runs on a device this kiln has no executor for")]
     NoExecutor { target: String },
 }

@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod manifest;
 pub mod plan;

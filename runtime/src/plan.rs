@@ -33,6 +33,17 @@ pub struct Launch {
     pub grid: Vec<GridDim>,
     /// Smallest number of grid points per thread task.
     pub min_chunk: u64,
+    /// GPU variants: how the grid maps to blocks (absent for CPU variants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuBlocks>,
+}
+
+/// Threads per block, and grid points per block: `threads` (a thread per point) or 1 (a
+/// block per point, its threads sharing the point's loops). The compiler decides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuBlocks {
+    pub threads: u32,
+    pub points_per_block: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -72,7 +72,15 @@ pub struct Session {
     artifact: Artifact,
     variant: usize,
     why: String,
-    executor: CpuExecutor,
+    executor: Executor,
+}
+
+/// The device a session runs on. Each executor evaluates the same plan types.
+#[derive(Debug)]
+enum Executor {
+    Cpu(CpuExecutor),
+    #[cfg(feature = "cuda")]
+    Cuda(Box<crate::cuda::executor::CudaExecutor>),
 }
 
 impl Session {
@@ -100,14 +108,25 @@ impl Session {
                     requested: format!("variant {variant}"),
                     why: "the artifact has no such variant".into(),
                 })?;
-        if !v.target.starts_with("cpu:") {
-            return Err(RuntimeError::NoExecutor {
-                target: v.target.clone(),
-            });
-        }
         artifact.weights()?; // check its hash now, not in the middle of a run
-        let module = CpuModule::load(&v.target, artifact.code(variant)?, &v.kernels)?;
-        let executor = CpuExecutor::new(module, threads)?;
+        let executor = match v.target.split_once(':').map(|(f, _)| f) {
+            Some("cpu") => {
+                let module = CpuModule::load(&v.target, artifact.code(variant)?, &v.kernels)?;
+                Executor::Cpu(CpuExecutor::new(module, threads)?)
+            }
+            #[cfg(feature = "cuda")]
+            Some("cuda") => Executor::Cuda(Box::new(crate::cuda::executor::CudaExecutor::new(
+                &v.target,
+                artifact.code(variant)?,
+                &v.kernels,
+                artifact.weights()?,
+            )?)),
+            _ => {
+                return Err(RuntimeError::NoExecutor {
+                    target: v.target.clone(),
+                })
+            }
+        };
         Ok(Session {
             artifact,
             variant,
@@ -133,8 +152,22 @@ impl Session {
         &self.why
     }
 
+    /// CPU threads running kernels (1 for GPU variants: the host thread that launches).
     pub fn threads(&self) -> usize {
-        self.executor.threads()
+        match &self.executor {
+            Executor::Cpu(e) => e.threads(),
+            #[cfg(feature = "cuda")]
+            Executor::Cuda(_) => 1,
+        }
+    }
+
+    /// The device kernels run on, for messages (`cpu`, or the GPU's name).
+    pub fn device(&self) -> String {
+        match &self.executor {
+            Executor::Cpu(_) => "cpu".into(),
+            #[cfg(feature = "cuda")]
+            Executor::Cuda(e) => e.device_name().into(),
+        }
     }
 
     pub fn run(&mut self, inputs: &[HostBuffer]) -> Result<Vec<HostBuffer>, RuntimeError> {
@@ -207,35 +240,67 @@ impl Session {
                 .iter()
                 .try_fold(spec.dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
                 .ok_or_else(|| msg("size overflows".into()))?;
-            outputs.push((shape, Staged::zeroed(bytes, &spec.name)?));
+            outputs.push((shape, bytes));
         }
-        let mut staged_inputs: Vec<Staged> =
-            inputs.iter().map(Staged::input).collect::<Result<_, _>>()?;
-        let input_ptrs: Vec<*mut u8> = staged_inputs.iter_mut().map(Staged::ptr).collect();
-        let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|(_, s)| s.ptr()).collect();
-        let weights = self
-            .artifact
-            .weights()?
-            .map_or(std::ptr::null(), |w| w.as_ptr());
-        let buffers = RunBuffers {
-            inputs: &input_ptrs,
-            outputs: &output_ptrs,
-            weights,
-        };
         let plan = &self.artifact.manifest().variants[self.variant].plan;
-        // SAFETY: inputs were checked to hold exactly their spec's bytes, outputs were sized
-        // from their specs under the same bindings, weights are the hash-checked section whose
-        // ranges the manifest check bounded, and the plan is the module's own.
-        let timings = unsafe { self.executor.execute(plan, &env, &buffers, profile)? };
+        let (outputs, timings) = match &mut self.executor {
+            Executor::Cpu(executor) => {
+                let specs = &self.artifact.manifest().outputs;
+                let mut outputs = outputs
+                    .into_iter()
+                    .zip(specs)
+                    .map(|((shape, bytes), spec)| Ok((shape, Staged::zeroed(bytes, &spec.name)?)))
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                let mut staged_inputs: Vec<Staged> =
+                    inputs.iter().map(Staged::input).collect::<Result<_, _>>()?;
+                let input_ptrs: Vec<*mut u8> = staged_inputs.iter_mut().map(Staged::ptr).collect();
+                let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|(_, s)| s.ptr()).collect();
+                let weights = self
+                    .artifact
+                    .weights()?
+                    .map_or(std::ptr::null(), |w| w.as_ptr());
+                let buffers = RunBuffers {
+                    inputs: &input_ptrs,
+                    outputs: &output_ptrs,
+                    weights,
+                };
+                // SAFETY: inputs were checked to hold exactly their spec's bytes, outputs were
+                // sized from their specs under the same bindings, weights are the hash-checked
+                // section whose ranges the manifest check bounded, and the plan is the
+                // module's own.
+                let timings = unsafe { executor.execute(plan, &env, &buffers, profile)? };
+                let outputs: Vec<(Vec<usize>, Vec<u8>)> = outputs
+                    .into_iter()
+                    .map(|(shape, s)| (shape, s.into_vec()))
+                    .collect();
+                (outputs, timings)
+            }
+            #[cfg(feature = "cuda")]
+            Executor::Cuda(executor) => {
+                let mut host: Vec<(Vec<usize>, Vec<u8>)> = Vec::with_capacity(outputs.len());
+                for (shape, bytes) in outputs {
+                    host.push((shape, zeroed_vec(bytes)?));
+                }
+                let ins: Vec<&[u8]> = inputs.iter().map(|b| b.bytes.as_slice()).collect();
+                let mut outs: Vec<&mut [u8]> =
+                    host.iter_mut().map(|(_, v)| v.as_mut_slice()).collect();
+                let io = crate::cuda::executor::HostIo {
+                    inputs: &ins,
+                    outputs: &mut outs,
+                };
+                let timings = executor.execute(plan, &env, io, profile)?;
+                (host, timings)
+            }
+        };
         let results = self
             .manifest()
             .outputs
             .iter()
             .zip(outputs)
-            .map(|(spec, (shape, staged))| HostBuffer {
+            .map(|(spec, (shape, bytes))| HostBuffer {
                 dtype: spec.dtype,
                 shape,
-                bytes: staged.into_vec(),
+                bytes,
             })
             .collect();
         Ok((results, timings))
@@ -332,6 +397,19 @@ fn check_input(
         return Err(err(want, format!("{} bytes", buf.bytes.len())));
     }
     Ok(())
+}
+
+/// A zeroed host buffer; a size too large for memory is an error, not an abort.
+#[cfg(feature = "cuda")]
+fn zeroed_vec(bytes: usize) -> Result<Vec<u8>, RuntimeError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes)
+        .map_err(|_| RuntimeError::Alloc {
+            bytes: bytes as u64,
+            what: "an output".into(),
+        })?;
+    v.resize(bytes, 0u8);
+    Ok(v)
 }
 
 /// A buffer handed to kernels: the caller's own when it is aligned, else an aligned copy.

@@ -113,7 +113,8 @@ pub fn variant_support(
     };
     match family {
         "cpu" => host.can_run(arch, required_features),
-        "cuda" | "vulkan" | "hip" => Err(format!(
+        "cuda" => crate::cuda::support(arch),
+        "vulkan" | "hip" => Err(format!(
             "needs the {family} runtime, not built into this kiln"
         )),
         other => Err(format!("has unknown target family `{other}`")),

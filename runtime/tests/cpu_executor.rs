@@ -80,6 +80,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
                 args: vec![BufferRef::Input(0), BufferRef::Input(1), BufferRef::Slot(1)],
                 grid: grid.clone(),
                 min_chunk: 1,
+                gpu: None,
             },
             Launch {
                 kernel: "bias".into(),
@@ -93,6 +94,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
                 ],
                 grid,
                 min_chunk: 7,
+                gpu: None,
             },
         ],
     };

@@ -17,6 +17,9 @@ const CPU_EXAMPLES: [&str; 9] = [
     "native",
 ];
 
+/// CUDA capabilities shown; `cuda:` takes every capability the NVPTX lowering knows.
+const CUDA_EXAMPLES: [&str; 5] = ["sm_75", "sm_80", "sm_89", "sm_90a", "sm_120"];
+
 pub fn run() -> Result<()> {
     let host = HostCpu::detect();
     let defaults = super::default_targets();
@@ -36,8 +39,15 @@ pub fn run() -> Result<()> {
         };
         println!("{:<18} {:<22} {}", t.to_string(), emit, run);
     }
+    for sm in CUDA_EXAMPLES {
+        let t: Target = format!("cuda:{sm}").parse()?;
+        let run = match kiln_runtime::cuda::support(sm) {
+            Ok(_) => "yes".to_string(),
+            Err(why) => format!("no: {why}"),
+        };
+        println!("{:<18} {:<22} {}", t.to_string(), emit_status(&t), run);
+    }
     for (t, why) in [
-        ("cuda:sm_90", "no: the CUDA backend is not built yet"),
         ("vulkan:spv1.3", "no: the Vulkan backend is not built yet"),
         ("hip:gfx1100", "no: the HIP backend is not built yet"),
     ] {
@@ -45,6 +55,7 @@ pub fn run() -> Result<()> {
     }
     println!();
     println!("cpu: takes any LLVM CPU name (`llc -mcpu=help` lists them); backends: llvm (default), cranelift (--backend cranelift).");
+    println!("cuda: sm_70 .. sm_90a, sm_100(a), sm_120(a) (PTX; a GPU runs PTX of its own or a lower capability, `a` targets only their own).");
     Ok(())
 }
 

@@ -35,10 +35,37 @@ pub fn reference_available() -> bool {
     false
 }
 
+/// The source tree: where the test was built, unless `KILN_SOURCE_DIR` says otherwise
+/// (scripts/gpu-check.sh runs test binaries built on another machine).
+pub fn source_dir() -> PathBuf {
+    std::env::var_os("KILN_SOURCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/reference")
-        .join(name)
+    source_dir().join("tests/reference").join(name)
+}
+
+/// The `cuda:` target of this machine's GPU (or `KILN_CUDA_TARGET`, to test PTX of an older
+/// capability that the driver compiles for the GPU), or `None` after printing why there is
+/// no GPU. With `KILN_REQUIRE_CUDA=1` (scripts/gpu-check.sh) a missing GPU fails instead.
+pub fn cuda_target() -> Option<String> {
+    match kiln_runtime::cuda::device() {
+        Ok((name, (major, minor))) => {
+            eprintln!("CUDA device: {name}");
+            let own = format!("cuda:sm_{major}{minor}");
+            Some(std::env::var("KILN_CUDA_TARGET").unwrap_or(own))
+        }
+        Err(why) => {
+            assert!(
+                std::env::var("KILN_REQUIRE_CUDA").as_deref() != Ok("1"),
+                "KILN_REQUIRE_CUDA=1 but there is no usable CUDA device: {why}"
+            );
+            eprintln!("skipped: no CUDA device: {why}");
+            None
+        }
+    }
 }
 
 /// Runs `script` with `args`; returns its standard output.

@@ -113,6 +113,19 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
         let i64t = self.ctx.i64_type();
+        self.strided_loop(i64t.const_zero(), n, i64t.const_int(1, false), body)
+    }
+
+    /// `for (it = start; it < end; it += step) body(it)`: GPU threads share a loop's
+    /// iterations this way (start = thread index, step = thread count).
+    pub fn strided_loop(
+        &mut self,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        step: IntValue<'ctx>,
+        body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        let i64t = self.ctx.i64_type();
         let pre = self
             .b
             .get_insert_block()
@@ -121,13 +134,15 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         self.b.build_unconditional_branch(head)?;
         self.b.position_at_end(head);
         let phi = self.b.build_phi(i64t, "i")?;
-        phi.add_incoming(&[(&i64t.const_zero(), pre)]);
+        phi.add_incoming(&[(&start, pre)]);
         let i = phi.as_basic_value().into_int_value();
-        let go = self.b.build_int_compare(IntPredicate::SLT, i, n, "more")?;
+        let go = self
+            .b
+            .build_int_compare(IntPredicate::SLT, i, end, "more")?;
         self.b.build_conditional_branch(go, bodyb, exit)?;
         self.b.position_at_end(bodyb);
         body(self, i)?;
-        let next = self.b.build_int_add(i, i64t.const_int(1, false), "next")?;
+        let next = self.b.build_int_add(i, step, "next")?;
         let latch = self
             .b
             .get_insert_block()

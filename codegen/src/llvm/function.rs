@@ -164,7 +164,7 @@ fn cpu_attributes<'ctx>(
 }
 
 /// Highest `Expr::Dim` index read by the kernel (its grid included), or -1 as 0 loads.
-fn max_dim(k: &Kernel) -> i64 {
+pub(super) fn max_dim(k: &Kernel) -> i64 {
     let mut m = -1i64;
     let mut body = k.body.clone();
     let mut see = |x: Expr| {
@@ -183,7 +183,7 @@ fn max_dim(k: &Kernel) -> i64 {
     m
 }
 
-fn decompose<'ctx>(
+pub(super) fn decompose<'ctx>(
     em: &mut Emitter<'_, 'ctx>,
     flat: IntValue<'ctx>,
     extents: &[IntValue<'ctx>],
@@ -201,14 +201,14 @@ fn decompose<'ctx>(
     Ok(idx)
 }
 
-fn stmts(em: &mut Emitter, body: &[Stmt]) -> Result<(), Fail> {
+pub(super) fn stmts(em: &mut Emitter, body: &[Stmt]) -> Result<(), Fail> {
     for s in body {
         stmt(em, s)?;
     }
     Ok(())
 }
 
-fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
+pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
     match s {
         Stmt::Let { var, value } => {
             let v = em.expr(value)?;

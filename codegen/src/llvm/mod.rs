@@ -5,6 +5,7 @@
 mod convert;
 mod expr;
 mod function;
+pub mod gpu;
 
 use crate::{link, Backend, CodegenError};
 use inkwell::context::Context;
@@ -34,8 +35,18 @@ fn desc_for(target: &Target) -> Result<CpuDesc, CodegenError> {
         .ok_or_else(|| CodegenError::Unsupported {
             backend: "llvm",
             target: target.to_string(),
-            why: "this build's LLVM backend emits cpu: targets only".into(),
+            why: "this build's LLVM backend emits cpu: and cuda: targets only".into(),
         })
+}
+
+/// LLVM's target registry is global and not safe to initialise from two threads at once.
+fn init_targets() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        LlvmTarget::initialize_x86(&InitializationConfig::default());
+        LlvmTarget::initialize_aarch64(&InitializationConfig::default());
+        LlvmTarget::initialize_nvptx(&InitializationConfig::default());
+    });
 }
 
 fn machine(desc: &CpuDesc, target: &Target) -> Result<TargetMachine, CodegenError> {
@@ -44,12 +55,7 @@ fn machine(desc: &CpuDesc, target: &Target) -> Result<TargetMachine, CodegenErro
         target: target.to_string(),
         why,
     };
-    // LLVM's target registry is global and not safe to initialise from two threads at once.
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        LlvmTarget::initialize_x86(&InitializationConfig::default());
-        LlvmTarget::initialize_aarch64(&InitializationConfig::default());
-    });
+    init_targets();
     let triple = TargetTriple::create(desc.triple);
     let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
     llvm_target
@@ -70,12 +76,18 @@ impl Backend for LlvmBackend {
     }
 
     fn check(&self, target: &Target) -> Result<(), CodegenError> {
+        if let Target::Cuda(sm) = target {
+            return gpu::nvptx::machine(sm, target).map(|_| ());
+        }
         // Target parsing already rejected CPU names LLVM does not know.
         let desc = desc_for(target)?;
         machine(&desc, target).map(|_| ())
     }
 
     fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError> {
+        if let Target::Cuda(sm) = target {
+            return gpu::nvptx::compile(kernels, sm, target);
+        }
         let desc = desc_for(target)?;
         let tm = machine(&desc, target)?;
         let ctx = Context::create();

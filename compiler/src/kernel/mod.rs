@@ -12,6 +12,7 @@
 //! and a store converts back, so half types never reach arithmetic.
 
 mod display;
+pub mod gpu;
 mod ir;
 pub mod math;
 pub mod vectorize;

@@ -98,6 +98,17 @@ fn map_over(
         ));
     }
     let r = shape.len();
+    if ctx.schedule.gpu {
+        let grid: Vec<GridDim> = shape.iter().map(GridDim::of).collect();
+        let idx: Vec<Expr> = (0..r).map(|a| Expr::GridIdx(a as u32)).collect();
+        let v = value(ctx, &idx)?;
+        let store = Stmt::Store {
+            buf: out,
+            index: flat_index(ctx, shape, &idx),
+            value: v,
+        };
+        return Ok((grid, vec![store], 1));
+    }
     let grid: Vec<GridDim> = shape[..r - 1].iter().map(GridDim::of).collect();
     let j = ctx.fresh();
     let mut idx: Vec<Expr> = (0..r - 1).map(|a| Expr::GridIdx(a as u32)).collect();

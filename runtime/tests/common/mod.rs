@@ -23,6 +23,7 @@ pub fn variant(target: &str, code_section: usize) -> Variant {
             args: vec![BufferRef::Input(0), BufferRef::Output(0)],
             grid: vec![Dim::sym("n").into()],
             min_chunk: 1,
+            gpu: None,
         }],
     };
     Variant {

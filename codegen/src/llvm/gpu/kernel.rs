@@ -1,0 +1,320 @@
+//! One kernel -> one GPU entry point (see the module doc for the ABI).
+//!
+//! A thread per point: each thread takes the points `id, id + total threads, ...` (`id`
+//! its global thread index) and runs the body on its own. A block per point: each block
+//! takes the points `b, b + block count, ...`; statements reached by every thread run in every thread (stores of
+//! the same value to the same place included, which is harmless), shared `Map` loops and
+//! `Reduce`s give thread `t` the iterations `t, t + T, ...`, and a barrier follows each
+//! shared loop, since the statements after it may read what other threads stored.
+
+use super::super::expr::{Emitter, Fail, V};
+use super::super::function::{decompose, max_dim, stmt, stmts};
+use super::GpuDesc;
+use inkwell::attributes::{Attribute, AttributeLoc};
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::types::{BasicMetadataTypeEnum, BasicType};
+use inkwell::values::{GlobalValue, IntValue};
+use inkwell::{AddressSpace, IntPredicate};
+use kiln_compiler::kernel::gpu::{has_shared_loop, launch_shape};
+use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
+use std::collections::HashMap;
+
+pub fn emit<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    k: &Kernel,
+    desc: &GpuDesc,
+) -> Result<(), Fail> {
+    let launch = launch_shape(&k.body);
+    let global = ctx.ptr_type(AddressSpace::from(desc.global_as));
+    let i64t = ctx.i64_type();
+    let mut params: Vec<BasicMetadataTypeEnum> = k.args.iter().map(|_| global.into()).collect();
+    params.push(global.into());
+    params.push(i64t.into());
+    let func = module.add_function(
+        &crate::symbol_name(&k.name),
+        ctx.void_type().fn_type(&params, false),
+        None,
+    );
+    func.set_call_conventions(desc.kernel_cc);
+    let noalias = ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
+    for p in 0..k.args.len() {
+        func.add_attribute(AttributeLoc::Param(p as u32), noalias);
+    }
+    let b = ctx.create_builder();
+    let entry = ctx.append_basic_block(func, "entry");
+    b.position_at_end(entry);
+    let param = |i: usize| {
+        func.get_nth_param(i as u32)
+            .ok_or_else(|| Fail::msg("kernel params"))
+    };
+    let bufs = (0..k.args.len())
+        .map(|i| param(i).map(|p| p.into_pointer_value()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dims_ptr = param(k.args.len())?.into_pointer_value();
+    let points = param(k.args.len() + 1)?.into_int_value();
+    let mut em = Emitter {
+        ctx,
+        module,
+        b,
+        func,
+        k,
+        bufs,
+        locals: Vec::new(),
+        dims: Vec::new(),
+        grid: Vec::new(),
+        lets: HashMap::new(),
+        vars: HashMap::new(),
+    };
+    if !k.locals.is_empty() {
+        if launch.block_per_point() {
+            return Err(Fail::msg(
+                "kernel-local arrays in a block-per-point kernel need shared memory, which \
+                 the GPU lowering does not allocate yet",
+            ));
+        }
+        for l in &k.locals {
+            let ty = super::super::expr::storage_type(ctx, l.dtype);
+            em.locals
+                .push(em.b.build_alloca(ty.array_type(l.len), "local")?);
+        }
+    }
+    for d in 0..=max_dim(k) {
+        // SAFETY of the generated code: the runtime passes every symbol of the plan.
+        let at = unsafe {
+            em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")?
+        };
+        em.dims
+            .push(em.b.build_load(i64t, at, "dim")?.into_int_value());
+    }
+    let extents = k
+        .grid
+        .iter()
+        .map(|g| em.expr(g).map(|v| v.into_int_value()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let g = Gpu::new(&mut em, desc, launch.threads)?;
+    if launch.block_per_point() {
+        let scratch = scratch_array(ctx, module, k, desc)?;
+        let (start, step) = (g.block, g.blocks);
+        em.strided_loop(start, points, step, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            block_stmts(em, &g, scratch, &k.body)
+        })?;
+    } else {
+        let t = i64t.const_int(launch.threads as u64, false);
+        let first = em.b.build_int_mul(g.block, t, "b0")?;
+        let first = em.b.build_int_add(first, g.thread, "p0")?;
+        let step = em.b.build_int_mul(g.blocks, t, "stride")?;
+        em.strided_loop(first, points, step, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            stmts(em, &k.body)
+        })?;
+    }
+    em.b.build_return(None)?;
+    Ok(())
+}
+
+/// Per-launch values every statement may need.
+struct Gpu<'d, 'ctx> {
+    desc: &'d GpuDesc,
+    threads: u32,
+    thread: IntValue<'ctx>,
+    block: IntValue<'ctx>,
+    blocks: IntValue<'ctx>,
+}
+
+impl<'d, 'ctx> Gpu<'d, 'ctx> {
+    fn new(em: &mut Emitter<'_, 'ctx>, desc: &'d GpuDesc, threads: u32) -> Result<Self, Fail> {
+        let sreg = |name: &str| -> Result<IntValue<'ctx>, Fail> {
+            let v = em.intrinsic(name, &[], &[])?.into_int_value();
+            Ok(em.b.build_int_z_extend(v, em.ctx.i64_type(), "id")?)
+        };
+        Ok(Gpu {
+            desc,
+            threads,
+            thread: sreg(desc.thread_id())?,
+            block: sreg(desc.block_id())?,
+            blocks: sreg(desc.block_count())?,
+        })
+    }
+
+    fn barrier(&self, em: &mut Emitter<'_, 'ctx>) -> Result<(), Fail> {
+        let f = inkwell::intrinsics::Intrinsic::find(self.desc.barrier())
+            .and_then(|i| i.get_declaration(em.module, &[]))
+            .ok_or_else(|| Fail(format!("LLVM has no intrinsic {}", self.desc.barrier())))?;
+        em.b.build_call(f, &[], "")?;
+        Ok(())
+    }
+
+    /// `x` combined with the value of lane `lane ^ offset` of the same warp.
+    fn shuffle_xor(
+        &self,
+        em: &mut Emitter<'_, 'ctx>,
+        x: V<'ctx>,
+        offset: u32,
+    ) -> Result<V<'ctx>, Fail> {
+        let i32t = em.ctx.i32_type();
+        let args = [
+            i32t.const_all_ones().into(),
+            x,
+            i32t.const_int(offset as u64, false).into(),
+            i32t.const_int(self.desc.warp as u64 - 1, false).into(),
+        ];
+        em.intrinsic("llvm.nvvm.shfl.sync.bfly.f32", &[], &args)
+    }
+
+    /// Combines every thread's `x` with `op`; all threads get the result. Deterministic:
+    /// the same tree of operations every time.
+    fn block_reduce(
+        &self,
+        em: &mut Emitter<'_, 'ctx>,
+        scratch: GlobalValue<'ctx>,
+        op: RedOp,
+        mut x: V<'ctx>,
+    ) -> Result<V<'ctx>, Fail> {
+        let mut off = self.desc.warp / 2;
+        while off > 0 {
+            let y = self.shuffle_xor(em, x, off)?;
+            x = em.reduce_step(op, x, y)?;
+            off /= 2;
+        }
+        let i64t = em.ctx.i64_type();
+        let f32t = em.ctx.f32_type();
+        let warp = i64t.const_int(self.desc.warp as u64, false);
+        let lane = em.b.build_int_unsigned_rem(self.thread, warp, "lane")?;
+        let wid = em.b.build_int_unsigned_div(self.thread, warp, "warp")?;
+        let first =
+            em.b.build_int_compare(IntPredicate::EQ, lane, i64t.const_zero(), "lane0")?;
+        let (write, join) = (em.block("red_write"), em.block("red_join"));
+        em.b.build_conditional_branch(first, write, join)?;
+        em.b.position_at_end(write);
+        let base = scratch.as_pointer_value();
+        // SAFETY of the generated code: warp index < threads / warp = the array's length.
+        let slot = unsafe { em.b.build_in_bounds_gep(f32t, base, &[wid], "slot")? };
+        em.b.build_store(slot, x)?;
+        em.b.build_unconditional_branch(join)?;
+        em.b.position_at_end(join);
+        self.barrier(em)?;
+        let mut total: Option<V<'ctx>> = None;
+        for w in 0..self.threads / self.desc.warp {
+            // SAFETY of the generated code: w < the array's length.
+            let slot = unsafe {
+                em.b.build_in_bounds_gep(f32t, base, &[i64t.const_int(w as u64, false)], "s")?
+            };
+            let v = em.b.build_load(f32t, slot, "part")?;
+            total = Some(match total {
+                None => v,
+                Some(t) => em.reduce_step(op, t, v)?,
+            });
+        }
+        // The next reduction overwrites the array only after everyone has read it.
+        self.barrier(em)?;
+        total.ok_or_else(|| Fail::msg("a block of no warps"))
+    }
+}
+
+/// The block's array of per-warp partial results, in shared memory.
+fn scratch_array<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    k: &Kernel,
+    desc: &GpuDesc,
+) -> Result<GlobalValue<'ctx>, Fail> {
+    let launch = launch_shape(&k.body);
+    let ty = ctx.f32_type().array_type(launch.threads / desc.warp);
+    let g = module.add_global(
+        ty,
+        Some(AddressSpace::from(desc.shared_as)),
+        &format!("kiln_{}_partials", k.name),
+    );
+    g.set_linkage(Linkage::Internal);
+    g.set_initializer(&ty.get_undef());
+    g.set_alignment(16);
+    Ok(g)
+}
+
+/// Statements every thread of the block reaches (see the module doc).
+fn block_stmts<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    g: &Gpu<'_, 'ctx>,
+    scratch: GlobalValue<'ctx>,
+    body: &[Stmt],
+) -> Result<(), Fail> {
+    let i64t = em.ctx.i64_type();
+    let threads = i64t.const_int(g.threads as u64, false);
+    for s in body {
+        if !has_shared_loop(s) {
+            stmt(em, s)?;
+            continue;
+        }
+        match s {
+            Stmt::Loop {
+                var,
+                extent,
+                kind: LoopKind::Map,
+                body,
+                ..
+            } => {
+                let n = em.expr(extent)?.into_int_value();
+                em.strided_loop(g.thread, n, threads, &mut |em, it| {
+                    em.lets.insert(*var, it.into());
+                    stmts(em, body)
+                })?;
+                g.barrier(em)?;
+            }
+            Stmt::Loop {
+                var, extent, body, ..
+            } => {
+                let n = em.expr(extent)?.into_int_value();
+                em.counted_loop(n, &mut |em, it| {
+                    em.lets.insert(*var, it.into());
+                    block_stmts(em, g, scratch, body)
+                })?;
+            }
+            Stmt::Reduce {
+                acc,
+                op,
+                var,
+                extent,
+                value,
+                ..
+            } => {
+                let init = match op {
+                    RedOp::Sum => em.ctx.f32_type().const_float(0.0),
+                    RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
+                };
+                em.declare(*acc, init.into())?;
+                let n = em.expr(extent)?.into_int_value();
+                em.strided_loop(g.thread, n, threads, &mut |em, it| {
+                    em.lets.insert(*var, it.into());
+                    let x = em.expr(value)?;
+                    let a = em.read_var(*acc)?;
+                    let r = em.reduce_step(*op, a, x)?;
+                    em.assign(*acc, r)
+                })?;
+                let part = em.read_var(*acc)?;
+                let total = g.block_reduce(em, scratch, *op, part)?;
+                em.assign(*acc, total)?;
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = em.expr(cond)?.into_int_value();
+                let (bt, be, bj) = (em.block("then"), em.block("else"), em.block("join"));
+                em.b.build_conditional_branch(c, bt, be)?;
+                em.b.position_at_end(bt);
+                block_stmts(em, g, scratch, then)?;
+                em.b.build_unconditional_branch(bj)?;
+                em.b.position_at_end(be);
+                block_stmts(em, g, scratch, otherwise)?;
+                em.b.build_unconditional_branch(bj)?;
+                em.b.position_at_end(bj);
+            }
+            other => stmt(em, other)?,
+        }
+    }
+    Ok(())
+}

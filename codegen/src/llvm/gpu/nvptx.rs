@@ -1,0 +1,205 @@
+//! NVPTX: `cuda:sm_NN` targets -> PTX text, one module per capability.
+//!
+//! Each capability gets the lowest PTX ISA version that names it, so the module loads on
+//! the oldest driver that knows the GPU. LLVM 19 knows capabilities up to `sm_90a`; newer
+//! ones (`sm_100`, `sm_120`, ...) are compiled as `sm_90` code, which uses no instruction
+//! newer GPUs lack, and their `.version`/`.target` lines are raised to what `ptxas` needs
+//! for them. Instructions specific to those GPUs wait for an LLVM that knows them.
+
+use super::{GpuArch, GpuDesc};
+use crate::CodegenError;
+use inkwell::context::Context;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple,
+};
+use inkwell::OptimizationLevel;
+use kiln_compiler::kernel::Kernel;
+use kiln_compiler::Target;
+
+/// Every capability `cuda:` accepts, with its PTX ISA version (major*10 + minor), and
+/// the capability LLVM compiles it as.
+const CAPABILITIES: [(&str, u32, &str); 13] = [
+    ("sm_70", 60, "sm_70"),
+    ("sm_72", 61, "sm_72"),
+    ("sm_75", 63, "sm_75"),
+    ("sm_80", 70, "sm_80"),
+    ("sm_86", 71, "sm_86"),
+    ("sm_87", 74, "sm_87"),
+    ("sm_89", 78, "sm_89"),
+    ("sm_90", 78, "sm_90"),
+    ("sm_90a", 80, "sm_90a"),
+    ("sm_100", 86, "sm_90"),
+    ("sm_100a", 86, "sm_90"),
+    ("sm_120", 87, "sm_90"),
+    ("sm_120a", 87, "sm_90"),
+];
+
+/// The capabilities `kiln targets` lists and the tests compile for.
+pub fn capabilities() -> impl Iterator<Item = &'static str> {
+    CAPABILITIES.iter().map(|(c, _, _)| *c)
+}
+
+/// The description for `sm`, or why there is none.
+pub fn desc(sm: &str) -> Result<(GpuDesc, Retarget), String> {
+    let (_, ptx, llvm_sm) = CAPABILITIES
+        .iter()
+        .find(|(c, _, _)| *c == sm)
+        .ok_or_else(|| {
+            let known: Vec<&str> = capabilities().collect();
+            format!(
+                "kiln knows CUDA capabilities {} (sm_70 and newer)",
+                known.join(", ")
+            )
+        })?;
+    // LLVM 19's highest PTX ISA is 8.5; newer capabilities are emitted at 7.8 (sm_90's)
+    // and their header raised.
+    let llvm_ptx = if *llvm_sm == sm { *ptx } else { 78 };
+    let desc = GpuDesc {
+        arch: GpuArch::Nvptx,
+        triple: "nvptx64-nvidia-cuda",
+        cpu: llvm_sm.to_string(),
+        features: format!("+ptx{llvm_ptx}"),
+        warp: 32,
+        kernel_cc: 71,
+        global_as: 1,
+        shared_as: 3,
+    };
+    let retarget = Retarget {
+        target: sm.to_string(),
+        version: *ptx,
+    };
+    Ok((desc, retarget))
+}
+
+/// The LLVM target machine for `cuda:<sm>`, or why there is none.
+pub fn machine(
+    sm: &str,
+    target: &Target,
+) -> Result<(TargetMachine, GpuDesc, Retarget), CodegenError> {
+    let unsupported = |why: String| CodegenError::Unsupported {
+        backend: "llvm",
+        target: target.to_string(),
+        why,
+    };
+    let (desc, retarget) = desc(sm).map_err(unsupported)?;
+    super::super::init_targets();
+    let triple = TargetTriple::create(desc.triple);
+    let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
+    let tm = llvm_target
+        .create_target_machine(
+            &triple,
+            &desc.cpu,
+            &desc.features,
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| unsupported(format!("LLVM cannot target {}", desc.cpu)))?;
+    Ok((tm, desc, retarget))
+}
+
+/// All kernels of one model -> one PTX module (text).
+pub fn compile(kernels: &[Kernel], sm: &str, target: &Target) -> Result<Vec<u8>, CodegenError> {
+    let (tm, desc, retarget) = machine(sm, target)?;
+    let fail = |kernel: &str, msg: String| CodegenError::Kernel {
+        kernel: kernel.into(),
+        target: target.to_string(),
+        msg,
+    };
+    let ctx = Context::create();
+    let module = ctx.create_module("kiln");
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    super::emit_kernels(&ctx, &module, kernels, &desc).map_err(|(k, m)| fail(&k, m))?;
+    module
+        .verify()
+        .map_err(|e| fail("(module)", format!("LLVM verifier: {e}")))?;
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| fail("(module)", format!("optimisation: {e}")))?;
+    if let Ok(path) = std::env::var("KILN_DUMP_LLVM") {
+        let _ = module.print_to_file(std::path::Path::new(&path));
+    }
+    let asm = tm
+        .write_to_memory_buffer(&module, FileType::Assembly)
+        .map_err(|e| fail("(module)", format!("emitting PTX: {e}")))?;
+    let text = std::str::from_utf8(asm.as_slice())
+        .map_err(|e| fail("(module)", format!("PTX is not text: {e}")))?;
+    // An intrinsic LLVM does not know becomes a call to an undefined function, which only
+    // the driver would notice, at load time.
+    if let Some(line) = text.lines().find(|l| l.contains(".extern .func")) {
+        return Err(fail(
+            "(module)",
+            format!("PTX calls an undefined function: {line}"),
+        ));
+    }
+    Ok(retarget
+        .apply(text)
+        .map_err(|m| fail("(module)", m))?
+        .into_bytes())
+}
+
+/// The `.target` and `.version` lines the PTX module must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retarget {
+    pub target: String,
+    /// PTX ISA version, major*10 + minor.
+    pub version: u32,
+}
+
+impl Retarget {
+    /// Rewrites the header LLVM wrote; the rest of the module is untouched.
+    pub fn apply(&self, ptx: &str) -> Result<String, String> {
+        let mut out = String::with_capacity(ptx.len() + 16);
+        let (mut saw_target, mut saw_version) = (false, false);
+        for line in ptx.lines() {
+            let t = line.trim_start();
+            if !saw_version && t.starts_with(".version ") {
+                out.push_str(&format!(
+                    ".version {}.{}",
+                    self.version / 10,
+                    self.version % 10
+                ));
+                saw_version = true;
+            } else if !saw_target && t.starts_with(".target ") {
+                out.push_str(&format!(".target {}", self.target));
+                saw_target = true;
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        if !(saw_target && saw_version) {
+            return Err("LLVM's PTX has no .version/.target header".into());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_capability_has_a_description() {
+        for sm in capabilities() {
+            let (d, r) = desc(sm).unwrap();
+            assert_eq!(r.target, sm);
+            assert!(d.features.starts_with("+ptx"));
+        }
+        assert!(desc("sm_61").unwrap_err().contains("sm_70 and newer"));
+    }
+
+    #[test]
+    fn retarget_rewrites_only_the_header() {
+        let ptx = "//\n.version 7.8\n.target sm_90\n.address_size 64\n.visible .entry k()\n";
+        let r = Retarget {
+            target: "sm_120".into(),
+            version: 87,
+        };
+        let out = r.apply(ptx).unwrap();
+        assert!(out.contains(".version 8.7\n.target sm_120\n.address_size 64"));
+        assert!(r.apply("no header").is_err());
+    }
+}

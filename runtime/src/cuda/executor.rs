@@ -1,0 +1,285 @@
+//! Executing a launch plan on the GPU: one module per variant (PTX, compiled by the driver
+//! for the device on load), weights uploaded once, one device arena sized by the plan,
+//! launches on one stream.
+//!
+//! Kernel arguments follow the GPU ABI of `kiln-codegen` (`llvm/gpu`): the buffers' device
+//! addresses, the address of the symbol values, the grid's point count. Block shapes come
+//! from the plan (`Launch::gpu`), which the compiler wrote.
+
+use super::device::{probe, Device};
+use crate::cpu::executor::LaunchTiming;
+use crate::error::RuntimeError;
+use crate::plan::{grid_points, BufferRef, GpuBlocks, Plan};
+use cudarc::driver::{
+    sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use kiln_ir::Bindings;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct CudaExecutor {
+    target: String,
+    device: Device,
+    stream: Arc<CudaStream>,
+    functions: HashMap<String, CudaFunction>,
+    weights: Option<CudaSlice<u8>>,
+    arena: Option<CudaSlice<u8>>,
+    dims: Option<CudaSlice<i64>>,
+    /// Device copies of the inputs, then the outputs; reused while large enough.
+    io: Vec<CudaSlice<u8>>,
+}
+
+impl std::fmt::Debug for CudaExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaExecutor")
+            .field("target", &self.target)
+            .field("device", &self.device.name)
+            .finish()
+    }
+}
+
+/// Host data of one run: inputs to upload, outputs to fill.
+pub struct HostIo<'a> {
+    pub inputs: &'a [&'a [u8]],
+    pub outputs: &'a mut [&'a mut [u8]],
+}
+
+impl CudaExecutor {
+    /// Loads `ptx` (the variant's code section), resolves `kernels` and uploads `weights`.
+    pub fn new(
+        target: &str,
+        ptx: &[u8],
+        kernels: &[String],
+        weights: Option<&[u8]>,
+    ) -> Result<CudaExecutor, RuntimeError> {
+        let device = probe().map_err(|msg| RuntimeError::Device {
+            target: target.into(),
+            msg,
+        })?;
+        let derr = |what: &str, e: DriverError| RuntimeError::Device {
+            target: target.into(),
+            msg: format!("{what}: {e}"),
+        };
+        let text = std::str::from_utf8(ptx).map_err(|e| RuntimeError::CodeLoad {
+            target: target.into(),
+            msg: format!("the PTX is not text: {e}"),
+        })?;
+        if text.contains('\0') {
+            return Err(RuntimeError::CodeLoad {
+                target: target.into(),
+                msg: "the PTX contains a NUL byte".into(),
+            });
+        }
+        let ctx = device.context.clone();
+        let module = ctx
+            .load_module(Ptx::from_src(text))
+            .map_err(|e| RuntimeError::CodeLoad {
+                target: target.into(),
+                msg: format!("the driver rejected the PTX: {e}"),
+            })?;
+        let mut functions = HashMap::new();
+        for k in kernels {
+            let f = module.load_function(&format!("kiln_{k}")).map_err(|e| {
+                RuntimeError::MissingKernel {
+                    target: target.into(),
+                    kernel: k.clone(),
+                    msg: e.to_string(),
+                }
+            })?;
+            functions.insert(k.clone(), f);
+        }
+        let stream = ctx.default_stream();
+        let weights = match weights {
+            Some(w) if !w.is_empty() => Some(
+                stream
+                    .clone_htod(w)
+                    .map_err(|e| derr("uploading the weights", e))?,
+            ),
+            _ => None,
+        };
+        Ok(CudaExecutor {
+            target: target.into(),
+            device,
+            stream,
+            functions,
+            weights,
+            arena: None,
+            dims: None,
+            io: Vec::new(),
+        })
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.device.name
+    }
+
+    /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
+    /// Timings (with `profile`) come from device events around each launch.
+    pub fn execute(
+        &mut self,
+        plan: &Plan,
+        env: &Bindings,
+        io: HostIo<'_>,
+        profile: bool,
+    ) -> Result<Vec<LaunchTiming>, RuntimeError> {
+        let target = self.target.clone();
+        let perr = |msg: String| RuntimeError::Plan {
+            target: target.clone(),
+            msg,
+        };
+        let derr = |what: &str, e: DriverError| RuntimeError::Device {
+            target: target.clone(),
+            msg: format!("{what}: {e}"),
+        };
+        let layout = plan.arena_layout(env).map_err(perr)?;
+        let dims = plan.dims_array(env).map_err(perr)?;
+        let total = usize::try_from(layout.total)
+            .map_err(|_| perr("arena size exceeds the address space".into()))?;
+        let s = self.stream.clone();
+        if self.arena.as_ref().is_none_or(|a| a.len() < total) {
+            self.arena = None;
+            self.arena = Some(
+                s.alloc_zeros::<u8>(total.max(1))
+                    .map_err(|e| derr("allocating the arena", e))?,
+            );
+        }
+        let dims_host: Vec<i64> = if dims.is_empty() { vec![0] } else { dims };
+        if self.dims.as_ref().is_none_or(|d| d.len() < dims_host.len()) {
+            self.dims = Some(
+                s.alloc_zeros::<i64>(dims_host.len())
+                    .map_err(|e| derr("allocating dims", e))?,
+            );
+        }
+        let dims_dev = self.dims.as_mut().expect("allocated above");
+        s.memcpy_htod(&dims_host, dims_dev)
+            .map_err(|e| derr("uploading dims", e))?;
+        let sizes: Vec<usize> = io
+            .inputs
+            .iter()
+            .map(|b| b.len())
+            .chain(io.outputs.iter().map(|b| b.len()))
+            .collect();
+        self.io.truncate(sizes.len());
+        for (i, &n) in sizes.iter().enumerate() {
+            if i >= self.io.len() {
+                self.io.push(
+                    s.alloc_zeros::<u8>(n.max(1))
+                        .map_err(|e| derr("allocating an input or output", e))?,
+                );
+            } else if self.io[i].len() < n {
+                self.io[i] = s
+                    .alloc_zeros::<u8>(n)
+                    .map_err(|e| derr("allocating an input or output", e))?;
+            }
+        }
+        for (i, data) in io.inputs.iter().enumerate() {
+            if !data.is_empty() {
+                let mut dst = self.io[i].slice_mut(..data.len());
+                s.memcpy_htod(*data, &mut dst)
+                    .map_err(|e| derr("uploading an input", e))?;
+            }
+        }
+        let addr = |b: &CudaSlice<u8>| -> u64 { b.device_ptr(&s).0 };
+        let arena = addr(self.arena.as_ref().expect("allocated above"));
+        let weights = self.weights.as_ref().map_or(0, addr);
+        let dims_addr = self.dims.as_ref().map_or(0, |d| d.device_ptr(&s).0);
+        let io_addrs: Vec<u64> = self.io.iter().map(addr).collect();
+        let n_in = io.inputs.len();
+
+        let mut events = Vec::new();
+        for launch in &plan.launches {
+            let f =
+                self.functions
+                    .get(&launch.kernel)
+                    .ok_or_else(|| RuntimeError::MissingKernel {
+                        target: target.clone(),
+                        kernel: launch.kernel.clone(),
+                        msg: "not resolved when the code was loaded".into(),
+                    })?;
+            let blocks = launch
+                .gpu
+                .ok_or_else(|| perr(format!("launch {} has no GPU block shape", launch.kernel)))?;
+            check_blocks(&blocks).map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
+            let points = grid_points(&launch.grid, env)
+                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
+            if points == 0 {
+                continue;
+            }
+            let points = i64::try_from(points)
+                .map_err(|_| perr(format!("launch {}: too many grid points", launch.kernel)))?;
+            let args: Vec<u64> = launch
+                .args
+                .iter()
+                .map(|a| match *a {
+                    BufferRef::Slot(i) => arena + layout.offsets[i],
+                    BufferRef::Input(i) => io_addrs[i],
+                    BufferRef::Output(i) => io_addrs[n_in + i],
+                    BufferRef::Weight { offset, .. } => weights + offset,
+                })
+                .collect();
+            // The kernels stride over points, so a capped grid is still complete.
+            let grid = (points as u64)
+                .div_ceil(blocks.points_per_block as u64)
+                .min(i32::MAX as u64) as u32;
+            let cfg = LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (blocks.threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut b = s.launch_builder(f);
+            for a in &args {
+                b.arg(a);
+            }
+            b.arg(&dims_addr);
+            b.arg(&points);
+            if profile {
+                b.record_kernel_launch(sys::CUevent_flags::CU_EVENT_DEFAULT);
+            }
+            // SAFETY: the argument list matches the kernel ABI (one device address per
+            // buffer, the dims address, the point count); every address lies in an
+            // allocation sized by the same plan and bindings the kernel indexes with.
+            let ev = unsafe { b.launch(cfg) }
+                .map_err(|e| derr(&format!("launching {}", launch.kernel), e))?;
+            if let Some(ev) = ev {
+                events.push((launch.kernel.clone(), points as u64, ev));
+            }
+        }
+        for (i, out) in io.outputs.iter_mut().enumerate() {
+            if !out.is_empty() {
+                let n = out.len();
+                let src = self.io[n_in + i].slice(..n);
+                s.memcpy_dtoh(&src, &mut **out)
+                    .map_err(|e| derr("downloading an output", e))?;
+            }
+        }
+        s.synchronize()
+            .map_err(|e| derr("running the kernels", e))?;
+        let mut timings = Vec::with_capacity(events.len());
+        for (kernel, grid_points, (start, end)) in events {
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(|e| derr("reading event times", e))?;
+            timings.push(LaunchTiming {
+                kernel,
+                grid_points,
+                duration: Duration::from_secs_f64(ms as f64 / 1e3),
+            });
+        }
+        Ok(timings)
+    }
+}
+
+fn check_blocks(b: &GpuBlocks) -> Result<(), String> {
+    if b.threads == 0 || b.threads > 1024 {
+        return Err(format!("{} threads per block (1..=1024)", b.threads));
+    }
+    if b.points_per_block != 1 && b.points_per_block != b.threads {
+        return Err(format!(
+            "{} points per block (1 or the thread count)",
+            b.points_per_block
+        ));
+    }
+    Ok(())
+}

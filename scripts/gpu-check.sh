@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repository root, with .gpu/ from scripts/gpu-prepare.sh:
+# the device's facts, `ptxas` on the PTX of every capability, the op conformance suite and
+# the tiny-model tests on the GPU. Writes report.md and logs under $OUT (or ./gpu-report).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-report}
+mkdir -p "$OUT"
+report=$OUT/report.md
+bin=/tmp/kiln-gpu
+mkdir -p $bin
+status=0
+note() { echo "$*" | tee -a "$report"; }
+
+: >"$report"
+note "# kiln gpu-check, $(date -u +%Y-%m-%dT%H:%MZ)"
+note '```'
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1 | tee -a "$report"
+(nvcc --version | tail -2) 2>&1 | tee -a "$report"
+note '```'
+
+if [ ! -d .gpu ]; then
+  note "no .gpu/: run scripts/gpu-prepare.sh first and carry .gpu"
+  exit 1
+fi
+
+note "## ptxas per capability"
+for f in .gpu/ptx/*.ptx; do
+  sm=$(basename "$f" .ptx)
+  if msg=$(ptxas -arch="$sm" -o /tmp/$sm.cubin "$f" 2>&1); then
+    note "- $sm: assembled ($(stat -c %s /tmp/$sm.cubin) bytes of SASS)"
+  else
+    note "- $sm: ptxas failed: $(echo "$msg" | head -2 | tr '\n' ' ')"
+  fi
+done
+
+for t in conformance llama_reference; do
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    .gpu/$t.xz $bin/$t
+  chmod +x $bin/$t
+done
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl 2>&1 | tail -1
+export PYTHONPATH=/tmp/site KILN_PYTHON=python3 KILN_SOURCE_DIR=$PWD
+export KILN_REQUIRE_CUDA=1 KILN_REQUIRE_PYTHON_REFERENCE=1
+# The CPU side of the model tests links kernels with ld.lld; this image has GNU ld, which
+# takes the same arguments for x86-64 objects.
+if ! command -v ld.lld >/dev/null && ! command -v ld.lld-19 >/dev/null; then
+  export KILN_LLD=$(command -v ld)
+fi
+
+run_test() { # name binary filter
+  local name=$1 b=$2 filter=$3
+  if $bin/$b "$filter" --nocapture --test-threads=1 >"$OUT/$name.log" 2>&1; then
+    note "- $name: passed"
+  else
+    note "- $name: FAILED (see $name.log)"
+    status=1
+  fi
+  grep -E "CUDA device|conformance cases|NMSE|identical|failed|panicked" "$OUT/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
+}
+note "## tests on the GPU"
+run_test conformance-cuda conformance conformance_cuda
+# Older PTX, compiled by the driver for this GPU at load time.
+KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
+run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+exit $status

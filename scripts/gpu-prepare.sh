@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds what scripts/gpu-check.sh runs on the GPU machine, into .gpu/ (ignored by git;
+# pass it to the device tool's `carry`). The GPU machine has CUDA but no Rust toolchain, so
+# the test binaries are built here (CUDA is loaded at run time, so they build without it),
+# stripped and xz-compressed to fit the transfer limit.
+#
+#   bash scripts/gpu-prepare.sh      # then, on the GPU machine: bash scripts/gpu-check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+out=.gpu
+rm -rf "$out" && mkdir -p "$out/ptx" "$out/whl"
+exclude=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$exclude")"
+grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
+
+echo "== PTX for every capability"
+KILN_PTX_DIR="$PWD/$out/ptx" cargo test -q --release --locked -p kiln-codegen --lib \
+  every_capability_gets_its_target_and_isa_version
+ls "$out/ptx"
+
+echo "== test binaries"
+json=$(cargo test --release --locked --no-run --message-format=json \
+  --test conformance --test llama_reference 2>/dev/null)
+for t in conformance llama_reference; do
+  bin=$(printf '%s\n' "$json" | python3 -c '
+import json, sys
+name = sys.argv[1]
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == name:
+        print(m["executable"])' "$t" | tail -1)
+  [ -n "$bin" ] || { echo "no test binary for $t" >&2; exit 1; }
+  strip -o "$out/$t" "$bin"
+  xz -T2 -6 -f "$out/$t"
+done
+
+echo "== the gguf package (pure Python) for the tiny test models"
+"${KILN_PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$out/whl" gguf==0.19.0
+du -sh "$out"
