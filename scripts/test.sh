@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the runtime alone, without the CUDA feature (what a CPU-only deployment builds)"
+cargo check -p kiln-runtime --locked
+
 step "cargo test"
 # Tests that compare with the Python references fail, rather than skip, without them.
 export KILN_REQUIRE_PYTHON_REFERENCE=1
