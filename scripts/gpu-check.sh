@@ -34,7 +34,7 @@ for f in .gpu/ptx/*.ptx; do
   fi
 done
 
-for t in conformance llama_reference; do
+for t in conformance llama_reference kiln; do
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     .gpu/$t.xz $bin/$t
   chmod +x $bin/$t
@@ -63,4 +63,14 @@ run_test conformance-cuda conformance conformance_cuda
 # Older PTX, compiled by the driver for this GPU at load time.
 KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
 run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+note "## kernels: kiln next to PyTorch eager (one run)"
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
+    --json "$OUT/kiln-bench.json" >"$OUT/kiln-bench.log" 2>&1 &&
+  python3 benches/torch_ops.py "$OUT/torch-bench.json" >"$OUT/torch-bench.log" 2>&1; then
+  python3 benches/gpu_table.py "$OUT/kiln-bench.json" "$OUT/torch-bench.json" | tee -a "$report"
+else
+  note "benchmarks failed:"; tail -5 "$OUT/kiln-bench.log" "$OUT/torch-bench.log" | tee -a "$report"
+  status=1
+fi
 exit $status

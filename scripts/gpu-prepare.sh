@@ -36,6 +36,11 @@ for line in sys.stdin:
   xz -T2 -6 -f "$out/$t"
 done
 
+echo "== the kiln binary (for kiln bench on the GPU)"
+cargo build -q --release --locked --bin kiln
+strip -o "$out/kiln" target/release/kiln
+xz -T2 -6 -f "$out/kiln"
+
 echo "== the gguf package (pure Python) for the tiny test models"
 "${KILN_PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$out/whl" gguf==0.19.0
 du -sh "$out"

@@ -142,6 +142,23 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
     v
 }
 
+/// Cases for GPU targets: sizes that fill the device, and bandwidth-bound cases whose data
+/// (64-256 MiB) is larger than the GPU's L2, so they measure memory, not cache.
+pub fn gpu_cases(quick: bool) -> Vec<BenchCase> {
+    let mut v = vec![matmul(1024)];
+    if !quick {
+        v.push(matmul(4096));
+    }
+    v.extend([
+        matvec(4096, 4096),
+        matvec(8192, 8192),
+        softmax(4096, 4096),
+        rms_norm(4096, 4096),
+        elementwise_chain(8192),
+    ]);
+    v
+}
+
 /// A case compiled and loaded, ready to time.
 pub struct Prepared {
     session: Session,

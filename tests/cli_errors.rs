@@ -347,3 +347,27 @@ fn cuda_artifacts_without_a_gpu_say_why() {
         "{err}"
     );
 }
+
+/// A HIP artifact compiles here (code objects for AMD GPUs), and `kiln run` says plainly why
+/// it cannot run it.
+#[test]
+fn hip_artifacts_compile_and_say_why_they_do_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "good.kir", GOOD);
+    let art = dir.path().join("amd.kiln");
+    let r = kiln(&[
+        "compile",
+        src.to_str().unwrap(),
+        "-t",
+        "hip:gfx1100,hip:gfx90a:xnack-",
+        "-o",
+        art.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = fails(&["run", art.to_str().unwrap()]);
+    assert!(
+        err.contains("hip:gfx1100 needs an AMD GPU") || err.contains("no HIP executor"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod cpu;
 pub mod cuda;
 pub mod error;
+pub mod hip;
 pub mod manifest;
 pub mod plan;
 pub mod session;

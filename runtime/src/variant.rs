@@ -114,7 +114,8 @@ pub fn variant_support(
     match family {
         "cpu" => host.can_run(arch, required_features),
         "cuda" => crate::cuda::support(arch),
-        "vulkan" | "hip" => Err(format!(
+        "hip" => crate::hip::support(arch),
+        "vulkan" => Err(format!(
             "needs the {family} runtime, not built into this kiln"
         )),
         other => Err(format!("has unknown target family `{other}`")),

@@ -36,8 +36,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let target: Target = a.target.parse()?;
+    let gpu = matches!(target, Target::Cuda(_));
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if a.threads.is_empty() {
+    // GPU kernels run on the device: host threads and the Cranelift CPU tier do not apply.
+    let threads = if gpu {
+        vec![1]
+    } else if a.threads.is_empty() {
         if all > 1 {
             vec![1, all]
         } else {
@@ -46,28 +50,49 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         a.threads.clone()
     };
-    let backends = if a.backend.is_empty() {
+    let backends = if gpu {
+        vec![BackendChoice::Llvm]
+    } else if a.backend.is_empty() {
         available_backends()
     } else {
         a.backend.clone()
     };
     let budget = Duration::from_secs_f64(a.seconds);
-    // Bandwidth-bound kernels are judged against a copy run with as many threads as they.
-    let copy: std::collections::BTreeMap<usize, f64> =
-        threads.iter().map(|&t| (t, copy_bandwidth(t))).collect();
+    // Bandwidth-bound kernels are judged against a copy run with as many threads as they
+    // (on a GPU: a device-to-device copy).
+    let copy: std::collections::BTreeMap<usize, f64> = if gpu {
+        let bw = kiln_runtime::cuda::copy_bandwidth()
+            .map_err(|e| anyhow::anyhow!("cannot benchmark {target}: {e}"))?;
+        [(1, bw)].into()
+    } else {
+        threads.iter().map(|&t| (t, copy_bandwidth(t))).collect()
+    };
     let mut rows = Vec::new();
-    let copy_text: Vec<String> = copy
-        .iter()
-        .map(|(t, bw)| format!("{:.1} GB/s with {t} thread(s)", bw / 1e9))
-        .collect();
-    println!(
-        "machine: {all} hardware threads; copy bandwidth {}; target {target}",
-        copy_text.join(", ")
-    );
+    if gpu {
+        let (name, _) = kiln_runtime::cuda::device().map_err(|e| anyhow::anyhow!(e))?;
+        println!(
+            "device: {name}; device copy bandwidth {:.0} GB/s; target {target}",
+            copy[&1] / 1e9
+        );
+    } else {
+        let copy_text: Vec<String> = copy
+            .iter()
+            .map(|(t, bw)| format!("{:.1} GB/s with {t} thread(s)", bw / 1e9))
+            .collect();
+        println!(
+            "machine: {all} hardware threads; copy bandwidth {}; target {target}",
+            copy_text.join(", ")
+        );
+    }
     println!();
     println!("| op | shape | backend | threads | time | rate | vs reference |");
     println!("|---|---|---|---:|---:|---:|---|");
-    let selected = default_cases(a.quick).into_iter().filter(|c| {
+    let cases = if gpu {
+        kiln::kernel_bench::gpu_cases(a.quick)
+    } else {
+        default_cases(a.quick)
+    };
+    let selected = cases.into_iter().filter(|c| {
         a.only
             .as_deref()
             .is_none_or(|t| c.name.contains(t) || c.shape.contains(t))
@@ -81,7 +106,7 @@ pub fn run(a: Args) -> Result<()> {
             .starts_with("matmul")
             .then(|| case.shape.split('x').next()?.parse::<usize>().ok())
             .flatten();
-        if let Some(n) = matmul_n {
+        if let (Some(n), false) = (matmul_n, gpu) {
             contenders.push(("matrixmultiply".into(), 1));
             runners.push(reference_sgemm(n));
         }
@@ -96,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         let total = budget * runners.len() as u32;
         let times = time_interleaved(&mut runners, total)
             .with_context(|| format!("{} {}", case.name, case.shape))?;
-        let reference = matmul_n.map(|_| times[0].as_secs_f64());
+        let reference = matmul_n.filter(|_| !gpu).map(|_| times[0].as_secs_f64());
         let mut single: std::collections::HashMap<&str, f64> = Default::default();
         for ((be, th), t) in contenders.iter().zip(&times) {
             let secs = t.as_secs_f64();

@@ -10,9 +10,9 @@ use std::time::Instant;
 pub struct Args {
     /// The model: a .kir graph, or a built-in model (builtin:mlp)
     pub model: String,
-    /// A target to compile for; repeat for several (default: this build's default targets,
+    /// A target to compile for; repeat or separate with commas for several (default: this build's default targets,
     /// or cpu:native)
-    #[arg(short, long = "target", value_name = "TARGET")]
+    #[arg(short, long = "target", value_name = "TARGET", value_delimiter = ',')]
     pub targets: Vec<String>,
     /// Where to write the artifact (default: <model name>.kiln)
     #[arg(short, long)]

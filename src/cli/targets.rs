@@ -17,6 +17,9 @@ const CPU_EXAMPLES: [&str; 9] = [
     "native",
 ];
 
+/// AMD targets shown; `hip:` takes every gfx9+ name LLVM 19 knows, with `:xnack±`/`:sramecc±`.
+const HIP_EXAMPLES: [&str; 4] = ["gfx90a", "gfx942", "gfx1100", "gfx1201"];
+
 /// CUDA capabilities shown; `cuda:` takes every capability the NVPTX lowering knows.
 const CUDA_EXAMPLES: [&str; 5] = ["sm_75", "sm_80", "sm_89", "sm_90a", "sm_120"];
 
@@ -47,12 +50,18 @@ pub fn run() -> Result<()> {
         };
         println!("{:<18} {:<22} {}", t.to_string(), emit_status(&t), run);
     }
-    for (t, why) in [
-        ("vulkan:spv1.3", "no: the Vulkan backend is not built yet"),
-        ("hip:gfx1100", "no: the HIP backend is not built yet"),
-    ] {
-        println!("{:<18} {:<22} {}", t, "no", why);
+    for gfx in HIP_EXAMPLES {
+        let t: Target = format!("hip:{gfx}").parse()?;
+        let run = match kiln_runtime::hip::support(gfx) {
+            Ok(_) => "yes".to_string(),
+            Err(why) => format!("no: {why}"),
+        };
+        println!("{:<18} {:<22} {}", t.to_string(), emit_status(&t), run);
     }
+    println!(
+        "{:<18} {:<22} no: the Vulkan backend is not built yet",
+        "vulkan:spv1.3", "no"
+    );
     println!();
     println!("cpu: takes any LLVM CPU name (`llc -mcpu=help` lists them); backends: llvm (default), cranelift (--backend cranelift).");
     println!("cuda: sm_70 .. sm_90a, sm_100(a), sm_120(a) (PTX; a GPU runs PTX of its own or a lower capability, `a` targets only their own).");

@@ -35,7 +35,7 @@ fn desc_for(target: &Target) -> Result<CpuDesc, CodegenError> {
         .ok_or_else(|| CodegenError::Unsupported {
             backend: "llvm",
             target: target.to_string(),
-            why: "this build's LLVM backend emits cpu: and cuda: targets only".into(),
+            why: "this build's LLVM backend emits cpu:, cuda: and hip: targets only".into(),
         })
 }
 
@@ -46,6 +46,7 @@ fn init_targets() {
         LlvmTarget::initialize_x86(&InitializationConfig::default());
         LlvmTarget::initialize_aarch64(&InitializationConfig::default());
         LlvmTarget::initialize_nvptx(&InitializationConfig::default());
+        LlvmTarget::initialize_amd_gpu(&InitializationConfig::default());
     });
 }
 
@@ -76,8 +77,10 @@ impl Backend for LlvmBackend {
     }
 
     fn check(&self, target: &Target) -> Result<(), CodegenError> {
-        if let Target::Cuda(sm) = target {
-            return gpu::nvptx::machine(sm, target).map(|_| ());
+        match target {
+            Target::Cuda(sm) => return gpu::nvptx::machine(sm, target).map(|_| ()),
+            Target::Hip(arch) => return gpu::amdgpu::machine(arch, target).map(|_| ()),
+            _ => {}
         }
         // Target parsing already rejected CPU names LLVM does not know.
         let desc = desc_for(target)?;
@@ -85,8 +88,10 @@ impl Backend for LlvmBackend {
     }
 
     fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError> {
-        if let Target::Cuda(sm) = target {
-            return gpu::nvptx::compile(kernels, sm, target);
+        match target {
+            Target::Cuda(sm) => return gpu::nvptx::compile(kernels, sm, target),
+            Target::Hip(arch) => return gpu::amdgpu::compile(kernels, arch, target),
+            _ => {}
         }
         let desc = desc_for(target)?;
         let tm = machine(&desc, target)?;

@@ -84,12 +84,16 @@ pub fn matmul(
         nb: out_shape.len() - 2,
         out_shape,
     };
-    let small_m = ops.out_shape[ops.nb].as_known().is_some_and(|m| m <= 4);
-    if (tb && small_m) || ctx.schedule.lanes == 1 {
+    if (tb && small_m(&ops)) || ctx.schedule.lanes == 1 {
         dot_kernel(ctx, &ops, out, name)
     } else {
         tiled_kernel(ctx, &ops, out, name)
     }
+}
+
+/// LLM decode shapes: a handful of rows (tokens) against a weight matrix.
+fn small_m(ops: &Operands) -> bool {
+    ops.out_shape[ops.nb].as_known().is_some_and(|m| m <= 4)
 }
 
 fn k_dim(ops: &Operands) -> Dim {
@@ -132,20 +136,39 @@ fn dot_kernel(
             col.clone()
         };
         let k = ctx.fresh();
-        let prod = bin(
-            crate::kernel::BOp::Mul,
-            ops.a_at(ctx, row.clone(), var(k))?,
-            ops.b_at(ctx, var(k), read_col)?,
-        );
+        let prod_a = ops.a_at(ctx, row.clone(), var(k))?;
+        let prod_b = ops.b_at(ctx, var(k), read_col)?;
+        let prod = bin(crate::kernel::BOp::Mul, prod_a.clone(), prod_b.clone());
         let acc = ctx.fresh();
-        body.push(Stmt::Reduce {
-            acc,
-            op: RedOp::Sum,
-            var: k,
-            extent: extent.clone(),
-            value: prod,
-            vector,
-        });
+        if ctx.schedule.gpu && !(ops.tb && small_m(ops)) {
+            // GPU, many rows: a thread per output, summing along K on its own, so a warp's
+            // threads read neighbouring columns of B together (coalesced) and share A's
+            // value. (Rows of a transposed B are contiguous along K instead: with few
+            // rows, a block per output sharing K reads those rows coalesced.)
+            body.push(Stmt::Decl {
+                var: acc,
+                init: crate::kernel::e::f(0.0),
+            });
+            body.push(Stmt::Loop {
+                var: k,
+                extent: extent.clone(),
+                kind: crate::kernel::LoopKind::Serial,
+                vector: 1,
+                body: vec![Stmt::Assign {
+                    var: acc,
+                    value: crate::kernel::e::fma(prod_a, prod_b, var(acc)),
+                }],
+            });
+        } else {
+            body.push(Stmt::Reduce {
+                acc,
+                op: RedOp::Sum,
+                var: k,
+                extent: extent.clone(),
+                value: prod,
+                vector,
+            });
+        }
         let store = Stmt::Store {
             buf: out,
             index: ops.c_index(ctx, row.clone(), col.clone()),

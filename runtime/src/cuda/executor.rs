@@ -283,3 +283,29 @@ fn check_blocks(b: &GpuBlocks) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// See [`super::copy_bandwidth`].
+pub fn copy_bandwidth(bytes: usize) -> Result<f64, String> {
+    let dev = probe()?;
+    let s = dev.context.default_stream();
+    let e = |e: DriverError| format!("measuring copy bandwidth: {e}");
+    let src = s.alloc_zeros::<u8>(bytes).map_err(e)?;
+    let mut dst = s.alloc_zeros::<u8>(bytes).map_err(e)?;
+    let mut best = f64::MAX;
+    for _ in 0..6 {
+        let start = dev
+            .context
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(e)?;
+        let end = dev
+            .context
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(e)?;
+        start.record(&s).map_err(e)?;
+        s.memcpy_dtod(&src, &mut dst).map_err(e)?;
+        end.record(&s).map_err(e)?;
+        end.synchronize().map_err(e)?;
+        best = best.min(start.elapsed_ms(&end).map_err(e)? as f64 / 1e3);
+    }
+    Ok(2.0 * bytes as f64 / best)
+}

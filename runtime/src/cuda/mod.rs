@@ -42,3 +42,17 @@ pub fn device() -> Result<(String, capability::Capability), String> {
         Err("this kiln was built without the CUDA runtime (cargo feature `cuda`)".into())
     }
 }
+
+/// The GPU's device-to-device copy bandwidth in bytes per second (bytes read plus bytes
+/// written), over 2 x 512 MiB, best of several copies: the ceiling of bandwidth-bound
+/// kernels, measured rather than taken from a datasheet.
+pub fn copy_bandwidth() -> Result<f64, String> {
+    #[cfg(feature = "cuda")]
+    {
+        executor::copy_bandwidth(512 << 20)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err("this kiln was built without the CUDA runtime (cargo feature `cuda`)".into())
+    }
+}

@@ -9,7 +9,7 @@
 
 use super::super::expr::{Emitter, Fail, V};
 use super::super::function::{decompose, max_dim, stmt, stmts};
-use super::GpuDesc;
+use super::{primitives, GpuArch, GpuDesc};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
@@ -27,7 +27,7 @@ pub fn emit<'ctx>(
     desc: &GpuDesc,
 ) -> Result<(), Fail> {
     let launch = launch_shape(&k.body);
-    let global = ctx.ptr_type(AddressSpace::from(desc.global_as));
+    let global = ctx.ptr_type(primitives::global(desc));
     let i64t = ctx.i64_type();
     let mut params: Vec<BasicMetadataTypeEnum> = k.args.iter().map(|_| global.into()).collect();
     params.push(global.into());
@@ -38,6 +38,16 @@ pub fn emit<'ctx>(
         None,
     );
     func.set_call_conventions(desc.kernel_cc);
+    if desc.arch == GpuArch::Amdgpu {
+        // The launch never exceeds this block size; telling LLVM lets it budget registers.
+        func.add_attribute(
+            AttributeLoc::Function,
+            ctx.create_string_attribute(
+                "amdgpu-flat-work-group-size",
+                &format!("1,{}", launch.threads),
+            ),
+        );
+    }
     let noalias = ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
     for p in 0..k.args.len() {
         func.add_attribute(AttributeLoc::Param(p as u32), noalias);
@@ -126,42 +136,26 @@ struct Gpu<'d, 'ctx> {
 
 impl<'d, 'ctx> Gpu<'d, 'ctx> {
     fn new(em: &mut Emitter<'_, 'ctx>, desc: &'d GpuDesc, threads: u32) -> Result<Self, Fail> {
-        let sreg = |name: &str| -> Result<IntValue<'ctx>, Fail> {
-            let v = em.intrinsic(name, &[], &[])?.into_int_value();
-            Ok(em.b.build_int_z_extend(v, em.ctx.i64_type(), "id")?)
-        };
         Ok(Gpu {
             desc,
             threads,
-            thread: sreg(desc.thread_id())?,
-            block: sreg(desc.block_id())?,
-            blocks: sreg(desc.block_count())?,
+            thread: primitives::thread_index(em, desc)?,
+            block: primitives::block_index(em, desc)?,
+            blocks: primitives::block_count(em, desc)?,
         })
     }
 
     fn barrier(&self, em: &mut Emitter<'_, 'ctx>) -> Result<(), Fail> {
-        let f = inkwell::intrinsics::Intrinsic::find(self.desc.barrier())
-            .and_then(|i| i.get_declaration(em.module, &[]))
-            .ok_or_else(|| Fail(format!("LLVM has no intrinsic {}", self.desc.barrier())))?;
-        em.b.build_call(f, &[], "")?;
-        Ok(())
+        primitives::barrier(em, self.desc)
     }
 
-    /// `x` combined with the value of lane `lane ^ offset` of the same warp.
     fn shuffle_xor(
         &self,
         em: &mut Emitter<'_, 'ctx>,
         x: V<'ctx>,
         offset: u32,
     ) -> Result<V<'ctx>, Fail> {
-        let i32t = em.ctx.i32_type();
-        let args = [
-            i32t.const_all_ones().into(),
-            x,
-            i32t.const_int(offset as u64, false).into(),
-            i32t.const_int(self.desc.warp as u64 - 1, false).into(),
-        ];
-        em.intrinsic("llvm.nvvm.shfl.sync.bfly.f32", &[], &args)
+        primitives::shuffle_xor(em, self.desc, self.thread, x, offset)
     }
 
     /// Combines every thread's `x` with `op`; all threads get the result. Deterministic:

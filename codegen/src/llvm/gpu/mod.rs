@@ -1,7 +1,8 @@
 //! The shared GPU lowering: kernel IR -> one LLVM function per kernel that maps the grid
 //! onto blocks and threads as `kiln_compiler::kernel::gpu` decided. It is written once and
-//! parameterised by [`GpuDesc`] (triple, address spaces, the thread-id, barrier and
-//! shuffle intrinsics, warp width); NVPTX is the first parameterisation, AMDGPU the next.
+//! parameterised by [`GpuDesc`] (triple, address spaces, warp width) and the few
+//! primitives spelled differently per instruction set (`primitives.rs`: thread and block
+//! indices, barrier, cross-lane exchange). NVPTX and AMDGPU are its two parameterisations.
 //!
 //! Kernel ABI on every GPU target: `kiln_<name>(buf_0, ..., buf_n, dims, points)`, one
 //! global pointer per kernel argument, a global pointer to the plan's symbol values
@@ -10,8 +11,10 @@
 //! over points with a grid stride, so any block count is correct and the runtime launches
 //! `ceil(points / points_per_block)` blocks (capped).
 
+pub mod amdgpu;
 mod kernel;
 pub mod nvptx;
+mod primitives;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +27,7 @@ use kiln_compiler::kernel::Kernel;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GpuArch {
     Nvptx,
+    Amdgpu,
 }
 
 /// What differs between GPU targets, and nothing else.
@@ -40,29 +44,6 @@ pub struct GpuDesc {
     pub kernel_cc: u32,
     pub global_as: u16,
     pub shared_as: u16,
-}
-
-impl GpuDesc {
-    fn thread_id(&self) -> &'static str {
-        match self.arch {
-            GpuArch::Nvptx => "llvm.nvvm.read.ptx.sreg.tid.x",
-        }
-    }
-    fn block_id(&self) -> &'static str {
-        match self.arch {
-            GpuArch::Nvptx => "llvm.nvvm.read.ptx.sreg.ctaid.x",
-        }
-    }
-    fn block_count(&self) -> &'static str {
-        match self.arch {
-            GpuArch::Nvptx => "llvm.nvvm.read.ptx.sreg.nctaid.x",
-        }
-    }
-    fn barrier(&self) -> &'static str {
-        match self.arch {
-            GpuArch::Nvptx => "llvm.nvvm.barrier0",
-        }
-    }
 }
 
 /// Adds every kernel of `kernels` to `module` as a GPU entry point.

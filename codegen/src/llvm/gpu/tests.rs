@@ -18,6 +18,12 @@ output \"y\" = %g
 ";
 
 fn ptx_for(target: &str) -> (String, Vec<String>) {
+    let (code, names) = code_for(target);
+    (String::from_utf8(code).unwrap(), names)
+}
+
+/// The code blob of MODEL for `target`, and its kernels' names.
+fn code_for(target: &str) -> (Vec<u8>, Vec<String>) {
     let g = kiln_ir::text::parse(MODEL).unwrap();
     let t: Target = target.parse().unwrap();
     let c = compile(&g, &t, &Options::default()).unwrap();
@@ -25,7 +31,7 @@ fn ptx_for(target: &str) -> (String, Vec<String>) {
         .compile(c.kernels(), &t)
         .unwrap_or_else(|e| panic!("{e}"));
     let names = c.kernels().iter().map(|k| k.name.clone()).collect();
-    (String::from_utf8(ptx).unwrap(), names)
+    (ptx, names)
 }
 
 #[test]
@@ -71,4 +77,112 @@ fn unknown_capabilities_say_which_exist() {
     let t: Target = "cuda:sm_61".parse().unwrap();
     let e = crate::llvm::LlvmBackend.check(&t).unwrap_err().to_string();
     assert!(e.contains("sm_70 and newer") && e.contains("sm_90a"), "{e}");
+}
+
+/// `EF_AMDGPU_MACH` of each tested gfx (LLVM's BinaryFormat/ELF.h).
+const MACH: [(&str, u32); 9] = [
+    ("gfx906", 0x02f),
+    ("gfx908", 0x030),
+    ("gfx90a", 0x03f),
+    ("gfx942", 0x04c),
+    ("gfx1030", 0x036),
+    ("gfx1100", 0x041),
+    ("gfx1101", 0x046),
+    ("gfx1200", 0x048),
+    ("gfx1201", 0x04e),
+];
+
+fn arg_counts(target: &str) -> Vec<usize> {
+    let g = kiln_ir::text::parse(MODEL).unwrap();
+    let c = compile(&g, &target.parse().unwrap(), &Options::default()).unwrap();
+    c.kernels().iter().map(|k| k.args.len()).collect()
+}
+
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let prefix = std::env::var_os("LLVM_SYS_191_PREFIX").unwrap_or("/usr/lib/llvm-19".into());
+    let p = std::path::Path::new(&prefix).join("bin").join(name);
+    p.is_file().then_some(p)
+}
+
+fn run_tool(name: &str, args: &[&std::ffi::OsStr]) -> String {
+    let t = tool(name).unwrap_or_else(|| panic!("{name} not found under LLVM 19's prefix"));
+    let out = std::process::Command::new(t).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every tested gfx: an AMDGPU ELF for the right machine, a kernel descriptor per kernel,
+/// metadata whose wave size and explicit arguments match what the HIP runtime passes, and
+/// code that LLVM's disassembler reads without complaint.
+#[test]
+fn amd_code_objects_are_well_formed() {
+    use object::{Object, ObjectSymbol};
+    assert_eq!(MACH.len(), super::amdgpu::TESTED.len());
+    let dir = tempfile::tempdir().unwrap();
+    for (gfx, mach) in MACH {
+        let (bytes, names) = code_for(&format!("hip:{gfx}"));
+        let args = arg_counts(&format!("hip:{gfx}"));
+        let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*bytes)
+            .unwrap_or_else(|e| panic!("{gfx}: not an ELF file: {e}"));
+        let header = elf.elf_header();
+        let e = elf.endian();
+        assert_eq!(header.e_machine.get(e), object::elf::EM_AMDGPU, "{gfx}");
+        assert_eq!(header.e_flags.get(e) & 0xff, mach, "{gfx}: EF_AMDGPU_MACH");
+        let symbols: Vec<String> = elf
+            .symbols()
+            .filter_map(|s| s.name().ok().map(String::from))
+            .collect();
+        for n in &names {
+            for want in [format!("kiln_{n}"), format!("kiln_{n}.kd")] {
+                assert!(symbols.contains(&want), "{gfx}: no symbol {want}");
+            }
+        }
+        let path = dir.path().join(format!("{gfx}.co"));
+        std::fs::write(&path, &bytes).unwrap();
+        let notes = run_tool("llvm-readelf", &["--notes".as_ref(), path.as_os_str()]);
+        let wave = super::amdgpu::wave_size(gfx);
+        assert_eq!(
+            notes.matches(&format!(".wavefront_size: {wave}")).count(),
+            names.len(),
+            "{gfx}: every kernel runs with waves of {wave}:\n{notes}"
+        );
+        assert!(notes.contains("amdhsa.version"), "{gfx}: {notes}");
+        // The runtime passes the GPU ABI's explicit arguments only: 8 bytes per buffer,
+        // the dims address and the point count, and 256-thread blocks.
+        for block in notes.split("  - .args:").skip(1) {
+            let field = |key: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+                    .unwrap_or_else(|| panic!("{gfx}: no {key} in\n{block}"))
+            };
+            let name = field(".name:");
+            let k = name.strip_prefix("kiln_").expect("kiln_ symbol");
+            let i = names
+                .iter()
+                .position(|n| n == k)
+                .expect("a compiled kernel");
+            let want = 8 * (args[i] + 2);
+            assert_eq!(
+                field(".kernarg_segment_size:"),
+                want.to_string(),
+                "{gfx} {name}"
+            );
+            assert_eq!(field(".max_flat_workgroup_size:"), "256", "{gfx} {name}");
+        }
+        let mcpu = format!("--mcpu={gfx}");
+        let asm = run_tool(
+            "llvm-objdump",
+            &["-d".as_ref(), mcpu.as_ref(), path.as_os_str()],
+        );
+        assert!(
+            !asm.contains("<unknown>"),
+            "{gfx}: undecodable instructions"
+        );
+        assert!(asm.contains("s_endpgm"), "{gfx}: no kernel code:\n{asm}");
+    }
 }

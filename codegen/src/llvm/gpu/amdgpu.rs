@@ -1,0 +1,160 @@
+//! AMDGPU: `hip:gfxNNNN[:feature±...]` targets -> one code object (ELF shared object, code
+//! object v5, what `hipModuleLoadData` takes) per target.
+//!
+//! The same lowering as NVPTX with AMDGPU's parameters: wave64 on the gfx9 family (GCN and
+//! CDNA), wave32 on RDNA (gfx10 and later, LLVM's default there); kernels are
+//! `amdgpu_kernel` functions whose explicit arguments are the GPU ABI's (8 bytes each).
+
+use super::{GpuArch, GpuDesc};
+use crate::CodegenError;
+use inkwell::context::Context;
+use inkwell::module::FlagBehavior;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{
+    CodeModel, FileType, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple,
+};
+use inkwell::OptimizationLevel;
+use kiln_compiler::kernel::Kernel;
+use kiln_compiler::Target;
+
+/// The gfx names LLVM 19 accepts that have the cross-lane instructions the lowering uses
+/// (`ds_bpermute`: gfx8 and later; gfx9 and later listed).
+pub const GFX: [&str; 31] = [
+    "gfx900", "gfx902", "gfx904", "gfx906", "gfx908", "gfx909", "gfx90a", "gfx90c", "gfx940",
+    "gfx941", "gfx942", "gfx1010", "gfx1011", "gfx1012", "gfx1013", "gfx1030", "gfx1031",
+    "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036", "gfx1100", "gfx1101", "gfx1102",
+    "gfx1103", "gfx1150", "gfx1151", "gfx1152", "gfx1200", "gfx1201",
+];
+
+/// The targets the issue names; tests check each code object.
+pub const TESTED: [&str; 9] = [
+    "gfx906", "gfx908", "gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1101", "gfx1200", "gfx1201",
+];
+
+/// `gfx90a:xnack+:sramecc-` -> ("gfx90a", "+xnack,-sramecc").
+fn split(arch: &str) -> Result<(&str, String), String> {
+    let mut parts = arch.split(':');
+    let gfx = parts.next().unwrap_or_default();
+    if !GFX.contains(&gfx) {
+        return Err(format!(
+            "kiln knows AMD targets {} (LLVM 19's gfx9 and later)",
+            GFX.join(", ")
+        ));
+    }
+    let mut feats = Vec::new();
+    for p in parts {
+        let (name, sign) = match p.strip_suffix('+') {
+            Some(n) => (n, '+'),
+            None => match p.strip_suffix('-') {
+                Some(n) => (n, '-'),
+                None => return Err(format!("feature `{p}` needs a + or - suffix (xnack+)")),
+            },
+        };
+        if name != "xnack" && name != "sramecc" {
+            return Err(format!(
+                "unknown AMD target feature `{name}` (xnack, sramecc)"
+            ));
+        }
+        feats.push(format!("{sign}{name}"));
+    }
+    Ok((gfx, feats.join(",")))
+}
+
+/// Threads per wave: 64 on the gfx9 family, 32 on RDNA.
+pub fn wave_size(gfx: &str) -> u32 {
+    if gfx.starts_with("gfx9") {
+        64
+    } else {
+        32
+    }
+}
+
+pub fn desc(arch: &str) -> Result<GpuDesc, String> {
+    let (gfx, features) = split(arch)?;
+    Ok(GpuDesc {
+        arch: GpuArch::Amdgpu,
+        triple: "amdgcn-amd-amdhsa",
+        cpu: gfx.to_string(),
+        features,
+        warp: wave_size(gfx),
+        kernel_cc: 91,
+        global_as: 1,
+        shared_as: 3,
+    })
+}
+
+pub fn machine(arch: &str, target: &Target) -> Result<(TargetMachine, GpuDesc), CodegenError> {
+    let unsupported = |why: String| CodegenError::Unsupported {
+        backend: "llvm",
+        target: target.to_string(),
+        why,
+    };
+    let desc = desc(arch).map_err(unsupported)?;
+    super::super::init_targets();
+    let triple = TargetTriple::create(desc.triple);
+    let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
+    let tm = llvm_target
+        .create_target_machine(
+            &triple,
+            &desc.cpu,
+            &desc.features,
+            OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| unsupported(format!("LLVM cannot target {}", desc.cpu)))?;
+    Ok((tm, desc))
+}
+
+/// All kernels of one model -> one code object.
+pub fn compile(kernels: &[Kernel], arch: &str, target: &Target) -> Result<Vec<u8>, CodegenError> {
+    let (tm, desc) = machine(arch, target)?;
+    let fail = |kernel: &str, msg: String| CodegenError::Kernel {
+        kernel: kernel.into(),
+        target: target.to_string(),
+        msg,
+    };
+    let ctx = Context::create();
+    let module = ctx.create_module("kiln");
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    // Code object v5 (LLVM 19's default, stated so a newer LLVM does not change it).
+    module.add_basic_value_flag(
+        "amdgpu_code_object_version",
+        FlagBehavior::Error,
+        ctx.i32_type().const_int(500, false),
+    );
+    super::emit_kernels(&ctx, &module, kernels, &desc).map_err(|(k, m)| fail(&k, m))?;
+    module
+        .verify()
+        .map_err(|e| fail("(module)", format!("LLVM verifier: {e}")))?;
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| fail("(module)", format!("optimisation: {e}")))?;
+    if let Ok(path) = std::env::var("KILN_DUMP_LLVM") {
+        let _ = module.print_to_file(std::path::Path::new(&path));
+    }
+    let obj = tm
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| fail("(module)", format!("emitting the object: {e}")))?;
+    crate::link::link_shared(obj.as_slice(), &target.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_features_are_checked() {
+        assert_eq!(
+            split("gfx90a:xnack+:sramecc-").unwrap(),
+            ("gfx90a", "+xnack,-sramecc".into())
+        );
+        assert!(split("gfx1100").unwrap().1.is_empty());
+        assert!(split("gfx123").unwrap_err().contains("gfx1100"));
+        assert!(split("gfx90a:xnack").unwrap_err().contains("suffix"));
+        assert!(split("gfx90a:wave64+").unwrap_err().contains("unknown"));
+        assert_eq!(wave_size("gfx942"), 64);
+        assert_eq!(wave_size("gfx1201"), 32);
+    }
+}
