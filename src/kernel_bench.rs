@@ -73,6 +73,41 @@ pub fn matvec(n: usize, k: usize) -> BenchCase {
     }
 }
 
+/// `y = W x` with W `[n, k]` in a block-quantized format, decoded inside the kernel: the
+/// bytes moved are the blocks', which is what decode speed depends on.
+pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, [1, k]).expect("valid");
+    let row_bytes = k / format.block_elems() * format.block_bytes();
+    let raw = b.param("w", DType::U8, [n, row_bytes]).expect("valid");
+    let w = b.dequant(raw, format).expect("valid");
+    let y = b.matmul_t(x, w, false, true).expect("valid");
+    b.output("y", y);
+    let inputs = vec![Tensor::seeded(DType::F32, vec![1, k], 3, 1.0)];
+    let mut model = model("matvec", b, 2);
+    // Valid blocks: a small positive scale in every block, arbitrary quants.
+    let data: Vec<f64> = (0..n * row_bytes)
+        .map(|i| match i % format.block_bytes() {
+            0 => 0x1e as f64, // f16 0x0a1e: about 0.0059
+            1 => 0x0a as f64,
+            j => ((i / format.block_bytes() * 31 + j * 17) % 256) as f64,
+        })
+        .collect();
+    model
+        .weights
+        .insert("w", Tensor::new(DType::U8, vec![n, row_bytes], data));
+    BenchCase {
+        name: match format {
+            kiln_ir::QuantFormat::Q8_0 => "matvec q8_0",
+            kiln_ir::QuantFormat::Q4_0 => "matvec q4_0",
+        },
+        shape: format!("{n}x{k}"),
+        model,
+        inputs,
+        work: Work::Bytes((n * row_bytes + k * 4 + n * 4) as f64),
+    }
+}
+
 pub fn softmax(rows: usize, cols: usize) -> BenchCase {
     let mut b = Builder::new();
     let x = b.input("x", DType::F32, [rows, cols]).expect("valid");
@@ -135,6 +170,8 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
     }
     v.extend([
         matvec(4096, 4096),
+        matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q8_0),
+        matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q4_0),
         softmax(1024, 4096),
         rms_norm(1024, 4096),
         elementwise_chain(4096),
@@ -152,6 +189,8 @@ pub fn gpu_cases(quick: bool) -> Vec<BenchCase> {
     v.extend([
         matvec(4096, 4096),
         matvec(8192, 8192),
+        matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q8_0),
+        matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q4_0),
         softmax(4096, 4096),
         rms_norm(4096, 4096),
         elementwise_chain(8192),

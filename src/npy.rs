@@ -69,6 +69,7 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
         DType::F16 => write_as(w, t, half::f16::from_f64),
         DType::I32 => write_as(w, t, |v| v as i32),
         DType::I64 => write_as(w, t, |v| v as i64),
+        DType::U8 => write_as(w, t, |v| v as u8),
     })
 }
 

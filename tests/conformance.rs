@@ -11,8 +11,8 @@ mod common;
 
 use kiln::assemble::BackendChoice;
 use kiln_ir::{
-    BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, ReduceOp, RopeLayout, Tensor,
-    UnaryOp,
+    BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, QuantFormat, ReduceOp,
+    RopeLayout, Tensor, UnaryOp,
 };
 use kiln_models::{Model, Weights};
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ fn bound(d: DType) -> f64 {
         DType::F32 => 1e-9,
         DType::F16 => 1e-5,
         DType::BF16 => 3e-4,
-        DType::I32 | DType::I64 => 0.0,
+        DType::I32 | DType::I64 | DType::U8 => 0.0,
     }
 }
 
@@ -300,7 +300,7 @@ fn composite_cases() -> Vec<Case> {
                 b.concat(&[x, y, z], 1)
             },
         ));
-        for to in DType::ALL {
+        for to in DType::ALL.into_iter().filter(|&t| t != DType::U8) {
             out.push(case(format!("cast {d}->{to} [3,7]"), d, &move |b, d| {
                 let x = b.input("x", d, [3, 7])?;
                 b.cast(x, to)
@@ -328,7 +328,74 @@ fn all_cases() -> Vec<Case> {
     v.extend(reduce_cases());
     v.extend(matmul_cases());
     v.extend(composite_cases());
+    v.extend(quant_cases());
     v
+}
+
+/// Block-quantized weights (`u8` inputs named after their format) decoded by `dequant`,
+/// alone and inlined into the ops that read weights: matvec and matmul (LLM projections,
+/// B transposed) and gather (token embeddings).
+fn quant_cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for format in QuantFormat::ALL {
+        let row = move |blocks: usize| blocks * format.block_bytes();
+        let name = format.name();
+        out.push(case(
+            format!("dequant {name} [3,{}]", row(2)),
+            DType::F32,
+            &move |b, _| {
+                let q = b.input(name, DType::U8, [3, row(2)])?;
+                b.dequant(q, format)
+            },
+        ));
+        for (m, n, blocks) in [(1, 40, 2), (1, 7, 5), (5, 33, 3), (9, 70, 4)] {
+            out.push(case(
+                format!("matmul {name} m{m} k{} n{n} tb", blocks * 32),
+                DType::F32,
+                &move |b, _| {
+                    let x = b.input("a", DType::F32, [m, blocks * 32])?;
+                    let q = b.input(name, DType::U8, [n, row(blocks)])?;
+                    let w = b.dequant(q, format)?;
+                    b.matmul_t(x, w, false, true)
+                },
+            ));
+        }
+        out.push(case(
+            format!("gather {name} embedding"),
+            DType::F32,
+            &move |b, _| {
+                let q = b.input(name, DType::U8, [10, row(2)])?;
+                let table = b.dequant(q, format)?;
+                let ids = b.input("ids", DType::I64, [4])?;
+                b.gather(table, ids)
+            },
+        ));
+    }
+    out
+}
+
+/// Valid blocks of `format`: f16 scales of either sign, small and large, one subnormal;
+/// arbitrary quant bytes.
+fn quant_bytes(format: QuantFormat, shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let raw = Tensor::seeded(DType::F32, vec![n], seed, 1.0);
+    let mut bytes: Vec<f64> = raw
+        .data
+        .iter()
+        .map(|v| ((v + 1.0) * 127.9).floor())
+        .collect();
+    for (i, block) in bytes.chunks_mut(format.block_bytes()).enumerate() {
+        let d = match i % 4 {
+            0 => half::f16::from_f32(0.0123),
+            1 => half::f16::from_f32(-3.5),
+            2 => half::f16::from_bits(0x0003), // subnormal
+            _ => half::f16::from_f32(0.25 + i as f32 * 1e-3),
+        };
+        let [lo, hi] = d.to_le_bytes();
+        block[0] = lo as f64;
+        block[1] = hi as f64;
+    }
+    Tensor::new(DType::U8, shape.to_vec(), bytes)
 }
 
 /// Seeded inputs for every graph input; gather ids and rope positions get valid indices.
@@ -342,6 +409,11 @@ fn inputs_for(c: &Case) -> BTreeMap<String, Tensor> {
             .map(|d| d.as_known().unwrap_or(11) as usize)
             .collect();
         let t = match (name.as_str(), n.dtype.is_int()) {
+            (q, _) if QuantFormat::from_name(q).is_some() => quant_bytes(
+                QuantFormat::from_name(q).expect("checked"),
+                &shape,
+                200 + k as u64,
+            ),
             ("ids", _) => Tensor::new(
                 n.dtype,
                 shape.clone(),

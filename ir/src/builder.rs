@@ -144,6 +144,11 @@ impl Builder {
         )
     }
 
+    /// Block-quantized bytes `u8[.., B]` decoded to f32.
+    pub fn dequant(&mut self, bytes: NodeId, format: crate::QuantFormat) -> R {
+        self.op(Op::Dequant { format }, &[bytes])
+    }
+
     pub fn gather(&mut self, table: NodeId, ids: NodeId) -> R {
         self.op(Op::Gather, &[table, ids])
     }

@@ -12,13 +12,23 @@ pub enum DType {
     BF16,
     I32,
     I64,
+    /// Raw bytes: block-quantized weights (decoded by `dequant`), never arithmetic.
+    U8,
 }
 
 impl DType {
-    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64];
+    pub const ALL: [DType; 6] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+    ];
 
     pub fn size_bytes(self) -> usize {
         match self {
+            DType::U8 => 1,
             DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 => 4,
             DType::I64 => 8,
@@ -40,6 +50,7 @@ impl DType {
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::I64 => "i64",
+            DType::U8 => "u8",
         }
     }
 
@@ -57,6 +68,7 @@ impl DType {
             DType::BF16 => half::bf16::from_f64(v).to_f64(),
             DType::I32 => saturate_int(v, i32::MIN as f64, i32::MAX as f64),
             DType::I64 => saturate_int(v, i64::MIN as f64, i64::MAX as f64),
+            DType::U8 => saturate_int(v, 0.0, 255.0),
         }
     }
 
@@ -68,6 +80,7 @@ impl DType {
             DType::BF16 => out.extend_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
             DType::I32 => out.extend_from_slice(&(self.round(v) as i32).to_le_bytes()),
             DType::I64 => out.extend_from_slice(&(self.round(v) as i64).to_le_bytes()),
+            DType::U8 => out.push(self.round(v) as u8),
         }
     }
 
@@ -79,6 +92,7 @@ impl DType {
             DType::BF16 => half::bf16::from_le_bytes(bytes.try_into().expect("2 bytes")).to_f64(),
             DType::I32 => i32::from_le_bytes(bytes.try_into().expect("4 bytes")) as f64,
             DType::I64 => i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f64,
+            DType::U8 => bytes[0] as f64,
         }
     }
 }
@@ -112,10 +126,11 @@ mod tests {
     #[test]
     fn encode_decode_round_trip() {
         for d in DType::ALL {
+            let v = if d == DType::U8 { 200.0 } else { -3.0 };
             let mut buf = Vec::new();
-            d.encode(-3.0, &mut buf);
+            d.encode(v, &mut buf);
             assert_eq!(buf.len(), d.size_bytes());
-            assert_eq!(d.decode(&buf), -3.0, "{d}");
+            assert_eq!(d.decode(&buf), v, "{d}");
         }
     }
 

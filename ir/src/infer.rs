@@ -7,6 +7,33 @@ use crate::op::{Op, ReduceOp, UnaryOp};
 
 type Operand<'a> = (DType, &'a Shape);
 
+/// `u8` tensors hold raw bytes (quantized blocks): they are decoded by `dequant`, moved by
+/// layout ops and gathered, read by casts to wider types, and never computed with or
+/// produced by arithmetic (whose overflow rules would differ between the interpreter and
+/// the backends).
+fn raw_bytes_rule(op: &Op, ins: &[Operand]) -> Result<(), String> {
+    let moves_bytes = matches!(
+        op,
+        Op::Dequant { .. }
+            | Op::Reshape { .. }
+            | Op::Permute { .. }
+            | Op::Slice { .. }
+            | Op::Concat { .. }
+            | Op::Gather
+            | Op::Cast { .. }
+    );
+    if let Op::Cast { dtype: DType::U8 } = op {
+        return Err("casts to u8 are not supported: u8 tensors hold raw block bytes".into());
+    }
+    if !moves_bytes && ins.iter().any(|(d, _)| *d == DType::U8) {
+        return Err(format!(
+            "{} does not take u8 operands: u8 tensors hold raw block bytes (dequant decodes them)",
+            op.name()
+        ));
+    }
+    Ok(())
+}
+
 pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
     if let Some(n) = op.arity() {
         if ins.len() != n {
@@ -15,6 +42,7 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
     } else if ins.is_empty() {
         return Err("takes at least one operand".into());
     }
+    raw_bytes_rule(op, ins)?;
     match op {
         Op::Input { dtype, shape, .. } | Op::Param { dtype, shape, .. } => {
             Ok((*dtype, shape.clone()))
@@ -115,6 +143,22 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
                 ));
             }
             Ok((dt, sh.clone()))
+        }
+        Op::Dequant { format } => {
+            let (dt, sh) = ins[0];
+            if dt != DType::U8 {
+                return Err(format!("dequant reads u8 block bytes, got {dt}"));
+            }
+            let last = sh
+                .last()
+                .ok_or_else(|| "dequant needs rank >= 1".to_string())?;
+            let bytes = last
+                .as_known()
+                .ok_or_else(|| format!("dequant's last axis must be known, got {last}"))?;
+            let elems = format.elems_in(bytes)?;
+            let mut out = sh.clone();
+            *out.last_mut().expect("rank >= 1") = Dim::from(elems);
+            Ok((DType::F32, out))
         }
         Op::Gather => {
             let (tdt, tsh) = ins[0];

@@ -118,6 +118,11 @@ pub enum Op {
     },
     /// `gather(table: [rows, ..], ids: int[..]) -> [ids.., ..]`: embedding lookup on axis 0.
     Gather,
+    /// `dequant(bytes: u8[.., B]) -> f32[.., B / block_bytes * block_elems]`: decodes
+    /// block-quantized weights (see [`crate::quant`]).
+    Dequant {
+        format: crate::quant::QuantFormat,
+    },
     Reshape {
         shape: Shape,
     },
@@ -260,6 +265,7 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::Rope { .. } => "rope",
             Op::Gather => "gather",
+            Op::Dequant { .. } => "dequant",
             Op::Reshape { .. } => "reshape",
             Op::Permute { .. } => "permute",
             Op::Slice { .. } => "slice",
@@ -278,6 +284,7 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Permute { .. }
             | Op::Slice { .. }
+            | Op::Dequant { .. }
             | Op::Cast { .. } => 1,
             Op::Binary(_)
             | Op::Compare(_)
@@ -305,6 +312,7 @@ impl Op {
                 | Op::Concat { .. }
                 | Op::Cast { .. }
                 | Op::Gather
+                | Op::Dequant { .. }
                 | Op::Rope { .. }
         )
     }

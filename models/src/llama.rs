@@ -16,9 +16,11 @@
 //! Weights are dequantized to f32 for now; kernels that read quantized blocks directly
 //! are the next step of the LLM work.
 
-use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
 use crate::{Model, Weights};
-use kiln_ir::{Builder, CmpOp, DType, Dim, IrError, NodeId, RopeLayout, Tensor, UnaryOp};
+use kiln_ir::{
+    Builder, CmpOp, DType, Dim, IrError, NodeId, QuantFormat, RopeLayout, Tensor, UnaryOp,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -171,15 +173,34 @@ impl LlamaConfig {
     }
 }
 
-/// Builds the model in `f`: its graph and its weights (dequantized to f32).
+/// The block format a GGUF tensor type is kept in (decoded in the kernels that read it),
+/// or `None` for types that are converted to f32 when the model is loaded.
+fn kept_quantized(ty: GgmlType) -> Option<QuantFormat> {
+    match ty {
+        GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+        GgmlType::Q4_0 => Some(QuantFormat::Q4_0),
+        _ => None,
+    }
+}
+
+/// Builds the model in `f`: its graph and its weights. Q8_0 and Q4_0 matrices stay in
+/// their block format (the graph decodes them where they are read); other types are
+/// converted to f32.
 pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
     let cfg = LlamaConfig::from_gguf(f)?;
     let mut weights = Weights::default();
     let graph = build_graph(&cfg, &mut |name, shape| {
         let t = tensor_checked(f, name, shape)?;
+        if let (Some(format), [rows, _]) = (kept_quantized(t.ggml_type), shape) {
+            let bytes = f.data(t);
+            let data: Vec<f64> = bytes.iter().map(|&b| f64::from(b)).collect();
+            let row_bytes = bytes.len() / rows;
+            weights.insert(name, Tensor::new(DType::U8, vec![*rows, row_bytes], data));
+            return Ok(Storage::Blocks(format));
+        }
         let data: Vec<f64> = f.dequantize(t).into_iter().map(f64::from).collect();
         weights.insert(name, Tensor::new(DType::F32, shape.to_vec(), data));
-        Ok(())
+        Ok(Storage::F32)
     })?;
     let name = f
         .get("general.name")
@@ -218,8 +239,16 @@ fn tensor_checked<'f>(
     Ok(t)
 }
 
-/// Called with each parameter's name and row-major shape as the graph declares it.
-pub type WeightSink<'a> = dyn FnMut(&str, &[usize]) -> Result<(), ModelError> + 'a;
+/// How a parameter's data is stored: f32, or rows of quantized blocks that the graph
+/// decodes with `dequant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    Blocks(QuantFormat),
+}
+
+/// Called with each parameter's name and row-major (f32) shape; says how its data is stored.
+pub type WeightSink<'a> = dyn FnMut(&str, &[usize]) -> Result<Storage, ModelError> + 'a;
 
 /// The forward graph of `cfg`. `weight(name, shape)` is called for every parameter the
 /// graph declares, so the caller can supply (and check) its data.
@@ -229,9 +258,18 @@ pub fn build_graph(
 ) -> Result<kiln_ir::Graph, ModelError> {
     let mut b = Builder::new();
     let mut param = |b: &mut Builder, name: &str, shape: &[usize]| -> Result<NodeId, ModelError> {
-        weight(name, shape)?;
-        let dims: Vec<Dim> = shape.iter().map(|&n| Dim::from(n)).collect();
-        Ok(b.param(name, DType::F32, dims)?)
+        match weight(name, shape)? {
+            Storage::F32 => {
+                let dims: Vec<Dim> = shape.iter().map(|&n| Dim::from(n)).collect();
+                Ok(b.param(name, DType::F32, dims)?)
+            }
+            Storage::Blocks(format) => {
+                let (rows, cols) = (shape[0], shape[shape.len() - 1]);
+                let row_bytes = cols / format.block_elems() * format.block_bytes();
+                let raw = b.param(name, DType::U8, [rows, row_bytes])?;
+                Ok(b.dequant(raw, format)?)
+            }
+        }
     };
     let seq = Dim::sym("seq");
     let (d, hd, nh, nkv) = (cfg.embd, cfg.head_dim, cfg.heads, cfg.kv_heads);

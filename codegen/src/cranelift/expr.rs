@@ -95,6 +95,7 @@ impl Emitter<'_, '_> {
                 DType::F32 => em.b.ins().load(types::F32, flags, at, off),
                 DType::I32 => em.b.ins().load(types::I32, flags, at, off),
                 DType::I64 => em.b.ins().load(types::I64, flags, at, off),
+                DType::U8 => em.b.ins().uload8(types::I32, flags, at, off),
                 DType::F16 => {
                     let h = em.b.ins().uload16(types::I32, flags, at, off);
                     super::half::f16_to_f32(&mut em.b, h)
@@ -143,6 +144,9 @@ impl Emitter<'_, '_> {
             DType::BF16 => {
                 let h = super::half::f32_to_bf16(&mut em.b, x);
                 em.b.ins().istore16(flags, h, addr, off);
+            }
+            DType::U8 => {
+                em.b.ins().istore8(flags, x, addr, off);
             }
             _ => {
                 em.b.ins().store(flags, x, addr, off);

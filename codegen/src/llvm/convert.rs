@@ -87,6 +87,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let signed = self.binary_pub(BOp::Or, rb, sign)?;
                 self.retype(signed, f32t, "bitcast")
             }
+            DType::U8 => self.retype(raw, i32t, "zext"),
             _ => Ok(raw),
         }
     }
@@ -139,6 +140,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let o = self.binary_pub(BOp::Or, o, s16)?;
                 self.retype(o, i16t, "trunc")
             }
+            DType::U8 => self.retype(v, self.ctx.i8_type().into(), "trunc"),
             _ => Ok(v),
         }
     }

@@ -53,6 +53,7 @@ pub fn storage_type(ctx: &Context, d: DType) -> BasicTypeEnum<'_> {
         DType::F16 | DType::BF16 => ctx.i16_type().into(),
         DType::I32 => ctx.i32_type().into(),
         DType::I64 => ctx.i64_type().into(),
+        DType::U8 => ctx.i8_type().into(),
     }
 }
 

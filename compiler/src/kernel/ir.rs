@@ -44,7 +44,8 @@ impl Elem {
     pub fn of_storage(d: DType) -> Elem {
         match d {
             DType::F32 | DType::F16 | DType::BF16 => Elem::F32,
-            DType::I32 => Elem::I32,
+            // Bytes load zero-extended.
+            DType::I32 | DType::U8 => Elem::I32,
             DType::I64 => Elem::I64,
         }
     }

@@ -152,6 +152,7 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
             theta,
             rot_dims,
         } => rope(ctx, &ins, *layout, *theta, *rot_dims, idx)?,
+        Op::Dequant { format } => super::dequant::dequant_at(ctx, ins[0], *format, idx)?,
         other => {
             return Err(LowerError::Internal(format!(
                 "{} is not injective but was not materialised",

@@ -127,48 +127,54 @@ fn dot_kernel(
     let extent = dim_expr(ctx, &kdim);
     let mut body = Vec::new();
     let mut stores = Vec::new();
-    for c in 0..cols {
-        let col = add(col0.clone(), i(c));
-        // Columns past N read the last one (in bounds) and are not stored.
-        let read_col = if cols > 1 {
-            min(col.clone(), sub(n.clone(), i(1)))
-        } else {
-            col.clone()
-        };
-        let k = ctx.fresh();
-        let prod_a = ops.a_at(ctx, row.clone(), var(k))?;
-        let prod_b = ops.b_at(ctx, var(k), read_col)?;
-        let prod = bin(crate::kernel::BOp::Mul, prod_a.clone(), prod_b.clone());
-        let acc = ctx.fresh();
-        if ctx.schedule.gpu && !(ops.tb && small_m(ops)) {
-            // GPU, many rows: a thread per output, summing along K on its own, so a warp's
-            // threads read neighbouring columns of B together (coalesced) and share A's
-            // value. (Rows of a transposed B are contiguous along K instead: with few
-            // rows, a block per output sharing K reads those rows coalesced.)
-            body.push(Stmt::Decl {
-                var: acc,
-                init: crate::kernel::e::f(0.0),
-            });
-            body.push(Stmt::Loop {
-                var: k,
-                extent: extent.clone(),
-                kind: crate::kernel::LoopKind::Serial,
-                vector: 1,
-                body: vec![Stmt::Assign {
-                    var: acc,
-                    value: crate::kernel::e::fma(prod_a, prod_b, var(acc)),
-                }],
-            });
-        } else {
-            body.push(Stmt::Reduce {
-                acc,
-                op: RedOp::Sum,
-                var: k,
-                extent: extent.clone(),
-                value: prod,
+    // (column, the column read: columns past N read the last one, in bounds, unstored).
+    let columns: Vec<(Expr, Expr)> = (0..cols)
+        .map(|c| {
+            let col = add(col0.clone(), i(c));
+            let read = if cols > 1 {
+                min(col.clone(), sub(n.clone(), i(1)))
+            } else {
+                col.clone()
+            };
+            (col, read)
+        })
+        .collect();
+    let accs: Vec<VarId> = columns.iter().map(|_| ctx.fresh()).collect();
+    match quantized_rows(ctx, ops) {
+        Some(weights) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
+            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
+            // A's row along K is contiguous (A is not transposed): `lanes` values at once.
+            let mut x = |ctx: &mut Ctx, k: Expr, lanes: u8| {
+                let Expr::Load { buf, index, .. } = ops.a_at(ctx, row.clone(), k)? else {
+                    return Err(LowerError::Internal("matmul A is not a buffer".into()));
+                };
+                Ok(load_vec(buf, *index, lanes))
+            };
+            body.extend(super::dequant::rows_dot(
+                ctx,
+                weights,
+                &reads,
+                &mut x,
+                extent.clone(),
                 vector,
-            });
+                &accs,
+            )?);
         }
+        _ => {
+            for ((_, read_col), &acc) in columns.iter().zip(&accs) {
+                body.extend(column_sum(
+                    ctx,
+                    ops,
+                    row.clone(),
+                    read_col.clone(),
+                    &extent,
+                    vector,
+                    acc,
+                )?);
+            }
+        }
+    }
+    for ((col, _), &acc) in columns.into_iter().zip(&accs) {
         let store = Stmt::Store {
             buf: out,
             index: ops.c_index(ctx, row.clone(), col.clone()),
@@ -190,6 +196,63 @@ fn dot_kernel(
         .map_or(1, |k| (8192 / (k * cols).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
+}
+
+/// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.
+fn column_sum(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    row: Expr,
+    col: Expr,
+    extent: &Expr,
+    vector: u8,
+    acc: VarId,
+) -> Result<Vec<Stmt>, LowerError> {
+    let k = ctx.fresh();
+    let a = ops.a_at(ctx, row, var(k))?;
+    let b = ops.b_at(ctx, var(k), col)?;
+    if ctx.schedule.gpu && !(ops.tb && small_m(ops)) {
+        // GPU, many rows: a thread per output, summing along K on its own, so a warp's
+        // threads read neighbouring columns of B together (coalesced) and share A's
+        // value. (Rows of a transposed B are contiguous along K instead: with few rows, a
+        // block per output sharing K reads those rows coalesced.)
+        return Ok(vec![
+            Stmt::Decl {
+                var: acc,
+                init: f(0.0),
+            },
+            Stmt::Loop {
+                var: k,
+                extent: extent.clone(),
+                kind: LoopKind::Serial,
+                vector: 1,
+                body: vec![Stmt::Assign {
+                    var: acc,
+                    value: fma(a, b, var(acc)),
+                }],
+            },
+        ]);
+    }
+    Ok(vec![Stmt::Reduce {
+        acc,
+        op: RedOp::Sum,
+        var: k,
+        extent: extent.clone(),
+        value: bin(crate::kernel::BOp::Mul, a, b),
+        vector,
+    }])
+}
+
+/// B as rows of quantized blocks (`dequant` of a 2-D byte matrix, transposed so each output
+/// column is one row of blocks), or `None`.
+fn quantized_rows(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::QuantFormat)> {
+    let node = ctx.graph.node(ops.b);
+    match node.op {
+        kiln_ir::Op::Dequant { format } if ops.tb && ops.b_shape.len() == 2 => {
+            Some((ctx.graph.inputs(ops.b)[0], format))
+        }
+        _ => None,
+    }
 }
 
 fn tiled_kernel(

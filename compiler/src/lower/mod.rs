@@ -8,6 +8,7 @@
 //! the kernels that read it (see [`inline`]), which fuses elementwise chains, broadcasts
 //! and layout changes into their consumers.
 
+mod dequant;
 mod inline;
 mod kernels;
 mod matmul;

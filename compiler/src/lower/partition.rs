@@ -15,6 +15,12 @@ pub struct Partition {
 }
 
 /// Layout-only ops: cheap to recompute in every consumer, never worth a buffer.
+/// Decoding quantized weights is recomputed by each consumer, never stored: an f32 copy of
+/// the weights is what quantized formats exist to avoid.
+fn is_decode(op: &Op) -> bool {
+    matches!(op, Op::Dequant { .. })
+}
+
 fn is_view(op: &Op) -> bool {
     matches!(
         op,
@@ -49,7 +55,7 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
             op if is_reduction_like(op) => {
                 kind.insert(id, BufferKind::Temp);
             }
-            op if op.is_injective() && !is_view(op) && g.users(id).len() > 1 => {
+            op if op.is_injective() && !is_view(op) && !is_decode(op) && g.users(id).len() > 1 => {
                 kind.insert(id, BufferKind::Temp);
             }
             _ => {}
@@ -57,7 +63,7 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
         if let Op::MatMul { .. } = n.op {
             for operand in g.inputs(id) {
                 let op = &g.node(operand).op;
-                if op.is_injective() && !is_view(op) {
+                if op.is_injective() && !is_view(op) && !is_decode(op) {
                     kind.entry(operand).or_insert(BufferKind::Temp);
                 }
             }

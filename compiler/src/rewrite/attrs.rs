@@ -80,6 +80,7 @@ impl KilnLang {
             Op::Compare(c) => (Head::Compare(*c), vec![]),
             Op::Select => (Head::Select, vec![]),
             Op::Gather => (Head::Gather, vec![]),
+            Op::Dequant { format } => (Head::Dequant(*format), vec![]),
             Op::Reduce {
                 op,
                 axes,
@@ -194,6 +195,7 @@ impl KilnLang {
             Head::Compare(c) => Op::Compare(*c),
             Head::Select => Op::Select,
             Head::Gather => Op::Gather,
+            Head::Dequant(format) => Op::Dequant { format: *format },
             Head::Reduce(op) => Op::Reduce {
                 op: *op,
                 axes: list(0)?,

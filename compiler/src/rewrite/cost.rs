@@ -34,7 +34,7 @@ impl KilnCost {
             Head::Slice | Head::Concat => 1.0,
             Head::Softmax | Head::RmsNorm => 2.0,
             Head::LayerNorm => 2.5,
-            Head::Reduce(_) | Head::Permute | Head::Gather => 2.0,
+            Head::Reduce(_) | Head::Permute | Head::Gather | Head::Dequant(_) => 2.0,
             Head::Rope => 3.0,
             Head::MatMul => 8.0,
         }

@@ -48,6 +48,8 @@ pub enum Head {
     LayerNorm,
     Rope,
     Gather,
+    /// Dequantization; the format is part of the head (no pattern rewrites it).
+    Dequant(kiln_ir::QuantFormat),
     Reshape,
     Permute,
     Slice,
@@ -158,6 +160,7 @@ impl Head {
             | Head::Reshape
             | Head::Permute
             | Head::Slice
+            | Head::Dequant(_)
             | Head::Cast => 1,
             Head::Binary(_)
             | Head::Compare(_)
@@ -231,6 +234,7 @@ impl Head {
             Head::LayerNorm => "layer_norm",
             Head::Rope => "rope",
             Head::Gather => "gather",
+            Head::Dequant(_) => "dequant",
             Head::Reshape => "reshape",
             Head::Permute => "permute",
             Head::Slice => "slice",

@@ -129,6 +129,25 @@ pub(super) fn gather(table: &Tensor, ids: &Tensor) -> Result<Tensor, String> {
     })
 }
 
+/// Decodes each row of block bytes with the format's reference decoder.
+pub(super) fn dequant(x: &Tensor, format: crate::QuantFormat) -> Result<Tensor, String> {
+    let row_bytes = *x.shape.last().ok_or("dequant needs rank >= 1")?;
+    let elems = format.elems_in(row_bytes as i64)? as usize;
+    let bytes: Vec<u8> = x.data.iter().map(|&v| v as u8).collect();
+    let (bb, be) = (format.block_bytes(), format.block_elems());
+    let mut out = vec![0f32; bytes.len() / bb * be];
+    for (b, y) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
+        format.decode_block(b, y);
+    }
+    let mut shape = x.shape.clone();
+    *shape.last_mut().expect("rank >= 1") = elems;
+    Ok(Tensor {
+        dtype: crate::DType::F32,
+        shape,
+        data: out.into_iter().map(f64::from).collect(),
+    })
+}
+
 fn gather_offsets(x: &Tensor, shape: Vec<usize>, offsets: &[usize]) -> Tensor {
     Tensor {
         dtype: x.dtype,

@@ -50,10 +50,10 @@ fn unknown_op_and_dtype() {
         "unknown dtype `f8` (expected one of f32, f16",
     );
     assert_error(
-        &format!("{X}%c = cast %x dtype=u8"),
+        &format!("{X}%c = cast %x dtype=u4"),
         3,
         20,
-        "unknown dtype `u8`",
+        "unknown dtype `u4`",
     );
 }
 

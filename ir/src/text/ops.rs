@@ -11,7 +11,7 @@ use crate::dtype::DType;
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, RopeLayout, UnaryOp};
 
 /// Ops whose name is not that of a unary, binary or comparison op.
-const NAMED_OPS: [&str; 18] = [
+const NAMED_OPS: [&str; 19] = [
     "input",
     "param",
     "const",
@@ -25,6 +25,7 @@ const NAMED_OPS: [&str; 18] = [
     "layer_norm",
     "rope",
     "gather",
+    "dequant",
     "reshape",
     "permute",
     "slice",
@@ -103,6 +104,7 @@ pub(super) fn attributes(op: &Op) -> Vec<(&'static str, String)> {
             ("step", step.to_string()),
         ],
         Op::Cast { dtype } => vec![("dtype", dtype.name().to_string())],
+        Op::Dequant { format } => vec![("format", format.name().to_string())],
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Const(_)
@@ -163,6 +165,12 @@ pub(super) fn build(name: &str, a: &Attrs) -> Result<Op, SyntaxError> {
         "layer_norm" => {
             a.allow(&["eps"])?;
             Op::LayerNorm { eps: a.f64("eps")? }
+        }
+        "dequant" => {
+            a.allow(&["format"])?;
+            Op::Dequant {
+                format: a.quant_format("format")?,
+            }
         }
         "rope" => {
             a.allow(&["layout", "theta", "rot_dims"])?;
@@ -336,6 +344,15 @@ impl Attrs {
         self.get(key, "interleaved or neox", |c| {
             Ok(match c.next().map(|t| &t.tok) {
                 Some(Tok::Ident(s)) => LAYOUTS.into_iter().find(|l| l.name() == s),
+                _ => None,
+            })
+        })
+    }
+
+    fn quant_format(&self, key: &str) -> Result<crate::QuantFormat, SyntaxError> {
+        self.get(key, "a block format (q8_0, q4_0)", |c| {
+            Ok(match c.next().map(|t| &t.tok) {
+                Some(Tok::Ident(s)) => crate::QuantFormat::from_name(s),
                 _ => None,
             })
         })

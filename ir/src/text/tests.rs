@@ -90,3 +90,22 @@ fn examples_parse_verify_and_round_trip() {
     }
     assert!(seen >= 3, "expected the example files in {}", dir.display());
 }
+
+#[test]
+fn dequant_round_trips_and_checks_its_operand() {
+    let src = "kir 1\n%w = param \"w\" u8[4,68]\n%d = dequant %w format=q8_0\noutput \"y\" = %d\n";
+    let g = parse(src).unwrap();
+    let out = g.outputs[0].1;
+    assert_eq!(
+        g.node(out).shape,
+        crate::Shape::from(vec![crate::Dim::from(4usize), crate::Dim::from(64usize)])
+    );
+    assert_eq!(parse(&print(&g)).unwrap().len(), g.len());
+    let bad = "kir 1\n%w = param \"w\" u8[4,67]\n%d = dequant %w format=q8_0\noutput \"y\" = %d\n";
+    let e = parse(bad).unwrap_err().to_string();
+    assert!(e.contains("not whole blocks"), "{e}");
+    let bad = "kir 1\n%w = param \"w\" f32[4,68]\n%d = dequant %w format=q4_0\noutput \"y\" = %d\n";
+    assert!(parse(bad).unwrap_err().to_string().contains("u8"));
+    let bad = "kir 1\n%w = param \"w\" u8[4,68]\n%d = dequant %w format=q3_k\noutput \"y\" = %d\n";
+    assert!(parse(bad).unwrap_err().to_string().contains("q8_0"));
+}

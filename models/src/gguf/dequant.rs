@@ -5,6 +5,7 @@
 
 use super::ggml_type::{GgmlType, QK_K};
 use half::{bf16, f16};
+use kiln_ir::QuantFormat;
 
 /// Converts `bytes` (whole blocks of `ty`) into `out`, one f32 per element.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
@@ -23,11 +24,11 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Str
         GgmlType::BF16 => {
             blocks.for_each(|(b, y)| y[0] = bf16::from_bits(u16::from_le_bytes(arr(b, 0))).to_f32())
         }
-        GgmlType::Q4_0 => blocks.for_each(|(b, y)| q4_0(b, y)),
+        GgmlType::Q4_0 => blocks.for_each(|(b, y)| QuantFormat::Q4_0.decode_block(b, y)),
         GgmlType::Q4_1 => blocks.for_each(|(b, y)| q4_1(b, y)),
         GgmlType::Q5_0 => blocks.for_each(|(b, y)| q5_0(b, y)),
         GgmlType::Q5_1 => blocks.for_each(|(b, y)| q5_1(b, y)),
-        GgmlType::Q8_0 => blocks.for_each(|(b, y)| q8_0(b, y)),
+        GgmlType::Q8_0 => blocks.for_each(|(b, y)| QuantFormat::Q8_0.decode_block(b, y)),
         GgmlType::Q4K => blocks.for_each(|(b, y)| q4_k(b, y)),
         GgmlType::Q5K => blocks.for_each(|(b, y)| q5_k(b, y)),
         GgmlType::Q6K => blocks.for_each(|(b, y)| q6_k(b, y)),
@@ -41,16 +42,6 @@ fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 
 fn half_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes(arr(b, at))).to_f32()
-}
-
-/// d: f16, qs: 16 bytes; element j is the low nibble of qs[j], element j+16 the high.
-fn q4_0(b: &[u8], y: &mut [f32]) {
-    let d = half_at(b, 0);
-    let qs = &b[2..18];
-    for j in 0..16 {
-        y[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
-        y[j + 16] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
-    }
 }
 
 /// d, m: f16, qs: 16 bytes; x = q * d + m.
@@ -91,14 +82,6 @@ fn q5_1(b: &[u8], y: &mut [f32]) {
         let (lo, hi) = fifth_bits(qh, j);
         y[j] = ((qs[j] & 0xF) | lo) as f32 * d + m;
         y[j + 16] = ((qs[j] >> 4) | hi) as f32 * d + m;
-    }
-}
-
-/// d: f16, qs: 32 signed bytes.
-fn q8_0(b: &[u8], y: &mut [f32]) {
-    let d = half_at(b, 0);
-    for j in 0..32 {
-        y[j] = (b[2 + j] as i8) as f32 * d;
     }
 }
 
