@@ -4,6 +4,7 @@
 pub mod assemble;
 pub mod atomic_file;
 pub mod generate;
+pub mod gguf_cache;
 pub mod kernel_bench;
 pub mod model_source;
 pub mod npy;

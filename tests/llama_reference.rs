@@ -374,3 +374,50 @@ fn cuda_matches_the_cpu_backend() {
         }
     }
 }
+
+/// `kiln run model.gguf` compiles for this machine once, caches the artifact, and generates
+/// what the compiled artifact generates.
+#[test]
+fn running_a_gguf_file_compiles_once_and_caches() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    let gguf = dir.path().join("tiny-llama-Q8_0.gguf");
+    let cache = dir.path().join("cache");
+    let run = || {
+        let r = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("run")
+            .arg(&gguf)
+            .args(["--tokens", "1,17,42", "-n", "8"])
+            .env("KILN_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr).to_string();
+        assert!(r.status.success(), "{err}");
+        (String::from_utf8_lossy(&r.stdout).to_string(), err)
+    };
+    let (first, err1) = run();
+    assert!(err1.contains("compiling"), "{err1}");
+    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one artifact in the cache");
+    let (second, err2) = run();
+    assert!(
+        err2.contains("using") && !err2.contains("compiling"),
+        "{err2}"
+    );
+    assert_eq!(first, second);
+    let (_, art) = compiled(&gguf);
+    let r = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("run")
+        .arg(&art)
+        .args(["--tokens", "1,17,42", "-n", "8"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        first,
+        "same tokens as the artifact"
+    );
+}

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The artifact to run
+    /// The artifact to run, or a .gguf model (compiled for this machine on first use and
+    /// cached: see KILN_CACHE_DIR)
     pub artifact: PathBuf,
     /// An input, as NAME=FILE.npy; repeat for each input
     #[arg(short, long = "input", value_name = "NAME=FILE.npy")]
@@ -137,7 +138,13 @@ fn generate(session: Session, a: &Args) -> Result<()> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut session = Session::new(&a.artifact, a.threads)?;
+    let is_gguf = a.artifact.extension().is_some_and(|e| e == "gguf");
+    let path = if is_gguf {
+        kiln::gguf_cache::artifact_for(&a.artifact)?
+    } else {
+        a.artifact.clone()
+    };
+    let mut session = Session::new(&path, a.threads)?;
     eprintln!(
         "running {} on {} ({}), {} threads",
         session.manifest().model,
