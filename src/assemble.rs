@@ -9,7 +9,7 @@ use kiln_compiler::Target;
 use kiln_ir::Tensor;
 use kiln_models::Model;
 use kiln_runtime::manifest::{Manifest, TensorSpec, Variant};
-use kiln_runtime::plan::{BufferRef, GpuBlocks, GridDim, Launch, Plan, SizeExpr};
+use kiln_runtime::plan::{BufferRef, GpuBlocks, GridDim, Guard, Launch, Plan, SizeExpr};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -194,6 +194,7 @@ pub fn assemble(
             "compile_ms": r.compile_ms, "codegen_ms": r.codegen_ms, "backend": format!("{choice:?}").to_lowercase(), "rewrite": r.rewrite,
         })).collect::<Vec<_>>(),
         "graph_nodes": g.len(),
+        "parameters": parameter_count(g),
     });
     let manifest = Manifest {
         model: model.name.clone(),
@@ -209,6 +210,27 @@ pub fn assemble(
         sections,
         reports,
     })
+}
+
+/// Model parameters (weights' elements; quantized weights count what they decode to).
+fn parameter_count(g: &kiln_ir::Graph) -> u64 {
+    let numel = |id: kiln_ir::NodeId| -> u64 {
+        g.node(id)
+            .shape
+            .iter()
+            .map(|d| d.as_known().unwrap_or(0).max(0) as u64)
+            .product()
+    };
+    g.params_named()
+        .into_iter()
+        .map(|(_, id)| {
+            let decoded = g
+                .users(id)
+                .into_iter()
+                .find(|&u| matches!(g.node(u).op, kiln_ir::Op::Dequant { .. }));
+            numel(decoded.unwrap_or(id))
+        })
+        .sum()
 }
 
 fn spec(g: &kiln_ir::Graph, name: String, id: kiln_ir::NodeId) -> TensorSpec {
@@ -275,6 +297,11 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
                 })
                 .collect(),
             min_chunk: l.kernels[launch.kernel].min_chunk,
+            guard: launch.guard.as_ref().map(|g| Guard {
+                dim: g.dim.clone(),
+                max: g.max,
+                above: g.above,
+            }),
             gpu: gpu.then(|| {
                 let shape =
                     kiln_compiler::kernel::gpu::launch_shape(&l.kernels[launch.kernel].body);

@@ -212,6 +212,19 @@ fn matmul_cases() -> Vec<Case> {
                 b.matmul(x, y)
             },
         ));
+        // Symbolic rows with B transposed get two kernels, picked at run time by the row
+        // count: dot products for a few rows (t = 1), the general kernel for many (seq = 11).
+        for rows in ["t", "seq"] {
+            out.push(case(
+                format!("matmul {d} symbolic [{rows},64]x[40,64]^T"),
+                d,
+                &move |b, d| {
+                    let x = b.input("a", d, vec![Dim::sym(rows), Dim::from(64usize)])?;
+                    let y = b.input("b", d, [40, 64])?;
+                    b.matmul_t(x, y, false, true)
+                },
+            ));
+        }
         out.push(case(
             format!("matmul {d} symbolic [seq,24]x[24,19]"),
             d,
@@ -348,6 +361,18 @@ fn quant_cases() -> Vec<Case> {
                 b.dequant(q, format)
             },
         ));
+        for rows in ["t", "seq"] {
+            out.push(case(
+                format!("matmul {name} symbolic [{rows},64] tb"),
+                DType::F32,
+                &move |b, _| {
+                    let x = b.input("a", DType::F32, vec![Dim::sym(rows), Dim::from(64usize)])?;
+                    let q = b.input(name, DType::U8, [24, row(2)])?;
+                    let w = b.dequant(q, format)?;
+                    b.matmul_t(x, w, false, true)
+                },
+            ));
+        }
         for (m, n, blocks) in [(1, 40, 2), (1, 7, 5), (5, 33, 3), (9, 70, 4)] {
             out.push(case(
                 format!("matmul {name} m{m} k{} n{n} tb", blocks * 32),
@@ -406,7 +431,11 @@ fn inputs_for(c: &Case) -> BTreeMap<String, Tensor> {
         let shape: Vec<usize> = n
             .shape
             .iter()
-            .map(|d| d.as_known().unwrap_or(11) as usize)
+            // Symbolic dims are 11, except `t`, which is 1 (a decode step's one token).
+            .map(|d| {
+                d.as_known()
+                    .unwrap_or(if d.to_string() == "t" { 1 } else { 11 }) as usize
+            })
             .collect();
         let t = match (name.as_str(), n.dtype.is_int()) {
             (q, _) if QuantFormat::from_name(q).is_some() => quant_bytes(

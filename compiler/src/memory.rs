@@ -98,21 +98,25 @@ mod tests {
                     kernel: 0,
                     args: vec![0],
                     grid: vec![],
+                    guard: None,
                 },
                 KernelLaunch {
                     kernel: 1,
                     args: vec![1, 0],
                     grid: vec![],
+                    guard: None,
                 },
                 KernelLaunch {
                     kernel: 2,
                     args: vec![2, 1],
                     grid: vec![],
+                    guard: None,
                 },
                 KernelLaunch {
                     kernel: 3,
                     args: vec![3, 2, 0],
                     grid: vec![],
+                    guard: None,
                 },
             ],
         };
@@ -133,21 +137,25 @@ mod tests {
                     kernel: 0,
                     args: vec![0],
                     grid: vec![],
+                    guard: None,
                 },
                 KernelLaunch {
                     kernel: 1,
                     args: vec![1, 0],
                     grid: vec![],
+                    guard: None,
                 },
                 KernelLaunch {
                     kernel: 2,
                     args: vec![2, 1],
                     grid: vec![],
+                    guard: None,
                 },
                 KernelLaunch {
                     kernel: 3,
                     args: vec![3, 2],
                     grid: vec![],
+                    guard: None,
                 },
             ],
             ..l

@@ -36,6 +36,30 @@ pub struct Launch {
     /// GPU variants: how the grid maps to blocks (absent for CPU variants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuBlocks>,
+    /// The launch runs only when this holds (absent: always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+}
+
+/// `dim <= max`, or `dim > max` with `above`: one of a node's kernels per range of a
+/// symbol (a matmul's one-row decode form and its many-row form).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub dim: Dim,
+    pub max: i64,
+    pub above: bool,
+}
+
+impl Launch {
+    /// Whether this launch runs under `env`.
+    pub fn runs(&self, env: &Bindings) -> Result<bool, String> {
+        let Some(g) = &self.guard else {
+            return Ok(true);
+        };
+        let v = eval_extent(&g.dim, env)?;
+        let at_most = i64::try_from(v).is_ok_and(|v| v <= g.max);
+        Ok(at_most != g.above)
+    }
 }
 
 /// Threads per block, and grid points per block: `threads` (a thread per point) or 1 (a
@@ -253,5 +277,37 @@ mod tests {
         assert!(eval_extent(&huge, &env(&[("seq", 3)]))
             .unwrap_err()
             .contains("overflows"));
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn guards_pick_a_launch_by_a_symbol() {
+        let launch = |above| Launch {
+            kernel: "k".into(),
+            args: vec![],
+            grid: vec![],
+            min_chunk: 1,
+            gpu: None,
+            guard: Some(Guard {
+                dim: Dim::sym("seq"),
+                max: 4,
+                above,
+            }),
+        };
+        let env = |n: i64| Bindings::from([("seq".to_string(), n)]);
+        for n in [1, 4] {
+            assert_eq!(launch(false).runs(&env(n)), Ok(true));
+            assert_eq!(launch(true).runs(&env(n)), Ok(false));
+        }
+        assert_eq!(launch(false).runs(&env(5)), Ok(false));
+        assert_eq!(launch(true).runs(&env(128)), Ok(true));
+        assert!(
+            launch(true).runs(&Bindings::new()).is_err(),
+            "unbound symbol"
+        );
     }
 }

@@ -81,6 +81,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
                 grid: grid.clone(),
                 min_chunk: 1,
                 gpu: None,
+                guard: None,
             },
             Launch {
                 kernel: "bias".into(),
@@ -95,6 +96,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
                 grid,
                 min_chunk: 7,
                 gpu: None,
+                guard: None,
             },
         ],
     };

@@ -1,4 +1,5 @@
-//! `kiln bench`: kernel benchmarks as a markdown table, side by side in one run.
+//! `kiln bench`: kernel benchmarks as a markdown table, side by side in one run; or, given
+//! an artifact, its prompt and generation speeds (`bench_model.rs`).
 
 use anyhow::{Context, Result};
 use kiln::assemble::BackendChoice;
@@ -11,7 +12,20 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The target to benchmark
+    /// A compiled decoder (.kiln) to measure ppN/tgN tokens per second on; without it,
+    /// kernel benchmarks
+    pub artifact: Option<PathBuf>,
+    /// Prompt tokens processed at once for the pp test (0: skip it)
+    #[arg(short = 'p', long, default_value_t = 128)]
+    pub prompt: usize,
+    /// Tokens generated one by one for the tg test (0: skip it)
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub generate: usize,
+    /// Repetitions of each model test
+    #[arg(short = 'r', long, default_value_t = 5)]
+    pub repetitions: usize,
+    /// The target to benchmark kernels on
+    #[arg(short, long, default_value = "cpu:native")]
     #[arg(short, long, default_value = "cpu:native")]
     pub target: String,
     /// Backends to compare (default: every backend this build has)
@@ -35,6 +49,22 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if let Some(artifact) = &a.artifact {
+        let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = if a.threads.is_empty() {
+            vec![all]
+        } else {
+            a.threads.clone()
+        };
+        return super::bench_model::run(super::bench_model::ModelBench {
+            artifact,
+            threads,
+            prompt: a.prompt,
+            generate: a.generate,
+            repetitions: a.repetitions,
+            json: a.json.as_deref(),
+        });
+    }
     let target: Target = a.target.parse()?;
     let gpu = matches!(target, Target::Cuda(_));
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -31,8 +31,14 @@ TOKEN_SCORES = [0.0] * 259 + [-float(i) for i in range(len(PIECES))]
 CONFIG = dict(vocab=len(TOKENS), embd=64, heads=4, kv_heads=2, layers=2, ff=128, context=128)
 
 
-def tensors(arch: str, rng: np.random.Generator) -> dict:
-    c = CONFIG
+def vocabulary(n: int) -> tuple:
+    """The tokens, types and scores above, padded with filler pieces to `n` tokens."""
+    extra = [f"\u2581w{i}" for i in range(n - len(TOKENS))]
+    scores = TOKEN_SCORES + [-float(len(PIECES) + i) for i in range(len(extra))]
+    return TOKENS + extra, TOKEN_TYPES + [1] * len(extra), scores
+
+
+def tensors(arch: str, rng: np.random.Generator, c: dict = CONFIG) -> dict:
     d, hd = c["embd"], c["embd"] // c["heads"]
     w = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
     norm = lambda: (1.0 + 0.1 * rng.standard_normal(d)).astype(np.float32)
@@ -58,11 +64,10 @@ def tensors(arch: str, rng: np.random.Generator) -> dict:
     return t
 
 
-def write(path: Path, arch: str, qtype: T, seed: int) -> None:
-    c = CONFIG
+def write(path: Path, arch: str, qtype: T, seed: int, c: dict = CONFIG) -> None:
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), arch=arch)
-    w.add_name(f"tiny-{arch}")
+    w.add_name(c.get("name", f"tiny-{arch}"))
     w.add_context_length(c["context"])
     w.add_embedding_length(c["embd"])
     w.add_block_count(c["layers"])
@@ -73,13 +78,14 @@ def write(path: Path, arch: str, qtype: T, seed: int) -> None:
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_dimension_count(c["embd"] // c["heads"])
     if arch == "llama":
+        tokens, types, scores = vocabulary(c["vocab"])
         w.add_tokenizer_model("llama")
-        w.add_token_list(TOKENS)
-        w.add_token_scores(TOKEN_SCORES)
-        w.add_token_types(TOKEN_TYPES)
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
-    for name, data in tensors(arch, rng).items():
+    for name, data in tensors(arch, rng, c).items():
         # Norms and biases stay f32, as llama.cpp's converter keeps them.
         if data.ndim == 1 or qtype == T.F32:
             w.add_tensor(name, data)

@@ -64,12 +64,82 @@ impl Operands {
     }
 }
 
+/// The two matmul kernels: dot products along K (LLM decode: few rows, B transposed), and
+/// the general one (register-tiled on CPUs, a thread per output on GPUs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    Dot,
+    General,
+}
+
+/// Rows at or below which the dot-product form wins when B is transposed.
+const DOT_MAX_ROWS: i64 = 4;
+
+/// The kernels to emit for `node`: `[(None, None)]` (one kernel, chosen by `kernel_for`) for
+/// everything but a matmul whose row count is symbolic and whose B is transposed; that one
+/// gets both forms, each guarded by the row count, so one artifact decodes (one row) with
+/// dot products and prefills (many rows) with the general kernel.
+pub fn forms(ctx: &Ctx, node: NodeId) -> Vec<(Option<Form>, Option<super::Guard>)> {
+    let n = ctx.graph.node(node);
+    let (
+        kiln_ir::Op::MatMul {
+            transpose_a,
+            transpose_b,
+        },
+        true,
+    ) = (&n.op, n.shape.len() >= 2)
+    else {
+        return vec![(None, None)];
+    };
+    let m = &n.shape[n.shape.len() - 2];
+    if !*transpose_b || *transpose_a || m.as_known().is_some() {
+        return vec![(None, None)];
+    }
+    let guard = |above| super::Guard {
+        dim: m.clone(),
+        max: DOT_MAX_ROWS,
+        above,
+    };
+    vec![
+        (Some(Form::Dot), Some(guard(false))),
+        (Some(Form::General), Some(guard(true))),
+    ]
+}
+
+/// `node` (a matmul) in the given form.
+pub fn matmul_as(
+    ctx: &mut Ctx,
+    node: NodeId,
+    name: String,
+    form: Form,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
+    let kiln_ir::Op::MatMul {
+        transpose_a,
+        transpose_b,
+    } = ctx.graph.node(node).op
+    else {
+        return Err(LowerError::Internal("matmul_as on another op".into()));
+    };
+    matmul_in(ctx, node, transpose_a, transpose_b, name, Some(form))
+}
+
 pub fn matmul(
     ctx: &mut Ctx,
     node: NodeId,
     ta: bool,
     tb: bool,
     name: String,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
+    matmul_in(ctx, node, ta, tb, name, None)
+}
+
+fn matmul_in(
+    ctx: &mut Ctx,
+    node: NodeId,
+    ta: bool,
+    tb: bool,
+    name: String,
+    form: Option<Form>,
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let out = ctx.begin(node);
     let ins = ctx.graph.inputs(node);
@@ -84,8 +154,13 @@ pub fn matmul(
         nb: out_shape.len() - 2,
         out_shape,
     };
-    if (tb && small_m(&ops)) || ctx.schedule.lanes == 1 {
-        dot_kernel(ctx, &ops, out, name)
+    let form = form.unwrap_or(if tb && small_m(&ops) {
+        Form::Dot
+    } else {
+        Form::General
+    });
+    if form == Form::Dot || ctx.schedule.lanes == 1 {
+        dot_kernel(ctx, &ops, out, name, form)
     } else {
         tiled_kernel(ctx, &ops, out, name)
     }
@@ -93,7 +168,9 @@ pub fn matmul(
 
 /// LLM decode shapes: a handful of rows (tokens) against a weight matrix.
 fn small_m(ops: &Operands) -> bool {
-    ops.out_shape[ops.nb].as_known().is_some_and(|m| m <= 4)
+    ops.out_shape[ops.nb]
+        .as_known()
+        .is_some_and(|m| m <= DOT_MAX_ROWS)
 }
 
 fn k_dim(ops: &Operands) -> Dim {
@@ -114,6 +191,7 @@ fn dot_kernel(
     ops: &Operands,
     out: Buf,
     name: String,
+    form: Form,
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let nb = ops.nb;
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
@@ -165,8 +243,8 @@ fn dot_kernel(
                 body.extend(column_sum(
                     ctx,
                     ops,
-                    row.clone(),
-                    read_col.clone(),
+                    form,
+                    (row.clone(), read_col.clone()),
                     &extent,
                     vector,
                     acc,
@@ -202,8 +280,8 @@ fn dot_kernel(
 fn column_sum(
     ctx: &mut Ctx,
     ops: &Operands,
-    row: Expr,
-    col: Expr,
+    form: Form,
+    (row, col): (Expr, Expr),
     extent: &Expr,
     vector: u8,
     acc: VarId,
@@ -211,7 +289,7 @@ fn column_sum(
     let k = ctx.fresh();
     let a = ops.a_at(ctx, row, var(k))?;
     let b = ops.b_at(ctx, var(k), col)?;
-    if ctx.schedule.gpu && !(ops.tb && small_m(ops)) {
+    if ctx.schedule.gpu && form == Form::General {
         // GPU, many rows: a thread per output, summing along K on its own, so a warp's
         // threads read neighbouring columns of B together (coalesced) and share A's
         // value. (Rows of a transposed B are contiguous along K instead: with few rows, a

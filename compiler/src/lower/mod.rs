@@ -74,6 +74,17 @@ pub struct KernelLaunch {
     pub kernel: usize,
     pub args: Vec<usize>,
     pub grid: Vec<GridDim>,
+    /// Runs only when this holds (one of several kernels for the same node, each for a
+    /// range of a symbol's values: a matmul's decode and prefill forms).
+    pub guard: Option<Guard>,
+}
+
+/// `dim <= max` (or, with `above`, `dim > max`), evaluated at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    pub dim: Dim,
+    pub max: i64,
+    pub above: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -211,15 +222,21 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
     for node in part.computed {
-        let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
-        let (mut kernel, args) = kernels::kernel_for(&mut ctx, node, name)?;
-        kernels::count_cost(&ctx, node, &mut kernel);
-        launches.push(KernelLaunch {
-            kernel: kernels.len(),
-            args,
-            grid: ctx.grid.clone(),
-        });
-        kernels.push(kernel);
+        for (form, guard) in matmul::forms(&ctx, node) {
+            let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
+            let (mut kernel, args) = match form {
+                Some(form) => matmul::matmul_as(&mut ctx, node, name, form)?,
+                None => kernels::kernel_for(&mut ctx, node, name)?,
+            };
+            kernels::count_cost(&ctx, node, &mut kernel);
+            launches.push(KernelLaunch {
+                kernel: kernels.len(),
+                args,
+                grid: ctx.grid.clone(),
+                guard,
+            });
+            kernels.push(kernel);
+        }
     }
     for (out_idx, node, src) in part.copies {
         let name = format!("k{}_copy", kernels.len());
@@ -228,6 +245,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
             kernel: kernels.len(),
             args,
             grid: ctx.grid.clone(),
+            guard: None,
         });
         kernels.push(kernel);
     }

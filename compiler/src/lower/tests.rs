@@ -110,3 +110,32 @@ fn integer_reductions_are_a_typed_error() {
         "{e}"
     );
 }
+
+#[test]
+fn symbolic_rows_with_transposed_weights_get_both_matmul_forms() {
+    let l = lowered(
+        "kir 1
+%x = input \"x\" f32[seq,64]
+%w = input \"w\" f32[40,64]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+    );
+    let guards: Vec<_> = l.launches.iter().map(|g| g.guard.clone()).collect();
+    assert_eq!(guards.len(), 2, "{guards:?}");
+    let g0 = guards[0].clone().expect("guarded");
+    let g1 = guards[1].clone().expect("guarded");
+    assert_eq!((g0.max, g0.above, g1.above), (4, false, true));
+    assert_eq!(g0.dim, kiln_ir::Dim::sym("seq"));
+    // The decode form is the dot product (a Reduce); the other is the tiled kernel.
+    assert!(
+        l.kernels[0].to_string().contains("reduce"),
+        "{}",
+        l.kernels[0]
+    );
+    assert!(
+        !l.kernels[1].locals.is_empty(),
+        "packs B:\n{}",
+        l.kernels[1]
+    );
+}

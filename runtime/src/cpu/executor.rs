@@ -103,6 +103,12 @@ impl CpuExecutor {
 
         let mut timings = Vec::new();
         for launch in &plan.launches {
+            if !launch
+                .runs(env)
+                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?
+            {
+                continue;
+            }
             let kernel =
                 self.module
                     .kernel(&launch.kernel)

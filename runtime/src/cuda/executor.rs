@@ -190,6 +190,12 @@ impl CudaExecutor {
 
         let mut events = Vec::new();
         for launch in &plan.launches {
+            if !launch
+                .runs(env)
+                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?
+            {
+                continue;
+            }
             let f =
                 self.functions
                     .get(&launch.kernel)

@@ -24,6 +24,7 @@ pub fn variant(target: &str, code_section: usize) -> Variant {
             grid: vec![Dim::sym("n").into()],
             min_chunk: 1,
             gpu: None,
+            guard: None,
         }],
     };
     Variant {
