@@ -5,8 +5,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-report}
+# At most a few files come back from the GPU machine: the report, the benchmark JSON, and
+# every log in one archive.
+LOGS=$(mktemp -d)
 mkdir -p "$OUT"
 report=$OUT/report.md
+trap 'tar czf "$OUT/logs.tgz" -C "$LOGS" . 2>/dev/null' EXIT
 bin=/tmp/kiln-gpu
 mkdir -p $bin
 status=0
@@ -50,13 +54,13 @@ fi
 
 run_test() { # name binary filter
   local name=$1 b=$2 filter=$3
-  if $bin/$b "$filter" --nocapture --test-threads=1 >"$OUT/$name.log" 2>&1; then
+  if $bin/$b "$filter" --nocapture --test-threads=1 >"$LOGS/$name.log" 2>&1; then
     note "- $name: passed"
   else
     note "- $name: FAILED (see $name.log)"
     status=1
   fi
-  grep -E "CUDA device|conformance cases|NMSE|identical|failed|panicked" "$OUT/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
+  grep -E "CUDA device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
 }
 note "## tests on the GPU"
 run_test conformance-cuda conformance conformance_cuda
@@ -66,11 +70,28 @@ run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
 note "## kernels: kiln next to PyTorch eager (one run)"
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
-    --json "$OUT/kiln-bench.json" >"$OUT/kiln-bench.log" 2>&1 &&
-  python3 benches/torch_ops.py "$OUT/torch-bench.json" >"$OUT/torch-bench.log" 2>&1; then
+    --json "$OUT/kiln-bench.json" >"$LOGS/kiln-bench.log" 2>&1 &&
+  python3 benches/torch_ops.py "$OUT/torch-bench.json" >"$LOGS/torch-bench.log" 2>&1; then
   python3 benches/gpu_table.py "$OUT/kiln-bench.json" "$OUT/torch-bench.json" | tee -a "$report"
 else
-  note "benchmarks failed:"; tail -5 "$OUT/kiln-bench.log" "$OUT/torch-bench.log" | tee -a "$report"
+  note "benchmarks failed:"; tail -5 "$LOGS/kiln-bench.log" "$LOGS/torch-bench.log" | tee -a "$report"
   status=1
 fi
+note "## models: kiln bench (pp512, tg128) on the GPU"
+mkdir -p /tmp/models
+note "| model | size | params | target | threads | test | t/s |"
+note "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
+for spec in "125m F16" "125m Q8_0" "1b Q8_0" "1b F16"; do
+  set -- $spec
+  m=/tmp/models/llama-$1-$2
+  if timeout 300 python3 benches/make_llama.py $m.gguf $1 $2 >"$LOGS/make-$1-$2.log" 2>&1 &&
+    timeout 400 $bin/kiln compile $m.gguf -t "cuda:sm_$cap" -o $m.kiln -q >"$LOGS/compile-$1-$2.log" 2>&1 &&
+    timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 --json "$LOGS/model-$1-$2.json" >"$LOGS/model-$1-$2.log" 2>&1; then
+    tail -2 "$LOGS/model-$1-$2.log" | tee -a "$report"
+  else
+    note "- llama-$1 $2: failed (see make/compile/model-$1-$2.log)"
+    status=1
+  fi
+  rm -f $m.gguf $m.kiln
+done
 exit $status
