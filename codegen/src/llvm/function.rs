@@ -13,7 +13,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{BasicMetadataValueEnum, IntValue};
 use inkwell::AddressSpace;
-use kiln_compiler::kernel::{map_exprs, Expr, Kernel, LoopKind, RedOp, Stmt};
+use kiln_compiler::kernel::{map_exprs, Expr, Kernel, LoopKind, RedOp, Stmt, VarId};
 use kiln_compiler::CpuDesc;
 use std::collections::HashMap;
 
@@ -122,19 +122,7 @@ fn emit<'ctx>(
         }
         em.locals.push(p);
     }
-    for d in 0..=max_dim(k) {
-        // SAFETY of the generated code: the runtime passes every symbol of the plan.
-        let at = unsafe {
-            em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")?
-        };
-        em.dims
-            .push(em.b.build_load(i64t, at, "dim")?.into_int_value());
-    }
-    let extents = k
-        .grid
-        .iter()
-        .map(|g| em.expr(g).map(|v| v.into_int_value()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let count = em.b.build_int_sub(end, begin, "count")?;
     em.counted_loop(count, &mut |em, it| {
         let flat = em.b.build_int_add(begin, it, "flat")?;
@@ -251,36 +239,87 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             ..
         } => {
             // Scalar form: vector reductions were rewritten by the vectorize pass.
-            let init = match op {
-                RedOp::Sum => em.ctx.f32_type().const_float(0.0),
-                RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
-            };
-            em.declare(*acc, init.into())?;
-            let n = em.expr(extent)?.into_int_value();
-            em.counted_loop(n, &mut |em, it| {
-                em.lets.insert(*var, it.into());
-                let x = em.expr(value)?;
-                let a = em.read_var(*acc)?;
-                let r = em.reduce_step(*op, a, x)?;
-                em.assign(*acc, r)
-            })?;
+            let i64t = em.ctx.i64_type();
+            let (start, step) = (i64t.const_zero(), i64t.const_int(1, false));
+            reduce_strided(em, (*acc, *op, *var), extent, value, start, step)?;
         }
         Stmt::If {
             cond,
             then,
             otherwise,
-        } => {
-            let c = em.expr(cond)?.into_int_value();
-            let (bt, be, bj) = (em.block("then"), em.block("else"), em.block("join"));
-            em.b.build_conditional_branch(c, bt, be)?;
-            em.b.position_at_end(bt);
-            stmts(em, then)?;
-            em.b.build_unconditional_branch(bj)?;
-            em.b.position_at_end(be);
-            stmts(em, otherwise)?;
-            em.b.build_unconditional_branch(bj)?;
-            em.b.position_at_end(bj);
-        }
+        } => emit_if(em, cond, then, otherwise, &mut |em, body| stmts(em, body))?,
     }
     Ok(())
+}
+
+/// Loads the symbol values the kernel reads from `dims_ptr` into `em.dims`, then returns
+/// the grid's extents.
+pub(super) fn load_dims_and_grid<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    k: &Kernel,
+    dims_ptr: inkwell::values::PointerValue<'ctx>,
+) -> Result<Vec<IntValue<'ctx>>, Fail> {
+    let i64t = em.ctx.i64_type();
+    for d in 0..=max_dim(k) {
+        // SAFETY of the generated code: the runtime passes every symbol of the plan.
+        let at = unsafe {
+            em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")?
+        };
+        em.dims
+            .push(em.b.build_load(i64t, at, "dim")?.into_int_value());
+    }
+    k.grid
+        .iter()
+        .map(|g| em.expr(g).map(|v| v.into_int_value()))
+        .collect()
+}
+
+/// Emits a list of statements (the arms of an `If`).
+pub(super) type EmitStmts<'f, 'a, 'ctx> =
+    dyn FnMut(&mut Emitter<'a, 'ctx>, &[Stmt]) -> Result<(), Fail> + 'f;
+
+/// `if cond { then } else { otherwise }`, each arm emitted by `arm`.
+pub(super) fn emit_if<'a, 'ctx>(
+    em: &mut Emitter<'a, 'ctx>,
+    cond: &Expr,
+    then: &[Stmt],
+    otherwise: &[Stmt],
+    arm: &mut EmitStmts<'_, 'a, 'ctx>,
+) -> Result<(), Fail> {
+    let c = em.expr(cond)?.into_int_value();
+    let (bt, be, bj) = (em.block("then"), em.block("else"), em.block("join"));
+    em.b.build_conditional_branch(c, bt, be)?;
+    em.b.position_at_end(bt);
+    arm(em, then)?;
+    em.b.build_unconditional_branch(bj)?;
+    em.b.position_at_end(be);
+    arm(em, otherwise)?;
+    em.b.build_unconditional_branch(bj)?;
+    em.b.position_at_end(bj);
+    Ok(())
+}
+
+/// `acc = op over var in start, start + step, .. < extent of value` (a GPU thread's share
+/// of a reduction, or on CPUs the whole of it with start 0 and step 1).
+pub(super) fn reduce_strided<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    (acc, op, var): (VarId, RedOp, VarId),
+    extent: &Expr,
+    value: &Expr,
+    start: IntValue<'ctx>,
+    step: IntValue<'ctx>,
+) -> Result<(), Fail> {
+    let init = match op {
+        RedOp::Sum => em.ctx.f32_type().const_float(0.0),
+        RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
+    };
+    em.declare(acc, init.into())?;
+    let n = em.expr(extent)?.into_int_value();
+    em.strided_loop(start, n, step, &mut |em, it| {
+        em.lets.insert(var, it.into());
+        let x = em.expr(value)?;
+        let a = em.read_var(acc)?;
+        let r = em.reduce_step(op, a, x)?;
+        em.assign(acc, r)
+    })
 }

@@ -8,12 +8,8 @@
 use super::{GpuArch, GpuDesc};
 use crate::CodegenError;
 use inkwell::context::Context;
-use inkwell::module::FlagBehavior;
-use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{
-    CodeModel, FileType, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple,
-};
-use inkwell::OptimizationLevel;
+use inkwell::module::{FlagBehavior, Module};
+use inkwell::targets::{FileType, RelocMode, TargetMachine};
 use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;
 
@@ -84,60 +80,36 @@ pub fn desc(arch: &str) -> Result<GpuDesc, String> {
 }
 
 pub fn machine(arch: &str, target: &Target) -> Result<(TargetMachine, GpuDesc), CodegenError> {
-    let unsupported = |why: String| CodegenError::Unsupported {
+    let desc = desc(arch).map_err(|why| CodegenError::Unsupported {
         backend: "llvm",
         target: target.to_string(),
         why,
-    };
-    let desc = desc(arch).map_err(unsupported)?;
-    super::super::init_targets();
-    let triple = TargetTriple::create(desc.triple);
-    let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
-    let tm = llvm_target
-        .create_target_machine(
-            &triple,
-            &desc.cpu,
-            &desc.features,
-            OptimizationLevel::Aggressive,
-            RelocMode::PIC,
-            CodeModel::Default,
-        )
-        .ok_or_else(|| unsupported(format!("LLVM cannot target {}", desc.cpu)))?;
+    })?;
+    let tm = super::target_machine(&desc, target, RelocMode::PIC)?;
     Ok((tm, desc))
 }
 
 /// All kernels of one model -> one code object.
 pub fn compile(kernels: &[Kernel], arch: &str, target: &Target) -> Result<Vec<u8>, CodegenError> {
     let (tm, desc) = machine(arch, target)?;
-    let fail = |kernel: &str, msg: String| CodegenError::Kernel {
-        kernel: kernel.into(),
-        target: target.to_string(),
-        msg,
-    };
-    let ctx = Context::create();
-    let module = ctx.create_module("kiln");
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
-    // Code object v5 (LLVM 19's default, stated so a newer LLVM does not change it).
+    let obj = super::compile_module(
+        kernels,
+        &desc,
+        &tm,
+        target,
+        FileType::Object,
+        &code_object_v5,
+    )?;
+    crate::link::link_shared(obj.as_slice(), &target.to_string())
+}
+
+/// Code object v5: LLVM 19's default, stated so a newer LLVM does not change it.
+fn code_object_v5<'c>(ctx: &'c Context, module: &Module<'c>) {
     module.add_basic_value_flag(
         "amdgpu_code_object_version",
         FlagBehavior::Error,
         ctx.i32_type().const_int(500, false),
-    );
-    super::emit_kernels(&ctx, &module, kernels, &desc).map_err(|(k, m)| fail(&k, m))?;
-    module
-        .verify()
-        .map_err(|e| fail("(module)", format!("LLVM verifier: {e}")))?;
-    module
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-        .map_err(|e| fail("(module)", format!("optimisation: {e}")))?;
-    if let Ok(path) = std::env::var("KILN_DUMP_LLVM") {
-        let _ = module.print_to_file(std::path::Path::new(&path));
-    }
-    let obj = tm
-        .write_to_memory_buffer(&module, FileType::Object)
-        .map_err(|e| fail("(module)", format!("emitting the object: {e}")))?;
-    crate::link::link_shared(obj.as_slice(), &target.to_string())
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! shared loop, since the statements after it may read what other threads stored.
 
 use super::super::expr::{Emitter, Fail, V};
-use super::super::function::{decompose, max_dim, stmt, stmts};
+use super::super::function::{decompose, emit_if, load_dims_and_grid, reduce_strided, stmt, stmts};
 use super::{primitives, GpuArch, GpuDesc};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
@@ -90,19 +90,7 @@ pub fn emit<'ctx>(
                 .push(em.b.build_alloca(ty.array_type(l.len), "local")?);
         }
     }
-    for d in 0..=max_dim(k) {
-        // SAFETY of the generated code: the runtime passes every symbol of the plan.
-        let at = unsafe {
-            em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")?
-        };
-        em.dims
-            .push(em.b.build_load(i64t, at, "dim")?.into_int_value());
-    }
-    let extents = k
-        .grid
-        .iter()
-        .map(|g| em.expr(g).map(|v| v.into_int_value()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let g = Gpu::new(&mut em, desc, launch.threads)?;
     if launch.block_per_point() {
         let scratch = scratch_array(ctx, module, k, desc)?;
@@ -274,19 +262,7 @@ fn block_stmts<'ctx>(
                 value,
                 ..
             } => {
-                let init = match op {
-                    RedOp::Sum => em.ctx.f32_type().const_float(0.0),
-                    RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
-                };
-                em.declare(*acc, init.into())?;
-                let n = em.expr(extent)?.into_int_value();
-                em.strided_loop(g.thread, n, threads, &mut |em, it| {
-                    em.lets.insert(*var, it.into());
-                    let x = em.expr(value)?;
-                    let a = em.read_var(*acc)?;
-                    let r = em.reduce_step(*op, a, x)?;
-                    em.assign(*acc, r)
-                })?;
+                reduce_strided(em, (*acc, *op, *var), extent, value, g.thread, threads)?;
                 let part = em.read_var(*acc)?;
                 let total = g.block_reduce(em, scratch, *op, part)?;
                 em.assign(*acc, total)?;
@@ -295,18 +271,9 @@ fn block_stmts<'ctx>(
                 cond,
                 then,
                 otherwise,
-            } => {
-                let c = em.expr(cond)?.into_int_value();
-                let (bt, be, bj) = (em.block("then"), em.block("else"), em.block("join"));
-                em.b.build_conditional_branch(c, bt, be)?;
-                em.b.position_at_end(bt);
-                block_stmts(em, g, scratch, then)?;
-                em.b.build_unconditional_branch(bj)?;
-                em.b.position_at_end(be);
-                block_stmts(em, g, scratch, otherwise)?;
-                em.b.build_unconditional_branch(bj)?;
-                em.b.position_at_end(bj);
-            }
+            } => emit_if(em, cond, then, otherwise, &mut |em, body| {
+                block_stmts(em, g, scratch, body)
+            })?,
             other => stmt(em, other)?,
         }
     }

@@ -58,3 +58,68 @@ pub fn emit_kernels<'ctx>(
     }
     Ok(())
 }
+
+/// The LLVM target machine for `desc`, or why there is none.
+pub(super) fn target_machine(
+    desc: &GpuDesc,
+    target: &kiln_compiler::Target,
+    reloc: inkwell::targets::RelocMode,
+) -> Result<inkwell::targets::TargetMachine, crate::CodegenError> {
+    use inkwell::targets::{CodeModel, Target as LlvmTarget, TargetTriple};
+    let unsupported = |why: String| crate::CodegenError::Unsupported {
+        backend: "llvm",
+        target: target.to_string(),
+        why,
+    };
+    super::init_targets();
+    let triple = TargetTriple::create(desc.triple);
+    let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
+    llvm_target
+        .create_target_machine(
+            &triple,
+            &desc.cpu,
+            &desc.features,
+            inkwell::OptimizationLevel::Aggressive,
+            reloc,
+            CodeModel::Default,
+        )
+        .ok_or_else(|| unsupported(format!("LLVM cannot target {}", desc.cpu)))
+}
+
+/// Every kernel as an entry point of one module, verified, optimised and emitted as
+/// `file_type` (PTX text for NVPTX, an object for AMDGPU). `configure` sets module flags.
+pub(super) fn compile_module(
+    kernels: &[Kernel],
+    desc: &GpuDesc,
+    tm: &inkwell::targets::TargetMachine,
+    target: &kiln_compiler::Target,
+    file_type: inkwell::targets::FileType,
+    configure: &dyn for<'c> Fn(&'c Context, &Module<'c>),
+) -> Result<inkwell::memory_buffer::MemoryBuffer<'static>, crate::CodegenError> {
+    let fail = |kernel: &str, msg: String| crate::CodegenError::Kernel {
+        kernel: kernel.into(),
+        target: target.to_string(),
+        msg,
+    };
+    let ctx = Context::create();
+    let module = ctx.create_module("kiln");
+    module.set_triple(&tm.get_triple());
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    configure(&ctx, &module);
+    emit_kernels(&ctx, &module, kernels, desc).map_err(|(k, m)| fail(&k, m))?;
+    module
+        .verify()
+        .map_err(|e| fail("(module)", format!("LLVM verifier: {e}")))?;
+    module
+        .run_passes(
+            "default<O3>",
+            tm,
+            inkwell::passes::PassBuilderOptions::create(),
+        )
+        .map_err(|e| fail("(module)", format!("optimisation: {e}")))?;
+    if let Ok(path) = std::env::var("KILN_DUMP_LLVM") {
+        let _ = module.print_to_file(std::path::Path::new(&path));
+    }
+    tm.write_to_memory_buffer(&module, file_type)
+        .map_err(|e| fail("(module)", format!("emitting code: {e}")))
+}

@@ -8,12 +8,7 @@
 
 use super::{GpuArch, GpuDesc};
 use crate::CodegenError;
-use inkwell::context::Context;
-use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{
-    CodeModel, FileType, RelocMode, Target as LlvmTarget, TargetMachine, TargetTriple,
-};
-use inkwell::OptimizationLevel;
+use inkwell::targets::{FileType, RelocMode, TargetMachine};
 use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;
 
@@ -77,67 +72,32 @@ pub fn machine(
     sm: &str,
     target: &Target,
 ) -> Result<(TargetMachine, GpuDesc, Retarget), CodegenError> {
-    let unsupported = |why: String| CodegenError::Unsupported {
+    let (desc, retarget) = desc(sm).map_err(|why| CodegenError::Unsupported {
         backend: "llvm",
         target: target.to_string(),
         why,
-    };
-    let (desc, retarget) = desc(sm).map_err(unsupported)?;
-    super::super::init_targets();
-    let triple = TargetTriple::create(desc.triple);
-    let llvm_target = LlvmTarget::from_triple(&triple).map_err(|e| unsupported(e.to_string()))?;
-    let tm = llvm_target
-        .create_target_machine(
-            &triple,
-            &desc.cpu,
-            &desc.features,
-            OptimizationLevel::Aggressive,
-            RelocMode::Default,
-            CodeModel::Default,
-        )
-        .ok_or_else(|| unsupported(format!("LLVM cannot target {}", desc.cpu)))?;
+    })?;
+    let tm = super::target_machine(&desc, target, RelocMode::Default)?;
     Ok((tm, desc, retarget))
 }
 
 /// All kernels of one model -> one PTX module (text).
 pub fn compile(kernels: &[Kernel], sm: &str, target: &Target) -> Result<Vec<u8>, CodegenError> {
     let (tm, desc, retarget) = machine(sm, target)?;
-    let fail = |kernel: &str, msg: String| CodegenError::Kernel {
-        kernel: kernel.into(),
+    let fail = |msg: String| CodegenError::Kernel {
+        kernel: "(module)".into(),
         target: target.to_string(),
         msg,
     };
-    let ctx = Context::create();
-    let module = ctx.create_module("kiln");
-    module.set_triple(&tm.get_triple());
-    module.set_data_layout(&tm.get_target_data().get_data_layout());
-    super::emit_kernels(&ctx, &module, kernels, &desc).map_err(|(k, m)| fail(&k, m))?;
-    module
-        .verify()
-        .map_err(|e| fail("(module)", format!("LLVM verifier: {e}")))?;
-    module
-        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-        .map_err(|e| fail("(module)", format!("optimisation: {e}")))?;
-    if let Ok(path) = std::env::var("KILN_DUMP_LLVM") {
-        let _ = module.print_to_file(std::path::Path::new(&path));
-    }
-    let asm = tm
-        .write_to_memory_buffer(&module, FileType::Assembly)
-        .map_err(|e| fail("(module)", format!("emitting PTX: {e}")))?;
-    let text = std::str::from_utf8(asm.as_slice())
-        .map_err(|e| fail("(module)", format!("PTX is not text: {e}")))?;
+    let asm = super::compile_module(kernels, &desc, &tm, target, FileType::Assembly, &|_, _| {})?;
+    let text =
+        std::str::from_utf8(asm.as_slice()).map_err(|e| fail(format!("PTX is not text: {e}")))?;
     // An intrinsic LLVM does not know becomes a call to an undefined function, which only
     // the driver would notice, at load time.
     if let Some(line) = text.lines().find(|l| l.contains(".extern .func")) {
-        return Err(fail(
-            "(module)",
-            format!("PTX calls an undefined function: {line}"),
-        ));
+        return Err(fail(format!("PTX calls an undefined function: {line}")));
     }
-    Ok(retarget
-        .apply(text)
-        .map_err(|m| fail("(module)", m))?
-        .into_bytes())
+    Ok(retarget.apply(text).map_err(fail)?.into_bytes())
 }
 
 /// The `.target` and `.version` lines the PTX module must carry.
