@@ -11,9 +11,11 @@ use std::process::ExitCode;
     name = "kiln",
     version,
     about = "Ahead-of-time compiler for neural-network graphs",
-    long_about = "kiln compiles a model (a .kir graph, or a built-in model) for one or more \
-targets into a single .kiln artifact, and runs that artifact on the best target the host supports.\n\n\
-Targets are spelled <family>:<arch>: cpu:x86-64-v3, cpu:x86-64-v4, cpu:znver4, cpu:aarch64, cpu:native.\n\
+    long_about = "kiln compiles a model (a llama-family .gguf file, a .kir graph, or a built-in \
+model) for one or more targets into a single .kiln artifact, and runs that artifact on the best \
+target the host supports.\n\n\
+Targets are spelled <family>:<arch>: cpu:x86-64-v3, cpu:x86-64-v4, cpu:znver4, cpu:aarch64, \
+cpu:native, cuda:sm_90 (NVIDIA, PTX), hip:gfx1100 (AMD code objects; compiled, not yet run).\n\
 Run `kiln targets` to see what this build can emit and what this host can run."
 )]
 struct Cli {
@@ -25,7 +27,7 @@ struct Cli {
 enum Command {
     /// Compile a model into a .kiln artifact
     Compile(cli::compile::Args),
-    /// Run an artifact on this host
+    /// Run an artifact (or a .gguf model, compiled and cached on first use) on this host
     Run(cli::run::Args),
     /// Show what an artifact holds: targets, kernels, arena, weights
     Inspect(cli::inspect::Args),
