@@ -421,3 +421,66 @@ fn running_a_gguf_file_compiles_once_and_caches() {
         "same tokens as the artifact"
     );
 }
+
+/// The tiny llama (f32 and Q8_0 weights, so byte loads too) compiles for every AMD target
+/// the HIP issue lists into one artifact: per variant an AMDGPU ELF for that gfx with a
+/// kernel descriptor for every kernel. (Nothing runs them: there is no AMD GPU here.)
+#[test]
+fn tiny_llama_compiles_for_every_listed_amd_target() {
+    use object::{Object, ObjectSymbol};
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    // EF_AMDGPU_MACH of each gfx (LLVM's BinaryFormat/ELF.h).
+    let mach = [
+        ("gfx906", 0x02f),
+        ("gfx908", 0x030),
+        ("gfx90a", 0x03f),
+        ("gfx942", 0x04c),
+        ("gfx1030", 0x036),
+        ("gfx1100", 0x041),
+        ("gfx1101", 0x046),
+        ("gfx1200", 0x048),
+        ("gfx1201", 0x04e),
+    ];
+    let targets: Vec<Target> = mach
+        .iter()
+        .map(|(g, _)| format!("hip:{g}").parse().unwrap())
+        .collect();
+    for name in ["tiny-llama-F32", "tiny-llama-Q8_0"] {
+        let file = GgufFile::open(&dir.path().join(format!("{name}.gguf"))).unwrap();
+        let model = kiln_models::llama::load(&file).unwrap();
+        let art = dir.path().join(format!("{name}.amd.kiln"));
+        kiln::session::compile_to(&model, &targets, BackendChoice::Llvm, &art).unwrap();
+        let art = kiln_runtime::artifact::Artifact::open(&art).unwrap();
+        for (i, v) in art.manifest().variants.iter().enumerate() {
+            let want = mach[i];
+            assert_eq!(v.target, format!("hip:{}", want.0));
+            let code = art.code(i).unwrap();
+            let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(code)
+                .unwrap_or_else(|e| panic!("{name} {}: {e}", v.target));
+            let e = elf.endian();
+            assert_eq!(elf.elf_header().e_machine.get(e), object::elf::EM_AMDGPU);
+            assert_eq!(
+                elf.elf_header().e_flags.get(e) & 0xff,
+                want.1,
+                "{}",
+                v.target
+            );
+            let symbols: Vec<String> = elf
+                .symbols()
+                .filter_map(|s| s.name().ok().map(String::from))
+                .collect();
+            for k in &v.kernels {
+                assert!(
+                    symbols.contains(&format!("kiln_{k}.kd")),
+                    "{name} {}: no kernel descriptor for {k}",
+                    v.target
+                );
+            }
+        }
+        eprintln!("{name}: code objects for {} AMD targets", targets.len());
+    }
+}
