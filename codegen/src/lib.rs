@@ -4,13 +4,17 @@
 //! and a backend never sees graph ops, only kernel IR. CPU backends emit an ELF object that
 //! [`link`] turns into the shared object the runtime loads; each kernel is exported as
 //! `kiln_<name>(args: *const *mut u8, dims: *const i64, begin: i64, end: i64)`, running grid
-//! points `begin..end` (flattened, row-major over the kernel's grid).
+//! points `begin..end` (flattened, row-major over the kernel's grid). GPU backends emit
+//! PTX text (`cuda:`), code objects (`hip:`) or a SPIR-V module (`vulkan:`), with the GPU
+//! ABIs described in `llvm/gpu` and `spirv`.
 
 #[cfg(feature = "cranelift")]
 pub mod cranelift;
 pub mod link;
 #[cfg(feature = "llvm")]
 pub mod llvm;
+#[cfg(feature = "spirv")]
+pub mod spirv;
 
 use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;

@@ -9,7 +9,7 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use kiln_compiler::kernel::{map_exprs, rewrite_bottom_up, Expr, Kernel, RedOp, Stmt};
+use kiln_compiler::kernel::{Kernel, RedOp, Stmt};
 use std::collections::HashMap;
 
 pub fn build(
@@ -35,7 +35,7 @@ pub fn build(
     let bufs = (0..k.args.len())
         .map(|i| b.ins().load(ptr, flags, args, (i * 8) as i32))
         .collect();
-    let dims = (0..=max_dim(k))
+    let dims = (0..k.dims_read() as i32)
         .map(|d| b.ins().load(types::I64, flags, dims_ptr, d * 8))
         .collect();
     let locals = k
@@ -76,26 +76,6 @@ pub fn build(
     em.b.seal_all_blocks();
     em.b.finalize(isa.frontend_config());
     Ok(())
-}
-
-/// Highest `Expr::Dim` index read by the kernel (its grid included), or -1.
-fn max_dim(k: &Kernel) -> i32 {
-    let mut m = -1i32;
-    let mut see = |x: Expr| {
-        let _ = rewrite_bottom_up(x.clone(), &mut |n| {
-            if let Expr::Dim(d) = n {
-                m = m.max(d as i32);
-            }
-            n
-        });
-        x
-    };
-    let mut body = k.body.clone();
-    map_exprs(&mut body, &mut see);
-    for g in &k.grid {
-        see(g.clone());
-    }
-    m
 }
 
 fn decompose(em: &mut Emitter, flat: Value, extents: &[Value]) -> Vec<Value> {

@@ -13,7 +13,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{BasicMetadataValueEnum, IntValue};
 use inkwell::AddressSpace;
-use kiln_compiler::kernel::{map_exprs, Expr, Kernel, LoopKind, RedOp, Stmt, VarId};
+use kiln_compiler::kernel::{Expr, Kernel, LoopKind, RedOp, Stmt, VarId};
 use kiln_compiler::CpuDesc;
 use std::collections::HashMap;
 
@@ -151,26 +151,6 @@ fn cpu_attributes<'ctx>(
     }
 }
 
-/// Highest `Expr::Dim` index read by the kernel (its grid included), or -1 as 0 loads.
-pub(super) fn max_dim(k: &Kernel) -> i64 {
-    let mut m = -1i64;
-    let mut body = k.body.clone();
-    let mut see = |x: Expr| {
-        let _ = kiln_compiler::kernel::rewrite_bottom_up(x.clone(), &mut |n| {
-            if let Expr::Dim(d) = n {
-                m = m.max(d as i64);
-            }
-            n
-        });
-        x
-    };
-    map_exprs(&mut body, &mut see);
-    for g in &k.grid {
-        see(g.clone());
-    }
-    m
-}
-
 pub(super) fn decompose<'ctx>(
     em: &mut Emitter<'_, 'ctx>,
     flat: IntValue<'ctx>,
@@ -260,7 +240,7 @@ pub(super) fn load_dims_and_grid<'ctx>(
     dims_ptr: inkwell::values::PointerValue<'ctx>,
 ) -> Result<Vec<IntValue<'ctx>>, Fail> {
     let i64t = em.ctx.i64_type();
-    for d in 0..=max_dim(k) {
+    for d in 0..k.dims_read() {
         // SAFETY of the generated code: the runtime passes every symbol of the plan.
         let at = unsafe {
             em.b.build_in_bounds_gep(i64t, dims_ptr, &[i64t.const_int(d as u64, false)], "dimp")?

@@ -263,6 +263,41 @@ impl Kernel {
         self.next_var - 1
     }
 
+    /// How many of the plan's symbols the kernel reads: one more than the highest
+    /// `Expr::Dim` index in its grid and body, 0 when it reads none. GPU entry points load
+    /// only these.
+    pub fn dims_read(&self) -> u32 {
+        fn walk(e: &Expr, m: &mut u32) {
+            if let Expr::Dim(d) = e {
+                *m = (*m).max(d + 1);
+            }
+            for c in e.children() {
+                walk(c, m);
+            }
+        }
+        let mut m = 0;
+        for g in &self.grid {
+            walk(g, &mut m);
+        }
+        visit_stmts(&self.body, &mut |s| {
+            let exprs: Vec<&Expr> = match s {
+                Stmt::Let { value, .. }
+                | Stmt::Decl { init: value, .. }
+                | Stmt::Assign { value, .. } => {
+                    vec![value]
+                }
+                Stmt::Store { index, value, .. } => vec![index, value],
+                Stmt::Loop { extent, .. } => vec![extent],
+                Stmt::Reduce { extent, value, .. } => vec![extent, value],
+                Stmt::If { cond, .. } => vec![cond],
+            };
+            for e in exprs {
+                walk(e, &mut m);
+            }
+        });
+        m
+    }
+
     pub fn buf_dtype(&self, b: Buf) -> DType {
         match b {
             Buf::Arg(i) => self.args[i as usize].dtype,

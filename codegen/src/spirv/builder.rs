@@ -1,0 +1,176 @@
+//! A thin layer over `rspirv`'s builder: value types of the kernel IR as SPIR-V types,
+//! deduplicated constants, and one generic instruction helper, so the emitters read as a
+//! list of operations rather than builder plumbing.
+
+use super::Fail;
+use kiln_compiler::kernel::{Elem, VType};
+use rspirv::dr::{Builder, InsertPoint, Instruction, Operand};
+use rspirv::spirv::{Op, StorageClass, Word};
+use std::collections::HashMap;
+
+/// A value: its id and kernel-IR type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct V {
+    pub id: Word,
+    pub t: VType,
+}
+
+pub struct Spv {
+    pub b: Builder,
+    pub glsl: Word,
+    types: HashMap<VType, Word>,
+    consts: HashMap<(VType, u64), Word>,
+    u32_consts: HashMap<u32, Word>,
+}
+
+impl Spv {
+    pub fn new(b: Builder) -> Spv {
+        let mut b = b;
+        let glsl = b.ext_inst_import("GLSL.std.450");
+        Spv {
+            b,
+            glsl,
+            types: HashMap::new(),
+            consts: HashMap::new(),
+            u32_consts: HashMap::new(),
+        }
+    }
+
+    pub fn ty(&mut self, t: VType) -> Word {
+        if let Some(&id) = self.types.get(&t) {
+            return id;
+        }
+        let id = if t.lanes > 1 {
+            let e = self.ty(t.with_lanes(1));
+            self.b.type_vector(e, t.lanes as u32)
+        } else {
+            match t.elem {
+                Elem::F32 => self.b.type_float(32, None),
+                Elem::I32 => self.b.type_int(32, 1),
+                Elem::I64 => self.b.type_int(64, 1),
+                Elem::Bool => self.b.type_bool(),
+            }
+        };
+        self.types.insert(t, id);
+        id
+    }
+
+    pub fn u32_ty(&mut self) -> Word {
+        self.b.type_int(32, 0)
+    }
+
+    pub fn ptr(&mut self, class: StorageClass, pointee: Word) -> Word {
+        self.b.type_pointer(None, class, pointee)
+    }
+
+    /// A constant of type `t` whose every lane holds `bits` (the value's bit pattern,
+    /// truncated to the element's width; for bools, non-zero is true).
+    pub fn constant(&mut self, t: VType, bits: u64) -> Word {
+        if let Some(&id) = self.consts.get(&(t, bits)) {
+            return id;
+        }
+        let ty = self.ty(t);
+        let id = if t.lanes > 1 {
+            let lane = self.constant(t.with_lanes(1), bits);
+            self.b
+                .constant_composite(ty, std::iter::repeat_n(lane, t.lanes as usize))
+        } else {
+            match t.elem {
+                Elem::Bool if bits != 0 => self.b.constant_true(ty),
+                Elem::Bool => self.b.constant_false(ty),
+                Elem::I64 => self.b.constant_bit64(ty, bits),
+                Elem::F32 | Elem::I32 => self.b.constant_bit32(ty, bits as u32),
+            }
+        };
+        self.consts.insert((t, bits), id);
+        id
+    }
+
+    pub fn f32(&mut self, v: f32) -> V {
+        self.lit(VType::F32, v.to_bits() as u64)
+    }
+
+    pub fn i32(&mut self, v: i32) -> V {
+        self.lit(VType::I32, v as u32 as u64)
+    }
+
+    pub fn i64(&mut self, v: i64) -> V {
+        self.lit(VType::I64, v as u64)
+    }
+
+    pub fn lit(&mut self, t: VType, bits: u64) -> V {
+        V {
+            id: self.constant(t, bits),
+            t,
+        }
+    }
+
+    /// An unsigned 32-bit constant: scopes, memory semantics and array lengths.
+    pub fn u32_const(&mut self, v: u32) -> Word {
+        if let Some(&id) = self.u32_consts.get(&v) {
+            return id;
+        }
+        let ty = self.u32_ty();
+        let id = self.b.constant_bit32(ty, v);
+        self.u32_consts.insert(v, id);
+        id
+    }
+
+    /// Appends `op` with result type `ty` and id operands `args`; returns the result id.
+    pub fn op(&mut self, op: Op, ty: Word, args: &[Word]) -> Result<Word, Fail> {
+        let id = self.b.id();
+        let inst = Instruction::new(
+            op,
+            Some(ty),
+            Some(id),
+            args.iter().map(|&a| Operand::IdRef(a)).collect(),
+        );
+        self.b.insert_into_block(InsertPoint::End, inst)?;
+        Ok(id)
+    }
+
+    /// `op` on values of type `t` (the result has type `t` too).
+    pub fn op_v(&mut self, op: Op, t: VType, args: &[V]) -> Result<V, Fail> {
+        let ty = self.ty(t);
+        let ids: Vec<Word> = args.iter().map(|a| a.id).collect();
+        Ok(V {
+            id: self.op(op, ty, &ids)?,
+            t,
+        })
+    }
+
+    /// A `GLSL.std.450` extended instruction on values, yielding type `t`.
+    pub fn glsl(&mut self, inst: u32, t: VType, args: &[V]) -> Result<V, Fail> {
+        let ty = self.ty(t);
+        let glsl = self.glsl;
+        let id = self.b.ext_inst(
+            ty,
+            None,
+            glsl,
+            inst,
+            args.iter().map(|a| Operand::IdRef(a.id)),
+        )?;
+        Ok(V { id, t })
+    }
+
+    /// A statement with no result (stores, barriers, atomics' side effects).
+    pub fn effect(&mut self, op: Op, operands: Vec<Operand>) -> Result<(), Fail> {
+        let inst = Instruction::new(op, None, None, operands);
+        self.b.insert_into_block(InsertPoint::End, inst)?;
+        Ok(())
+    }
+}
+
+/// `GLSL.std.450` instruction numbers (from the extended instruction set's specification).
+pub mod glsl {
+    pub const F_ABS: u32 = 4;
+    pub const S_ABS: u32 = 5;
+    pub const SQRT: u32 = 31;
+    pub const S_MIN: u32 = 39;
+    pub const S_MAX: u32 = 42;
+    pub const FMA: u32 = 50;
+    /// The non-NaN operand when one is NaN (LLVM's `minnum`/`maxnum`, which the CPU
+    /// backends use).
+    pub const N_MIN: u32 = 79;
+    pub const N_MAX: u32 = 80;
+}

@@ -1,0 +1,173 @@
+//! Per-kernel emission state and structured control flow.
+//!
+//! SPIR-V for Vulkan needs structured control flow: every loop names its merge and continue
+//! blocks, every branch its merge block. The kernel IR is structured already (counted
+//! loops and two-armed ifs), so each construct maps to one fixed block pattern here.
+//! Mutable state (declared variables, loop counters) lives in function-scope variables;
+//! drivers promote them to registers.
+
+use super::builder::{Spv, V};
+use super::Fail;
+use kiln_compiler::kernel::{Kernel, VType, VarId};
+use rspirv::dr::{InsertPoint, Instruction, Operand};
+use rspirv::spirv::{LoopControl, Op, SelectionControl, StorageClass, Word};
+use std::collections::HashMap;
+
+/// The module-wide interface every entry point shares (see the module doc of `spirv`).
+pub struct Abi {
+    /// One storage-buffer variable per binding (kernel argument position).
+    pub bindings: Vec<Word>,
+    /// `{ i64 points; i64 dims[..] }` in push constants.
+    pub push: Word,
+    pub local_id: Word,
+    pub group_id: Word,
+    pub group_count: Word,
+    /// The block-reduction array in workgroup memory (one f32 per thread).
+    pub partials: Word,
+}
+
+pub struct Emitter<'s, 'k> {
+    pub s: &'s mut Spv,
+    pub abi: &'s Abi,
+    pub k: &'k Kernel,
+    /// Function-scope arrays backing the kernel's local buffers.
+    pub locals: Vec<Word>,
+    pub dims: Vec<V>,
+    pub grid: Vec<V>,
+    pub lets: HashMap<VarId, V>,
+    pub vars: HashMap<VarId, (Word, VType)>,
+    /// `OpVariable`s, which SPIR-V requires at the top of the entry block; placed there
+    /// when the function is finished.
+    pub fn_vars: Vec<Instruction>,
+}
+
+pub type Body<'f, 's, 'k> = dyn FnMut(&mut Emitter<'s, 'k>, V) -> Result<(), Fail> + 'f;
+
+impl<'s, 'k> Emitter<'s, 'k> {
+    /// A new function-scope variable holding a `pointee`.
+    pub fn function_var(&mut self, pointee: Word) -> Word {
+        let ptr = self.s.ptr(StorageClass::Function, pointee);
+        let id = self.s.b.id();
+        self.fn_vars.push(Instruction::new(
+            Op::Variable,
+            Some(ptr),
+            Some(id),
+            vec![Operand::StorageClass(StorageClass::Function)],
+        ));
+        id
+    }
+
+    /// Moves the collected variables into the entry block (block 0 of the function).
+    pub fn place_vars(&mut self) -> Result<(), Fail> {
+        self.s.b.select_block(Some(0))?;
+        for v in self.fn_vars.drain(..).rev() {
+            self.s.b.insert_into_block(InsertPoint::Begin, v)?;
+        }
+        self.s.b.select_block(None)?;
+        Ok(())
+    }
+
+    pub fn store_ptr(&mut self, ptr: Word, v: Word) -> Result<(), Fail> {
+        self.s
+            .effect(Op::Store, vec![Operand::IdRef(ptr), Operand::IdRef(v)])
+    }
+
+    pub fn load_ptr(&mut self, ptr: Word, t: VType) -> Result<V, Fail> {
+        let ty = self.s.ty(t);
+        Ok(V {
+            id: self.s.op(Op::Load, ty, &[ptr])?,
+            t,
+        })
+    }
+
+    pub fn declare(&mut self, var: VarId, v: V) -> Result<(), Fail> {
+        let ptr = match self.vars.get(&var) {
+            Some(&(p, t)) if t == v.t => p,
+            _ => {
+                let ty = self.s.ty(v.t);
+                let p = self.function_var(ty);
+                self.vars.insert(var, (p, v.t));
+                p
+            }
+        };
+        self.store_ptr(ptr, v.id)
+    }
+
+    pub fn assign(&mut self, var: VarId, v: V) -> Result<(), Fail> {
+        let &(ptr, _) = self
+            .vars
+            .get(&var)
+            .ok_or_else(|| Fail(format!("assignment to undeclared variable v{var}")))?;
+        self.store_ptr(ptr, v.id)
+    }
+
+    pub fn read_var(&mut self, var: VarId) -> Result<V, Fail> {
+        if let Some(&v) = self.lets.get(&var) {
+            return Ok(v);
+        }
+        let &(ptr, t) = self
+            .vars
+            .get(&var)
+            .ok_or_else(|| Fail(format!("read of unbound variable v{var}")))?;
+        self.load_ptr(ptr, t)
+    }
+
+    /// `for i = start; i < end; i += step { body(i) }` over i64 values.
+    pub fn strided_loop(
+        &mut self,
+        start: V,
+        end: V,
+        step: V,
+        body: &mut Body<'_, 's, 'k>,
+    ) -> Result<(), Fail> {
+        let i64t = self.s.ty(VType::I64);
+        let bool_t = self.s.ty(VType::BOOL);
+        let counter = self.function_var(i64t);
+        self.store_ptr(counter, start.id)?;
+        let b = &mut self.s.b;
+        let (header, cond, inner, cont, merge) = (b.id(), b.id(), b.id(), b.id(), b.id());
+        b.branch(header)?;
+        b.begin_block(Some(header))?;
+        b.loop_merge(merge, cont, LoopControl::NONE, [])?;
+        b.branch(cond)?;
+        b.begin_block(Some(cond))?;
+        let i = self.load_ptr(counter, VType::I64)?;
+        let more = self.s.op(Op::SLessThan, bool_t, &[i.id, end.id])?;
+        self.s.b.branch_conditional(more, inner, merge, [])?;
+        self.s.b.begin_block(Some(inner))?;
+        body(self, i)?;
+        self.s.b.branch(cont)?;
+        self.s.b.begin_block(Some(cont))?;
+        let next = self.s.op(Op::IAdd, i64t, &[i.id, step.id])?;
+        self.store_ptr(counter, next)?;
+        self.s.b.branch(header)?;
+        self.s.b.begin_block(Some(merge))?;
+        Ok(())
+    }
+
+    pub fn counted_loop(&mut self, n: V, body: &mut Body<'_, 's, 'k>) -> Result<(), Fail> {
+        let (zero, one) = (self.s.i64(0), self.s.i64(1));
+        self.strided_loop(zero, n, one, body)
+    }
+
+    /// `if c { then() } else { otherwise() }`.
+    pub fn if_else(
+        &mut self,
+        c: V,
+        then: &mut dyn FnMut(&mut Emitter<'s, 'k>) -> Result<(), Fail>,
+        otherwise: &mut dyn FnMut(&mut Emitter<'s, 'k>) -> Result<(), Fail>,
+    ) -> Result<(), Fail> {
+        let b = &mut self.s.b;
+        let (t, e, join) = (b.id(), b.id(), b.id());
+        b.selection_merge(join, SelectionControl::NONE)?;
+        b.branch_conditional(c.id, t, e, [])?;
+        b.begin_block(Some(t))?;
+        then(self)?;
+        self.s.b.branch(join)?;
+        self.s.b.begin_block(Some(e))?;
+        otherwise(self)?;
+        self.s.b.branch(join)?;
+        self.s.b.begin_block(Some(join))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! Kernel-IR expressions -> SPIR-V instructions, with the same semantics as the LLVM
+//! backend: `minnum`/`maxnum` for float min/max, truncating signed integer division,
+//! saturating float -> int casts with NaN -> 0, bools widening to 0/1.
+
+use super::builder::{glsl, V};
+use super::emitter::Emitter;
+use super::Fail;
+use kiln_compiler::kernel::{BOp, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
+use rspirv::spirv::Op;
+
+impl Emitter<'_, '_> {
+    pub fn expr(&mut self, e: &Expr) -> Result<V, Fail> {
+        Ok(match e {
+            Expr::Lit(l) => match *l {
+                Lit::F32(v) => self.f32_lit(v)?,
+                Lit::I32(v) => self.s.i32(v),
+                Lit::I64(v) => self.s.i64(v),
+                Lit::Bool(v) => self.s.lit(VType::BOOL, v as u64),
+            },
+            Expr::Var(v) => self.read_var(*v)?,
+            Expr::Dim(d) => *self
+                .dims
+                .get(*d as usize)
+                .ok_or_else(|| Fail(format!("symbol {d} was not loaded")))?,
+            Expr::GridIdx(g) => *self
+                .grid
+                .get(*g as usize)
+                .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?,
+            Expr::Load { buf, index, lanes } => {
+                let i = self.expr(index)?;
+                let mut vals = Vec::with_capacity(*lanes as usize);
+                for l in 0..*lanes as i64 {
+                    let at = if l == 0 {
+                        i
+                    } else {
+                        let off = self.s.i64(l);
+                        self.s.op_v(Op::IAdd, VType::I64, &[i, off])?
+                    };
+                    vals.push(self.load(*buf, at)?);
+                }
+                self.compose(&vals)?
+            }
+            Expr::Splat { value, lanes } => {
+                let v = self.expr(value)?;
+                self.splat(v, *lanes)?
+            }
+            Expr::Lanes(xs) => {
+                let vals = xs
+                    .iter()
+                    .map(|x| self.expr(x))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.compose(&vals)?
+            }
+            Expr::Extract { vector, lane } => {
+                let v = self.expr(vector)?;
+                self.extract(v, *lane)?
+            }
+            Expr::Unary(op, a) => {
+                let x = self.expr(a)?;
+                self.unary(*op, x)?
+            }
+            Expr::Binary(op, a, b) => {
+                let (x, y) = (self.expr(a)?, self.expr(b)?);
+                self.binary(*op, x, y)?
+            }
+            Expr::Fma(a, b, c) => {
+                let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
+                self.s.glsl(glsl::FMA, x.t, &[x, y, z])?
+            }
+            Expr::Cmp(c, a, b) => {
+                let (x, y) = (self.expr(a)?, self.expr(b)?);
+                self.compare(*c, x, y)?
+            }
+            Expr::Select(c, a, b) => {
+                let (cv, x, y) = (self.expr(c)?, self.expr(a)?, self.expr(b)?);
+                self.select(cv, x, y)?
+            }
+            Expr::Cast(to, a) => {
+                let x = self.expr(a)?;
+                self.cast(*to, x)?
+            }
+            Expr::Bitcast(to, a) => {
+                let x = self.expr(a)?;
+                if !matches!(to, Elem::F32 | Elem::I32) {
+                    return Err(Fail(format!("bitcast to {to:?}")));
+                }
+                self.s.op_v(Op::Bitcast, VType { elem: *to, ..x.t }, &[x])?
+            }
+            Expr::ReduceLanes(op, a) => {
+                let x = self.expr(a)?;
+                let mut acc = self.extract(x, 0)?;
+                for l in 1..x.t.lanes {
+                    let y = self.extract(x, l)?;
+                    acc = self.reduce_step(*op, acc, y)?;
+                }
+                acc
+            }
+            Expr::Let { var, value, body } => {
+                let v = self.expr(value)?;
+                self.lets.insert(*var, v);
+                self.expr(body)?
+            }
+        })
+    }
+
+    /// An f32 literal. Infinities and NaNs are made from their bits at the point of use:
+    /// naga (like WGSL) refuses non-finite float constants.
+    pub fn f32_lit(&mut self, v: f32) -> Result<V, Fail> {
+        if v.is_finite() {
+            return Ok(self.s.f32(v));
+        }
+        let bits = self.s.i32(v.to_bits() as i32);
+        self.s.op_v(Op::Bitcast, VType::F32, &[bits])
+    }
+
+    pub fn reduce_step(&mut self, op: RedOp, a: V, x: V) -> Result<V, Fail> {
+        match op {
+            RedOp::Sum => self.s.op_v(Op::FAdd, a.t, &[a, x]),
+            RedOp::Max => self.s.glsl(glsl::N_MAX, a.t, &[a, x]),
+        }
+    }
+
+    fn compose(&mut self, vals: &[V]) -> Result<V, Fail> {
+        match vals {
+            [] => Err(Fail::msg("a vector of no lanes")),
+            [one] => Ok(*one),
+            _ if vals.len() > 4 => Err(Fail(format!(
+                "{}-lane vectors: SPIR-V shaders have at most 4 (the GPU schedule is scalar)",
+                vals.len()
+            ))),
+            _ => {
+                let t = vals[0].t.with_lanes(vals.len() as u8);
+                self.s.op_v(Op::CompositeConstruct, t, vals)
+            }
+        }
+    }
+
+    pub fn splat(&mut self, v: V, lanes: u8) -> Result<V, Fail> {
+        let vals = vec![v; lanes as usize];
+        self.compose(&vals)
+    }
+
+    pub fn extract(&mut self, v: V, lane: u8) -> Result<V, Fail> {
+        if v.t.lanes == 1 {
+            return Ok(v);
+        }
+        let t = v.t.with_lanes(1);
+        let ty = self.s.ty(t);
+        let id = self.s.b.composite_extract(ty, None, v.id, [lane as u32])?;
+        Ok(V { id, t })
+    }
+
+    fn unary(&mut self, op: UOp, x: V) -> Result<V, Fail> {
+        let float = x.t.elem == Elem::F32;
+        match (op, float) {
+            (UOp::Neg, true) => self.s.op_v(Op::FNegate, x.t, &[x]),
+            (UOp::Neg, false) => self.s.op_v(Op::SNegate, x.t, &[x]),
+            (UOp::Abs, true) => self.s.glsl(glsl::F_ABS, x.t, &[x]),
+            (UOp::Abs, false) => self.s.glsl(glsl::S_ABS, x.t, &[x]),
+            (UOp::Sqrt, _) => self.s.glsl(glsl::SQRT, x.t, &[x]),
+            (other, _) => Err(Fail(format!(
+                "{other:?} must be expanded by kernel::math before codegen"
+            ))),
+        }
+    }
+
+    pub fn binary(&mut self, op: BOp, x: V, y: V) -> Result<V, Fail> {
+        let t = x.t;
+        let o = match (t.elem, op) {
+            (Elem::F32, BOp::Add) => Op::FAdd,
+            (Elem::F32, BOp::Sub) => Op::FSub,
+            (Elem::F32, BOp::Mul) => Op::FMul,
+            (Elem::F32, BOp::Div) => Op::FDiv,
+            (Elem::F32, BOp::Max) => return self.s.glsl(glsl::N_MAX, t, &[x, y]),
+            (Elem::F32, BOp::Min) => return self.s.glsl(glsl::N_MIN, t, &[x, y]),
+            (Elem::F32, other) => return Err(Fail(format!("{other:?} on float operands"))),
+            (Elem::Bool, BOp::And | BOp::Mul | BOp::Min) => Op::LogicalAnd,
+            (Elem::Bool, BOp::Or | BOp::Max) => Op::LogicalOr,
+            (Elem::Bool, BOp::Xor) => Op::LogicalNotEqual,
+            (Elem::Bool, other) => return Err(Fail(format!("{other:?} on bool operands"))),
+            (_, BOp::Add) => Op::IAdd,
+            (_, BOp::Sub) => Op::ISub,
+            (_, BOp::Mul) => Op::IMul,
+            (_, BOp::Div) => Op::SDiv,
+            (_, BOp::Rem) => Op::SRem,
+            (_, BOp::Shl) => Op::ShiftLeftLogical,
+            (_, BOp::Shr) => Op::ShiftRightLogical,
+            (_, BOp::And) => Op::BitwiseAnd,
+            (_, BOp::Or) => Op::BitwiseOr,
+            (_, BOp::Xor) => Op::BitwiseXor,
+            (_, BOp::Max) => return self.s.glsl(glsl::S_MAX, t, &[x, y]),
+            (_, BOp::Min) => return self.s.glsl(glsl::S_MIN, t, &[x, y]),
+        };
+        self.s.op_v(o, t, &[x, y])
+    }
+
+    pub fn compare(&mut self, c: Cmp, x: V, y: V) -> Result<V, Fail> {
+        let o = match (x.t.elem, c) {
+            (Elem::F32, Cmp::Eq) => Op::FOrdEqual,
+            (Elem::F32, Cmp::Ne) => Op::FUnordNotEqual,
+            (Elem::F32, Cmp::Lt) => Op::FOrdLessThan,
+            (Elem::F32, Cmp::Le) => Op::FOrdLessThanEqual,
+            (Elem::F32, Cmp::Gt) => Op::FOrdGreaterThan,
+            (Elem::F32, Cmp::Ge) => Op::FOrdGreaterThanEqual,
+            (Elem::Bool, Cmp::Eq) => Op::LogicalEqual,
+            (Elem::Bool, Cmp::Ne) => Op::LogicalNotEqual,
+            (Elem::Bool, other) => return Err(Fail(format!("{other:?} on bools"))),
+            (_, Cmp::Eq) => Op::IEqual,
+            (_, Cmp::Ne) => Op::INotEqual,
+            (_, Cmp::Lt) => Op::SLessThan,
+            (_, Cmp::Le) => Op::SLessThanEqual,
+            (_, Cmp::Gt) => Op::SGreaterThan,
+            (_, Cmp::Ge) => Op::SGreaterThanEqual,
+        };
+        let t = VType::BOOL.with_lanes(x.t.lanes);
+        let ty = self.s.ty(t);
+        Ok(V {
+            id: self.s.op(o, ty, &[x.id, y.id])?,
+            t,
+        })
+    }
+
+    pub fn select(&mut self, c: V, a: V, b: V) -> Result<V, Fail> {
+        // Before SPIR-V 1.4 the condition needs as many lanes as the values.
+        let c = if c.t.lanes != a.t.lanes {
+            self.splat(c, a.t.lanes)?
+        } else {
+            c
+        };
+        let ty = self.s.ty(a.t);
+        Ok(V {
+            id: self.s.op(Op::Select, ty, &[c.id, a.id, b.id])?,
+            t: a.t,
+        })
+    }
+
+    pub fn cast(&mut self, to: Elem, x: V) -> Result<V, Fail> {
+        let t = VType { elem: to, ..x.t };
+        if x.t == t {
+            return Ok(x);
+        }
+        match (x.t.elem, to) {
+            (_, Elem::Bool) => {
+                let zero = self.s.lit(x.t, 0);
+                self.compare(Cmp::Ne, x, zero)
+            }
+            (Elem::Bool, _) => {
+                let one = match to {
+                    Elem::F32 => 1f32.to_bits() as u64,
+                    _ => 1,
+                };
+                let (one, zero) = (self.s.lit(t, one), self.s.lit(t, 0));
+                self.select(x, one, zero)
+            }
+            (Elem::I32 | Elem::I64, Elem::F32) => self.s.op_v(Op::ConvertSToF, t, &[x]),
+            (Elem::F32, _) => {
+                // Saturating, NaN -> 0, as the interpreter and the CPU backends.
+                let (lo, hi) = if to == Elem::I64 {
+                    (-9.223_372e18f32, 9.223_371_5e18f32)
+                } else {
+                    (-2_147_483_648.0, 2_147_483_520.0)
+                };
+                let (lo, hi) = (
+                    self.s.lit(x.t, lo.to_bits() as u64),
+                    self.s.lit(x.t, hi.to_bits() as u64),
+                );
+                let c = self.s.glsl(glsl::N_MAX, x.t, &[x, lo])?;
+                let c = self.s.glsl(glsl::N_MIN, x.t, &[c, hi])?;
+                let int = self.s.op_v(Op::ConvertFToS, t, &[c])?;
+                let nan = self.compare(Cmp::Ne, x, x)?;
+                let zero = self.s.lit(t, 0);
+                self.select(nan, zero, int)
+            }
+            // Widening sign-extends, narrowing keeps the low bits.
+            _ => self.s.op_v(Op::SConvert, t, &[x]),
+        }
+    }
+
+    /// `x op c` for an i32 value and constant.
+    pub fn ib(&mut self, op: BOp, x: V, c: u32) -> Result<V, Fail> {
+        let k = self.s.lit(x.t, c as u64);
+        self.binary(op, x, k)
+    }
+
+    pub fn to_i32(&mut self, x: V) -> Result<V, Fail> {
+        self.cast(Elem::I32, x)
+    }
+}

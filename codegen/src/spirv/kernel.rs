@@ -1,0 +1,436 @@
+//! The module's shared interface and one compute entry point per kernel.
+//!
+//! The grid maps onto workgroups exactly as on the other GPU targets
+//! (`kiln_compiler::kernel::gpu::launch_shape`): a thread per point, or a workgroup per
+//! point whose invocations share `Map` loops and `Reduce`s. Entry points loop over points
+//! with a grid stride, so any workgroup count is correct. A block-wide reduction combines
+//! the invocations' partial results in workgroup memory as a fixed tree, so results do not
+//! depend on the device's subgroup size.
+
+use super::builder::{Spv, V};
+use super::emitter::{Abi, Emitter};
+use super::Fail;
+use kiln_compiler::kernel::gpu::{has_shared_loop, launch_shape, GpuLaunch};
+use kiln_compiler::kernel::{Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
+use rspirv::dr::Operand;
+use rspirv::spirv::{
+    BuiltIn, Decoration, ExecutionMode, ExecutionModel, FunctionControl, MemorySemantics, Op,
+    Scope, StorageClass, Word,
+};
+use std::collections::HashMap;
+
+/// Creates the globals every entry point uses: `bindings` storage buffers of 32-bit words,
+/// the push-constant block (`points`, then `dims` symbol values), the invocation and
+/// workgroup ids, and the reduction array.
+pub fn abi(s: &mut Spv, bindings: u32, dims: u32, threads: u32) -> Abi {
+    let i32t = s.ty(VType::I32);
+    let i64t = s.ty(VType::I64);
+    let f32t = s.ty(VType::F32);
+    let words = s.b.type_runtime_array(i32t);
+    s.b.decorate(words, Decoration::ArrayStride, [Operand::LiteralBit32(4)]);
+    let buffer = s.b.type_struct([words]);
+    s.b.decorate(buffer, Decoration::Block, []);
+    s.b.member_decorate(buffer, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
+    let buffer_ptr = s.ptr(StorageClass::StorageBuffer, buffer);
+    let bindings = (0..bindings)
+        .map(|i| {
+            let v =
+                s.b.variable(buffer_ptr, None, StorageClass::StorageBuffer, None);
+            s.b.decorate(v, Decoration::DescriptorSet, [Operand::LiteralBit32(0)]);
+            s.b.decorate(v, Decoration::Binding, [Operand::LiteralBit32(i)]);
+            v
+        })
+        .collect();
+
+    let n = s.u32_const(dims.max(1));
+    let dims_arr = s.b.type_array(i64t, n);
+    s.b.decorate(
+        dims_arr,
+        Decoration::ArrayStride,
+        [Operand::LiteralBit32(8)],
+    );
+    let push_t = s.b.type_struct([i64t, dims_arr]);
+    s.b.decorate(push_t, Decoration::Block, []);
+    s.b.member_decorate(push_t, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
+    s.b.member_decorate(push_t, 1, Decoration::Offset, [Operand::LiteralBit32(8)]);
+    let push_ptr = s.ptr(StorageClass::PushConstant, push_t);
+    let push =
+        s.b.variable(push_ptr, None, StorageClass::PushConstant, None);
+
+    let u32t = s.u32_ty();
+    let uvec3 = s.b.type_vector(u32t, 3);
+    let in_ptr = s.ptr(StorageClass::Input, uvec3);
+    let mut builtin = |which: BuiltIn| {
+        let v = s.b.variable(in_ptr, None, StorageClass::Input, None);
+        s.b.decorate(v, Decoration::BuiltIn, [Operand::BuiltIn(which)]);
+        v
+    };
+    let local_id = builtin(BuiltIn::LocalInvocationId);
+    let group_id = builtin(BuiltIn::WorkgroupId);
+    let group_count = builtin(BuiltIn::NumWorkgroups);
+
+    let len = s.u32_const(threads);
+    let arr = s.b.type_array(f32t, len);
+    let arr_ptr = s.ptr(StorageClass::Workgroup, arr);
+    let partials = s.b.variable(arr_ptr, None, StorageClass::Workgroup, None);
+    Abi {
+        bindings,
+        push,
+        local_id,
+        group_id,
+        group_count,
+        partials,
+    }
+}
+
+impl Abi {
+    /// Every global, for entry-point interfaces (SPIR-V 1.4 and later list them all;
+    /// earlier versions list only inputs).
+    pub fn globals(&self, all: bool) -> Vec<Word> {
+        let mut v = vec![self.local_id, self.group_id, self.group_count];
+        if all {
+            v.extend(&self.bindings);
+            v.push(self.push);
+            v.push(self.partials);
+        }
+        v
+    }
+}
+
+/// Adds kernel `k` as entry point `kiln_<name>`.
+pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(), Fail> {
+    let launch = launch_shape(&k.body);
+    let void = s.b.type_void();
+    let fn_ty = s.b.type_function(void, []);
+    let f =
+        s.b.begin_function(void, None, FunctionControl::NONE, fn_ty)?;
+    let name = crate::symbol_name(&k.name);
+    s.b.name(f, name.clone());
+    s.b.begin_block(None)?;
+    let start = s.b.id();
+    s.b.branch(start)?;
+    s.b.begin_block(Some(start))?;
+    let locals_needed = !k.locals.is_empty();
+    if locals_needed && launch.block_per_point() {
+        return Err(Fail::msg(
+            "kernel-local arrays in a block-per-point kernel need workgroup memory, which \
+             the GPU lowering does not allocate yet",
+        ));
+    }
+    let mut em = Emitter {
+        s,
+        abi,
+        k,
+        locals: Vec::new(),
+        dims: Vec::new(),
+        grid: Vec::new(),
+        lets: HashMap::new(),
+        vars: HashMap::new(),
+        fn_vars: Vec::new(),
+    };
+    for l in &k.locals {
+        let elem = match l.dtype {
+            kiln_ir::DType::I32 => VType::I32,
+            _ => VType::F32,
+        };
+        let et = em.s.ty(elem);
+        let n = em.s.u32_const(l.len);
+        let arr = em.s.b.type_array(et, n);
+        let v = em.function_var(arr);
+        em.locals.push(v);
+    }
+    for d in 0..k.dims_read() {
+        let v = em.push_i64(&[1, d])?;
+        em.dims.push(v);
+    }
+    let points = em.push_i64(&[0])?;
+    let extents = k
+        .grid
+        .iter()
+        .map(|g| em.expr(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let g = Ids {
+        thread: em.builtin_x(abi.local_id)?,
+        block: em.builtin_x(abi.group_id)?,
+        blocks: em.builtin_x(abi.group_count)?,
+        launch,
+    };
+    if launch.block_per_point() {
+        em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            block_stmts(em, &g, &k.body)
+        })?;
+    } else {
+        let t = em.s.i64(launch.threads as i64);
+        let first = em.s.op_v(Op::IMul, VType::I64, &[g.block, t])?;
+        let first = em.s.op_v(Op::IAdd, VType::I64, &[first, g.thread])?;
+        let step = em.s.op_v(Op::IMul, VType::I64, &[g.blocks, t])?;
+        em.strided_loop(first, points, step, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            stmts(em, &k.body)
+        })?;
+    }
+    em.s.b.ret()?;
+    em.place_vars()?;
+    s.b.end_function()?;
+    s.b.entry_point(ExecutionModel::GLCompute, f, name, abi.globals(all_globals));
+    s.b.execution_mode(f, ExecutionMode::LocalSize, [launch.threads, 1, 1]);
+    Ok(())
+}
+
+/// Per-launch values every statement may need.
+struct Ids {
+    thread: V,
+    block: V,
+    blocks: V,
+    launch: GpuLaunch,
+}
+
+impl Emitter<'_, '_> {
+    /// Push-constant member at access-chain `path`, an i64.
+    fn push_i64(&mut self, path: &[u32]) -> Result<V, Fail> {
+        let i64t = self.s.ty(VType::I64);
+        let ptr_t = self.s.ptr(StorageClass::PushConstant, i64t);
+        let idx: Vec<Word> = path.iter().map(|&p| self.s.i32(p as i32).id).collect();
+        let ptr = self.s.b.access_chain(ptr_t, None, self.abi.push, idx)?;
+        self.load_ptr(ptr, VType::I64)
+    }
+
+    /// Component x of a `uvec3` built-in, as an i64.
+    fn builtin_x(&mut self, var: Word) -> Result<V, Fail> {
+        let u32t = self.s.u32_ty();
+        let uvec3 = self.s.b.type_vector(u32t, 3);
+        let v = self.s.op(Op::Load, uvec3, &[var])?;
+        let x = self.s.b.composite_extract(u32t, None, v, [0])?;
+        let i32t = self.s.ty(VType::I32);
+        let x = self.s.op(Op::Bitcast, i32t, &[x])?;
+        let i64t = self.s.ty(VType::I64);
+        Ok(V {
+            id: self.s.op(Op::SConvert, i64t, &[x])?,
+            t: VType::I64,
+        })
+    }
+
+    /// Waits for every invocation of the workgroup; their writes to buffers and workgroup
+    /// memory before it are visible to all after it.
+    fn barrier(&mut self) -> Result<(), Fail> {
+        let wg = self.s.u32_const(Scope::Workgroup as u32);
+        let sem = MemorySemantics::ACQUIRE_RELEASE
+            | MemorySemantics::UNIFORM_MEMORY
+            | MemorySemantics::WORKGROUP_MEMORY;
+        let sem = self.s.u32_const(sem.bits());
+        self.s.effect(
+            Op::ControlBarrier,
+            vec![Operand::IdRef(wg), Operand::IdRef(wg), Operand::IdRef(sem)],
+        )
+    }
+
+    fn partial(&mut self, at: V) -> Result<Word, Fail> {
+        let f32t = self.s.ty(VType::F32);
+        let ptr_t = self.s.ptr(StorageClass::Workgroup, f32t);
+        Ok(self
+            .s
+            .b
+            .access_chain(ptr_t, None, self.abi.partials, [at.id])?)
+    }
+
+    /// Combines every invocation's `x` with `op`; all get the result.
+    fn block_reduce(&mut self, g: &Ids, op: RedOp, x: V) -> Result<V, Fail> {
+        let t = self.to_i32(g.thread)?;
+        let mine = self.partial(t)?;
+        self.store_ptr(mine, x.id)?;
+        self.barrier()?;
+        let mut half = g.launch.threads / 2;
+        while half > 0 {
+            let h = self.s.i32(half as i32);
+            let active = self.compare(Cmp::Lt, t, h)?;
+            self.if_else(
+                active,
+                &mut |em| {
+                    let other = em.s.op_v(Op::IAdd, VType::I32, &[t, h])?;
+                    let theirs = em.partial(other)?;
+                    let a = em.load_ptr(mine, VType::F32)?;
+                    let b = em.load_ptr(theirs, VType::F32)?;
+                    let r = em.reduce_step(op, a, b)?;
+                    em.store_ptr(mine, r.id)
+                },
+                &mut |_| Ok(()),
+            )?;
+            self.barrier()?;
+            half /= 2;
+        }
+        let zero = self.s.i32(0);
+        let first = self.partial(zero)?;
+        let total = self.load_ptr(first, VType::F32)?;
+        // The next reduction overwrites the array only after everyone has read it.
+        self.barrier()?;
+        Ok(total)
+    }
+}
+
+fn decompose(em: &mut Emitter, flat: V, extents: &[V]) -> Result<Vec<V>, Fail> {
+    let mut idx = vec![flat; extents.len()];
+    let mut rest = flat;
+    for g in (0..extents.len()).rev() {
+        if g == 0 {
+            idx[g] = rest;
+        } else {
+            idx[g] = em.s.op_v(Op::SRem, VType::I64, &[rest, extents[g]])?;
+            rest = em.s.op_v(Op::SDiv, VType::I64, &[rest, extents[g]])?;
+        }
+    }
+    Ok(idx)
+}
+
+fn stmts(em: &mut Emitter, body: &[Stmt]) -> Result<(), Fail> {
+    for s in body {
+        stmt(em, s)?;
+    }
+    Ok(())
+}
+
+fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
+    match s {
+        Stmt::Let { var, value } => {
+            let v = em.expr(value)?;
+            em.lets.insert(*var, v);
+        }
+        Stmt::Decl { var, init } => {
+            let v = em.expr(init)?;
+            em.declare(*var, v)?;
+        }
+        Stmt::Assign { var, value } => {
+            let v = em.expr(value)?;
+            em.assign(*var, v)?;
+        }
+        Stmt::Store { buf, index, value } => {
+            let i = em.expr(index)?;
+            let v = em.expr(value)?;
+            for l in 0..v.t.lanes {
+                let x = em.extract(v, l)?;
+                let at = if l == 0 {
+                    i
+                } else {
+                    let off = em.s.i64(l as i64);
+                    em.s.op_v(Op::IAdd, VType::I64, &[i, off])?
+                };
+                em.store(*buf, at, x)?;
+            }
+        }
+        Stmt::Loop {
+            var, extent, body, ..
+        } => {
+            let n = em.expr(extent)?;
+            em.counted_loop(n, &mut |em, it| {
+                em.lets.insert(*var, it);
+                stmts(em, body)
+            })?;
+        }
+        Stmt::Reduce {
+            acc,
+            op,
+            var,
+            extent,
+            value,
+            ..
+        } => {
+            let (zero, one) = (em.s.i64(0), em.s.i64(1));
+            reduce_strided(em, (*acc, *op, *var), extent, value, zero, one)?;
+        }
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => {
+            let c = em.expr(cond)?;
+            em.if_else(c, &mut |em| stmts(em, then), &mut |em| stmts(em, otherwise))?;
+        }
+    }
+    Ok(())
+}
+
+/// `acc = op over var in start, start + step, .. < extent of value`.
+fn reduce_strided(
+    em: &mut Emitter,
+    (acc, op, var): (u32, RedOp, u32),
+    extent: &kiln_compiler::kernel::Expr,
+    value: &kiln_compiler::kernel::Expr,
+    start: V,
+    step: V,
+) -> Result<(), Fail> {
+    let init = match op {
+        RedOp::Sum => em.s.f32(0.0),
+        RedOp::Max => em.f32_lit(f32::NEG_INFINITY)?,
+    };
+    em.declare(acc, init)?;
+    let n = em.expr(extent)?;
+    em.strided_loop(start, n, step, &mut |em, it| {
+        em.lets.insert(var, it);
+        let x = em.expr(value)?;
+        let a = em.read_var(acc)?;
+        let r = em.reduce_step(op, a, x)?;
+        em.assign(acc, r)
+    })
+}
+
+/// Statements every invocation of the workgroup reaches (see `llvm/gpu/kernel.rs`, whose
+/// mapping this is).
+fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
+    let threads = em.s.i64(g.launch.threads as i64);
+    for s in body {
+        if !has_shared_loop(s) {
+            stmt(em, s)?;
+            continue;
+        }
+        match s {
+            Stmt::Loop {
+                var,
+                extent,
+                kind: LoopKind::Map,
+                body,
+                ..
+            } => {
+                let n = em.expr(extent)?;
+                em.strided_loop(g.thread, n, threads, &mut |em, it| {
+                    em.lets.insert(*var, it);
+                    stmts(em, body)
+                })?;
+                em.barrier()?;
+            }
+            Stmt::Loop {
+                var, extent, body, ..
+            } => {
+                let n = em.expr(extent)?;
+                em.counted_loop(n, &mut |em, it| {
+                    em.lets.insert(*var, it);
+                    block_stmts(em, g, body)
+                })?;
+            }
+            Stmt::Reduce {
+                acc,
+                op,
+                var,
+                extent,
+                value,
+                ..
+            } => {
+                reduce_strided(em, (*acc, *op, *var), extent, value, g.thread, threads)?;
+                let part = em.read_var(*acc)?;
+                let total = em.block_reduce(g, *op, part)?;
+                em.assign(*acc, total)?;
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = em.expr(cond)?;
+                em.if_else(c, &mut |em| block_stmts(em, g, then), &mut |em| {
+                    block_stmts(em, g, otherwise)
+                })?;
+            }
+            other => stmt(em, other)?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Buffer elements of every storage dtype, read and written through 32-bit words.
+//!
+//! Every binding is an array of 32-bit words, whatever the dtype of the kernel argument:
+//! that needs no 8- or 16-bit storage features, so one module runs on every Vulkan device,
+//! and quantized weights (u8 block bytes) are read as the raw words they are. Narrow
+//! elements are shifted out of their word; narrow stores merge into their word with two
+//! atomic bit operations, since neighbouring elements of one word may belong to other
+//! threads. Half-precision conversions are integer code with the same rounding as the CPU
+//! backends (nearest even, NaN stays NaN), never subject to a device's denormal flushing.
+
+use super::builder::V;
+use super::emitter::Emitter;
+use super::Fail;
+use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, VType};
+use kiln_ir::DType;
+use rspirv::dr::Operand;
+use rspirv::spirv::{Op, Scope, StorageClass, Word};
+
+impl Emitter<'_, '_> {
+    /// One element of `buf` at element index `i` (an i64), widened to its value type.
+    pub fn load(&mut self, buf: Buf, i: V) -> Result<V, Fail> {
+        let a = match buf {
+            Buf::Local(l) => {
+                let (ptr, t) = self.local_ptr(l, i)?;
+                return self.load_ptr(ptr, t);
+            }
+            Buf::Arg(a) => a,
+        };
+        let dtype = self.k.buf_dtype(buf);
+        match dtype {
+            DType::F32 | DType::I32 => {
+                let w = self.load_word(a, i)?;
+                let elem = Elem::of_storage(dtype);
+                self.s.op_v(Op::Bitcast, VType { elem, lanes: 1 }, &[w])
+            }
+            DType::I64 => {
+                let two = self.s.i64(2);
+                let lo_at = self.s.op_v(Op::IMul, VType::I64, &[i, two])?;
+                let one = self.s.i64(1);
+                let hi_at = self.s.op_v(Op::IAdd, VType::I64, &[lo_at, one])?;
+                let lo = self.load_word(a, lo_at)?;
+                let hi = self.load_word(a, hi_at)?;
+                let lo = self.s.op_v(Op::SConvert, VType::I64, &[lo])?;
+                let mask = self.s.i64(0xffff_ffff);
+                let lo = self.binary(BOp::And, lo, mask)?;
+                let hi = self.s.op_v(Op::SConvert, VType::I64, &[hi])?;
+                let shift = self.s.i64(32);
+                let hi = self.binary(BOp::Shl, hi, shift)?;
+                self.binary(BOp::Or, lo, hi)
+            }
+            DType::F16 | DType::BF16 | DType::U8 => {
+                let (word, shift) = self.sub_word(i, dtype)?;
+                let w = self.load_word(a, word)?;
+                let w = self.binary(BOp::Shr, w, shift)?;
+                let bits = self.ib(BOp::And, w, narrow_mask(dtype))?;
+                match dtype {
+                    DType::F16 => self.f16_to_f32(bits),
+                    DType::BF16 => {
+                        let w = self.ib(BOp::Shl, bits, 16)?;
+                        self.s.op_v(Op::Bitcast, VType::F32, &[w])
+                    }
+                    _ => Ok(bits),
+                }
+            }
+        }
+    }
+
+    /// Stores scalar `v` as element `i` of `buf`, narrowed to the buffer's dtype.
+    pub fn store(&mut self, buf: Buf, i: V, v: V) -> Result<(), Fail> {
+        let a = match buf {
+            Buf::Local(l) => {
+                let (ptr, _) = self.local_ptr(l, i)?;
+                return self.store_ptr(ptr, v.id);
+            }
+            Buf::Arg(a) => a,
+        };
+        let dtype = self.k.buf_dtype(buf);
+        match dtype {
+            DType::F32 | DType::I32 => {
+                let bits = self.s.op_v(Op::Bitcast, VType::I32, &[v])?;
+                let ptr = self.word_ptr(a, i)?;
+                self.store_ptr(ptr, bits.id)
+            }
+            DType::I64 => {
+                let lo = self.s.op_v(Op::SConvert, VType::I32, &[v])?;
+                let shift = self.s.i64(32);
+                let hi = self.binary(BOp::Shr, v, shift)?;
+                let hi = self.s.op_v(Op::SConvert, VType::I32, &[hi])?;
+                let two = self.s.i64(2);
+                let lo_at = self.s.op_v(Op::IMul, VType::I64, &[i, two])?;
+                let one = self.s.i64(1);
+                let hi_at = self.s.op_v(Op::IAdd, VType::I64, &[lo_at, one])?;
+                let p = self.word_ptr(a, lo_at)?;
+                self.store_ptr(p, lo.id)?;
+                let p = self.word_ptr(a, hi_at)?;
+                self.store_ptr(p, hi.id)
+            }
+            DType::F16 | DType::BF16 | DType::U8 => {
+                let bits = match dtype {
+                    DType::F16 => self.f32_to_f16(v)?,
+                    DType::BF16 => self.f32_to_bf16(v)?,
+                    _ => v,
+                };
+                let bits = self.ib(BOp::And, bits, narrow_mask(dtype))?;
+                let (word, shift) = self.sub_word(i, dtype)?;
+                let bits = self.binary(BOp::Shl, bits, shift)?;
+                let mask = self.s.i32(narrow_mask(dtype) as i32);
+                let mask = self.binary(BOp::Shl, mask, shift)?;
+                let keep = self.ib(BOp::Xor, mask, u32::MAX)?;
+                let ptr = self.word_ptr(a, word)?;
+                self.atomic(Op::AtomicAnd, ptr, keep)?;
+                self.atomic(Op::AtomicOr, ptr, bits)
+            }
+        }
+    }
+
+    /// The word holding element `i` of a narrow dtype, and the element's bit offset in it.
+    fn sub_word(&mut self, i: V, dtype: DType) -> Result<(V, V), Fail> {
+        let per_word = (4 / dtype.size_bytes()) as i64;
+        let log = per_word.trailing_zeros() as i64;
+        let log_v = self.s.i64(log);
+        let word = self.binary(BOp::Shr, i, log_v)?;
+        let sub = self.s.i64(per_word - 1);
+        let sub = self.binary(BOp::And, i, sub)?;
+        let sub = self.to_i32(sub)?;
+        let bits = self.ib(BOp::Mul, sub, 8 * dtype.size_bytes() as u32)?;
+        Ok((word, bits))
+    }
+
+    fn word_ptr(&mut self, arg: u32, word: V) -> Result<Word, Fail> {
+        let var = *self
+            .abi
+            .bindings
+            .get(arg as usize)
+            .ok_or_else(|| Fail(format!("argument {arg} has no binding")))?;
+        let i32t = self.s.ty(VType::I32);
+        let ptr_t = self.s.ptr(StorageClass::StorageBuffer, i32t);
+        let zero = self.s.i32(0);
+        let w = self.to_i32(word)?;
+        Ok(self.s.b.access_chain(ptr_t, None, var, [zero.id, w.id])?)
+    }
+
+    fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {
+        let ptr = self.word_ptr(arg, word)?;
+        self.load_ptr(ptr, VType::I32)
+    }
+
+    fn local_ptr(&mut self, l: u32, i: V) -> Result<(Word, VType), Fail> {
+        let buf = &self.k.locals[l as usize];
+        let t = match buf.dtype {
+            DType::F32 => VType::F32,
+            DType::I32 => VType::I32,
+            other => {
+                return Err(Fail(format!(
+                    "kernel-local arrays of {other:?}: the SPIR-V backend keeps f32 and i32 only"
+                )))
+            }
+        };
+        let var = self.locals[l as usize];
+        let ty = self.s.ty(t);
+        let ptr_t = self.s.ptr(StorageClass::Function, ty);
+        let at = self.to_i32(i)?;
+        Ok((self.s.b.access_chain(ptr_t, None, var, [at.id])?, t))
+    }
+
+    fn atomic(&mut self, op: Op, ptr: Word, value: V) -> Result<(), Fail> {
+        let i32t = self.s.ty(VType::I32);
+        let scope = self.s.u32_const(Scope::Device as u32);
+        let relaxed = self.s.u32_const(0);
+        let id = self.s.b.id();
+        let inst = rspirv::dr::Instruction::new(
+            op,
+            Some(i32t),
+            Some(id),
+            vec![
+                Operand::IdRef(ptr),
+                Operand::IdRef(scope),
+                Operand::IdRef(relaxed),
+                Operand::IdRef(value.id),
+            ],
+        );
+        self.s
+            .b
+            .insert_into_block(rspirv::dr::InsertPoint::End, inst)?;
+        Ok(())
+    }
+
+    /// Half bits (in the low 16 bits of an i32) -> f32. Subnormal halves are converted as
+    /// integers times 2^-24, which is exact and needs no f32 denormals.
+    fn f16_to_f32(&mut self, h: V) -> Result<V, Fail> {
+        let sign = self.ib(BOp::And, h, 0x8000)?;
+        let sign = self.ib(BOp::Shl, sign, 16)?;
+        let em = self.ib(BOp::And, h, 0x7fff)?;
+        let shifted = self.ib(BOp::Shl, em, 13)?;
+        let normal = self.ib(BOp::Add, shifted, 0x3800_0000)?;
+        let inf_nan = self.ib(BOp::Or, shifted, 0x7f80_0000)?;
+        let sub = self.s.op_v(Op::ConvertSToF, VType::F32, &[em])?;
+        let scale = self.s.f32(2f32.powi(-24));
+        let sub = self.binary(BOp::Mul, sub, scale)?;
+        let sub = self.s.op_v(Op::Bitcast, VType::I32, &[sub])?;
+        let k = self.s.i32(0x400);
+        let is_sub = self.compare(Cmp::Lt, em, k)?;
+        let finite = self.select(is_sub, sub, normal)?;
+        let k = self.s.i32(0x7c00);
+        let special = self.compare(Cmp::Ge, em, k)?;
+        let r = self.select(special, inf_nan, finite)?;
+        let r = self.binary(BOp::Or, r, sign)?;
+        self.s.op_v(Op::Bitcast, VType::F32, &[r])
+    }
+
+    /// f32 -> half bits in an i32, rounding to nearest even.
+    fn f32_to_f16(&mut self, v: V) -> Result<V, Fail> {
+        let bits = self.s.op_v(Op::Bitcast, VType::I32, &[v])?;
+        let sign = self.ib(BOp::And, bits, 0x8000_0000)?;
+        let a = self.binary(BOp::Xor, bits, sign)?;
+        let k = self.s.i32(0x7f80_0000);
+        let nan = self.compare(Cmp::Gt, a, k)?;
+        let (qnan, inf) = (self.s.i32(0x7e00), self.s.i32(0x7c00));
+        let big = self.select(nan, qnan, inf)?;
+        // Results below the smallest normal half: let the FPU round by adding 0.5.
+        let af = self.s.op_v(Op::Bitcast, VType::F32, &[a])?;
+        let half = self.s.f32(0.5);
+        let sum = self.binary(BOp::Add, af, half)?;
+        let sum = self.s.op_v(Op::Bitcast, VType::I32, &[sum])?;
+        let den = self.ib(BOp::Sub, sum, 0x3f00_0000)?;
+        // Normal results: rebias, round to nearest even, shift into place.
+        let odd = self.ib(BOp::Shr, a, 13)?;
+        let odd = self.ib(BOp::And, odd, 1)?;
+        let t = self.ib(BOp::Add, a, 0xc800_0fff)?;
+        let t = self.binary(BOp::Add, t, odd)?;
+        let norm = self.ib(BOp::Shr, t, 13)?;
+        let k = self.s.i32(0x4780_0000);
+        let is_big = self.compare(Cmp::Ge, a, k)?;
+        let k = self.s.i32(0x3880_0000);
+        let is_den = self.compare(Cmp::Lt, a, k)?;
+        let small = self.select(is_den, den, norm)?;
+        let o = self.select(is_big, big, small)?;
+        let s16 = self.ib(BOp::Shr, sign, 16)?;
+        self.binary(BOp::Or, o, s16)
+    }
+
+    /// f32 -> bf16 bits in an i32, rounding to nearest even; NaN stays a (quiet) NaN.
+    fn f32_to_bf16(&mut self, v: V) -> Result<V, Fail> {
+        let bits = self.s.op_v(Op::Bitcast, VType::I32, &[v])?;
+        let high = self.ib(BOp::Shr, bits, 16)?;
+        let lsb = self.ib(BOp::And, high, 1)?;
+        let biased = self.ib(BOp::Add, bits, 0x7fff)?;
+        let rounded = self.binary(BOp::Add, biased, lsb)?;
+        let rounded = self.ib(BOp::Shr, rounded, 16)?;
+        let quiet = self.ib(BOp::Or, high, 0x40)?;
+        let is_nan = self.compare(Cmp::Ne, v, v)?;
+        self.select(is_nan, quiet, rounded)
+    }
+}
+
+fn narrow_mask(d: DType) -> u32 {
+    match d.size_bytes() {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => u32::MAX,
+    }
+}

@@ -1,0 +1,135 @@
+//! SPIR-V modules from graphs compiled by the real pipeline, checked by naga (inside
+//! `compile`) and by `spirv-val`, the Khronos validator. Whether they also run is the
+//! Vulkan conformance suite's job (`tests/conformance.rs`).
+
+use crate::Backend;
+use kiln_compiler::pipeline::{compile, Options};
+use kiln_compiler::Target;
+use rspirv::spirv::{ExecutionModel, Op};
+
+const MODEL: &str = "kir 1
+%x = input \"x\" f32[rows,300]
+%w = input \"w\" f32[300]
+%h = input \"m\" f16[300,64]
+%m = cast %h dtype=f32
+%n = rms_norm %x, %w eps=1e-5
+%s = softmax %n axis=1
+%y = matmul %s, %m transpose_a=false transpose_b=false
+%g = silu %y
+%o = cast %g dtype=bf16
+output \"y\" = %o
+";
+
+/// The module of MODEL for `target`, and its kernels' names.
+fn module_for(target: &str) -> (Vec<u8>, Vec<String>) {
+    let g = kiln_ir::text::parse(MODEL).unwrap();
+    let t: Target = target.parse().unwrap();
+    let c = compile(&g, &t, &Options::default()).unwrap();
+    let code = super::SpirvBackend
+        .compile(c.kernels(), &t)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names = c.kernels().iter().map(|k| k.name.clone()).collect();
+    (code, names)
+}
+
+fn words(code: &[u8]) -> Vec<u32> {
+    code.chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Runs `spirv-val` on `code`; `None` when the tool is missing and not required.
+fn spirv_val(code: &[u8], env: &str) -> Option<std::process::Output> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.spv");
+    std::fs::write(&path, code).unwrap();
+    match std::process::Command::new("spirv-val")
+        .args(["--target-env", env])
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => Some(out),
+        Err(e) if std::env::var_os("KILN_REQUIRE_SPIRV_VAL").is_none() => {
+            eprintln!("skipped: spirv-val not runnable ({e}); install spirv-tools");
+            None
+        }
+        Err(e) => panic!("spirv-val is required (KILN_REQUIRE_SPIRV_VAL) but: {e}"),
+    }
+}
+
+#[test]
+fn every_version_passes_the_khronos_validator() {
+    for (target, env) in [
+        ("vulkan:spv1.3", "vulkan1.1"),
+        ("vulkan:spv1.5", "vulkan1.2"),
+        ("vulkan:spv1.6", "vulkan1.3"),
+    ] {
+        let (code, _) = module_for(target);
+        let w = words(&code);
+        assert_eq!(w[0], 0x0723_0203, "magic");
+        let minor = target.rsplit('.').next().unwrap().parse::<u32>().unwrap();
+        assert_eq!(w[1], (1 << 16) | (minor << 8), "{target}: version word");
+        if let Some(out) = spirv_val(&code, env) {
+            assert!(
+                out.status.success(),
+                "{target}: spirv-val:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn every_kernel_is_a_compute_entry_point_with_its_workgroup_size() {
+    let (code, names) = module_for("vulkan:spv1.3");
+    let m = rspirv::dr::load_words(words(&code)).unwrap();
+    let entries: Vec<String> = m
+        .entry_points
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                e.operands[0].unwrap_execution_model(),
+                ExecutionModel::GLCompute
+            );
+            e.operands[2].unwrap_literal_string().to_string()
+        })
+        .collect();
+    for n in &names {
+        assert!(entries.contains(&format!("kiln_{n}")), "{n}: {entries:?}");
+    }
+    assert_eq!(m.execution_modes.len(), names.len());
+    for mode in &m.execution_modes {
+        assert_eq!(mode.operands[2].unwrap_literal_bit32(), 256);
+    }
+    let ops: Vec<Op> = m
+        .functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.instructions)
+        .map(|i| i.class.opcode)
+        .collect();
+    // Reductions (rms_norm, softmax) combine partial results across the workgroup, and the
+    // bf16 output is merged into its words atomically.
+    assert!(ops.contains(&Op::ControlBarrier));
+    assert!(ops.contains(&Op::AtomicOr) && ops.contains(&Op::AtomicAnd));
+}
+
+#[test]
+fn other_targets_and_versions_are_refused_with_a_reason() {
+    let be = super::SpirvBackend;
+    let cpu: Target = "cpu:x86-64-v2".parse().unwrap();
+    assert!(be.check(&cpu).unwrap_err().to_string().contains("vulkan"));
+    let bad = Target::Vulkan("spv1.2".into());
+    let e = be.check(&bad).unwrap_err().to_string();
+    assert!(e.contains("spv1.3 .. spv1.6"), "{e}");
+}
+
+#[test]
+fn naga_rejections_name_the_module_problem() {
+    // A truncated module: naga's front end must refuse it rather than panic.
+    let (code, _) = module_for("vulkan:spv1.3");
+    let w = words(&code);
+    let e = super::validate(&w[..w.len() / 2]).unwrap_err();
+    assert!(e.1.contains("naga"), "{e:?}");
+}
