@@ -22,6 +22,18 @@ pub enum BackendChoice {
     Cranelift,
 }
 
+/// The code generator for `target`: SPIR-V for `vulkan:` targets (the only one that emits
+/// them), else the chosen LLVM or Cranelift backend.
+pub fn backend_for(choice: BackendChoice, target: &Target) -> Result<Box<dyn Backend>> {
+    if let Target::Vulkan(_) = target {
+        #[cfg(feature = "spirv")]
+        return Ok(Box::new(kiln_codegen::spirv::SpirvBackend));
+        #[cfg(not(feature = "spirv"))]
+        bail!("this kiln was built without the SPIR-V backend (cargo feature `spirv`)");
+    }
+    backend(choice)
+}
+
 pub fn backend(choice: BackendChoice) -> Result<Box<dyn Backend>> {
     match choice {
         #[cfg(feature = "llvm")]
@@ -97,7 +109,6 @@ pub fn assemble(
         .weights
         .check(&model.graph)
         .with_context(|| format!("model {}", model.name))?;
-    let be = backend(choice)?;
     let mut weights = WeightsLayout::default();
     for name in kiln_models::weights::Weights::names_in(&model.graph) {
         let t = model.weights.get(&name).expect("checked above");
@@ -112,6 +123,7 @@ pub fn assemble(
             n + 1,
             targets.len()
         ));
+        let be = backend_for(choice, target)?;
         be.check(target)
             .with_context(|| format!("target {target}"))?;
         let t0 = Instant::now();

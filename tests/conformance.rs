@@ -578,6 +578,15 @@ fn conformance_cranelift() {
 
 /// The suite on the GPU, compiled for the device's own capability (skipped, saying why,
 /// without one; see `common::cuda_target`).
+/// The suite through the SPIR-V backend on a Vulkan device (Mesa's llvmpipe in CI;
+/// skipped, saying why, without one).
+#[test]
+fn conformance_vulkan() {
+    if let Some(target) = common::vulkan_target() {
+        run_suite(BackendChoice::Llvm, &target);
+    }
+}
+
 #[cfg(feature = "llvm")]
 #[test]
 fn conformance_cuda() {

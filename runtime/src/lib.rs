@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod plan;
 pub mod session;
 pub mod variant;
+pub mod vulkan;
 
 pub use artifact::{write_artifact, Artifact, ArtifactError, SectionData, SectionKind};
 pub use cpu::executor::LaunchTiming;

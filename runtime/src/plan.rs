@@ -70,6 +70,12 @@ pub struct GpuBlocks {
     pub points_per_block: u32,
 }
 
+/// Host data of one run on a device with its own memory: inputs to upload, outputs to fill.
+pub struct HostIo<'a> {
+    pub inputs: &'a [&'a [u8]],
+    pub outputs: &'a mut [&'a mut [u8]],
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BufferRef {
     Slot(usize),

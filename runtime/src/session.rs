@@ -81,6 +81,8 @@ enum Executor {
     Cpu(CpuExecutor),
     #[cfg(feature = "cuda")]
     Cuda(Box<crate::cuda::executor::CudaExecutor>),
+    #[cfg(feature = "vulkan")]
+    Vulkan(Box<crate::vulkan::executor::VulkanExecutor>),
 }
 
 impl Session {
@@ -121,6 +123,15 @@ impl Session {
                 &v.kernels,
                 artifact.weights()?,
             )?)),
+            #[cfg(feature = "vulkan")]
+            Some("vulkan") => {
+                Executor::Vulkan(Box::new(crate::vulkan::executor::VulkanExecutor::new(
+                    &v.target,
+                    artifact.code(variant)?,
+                    &v.plan,
+                    artifact.weights()?,
+                )?))
+            }
             _ => {
                 return Err(RuntimeError::NoExecutor {
                     target: v.target.clone(),
@@ -158,6 +169,8 @@ impl Session {
             Executor::Cpu(e) => e.threads(),
             #[cfg(feature = "cuda")]
             Executor::Cuda(_) => 1,
+            #[cfg(feature = "vulkan")]
+            Executor::Vulkan(_) => 1,
         }
     }
 
@@ -167,6 +180,8 @@ impl Session {
             Executor::Cpu(_) => "cpu".into(),
             #[cfg(feature = "cuda")]
             Executor::Cuda(e) => e.device_name().into(),
+            #[cfg(feature = "vulkan")]
+            Executor::Vulkan(e) => e.device_name().into(),
         }
     }
 
@@ -276,21 +291,13 @@ impl Session {
                 (outputs, timings)
             }
             #[cfg(feature = "cuda")]
-            Executor::Cuda(executor) => {
-                let mut host: Vec<(Vec<usize>, Vec<u8>)> = Vec::with_capacity(outputs.len());
-                for (shape, bytes) in outputs {
-                    host.push((shape, zeroed_vec(bytes)?));
-                }
-                let ins: Vec<&[u8]> = inputs.iter().map(|b| b.bytes.as_slice()).collect();
-                let mut outs: Vec<&mut [u8]> =
-                    host.iter_mut().map(|(_, v)| v.as_mut_slice()).collect();
-                let io = crate::cuda::executor::HostIo {
-                    inputs: &ins,
-                    outputs: &mut outs,
-                };
-                let timings = executor.execute(plan, &env, io, profile)?;
-                (host, timings)
-            }
+            Executor::Cuda(executor) => on_device(inputs, outputs, |io| {
+                executor.execute(plan, &env, io, profile)
+            })?,
+            #[cfg(feature = "vulkan")]
+            Executor::Vulkan(executor) => on_device(inputs, outputs, |io| {
+                executor.execute(plan, &env, io, profile)
+            })?,
         };
         let results = self
             .manifest()
@@ -399,8 +406,30 @@ fn check_input(
     Ok(())
 }
 
+/// Outputs and timings of a run on a device with its own memory: `run` gets the inputs and
+/// zeroed host buffers of `outputs`' sizes to fill.
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
+#[allow(clippy::type_complexity)]
+fn on_device(
+    inputs: &[HostBuffer],
+    outputs: Vec<(Vec<usize>, usize)>,
+    run: impl FnOnce(crate::plan::HostIo<'_>) -> Result<Vec<LaunchTiming>, RuntimeError>,
+) -> Result<(Vec<(Vec<usize>, Vec<u8>)>, Vec<LaunchTiming>), RuntimeError> {
+    let mut host: Vec<(Vec<usize>, Vec<u8>)> = Vec::with_capacity(outputs.len());
+    for (shape, bytes) in outputs {
+        host.push((shape, zeroed_vec(bytes)?));
+    }
+    let ins: Vec<&[u8]> = inputs.iter().map(|b| b.bytes.as_slice()).collect();
+    let mut outs: Vec<&mut [u8]> = host.iter_mut().map(|(_, v)| v.as_mut_slice()).collect();
+    let timings = run(crate::plan::HostIo {
+        inputs: &ins,
+        outputs: &mut outs,
+    })?;
+    Ok((host, timings))
+}
+
 /// A zeroed host buffer; a size too large for memory is an error, not an abort.
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "vulkan"))]
 fn zeroed_vec(bytes: usize) -> Result<Vec<u8>, RuntimeError> {
     let mut v = Vec::new();
     v.try_reserve_exact(bytes)

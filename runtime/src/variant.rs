@@ -115,9 +115,7 @@ pub fn variant_support(
         "cpu" => host.can_run(arch, required_features),
         "cuda" => crate::cuda::support(arch),
         "hip" => crate::hip::support(arch),
-        "vulkan" => Err(format!(
-            "needs the {family} runtime, not built into this kiln"
-        )),
+        "vulkan" => crate::vulkan::support(arch),
         other => Err(format!("has unknown target family `{other}`")),
     }
 }

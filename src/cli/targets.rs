@@ -19,6 +19,7 @@ const CPU_EXAMPLES: [&str; 9] = [
 
 /// AMD targets shown; `hip:` takes every gfx9+ name LLVM 19 knows, with `:xnack±`/`:sramecc±`.
 const HIP_EXAMPLES: [&str; 4] = ["gfx90a", "gfx942", "gfx1100", "gfx1201"];
+const VULKAN_EXAMPLES: [&str; 2] = ["spv1.3", "spv1.6"];
 
 /// CUDA capabilities shown; `cuda:` takes every capability the NVPTX lowering knows.
 const CUDA_EXAMPLES: [&str; 5] = ["sm_75", "sm_80", "sm_89", "sm_90a", "sm_120"];
@@ -58,12 +59,20 @@ pub fn run() -> Result<()> {
         };
         println!("{:<18} {:<22} {}", t.to_string(), emit_status(&t), run);
     }
-    println!(
-        "{:<18} {:<22} no: the Vulkan backend is not built yet",
-        "vulkan:spv1.3", "no"
-    );
+    for spv in VULKAN_EXAMPLES {
+        let t: Target = format!("vulkan:{spv}").parse()?;
+        let run = match kiln_runtime::vulkan::support(spv) {
+            Ok(_) => format!(
+                "yes ({})",
+                kiln_runtime::vulkan::device().unwrap_or_default()
+            ),
+            Err(why) => format!("no: {why}"),
+        };
+        println!("{:<18} {:<22} {}", t.to_string(), emit_status(&t), run);
+    }
     println!();
     println!("cpu: takes any LLVM CPU name (`llc -mcpu=help` lists them); backends: llvm (default), cranelift (--backend cranelift).");
+    println!("vulkan: spv1.3 .. spv1.6 (SPIR-V compute; spv1.3 needs Vulkan 1.1, spv1.6 Vulkan 1.3; KILN_VULKAN_DEVICE picks a device by index or name).");
     println!("cuda: sm_70 .. sm_90a, sm_100(a), sm_120(a) (PTX; a GPU runs PTX of its own or a lower capability, `a` targets only their own).");
     Ok(())
 }
@@ -77,6 +86,10 @@ fn emit_status(t: &Target) -> String {
     #[cfg(feature = "cranelift")]
     if kiln_codegen::Backend::check(&kiln_codegen::cranelift::CraneliftBackend, t).is_ok() {
         ok.push("cranelift");
+    }
+    #[cfg(feature = "spirv")]
+    if kiln_codegen::Backend::check(&kiln_codegen::spirv::SpirvBackend, t).is_ok() {
+        ok.push("spirv");
     }
     if ok.is_empty() {
         "no".into()

@@ -68,6 +68,26 @@ pub fn cuda_target() -> Option<String> {
     }
 }
 
+/// The `vulkan:` target the Vulkan tests compile for (`KILN_VULKAN_TARGET`, default
+/// `vulkan:spv1.3`), or `None`, saying why, when no Vulkan device is usable here.
+/// `KILN_REQUIRE_VULKAN=1` (set by CI, which installs Mesa's llvmpipe) makes that a failure.
+pub fn vulkan_target() -> Option<String> {
+    match kiln_runtime::vulkan::device() {
+        Ok(name) => {
+            eprintln!("Vulkan device: {name}");
+            Some(std::env::var("KILN_VULKAN_TARGET").unwrap_or_else(|_| "vulkan:spv1.3".into()))
+        }
+        Err(why) => {
+            assert!(
+                std::env::var("KILN_REQUIRE_VULKAN").as_deref() != Ok("1"),
+                "KILN_REQUIRE_VULKAN=1 but there is no usable Vulkan device: {why}"
+            );
+            eprintln!("skipped: no Vulkan device: {why}");
+            None
+        }
+    }
+}
+
 /// Runs `script` with `args`; returns its standard output.
 pub fn run_script(name: &str, args: &[&OsStr]) -> String {
     let out = Command::new(python())

@@ -5,7 +5,7 @@
 use super::Fail;
 use kiln_compiler::kernel::{Elem, VType};
 use rspirv::dr::{Builder, InsertPoint, Instruction, Operand};
-use rspirv::spirv::{Op, StorageClass, Word};
+use rspirv::spirv::{Decoration, Op, StorageClass, Word};
 use std::collections::HashMap;
 
 /// A value: its id and kernel-IR type.
@@ -126,6 +126,12 @@ impl Spv {
             args.iter().map(|&a| Operand::IdRef(a)).collect(),
         );
         self.b.insert_into_block(InsertPoint::End, inst)?;
+        if matches!(op, Op::FAdd | Op::FSub | Op::FMul | Op::FDiv) {
+            // Evaluated exactly as written, as on the CPU backends: no fusing into FMAs
+            // and no algebraic shortcuts. Without this, drivers may fold the
+            // `(x + 1.5 * 2^23) - 1.5 * 2^23` rounding of the exp/log expansions away.
+            self.b.decorate(id, Decoration::NoContraction, []);
+        }
         Ok(id)
     }
 

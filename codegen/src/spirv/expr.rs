@@ -282,7 +282,7 @@ impl Emitter<'_, '_> {
         self.binary(op, x, k)
     }
 
-    pub fn to_i32(&mut self, x: V) -> Result<V, Fail> {
+    pub fn narrow_i32(&mut self, x: V) -> Result<V, Fail> {
         self.cast(Elem::I32, x)
     }
 }

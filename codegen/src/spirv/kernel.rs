@@ -236,7 +236,7 @@ impl Emitter<'_, '_> {
 
     /// Combines every invocation's `x` with `op`; all get the result.
     fn block_reduce(&mut self, g: &Ids, op: RedOp, x: V) -> Result<V, Fail> {
-        let t = self.to_i32(g.thread)?;
+        let t = self.narrow_i32(g.thread)?;
         let mine = self.partial(t)?;
         self.store_ptr(mine, x.id)?;
         self.barrier()?;

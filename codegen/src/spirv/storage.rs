@@ -122,7 +122,7 @@ impl Emitter<'_, '_> {
         let word = self.binary(BOp::Shr, i, log_v)?;
         let sub = self.s.i64(per_word - 1);
         let sub = self.binary(BOp::And, i, sub)?;
-        let sub = self.to_i32(sub)?;
+        let sub = self.narrow_i32(sub)?;
         let bits = self.ib(BOp::Mul, sub, 8 * dtype.size_bytes() as u32)?;
         Ok((word, bits))
     }
@@ -136,7 +136,7 @@ impl Emitter<'_, '_> {
         let i32t = self.s.ty(VType::I32);
         let ptr_t = self.s.ptr(StorageClass::StorageBuffer, i32t);
         let zero = self.s.i32(0);
-        let w = self.to_i32(word)?;
+        let w = self.narrow_i32(word)?;
         Ok(self.s.b.access_chain(ptr_t, None, var, [zero.id, w.id])?)
     }
 
@@ -159,7 +159,7 @@ impl Emitter<'_, '_> {
         let var = self.locals[l as usize];
         let ty = self.s.ty(t);
         let ptr_t = self.s.ptr(StorageClass::Function, ty);
-        let at = self.to_i32(i)?;
+        let at = self.narrow_i32(i)?;
         Ok((self.s.b.access_chain(ptr_t, None, var, [at.id])?, t))
     }
 

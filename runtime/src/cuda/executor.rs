@@ -9,7 +9,7 @@
 use super::device::{probe, Device};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
-use crate::plan::{grid_points, BufferRef, GpuBlocks, Plan};
+use crate::plan::{grid_points, BufferRef, GpuBlocks, HostIo, Plan};
 use cudarc::driver::{
     sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -38,12 +38,6 @@ impl std::fmt::Debug for CudaExecutor {
             .field("device", &self.device.name)
             .finish()
     }
-}
-
-/// Host data of one run: inputs to upload, outputs to fill.
-pub struct HostIo<'a> {
-    pub inputs: &'a [&'a [u8]],
-    pub outputs: &'a mut [&'a mut [u8]],
 }
 
 impl CudaExecutor {

@@ -1,0 +1,760 @@
+//! Executing a launch plan through Vulkan: one shader module per variant (every kernel an
+//! entry point), one compute pipeline per kernel, weights uploaded once through a staging
+//! buffer, one device arena laid out by the plan, and one command buffer per run that
+//! uploads the inputs, dispatches every launch and downloads the outputs, waited on with
+//! a fence.
+//!
+//! Bindings follow the SPIR-V ABI of `kiln-codegen` (`spirv/mod.rs`): set 0, binding `i` =
+//! kernel argument `i` as a byte range of a buffer, pushed per dispatch (push
+//! descriptors, so nothing is pooled or freed); push constants = the point count and the
+//! plan's symbol values as i64s.
+
+use super::device::{probe, Gpu};
+use crate::cpu::executor::LaunchTiming;
+use crate::error::RuntimeError;
+use crate::plan::{grid_points, BufferRef, GpuBlocks, HostIo, Plan};
+use ash::vk;
+use gpu_allocator::vulkan::{
+    Allocation, AllocationCreateDesc, AllocationScheme, Allocator, AllocatorCreateDesc,
+};
+use gpu_allocator::MemoryLocation;
+use kiln_ir::Bindings;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Slots and weights start at multiples of this (the plan's and the assembler's
+/// alignment); a device that needs coarser storage-buffer offsets cannot bind them.
+const PLAN_ALIGN: u64 = 64;
+
+struct Buffer {
+    buf: vk::Buffer,
+    alloc: Allocation,
+    size: u64,
+}
+
+/// One input or output: the device buffer kernels bind, and its host-visible twin.
+struct Io {
+    device: Buffer,
+    staging: Buffer,
+}
+
+pub struct VulkanExecutor {
+    target: String,
+    gpu: Arc<Gpu>,
+    alloc: Option<Allocator>,
+    module: vk::ShaderModule,
+    set_layout: vk::DescriptorSetLayout,
+    layout: vk::PipelineLayout,
+    cache: vk::PipelineCache,
+    pipelines: HashMap<String, vk::Pipeline>,
+    bindings: u32,
+    push_bytes: u32,
+    pool: vk::CommandPool,
+    cmd: vk::CommandBuffer,
+    fence: vk::Fence,
+    queries: Option<(vk::QueryPool, u32)>,
+    weights: Option<Buffer>,
+    arena: Option<Buffer>,
+    io: Vec<Io>,
+}
+
+impl std::fmt::Debug for VulkanExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VulkanExecutor")
+            .field("target", &self.target)
+            .field("device", &self.gpu.name)
+            .finish()
+    }
+}
+
+fn vk_err(target: &str, what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Device {
+        target: target.into(),
+        msg: format!("{what}: {e}"),
+    }
+}
+
+impl VulkanExecutor {
+    /// Loads `spirv` (the variant's code section), creates a pipeline per kernel of `plan`
+    /// and uploads `weights`.
+    pub fn new(
+        target: &str,
+        spirv: &[u8],
+        plan: &Plan,
+        weights: Option<&[u8]>,
+    ) -> Result<VulkanExecutor, RuntimeError> {
+        let gpu = probe().map_err(|msg| RuntimeError::Device {
+            target: target.into(),
+            msg,
+        })?;
+        let code_err = |msg: String| RuntimeError::CodeLoad {
+            target: target.into(),
+            msg,
+        };
+        if spirv.len() < 20 || !spirv.len().is_multiple_of(4) {
+            return Err(code_err(format!(
+                "{} bytes is not a SPIR-V module (a whole number of 32-bit words, 5 or more)",
+                spirv.len()
+            )));
+        }
+        let words: Vec<u32> = spirv
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if words[0] != 0x0723_0203 {
+            return Err(code_err(format!("bad SPIR-V magic {:#010x}", words[0])));
+        }
+        let limits = gpu.limits;
+        if limits.min_storage_buffer_offset_alignment > PLAN_ALIGN {
+            return Err(vk_err(
+                target,
+                "device limits",
+                format!(
+                    "{} needs storage-buffer offsets aligned to {} bytes; kiln aligns to {PLAN_ALIGN}",
+                    gpu.name, limits.min_storage_buffer_offset_alignment
+                ),
+            ));
+        }
+        let push_bytes = 8 + 8 * plan.symbols.len().max(1) as u32;
+        if push_bytes > limits.max_push_constants_size {
+            return Err(vk_err(
+                target,
+                "device limits",
+                format!(
+                    "{} symbols need {push_bytes} bytes of push constants; {} allows {}",
+                    plan.symbols.len(),
+                    gpu.name,
+                    limits.max_push_constants_size
+                ),
+            ));
+        }
+        let dev = &gpu.device;
+        let e = |what: &str, err: vk::Result| vk_err(target, what, err);
+        // SAFETY (every call on `dev` below): the create-info structs and the slices they
+        // point to outlive each call; handles passed in were created from `dev`.
+        let module = unsafe {
+            dev.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)
+        }
+        .map_err(|err| code_err(format!("the driver rejected the SPIR-V module: {err}")))?;
+        let bindings = plan
+            .launches
+            .iter()
+            .map(|l| l.args.len())
+            .max()
+            .unwrap_or(0)
+            .max(1) as u32;
+        let binding_info: Vec<vk::DescriptorSetLayoutBinding> = (0..bindings)
+            .map(|b| {
+                vk::DescriptorSetLayoutBinding::default()
+                    .binding(b)
+                    .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                    .descriptor_count(1)
+                    .stage_flags(vk::ShaderStageFlags::COMPUTE)
+            })
+            .collect();
+        let set_layout = unsafe {
+            dev.create_descriptor_set_layout(
+                &vk::DescriptorSetLayoutCreateInfo::default()
+                    .flags(vk::DescriptorSetLayoutCreateFlags::PUSH_DESCRIPTOR_KHR)
+                    .bindings(&binding_info),
+                None,
+            )
+        }
+        .map_err(|err| e("creating the descriptor layout", err))?;
+        let ranges = [vk::PushConstantRange::default()
+            .stage_flags(vk::ShaderStageFlags::COMPUTE)
+            .offset(0)
+            .size(push_bytes)];
+        let set_layouts = [set_layout];
+        let layout = unsafe {
+            dev.create_pipeline_layout(
+                &vk::PipelineLayoutCreateInfo::default()
+                    .set_layouts(&set_layouts)
+                    .push_constant_ranges(&ranges),
+                None,
+            )
+        }
+        .map_err(|err| e("creating the pipeline layout", err))?;
+        let cache =
+            unsafe { dev.create_pipeline_cache(&vk::PipelineCacheCreateInfo::default(), None) }
+                .map_err(|err| e("creating the pipeline cache", err))?;
+        let mut pipelines = HashMap::new();
+        for l in &plan.launches {
+            if pipelines.contains_key(&l.kernel) {
+                continue;
+            }
+            let name = CString::new(format!("kiln_{}", l.kernel))
+                .map_err(|_| code_err(format!("kernel name {:?} has a NUL byte", l.kernel)))?;
+            let stage = vk::PipelineShaderStageCreateInfo::default()
+                .stage(vk::ShaderStageFlags::COMPUTE)
+                .module(module)
+                .name(&name);
+            let info = [vk::ComputePipelineCreateInfo::default()
+                .stage(stage)
+                .layout(layout)];
+            let p = unsafe { dev.create_compute_pipelines(cache, &info, None) }.map_err(
+                |(_, err)| RuntimeError::MissingKernel {
+                    target: target.into(),
+                    kernel: l.kernel.clone(),
+                    msg: format!("the driver could not build its pipeline: {err}"),
+                },
+            )?;
+            pipelines.insert(l.kernel.clone(), p[0]);
+        }
+        let pool = unsafe {
+            dev.create_command_pool(
+                &vk::CommandPoolCreateInfo::default()
+                    .queue_family_index(gpu.queue_family)
+                    .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
+                None,
+            )
+        }
+        .map_err(|err| e("creating the command pool", err))?;
+        let cmd = unsafe {
+            dev.allocate_command_buffers(
+                &vk::CommandBufferAllocateInfo::default()
+                    .command_pool(pool)
+                    .level(vk::CommandBufferLevel::PRIMARY)
+                    .command_buffer_count(1),
+            )
+        }
+        .map_err(|err| e("allocating a command buffer", err))?[0];
+        let fence = unsafe { dev.create_fence(&vk::FenceCreateInfo::default(), None) }
+            .map_err(|err| e("creating a fence", err))?;
+        let alloc = Allocator::new(&AllocatorCreateDesc {
+            instance: gpu.instance.clone(),
+            device: gpu.device.clone(),
+            physical_device: gpu.physical,
+            debug_settings: Default::default(),
+            buffer_device_address: false,
+            allocation_sizes: Default::default(),
+        })
+        .map_err(|err| vk_err(target, "creating the memory allocator", err))?;
+        let mut ex = VulkanExecutor {
+            target: target.into(),
+            gpu: gpu.clone(),
+            alloc: Some(alloc),
+            module,
+            set_layout,
+            layout,
+            cache,
+            pipelines,
+            bindings,
+            push_bytes,
+            pool,
+            cmd,
+            fence,
+            queries: None,
+            weights: None,
+            arena: None,
+            io: Vec::new(),
+        };
+        if let Some(w) = weights.filter(|w| !w.is_empty()) {
+            ex.upload_weights(w)?;
+        }
+        Ok(ex)
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.gpu.name
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> RuntimeError {
+        vk_err(&self.target, what, e)
+    }
+
+    fn buffer(
+        &mut self,
+        size: u64,
+        usage: vk::BufferUsageFlags,
+        location: MemoryLocation,
+        name: &str,
+    ) -> Result<Buffer, RuntimeError> {
+        let dev = &self.gpu.device;
+        let info = vk::BufferCreateInfo::default()
+            .size(size)
+            .usage(usage)
+            .sharing_mode(vk::SharingMode::EXCLUSIVE);
+        // SAFETY: `info` outlives the call.
+        let buf = unsafe { dev.create_buffer(&info, None) }
+            .map_err(|e| vk_err(&self.target, &format!("creating the {name} buffer"), e))?;
+        // SAFETY: `buf` was just created from `dev`.
+        let requirements = unsafe { dev.get_buffer_memory_requirements(buf) };
+        let allocator = self.alloc.as_mut().expect("the allocator lives until drop");
+        let alloc = allocator
+            .allocate(&AllocationCreateDesc {
+                name,
+                requirements,
+                location,
+                linear: true,
+                allocation_scheme: AllocationScheme::GpuAllocatorManaged,
+            })
+            .map_err(|e| {
+                // SAFETY: `buf` is unused.
+                unsafe { dev.destroy_buffer(buf, None) };
+                vk_err(
+                    &self.target,
+                    &format!("allocating {size} bytes for the {name} buffer"),
+                    e,
+                )
+            })?;
+        // SAFETY: the allocation satisfies `requirements` and is bound once.
+        unsafe { dev.bind_buffer_memory(buf, alloc.memory(), alloc.offset()) }
+            .map_err(|e| vk_err(&self.target, "binding buffer memory", e))?;
+        Ok(Buffer { buf, alloc, size })
+    }
+
+    fn free(&mut self, b: Buffer) {
+        if let Some(a) = self.alloc.as_mut() {
+            let _ = a.free(b.alloc);
+        }
+        // SAFETY: the queue is idle between runs, so no command uses `b.buf`.
+        unsafe { self.gpu.device.destroy_buffer(b.buf, None) };
+    }
+
+    fn upload_weights(&mut self, w: &[u8]) -> Result<(), RuntimeError> {
+        let size = (w.len() as u64).next_multiple_of(PLAN_ALIGN) + PLAN_ALIGN;
+        let device = self.buffer(
+            size,
+            vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::TRANSFER_DST,
+            MemoryLocation::GpuOnly,
+            "weights",
+        )?;
+        let mut staging = self.buffer(
+            w.len() as u64,
+            vk::BufferUsageFlags::TRANSFER_SRC,
+            MemoryLocation::CpuToGpu,
+            "weights staging",
+        )?;
+        let mapped = staging.alloc.mapped_slice_mut();
+        let mapped = mapped.ok_or_else(|| {
+            vk_err(
+                &self.target,
+                "mapping the weights staging buffer",
+                "not host-visible",
+            )
+        })?;
+        mapped[..w.len()].copy_from_slice(w);
+        let (cmd, dev) = (self.cmd, self.gpu.device.clone());
+        self.begin()?;
+        let region = [vk::BufferCopy::default().size(w.len() as u64)];
+        // SAFETY: recording into our command buffer; both buffers are live.
+        unsafe { dev.cmd_copy_buffer(cmd, staging.buf, device.buf, &region) };
+        self.submit_and_wait()?;
+        self.free(staging);
+        self.weights = Some(device);
+        Ok(())
+    }
+
+    fn begin(&self) -> Result<(), RuntimeError> {
+        let dev = &self.gpu.device;
+        // SAFETY: the command buffer is not in use (every submit is waited for).
+        unsafe {
+            dev.reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
+                .map_err(|e| self.err("resetting the command buffer", e))?;
+            dev.begin_command_buffer(
+                self.cmd,
+                &vk::CommandBufferBeginInfo::default()
+                    .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
+            )
+            .map_err(|e| self.err("recording commands", e))
+        }
+    }
+
+    fn submit_and_wait(&self) -> Result<(), RuntimeError> {
+        let dev = &self.gpu.device;
+        let cmds = [self.cmd];
+        let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
+        // SAFETY: the command buffer is fully recorded; the fence is unsignalled.
+        unsafe {
+            dev.end_command_buffer(self.cmd)
+                .map_err(|e| self.err("recording commands", e))?;
+            dev.queue_submit(self.gpu.queue, &submit, self.fence)
+                .map_err(|e| self.err("submitting commands", e))?;
+            let waited = dev.wait_for_fences(&[self.fence], true, u64::MAX);
+            dev.reset_fences(&[self.fence])
+                .map_err(|e| self.err("resetting a fence", e))?;
+            waited.map_err(|e| self.err("running the kernels", e))
+        }
+    }
+
+    /// Makes sure `io[i]` holds at least `size` bytes.
+    fn ensure_io(&mut self, i: usize, size: u64, input: bool) -> Result<(), RuntimeError> {
+        let size = size.max(4).next_multiple_of(4);
+        if self.io.get(i).is_some_and(|b| b.device.size >= size) {
+            return Ok(());
+        }
+        if i < self.io.len() {
+            let old = self.io.remove(i);
+            self.free(old.device);
+            self.free(old.staging);
+        }
+        let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
+        let device = self.buffer(
+            size,
+            usage | vk::BufferUsageFlags::STORAGE_BUFFER,
+            MemoryLocation::GpuOnly,
+            "input/output",
+        )?;
+        let location = if input {
+            MemoryLocation::CpuToGpu
+        } else {
+            MemoryLocation::GpuToCpu
+        };
+        let staging = self.buffer(size, usage, location, "input/output staging")?;
+        self.io.insert(i.min(self.io.len()), Io { device, staging });
+        Ok(())
+    }
+
+    /// Runs `plan` under `env`: uploads inputs, dispatches every kernel, downloads outputs.
+    /// Timings (with `profile`, where the queue has timestamps) come from the device.
+    pub fn execute(
+        &mut self,
+        plan: &Plan,
+        env: &Bindings,
+        io: HostIo<'_>,
+        profile: bool,
+    ) -> Result<Vec<LaunchTiming>, RuntimeError> {
+        let target = self.target.clone();
+        let perr = |msg: String| RuntimeError::Plan {
+            target: target.clone(),
+            msg,
+        };
+        let layout = plan.arena_layout(env).map_err(perr)?;
+        let dims = plan.dims_array(env).map_err(perr)?;
+        let arena_size = layout.total.max(PLAN_ALIGN);
+        if self.arena.as_ref().is_none_or(|a| a.size < arena_size) {
+            if let Some(old) = self.arena.take() {
+                self.free(old);
+            }
+            let a = self.buffer(
+                arena_size,
+                vk::BufferUsageFlags::STORAGE_BUFFER,
+                MemoryLocation::GpuOnly,
+                "arena",
+            )?;
+            self.arena = Some(a);
+        }
+        let n_in = io.inputs.len();
+        for (i, b) in io.inputs.iter().enumerate() {
+            self.ensure_io(i, b.len() as u64, true)?;
+        }
+        for (i, b) in io.outputs.iter().enumerate() {
+            self.ensure_io(n_in + i, b.len() as u64, false)?;
+        }
+        for (i, data) in io.inputs.iter().enumerate() {
+            let target = &self.target;
+            let slice = self.io[i]
+                .staging
+                .alloc
+                .mapped_slice_mut()
+                .ok_or_else(|| vk_err(target, "mapping an input", "not host-visible"))?;
+            slice[..data.len()].copy_from_slice(data);
+        }
+        let mut launches = Vec::new();
+        for l in &plan.launches {
+            let at = |m: String| perr(format!("launch {}: {m}", l.kernel));
+            if !l.runs(env).map_err(at)? {
+                continue;
+            }
+            let points = grid_points(&l.grid, env).map_err(at)?;
+            if points > 0 {
+                launches.push((l, points));
+            }
+        }
+        let timed = profile && self.gpu.timestamps;
+        if timed {
+            self.ensure_queries(2 * launches.len() as u32)?;
+        }
+
+        let dev = self.gpu.device.clone();
+        let cmd = self.cmd;
+        self.begin()?;
+        // SAFETY (every command below): recording into our own command buffer; every
+        // buffer, pipeline and layout is live until the run has been waited for, and each
+        // descriptor range lies inside its buffer (sizes from the same plan and bindings).
+        unsafe {
+            for (i, data) in io.inputs.iter().enumerate() {
+                if !data.is_empty() {
+                    let r = [vk::BufferCopy::default().size(data.len() as u64)];
+                    dev.cmd_copy_buffer(cmd, self.io[i].staging.buf, self.io[i].device.buf, &r);
+                }
+            }
+            barrier(
+                &dev,
+                cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            );
+            if let (true, Some((pool, n))) = (timed, self.queries) {
+                dev.cmd_reset_query_pool(cmd, pool, 0, n);
+            }
+            let arena = self.arena.as_ref().expect("allocated above").buf;
+            for (n, (launch, points)) in launches.iter().enumerate() {
+                let pipeline = *self.pipelines.get(&launch.kernel).ok_or_else(|| {
+                    RuntimeError::MissingKernel {
+                        target: target.clone(),
+                        kernel: launch.kernel.clone(),
+                        msg: "not created when the code was loaded".into(),
+                    }
+                })?;
+                let blocks = launch.gpu.ok_or_else(|| {
+                    perr(format!("launch {} has no GPU block shape", launch.kernel))
+                })?;
+                check_blocks(&blocks)
+                    .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
+                if launch.args.len() > self.bindings as usize {
+                    return Err(perr(format!(
+                        "launch {} has too many arguments",
+                        launch.kernel
+                    )));
+                }
+                let mut infos = Vec::with_capacity(launch.args.len());
+                for a in &launch.args {
+                    let (buf, offset, len) = match *a {
+                        BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
+                        BufferRef::Input(i) => {
+                            (self.io[i].device.buf, 0, io.inputs[i].len() as u64)
+                        }
+                        BufferRef::Output(i) => {
+                            (self.io[n_in + i].device.buf, 0, io.outputs[i].len() as u64)
+                        }
+                        BufferRef::Weight { offset, len } => (
+                            self.weights
+                                .as_ref()
+                                .ok_or_else(|| {
+                                    perr("a launch reads weights, but the artifact has none".into())
+                                })?
+                                .buf,
+                            offset,
+                            len,
+                        ),
+                    };
+                    let range = len.max(4).next_multiple_of(4);
+                    if range > self.gpu.limits.max_storage_buffer_range as u64 {
+                        return Err(self.err(
+                            &format!("launch {}", launch.kernel),
+                            format!(
+                                "binds {range} bytes; {} allows {} per buffer binding",
+                                self.gpu.name, self.gpu.limits.max_storage_buffer_range
+                            ),
+                        ));
+                    }
+                    infos.push([vk::DescriptorBufferInfo::default()
+                        .buffer(buf)
+                        .offset(offset)
+                        .range(range)]);
+                }
+                let writes: Vec<vk::WriteDescriptorSet> = infos
+                    .iter()
+                    .enumerate()
+                    .map(|(b, info)| {
+                        vk::WriteDescriptorSet::default()
+                            .dst_binding(b as u32)
+                            .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                            .buffer_info(info)
+                    })
+                    .collect();
+                let mut push = Vec::with_capacity(self.push_bytes as usize);
+                push.extend_from_slice(&(*points as i64).to_le_bytes());
+                for d in &dims {
+                    push.extend_from_slice(&d.to_le_bytes());
+                }
+                push.resize(self.push_bytes as usize, 0);
+                dev.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
+                self.gpu.push.cmd_push_descriptor_set(
+                    cmd,
+                    vk::PipelineBindPoint::COMPUTE,
+                    self.layout,
+                    0,
+                    &writes,
+                );
+                dev.cmd_push_constants(cmd, self.layout, vk::ShaderStageFlags::COMPUTE, 0, &push);
+                let groups = points
+                    .div_ceil(blocks.points_per_block as u64)
+                    .min(self.gpu.limits.max_compute_work_group_count[0] as u64)
+                    as u32;
+                if let (true, Some((pool, _))) = (timed, self.queries) {
+                    dev.cmd_write_timestamp(
+                        cmd,
+                        vk::PipelineStageFlags::TOP_OF_PIPE,
+                        pool,
+                        2 * n as u32,
+                    );
+                }
+                dev.cmd_dispatch(cmd, groups, 1, 1);
+                if let (true, Some((pool, _))) = (timed, self.queries) {
+                    dev.cmd_write_timestamp(
+                        cmd,
+                        vk::PipelineStageFlags::BOTTOM_OF_PIPE,
+                        pool,
+                        2 * n as u32 + 1,
+                    );
+                }
+                barrier(
+                    &dev,
+                    cmd,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::AccessFlags::SHADER_WRITE,
+                );
+            }
+            for (i, out) in io.outputs.iter().enumerate() {
+                if !out.is_empty() {
+                    let r = [vk::BufferCopy::default().size(out.len() as u64)];
+                    let b = &self.io[n_in + i];
+                    dev.cmd_copy_buffer(cmd, b.device.buf, b.staging.buf, &r);
+                }
+            }
+            let host = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                .dst_access_mask(vk::AccessFlags::HOST_READ);
+            dev.cmd_pipeline_barrier(
+                cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::PipelineStageFlags::HOST,
+                vk::DependencyFlags::empty(),
+                &[host],
+                &[],
+                &[],
+            );
+        }
+        self.submit_and_wait()?;
+        for (i, out) in io.outputs.iter_mut().enumerate() {
+            let n = out.len();
+            let slice = self.io[n_in + i]
+                .staging
+                .alloc
+                .mapped_slice()
+                .ok_or_else(|| self.err("mapping an output", "not host-visible"))?;
+            out.copy_from_slice(&slice[..n]);
+        }
+        let mut timings = Vec::new();
+        if let (true, Some((pool, _))) = (timed, self.queries) {
+            let mut stamps = vec![0u64; 2 * launches.len()];
+            // SAFETY: the queries were written by the run just waited for.
+            unsafe {
+                dev.get_query_pool_results(pool, 0, &mut stamps, vk::QueryResultFlags::TYPE_64)
+            }
+            .map_err(|e| self.err("reading timestamps", e))?;
+            let period = self.gpu.limits.timestamp_period as f64;
+            for (n, (launch, points)) in launches.iter().enumerate() {
+                let ticks = stamps[2 * n + 1].saturating_sub(stamps[2 * n]);
+                timings.push(LaunchTiming {
+                    kernel: launch.kernel.clone(),
+                    grid_points: *points,
+                    duration: Duration::from_secs_f64(ticks as f64 * period / 1e9),
+                });
+            }
+        }
+        Ok(timings)
+    }
+
+    fn ensure_queries(&mut self, n: u32) -> Result<(), RuntimeError> {
+        if self.queries.is_some_and(|(_, have)| have >= n) {
+            return Ok(());
+        }
+        let dev = &self.gpu.device;
+        // SAFETY: no submitted command uses the old pool (every run is waited for).
+        unsafe {
+            if let Some((old, _)) = self.queries.take() {
+                dev.destroy_query_pool(old, None);
+            }
+            let pool = dev
+                .create_query_pool(
+                    &vk::QueryPoolCreateInfo::default()
+                        .query_type(vk::QueryType::TIMESTAMP)
+                        .query_count(n.max(2)),
+                    None,
+                )
+                .map_err(|e| self.err("creating timestamp queries", e))?;
+            self.queries = Some((pool, n.max(2)));
+        }
+        Ok(())
+    }
+}
+
+/// Makes writes by `stage` visible to the compute shaders and transfers that follow.
+///
+/// # Safety
+/// `cmd` must be recording.
+unsafe fn barrier(
+    dev: &ash::Device,
+    cmd: vk::CommandBuffer,
+    stage: vk::PipelineStageFlags,
+    access: vk::AccessFlags,
+) {
+    let m = vk::MemoryBarrier::default()
+        .src_access_mask(access)
+        .dst_access_mask(
+            vk::AccessFlags::SHADER_READ
+                | vk::AccessFlags::SHADER_WRITE
+                | vk::AccessFlags::TRANSFER_READ,
+        );
+    dev.cmd_pipeline_barrier(
+        cmd,
+        stage,
+        vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::TRANSFER,
+        vk::DependencyFlags::empty(),
+        &[m],
+        &[],
+        &[],
+    );
+}
+
+fn check_blocks(b: &GpuBlocks) -> Result<(), String> {
+    if b.threads != MODULE_THREADS {
+        return Err(format!(
+            "{} threads per block; the SPIR-V modules are built for {MODULE_THREADS}",
+            b.threads
+        ));
+    }
+    if b.points_per_block != 1 && b.points_per_block != b.threads {
+        return Err(format!(
+            "{} points per block (1 or the thread count)",
+            b.points_per_block
+        ));
+    }
+    Ok(())
+}
+
+/// The workgroup size every module declares (`kiln_compiler::kernel::gpu::BLOCK_THREADS`;
+/// the runtime does not depend on the compiler, so the plan's value is checked against it).
+const MODULE_THREADS: u32 = 256;
+
+impl Drop for VulkanExecutor {
+    fn drop(&mut self) {
+        let dev = self.gpu.device.clone();
+        // SAFETY: after the device is idle nothing uses these objects; each is destroyed once.
+        unsafe {
+            let _ = dev.device_wait_idle();
+            for (_, p) in self.pipelines.drain() {
+                dev.destroy_pipeline(p, None);
+            }
+            dev.destroy_pipeline_cache(self.cache, None);
+            dev.destroy_pipeline_layout(self.layout, None);
+            dev.destroy_descriptor_set_layout(self.set_layout, None);
+            dev.destroy_shader_module(self.module, None);
+            dev.destroy_fence(self.fence, None);
+            dev.destroy_command_pool(self.pool, None);
+            if let Some((q, _)) = self.queries.take() {
+                dev.destroy_query_pool(q, None);
+            }
+        }
+        let mut buffers: Vec<Buffer> = self
+            .weights
+            .take()
+            .into_iter()
+            .chain(self.arena.take())
+            .collect();
+        for io in std::mem::take(&mut self.io) {
+            buffers.push(io.device);
+            buffers.push(io.staging);
+        }
+        for b in buffers {
+            self.free(b);
+        }
+        self.alloc = None;
+    }
+}
