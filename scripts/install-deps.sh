@@ -2,11 +2,12 @@
 # Installs the Debian 12 packages kiln needs to build and test, if any are missing:
 # LLVM 19 (the CPU code generator), lld (links kernel objects), a C toolchain (Rust's
 # linker and the runtime's test kernels), and Python with venv for the reference tests
-# (their `gguf` and `numpy` come from PyPI into target/pyref). Safe to run again; prints
-# what it installs.
+# (their `gguf` and `numpy` come from PyPI into target/pyref), and Vulkan for the SPIR-V
+# backend's tests: the loader, Mesa's CPU driver (llvmpipe) and the Khronos validator
+# (spirv-val). Safe to run again; prints what it installs.
 set -euo pipefail
 
-packages=(llvm-19-dev libpolly-19-dev lld-19 libzstd-dev zlib1g-dev libxml2-dev libffi-dev build-essential python3 python3-venv)
+packages=(llvm-19-dev libpolly-19-dev lld-19 libzstd-dev zlib1g-dev libxml2-dev libffi-dev build-essential python3 python3-venv libvulkan1 mesa-vulkan-drivers spirv-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -20,6 +20,9 @@ cargo check -p kiln-runtime --locked
 step "cargo test"
 # Tests that compare with the Python references fail, rather than skip, without them.
 export KILN_REQUIRE_PYTHON_REFERENCE=1
+# Vulkan tests run on Mesa's llvmpipe and every SPIR-V module goes through spirv-val:
+# install-deps.sh provides both, so their absence is a failure here, not a skip.
+export KILN_REQUIRE_VULKAN=1 KILN_REQUIRE_SPIRV_VAL=1
 cargo test --workspace --locked 2>&1 | tee target/test.log
 grep -q "^test result: ok" target/test.log
 

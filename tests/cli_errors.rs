@@ -371,3 +371,35 @@ fn hip_artifacts_compile_and_say_why_they_do_not_run() {
         "{err}"
     );
 }
+
+/// A Vulkan artifact where the loader finds no driver: the run says why and exits 1.
+#[test]
+fn vulkan_artifacts_without_a_driver_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "good.kir", GOOD);
+    let art = dir.path().join("vk.kiln");
+    let r = kiln(&[
+        "compile",
+        src.to_str().unwrap(),
+        "-t",
+        "vulkan:spv1.3",
+        "-o",
+        art.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let none = dir.path().join("no-such-icd.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", art.to_str().unwrap()])
+        .env("VK_ICD_FILENAMES", &none)
+        .env("VK_DRIVER_FILES", &none)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("no variant of model") && err.contains("vulkan:spv1.3 ") && err.contains("Vulkan"),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{cuda_target, read_npy_f32, reference_available, run_script};
+use common::{cuda_target, read_npy_f32, reference_available, run_script, vulkan_target};
 use kiln::assemble::BackendChoice;
 use kiln_compiler::Target;
 use kiln_ir::{DType, Tensor};
@@ -312,12 +312,28 @@ fn a_text_prompt_generates_the_reference_continuation() {
     );
 }
 
-/// The tiny models on the GPU against the CPU backend: logits within NMSE 1e-4 (f32
-/// arithmetic on both, summed in different orders), prefill and decode, and 32 greedy
-/// tokens identical for the F16 model. Skipped, saying why, without a CUDA device.
+/// The tiny models on CUDA against the CPU backend (see [`matches_the_cpu_backend`]).
+/// Skipped, saying why, without a CUDA device.
 #[test]
 fn cuda_matches_the_cpu_backend() {
-    let Some(gpu) = cuda_target() else { return };
+    if let Some(gpu) = cuda_target() {
+        matches_the_cpu_backend(&gpu);
+    }
+}
+
+/// The tiny models through SPIR-V on a Vulkan device (llvmpipe in CI) against the CPU
+/// backend. Skipped, saying why, without a Vulkan device.
+#[test]
+fn vulkan_matches_the_cpu_backend() {
+    if let Some(gpu) = vulkan_target() {
+        matches_the_cpu_backend(&gpu);
+    }
+}
+
+/// The tiny models on a GPU target against the CPU backend: logits within NMSE 1e-4 (f32
+/// arithmetic on both, summed in different orders), prefill and decode, and 32 greedy
+/// tokens identical for the F16 model.
+fn matches_the_cpu_backend(gpu: &str) {
     if !reference_available() {
         return;
     }
@@ -331,7 +347,7 @@ fn cuda_matches_the_cpu_backend() {
     ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let (cfg, cpu_art) = compiled_for(&gguf, TARGET);
-        let (_, gpu_art) = compiled_for(&gguf, &gpu);
+        let (_, gpu_art) = compiled_for(&gguf, gpu);
         let mut cpu = Session::new(&cpu_art, None).unwrap();
         let mut dev = Session::new(&gpu_art, None).unwrap();
         assert_eq!(dev.variant().target, gpu, "the GPU variant runs");
