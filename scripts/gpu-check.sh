@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from the repository root, with .gpu/ from scripts/gpu-prepare.sh:
 # the device's facts, `ptxas` on the PTX of every capability, the op conformance suite and
-# the tiny-model tests on the GPU. Writes report.md and logs under $OUT (or ./gpu-report).
+# the tiny-model tests on the GPU through CUDA and through Vulkan, kernel benchmarks next to
+# PyTorch, and whole-model benchmarks on both APIs. Writes report.md and logs under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-report}
@@ -60,13 +61,26 @@ run_test() { # name binary filter
     note "- $name: FAILED (see $name.log)"
     status=1
   fi
-  grep -E "CUDA device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
+  grep -E "CUDA device|Vulkan device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
 }
 note "## tests on the GPU"
 run_test conformance-cuda conformance conformance_cuda
 # Older PTX, compiled by the driver for this GPU at load time.
 KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
 run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+
+note "## Vulkan on the same GPU"
+# The loader is carried in .gpu/gl when the image lacks it; NVIDIA's ICD ships with the driver.
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+  for f in .gpu/gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -z "${VK_DRIVER_FILES:-}" ] && [ -f $icd ] && export VK_DRIVER_FILES=$icd
+$bin/kiln targets 2>&1 | grep '^vulkan' | sed 's/^/    /' | tee -a "$report"
+export KILN_REQUIRE_VULKAN=1
+run_test conformance-vulkan conformance conformance_vulkan
+run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
 note "## kernels: kiln next to PyTorch eager (one run)"
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
@@ -77,21 +91,38 @@ else
   note "benchmarks failed:"; tail -5 "$LOGS/kiln-bench.log" "$LOGS/torch-bench.log" | tee -a "$report"
   status=1
 fi
+note "## kernels on Vulkan (SPIR-V), same GPU"
+if $bin/kiln bench --target vulkan:spv1.3 --seconds "${BENCH_SECONDS:-0.5}" \
+    --json "$OUT/vulkan-bench.json" >"$LOGS/vulkan-bench.log" 2>&1; then
+  grep -E '^\||^device' "$LOGS/vulkan-bench.log" | tee -a "$report"
+else
+  note "vulkan benchmarks failed:"; tail -5 "$LOGS/vulkan-bench.log" | tee -a "$report"
+  status=1
+fi
 note "## models: kiln bench (pp512, tg128) on the GPU"
 mkdir -p /tmp/models
 note "| model | size | params | target | threads | test | t/s |"
 note "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
-for spec in "125m F16" "125m Q8_0" "1b Q8_0" "1b F16"; do
+for spec in ${MODELS:-"125m F16" "125m Q8_0" "1b Q8_0" "1b F16"}; do
   set -- $spec
   m=/tmp/models/llama-$1-$2
-  if timeout 300 python3 benches/make_llama.py $m.gguf $1 $2 >"$LOGS/make-$1-$2.log" 2>&1 &&
-    timeout 400 $bin/kiln compile $m.gguf -t "cuda:sm_$cap" -o $m.kiln -q >"$LOGS/compile-$1-$2.log" 2>&1 &&
-    timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 --json "$LOGS/model-$1-$2.json" >"$LOGS/model-$1-$2.log" 2>&1; then
-    tail -2 "$LOGS/model-$1-$2.log" | tee -a "$report"
-  else
-    note "- llama-$1 $2: failed (see make/compile/model-$1-$2.log)"
+  if ! timeout 300 python3 benches/make_llama.py $m.gguf $1 $2 >"$LOGS/make-$1-$2.log" 2>&1; then
+    note "- llama-$1 $2: could not write the model (see make-$1-$2.log)"
     status=1
+    continue
   fi
-  rm -f $m.gguf $m.kiln
+  # Both GPU targets of one GGUF, each benchmarked on its own.
+  for target in "cuda:sm_$cap" vulkan:spv1.3; do
+    tag=$1-$2-${target%%:*}
+    if timeout 400 $bin/kiln compile $m.gguf -t "$target" -o $m.kiln -q >"$LOGS/compile-$tag.log" 2>&1 &&
+      timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 --json "$LOGS/model-$tag.json" >"$LOGS/model-$tag.log" 2>&1; then
+      tail -2 "$LOGS/model-$tag.log" | tee -a "$report"
+    else
+      note "- llama-$1 $2 on $target: failed (see compile/model-$tag.log)"
+      status=1
+    fi
+    rm -f $m.kiln
+  done
+  rm -f $m.gguf
 done
 exit $status

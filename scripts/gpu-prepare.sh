@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 out=.gpu
-rm -rf "$out" && mkdir -p "$out/ptx" "$out/whl"
+rm -rf "$out" && mkdir -p "$out/ptx" "$out/whl" "$out/gl"
 exclude=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude")"
 grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
@@ -43,4 +43,10 @@ xz -T2 -6 -f "$out/kiln"
 
 echo "== the gguf package (pure Python) for the tiny test models"
 "${KILN_PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$out/whl" gguf==0.19.0
+echo "== the Vulkan loader (the GPU machine has NVIDIA's driver but may lack libvulkan)"
+lists=$(mktemp -d) && mkdir -p "$lists/partial"
+apt_amd64=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+apt-get "${apt_amd64[@]}" update -q >/dev/null 2>&1 || true
+(cd "$out/gl" && apt-get "${apt_amd64[@]}" download libvulkan1 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+ls "$out/gl"
 du -sh "$out"

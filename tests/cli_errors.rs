@@ -399,7 +399,9 @@ fn vulkan_artifacts_without_a_driver_say_why() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(
-        err.contains("no variant of model") && err.contains("vulkan:spv1.3 ") && err.contains("Vulkan"),
+        err.contains("no variant of model")
+            && err.contains("vulkan:spv1.3 ")
+            && err.contains("Vulkan"),
         "{err}"
     );
 }

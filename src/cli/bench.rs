@@ -66,7 +66,7 @@ pub fn run(a: Args) -> Result<()> {
         });
     }
     let target: Target = a.target.parse()?;
-    let gpu = matches!(target, Target::Cuda(_));
+    let gpu = matches!(target, Target::Cuda(_) | Target::Vulkan(_));
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     // GPU kernels run on the device: host threads and the Cranelift CPU tier do not apply.
     let threads = if gpu {
@@ -91,15 +91,22 @@ pub fn run(a: Args) -> Result<()> {
     // Bandwidth-bound kernels are judged against a copy run with as many threads as they
     // (on a GPU: a device-to-device copy).
     let copy: std::collections::BTreeMap<usize, f64> = if gpu {
-        let bw = kiln_runtime::cuda::copy_bandwidth()
-            .map_err(|e| anyhow::anyhow!("cannot benchmark {target}: {e}"))?;
+        let bw = match target {
+            Target::Vulkan(_) => kiln_runtime::vulkan::copy_bandwidth(),
+            _ => kiln_runtime::cuda::copy_bandwidth(),
+        }
+        .map_err(|e| anyhow::anyhow!("cannot benchmark {target}: {e}"))?;
         [(1, bw)].into()
     } else {
         threads.iter().map(|&t| (t, copy_bandwidth(t))).collect()
     };
     let mut rows = Vec::new();
     if gpu {
-        let (name, _) = kiln_runtime::cuda::device().map_err(|e| anyhow::anyhow!(e))?;
+        let name = match target {
+            Target::Vulkan(_) => kiln_runtime::vulkan::device(),
+            _ => kiln_runtime::cuda::device().map(|(name, _)| name),
+        }
+        .map_err(|e| anyhow::anyhow!(e))?;
         println!(
             "device: {name}; device copy bandwidth {:.0} GB/s; target {target}",
             copy[&1] / 1e9
@@ -144,7 +151,11 @@ pub fn run(a: Args) -> Result<()> {
             for &th in &threads {
                 let mut p = Prepared::new(&case, &target, backend, th)
                     .with_context(|| format!("{} {}", case.name, case.shape))?;
-                contenders.push((format!("{backend:?}").to_lowercase(), th));
+                let name = match target {
+                    Target::Vulkan(_) => "spirv".to_string(),
+                    _ => format!("{backend:?}").to_lowercase(),
+                };
+                contenders.push((name, th));
                 runners.push(Box::new(move || p.kernel_time()));
             }
         }

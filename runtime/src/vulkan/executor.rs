@@ -10,13 +10,11 @@
 //! plan's symbol values as i64s.
 
 use super::device::{probe, Gpu};
+use super::queue::{vk_err, Buffer, Queue};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
 use crate::plan::{grid_points, BufferRef, GpuBlocks, HostIo, Plan};
 use ash::vk;
-use gpu_allocator::vulkan::{
-    Allocation, AllocationCreateDesc, AllocationScheme, Allocator, AllocatorCreateDesc,
-};
 use gpu_allocator::MemoryLocation;
 use kiln_ir::Bindings;
 use std::collections::HashMap;
@@ -28,12 +26,6 @@ use std::time::Duration;
 /// alignment); a device that needs coarser storage-buffer offsets cannot bind them.
 const PLAN_ALIGN: u64 = 64;
 
-struct Buffer {
-    buf: vk::Buffer,
-    alloc: Allocation,
-    size: u64,
-}
-
 /// One input or output: the device buffer kernels bind, and its host-visible twin.
 struct Io {
     device: Buffer,
@@ -43,7 +35,7 @@ struct Io {
 pub struct VulkanExecutor {
     target: String,
     gpu: Arc<Gpu>,
-    alloc: Option<Allocator>,
+    q: Queue,
     module: vk::ShaderModule,
     set_layout: vk::DescriptorSetLayout,
     layout: vk::PipelineLayout,
@@ -51,10 +43,6 @@ pub struct VulkanExecutor {
     pipelines: HashMap<String, vk::Pipeline>,
     bindings: u32,
     push_bytes: u32,
-    pool: vk::CommandPool,
-    cmd: vk::CommandBuffer,
-    fence: vk::Fence,
-    queries: Option<(vk::QueryPool, u32)>,
     weights: Option<Buffer>,
     arena: Option<Buffer>,
     io: Vec<Io>,
@@ -66,13 +54,6 @@ impl std::fmt::Debug for VulkanExecutor {
             .field("target", &self.target)
             .field("device", &self.gpu.name)
             .finish()
-    }
-}
-
-fn vk_err(target: &str, what: &str, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Device {
-        target: target.into(),
-        msg: format!("{what}: {e}"),
     }
 }
 
@@ -203,39 +184,11 @@ impl VulkanExecutor {
             )?;
             pipelines.insert(l.kernel.clone(), p[0]);
         }
-        let pool = unsafe {
-            dev.create_command_pool(
-                &vk::CommandPoolCreateInfo::default()
-                    .queue_family_index(gpu.queue_family)
-                    .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER),
-                None,
-            )
-        }
-        .map_err(|err| e("creating the command pool", err))?;
-        let cmd = unsafe {
-            dev.allocate_command_buffers(
-                &vk::CommandBufferAllocateInfo::default()
-                    .command_pool(pool)
-                    .level(vk::CommandBufferLevel::PRIMARY)
-                    .command_buffer_count(1),
-            )
-        }
-        .map_err(|err| e("allocating a command buffer", err))?[0];
-        let fence = unsafe { dev.create_fence(&vk::FenceCreateInfo::default(), None) }
-            .map_err(|err| e("creating a fence", err))?;
-        let alloc = Allocator::new(&AllocatorCreateDesc {
-            instance: gpu.instance.clone(),
-            device: gpu.device.clone(),
-            physical_device: gpu.physical,
-            debug_settings: Default::default(),
-            buffer_device_address: false,
-            allocation_sizes: Default::default(),
-        })
-        .map_err(|err| vk_err(target, "creating the memory allocator", err))?;
+        let q = Queue::new(gpu.clone(), target)?;
         let mut ex = VulkanExecutor {
             target: target.into(),
             gpu: gpu.clone(),
-            alloc: Some(alloc),
+            q,
             module,
             set_layout,
             layout,
@@ -243,10 +196,6 @@ impl VulkanExecutor {
             pipelines,
             bindings,
             push_bytes,
-            pool,
-            cmd,
-            fence,
-            queries: None,
             weights: None,
             arena: None,
             io: Vec::new(),
@@ -261,68 +210,15 @@ impl VulkanExecutor {
         &self.gpu.name
     }
 
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> RuntimeError {
-        vk_err(&self.target, what, e)
-    }
-
-    fn buffer(
-        &mut self,
-        size: u64,
-        usage: vk::BufferUsageFlags,
-        location: MemoryLocation,
-        name: &str,
-    ) -> Result<Buffer, RuntimeError> {
-        let dev = &self.gpu.device;
-        let info = vk::BufferCreateInfo::default()
-            .size(size)
-            .usage(usage)
-            .sharing_mode(vk::SharingMode::EXCLUSIVE);
-        // SAFETY: `info` outlives the call.
-        let buf = unsafe { dev.create_buffer(&info, None) }
-            .map_err(|e| vk_err(&self.target, &format!("creating the {name} buffer"), e))?;
-        // SAFETY: `buf` was just created from `dev`.
-        let requirements = unsafe { dev.get_buffer_memory_requirements(buf) };
-        let allocator = self.alloc.as_mut().expect("the allocator lives until drop");
-        let alloc = allocator
-            .allocate(&AllocationCreateDesc {
-                name,
-                requirements,
-                location,
-                linear: true,
-                allocation_scheme: AllocationScheme::GpuAllocatorManaged,
-            })
-            .map_err(|e| {
-                // SAFETY: `buf` is unused.
-                unsafe { dev.destroy_buffer(buf, None) };
-                vk_err(
-                    &self.target,
-                    &format!("allocating {size} bytes for the {name} buffer"),
-                    e,
-                )
-            })?;
-        // SAFETY: the allocation satisfies `requirements` and is bound once.
-        unsafe { dev.bind_buffer_memory(buf, alloc.memory(), alloc.offset()) }
-            .map_err(|e| vk_err(&self.target, "binding buffer memory", e))?;
-        Ok(Buffer { buf, alloc, size })
-    }
-
-    fn free(&mut self, b: Buffer) {
-        if let Some(a) = self.alloc.as_mut() {
-            let _ = a.free(b.alloc);
-        }
-        // SAFETY: the queue is idle between runs, so no command uses `b.buf`.
-        unsafe { self.gpu.device.destroy_buffer(b.buf, None) };
-    }
-
     fn upload_weights(&mut self, w: &[u8]) -> Result<(), RuntimeError> {
         let size = (w.len() as u64).next_multiple_of(PLAN_ALIGN) + PLAN_ALIGN;
-        let device = self.buffer(
+        let device = self.q.buffer(
             size,
             vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::TRANSFER_DST,
             MemoryLocation::GpuOnly,
             "weights",
         )?;
-        let mut staging = self.buffer(
+        let mut staging = self.q.buffer(
             w.len() as u64,
             vk::BufferUsageFlags::TRANSFER_SRC,
             MemoryLocation::CpuToGpu,
@@ -337,47 +233,15 @@ impl VulkanExecutor {
             )
         })?;
         mapped[..w.len()].copy_from_slice(w);
-        let (cmd, dev) = (self.cmd, self.gpu.device.clone());
-        self.begin()?;
+        let (cmd, dev) = (self.q.cmd, self.gpu.device.clone());
+        self.q.begin()?;
         let region = [vk::BufferCopy::default().size(w.len() as u64)];
         // SAFETY: recording into our command buffer; both buffers are live.
         unsafe { dev.cmd_copy_buffer(cmd, staging.buf, device.buf, &region) };
-        self.submit_and_wait()?;
-        self.free(staging);
+        self.q.submit_and_wait()?;
+        self.q.free(staging);
         self.weights = Some(device);
         Ok(())
-    }
-
-    fn begin(&self) -> Result<(), RuntimeError> {
-        let dev = &self.gpu.device;
-        // SAFETY: the command buffer is not in use (every submit is waited for).
-        unsafe {
-            dev.reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
-                .map_err(|e| self.err("resetting the command buffer", e))?;
-            dev.begin_command_buffer(
-                self.cmd,
-                &vk::CommandBufferBeginInfo::default()
-                    .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
-            )
-            .map_err(|e| self.err("recording commands", e))
-        }
-    }
-
-    fn submit_and_wait(&self) -> Result<(), RuntimeError> {
-        let dev = &self.gpu.device;
-        let cmds = [self.cmd];
-        let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
-        // SAFETY: the command buffer is fully recorded; the fence is unsignalled.
-        unsafe {
-            dev.end_command_buffer(self.cmd)
-                .map_err(|e| self.err("recording commands", e))?;
-            dev.queue_submit(self.gpu.queue, &submit, self.fence)
-                .map_err(|e| self.err("submitting commands", e))?;
-            let waited = dev.wait_for_fences(&[self.fence], true, u64::MAX);
-            dev.reset_fences(&[self.fence])
-                .map_err(|e| self.err("resetting a fence", e))?;
-            waited.map_err(|e| self.err("running the kernels", e))
-        }
     }
 
     /// Makes sure `io[i]` holds at least `size` bytes.
@@ -388,11 +252,11 @@ impl VulkanExecutor {
         }
         if i < self.io.len() {
             let old = self.io.remove(i);
-            self.free(old.device);
-            self.free(old.staging);
+            self.q.free(old.device);
+            self.q.free(old.staging);
         }
         let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
-        let device = self.buffer(
+        let device = self.q.buffer(
             size,
             usage | vk::BufferUsageFlags::STORAGE_BUFFER,
             MemoryLocation::GpuOnly,
@@ -403,7 +267,9 @@ impl VulkanExecutor {
         } else {
             MemoryLocation::GpuToCpu
         };
-        let staging = self.buffer(size, usage, location, "input/output staging")?;
+        let staging = self
+            .q
+            .buffer(size, usage, location, "input/output staging")?;
         self.io.insert(i.min(self.io.len()), Io { device, staging });
         Ok(())
     }
@@ -427,9 +293,9 @@ impl VulkanExecutor {
         let arena_size = layout.total.max(PLAN_ALIGN);
         if self.arena.as_ref().is_none_or(|a| a.size < arena_size) {
             if let Some(old) = self.arena.take() {
-                self.free(old);
+                self.q.free(old);
             }
-            let a = self.buffer(
+            let a = self.q.buffer(
                 arena_size,
                 vk::BufferUsageFlags::STORAGE_BUFFER,
                 MemoryLocation::GpuOnly,
@@ -466,12 +332,12 @@ impl VulkanExecutor {
         }
         let timed = profile && self.gpu.timestamps;
         if timed {
-            self.ensure_queries(2 * launches.len() as u32)?;
+            self.q.ensure_queries(2 * launches.len() as u32)?;
         }
 
         let dev = self.gpu.device.clone();
-        let cmd = self.cmd;
-        self.begin()?;
+        let cmd = self.q.cmd;
+        self.q.begin()?;
         // SAFETY (every command below): recording into our own command buffer; every
         // buffer, pipeline and layout is live until the run has been waited for, and each
         // descriptor range lies inside its buffer (sizes from the same plan and bindings).
@@ -488,7 +354,7 @@ impl VulkanExecutor {
                 vk::PipelineStageFlags::TRANSFER,
                 vk::AccessFlags::TRANSFER_WRITE,
             );
-            if let (true, Some((pool, n))) = (timed, self.queries) {
+            if let (true, Some((pool, n))) = (timed, self.q.queries) {
                 dev.cmd_reset_query_pool(cmd, pool, 0, n);
             }
             let arena = self.arena.as_ref().expect("allocated above").buf;
@@ -534,7 +400,7 @@ impl VulkanExecutor {
                     };
                     let range = len.max(4).next_multiple_of(4);
                     if range > self.gpu.limits.max_storage_buffer_range as u64 {
-                        return Err(self.err(
+                        return Err(self.q.err(
                             &format!("launch {}", launch.kernel),
                             format!(
                                 "binds {range} bytes; {} allows {} per buffer binding",
@@ -576,7 +442,7 @@ impl VulkanExecutor {
                     .div_ceil(blocks.points_per_block as u64)
                     .min(self.gpu.limits.max_compute_work_group_count[0] as u64)
                     as u32;
-                if let (true, Some((pool, _))) = (timed, self.queries) {
+                if let (true, Some((pool, _))) = (timed, self.q.queries) {
                     dev.cmd_write_timestamp(
                         cmd,
                         vk::PipelineStageFlags::TOP_OF_PIPE,
@@ -585,7 +451,7 @@ impl VulkanExecutor {
                     );
                 }
                 dev.cmd_dispatch(cmd, groups, 1, 1);
-                if let (true, Some((pool, _))) = (timed, self.queries) {
+                if let (true, Some((pool, _))) = (timed, self.q.queries) {
                     dev.cmd_write_timestamp(
                         cmd,
                         vk::PipelineStageFlags::BOTTOM_OF_PIPE,
@@ -620,24 +486,24 @@ impl VulkanExecutor {
                 &[],
             );
         }
-        self.submit_and_wait()?;
+        self.q.submit_and_wait()?;
         for (i, out) in io.outputs.iter_mut().enumerate() {
             let n = out.len();
             let slice = self.io[n_in + i]
                 .staging
                 .alloc
                 .mapped_slice()
-                .ok_or_else(|| self.err("mapping an output", "not host-visible"))?;
+                .ok_or_else(|| self.q.err("mapping an output", "not host-visible"))?;
             out.copy_from_slice(&slice[..n]);
         }
         let mut timings = Vec::new();
-        if let (true, Some((pool, _))) = (timed, self.queries) {
+        if let (true, Some((pool, _))) = (timed, self.q.queries) {
             let mut stamps = vec![0u64; 2 * launches.len()];
             // SAFETY: the queries were written by the run just waited for.
             unsafe {
                 dev.get_query_pool_results(pool, 0, &mut stamps, vk::QueryResultFlags::TYPE_64)
             }
-            .map_err(|e| self.err("reading timestamps", e))?;
+            .map_err(|e| self.q.err("reading timestamps", e))?;
             let period = self.gpu.limits.timestamp_period as f64;
             for (n, (launch, points)) in launches.iter().enumerate() {
                 let ticks = stamps[2 * n + 1].saturating_sub(stamps[2 * n]);
@@ -649,29 +515,6 @@ impl VulkanExecutor {
             }
         }
         Ok(timings)
-    }
-
-    fn ensure_queries(&mut self, n: u32) -> Result<(), RuntimeError> {
-        if self.queries.is_some_and(|(_, have)| have >= n) {
-            return Ok(());
-        }
-        let dev = &self.gpu.device;
-        // SAFETY: no submitted command uses the old pool (every run is waited for).
-        unsafe {
-            if let Some((old, _)) = self.queries.take() {
-                dev.destroy_query_pool(old, None);
-            }
-            let pool = dev
-                .create_query_pool(
-                    &vk::QueryPoolCreateInfo::default()
-                        .query_type(vk::QueryType::TIMESTAMP)
-                        .query_count(n.max(2)),
-                    None,
-                )
-                .map_err(|e| self.err("creating timestamp queries", e))?;
-            self.queries = Some((pool, n.max(2)));
-        }
-        Ok(())
     }
 }
 
@@ -736,11 +579,6 @@ impl Drop for VulkanExecutor {
             dev.destroy_pipeline_layout(self.layout, None);
             dev.destroy_descriptor_set_layout(self.set_layout, None);
             dev.destroy_shader_module(self.module, None);
-            dev.destroy_fence(self.fence, None);
-            dev.destroy_command_pool(self.pool, None);
-            if let Some((q, _)) = self.queries.take() {
-                dev.destroy_query_pool(q, None);
-            }
         }
         let mut buffers: Vec<Buffer> = self
             .weights
@@ -753,8 +591,7 @@ impl Drop for VulkanExecutor {
             buffers.push(io.staging);
         }
         for b in buffers {
-            self.free(b);
+            self.q.free(b);
         }
-        self.alloc = None;
     }
 }

@@ -9,6 +9,8 @@ pub mod choice;
 pub mod device;
 #[cfg(feature = "vulkan")]
 pub mod executor;
+#[cfg(feature = "vulkan")]
+mod queue;
 
 use crate::cpu::features::Rank;
 
@@ -47,6 +49,19 @@ pub fn device() -> Result<String, String> {
     #[cfg(feature = "vulkan")]
     {
         device::probe().map(|g| g.name.clone())
+    }
+    #[cfg(not(feature = "vulkan"))]
+    {
+        Err("this kiln was built without the Vulkan runtime (cargo feature `vulkan`)".into())
+    }
+}
+
+/// The Vulkan device's copy bandwidth in bytes per second (read plus written), over
+/// 2 x 512 MiB: the ceiling of bandwidth-bound kernels there.
+pub fn copy_bandwidth() -> Result<f64, String> {
+    #[cfg(feature = "vulkan")]
+    {
+        queue::copy_bandwidth(512 << 20)
     }
     #[cfg(not(feature = "vulkan"))]
     {
