@@ -29,8 +29,12 @@ if [ ! -d .gpu ]; then
   exit 1
 fi
 
+# SKIP_CUDA_TESTS=1 leaves out ptxas and the CUDA test suites (to re-run the rest within
+# one call's time after they passed earlier in the session).
 note "## ptxas per capability"
+[ "${SKIP_CUDA_TESTS:-0}" = 1 ] && note "(skipped: SKIP_CUDA_TESTS=1)"
 for f in .gpu/ptx/*.ptx; do
+  [ "${SKIP_CUDA_TESTS:-0}" = 1 ] && break
   sm=$(basename "$f" .ptx)
   if msg=$(ptxas -arch="$sm" -o /tmp/$sm.cubin "$f" 2>&1); then
     note "- $sm: assembled ($(stat -c %s /tmp/$sm.cubin) bytes of SASS)"
@@ -63,26 +67,39 @@ run_test() { # name binary filter
   fi
   grep -E "CUDA device|Vulkan device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
 }
+# ONLY_MODELS=1 runs just the model benchmarks (MODELS, on MODEL_TARGETS).
+only_models=${ONLY_MODELS:-0}
 note "## tests on the GPU"
-run_test conformance-cuda conformance conformance_cuda
-# Older PTX, compiled by the driver for this GPU at load time.
-KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
-run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+if [ "$only_models" = 1 ]; then
+  note "(skipped: ONLY_MODELS=1)"
+elif [ "${SKIP_CUDA_TESTS:-0}" = 1 ]; then
+  note "(CUDA suites skipped: SKIP_CUDA_TESTS=1)"
+else
+  run_test conformance-cuda conformance conformance_cuda
+  # Older PTX, compiled by the driver for this GPU at load time.
+  KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
+  run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+fi
 
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 note "## Vulkan on the same GPU"
-# The loader is carried in .gpu/gl when the image lacks it; NVIDIA's ICD ships with the driver.
-if ! ldconfig -p | grep -q libvulkan.so.1; then
+# The loader and the GL dispatch libraries NVIDIA's Vulkan driver (libGLX_nvidia) needs are
+# carried in .gpu/gl when the image lacks them; the driver and its ICD file come with the GPU.
+if ! ldconfig -p | grep -q libvulkan.so.1 || ! ldconfig -p | grep -q libGLdispatch.so.0; then
   for f in .gpu/gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -z "${VK_DRIVER_FILES:-}" ] && [ -f $icd ] && export VK_DRIVER_FILES=$icd
+nv=/usr/local/nvidia/share
+[ -z "${VK_DRIVER_FILES:-}" ] && [ -f $nv/vulkan/icd.d/nvidia_icd.json ] &&
+  export VK_DRIVER_FILES=$nv/vulkan/icd.d/nvidia_icd.json
+[ -f $nv/glvnd/egl_vendor.d/10_nvidia.json ] &&
+  export __EGL_VENDOR_LIBRARY_FILENAMES=$nv/glvnd/egl_vendor.d/10_nvidia.json
 $bin/kiln targets 2>&1 | grep '^vulkan' | sed 's/^/    /' | tee -a "$report"
 export KILN_REQUIRE_VULKAN=1
+if [ "$only_models" != 1 ]; then
 run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
 note "## kernels: kiln next to PyTorch eager (one run)"
-cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
     --json "$OUT/kiln-bench.json" >"$LOGS/kiln-bench.log" 2>&1 &&
   python3 benches/torch_ops.py "$OUT/torch-bench.json" >"$LOGS/torch-bench.log" 2>&1; then
@@ -99,12 +116,14 @@ else
   note "vulkan benchmarks failed:"; tail -5 "$LOGS/vulkan-bench.log" | tee -a "$report"
   status=1
 fi
+fi
 note "## models: kiln bench (pp512, tg128) on the GPU"
 mkdir -p /tmp/models
 note "| model | size | params | target | threads | test | t/s |"
 note "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
-for spec in ${MODELS:-"125m F16" "125m Q8_0" "1b Q8_0" "1b F16"}; do
-  set -- $spec
+# MODELS: size:type pairs, comma-separated.
+for spec in $(echo "${MODELS:-125m:F16,125m:Q8_0,1b:Q8_0,1b:F16}" | tr ',' ' '); do
+  set -- ${spec/:/ }
   m=/tmp/models/llama-$1-$2
   if ! timeout 300 python3 benches/make_llama.py $m.gguf $1 $2 >"$LOGS/make-$1-$2.log" 2>&1; then
     note "- llama-$1 $2: could not write the model (see make-$1-$2.log)"
@@ -112,7 +131,7 @@ for spec in ${MODELS:-"125m F16" "125m Q8_0" "1b Q8_0" "1b F16"}; do
     continue
   fi
   # Both GPU targets of one GGUF, each benchmarked on its own.
-  for target in "cuda:sm_$cap" vulkan:spv1.3; do
+  for target in ${MODEL_TARGETS:-cuda:sm_$cap vulkan:spv1.3}; do
     tag=$1-$2-${target%%:*}
     if timeout 400 $bin/kiln compile $m.gguf -t "$target" -o $m.kiln -q >"$LOGS/compile-$tag.log" 2>&1 &&
       timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 --json "$LOGS/model-$tag.json" >"$LOGS/model-$tag.log" 2>&1; then

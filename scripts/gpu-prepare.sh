@@ -43,10 +43,10 @@ xz -T2 -6 -f "$out/kiln"
 
 echo "== the gguf package (pure Python) for the tiny test models"
 "${KILN_PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$out/whl" gguf==0.19.0
-echo "== the Vulkan loader (the GPU machine has NVIDIA's driver but may lack libvulkan)"
+echo "== the Vulkan loader and GL dispatch libraries (NVIDIA's Vulkan driver needs them; the GPU image may lack them)"
 lists=$(mktemp -d) && mkdir -p "$lists/partial"
 apt_amd64=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
 apt-get "${apt_amd64[@]}" update -q >/dev/null 2>&1 || true
-(cd "$out/gl" && apt-get "${apt_amd64[@]}" download libvulkan1 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+(cd "$out/gl" && apt-get "${apt_amd64[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
 ls "$out/gl"
 du -sh "$out"

@@ -107,7 +107,15 @@ impl Backend for SpirvBackend {
             msg,
         };
         let words = compile_words(kernels, minor).map_err(|(k, m)| fail(k, m))?;
-        validate(&words).map_err(|(k, m)| fail(k, m))?;
+        if let Err((kernel, msg)) = validate(&words) {
+            // Name the kernel: the first one whose module alone fails.
+            let culprit = kernels.iter().find_map(|k| {
+                let alone = compile_words(std::slice::from_ref(k), minor).ok()?;
+                validate(&alone).err().map(|(_, m)| (k.name.clone(), m))
+            });
+            let (kernel, msg) = culprit.unwrap_or((kernel, msg));
+            return Err(fail(kernel, msg));
+        }
         Ok(words.iter().flat_map(|w| w.to_le_bytes()).collect())
     }
 }
