@@ -578,6 +578,66 @@ fn conformance_cranelift() {
 
 /// The suite on the GPU, compiled for the device's own capability (skipped, saying why,
 /// without one; see `common::cuda_target`).
+/// Every case's SPIR-V module, for the oldest and the newest version kiln emits, passes the
+/// Khronos validator (`spirv-val`); naga already checked each one when it was compiled.
+/// Skipped, saying why, without `spirv-val` unless `KILN_REQUIRE_SPIRV_VAL` is set.
+#[cfg(feature = "spirv")]
+#[test]
+fn every_case_passes_spirv_val() {
+    use kiln_codegen::Backend;
+    let probe = std::process::Command::new("spirv-val")
+        .arg("--version")
+        .output();
+    if let Err(e) = probe {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_SPIRV_VAL").is_none(),
+            "KILN_REQUIRE_SPIRV_VAL is set but spirv-val cannot run: {e}"
+        );
+        eprintln!("skipped: spirv-val not runnable ({e}); install spirv-tools");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (i, c) in all_cases().iter().enumerate() {
+        for (t, env) in [
+            ("vulkan:spv1.3", "vulkan1.1"),
+            ("vulkan:spv1.6", "vulkan1.3"),
+        ] {
+            let target: kiln_compiler::Target = t.parse().unwrap();
+            let opts = kiln_compiler::pipeline::Options::default();
+            let compiled = kiln_compiler::pipeline::compile(&c.graph, &target, &opts)
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let code = kiln_codegen::spirv::SpirvBackend
+                .compile(compiled.kernels(), &target)
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let path = dir.path().join(format!("{i}-{env}.spv"));
+            std::fs::write(&path, &code).unwrap();
+            let out = std::process::Command::new("spirv-val")
+                .args(["--target-env", env])
+                .arg(&path)
+                .output()
+                .unwrap();
+            checked += 1;
+            if !out.status.success() {
+                failures.push(format!(
+                    "{} ({t}): {}{}",
+                    c.name,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} modules fail spirv-val:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{checked} SPIR-V modules pass spirv-val");
+}
+
 /// The suite through the SPIR-V backend on a Vulkan device (Mesa's llvmpipe in CI;
 /// skipped, saying why, without one).
 #[test]
@@ -593,4 +653,102 @@ fn conformance_cuda() {
     if let Some(target) = common::cuda_target() {
         run_suite(BackendChoice::Llvm, &target);
     }
+}
+
+/// The whole conformance kernel set compiles for every AMD target the HIP issue lists: one
+/// code object per gfx holding every case's kernels, each an AMDGPU ELF for that gfx with a
+/// kernel descriptor per kernel, which `llvm-objdump` disassembles without unknown
+/// instructions. (Nothing runs them: there is no AMD GPU here; the CUDA and Vulkan runs
+/// execute the same kernel IR.)
+#[cfg(feature = "llvm")]
+#[test]
+fn every_case_compiles_for_every_listed_amd_target() {
+    use kiln_codegen::Backend;
+    use object::{Object, ObjectSymbol};
+    // EF_AMDGPU_MACH of each gfx (LLVM's BinaryFormat/ELF.h).
+    const MACH: [(&str, u32); 9] = [
+        ("gfx906", 0x02f),
+        ("gfx908", 0x030),
+        ("gfx90a", 0x03f),
+        ("gfx942", 0x04c),
+        ("gfx1030", 0x036),
+        ("gfx1100", 0x041),
+        ("gfx1101", 0x046),
+        ("gfx1200", 0x048),
+        ("gfx1201", 0x04e),
+    ];
+    let cases = all_cases();
+    let kernels_for = |target: &kiln_compiler::Target| {
+        let mut all = Vec::new();
+        for (i, c) in cases.iter().enumerate() {
+            let opts = kiln_compiler::pipeline::Options::default();
+            let compiled = kiln_compiler::pipeline::compile(&c.graph, target, &opts)
+                .unwrap_or_else(|e| panic!("{} ({target}): {e}", c.name));
+            for k in compiled.kernels() {
+                let mut k = k.clone();
+                k.name = format!("c{i}_{}", k.name);
+                all.push(k);
+            }
+        }
+        all
+    };
+    let objdump = std::path::Path::new(
+        &std::env::var_os("LLVM_SYS_191_PREFIX").unwrap_or("/usr/lib/llvm-19".into()),
+    )
+    .join("bin/llvm-objdump");
+    let dir = tempfile::tempdir().unwrap();
+    let check = |(gfx, mach): (&str, u32)| {
+        let target: kiln_compiler::Target = format!("hip:{gfx}").parse().unwrap();
+        let kernels = kernels_for(&target);
+        let code = kiln_codegen::llvm::LlvmBackend
+            .compile(&kernels, &target)
+            .unwrap_or_else(|e| panic!("{gfx}: {e}"));
+        let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*code)
+            .unwrap_or_else(|e| panic!("{gfx}: not an ELF file: {e}"));
+        let e = elf.endian();
+        assert_eq!(elf.elf_header().e_machine.get(e), object::elf::EM_AMDGPU);
+        assert_eq!(elf.elf_header().e_flags.get(e) & 0xff, mach, "{gfx}");
+        let symbols: std::collections::HashSet<String> = elf
+            .symbols()
+            .filter_map(|s| s.name().ok().map(String::from))
+            .collect();
+        for k in &kernels {
+            assert!(
+                symbols.contains(&format!("kiln_{}.kd", k.name)),
+                "{gfx}: no kernel descriptor for {}",
+                k.name
+            );
+        }
+        let path = dir.path().join(format!("{gfx}.co"));
+        std::fs::write(&path, &code).unwrap();
+        let out = std::process::Command::new(&objdump)
+            .args(["-d", &format!("--mcpu={gfx}")])
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", objdump.display()));
+        assert!(out.status.success(), "{gfx}: llvm-objdump failed");
+        let asm = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !asm.contains("<unknown>"),
+            "{gfx}: undecodable instructions"
+        );
+        kernels.len()
+    };
+    // Two targets at a time: LLVM's code generation is the cost, and contexts are per thread.
+    let counts: Vec<usize> = std::thread::scope(|s| {
+        let handles: Vec<_> = MACH
+            .chunks(5)
+            .map(|chunk| s.spawn(move || chunk.iter().map(|&m| check(m)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    eprintln!(
+        "{} conformance cases ({} kernels) compile for {} AMD targets",
+        cases.len(),
+        counts[0],
+        MACH.len()
+    );
 }
