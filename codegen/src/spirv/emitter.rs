@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 /// The module-wide interface every entry point shares (see the module doc of `spirv`).
 pub struct Abi {
-    /// One storage-buffer variable per binding (kernel argument position).
-    pub bindings: Vec<Word>,
+    /// Pointer type of a binding: a block holding a runtime array of 32-bit words.
+    pub buffer_ptr: Word,
     /// `{ i64 points; i64 dims[..] }` in push constants.
     pub push: Word,
     pub local_id: Word,
@@ -30,6 +30,8 @@ pub struct Emitter<'s, 'k> {
     pub s: &'s mut Spv,
     pub abi: &'s Abi,
     pub k: &'k Kernel,
+    /// The kernel's storage-buffer variables, one per argument (binding = position).
+    pub bindings: Vec<Word>,
     /// Function-scope arrays backing the kernel's local buffers.
     pub locals: Vec<Word>,
     pub dims: Vec<V>,

@@ -19,10 +19,10 @@ use rspirv::spirv::{
 };
 use std::collections::HashMap;
 
-/// Creates the globals every entry point uses: `bindings` storage buffers of 32-bit words,
-/// the push-constant block (`points`, then `dims` symbol values), the invocation and
-/// workgroup ids, and the reduction array.
-pub fn abi(s: &mut Spv, bindings: u32, dims: u32, threads: u32) -> Abi {
+/// Creates the globals every entry point uses: the push-constant block (`points`, then
+/// `dims` symbol values), the invocation and workgroup ids, the reduction array, and the
+/// type of a binding (storage buffers of 32-bit words; each kernel declares its own).
+pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
     let i32t = s.ty(VType::I32);
     let i64t = s.ty(VType::I64);
     let f32t = s.ty(VType::F32);
@@ -32,15 +32,6 @@ pub fn abi(s: &mut Spv, bindings: u32, dims: u32, threads: u32) -> Abi {
     s.b.decorate(buffer, Decoration::Block, []);
     s.b.member_decorate(buffer, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
     let buffer_ptr = s.ptr(StorageClass::StorageBuffer, buffer);
-    let bindings = (0..bindings)
-        .map(|i| {
-            let v =
-                s.b.variable(buffer_ptr, None, StorageClass::StorageBuffer, None);
-            s.b.decorate(v, Decoration::DescriptorSet, [Operand::LiteralBit32(0)]);
-            s.b.decorate(v, Decoration::Binding, [Operand::LiteralBit32(i)]);
-            v
-        })
-        .collect();
 
     let n = s.u32_const(dims.max(1));
     let dims_arr = s.b.type_array(i64t, n);
@@ -74,7 +65,7 @@ pub fn abi(s: &mut Spv, bindings: u32, dims: u32, threads: u32) -> Abi {
     let arr_ptr = s.ptr(StorageClass::Workgroup, arr);
     let partials = s.b.variable(arr_ptr, None, StorageClass::Workgroup, None);
     Abi {
-        bindings,
+        buffer_ptr,
         push,
         local_id,
         group_id,
@@ -84,12 +75,12 @@ pub fn abi(s: &mut Spv, bindings: u32, dims: u32, threads: u32) -> Abi {
 }
 
 impl Abi {
-    /// Every global, for entry-point interfaces (SPIR-V 1.4 and later list them all;
-    /// earlier versions list only inputs).
-    pub fn globals(&self, all: bool) -> Vec<Word> {
+    /// The globals an entry point with `bindings` uses, for its interface (SPIR-V 1.4 and
+    /// later list them all; earlier versions list only inputs).
+    pub fn globals(&self, bindings: &[Word], all: bool) -> Vec<Word> {
         let mut v = vec![self.local_id, self.group_id, self.group_count];
         if all {
-            v.extend(&self.bindings);
+            v.extend(bindings);
             v.push(self.push);
             v.push(self.partials);
         }
@@ -97,9 +88,32 @@ impl Abi {
     }
 }
 
+/// Kernel `k`'s storage buffers, binding `i` for argument `i`. Every one is `Restrict` (kiln
+/// never binds one buffer to two arguments of a launch) and the ones the kernel only reads
+/// are `NonWritable`: what lets a driver keep loads in registers across stores and read
+/// weights through its read-only cache, as `noalias` does for the LLVM GPU targets.
+fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel) -> Vec<Word> {
+    k.args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let v =
+                s.b.variable(abi.buffer_ptr, None, StorageClass::StorageBuffer, None);
+            s.b.decorate(v, Decoration::DescriptorSet, [Operand::LiteralBit32(0)]);
+            s.b.decorate(v, Decoration::Binding, [Operand::LiteralBit32(i as u32)]);
+            s.b.decorate(v, Decoration::Restrict, []);
+            if !a.writes {
+                s.b.decorate(v, Decoration::NonWritable, []);
+            }
+            v
+        })
+        .collect()
+}
+
 /// Adds kernel `k` as entry point `kiln_<name>`.
 pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(), Fail> {
     let launch = launch_shape(&k.body);
+    let bindings = bindings(s, abi, k);
     let void = s.b.type_void();
     let fn_ty = s.b.type_function(void, []);
     let f =
@@ -121,6 +135,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         s,
         abi,
         k,
+        bindings: bindings.clone(),
         locals: Vec::new(),
         dims: Vec::new(),
         grid: Vec::new(),
@@ -173,7 +188,12 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
     em.s.b.ret()?;
     em.place_vars()?;
     s.b.end_function()?;
-    s.b.entry_point(ExecutionModel::GLCompute, f, name, abi.globals(all_globals));
+    s.b.entry_point(
+        ExecutionModel::GLCompute,
+        f,
+        name,
+        abi.globals(&bindings, all_globals),
+    );
     s.b.execution_mode(f, ExecutionMode::LocalSize, [launch.threads, 1, 1]);
     Ok(())
 }

@@ -81,9 +81,8 @@ pub fn compile_words(kernels: &[Kernel], minor: u8) -> Result<Vec<u32>, (String,
     b.capability(Capability::Int64);
     b.memory_model(AddressingModel::Logical, MemoryModel::GLSL450);
     let mut s = builder::Spv::new(b);
-    let bindings = kernels.iter().map(|k| k.args.len()).max().unwrap_or(0) as u32;
     let dims = kernels.iter().map(|k| k.dims_read()).max().unwrap_or(0);
-    let abi = kernel::abi(&mut s, bindings, dims, BLOCK_THREADS);
+    let abi = kernel::abi(&mut s, dims, BLOCK_THREADS);
     for k in kernels {
         kernel::emit(&mut s, &abi, k, minor >= 4).map_err(|Fail(m)| (k.name.clone(), m))?;
     }

@@ -129,7 +129,6 @@ impl Emitter<'_, '_> {
 
     fn word_ptr(&mut self, arg: u32, word: V) -> Result<Word, Fail> {
         let var = *self
-            .abi
             .bindings
             .get(arg as usize)
             .ok_or_else(|| Fail(format!("argument {arg} has no binding")))?;
