@@ -80,7 +80,7 @@ echo "|---|---|---:|---:|---:|"
 raw=()
 for f in "${files[@]}"; do
   name=$(basename "$f" .gguf)
-  art=$work/models/$name.kiln
+  art=$work/models/$name.${TARGET//:/-}.kiln
   [ "$art" -nt "$f" ] && [ "$art" -nt "$kiln" ] || "$kiln" compile "$f" -t "$TARGET" -o "$art" -q
   # One model at a time, the two tools one after the other, so they share the machine's state.
   lj=$("$bench" -m "$f" -p "$PROMPT" -n "$GEN" -r "$REPS" -t "$THREADS" -o json 2>/dev/null)
