@@ -6,16 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn kiln(args: &[&str]) -> Output {
+    kiln_with(args, &[])
+}
+
+/// Runs kiln with extra environment variables.
+fn kiln_with(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
         .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
         .output()
         .expect("the kiln binary runs")
 }
 
 /// Runs kiln expecting failure; returns stderr after checking it is an error, not a panic.
 fn fails(args: &[&str]) -> String {
-    let out = kiln(args);
+    fails_with(args, &[])
+}
+
+fn fails_with(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = kiln_with(args, env);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         !out.status.success(),
@@ -35,13 +45,18 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 const GOOD: &str = "kir 1\n%x = input \"x\" f32[n,8]\n%y = relu %x\noutput \"y\" = %y\n";
 
 fn compiled(dir: &Path) -> PathBuf {
+    compiled_for(dir, "cpu:x86-64")
+}
+
+/// The GOOD model compiled for `targets` into `dir`; returns the artifact's path.
+fn compiled_for(dir: &Path, targets: &str) -> PathBuf {
     let src = write(dir, "good.kir", GOOD);
     let out = dir.join("good.kiln");
     let r = kiln(&[
         "compile",
         src.to_str().unwrap(),
         "-t",
-        "cpu:x86-64",
+        targets,
         "-o",
         out.to_str().unwrap(),
         "-q",
@@ -329,18 +344,7 @@ fn cuda_artifacts_without_a_gpu_say_why() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let src = write(dir.path(), "good.kir", GOOD);
-    let art = dir.path().join("gpu.kiln");
-    let r = kiln(&[
-        "compile",
-        src.to_str().unwrap(),
-        "-t",
-        "cuda:sm_90",
-        "-o",
-        art.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let art = compiled_for(dir.path(), "cuda:sm_90");
     let err = fails(&["run", art.to_str().unwrap()]);
     assert!(
         err.contains("no variant of model") && err.contains("cuda:sm_90 needs "),
@@ -353,18 +357,7 @@ fn cuda_artifacts_without_a_gpu_say_why() {
 #[test]
 fn hip_artifacts_compile_and_say_why_they_do_not_run() {
     let dir = tempfile::tempdir().unwrap();
-    let src = write(dir.path(), "good.kir", GOOD);
-    let art = dir.path().join("amd.kiln");
-    let r = kiln(&[
-        "compile",
-        src.to_str().unwrap(),
-        "-t",
-        "hip:gfx1100,hip:gfx90a:xnack-",
-        "-o",
-        art.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let art = compiled_for(dir.path(), "hip:gfx1100,hip:gfx90a:xnack-");
     let err = fails(&["run", art.to_str().unwrap()]);
     assert!(
         err.contains("hip:gfx1100 needs an AMD GPU") || err.contains("no HIP executor"),
@@ -376,28 +369,13 @@ fn hip_artifacts_compile_and_say_why_they_do_not_run() {
 #[test]
 fn vulkan_artifacts_without_a_driver_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let src = write(dir.path(), "good.kir", GOOD);
-    let art = dir.path().join("vk.kiln");
-    let r = kiln(&[
-        "compile",
-        src.to_str().unwrap(),
-        "-t",
-        "vulkan:spv1.3",
-        "-o",
-        art.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let art = compiled_for(dir.path(), "vulkan:spv1.3");
     let none = dir.path().join("no-such-icd.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["run", art.to_str().unwrap()])
-        .env("VK_ICD_FILENAMES", &none)
-        .env("VK_DRIVER_FILES", &none)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let none = none.as_os_str();
+    let err = fails_with(
+        &["run", art.to_str().unwrap()],
+        &[("VK_ICD_FILENAMES", none), ("VK_DRIVER_FILES", none)],
+    );
     assert!(
         err.contains("no variant of model")
             && err.contains("vulkan:spv1.3 ")

@@ -665,18 +665,7 @@ fn conformance_cuda() {
 fn every_case_compiles_for_every_listed_amd_target() {
     use kiln_codegen::Backend;
     use object::{Object, ObjectSymbol};
-    // EF_AMDGPU_MACH of each gfx (LLVM's BinaryFormat/ELF.h).
-    const MACH: [(&str, u32); 9] = [
-        ("gfx906", 0x02f),
-        ("gfx908", 0x030),
-        ("gfx90a", 0x03f),
-        ("gfx942", 0x04c),
-        ("gfx1030", 0x036),
-        ("gfx1100", 0x041),
-        ("gfx1101", 0x046),
-        ("gfx1200", 0x048),
-        ("gfx1201", 0x04e),
-    ];
+    const MACH: [(&str, u32); 9] = kiln_codegen::llvm::gpu::amdgpu::TESTED;
     let cases = all_cases();
     let kernels_for = |target: &kiln_compiler::Target| {
         let mut all = Vec::new();

@@ -15,6 +15,8 @@ pub mod link;
 pub mod llvm;
 #[cfg(feature = "spirv")]
 pub mod spirv;
+#[cfg(all(test, any(feature = "llvm", feature = "spirv")))]
+mod test_model;
 
 use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;

@@ -70,6 +70,23 @@ pub struct GpuBlocks {
     pub points_per_block: u32,
 }
 
+impl GpuBlocks {
+    /// Whether a GPU executor can launch this shape: 1..=1024 threads, and a block covering
+    /// either one point or one point per thread (the two shapes the compiler emits).
+    pub fn check(&self) -> Result<(), String> {
+        if self.threads == 0 || self.threads > 1024 {
+            return Err(format!("{} threads per block (1..=1024)", self.threads));
+        }
+        if self.points_per_block != 1 && self.points_per_block != self.threads {
+            return Err(format!(
+                "{} points per block (1 or the thread count)",
+                self.points_per_block
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Host data of one run on a device with its own memory: inputs to upload, outputs to fill.
 pub struct HostIo<'a> {
     pub inputs: &'a [&'a [u8]],

@@ -38,6 +38,8 @@ pub struct Emitter<'s, 'k> {
     pub grid: Vec<V>,
     pub lets: HashMap<VarId, V>,
     pub vars: HashMap<VarId, (Word, VType)>,
+    /// Variable ids at and above this are free for expressions the backend builds itself.
+    pub next_var: VarId,
     /// `OpVariable`s, which SPIR-V requires at the top of the entry block; placed there
     /// when the function is finished.
     pub fn_vars: Vec<Instruction>,

@@ -141,6 +141,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         grid: Vec::new(),
         lets: HashMap::new(),
         vars: HashMap::new(),
+        next_var: k.next_var,
         fn_vars: Vec::new(),
     };
     for l in &k.locals {

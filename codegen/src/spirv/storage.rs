@@ -11,9 +11,8 @@
 use super::builder::V;
 use super::emitter::Emitter;
 use super::Fail;
-use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, VType};
+use kiln_compiler::kernel::{half, BOp, Buf, Cmp, Elem, Expr, VType};
 use kiln_ir::DType;
-use rspirv::dr::Operand;
 use rspirv::spirv::{Op, Scope, StorageClass, Word};
 
 impl Emitter<'_, '_> {
@@ -162,49 +161,29 @@ impl Emitter<'_, '_> {
         Ok((self.s.b.access_chain(ptr_t, None, var, [at.id])?, t))
     }
 
+    /// An atomic read-modify-write of the word at `ptr` (device scope, relaxed: the two
+    /// operations of a narrow store touch disjoint bits, so their order does not matter).
     fn atomic(&mut self, op: Op, ptr: Word, value: V) -> Result<(), Fail> {
         let i32t = self.s.ty(VType::I32);
         let scope = self.s.u32_const(Scope::Device as u32);
         let relaxed = self.s.u32_const(0);
-        let id = self.s.b.id();
-        let inst = rspirv::dr::Instruction::new(
-            op,
-            Some(i32t),
-            Some(id),
-            vec![
-                Operand::IdRef(ptr),
-                Operand::IdRef(scope),
-                Operand::IdRef(relaxed),
-                Operand::IdRef(value.id),
-            ],
-        );
-        self.s
-            .b
-            .insert_into_block(rspirv::dr::InsertPoint::End, inst)?;
+        self.s.op(op, i32t, &[ptr, scope, relaxed, value.id])?;
         Ok(())
     }
 
-    /// Half bits (in the low 16 bits of an i32) -> f32. Subnormal halves are converted as
-    /// integers times 2^-24, which is exact and needs no f32 denormals.
+    /// Half bits (in the low 16 bits of an i32) -> f32, by the compiler's decoding (exact,
+    /// never through f32 subnormals, which drivers may flush).
     fn f16_to_f32(&mut self, h: V) -> Result<V, Fail> {
-        let sign = self.ib(BOp::And, h, 0x8000)?;
-        let sign = self.ib(BOp::Shl, sign, 16)?;
-        let em = self.ib(BOp::And, h, 0x7fff)?;
-        let shifted = self.ib(BOp::Shl, em, 13)?;
-        let normal = self.ib(BOp::Add, shifted, 0x3800_0000)?;
-        let inf_nan = self.ib(BOp::Or, shifted, 0x7f80_0000)?;
-        let sub = self.s.op_v(Op::ConvertSToF, VType::F32, &[em])?;
-        let scale = self.s.f32(2f32.powi(-24));
-        let sub = self.binary(BOp::Mul, sub, scale)?;
-        let sub = self.s.op_v(Op::Bitcast, VType::I32, &[sub])?;
-        let k = self.s.i32(0x400);
-        let is_sub = self.compare(Cmp::Lt, em, k)?;
-        let finite = self.select(is_sub, sub, normal)?;
-        let k = self.s.i32(0x7c00);
-        let special = self.compare(Cmp::Ge, em, k)?;
-        let r = self.select(special, inf_nan, finite)?;
-        let r = self.binary(BOp::Or, r, sign)?;
-        self.s.op_v(Op::Bitcast, VType::F32, &[r])
+        let mut next = self.next_var;
+        let mut fresh = || {
+            next += 1;
+            next - 1
+        };
+        let bits = fresh();
+        let e = half::f16_bits_to_f32(Expr::Var(bits), &mut fresh);
+        self.next_var = next;
+        self.lets.insert(bits, h);
+        self.expr(&e)
     }
 
     /// f32 -> half bits in an i32, rounding to nearest even.

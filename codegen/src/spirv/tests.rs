@@ -3,33 +3,12 @@
 //! Vulkan conformance suite's job (`tests/conformance.rs`).
 
 use crate::Backend;
-use kiln_compiler::pipeline::{compile, Options};
 use kiln_compiler::Target;
 use rspirv::spirv::{ExecutionModel, Op};
 
-const MODEL: &str = "kir 1
-%x = input \"x\" f32[rows,300]
-%w = input \"w\" f32[300]
-%h = input \"m\" f16[300,64]
-%m = cast %h dtype=f32
-%n = rms_norm %x, %w eps=1e-5
-%s = softmax %n axis=1
-%y = matmul %s, %m transpose_a=false transpose_b=false
-%g = silu %y
-%o = cast %g dtype=bf16
-output \"y\" = %o
-";
-
-/// The module of MODEL for `target`, and its kernels' names.
+/// The module of the test model for `target`, and its kernels' names.
 fn module_for(target: &str) -> (Vec<u8>, Vec<String>) {
-    let g = kiln_ir::text::parse(MODEL).unwrap();
-    let t: Target = target.parse().unwrap();
-    let c = compile(&g, &t, &Options::default()).unwrap();
-    let code = super::SpirvBackend
-        .compile(c.kernels(), &t)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let names = c.kernels().iter().map(|k| k.name.clone()).collect();
-    (code, names)
+    crate::test_model::code(&super::SpirvBackend, target)
 }
 
 fn words(code: &[u8]) -> Vec<u32> {

@@ -13,6 +13,7 @@
 
 mod display;
 pub mod gpu;
+pub mod half;
 mod ir;
 pub mod math;
 pub mod vectorize;

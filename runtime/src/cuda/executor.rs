@@ -9,7 +9,7 @@
 use super::device::{probe, Device};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
-use crate::plan::{grid_points, BufferRef, GpuBlocks, HostIo, Plan};
+use crate::plan::{grid_points, BufferRef, HostIo, Plan};
 use cudarc::driver::{
     sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -201,7 +201,9 @@ impl CudaExecutor {
             let blocks = launch
                 .gpu
                 .ok_or_else(|| perr(format!("launch {} has no GPU block shape", launch.kernel)))?;
-            check_blocks(&blocks).map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
+            blocks
+                .check()
+                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
             let points = grid_points(&launch.grid, env)
                 .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
             if points == 0 {
@@ -269,19 +271,6 @@ impl CudaExecutor {
         }
         Ok(timings)
     }
-}
-
-fn check_blocks(b: &GpuBlocks) -> Result<(), String> {
-    if b.threads == 0 || b.threads > 1024 {
-        return Err(format!("{} threads per block (1..=1024)", b.threads));
-    }
-    if b.points_per_block != 1 && b.points_per_block != b.threads {
-        return Err(format!(
-            "{} points per block (1 or the thread count)",
-            b.points_per_block
-        ));
-    }
-    Ok(())
 }
 
 /// See [`super::copy_bandwidth`].

@@ -546,17 +546,13 @@ unsafe fn barrier(
     );
 }
 
+/// [`GpuBlocks::check`], and the workgroup size the SPIR-V modules declare.
 fn check_blocks(b: &GpuBlocks) -> Result<(), String> {
+    b.check()?;
     if b.threads != MODULE_THREADS {
         return Err(format!(
             "{} threads per block; the SPIR-V modules are built for {MODULE_THREADS}",
             b.threads
-        ));
-    }
-    if b.points_per_block != 1 && b.points_per_block != b.threads {
-        return Err(format!(
-            "{} points per block (1 or the thread count)",
-            b.points_per_block
         ));
     }
     Ok(())

@@ -22,9 +22,18 @@ pub const GFX: [&str; 31] = [
     "gfx1103", "gfx1150", "gfx1151", "gfx1152", "gfx1200", "gfx1201",
 ];
 
-/// The targets the issue names; tests check each code object.
-pub const TESTED: [&str; 9] = [
-    "gfx906", "gfx908", "gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1101", "gfx1200", "gfx1201",
+/// The targets the issue names, each with the `EF_AMDGPU_MACH` value its code objects
+/// must carry (LLVM's BinaryFormat/ELF.h); the unit and end-to-end tests check every one.
+pub const TESTED: [(&str, u32); 9] = [
+    ("gfx906", 0x02f),
+    ("gfx908", 0x030),
+    ("gfx90a", 0x03f),
+    ("gfx942", 0x04c),
+    ("gfx1030", 0x036),
+    ("gfx1100", 0x041),
+    ("gfx1101", 0x046),
+    ("gfx1200", 0x048),
+    ("gfx1201", 0x04e),
 ];
 
 /// `gfx90a:xnack+:sramecc-` -> ("gfx90a", "+xnack,-sramecc").

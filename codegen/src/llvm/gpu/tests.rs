@@ -2,36 +2,16 @@
 //! also assembles and runs is `scripts/gpu-check.sh`'s job on a machine with `ptxas` and a GPU.
 
 use crate::Backend;
-use kiln_compiler::pipeline::{compile, Options};
 use kiln_compiler::Target;
-
-const MODEL: &str = "kir 1
-%x = input \"x\" f32[rows,300]
-%w = input \"w\" f32[300]
-%h = input \"m\" f16[300,64]
-%m = cast %h dtype=f32
-%n = rms_norm %x, %w eps=1e-5
-%s = softmax %n axis=1
-%y = matmul %s, %m transpose_a=false transpose_b=false
-%g = silu %y
-output \"y\" = %g
-";
 
 fn ptx_for(target: &str) -> (String, Vec<String>) {
     let (code, names) = code_for(target);
     (String::from_utf8(code).unwrap(), names)
 }
 
-/// The code blob of MODEL for `target`, and its kernels' names.
+/// The code blob of the test model for `target`, and its kernels' names.
 fn code_for(target: &str) -> (Vec<u8>, Vec<String>) {
-    let g = kiln_ir::text::parse(MODEL).unwrap();
-    let t: Target = target.parse().unwrap();
-    let c = compile(&g, &t, &Options::default()).unwrap();
-    let ptx = crate::llvm::LlvmBackend
-        .compile(c.kernels(), &t)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let names = c.kernels().iter().map(|k| k.name.clone()).collect();
-    (ptx, names)
+    crate::test_model::code(&crate::llvm::LlvmBackend, target)
 }
 
 #[test]
@@ -79,23 +59,9 @@ fn unknown_capabilities_say_which_exist() {
     assert!(e.contains("sm_70 and newer") && e.contains("sm_90a"), "{e}");
 }
 
-/// `EF_AMDGPU_MACH` of each tested gfx (LLVM's BinaryFormat/ELF.h).
-const MACH: [(&str, u32); 9] = [
-    ("gfx906", 0x02f),
-    ("gfx908", 0x030),
-    ("gfx90a", 0x03f),
-    ("gfx942", 0x04c),
-    ("gfx1030", 0x036),
-    ("gfx1100", 0x041),
-    ("gfx1101", 0x046),
-    ("gfx1200", 0x048),
-    ("gfx1201", 0x04e),
-];
-
 fn arg_counts(target: &str) -> Vec<usize> {
-    let g = kiln_ir::text::parse(MODEL).unwrap();
-    let c = compile(&g, &target.parse().unwrap(), &Options::default()).unwrap();
-    c.kernels().iter().map(|k| k.args.len()).collect()
+    let kernels = crate::test_model::kernels(target);
+    kernels.iter().map(|k| k.args.len()).collect()
 }
 
 fn tool(name: &str) -> Option<std::path::PathBuf> {
@@ -121,9 +87,8 @@ fn run_tool(name: &str, args: &[&std::ffi::OsStr]) -> String {
 #[test]
 fn amd_code_objects_are_well_formed() {
     use object::{Object, ObjectSymbol};
-    assert_eq!(MACH.len(), super::amdgpu::TESTED.len());
     let dir = tempfile::tempdir().unwrap();
-    for (gfx, mach) in MACH {
+    for (gfx, mach) in super::amdgpu::TESTED {
         let (bytes, names) = code_for(&format!("hip:{gfx}"));
         let args = arg_counts(&format!("hip:{gfx}"));
         let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*bytes)

@@ -1,0 +1,39 @@
+//! The small model the GPU code generators' unit tests compile through the real pipeline: a
+//! norm and a softmax (block reductions), a matmul and an activation (thread-per-point
+//! kernels), reading f16 and writing bf16 (narrow loads and stores).
+
+use crate::Backend;
+use kiln_compiler::kernel::Kernel;
+use kiln_compiler::pipeline::{compile, Options};
+use kiln_compiler::Target;
+
+pub const MODEL: &str = "kir 1
+%x = input \"x\" f32[rows,300]
+%w = input \"w\" f32[300]
+%h = input \"m\" f16[300,64]
+%m = cast %h dtype=f32
+%n = rms_norm %x, %w eps=1e-5
+%s = softmax %n axis=1
+%y = matmul %s, %m transpose_a=false transpose_b=false
+%g = silu %y
+%o = cast %g dtype=bf16
+output \"y\" = %o
+";
+
+/// MODEL's kernels for `target`.
+pub fn kernels(target: &str) -> Vec<Kernel> {
+    let g = kiln_ir::text::parse(MODEL).unwrap();
+    let t: Target = target.parse().unwrap();
+    compile(&g, &t, &Options::default())
+        .unwrap()
+        .kernels()
+        .to_vec()
+}
+
+/// `be`'s code for MODEL on `target`, and the kernels' names.
+pub fn code(be: &dyn Backend, target: &str) -> (Vec<u8>, Vec<String>) {
+    let kernels = kernels(target);
+    let t: Target = target.parse().unwrap();
+    let code = be.compile(&kernels, &t).unwrap_or_else(|e| panic!("{e}"));
+    (code, kernels.iter().map(|k| k.name.clone()).collect())
+}
