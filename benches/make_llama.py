@@ -2,7 +2,10 @@
 """Writes a llama GGUF of benchmark size with random weights (never committed: made at
 bench time, in seconds to a minute).
 
-usage: make_llama.py OUT.gguf {125m,1b} {F32,F16,Q8_0,Q4_0}
+usage: make_llama.py OUT.gguf {125m,1b} {F32,F16,Q8_0,Q4_0,Q4_K_M,Q5_K_M,...}
+
+The last argument is a GGML type (every tensor but norms) or one of llama.cpp's K-quant
+mixes (Q6_K for output.weight and some layers' attn_v and ffn_down).
 
 125m: 12 layers of width 768 (12 heads), ffn 2048, vocabulary 32000 (about 134M
 parameters). 1b: TinyLlama-1.1B's shape: 22 layers of width 2048, 32 query and 4 key/value
@@ -25,7 +28,8 @@ SIZES = {
 def main() -> None:
     if len(sys.argv) != 4 or sys.argv[2] not in SIZES:
         sys.exit(__doc__)
-    out, size, qtype = Path(sys.argv[1]), sys.argv[2], T[sys.argv[3]]
+    out, size, kind = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    qtype = kind if kind in tiny_models.MIXES else T[kind]
     config = dict(SIZES[size], name=f"llama-{size}")
     tiny_models.write(out, "llama", qtype, seed=3, c=config)
 

@@ -85,12 +85,18 @@ pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCa
     b.output("y", y);
     let inputs = vec![Tensor::seeded(DType::F32, vec![1, k], 3, 1.0)];
     let mut model = model("matvec", b, 2);
-    // Valid blocks: a small positive scale in every block, arbitrary quants.
+    // Valid blocks: small positive f16 scales (0x0a1e, about 0.0059), arbitrary quants.
+    let halves = format.half_fields();
     let data: Vec<f64> = (0..n * row_bytes)
-        .map(|i| match i % format.block_bytes() {
-            0 => 0x1e as f64, // f16 0x0a1e: about 0.0059
-            1 => 0x0a as f64,
-            j => ((i / format.block_bytes() * 31 + j * 17) % 256) as f64,
+        .map(|i| {
+            let j = i % format.block_bytes();
+            if halves.contains(&j) {
+                0x1e as f64
+            } else if j > 0 && halves.contains(&(j - 1)) {
+                0x0a as f64
+            } else {
+                ((i / format.block_bytes() * 31 + j * 17) % 256) as f64
+            }
         })
         .collect();
     model
@@ -100,6 +106,10 @@ pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCa
         name: match format {
             kiln_ir::QuantFormat::Q8_0 => "matvec q8_0",
             kiln_ir::QuantFormat::Q4_0 => "matvec q4_0",
+            kiln_ir::QuantFormat::Q4_1 => "matvec q4_1",
+            kiln_ir::QuantFormat::Q4K => "matvec q4_k",
+            kiln_ir::QuantFormat::Q5K => "matvec q5_k",
+            kiln_ir::QuantFormat::Q6K => "matvec q6_k",
         },
         shape: format!("{n}x{k}"),
         model,
@@ -172,6 +182,8 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
         matvec(4096, 4096),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q8_0),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q4_0),
+        matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q4K),
+        matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q6K),
         softmax(1024, 4096),
         rms_norm(1024, 4096),
         elementwise_chain(4096),
@@ -191,6 +203,8 @@ pub fn gpu_cases(quick: bool) -> Vec<BenchCase> {
         matvec(8192, 8192),
         matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q8_0),
         matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q4_0),
+        matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q4K),
+        matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q6K),
         softmax(4096, 4096),
         rms_norm(4096, 4096),
         elementwise_chain(8192),

@@ -353,6 +353,7 @@ fn quant_cases() -> Vec<Case> {
     for format in QuantFormat::ALL {
         let row = move |blocks: usize| blocks * format.block_bytes();
         let name = format.name();
+        let be = format.block_elems();
         out.push(case(
             format!("dequant {name} [3,{}]", row(2)),
             DType::F32,
@@ -363,10 +364,10 @@ fn quant_cases() -> Vec<Case> {
         ));
         for rows in ["t", "seq"] {
             out.push(case(
-                format!("matmul {name} symbolic [{rows},64] tb"),
+                format!("matmul {name} symbolic [{rows},{}] tb", 2 * be),
                 DType::F32,
                 &move |b, _| {
-                    let x = b.input("a", DType::F32, vec![Dim::sym(rows), Dim::from(64usize)])?;
+                    let x = b.input("a", DType::F32, vec![Dim::sym(rows), Dim::from(2 * be)])?;
                     let q = b.input(name, DType::U8, [24, row(2)])?;
                     let w = b.dequant(q, format)?;
                     b.matmul_t(x, w, false, true)
@@ -375,10 +376,10 @@ fn quant_cases() -> Vec<Case> {
         }
         for (m, n, blocks) in [(1, 40, 2), (1, 7, 5), (5, 33, 3), (9, 70, 4)] {
             out.push(case(
-                format!("matmul {name} m{m} k{} n{n} tb", blocks * 32),
+                format!("matmul {name} m{m} k{} n{n} tb", blocks * be),
                 DType::F32,
                 &move |b, _| {
-                    let x = b.input("a", DType::F32, [m, blocks * 32])?;
+                    let x = b.input("a", DType::F32, [m, blocks * be])?;
                     let q = b.input(name, DType::U8, [n, row(blocks)])?;
                     let w = b.dequant(q, format)?;
                     b.matmul_t(x, w, false, true)
@@ -399,8 +400,8 @@ fn quant_cases() -> Vec<Case> {
     out
 }
 
-/// Valid blocks of `format`: f16 scales of either sign, small and large, one subnormal;
-/// arbitrary quant bytes.
+/// Valid blocks of `format`: f16 scales and mins of either sign, small and large, one
+/// subnormal; arbitrary quant bytes.
 fn quant_bytes(format: QuantFormat, shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     let raw = Tensor::seeded(DType::F32, vec![n], seed, 1.0);
@@ -416,9 +417,17 @@ fn quant_bytes(format: QuantFormat, shape: &[usize], seed: u64) -> Tensor {
             2 => half::f16::from_bits(0x0003), // subnormal
             _ => half::f16::from_f32(0.25 + i as f32 * 1e-3),
         };
-        let [lo, hi] = d.to_le_bytes();
-        block[0] = lo as f64;
-        block[1] = hi as f64;
+        for (f, &at) in format.half_fields().iter().enumerate() {
+            // A second field (a min) gets a different value than the scale.
+            let v = if f == 0 {
+                d
+            } else {
+                half::f16::from_f32(-0.5 * d.to_f32())
+            };
+            let [lo, hi] = v.to_le_bytes();
+            block[at] = lo as f64;
+            block[at + 1] = hi as f64;
+        }
     }
     Tensor::new(DType::U8, shape.to_vec(), bytes)
 }

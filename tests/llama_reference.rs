@@ -140,7 +140,10 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
         "tiny-llama-F16",
         "tiny-llama-Q8_0",
         "tiny-llama-Q4_0",
+        "tiny-llama-Q4_1",
         "tiny-llama-Q5_1",
+        "tiny-llama-Q4_K_M",
+        "tiny-llama-Q5_K_M",
         "tiny-qwen2-F32",
     ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
@@ -164,7 +167,7 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
     }
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
-    for name in ["tiny-llama-Q8_0", "tiny-qwen2-F32"] {
+    for name in ["tiny-llama-Q8_0", "tiny-llama-Q4_K_M", "tiny-qwen2-F32"] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let want = reference_logits(&gguf);
         let (cfg, art) = compiled(&gguf);
@@ -194,7 +197,7 @@ fn greedy_generation_matches_the_reference_for_32_tokens() {
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
     let prompt: [u32; 3] = [1, 17, 42];
-    for name in ["tiny-llama-Q8_0", "tiny-qwen2-F32"] {
+    for name in ["tiny-llama-Q8_0", "tiny-llama-Q4_K_M", "tiny-qwen2-F32"] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let mut args: Vec<OsString> = vec![gguf.clone().into(), "--greedy".into(), "32".into()];
         args.extend(prompt.iter().map(|t| t.to_string().into()));
@@ -343,6 +346,7 @@ fn matches_the_cpu_backend(gpu: &str) {
         "tiny-llama-F32",
         "tiny-llama-F16",
         "tiny-llama-Q8_0",
+        "tiny-llama-Q4_K_M",
         "tiny-qwen2-F32",
     ] {
         let gguf = dir.path().join(format!("{name}.gguf"));

@@ -3,8 +3,15 @@
 //! inlines `dequant` into its consumers, so a matmul reads the blocks directly and no f32
 //! copy of the weights exists.
 //!
-//! The decoders here are the reference: ggml's element order and f32 operations, bit for
-//! bit (the GGUF tests compare them with the `gguf` package's).
+//! Each format is described once, as data (`Layout`): a block is a sequence of equal
+//! *runs* of consecutive elements that share one multiplier and offset and whose quant bits
+//! sit in consecutive bytes. Every field of run `r` (which byte, which shift, which scale
+//! byte) is an affine function of the bits of `r`, so the same description serves the
+//! reference decoder here, the compiler's decode of one element at a computed index (GPU
+//! kernels, gathers) and its vectorised decode of whole runs (CPU dot products).
+//!
+//! The reference decoder follows ggml's element order and f32 operations bit for bit (the
+//! GGUF tests compare it with the `gguf` package's).
 
 use half::f16;
 use serde::{Deserialize, Serialize};
@@ -17,19 +24,162 @@ pub enum QuantFormat {
     /// 32 elements: f16 scale `d`, 16 bytes of nibbles (element j is the low nibble of
     /// byte j, element j + 16 the high nibble); `x = (q - 8) * d`.
     Q4_0,
+    /// As Q4_0 with an f16 offset `m` after `d` and no centring: `x = q * d + m`.
+    Q4_1,
+    /// 256 elements in 8 runs of 32: f16 `d`, `dmin`, 12 bytes of packed 6-bit scales and
+    /// mins, 128 bytes of nibbles (each 32 bytes hold two runs: low then high nibbles);
+    /// `x = d * sc[r] * q - dmin * m[r]`.
+    Q4K,
+    /// As Q4_K plus a fifth bit per element: 32 bytes `qh` whose bit `r` of byte `t` belongs
+    /// to element `t` of run `r`.
+    Q5K,
+    /// 256 elements in 16 runs of 16: 128 bytes of low nibbles, 64 bytes of 2-bit high
+    /// parts, 16 signed 8-bit scales, f16 `d` last; `x = d * sc[r] * (q - 32)`.
+    Q6K,
+}
+
+/// `base + sum of coef[b] * (bit b of the run index)`: where a run's bytes and bits are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affine {
+    pub base: i64,
+    pub coef: [i64; 4],
+}
+
+impl Affine {
+    pub const fn of(base: i64, coef: [i64; 4]) -> Affine {
+        Affine { base, coef }
+    }
+
+    pub const fn constant(base: i64) -> Affine {
+        Affine::of(base, [0; 4])
+    }
+
+    pub fn at(&self, run: usize) -> i64 {
+        let bits = self.coef.iter().enumerate();
+        self.base + bits.map(|(b, c)| c * ((run as i64 >> b) & 1)).sum::<i64>()
+    }
+}
+
+/// `width` bits from bit `shift` of byte `byte + t`, for element `t` of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitField {
+    pub byte: Affine,
+    pub shift: Affine,
+    pub width: u32,
+}
+
+/// A run's multiplier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// The f16 at byte `at`.
+    Half { at: usize },
+    /// `d` (f16 at 0) times the run's 6-bit scale packed in bytes 4..16 (Q4_K, Q5_K).
+    Packed6,
+    /// `d` (f16 at `d_at`) times the signed byte at `at` (Q6_K).
+    SignedByte { at: Affine, d_at: usize },
+}
+
+/// What a run adds after multiplying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offset {
+    None,
+    /// `+ m`, the f16 at byte `at` (Q4_1).
+    Half {
+        at: usize,
+    },
+    /// `- dmin * m[r]`: `dmin` the f16 at 2, `m[r]` the run's packed 6-bit min (Q4_K, Q5_K).
+    Packed6,
+}
+
+/// How a format's block decodes: element `t` of run `r` (element `r * run_len + t`) is
+/// `q * scale(r) + offset(r)`, where `q` is the `low` field, with the `high` field above
+/// it, then read as a signed byte or minus `center`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub run_len: usize,
+    pub low: BitField,
+    pub high: Option<BitField>,
+    pub signed: bool,
+    pub center: i32,
+    pub scale: Scale,
+    pub offset: Offset,
+}
+
+impl Layout {
+    /// The 6-bit scale and min of run `j` (0..8) from the 12 packed bytes `s`: the first
+    /// four are the low 6 bits of bytes 0..4 (scales) and 4..8 (mins); the last four take
+    /// their low nibbles from bytes 8..12 and their top two bits from bytes 0..8's spare
+    /// top bits. Written over `a = s[j % 4]`, `b = s[j % 4 + 4]`, `c = s[j % 4 + 8]`, as the
+    /// compiler's decode at a computed `j` reads it.
+    pub fn packed6(j: usize, s: &[u8]) -> (u8, u8) {
+        let (a, b, c) = (s[j % 4], s[j % 4 + 4], s[j % 4 + 8]);
+        if j < 4 {
+            (a & 63, b & 63)
+        } else {
+            ((c & 0xF) | ((a >> 6) << 4), (c >> 4) | ((b >> 6) << 4))
+        }
+    }
+
+    /// The run's `(scale, offset)` as f32, with ggml's rounding.
+    pub fn run_scale(&self, b: &[u8], run: usize) -> (f32, f32) {
+        let half = |at: usize| f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32();
+        let packed = || Layout::packed6(run, &b[4..16]);
+        let scale = match self.scale {
+            Scale::Half { at } => half(at),
+            Scale::Packed6 => half(0) * f32::from(packed().0),
+            Scale::SignedByte { at, d_at } => half(d_at) * f32::from(b[at.at(run) as usize] as i8),
+        };
+        let offset = match self.offset {
+            Offset::None => 0.0,
+            Offset::Half { at } => half(at),
+            Offset::Packed6 => -(half(2) * f32::from(packed().1)),
+        };
+        (scale, offset)
+    }
+
+    /// The integer quant value of element `t` of run `r`.
+    pub fn quant(&self, b: &[u8], run: usize, t: usize) -> i32 {
+        let field = |f: &BitField| {
+            let byte = b[f.byte.at(run) as usize + t] as u32;
+            (byte >> f.shift.at(run)) & ((1 << f.width) - 1)
+        };
+        let mut q = field(&self.low);
+        if let Some(h) = &self.high {
+            q |= field(h) << self.low.width;
+        }
+        if self.signed {
+            q as u8 as i8 as i32
+        } else {
+            q as i32 - self.center
+        }
+    }
 }
 
 impl QuantFormat {
-    pub const ALL: [QuantFormat; 2] = [QuantFormat::Q8_0, QuantFormat::Q4_0];
+    pub const ALL: [QuantFormat; 6] = [
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::Q4K,
+        QuantFormat::Q5K,
+        QuantFormat::Q6K,
+    ];
 
     pub fn block_elems(self) -> usize {
-        32
+        match self {
+            QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Q4_1 => 32,
+            QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K => 256,
+        }
     }
 
     pub fn block_bytes(self) -> usize {
         match self {
             QuantFormat::Q8_0 => 34,
             QuantFormat::Q4_0 => 18,
+            QuantFormat::Q4_1 => 20,
+            QuantFormat::Q4K => 144,
+            QuantFormat::Q5K => 176,
+            QuantFormat::Q6K => 210,
         }
     }
 
@@ -37,6 +187,10 @@ impl QuantFormat {
         match self {
             QuantFormat::Q8_0 => "q8_0",
             QuantFormat::Q4_0 => "q4_0",
+            QuantFormat::Q4_1 => "q4_1",
+            QuantFormat::Q4K => "q4_k",
+            QuantFormat::Q5K => "q5_k",
+            QuantFormat::Q6K => "q6_k",
         }
     }
 
@@ -44,21 +198,119 @@ impl QuantFormat {
         QuantFormat::ALL.into_iter().find(|f| f.name() == s)
     }
 
+    /// Byte offsets of the block's f16 fields (scales and mins).
+    pub fn half_fields(self) -> &'static [usize] {
+        match self {
+            QuantFormat::Q8_0 | QuantFormat::Q4_0 => &[0],
+            QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
+            QuantFormat::Q6K => &[208],
+        }
+    }
+
+    pub fn layout(self) -> Layout {
+        const fn field(byte: Affine, shift: Affine, width: u32) -> BitField {
+            BitField { byte, shift, width }
+        }
+        let c = Affine::constant;
+        // Formats whose block is two runs of 16: low nibbles, then high nibbles.
+        let nibbles = |at: i64| field(c(at), Affine::of(0, [4, 0, 0, 0]), 4);
+        match self {
+            QuantFormat::Q8_0 => Layout {
+                run_len: 32,
+                low: field(c(2), c(0), 8),
+                high: None,
+                signed: true,
+                center: 0,
+                scale: Scale::Half { at: 0 },
+                offset: Offset::None,
+            },
+            QuantFormat::Q4_0 => Layout {
+                run_len: 16,
+                low: nibbles(2),
+                high: None,
+                signed: false,
+                center: 8,
+                scale: Scale::Half { at: 0 },
+                offset: Offset::None,
+            },
+            QuantFormat::Q4_1 => Layout {
+                run_len: 16,
+                low: nibbles(4),
+                high: None,
+                signed: false,
+                center: 0,
+                scale: Scale::Half { at: 0 },
+                offset: Offset::Half { at: 2 },
+            },
+            // Run r = 2g + h: bytes 32g.. of qs, nibble h.
+            QuantFormat::Q4K => Layout {
+                run_len: 32,
+                low: field(
+                    Affine::of(16, [0, 32, 64, 0]),
+                    Affine::of(0, [4, 0, 0, 0]),
+                    4,
+                ),
+                high: None,
+                signed: false,
+                center: 0,
+                scale: Scale::Packed6,
+                offset: Offset::Packed6,
+            },
+            QuantFormat::Q5K => Layout {
+                run_len: 32,
+                low: field(
+                    Affine::of(48, [0, 32, 64, 0]),
+                    Affine::of(0, [4, 0, 0, 0]),
+                    4,
+                ),
+                high: Some(field(c(16), Affine::of(0, [1, 2, 4, 0]), 1)),
+                signed: false,
+                center: 0,
+                scale: Scale::Packed6,
+                offset: Offset::Packed6,
+            },
+            // Run r = 8 half + 4 hi + 2 lo + sub: elements 128 half + 32 (2 hi + lo) + 16 sub;
+            // ql bytes 64 half + 32 lo + 16 sub, nibble hi; qh bytes 128 + 32 half + 16 sub,
+            // bits 2 (2 hi + lo); the scale is byte 192 + r.
+            QuantFormat::Q6K => Layout {
+                run_len: 16,
+                low: field(
+                    Affine::of(0, [16, 32, 0, 64]),
+                    Affine::of(0, [0, 0, 4, 0]),
+                    4,
+                ),
+                high: Some(field(
+                    Affine::of(128, [16, 0, 0, 32]),
+                    Affine::of(0, [0, 2, 4, 0]),
+                    2,
+                )),
+                signed: false,
+                center: 32,
+                scale: Scale::SignedByte {
+                    at: Affine::of(192, [1, 2, 4, 8]),
+                    d_at: 208,
+                },
+                offset: Offset::None,
+            },
+        }
+    }
+
     /// Decodes one block (`block_bytes()` bytes) into `block_elems()` values.
     pub fn decode_block(self, b: &[u8], y: &mut [f32]) {
-        let d = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-        match self {
-            QuantFormat::Q8_0 => {
-                for j in 0..32 {
-                    y[j] = (b[2 + j] as i8) as f32 * d;
-                }
-            }
-            QuantFormat::Q4_0 => {
-                let qs = &b[2..18];
-                for j in 0..16 {
-                    y[j] = ((qs[j] & 0xF) as i32 - 8) as f32 * d;
-                    y[j + 16] = ((qs[j] >> 4) as i32 - 8) as f32 * d;
-                }
+        let l = self.layout();
+        for (run, y) in y[..self.block_elems()]
+            .chunks_exact_mut(l.run_len)
+            .enumerate()
+        {
+            let (scale, offset) = l.run_scale(b, run);
+            for (t, y) in y.iter_mut().enumerate() {
+                let q = l.quant(b, run, t) as f32;
+                // ggml adds Q4_1's offset and subtracts the K-quants' min; `x + (-m)` is
+                // `x - m` exactly, and no offset leaves the product untouched.
+                *y = match l.offset {
+                    Offset::None => q * scale,
+                    _ => q * scale + offset,
+                };
             }
         }
     }

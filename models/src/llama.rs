@@ -13,10 +13,8 @@
 //! heads by their key/value head (grouped-query attention) through reshapes and one
 //! batched matmul per step, so no key or value is copied per query head.
 //!
-//! Weights are dequantized to f32 for now; kernels that read quantized blocks directly
-//! are the next step of the LLM work.
 
-use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
 use crate::{Model, Weights};
 use kiln_ir::{
     Builder, CmpOp, DType, Dim, IrError, NodeId, QuantFormat, RopeLayout, Tensor, UnaryOp,
@@ -173,25 +171,15 @@ impl LlamaConfig {
     }
 }
 
-/// The block format a GGUF tensor type is kept in (decoded in the kernels that read it),
-/// or `None` for types that are converted to f32 when the model is loaded.
-fn kept_quantized(ty: GgmlType) -> Option<QuantFormat> {
-    match ty {
-        GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
-        GgmlType::Q4_0 => Some(QuantFormat::Q4_0),
-        _ => None,
-    }
-}
-
-/// Builds the model in `f`: its graph and its weights. Q8_0 and Q4_0 matrices stay in
-/// their block format (the graph decodes them where they are read); other types are
-/// converted to f32.
+/// Builds the model in `f`: its graph and its weights. Matrices in a block format the
+/// compiler decodes (`GgmlType::quant_format`) stay in it (the graph decodes them where they
+/// are read); other types are converted to f32.
 pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
     let cfg = LlamaConfig::from_gguf(f)?;
     let mut weights = Weights::default();
     let graph = build_graph(&cfg, &mut |name, shape| {
         let t = tensor_checked(f, name, shape)?;
-        if let (Some(format), [rows, _]) = (kept_quantized(t.ggml_type), shape) {
+        if let (Some(format), [rows, _]) = (t.ggml_type.quant_format(), shape) {
             let bytes = f.data(t);
             let data: Vec<f64> = bytes.iter().map(|&b| f64::from(b)).collect();
             let row_bytes = bytes.len() / rows;

@@ -3,10 +3,11 @@
 
 usage: tiny_models.py OUT_DIR
 
-Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q5_1}.gguf (grouped-query attention, untied output,
-a SentencePiece vocabulary) and tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied
-embeddings, no vocabulary). Weights come from
-numpy's PCG64 with a fixed seed, so every run writes the same bytes.
+Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q4_1,Q5_1}.gguf (grouped-query attention, untied
+output, a SentencePiece vocabulary), tiny-llama-{Q4_K_M,Q5_K_M}.gguf (the same, 256 wide so
+rows are whole K-quant blocks, with llama.cpp's mixes of types per tensor) and
+tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings, no vocabulary). Weights
+come from numpy's PCG64 with a fixed seed, so every run writes the same bytes.
 """
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as T
 from gguf.quants import quantize
+
+import kquants
 
 # A SentencePiece-style vocabulary as llama GGUF files carry it: <unk>, <s>, </s>, the
 # 256 byte-fallback tokens, then pieces, better merges scoring higher.
@@ -29,6 +32,34 @@ TOKEN_TYPES = [2, 3, 3] + [6] * 256 + [1] * len(PIECES)
 TOKEN_SCORES = [0.0] * 259 + [-float(i) for i in range(len(PIECES))]
 
 CONFIG = dict(vocab=len(TOKENS), embd=64, heads=4, kv_heads=2, layers=2, ff=128, context=128)
+# K-quant blocks hold 256 elements, so every row of the K-quant models is a multiple of it.
+CONFIG_K = dict(CONFIG, embd=256, ff=512)
+
+# llama.cpp's K-quant mixes: (base type, type of output.weight and of the attn_v and
+# ffn_down tensors of the layers that get more bits).
+MIXES = {"Q4_K_M": (T.Q4_K, T.Q6_K), "Q5_K_M": (T.Q5_K, T.Q6_K)}
+
+
+def more_bits(layer: int, layers: int) -> bool:
+    """llama.cpp's choice of layers whose attn_v and ffn_down get the larger type."""
+    eighth = layers // 8
+    return layer < eighth or layer >= 7 * layers // 8 or (layer - eighth) % 3 == 2
+
+
+def tensor_type(name: str, mix: str, layers: int) -> T:
+    base, more = MIXES[mix]
+    if name == "output.weight":
+        return more
+    if name.endswith(("attn_v.weight", "ffn_down.weight")):
+        layer = int(name.split(".")[1])
+        return more if more_bits(layer, layers) else base
+    return base
+
+
+def encode(data: np.ndarray, qtype: T) -> np.ndarray:
+    if qtype in kquants.ENCODERS:
+        return kquants.quantize(data, qtype)
+    return quantize(data, qtype)
 
 
 def vocabulary(n: int) -> tuple:
@@ -64,7 +95,8 @@ def tensors(arch: str, rng: np.random.Generator, c: dict = CONFIG) -> dict:
     return t
 
 
-def write(path: Path, arch: str, qtype: T, seed: int, c: dict = CONFIG) -> None:
+def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
+    """`qtype` is a GGML type or the name of a K-quant mix (`MIXES`)."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), arch=arch)
     w.add_name(c.get("name", f"tiny-{arch}"))
@@ -92,7 +124,8 @@ def write(path: Path, arch: str, qtype: T, seed: int, c: dict = CONFIG) -> None:
         elif qtype == T.F16:
             w.add_tensor(name, data.astype(np.float16))
         else:
-            w.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
+            t = tensor_type(name, qtype, c["layers"]) if qtype in MIXES else qtype
+            w.add_tensor(name, encode(data, t), raw_dtype=t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -102,8 +135,10 @@ def write(path: Path, arch: str, qtype: T, seed: int, c: dict = CONFIG) -> None:
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    for qtype in [T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q5_1]:
+    for qtype in [T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_1]:
         write(out / f"tiny-llama-{qtype.name}.gguf", "llama", qtype, seed=1)
+    for mix in MIXES:
+        write(out / f"tiny-llama-{mix}.gguf", "llama", mix, seed=1, c=CONFIG_K)
     write(out / "tiny-qwen2-F32.gguf", "qwen2", T.F32, seed=2)
 
 

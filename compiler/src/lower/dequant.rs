@@ -1,114 +1,229 @@
-//! `dequant` inlined: the value of element `k` of a row of block-quantized bytes, as an
-//! expression over byte loads, so a matmul reading quantized weights decodes them in
-//! registers (the weights stay in their block format in memory).
+//! `dequant` inlined: block-quantized bytes decoded in registers where they are read, so a
+//! matmul reading quantized weights never needs an f32 copy of them. Both forms here are
+//! driven by the format's `Layout` (kiln_ir::quant), the one description of where its bits
+//! are: `dequant_at` decodes one element at a computed index (GPU kernels, gathers, the
+//! generic paths), `rows_dot` decodes whole runs as vectors for the CPU's dot products.
 
 use super::inline::value_at;
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
-use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, RedOp, Stmt, VarId};
+use crate::kernel::{BOp, Cmp, Elem, Expr, Lit, LoopKind, RedOp, Stmt, UOp, VarId};
+use kiln_ir::quant::{Affine, BitField, Layout, Offset, Scale};
 use kiln_ir::{NodeId, QuantFormat};
 
+/// One block of a row of quantized bytes: `prefix` indexes the row, `base` is the block's
+/// first byte within it.
+struct Block {
+    bytes: NodeId,
+    prefix: Vec<Expr>,
+    base: Expr,
+}
+
+impl Block {
+    /// Byte `off` of the block, an i32 in 0..=255.
+    fn byte(&self, ctx: &mut Ctx, off: Expr) -> Result<Expr, LowerError> {
+        let mut idx = self.prefix.clone();
+        idx.push(add(self.base.clone(), off));
+        value_at(ctx, self.bytes, &idx)
+    }
+
+    /// `lanes` consecutive bytes from `off`, as an i32 vector.
+    fn bytes_vec(&self, ctx: &mut Ctx, off: Expr, lanes: u8) -> Result<Expr, LowerError> {
+        match self.byte(ctx, off)? {
+            Expr::Load { buf, index, .. } => Ok(load_vec(buf, *index, lanes)),
+            _ => Err(LowerError::Internal(
+                "quantized bytes are not a buffer".into(),
+            )),
+        }
+    }
+
+    /// The f16 at byte `at`, as f32.
+    fn half(&self, ctx: &mut Ctx, at: i64) -> Result<Expr, LowerError> {
+        let lo = self.byte(ctx, i(at))?;
+        let hi = self.byte(ctx, i(at + 1))?;
+        let bits = bin(BOp::Or, lo, bin(BOp::Shl, hi, i32(8)));
+        Ok(crate::kernel::half::f16_bits_to_f32(bits, &mut || {
+            ctx.fresh()
+        }))
+    }
+}
+
+/// Which run of a block: known while lowering (the CPU walks every run) or computed from
+/// the element index (an i64 expression).
+#[derive(Clone)]
+enum Run {
+    Known(usize),
+    Computed(Expr),
+}
+
+impl Run {
+    /// `a` at this run, an i64.
+    fn affine(&self, a: &Affine) -> Expr {
+        match self {
+            Run::Known(r) => i(a.at(*r)),
+            Run::Computed(r) => a.coef.iter().enumerate().fold(i(a.base), |acc, (b, &c)| {
+                if c == 0 {
+                    return acc;
+                }
+                let bit = rem(div(r.clone(), i(1 << b)), i(2));
+                add(acc, mul(bit, i(c)))
+            }),
+        }
+    }
+}
+
+/// The run's 6-bit packed scale (`min == false`) or min, an i32 (see `Layout::packed6`).
+fn packed6(ctx: &mut Ctx, blk: &Block, run: &Run, min: bool) -> Result<Expr, LowerError> {
+    let j4 = match run {
+        Run::Known(r) => i(*r as i64 % 4),
+        Run::Computed(r) => rem(r.clone(), i(4)),
+    };
+    let a = blk.byte(ctx, add(i(4), j4.clone()))?;
+    let b = blk.byte(ctx, add(i(8), j4.clone()))?;
+    let c = blk.byte(ctx, add(i(12), j4))?;
+    let low = |v: Expr| bin(BOp::And, v, i32(63));
+    let top = |v: Expr| bin(BOp::Shl, bin(BOp::Shr, v, i32(6)), i32(4));
+    let (first, last) = if min {
+        (
+            low(b.clone()),
+            bin(BOp::Or, bin(BOp::Shr, c, i32(4)), top(b)),
+        )
+    } else {
+        (
+            low(a.clone()),
+            bin(BOp::Or, bin(BOp::And, c, i32(15)), top(a)),
+        )
+    };
+    Ok(match run {
+        Run::Known(r) if *r < 4 => first,
+        Run::Known(_) => last,
+        Run::Computed(r) => select(cmp(Cmp::Lt, r.clone(), i(4)), first, last),
+    })
+}
+
+/// The run's multiplier and what it adds (f32 expressions), as `Layout::run_scale`.
+fn run_scale(
+    ctx: &mut Ctx,
+    blk: &Block,
+    l: &Layout,
+    run: &Run,
+) -> Result<(Expr, Option<Expr>), LowerError> {
+    let as_f32 = |v: Expr| cast(Elem::F32, v);
+    let scale = match l.scale {
+        Scale::Half { at } => blk.half(ctx, at as i64)?,
+        Scale::Packed6 => {
+            let d = blk.half(ctx, 0)?;
+            bin(BOp::Mul, d, as_f32(packed6(ctx, blk, run, false)?))
+        }
+        Scale::SignedByte { at, d_at } => {
+            let d = blk.half(ctx, d_at as i64)?;
+            let sc = blk.byte(ctx, run.affine(&at))?;
+            bin(BOp::Mul, d, as_f32(signed_byte(sc, 1)))
+        }
+    };
+    let offset = match l.offset {
+        Offset::None => None,
+        Offset::Half { at } => Some(blk.half(ctx, at as i64)?),
+        Offset::Packed6 => {
+            let dmin = blk.half(ctx, 2)?;
+            let m = bin(BOp::Mul, dmin, as_f32(packed6(ctx, blk, run, true)?));
+            Some(un(UOp::Neg, m))
+        }
+    };
+    Ok((scale, offset))
+}
+
+/// `(b ^ 128) - 128`: the form compilers recognise as a sign extension of a byte.
+fn signed_byte(b: Expr, lanes: u8) -> Expr {
+    let c = splat(i32(128), lanes);
+    bin(BOp::Sub, bin(BOp::Xor, b, c.clone()), c)
+}
+
+/// The i32 quant values of `lanes` consecutive elements of the run from element `t`.
+fn quant(
+    ctx: &mut Ctx,
+    blk: &Block,
+    l: &Layout,
+    run: &Run,
+    t: Expr,
+    lanes: u8,
+) -> Result<Expr, LowerError> {
+    let field = |ctx: &mut Ctx, f: &BitField| -> Result<Expr, LowerError> {
+        let off = add(run.affine(&f.byte), t.clone());
+        let mut v = if lanes == 1 {
+            blk.byte(ctx, off)?
+        } else {
+            blk.bytes_vec(ctx, off, lanes)?
+        };
+        let shift = match run.affine(&f.shift) {
+            Expr::Lit(Lit::I64(0)) => None,
+            Expr::Lit(Lit::I64(s)) => Some(i32(s as i32)),
+            s => Some(cast(Elem::I32, s)),
+        };
+        if let Some(s) = shift {
+            v = bin(BOp::Shr, v, splat(s, lanes));
+        }
+        if f.width < 8 {
+            v = bin(BOp::And, v, splat(i32((1 << f.width) - 1), lanes));
+        }
+        Ok(v)
+    };
+    let mut q = field(ctx, &l.low)?;
+    if let Some(h) = &l.high {
+        let high = field(ctx, h)?;
+        let high = bin(BOp::Shl, high, splat(i32(l.low.width as i32), lanes));
+        q = bin(BOp::Or, q, high);
+    }
+    Ok(if l.signed {
+        signed_byte(q, lanes)
+    } else if l.center != 0 {
+        bin(BOp::Sub, q, splat(i32(l.center), lanes))
+    } else {
+        q
+    })
+}
+
+/// Element `idx[last]` of the rows `idx[..last]` of `bytes` decoded as `format`.
 pub fn dequant_at(
     ctx: &mut Ctx,
     bytes: NodeId,
     format: QuantFormat,
     idx: &[Expr],
 ) -> Result<Expr, LowerError> {
+    let l = format.layout();
     let r = idx.len();
     let be = format.block_elems() as i64;
     let k = idx[r - 1].clone();
-    let base = mul(div(k.clone(), i(be)), i(format.block_bytes() as i64));
+    let blk = Block {
+        bytes,
+        prefix: idx[..r - 1].to_vec(),
+        base: mul(div(k.clone(), i(be)), i(format.block_bytes() as i64)),
+    };
     let j = rem(k, i(be));
-    // Byte `off` of this element's block, an i32 in 0..=255.
-    let byte = |ctx: &mut Ctx, off: Expr| {
-        let mut src = idx[..r - 1].to_vec();
-        src.push(add(base.clone(), off));
-        value_at(ctx, bytes, &src)
+    // The run index is written out wherever it is used rather than bound once: it is
+    // index arithmetic, which the vectoriser keeps scalar per lane only inside expressions.
+    let run = if be as usize == l.run_len {
+        Run::Known(0)
+    } else {
+        Run::Computed(div(j.clone(), i(l.run_len as i64)))
     };
-    let lo = byte(ctx, i(0))?;
-    let hi = byte(ctx, i(1))?;
-    let scale = half_bits_to_f32(ctx, bin(BOp::Or, lo, bin(BOp::Shl, hi, i32(8))));
-    let q = match format {
-        QuantFormat::Q8_0 => {
-            let b = byte(ctx, add(i(2), j))?;
-            decode(Part::SignedByte, b, 1)
-        }
-        QuantFormat::Q4_0 => {
-            // Element j < 16 is the low nibble of byte j, element j + 16 the high nibble.
-            let b = byte(ctx, add(i(2), rem(j.clone(), i(16))))?;
-            let (v, w) = (ctx.fresh(), ctx.fresh());
-            let lo = decode(Part::LowNibble, var(v), 1);
-            let hi = decode(Part::HighNibble, var(w), 1);
-            let nibble = select(cmp(Cmp::Lt, j, i(16)), lo, hi);
-            let_in(v, b, let_in(w, var(v), nibble))
-        }
-    };
-    Ok(bin(BOp::Mul, cast(Elem::F32, q), scale))
-}
-
-/// How a quant value sits in its byte.
-#[derive(Clone, Copy)]
-enum Part {
-    /// A two's-complement byte (Q8_0).
-    SignedByte,
-    /// The low or high nibble, offset by 8 (Q4_0).
-    LowNibble,
-    HighNibble,
-}
-
-/// The i32 quant value in `byte` (an i32 in 0..=255).
-/// `byte` may be a vector of `lanes` bytes.
-fn decode(part: Part, byte: Expr, lanes: u8) -> Expr {
-    let c = |v: i32| splat(i32(v), lanes);
-    match part {
-        // (b ^ 128) - 128: the form compilers recognise as a sign extension.
-        Part::SignedByte => bin(BOp::Sub, bin(BOp::Xor, byte, c(128)), c(128)),
-        Part::LowNibble => bin(BOp::Sub, bin(BOp::And, byte, c(15)), c(8)),
-        Part::HighNibble => bin(BOp::Sub, bin(BOp::Shr, byte, c(4)), c(8)),
-    }
-}
-
-/// A run of consecutive elements of a block whose quant values sit in consecutive bytes:
-/// elements `first..first + len`, bytes from `byte0` on. Summing a run is a unit-stride
-/// loop over bytes, which the vectoriser turns into vector loads.
-struct Run {
-    first: i64,
-    len: i64,
-    byte0: i64,
-    part: Part,
-}
-
-fn runs(format: QuantFormat) -> Vec<Run> {
-    match format {
-        QuantFormat::Q8_0 => vec![Run {
-            first: 0,
-            len: 32,
-            byte0: 2,
-            part: Part::SignedByte,
-        }],
-        QuantFormat::Q4_0 => vec![
-            Run {
-                first: 0,
-                len: 16,
-                byte0: 2,
-                part: Part::LowNibble,
-            },
-            Run {
-                first: 16,
-                len: 16,
-                byte0: 2,
-                part: Part::HighNibble,
-            },
-        ],
-    }
+    let t = rem(j, i(l.run_len as i64));
+    let q = quant(ctx, &blk, &l, &run, t, 1)?;
+    let (scale, offset) = run_scale(ctx, &blk, &l, &run)?;
+    let value = bin(BOp::Mul, cast(Elem::F32, q), scale);
+    Ok(match offset {
+        Some(o) => bin(BOp::Add, value, o),
+        None => value,
+    })
 }
 
 /// Statements that set each `accs[r]` to `sum over k of dequant(bytes)[rows[r], k] * x(k)`
-/// (k over `k_len` elements) with explicit `lanes`-wide vectors, for CPU targets: per block,
-/// each run of quant values is loaded `lanes` bytes at a time, decoded, multiplied by `x`
-/// and the block's scale and added into one vector accumulator per row; the lanes are
-/// summed once at the end. All rows advance together, so every row streams at once.
-/// Needs `lanes` to divide every run's length (true for 4, 8 and 16).
+/// (k over `k_len` elements) with explicit `lanes`-wide vectors, for CPU targets. Per
+/// block and run, every row's quant values are loaded `lanes` bytes at a time, decoded and
+/// multiplied into a per-row vector sum of `x * q`; the run's multiplier is applied once
+/// to that sum, and its offset (if any) once to the run's sum of `x`, which all rows share.
+/// All rows advance together, so every row streams at once. Needs `lanes` to divide the
+/// run length (true for 4, 8 and 16).
 pub fn rows_dot(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),
@@ -118,58 +233,80 @@ pub fn rows_dot(
     lanes: u8,
     accs: &[VarId],
 ) -> Result<Vec<Stmt>, LowerError> {
+    let l = format.layout();
     let (be, bb) = (format.block_elems() as i64, format.block_bytes() as i64);
     let w = lanes as i64;
     let blk = ctx.fresh();
-    let base = mul(var(blk), i(bb));
-    let first_elem = mul(var(blk), i(be));
+    let blocks: Vec<Block> = rows
+        .iter()
+        .map(|row| Block {
+            bytes,
+            prefix: vec![row.clone()],
+            base: mul(var(blk), i(bb)),
+        })
+        .collect();
     let vaccs: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    let sums: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    let xsum = ctx.fresh();
+    let zero = || splat(f(0.0), lanes);
     let mut body = Vec::new();
-    let mut scales = Vec::new();
-    for row in rows {
-        let lo = value_at(ctx, bytes, &[row.clone(), base.clone()])?;
-        let hi = value_at(ctx, bytes, &[row.clone(), add(base.clone(), i(1))])?;
-        let s = ctx.fresh();
-        let value = half_bits_to_f32(ctx, bin(BOp::Or, lo, bin(BOp::Shl, hi, i32(8))));
-        body.push(Stmt::Let { var: s, value });
-        scales.push(s);
-    }
-    for run in runs(format) {
+    for r in 0..format.block_elems() / l.run_len {
+        let run = Run::Known(r);
         let step = ctx.fresh();
-        let mut inner = Vec::new();
         let offset = mul(var(step), i(w));
-        let xv = x(
-            ctx,
-            add(first_elem.clone(), add(i(run.first), offset.clone())),
-            lanes,
-        )?;
-        for ((row, &acc), &s) in rows.iter().zip(&vaccs).zip(&scales) {
-            let at = add(base.clone(), add(i(run.byte0), offset.clone()));
-            let Expr::Load { buf, index, .. } = value_at(ctx, bytes, &[row.clone(), at])? else {
-                return Err(LowerError::Internal(
-                    "quantized bytes are not a buffer".into(),
-                ));
-            };
-            let q = decode(run.part, load_vec(buf, *index, lanes), lanes);
-            let prod = bin(BOp::Mul, xv.clone(), cast(Elem::F32, q));
+        let first = add(mul(var(blk), i(be)), i((r * l.run_len) as i64));
+        let xv = x(ctx, add(first, offset.clone()), lanes)?;
+        let xs = ctx.fresh();
+        let mut inner = vec![Stmt::Let { var: xs, value: xv }];
+        for (b, &sum) in blocks.iter().zip(&sums) {
+            body.push(Stmt::Assign {
+                var: sum,
+                value: zero(),
+            });
+            let q = quant(ctx, b, &l, &run, offset.clone(), lanes)?;
             inner.push(Stmt::Assign {
-                var: acc,
-                value: fma(prod, splat(var(s), lanes), var(acc)),
+                var: sum,
+                value: fma(var(xs), cast(Elem::F32, q), var(sum)),
+            });
+        }
+        if l.offset != Offset::None {
+            body.push(Stmt::Assign {
+                var: xsum,
+                value: zero(),
+            });
+            inner.push(Stmt::Assign {
+                var: xsum,
+                value: bin(BOp::Add, var(xsum), var(xs)),
             });
         }
         body.push(Stmt::Loop {
             var: step,
-            extent: i(run.len / w),
+            extent: i(l.run_len as i64 / w),
             kind: LoopKind::Unroll,
             vector: 1,
             body: inner,
         });
+        for ((b, &sum), &acc) in blocks.iter().zip(&sums).zip(&vaccs) {
+            let (scale, add_on) = run_scale(ctx, b, &l, &run)?;
+            body.push(Stmt::Assign {
+                var: acc,
+                value: fma(var(sum), splat(scale, lanes), var(acc)),
+            });
+            if let Some(o) = add_on {
+                body.push(Stmt::Assign {
+                    var: acc,
+                    value: fma(var(xsum), splat(o, lanes), var(acc)),
+                });
+            }
+        }
     }
     let mut out: Vec<Stmt> = vaccs
         .iter()
+        .chain(&sums)
+        .chain([&xsum])
         .map(|&a| Stmt::Decl {
             var: a,
-            init: splat(f(0.0), lanes),
+            init: zero(),
         })
         .collect();
     out.push(Stmt::Loop {
@@ -186,8 +323,4 @@ pub fn rows_dot(
         });
     }
     Ok(out)
-}
-
-fn half_bits_to_f32(ctx: &mut Ctx, h: Expr) -> Expr {
-    crate::kernel::half::f16_bits_to_f32(h, &mut || ctx.fresh())
 }

@@ -101,6 +101,23 @@ impl GgmlType {
         }
     }
 
+    /// The block format the compiler decodes in place, for the types kernels read directly
+    /// (the others are converted to f32 when a model is loaded).
+    pub fn quant_format(self) -> Option<kiln_ir::QuantFormat> {
+        use kiln_ir::QuantFormat as Q;
+        match self {
+            GgmlType::Q8_0 => Some(Q::Q8_0),
+            GgmlType::Q4_0 => Some(Q::Q4_0),
+            GgmlType::Q4_1 => Some(Q::Q4_1),
+            GgmlType::Q4K => Some(Q::Q4K),
+            GgmlType::Q5K => Some(Q::Q5K),
+            GgmlType::Q6K => Some(Q::Q6K),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                None
+            }
+        }
+    }
+
     /// Elements per block (1 for plain floats).
     pub fn block_elems(self) -> usize {
         match self {
