@@ -160,6 +160,47 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
     eprintln!("{}", report.join("\n"));
 }
 
+/// Weights keep the file's narrow storage: half matrices stay f16, the block types the
+/// kernels decode stay raw blocks, only norms (and Q5_0/Q5_1) become f32.
+#[test]
+fn weights_keep_their_narrow_storage() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    let dtype = |file: &str, tensor: &str| {
+        let f = GgufFile::open(&dir.path().join(file)).unwrap();
+        let model = kiln_models::llama::load(&f).unwrap();
+        model.weights.get(tensor).unwrap().dtype
+    };
+    assert_eq!(
+        dtype("tiny-llama-F16.gguf", "blk.0.ffn_up.weight"),
+        DType::F16
+    );
+    assert_eq!(
+        dtype("tiny-llama-F16.gguf", "token_embd.weight"),
+        DType::F16
+    );
+    assert_eq!(
+        dtype("tiny-llama-F16.gguf", "blk.0.ffn_norm.weight"),
+        DType::F32
+    );
+    assert_eq!(
+        dtype("tiny-llama-Q4_K_M.gguf", "blk.0.ffn_up.weight"),
+        DType::U8
+    );
+    assert_eq!(dtype("tiny-llama-Q4_K_M.gguf", "output.weight"), DType::U8);
+    assert_eq!(
+        dtype("tiny-llama-Q4_1.gguf", "blk.1.attn_q.weight"),
+        DType::U8
+    );
+    assert_eq!(
+        dtype("tiny-llama-Q5_1.gguf", "blk.1.attn_q.weight"),
+        DType::F32
+    );
+}
+
 #[test]
 fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
     if !reference_available() {

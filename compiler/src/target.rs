@@ -29,6 +29,9 @@ pub struct CpuDesc {
     /// Widest vector register in bits: decides f32 lanes of vectorised loops and tiles.
     pub vector_bits: u32,
     pub aarch64: bool,
+    /// f16 <-> f32 conversion instructions (x86 F16C, every AArch64): half weights widen
+    /// with one instruction per vector instead of a dozen integer operations.
+    pub half_conversions: bool,
 }
 
 pub const X86_LEVELS: [&str; 4] = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"];
@@ -79,14 +82,16 @@ impl Target {
                 features: "+neon".into(),
                 vector_bits: 128,
                 aarch64: true,
+                half_conversions: true,
             });
         }
-        let x86 = |cpu: &str, bits: u32, features: &str| CpuDesc {
+        let x86 = |cpu: &str, bits: u32, features: &str, f16c: bool| CpuDesc {
             triple: "x86_64-unknown-linux-gnu",
             llvm_cpu: cpu.into(),
             features: features.into(),
             vector_bits: bits,
             aarch64: false,
+            half_conversions: f16c,
         };
         Some(match arch {
             "native" => {
@@ -98,19 +103,19 @@ impl Target {
                 } else {
                     128
                 };
-                x86(cpu, bits, feats)
+                x86(cpu, bits, feats, feats.contains("+f16c"))
             }
-            "x86-64" | "x86-64-v2" => x86(arch, 128, ""),
-            "x86-64-v3" => x86(arch, 256, ""),
+            "x86-64" | "x86-64-v2" => x86(arch, 128, "", false),
+            "x86-64-v3" => x86(arch, 256, "", true),
             // AVX-512 with 512-bit vectors preferred: LLVM's default for v4 caps at 256.
-            "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit"),
+            "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit", true),
             named => {
-                let bits = X86_NAMED
-                    .iter()
-                    .find(|(n, _)| *n == named)
-                    .map_or(256, |(_, b)| *b);
+                // Every CPU in the named list has AVX2, so F16C; other names are assumed
+                // to lack it (correct either way, only slower).
+                let known = X86_NAMED.iter().find(|(n, _)| *n == named);
+                let bits = known.map_or(256, |(_, b)| *b);
                 let feats = if bits == 512 { "-prefer-256-bit" } else { "" };
-                x86(named, bits, feats)
+                x86(named, bits, feats, known.is_some())
             }
         })
     }
@@ -242,6 +247,11 @@ mod tests {
         assert_eq!(d("cpu:x86-64-v4").vector_bits, 512);
         assert_eq!(d("cpu:znver4").vector_bits, 512);
         assert!(d("cpu:neoverse-v1").aarch64);
+        // Hardware half conversions: F16C from x86-64-v3 and on the named AVX2 CPUs.
+        assert!(!d("cpu:x86-64-v2").half_conversions);
+        assert!(d("cpu:x86-64-v3").half_conversions && d("cpu:znver2").half_conversions);
+        assert!(!d("cpu:sandybridge").half_conversions);
+        assert!(d("cpu:aarch64").half_conversions);
         assert!("cuda:sm_90"
             .parse::<Target>()
             .unwrap()

@@ -14,7 +14,7 @@
 //! batched matmul per step, so no key or value is copied per query head.
 //!
 
-use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
 use crate::{Model, Weights};
 use kiln_ir::{
     Builder, CmpOp, DType, Dim, IrError, NodeId, QuantFormat, RopeLayout, Tensor, UnaryOp,
@@ -172,8 +172,8 @@ impl LlamaConfig {
 }
 
 /// Builds the model in `f`: its graph and its weights. Matrices in a block format the
-/// compiler decodes (`GgmlType::quant_format`) stay in it (the graph decodes them where they
-/// are read); other types are converted to f32.
+/// compiler decodes (`GgmlType::quant_format`) stay in it and f16/bf16 matrices stay half
+/// (the graph decodes or widens them where they are read); other types become f32.
 pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
     let cfg = LlamaConfig::from_gguf(f)?;
     let mut weights = Weights::default();
@@ -186,9 +186,16 @@ pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
             weights.insert(name, Tensor::new(DType::U8, vec![*rows, row_bytes], data));
             return Ok(Storage::Blocks(format));
         }
+        // Half matrices stay half (converted where they are read); everything else
+        // (norms, and the block types the kernels do not decode) becomes f32.
+        let dtype = match (t.ggml_type, shape) {
+            (GgmlType::F16, [_, _]) => DType::F16,
+            (GgmlType::BF16, [_, _]) => DType::BF16,
+            _ => DType::F32,
+        };
         let data: Vec<f64> = f.dequantize(t).into_iter().map(f64::from).collect();
-        weights.insert(name, Tensor::new(DType::F32, shape.to_vec(), data));
-        Ok(Storage::F32)
+        weights.insert(name, Tensor::new(dtype, shape.to_vec(), data));
+        Ok(Storage::Float(dtype))
     })?;
     let name = f
         .get("general.name")
@@ -227,11 +234,11 @@ fn tensor_checked<'f>(
     Ok(t)
 }
 
-/// How a parameter's data is stored: f32, or rows of quantized blocks that the graph
-/// decodes with `dequant`.
+/// How a parameter's data is stored: floats (f32, or f16/bf16 that the graph widens where
+/// they are read), or rows of quantized blocks that the graph decodes with `dequant`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
-    F32,
+    Float(DType),
     Blocks(QuantFormat),
 }
 
@@ -247,9 +254,14 @@ pub fn build_graph(
     let mut b = Builder::new();
     let mut param = |b: &mut Builder, name: &str, shape: &[usize]| -> Result<NodeId, ModelError> {
         match weight(name, shape)? {
-            Storage::F32 => {
+            Storage::Float(dtype) => {
                 let dims: Vec<Dim> = shape.iter().map(|&n| Dim::from(n)).collect();
-                Ok(b.param(name, DType::F32, dims)?)
+                let p = b.param(name, dtype, dims)?;
+                Ok(if dtype == DType::F32 {
+                    p
+                } else {
+                    b.cast(p, DType::F32)?
+                })
             }
             Storage::Blocks(format) => {
                 let (rows, cols) = (shape[0], shape[shape.len() - 1]);

@@ -25,7 +25,7 @@ pub struct Args {
     /// CPU threads (default: all)
     #[arg(short, long, value_parser = super::thread_count())]
     pub threads: Option<usize>,
-    /// Print each kernel's time
+    /// Print each kernel's time (after one untimed run, so weights and code are warm)
     #[arg(long)]
     pub profile: bool,
     /// Generate text after this prompt (a decoder built from a GGUF file with a vocabulary)
@@ -200,6 +200,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let inputs = kiln::session::ordered_inputs(&session, &given)
         .context("pass every input with --input NAME=FILE.npy, or --random-inputs")?;
+    if a.profile {
+        // A first run pages the weights in and warms the caches; profiling it would
+        // mostly measure page faults.
+        session.run(&inputs)?;
+    }
     let t0 = Instant::now();
     let (outputs, timings) = if a.profile {
         session.run_profiled(&inputs).map(|(o, t)| (o, Some(t)))?

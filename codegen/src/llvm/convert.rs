@@ -1,8 +1,12 @@
-//! Half-precision storage <-> f32 values, with integer operations only.
+//! Half-precision storage <-> f32 values, with integer operations only, except f16 -> f32
+//! on targets that convert in hardware.
 //!
 //! Doing this in integer IR (rather than LLVM's `half`/`bfloat` types) means no target
 //! needs F16C or a compiler-rt conversion routine, which a self-contained kernel object
 //! cannot call. f32 -> f16 and f32 -> bf16 round to nearest even and keep NaN a NaN.
+//! Widening f16 is exact either way, so where the target has the instruction (F16C,
+//! AArch64, GPUs: `Emitter::native_half`) LLVM's `fpext` does it: half weights are read on
+//! every decode step, and one instruction per vector beats a dozen integer operations.
 
 use super::expr::{Emitter, Fail, V};
 use inkwell::types::BasicTypeEnum;
@@ -68,6 +72,21 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let w = self.retype(raw, i32t, "zext")?;
                 let s = self.ib(BOp::Shl, w, 16)?;
                 self.retype(s, f32t, "bitcast")
+            }
+            DType::F16 if self.native_half => {
+                let halves = self.retype(raw, self.ctx.f16_type().into(), "bitcast")?;
+                Ok(match halves {
+                    BasicValueEnum::VectorValue(x) => {
+                        let ty = super::expr::vec_of(f32t, x.get_type().get_size());
+                        self.b
+                            .build_float_ext(x, ty.into_vector_type(), "")?
+                            .as_basic_value_enum()
+                    }
+                    h => self
+                        .b
+                        .build_float_ext(h.into_float_value(), self.ctx.f32_type(), "")?
+                        .as_basic_value_enum(),
+                })
             }
             DType::F16 => {
                 let h = self.retype(raw, i32t, "zext")?;

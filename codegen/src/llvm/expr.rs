@@ -43,6 +43,8 @@ pub struct Emitter<'a, 'ctx> {
     pub grid: Vec<IntValue<'ctx>>,
     pub lets: HashMap<VarId, V<'ctx>>,
     pub vars: HashMap<VarId, (PointerValue<'ctx>, BasicTypeEnum<'ctx>)>,
+    /// The target converts f16 to f32 in hardware (see `convert.rs`).
+    pub native_half: bool,
 }
 
 /// The in-memory element type of a buffer: half types are 16-bit integers in memory and

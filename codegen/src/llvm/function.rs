@@ -112,6 +112,7 @@ fn emit<'ctx>(
         grid: Vec::new(),
         lets: HashMap::new(),
         vars: HashMap::new(),
+        native_half: desc.half_conversions,
     };
     for l in &k.locals {
         let ty = super::expr::storage_type(ctx, l.dtype);

@@ -1,7 +1,7 @@
 //! Which nodes get buffers, and which of those kiln computes with a kernel.
 
 use super::{is_reduction_like, unsupported, BufferKind, LowerError};
-use kiln_ir::{Graph, NodeId, Op};
+use kiln_ir::{DType, Graph, NodeId, Op};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct Partition {
@@ -14,13 +14,19 @@ pub struct Partition {
     pub copies: Vec<(usize, NodeId, NodeId)>,
 }
 
-/// Layout-only ops: cheap to recompute in every consumer, never worth a buffer.
-/// Decoding quantized weights is recomputed by each consumer, never stored: an f32 copy of
-/// the weights is what quantized formats exist to avoid.
-fn is_decode(op: &Op) -> bool {
-    matches!(op, Op::Dequant { .. })
+/// Decoding quantized weights, and widening half ones, is recomputed by each consumer,
+/// never stored: an f32 copy of the weights is what the narrow formats exist to avoid.
+fn is_decode(g: &Graph, id: NodeId) -> bool {
+    match &g.node(id).op {
+        Op::Dequant { .. } => true,
+        Op::Cast { .. } => g.inputs(id).first().is_some_and(|&x| {
+            matches!(g.node(x).dtype, DType::F16 | DType::BF16) && g.node(id).dtype == DType::F32
+        }),
+        _ => false,
+    }
 }
 
+/// Layout-only ops: cheap to recompute in every consumer, never worth a buffer.
 fn is_view(op: &Op) -> bool {
     matches!(
         op,
@@ -55,7 +61,11 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
             op if is_reduction_like(op) => {
                 kind.insert(id, BufferKind::Temp);
             }
-            op if op.is_injective() && !is_view(op) && !is_decode(op) && g.users(id).len() > 1 => {
+            op if op.is_injective()
+                && !is_view(op)
+                && !is_decode(g, id)
+                && g.users(id).len() > 1 =>
+            {
                 kind.insert(id, BufferKind::Temp);
             }
             _ => {}
@@ -63,7 +73,7 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
         if let Op::MatMul { .. } = n.op {
             for operand in g.inputs(id) {
                 let op = &g.node(operand).op;
-                if op.is_injective() && !is_view(op) && !is_decode(op) {
+                if op.is_injective() && !is_view(op) && !is_decode(g, operand) {
                     kind.entry(operand).or_insert(BufferKind::Temp);
                 }
             }

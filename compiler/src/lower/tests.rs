@@ -139,3 +139,24 @@ output \"y\" = %y
         l.kernels[1]
     );
 }
+
+#[test]
+fn widened_half_weights_are_read_in_place_not_copied() {
+    let l = lowered(
+        "kir 1
+%x = input \"x\" f32[1,64]
+%ids = input \"ids\" i64[2]
+%w = param \"w\" f16[32,64]
+%wf = cast %w dtype=f32
+%y = matmul %x, %wf transpose_a=false transpose_b=true
+%e = gather %wf, %ids
+output \"y\" = %y
+output \"e\" = %e
+",
+    );
+    // The cast has two users and feeds a matmul, yet gets no f32 buffer: each consumer
+    // reads the f16 weights and widens them itself.
+    assert_eq!(names(&l), vec!["k0_matmul", "k1_gather"]);
+    let matmul = &l.kernels[0];
+    assert!(matmul.args.iter().any(|a| a.dtype == kiln_ir::DType::F16));
+}

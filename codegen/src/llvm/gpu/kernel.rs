@@ -76,6 +76,8 @@ pub fn emit<'ctx>(
         grid: Vec::new(),
         lets: HashMap::new(),
         vars: HashMap::new(),
+        // PTX and AMDGPU convert halves in one instruction on every supported GPU.
+        native_half: true,
     };
     if !k.locals.is_empty() {
         if launch.block_per_point() {
