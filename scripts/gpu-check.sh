@@ -121,8 +121,10 @@ note "## models: kiln bench (pp512, tg128) on the GPU"
 mkdir -p /tmp/models
 note "| model | size | params | target | threads | test | t/s |"
 note "| --- | ---: | ---: | --- | ---: | ---: | ---: |"
-# MODELS: size:type pairs, comma-separated.
-for spec in $(echo "${MODELS:-125m:F16,125m:Q8_0,1b:Q8_0,1b:F16}" | tr ',' ' '); do
+# MODELS: size:type pairs, comma-separated (none: skip the models).
+models=${MODELS:-125m:F16,125m:Q8_0,1b:Q8_0,1b:F16}
+[ "$models" = none ] && models=
+for spec in $(echo "$models" | tr ',' ' '); do
   set -- ${spec/:/ }
   m=/tmp/models/llama-$1-$2
   if ! timeout 300 python3 benches/make_llama.py $m.gguf $1 $2 >"$LOGS/make-$1-$2.log" 2>&1; then
