@@ -1,8 +1,9 @@
 //! `dequant` inlined: block-quantized bytes decoded in registers where they are read, so a
 //! matmul reading quantized weights never needs an f32 copy of them. Both forms here are
 //! driven by the format's `Layout` (kiln_ir::quant), the one description of where its bits
-//! are: `dequant_at` decodes one element at a computed index (GPU kernels, gathers, the
-//! generic paths), `rows_dot` decodes whole runs as vectors for the CPU's dot products.
+//! are: `dequant_at` decodes one element at a computed index (gathers, the generic paths),
+//! `rows_dot` decodes whole runs as vectors for the CPU's dot products, and `unit_dot`
+//! decodes a few consecutive elements per step for the GPU's, sharing their scale.
 
 use super::inline::value_at;
 use super::{Ctx, LowerError};
@@ -323,4 +324,68 @@ pub fn rows_dot(
         });
     }
     Ok(out)
+}
+
+/// Elements per step of `unit_dot`: a run's consecutive elements that share one multiplier
+/// and one offset, decoded together.
+const UNIT: usize = 8;
+
+/// `acc = sum over k of dequant(bytes)[row, k] * a(k)` as one reduction over steps of
+/// `UNIT` elements, for GPU targets, where a block of threads shares the reduction's
+/// iterations. Each step computes its run's multiplier and offset once (rather than once
+/// per element as `dequant_at` would), then sums `a * q` over its elements.
+pub fn unit_dot(
+    ctx: &mut Ctx,
+    (bytes, format): (NodeId, QuantFormat),
+    row: Expr,
+    a: &mut dyn FnMut(&mut Ctx, Expr) -> Result<Expr, LowerError>,
+    k_len: Expr,
+    acc: VarId,
+) -> Result<Vec<Stmt>, LowerError> {
+    let l = format.layout();
+    let be = format.block_elems() as i64;
+    let unit = UNIT.min(l.run_len);
+    let step = ctx.fresh();
+    let k0 = mul(var(step), i(unit as i64));
+    let blk = Block {
+        bytes,
+        prefix: vec![row],
+        base: mul(div(k0.clone(), i(be)), i(format.block_bytes() as i64)),
+    };
+    let j0 = rem(k0.clone(), i(be));
+    let run = if be as usize == l.run_len {
+        Run::Known(0)
+    } else {
+        Run::Computed(div(j0.clone(), i(l.run_len as i64)))
+    };
+    let t0 = rem(j0, i(l.run_len as i64));
+    let (mut xq, mut xs) = (None::<Expr>, None::<Expr>);
+    for t in 0..unit as i64 {
+        let x = a(ctx, add(k0.clone(), i(t)))?;
+        let q = cast(
+            Elem::F32,
+            quant(ctx, &blk, &l, &run, add(t0.clone(), i(t)), 1)?,
+        );
+        xq = Some(match xq {
+            None => bin(BOp::Mul, x.clone(), q),
+            Some(sum) => fma(x.clone(), q, sum),
+        });
+        xs = Some(match xs {
+            None => x,
+            Some(sum) => bin(BOp::Add, sum, x),
+        });
+    }
+    let (scale, offset) = run_scale(ctx, &blk, &l, &run)?;
+    let mut value = bin(BOp::Mul, xq.expect("a unit has elements"), scale);
+    if let Some(o) = offset {
+        value = fma(xs.expect("a unit has elements"), o, value);
+    }
+    Ok(vec![Stmt::Reduce {
+        acc,
+        op: RedOp::Sum,
+        var: step,
+        extent: div(k_len, i(unit as i64)),
+        value,
+        vector: 1,
+    }])
 }

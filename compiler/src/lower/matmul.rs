@@ -238,6 +238,19 @@ fn dot_kernel(
                 &accs,
             )?);
         }
+        Some(weights) if ctx.schedule.gpu && !ops.ta => {
+            for ((_, read_col), &acc) in columns.iter().zip(&accs) {
+                let mut a = |ctx: &mut Ctx, k: Expr| ops.a_at(ctx, row.clone(), k);
+                body.extend(super::dequant::unit_dot(
+                    ctx,
+                    weights,
+                    read_col.clone(),
+                    &mut a,
+                    extent.clone(),
+                    acc,
+                )?);
+            }
+        }
         _ => {
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 body.extend(column_sum(
