@@ -14,15 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// The cache directory (not created here).
 pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("KILN_CACHE_DIR") {
-        return Ok(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return Ok(PathBuf::from(d).join("kiln"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("cannot find a cache directory: set KILN_CACHE_DIR (or HOME)")?;
-    Ok(PathBuf::from(home).join(".cache/kiln"))
+    kiln_runtime::cache_dir::cache_dir().map_err(anyhow::Error::msg)
 }
 
 /// The targets a GGUF file is compiled for when run directly: this CPU, and this

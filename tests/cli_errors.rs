@@ -383,3 +383,40 @@ fn vulkan_artifacts_without_a_driver_say_why() {
         "{err}"
     );
 }
+
+/// The driver's compiled pipelines are kept under the cache directory, so a second run of
+/// the same artifact reuses them, and produces the same outputs.
+#[test]
+fn vulkan_pipelines_are_cached_on_disk() {
+    if let Err(why) = kiln_runtime::vulkan::device() {
+        assert!(
+            std::env::var("KILN_REQUIRE_VULKAN").as_deref() != Ok("1"),
+            "KILN_REQUIRE_VULKAN=1 but there is no usable Vulkan device: {why}"
+        );
+        eprintln!("skipped: no Vulkan device: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let art = compiled_for(dir.path(), "vulkan:spv1.3");
+    let cache = dir.path().join("cache");
+    let run = || {
+        let r = kiln_with(
+            &["run", art.to_str().unwrap(), "--random-inputs", "n=3"],
+            &[("KILN_CACHE_DIR", cache.as_os_str())],
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stdout).to_string()
+    };
+    let first = run();
+    let files: Vec<PathBuf> = std::fs::read_dir(cache.join("vulkan"))
+        .expect("the first run writes a pipeline cache")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 0);
+    assert_eq!(
+        run(),
+        first,
+        "a run with the cached pipelines computes the same"
+    );
+}

@@ -6,6 +6,7 @@
 //! depends on kiln-ir only: a deployed runtime needs neither LLVM nor the compiler.
 
 pub mod artifact;
+pub mod cache_dir;
 pub mod cpu;
 pub mod cuda;
 pub mod error;

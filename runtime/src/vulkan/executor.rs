@@ -158,9 +158,15 @@ impl VulkanExecutor {
             )
         }
         .map_err(|err| e("creating the pipeline layout", err))?;
-        let cache =
-            unsafe { dev.create_pipeline_cache(&vk::PipelineCacheCreateInfo::default(), None) }
-                .map_err(|err| e("creating the pipeline cache", err))?;
+        let cache_file = super::pipeline_cache::path_for(&gpu, spirv);
+        let initial = super::pipeline_cache::load(cache_file.as_ref());
+        let cache = unsafe {
+            dev.create_pipeline_cache(
+                &vk::PipelineCacheCreateInfo::default().initial_data(&initial),
+                None,
+            )
+        }
+        .map_err(|err| e("creating the pipeline cache", err))?;
         let mut pipelines = HashMap::new();
         for l in &plan.launches {
             if pipelines.contains_key(&l.kernel) {
@@ -184,6 +190,7 @@ impl VulkanExecutor {
             )?;
             pipelines.insert(l.kernel.clone(), p[0]);
         }
+        super::pipeline_cache::save(&gpu, cache, cache_file.as_ref(), initial.len());
         let q = Queue::new(gpu.clone(), target)?;
         let mut ex = VulkanExecutor {
             target: target.into(),
