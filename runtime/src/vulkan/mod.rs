@@ -9,6 +9,7 @@ pub mod choice;
 pub mod device;
 #[cfg(feature = "vulkan")]
 pub mod executor;
+#[cfg(feature = "vulkan")]
 mod pipeline_cache;
 #[cfg(feature = "vulkan")]
 mod queue;
