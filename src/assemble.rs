@@ -97,6 +97,28 @@ impl Assembled {
     }
 }
 
+/// The compiler's options for `choice`: Cranelift's 128-bit vectors, and the host CPU LLVM
+/// reports, which is what `cpu:native` is compiled for (the schedule must see the same CPU
+/// as the code generator).
+pub fn compile_options(choice: BackendChoice, rewrite: bool) -> Options {
+    Options {
+        vector_bits: (choice == BackendChoice::Cranelift).then_some(128),
+        rewrite,
+        host_cpu: host_cpu(),
+        ..Options::default()
+    }
+}
+
+#[cfg(feature = "llvm")]
+fn host_cpu() -> Option<(String, String)> {
+    Some(kiln_codegen::llvm::host_cpu())
+}
+
+#[cfg(not(feature = "llvm"))]
+fn host_cpu() -> Option<(String, String)> {
+    None
+}
+
 /// Compiles `model` for each target; returns the manifest and the sections to write.
 pub fn assemble(
     model: &Model,
@@ -127,11 +149,7 @@ pub fn assemble(
         be.check(target)
             .with_context(|| format!("target {target}"))?;
         let t0 = Instant::now();
-        let opts = Options {
-            vector_bits: (choice == BackendChoice::Cranelift).then_some(128),
-            rewrite,
-            ..Options::default()
-        };
+        let opts = compile_options(choice, rewrite);
         let compiled = pipeline::compile(&model.graph, target, &opts)
             .with_context(|| format!("compiling {} for {target}", model.name))?;
         let compile_ms = t0.elapsed().as_millis();

@@ -44,6 +44,10 @@ pub struct Options {
     /// For `cpu:` targets: the widest vector register in bits (from the target, or the
     /// backend's own limit, e.g. Cranelift's 128).
     pub vector_bits: Option<u32>,
+    /// The host CPU's LLVM name and feature string: what `cpu:native` means. The compiler
+    /// cannot ask LLVM itself; without it `cpu:native` is scheduled as a baseline CPU
+    /// (128-bit vectors), which would halve the lanes of an AVX2 host's kernels.
+    pub host_cpu: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
             rewrite: true,
             limits: RewriteLimits::default(),
             vector_bits: None,
+            host_cpu: None,
         }
     }
 }
@@ -60,8 +65,12 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
     if matches!(target, Target::Cuda(_) | Target::Hip(_) | Target::Vulkan(_)) {
         return Ok(Schedule::gpu());
     }
+    let host = opts
+        .host_cpu
+        .as_ref()
+        .map(|(c, f)| (c.as_str(), f.as_str()));
     let desc = target
-        .cpu_desc(None)
+        .cpu_desc(host)
         .ok_or_else(|| CompileError::NoSchedule(target.to_string()))?;
     let bits = opts
         .vector_bits
@@ -96,4 +105,26 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
 pub fn finish_kernel(k: &mut Kernel) {
     math::expand_kernel(k);
     vectorize::vectorize_kernel(k);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cpu:native` is scheduled for the host the caller names, as the code generator
+    /// compiles it; without one it falls back to a baseline CPU's 4 lanes.
+    #[test]
+    fn native_is_scheduled_for_the_host_it_is_compiled_for() {
+        let native: Target = "cpu:native".parse().unwrap();
+        let lanes = |host: Option<(&str, &str)>| {
+            let opts = Options {
+                host_cpu: host.map(|(c, f)| (c.to_string(), f.to_string())),
+                ..Options::default()
+            };
+            schedule_for(&native, &opts).unwrap().lanes
+        };
+        assert_eq!(lanes(Some(("znver3", "+avx,+avx2,+fma,+f16c"))), 8);
+        assert_eq!(lanes(Some(("sapphirerapids", "+avx2,+avx512f"))), 16);
+        assert_eq!(lanes(None), 4);
+    }
 }

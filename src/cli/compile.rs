@@ -71,10 +71,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     if a.emit_kernels {
         for t in &targets {
-            let opts = kiln_compiler::pipeline::Options {
-                rewrite: !a.no_rewrite,
-                ..Default::default()
-            };
+            let opts = kiln::assemble::compile_options(a.backend, !a.no_rewrite);
             let c = kiln_compiler::pipeline::compile(&model.graph, t, &opts)?;
             println!("# {t}");
             for k in c.kernels() {
