@@ -97,13 +97,37 @@ impl Assembled {
     }
 }
 
-/// The compiler's options for `choice`: Cranelift's 128-bit vectors, and the host CPU LLVM
-/// reports, which is what `cpu:native` is compiled for (the schedule must see the same CPU
-/// as the code generator).
-pub fn compile_options(choice: BackendChoice, rewrite: bool) -> Options {
+/// How to compile: the CPU code generator, whether the e-graph rewrites run, and whether
+/// decode's activations are quantized for byte dot products
+/// (`pipeline::Options::quantize_activations`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choices {
+    pub backend: BackendChoice,
+    pub rewrite: bool,
+    pub quantize_activations: bool,
+}
+
+impl Choices {
+    /// `backend` with the defaults: rewrites on, f32 activations.
+    pub fn new(backend: BackendChoice) -> Choices {
+        Choices {
+            backend,
+            rewrite: true,
+            quantize_activations: false,
+        }
+    }
+}
+
+/// The compiler's options for `c`: Cranelift's 128-bit vectors (and no byte dot products),
+/// and the host CPU LLVM reports, which is what `cpu:native` is compiled for (the schedule
+/// must see the same CPU as the code generator).
+pub fn compile_options(c: &Choices) -> Options {
+    let cranelift = c.backend == BackendChoice::Cranelift;
     Options {
-        vector_bits: (choice == BackendChoice::Cranelift).then_some(128),
-        rewrite,
+        vector_bits: cranelift.then_some(128),
+        byte_dot: !cranelift,
+        rewrite: c.rewrite,
+        quantize_activations: c.quantize_activations,
         host_cpu: host_cpu(),
         ..Options::default()
     }
@@ -123,10 +147,10 @@ fn host_cpu() -> Option<(String, String)> {
 pub fn assemble(
     model: &Model,
     targets: &[Target],
-    choice: BackendChoice,
-    rewrite: bool,
+    choices: &Choices,
     progress: &dyn Fn(&str),
 ) -> Result<Assembled> {
+    let choice = choices.backend;
     model
         .weights
         .check(&model.graph)
@@ -149,7 +173,7 @@ pub fn assemble(
         be.check(target)
             .with_context(|| format!("target {target}"))?;
         let t0 = Instant::now();
-        let opts = compile_options(choice, rewrite);
+        let opts = compile_options(choices);
         let compiled = pipeline::compile(&model.graph, target, &opts)
             .with_context(|| format!("compiling {} for {target}", model.name))?;
         let compile_ms = t0.elapsed().as_millis();

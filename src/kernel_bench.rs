@@ -76,8 +76,30 @@ pub fn matvec(n: usize, k: usize) -> BenchCase {
 /// `y = W x` with W `[n, k]` in a block-quantized format, decoded inside the kernel: the
 /// bytes moved are the blocks', which is what decode speed depends on.
 pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
+    matvec_quant_with(n, k, format, false)
+}
+
+/// `matvec_quant` with `x` quantized to q8_0 in the graph (`--quantize-activations`), so
+/// the CPU multiplies bytes by bytes; the quantize kernel's time is included.
+pub fn matvec_quant_x8(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
+    matvec_quant_with(n, k, format, true)
+}
+
+fn matvec_quant_with(
+    n: usize,
+    k: usize,
+    format: kiln_ir::QuantFormat,
+    quantized_x: bool,
+) -> BenchCase {
+    use kiln_ir::QuantFormat as Q;
     let mut b = Builder::new();
-    let x = b.input("x", DType::F32, [1, k]).expect("valid");
+    let mut x = b.input("x", DType::F32, [1, k]).expect("valid");
+    if quantized_x {
+        let q = b
+            .op(kiln_ir::Op::Quantize { format: Q::Q8_0 }, &[x])
+            .expect("valid");
+        x = b.dequant(q, Q::Q8_0).expect("valid");
+    }
     let row_bytes = k / format.block_elems() * format.block_bytes();
     let raw = b.param("w", DType::U8, [n, row_bytes]).expect("valid");
     let w = b.dequant(raw, format).expect("valid");
@@ -103,13 +125,19 @@ pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCa
         .weights
         .insert("w", Tensor::new(DType::U8, vec![n, row_bytes], data));
     BenchCase {
-        name: match format {
-            kiln_ir::QuantFormat::Q8_0 => "matvec q8_0",
-            kiln_ir::QuantFormat::Q4_0 => "matvec q4_0",
-            kiln_ir::QuantFormat::Q4_1 => "matvec q4_1",
-            kiln_ir::QuantFormat::Q4K => "matvec q4_k",
-            kiln_ir::QuantFormat::Q5K => "matvec q5_k",
-            kiln_ir::QuantFormat::Q6K => "matvec q6_k",
+        name: match (format, quantized_x) {
+            (Q::Q8_0, false) => "matvec q8_0",
+            (Q::Q4_0, false) => "matvec q4_0",
+            (Q::Q4_1, false) => "matvec q4_1",
+            (Q::Q4K, false) => "matvec q4_k",
+            (Q::Q5K, false) => "matvec q5_k",
+            (Q::Q6K, false) => "matvec q6_k",
+            (Q::Q8_0, true) => "matvec q8_0 (q8 x)",
+            (Q::Q4_0, true) => "matvec q4_0 (q8 x)",
+            (Q::Q4_1, true) => "matvec q4_1 (q8 x)",
+            (Q::Q4K, true) => "matvec q4_k (q8 x)",
+            (Q::Q5K, true) => "matvec q5_k (q8 x)",
+            (Q::Q6K, true) => "matvec q6_k (q8 x)",
         },
         shape: format!("{n}x{k}"),
         model,
@@ -181,9 +209,13 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
     v.extend([
         matvec(4096, 4096),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q8_0),
+        matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q8_0),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q4_0),
+        matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q4_0),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q4K),
+        matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q4K),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q6K),
+        matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q6K),
         softmax(1024, 4096),
         rms_norm(1024, 4096),
         elementwise_chain(4096),

@@ -1,7 +1,7 @@
 //! Compile-and-run in one call, for tests and benchmarks: the same path `kiln compile`
 //! then `kiln run` take (artifact on disk, runtime session), without the command line.
 
-use crate::assemble::{assemble, BackendChoice};
+use crate::assemble::{assemble, BackendChoice, Choices};
 use anyhow::{anyhow, Result};
 use kiln_compiler::Target;
 use kiln_ir::Tensor;
@@ -17,7 +17,17 @@ pub fn compile_to(
     backend: BackendChoice,
     path: &Path,
 ) -> Result<()> {
-    assemble(model, targets, backend, true, &|_| {})?.write(path)
+    compile_with(model, targets, &Choices::new(backend), path)
+}
+
+/// Writes `model` compiled for `targets` with `choices` to `path`.
+pub fn compile_with(
+    model: &Model,
+    targets: &[Target],
+    choices: &Choices,
+    path: &Path,
+) -> Result<()> {
+    assemble(model, targets, choices, &|_| {})?.write(path)
 }
 
 /// Inputs by name, in the order the artifact declares them.

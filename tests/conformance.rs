@@ -11,7 +11,7 @@ mod common;
 
 use kiln::assemble::BackendChoice;
 use kiln_ir::{
-    BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, QuantFormat, ReduceOp,
+    BinaryOp, Builder, CmpOp, DType, Dim, Graph, IrError, NodeId, Op, QuantFormat, ReduceOp,
     RopeLayout, Tensor, UnaryOp,
 };
 use kiln_models::{Model, Weights};
@@ -350,6 +350,16 @@ fn all_cases() -> Vec<Case> {
 /// B transposed) and gather (token embeddings).
 fn quant_cases() -> Vec<Case> {
     let mut out = Vec::new();
+    // The activation encoder, bit for bit (a u8 output: any difference fails).
+    out.push(case("quantize q8_0 [3,96]", DType::F32, &|b, _| {
+        let x = b.input("a", DType::F32, [3, 96])?;
+        b.op(
+            Op::Quantize {
+                format: QuantFormat::Q8_0,
+            },
+            &[x],
+        )
+    }));
     for format in QuantFormat::ALL {
         let row = move |blocks: usize| blocks * format.block_bytes();
         let name = format.name();
@@ -383,6 +393,31 @@ fn quant_cases() -> Vec<Case> {
                     let q = b.input(name, DType::U8, [n, row(blocks)])?;
                     let w = b.dequant(q, format)?;
                     b.matmul_t(x, w, false, true)
+                },
+            ));
+        }
+        // Activations quantized to q8_0 (what `--quantize-activations` makes of decode's
+        // projections): CPU targets multiply bytes by bytes here.
+        for (rows, n, blocks) in [
+            (Dim::sym("t"), 40, 2),
+            (Dim::from(1i64), 7, 3),
+            (Dim::from(3i64), 9, 1),
+        ] {
+            out.push(case(
+                format!("matmul q8_0 x {name} [{rows},{}] n{n} tb", blocks * be),
+                DType::F32,
+                &move |b, _| {
+                    let x = b.input("a", DType::F32, vec![rows.clone(), Dim::from(blocks * be)])?;
+                    let xq = b.op(
+                        Op::Quantize {
+                            format: QuantFormat::Q8_0,
+                        },
+                        &[x],
+                    )?;
+                    let xq = b.dequant(xq, QuantFormat::Q8_0)?;
+                    let q = b.input(name, DType::U8, [n, row(blocks)])?;
+                    let w = b.dequant(q, format)?;
+                    b.matmul_t(xq, w, false, true)
                 },
             ));
         }

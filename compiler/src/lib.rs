@@ -2,6 +2,7 @@
 //! scheduled for a `Target` -> memory plan. Every stage is a function between plain data
 //! types, so each can be tested by building its input by hand.
 
+pub mod activations;
 pub mod cpu_names;
 pub mod kernel;
 pub mod target;

@@ -48,6 +48,11 @@ pub struct Options {
     /// cannot ask LLVM itself; without it `cpu:native` is scheduled as a baseline CPU
     /// (128-bit vectors), which would halve the lanes of an AVX2 host's kernels.
     pub host_cpu: Option<(String, String)>,
+    /// Quantize the activations of matmuls over quantized weights to `q8_0` so CPU decode
+    /// multiplies bytes (see `activations`); changes results by the quantization error.
+    pub quantize_activations: bool,
+    /// The code generator compiles `Expr::DotBytes` on wide vectors (false for Cranelift).
+    pub byte_dot: bool,
 }
 
 impl Default for Options {
@@ -57,6 +62,8 @@ impl Default for Options {
             limits: RewriteLimits::default(),
             vector_bits: None,
             host_cpu: None,
+            quantize_activations: false,
+            byte_dot: true,
         }
     }
 }
@@ -75,7 +82,10 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
     let bits = opts
         .vector_bits
         .map_or(desc.vector_bits, |b| b.min(desc.vector_bits));
-    Ok(Schedule::for_vector_bits(bits))
+    Ok(Schedule {
+        byte_dot: opts.byte_dot,
+        ..Schedule::for_vector_bits(bits)
+    })
 }
 
 pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compiled, CompileError> {
@@ -87,6 +97,11 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
         (g, Some(r))
     } else {
         (graph.clone(), None)
+    };
+    let graph = if opts.quantize_activations && schedule.byte_dot && !schedule.gpu {
+        crate::activations::quantize_activations(&graph, schedule.lanes)?
+    } else {
+        graph
     };
     let mut lowered = lower::lower(&graph, schedule)?;
     for k in &mut lowered.kernels {

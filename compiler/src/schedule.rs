@@ -21,6 +21,9 @@ pub struct Schedule {
     /// GPU targets: elementwise kernels put every axis in the grid (one thread per
     /// element) instead of a vectorised loop over the last axis.
     pub gpu: bool,
+    /// The code generator compiles byte dot products (`Expr::DotBytes`) over vectors of
+    /// `4 * lanes` bytes (LLVM's CPU targets; not Cranelift, whose vectors are 128 bits).
+    pub byte_dot: bool,
 }
 
 impl Schedule {
@@ -40,6 +43,7 @@ impl Schedule {
             panels: (PACKED_B_BYTES / (kc * nr * 4)).clamp(1, 8),
             kc,
             gpu: false,
+            byte_dot: true,
         }
     }
 
@@ -64,6 +68,7 @@ impl Schedule {
             panels: 1,
             kc: 256,
             gpu: false,
+            byte_dot: false,
         }
     }
 

@@ -32,6 +32,10 @@ pub struct CpuDesc {
     /// f16 <-> f32 conversion instructions (x86 F16C, every AArch64): half weights widen
     /// with one instruction per vector instead of a dozen integer operations.
     pub half_conversions: bool,
+    /// The widest vectors (bits) of x86's byte multiply-adds (`pmaddubsw`, `pmaddwd`): 128
+    /// with SSSE3, 256 with AVX2, 512 with AVX-512BW, 0 without them (or off x86). Byte dot
+    /// products (`Expr::DotBytes`) use them; elsewhere they widen and multiply.
+    pub byte_dot_bits: u32,
 }
 
 pub const X86_LEVELS: [&str; 4] = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"];
@@ -83,15 +87,17 @@ impl Target {
                 vector_bits: 128,
                 aarch64: true,
                 half_conversions: true,
+                byte_dot_bits: 0,
             });
         }
-        let x86 = |cpu: &str, bits: u32, features: &str, f16c: bool| CpuDesc {
+        let x86 = |cpu: &str, bits: u32, features: &str, f16c: bool, byte_dot: u32| CpuDesc {
             triple: "x86_64-unknown-linux-gnu",
             llvm_cpu: cpu.into(),
             features: features.into(),
             vector_bits: bits,
             aarch64: false,
             half_conversions: f16c,
+            byte_dot_bits: byte_dot,
         };
         Some(match arch {
             "native" => {
@@ -103,19 +109,37 @@ impl Target {
                 } else {
                     128
                 };
-                x86(cpu, bits, feats, feats.contains("+f16c"))
+                let byte_dot = if feats.contains("+avx512bw") {
+                    512
+                } else if feats.contains("+avx2") {
+                    256
+                } else if feats.contains("+ssse3") {
+                    128
+                } else {
+                    0
+                };
+                x86(
+                    cpu,
+                    bits,
+                    feats,
+                    feats.contains("+f16c"),
+                    byte_dot.min(bits),
+                )
             }
-            "x86-64" | "x86-64-v2" => x86(arch, 128, "", false),
-            "x86-64-v3" => x86(arch, 256, "", true),
+            "x86-64" => x86(arch, 128, "", false, 0),
+            "x86-64-v2" => x86(arch, 128, "", false, 128),
+            "x86-64-v3" => x86(arch, 256, "", true, 256),
             // AVX-512 with 512-bit vectors preferred: LLVM's default for v4 caps at 256.
-            "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit", true),
+            "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit", true, 512),
             named => {
                 // Every CPU in the named list has AVX2, so F16C; other names are assumed
                 // to lack it (correct either way, only slower).
                 let known = X86_NAMED.iter().find(|(n, _)| *n == named);
                 let bits = known.map_or(256, |(_, b)| *b);
                 let feats = if bits == 512 { "-prefer-256-bit" } else { "" };
-                x86(named, bits, feats, known.is_some())
+                // The named 512-bit CPUs all have AVX-512BW.
+                let byte_dot = if known.is_some() { bits } else { 0 };
+                x86(named, bits, feats, known.is_some(), byte_dot)
             }
         })
     }
@@ -252,6 +276,12 @@ mod tests {
         assert!(d("cpu:x86-64-v3").half_conversions && d("cpu:znver2").half_conversions);
         assert!(!d("cpu:sandybridge").half_conversions);
         assert!(d("cpu:aarch64").half_conversions);
+        let byte_dot = |t: &str| d(t).byte_dot_bits;
+        assert_eq!(byte_dot("cpu:x86-64"), 0);
+        assert_eq!(byte_dot("cpu:x86-64-v2"), 128);
+        assert_eq!(byte_dot("cpu:znver3"), 256);
+        assert_eq!(byte_dot("cpu:x86-64-v4"), 512);
+        assert_eq!(byte_dot("cpu:aarch64"), 0);
         assert!("cuda:sm_90"
             .parse::<Target>()
             .unwrap()

@@ -160,6 +160,26 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
             *out.last_mut().expect("rank >= 1") = Dim::from(elems);
             Ok((DType::F32, out))
         }
+        Op::Quantize { format } => {
+            let (dt, sh) = ins[0];
+            if *format != crate::QuantFormat::Q8_0 {
+                return Err(format!("quantize writes q8_0 blocks only, not {format}"));
+            }
+            if dt != DType::F32 {
+                return Err(format!("quantize reads f32, got {dt}"));
+            }
+            let last = sh
+                .last()
+                .ok_or_else(|| "quantize needs rank >= 1".to_string())?;
+            let be = format.block_elems() as i64;
+            let elems = last.as_known().filter(|k| k % be == 0).ok_or_else(|| {
+                format!("quantize's last axis must be a known multiple of {be}, got {last}")
+            })?;
+            let mut out = sh.clone();
+            *out.last_mut().expect("rank >= 1") =
+                Dim::from(elems / be * format.block_bytes() as i64);
+            Ok((DType::U8, out))
+        }
         Op::Gather => {
             let (tdt, tsh) = ins[0];
             let (idt, ish) = ins[1];

@@ -123,6 +123,12 @@ pub enum Op {
     Dequant {
         format: crate::quant::QuantFormat,
     },
+    /// `quantize(x: f32[.., K]) -> u8[.., K / 32 * 34]`: encodes activations as `q8_0`
+    /// blocks (see [`crate::quant::quantize_q8_0`]), so a matmul over quantized weights can
+    /// multiply bytes by bytes. Only `q8_0` is an activation format.
+    Quantize {
+        format: crate::quant::QuantFormat,
+    },
     Reshape {
         shape: Shape,
     },
@@ -266,6 +272,7 @@ impl Op {
             Op::Rope { .. } => "rope",
             Op::Gather => "gather",
             Op::Dequant { .. } => "dequant",
+            Op::Quantize { .. } => "quantize",
             Op::Reshape { .. } => "reshape",
             Op::Permute { .. } => "permute",
             Op::Slice { .. } => "slice",
@@ -285,6 +292,7 @@ impl Op {
             | Op::Permute { .. }
             | Op::Slice { .. }
             | Op::Dequant { .. }
+            | Op::Quantize { .. }
             | Op::Cast { .. } => 1,
             Op::Binary(_)
             | Op::Compare(_)

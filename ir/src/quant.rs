@@ -327,8 +327,95 @@ impl QuantFormat {
     }
 }
 
+/// The f16 nearest `d` toward zero, as bits, for finite `d >= 0`; values above the largest
+/// f16 give the largest. A few integer operations in a kernel (no F16C needed).
+pub fn f16_bits_toward_zero(d: f32) -> u16 {
+    let bits = d.to_bits();
+    let (e, m) = (bits >> 23, bits & 0x7f_ffff);
+    if e >= 143 {
+        0x7bff
+    } else if e >= 113 {
+        (((e - 112) << 10) | (m >> 13)) as u16
+    } else {
+        ((m | 0x80_0000) >> (126 - e).min(31)) as u16
+    }
+}
+
+/// The f16 at or above `d` nearest it, as bits (`d` finite, `>= 0`; at most the largest f16).
+pub fn f16_bits_up(d: f32) -> u16 {
+    let h = f16_bits_toward_zero(d);
+    if f16::from_bits(h).to_f32() < d && h < 0x7bff {
+        h + 1
+    } else {
+        h
+    }
+}
+
+/// Encodes 32 activations as one `q8_0` block, the way kiln's quantize kernels do, step for
+/// step in f32 (so compiled and interpreted graphs agree bit for bit): the scale is
+/// `max |x| / 127` stored as the f16 at or above it, so no value exceeds 127 steps even when
+/// the scale is an f16 subnormal; each `x` becomes `round(clamp(x / scale, -127, 127))`,
+/// rounding halves away from zero, as `trunc(v +- 0.5)`.
+pub fn quantize_q8_0(x: &[f32]) -> [u8; 34] {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let h = f16_bits_up(amax / 127.0);
+    let d = f16::from_bits(h).to_f32();
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut out = [0u8; 34];
+    out[..2].copy_from_slice(&h.to_le_bytes());
+    for (o, &v) in out[2..].iter_mut().zip(x) {
+        let v = (v * id).clamp(-127.0, 127.0);
+        *o = (v + if v < 0.0 { -0.5 } else { 0.5 }).trunc() as i32 as i8 as u8;
+    }
+    out
+}
+
 impl fmt::Display for QuantFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Toward zero means: the f16 is at most `d`, and the next f16 up is above it.
+    #[test]
+    fn f16_bits_toward_zero_is_the_largest_f16_not_above() {
+        let mut d = 1e-9f32;
+        while d < 1e6 {
+            let h = f16_bits_toward_zero(d);
+            let below = f16::from_bits(h).to_f32();
+            assert!(below <= d, "{d}: {below}");
+            if h < 0x7bff {
+                assert!(f16::from_bits(h + 1).to_f32() > d, "{d}: {h:#x}");
+            }
+            d *= 1.013;
+        }
+        assert_eq!(f16_bits_toward_zero(0.0), 0);
+        assert_eq!(f16_bits_up(0.0), 0);
+        assert_eq!(f16_bits_up(1.0), 0x3c00);
+        assert_eq!(f16_bits_up(1.0001), 0x3c01);
+        assert_eq!(f16_bits_toward_zero(1e9), 0x7bff);
+    }
+
+    /// Decoding an encoded block gives each value back within half a step.
+    #[test]
+    fn q8_0_activations_decode_within_half_a_step() {
+        for scale in [1e-9f32, 1e-6, 0.01, 1.0, 300.0] {
+            let x: Vec<f32> = (0..32)
+                .map(|i| ((i * 37 % 19) as f32 - 9.3) * scale)
+                .collect();
+            let block = quantize_q8_0(&x);
+            let mut y = [0f32; 32];
+            QuantFormat::Q8_0.decode_block(&block, &mut y);
+            let d = f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+            assert!(d > 0.0);
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() <= d * 0.5001, "{scale}: {a} vs {b} (d {d})");
+            }
+        }
+        assert_eq!(quantize_q8_0(&[0.0; 32])[2..], [0u8; 32]);
     }
 }

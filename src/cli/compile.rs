@@ -32,6 +32,11 @@ pub struct Args {
     /// Skip the e-graph rewrite pass (compile the graph as written)
     #[arg(long)]
     pub no_rewrite: bool,
+    /// Quantize activations to q8_0 where a matmul reads quantized weights, so CPU decode
+    /// multiplies bytes by bytes (as llama.cpp's CPU backend does); results move by the
+    /// activations' quantization error. LLVM cpu: targets only; others ignore it
+    #[arg(long)]
+    pub quantize_activations: bool,
     /// Print nothing but errors
     #[arg(short, long)]
     pub quiet: bool,
@@ -69,9 +74,14 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("{msg}");
         }
     };
+    let choices = kiln::assemble::Choices {
+        backend: a.backend,
+        rewrite: !a.no_rewrite,
+        quantize_activations: a.quantize_activations,
+    };
     if a.emit_kernels {
         for t in &targets {
-            let opts = kiln::assemble::compile_options(a.backend, !a.no_rewrite);
+            let opts = kiln::assemble::compile_options(&choices);
             let c = kiln_compiler::pipeline::compile(&model.graph, t, &opts)?;
             println!("# {t}");
             for k in c.kernels() {
@@ -79,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
-    let built = assemble(&model, &targets, a.backend, !a.no_rewrite, &progress)?;
+    let built = assemble(&model, &targets, &choices, &progress)?;
     built.write(&out)?;
     let reports = &built.reports;
     if !quiet {

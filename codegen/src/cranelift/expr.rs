@@ -257,6 +257,13 @@ impl Emitter<'_, '_> {
                     self.b.ins().fadd(p, z)
                 }
             }
+            Expr::DotBytes(..) => {
+                return Err(
+                    "byte dot products are compiled by the LLVM backend only (kiln emits them \
+                     for LLVM CPU targets)"
+                        .to_string(),
+                )
+            }
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 self.compare(*c, x, y)

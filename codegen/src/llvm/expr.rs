@@ -45,6 +45,8 @@ pub struct Emitter<'a, 'ctx> {
     pub vars: HashMap<VarId, (PointerValue<'ctx>, BasicTypeEnum<'ctx>)>,
     /// The target converts f16 to f32 in hardware (see `convert.rs`).
     pub native_half: bool,
+    /// Widest x86 byte multiply-adds, in bits (0: none); see `dot.rs`.
+    pub byte_dot_bits: u32,
 }
 
 /// The in-memory element type of a buffer: half types are 16-bit integers in memory and
@@ -371,6 +373,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
                 // fmuladd fuses only where the target has FMA, so no target needs `fmaf`.
                 self.intrinsic("llvm.fmuladd", &[x.get_type()], &[x, y, z])?
+            }
+            Expr::DotBytes(acc, a, b) => {
+                let (s, x, y) = (self.expr(acc)?, self.expr(a)?, self.expr(b)?);
+                self.dot_bytes(s, x, y)?
             }
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);

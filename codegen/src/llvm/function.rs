@@ -113,6 +113,7 @@ fn emit<'ctx>(
         lets: HashMap::new(),
         vars: HashMap::new(),
         native_half: desc.half_conversions,
+        byte_dot_bits: desc.byte_dot_bits,
     };
     for l in &k.locals {
         let ty = super::expr::storage_type(ctx, l.dtype);

@@ -3,6 +3,7 @@
 //! `expr.rs` and differ in how a kernel's grid and loops map to the machine (`function.rs`).
 
 mod convert;
+mod dot;
 mod expr;
 mod function;
 pub mod gpu;

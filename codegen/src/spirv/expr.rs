@@ -67,6 +67,12 @@ impl Emitter<'_, '_> {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
                 self.s.glsl(glsl::FMA, x.t, &[x, y, z])?
             }
+            Expr::DotBytes(..) => {
+                return Err(Fail::msg(
+                    "byte dot products are not lowered to SPIR-V yet (kiln emits them for CPU \
+                     targets only)",
+                ))
+            }
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 self.compare(*c, x, y)?

@@ -128,6 +128,7 @@ impl Display for Expr {
                 _ => write!(f, "{}({a}, {b})", format!("{op:?}").to_lowercase()),
             },
             Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
+            Expr::DotBytes(a, b, c) => write!(f, "dot_bytes({a}, {b}, {c})"),
             Expr::Cmp(c, a, b) => write!(f, "{}({a}, {b})", format!("{c:?}").to_lowercase()),
             Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
             Expr::Cast(t, a) => write!(f, "cast<{t:?}>({a})"),

@@ -156,6 +156,13 @@ pub enum Expr {
     Unary(UOp, Box<Expr>),
     Binary(BOp, Box<Expr>, Box<Expr>),
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `DotBytes(acc, a, b)`: lane `i` of the i32 vector `acc` plus the sum of the four
+    /// products `a[4i + j] * b[4i + j]`, where `a` and `b` are i32 vectors of four times as
+    /// many lanes holding bytes: `a` unsigned (0..=255), `b` signed (-128..=127), and each
+    /// adjacent pair of products summing within i16. That contract is what the byte dot
+    /// instructions share (x86 `pmaddubsw` + `pmaddwd`, `vpdpbusd`; Arm `udot`/`usdot`;
+    /// PTX `dp4a`); a backend without them widens and multiplies.
+    DotBytes(Box<Expr>, Box<Expr>, Box<Expr>),
     Cmp(Cmp, Box<Expr>, Box<Expr>),
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Numeric conversion (float <-> int truncating toward zero, int widening/narrowing).
@@ -376,6 +383,7 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::Unary(op, a) => Expr::Unary(op, r(a, f)),
         Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
         Expr::Fma(a, b, c) => Expr::Fma(r(a, f), r(b, f), r(c, f)),
+        Expr::DotBytes(a, b, c) => Expr::DotBytes(r(a, f), r(b, f), r(c, f)),
         Expr::Cmp(c, a, b) => Expr::Cmp(c, r(a, f), r(b, f)),
         Expr::Select(c, a, b) => Expr::Select(r(c, f), r(a, f), r(b, f)),
         Expr::Cast(t, a) => Expr::Cast(t, r(a, f)),
@@ -408,7 +416,9 @@ impl Expr {
             Expr::Lanes(v) => v.iter().collect(),
             Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
             Expr::Let { value, body, .. } => vec![value, body],
-            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => vec![a, b, c],
+            Expr::Fma(a, b, c) | Expr::DotBytes(a, b, c) | Expr::Select(a, b, c) => {
+                vec![a, b, c]
+            }
             Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) => Vec::new(),
         }
     }
@@ -504,6 +514,9 @@ pub mod e {
     }
     pub fn bitcast(to: Elem, a: Expr) -> Expr {
         Expr::Bitcast(to, Box::new(a))
+    }
+    pub fn dot_bytes(acc: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::DotBytes(Box::new(acc), Box::new(a), Box::new(b))
     }
     pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
         Expr::Fma(Box::new(a), Box::new(b), Box::new(c))

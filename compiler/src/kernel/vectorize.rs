@@ -470,6 +470,7 @@ impl Cx {
             } => Elem::of_storage(*self.locals.get(*b as usize)?),
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
             Expr::Fma(..) | Expr::ReduceLanes(..) => Elem::F32,
+            Expr::DotBytes(..) => Elem::I32,
             Expr::Unary(_, a)
             | Expr::Binary(_, a, _)
             | Expr::Select(_, a, _)

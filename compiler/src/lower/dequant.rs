@@ -14,10 +14,10 @@ use kiln_ir::{NodeId, QuantFormat};
 
 /// One block of a row of quantized bytes: `prefix` indexes the row, `base` is the block's
 /// first byte within it.
-struct Block {
-    bytes: NodeId,
-    prefix: Vec<Expr>,
-    base: Expr,
+pub(super) struct Block {
+    pub(super) bytes: NodeId,
+    pub(super) prefix: Vec<Expr>,
+    pub(super) base: Expr,
 }
 
 impl Block {
@@ -39,7 +39,7 @@ impl Block {
     }
 
     /// The f16 at byte `at`, as f32.
-    fn half(&self, ctx: &mut Ctx, at: i64) -> Result<Expr, LowerError> {
+    pub(super) fn half(&self, ctx: &mut Ctx, at: i64) -> Result<Expr, LowerError> {
         let lo = self.byte(ctx, i(at))?;
         let hi = self.byte(ctx, i(at + 1))?;
         let bits = bin(BOp::Or, lo, bin(BOp::Shl, hi, i32(8)));
@@ -52,7 +52,7 @@ impl Block {
 /// Which run of a block: known while lowering (the CPU walks every run) or computed from
 /// the element index (an i64 expression).
 #[derive(Clone)]
-enum Run {
+pub(super) enum Run {
     Known(usize),
     Computed(Expr),
 }
@@ -103,7 +103,7 @@ fn packed6(ctx: &mut Ctx, blk: &Block, run: &Run, min: bool) -> Result<Expr, Low
 }
 
 /// The run's multiplier and what it adds (f32 expressions), as `Layout::run_scale`.
-fn run_scale(
+pub(super) fn run_scale(
     ctx: &mut Ctx,
     blk: &Block,
     l: &Layout,
@@ -141,7 +141,27 @@ fn signed_byte(b: Expr, lanes: u8) -> Expr {
 }
 
 /// The i32 quant values of `lanes` consecutive elements of the run from element `t`.
-fn quant(
+pub(super) fn quant(
+    ctx: &mut Ctx,
+    blk: &Block,
+    l: &Layout,
+    run: &Run,
+    t: Expr,
+    lanes: u8,
+) -> Result<Expr, LowerError> {
+    let q = quant_bits(ctx, blk, l, run, t, lanes)?;
+    Ok(if l.signed {
+        signed_byte(q, lanes)
+    } else if l.center != 0 {
+        bin(BOp::Sub, q, splat(i32(l.center), lanes))
+    } else {
+        q
+    })
+}
+
+/// The quant bits of `lanes` consecutive elements, before sign or centre: unsigned,
+/// below `2^(low + high width)`.
+pub(super) fn quant_bits(
     ctx: &mut Ctx,
     blk: &Block,
     l: &Layout,
@@ -175,13 +195,7 @@ fn quant(
         let high = bin(BOp::Shl, high, splat(i32(l.low.width as i32), lanes));
         q = bin(BOp::Or, q, high);
     }
-    Ok(if l.signed {
-        signed_byte(q, lanes)
-    } else if l.center != 0 {
-        bin(BOp::Sub, q, splat(i32(l.center), lanes))
-    } else {
-        q
-    })
+    Ok(q)
 }
 
 /// Element `idx[last]` of the rows `idx[..last]` of `bytes` decoded as `format`.

@@ -29,6 +29,7 @@ pub fn kernel_for(
         Op::Softmax { axis } => softmax(ctx, node, *axis, name),
         Op::RmsNorm { eps } => norm(ctx, node, *eps, false, name),
         Op::LayerNorm { eps } => norm(ctx, node, *eps, true, name),
+        Op::Quantize { .. } => super::quantize::quantize(ctx, node, name),
         op if op.is_injective() => {
             let out = ctx.begin(node);
             let (grid, body, chunk) =

@@ -144,8 +144,17 @@ fn matmul_in(
     let out = ctx.begin(node);
     let ins = ctx.graph.inputs(node);
     let out_shape = ctx.graph.node(node).shape.clone();
+    let form = form.unwrap_or(if tb && small_m_shape(ctx, node) {
+        Form::Dot
+    } else {
+        Form::General
+    });
     let ops = Operands {
-        a: ins[0],
+        a: if form == Form::General {
+            unquantized(ctx, ins[0])
+        } else {
+            ins[0]
+        },
         b: ins[1],
         ta,
         tb,
@@ -154,11 +163,6 @@ fn matmul_in(
         nb: out_shape.len() - 2,
         out_shape,
     };
-    let form = form.unwrap_or(if tb && small_m(&ops) {
-        Form::Dot
-    } else {
-        Form::General
-    });
     if form == Form::Dot || ctx.schedule.lanes == 1 {
         dot_kernel(ctx, &ops, out, name, form)
     } else {
@@ -167,10 +171,36 @@ fn matmul_in(
 }
 
 /// LLM decode shapes: a handful of rows (tokens) against a weight matrix.
-fn small_m(ops: &Operands) -> bool {
-    ops.out_shape[ops.nb]
+fn small_m_shape(ctx: &Ctx, node: NodeId) -> bool {
+    let shape = &ctx.graph.node(node).shape;
+    shape[shape.len() - 2]
         .as_known()
         .is_some_and(|m| m <= DOT_MAX_ROWS)
+}
+
+/// `x` for activations quantized for byte dot products (`dequant(quantize(x))`), else `a`.
+/// The register-tiled kernel is bound by its FMAs, not by decoding weights, and decoding A
+/// there would cost more than it saves; it multiplies the f32 activations instead, which
+/// differ from the quantized ones by the quantization error only.
+fn unquantized(ctx: &Ctx, a: NodeId) -> NodeId {
+    let g = ctx.graph;
+    if let kiln_ir::Op::Dequant { .. } = g.node(a).op {
+        let q = g.inputs(a)[0];
+        if let kiln_ir::Op::Quantize { .. } = g.node(q).op {
+            return g.inputs(q)[0];
+        }
+    }
+    a
+}
+
+/// A as rows of `q8_0` activation blocks (`dequant` of bytes, not transposed): the bytes.
+fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<NodeId> {
+    match ctx.graph.node(ops.a).op {
+        kiln_ir::Op::Dequant {
+            format: kiln_ir::QuantFormat::Q8_0,
+        } if !ops.ta => Some(ctx.graph.inputs(ops.a)[0]),
+        _ => None,
+    }
 }
 
 fn k_dim(ops: &Operands) -> Dim {
@@ -218,8 +248,35 @@ fn dot_kernel(
         })
         .collect();
     let accs: Vec<VarId> = columns.iter().map(|_| ctx.fresh()).collect();
+    let byte_dot = quantized_activations(ctx, ops).zip(quantized_rows(ctx, ops));
     match quantized_rows(ctx, ops) {
-        Some(weights) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
+        Some(weights)
+            if !ctx.schedule.gpu
+                && ctx.schedule.byte_dot
+                && vector > 1
+                && byte_dot.is_some()
+                && super::int_dot::byte_lanes(weights.1, vector).is_some() =>
+        {
+            let (x, _) = byte_dot.expect("checked");
+            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
+            let mut prefix = Operands::batch_index(&ops.a_shape, nb);
+            prefix.push(row.clone());
+            body.extend(super::int_dot::rows_dot_bytes(
+                ctx,
+                weights,
+                (x, prefix),
+                &reads,
+                extent.clone(),
+                vector,
+                &accs,
+            )?);
+        }
+        Some(weights)
+            if !ctx.schedule.gpu
+                && vector > 1
+                && !ops.ta
+                && quantized_activations(ctx, ops).is_none() =>
+        {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             // A's row along K is contiguous (A is not transposed): `lanes` values at once.
             let mut x = |ctx: &mut Ctx, k: Expr, lanes: u8| {

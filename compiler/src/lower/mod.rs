@@ -9,10 +9,13 @@
 //! and layout changes into their consumers.
 
 mod dequant;
+mod int_dot;
+pub use int_dot::byte_lanes as byte_dot_lanes;
 mod inline;
 mod kernels;
 mod matmul;
 mod partition;
+mod quantize;
 
 pub use inline::{dim_expr, flat_index};
 
@@ -273,6 +276,7 @@ fn is_reduction_like(op: &Op) -> bool {
             | Op::Softmax { .. }
             | Op::RmsNorm { .. }
             | Op::LayerNorm { .. }
+            | Op::Quantize { .. }
     )
 }
 

@@ -70,7 +70,9 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
             }
             _ => {}
         }
-        if let Op::MatMul { .. } = n.op {
+        // A matmul's operands, and what is quantized for one, are read many times or in a
+        // tight loop: computed once into a buffer rather than inlined there.
+        if let Op::MatMul { .. } | Op::Quantize { .. } = n.op {
             for operand in g.inputs(id) {
                 let op = &g.node(operand).op;
                 if op.is_injective() && !is_view(op) && !is_decode(g, operand) {

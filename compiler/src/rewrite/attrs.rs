@@ -81,6 +81,7 @@ impl KilnLang {
             Op::Select => (Head::Select, vec![]),
             Op::Gather => (Head::Gather, vec![]),
             Op::Dequant { format } => (Head::Dequant(*format), vec![]),
+            Op::Quantize { format } => (Head::Quantize(*format), vec![]),
             Op::Reduce {
                 op,
                 axes,
@@ -196,6 +197,7 @@ impl KilnLang {
             Head::Select => Op::Select,
             Head::Gather => Op::Gather,
             Head::Dequant(format) => Op::Dequant { format: *format },
+            Head::Quantize(format) => Op::Quantize { format: *format },
             Head::Reduce(op) => Op::Reduce {
                 op: *op,
                 axes: list(0)?,

@@ -35,6 +35,7 @@ impl KilnCost {
             Head::Softmax | Head::RmsNorm => 2.0,
             Head::LayerNorm => 2.5,
             Head::Reduce(_) | Head::Permute | Head::Gather | Head::Dequant(_) => 2.0,
+            Head::Quantize(_) => 3.0,
             Head::Rope => 3.0,
             Head::MatMul => 8.0,
         }

@@ -50,6 +50,8 @@ pub enum Head {
     Gather,
     /// Dequantization; the format is part of the head (no pattern rewrites it).
     Dequant(kiln_ir::QuantFormat),
+    /// Activation quantization (see `kiln_ir::Op::Quantize`).
+    Quantize(kiln_ir::QuantFormat),
     Reshape,
     Permute,
     Slice,
@@ -161,6 +163,7 @@ impl Head {
             | Head::Permute
             | Head::Slice
             | Head::Dequant(_)
+            | Head::Quantize(_)
             | Head::Cast => 1,
             Head::Binary(_)
             | Head::Compare(_)
@@ -235,6 +238,7 @@ impl Head {
             Head::Rope => "rope",
             Head::Gather => "gather",
             Head::Dequant(_) => "dequant",
+            Head::Quantize(_) => "quantize",
             Head::Reshape => "reshape",
             Head::Permute => "permute",
             Head::Slice => "slice",

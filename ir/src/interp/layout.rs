@@ -148,6 +148,26 @@ pub(super) fn dequant(x: &Tensor, format: crate::QuantFormat) -> Result<Tensor, 
     })
 }
 
+/// Encodes each row as `q8_0` blocks with the reference encoder.
+pub(super) fn quantize(x: &Tensor) -> Result<Tensor, String> {
+    let k = *x.shape.last().ok_or("quantize needs rank >= 1")?;
+    if k % 32 != 0 {
+        return Err(format!("quantize: rows of {k} are not whole blocks of 32"));
+    }
+    let mut out = Vec::with_capacity(x.data.len() / 32 * 34);
+    for block in x.data.chunks_exact(32) {
+        let v: Vec<f32> = block.iter().map(|&v| v as f32).collect();
+        out.extend(crate::quant::quantize_q8_0(&v).map(f64::from));
+    }
+    let mut shape = x.shape.clone();
+    *shape.last_mut().expect("rank >= 1") = k / 32 * 34;
+    Ok(Tensor {
+        dtype: crate::DType::U8,
+        shape,
+        data: out,
+    })
+}
+
 fn gather_offsets(x: &Tensor, shape: Vec<usize>, offsets: &[usize]) -> Tensor {
     Tensor {
         dtype: x.dtype,

@@ -11,7 +11,7 @@ use crate::dtype::DType;
 use crate::op::{BinaryOp, CmpOp, Op, ReduceOp, RopeLayout, UnaryOp};
 
 /// Ops whose name is not that of a unary, binary or comparison op.
-const NAMED_OPS: [&str; 19] = [
+const NAMED_OPS: [&str; 20] = [
     "input",
     "param",
     "const",
@@ -26,6 +26,7 @@ const NAMED_OPS: [&str; 19] = [
     "rope",
     "gather",
     "dequant",
+    "quantize",
     "reshape",
     "permute",
     "slice",
@@ -104,7 +105,9 @@ pub(super) fn attributes(op: &Op) -> Vec<(&'static str, String)> {
             ("step", step.to_string()),
         ],
         Op::Cast { dtype } => vec![("dtype", dtype.name().to_string())],
-        Op::Dequant { format } => vec![("format", format.name().to_string())],
+        Op::Dequant { format } | Op::Quantize { format } => {
+            vec![("format", format.name().to_string())]
+        }
         Op::Input { .. }
         | Op::Param { .. }
         | Op::Const(_)
@@ -169,6 +172,12 @@ pub(super) fn build(name: &str, a: &Attrs) -> Result<Op, SyntaxError> {
         "dequant" => {
             a.allow(&["format"])?;
             Op::Dequant {
+                format: a.quant_format("format")?,
+            }
+        }
+        "quantize" => {
+            a.allow(&["format"])?;
+            Op::Quantize {
                 format: a.quant_format("format")?,
             }
         }

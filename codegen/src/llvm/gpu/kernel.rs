@@ -78,6 +78,8 @@ pub fn emit<'ctx>(
         vars: HashMap::new(),
         // PTX and AMDGPU convert halves in one instruction on every supported GPU.
         native_half: true,
+        // dp4a (sm_61+) and AMD's dot instructions are the next step; widened for now.
+        byte_dot_bits: 0,
     };
     if !k.locals.is_empty() {
         if launch.block_per_point() {

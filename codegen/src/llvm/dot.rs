@@ -1,0 +1,98 @@
+//! Byte dot products (`Expr::DotBytes`): x86's multiply-adds where the target has them,
+//! widened multiplies elsewhere (GPUs, AArch64 and baseline x86 for now).
+
+use super::expr::{Emitter, Fail, V};
+use inkwell::values::BasicValueEnum;
+
+impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// `acc + sums of four adjacent byte products` (see `Expr::DotBytes` for the contract
+    /// on `a` and `b`).
+    pub(super) fn dot_bytes(
+        &mut self,
+        acc: V<'ctx>,
+        a: V<'ctx>,
+        b: V<'ctx>,
+    ) -> Result<V<'ctx>, Fail> {
+        let (BasicValueEnum::VectorValue(av), BasicValueEnum::VectorValue(bv)) = (a, b) else {
+            return Err(Fail::msg("dot_bytes of scalars"));
+        };
+        let bytes = av.get_type().get_size();
+        let out_lanes = match acc {
+            BasicValueEnum::VectorValue(v) => v.get_type().get_size(),
+            _ => 1,
+        };
+        if bv.get_type().get_size() != bytes || bytes != 4 * out_lanes {
+            return Err(Fail(format!(
+                "dot_bytes of {bytes} and {} lanes into {out_lanes}",
+                bv.get_type().get_size()
+            )));
+        }
+        let pmadd = match bytes * 8 {
+            128 => Some(("llvm.x86.ssse3.pmadd.ub.sw.128", "llvm.x86.sse2.pmadd.wd")),
+            256 => Some(("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd")),
+            512 => Some((
+                "llvm.x86.avx512.pmaddubs.w.512",
+                "llvm.x86.avx512.pmaddw.d.512",
+            )),
+            _ => None,
+        };
+        let sums = match pmadd {
+            Some((ub_sw, wd)) if bytes * 8 <= self.byte_dot_bits => {
+                // Bytes times bytes into i16 pair sums, then i16 pairs into i32: two
+                // instructions per vector, where widening would take a dozen.
+                let i8v = self.ctx.i8_type().vec_type(bytes);
+                let a8 = self.b.build_int_truncate(av, i8v, "a8")?;
+                let b8 = self.b.build_int_truncate(bv, i8v, "b8")?;
+                let pairs = self.intrinsic(ub_sw, &[], &[a8.into(), b8.into()])?;
+                let one = self.ctx.i16_type().const_int(1, false).into();
+                let ones = self.splat(one, bytes / 2)?;
+                self.intrinsic(wd, &[], &[pairs, ones])?
+            }
+            _ => {
+                let prod = self.b.build_int_mul(av, bv, "p")?;
+                if out_lanes == 1 {
+                    self.intrinsic(
+                        "llvm.vector.reduce.add",
+                        &[prod.get_type().into()],
+                        &[prod.into()],
+                    )?
+                } else {
+                    let i32t = self.ctx.i32_type();
+                    let mut sum = None;
+                    for j in 0..4 {
+                        let mask: Vec<_> = (0..out_lanes)
+                            .map(|l| i32t.const_int((4 * l + j) as u64, false))
+                            .collect();
+                        let mask = inkwell::types::VectorType::const_vector(&mask);
+                        let part = self.b.build_shuffle_vector(
+                            prod,
+                            prod.get_type().get_poison(),
+                            mask,
+                            "q",
+                        )?;
+                        sum = Some(match sum {
+                            None => part,
+                            Some(s) => self.b.build_int_add(s, part, "s")?,
+                        });
+                    }
+                    sum.expect("four parts").into()
+                }
+            }
+        };
+        Ok(match (acc, sums) {
+            (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {
+                self.b.build_int_add(x, y, "dot")?.into()
+            }
+            (BasicValueEnum::IntValue(x), BasicValueEnum::IntValue(y)) => {
+                self.b.build_int_add(x, y, "dot")?.into()
+            }
+            (x, y) => {
+                return Err(Fail(format!(
+                    "dot_bytes accumulator {} and sums {}",
+                    x.get_type(),
+                    y.get_type()
+                )))
+            }
+        })
+    }
+}

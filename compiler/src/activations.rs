@@ -1,0 +1,118 @@
+//! Activation quantization: the graph pass that lets decode multiply bytes by bytes.
+//!
+//! A matmul of f32 activations by quantized weights becomes a matmul of
+//! `dequant(quantize(x))` by them, so its dot-product kernel can read both operands as
+//! bytes (`lower::int_dot`). The activations are encoded as `q8_0` once per matmul input,
+//! shared by every matmul that reads it (an LLM's Q, K and V projections read one normed
+//! row). That changes the numbers by the activations' quantization error (about 0.4% of
+//! each block's largest value), as llama.cpp's CPU backend does for every quantized type,
+//! which is why it is an option (`Options::quantize_activations`, `--quantize-activations`).
+
+use crate::lower::byte_dot_lanes;
+use kiln_ir::{DType, Graph, IrError, NodeId, Op, QuantFormat};
+use std::collections::HashMap;
+
+/// Rows at or below which a matmul is computed by dot products (`lower::matmul`).
+const DOT_MAX_ROWS: i64 = 4;
+
+/// `g` with the activations of every eligible matmul quantized (see the module doc), for a
+/// schedule of `lanes` f32 lanes; the graph unchanged when none is eligible.
+pub fn quantize_activations(g: &Graph, lanes: u8) -> Result<Graph, IrError> {
+    let mut out = Graph::new();
+    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut quantized: HashMap<NodeId, NodeId> = HashMap::new();
+    for id in g.node_ids() {
+        let mut ins: Vec<NodeId> = g.inputs(id).iter().map(|i| map[i]).collect();
+        if eligible(g, id, lanes) {
+            let a = g.inputs(id)[0];
+            let q = match quantized.get(&a) {
+                Some(&q) => q,
+                None => {
+                    let format = QuantFormat::Q8_0;
+                    let bytes = out.add(Op::Quantize { format }, &[map[&a]])?;
+                    let q = out.add(Op::Dequant { format }, &[bytes])?;
+                    quantized.insert(a, q);
+                    q
+                }
+            };
+            ins[0] = q;
+        }
+        map.insert(id, out.add(g.node(id).op.clone(), &ins)?);
+    }
+    for (name, node) in &g.outputs {
+        out.set_output(name, map[node]);
+    }
+    Ok(out)
+}
+
+/// A matmul whose dot-product form (few or a symbolic number of rows) would read
+/// quantized weights rows with byte dot products, given quantized activations.
+fn eligible(g: &Graph, id: NodeId, lanes: u8) -> bool {
+    let n = g.node(id);
+    let Op::MatMul {
+        transpose_a: false,
+        transpose_b: true,
+    } = n.op
+    else {
+        return false;
+    };
+    let ins = g.inputs(id);
+    let (a, b) = (g.node(ins[0]), g.node(ins[1]));
+    let rows = &n.shape[n.shape.len() - 2];
+    let few_rows = rows.as_known().is_none_or(|m| m <= DOT_MAX_ROWS);
+    let k_blocks = a
+        .shape
+        .last()
+        .and_then(|k| k.as_known())
+        .is_some_and(|k| k % QuantFormat::Q8_0.block_elems() as i64 == 0);
+    let weights = match b.op {
+        Op::Dequant { format } if b.shape.len() == 2 => byte_dot_lanes(format, lanes).is_some(),
+        _ => false,
+    };
+    few_rows && k_blocks && weights && a.dtype == DType::F32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::{Builder, Dim};
+
+    /// Three projections of one row share one quantize; a matmul of many known rows (never
+    /// a dot product) and one over f32 weights are left as they were.
+    #[test]
+    fn projections_of_one_row_share_one_quantize() {
+        let mut b = Builder::new();
+        let x = b
+            .input("x", DType::F32, vec![Dim::sym("seq"), Dim::from(64i64)])
+            .unwrap();
+        let many = b.input("m", DType::F32, [9, 64]).unwrap();
+        let mut outs = Vec::new();
+        for n in ["q", "k", "v"] {
+            let raw = b.param(n, DType::U8, [16, 36]).unwrap();
+            let w = b.dequant(raw, QuantFormat::Q4_0).unwrap();
+            outs.push(b.matmul_t(x, w, false, true).unwrap());
+        }
+        let raw = b.param("o", DType::U8, [16, 36]).unwrap();
+        let w = b.dequant(raw, QuantFormat::Q4_0).unwrap();
+        outs.push(b.matmul_t(many, w, false, true).unwrap());
+        let f = b.param("f", DType::F32, [16, 64]).unwrap();
+        outs.push(b.matmul_t(x, f, false, true).unwrap());
+        for (i, o) in outs.into_iter().enumerate() {
+            b.output(&format!("y{i}"), o);
+        }
+        let g = quantize_activations(&b.finish(), 8).unwrap();
+        let ops: Vec<&Op> = g.node_ids().map(|id| &g.node(id).op).collect();
+        let quantizes = ops
+            .iter()
+            .filter(|o| matches!(o, Op::Quantize { .. }))
+            .count();
+        assert_eq!(quantizes, 1);
+        let reads_quantized = |out: usize| {
+            let mm = g.outputs[out].1;
+            matches!(g.node(g.inputs(mm)[0]).op, Op::Dequant { .. })
+        };
+        assert!((0..3).all(reads_quantized));
+        assert!(!reads_quantized(3) && !reads_quantized(4));
+        kiln_ir::verify(&g).unwrap();
+    }
+}

@@ -1,0 +1,197 @@
+//! Dot products of quantized rows with activations that are themselves `q8_0` blocks,
+//! multiplied as bytes (`Expr::DotBytes`: four products per i32 lane, one or two
+//! instructions per vector on x86) instead of decoded to f32 and multiplied with FMAs.
+//! This is how LLM decode stops being bound by the decode instructions: the weights stay
+//! bytes from memory to the multiplier.
+//!
+//! Per run of a weight block (consecutive elements sharing one multiplier), each row sums
+//! `q_w * q_x` in i32, exactly; then the run's multiplier times the activation block's
+//! scale is applied once, in f32. Weight quants are fed unsigned (their raw bits), so a
+//! centred format (`q - 8`, `q - 32`) subtracts `centre * sum(q_x)`, and an offset format
+//! adds `offset * d_x * sum(q_x)`: `sum(q_x)` is shared by all rows. Signed weights (Q8_0)
+//! take the usual trick: `|w|` times `x` with `w`'s sign.
+
+use super::dequant::{quant, quant_bits, run_scale, Block, Run};
+use super::{Ctx, LowerError};
+use crate::kernel::e::*;
+use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, RedOp, Stmt, VarId};
+use kiln_ir::quant::Offset;
+use kiln_ir::{NodeId, QuantFormat};
+
+/// The activations' block: `q8_0`.
+const X_BLOCK: i64 = 32;
+const X_BLOCK_BYTES: i64 = 34;
+
+/// Byte lanes per `DotBytes` for `format`'s runs with `lanes` f32 lanes, or `None` when the
+/// format's runs do not sit inside activation blocks.
+pub fn byte_lanes(format: QuantFormat, lanes: u8) -> Option<u8> {
+    let run = format.layout().run_len as i64;
+    let bl = (4 * lanes as i64).min(run).min(64);
+    (X_BLOCK % run == 0 && run % bl == 0 && bl % 4 == 0 && bl >= 8).then_some(bl as u8)
+}
+
+/// Statements setting each `accs[r] = sum over k of dequant(weights)[rows[r], k] *
+/// dequant(x)[k]`, where `x` is the `q8_0` bytes of one activation row (`x_prefix` indexes
+/// it), over `k_len` elements. `lanes`: the schedule's f32 lanes (see `byte_lanes`).
+pub fn rows_dot_bytes(
+    ctx: &mut Ctx,
+    (bytes, format): (NodeId, QuantFormat),
+    (x, x_prefix): (NodeId, Vec<Expr>),
+    rows: &[Expr],
+    k_len: Expr,
+    lanes: u8,
+    accs: &[VarId],
+) -> Result<Vec<Stmt>, LowerError> {
+    let bl = byte_lanes(format, lanes)
+        .ok_or_else(|| LowerError::Internal(format!("no byte dot for {format}")))?;
+    let n = bl / 4;
+    let l = format.layout();
+    let xl = QuantFormat::Q8_0.layout();
+    let (be, bb) = (format.block_elems() as i64, format.block_bytes() as i64);
+    let blk = ctx.fresh();
+    let blocks: Vec<Block> = rows
+        .iter()
+        .map(|row| Block {
+            bytes,
+            prefix: vec![row.clone()],
+            base: mul(var(blk), i(bb)),
+        })
+        .collect();
+    let facc: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    let isum: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    let xsum = ctx.fresh();
+    let needs_xsum = l.center != 0 || l.offset != Offset::None;
+    let izero = || splat(i32(0), n);
+    let mut body = Vec::new();
+    for r in 0..format.block_elems() / l.run_len {
+        let run = Run::Known(r);
+        let first = (r * l.run_len) as i64;
+        let xblk = Block {
+            bytes: x,
+            prefix: x_prefix.clone(),
+            base: mul(
+                add(mul(var(blk), i(be / X_BLOCK)), i(first / X_BLOCK)),
+                i(X_BLOCK_BYTES),
+            ),
+        };
+        for &s in isum.iter().chain(needs_xsum.then_some(&xsum)) {
+            body.push(Stmt::Assign {
+                var: s,
+                value: izero(),
+            });
+        }
+        let step = ctx.fresh();
+        let t = mul(var(step), i(bl as i64));
+        let xq = quant(
+            ctx,
+            &xblk,
+            &xl,
+            &Run::Known(0),
+            add(i(first % X_BLOCK), t.clone()),
+            bl,
+        )?;
+        let (xs, neg_xs) = (ctx.fresh(), ctx.fresh());
+        let mut inner = vec![Stmt::Let { var: xs, value: xq }];
+        if l.signed {
+            inner.push(Stmt::Let {
+                var: neg_xs,
+                value: bin(BOp::Sub, splat(i32(0), bl), var(xs)),
+            });
+        }
+        if needs_xsum {
+            inner.push(Stmt::Assign {
+                var: xsum,
+                value: dot_bytes(var(xsum), splat(i32(1), bl), var(xs)),
+            });
+        }
+        for (b, &s) in blocks.iter().zip(&isum) {
+            let (a, x_signed) = if l.signed {
+                let w = ctx.fresh();
+                let q = quant(ctx, b, &l, &run, t.clone(), bl)?;
+                let negative = cmp(Cmp::Lt, var(w), splat(i32(0), bl));
+                let a = let_in(
+                    w,
+                    q.clone(),
+                    select(
+                        negative.clone(),
+                        bin(BOp::Sub, splat(i32(0), bl), var(w)),
+                        var(w),
+                    ),
+                );
+                (a, let_in(w, q, select(negative, var(neg_xs), var(xs))))
+            } else {
+                (quant_bits(ctx, b, &l, &run, t.clone(), bl)?, var(xs))
+            };
+            inner.push(Stmt::Assign {
+                var: s,
+                value: dot_bytes(var(s), a, x_signed),
+            });
+        }
+        body.push(Stmt::Loop {
+            var: step,
+            extent: i(l.run_len as i64 / bl as i64),
+            kind: LoopKind::Unroll,
+            vector: 1,
+            body: inner,
+        });
+        let dx = ctx.fresh();
+        body.push(Stmt::Let {
+            var: dx,
+            value: xblk.half(ctx, 0)?,
+        });
+        for ((b, &s), &acc) in blocks.iter().zip(&isum).zip(&facc) {
+            let (scale, offset) = run_scale(ctx, b, &l, &run)?;
+            let mut q = var(s);
+            if l.center != 0 {
+                q = bin(
+                    BOp::Sub,
+                    q,
+                    bin(BOp::Mul, var(xsum), splat(i32(l.center), n)),
+                );
+            }
+            body.push(Stmt::Assign {
+                var: acc,
+                value: fma(
+                    cast(Elem::F32, q),
+                    splat(bin(BOp::Mul, scale, var(dx)), n),
+                    var(acc),
+                ),
+            });
+            if let Some(o) = offset {
+                body.push(Stmt::Assign {
+                    var: acc,
+                    value: fma(
+                        cast(Elem::F32, var(xsum)),
+                        splat(bin(BOp::Mul, o, var(dx)), n),
+                        var(acc),
+                    ),
+                });
+            }
+        }
+    }
+    let mut out: Vec<Stmt> = facc
+        .iter()
+        .map(|&a| Stmt::Decl {
+            var: a,
+            init: splat(f(0.0), n),
+        })
+        .chain(isum.iter().chain([&xsum]).map(|&a| Stmt::Decl {
+            var: a,
+            init: izero(),
+        }))
+        .collect();
+    out.push(Stmt::Loop {
+        var: blk,
+        extent: div(k_len, i(be)),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body,
+    });
+    for (&acc, &v) in accs.iter().zip(&facc) {
+        out.push(Stmt::Decl {
+            var: acc,
+            init: Expr::ReduceLanes(RedOp::Sum, Box::new(var(v))),
+        });
+    }
+    Ok(out)
+}
