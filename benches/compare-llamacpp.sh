@@ -11,6 +11,7 @@
 #   benches/compare-llamacpp.sh                      # 125m in F16 and Q8_0, 2 threads
 #   MODELS="125m:Q8_0 1b:Q8_0" THREADS=2 benches/compare-llamacpp.sh
 #   benches/compare-llamacpp.sh my-model.gguf ...    # your own files
+#   KILN_FLAGS=--quantize-activations benches/compare-llamacpp.sh   # kiln compile flags
 #
 # Writes the table to stdout and, with JSON=path, both tools' raw results.
 set -euo pipefail
@@ -24,6 +25,7 @@ GEN=${GEN:-64}
 REPS=${REPS:-3}
 THREADS=${THREADS:-$(nproc)}
 TARGET=${TARGET:-cpu:native}
+KILN_FLAGS=${KILN_FLAGS:-}
 work=target/llamacpp
 mkdir -p "$work/models"
 py=target/pyref/bin/python
@@ -36,9 +38,11 @@ if [ ! -x "$bench" ]; then
   if [ ! -f "$tarball" ]; then
     url=$("$py" - "$VERSION" <<'EOF'
 import json, sys, urllib.parse, urllib.request
-base = f"https://pypi.org/pypi/llama-cpp-python/{sys.argv[1]}/json"
-meta = json.load(urllib.request.urlopen(base, timeout=60))
-(u,) = [u["url"] for u in meta["urls"] if u["packagetype"] == "sdist"]
+# The simple repository API (PEP 691): what every PyPI mirror serves.
+base = "https://pypi.org/simple/llama-cpp-python/"
+req = urllib.request.Request(base, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+meta = json.load(urllib.request.urlopen(req, timeout=60))
+(u,) = [f["url"] for f in meta["files"] if f["filename"] == f"llama_cpp_python-{sys.argv[1]}.tar.gz"]
 print(urllib.parse.urljoin(base, u))
 EOF
 )
@@ -73,15 +77,17 @@ if [ ${#files[@]} -eq 0 ]; then
   done
 fi
 
-echo "machine: $(nproc) hardware threads ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $THREADS threads; kiln target $TARGET; llama.cpp $VERSION (llama-cpp-python sdist)"
+echo "machine: $(nproc) hardware threads ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $THREADS threads; kiln target $TARGET ${KILN_FLAGS:+($KILN_FLAGS)}; llama.cpp $VERSION (llama-cpp-python sdist)"
 echo
 echo "| model | test | llama.cpp t/s | kiln t/s | kiln / llama.cpp |"
 echo "|---|---|---:|---:|---:|"
 raw=()
 for f in "${files[@]}"; do
   name=$(basename "$f" .gguf)
-  art=$work/models/$name.${TARGET//:/-}.kiln
-  [ "$art" -nt "$f" ] && [ "$art" -nt "$kiln" ] || "$kiln" compile "$f" -t "$TARGET" -o "$art" -q
+  flags_tag=$(echo "$KILN_FLAGS" | tr -c 'a-z0-9\n' '_')
+  art=$work/models/$name.${TARGET//:/-}${flags_tag:+.$flags_tag}.kiln
+  # shellcheck disable=SC2086 # KILN_FLAGS is a list of flags
+  [ "$art" -nt "$f" ] && [ "$art" -nt "$kiln" ] || "$kiln" compile "$f" -t "$TARGET" $KILN_FLAGS -o "$art" -q
   # One model at a time, the two tools one after the other, so they share the machine's state.
   lj=$("$bench" -m "$f" -p "$PROMPT" -n "$GEN" -r "$REPS" -t "$THREADS" -o json 2>/dev/null)
   kj=$(mktemp)

@@ -125,7 +125,7 @@ pub fn compile_options(c: &Choices) -> Options {
     let cranelift = c.backend == BackendChoice::Cranelift;
     Options {
         vector_bits: cranelift.then_some(128),
-        byte_dot: !cranelift,
+        llvm_ops: !cranelift,
         rewrite: c.rewrite,
         quantize_activations: c.quantize_activations,
         host_cpu: host_cpu(),

@@ -30,8 +30,14 @@ fn tiny_models(dir: &Path) {
 
 /// The reference's logits for `TOKENS` on `gguf`, [seq, vocab] flattened.
 fn reference_logits(gguf: &Path) -> Vec<f64> {
+    reference_logits_with(gguf, &[])
+}
+
+/// `reference_logits` with the reference's `flags` first.
+fn reference_logits_with(gguf: &Path, flags: &[&str]) -> Vec<f64> {
     let out = gguf.with_extension("npy");
-    let mut args: Vec<OsString> = vec![gguf.into(), out.clone().into()];
+    let mut args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+    args.extend([gguf.into(), out.clone().into()]);
     args.extend(TOKENS.iter().map(|t| t.to_string().into()));
     let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     run_script("llama_ref.py", &refs);
@@ -227,6 +233,75 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
         let e = nmse(&logits, &want);
         eprintln!("{name}: prefill 4 + 3 decode steps, NMSE {e:.2e}");
         assert!(e <= 1e-5, "{name}: NMSE {e:.3e} > 1e-5 with the KV cache");
+    }
+}
+
+/// `--quantize-activations`: matmuls over block-quantized weights with at most 4 rows (the
+/// dot-product form) multiply q8_0 activations. Against the reference rounding the same way
+/// (`--q8-activations`), a 4-token prefill and 3 decode steps (every call of at most 4 rows,
+/// so every row quantized) give logits within the f32 bound, and greedy generation the same
+/// 32 tokens; against the plain reference they differ, so the option took effect.
+#[test]
+fn quantized_activations_match_the_reference_rounding_the_same_way() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    for name in ["tiny-llama-Q8_0", "tiny-llama-Q4_0", "tiny-llama-Q4_K_M"] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let want = reference_logits_with(&gguf, &["--q8-activations"]);
+        let plain = reference_logits(&gguf);
+        let file = GgufFile::open(&gguf).unwrap();
+        let cfg = LlamaConfig::from_gguf(&file).unwrap();
+        let model = kiln_models::llama::load(&file).unwrap();
+        let art = gguf.with_extension("q8.kiln");
+        let choices = kiln::assemble::Choices {
+            quantize_activations: true,
+            ..kiln::assemble::Choices::new(BackendChoice::Llvm)
+        };
+        let target: Target = TARGET.parse().unwrap();
+        kiln::session::compile_with(&model, &[target], &choices, &art).unwrap();
+        let mut session = Session::new(&art, None).unwrap();
+        let mut caches = Caches::empty(&cfg);
+        let outs = run(&mut session, &caches.inputs(&cfg, &TOKENS[..4], 0));
+        let mut logits = outs["logits"].data.clone();
+        caches.append(&outs, 4);
+        for (p, &t) in TOKENS.iter().enumerate().skip(4) {
+            let outs = run(&mut session, &caches.inputs(&cfg, &[t], p));
+            logits.extend_from_slice(&outs["logits"].data);
+            caches.append(&outs, 1);
+        }
+        let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
+        eprintln!("{name}: q8 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})");
+        assert!(
+            e <= 1e-5,
+            "{name}: NMSE {e:.3e} > 1e-5 against the q8 reference"
+        );
+        assert!(
+            e_plain > 10.0 * e,
+            "{name}: the activations were not quantized"
+        );
+
+        let mut args: Vec<OsString> = vec!["--q8-activations".into(), gguf.clone().into()];
+        args.extend(["--greedy", "32", "1", "17", "42"].map(OsString::from));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let want: Vec<u32> = run_script("llama_ref.py", &refs)
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let mut gen = kiln::generate::Generator::new(Session::new(&art, None).unwrap()).unwrap();
+        let mut sampler = kiln::sampling::Sampler::new(Default::default());
+        let mut got = Vec::new();
+        gen.generate(&[1, 17, 42], 32, &mut sampler, &mut |t| {
+            got.push(t);
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            got, want,
+            "{name}: greedy tokens differ from the q8 reference"
+        );
     }
 }
 

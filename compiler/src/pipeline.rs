@@ -51,8 +51,9 @@ pub struct Options {
     /// Quantize the activations of matmuls over quantized weights to `q8_0` so CPU decode
     /// multiplies bytes (see `activations`); changes results by the quantization error.
     pub quantize_activations: bool,
-    /// The code generator compiles `Expr::DotBytes` on wide vectors (false for Cranelift).
-    pub byte_dot: bool,
+    /// The code generator compiles the kernel-IR operations only LLVM's CPU backend has
+    /// (`Expr::DotBytes` on wide vectors, `UOp::HalfBits`); false for Cranelift.
+    pub llvm_ops: bool,
 }
 
 impl Default for Options {
@@ -63,7 +64,7 @@ impl Default for Options {
             vector_bits: None,
             host_cpu: None,
             quantize_activations: false,
-            byte_dot: true,
+            llvm_ops: true,
         }
     }
 }
@@ -83,7 +84,8 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
         .vector_bits
         .map_or(desc.vector_bits, |b| b.min(desc.vector_bits));
     Ok(Schedule {
-        byte_dot: opts.byte_dot,
+        byte_dot: opts.llvm_ops,
+        half_bits: opts.llvm_ops && desc.half_conversions,
         ..Schedule::for_vector_bits(bits)
     })
 }

@@ -24,6 +24,9 @@ pub struct Schedule {
     /// The code generator compiles byte dot products (`Expr::DotBytes`) over vectors of
     /// `4 * lanes` bytes (LLVM's CPU targets; not Cranelift, whose vectors are 128 bits).
     pub byte_dot: bool,
+    /// The target converts halves in hardware and the code generator emits that
+    /// (`UOp::HalfBits`): the f16 scales inside quantized blocks cost one instruction.
+    pub half_bits: bool,
 }
 
 impl Schedule {
@@ -44,6 +47,7 @@ impl Schedule {
             kc,
             gpu: false,
             byte_dot: true,
+            half_bits: false,
         }
     }
 
@@ -69,6 +73,7 @@ impl Schedule {
             kc: 256,
             gpu: false,
             byte_dot: false,
+            half_bits: false,
         }
     }
 

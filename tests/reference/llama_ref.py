@@ -3,12 +3,16 @@
 GGUF files through the `gguf` package, in float64: the reference kiln's logits are
 checked against.
 
-usage: llama_ref.py MODEL.gguf OUT.npy TOKEN [TOKEN ...]
-       llama_ref.py MODEL.gguf --greedy N TOKEN [TOKEN ...]
+usage: llama_ref.py [--q8-activations] MODEL.gguf OUT.npy TOKEN [TOKEN ...]
+       llama_ref.py [--q8-activations] MODEL.gguf --greedy N TOKEN [TOKEN ...]
 
 The first form writes the logits for every position of the token sequence, shape
 [seq, vocab], f32. The second prints the N tokens greedy decoding appends to the prompt
 (each step recomputes the whole sequence: no cache, nothing shared with kiln's method).
+
+--q8-activations rounds the input rows of every matmul over block-quantized weights
+through q8_0, as kiln's --quantize-activations does for its decode matmuls (32 values per
+block, scale max|x| / 127 rounded up to an f16, values rounded half away from zero).
 """
 import sys
 
@@ -27,6 +31,33 @@ def field(r: GGUFReader, key: str, default=None):
     return v
 
 
+# The GGML types kiln keeps as blocks (and multiplies with quantized activations); others
+# (Q5_0, Q5_1) it widens to f32 when loading.
+BLOCK_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
+Q8_ACTIVATIONS = False
+
+
+def q8_0_round_trip(x):
+    """`x`'s rows as q8_0 blocks and back, in f32 steps (see the usage)."""
+    x32 = x.astype(np.float32).reshape(-1, 32)
+    d = (np.abs(x32).max(axis=1) / np.float32(127)).astype(np.float32)
+    nearest = d.astype(np.float16)
+    up = np.where(nearest.astype(np.float32) < d, np.nextafter(nearest, np.float16(np.inf)), nearest)
+    scale = up.astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(scale > 0, np.float32(1) / scale, np.float32(0)).astype(np.float32)
+    v = np.clip(x32 * inv[:, None], np.float32(-127), np.float32(127)).astype(np.float32)
+    q = np.trunc(v + np.where(v < 0, np.float32(-0.5), np.float32(0.5)).astype(np.float32))
+    return (q.astype(np.float64) * scale[:, None]).reshape(x.shape)
+
+
+def mm(x, w, name):
+    """`x @ w[name].T`, with `x` quantized first where kiln's option would."""
+    if Q8_ACTIVATIONS and name in w["blocks"]:
+        x = q8_0_round_trip(x)
+    return x @ w[name].T
+
+
 def load(path: str):
     r = GGUFReader(path)
     arch = field(r, "general.architecture")
@@ -43,8 +74,10 @@ def load(path: str):
     )
     cfg["head_dim"] = cfg["embd"] // heads
     cfg["rot"] = int(k("rope.dimension_count", cfg["head_dim"]))
-    w = {}
+    w = {"blocks": set()}
     for t in r.tensors:
+        if t.tensor_type.name in BLOCK_TYPES:
+            w["blocks"].add(t.name)
         shape = tuple(int(x) for x in reversed(t.shape.tolist()))
         w[t.name] = dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float64)
     return cfg, w
@@ -82,7 +115,7 @@ def forward(cfg, w, tokens):
     for l in range(cfg["layers"]):
         p = f"blk.{l}."
         h = rms_norm(x, w[p + "attn_norm.weight"], cfg["eps"])
-        q, k, v = (h @ w[p + f"attn_{n}.weight"].T for n in "qkv")
+        q, k, v = (mm(h, w, p + f"attn_{n}.weight") for n in "qkv")
         if neox:
             q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
         q = rope(q.reshape(seq, nh, hd), pos, cfg["theta"], cfg["rot"], neox)
@@ -95,17 +128,20 @@ def forward(cfg, w, tokens):
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             out[:, head, :] = s @ v[:, kv, :]
-        x = x + out.reshape(seq, nh * hd) @ w[p + "attn_output.weight"].T
+        x = x + mm(out.reshape(seq, nh * hd), w, p + "attn_output.weight")
         h = rms_norm(x, w[p + "ffn_norm.weight"], cfg["eps"])
-        g = h @ w[p + "ffn_gate.weight"].T
-        u = h @ w[p + "ffn_up.weight"].T
-        x = x + ((g / (1.0 + np.exp(-g))) * u) @ w[p + "ffn_down.weight"].T
+        g = mm(h, w, p + "ffn_gate.weight")
+        u = mm(h, w, p + "ffn_up.weight")
+        x = x + mm((g / (1.0 + np.exp(-g))) * u, w, p + "ffn_down.weight")
     x = rms_norm(x, w["output_norm.weight"], cfg["eps"])
-    head = w.get("output.weight", w["token_embd.weight"])
-    return x @ head.T
+    return mm(x, w, "output.weight" if "output.weight" in w else "token_embd.weight")
 
 
 def main() -> None:
+    global Q8_ACTIVATIONS
+    if sys.argv[1] == "--q8-activations":
+        Q8_ACTIVATIONS = True
+        del sys.argv[1]
     path = sys.argv[1]
     cfg, w = load(path)
     if sys.argv[2] == "--greedy":

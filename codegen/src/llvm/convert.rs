@@ -15,7 +15,7 @@ use kiln_compiler::kernel::{BOp, Cmp};
 use kiln_ir::DType;
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
-    fn retype(
+    pub(super) fn retype(
         &mut self,
         v: V<'ctx>,
         elem: BasicTypeEnum<'ctx>,

@@ -449,6 +449,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.intrinsic("llvm.abs", &[x.get_type()], &[x, f])?
             }
             (UOp::Sqrt, _) => self.intrinsic("llvm.sqrt", &[x.get_type()], &[x])?,
+            (UOp::HalfBits, false) => {
+                let i16t = self.ctx.i16_type().into();
+                let bits = self.retype(x, i16t, "trunc")?;
+                self.widen_from_storage(bits, DType::F16)?
+            }
             (other, _) => {
                 return Err(Fail(format!(
                     "{other:?} must be expanded by kernel::math before codegen"

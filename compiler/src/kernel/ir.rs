@@ -88,6 +88,10 @@ pub enum UOp {
     Neg,
     Abs,
     Sqrt,
+    /// IEEE half bits (an i32 in 0..=0xffff) to f32: one instruction where the target
+    /// converts halves (F16C, AArch64), emitted only for those (`Schedule::half_bits`);
+    /// elsewhere `kernel::half::f16_bits_to_f32` spells it out.
+    HalfBits,
     /// The transcendental ops below are rewritten into arithmetic by [`super::math`]
     /// before codegen, so backends need no math library and every target computes
     /// them with the same polynomials.

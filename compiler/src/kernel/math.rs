@@ -53,7 +53,7 @@ fn expand(e: Expr, next: &mut VarId) -> Expr {
             let v = fresh();
             let_in(v, x, sin_cos(var(v), 1, &mut fresh))
         }
-        UOp::Neg | UOp::Abs | UOp::Sqrt => un(op, x),
+        UOp::Neg | UOp::Abs | UOp::Sqrt | UOp::HalfBits => un(op, x),
     }
 }
 

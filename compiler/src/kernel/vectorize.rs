@@ -471,6 +471,7 @@ impl Cx {
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
             Expr::Fma(..) | Expr::ReduceLanes(..) => Elem::F32,
             Expr::DotBytes(..) => Elem::I32,
+            Expr::Unary(crate::kernel::UOp::HalfBits, _) => Elem::F32,
             Expr::Unary(_, a)
             | Expr::Binary(_, a, _)
             | Expr::Select(_, a, _)

@@ -43,6 +43,9 @@ impl Block {
         let lo = self.byte(ctx, i(at))?;
         let hi = self.byte(ctx, i(at + 1))?;
         let bits = bin(BOp::Or, lo, bin(BOp::Shl, hi, i32(8)));
+        if ctx.schedule.half_bits {
+            return Ok(un(UOp::HalfBits, bits));
+        }
         Ok(crate::kernel::half::f16_bits_to_f32(bits, &mut || {
             ctx.fresh()
         }))
