@@ -137,6 +137,52 @@ pub(super) fn run_scale(
     Ok((scale, offset))
 }
 
+/// The multipliers (`offsets == false`) or offsets of runs `4g..4g + 4` as one 4-lane f32
+/// vector, for formats that keep them in consecutive bytes (the K-quants' packed 6-bit
+/// scales and mins, Q6_K's signed bytes): four runs' scales from three or one vector
+/// loads, instead of a dozen scalar operations per run. `None` for other formats.
+pub(super) fn run_scales4(
+    ctx: &mut Ctx,
+    blk: &Block,
+    l: &Layout,
+    g: usize,
+    offsets: bool,
+) -> Result<Option<Expr>, LowerError> {
+    let as_f32 = |v: Expr| cast(Elem::F32, v);
+    let packed = |ctx: &mut Ctx, min: bool| -> Result<Expr, LowerError> {
+        let a = blk.bytes_vec(ctx, i(4), 4)?;
+        let b = blk.bytes_vec(ctx, i(8), 4)?;
+        let c = blk.bytes_vec(ctx, i(12), 4)?;
+        let k = |v: i32| splat(i32(v), 4);
+        let top = |v: Expr| bin(BOp::Shl, bin(BOp::Shr, v, k(6)), k(4));
+        Ok(match (g, min) {
+            (0, false) => bin(BOp::And, a, k(63)),
+            (0, true) => bin(BOp::And, b, k(63)),
+            (_, false) => bin(BOp::Or, bin(BOp::And, c, k(15)), top(a)),
+            (_, true) => bin(BOp::Or, bin(BOp::Shr, c, k(4)), top(b)),
+        })
+    };
+    Ok(match (offsets, l.scale, l.offset) {
+        (false, Scale::Packed6, _) => {
+            let d = blk.half(ctx, 0)?;
+            Some(bin(BOp::Mul, as_f32(packed(ctx, false)?), splat(d, 4)))
+        }
+        (false, Scale::SignedByte { at, d_at }, _)
+            if (0..4).all(|k| at.at(4 * g + k) == at.at(4 * g) + k as i64) =>
+        {
+            let d = blk.half(ctx, d_at as i64)?;
+            let sc = signed_byte(blk.bytes_vec(ctx, i(at.at(4 * g)), 4)?, 4);
+            Some(bin(BOp::Mul, as_f32(sc), splat(d, 4)))
+        }
+        (true, _, Offset::Packed6) => {
+            let dmin = blk.half(ctx, 2)?;
+            let m = bin(BOp::Mul, as_f32(packed(ctx, true)?), splat(dmin, 4));
+            Some(un(UOp::Neg, m))
+        }
+        _ => None,
+    })
+}
+
 /// `(b ^ 128) - 128`: the form compilers recognise as a sign extension of a byte.
 fn signed_byte(b: Expr, lanes: u8) -> Expr {
     let c = splat(i32(128), lanes);

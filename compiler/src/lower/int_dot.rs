@@ -11,11 +11,11 @@
 //! adds `offset * d_x * sum(q_x)`: `sum(q_x)` is shared by all rows. Signed weights (Q8_0)
 //! take the usual trick: `|w|` times `x` with `w`'s sign.
 
-use super::dequant::{quant, quant_bits, run_scale, Block, Run};
+use super::dequant::{quant, quant_bits, run_scale, run_scales4, Block, Run};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, RedOp, Stmt, VarId};
-use kiln_ir::quant::Offset;
+use kiln_ir::quant::{Offset, Scale};
 use kiln_ir::{NodeId, QuantFormat};
 
 /// The activations' block: `q8_0`.
@@ -63,17 +63,70 @@ pub fn rows_dot_bytes(
     let needs_xsum = l.center != 0 || l.offset != Offset::None;
     let izero = || splat(i32(0), n);
     let mut body = Vec::new();
-    for r in 0..format.block_elems() / l.run_len {
+    let runs = format.block_elems() / l.run_len;
+    let x_block = |r: usize| Block {
+        bytes: x,
+        prefix: x_prefix.clone(),
+        base: mul(
+            add(
+                mul(var(blk), i(be / X_BLOCK)),
+                i((r * l.run_len) as i64 / X_BLOCK),
+            ),
+            i(X_BLOCK_BYTES),
+        ),
+    };
+    // Formats with many runs per block keep their runs' scales (and mins) in consecutive
+    // bytes: there each row's block gets its multipliers, times the activations' scales,
+    // as 4-lane vectors once, and its offsets' share is one multiply-add per four runs.
+    let contiguous = match l.scale {
+        Scale::Packed6 => true,
+        Scale::SignedByte { at, .. } => (0..runs).all(|r| at.at(r) == at.at(0) + r as i64),
+        Scale::Half { .. } => false,
+    };
+    let vector_scales =
+        runs % 4 == 0 && contiguous && matches!(l.offset, Offset::None | Offset::Packed6);
+    let vector_offsets = vector_scales && l.offset == Offset::Packed6;
+    let mut dxs = Vec::new();
+    let mut scales: Vec<Vec<VarId>> = vec![Vec::new(); rows.len()];
+    let mut offsets: Vec<Vec<VarId>> = vec![Vec::new(); rows.len()];
+    let mut xsums = Vec::new();
+    let maccs: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    if vector_scales {
+        for r in 0..runs {
+            let dx = ctx.fresh();
+            body.push(Stmt::Let {
+                var: dx,
+                value: x_block(r).half(ctx, 0)?,
+            });
+            dxs.push(dx);
+        }
+        for g in 0..runs / 4 {
+            let dx4 = ctx.fresh();
+            body.push(Stmt::Let {
+                var: dx4,
+                value: Expr::Lanes(dxs[4 * g..4 * g + 4].iter().map(|&d| var(d)).collect()),
+            });
+            for (row, b) in blocks.iter().enumerate() {
+                let sv = ctx.fresh();
+                let sc = run_scales4(ctx, b, &l, g, false)?.expect("contiguous scales");
+                body.push(Stmt::Let {
+                    var: sv,
+                    value: bin(BOp::Mul, sc, var(dx4)),
+                });
+                scales[row].push(sv);
+                if vector_offsets {
+                    let ov = ctx.fresh();
+                    let o = run_scales4(ctx, b, &l, g, true)?.expect("packed mins");
+                    body.push(Stmt::Let { var: ov, value: o });
+                    offsets[row].push(ov);
+                }
+            }
+        }
+    }
+    for r in 0..runs {
         let run = Run::Known(r);
         let first = (r * l.run_len) as i64;
-        let xblk = Block {
-            bytes: x,
-            prefix: x_prefix.clone(),
-            base: mul(
-                add(mul(var(blk), i(be / X_BLOCK)), i(first / X_BLOCK)),
-                i(X_BLOCK_BYTES),
-            ),
-        };
+        let xblk = x_block(r);
         for &s in isum.iter().chain(needs_xsum.then_some(&xsum)) {
             body.push(Stmt::Assign {
                 var: s,
@@ -134,6 +187,40 @@ pub fn rows_dot_bytes(
             vector: 1,
             body: inner,
         });
+        let centred = |s: VarId| {
+            let q = var(s);
+            if l.center != 0 {
+                bin(
+                    BOp::Sub,
+                    q,
+                    bin(BOp::Mul, var(xsum), splat(i32(l.center), n)),
+                )
+            } else {
+                q
+            }
+        };
+        if vector_scales {
+            for (row, (&s, &acc)) in isum.iter().zip(&facc).enumerate() {
+                let scale = Expr::Extract {
+                    vector: Box::new(var(scales[row][r / 4])),
+                    lane: (r % 4) as u8,
+                };
+                body.push(Stmt::Assign {
+                    var: acc,
+                    value: fma(cast(Elem::F32, centred(s)), splat(scale, n), var(acc)),
+                });
+            }
+            if vector_offsets {
+                let xs = ctx.fresh();
+                let total = Expr::ReduceLanes(RedOp::Sum, Box::new(cast(Elem::F32, var(xsum))));
+                body.push(Stmt::Let {
+                    var: xs,
+                    value: bin(BOp::Mul, total, var(dxs[r])),
+                });
+                xsums.push(xs);
+            }
+            continue;
+        }
         let dx = ctx.fresh();
         body.push(Stmt::Let {
             var: dx,
@@ -141,14 +228,7 @@ pub fn rows_dot_bytes(
         });
         for ((b, &s), &acc) in blocks.iter().zip(&isum).zip(&facc) {
             let (scale, offset) = run_scale(ctx, b, &l, &run)?;
-            let mut q = var(s);
-            if l.center != 0 {
-                q = bin(
-                    BOp::Sub,
-                    q,
-                    bin(BOp::Mul, var(xsum), splat(i32(l.center), n)),
-                );
-            }
+            let q = centred(s);
             body.push(Stmt::Assign {
                 var: acc,
                 value: fma(
@@ -169,12 +249,27 @@ pub fn rows_dot_bytes(
             }
         }
     }
-    let mut out: Vec<Stmt> = facc
+    if vector_offsets {
+        for (row, &m) in maccs.iter().enumerate() {
+            for (g, &ov) in offsets[row].iter().enumerate() {
+                let xs4 = Expr::Lanes(xsums[4 * g..4 * g + 4].iter().map(|&x| var(x)).collect());
+                body.push(Stmt::Assign {
+                    var: m,
+                    value: fma(var(ov), xs4, var(m)),
+                });
+            }
+        }
+    }
+    let mut out: Vec<Stmt> = maccs
         .iter()
         .map(|&a| Stmt::Decl {
             var: a,
-            init: splat(f(0.0), n),
+            init: splat(f(0.0), 4),
         })
+        .chain(facc.iter().map(|&a| Stmt::Decl {
+            var: a,
+            init: splat(f(0.0), n),
+        }))
         .chain(isum.iter().chain([&xsum]).map(|&a| Stmt::Decl {
             var: a,
             init: izero(),
@@ -187,10 +282,18 @@ pub fn rows_dot_bytes(
         vector: 1,
         body,
     });
-    for (&acc, &v) in accs.iter().zip(&facc) {
+    for ((&acc, &v), &m) in accs.iter().zip(&facc).zip(&maccs) {
+        let mut total = Expr::ReduceLanes(RedOp::Sum, Box::new(var(v)));
+        if vector_offsets {
+            total = bin(
+                BOp::Add,
+                total,
+                Expr::ReduceLanes(RedOp::Sum, Box::new(var(m))),
+            );
+        }
         out.push(Stmt::Decl {
             var: acc,
-            init: Expr::ReduceLanes(RedOp::Sum, Box::new(var(v))),
+            init: total,
         });
     }
     Ok(out)
