@@ -1,7 +1,7 @@
 //! The compiler's front door: graph + target -> kernels ready for a code generator, the
 //! launch list, and the arena plan. `kiln compile` calls this once per target.
 
-use crate::kernel::{math, vectorize, Kernel};
+use crate::kernel::{math, simplify, vectorize, Kernel};
 use crate::lower::{self, LowerError, Lowered};
 use crate::memory::{self, ArenaPlan};
 use crate::rewrite::{self, RewriteLimits, RewriteReport};
@@ -121,6 +121,7 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
 /// Target-independent kernel passes run before any code generator sees a kernel.
 pub fn finish_kernel(k: &mut Kernel) {
     math::expand_kernel(k);
+    simplify::simplify_kernel(k);
     vectorize::vectorize_kernel(k);
 }
 

@@ -72,11 +72,18 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
         }
         // A matmul's operands, and what is quantized for one, are read many times or in a
         // tight loop: computed once into a buffer rather than inlined there.
+        // Through layout-only ops too: a view is free to read through, but the rope or
+        // concat behind it would be recomputed for every element the matmul reads (each
+        // query element once per key, in attention).
         if let Op::MatMul { .. } | Op::Quantize { .. } = n.op {
             for operand in g.inputs(id) {
-                let op = &g.node(operand).op;
-                if op.is_injective() && !is_view(op) && !is_decode(g, operand) {
-                    kind.entry(operand).or_insert(BufferKind::Temp);
+                let mut src = operand;
+                while is_view(&g.node(src).op) {
+                    src = g.inputs(src)[0];
+                }
+                let op = &g.node(src).op;
+                if op.is_injective() && !is_decode(g, src) {
+                    kind.entry(src).or_insert(BufferKind::Temp);
                 }
             }
         }

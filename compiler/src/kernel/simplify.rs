@@ -1,0 +1,299 @@
+//! Integer index simplification with value ranges: `(x * c + y) / c` is `x` and
+//! `(x * c + y) % c` is `y` when `x >= 0` and `0 <= y < c`. Reshapes and permutes produce
+//! such divisions and remainders in their index arithmetic (a `[seq, 768]` row read as
+//! `[seq, 12, 64]` divides by 64 and 12); simplified away, a load along the head dimension
+//! has unit stride again, so the vectoriser reads it as one vector instead of a gather of
+//! lanes each doing its own divisions (attention's matmuls were 20x slower for it).
+//!
+//! Ranges come from the kernel: grid indices lie in `0..extent` (unbounded above for a
+//! symbolic extent), loop variables in `0..extent`, symbols are non-negative. Only
+//! non-negative terms are moved across a division, where truncation and flooring agree.
+
+use super::e::*;
+use super::{BOp, Expr, Kernel, Lit, Stmt, VarId};
+use std::collections::HashMap;
+
+/// Inclusive bounds; `hi == None` is unbounded above.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Range {
+    lo: i64,
+    hi: Option<i64>,
+}
+
+impl Range {
+    fn upto(extent: &Expr) -> Range {
+        match extent {
+            Expr::Lit(Lit::I64(n)) if *n > 0 => Range {
+                lo: 0,
+                hi: Some(n - 1),
+            },
+            _ => Range { lo: 0, hi: None },
+        }
+    }
+}
+
+struct Ranges<'a> {
+    grid: &'a [Expr],
+    vars: HashMap<VarId, Range>,
+}
+
+impl Ranges<'_> {
+    fn of(&self, e: &Expr) -> Option<Range> {
+        match e {
+            Expr::Lit(Lit::I64(v)) => Some(Range {
+                lo: *v,
+                hi: Some(*v),
+            }),
+            Expr::GridIdx(a) => Some(Range::upto(self.grid.get(*a as usize)?)),
+            Expr::Dim(_) => Some(Range { lo: 0, hi: None }),
+            Expr::Var(v) => self.vars.get(v).copied(),
+            Expr::Binary(op, a, b) => {
+                let (x, y) = (self.of(a)?, self.of(b)?);
+                let both = |f: fn(i64, i64) -> Option<i64>, p: Option<i64>, q: Option<i64>| {
+                    p.zip(q).and_then(|(p, q)| f(p, q))
+                };
+                match op {
+                    BOp::Add => Some(Range {
+                        lo: x.lo.checked_add(y.lo)?,
+                        hi: both(i64::checked_add, x.hi, y.hi),
+                    }),
+                    BOp::Mul if x.lo >= 0 && y.lo >= 0 => Some(Range {
+                        lo: x.lo.checked_mul(y.lo)?,
+                        hi: both(i64::checked_mul, x.hi, y.hi),
+                    }),
+                    BOp::Div if x.lo >= 0 && y.lo > 0 => Some(Range {
+                        lo: x.lo / y.hi.unwrap_or(i64::MAX).max(1),
+                        hi: x.hi.map(|h| h / y.lo),
+                    }),
+                    BOp::Rem if x.lo >= 0 && y.lo > 0 => Some(Range {
+                        lo: 0,
+                        hi: Some(match (x.hi, y.hi) {
+                            (Some(h), Some(d)) => h.min(d - 1),
+                            (Some(h), None) => h,
+                            (None, Some(d)) => d - 1,
+                            (None, None) => return None,
+                        }),
+                    }),
+                    BOp::Min if x.lo >= 0 && y.lo >= 0 => Some(Range {
+                        lo: x.lo.min(y.lo),
+                        hi: match (x.hi, y.hi) {
+                            (Some(p), Some(q)) => Some(p.min(q)),
+                            (p, q) => p.or(q),
+                        },
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `e` as `constant + sum of coef * atom` over non-negative atoms with positive
+    /// coefficients, or `None`.
+    fn linear(&self, e: &Expr) -> Option<(i64, Vec<(i64, Expr)>)> {
+        match e {
+            Expr::Lit(Lit::I64(v)) => Some((*v, Vec::new())),
+            Expr::Binary(BOp::Add, a, b) => {
+                let (ca, mut ta) = self.linear(a)?;
+                let (cb, tb) = self.linear(b)?;
+                ta.extend(tb);
+                Some((ca.checked_add(cb)?, ta))
+            }
+            Expr::Binary(BOp::Mul, a, b) => {
+                let (k, x) = match (a.as_ref(), b.as_ref()) {
+                    (Expr::Lit(Lit::I64(k)), x) | (x, Expr::Lit(Lit::I64(k))) => (*k, x),
+                    _ => return self.atom(e),
+                };
+                if k <= 0 {
+                    return None;
+                }
+                let (c, terms) = self.linear(x)?;
+                let terms = terms
+                    .into_iter()
+                    .map(|(t, a)| Some((t.checked_mul(k)?, a)))
+                    .collect::<Option<Vec<_>>>()?;
+                Some((c.checked_mul(k)?, terms))
+            }
+            _ => self.atom(e),
+        }
+    }
+
+    fn atom(&self, e: &Expr) -> Option<(i64, Vec<(i64, Expr)>)> {
+        (self.of(e)?.lo >= 0).then(|| (0, vec![(1, e.clone())]))
+    }
+
+    /// `e / c` (`rem == false`) or `e % c` without the division, when the terms not
+    /// divisible by `c` stay within `0..c`.
+    fn split(&self, e: &Expr, c: i64, rem: bool) -> Option<Expr> {
+        let (k, terms) = self.linear(e)?;
+        if k < 0 {
+            return None;
+        }
+        let (mut whole, mut part) = (Vec::new(), Vec::new());
+        for (t, a) in terms {
+            if t % c == 0 {
+                whole.push((t / c, a));
+            } else {
+                part.push((t, a));
+            }
+        }
+        let (mut lo, mut hi) = (k % c, k % c);
+        for (t, a) in &part {
+            let r = self.of(a)?;
+            lo += t * r.lo;
+            hi = hi.checked_add(t.checked_mul(r.hi?)?)?;
+        }
+        if lo < 0 || hi >= c {
+            return None;
+        }
+        let sum = |k: i64, terms: Vec<(i64, Expr)>| {
+            terms
+                .into_iter()
+                .fold(i(k), |acc, (t, a)| add(acc, mul(a, i(t))))
+        };
+        Some(if rem {
+            sum(k % c, part)
+        } else {
+            sum(k / c, whole)
+        })
+    }
+
+    fn simplify(&self, e: Expr) -> Expr {
+        super::rewrite_bottom_up(e, &mut |n| match &n {
+            Expr::Binary(op @ (BOp::Div | BOp::Rem), a, b) => match b.as_ref() {
+                Expr::Lit(Lit::I64(c)) if *c > 0 => self.split(a, *c, *op == BOp::Rem).unwrap_or(n),
+                _ => n,
+            },
+            _ => n,
+        })
+    }
+}
+
+/// Simplifies the index arithmetic of every expression in `k`.
+pub fn simplify_kernel(k: &mut Kernel) {
+    let grid = k.grid.clone();
+    let mut ranges = Ranges {
+        grid: &grid,
+        vars: HashMap::new(),
+    };
+    walk(&mut k.body, &mut ranges);
+}
+
+fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
+    for s in stmts {
+        match s {
+            Stmt::Let { var, value } => {
+                *value = r.simplify(std::mem::replace(value, i(0)));
+                if let Some(range) = r.of(value) {
+                    r.vars.insert(*var, range);
+                }
+            }
+            Stmt::Decl { init: e, .. } | Stmt::Assign { value: e, .. } => {
+                *e = r.simplify(std::mem::replace(e, i(0)));
+            }
+            Stmt::Store { index, value, .. } => {
+                *index = r.simplify(std::mem::replace(index, i(0)));
+                *value = r.simplify(std::mem::replace(value, i(0)));
+            }
+            Stmt::Loop {
+                var, extent, body, ..
+            } => {
+                r.vars.insert(*var, Range::upto(extent));
+                walk(body, r);
+            }
+            Stmt::Reduce {
+                var, extent, value, ..
+            } => {
+                r.vars.insert(*var, Range::upto(extent));
+                *value = r.simplify(std::mem::replace(value, i(0)));
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                *cond = r.simplify(std::mem::replace(cond, i(0)));
+                walk(then, r);
+                walk(otherwise, r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::rewrite_bottom_up;
+
+    fn ranges(grid: &[Expr]) -> Ranges<'_> {
+        Ranges {
+            grid,
+            vars: HashMap::from([(
+                7,
+                Range {
+                    lo: 0,
+                    hi: Some(63),
+                },
+            )]),
+        }
+    }
+
+    /// A `[rows, 768]` row read as `[rows, 12, 64]` and permuted: the divisions and
+    /// remainders cancel, leaving `g1 * 768 + g0 * 64 + k`.
+    #[test]
+    fn reshape_divisions_cancel_within_ranges() {
+        let grid = [i(12), Expr::Dim(0)];
+        let r = ranges(&grid);
+        let (g0, g1, k) = (Expr::GridIdx(0), Expr::GridIdx(1), var(7));
+        let flat = add(
+            mul(add(mul(g1.clone(), i(12)), g0.clone()), i(64)),
+            k.clone(),
+        );
+        let head = rem(div(flat.clone(), i(64)), i(12));
+        let row = div(div(flat.clone(), i(64)), i(12));
+        let col = rem(flat, i(64));
+        let index = add(mul(add(mul(row, i(12)), head), i(64)), col);
+        let want = add(
+            add(mul(g1.clone(), i(768)), mul(g0.clone(), i(64))),
+            k.clone(),
+        );
+        let got = r.simplify(index);
+        let eval = |e: &Expr, a: i64, b: i64, c: i64| {
+            let e = super::super::vectorize::substitute(e, 7, &i(c));
+            let e = rewrite_bottom_up(e, &mut |n| match n {
+                Expr::GridIdx(0) => i(a),
+                Expr::GridIdx(1) => i(b),
+                Expr::Binary(op, x, y) => match (*x, *y) {
+                    (Expr::Lit(Lit::I64(x)), Expr::Lit(Lit::I64(y))) => i(match op {
+                        BOp::Add => x + y,
+                        BOp::Mul => x * y,
+                        BOp::Div => x / y,
+                        BOp::Rem => x % y,
+                        _ => unreachable!(),
+                    }),
+                    (x, y) => bin(op, x, y),
+                },
+                n => n,
+            });
+            match e {
+                Expr::Lit(Lit::I64(v)) => v,
+                other => panic!("not constant: {other}"),
+            }
+        };
+        assert!(!format!("{got}").contains('/'), "{got}");
+        for (a, b, c) in [(0, 0, 0), (11, 3, 63), (5, 100, 17)] {
+            assert_eq!(eval(&got, a, b, c), eval(&want, a, b, c));
+        }
+    }
+
+    /// Nothing moves across a division when the remainder part can reach the divisor.
+    #[test]
+    fn divisions_stay_when_the_range_does_not_fit() {
+        let grid = [Expr::Dim(0)];
+        let r = ranges(&grid);
+        let e = div(add(mul(Expr::GridIdx(0), i(64)), var(7)), i(32));
+        assert_eq!(r.simplify(e.clone()), e);
+        let e = div(add(Expr::GridIdx(0), var(7)), i(64));
+        assert_eq!(r.simplify(e.clone()), e);
+    }
+}
