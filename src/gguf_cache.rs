@@ -2,11 +2,12 @@
 //!
 //! The artifact is kept under `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else
 //! `~/.cache/kiln`, named by a hash of what decides its contents: the kiln version, the
-//! file's canonical path, size and modification time, and the targets. Editing or replacing
+//! file's canonical path, size and modification time, the targets and the compile choices
+//! (`--quantize-activations`). Editing or replacing
 //! the file, or upgrading kiln, compiles afresh; a half-written artifact never appears
 //! (artifacts are written to a temporary file and renamed).
 
-use crate::assemble::BackendChoice;
+use crate::assemble::{BackendChoice, Choices};
 use anyhow::{Context, Result};
 use kiln_compiler::Target;
 use sha2::{Digest, Sha256};
@@ -27,10 +28,15 @@ pub fn host_targets() -> Vec<Target> {
     t
 }
 
-/// The cached artifact for `gguf`, compiling it first if there is none.
-pub fn artifact_for(gguf: &Path) -> Result<PathBuf> {
+/// The cached artifact for `gguf`, compiling it first if there is none; activations
+/// quantized for byte dot products when `quantize_activations`.
+pub fn artifact_for(gguf: &Path, quantize_activations: bool) -> Result<PathBuf> {
     let targets = host_targets();
-    let path = cache_dir()?.join(format!("{}.kiln", key(gguf, &targets)?));
+    let choices = Choices {
+        quantize_activations,
+        ..Choices::new(BackendChoice::Llvm)
+    };
+    let path = cache_dir()?.join(format!("{}.kiln", key(gguf, &targets, &choices)?));
     if path.is_file() {
         eprintln!(
             "using {} (compiled earlier from {})",
@@ -49,11 +55,11 @@ pub fn artifact_for(gguf: &Path) -> Result<PathBuf> {
     let model = crate::model_source::load(&gguf.to_string_lossy(), None, None)?;
     let dir = path.parent().expect("a file in the cache directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::session::compile_to(&model, &targets, BackendChoice::Llvm, &path)?;
+    crate::session::compile_with(&model, &targets, &choices, &path)?;
     Ok(path)
 }
 
-fn key(gguf: &Path, targets: &[Target]) -> Result<String> {
+fn key(gguf: &Path, targets: &[Target], choices: &Choices) -> Result<String> {
     let canonical = gguf
         .canonicalize()
         .with_context(|| format!("{}", gguf.display()))?;
@@ -72,6 +78,7 @@ fn key(gguf: &Path, targets: &[Target]) -> Result<String> {
         h.update(t.to_string());
         h.update([0]);
     }
+    h.update(format!("{choices:?}"));
     let digest = h.finalize();
     let stem = gguf.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();

@@ -207,6 +207,23 @@ fn weights_keep_their_narrow_storage() {
     );
 }
 
+/// `TOKENS` through `art` with the KV cache: four tokens prefilled, then the other three
+/// decoded one at a time; every position's logits, [seq, vocab] flattened.
+fn prefill_four_then_decode(art: &Path, cfg: &LlamaConfig) -> Vec<f64> {
+    let mut session = Session::new(art, None).unwrap();
+    let mut caches = Caches::empty(cfg);
+    let outs = run(&mut session, &caches.inputs(cfg, &TOKENS[..4], 0));
+    let mut logits = outs["logits"].data.clone();
+    caches.append(&outs, 4);
+    for (p, &t) in TOKENS.iter().enumerate().skip(4) {
+        let outs = run(&mut session, &caches.inputs(cfg, &[t], p));
+        assert_eq!(outs["logits"].shape, vec![1, cfg.vocab]);
+        logits.extend_from_slice(&outs["logits"].data);
+        caches.append(&outs, 1);
+    }
+    logits
+}
+
 #[test]
 fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
     if !reference_available() {
@@ -218,18 +235,7 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let want = reference_logits(&gguf);
         let (cfg, art) = compiled(&gguf);
-        let mut session = Session::new(&art, None).unwrap();
-        // Prefill four tokens, then decode the other three one at a time.
-        let mut caches = Caches::empty(&cfg);
-        let outs = run(&mut session, &caches.inputs(&cfg, &TOKENS[..4], 0));
-        let mut logits = outs["logits"].data.clone();
-        caches.append(&outs, 4);
-        for (p, &t) in TOKENS.iter().enumerate().skip(4) {
-            let outs = run(&mut session, &caches.inputs(&cfg, &[t], p));
-            assert_eq!(outs["logits"].shape, vec![1, cfg.vocab]);
-            logits.extend_from_slice(&outs["logits"].data);
-            caches.append(&outs, 1);
-        }
+        let logits = prefill_four_then_decode(&art, &cfg);
         let e = nmse(&logits, &want);
         eprintln!("{name}: prefill 4 + 3 decode steps, NMSE {e:.2e}");
         assert!(e <= 1e-5, "{name}: NMSE {e:.3e} > 1e-5 with the KV cache");
@@ -262,16 +268,7 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
         };
         let target: Target = TARGET.parse().unwrap();
         kiln::session::compile_with(&model, &[target], &choices, &art).unwrap();
-        let mut session = Session::new(&art, None).unwrap();
-        let mut caches = Caches::empty(&cfg);
-        let outs = run(&mut session, &caches.inputs(&cfg, &TOKENS[..4], 0));
-        let mut logits = outs["logits"].data.clone();
-        caches.append(&outs, 4);
-        for (p, &t) in TOKENS.iter().enumerate().skip(4) {
-            let outs = run(&mut session, &caches.inputs(&cfg, &[t], p));
-            logits.extend_from_slice(&outs["logits"].data);
-            caches.append(&outs, 1);
-        }
+        let logits = prefill_four_then_decode(&art, &cfg);
         let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
         eprintln!("{name}: q8 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})");
         assert!(
@@ -522,11 +519,12 @@ fn running_a_gguf_file_compiles_once_and_caches() {
     tiny_models(dir.path());
     let gguf = dir.path().join("tiny-llama-Q8_0.gguf");
     let cache = dir.path().join("cache");
-    let run = || {
+    let run_with = |flags: &[&str]| {
         let r = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("run")
             .arg(&gguf)
             .args(["--tokens", "1,17,42", "-n", "8"])
+            .args(flags)
             .env("KILN_CACHE_DIR", &cache)
             .output()
             .unwrap();
@@ -534,6 +532,7 @@ fn running_a_gguf_file_compiles_once_and_caches() {
         assert!(r.status.success(), "{err}");
         (String::from_utf8_lossy(&r.stdout).to_string(), err)
     };
+    let run = || run_with(&[]);
     let (first, err1) = run();
     assert!(err1.contains("compiling"), "{err1}");
     let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
@@ -556,6 +555,20 @@ fn running_a_gguf_file_compiles_once_and_caches() {
         first,
         "same tokens as the artifact"
     );
+
+    // Quantized activations are a build of their own, cached beside the plain one; an
+    // artifact is compiled already, so the flag is refused there.
+    let (_, err3) = run_with(&["--quantize-activations"]);
+    assert!(err3.contains("compiling"), "{err3}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+    let r = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("run")
+        .arg(&art)
+        .args(["--tokens", "1", "--quantize-activations"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("compiled"), "{err}");
 }
 
 /// The tiny llama (f32 and Q8_0 weights, so byte loads too) compiles for every AMD target

@@ -37,6 +37,10 @@ pub struct Args {
     /// Tokens to generate after the prompt
     #[arg(short = 'n', long, default_value_t = 64)]
     pub n_predict: usize,
+    /// With a .gguf model: compile it with activations quantized for byte dot products
+    /// (see `kiln compile --help`); cached apart from the plain build
+    #[arg(long)]
+    pub quantize_activations: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -139,8 +143,15 @@ fn generate(session: Session, a: &Args) -> Result<()> {
 
 pub fn run(a: Args) -> Result<()> {
     let is_gguf = a.artifact.extension().is_some_and(|e| e == "gguf");
+    if a.quantize_activations && !is_gguf {
+        bail!(
+            "--quantize-activations applies when kiln compiles a .gguf model; {} is compiled \
+             already (pass it to `kiln compile` with the flag instead)",
+            a.artifact.display()
+        );
+    }
     let path = if is_gguf {
-        kiln::gguf_cache::artifact_for(&a.artifact)?
+        kiln::gguf_cache::artifact_for(&a.artifact, a.quantize_activations)?
     } else {
         a.artifact.clone()
     };

@@ -21,6 +21,17 @@ pub(super) struct Block {
 }
 
 impl Block {
+    /// Block `blk` (a loop variable) of each of `rows` of `bytes`, `bb` bytes a block.
+    pub(super) fn of_rows(bytes: NodeId, rows: &[Expr], blk: VarId, bb: i64) -> Vec<Block> {
+        rows.iter()
+            .map(|row| Block {
+                bytes,
+                prefix: vec![row.clone()],
+                base: mul(var(blk), i(bb)),
+            })
+            .collect()
+    }
+
     /// Byte `off` of the block, an i32 in 0..=255.
     fn byte(&self, ctx: &mut Ctx, off: Expr) -> Result<Expr, LowerError> {
         let mut idx = self.prefix.clone();
@@ -301,14 +312,7 @@ pub fn rows_dot(
     let (be, bb) = (format.block_elems() as i64, format.block_bytes() as i64);
     let w = lanes as i64;
     let blk = ctx.fresh();
-    let blocks: Vec<Block> = rows
-        .iter()
-        .map(|row| Block {
-            bytes,
-            prefix: vec![row.clone()],
-            base: mul(var(blk), i(bb)),
-        })
-        .collect();
+    let blocks = Block::of_rows(bytes, rows, blk, bb);
     let vaccs: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
     let sums: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
     let xsum = ctx.fresh();

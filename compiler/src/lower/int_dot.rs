@@ -49,14 +49,7 @@ pub fn rows_dot_bytes(
     let xl = QuantFormat::Q8_0.layout();
     let (be, bb) = (format.block_elems() as i64, format.block_bytes() as i64);
     let blk = ctx.fresh();
-    let blocks: Vec<Block> = rows
-        .iter()
-        .map(|row| Block {
-            bytes,
-            prefix: vec![row.clone()],
-            base: mul(var(blk), i(bb)),
-        })
-        .collect();
+    let blocks = Block::of_rows(bytes, rows, blk, bb);
     let facc: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
     let isum: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
     let xsum = ctx.fresh();

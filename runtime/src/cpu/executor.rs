@@ -100,7 +100,35 @@ impl CpuExecutor {
             self.arena = Some(AlignedBuf::zeroed(total, "the arena")?);
         }
         let arena = self.arena.as_mut().expect("allocated above").as_mut_ptr();
+        // The whole plan runs on a pool thread: a launch then splits its grid from inside the
+        // pool, where handing chunks to the other workers is cheap, instead of the caller
+        // waking the pool and sleeping until it is done for each of a decode step's hundreds
+        // of launches.
+        let job = AssertSend((plan, env, buffers, &layout, &dims, arena, profile));
+        let this = &*self;
+        self.pool.install(move || {
+            let (plan, env, buffers, layout, dims, arena, profile) = job.into_inner();
+            // SAFETY: forwarded from the caller.
+            unsafe { this.launches(plan, env, buffers, (layout, dims, arena), profile) }
+        })
+    }
 
+    /// Runs `plan`'s launches in order, on the pool.
+    ///
+    /// # Safety
+    /// As for [`CpuExecutor::execute`]; `arena` holds `layout.total` bytes.
+    unsafe fn launches(
+        &self,
+        plan: &Plan,
+        env: &Bindings,
+        buffers: &RunBuffers<'_>,
+        (layout, dims, arena): (&crate::plan::ArenaLayout, &[i64], *mut u8),
+        profile: bool,
+    ) -> Result<Vec<LaunchTiming>, RuntimeError> {
+        let perr = |msg: String| RuntimeError::Plan {
+            target: self.module.target().to_string(),
+            msg,
+        };
         let mut timings = Vec::new();
         for launch in &plan.launches {
             if !launch
@@ -140,7 +168,7 @@ impl CpuExecutor {
             }
             let start = Instant::now();
             // SAFETY: the caller guarantees the buffers; `args` and `dims` outlive the call.
-            unsafe { self.launch(kernel, &args, &dims, points, launch.min_chunk) };
+            unsafe { self.launch(kernel, &args, dims, points, launch.min_chunk) };
             if profile {
                 timings.push(LaunchTiming {
                     kernel: launch.kernel.clone(),
@@ -195,6 +223,20 @@ pub fn split(points: u64, threads: usize, min_chunk: u64) -> (u64, u64) {
     let target = (threads as u64).saturating_mul(4).max(1);
     let chunk = points.div_ceil(target).max(min_chunk).max(1);
     (chunk, points.div_ceil(chunk))
+}
+
+/// What `execute` hands to the pool thread that runs a plan: raw buffer pointers, valid
+/// until `execute` returns, which it does only after the pool thread is done.
+struct AssertSend<T>(T);
+
+// SAFETY: see the type's doc; `execute` blocks in `install` for the whole use.
+unsafe impl<T> Send for AssertSend<T> {}
+
+impl<T> AssertSend<T> {
+    /// A method, so a closure moves the whole wrapper (a pattern would capture its fields).
+    fn into_inner(self) -> T {
+        self.0
+    }
 }
 
 /// A kernel and its argument arrays, shareable across the pool's threads.
