@@ -25,9 +25,30 @@ const X_BLOCK_BYTES: i64 = 34;
 /// Byte lanes per `DotBytes` for `format`'s runs with `lanes` f32 lanes, or `None` when the
 /// format's runs do not sit inside activation blocks.
 pub fn byte_lanes(format: QuantFormat, lanes: u8) -> Option<u8> {
-    let run = format.layout().run_len as i64;
+    let run = (format.layout().run_len * runs_per_pass(format, lanes)) as i64;
     let bl = (4 * lanes as i64).min(run).min(64);
     (X_BLOCK % run == 0 && run % bl == 0 && bl % 4 == 0 && bl >= 8).then_some(bl as u8)
+}
+
+/// Consecutive runs multiplied by one `DotBytes`: two where two short runs (Q6_K's 16) fill
+/// one vector, their bits sitting in one contiguous span of bytes at the same shifts, with
+/// scales read as vectors and no offsets; the vector's lower lanes then belong to the first
+/// run and its upper lanes to the second, each scaled by its own multiplier.
+fn runs_per_pass(format: QuantFormat, lanes: u8) -> usize {
+    let l = format.layout();
+    let contiguous =
+        |f: &kiln_ir::quant::BitField| f.byte.coef[0] == l.run_len as i64 && f.shift.coef[0] == 0;
+    let pairs = 2 * l.run_len as i64 <= X_BLOCK.min(4 * lanes as i64)
+        && (format.block_elems() / l.run_len).is_multiple_of(4)
+        && matches!(l.scale, Scale::SignedByte { .. })
+        && l.offset == Offset::None
+        && contiguous(&l.low)
+        && l.high.as_ref().is_none_or(contiguous);
+    if pairs {
+        2
+    } else {
+        1
+    }
 }
 
 /// Statements setting each `accs[r] = sum over k of dequant(weights)[rows[r], k] *
@@ -116,7 +137,9 @@ pub fn rows_dot_bytes(
             }
         }
     }
-    for r in 0..runs {
+    let per_pass = runs_per_pass(format, lanes);
+    let span = l.run_len * per_pass;
+    for r in (0..runs).step_by(per_pass) {
         let run = Run::Known(r);
         let first = (r * l.run_len) as i64;
         let xblk = x_block(r);
@@ -175,7 +198,7 @@ pub fn rows_dot_bytes(
         }
         body.push(Stmt::Loop {
             var: step,
-            extent: i(l.run_len as i64 / bl as i64),
+            extent: i(span as i64 / bl as i64),
             kind: LoopKind::Unroll,
             vector: 1,
             body: inner,
@@ -194,13 +217,23 @@ pub fn rows_dot_bytes(
         };
         if vector_scales {
             for (row, (&s, &acc)) in isum.iter().zip(&facc).enumerate() {
-                let scale = Expr::Extract {
+                let scale_of = |r: usize| Expr::Extract {
                     vector: Box::new(var(scales[row][r / 4])),
                     lane: (r % 4) as u8,
                 };
+                let scale = if per_pass == 1 {
+                    splat(scale_of(r), n)
+                } else {
+                    let half = (n / 2) as usize;
+                    Expr::Lanes(
+                        (0..n as usize)
+                            .map(|lane| scale_of(r + lane / half))
+                            .collect(),
+                    )
+                };
                 body.push(Stmt::Assign {
                     var: acc,
-                    value: fma(cast(Elem::F32, centred(s)), splat(scale, n), var(acc)),
+                    value: fma(cast(Elem::F32, centred(s)), scale, var(acc)),
                 });
             }
             if vector_offsets {
