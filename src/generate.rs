@@ -166,23 +166,25 @@ impl Generator {
         inputs[self.slots.pos] = Some(ints(past..past + tokens.len()));
         inputs[self.slots.past_pos] = Some(ints(0..past));
         let shape = vec![past, self.row_shape[0], self.row_shape[1]];
+        // The caches move into the inputs and back, rather than being copied each step.
         for (l, &(k, v)) in self.slots.caches.iter().enumerate() {
-            inputs[k] = Some(HostBuffer::new(
-                DType::F32,
-                shape.clone(),
-                self.k[l].clone(),
-            ));
-            inputs[v] = Some(HostBuffer::new(
-                DType::F32,
-                shape.clone(),
-                self.v[l].clone(),
-            ));
+            let (kb, vb) = (
+                std::mem::take(&mut self.k[l]),
+                std::mem::take(&mut self.v[l]),
+            );
+            inputs[k] = Some(HostBuffer::new(DType::F32, shape.clone(), kb));
+            inputs[v] = Some(HostBuffer::new(DType::F32, shape.clone(), vb));
         }
-        let inputs: Vec<HostBuffer> = inputs
+        let mut inputs: Vec<HostBuffer> = inputs
             .into_iter()
             .collect::<Option<_>>()
             .context("the decoder has inputs generation does not know how to fill")?;
-        let mut outs = self.session.run(&inputs)?;
+        let ran = self.session.run(&inputs);
+        for (l, &(k, v)) in self.slots.caches.iter().enumerate() {
+            self.k[l] = std::mem::take(&mut inputs[k].bytes);
+            self.v[l] = std::mem::take(&mut inputs[v].bytes);
+        }
+        let mut outs = ran?;
         for (l, &(k, v)) in self.slots.news.iter().enumerate() {
             self.k[l].extend_from_slice(&outs[k].bytes);
             self.v[l].extend_from_slice(&outs[v].bytes);
