@@ -50,18 +50,31 @@ fn compiled(gguf: &Path) -> (LlamaConfig, PathBuf) {
 }
 
 fn compiled_for(gguf: &Path, target: &str) -> (LlamaConfig, PathBuf) {
+    compiled_with(
+        gguf,
+        target,
+        &kiln::assemble::Choices::new(BackendChoice::Llvm),
+    )
+}
+
+/// `gguf` compiled for `target` with `choices`; artifacts with quantized activations are
+/// named apart.
+fn compiled_with(
+    gguf: &Path,
+    target: &str,
+    choices: &kiln::assemble::Choices,
+) -> (LlamaConfig, PathBuf) {
     let file = GgufFile::open(gguf).unwrap();
     let cfg = LlamaConfig::from_gguf(&file).unwrap();
     let model = kiln_models::llama::load(&file).unwrap();
-    let art = gguf.with_extension(format!("{}.kiln", target.replace(':', "-")));
+    let tag = if choices.quantize_activations {
+        ".q8"
+    } else {
+        ""
+    };
+    let art = gguf.with_extension(format!("{}{tag}.kiln", target.replace(':', "-")));
     let target: Target = target.parse().unwrap();
-    kiln::session::compile_to(
-        &model,
-        std::slice::from_ref(&target),
-        BackendChoice::Llvm,
-        &art,
-    )
-    .unwrap();
+    kiln::session::compile_with(&model, std::slice::from_ref(&target), choices, &art).unwrap();
     (cfg, art)
 }
 
@@ -258,16 +271,11 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let want = reference_logits_with(&gguf, &["--q8-activations"]);
         let plain = reference_logits(&gguf);
-        let file = GgufFile::open(&gguf).unwrap();
-        let cfg = LlamaConfig::from_gguf(&file).unwrap();
-        let model = kiln_models::llama::load(&file).unwrap();
-        let art = gguf.with_extension("q8.kiln");
         let choices = kiln::assemble::Choices {
             quantize_activations: true,
             ..kiln::assemble::Choices::new(BackendChoice::Llvm)
         };
-        let target: Target = TARGET.parse().unwrap();
-        kiln::session::compile_with(&model, &[target], &choices, &art).unwrap();
+        let (cfg, art) = compiled_with(&gguf, TARGET, &choices);
         let logits = prefill_four_then_decode(&art, &cfg);
         let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
         eprintln!("{name}: q8 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})");

@@ -8,12 +8,9 @@
 //! each block's largest value), as llama.cpp's CPU backend does for every quantized type,
 //! which is why it is an option (`Options::quantize_activations`, `--quantize-activations`).
 
-use crate::lower::byte_dot_lanes;
+use crate::lower::{byte_dot_lanes, DOT_MAX_ROWS};
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, QuantFormat};
 use std::collections::HashMap;
-
-/// Rows at or below which a matmul is computed by dot products (`lower::matmul`).
-const DOT_MAX_ROWS: i64 = 4;
 
 /// `g` with the activations of every eligible matmul quantized (see the module doc), for a
 /// schedule of `lanes` f32 lanes; the graph unchanged when none is eligible.

@@ -104,7 +104,11 @@ pub fn rows_dot_bytes(
     let mut scales: Vec<Vec<VarId>> = vec![Vec::new(); rows.len()];
     let mut offsets: Vec<Vec<VarId>> = vec![Vec::new(); rows.len()];
     let mut xsums = Vec::new();
-    let maccs: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    let maccs: Vec<VarId> = if vector_offsets {
+        rows.iter().map(|_| ctx.fresh()).collect()
+    } else {
+        Vec::new()
+    };
     if vector_scales {
         for r in 0..runs {
             let dx = ctx.fresh();
@@ -308,9 +312,9 @@ pub fn rows_dot_bytes(
         vector: 1,
         body,
     });
-    for ((&acc, &v), &m) in accs.iter().zip(&facc).zip(&maccs) {
+    for (r, (&acc, &v)) in accs.iter().zip(&facc).enumerate() {
         let mut total = Expr::ReduceLanes(RedOp::Sum, Box::new(var(v)));
-        if vector_offsets {
+        if let Some(&m) = maccs.get(r) {
             total = bin(
                 BOp::Add,
                 total,

@@ -73,7 +73,7 @@ pub enum Form {
 }
 
 /// Rows at or below which the dot-product form wins when B is transposed.
-const DOT_MAX_ROWS: i64 = 4;
+pub const DOT_MAX_ROWS: i64 = 4;
 
 /// The kernels to emit for `node`: `[(None, None)]` (one kernel, chosen by `kernel_for`) for
 /// everything but a matmul whose row count is symbolic and whose B is transposed; that one
@@ -248,16 +248,14 @@ fn dot_kernel(
         })
         .collect();
     let accs: Vec<VarId> = columns.iter().map(|_| ctx.fresh()).collect();
-    let byte_dot = quantized_activations(ctx, ops).zip(quantized_rows(ctx, ops));
-    match quantized_rows(ctx, ops) {
-        Some(weights)
+    let activations = quantized_activations(ctx, ops);
+    match (quantized_rows(ctx, ops), activations) {
+        (Some(weights), Some(x))
             if !ctx.schedule.gpu
                 && ctx.schedule.byte_dot
                 && vector > 1
-                && byte_dot.is_some()
                 && super::int_dot::byte_lanes(weights.1, vector).is_some() =>
         {
-            let (x, _) = byte_dot.expect("checked");
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
@@ -271,12 +269,7 @@ fn dot_kernel(
                 &accs,
             )?);
         }
-        Some(weights)
-            if !ctx.schedule.gpu
-                && vector > 1
-                && !ops.ta
-                && quantized_activations(ctx, ops).is_none() =>
-        {
+        (Some(weights), None) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             // A's row along K is contiguous (A is not transposed): `lanes` values at once.
             let mut x = |ctx: &mut Ctx, k: Expr, lanes: u8| {
@@ -295,7 +288,7 @@ fn dot_kernel(
                 &accs,
             )?);
         }
-        Some(weights) if ctx.schedule.gpu && !ops.ta => {
+        (Some(weights), _) if ctx.schedule.gpu && !ops.ta => {
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 let mut a = |ctx: &mut Ctx, k: Expr| ops.a_at(ctx, row.clone(), k);
                 body.extend(super::dequant::unit_dot(

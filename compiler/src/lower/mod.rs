@@ -11,6 +11,7 @@
 mod dequant;
 mod int_dot;
 pub use int_dot::byte_lanes as byte_dot_lanes;
+pub use matmul::DOT_MAX_ROWS;
 mod inline;
 mod kernels;
 mod matmul;
