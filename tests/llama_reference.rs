@@ -160,6 +160,7 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
         "tiny-llama-Q8_0",
         "tiny-llama-Q4_0",
         "tiny-llama-Q4_1",
+        "tiny-llama-Q5_0",
         "tiny-llama-Q5_1",
         "tiny-llama-Q4_K_M",
         "tiny-llama-Q5_K_M",
@@ -180,7 +181,7 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
 }
 
 /// Weights keep the file's narrow storage: half matrices stay f16, the block types the
-/// kernels decode stay raw blocks, only norms (and Q5_0/Q5_1) become f32.
+/// kernels decode stay raw blocks (every block type), only norms become f32.
 #[test]
 fn weights_keep_their_narrow_storage() {
     if !reference_available() {
@@ -216,7 +217,7 @@ fn weights_keep_their_narrow_storage() {
     );
     assert_eq!(
         dtype("tiny-llama-Q5_1.gguf", "blk.1.attn_q.weight"),
-        DType::F32
+        DType::U8
     );
 }
 
@@ -267,7 +268,12 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
     }
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
-    for name in ["tiny-llama-Q8_0", "tiny-llama-Q4_0", "tiny-llama-Q4_K_M"] {
+    for name in [
+        "tiny-llama-Q8_0",
+        "tiny-llama-Q4_0",
+        "tiny-llama-Q5_1",
+        "tiny-llama-Q4_K_M",
+    ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let want = reference_logits_with(&gguf, &["--q8-activations"]);
         let plain = reference_logits(&gguf);

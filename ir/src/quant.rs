@@ -26,6 +26,11 @@ pub enum QuantFormat {
     Q4_0,
     /// As Q4_0 with an f16 offset `m` after `d` and no centring: `x = q * d + m`.
     Q4_1,
+    /// As Q4_0 with a fifth bit per element: f16 `d`, a 32-bit mask `qh` (bit j belongs
+    /// to element j), 16 bytes of nibbles; `x = (q - 16) * d`.
+    Q5_0,
+    /// As Q5_0 with an f16 offset `m` after `d` and no centring: `x = q * d + m`.
+    Q5_1,
     /// 256 elements in 8 runs of 32: f16 `d`, `dmin`, 12 bytes of packed 6-bit scales and
     /// mins, 128 bytes of nibbles (each 32 bytes hold two runs: low then high nibbles);
     /// `x = d * sc[r] * q - dmin * m[r]`.
@@ -60,12 +65,28 @@ impl Affine {
     }
 }
 
-/// `width` bits from bit `shift` of byte `byte + t`, for element `t` of a run.
+/// Where element `t` of a run keeps its bits: `width` bits from bit `shift` of byte
+/// `byte + t` (one byte per element), or, for a `packed` field (`width` 1), bit
+/// `shift + t` of the little-endian bit string from byte `byte` (Q5_0's and Q5_1's fifth
+/// bits: one 32-bit mask per block).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BitField {
     pub byte: Affine,
     pub shift: Affine,
     pub width: u32,
+    pub packed: bool,
+}
+
+impl BitField {
+    /// Byte index and shift of element `t` of run `run`.
+    pub fn locate(&self, run: usize, t: usize) -> (usize, u32) {
+        let (byte, shift) = (self.byte.at(run) as usize, self.shift.at(run) as usize);
+        if self.packed {
+            (byte + (shift + t) / 8, ((shift + t) % 8) as u32)
+        } else {
+            (byte + t, shift as u32)
+        }
+    }
 }
 
 /// A run's multiplier.
@@ -140,8 +161,8 @@ impl Layout {
     /// The integer quant value of element `t` of run `r`.
     pub fn quant(&self, b: &[u8], run: usize, t: usize) -> i32 {
         let field = |f: &BitField| {
-            let byte = b[f.byte.at(run) as usize + t] as u32;
-            (byte >> f.shift.at(run)) & ((1 << f.width) - 1)
+            let (byte, shift) = f.locate(run, t);
+            (b[byte] as u32 >> shift) & ((1 << f.width) - 1)
         };
         let mut q = field(&self.low);
         if let Some(h) = &self.high {
@@ -156,10 +177,12 @@ impl Layout {
 }
 
 impl QuantFormat {
-    pub const ALL: [QuantFormat; 6] = [
+    pub const ALL: [QuantFormat; 8] = [
         QuantFormat::Q8_0,
         QuantFormat::Q4_0,
         QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q5_1,
         QuantFormat::Q4K,
         QuantFormat::Q5K,
         QuantFormat::Q6K,
@@ -167,7 +190,11 @@ impl QuantFormat {
 
     pub fn block_elems(self) -> usize {
         match self {
-            QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Q4_1 => 32,
+            QuantFormat::Q8_0
+            | QuantFormat::Q4_0
+            | QuantFormat::Q4_1
+            | QuantFormat::Q5_0
+            | QuantFormat::Q5_1 => 32,
             QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K => 256,
         }
     }
@@ -177,6 +204,8 @@ impl QuantFormat {
             QuantFormat::Q8_0 => 34,
             QuantFormat::Q4_0 => 18,
             QuantFormat::Q4_1 => 20,
+            QuantFormat::Q5_0 => 22,
+            QuantFormat::Q5_1 => 24,
             QuantFormat::Q4K => 144,
             QuantFormat::Q5K => 176,
             QuantFormat::Q6K => 210,
@@ -188,6 +217,8 @@ impl QuantFormat {
             QuantFormat::Q8_0 => "q8_0",
             QuantFormat::Q4_0 => "q4_0",
             QuantFormat::Q4_1 => "q4_1",
+            QuantFormat::Q5_0 => "q5_0",
+            QuantFormat::Q5_1 => "q5_1",
             QuantFormat::Q4K => "q4_k",
             QuantFormat::Q5K => "q5_k",
             QuantFormat::Q6K => "q6_k",
@@ -201,19 +232,31 @@ impl QuantFormat {
     /// Byte offsets of the block's f16 fields (scales and mins).
     pub fn half_fields(self) -> &'static [usize] {
         match self {
-            QuantFormat::Q8_0 | QuantFormat::Q4_0 => &[0],
-            QuantFormat::Q4_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
+            QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Q5_0 => &[0],
+            QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
             QuantFormat::Q6K => &[208],
         }
     }
 
     pub fn layout(self) -> Layout {
         const fn field(byte: Affine, shift: Affine, width: u32) -> BitField {
-            BitField { byte, shift, width }
+            BitField {
+                byte,
+                shift,
+                width,
+                packed: false,
+            }
         }
         let c = Affine::constant;
-        // Formats whose block is two runs of 16: low nibbles, then high nibbles.
+        // Formats whose block is two runs of 16: low nibbles, then high nibbles; Q5_0's and
+        // Q5_1's fifth bits are bits 16r.. of the mask at `at`.
         let nibbles = |at: i64| field(c(at), Affine::of(0, [4, 0, 0, 0]), 4);
+        let mask_bits = |at: i64| BitField {
+            byte: Affine::of(at, [2, 0, 0, 0]),
+            shift: c(0),
+            width: 1,
+            packed: true,
+        };
         match self {
             QuantFormat::Q8_0 => Layout {
                 run_len: 32,
@@ -237,6 +280,24 @@ impl QuantFormat {
                 run_len: 16,
                 low: nibbles(4),
                 high: None,
+                signed: false,
+                center: 0,
+                scale: Scale::Half { at: 0 },
+                offset: Offset::Half { at: 2 },
+            },
+            QuantFormat::Q5_0 => Layout {
+                run_len: 16,
+                low: nibbles(6),
+                high: Some(mask_bits(2)),
+                signed: false,
+                center: 16,
+                scale: Scale::Half { at: 0 },
+                offset: Offset::None,
+            },
+            QuantFormat::Q5_1 => Layout {
+                run_len: 16,
+                low: nibbles(8),
+                high: Some(mask_bits(4)),
                 signed: false,
                 center: 0,
                 scale: Scale::Half { at: 0 },

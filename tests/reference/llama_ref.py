@@ -31,9 +31,8 @@ def field(r: GGUFReader, key: str, default=None):
     return v
 
 
-# The GGML types kiln keeps as blocks (and multiplies with quantized activations); others
-# (Q5_0, Q5_1) it widens to f32 when loading.
-BLOCK_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"}
+# The GGML types kiln keeps as blocks (and multiplies with quantized activations).
+BLOCK_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
 Q8_ACTIVATIONS = False
 
 

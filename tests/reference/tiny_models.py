@@ -3,7 +3,7 @@
 
 usage: tiny_models.py OUT_DIR
 
-Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q4_1,Q5_1}.gguf (grouped-query attention, untied
+Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1}.gguf (grouped-query attention, untied
 output, a SentencePiece vocabulary), tiny-llama-{Q4_K_M,Q5_K_M}.gguf (the same, 256 wide so
 rows are whole K-quant blocks, with llama.cpp's mixes of types per tensor) and
 tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings, no vocabulary). Weights
@@ -135,7 +135,7 @@ def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    for qtype in [T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_1]:
+    for qtype in [T.F32, T.F16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]:
         write(out / f"tiny-llama-{qtype.name}.gguf", "llama", qtype, seed=1)
     for mix in MIXES:
         write(out / f"tiny-llama-{mix}.gguf", "llama", mix, seed=1, c=CONFIG_K)

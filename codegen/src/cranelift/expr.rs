@@ -245,7 +245,19 @@ impl Emitter<'_, '_> {
             }
             Expr::Binary(op, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
-                self.binary(*op, x, y)?
+                let per_lane_shift = matches!(op, BOp::Shl | BOp::Shr)
+                    && self.ty(y).is_vector()
+                    && !matches!(**b, Expr::Splat { .. });
+                if per_lane_shift {
+                    // Cranelift's vector shifts take one amount for every lane.
+                    let ty = self.ty(x);
+                    self.lane_by_lane(ty, x, y, |em, a, b| match op {
+                        BOp::Shl => em.b.ins().ishl(a, b),
+                        _ => em.b.ins().ushr(a, b),
+                    })?
+                } else {
+                    self.binary(*op, x, y)?
+                }
             }
             Expr::Fma(a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
@@ -349,7 +361,8 @@ impl Emitter<'_, '_> {
                 _ => em.b.ins().srem(a, b),
             });
         }
-        // Vector shifts take a scalar amount; kernel IR shifts by uniform amounts.
+        // Vector shifts take a scalar amount; amounts that differ per lane are shifted lane
+        // by lane before this (see `Expr::Binary`).
         let amount = |em: &mut Self, y: Value| {
             if em.ty(y).is_vector() {
                 em.b.ins().extractlane(y, 0)

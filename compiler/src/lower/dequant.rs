@@ -230,6 +230,9 @@ pub(super) fn quant_bits(
     lanes: u8,
 ) -> Result<Expr, LowerError> {
     let field = |ctx: &mut Ctx, f: &BitField| -> Result<Expr, LowerError> {
+        if f.packed {
+            return packed_bits(ctx, blk, f, run, t.clone(), lanes);
+        }
         let off = add(run.affine(&f.byte), t.clone());
         let mut v = if lanes == 1 {
             blk.byte(ctx, off)?
@@ -256,6 +259,36 @@ pub(super) fn quant_bits(
         q = bin(BOp::Or, q, high);
     }
     Ok(q)
+}
+
+/// Bits `shift + t ..` of a packed field (one bit per element, `BitField::packed`), as an
+/// i32 vector: the bytes holding the `lanes` bits, joined into one word, shifted by each
+/// lane's position. Vector loads start at a multiple of `lanes` elements, so for powers of
+/// two the bits of one load sit in `max(lanes / 8, 1)` whole bytes.
+fn packed_bits(
+    ctx: &mut Ctx,
+    blk: &Block,
+    f: &BitField,
+    run: &Run,
+    t: Expr,
+    lanes: u8,
+) -> Result<Expr, LowerError> {
+    let bit = add(run.affine(&f.shift), t);
+    let first = add(run.affine(&f.byte), div(bit.clone(), i(8)));
+    let in_byte = cast(Elem::I32, rem(bit, i(8)));
+    let mut word = blk.byte(ctx, first.clone())?;
+    for k in 1..(lanes as i64 / 8).max(1) {
+        let next = blk.byte(ctx, add(first.clone(), i(k)))?;
+        word = bin(BOp::Or, word, bin(BOp::Shl, next, i32(8 * k as i32)));
+    }
+    let shift = if lanes == 1 {
+        in_byte
+    } else {
+        let iota = Expr::Lanes((0..lanes as i32).map(i32).collect());
+        bin(BOp::Add, splat(in_byte, lanes), iota)
+    };
+    let v = bin(BOp::Shr, splat(word, lanes), shift);
+    Ok(bin(BOp::And, v, splat(i32(1), lanes)))
 }
 
 /// Element `idx[last]` of the rows `idx[..last]` of `bytes` decoded as `format`.

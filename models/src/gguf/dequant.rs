@@ -23,8 +23,6 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Str
         GgmlType::BF16 => {
             blocks.for_each(|(b, y)| y[0] = bf16::from_bits(u16::from_le_bytes(arr(b, 0))).to_f32())
         }
-        GgmlType::Q5_0 => blocks.for_each(|(b, y)| q5_0(b, y)),
-        GgmlType::Q5_1 => blocks.for_each(|(b, y)| q5_1(b, y)),
         _ => {
             let format = ty
                 .quant_format()
@@ -41,35 +39,4 @@ fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 
 fn half_at(b: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes(arr(b, at))).to_f32()
-}
-
-/// Fifth bits of a Q5 block: bit j of the little-endian u32 `qh` belongs to element j.
-fn fifth_bits(qh: u32, j: usize) -> (u8, u8) {
-    let lo = (((qh >> j) << 4) & 0x10) as u8;
-    let hi = ((qh >> (j + 12)) & 0x10) as u8;
-    (lo, hi)
-}
-
-/// d: f16, qh: u32, qs: 16 bytes; values are 5-bit, centred by 16.
-fn q5_0(b: &[u8], y: &mut [f32]) {
-    let d = half_at(b, 0);
-    let qh = u32::from_le_bytes(arr(b, 2));
-    let qs = &b[6..22];
-    for j in 0..16 {
-        let (lo, hi) = fifth_bits(qh, j);
-        y[j] = (((qs[j] & 0xF) | lo) as i32 - 16) as f32 * d;
-        y[j + 16] = (((qs[j] >> 4) | hi) as i32 - 16) as f32 * d;
-    }
-}
-
-/// d, m: f16, qh: u32, qs: 16 bytes; x = q * d + m with 5-bit q.
-fn q5_1(b: &[u8], y: &mut [f32]) {
-    let (d, m) = (half_at(b, 0), half_at(b, 2));
-    let qh = u32::from_le_bytes(arr(b, 4));
-    let qs = &b[8..24];
-    for j in 0..16 {
-        let (lo, hi) = fifth_bits(qh, j);
-        y[j] = ((qs[j] & 0xF) | lo) as f32 * d + m;
-        y[j + 16] = ((qs[j] >> 4) | hi) as f32 * d + m;
-    }
 }

@@ -109,12 +109,12 @@ impl GgmlType {
             GgmlType::Q8_0 => Some(Q::Q8_0),
             GgmlType::Q4_0 => Some(Q::Q4_0),
             GgmlType::Q4_1 => Some(Q::Q4_1),
+            GgmlType::Q5_0 => Some(Q::Q5_0),
+            GgmlType::Q5_1 => Some(Q::Q5_1),
             GgmlType::Q4K => Some(Q::Q4K),
             GgmlType::Q5K => Some(Q::Q5K),
             GgmlType::Q6K => Some(Q::Q6K),
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
-                None
-            }
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
         }
     }
 
