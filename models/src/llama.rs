@@ -151,10 +151,22 @@ impl LlamaConfig {
                     name: "token_embd.weight".into(),
                 })?;
         let vocab = token_embd.shape()[0];
+        // The graph declares each layer's inputs before reading its tensors: a block count
+        // the file's tensors do not back is refused here, before anything is built for it.
+        let layers = count("block_count")?;
+        let last = format!("blk.{}.attn_norm.weight", layers - 1);
+        if f.tensor(&last).is_none() {
+            return Err(ModelError::BadKey {
+                path: path.clone(),
+                key: key("block_count"),
+                value: layers.to_string(),
+                want: format!("the file has no `{last}`"),
+            });
+        }
         Ok(LlamaConfig {
             vocab,
             embd,
-            layers: count("block_count")?,
+            layers,
             ff: count("feed_forward_length")?,
             heads,
             kv_heads,

@@ -145,11 +145,13 @@ impl GgmlType {
         }
     }
 
-    /// Bytes of a row of `n` elements, if `n` is a whole number of blocks.
+    /// Bytes of a row of `n` elements, if `n` is a whole number of blocks and the bytes
+    /// fit in a u64.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let b = self.block_elems() as u64;
         n.is_multiple_of(b)
-            .then(|| n / b * self.block_bytes() as u64)
+            .then(|| (n / b).checked_mul(self.block_bytes() as u64))
+            .flatten()
     }
 }
 

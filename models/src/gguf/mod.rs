@@ -59,12 +59,29 @@ impl TensorInfo {
 
 pub struct GgufFile {
     path: PathBuf,
-    map: memmap2::Mmap,
+    bytes: Bytes,
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
     pub alignment: u64,
     data_start: u64,
+}
+
+/// The file's bytes: mapped (files on disk, never copied) or owned (files built in
+/// memory, which is how the fuzz target feeds the reader).
+enum Bytes {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 impl GgufFile {
@@ -77,7 +94,16 @@ impl GgufFile {
         // SAFETY: the map is read-only and private to this process; a file changed
         // underneath it by another process is outside what kiln can guard against.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let header = parse(&map).map_err(|e| match e {
+        GgufFile::new(path, Bytes::Map(map))
+    }
+
+    /// A GGUF file held in memory; `name` stands for its path in errors.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
+        GgufFile::new(name, Bytes::Owned(bytes))
+    }
+
+    fn new(path: &Path, bytes: Bytes) -> Result<GgufFile, GgufError> {
+        let header = parse(&bytes).map_err(|e| match e {
             ParseError::NotGguf(found) => GgufError::NotGguf {
                 path: path.to_path_buf(),
                 found,
@@ -89,7 +115,7 @@ impl GgufFile {
         })?;
         Ok(GgufFile {
             path: path.to_path_buf(),
-            map,
+            bytes,
             version: header.version,
             metadata: header.metadata,
             tensors: header.tensors,
@@ -113,7 +139,7 @@ impl GgufFile {
     /// The tensor's bytes, borrowed from the map (extents were checked at open).
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         let start = (self.data_start + t.offset) as usize;
-        &self.map[start..start + t.size as usize]
+        &self.bytes[start..start + t.size as usize]
     }
 
     /// The tensor as f32 values in row-major order.
@@ -296,14 +322,19 @@ fn parse_after_magic(bytes: &[u8]) -> Result<Header, String> {
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| format!("tensor `{name}`: dimensions {dims:?} overflow"))?;
         let row = dims[0];
+        if !row.is_multiple_of(ggml_type.block_elems() as u64) {
+            return Err(format!(
+                "tensor `{name}`: rows of {row} elements are not whole {} blocks of {}",
+                ggml_type,
+                ggml_type.block_elems()
+            ));
+        }
         let size = ggml_type
             .row_bytes(row)
             .and_then(|b| b.checked_mul(elements / row.max(1)))
             .ok_or_else(|| {
                 format!(
-                    "tensor `{name}`: rows of {row} elements are not whole {} blocks of {}",
-                    ggml_type,
-                    ggml_type.block_elems()
+                    "tensor `{name}`: dimensions {dims:?} of {ggml_type} need more than 2^64 bytes"
                 )
             })?;
         if !offset.is_multiple_of(alignment) {
@@ -324,6 +355,7 @@ fn parse_after_magic(bytes: &[u8]) -> Result<Header, String> {
             size,
         });
     }
+    check_distinct(&tensors)?;
     Ok(Header {
         version,
         metadata,
@@ -331,6 +363,27 @@ fn parse_after_magic(bytes: &[u8]) -> Result<Header, String> {
         alignment,
         data_start,
     })
+}
+
+/// Every tensor has its own name and its own bytes: a name given twice or two tensors'
+/// data overlapping is a corrupt (or hostile) file, not two views of one tensor.
+fn check_distinct(tensors: &[TensorInfo]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    if let Some(t) = tensors.iter().find(|t| !names.insert(t.name.as_str())) {
+        return Err(format!("tensor `{}` appears twice", t.name));
+    }
+    let mut by_offset: Vec<&TensorInfo> = tensors.iter().filter(|t| t.size > 0).collect();
+    by_offset.sort_by_key(|t| t.offset);
+    for pair in by_offset.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if a.offset + a.size > b.offset {
+            return Err(format!(
+                "tensors `{}` ({} bytes at offset {}) and `{}` (at offset {}) overlap",
+                a.name, a.size, a.offset, b.name, b.offset
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

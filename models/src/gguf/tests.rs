@@ -78,6 +78,9 @@ fn open_bytes(bytes: &[u8]) -> Result<GgufFile, GgufError> {
     let path = f.into_temp_path();
     let r = GgufFile::open(&path);
     drop(path);
+    // The in-memory reader (the fuzz target's) answers the same.
+    let owned = GgufFile::from_bytes(Path::new("mem.gguf"), bytes.to_vec());
+    assert_eq!(r.is_ok(), owned.is_ok());
     r
 }
 
@@ -220,6 +223,12 @@ fn bad_files_are_named_errors() {
     iq.tensors[0].2 = 99;
     assert!(err_of(&iq.bytes()).contains("unknown ggml tensor type 99"));
 
+    // 2^62 + 8 f32 values: 4 bytes each wraps around to 32 bytes in u64 arithmetic.
+    let mut wrapping = FileBuilder::new(3).tensor("w", &[8], GgmlType::F32, vec![0; 32]);
+    wrapping.tensors[0].1 = vec![(1 << 62) + 8];
+    let e = err_of(&wrapping.bytes());
+    assert!(e.contains("need more than 2^64 bytes"), "{e}");
+
     let ragged = FileBuilder::new(3).tensor("w", &[40], GgmlType::Q8_0, vec![0; 68]);
     assert!(err_of(&ragged.bytes()).contains("not whole Q8_0 blocks of 32"));
 
@@ -233,6 +242,38 @@ fn bad_files_are_named_errors() {
         e.contains("`b`: data offset 4 is not a multiple of the alignment 32"),
         "{e}"
     );
+
+    let twice = FileBuilder::new(3)
+        .tensor("w", &[8], GgmlType::F32, vec![0; 32])
+        .tensor("w", &[8], GgmlType::F32, vec![0; 32]);
+    assert!(err_of(&twice.bytes()).contains("tensor `w` appears twice"));
+}
+
+/// Two tensors whose extents share bytes: the second entry points into the first's data.
+#[test]
+fn overlapping_tensors_are_refused() {
+    let ok = FileBuilder::new(3)
+        .tensor("a", &[16], GgmlType::F32, vec![0; 64])
+        .tensor("b", &[8], GgmlType::F32, vec![0; 32]);
+    let mut bytes = ok.bytes();
+    assert!(open_bytes(&bytes).is_ok());
+    // `b`'s offset is the last u64 of its tensor-info entry, just before the data section's
+    // padding; `a` ends at 64, so 32 puts `b` inside it.
+    let b_offset = find_u64(&bytes, 64);
+    bytes[b_offset..b_offset + 8].copy_from_slice(&32u64.to_le_bytes());
+    let e = err_of(&bytes);
+    assert!(
+        e.contains("tensors `a` (64 bytes at offset 0) and `b` (at offset 32) overlap"),
+        "{e}"
+    );
+}
+
+/// Where the little-endian u64 `v` first appears in `bytes`.
+fn find_u64(bytes: &[u8], v: u64) -> usize {
+    bytes
+        .windows(8)
+        .position(|w| w == v.to_le_bytes())
+        .expect("the value is in the file")
 }
 
 fn f16_bits(x: f32) -> [u8; 2] {
