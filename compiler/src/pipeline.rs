@@ -70,8 +70,16 @@ impl Default for Options {
 }
 
 pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, CompileError> {
-    if matches!(target, Target::Cuda(_) | Target::Hip(_) | Target::Vulkan(_)) {
-        return Ok(Schedule::gpu());
+    match target {
+        // LLVM's GPU targets convert halves in one instruction.
+        Target::Cuda(_) | Target::Hip(_) => {
+            return Ok(Schedule {
+                half_bits: opts.llvm_ops,
+                ..Schedule::gpu()
+            })
+        }
+        Target::Vulkan(_) => return Ok(Schedule::gpu()),
+        _ => {}
     }
     let host = opts
         .host_cpu
