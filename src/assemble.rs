@@ -6,7 +6,6 @@ use kiln_codegen::Backend;
 use kiln_compiler::lower::{BufferKind, Lowered};
 use kiln_compiler::pipeline::{self, Compiled, Options};
 use kiln_compiler::Target;
-use kiln_ir::Tensor;
 use kiln_models::Model;
 use kiln_runtime::manifest::{Manifest, TensorSpec, Variant};
 use kiln_runtime::plan::{BufferRef, GpuBlocks, GridDim, Guard, Launch, Plan, SizeExpr};
@@ -53,16 +52,15 @@ pub struct WeightsLayout {
 }
 
 impl WeightsLayout {
-    fn place(&mut self, key: String, t: &Tensor) -> (u64, u64) {
+    fn place(&mut self, key: String, data: &[u8]) -> (u64, u64) {
         if let Some(&r) = self.by_key.get(&key) {
             return r;
         }
         while !self.bytes.len().is_multiple_of(64) {
             self.bytes.push(0);
         }
-        let data = t.to_bytes();
         let r = (self.bytes.len() as u64, data.len() as u64);
-        self.bytes.extend_from_slice(&data);
+        self.bytes.extend_from_slice(data);
         self.by_key.insert(key, r);
         r
     }
@@ -158,7 +156,7 @@ pub fn assemble(
     let mut weights = WeightsLayout::default();
     for name in kiln_models::weights::Weights::names_in(&model.graph) {
         let t = model.weights.get(&name).expect("checked above");
-        weights.place(format!("param:{name}"), t);
+        weights.place(format!("param:{name}"), t.bytes());
     }
     let mut variants = Vec::new();
     let mut code = Vec::new();
@@ -326,8 +324,9 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
                 BufferRef::Weight { offset, len }
             }
             BufferKind::Const(t) => {
-                let key = format!("const:{:?}:{:?}:{:x?}", t.dtype, t.shape, t.to_bytes());
-                let (offset, len) = weights.place(key, t);
+                let bytes = t.to_bytes();
+                let key = format!("const:{:?}:{:?}:{:x?}", t.dtype, t.shape, bytes);
+                let (offset, len) = weights.place(key, &bytes);
                 BufferRef::Weight { offset, len }
             }
         }

@@ -15,10 +15,9 @@
 //!
 
 use crate::gguf::{GgmlType, GgufError, GgufFile, TensorInfo};
+use crate::weights::Weight;
 use crate::{Model, Weights};
-use kiln_ir::{
-    Builder, CmpOp, DType, Dim, IrError, NodeId, QuantFormat, RopeLayout, Tensor, UnaryOp,
-};
+use kiln_ir::{Builder, CmpOp, DType, Dim, IrError, NodeId, QuantFormat, RopeLayout, UnaryOp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -191,22 +190,31 @@ pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
     let mut weights = Weights::default();
     let graph = build_graph(&cfg, &mut |name, shape| {
         let t = tensor_checked(f, name, shape)?;
+        // The reader checked every tensor's extent against its shape and type.
+        let stored = |dtype: DType, shape: Vec<usize>, bytes: Vec<u8>| {
+            Weight::from_bytes(dtype, shape, bytes).expect("the file's extents were checked")
+        };
         if let (Some(format), [rows, _]) = (t.ggml_type.quant_format(), shape) {
             let bytes = f.data(t);
-            let data: Vec<f64> = bytes.iter().map(|&b| f64::from(b)).collect();
             let row_bytes = bytes.len() / rows;
-            weights.insert(name, Tensor::new(DType::U8, vec![*rows, row_bytes], data));
+            let w = stored(DType::U8, vec![*rows, row_bytes], bytes.to_vec());
+            weights.insert_weight(name, w);
             return Ok(Storage::Blocks(format));
         }
-        // Half matrices stay half (converted where they are read); everything else
-        // (norms, and the block types the kernels do not decode) becomes f32.
-        let dtype = match (t.ggml_type, shape) {
-            (GgmlType::F16, [_, _]) => DType::F16,
-            (GgmlType::BF16, [_, _]) => DType::BF16,
-            _ => DType::F32,
+        // Half matrices stay half (the file's bytes; converted where they are read);
+        // everything else (norms, vectors) becomes f32.
+        let (dtype, bytes) = match (t.ggml_type, shape) {
+            (GgmlType::F16, [_, _]) => (DType::F16, f.data(t).to_vec()),
+            (GgmlType::BF16, [_, _]) => (DType::BF16, f.data(t).to_vec()),
+            _ => (
+                DType::F32,
+                f.dequantize(t)
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
         };
-        let data: Vec<f64> = f.dequantize(t).into_iter().map(f64::from).collect();
-        weights.insert(name, Tensor::new(dtype, shape.to_vec(), data));
+        weights.insert_weight(name, stored(dtype, shape.to_vec(), bytes));
         Ok(Storage::Float(dtype))
     })?;
     let name = f

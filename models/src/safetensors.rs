@@ -1,7 +1,8 @@
 //! Parameter data from a safetensors file, matched to a graph's parameters by name.
 
+use crate::weights::Weight;
 use crate::Weights;
-use kiln_ir::{DType, Graph, Tensor};
+use kiln_ir::{DType, Graph};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
@@ -50,13 +51,13 @@ pub fn load(path: &Path, g: &Graph) -> Result<Weights, SafetensorsError> {
             name: name.clone(),
             dtype: format!("{:?}", view.dtype()),
         })?;
-        let t = Tensor::from_bytes(dtype, view.shape().to_vec(), view.data()).map_err(|msg| {
-            SafetensorsError::File {
+        let t = Weight::from_bytes(dtype, view.shape().to_vec(), view.data().to_vec()).map_err(
+            |msg| SafetensorsError::File {
                 path: p.clone(),
                 msg: format!("tensor `{name}`: {msg}"),
-            }
-        })?;
-        w.insert(&name, t);
+            },
+        )?;
+        w.insert_weight(&name, t);
     }
     w.check(g)?;
     Ok(w)

@@ -1,12 +1,65 @@
-//! Parameter data by name. Checked against the graph's declarations before compiling, so
-//! a wrong or missing weight is reported with its name, expected and actual shape.
+//! Parameter data by name, stored as the artifact stores it: little-endian bytes of each
+//! parameter's dtype (raw blocks for quantized matrices). Holding bytes rather than
+//! `kiln_ir::Tensor`s (one f64 per element) keeps a model's weights at the size of its
+//! file while it compiles. Checked against the graph's declarations before compiling, so a
+//! wrong or missing weight is reported with its name, expected and actual shape.
 
-use kiln_ir::{Graph, Op, Tensor};
+use kiln_ir::{DType, Graph, Op, Tensor};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default)]
 pub struct Weights {
-    pub tensors: BTreeMap<String, Tensor>,
+    pub tensors: BTreeMap<String, Weight>,
+}
+
+/// One parameter's data: `shape` elements of `dtype`, encoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weight {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Weight {
+    /// `bytes` must hold exactly `shape` elements of `dtype`; the error says how many bytes
+    /// they should be.
+    pub fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Weight, String> {
+        let want = shape
+            .iter()
+            .try_fold(dtype.size_bytes(), |a, &d| a.checked_mul(d));
+        if want != Some(bytes.len()) {
+            return Err(format!(
+                "{dtype}{shape:?} needs {} bytes, the data has {}",
+                want.map_or("more than 2^64".to_string(), |w| w.to_string()),
+                bytes.len()
+            ));
+        }
+        Ok(Weight {
+            dtype,
+            shape,
+            bytes,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The values as a tensor (for the interpreter and tests; costs 8 bytes per element).
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor::from_bytes(self.dtype, self.shape.clone(), &self.bytes)
+            .expect("a weight's bytes fill its shape")
+    }
+}
+
+impl From<&Tensor> for Weight {
+    fn from(t: &Tensor) -> Weight {
+        Weight {
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bytes: t.to_bytes(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -24,11 +77,16 @@ pub enum WeightError {
 }
 
 impl Weights {
+    /// Stores `t` encoded in its dtype.
     pub fn insert(&mut self, name: &str, t: Tensor) {
-        self.tensors.insert(name.to_string(), t);
+        self.insert_weight(name, Weight::from(&t));
     }
 
-    pub fn get(&self, name: &str) -> Option<&Tensor> {
+    pub fn insert_weight(&mut self, name: &str, w: Weight) {
+        self.tensors.insert(name.to_string(), w);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Weight> {
         self.tensors.get(name)
     }
 
