@@ -28,8 +28,10 @@ fi
 # NumPy model references of the LLM work), pinned, in a venv of their own.
 cd "$(dirname "$0")/.."
 pyref=target/pyref
-if ! "$pyref/bin/python" -c "import gguf, numpy" 2>/dev/null; then
+if ! "$pyref/bin/python" -c "import gguf, numpy, regex" 2>/dev/null; then
   echo "installing the Python reference packages into $pyref"
-  python3 -m venv "$pyref"
-  "$pyref/bin/pip" install -q --disable-pip-version-check "gguf==0.19.0" "numpy>=1.26,<3"
+  [ -x "$pyref/bin/pip" ] || python3 -m venv "$pyref"
+  # regex: the \p{L} classes of the byte-level BPE pre-tokenizers (tests/reference/bpe_ref.py).
+  "$pyref/bin/pip" install -q --disable-pip-version-check "gguf==0.19.0" "numpy>=1.26,<3" \
+    "regex==2026.11.19"
 fi

@@ -14,6 +14,7 @@ use kiln_compiler::Target;
 use kiln_ir::{DType, Tensor};
 use kiln_models::gguf::GgufFile;
 use kiln_models::llama::LlamaConfig;
+use kiln_models::tokenizer::{Tokenizer, Vocab};
 use kiln_runtime::session::Session;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -401,16 +402,69 @@ fn a_text_prompt_generates_the_reference_continuation() {
     }
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
-    let gguf = dir.path().join("tiny-llama-F32.gguf");
-    let (_, art) = compiled(&gguf);
+    let ids = prompt_continues_as_the_reference(
+        &dir.path().join("tiny-llama-F32.gguf"),
+        "the cat sat on the mat",
+    );
+    assert_eq!(ids[0], 1, "BOS first");
+}
+
+/// qwen2's byte-level BPE vocabulary: kiln's tokenizer (the `tokenizers` crate) against the
+/// independent Python encoder (tests/reference/bpe_ref.py) on texts that exercise the
+/// pre-tokenizer, the byte spelling and special tokens; then a prompt through `kiln run -p`.
+#[test]
+fn byte_level_bpe_prompts_match_the_reference_encoder() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    let gguf = dir.path().join("tiny-qwen2-F32.gguf");
+    let texts = [
+        "the cat sat on the mat",
+        "It's the end, isn't it? THE END'S near",
+        "<|im_start|>user\nhello 12345 naïve 日本 😀<|im_end|>\n",
+        "  spaces\tand\nnewlines\n\n  ",
+        "Numbers: 3.14159 and 1,000,000!",
+    ];
+    let vocab = Vocab::from_gguf(&GgufFile::open(&gguf).unwrap())
+        .unwrap()
+        .expect("the tiny qwen2 carries a vocabulary");
+    assert_eq!(
+        (vocab.model.as_str(), vocab.pre.as_deref()),
+        ("gpt2", Some("qwen2"))
+    );
+    let tok = Tokenizer::new(vocab).unwrap();
+    let mut args: Vec<&std::ffi::OsStr> = vec![gguf.as_os_str()];
+    args.extend(texts.iter().map(std::ffi::OsStr::new));
+    let want = run_script("bpe_ref.py", &args);
+    for (text, line) in texts.iter().zip(want.lines()) {
+        let want: Vec<u32> = line
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, want, "{text:?}");
+        // Control tokens (all three of qwen2's specials) print as nothing.
+        let shown = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+            .iter()
+            .fold(text.to_string(), |t, s| t.replace(s, ""));
+        assert_eq!(tok.decode(&ids), shown, "round trip");
+    }
+    assert_eq!(want.lines().count(), texts.len());
+    prompt_continues_as_the_reference(&gguf, "the dog and the cat");
+}
+
+/// `kiln run -p prompt -n 12` on `gguf` compiled prints the prompt and the reference's
+/// greedy continuation (up to EOS); returns the prompt's token ids.
+fn prompt_continues_as_the_reference(gguf: &Path, prompt: &str) -> Vec<u32> {
+    let (_, art) = compiled(gguf);
     let gen = kiln::generate::Generator::new(Session::new(&art, None).unwrap()).unwrap();
     let tok = gen
         .tokenizer()
         .unwrap()
         .expect("the artifact carries the vocabulary");
-    let prompt = "the cat sat on the mat";
     let ids = tok.encode(prompt).unwrap();
-    assert_eq!(ids[0], 1, "BOS first");
     assert_eq!(tok.decode(&ids), prompt, "encoding round-trips");
 
     let mut args: Vec<OsString> = vec![gguf.into(), "--greedy".into(), "12".into()];
@@ -421,7 +475,11 @@ fn a_text_prompt_generates_the_reference_continuation() {
         .map(|t| t.parse().unwrap())
         .collect();
     // The reference does not stop at EOS; the command line does.
-    let until_eos: Vec<u32> = want_ids.iter().copied().take_while(|&t| t != 2).collect();
+    let until_eos: Vec<u32> = want_ids
+        .iter()
+        .copied()
+        .take_while(|&t| Some(t) != tok.eos())
+        .collect();
     let mut bytes = Vec::new();
     for &t in &until_eos {
         bytes.extend(tok.piece(t, false));
@@ -440,6 +498,7 @@ fn a_text_prompt_generates_the_reference_continuation() {
         String::from_utf8_lossy(&r.stdout).trim_end(),
         want.trim_end()
     );
+    ids
 }
 
 /// The tiny models on CUDA against the CPU backend (see [`matches_the_cpu_backend`]).

@@ -78,7 +78,12 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 ..Schedule::gpu()
             })
         }
-        Target::Vulkan(_) => return Ok(Schedule::gpu()),
+        Target::Vulkan(_) => {
+            return Ok(Schedule {
+                byte_loads: false,
+                ..Schedule::gpu()
+            })
+        }
         _ => {}
     }
     let host = opts

@@ -27,6 +27,10 @@ pub struct Schedule {
     /// The target converts halves in hardware and the code generator emits that
     /// (`UOp::HalfBits`): the f16 scales inside quantized blocks cost one instruction.
     pub half_bits: bool,
+    /// GPU code loads single bytes natively (LLVM's GPU targets), so a quantized matvec can
+    /// give consecutive threads consecutive elements. SPIR-V reads a byte as a shift of a
+    /// 32-bit word, where each thread decoding a run of neighbouring bytes shares words.
+    pub byte_loads: bool,
 }
 
 impl Schedule {
@@ -48,6 +52,7 @@ impl Schedule {
             gpu: false,
             byte_dot: true,
             half_bits: false,
+            byte_loads: true,
         }
     }
 
@@ -74,6 +79,7 @@ impl Schedule {
             gpu: false,
             byte_dot: false,
             half_bits: false,
+            byte_loads: true,
         }
     }
 

@@ -17,7 +17,7 @@ pub fn python() -> String {
 /// Whether the reference can run here; prints why not (or panics where it must run).
 pub fn reference_available() -> bool {
     let why = match Command::new(python())
-        .args(["-c", "import gguf, numpy"])
+        .args(["-c", "import gguf, numpy, regex"])
         .output()
     {
         Ok(out) if out.status.success() => return true,

@@ -6,7 +6,8 @@ usage: tiny_models.py OUT_DIR
 Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1}.gguf (grouped-query attention, untied
 output, a SentencePiece vocabulary), tiny-llama-{Q4_K_M,Q5_K_M}.gguf (the same, 256 wide so
 rows are whole K-quant blocks, with llama.cpp's mixes of types per tensor) and
-tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings, no vocabulary). Weights
+tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings, a byte-level BPE
+vocabulary). Weights
 come from numpy's PCG64 with a fixed seed, so every run writes the same bytes.
 """
 import sys
@@ -69,6 +70,54 @@ def vocabulary(n: int) -> tuple:
     return TOKENS + extra, TOKEN_TYPES + [1] * len(extra), scores
 
 
+# A byte-level BPE vocabulary (qwen2's scheme): the 256 byte characters, merges learned
+# from a fixed text, then qwen2's special tokens; as many tokens as the SentencePiece one.
+BPE_TEXT = (
+    "the cat sat on the mat. the dog and the cat are friends; they eat at noon. "
+    "kiln compiles models into kernels, and kernels run on the machine it is given. "
+    "Numbers: 12 345 6789. It's the end of the story, isn't it?"
+)
+BPE_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def byte_chars() -> list:
+    """GPT-2's byte-to-character table."""
+    printable = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    table, extra = [], 256
+    for b in range(256):
+        table.append(chr(b) if b in printable else chr(extra))
+        extra += b not in printable
+    return table
+
+
+def bpe_vocabulary(n: int) -> tuple:
+    """Tokens, types and merges: greedy pair merges over BPE_TEXT's words until `n` tokens."""
+    table = byte_chars()
+    words = [[table[b] for b in w.encode()] for w in BPE_TEXT.replace(" ", "\0 ").split("\0")]
+    tokens, merges = list(table), []
+    while len(tokens) + len(BPE_SPECIALS) < n:
+        counts = {}
+        for w in words:
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        pair = max(sorted(counts), key=lambda p: counts[p])
+        merges.append(f"{pair[0]} {pair[1]}")
+        tokens.append(pair[0] + pair[1])
+        for k, w in enumerate(words):
+            merged, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == pair:
+                    merged.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    merged.append(w[i])
+                    i += 1
+            words[k] = merged
+    tokens += BPE_SPECIALS
+    types = [1] * (len(tokens) - len(BPE_SPECIALS)) + [3, 3, 3]
+    return tokens, types, merges
+
+
 def tensors(arch: str, rng: np.random.Generator, c: dict = CONFIG) -> dict:
     d, hd = c["embd"], c["embd"] // c["heads"]
     w = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
@@ -117,6 +166,14 @@ def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
         w.add_token_types(types)
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
+    else:
+        tokens, types, merges = bpe_vocabulary(c["vocab"])
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_eos_token_id(tokens.index("<|endoftext|>"))
     for name, data in tensors(arch, rng, c).items():
         # Norms and biases stay f32, as llama.cpp's converter keeps them.
         if data.ndim == 1 or qtype == T.F32:

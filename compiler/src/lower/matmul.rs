@@ -288,14 +288,16 @@ fn dot_kernel(
                 &accs,
             )?);
         }
-        // Formats with one f16 scale per block decode each element cheaply, so there the
-        // block's threads take consecutive elements (the generic path below: coalesced
-        // loads of weights and activations); the K-quants' scales cost a dozen operations
-        // each, which `unit_dot` computes once per step of consecutive elements.
+        // Where bytes load natively, formats with one f16 scale per block decode each
+        // element cheaply, so there the block's threads take consecutive elements (the
+        // generic path below: coalesced loads of weights and activations); the K-quants'
+        // scales cost a dozen operations each, which `unit_dot` computes once per step of
+        // consecutive elements, as it does every format's on SPIR-V (`byte_loads`).
         (Some(weights), _)
             if ctx.schedule.gpu
                 && !ops.ta
-                && !matches!(weights.1.layout().scale, kiln_ir::quant::Scale::Half { .. }) =>
+                && !(ctx.schedule.byte_loads
+                    && matches!(weights.1.layout().scale, kiln_ir::quant::Scale::Half { .. })) =>
         {
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 let mut a = |ctx: &mut Ctx, k: Expr| ops.a_at(ctx, row.clone(), k);

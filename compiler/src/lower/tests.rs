@@ -160,3 +160,29 @@ output \"e\" = %e
     let matmul = &l.kernels[0];
     assert!(matmul.args.iter().any(|a| a.dtype == kiln_ir::DType::F16));
 }
+
+/// A q8_0 matvec on GPU targets: where bytes load natively (CUDA, HIP) the block's threads
+/// take one element each (a reduction over all 64); on SPIR-V, which reads bytes out of
+/// 32-bit words, each takes a run of eight neighbouring bytes (a reduction over 8 steps).
+#[test]
+fn gpu_quantized_matvecs_follow_how_the_target_loads_bytes() {
+    let g = kiln_ir::text::parse(
+        "kir 1
+%x = input \"x\" f32[1,64]
+%w = input \"w\" u8[96,68]
+%d = dequant %w format=q8_0
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+    )
+    .unwrap();
+    let kernel = |target: &str| {
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        lower(&g, s).unwrap().kernels[0].to_string()
+    };
+    let cuda = kernel("cuda:sm_90");
+    assert!(cuda.contains("in 0..64"), "{cuda}");
+    let vulkan = kernel("vulkan:spv1.3");
+    assert!(vulkan.contains("in 0..8"), "{vulkan}");
+}

@@ -24,6 +24,8 @@ fn vocab(pieces: &[&str]) -> Vocab {
         eos: Some(2),
         add_bos: true,
         add_space_prefix: true,
+        merges: Vec::new(),
+        pre: None,
     }
 }
 
@@ -107,7 +109,96 @@ fn bos_and_space_prefix_follow_the_vocabulary() {
 #[test]
 fn other_tokenizer_models_are_named() {
     let mut v = vocab(&PIECES);
-    v.model = "gpt2".into();
+    v.model = "bert".into();
     let e = Tokenizer::new(v).err().unwrap();
-    assert!(e.contains("`gpt2`"), "{e}");
+    assert!(e.contains("`bert`"), "{e}");
+}
+
+/// A byte-level vocabulary: the 256 byte characters (GPT-2's table), the merges' results,
+/// then `<|endoftext|>` (control) and `<|im_start|>` (user-defined).
+fn byte_vocab(pre: &str, merges: &[&str]) -> Vocab {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut next = 256u32;
+    let mut tokens: Vec<String> = (0..=255u8)
+        .map(|b| {
+            if printable(b) {
+                char::from(b).to_string()
+            } else {
+                next += 1;
+                char::from_u32(next - 1).unwrap().to_string()
+            }
+        })
+        .collect();
+    tokens.extend(merges.iter().map(|m| m.replace(' ', "")));
+    tokens.push("<|endoftext|>".into());
+    tokens.push("<|im_start|>".into());
+    let n = tokens.len();
+    let mut types = vec![1; n];
+    types[n - 2] = TYPE_CONTROL;
+    types[n - 1] = TYPE_USER_DEFINED;
+    Vocab {
+        model: "gpt2".into(),
+        scores: vec![0.0; n],
+        types,
+        bos: Some(n as u32 - 2),
+        eos: Some(n as u32 - 2),
+        add_bos: false,
+        add_space_prefix: false,
+        merges: merges.iter().map(|m| m.to_string()).collect(),
+        pre: Some(pre.into()),
+        tokens,
+    }
+}
+
+const MERGES: [&str; 7] = ["h e", "l l", "he ll", "hell o", "\u{120} w", "1 2", "12 3"];
+
+fn bpe_id(v: &Vocab, token: &str) -> u32 {
+    v.tokens.iter().position(|t| t == token).unwrap() as u32
+}
+
+#[test]
+fn byte_level_bpe_merges_by_rank_and_spells_spaces_as_bytes() {
+    let v = byte_vocab("qwen2", &MERGES);
+    let t = Tokenizer::new(v.clone()).unwrap();
+    let ids = t.encode("hello world").unwrap();
+    let want: Vec<u32> = ["hello", "\u{120}w", "o", "r", "l", "d"]
+        .iter()
+        .map(|p| bpe_id(&v, p))
+        .collect();
+    assert_eq!(ids, want);
+    assert_eq!(t.decode(&ids), "hello world");
+    // Any text round-trips: bytes without merges are their own tokens.
+    for text in ["naïve 日本語 😀\n\ttabs", "  two  spaces ", "it's 3.14!"] {
+        assert_eq!(t.decode(&t.encode(text).unwrap()), text);
+    }
+}
+
+#[test]
+fn special_tokens_in_the_text_are_single_tokens() {
+    let v = byte_vocab("gpt2", &MERGES);
+    let t = Tokenizer::new(v.clone()).unwrap();
+    let ids = t.encode("<|im_start|>hello<|endoftext|>").unwrap();
+    let want: Vec<u32> = ["<|im_start|>", "hello", "<|endoftext|>"]
+        .iter()
+        .map(|p| bpe_id(&v, p))
+        .collect();
+    assert_eq!(ids, want);
+    // User-defined tokens print as their text, control tokens as nothing.
+    assert_eq!(t.decode(&ids), "<|im_start|>hello");
+}
+
+/// Llama 3 keeps up to three digits in one piece, qwen2 splits every digit.
+#[test]
+fn the_pre_tokenizer_follows_the_model_family() {
+    let llama3 = byte_vocab("llama-bpe", &MERGES);
+    let qwen2 = byte_vocab("qwen2", &MERGES);
+    let ids = |v: &Vocab| Tokenizer::new(v.clone()).unwrap().encode("12345").unwrap();
+    let pieces = |v: &Vocab, p: &[&str]| p.iter().map(|p| bpe_id(v, p)).collect::<Vec<_>>();
+    assert_eq!(ids(&llama3), pieces(&llama3, &["123", "4", "5"]));
+    assert_eq!(ids(&qwen2), pieces(&qwen2, &["1", "2", "3", "4", "5"]));
+
+    let e = Tokenizer::new(byte_vocab("made-up", &MERGES))
+        .err()
+        .unwrap();
+    assert!(e.contains("`made-up`"), "{e}");
 }
