@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes small, valid GGUF files for the fuzzer to start from: micro llama and qwen2 models
+"""Writes small, valid GGUF files for the fuzzer to start from: micro llama, qwen2 and gpt2 models
 (a vocabulary, every tensor the builder reads) and one file holding a tensor of each type.
 
 usage: make_seeds.py OUT_DIR   (run with the reference tests' Python: target/pyref)
@@ -46,6 +46,7 @@ def main() -> None:
     tiny_models.write(out / "micro-llama-F32.gguf", "llama", T.F32, seed=1, c=MICRO)
     tiny_models.write(out / "micro-llama-Q8_0.gguf", "llama", T.Q8_0, seed=1, c=MICRO_32)
     tiny_models.write(out / "micro-qwen2-F32.gguf", "qwen2", T.F32, seed=2, c=MICRO)
+    tiny_models.write(out / "micro-gpt2-F32.gguf", "gpt2", T.F32, seed=4, c=dict(MICRO, kv_heads=2))
     every_type(out / "every-type.gguf")
 
 

@@ -166,6 +166,8 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
         "tiny-llama-Q4_K_M",
         "tiny-llama-Q5_K_M",
         "tiny-qwen2-F32",
+        "tiny-gpt2-F32",
+        "tiny-gpt2-Q8_0",
     ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let want = reference_logits(&gguf);
@@ -246,7 +248,12 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
     }
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
-    for name in ["tiny-llama-Q8_0", "tiny-llama-Q4_K_M", "tiny-qwen2-F32"] {
+    for name in [
+        "tiny-llama-Q8_0",
+        "tiny-llama-Q4_K_M",
+        "tiny-qwen2-F32",
+        "tiny-gpt2-Q8_0",
+    ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let want = reference_logits(&gguf);
         let (cfg, art) = compiled(&gguf);
@@ -325,7 +332,12 @@ fn greedy_generation_matches_the_reference_for_32_tokens() {
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
     let prompt: [u32; 3] = [1, 17, 42];
-    for name in ["tiny-llama-Q8_0", "tiny-llama-Q4_K_M", "tiny-qwen2-F32"] {
+    for name in [
+        "tiny-llama-Q8_0",
+        "tiny-llama-Q4_K_M",
+        "tiny-qwen2-F32",
+        "tiny-gpt2-Q8_0",
+    ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let mut args: Vec<OsString> = vec![gguf.clone().into(), "--greedy".into(), "32".into()];
         args.extend(prompt.iter().map(|t| t.to_string().into()));
@@ -419,7 +431,16 @@ fn byte_level_bpe_prompts_match_the_reference_encoder() {
     }
     let dir = tempfile::tempdir().unwrap();
     tiny_models(dir.path());
-    let gguf = dir.path().join("tiny-qwen2-F32.gguf");
+    for (file, pre) in [("tiny-qwen2-F32", "qwen2"), ("tiny-gpt2-F32", "gpt2")] {
+        let gguf = dir.path().join(format!("{file}.gguf"));
+        bpe_matches_the_reference(&gguf, pre);
+        prompt_continues_as_the_reference(&gguf, "the dog and the cat");
+    }
+}
+
+/// The tokenizer of `gguf` (a byte-level BPE vocabulary with pre-tokenizer `pre`) encodes
+/// as `bpe_ref.py` does, and decodes back.
+fn bpe_matches_the_reference(gguf: &Path, pre: &str) {
     let texts = [
         "the cat sat on the mat",
         "It's the end, isn't it? THE END'S near",
@@ -427,32 +448,31 @@ fn byte_level_bpe_prompts_match_the_reference_encoder() {
         "  spaces\tand\nnewlines\n\n  ",
         "Numbers: 3.14159 and 1,000,000!",
     ];
-    let vocab = Vocab::from_gguf(&GgufFile::open(&gguf).unwrap())
+    let vocab = Vocab::from_gguf(&GgufFile::open(gguf).unwrap())
         .unwrap()
-        .expect("the tiny qwen2 carries a vocabulary");
+        .expect("the tiny model carries a vocabulary");
     assert_eq!(
         (vocab.model.as_str(), vocab.pre.as_deref()),
-        ("gpt2", Some("qwen2"))
+        ("gpt2", Some(pre))
     );
     let tok = Tokenizer::new(vocab).unwrap();
     let mut args: Vec<&std::ffi::OsStr> = vec![gguf.as_os_str()];
     args.extend(texts.iter().map(std::ffi::OsStr::new));
     let want = run_script("bpe_ref.py", &args);
+    assert_eq!(want.lines().count(), texts.len());
     for (text, line) in texts.iter().zip(want.lines()) {
         let want: Vec<u32> = line
             .split_whitespace()
             .map(|t| t.parse().unwrap())
             .collect();
         let ids = tok.encode(text).unwrap();
-        assert_eq!(ids, want, "{text:?}");
-        // Control tokens (all three of qwen2's specials) print as nothing.
+        assert_eq!(ids, want, "{pre}: {text:?}");
+        // Control tokens (all three of the specials) print as nothing.
         let shown = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
             .iter()
             .fold(text.to_string(), |t, s| t.replace(s, ""));
-        assert_eq!(tok.decode(&ids), shown, "round trip");
+        assert_eq!(tok.decode(&ids), shown, "{pre}: round trip");
     }
-    assert_eq!(want.lines().count(), texts.len());
-    prompt_continues_as_the_reference(&gguf, "the dog and the cat");
 }
 
 /// `kiln run -p prompt -n 12` on `gguf` compiled prints the prompt and the reference's
@@ -534,6 +554,7 @@ fn matches_the_cpu_backend(gpu: &str) {
         "tiny-llama-Q8_0",
         "tiny-llama-Q4_K_M",
         "tiny-qwen2-F32",
+        "tiny-gpt2-Q8_0",
     ] {
         let gguf = dir.path().join(format!("{name}.gguf"));
         let (cfg, cpu_art) = compiled_for(&gguf, TARGET);

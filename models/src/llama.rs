@@ -1,5 +1,6 @@
-//! Llama-family decoders (llama 2/3, mistral, qwen2) from a GGUF file: hyper-parameters
-//! from its metadata, the graph of a forward pass over a whole sequence, and the weights.
+//! Decoder-only transformers from a GGUF file: the llama family (llama 2/3, mistral, qwen2)
+//! and gpt2 (`DecoderStyle`): hyper-parameters from its metadata, the graph of a forward
+//! pass over a whole sequence, and the weights.
 //!
 //! The graph runs `seq` new tokens after `past` cached ones, both symbolic, so one artifact
 //! serves the prompt (prefill, `past = 0`) and every decode step (`seq = 1`):
@@ -23,7 +24,9 @@ use kiln_ir::{Builder, CmpOp, DType, Dim, IrError, NodeId, QuantFormat, RopeLayo
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("{path}: architecture `{arch}` is not supported (kiln builds: llama, mistral, qwen2)")]
+    #[error(
+        "{path}: architecture `{arch}` is not supported (kiln builds: llama, mistral, qwen2, gpt2)"
+    )]
     UnknownArch { path: String, arch: String },
     #[error("{path}: metadata key `{key}` is missing")]
     MissingKey { path: String, key: String },
@@ -63,12 +66,25 @@ pub struct LlamaConfig {
     pub rot_dims: usize,
     pub rope_theta: f64,
     pub rope_layout: RopeLayout,
-    pub rms_eps: f64,
+    /// The epsilon of every norm (RMS norms for the llama family, layer norms for gpt2).
+    pub norm_eps: f64,
     pub context: usize,
     /// qwen2 adds biases to the q, k and v projections.
     pub qkv_bias: bool,
     /// No `output.weight`: the logits reuse the token embedding.
     pub tied_embeddings: bool,
+    pub style: DecoderStyle,
+}
+
+/// How the blocks are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecoderStyle {
+    /// RMS norms, rope, separate Q/K/V projections, a SiLU-gated MLP, no biases but qwen2's
+    /// on Q/K/V.
+    Llama,
+    /// Layer norms, learned position embeddings, one fused QKV projection, a GELU (tanh)
+    /// MLP, biases on every projection and norm.
+    Gpt2,
 }
 
 impl LlamaConfig {
@@ -83,9 +99,10 @@ impl LlamaConfig {
             })?
             .to_string();
         // llama.cpp writes mistral models as `llama`; qwen2 differs in rope and biases.
-        let (rope_layout, qkv_bias) = match arch.as_str() {
-            "llama" => (RopeLayout::Interleaved, false),
-            "qwen2" => (RopeLayout::Neox, true),
+        let (rope_layout, qkv_bias, style) = match arch.as_str() {
+            "llama" => (RopeLayout::Interleaved, false, DecoderStyle::Llama),
+            "qwen2" => (RopeLayout::Neox, true, DecoderStyle::Llama),
+            "gpt2" => (RopeLayout::Neox, true, DecoderStyle::Gpt2),
             _ => return Err(ModelError::UnknownArch { path, arch }),
         };
         let key = |k: &str| format!("{arch}.{k}");
@@ -173,10 +190,14 @@ impl LlamaConfig {
             rot_dims,
             rope_theta: real("rope.freq_base", Some(10_000.0))?,
             rope_layout,
-            rms_eps: real("attention.layer_norm_rms_epsilon", None)?,
+            norm_eps: match style {
+                DecoderStyle::Llama => real("attention.layer_norm_rms_epsilon", None)?,
+                DecoderStyle::Gpt2 => real("attention.layer_norm_epsilon", None)?,
+            },
             context: count("context_length")?,
             qkv_bias,
             tied_embeddings: f.tensor("output.weight").is_none(),
+            style,
             arch,
         })
     }
@@ -308,6 +329,45 @@ pub fn build_graph(
     }
     let embd = param(&mut b, "token_embd.weight", &[cfg.vocab, d])?;
     let mut x = b.gather(embd, tokens)?;
+    let gpt2 = cfg.style == DecoderStyle::Gpt2;
+    if gpt2 {
+        let table = param(&mut b, "position_embd.weight", &[cfg.context, d])?;
+        let at = b.gather(table, pos)?;
+        x = b.add(x, at)?;
+    }
+    // RMS norm (llama) or layer norm with a bias (gpt2) of `x`, weights `{name}.weight`.
+    let norm =
+        |b: &mut Builder,
+         param: &mut dyn FnMut(&mut Builder, &str, &[usize]) -> Result<NodeId, ModelError>,
+         x: NodeId,
+         name: &str|
+         -> Result<NodeId, ModelError> {
+            let w = param(b, &format!("{name}.weight"), &[d])?;
+            Ok(if gpt2 {
+                let bias = param(b, &format!("{name}.bias"), &[d])?;
+                b.layer_norm(x, w, bias, cfg.norm_eps)?
+            } else {
+                b.rms_norm(x, w, cfg.norm_eps)?
+            })
+        };
+    // `x W^T (+ bias)`: the projection `{name}.weight` of `rows` outputs.
+    let linear =
+        |b: &mut Builder,
+         param: &mut dyn FnMut(&mut Builder, &str, &[usize]) -> Result<NodeId, ModelError>,
+         x: NodeId,
+         name: &str,
+         (rows, cols): (usize, usize),
+         bias: bool|
+         -> Result<NodeId, ModelError> {
+            let w = param(b, &format!("{name}.weight"), &[rows, cols])?;
+            let y = b.matmul_t(x, w, false, true)?;
+            Ok(if bias {
+                let bn = param(b, &format!("{name}.bias"), &[rows])?;
+                b.add(y, bn)?
+            } else {
+                y
+            })
+        };
 
     // Causal mask from positions: key j is hidden from query i when its position is
     // later than the query's.
@@ -322,29 +382,45 @@ pub fn build_graph(
 
     for (l, &(k_cache, v_cache)) in caches.iter().enumerate() {
         let p = |s: &str| format!("blk.{l}.{s}");
-        let attn_norm = param(&mut b, &p("attn_norm.weight"), &[d])?;
-        let h = b.rms_norm(x, attn_norm, cfg.rms_eps)?;
-        let mut proj =
-            |b: &mut Builder, w: &str, bias: &str, rows: usize| -> Result<NodeId, ModelError> {
-                let wn = param(b, &p(w), &[rows, d])?;
-                let y = b.matmul_t(h, wn, false, true)?;
-                if cfg.qkv_bias {
-                    let bn = param(b, &p(bias), &[rows])?;
-                    Ok(b.add(y, bn)?)
-                } else {
-                    Ok(y)
-                }
+        let h = norm(&mut b, &mut param, x, &p("attn_norm"))?;
+        let (q, k, v) = if gpt2 {
+            // One projection whose rows are Q, then K, then V.
+            let (qn, kn) = (nh * hd, nkv * hd);
+            let qkv = linear(
+                &mut b,
+                &mut param,
+                h,
+                &p("attn_qkv"),
+                (qn + 2 * kn, d),
+                true,
+            )?;
+            let part = |b: &mut Builder, start: usize, n: usize| {
+                b.slice(qkv, 1, start as i64, (start + n) as i64, 1)
             };
-        let q = proj(&mut b, "attn_q.weight", "attn_q.bias", nh * hd)?;
-        let k = proj(&mut b, "attn_k.weight", "attn_k.bias", nkv * hd)?;
-        let v = proj(&mut b, "attn_v.weight", "attn_v.bias", nkv * hd)?;
+            (
+                part(&mut b, 0, qn)?,
+                part(&mut b, qn, kn)?,
+                part(&mut b, qn + kn, kn)?,
+            )
+        } else {
+            let mut proj = |b: &mut Builder, name: &str, rows: usize| {
+                linear(b, &mut param, h, &p(name), (rows, d), cfg.qkv_bias)
+            };
+            (
+                proj(&mut b, "attn_q", nh * hd)?,
+                proj(&mut b, "attn_k", nkv * hd)?,
+                proj(&mut b, "attn_v", nkv * hd)?,
+            )
+        };
         let heads = |b: &mut Builder, t: NodeId, n: usize| {
             b.reshape(t, vec![seq.clone(), Dim::from(n), Dim::from(hd)])
         };
-        let q = heads(&mut b, q, nh)?;
-        let q = b.rope(q, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
-        let k = heads(&mut b, k, nkv)?;
-        let k = b.rope(k, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
+        let mut q = heads(&mut b, q, nh)?;
+        let mut k = heads(&mut b, k, nkv)?;
+        if !gpt2 {
+            q = b.rope(q, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
+            k = b.rope(k, pos, cfg.rope_layout, cfg.rope_theta, cfg.rot_dims)?;
+        }
         let v = heads(&mut b, v, nkv)?;
         b.output(&format!("k_new.{l}"), k);
         b.output(&format!("v_new.{l}"), v);
@@ -373,24 +449,30 @@ pub fn build_graph(
         let att = b.matmul(probs, v)?; // [nkv, group, seq, hd]
         let att = b.permute(att, &[2, 0, 1, 3])?;
         let att = b.reshape(att, vec![seq.clone(), Dim::from(nh * hd)])?;
-        let wo = param(&mut b, &p("attn_output.weight"), &[d, nh * hd])?;
-        let o = b.matmul_t(att, wo, false, true)?;
+        let o = linear(
+            &mut b,
+            &mut param,
+            att,
+            &p("attn_output"),
+            (d, nh * hd),
+            gpt2,
+        )?;
         x = b.add(x, o)?;
 
-        let ffn_norm = param(&mut b, &p("ffn_norm.weight"), &[d])?;
-        let h = b.rms_norm(x, ffn_norm, cfg.rms_eps)?;
-        let wg = param(&mut b, &p("ffn_gate.weight"), &[cfg.ff, d])?;
-        let wu = param(&mut b, &p("ffn_up.weight"), &[cfg.ff, d])?;
-        let wd = param(&mut b, &p("ffn_down.weight"), &[d, cfg.ff])?;
-        let gate = b.matmul_t(h, wg, false, true)?;
-        let up = b.matmul_t(h, wu, false, true)?;
-        let act = b.unary(UnaryOp::Silu, gate)?;
-        let act = b.mul(act, up)?;
-        let down = b.matmul_t(act, wd, false, true)?;
+        let h = norm(&mut b, &mut param, x, &p("ffn_norm"))?;
+        let act = if gpt2 {
+            let up = linear(&mut b, &mut param, h, &p("ffn_up"), (cfg.ff, d), true)?;
+            b.unary(UnaryOp::GeluTanh, up)?
+        } else {
+            let gate = linear(&mut b, &mut param, h, &p("ffn_gate"), (cfg.ff, d), false)?;
+            let up = linear(&mut b, &mut param, h, &p("ffn_up"), (cfg.ff, d), false)?;
+            let act = b.unary(UnaryOp::Silu, gate)?;
+            b.mul(act, up)?
+        };
+        let down = linear(&mut b, &mut param, act, &p("ffn_down"), (d, cfg.ff), gpt2)?;
         x = b.add(x, down)?;
     }
-    let out_norm = param(&mut b, "output_norm.weight", &[d])?;
-    let x = b.rms_norm(x, out_norm, cfg.rms_eps)?;
+    let x = norm(&mut b, &mut param, x, "output_norm")?;
     let head = if cfg.tied_embeddings {
         embd
     } else {

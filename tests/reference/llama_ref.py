@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent NumPy implementation of llama-family decoders (llama, qwen2) reading
+"""An independent NumPy implementation of decoder-only transformers (llama, qwen2, gpt2) reading
 GGUF files through the `gguf` package, in float64: the reference kiln's logits are
 checked against.
 
@@ -69,7 +69,7 @@ def load(path: str):
         heads=heads,
         kv_heads=int(k("attention.head_count_kv", heads)),
         theta=float(k("rope.freq_base", 10000.0)),
-        eps=float(k("attention.layer_norm_rms_epsilon")),
+        eps=float(k("attention.layer_norm_epsilon" if arch == "gpt2" else "attention.layer_norm_rms_epsilon")),
     )
     cfg["head_dim"] = cfg["embd"] // heads
     cfg["rot"] = int(k("rope.dimension_count", cfg["head_dim"]))
@@ -84,6 +84,16 @@ def load(path: str):
 
 def rms_norm(x, weight, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def layer_norm(x, weight, bias, eps):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def rope(x, pos, theta, rot, neox):
@@ -109,17 +119,33 @@ def forward(cfg, w, tokens):
     pos = np.arange(seq, dtype=np.float64)
     nh, nkv, hd = cfg["heads"], cfg["kv_heads"], cfg["head_dim"]
     neox = cfg["arch"] == "qwen2"
+    gpt2 = cfg["arch"] == "gpt2"
     x = w["token_embd.weight"][tokens]
+    if gpt2:
+        x = x + w["position_embd.weight"][:seq]
+
+    def norm(x, name):
+        if gpt2:
+            return layer_norm(x, w[name + ".weight"], w[name + ".bias"], cfg["eps"])
+        return rms_norm(x, w[name + ".weight"], cfg["eps"])
+
+    def linear(x, name, bias):
+        y = mm(x, w, name + ".weight")
+        return y + w[name + ".bias"] if bias else y
+
     mask = np.triu(np.full((seq, seq), -np.inf), k=1)
     for l in range(cfg["layers"]):
         p = f"blk.{l}."
-        h = rms_norm(x, w[p + "attn_norm.weight"], cfg["eps"])
-        q, k, v = (mm(h, w, p + f"attn_{n}.weight") for n in "qkv")
-        if neox:
-            q, k, v = q + w[p + "attn_q.bias"], k + w[p + "attn_k.bias"], v + w[p + "attn_v.bias"]
-        q = rope(q.reshape(seq, nh, hd), pos, cfg["theta"], cfg["rot"], neox)
-        k = rope(k.reshape(seq, nkv, hd), pos, cfg["theta"], cfg["rot"], neox)
-        v = v.reshape(seq, nkv, hd)
+        h = norm(x, p + "attn_norm")
+        if gpt2:
+            qkv = linear(h, p + "attn_qkv", True)
+            q, k, v = qkv[:, : nh * hd], qkv[:, nh * hd : (nh + nkv) * hd], qkv[:, (nh + nkv) * hd :]
+        else:
+            q, k, v = (linear(h, p + f"attn_{n}", neox) for n in "qkv")
+        q, k, v = q.reshape(seq, nh, hd), k.reshape(seq, nkv, hd), v.reshape(seq, nkv, hd)
+        if not gpt2:
+            q = rope(q, pos, cfg["theta"], cfg["rot"], neox)
+            k = rope(k, pos, cfg["theta"], cfg["rot"], neox)
         out = np.empty((seq, nh, hd))
         for head in range(nh):
             kv = head // (nh // nkv)
@@ -127,12 +153,15 @@ def forward(cfg, w, tokens):
             s = np.exp(s - s.max(axis=-1, keepdims=True))
             s /= s.sum(axis=-1, keepdims=True)
             out[:, head, :] = s @ v[:, kv, :]
-        x = x + mm(out.reshape(seq, nh * hd), w, p + "attn_output.weight")
-        h = rms_norm(x, w[p + "ffn_norm.weight"], cfg["eps"])
-        g = mm(h, w, p + "ffn_gate.weight")
-        u = mm(h, w, p + "ffn_up.weight")
-        x = x + mm((g / (1.0 + np.exp(-g))) * u, w, p + "ffn_down.weight")
-    x = rms_norm(x, w["output_norm.weight"], cfg["eps"])
+        x = x + linear(out.reshape(seq, nh * hd), p + "attn_output", gpt2)
+        h = norm(x, p + "ffn_norm")
+        if gpt2:
+            act = gelu_tanh(linear(h, p + "ffn_up", True))
+        else:
+            g = mm(h, w, p + "ffn_gate.weight")
+            act = (g / (1.0 + np.exp(-g))) * mm(h, w, p + "ffn_up.weight")
+        x = x + linear(act, p + "ffn_down", gpt2)
+    x = norm(x, "output_norm")
     return mm(x, w, "output.weight" if "output.weight" in w else "token_embd.weight")
 
 

@@ -7,7 +7,8 @@ Files: tiny-llama-{F32,F16,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1}.gguf (grouped-query attenti
 output, a SentencePiece vocabulary), tiny-llama-{Q4_K_M,Q5_K_M}.gguf (the same, 256 wide so
 rows are whole K-quant blocks, with llama.cpp's mixes of types per tensor) and
 tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings, a byte-level BPE
-vocabulary). Weights
+vocabulary), tiny-gpt2-{F32,Q8_0}.gguf (learned positions, layer norms, fused QKV, GELU,
+biases, tied embeddings, a gpt2 BPE vocabulary). Weights
 come from numpy's PCG64 with a fixed seed, so every run writes the same bytes.
 """
 import sys
@@ -33,6 +34,8 @@ TOKEN_TYPES = [2, 3, 3] + [6] * 256 + [1] * len(PIECES)
 TOKEN_SCORES = [0.0] * 259 + [-float(i) for i in range(len(PIECES))]
 
 CONFIG = dict(vocab=len(TOKENS), embd=64, heads=4, kv_heads=2, layers=2, ff=128, context=128)
+# gpt2 has one key/value head per query head.
+GPT2_CONFIG = dict(CONFIG, kv_heads=CONFIG["heads"])
 # K-quant blocks hold 256 elements, so every row of the K-quant models is a multiple of it.
 CONFIG_K = dict(CONFIG, embd=256, ff=512)
 
@@ -123,6 +126,8 @@ def tensors(arch: str, rng: np.random.Generator, c: dict = CONFIG) -> dict:
     w = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
     norm = lambda: (1.0 + 0.1 * rng.standard_normal(d)).astype(np.float32)
     t = {"token_embd.weight": w(c["vocab"], d)}
+    if arch == "gpt2":
+        return gpt2_tensors(t, w, norm, rng, c)
     for l in range(c["layers"]):
         p = f"blk.{l}."
         t[p + "attn_norm.weight"] = norm()
@@ -144,6 +149,24 @@ def tensors(arch: str, rng: np.random.Generator, c: dict = CONFIG) -> dict:
     return t
 
 
+def gpt2_tensors(t: dict, w, norm, rng: np.random.Generator, c: dict) -> dict:
+    """gpt2's: learned positions, layer norms and projections with biases, a fused QKV
+    projection (rows Q, K, V), a GELU MLP, tied output."""
+    d = c["embd"]
+    bias = lambda n: (0.1 * rng.standard_normal(n)).astype(np.float32)
+    t["position_embd.weight"] = (0.1 * rng.standard_normal((c["context"], d))).astype(np.float32)
+    for l in range(c["layers"]):
+        p = f"blk.{l}."
+        t[p + "attn_norm.weight"], t[p + "attn_norm.bias"] = norm(), bias(d)
+        t[p + "attn_qkv.weight"], t[p + "attn_qkv.bias"] = w(3 * d, d), bias(3 * d)
+        t[p + "attn_output.weight"], t[p + "attn_output.bias"] = w(d, d), bias(d)
+        t[p + "ffn_norm.weight"], t[p + "ffn_norm.bias"] = norm(), bias(d)
+        t[p + "ffn_up.weight"], t[p + "ffn_up.bias"] = w(c["ff"], d), bias(c["ff"])
+        t[p + "ffn_down.weight"], t[p + "ffn_down.bias"] = w(d, c["ff"]), bias(d)
+    t["output_norm.weight"], t["output_norm.bias"] = norm(), bias(d)
+    return t
+
+
 def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
     """`qtype` is a GGML type or the name of a K-quant mix (`MIXES`)."""
     rng = np.random.default_rng(seed)
@@ -154,10 +177,13 @@ def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
     w.add_block_count(c["layers"])
     w.add_feed_forward_length(c["ff"])
     w.add_head_count(c["heads"])
-    w.add_head_count_kv(c["kv_heads"])
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(c["embd"] // c["heads"])
+    if arch == "gpt2":
+        w.add_layer_norm_eps(1e-5)
+    else:
+        w.add_head_count_kv(c["kv_heads"])
+        w.add_rope_freq_base(10000.0)
+        w.add_layer_norm_rms_eps(1e-5)
+        w.add_rope_dimension_count(c["embd"] // c["heads"])
     if arch == "llama":
         tokens, types, scores = vocabulary(c["vocab"])
         w.add_tokenizer_model("llama")
@@ -169,7 +195,7 @@ def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
     else:
         tokens, types, merges = bpe_vocabulary(c["vocab"])
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre("qwen2")
+        w.add_tokenizer_pre("gpt2" if arch == "gpt2" else "qwen2")
         w.add_token_list(tokens)
         w.add_token_types(types)
         w.add_token_merges(merges)
@@ -197,6 +223,8 @@ def main() -> None:
     for mix in MIXES:
         write(out / f"tiny-llama-{mix}.gguf", "llama", mix, seed=1, c=CONFIG_K)
     write(out / "tiny-qwen2-F32.gguf", "qwen2", T.F32, seed=2)
+    for qtype in [T.F32, T.Q8_0]:
+        write(out / f"tiny-gpt2-{qtype.name}.gguf", "gpt2", qtype, seed=4, c=GPT2_CONFIG)
 
 
 if __name__ == "__main__":
