@@ -286,6 +286,9 @@ pub enum Storage {
 /// Called with each parameter's name and row-major (f32) shape; says how its data is stored.
 pub type WeightSink<'a> = dyn FnMut(&str, &[usize]) -> Result<Storage, ModelError> + 'a;
 
+/// Declares a parameter in the graph (and supplies its data): what the block builders call.
+type ParamFn<'a> = dyn FnMut(&mut Builder, &str, &[usize]) -> Result<NodeId, ModelError> + 'a;
+
 /// The forward graph of `cfg`. `weight(name, shape)` is called for every parameter the
 /// graph declares, so the caller can supply (and check) its data.
 pub fn build_graph(
@@ -336,38 +339,36 @@ pub fn build_graph(
         x = b.add(x, at)?;
     }
     // RMS norm (llama) or layer norm with a bias (gpt2) of `x`, weights `{name}.weight`.
-    let norm =
-        |b: &mut Builder,
-         param: &mut dyn FnMut(&mut Builder, &str, &[usize]) -> Result<NodeId, ModelError>,
-         x: NodeId,
-         name: &str|
-         -> Result<NodeId, ModelError> {
-            let w = param(b, &format!("{name}.weight"), &[d])?;
-            Ok(if gpt2 {
-                let bias = param(b, &format!("{name}.bias"), &[d])?;
-                b.layer_norm(x, w, bias, cfg.norm_eps)?
-            } else {
-                b.rms_norm(x, w, cfg.norm_eps)?
-            })
-        };
+    let norm = |b: &mut Builder,
+                param: &mut ParamFn<'_>,
+                x: NodeId,
+                name: &str|
+     -> Result<NodeId, ModelError> {
+        let w = param(b, &format!("{name}.weight"), &[d])?;
+        Ok(if gpt2 {
+            let bias = param(b, &format!("{name}.bias"), &[d])?;
+            b.layer_norm(x, w, bias, cfg.norm_eps)?
+        } else {
+            b.rms_norm(x, w, cfg.norm_eps)?
+        })
+    };
     // `x W^T (+ bias)`: the projection `{name}.weight` of `rows` outputs.
-    let linear =
-        |b: &mut Builder,
-         param: &mut dyn FnMut(&mut Builder, &str, &[usize]) -> Result<NodeId, ModelError>,
-         x: NodeId,
-         name: &str,
-         (rows, cols): (usize, usize),
-         bias: bool|
-         -> Result<NodeId, ModelError> {
-            let w = param(b, &format!("{name}.weight"), &[rows, cols])?;
-            let y = b.matmul_t(x, w, false, true)?;
-            Ok(if bias {
-                let bn = param(b, &format!("{name}.bias"), &[rows])?;
-                b.add(y, bn)?
-            } else {
-                y
-            })
-        };
+    let linear = |b: &mut Builder,
+                  param: &mut ParamFn<'_>,
+                  x: NodeId,
+                  name: &str,
+                  (rows, cols): (usize, usize),
+                  bias: bool|
+     -> Result<NodeId, ModelError> {
+        let w = param(b, &format!("{name}.weight"), &[rows, cols])?;
+        let y = b.matmul_t(x, w, false, true)?;
+        Ok(if bias {
+            let bn = param(b, &format!("{name}.bias"), &[rows])?;
+            b.add(y, bn)?
+        } else {
+            y
+        })
+    };
 
     // Causal mask from positions: key j is hidden from query i when its position is
     // later than the query's.
