@@ -3,6 +3,7 @@
 
 pub mod assemble;
 pub mod atomic_file;
+pub mod embed;
 pub mod generate;
 pub mod gguf_cache;
 pub mod kernel_bench;

@@ -29,6 +29,8 @@ enum Command {
     Compile(cli::compile::Args),
     /// Run an artifact (or a .gguf model, compiled and cached on first use) on this host
     Run(cli::run::Args),
+    /// Sentence embeddings from an encoder (a BERT .gguf or its artifact), as JSON or .npy
+    Embed(cli::embed::Args),
     /// Show what an artifact holds: targets, kernels, arena, weights
     Inspect(cli::inspect::Args),
     /// List the targets this build can emit and this host can run
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compile(a) => cli::compile::run(a),
         Command::Run(a) => cli::run::run(a),
+        Command::Embed(a) => cli::embed::run(a),
         Command::Inspect(a) => cli::inspect::run(a),
         Command::Targets => cli::targets::run(),
         Command::Bench(a) => cli::bench::run(a),

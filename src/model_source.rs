@@ -1,5 +1,5 @@
 //! Where a model comes from: a `.kir` file (with weights from a safetensors file or a seed),
-//! a GGUF file (llama-family decoders), or a built-in model.
+//! a GGUF file (decoders and BERT encoders), or a built-in model.
 
 use anyhow::{bail, Context, Result};
 use kiln_models::{Model, Weights};
@@ -28,7 +28,7 @@ pub fn load(spec: &str, weights: Option<&Path>, seed: Option<u64>) -> Result<Mod
                 bail!("{}: a GGUF file holds its own weights; --weights and --seed apply to .kir files", path.display());
             }
             let file = kiln_models::gguf::GgufFile::open(path)?;
-            return Ok(kiln_models::llama::load(&file)?);
+            return Ok(kiln_models::load_gguf(&file)?);
         }
         Some(ext) => bail!("{}: unsupported model format `.{ext}` (kiln reads .gguf models, .kir graphs and built-in models: {})", path.display(), kiln_models::BUILTIN_NAMES.join(", ")),
         None => bail!("{}: no file extension; kiln reads .gguf models and .kir graphs", path.display()),

@@ -3,6 +3,7 @@
 //! table, zero-copy data, dequantization); the MLP here and the built-in demo model need
 //! no file at all.
 
+pub mod bert;
 pub mod gguf;
 pub mod llama;
 pub mod mlp;
@@ -19,6 +20,15 @@ pub struct Model {
     pub weights: Weights,
     /// The vocabulary, for models that read and write text.
     pub vocab: Option<tokenizer::Vocab>,
+}
+
+/// The model in a GGUF file, built by its `general.architecture`: BERT encoders, or the
+/// decoders `llama` builds (which names every architecture kiln reads when it is none).
+pub fn load_gguf(f: &gguf::GgufFile) -> Result<Model, llama::ModelError> {
+    match f.get("general.architecture").and_then(|v| v.as_str()) {
+        Some("bert") => bert::load(f),
+        _ => llama::load(f),
+    }
 }
 
 /// The model `kiln` uses when none is given: small enough to compile in a second, large

@@ -25,7 +25,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
     #[error(
-        "{path}: architecture `{arch}` is not supported (kiln builds: llama, mistral, qwen2, gpt2)"
+        "{path}: architecture `{arch}` is not supported (kiln builds: llama, mistral, qwen2, gpt2, bert)"
     )]
     UnknownArch { path: String, arch: String },
     #[error("{path}: metadata key `{key}` is missing")]
@@ -203,40 +203,12 @@ impl LlamaConfig {
     }
 }
 
-/// Builds the model in `f`: its graph and its weights. Matrices in a block format the
-/// compiler decodes (`GgmlType::quant_format`) stay in it and f16/bf16 matrices stay half
-/// (the graph decodes or widens them where they are read); other types become f32.
+/// Builds the model in `f`: its graph and its weights (stored by `store_tensor`).
 pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
     let cfg = LlamaConfig::from_gguf(f)?;
     let mut weights = Weights::default();
     let graph = build_graph(&cfg, &mut |name, shape| {
-        let t = tensor_checked(f, name, shape)?;
-        // The reader checked every tensor's extent against its shape and type.
-        let stored = |dtype: DType, shape: Vec<usize>, bytes: Vec<u8>| {
-            Weight::from_bytes(dtype, shape, bytes).expect("the file's extents were checked")
-        };
-        if let (Some(format), [rows, _]) = (t.ggml_type.quant_format(), shape) {
-            let bytes = f.data(t);
-            let row_bytes = bytes.len() / rows;
-            let w = stored(DType::U8, vec![*rows, row_bytes], bytes.to_vec());
-            weights.insert_weight(name, w);
-            return Ok(Storage::Blocks(format));
-        }
-        // Half matrices stay half (the file's bytes; converted where they are read);
-        // everything else (norms, vectors) becomes f32.
-        let (dtype, bytes) = match (t.ggml_type, shape) {
-            (GgmlType::F16, [_, _]) => (DType::F16, f.data(t).to_vec()),
-            (GgmlType::BF16, [_, _]) => (DType::BF16, f.data(t).to_vec()),
-            _ => (
-                DType::F32,
-                f.dequantize(t)
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
-        };
-        weights.insert_weight(name, stored(dtype, shape.to_vec(), bytes));
-        Ok(Storage::Float(dtype))
+        store_tensor(f, &mut weights, name, shape)
     })?;
     let name = f
         .get("general.name")
@@ -252,6 +224,45 @@ pub fn load(f: &GgufFile) -> Result<Model, ModelError> {
         weights,
         vocab,
     })
+}
+
+/// Puts tensor `name` of `f` (checked against `shape`) into `weights` as kiln stores it:
+/// matrices in a block format the compiler decodes (`GgmlType::quant_format`) stay in it,
+/// f16/bf16 matrices stay half (the graph decodes or widens them where they are read),
+/// other tensors become f32.
+pub(crate) fn store_tensor(
+    f: &GgufFile,
+    weights: &mut Weights,
+    name: &str,
+    shape: &[usize],
+) -> Result<Storage, ModelError> {
+    let t = tensor_checked(f, name, shape)?;
+    // The reader checked every tensor's extent against its shape and type.
+    let stored = |dtype: DType, shape: Vec<usize>, bytes: Vec<u8>| {
+        Weight::from_bytes(dtype, shape, bytes).expect("the file's extents were checked")
+    };
+    if let (Some(format), [rows, _]) = (t.ggml_type.quant_format(), shape) {
+        let bytes = f.data(t);
+        let row_bytes = bytes.len() / rows;
+        let w = stored(DType::U8, vec![*rows, row_bytes], bytes.to_vec());
+        weights.insert_weight(name, w);
+        return Ok(Storage::Blocks(format));
+    }
+    // Half matrices stay half (the file's bytes; converted where they are read);
+    // everything else (norms, vectors) becomes f32.
+    let (dtype, bytes) = match (t.ggml_type, shape) {
+        (GgmlType::F16, [_, _]) => (DType::F16, f.data(t).to_vec()),
+        (GgmlType::BF16, [_, _]) => (DType::BF16, f.data(t).to_vec()),
+        _ => (
+            DType::F32,
+            f.dequantize(t)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+    };
+    weights.insert_weight(name, stored(dtype, shape.to_vec(), bytes));
+    Ok(Storage::Float(dtype))
 }
 
 fn tensor_checked<'f>(
@@ -286,6 +297,33 @@ pub enum Storage {
 /// Called with each parameter's name and row-major (f32) shape; says how its data is stored.
 pub type WeightSink<'a> = dyn FnMut(&str, &[usize]) -> Result<Storage, ModelError> + 'a;
 
+/// Declares parameter `name` of f32 shape `shape`, stored as `storage`, and returns its
+/// f32 value: half weights widened, block rows decoded where they are read.
+pub(crate) fn declare(
+    b: &mut Builder,
+    name: &str,
+    shape: &[usize],
+    storage: Storage,
+) -> Result<NodeId, ModelError> {
+    match storage {
+        Storage::Float(dtype) => {
+            let dims: Vec<Dim> = shape.iter().map(|&n| Dim::from(n)).collect();
+            let p = b.param(name, dtype, dims)?;
+            Ok(if dtype == DType::F32 {
+                p
+            } else {
+                b.cast(p, DType::F32)?
+            })
+        }
+        Storage::Blocks(format) => {
+            let (rows, cols) = (shape[0], shape[shape.len() - 1]);
+            let row_bytes = cols / format.block_elems() * format.block_bytes();
+            let raw = b.param(name, DType::U8, [rows, row_bytes])?;
+            Ok(b.dequant(raw, format)?)
+        }
+    }
+}
+
 /// Declares a parameter in the graph (and supplies its data): what the block builders call.
 type ParamFn<'a> = dyn FnMut(&mut Builder, &str, &[usize]) -> Result<NodeId, ModelError> + 'a;
 
@@ -296,24 +334,9 @@ pub fn build_graph(
     weight: &mut WeightSink<'_>,
 ) -> Result<kiln_ir::Graph, ModelError> {
     let mut b = Builder::new();
-    let mut param = |b: &mut Builder, name: &str, shape: &[usize]| -> Result<NodeId, ModelError> {
-        match weight(name, shape)? {
-            Storage::Float(dtype) => {
-                let dims: Vec<Dim> = shape.iter().map(|&n| Dim::from(n)).collect();
-                let p = b.param(name, dtype, dims)?;
-                Ok(if dtype == DType::F32 {
-                    p
-                } else {
-                    b.cast(p, DType::F32)?
-                })
-            }
-            Storage::Blocks(format) => {
-                let (rows, cols) = (shape[0], shape[shape.len() - 1]);
-                let row_bytes = cols / format.block_elems() * format.block_bytes();
-                let raw = b.param(name, DType::U8, [rows, row_bytes])?;
-                Ok(b.dequant(raw, format)?)
-            }
-        }
+    let mut param = |b: &mut Builder, name: &str, shape: &[usize]| {
+        let storage = weight(name, shape)?;
+        declare(b, name, shape, storage)
     };
     let seq = Dim::sym("seq");
     let (d, hd, nh, nkv) = (cfg.embd, cfg.head_dim, cfg.heads, cfg.kv_heads);

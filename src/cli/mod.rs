@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_model;
 pub mod compile;
+pub mod embed;
 pub mod inspect;
 pub mod run;
 pub mod targets;

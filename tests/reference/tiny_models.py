@@ -8,7 +8,8 @@ output, a SentencePiece vocabulary), tiny-llama-{Q4_K_M,Q5_K_M}.gguf (the same, 
 rows are whole K-quant blocks, with llama.cpp's mixes of types per tensor) and
 tiny-qwen2-F32.gguf (q/k/v biases, neox rope, tied embeddings, a byte-level BPE
 vocabulary), tiny-gpt2-{F32,Q8_0}.gguf (learned positions, layer norms, fused QKV, GELU,
-biases, tied embeddings, a gpt2 BPE vocabulary). Weights
+biases, tied embeddings, a gpt2 BPE vocabulary), tiny-bert-{F32,Q8_0}.gguf (a BERT
+encoder with a WordPiece vocabulary, mean pooling). Weights
 come from numpy's PCG64 with a fixed seed, so every run writes the same bytes.
 """
 import sys
@@ -215,6 +216,73 @@ def write(path: Path, arch: str, qtype, seed: int, c: dict = CONFIG) -> None:
     w.close()
 
 
+BERT_WORDS = ["the", "cat", "sat", "on", "mat", "dog", "and", "kiln", "compiles", "model"]
+BERT_PIECES = ["at", "ing", "s", "ed", "er"]
+BERT_CONFIG = dict(embd=64, heads=4, layers=2, ff=128, context=64)
+
+
+def bert_vocabulary() -> tuple:
+    """llama.cpp's GGUF spelling of a WordPiece vocabulary: specials, then `▁`-prefixed
+    word starts (single characters and whole words), then bare continuations."""
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'-")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens = specials + ["\u2581" + c for c in chars] + ["\u2581" + w for w in BERT_WORDS]
+    tokens += chars + BERT_PIECES
+    types = [3, 2, 3, 3, 3] + [1] * (len(tokens) - len(specials))
+    return tokens, types
+
+
+def write_bert(path: Path, qtype, seed: int) -> None:
+    """A tiny BERT encoder (llama.cpp's `bert` tensors and keys), mean pooling."""
+    rng = np.random.default_rng(seed)
+    c = BERT_CONFIG
+    d, ff = c["embd"], c["ff"]
+    tokens, types = bert_vocabulary()
+    w = lambda *shape: (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    vec = lambda n, scale=0.1, base=0.0: (base + scale * rng.standard_normal(n)).astype(np.float32)
+    t = {
+        "token_embd.weight": w(len(tokens), d),
+        "position_embd.weight": vec((c["context"], d)),
+        "token_types.weight": vec((2, d)),
+        "token_embd_norm.weight": vec(d, base=1.0),
+        "token_embd_norm.bias": vec(d),
+    }
+    for l in range(c["layers"]):
+        p = f"blk.{l}."
+        for n in ["attn_q", "attn_k", "attn_v", "attn_output"]:
+            t[p + n + ".weight"], t[p + n + ".bias"] = w(d, d), vec(d)
+        t[p + "attn_output_norm.weight"], t[p + "attn_output_norm.bias"] = vec(d, base=1.0), vec(d)
+        t[p + "ffn_up.weight"], t[p + "ffn_up.bias"] = w(ff, d), vec(ff)
+        t[p + "ffn_down.weight"], t[p + "ffn_down.bias"] = w(d, ff), vec(d)
+        t[p + "layer_output_norm.weight"], t[p + "layer_output_norm.bias"] = vec(d, base=1.0), vec(d)
+    g = gguf.GGUFWriter(str(path), arch="bert")
+    g.add_name("tiny-bert")
+    g.add_context_length(c["context"])
+    g.add_embedding_length(d)
+    g.add_block_count(c["layers"])
+    g.add_feed_forward_length(ff)
+    g.add_head_count(c["heads"])
+    g.add_layer_norm_eps(1e-12)
+    g.add_causal_attention(False)
+    g.add_pooling_type(gguf.PoolingType.MEAN)
+    g.add_tokenizer_model("bert")
+    g.add_token_list(tokens)
+    g.add_token_types(types)
+    g.add_bos_token_id(tokens.index("[CLS]"))
+    g.add_sep_token_id(tokens.index("[SEP]"))
+    g.add_unk_token_id(tokens.index("[UNK]"))
+    g.add_pad_token_id(tokens.index("[PAD]"))
+    for name, data in t.items():
+        if data.ndim == 1 or qtype == T.F32:
+            g.add_tensor(name, data)
+        else:
+            g.add_tensor(name, encode(data, qtype), raw_dtype=qtype)
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -225,6 +293,7 @@ def main() -> None:
     write(out / "tiny-qwen2-F32.gguf", "qwen2", T.F32, seed=2)
     for qtype in [T.F32, T.Q8_0]:
         write(out / f"tiny-gpt2-{qtype.name}.gguf", "gpt2", qtype, seed=4, c=GPT2_CONFIG)
+        write_bert(out / f"tiny-bert-{qtype.name}.gguf", qtype, seed=5)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 //! Tokenizers from a GGUF vocabulary: SentencePiece-style (`tokenizer.ggml.model =
-//! "llama"`, `spm.rs`) and byte-level BPE (`"gpt2"`: gpt2, qwen2, llama 3; `bpe.rs`).
+//! "llama"`, `spm.rs`), byte-level BPE (`"gpt2"`: gpt2, qwen2, llama 3; `bpe.rs`) and
+//! WordPiece (`"bert"`; `wpm.rs`).
 //!
 //! The vocabulary travels inside the artifact (a JSON section), so `kiln run -p` needs
 //! nothing but the `.kiln` file.
 
 mod bpe;
 mod spm;
+mod wpm;
 
 use crate::gguf::{GgufFile, Value};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,9 @@ pub struct Vocab {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub add_bos: bool,
+    /// Appends EOS after the text (BERT's `[SEP]`).
+    #[serde(default)]
+    pub add_eos: bool,
     pub add_space_prefix: bool,
     /// Byte-level BPE: the merges in rank order (`"a b"`), and the pre-tokenizer's name.
     #[serde(default)]
@@ -104,10 +109,19 @@ impl Vocab {
         // llama.cpp's defaults: SentencePiece vocabularies start with BOS and a space,
         // byte-level ones with neither unless the file says so.
         let spm = model == "llama";
+        // BERT's text goes between [CLS] (its BOS) and [SEP] (llama.cpp's key is spelled
+        // `seperator`).
+        let bert = model == "bert";
+        let eos_key = if bert {
+            "tokenizer.ggml.seperator_token_id"
+        } else {
+            "tokenizer.ggml.eos_token_id"
+        };
         Ok(Some(Vocab {
             bos: id("tokenizer.ggml.bos_token_id")?,
-            eos: id("tokenizer.ggml.eos_token_id")?,
-            add_bos: flag("tokenizer.ggml.add_bos_token", spm),
+            eos: id(eos_key)?,
+            add_bos: flag("tokenizer.ggml.add_bos_token", spm || bert),
+            add_eos: flag("tokenizer.ggml.add_eos_token", bert),
             add_space_prefix: flag("tokenizer.ggml.add_space_prefix", spm),
             pre: f
                 .get("tokenizer.ggml.pre")
@@ -131,6 +145,7 @@ pub struct Tokenizer {
 enum Scheme {
     SentencePiece(Box<spm::SentencePiece>),
     ByteBpe(Box<bpe::ByteBpe>),
+    WordPiece(Box<wpm::WordPieces>),
 }
 
 impl Tokenizer {
@@ -141,10 +156,11 @@ impl Tokenizer {
         let scheme = match vocab.model.as_str() {
             "llama" => Scheme::SentencePiece(Box::new(spm::SentencePiece::new(&vocab))),
             "gpt2" => Scheme::ByteBpe(Box::new(bpe::ByteBpe::new(&vocab)?)),
+            "bert" => Scheme::WordPiece(Box::new(wpm::WordPieces::new(&vocab)?)),
             other => {
                 return Err(format!(
                     "tokenizer model `{other}` is not supported (kiln reads SentencePiece \
-                     `llama` and byte-level BPE `gpt2` vocabularies)"
+                     `llama`, byte-level BPE `gpt2` and WordPiece `bert` vocabularies)"
                 ))
             }
         };
@@ -159,18 +175,21 @@ impl Tokenizer {
         self.vocab.eos
     }
 
-    /// Token ids of `text`, after BOS when the vocabulary asks for it.
+    /// Token ids of `text`, after BOS and before EOS when the vocabulary asks for them.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
         let mut out = Vec::new();
         if self.vocab.add_bos {
             out.extend(self.vocab.bos);
         }
-        if text.is_empty() {
-            return Ok(out);
+        if !text.is_empty() {
+            match &self.scheme {
+                Scheme::SentencePiece(s) => s.encode(&self.vocab, text, &mut out)?,
+                Scheme::ByteBpe(b) => b.encode(text, &mut out)?,
+                Scheme::WordPiece(w) => w.encode(text, &mut out)?,
+            }
         }
-        match &self.scheme {
-            Scheme::SentencePiece(s) => s.encode(&self.vocab, text, &mut out)?,
-            Scheme::ByteBpe(b) => b.encode(text, &mut out)?,
+        if self.vocab.add_eos {
+            out.extend(self.vocab.eos);
         }
         Ok(out)
     }
@@ -181,6 +200,7 @@ impl Tokenizer {
         match &self.scheme {
             Scheme::SentencePiece(s) => s.piece(&self.vocab, id, first),
             Scheme::ByteBpe(b) => b.piece(&self.vocab, id),
+            Scheme::WordPiece(_) => wpm::WordPieces::piece(&self.vocab, id, first),
         }
     }
 

@@ -23,6 +23,7 @@ fn vocab(pieces: &[&str]) -> Vocab {
         bos: Some(1),
         eos: Some(2),
         add_bos: true,
+        add_eos: false,
         add_space_prefix: true,
         merges: Vec::new(),
         pre: None,
@@ -109,9 +110,9 @@ fn bos_and_space_prefix_follow_the_vocabulary() {
 #[test]
 fn other_tokenizer_models_are_named() {
     let mut v = vocab(&PIECES);
-    v.model = "bert".into();
+    v.model = "t5".into();
     let e = Tokenizer::new(v).err().unwrap();
-    assert!(e.contains("`bert`"), "{e}");
+    assert!(e.contains("`t5`"), "{e}");
 }
 
 /// A byte-level vocabulary: the 256 byte characters (GPT-2's table), the merges' results,
@@ -143,6 +144,7 @@ fn byte_vocab(pre: &str, merges: &[&str]) -> Vocab {
         bos: Some(n as u32 - 2),
         eos: Some(n as u32 - 2),
         add_bos: false,
+        add_eos: false,
         add_space_prefix: false,
         merges: merges.iter().map(|m| m.to_string()).collect(),
         pre: Some(pre.into()),

@@ -20,6 +20,6 @@ pub fn read_untrusted(bytes: &[u8]) -> Result<(), String> {
         let ids = tok.encode("Hello, kiln! 123")?;
         let _ = tok.decode(&ids);
     }
-    kiln_models::llama::load(&f).map_err(|e| e.to_string())?;
+    kiln_models::load_gguf(&f).map_err(|e| e.to_string())?;
     Ok(())
 }
