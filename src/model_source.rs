@@ -1,5 +1,6 @@
 //! Where a model comes from: a `.kir` file (with weights from a safetensors file or a seed),
-//! a GGUF file (decoders and BERT encoders), or a built-in model.
+//! a GGUF file (decoders and BERT encoders), a Hugging Face checkpoint folder (config.json
+//! and safetensors), or a built-in model.
 
 use anyhow::{bail, Context, Result};
 use kiln_models::{Model, Weights};
@@ -20,6 +21,12 @@ pub fn load(spec: &str, weights: Option<&Path>, seed: Option<u64>) -> Result<Mod
             "unknown built-in model `{spec}`; built-in models: {}",
             kiln_models::BUILTIN_NAMES.join(", ")
         );
+    }
+    if path.is_dir() {
+        if weights.is_some() || seed.is_some() {
+            bail!("{}: a checkpoint folder holds its own weights; --weights and --seed apply to .kir files", path.display());
+        }
+        return Ok(kiln_models::hf::load_dir(path)?);
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("kir") => {}

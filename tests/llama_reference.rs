@@ -183,6 +183,46 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
     eprintln!("{}", report.join("\n"));
 }
 
+/// Hugging Face checkpoint folders, written from the tiny GGUF files by `hf_checkpoint.py`
+/// (Q/K rows back in rotate_half order, F32 or F16 matrices, one file or shards), give the
+/// NumPy reference's logits for the GGUF file.
+#[test]
+fn hugging_face_checkpoints_match_the_numpy_reference() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    for (name, kind, shards, tolerance) in [
+        ("tiny-llama-F32", "F32", "1", 1e-5),
+        ("tiny-qwen2-F32", "F32", "2", 1e-5),
+        ("tiny-llama-F32", "F16", "1", 1e-3),
+    ] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let folder = dir.path().join(format!("{name}-hf-{kind}-{shards}"));
+        run_script(
+            "hf_checkpoint.py",
+            &[
+                gguf.as_os_str(),
+                folder.as_os_str(),
+                kind.as_ref(),
+                shards.as_ref(),
+            ],
+        );
+        let cfg = LlamaConfig::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
+        let model = kiln_models::hf::load_dir(&folder).unwrap();
+        let art = folder.with_extension("kiln");
+        let target: Target = TARGET.parse().unwrap();
+        let choices = kiln::assemble::Choices::new(BackendChoice::Llvm);
+        kiln::session::compile_with(&model, std::slice::from_ref(&target), &choices, &art).unwrap();
+        let mut session = Session::new(&art, None).unwrap();
+        let outs = run(&mut session, &Caches::empty(&cfg).inputs(&cfg, &TOKENS, 0));
+        let e = nmse(&outs["logits"].data, &reference_logits(&gguf));
+        eprintln!("{name} as a {kind} checkpoint in {shards} file(s): NMSE {e:.2e}");
+        assert!(e <= tolerance, "{name} ({kind}, {shards}): NMSE {e:.3e}");
+    }
+}
+
 /// Weights keep the file's narrow storage: half matrices stay f16, the block types the
 /// kernels decode stay raw blocks (every block type), only norms become f32.
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod gguf;
+pub mod hf;
 pub mod llama;
 pub mod mlp;
 pub mod safetensors;

@@ -48,6 +48,8 @@ pub enum ModelError {
     },
     #[error("{path}: vocabulary: {msg}")]
     Vocab { path: String, msg: String },
+    #[error("{path}: {msg}")]
+    Checkpoint { path: String, msg: String },
     #[error("building the graph: {0}")]
     Ir(#[from] IrError),
 }

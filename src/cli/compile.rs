@@ -8,7 +8,9 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model: a llama-family .gguf file, a .kir graph, or a built-in model (builtin:mlp)
+    /// The model: a .gguf file (llama, mistral, qwen2, gpt2, bert), a Hugging Face checkpoint
+    /// folder (config.json + safetensors: llama, mistral, qwen2), a .kir graph, or a built-in
+    /// model (builtin:mlp)
     pub model: String,
     /// A target to compile for; repeat or separate with commas for several (default: this build's default targets,
     /// or cpu:native)
