@@ -230,7 +230,11 @@ mod tests {
     #[test]
     fn bad_folders_are_named_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(err(dir.path()).contains("config.json"), "{}", err(dir.path()));
+        assert!(
+            err(dir.path()).contains("config.json"),
+            "{}",
+            err(dir.path())
+        );
         let config = |model_type: &str| {
             format!(
                 r#"{{"model_type": "{model_type}", "hidden_size": 64, "num_hidden_layers": 1,
