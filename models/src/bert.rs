@@ -7,7 +7,7 @@
 //! `kiln embed` normalises).
 
 use crate::gguf::GgufFile;
-use crate::llama::{declare, store_tensor, ModelError};
+use crate::llama::{declare, positive_count, store_tensor, ModelError};
 use crate::{Model, Weights};
 use kiln_ir::{Builder, DType, Dim, NodeId, ReduceOp, UnaryOp};
 
@@ -26,22 +26,7 @@ pub struct BertConfig {
 impl BertConfig {
     pub fn from_gguf(f: &GgufFile) -> Result<BertConfig, ModelError> {
         let path = f.path().display().to_string();
-        let count = |k: &str| -> Result<usize, ModelError> {
-            let k = format!("bert.{k}");
-            let v = f.get(&k).ok_or_else(|| ModelError::MissingKey {
-                path: path.clone(),
-                key: k.clone(),
-            })?;
-            match v.as_u64() {
-                Some(n) if n > 0 => Ok(n as usize),
-                _ => Err(ModelError::BadKey {
-                    path: path.clone(),
-                    key: k,
-                    value: v.to_string(),
-                    want: "expected a positive integer".into(),
-                }),
-            }
-        };
+        let count = |k: &str| positive_count(f, &format!("bert.{k}"));
         let rows = |name: &str| -> Result<usize, ModelError> {
             f.tensor(name)
                 .map(|t| t.shape()[0])

@@ -108,22 +108,7 @@ impl LlamaConfig {
             _ => return Err(ModelError::UnknownArch { path, arch }),
         };
         let key = |k: &str| format!("{arch}.{k}");
-        let count = |k: &str| -> Result<usize, ModelError> {
-            let k = key(k);
-            let v = f.get(&k).ok_or_else(|| ModelError::MissingKey {
-                path: path.clone(),
-                key: k.clone(),
-            })?;
-            match v.as_u64() {
-                Some(n) if n > 0 => Ok(n as usize),
-                _ => Err(ModelError::BadKey {
-                    path: path.clone(),
-                    key: k,
-                    value: v.to_string(),
-                    want: "expected a positive integer".into(),
-                }),
-            }
-        };
+        let count = |k: &str| positive_count(f, &key(k));
         let real = |k: &str, default: Option<f64>| -> Result<f64, ModelError> {
             let k = key(k);
             match (f.get(&k), default) {
@@ -202,6 +187,24 @@ impl LlamaConfig {
             style,
             arch,
         })
+    }
+}
+
+/// Metadata key `key` of `f`, which must be a positive integer.
+pub(crate) fn positive_count(f: &GgufFile, key: &str) -> Result<usize, ModelError> {
+    let path = || f.path().display().to_string();
+    let v = f.get(key).ok_or_else(|| ModelError::MissingKey {
+        path: path(),
+        key: key.into(),
+    })?;
+    match v.as_u64() {
+        Some(n) if n > 0 => Ok(n as usize),
+        _ => Err(ModelError::BadKey {
+            path: path(),
+            key: key.into(),
+            value: v.to_string(),
+            want: "expected a positive integer".into(),
+        }),
     }
 }
 
