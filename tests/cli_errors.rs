@@ -223,6 +223,20 @@ fn damaged_artifacts_are_rejected() {
     assert!(e.contains("empty.kiln"), "{e}");
 }
 
+/// Folders (Hugging Face checkpoints) are compiled, not run; a bad one is named.
+#[test]
+fn folders_are_compiled_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let err = fails(&["run", d]);
+    assert!(
+        err.contains("is a folder") && err.contains("kiln compile"),
+        "{err}"
+    );
+    let err = fails(&["compile", d, "-q"]);
+    assert!(err.contains("config.json"), "{err}");
+}
+
 #[test]
 fn missing_and_mismatched_inputs_are_reported() {
     let dir = tempfile::tempdir().unwrap();

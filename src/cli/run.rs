@@ -142,6 +142,13 @@ fn generate(session: Session, a: &Args) -> Result<()> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.artifact.is_dir() {
+        bail!(
+            "{0} is a folder: compile a Hugging Face checkpoint first (`kiln compile {0} -o \
+             model.kiln`); `kiln run` takes an artifact or a .gguf file",
+            a.artifact.display()
+        );
+    }
     let is_gguf = a.artifact.extension().is_some_and(|e| e == "gguf");
     if a.quantize_activations && !is_gguf {
         bail!(
