@@ -184,8 +184,8 @@ fn tiny_llama_family_logits_match_the_numpy_reference() {
 }
 
 /// Hugging Face checkpoint folders, written from the tiny GGUF files by `hf_checkpoint.py`
-/// (Q/K rows back in rotate_half order, F32 or F16 matrices, one file or shards), give the
-/// NumPy reference's logits for the GGUF file.
+/// (Q/K rows back in rotate_half order, F32 or F16 matrices, one file or shards, qwen2's
+/// vocabulary as a tokenizer.json), give the NumPy reference's logits for the GGUF file.
 #[test]
 fn hugging_face_checkpoints_match_the_numpy_reference() {
     if !reference_available() {
@@ -211,6 +211,18 @@ fn hugging_face_checkpoints_match_the_numpy_reference() {
         );
         let cfg = LlamaConfig::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
         let model = kiln_models::hf::load_dir(&folder).unwrap();
+        if name == "tiny-qwen2-F32" {
+            // Its tokenizer.json (the same BPE) encodes and decodes as the GGUF vocabulary.
+            let from_gguf = Vocab::from_gguf(&GgufFile::open(&gguf).unwrap()).unwrap();
+            let gguf_tok = Tokenizer::new(from_gguf.unwrap()).unwrap();
+            let hf_tok = Tokenizer::new(model.vocab.clone().expect("tokenizer.json")).unwrap();
+            for text in ["the cat sat", "<|im_start|>naïve 日本 12345<|im_end|>\n"] {
+                let ids = hf_tok.encode(text).unwrap();
+                assert_eq!(ids, gguf_tok.encode(text).unwrap(), "{text:?}");
+                assert_eq!(hf_tok.decode(&ids), gguf_tok.decode(&ids));
+            }
+            assert_eq!(hf_tok.eos(), gguf_tok.eos());
+        }
         let art = folder.with_extension("kiln");
         let target: Target = TARGET.parse().unwrap();
         let choices = kiln::assemble::Choices::new(BackendChoice::Llvm);

@@ -7,7 +7,8 @@
 //! `i` with `i + head_dim / 2`), which is kiln's neox layout; llama.cpp's converter permutes
 //! llama's rows for interleaved pairs instead, so the same model reads as interleaved from
 //! GGUF and as neox from here. Half matrices stay half; vectors become f32. The folder's
-//! tokenizer is not read yet: such an artifact takes token ids (`kiln run --tokens`).
+//! `tokenizer.json`, when it has one, becomes the artifact's vocabulary
+//! (`tokenizer::hf`), with BOS and EOS from config.json.
 
 use crate::llama::{build_graph, DecoderStyle, LlamaConfig, ModelError, Storage};
 use crate::weights::Weight;
@@ -32,6 +33,15 @@ struct HfConfig {
     max_position_embeddings: usize,
     tie_word_embeddings: Option<bool>,
     head_dim: Option<usize>,
+    bos_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+/// A token id in config.json: a number, or a list whose first entry counts.
+fn token_id(v: &Option<serde_json::Value>) -> Option<u32> {
+    let v = v.as_ref()?;
+    let n = v.as_u64().or_else(|| v.as_array()?.first()?.as_u64())?;
+    u32::try_from(n).ok()
 }
 
 /// The weight file names of a checkpoint: one `model.safetensors`, or the shards its index
@@ -208,11 +218,22 @@ pub fn load_dir(dir: &Path) -> Result<Model, ModelError> {
     let name = dir
         .file_name()
         .map_or_else(|| arch.to_string(), |n| n.to_string_lossy().into_owned());
+    let tokenizer = dir.join("tokenizer.json");
+    let vocab = if tokenizer.is_file() {
+        let text =
+            std::fs::read_to_string(&tokenizer).map_err(|e| bad(format!("tokenizer.json: {e}")))?;
+        let eos = token_id(&hf.eos_token_id);
+        let v = crate::tokenizer::hf::vocab_from_json(&text, token_id(&hf.bos_token_id), eos)
+            .map_err(bad)?;
+        Some(v)
+    } else {
+        None
+    };
     Ok(Model {
         name,
         graph,
         weights,
-        vocab: None,
+        vocab,
     })
 }
 

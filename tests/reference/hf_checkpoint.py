@@ -6,7 +6,9 @@ usage: hf_checkpoint.py MODEL.gguf OUT_DIR [F32|F16] [SHARDS]
 
 llama GGUF files hold Q and K rows permuted for interleaved rope pairs; Hugging Face keeps
 them in rotate_half order, so they are permuted back. SHARDS > 1 splits the tensors over
-that many files and writes model.safetensors.index.json.
+that many files and writes model.safetensors.index.json. A qwen2 file's byte-level BPE
+vocabulary becomes a tokenizer.json (qwen2's split regex, byte-level, its merges, the
+special tokens as added tokens).
 """
 import json
 import struct
@@ -34,6 +36,34 @@ NAMES = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
+
+
+QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+
+def tokenizer_json(tokens, types, merges):
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+            for i, (t, ty) in enumerate(zip(tokens, types)) if ty == 3
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+            byte_level,
+        ]},
+        "post_processor": None,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": False, "vocab": {t: i for i, t in enumerate(tokens)},
+                  "merges": [m.split(" ", 1) for m in merges]},
+    }
 
 
 def hf_name(name):
@@ -100,6 +130,11 @@ def main() -> None:
         "max_position_embeddings": int(k("context_length")),
         "tie_word_embeddings": "lm_head.weight" not in tensors,
     }
+    if r.get_field("tokenizer.ggml.merges") is not None:
+        tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+        merges = field("tokenizer.ggml.merges")
+        config["eos_token_id"] = int(field("tokenizer.ggml.eos_token_id"))
+        (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(tokens, types, merges)))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if shards == 1:
         write_safetensors(out / "model.safetensors", tensors)

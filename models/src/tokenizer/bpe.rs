@@ -36,7 +36,7 @@ fn pre_tokenizer(pre: Option<&str>) -> Result<(&'static str, bool), String> {
 
 /// GPT-2's byte-to-character table: printable Latin-1 bytes stand for themselves, the
 /// others for the characters from U+0100 on, in byte order.
-fn byte_chars() -> [char; 256] {
+pub(super) fn byte_chars() -> [char; 256] {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut table = ['\0'; 256];
     let mut next = 256u32;

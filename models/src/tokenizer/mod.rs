@@ -6,6 +6,7 @@
 //! nothing but the `.kiln` file.
 
 mod bpe;
+pub mod hf;
 mod spm;
 mod wpm;
 
@@ -38,6 +39,9 @@ pub struct Vocab {
     pub merges: Vec<String>,
     #[serde(default)]
     pub pre: Option<String>,
+    /// A Hugging Face checkpoint's `tokenizer.json`, run as it is (`model = "hf"`).
+    #[serde(default)]
+    pub hf_json: Option<String>,
 }
 
 impl Vocab {
@@ -123,6 +127,7 @@ impl Vocab {
             add_bos: flag("tokenizer.ggml.add_bos_token", spm || bert),
             add_eos: flag("tokenizer.ggml.add_eos_token", bert),
             add_space_prefix: flag("tokenizer.ggml.add_space_prefix", spm),
+            hf_json: None,
             pre: f
                 .get("tokenizer.ggml.pre")
                 .and_then(Value::as_str)
@@ -146,6 +151,7 @@ enum Scheme {
     SentencePiece(Box<spm::SentencePiece>),
     ByteBpe(Box<bpe::ByteBpe>),
     WordPiece(Box<wpm::WordPieces>),
+    HuggingFace(Box<hf::HfTokenizer>),
 }
 
 impl Tokenizer {
@@ -157,6 +163,7 @@ impl Tokenizer {
             "llama" => Scheme::SentencePiece(Box::new(spm::SentencePiece::new(&vocab))),
             "gpt2" => Scheme::ByteBpe(Box::new(bpe::ByteBpe::new(&vocab)?)),
             "bert" => Scheme::WordPiece(Box::new(wpm::WordPieces::new(&vocab)?)),
+            "hf" => Scheme::HuggingFace(Box::new(hf::HfTokenizer::new(&vocab)?)),
             other => {
                 return Err(format!(
                     "tokenizer model `{other}` is not supported (kiln reads SentencePiece \
@@ -186,6 +193,7 @@ impl Tokenizer {
                 Scheme::SentencePiece(s) => s.encode(&self.vocab, text, &mut out)?,
                 Scheme::ByteBpe(b) => b.encode(text, &mut out)?,
                 Scheme::WordPiece(w) => w.encode(text, &mut out)?,
+                Scheme::HuggingFace(h) => h.encode(text, &mut out)?,
             }
         }
         if self.vocab.add_eos {
@@ -201,6 +209,7 @@ impl Tokenizer {
             Scheme::SentencePiece(s) => s.piece(&self.vocab, id, first),
             Scheme::ByteBpe(b) => b.piece(&self.vocab, id),
             Scheme::WordPiece(_) => wpm::WordPieces::piece(&self.vocab, id, first),
+            Scheme::HuggingFace(h) => h.piece(&self.vocab, id, first),
         }
     }
 

@@ -27,6 +27,7 @@ fn vocab(pieces: &[&str]) -> Vocab {
         add_space_prefix: true,
         merges: Vec::new(),
         pre: None,
+        hf_json: None,
     }
 }
 
@@ -148,6 +149,7 @@ fn byte_vocab(pre: &str, merges: &[&str]) -> Vocab {
         add_space_prefix: false,
         merges: merges.iter().map(|m| m.to_string()).collect(),
         pre: Some(pre.into()),
+        hf_json: None,
         tokens,
     }
 }
