@@ -51,9 +51,35 @@ pub(super) fn byte_chars() -> [char; 256] {
     table
 }
 
+/// The byte table read backwards: a byte-level token's characters to its bytes.
+pub(super) struct ByteTable(HashMap<char, u8>);
+
+impl ByteTable {
+    pub(super) fn new() -> ByteTable {
+        ByteTable(
+            byte_chars()
+                .iter()
+                .enumerate()
+                .map(|(b, &c)| (c, b as u8))
+                .collect(),
+        )
+    }
+
+    /// The bytes `token` spells (characters outside the table stand for themselves).
+    pub(super) fn bytes(&self, token: &str) -> Vec<u8> {
+        token
+            .chars()
+            .flat_map(|c| match self.0.get(&c) {
+                Some(&b) => vec![b],
+                None => c.to_string().into_bytes(),
+            })
+            .collect()
+    }
+}
+
 pub(super) struct ByteBpe {
     tok: tokenizers::Tokenizer,
-    byte_of: HashMap<char, u8>,
+    bytes: ByteTable,
 }
 
 impl ByteBpe {
@@ -99,41 +125,24 @@ impl ByteBpe {
             .collect();
         tok.add_special_tokens(specials)
             .map_err(|e| format!("special tokens: {e}"))?;
-        let byte_of = byte_chars()
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
-        Ok(ByteBpe { tok, byte_of })
+        Ok(ByteBpe {
+            tok,
+            bytes: ByteTable::new(),
+        })
     }
 
     /// Appends the token ids of `text` (not empty) to `out`.
     pub(super) fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), String> {
-        let e = self
-            .tok
-            .encode(text, false)
-            .map_err(|e| format!("byte-level BPE: {e}"))?;
-        out.extend_from_slice(e.get_ids());
-        Ok(())
+        super::encode_with(&self.tok, text, false, "byte-level BPE", out)
     }
 
     /// The bytes token `id` stands for: its characters read back through the byte table;
     /// user-defined tokens stand for their text, control tokens for nothing.
     pub(super) fn piece(&self, vocab: &Vocab, id: u32) -> Vec<u8> {
-        let i = id as usize;
-        let (Some(t), Some(&ty)) = (vocab.tokens.get(i), vocab.types.get(i)) else {
-            return Vec::new();
-        };
-        match ty {
-            TYPE_CONTROL => Vec::new(),
-            TYPE_USER_DEFINED => t.clone().into_bytes(),
-            _ => t
-                .chars()
-                .flat_map(|c| match self.byte_of.get(&c) {
-                    Some(&b) => vec![b],
-                    None => c.to_string().into_bytes(),
-                })
-                .collect(),
+        match super::shown(vocab, id) {
+            None => Vec::new(),
+            Some((t, TYPE_USER_DEFINED)) => t.as_bytes().to_vec(),
+            Some((t, _)) => self.bytes.bytes(t),
         }
     }
 }

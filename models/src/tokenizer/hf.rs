@@ -4,14 +4,13 @@
 //! string: through GPT-2's byte table where the file decodes byte-level, else with `▁` as a
 //! space and `<0xXX>` as a byte (SentencePiece-style files).
 
-use super::{Vocab, SPACE, TYPE_CONTROL};
-use std::collections::HashMap;
+use super::{Vocab, TYPE_CONTROL};
 use std::str::FromStr;
 
 pub(super) struct HfTokenizer {
     tok: tokenizers::Tokenizer,
-    /// Byte-level files: each vocabulary character's byte.
-    byte_of: Option<HashMap<char, u8>>,
+    /// Byte-level files: the table that reads their tokens back as bytes.
+    bytes: Option<super::bpe::ByteTable>,
 }
 
 /// Whether the file's decoder (or one in its sequence) is byte-level.
@@ -63,55 +62,24 @@ impl HfTokenizer {
             tokenizers::Tokenizer::from_str(text).map_err(|e| format!("tokenizer.json: {e}"))?;
         let json: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("tokenizer.json: {e}"))?;
-        let byte_of = decodes_byte_level(&json).then(|| {
-            super::bpe::byte_chars()
-                .iter()
-                .enumerate()
-                .map(|(b, &c)| (c, b as u8))
-                .collect()
-        });
-        Ok(HfTokenizer { tok, byte_of })
+        let bytes = decodes_byte_level(&json).then(super::bpe::ByteTable::new);
+        Ok(HfTokenizer { tok, bytes })
     }
 
     /// Appends the token ids of `text` (not empty) to `out`, special tokens included as the
     /// file's post-processor places them.
     pub(super) fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), String> {
-        let e = self
-            .tok
-            .encode(text, true)
-            .map_err(|e| format!("tokenizer.json: {e}"))?;
-        out.extend_from_slice(e.get_ids());
-        Ok(())
+        super::encode_with(&self.tok, text, true, "tokenizer.json", out)
     }
 
     pub(super) fn piece(&self, vocab: &Vocab, id: u32, first: bool) -> Vec<u8> {
-        let i = id as usize;
-        let (Some(t), Some(&ty)) = (vocab.tokens.get(i), vocab.types.get(i)) else {
+        let Some((t, _)) = super::shown(vocab, id) else {
             return Vec::new();
         };
-        if ty == TYPE_CONTROL {
-            return Vec::new();
-        }
-        if let Some(byte_of) = &self.byte_of {
-            return t
-                .chars()
-                .flat_map(|c| match byte_of.get(&c) {
-                    Some(&b) => vec![b],
-                    None => c.to_string().into_bytes(),
-                })
-                .collect();
-        }
-        let byte = t
-            .strip_prefix("<0x")
-            .and_then(|h| h.strip_suffix('>'))
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(b) = byte {
-            return vec![b];
-        }
-        let text = t.replace(SPACE, " ");
-        match text.strip_prefix(' ') {
-            Some(rest) if first => rest.as_bytes().to_vec(),
-            _ => text.into_bytes(),
+        match (&self.bytes, super::byte_token(t)) {
+            (Some(table), _) => table.bytes(t),
+            (None, Some(b)) => vec![b],
+            (None, None) => super::spaced(t, first),
         }
     }
 }

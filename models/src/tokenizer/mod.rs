@@ -228,6 +228,48 @@ impl Tokenizer {
     }
 }
 
+/// Token `id`'s text and type; `None` for ids outside the vocabulary and for control
+/// tokens, which stand for no text.
+fn shown(vocab: &Vocab, id: u32) -> Option<(&str, i32)> {
+    let i = id as usize;
+    match (vocab.tokens.get(i), vocab.types.get(i)) {
+        (Some(t), Some(&ty)) if ty != TYPE_CONTROL => Some((t.as_str(), ty)),
+        _ => None,
+    }
+}
+
+/// The byte a byte-fallback token (`<0xXX>`) stands for.
+fn byte_token(t: &str) -> Option<u8> {
+    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// A SentencePiece-style piece's bytes: `▁` as a space, and one leading space dropped when
+/// `strip_first` (the token starts the text and the space was added, not written).
+fn spaced(t: &str, strip_first: bool) -> Vec<u8> {
+    let text = t.replace(SPACE, " ");
+    match text.strip_prefix(' ') {
+        Some(rest) if strip_first => rest.as_bytes().to_vec(),
+        _ => text.into_bytes(),
+    }
+}
+
+/// Appends the ids a `tokenizers` pipeline gives `text` to `out`; `special` lets its
+/// post-processor add special tokens; `what` names the scheme in errors.
+fn encode_with(
+    tok: &tokenizers::Tokenizer,
+    text: &str,
+    special: bool,
+    what: &str,
+    out: &mut Vec<u32>,
+) -> Result<(), String> {
+    let e = tok
+        .encode(text, special)
+        .map_err(|e| format!("{what}: {e}"))?;
+    out.extend_from_slice(e.get_ids());
+    Ok(())
+}
+
 /// Turns a stream of token pieces into text, holding back bytes until they complete a
 /// UTF-8 character (byte-fallback tokens spell one character over several tokens).
 #[derive(Default)]

@@ -4,7 +4,7 @@
 //! until none is; characters with no entry fall back to their UTF-8 bytes as `<0xXX>`
 //! tokens.
 
-use super::{Vocab, SPACE, TYPE_BYTE, TYPE_CONTROL};
+use super::{Vocab, SPACE, TYPE_BYTE};
 use std::collections::{BinaryHeap, HashMap};
 
 pub(super) struct SentencePiece {
@@ -57,11 +57,7 @@ impl SentencePiece {
         let mut byte_ids = [None; 256];
         for (i, t) in vocab.tokens.iter().enumerate() {
             if vocab.types[i] == TYPE_BYTE {
-                if let Some(b) = t
-                    .strip_prefix("<0x")
-                    .and_then(|h| h.strip_suffix('>'))
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
+                if let Some(b) = super::byte_token(t) {
                     byte_ids[b as usize] = Some(i as u32);
                 }
             }
@@ -149,24 +145,14 @@ impl SentencePiece {
     /// The bytes token `id` stands for (control tokens stand for none). `first` says the
     /// token starts the text, whose added space prefix is then dropped.
     pub(super) fn piece(&self, vocab: &Vocab, id: u32, first: bool) -> Vec<u8> {
-        let i = id as usize;
-        let (Some(t), Some(&ty)) = (vocab.tokens.get(i), vocab.types.get(i)) else {
+        let Some((t, ty)) = super::shown(vocab, id) else {
             return Vec::new();
         };
-        if ty == TYPE_CONTROL {
-            return Vec::new();
-        }
         if ty == TYPE_BYTE {
             if let Some(b) = self.byte_ids.iter().position(|&x| x == Some(id)) {
                 return vec![b as u8];
             }
         }
-        let text = t.replace(SPACE, " ");
-        let text = if first && vocab.add_space_prefix {
-            text.strip_prefix(' ').unwrap_or(&text).to_string()
-        } else {
-            text
-        };
-        text.into_bytes()
+        super::spaced(t, first && vocab.add_space_prefix)
     }
 }

@@ -7,7 +7,7 @@
 //! where BERT's vocabularies write continuations with `##`: the vocabulary is translated
 //! back for the `tokenizers` model.
 
-use super::{Vocab, SPACE, TYPE_CONTROL};
+use super::{Vocab, SPACE};
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -57,24 +57,15 @@ impl WordPieces {
 
     /// Appends the token ids of `text` (not empty) to `out`.
     pub(super) fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), String> {
-        let e = self
-            .tok
-            .encode(text, false)
-            .map_err(|e| format!("WordPiece: {e}"))?;
-        out.extend_from_slice(e.get_ids());
-        Ok(())
+        super::encode_with(&self.tok, text, false, "WordPiece", out)
     }
 
     /// Word-initial pieces stand for a space and the word (no space first in the text),
     /// continuations for themselves, control tokens for nothing.
     pub(super) fn piece(vocab: &Vocab, id: u32, first: bool) -> Vec<u8> {
-        let i = id as usize;
-        let (Some(t), Some(&ty)) = (vocab.tokens.get(i), vocab.types.get(i)) else {
+        let Some((t, _)) = super::shown(vocab, id) else {
             return Vec::new();
         };
-        if ty == TYPE_CONTROL {
-            return Vec::new();
-        }
         match t.strip_prefix(SPACE) {
             Some(word) if first => word.as_bytes().to_vec(),
             Some(word) => format!(" {word}").into_bytes(),
