@@ -13,6 +13,9 @@ import torch
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+# Half matmuls accumulate in f32 on both sides.
+torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
 dev = "cuda"
 
 
@@ -39,6 +42,15 @@ def cases(quick):
     for n in sizes:
         a, b = rnd(n, n), rnd(n, n)
         yield "matmul f32", f"{n}x{n}x{n}", lambda a=a, b=b: a @ b, ("flops", 2 * n**3)
+    halves = [(1024, 1024, 1024, torch.float16)]
+    if not quick:
+        halves += [(4096, 4096, 4096, torch.float16), (4096, 4096, 4096, torch.bfloat16),
+                   (512, 2048, 5632, torch.float16)]
+    for m, k, n, dt in halves:
+        a = rnd(m, k).to(dt)
+        b = rnd(n, k).to(dt)
+        name = "matmul bf16 nt" if dt == torch.bfloat16 else "matmul f16 nt"
+        yield name, f"{m}x{k}x{n}", lambda a=a, b=b: a @ b.T, ("flops", 2 * m * k * n)
     for n, k in [(4096, 4096), (8192, 8192)]:
         w, x = rnd(n, k), rnd(1, k)
         yield "matvec f32", f"{n}x{k}", lambda w=w, x=x: x @ w.T, ("bytes", 4 * (n * k + k + n))

@@ -56,6 +56,31 @@ pub fn matmul(n: usize) -> BenchCase {
     }
 }
 
+/// `C = A B^T` of half matrices, A `[m, k]` and B stored `[n, k]` (the layout of LLM weights):
+/// what GPU matrix units multiply (shape `m x k x n`).
+pub fn matmul_half(m: usize, k: usize, n: usize, dtype: DType) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("a", dtype, [m, k]).expect("valid");
+    let w = b.input("b", dtype, [n, k]).expect("valid");
+    let y = b.matmul_t(x, w, false, true).expect("valid");
+    b.output("c", y);
+    let inputs = vec![
+        Tensor::seeded(dtype, vec![m, k], 1, 1.0),
+        Tensor::seeded(dtype, vec![n, k], 2, 1.0),
+    ];
+    BenchCase {
+        name: if dtype == DType::BF16 {
+            "matmul bf16 nt"
+        } else {
+            "matmul f16 nt"
+        },
+        shape: format!("{m}x{k}x{n}"),
+        model: model("matmul", b, 1),
+        inputs,
+        work: Work::Flops(2.0 * (m * k * n) as f64),
+    }
+}
+
 /// `y = W x` with W `[n, k]` stored as weights, as LLM decode reads it.
 pub fn matvec(n: usize, k: usize) -> BenchCase {
     let mut b = Builder::new();
@@ -232,9 +257,15 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
 /// Cases for GPU targets: sizes that fill the device, and bandwidth-bound cases whose data
 /// (64-256 MiB) is larger than the GPU's L2, so they measure memory, not cache.
 pub fn gpu_cases(quick: bool) -> Vec<BenchCase> {
-    let mut v = vec![matmul(1024)];
+    let mut v = vec![matmul(1024), matmul_half(1024, 1024, 1024, DType::F16)];
     if !quick {
-        v.push(matmul(4096));
+        v.extend([
+            matmul(4096),
+            matmul_half(4096, 4096, 4096, DType::F16),
+            matmul_half(4096, 4096, 4096, DType::BF16),
+            // A 1B llama's prefill of 512 tokens through its MLP's up projection.
+            matmul_half(512, 2048, 5632, DType::F16),
+        ]);
     }
     v.extend([
         matvec(4096, 4096),

@@ -225,6 +225,28 @@ fn matmul_cases() -> Vec<Case> {
                 },
             ));
         }
+        // Shapes for GPU matrix units (half A times transposed half B, K a multiple of
+        // 32): tiles partly past M and N, whole tiles, and a batch.
+        for (m, k, n) in [(70, 96, 100), (128, 64, 64)] {
+            out.push(case(
+                format!("matmul {d} m{m} k{k} n{n} tb (matrix unit shape)"),
+                d,
+                &move |b, d| {
+                    let x = b.input("a", d, [m, k])?;
+                    let y = b.input("b", d, [n, k])?;
+                    b.matmul_t(x, y, false, true)
+                },
+            ));
+        }
+        out.push(case(
+            format!("batched matmul {d} [2,37,64]x[2,72,64]^T"),
+            d,
+            &move |b, d| {
+                let x = b.input("a", d, [2, 37, 64])?;
+                let y = b.input("b", d, [2, 72, 64])?;
+                b.matmul_t(x, y, false, true)
+            },
+        ));
         out.push(case(
             format!("matmul {d} symbolic [seq,24]x[24,19]"),
             d,

@@ -20,9 +20,27 @@ pub const MODEL: &str = "kir 1
 output \"y\" = %o
 ";
 
+/// Half matmuls (B stored transposed, M symbolic, N not a multiple of the tile) for the
+/// targets' matrix units, in f16 and bf16.
+pub const HALF_MATMULS: &str = "kir 1
+%a = input \"a\" f16[rows,256]
+%b = input \"b\" f16[100,256]
+%y = matmul %a, %b transpose_a=false transpose_b=true
+output \"y\" = %y
+%c = input \"c\" bf16[rows,64]
+%d = input \"d\" bf16[72,64]
+%z = matmul %c, %d transpose_a=false transpose_b=true
+output \"z\" = %z
+";
+
 /// MODEL's kernels for `target`.
 pub fn kernels(target: &str) -> Vec<Kernel> {
-    let g = kiln_ir::text::parse(MODEL).unwrap();
+    kernels_of(MODEL, target)
+}
+
+/// `model`'s kernels for `target`.
+pub fn kernels_of(model: &str, target: &str) -> Vec<Kernel> {
+    let g = kiln_ir::text::parse(model).unwrap();
     let t: Target = target.parse().unwrap();
     compile(&g, &t, &Options::default())
         .unwrap()
@@ -32,7 +50,12 @@ pub fn kernels(target: &str) -> Vec<Kernel> {
 
 /// `be`'s code for MODEL on `target`, and the kernels' names.
 pub fn code(be: &dyn Backend, target: &str) -> (Vec<u8>, Vec<String>) {
-    let kernels = kernels(target);
+    code_of(be, MODEL, target)
+}
+
+/// `be`'s code for `model` on `target`, and the kernels' names.
+pub fn code_of(be: &dyn Backend, model: &str, target: &str) -> (Vec<u8>, Vec<String>) {
+    let kernels = kernels_of(model, target);
     let t: Target = target.parse().unwrap();
     let code = be.compile(&kernels, &t).unwrap_or_else(|e| panic!("{e}"));
     (code, kernels.iter().map(|k| k.name.clone()).collect())

@@ -72,11 +72,14 @@ impl Default for Options {
 pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, CompileError> {
     match target {
         // LLVM's GPU targets convert halves in one instruction.
-        Target::Cuda(_) | Target::Hip(_) => {
+        Target::Cuda(arch) | Target::Hip(arch) => {
+            let matrix = crate::kernel::matrix::MatrixUnit::for_gpu(target.family(), arch);
             return Ok(Schedule {
                 half_bits: opts.llvm_ops,
+                matrix,
+                matrix_bf16: matrix.is_some_and(|m| m.takes(kiln_ir::DType::BF16, arch)),
                 ..Schedule::gpu()
-            })
+            });
         }
         Target::Vulkan(_) => {
             return Ok(Schedule {

@@ -31,6 +31,11 @@ pub struct Schedule {
     /// give consecutive threads consecutive elements. SPIR-V reads a byte as a shift of a
     /// 32-bit word, where each thread decoding a run of neighbouring bytes shares words.
     pub byte_loads: bool,
+    /// The target's matrix instructions, which the GPU matmul of half matrices uses
+    /// (`lower::matrix`); `None` on CPUs, Vulkan and GPUs without one.
+    pub matrix: Option<crate::kernel::matrix::MatrixUnit>,
+    /// The matrix unit also multiplies bf16 (not every one does: gfx908).
+    pub matrix_bf16: bool,
 }
 
 impl Schedule {
@@ -53,6 +58,8 @@ impl Schedule {
             byte_dot: true,
             half_bits: false,
             byte_loads: true,
+            matrix: None,
+            matrix_bf16: false,
         }
     }
 
@@ -80,6 +87,8 @@ impl Schedule {
             byte_dot: false,
             half_bits: false,
             byte_loads: true,
+            matrix: None,
+            matrix_bf16: false,
         }
     }
 

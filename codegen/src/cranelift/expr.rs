@@ -269,6 +269,9 @@ impl Emitter<'_, '_> {
                     self.b.ins().fadd(p, z)
                 }
             }
+            Expr::Mma(..) | Expr::Lane => {
+                return Err("matrix instructions are GPU code (CUDA and HIP targets)".to_string())
+            }
             Expr::DotBytes(..) => {
                 return Err(
                     "byte dot products are compiled by the LLVM backend only (kiln emits them \

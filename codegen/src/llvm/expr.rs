@@ -47,6 +47,8 @@ pub struct Emitter<'a, 'ctx> {
     pub native_half: bool,
     /// Widest x86 byte multiply-adds, in bits (0: none); see `dot.rs`.
     pub byte_dot_bits: u32,
+    /// This thread's lane in its warp, in GPU kernels that run a warp per point.
+    pub lane: Option<IntValue<'ctx>>,
 }
 
 /// The in-memory element type of a buffer: half types are 16-bit integers in memory and
@@ -378,6 +380,14 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let (s, x, y) = (self.expr(acc)?, self.expr(a)?, self.expr(b)?);
                 self.dot_bytes(s, x, y)?
             }
+            Expr::Mma(op, a, b, c) => {
+                let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
+                super::gpu::matrix::multiply_accumulate(self, *op, x, y, z)?
+            }
+            Expr::Lane => self
+                .lane
+                .ok_or_else(|| Fail::msg("a lane index outside a warp-per-point GPU kernel"))?
+                .into(),
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 self.compare(*c, x, y)?

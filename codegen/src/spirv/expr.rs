@@ -67,6 +67,12 @@ impl Emitter<'_, '_> {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
                 self.s.glsl(glsl::FMA, x.t, &[x, y, z])?
             }
+            Expr::Mma(..) | Expr::Lane => {
+                return Err(Fail::msg(
+                    "matrix instructions are not lowered to SPIR-V (kiln emits them for CUDA \
+                     and HIP targets with a matrix unit)",
+                ))
+            }
             Expr::DotBytes(..) => {
                 return Err(Fail::msg(
                     "byte dot products are not lowered to SPIR-V yet (kiln emits them for CPU \

@@ -129,6 +129,8 @@ impl Display for Expr {
             },
             Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
             Expr::DotBytes(a, b, c) => write!(f, "dot_bytes({a}, {b}, {c})"),
+            Expr::Mma(op, a, b, c) => write!(f, "mma<{:?} {}>({a}, {b}, {c})", op.unit, op.input),
+            Expr::Lane => write!(f, "lane"),
             Expr::Cmp(c, a, b) => write!(f, "{}({a}, {b})", format!("{c:?}").to_lowercase()),
             Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
             Expr::Cast(t, a) => write!(f, "cast<{t:?}>({a})"),

@@ -1,7 +1,7 @@
 //! How a kernel's grid maps onto GPU blocks and threads: one decision, made here, that every
 //! GPU code generator follows and the runtime launches by (through the plan's `gpu` field).
 //!
-//! Two shapes:
+//! Three shapes:
 //! - **a thread per point**: kernels whose body is straight-line work (elementwise chains,
 //!   which the GPU schedule lowers with every axis in the grid). Neighbouring threads take
 //!   neighbouring points, so their loads and stores coalesce.
@@ -9,13 +9,15 @@
 //!   block reaches (softmax and norm rows, reductions, dot products). The block's threads
 //!   share those loops' iterations; a `Reduce` combines its partial results across the
 //!   block (warp shuffles, then shared memory), so every thread sees the total.
+//! - **a warp per point**: kernels built on matrix instructions (`Expr::Mma`, see
+//!   [`warp_per_point`]); a block holds `threads / warp` points.
 //!
 //! A loop is "reached by every thread" when it sits at the top of the body or inside
 //! `Serial` loops and `If`s there: their conditions and extents cannot depend on the thread,
 //! so a barrier inside is safe. Inside a shared `Map` loop each thread runs nested loops on
 //! its own.
 
-use super::{LoopKind, Stmt};
+use super::{any_expr, Expr, LoopKind, Stmt};
 use serde::{Deserialize, Serialize};
 
 /// Threads per block for both shapes: eight warps of 32 (or four waves of 64), enough to
@@ -36,11 +38,32 @@ impl GpuLaunch {
 }
 
 pub fn launch_shape(body: &[Stmt]) -> GpuLaunch {
-    let shared = body.iter().any(has_shared_loop);
+    let points_per_block = if let Some(warp) = warp_per_point(body) {
+        BLOCK_THREADS / warp
+    } else if body.iter().any(has_shared_loop) {
+        1
+    } else {
+        BLOCK_THREADS
+    };
     GpuLaunch {
         threads: BLOCK_THREADS,
-        points_per_block: if shared { 1 } else { BLOCK_THREADS },
+        points_per_block,
     }
+}
+
+/// The warp width, for kernels that run **a warp per point**: those using matrix
+/// instructions (`Expr::Mma`), which every lane of a warp executes together. Their bodies
+/// are straight-line code and `Serial` loops over block-uniform extents, so a warp's lanes
+/// never diverge before an `Mma`; each lane reads its place in the tiles from `Expr::Lane`.
+pub fn warp_per_point(body: &[Stmt]) -> Option<u32> {
+    let mut warp = None;
+    any_expr(body, &mut |e| {
+        if let Expr::Mma(op, ..) = e {
+            warp = Some(op.unit.warp());
+        }
+        warp.is_some()
+    });
+    warp
 }
 
 /// Whether `s` is, or contains at block-uniform level, a loop the block's threads share.
@@ -109,6 +132,4 @@ mod tests {
         };
         assert!(launch_shape(&[nested]).block_per_point());
     }
-
-    use crate::kernel::Expr;
 }

@@ -167,6 +167,15 @@ pub enum Expr {
     /// instructions share (x86 `pmaddubsw` + `pmaddwd`, `vpdpbusd`; Arm `udot`/`usdot`;
     /// PTX `dp4a`); a backend without them widens and multiplies.
     DotBytes(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `Mma(op, a, b, c)`: the warp's tiles of A and B (each lane's f32 registers of them,
+    /// rounded to `op.input`) multiplied and added to the tile of C; each lane gets its
+    /// registers of the result. Every lane of the warp must reach it together, so it
+    /// appears only in kernels whose points are warps (see [`Expr::Lane`]); the layouts
+    /// are in `kernel::matrix`. Emitted only for targets whose schedule has a matrix unit.
+    Mma(super::matrix::MatrixOp, Box<Expr>, Box<Expr>, Box<Expr>),
+    /// This thread's lane within its warp (an i64). A kernel that reads it runs a warp per
+    /// grid point (`kernel::gpu`), the lanes of a warp sharing the point.
+    Lane,
     Cmp(Cmp, Box<Expr>, Box<Expr>),
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Numeric conversion (float <-> int truncating toward zero, int widening/narrowing).
@@ -291,18 +300,7 @@ impl Kernel {
             walk(g, &mut m);
         }
         visit_stmts(&self.body, &mut |s| {
-            let exprs: Vec<&Expr> = match s {
-                Stmt::Let { value, .. }
-                | Stmt::Decl { init: value, .. }
-                | Stmt::Assign { value, .. } => {
-                    vec![value]
-                }
-                Stmt::Store { index, value, .. } => vec![index, value],
-                Stmt::Loop { extent, .. } => vec![extent],
-                Stmt::Reduce { extent, value, .. } => vec![extent, value],
-                Stmt::If { cond, .. } => vec![cond],
-            };
-            for e in exprs {
+            for e in s.exprs() {
                 walk(e, &mut m);
             }
         });
@@ -315,6 +313,36 @@ impl Kernel {
             Buf::Local(i) => self.locals[i as usize].dtype,
         }
     }
+}
+
+impl Stmt {
+    /// The statement's own expressions (not those of nested bodies).
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match self {
+            Stmt::Let { value, .. }
+            | Stmt::Decl { init: value, .. }
+            | Stmt::Assign { value, .. } => {
+                vec![value]
+            }
+            Stmt::Store { index, value, .. } => vec![index, value],
+            Stmt::Loop { extent, .. } => vec![extent],
+            Stmt::Reduce { extent, value, .. } => vec![extent, value],
+            Stmt::If { cond, .. } => vec![cond],
+        }
+    }
+}
+
+/// Whether any expression in `stmts` (nested bodies included) has a node for which `f`
+/// holds.
+pub fn any_expr(stmts: &[Stmt], f: &mut impl FnMut(&Expr) -> bool) -> bool {
+    fn walk(e: &Expr, f: &mut impl FnMut(&Expr) -> bool) -> bool {
+        f(e) || e.children().into_iter().any(|c| walk(c, f))
+    }
+    let mut found = false;
+    visit_stmts(stmts, &mut |s| {
+        found = found || s.exprs().into_iter().any(|e| walk(e, f));
+    });
+    found
 }
 
 /// Pre-order walk over statements, nested bodies included.
@@ -388,6 +416,7 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
         Expr::Fma(a, b, c) => Expr::Fma(r(a, f), r(b, f), r(c, f)),
         Expr::DotBytes(a, b, c) => Expr::DotBytes(r(a, f), r(b, f), r(c, f)),
+        Expr::Mma(op, a, b, c) => Expr::Mma(op, r(a, f), r(b, f), r(c, f)),
         Expr::Cmp(c, a, b) => Expr::Cmp(c, r(a, f), r(b, f)),
         Expr::Select(c, a, b) => Expr::Select(r(c, f), r(a, f), r(b, f)),
         Expr::Cast(t, a) => Expr::Cast(t, r(a, f)),
@@ -402,7 +431,7 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
             value: r(value, f),
             body: r(body, f),
         },
-        leaf @ (Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_)) => leaf,
+        leaf @ (Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane) => leaf,
     };
     f(e)
 }
@@ -420,10 +449,15 @@ impl Expr {
             Expr::Lanes(v) => v.iter().collect(),
             Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
             Expr::Let { value, body, .. } => vec![value, body],
-            Expr::Fma(a, b, c) | Expr::DotBytes(a, b, c) | Expr::Select(a, b, c) => {
+            Expr::Fma(a, b, c)
+            | Expr::DotBytes(a, b, c)
+            | Expr::Mma(_, a, b, c)
+            | Expr::Select(a, b, c) => {
                 vec![a, b, c]
             }
-            Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) => Vec::new(),
+            Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane => {
+                Vec::new()
+            }
         }
     }
 
@@ -521,6 +555,9 @@ pub mod e {
     }
     pub fn dot_bytes(acc: Expr, a: Expr, b: Expr) -> Expr {
         Expr::DotBytes(Box::new(acc), Box::new(a), Box::new(b))
+    }
+    pub fn mma(op: crate::kernel::matrix::MatrixOp, a: Expr, b: Expr, c: Expr) -> Expr {
+        Expr::Mma(op, Box::new(a), Box::new(b), Box::new(c))
     }
     pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
         Expr::Fma(Box::new(a), Box::new(b), Box::new(c))

@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod half;
 mod ir;
 pub mod math;
+pub mod matrix;
 pub mod simplify;
 pub mod vectorize;
 

@@ -459,7 +459,7 @@ impl Cx {
         Some(match x {
             Expr::Lit(Lit::F32(_)) => Elem::F32,
             Expr::Lit(Lit::I32(_)) => Elem::I32,
-            Expr::Lit(Lit::I64(_)) | Expr::Dim(_) | Expr::GridIdx(_) => Elem::I64,
+            Expr::Lit(Lit::I64(_)) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane => Elem::I64,
             Expr::Lit(Lit::Bool(_)) | Expr::Cmp(..) => Elem::Bool,
             Expr::Var(v) => *self.vars.get(v)?,
             Expr::Load {
@@ -469,7 +469,7 @@ impl Cx {
                 buf: Buf::Local(b), ..
             } => Elem::of_storage(*self.locals.get(*b as usize)?),
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
-            Expr::Fma(..) | Expr::ReduceLanes(..) => Elem::F32,
+            Expr::Fma(..) | Expr::ReduceLanes(..) | Expr::Mma(..) => Elem::F32,
             Expr::DotBytes(..) => Elem::I32,
             Expr::Unary(crate::kernel::UOp::HalfBits, _) => Elem::F32,
             Expr::Unary(_, a)
@@ -491,7 +491,7 @@ impl Cx {
 pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
     match index {
         Expr::Var(v) if *v == var => Some(1),
-        Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Var(_) => Some(0),
+        Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Var(_) | Expr::Lane => Some(0),
         Expr::Binary(BOp::Add, a, b) => Some(stride_of(a, var)? + stride_of(b, var)?),
         Expr::Binary(BOp::Sub, a, b) => Some(stride_of(a, var)? - stride_of(b, var)?),
         Expr::Binary(BOp::Mul, a, b) => {

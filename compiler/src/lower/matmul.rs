@@ -1,4 +1,4 @@
-//! Matmul kernels for CPU targets.
+//! Matmul kernels. (GPUs with matrix instructions multiply half matrices in `matrix.rs`.)
 //!
 //! Two forms. When B is transposed (weights stored `[n, k]`, as LLM files store them) and
 //! M is small, each output is a dot product along contiguous K: a vectorised `Reduce`.
@@ -18,15 +18,15 @@ use kiln_ir::{DType, Dim, NodeId};
 /// The fewest column blocks a tiled matmul is split into when N allows.
 const MIN_GRID_POINTS: i64 = 16;
 
-struct Operands {
-    a: NodeId,
-    b: NodeId,
-    ta: bool,
-    tb: bool,
-    a_shape: Vec<Dim>,
-    b_shape: Vec<Dim>,
-    out_shape: Vec<Dim>,
-    nb: usize,
+pub(super) struct Operands {
+    pub a: NodeId,
+    pub b: NodeId,
+    pub ta: bool,
+    pub tb: bool,
+    pub a_shape: Vec<Dim>,
+    pub b_shape: Vec<Dim>,
+    pub out_shape: Vec<Dim>,
+    pub nb: usize,
 }
 
 impl Operands {
@@ -43,20 +43,20 @@ impl Operands {
             .collect()
     }
 
-    fn a_at(&self, ctx: &mut Ctx, row: Expr, k: Expr) -> Result<Expr, LowerError> {
+    pub fn a_at(&self, ctx: &mut Ctx, row: Expr, k: Expr) -> Result<Expr, LowerError> {
         let mut idx = Self::batch_index(&self.a_shape, self.nb);
         idx.extend(if self.ta { [k, row] } else { [row, k] });
         value_at(ctx, self.a, &idx)
     }
 
-    fn b_at(&self, ctx: &mut Ctx, k: Expr, col: Expr) -> Result<Expr, LowerError> {
+    pub fn b_at(&self, ctx: &mut Ctx, k: Expr, col: Expr) -> Result<Expr, LowerError> {
         let mut idx = Self::batch_index(&self.b_shape, self.nb);
         idx.extend(if self.tb { [col, k] } else { [k, col] });
         value_at(ctx, self.b, &idx)
     }
 
     /// Flat index of C[batch.., row, col].
-    fn c_index(&self, ctx: &Ctx, row: Expr, col: Expr) -> Expr {
+    pub fn c_index(&self, ctx: &Ctx, row: Expr, col: Expr) -> Expr {
         let mut idx: Vec<Expr> = (0..self.nb).map(|d| Expr::GridIdx(d as u32)).collect();
         idx.push(row);
         idx.push(col);
@@ -163,6 +163,9 @@ fn matmul_in(
         nb: out_shape.len() - 2,
         out_shape,
     };
+    if let (Form::General, Some(op)) = (form, super::matrix::applies(ctx, &ops)) {
+        return super::matrix::kernel(ctx, &ops, out, name, op);
+    }
     if form == Form::Dot || ctx.schedule.lanes == 1 {
         dot_kernel(ctx, &ops, out, name, form)
     } else {

@@ -15,6 +15,7 @@ pub use matmul::DOT_MAX_ROWS;
 mod inline;
 mod kernels;
 mod matmul;
+mod matrix;
 mod partition;
 mod quantize;
 

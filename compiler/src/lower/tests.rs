@@ -186,3 +186,47 @@ output \"y\" = %y
     let vulkan = kernel("vulkan:spv1.3");
     assert!(vulkan.contains("in 0..8"), "{vulkan}");
 }
+
+/// Half matmuls with B transposed go to the matrix unit where the target has one (a warp per
+/// point, 64 x 64 outputs each); f32 matmuls, and targets without one, keep their kernels.
+#[test]
+fn half_matmuls_use_the_targets_matrix_unit() {
+    let text = |d: &str| {
+        format!(
+            "kir 1
+%a = input \"a\" {d}[100,64]
+%b = input \"b\" {d}[72,64]
+%y = matmul %a, %b transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        )
+    };
+    let kernel = |d: &str, target: &str| {
+        let g = kiln_ir::text::parse(&text(d)).unwrap();
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        lower(&g, s).unwrap().kernels.remove(0)
+    };
+    let k = kernel("f16", "cuda:sm_90");
+    let shown = k.to_string();
+    assert!(shown.contains("mma<MmaM16N8K16 f16>"), "{shown}");
+    assert_eq!(crate::kernel::gpu::warp_per_point(&k.body), Some(32));
+    // ceil(100 / 64) x ceil(72 / 64) warps.
+    assert_eq!(k.grid.len(), 2);
+    assert!(kernel("bf16", "hip:gfx90a")
+        .to_string()
+        .contains("mma<Mfma16x16x16 bf16>"));
+    assert!(kernel("f16", "hip:gfx1100")
+        .to_string()
+        .contains("mma<WmmaGfx11 f16>"));
+    for (d, target) in [
+        ("f32", "cuda:sm_90"),
+        ("f16", "cuda:sm_75"),
+        ("bf16", "hip:gfx908"),
+        ("f16", "vulkan:spv1.3"),
+        ("f16", "cpu:x86-64-v3"),
+    ] {
+        let shown = kernel(d, target).to_string();
+        assert!(!shown.contains("mma<"), "{d} on {target}: {shown}");
+    }
+}

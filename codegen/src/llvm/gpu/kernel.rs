@@ -1,6 +1,7 @@
 //! One kernel -> one GPU entry point (see the module doc for the ABI).
 //!
-//! A thread per point: each thread takes the points `id, id + total threads, ...` (`id`
+//! A warp per point (kernels on matrix instructions): warp `w` of a block runs the body
+//! for its points with every lane, reading its lane from `Expr::Lane`. A thread per point: each thread takes the points `id, id + total threads, ...` (`id`
 //! its global thread index) and runs the body on its own. A block per point: each block
 //! takes the points `b, b + block count, ...`; statements reached by every thread run in every thread (stores of
 //! the same value to the same place included, which is harmless), shared `Map` loops and
@@ -16,7 +17,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{GlobalValue, IntValue};
 use inkwell::{AddressSpace, IntPredicate};
-use kiln_compiler::kernel::gpu::{has_shared_loop, launch_shape};
+use kiln_compiler::kernel::gpu::{has_shared_loop, launch_shape, warp_per_point};
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
 
@@ -49,8 +50,12 @@ pub fn emit<'ctx>(
         );
     }
     let noalias = ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("noalias"), 0);
+    // Every buffer starts at a multiple of 64 bytes (arena slots, weights, inputs), so
+    // vector loads at aligned offsets can be single wide loads.
+    let align = ctx.create_enum_attribute(Attribute::get_named_enum_kind_id("align"), 16);
     for p in 0..k.args.len() {
         func.add_attribute(AttributeLoc::Param(p as u32), noalias);
+        func.add_attribute(AttributeLoc::Param(p as u32), align);
     }
     let b = ctx.create_builder();
     let entry = ctx.append_basic_block(func, "entry");
@@ -80,6 +85,7 @@ pub fn emit<'ctx>(
         native_half: true,
         // dp4a (sm_61+) and AMD's dot instructions are the next step; widened for now.
         byte_dot_bits: 0,
+        lane: None,
     };
     if !k.locals.is_empty() {
         if launch.block_per_point() {
@@ -96,7 +102,27 @@ pub fn emit<'ctx>(
     }
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let g = Gpu::new(&mut em, desc, launch.threads)?;
-    if launch.block_per_point() {
+    if let Some(warp) = warp_per_point(&k.body) {
+        if warp != desc.warp {
+            return Err(Fail(format!(
+                "the kernel's matrix instructions need a warp of {warp}, the target's is {}",
+                desc.warp
+            )));
+        }
+        // Warp `w` of block `b` takes the points `b * W + w, + blocks * W, ...` (W warps per
+        // block); every lane of a warp runs the same points, so the warp stays converged.
+        let w = i64t.const_int(warp as u64, false);
+        let per_block = i64t.const_int(launch.points_per_block as u64, false);
+        em.lane = Some(em.b.build_int_unsigned_rem(g.thread, w, "lane")?);
+        let wid = em.b.build_int_unsigned_div(g.thread, w, "warp")?;
+        let first = em.b.build_int_mul(g.block, per_block, "w0")?;
+        let first = em.b.build_int_add(first, wid, "p0")?;
+        let step = em.b.build_int_mul(g.blocks, per_block, "stride")?;
+        em.strided_loop(first, points, step, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            stmts(em, &k.body)
+        })?;
+    } else if launch.block_per_point() {
         let scratch = scratch_array(ctx, module, k, desc)?;
         let (start, step) = (g.block, g.blocks);
         em.strided_loop(start, points, step, &mut |em, p| {

@@ -13,6 +13,7 @@
 
 pub mod amdgpu;
 mod kernel;
+pub(super) mod matrix;
 pub mod nvptx;
 mod primitives;
 #[cfg(test)]

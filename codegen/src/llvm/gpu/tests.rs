@@ -151,3 +151,68 @@ fn amd_code_objects_are_well_formed() {
         assert!(asm.contains("s_endpgm"), "{gfx}: no kernel code:\n{asm}");
     }
 }
+
+#[test]
+fn half_matmuls_use_the_matrix_unit_from_sm_80() {
+    let model = crate::test_model::HALF_MATMULS;
+    for sm in ["sm_80", "sm_86", "sm_90", "sm_90a", "sm_120"] {
+        let (code, _) =
+            crate::test_model::code_of(&crate::llvm::LlvmBackend, model, &format!("cuda:{sm}"));
+        let ptx = String::from_utf8(code).unwrap();
+        for ty in ["f16.f16", "bf16.bf16"] {
+            let want = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32");
+            assert!(ptx.contains(&want), "{sm}: no {want}");
+        }
+        // scripts/gpu-prepare.sh keeps them for `ptxas -v` (registers, spills) there.
+        if let Some(dir) = std::env::var_os("KILN_PTX_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("half-{sm}.ptx"));
+            std::fs::write(path, &ptx).unwrap();
+        }
+    }
+    let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_75");
+    assert!(!String::from_utf8(code).unwrap().contains("mma.sync"));
+}
+
+/// CDNA's MFMA and RDNA3/4's WMMA in the half matmuls of the targets that have them (bf16
+/// too, except on gfx908, which kiln multiplies in f32 there); the others keep FMAs.
+#[test]
+fn half_matmuls_use_mfma_and_wmma_where_the_gfx_has_them() {
+    use kiln_compiler::kernel::matrix::MatrixUnit;
+    let dir = tempfile::tempdir().unwrap();
+    for (gfx, _) in super::amdgpu::TESTED {
+        let (code, _) = crate::test_model::code_of(
+            &crate::llvm::LlvmBackend,
+            crate::test_model::HALF_MATMULS,
+            &format!("hip:{gfx}"),
+        );
+        let path = dir.path().join(format!("{gfx}.co"));
+        std::fs::write(&path, &code).unwrap();
+        let mcpu = format!("--mcpu={gfx}");
+        let asm = run_tool(
+            "llvm-objdump",
+            &["-d".as_ref(), mcpu.as_ref(), path.as_os_str()],
+        );
+        assert!(
+            !asm.contains("<unknown>"),
+            "{gfx}: undecodable instructions"
+        );
+        let count = |s: &str| asm.matches(s).count();
+        match MatrixUnit::for_gpu("hip", gfx) {
+            Some(MatrixUnit::Mfma16x16x16) => {
+                // 4 x 4 tiles, two steps along K per loaded run (gfx942 spells it `_f16`).
+                let f16 = count("v_mfma_f32_16x16x16f16") + count("v_mfma_f32_16x16x16_f16");
+                assert!(f16 >= 32, "{gfx}: f16 MFMA");
+                let bf16 = count("v_mfma_f32_16x16x16bf16_1k") + count("v_mfma_f32_16x16x16_bf16");
+                assert_eq!(bf16 > 0, gfx != "gfx908", "{gfx}: bf16 MFMA");
+            }
+            Some(MatrixUnit::WmmaGfx11 | MatrixUnit::WmmaGfx12) => {
+                assert!(count("v_wmma_f32_16x16x16_f16") >= 16, "{gfx}: f16 WMMA");
+                assert!(count("v_wmma_f32_16x16x16_bf16") >= 16, "{gfx}: bf16 WMMA");
+            }
+            _ => assert!(
+                count("v_mfma") + count("v_wmma") == 0,
+                "{gfx} has no matrix unit kiln uses"
+            ),
+        }
+    }
+}

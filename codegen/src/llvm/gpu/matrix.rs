@@ -1,0 +1,127 @@
+//! `Expr::Mma` -> the target's matrix intrinsic. The kernel IR hands each lane's registers
+//! of A, B and C as f32 vectors in the order `kiln_compiler::kernel::matrix` describes;
+//! here they are rounded to the input type (exact: the lowering multiplies only buffers of
+//! that type, and LLVM folds the widening at the load with this rounding), packed the way
+//! the intrinsic takes them, and the result is returned as an f32 vector again.
+
+use super::super::expr::{Emitter, Fail, V};
+use inkwell::values::BasicValueEnum;
+use kiln_compiler::kernel::matrix::{MatrixOp, MatrixUnit};
+use kiln_ir::DType;
+
+pub fn multiply_accumulate<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    op: MatrixOp,
+    a: V<'ctx>,
+    b: V<'ctx>,
+    c: V<'ctx>,
+) -> Result<V<'ctx>, Fail> {
+    let (a, b) = (round(em, a, op.input)?, round(em, b, op.input)?);
+    let i32t = em.ctx.i32_type();
+    let bf16 = op.input == DType::BF16;
+    match op.unit {
+        MatrixUnit::MmaM16N8K16 => {
+            // Registers of two halves each: A four, B two; C and D four f32 scalars.
+            let (a, b) = (words(em, a, bf16)?, words(em, b, bf16)?);
+            let mut args = a;
+            args.extend(b);
+            let cv = c.into_vector_value();
+            for l in 0..4 {
+                args.push(em.b.build_extract_element(cv, i32t.const_int(l, false), "c")?);
+            }
+            let name = if bf16 {
+                "llvm.nvvm.mma.m16n8k16.row.col.bf16"
+            } else {
+                "llvm.nvvm.mma.m16n8k16.row.col.f32.f32"
+            };
+            let d = em.intrinsic(name, &[], &args)?.into_struct_value();
+            let f32x4 = em.ctx.f32_type().vec_type(4);
+            let mut out = f32x4.get_poison();
+            for l in 0..4 {
+                let x = em.b.build_extract_value(d, l, "d")?;
+                out =
+                    em.b.build_insert_element(out, x, i32t.const_int(l as u64, false), "d")?;
+            }
+            Ok(out.into())
+        }
+        MatrixUnit::Mfma16x16x16 => {
+            let name = if bf16 {
+                "llvm.amdgcn.mfma.f32.16x16x16bf16.1k"
+            } else {
+                "llvm.amdgcn.mfma.f32.16x16x16f16"
+            };
+            // cbsz, abid, blgp: no broadcasting between blocks.
+            let zero = i32t.const_zero().into();
+            em.intrinsic(name, &[], &[a, b, c, zero, zero, zero])
+        }
+        MatrixUnit::WmmaGfx11 | MatrixUnit::WmmaGfx12 => {
+            let name = if bf16 {
+                "llvm.amdgcn.wmma.f32.16x16x16.bf16"
+            } else {
+                "llvm.amdgcn.wmma.f32.16x16x16.f16"
+            };
+            em.intrinsic(name, &[c.get_type(), a.get_type()], &[a, b, c])
+        }
+    }
+}
+
+/// f32 lanes -> `<n x half>` (f16) or `<n x i16>` holding bf16 bits. The bf16 lanes hold
+/// bf16 values already (see the module doc), so their low 16 bits are zero.
+fn round<'ctx>(em: &mut Emitter<'_, 'ctx>, x: V<'ctx>, input: DType) -> Result<V<'ctx>, Fail> {
+    let x = x.into_vector_value();
+    let n = x.get_type().get_size();
+    Ok(match input {
+        DType::F16 => {
+            em.b.build_float_trunc(x, em.ctx.f16_type().vec_type(n), "h")?
+                .into()
+        }
+        DType::BF16 => {
+            let i32v = em.ctx.i32_type().vec_type(n);
+            let bits = em.b.build_bit_cast(x, i32v, "bits")?.into_vector_value();
+            let sixteen = em.ctx.i32_type().const_int(16, false);
+            let high = em.b.build_right_shift(
+                bits,
+                inkwell::types::VectorType::const_vector(&vec![sixteen; n as usize]),
+                false,
+                "hi",
+            )?;
+            em.b.build_int_truncate(high, em.ctx.i16_type().vec_type(n), "bf")?
+                .into()
+        }
+        other => return Err(Fail(format!("matrix instructions on {other}"))),
+    })
+}
+
+/// A vector of 16-bit values as the 32-bit registers `mma.sync` takes: `<2 x half>` each
+/// for f16, `i32` each for bf16.
+fn words<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    x: V<'ctx>,
+    bf16: bool,
+) -> Result<Vec<BasicValueEnum<'ctx>>, Fail> {
+    let x = x.into_vector_value();
+    let n = x.get_type().get_size();
+    let i32t = em.ctx.i32_type();
+    if bf16 {
+        let w =
+            em.b.build_bit_cast(x, i32t.vec_type(n / 2), "w")?
+                .into_vector_value();
+        return (0..n / 2)
+            .map(|l| {
+                Ok(em
+                    .b
+                    .build_extract_element(w, i32t.const_int(l as u64, false), "w")?)
+            })
+            .collect();
+    }
+    (0..n / 2)
+        .map(|l| {
+            let pair = inkwell::types::VectorType::const_vector(&[
+                i32t.const_int(2 * l as u64, false),
+                i32t.const_int(2 * l as u64 + 1, false),
+            ]);
+            let poison = x.get_type().get_poison();
+            Ok(em.b.build_shuffle_vector(x, poison, pair, "pair")?.into())
+        })
+        .collect()
+}
