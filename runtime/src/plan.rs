@@ -62,8 +62,9 @@ impl Launch {
     }
 }
 
-/// Threads per block, and grid points per block: `threads` (a thread per point) or 1 (a
-/// block per point, its threads sharing the point's loops). The compiler decides it.
+/// Threads per block, and grid points per block: `threads` (a thread per point), 1 (a
+/// block per point, its threads sharing the point's loops) or the block's warp count (a
+/// warp per point, for matrix instructions). The compiler decides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuBlocks {
     pub threads: u32,
@@ -72,15 +73,16 @@ pub struct GpuBlocks {
 
 impl GpuBlocks {
     /// Whether a GPU executor can launch this shape: 1..=1024 threads, and a block covering
-    /// either one point or one point per thread (the two shapes the compiler emits).
+    /// a whole number of points that splits its threads evenly (one point, one per warp, one
+    /// per thread: the shapes the compiler emits).
     pub fn check(&self) -> Result<(), String> {
         if self.threads == 0 || self.threads > 1024 {
             return Err(format!("{} threads per block (1..=1024)", self.threads));
         }
-        if self.points_per_block != 1 && self.points_per_block != self.threads {
+        if self.points_per_block == 0 || !self.threads.is_multiple_of(self.points_per_block) {
             return Err(format!(
-                "{} points per block (1 or the thread count)",
-                self.points_per_block
+                "{} points per block (must divide the {} threads)",
+                self.points_per_block, self.threads
             ));
         }
         Ok(())
@@ -242,6 +244,20 @@ fn round_up(n: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_blocks_cover_points_that_split_their_threads() {
+        let b = |threads, points_per_block| GpuBlocks {
+            threads,
+            points_per_block,
+        };
+        for ok in [b(256, 1), b(256, 8), b(256, 4), b(256, 256)] {
+            assert!(ok.check().is_ok(), "{ok:?}");
+        }
+        for bad in [b(256, 0), b(256, 3), b(0, 1), b(2048, 1)] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
 
     fn env(pairs: &[(&str, i64)]) -> Bindings {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()

@@ -83,6 +83,7 @@ enum Executor {
     Cuda(Box<crate::cuda::executor::CudaExecutor>),
     #[cfg(feature = "vulkan")]
     Vulkan(Box<crate::vulkan::executor::VulkanExecutor>),
+    Hip(Box<crate::hip::executor::HipExecutor>),
 }
 
 impl Session {
@@ -132,6 +133,12 @@ impl Session {
                     artifact.weights()?,
                 )?))
             }
+            Some("hip") => Executor::Hip(Box::new(crate::hip::executor::HipExecutor::new(
+                &v.target,
+                artifact.code(variant)?,
+                &v.kernels,
+                artifact.weights()?,
+            )?)),
             _ => {
                 return Err(RuntimeError::NoExecutor {
                     target: v.target.clone(),
@@ -171,6 +178,7 @@ impl Session {
             Executor::Cuda(_) => 1,
             #[cfg(feature = "vulkan")]
             Executor::Vulkan(_) => 1,
+            Executor::Hip(_) => 1,
         }
     }
 
@@ -182,6 +190,7 @@ impl Session {
             Executor::Cuda(e) => e.device_name().into(),
             #[cfg(feature = "vulkan")]
             Executor::Vulkan(e) => e.device_name().into(),
+            Executor::Hip(e) => e.device_name().into(),
         }
     }
 
@@ -298,6 +307,9 @@ impl Session {
             Executor::Vulkan(executor) => on_device(inputs, outputs, |io| {
                 executor.execute(plan, &env, io, profile)
             })?,
+            Executor::Hip(executor) => on_device(inputs, outputs, |io| {
+                executor.execute(plan, &env, io, profile)
+            })?,
         };
         let results = self
             .manifest()
@@ -408,7 +420,6 @@ fn check_input(
 
 /// Outputs and timings of a run on a device with its own memory: `run` gets the inputs and
 /// zeroed host buffers of `outputs`' sizes to fill.
-#[cfg(any(feature = "cuda", feature = "vulkan"))]
 #[allow(clippy::type_complexity)]
 fn on_device(
     inputs: &[HostBuffer],
@@ -429,7 +440,6 @@ fn on_device(
 }
 
 /// A zeroed host buffer; a size too large for memory is an error, not an abort.
-#[cfg(any(feature = "cuda", feature = "vulkan"))]
 fn zeroed_vec(bytes: usize) -> Result<Vec<u8>, RuntimeError> {
     let mut v = Vec::new();
     v.try_reserve_exact(bytes)

@@ -1,11 +1,14 @@
 //! `hip:` variants: which code object a device runs (`selection`), how kernel arguments
-//! are laid out (`args`), and finding the device.
+//! are laid out (`args`), finding the device, the HIP runtime opened at run time (`api`)
+//! and the executor.
 //!
-//! No AMD GPU exists where kiln is developed, so the executor that would load code objects
-//! through `libamdhip64` is not written yet; what is here is the logic that can be tested
-//! without one, and the reason `kiln run` gives for not running a `hip:` variant.
+//! No AMD GPU exists where kiln is developed: the selection, argument and topology logic is
+//! unit-tested, the runtime's absence is tested as the reason `kiln run` gives, and the
+//! executor has not run on AMD hardware.
 
+pub mod api;
 pub mod args;
+pub mod executor;
 pub mod selection;
 
 use crate::cpu::features::Rank;
@@ -43,10 +46,9 @@ pub fn support(arch: &str) -> Result<Rank, String> {
     selection::parse(arch)?;
     let gfx =
         device_gfx().map_err(|why| format!("needs an AMD GPU with ROCm: this machine {why}"))?;
-    selection::support(arch, &gfx)?;
-    Err(format!(
-        "would run on this machine's {gfx}, but this kiln has no HIP executor yet"
-    ))
+    let rank = selection::support(arch, &gfx)?;
+    api::Hip::open(&api::LIBRARY_NAMES)?;
+    Ok(rank)
 }
 
 #[cfg(test)]

@@ -1,0 +1,273 @@
+//! Executing a launch plan through HIP: the variant's code object loaded from memory,
+//! weights uploaded once, one device arena laid out by the plan (as the CUDA executor's),
+//! launches on the null stream with the argument block of `args.rs`.
+//!
+//! Written to the HIP API and checked here only as far as a machine without an AMD GPU
+//! allows (the library's absence is a reason, not a crash); it has not run on AMD hardware.
+
+use super::api::{DevicePtr, Function, Hip, Module};
+use crate::cpu::executor::LaunchTiming;
+use crate::error::RuntimeError;
+use crate::plan::{grid_points, BufferRef, HostIo, Plan};
+use kiln_ir::Bindings;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A device allocation (freed by the executor that made it).
+struct DeviceBuf {
+    ptr: DevicePtr,
+    len: usize,
+}
+
+pub struct HipExecutor {
+    target: String,
+    device: String,
+    hip: Hip,
+    module: Module,
+    functions: HashMap<String, Function>,
+    weights: Option<DeviceBuf>,
+    arena: Option<DeviceBuf>,
+    dims: Option<DeviceBuf>,
+    /// Device copies of the inputs, then the outputs; reused while large enough.
+    io: Vec<DeviceBuf>,
+}
+
+impl std::fmt::Debug for HipExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HipExecutor")
+            .field("target", &self.target)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+impl HipExecutor {
+    /// Loads `code` (the variant's code object), resolves `kernels` and uploads `weights`.
+    pub fn new(
+        target: &str,
+        code: &[u8],
+        kernels: &[String],
+        weights: Option<&[u8]>,
+    ) -> Result<HipExecutor, RuntimeError> {
+        let dev = |msg: String| RuntimeError::Device {
+            target: target.into(),
+            msg,
+        };
+        let hip = Hip::open(&super::api::LIBRARY_NAMES).map_err(dev)?;
+        let device = hip.device_name().map_err(dev)?;
+        let module = hip
+            .load_module(code)
+            .map_err(|msg| RuntimeError::CodeLoad {
+                target: target.into(),
+                msg,
+            })?;
+        let mut exec = HipExecutor {
+            target: target.into(),
+            device,
+            hip,
+            module,
+            functions: HashMap::new(),
+            weights: None,
+            arena: None,
+            dims: None,
+            io: Vec::new(),
+        };
+        for k in kernels {
+            let f = exec
+                .hip
+                .function(module, &format!("kiln_{k}"))
+                .map_err(|msg| RuntimeError::MissingKernel {
+                    target: target.into(),
+                    kernel: k.clone(),
+                    msg,
+                })?;
+            exec.functions.insert(k.clone(), f);
+        }
+        if let Some(w) = weights.filter(|w| !w.is_empty()) {
+            let buf = exec.alloc(w.len()).map_err(dev)?;
+            // SAFETY: `buf` holds `w.len()` bytes.
+            unsafe { exec.hip.upload(buf.ptr, w) }.map_err(dev)?;
+            exec.weights = Some(buf);
+        }
+        Ok(exec)
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.device
+    }
+
+    fn alloc(&self, len: usize) -> Result<DeviceBuf, String> {
+        Ok(DeviceBuf {
+            ptr: self.hip.alloc_zeroed(len)?,
+            len,
+        })
+    }
+
+    /// `slot` holding at least `len` bytes, reallocated when smaller.
+    fn ensure(&mut self, which: Slot, len: usize) -> Result<DevicePtr, String> {
+        let small = |b: &Option<DeviceBuf>| b.as_ref().is_none_or(|b| b.len < len);
+        let fresh = match which {
+            Slot::Arena => small(&self.arena),
+            Slot::Dims => small(&self.dims),
+            Slot::Io(i) => self.io.get(i).is_none_or(|b| b.len < len),
+        };
+        if fresh {
+            let buf = self.alloc(len)?;
+            let old = match which {
+                Slot::Arena => self.arena.replace(buf),
+                Slot::Dims => self.dims.replace(buf),
+                Slot::Io(i) if i < self.io.len() => Some(std::mem::replace(&mut self.io[i], buf)),
+                Slot::Io(_) => {
+                    self.io.push(buf);
+                    None
+                }
+            };
+            if let Some(old) = old {
+                self.hip.free(old.ptr);
+            }
+        }
+        Ok(match which {
+            Slot::Arena => self.arena.as_ref().map(|b| b.ptr),
+            Slot::Dims => self.dims.as_ref().map(|b| b.ptr),
+            Slot::Io(i) => self.io.get(i).map(|b| b.ptr),
+        }
+        .expect("allocated above"))
+    }
+
+    /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
+    /// Timings (with `profile`) come from events around each launch.
+    pub fn execute(
+        &mut self,
+        plan: &Plan,
+        env: &Bindings,
+        io: HostIo<'_>,
+        profile: bool,
+    ) -> Result<Vec<LaunchTiming>, RuntimeError> {
+        let target = self.target.clone();
+        let perr = |msg: String| RuntimeError::Plan {
+            target: target.clone(),
+            msg,
+        };
+        let derr = |msg: String| RuntimeError::Device {
+            target: target.clone(),
+            msg,
+        };
+        let layout = plan.arena_layout(env).map_err(perr)?;
+        let total = usize::try_from(layout.total)
+            .map_err(|_| perr("arena size exceeds the address space".into()))?;
+        let arena = self.ensure(Slot::Arena, total).map_err(derr)?.addr();
+        let dims = plan.dims_array(env).map_err(perr)?;
+        let dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let dims_ptr = self.ensure(Slot::Dims, dims_bytes.len()).map_err(derr)?;
+        // SAFETY: the dims buffer holds at least `dims_bytes.len()` bytes.
+        unsafe { self.hip.upload(dims_ptr, &dims_bytes) }.map_err(derr)?;
+        let n_in = io.inputs.len();
+        let mut io_addrs = Vec::new();
+        for (i, n) in io
+            .inputs
+            .iter()
+            .map(|b| b.len())
+            .chain(io.outputs.iter().map(|b| b.len()))
+            .enumerate()
+        {
+            let p = self.ensure(Slot::Io(i), n).map_err(derr)?;
+            if let Some(data) = io.inputs.get(i).filter(|d| !d.is_empty()) {
+                // SAFETY: `p` holds at least `data.len()` bytes.
+                unsafe { self.hip.upload(p, data) }.map_err(derr)?;
+            }
+            io_addrs.push(p.addr());
+        }
+        let weights = self.weights.as_ref().map_or(0, |w| w.ptr.addr());
+
+        let mut events = Vec::new();
+        for launch in &plan.launches {
+            let at = |m: String| perr(format!("launch {}: {m}", launch.kernel));
+            if !launch.runs(env).map_err(at)? {
+                continue;
+            }
+            let f =
+                *self
+                    .functions
+                    .get(&launch.kernel)
+                    .ok_or_else(|| RuntimeError::MissingKernel {
+                        target: target.clone(),
+                        kernel: launch.kernel.clone(),
+                        msg: "not resolved when the code was loaded".into(),
+                    })?;
+            let blocks = launch.gpu.ok_or_else(|| at("no GPU block shape".into()))?;
+            blocks.check().map_err(at)?;
+            let points = grid_points(&launch.grid, env).map_err(at)?;
+            if points == 0 {
+                continue;
+            }
+            let points = i64::try_from(points).map_err(|_| at("too many grid points".into()))?;
+            let buffers: Vec<u64> = launch
+                .args
+                .iter()
+                .map(|a| match *a {
+                    BufferRef::Slot(i) => arena + layout.offsets[i],
+                    BufferRef::Input(i) => io_addrs[i],
+                    BufferRef::Output(i) => io_addrs[n_in + i],
+                    BufferRef::Weight { offset, .. } => weights + offset,
+                })
+                .collect();
+            let mut block = super::args::pack(&buffers, dims_ptr.addr(), points);
+            // The kernels stride over points, so a capped grid is still complete.
+            let grid = (points as u64)
+                .div_ceil(blocks.points_per_block as u64)
+                .min(i32::MAX as u64) as u32;
+            let start = profile
+                .then(|| self.hip.record())
+                .transpose()
+                .map_err(derr)?;
+            // SAFETY: the block matches the kernel ABI (one device address per buffer, the
+            // dims address, the point count); every address lies in an allocation sized
+            // by the same plan and bindings the kernel indexes with.
+            unsafe { self.hip.launch(f, grid, blocks.threads, &mut block) }
+                .map_err(|m| derr(format!("launching {}: {m}", launch.kernel)))?;
+            if let Some(start) = start {
+                let end = self.hip.record().map_err(derr)?;
+                events.push((launch.kernel.clone(), points as u64, start, end));
+            }
+        }
+        self.hip
+            .synchronize()
+            .map_err(|m| derr(format!("running the kernels: {m}")))?;
+        for (i, out) in io.outputs.iter_mut().enumerate() {
+            if !out.is_empty() {
+                // SAFETY: the output's device copy was sized to at least `out.len()`.
+                unsafe { self.hip.download(out, self.io[n_in + i].ptr) }.map_err(derr)?;
+            }
+        }
+        let mut timings = Vec::with_capacity(events.len());
+        for (kernel, grid_points, start, end) in events {
+            let ms = self.hip.elapsed_ms(start, end).map_err(derr)?;
+            timings.push(LaunchTiming {
+                kernel,
+                grid_points,
+                duration: Duration::from_secs_f64(ms as f64 / 1e3),
+            });
+        }
+        Ok(timings)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Arena,
+    Dims,
+    Io(usize),
+}
+
+impl Drop for HipExecutor {
+    fn drop(&mut self) {
+        let mut bufs: Vec<DeviceBuf> = self.io.drain(..).collect();
+        bufs.extend(self.weights.take());
+        bufs.extend(self.arena.take());
+        bufs.extend(self.dims.take());
+        for b in bufs {
+            self.hip.free(b.ptr);
+        }
+        self.hip.unload(self.module);
+    }
+}
