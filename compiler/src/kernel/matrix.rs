@@ -37,8 +37,8 @@ pub enum MatrixUnit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MatrixOp {
     pub unit: MatrixUnit,
-    /// `F16` or `BF16`: A and B are rounded to this type, exactly when they were loaded
-    /// from buffers of it.
+    /// `F16` or `BF16`: A and B are rounded to this type (to nearest even; a no-op for
+    /// values loaded from buffers of it, which is all bf16 operands ever are).
     pub input: DType,
 }
 

@@ -1,7 +1,7 @@
 //! The GPU matmul on matrix instructions (`Expr::Mma`), for targets whose schedule has a
 //! matrix unit and matmuls of half matrices (A `[.., m, k]`, B stored transposed
-//! `[.., n, k]`, both f16 or both bf16 buffers: the LLM layout, and the one whose rows of
-//! both operands run along K).
+//! `[.., n, k]`: the LLM layout, and the one whose rows of both operands run along K; B
+//! f16 or bf16, A the same or f32 activations against f16 weights, see `applies`).
 //!
 //! Each grid point is one warp and owns a `TILES.0 x TILES.1` block of instruction tiles of
 //! C (64 x 64 elements on every unit kiln knows), held in registers across the whole K
@@ -21,7 +21,7 @@ use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::matrix::{MatrixOp, MatrixUnit};
 use crate::kernel::{Buf, Cmp, Expr, Kernel, Stmt, VarId};
-use kiln_ir::DType;
+use kiln_ir::{DType, NodeId};
 
 /// Bytes each lane loads per row of A or column of B and step: 16, the widest load.
 const LOAD_BYTES: i64 = 16;
@@ -38,26 +38,48 @@ fn substeps(unit: MatrixUnit) -> i64 {
 }
 
 /// The matrix instruction for this matmul, if the target has one and the operands fit.
+///
+/// B decides the input type: a buffer of halves, or the f32 cast of one (how graphs hold
+/// F16 weights). A is a buffer of the same type, or, for f16, an f32 buffer (activations)
+/// whose values the instruction rounds to f16 (to nearest even), as GPU frameworks multiply
+/// f16 weights: about 2^-11 relative error per activation, accumulated in f32. bf16's
+/// coarser rounding is not applied to f32 activations.
 pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> Option<MatrixOp> {
     let unit = ctx.schedule.matrix?;
     if ops.ta || !ops.tb {
         return None;
     }
     let g = ctx.graph;
-    let input = g.node(ops.a).dtype;
-    let half_ok = match input {
+    let stored = |n| ctx.node_buffer.contains_key(&n);
+    let half = |d: DType| match d {
         DType::F16 => true,
         DType::BF16 => ctx.schedule.matrix_bf16,
         _ => false,
     };
-    // Buffers of the half type hold exact halves: rounding them to it changes nothing.
-    let stored = |n| ctx.node_buffer.contains_key(&n) && g.node(n).dtype == input;
+    // The half type a buffer holds, seen through a widening cast.
+    let half_of = |n: NodeId| -> Option<DType> {
+        let node = g.node(n);
+        if stored(n) && half(node.dtype) {
+            return Some(node.dtype);
+        }
+        match (&node.op, g.inputs(n).first()) {
+            (kiln_ir::Op::Cast { .. }, Some(&x))
+                if node.dtype == DType::F32 && stored(x) && half(g.node(x).dtype) =>
+            {
+                Some(g.node(x).dtype)
+            }
+            _ => None,
+        }
+    };
+    let input = half_of(ops.b)?;
+    let a_fits = half_of(ops.a) == Some(input)
+        || (input == DType::F16 && stored(ops.a) && g.node(ops.a).dtype == DType::F32);
     let (_, _, k) = unit.shape();
     let step = k * substeps(unit);
     let k_fits = ops.a_shape[ops.a_shape.len() - 1]
         .as_known()
         .is_some_and(|kd| kd % step == 0);
-    (half_ok && stored(ops.a) && stored(ops.b) && k_fits).then_some(MatrixOp { unit, input })
+    (a_fits && k_fits).then_some(MatrixOp { unit, input })
 }
 
 pub(super) fn kernel(

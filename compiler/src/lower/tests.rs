@@ -216,6 +216,25 @@ output \"y\" = %y
     assert!(kernel("bf16", "hip:gfx90a")
         .to_string()
         .contains("mma<Mfma16x16x16 bf16>"));
+    // f32 activations against f16 weights (a cast of an f16 buffer) round to f16; against
+    // bf16 weights they do not (bf16 keeps 8 bits).
+    let mixed = |w: &str, target: &str| {
+        let g = kiln_ir::text::parse(&format!(
+            "kir 1
+%a = input \"a\" f32[100,64]
+%h = input \"b\" {w}[72,64]
+%b = cast %h dtype=f32
+%y = matmul %a, %b transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        ))
+        .unwrap();
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        lower(&g, s).unwrap().kernels.remove(0).to_string()
+    };
+    assert!(mixed("f16", "cuda:sm_80").contains("mma<MmaM16N8K16 f16>"));
+    assert!(!mixed("bf16", "cuda:sm_80").contains("mma<"));
     assert!(kernel("f16", "hip:gfx1100")
         .to_string()
         .contains("mma<WmmaGfx11 f16>"));

@@ -1,8 +1,9 @@
 //! `Expr::Mma` -> the target's matrix intrinsic. The kernel IR hands each lane's registers
 //! of A, B and C as f32 vectors in the order `kiln_compiler::kernel::matrix` describes;
-//! here they are rounded to the input type (exact: the lowering multiplies only buffers of
-//! that type, and LLVM folds the widening at the load with this rounding), packed the way
-//! the intrinsic takes them, and the result is returned as an f32 vector again.
+//! here they are rounded to the input type (f16: to nearest even, which LLVM folds away
+//! against the widening of a load from an f16 buffer; bf16: by dropping the low half, exact
+//! because the lowering multiplies only bf16 buffers in bf16), packed the way the intrinsic
+//! takes them, and the result is returned as an f32 vector again.
 
 use super::super::expr::{Emitter, Fail, V};
 use inkwell::values::BasicValueEnum;
@@ -65,8 +66,7 @@ pub fn multiply_accumulate<'ctx>(
     }
 }
 
-/// f32 lanes -> `<n x half>` (f16) or `<n x i16>` holding bf16 bits. The bf16 lanes hold
-/// bf16 values already (see the module doc), so their low 16 bits are zero.
+/// f32 lanes -> `<n x half>` (f16) or `<n x i16>` holding bf16 bits (see the module doc).
 fn round<'ctx>(em: &mut Emitter<'_, 'ctx>, x: V<'ctx>, input: DType) -> Result<V<'ctx>, Fail> {
     let x = x.into_vector_value();
     let n = x.get_type().get_size();
