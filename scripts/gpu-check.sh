@@ -151,6 +151,14 @@ for spec in $(echo "$models" | tr ',' ' '); do
     fi
     rm -f $m.kiln
   done
+  # PyTorch eager on the same weights (f16; quantized files dequantized), for the side by side.
+  if [ "${TORCH_MODELS:-1}" = 1 ]; then
+    if timeout 300 python3 benches/torch_llama.py $m.gguf >"$LOGS/torch-$1-$2.log" 2>&1; then
+      grep '^|' "$LOGS/torch-$1-$2.log" | tee -a "$report"
+    else
+      note "- llama-$1 $2 in PyTorch: failed (see torch-$1-$2.log)"; tail -3 "$LOGS/torch-$1-$2.log" | tee -a "$report"
+    fi
+  fi
   rm -f $m.gguf
 done
 exit $status
