@@ -311,12 +311,15 @@ impl Emitter<'_, '_> {
             Expr::ReduceLanes(op, a) => {
                 let v = self.expr(a)?;
                 let n = self.ty(v).lane_count();
+                let float = self.ty(v).lane_type().is_float();
                 let mut acc = self.b.ins().extractlane(v, 0);
                 for l in 1..n {
                     let x = self.b.ins().extractlane(v, l as u8);
-                    acc = match op {
-                        RedOp::Sum => self.b.ins().fadd(acc, x),
-                        RedOp::Max => self.b.ins().fmax(acc, x),
+                    acc = match (op, float) {
+                        (RedOp::Sum, true) => self.b.ins().fadd(acc, x),
+                        (RedOp::Max, true) => self.b.ins().fmax(acc, x),
+                        (RedOp::Sum, false) => self.b.ins().iadd(acc, x),
+                        (RedOp::Max, false) => self.b.ins().smax(acc, x),
                     };
                 }
                 acc

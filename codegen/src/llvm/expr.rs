@@ -425,6 +425,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             Expr::ReduceLanes(op, a) => {
                 let x = self.expr(a)?;
                 match op {
+                    // Integer sums are exact in any order: a tree, not a chain.
+                    RedOp::Sum if !is_float(x) => {
+                        self.intrinsic("llvm.vector.reduce.add", &[x.get_type()], &[x])?
+                    }
+                    RedOp::Max if !is_float(x) => {
+                        self.intrinsic("llvm.vector.reduce.smax", &[x.get_type()], &[x])?
+                    }
                     RedOp::Sum => {
                         let start = self.ctx.f32_type().const_float(-0.0).into();
                         self.intrinsic("llvm.vector.reduce.fadd", &[x.get_type()], &[start, x])?

@@ -100,6 +100,12 @@ impl Emitter<'_, '_> {
             }
             Expr::ReduceLanes(op, a) => {
                 let x = self.expr(a)?;
+                if x.t.elem != Elem::F32 {
+                    return Err(Fail::msg(
+                        "integer lane reductions are not lowered to SPIR-V (the GPU schedule \
+                         is scalar)",
+                    ));
+                }
                 let mut acc = self.extract(x, 0)?;
                 for l in 1..x.t.lanes {
                     let y = self.extract(x, l)?;

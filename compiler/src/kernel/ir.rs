@@ -187,7 +187,8 @@ pub enum Expr {
         vector: Box<Expr>,
         lane: u8,
     },
-    /// Horizontal reduction of a vector to a scalar.
+    /// Horizontal reduction of a vector to a scalar of its element type. Float sums are
+    /// ordered (lane 0 first), integer sums are exact in any order.
     ReduceLanes(RedOp, Box<Expr>),
     /// `let var = value in body`: names a value used several times in `body` (the
     /// expansions of transcendental ops read their argument more than once).

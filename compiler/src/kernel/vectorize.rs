@@ -469,7 +469,8 @@ impl Cx {
                 buf: Buf::Local(b), ..
             } => Elem::of_storage(*self.locals.get(*b as usize)?),
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
-            Expr::Fma(..) | Expr::ReduceLanes(..) | Expr::Mma(..) => Elem::F32,
+            Expr::Fma(..) | Expr::Mma(..) => Elem::F32,
+            Expr::ReduceLanes(_, a) => self.elem(a)?,
             Expr::DotBytes(..) => Elem::I32,
             Expr::Unary(crate::kernel::UOp::HalfBits, _) => Elem::F32,
             Expr::Unary(_, a)

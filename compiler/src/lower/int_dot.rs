@@ -242,7 +242,12 @@ pub fn rows_dot_bytes(
             }
             if vector_offsets {
                 let xs = ctx.fresh();
-                let total = Expr::ReduceLanes(RedOp::Sum, Box::new(cast(Elem::F32, var(xsum))));
+                // Summed as integers (exact, and a tree of adds rather than a chain),
+                // converted once.
+                let total = cast(
+                    Elem::F32,
+                    Expr::ReduceLanes(RedOp::Sum, Box::new(var(xsum))),
+                );
                 body.push(Stmt::Let {
                     var: xs,
                     value: bin(BOp::Mul, total, var(dxs[r])),
