@@ -42,6 +42,42 @@ pub fn unflatten(ctx: &Ctx, shape: &[Dim], flat: Expr) -> Vec<Expr> {
     out
 }
 
+/// The index in `from` (a reshape's input) of index `idx` in `to` (its output). Only the
+/// part that really regroups elements goes through a flat index: unit dims are dropped or
+/// set to 0, and leading and trailing dims the two shapes share map one to one. So
+/// `[h, all, d] -> [h, 1, all, d]` (attention's cache, `all` symbolic) costs nothing, where
+/// a flat index would divide by `all * d` for every element read.
+pub fn reshape_index(ctx: &Ctx, to: &[Dim], from: &[Dim], idx: &[Expr]) -> Vec<Expr> {
+    let unit = |d: &Dim| d.as_known() == Some(1);
+    let out: Vec<usize> = (0..to.len()).filter(|&k| !unit(&to[k])).collect();
+    let inp: Vec<usize> = (0..from.len()).filter(|&k| !unit(&from[k])).collect();
+    let mut src = vec![i(0); from.len()];
+    let mut head = 0;
+    while head < out.len().min(inp.len()) && to[out[head]] == from[inp[head]] {
+        src[inp[head]] = idx[out[head]].clone();
+        head += 1;
+    }
+    let mut tail = 0;
+    while tail < (out.len() - head).min(inp.len() - head)
+        && to[out[out.len() - 1 - tail]] == from[inp[inp.len() - 1 - tail]]
+    {
+        src[inp[inp.len() - 1 - tail]] = idx[out[out.len() - 1 - tail]].clone();
+        tail += 1;
+    }
+    let (om, im) = (&out[head..out.len() - tail], &inp[head..inp.len() - tail]);
+    if !im.is_empty() {
+        let dims = |ks: &[usize], shape: &[Dim]| -> Vec<Dim> {
+            ks.iter().map(|&k| shape[k].clone()).collect()
+        };
+        let part: Vec<Expr> = om.iter().map(|&k| idx[k].clone()).collect();
+        let flat = flat_index(ctx, &dims(om, to), &part);
+        for (&k, x) in im.iter().zip(unflatten(ctx, &dims(im, from), flat)) {
+            src[k] = x;
+        }
+    }
+    src
+}
+
 /// Index into an operand of shape `shape` broadcast to the output index `idx`.
 fn broadcast_index(shape: &[Dim], idx: &[Expr]) -> Vec<Expr> {
     let off = idx.len() - shape.len();
@@ -112,8 +148,7 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
         }
         Op::Reshape { .. } => {
             let in_shape = ctx.graph.node(ins[0]).shape.clone();
-            let flat = flat_index(ctx, &n.shape, idx);
-            let src = unflatten(ctx, &in_shape, flat);
+            let src = reshape_index(ctx, &n.shape, &in_shape, idx);
             value_at(ctx, ins[0], &src)?
         }
         Op::Permute { perm } => {

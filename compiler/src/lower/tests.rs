@@ -249,3 +249,30 @@ output \"y\" = %y
         assert!(!shown.contains("mma<"), "{d} on {target}: {shown}");
     }
 }
+
+/// Attention reads its key cache through a permute and a reshape that only inserts a unit
+/// dim (`[h, all, d] -> [h, 1, all, d]`, `all` symbolic): the index maps straight through,
+/// with no division by a symbol per element read (that cost 30x at 512 cached tokens).
+#[test]
+fn reshapes_that_only_add_unit_dims_index_without_dividing() {
+    let g = kiln_ir::text::parse(
+        "kir 1
+%q = input \"q\" f32[4,8,seq,64]
+%c = input \"c\" f32[all,4,64]
+%p = permute %c perm=[1,0,2]
+%k = reshape %p shape=[4,1,all,64]
+%s = matmul %q, %k transpose_a=false transpose_b=true
+output \"s\" = %s
+",
+    )
+    .unwrap();
+    let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
+    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+    for k in lower(&g, s).unwrap().kernels {
+        let shown = k.to_string();
+        assert!(
+            !shown.contains(" / dim") && !shown.contains(" % dim"),
+            "{shown}"
+        );
+    }
+}
