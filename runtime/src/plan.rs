@@ -89,6 +89,69 @@ impl GpuBlocks {
     }
 }
 
+/// How a GPU executor launches one launch: its block shape, its grid's point count, and the
+/// number of blocks (capped at `max_blocks`: the kernels stride over points, so a capped
+/// grid is still complete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLaunch {
+    pub blocks: GpuBlocks,
+    pub points: u64,
+    pub block_count: u32,
+}
+
+impl Launch {
+    /// The launch's size on a GPU under `env`, or `None` when its guard fails or its grid is
+    /// empty (nothing to launch).
+    pub fn on_device(
+        &self,
+        env: &Bindings,
+        max_blocks: u64,
+    ) -> Result<Option<DeviceLaunch>, String> {
+        let at = |m: String| format!("launch {}: {m}", self.kernel);
+        if !self.runs(env).map_err(at)? {
+            return Ok(None);
+        }
+        let blocks = self.gpu.ok_or_else(|| at("no GPU block shape".into()))?;
+        blocks.check().map_err(at)?;
+        let points = grid_points(&self.grid, env).map_err(at)?;
+        if points == 0 {
+            return Ok(None);
+        }
+        if i64::try_from(points).is_err() {
+            return Err(at("too many grid points".into()));
+        }
+        let block_count = points
+            .div_ceil(blocks.points_per_block as u64)
+            .min(max_blocks)
+            .min(u32::MAX as u64) as u32;
+        Ok(Some(DeviceLaunch {
+            blocks,
+            points,
+            block_count,
+        }))
+    }
+}
+
+impl BufferRef {
+    /// The device address of this buffer, for executors that pass addresses: arena slots at
+    /// `offsets` from `arena`, inputs then outputs at `io`, weight ranges from `weights`.
+    pub fn address(
+        &self,
+        arena: u64,
+        offsets: &[u64],
+        io: &[u64],
+        inputs: usize,
+        weights: u64,
+    ) -> u64 {
+        match *self {
+            BufferRef::Slot(i) => arena + offsets[i],
+            BufferRef::Input(i) => io[i],
+            BufferRef::Output(i) => io[inputs + i],
+            BufferRef::Weight { offset, .. } => weights + offset,
+        }
+    }
+}
+
 /// Host data of one run on a device with its own memory: inputs to upload, outputs to fill.
 pub struct HostIo<'a> {
     pub inputs: &'a [&'a [u8]],
@@ -244,6 +307,65 @@ fn round_up(n: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_launches_size_their_grid_and_skip_empty_or_guarded_ones() {
+        let launch = |rows: Dim, guard: Option<Guard>| Launch {
+            kernel: "k".into(),
+            args: vec![
+                BufferRef::Slot(1),
+                BufferRef::Output(0),
+                BufferRef::Weight { offset: 64, len: 8 },
+            ],
+            grid: vec![GridDim {
+                dim: rows,
+                ceil_div: 1,
+            }],
+            min_chunk: 1,
+            gpu: Some(GpuBlocks {
+                threads: 256,
+                points_per_block: 8,
+            }),
+            guard,
+        };
+        let seq = Dim::sym("seq");
+        let l = launch(seq.clone(), None);
+        let size = l
+            .on_device(&env(&[("seq", 100)]), 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!((size.points, size.block_count), (100, 13));
+        // Capped: the kernels stride over the rest.
+        assert_eq!(
+            l.on_device(&env(&[("seq", 100)]), 4)
+                .unwrap()
+                .unwrap()
+                .block_count,
+            4
+        );
+        assert_eq!(l.on_device(&env(&[("seq", 0)]), 4).unwrap(), None);
+        let guarded = launch(
+            seq.clone(),
+            Some(Guard {
+                dim: seq,
+                max: 4,
+                above: false,
+            }),
+        );
+        assert_eq!(guarded.on_device(&env(&[("seq", 5)]), 4).unwrap(), None);
+        let mut cpu = launch(Dim::from(3usize), None);
+        cpu.gpu = None;
+        assert!(cpu
+            .on_device(&env(&[]), 4)
+            .unwrap_err()
+            .contains("launch k: no GPU block shape"));
+        let addrs: Vec<u64> = l
+            .args
+            .iter()
+            .map(|a| a.address(0x1000, &[0, 128], &[0x9000, 0xa000], 1, 0x5000))
+            .collect();
+        assert_eq!(addrs, [0x1080, 0xa000, 0x5040]);
+    }
 
     #[test]
     fn gpu_blocks_cover_points_that_split_their_threads() {

@@ -125,23 +125,15 @@ pub(super) fn kernel(
     let mut a_rows = Vec::new(); // (tile, offset) -> var holding the row read
     for t in 0..tm {
         for &off in &a_offsets {
-            let v = ctx.fresh();
             let row = add(add(row0.clone(), i(t * um + off)), unit.a_row(lane.clone()));
-            body.push(Stmt::Let {
-                var: v,
-                value: min(row, sub(m.clone(), i(1))),
-            });
+            let v = bind(ctx, &mut body, min(row, sub(m.clone(), i(1))));
             a_rows.push(((t, off), v));
         }
     }
     let mut b_cols = Vec::new();
     for t in 0..tn {
-        let v = ctx.fresh();
         let col = add(add(col0.clone(), i(t * un)), unit.b_col(lane.clone()));
-        body.push(Stmt::Let {
-            var: v,
-            value: min(col, sub(n.clone(), i(1))),
-        });
+        let v = bind(ctx, &mut body, min(col, sub(n.clone(), i(1))));
         b_cols.push(v);
     }
     let accs: Vec<Vec<VarId>> = (0..tm)
@@ -158,21 +150,13 @@ pub(super) fn kernel(
     let mut step = Vec::new();
     let mut a_runs = std::collections::HashMap::new();
     for &((t, off), row) in &a_rows {
-        let v = ctx.fresh();
-        step.push(Stmt::Let {
-            var: v,
-            value: run_load(ctx, ops, true, var(row), k_start.clone(), run)?,
-        });
-        a_runs.insert((t, off), v);
+        let value = run_load(ctx, ops, true, var(row), k_start.clone(), run)?;
+        a_runs.insert((t, off), bind(ctx, &mut step, value));
     }
     let mut b_runs = Vec::new();
     for &col in &b_cols {
-        let v = ctx.fresh();
-        step.push(Stmt::Let {
-            var: v,
-            value: run_load(ctx, ops, false, var(col), k_start.clone(), run)?,
-        });
-        b_runs.push(v);
+        let value = run_load(ctx, ops, false, var(col), k_start.clone(), run)?;
+        b_runs.push(bind(ctx, &mut step, value));
     }
     for sub_step in 0..s {
         let a_frags: Vec<VarId> = (0..tm)
@@ -183,12 +167,7 @@ pub(super) fn kernel(
                         extract(var(a_runs[&(t, off)]), sub_step * kl + local)
                     })
                     .collect();
-                let v = ctx.fresh();
-                step.push(Stmt::Let {
-                    var: v,
-                    value: Expr::Lanes(lanes),
-                });
-                v
+                bind(ctx, &mut step, Expr::Lanes(lanes))
             })
             .collect();
         let b_frags: Vec<VarId> = b_runs
@@ -197,12 +176,7 @@ pub(super) fn kernel(
                 let lanes = (0..b_len as i64)
                     .map(|e| extract(var(r), sub_step * kl + unit.b_elem(e)))
                     .collect();
-                let v = ctx.fresh();
-                step.push(Stmt::Let {
-                    var: v,
-                    value: Expr::Lanes(lanes),
-                });
-                v
+                bind(ctx, &mut step, Expr::Lanes(lanes))
             })
             .collect();
         for (ti, &af) in a_frags.iter().enumerate() {
@@ -264,6 +238,13 @@ pub(super) fn kernel(
     }
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, 1))
+}
+
+/// `value` bound to a fresh variable by a `Let` appended to `out`.
+fn bind(ctx: &mut Ctx, out: &mut Vec<Stmt>, value: Expr) -> VarId {
+    let var = ctx.fresh();
+    out.push(Stmt::Let { var, value });
+    var
 }
 
 fn extract(vector: Expr, lane: i64) -> Expr {

@@ -9,7 +9,7 @@
 use super::device::{probe, Device};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
-use crate::plan::{grid_points, BufferRef, HostIo, Plan};
+use crate::plan::{HostIo, Plan};
 use cudarc::driver::{
     sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -184,12 +184,9 @@ impl CudaExecutor {
 
         let mut events = Vec::new();
         for launch in &plan.launches {
-            if !launch
-                .runs(env)
-                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?
-            {
+            let Some(size) = launch.on_device(env, i32::MAX as u64).map_err(perr)? else {
                 continue;
-            }
+            };
             let f =
                 self.functions
                     .get(&launch.kernel)
@@ -198,33 +195,12 @@ impl CudaExecutor {
                         kernel: launch.kernel.clone(),
                         msg: "not resolved when the code was loaded".into(),
                     })?;
-            let blocks = launch
-                .gpu
-                .ok_or_else(|| perr(format!("launch {} has no GPU block shape", launch.kernel)))?;
-            blocks
-                .check()
-                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
-            let points = grid_points(&launch.grid, env)
-                .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
-            if points == 0 {
-                continue;
-            }
-            let points = i64::try_from(points)
-                .map_err(|_| perr(format!("launch {}: too many grid points", launch.kernel)))?;
             let args: Vec<u64> = launch
                 .args
                 .iter()
-                .map(|a| match *a {
-                    BufferRef::Slot(i) => arena + layout.offsets[i],
-                    BufferRef::Input(i) => io_addrs[i],
-                    BufferRef::Output(i) => io_addrs[n_in + i],
-                    BufferRef::Weight { offset, .. } => weights + offset,
-                })
+                .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
-            // The kernels stride over points, so a capped grid is still complete.
-            let grid = (points as u64)
-                .div_ceil(blocks.points_per_block as u64)
-                .min(i32::MAX as u64) as u32;
+            let (points, blocks, grid) = (size.points as i64, size.blocks, size.block_count);
             let cfg = LaunchConfig {
                 grid_dim: (grid, 1, 1),
                 block_dim: (blocks.threads, 1, 1),

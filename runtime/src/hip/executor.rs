@@ -8,7 +8,7 @@
 use super::api::{DevicePtr, Function, Hip, Module};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
-use crate::plan::{grid_points, BufferRef, HostIo, Plan};
+use crate::plan::{HostIo, Plan};
 use kiln_ir::Bindings;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -181,10 +181,9 @@ impl HipExecutor {
 
         let mut events = Vec::new();
         for launch in &plan.launches {
-            let at = |m: String| perr(format!("launch {}: {m}", launch.kernel));
-            if !launch.runs(env).map_err(at)? {
+            let Some(size) = launch.on_device(env, i32::MAX as u64).map_err(perr)? else {
                 continue;
-            }
+            };
             let f =
                 *self
                     .functions
@@ -194,28 +193,14 @@ impl HipExecutor {
                         kernel: launch.kernel.clone(),
                         msg: "not resolved when the code was loaded".into(),
                     })?;
-            let blocks = launch.gpu.ok_or_else(|| at("no GPU block shape".into()))?;
-            blocks.check().map_err(at)?;
-            let points = grid_points(&launch.grid, env).map_err(at)?;
-            if points == 0 {
-                continue;
-            }
-            let points = i64::try_from(points).map_err(|_| at("too many grid points".into()))?;
             let buffers: Vec<u64> = launch
                 .args
                 .iter()
-                .map(|a| match *a {
-                    BufferRef::Slot(i) => arena + layout.offsets[i],
-                    BufferRef::Input(i) => io_addrs[i],
-                    BufferRef::Output(i) => io_addrs[n_in + i],
-                    BufferRef::Weight { offset, .. } => weights + offset,
-                })
+                .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
+            let points = size.points as i64;
             let mut block = super::args::pack(&buffers, dims_ptr.addr(), points);
-            // The kernels stride over points, so a capped grid is still complete.
-            let grid = (points as u64)
-                .div_ceil(blocks.points_per_block as u64)
-                .min(i32::MAX as u64) as u32;
+            let (grid, threads) = (size.block_count, size.blocks.threads);
             let start = profile
                 .then(|| self.hip.record())
                 .transpose()
@@ -223,7 +208,7 @@ impl HipExecutor {
             // SAFETY: the block matches the kernel ABI (one device address per buffer, the
             // dims address, the point count); every address lies in an allocation sized
             // by the same plan and bindings the kernel indexes with.
-            unsafe { self.hip.launch(f, grid, blocks.threads, &mut block) }
+            unsafe { self.hip.launch(f, grid, threads, &mut block) }
                 .map_err(|m| derr(format!("launching {}: {m}", launch.kernel)))?;
             if let Some(start) = start {
                 let end = self.hip.record().map_err(derr)?;

@@ -81,6 +81,20 @@ fn run_tool(name: &str, args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `llvm-objdump -d` of the code object at `path` for `gfx`, which must decode throughout.
+fn disassemble(gfx: &str, path: &std::path::Path) -> String {
+    let mcpu = format!("--mcpu={gfx}");
+    let asm = run_tool(
+        "llvm-objdump",
+        &["-d".as_ref(), mcpu.as_ref(), path.as_os_str()],
+    );
+    assert!(
+        !asm.contains("<unknown>"),
+        "{gfx}: undecodable instructions"
+    );
+    asm
+}
+
 /// Every tested gfx: an AMDGPU ELF for the right machine, a kernel descriptor per kernel,
 /// metadata whose wave size and explicit arguments match what the HIP runtime passes, and
 /// code that LLVM's disassembler reads without complaint.
@@ -139,15 +153,7 @@ fn amd_code_objects_are_well_formed() {
             );
             assert_eq!(field(".max_flat_workgroup_size:"), "256", "{gfx} {name}");
         }
-        let mcpu = format!("--mcpu={gfx}");
-        let asm = run_tool(
-            "llvm-objdump",
-            &["-d".as_ref(), mcpu.as_ref(), path.as_os_str()],
-        );
-        assert!(
-            !asm.contains("<unknown>"),
-            "{gfx}: undecodable instructions"
-        );
+        let asm = disassemble(gfx, &path);
         assert!(asm.contains("s_endpgm"), "{gfx}: no kernel code:\n{asm}");
     }
 }
@@ -187,15 +193,7 @@ fn half_matmuls_use_mfma_and_wmma_where_the_gfx_has_them() {
         );
         let path = dir.path().join(format!("{gfx}.co"));
         std::fs::write(&path, &code).unwrap();
-        let mcpu = format!("--mcpu={gfx}");
-        let asm = run_tool(
-            "llvm-objdump",
-            &["-d".as_ref(), mcpu.as_ref(), path.as_os_str()],
-        );
-        assert!(
-            !asm.contains("<unknown>"),
-            "{gfx}: undecodable instructions"
-        );
+        let asm = disassemble(gfx, &path);
         let count = |s: &str| asm.matches(s).count();
         match MatrixUnit::for_gpu("hip", gfx) {
             Some(MatrixUnit::Mfma16x16x16) => {
