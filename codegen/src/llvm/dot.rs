@@ -5,6 +5,44 @@ use super::expr::{Emitter, Fail, V};
 use inkwell::values::BasicValueEnum;
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// `v` (i32 lanes holding bytes) as bytes. Selects, adds and subtracts are rebuilt at
+    /// byte width (exact: truncation commutes with them) and zero- or sign-extended bytes
+    /// are taken as they were, so arithmetic on bytes that the kernel IR spells in 32-bit
+    /// lanes (the sign trick's `0 - x`) costs one byte instruction instead of widening,
+    /// computing and packing back, which LLVM does not undo on its own.
+    fn narrow_to_bytes(
+        &mut self,
+        v: inkwell::values::VectorValue<'ctx>,
+        i8v: inkwell::types::VectorType<'ctx>,
+    ) -> Result<inkwell::values::VectorValue<'ctx>, Fail> {
+        use inkwell::values::InstructionOpcode as Op;
+        let Some(inst) = v.as_instruction() else {
+            return Ok(self.b.build_int_truncate(v, i8v, "b8")?);
+        };
+        let operand = |k: u32| {
+            inst.get_operand(k).and_then(|o| match o {
+                inkwell::values::Operand::Value(BasicValueEnum::VectorValue(v)) => Some(v),
+                _ => None,
+            })
+        };
+        match (inst.get_opcode(), operand(0), operand(1), operand(2)) {
+            (Op::ZExt | Op::SExt, Some(x), _, _) if x.get_type() == i8v => Ok(x),
+            (Op::Select, Some(c), Some(x), Some(y)) => {
+                let (x, y) = (self.narrow_to_bytes(x, i8v)?, self.narrow_to_bytes(y, i8v)?);
+                Ok(self.b.build_select(c, x, y, "sel8")?.into_vector_value())
+            }
+            (Op::Sub, Some(x), Some(y), _) => {
+                let (x, y) = (self.narrow_to_bytes(x, i8v)?, self.narrow_to_bytes(y, i8v)?);
+                Ok(self.b.build_int_sub(x, y, "sub8")?)
+            }
+            (Op::Add, Some(x), Some(y), _) => {
+                let (x, y) = (self.narrow_to_bytes(x, i8v)?, self.narrow_to_bytes(y, i8v)?);
+                Ok(self.b.build_int_add(x, y, "add8")?)
+            }
+            _ => Ok(self.b.build_int_truncate(v, i8v, "b8")?),
+        }
+    }
+
     /// `acc + sums of four adjacent byte products` (see `Expr::DotBytes` for the contract
     /// on `a` and `b`).
     pub(super) fn dot_bytes(
@@ -41,8 +79,8 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 // Bytes times bytes into i16 pair sums, then i16 pairs into i32: two
                 // instructions per vector, where widening would take a dozen.
                 let i8v = self.ctx.i8_type().vec_type(bytes);
-                let a8 = self.b.build_int_truncate(av, i8v, "a8")?;
-                let b8 = self.b.build_int_truncate(bv, i8v, "b8")?;
+                let a8 = self.narrow_to_bytes(av, i8v)?;
+                let b8 = self.narrow_to_bytes(bv, i8v)?;
                 let pairs = self.intrinsic(ub_sw, &[], &[a8.into(), b8.into()])?;
                 let one = self.ctx.i16_type().const_int(1, false).into();
                 let ones = self.splat(one, bytes / 2)?;
