@@ -206,7 +206,18 @@ fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<NodeId> {
     }
 }
 
-fn k_dim(ops: &Operands) -> Dim {
+/// `lanes` consecutive elements along K starting where `first` (an operand's value at one
+/// index, contiguous along K) reads: one vector load. Operands read this way are buffers.
+pub(super) fn run_from(first: Expr, lanes: u8) -> Result<Expr, LowerError> {
+    let Expr::Load { buf, index, .. } = first else {
+        return Err(LowerError::Internal(
+            "a matmul operand read as a run along K is not a buffer".into(),
+        ));
+    };
+    Ok(load_vec(buf, *index, lanes))
+}
+
+pub(super) fn k_dim(ops: &Operands) -> Dim {
     let a = &ops.a_shape;
     if ops.ta {
         a[a.len() - 2].clone()
@@ -275,12 +286,8 @@ fn dot_kernel(
         (Some(weights), None) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             // A's row along K is contiguous (A is not transposed): `lanes` values at once.
-            let mut x = |ctx: &mut Ctx, k: Expr, lanes: u8| {
-                let Expr::Load { buf, index, .. } = ops.a_at(ctx, row.clone(), k)? else {
-                    return Err(LowerError::Internal("matmul A is not a buffer".into()));
-                };
-                Ok(load_vec(buf, *index, lanes))
-            };
+            let mut x =
+                |ctx: &mut Ctx, k: Expr, lanes: u8| run_from(ops.a_at(ctx, row.clone(), k)?, lanes);
             body.extend(super::dequant::rows_dot(
                 ctx,
                 weights,

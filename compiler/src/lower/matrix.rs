@@ -3,8 +3,8 @@
 //! `[.., n, k]`: the LLM layout, and the one whose rows of both operands run along K; B
 //! f16 or bf16, A the same or f32 activations against f16 weights, see `applies`).
 //!
-//! Each grid point is one warp and owns a `TILES.0 x TILES.1` block of instruction tiles of
-//! C (64 x 64 elements on every unit kiln knows), held in registers across the whole K
+//! Each grid point is one warp and owns a block of instruction tiles of C (`tiles`: 64 x 64
+//! elements on every unit kiln knows), held in registers across the whole K
 //! loop. Per step along K each lane loads its few consecutive elements of every row of A
 //! and column of B it holds (`kernel::matrix` relabels K so they are consecutive: 16-byte
 //! loads) and issues one instruction per tile pair. Operands come straight from global
@@ -16,7 +16,7 @@
 //! stored; K must be a known multiple of the step (every LLM width is).
 
 use super::inline::dim_expr;
-use super::matmul::Operands;
+use super::matmul::{k_dim, run_from, Operands};
 use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::matrix::{MatrixOp, MatrixUnit};
@@ -76,9 +76,7 @@ pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> Option<MatrixOp> {
         || (input == DType::F16 && stored(ops.a) && g.node(ops.a).dtype == DType::F32);
     let (_, _, k) = unit.shape();
     let step = k * substeps(unit);
-    let k_fits = ops.a_shape[ops.a_shape.len() - 1]
-        .as_known()
-        .is_some_and(|kd| kd % step == 0);
+    let k_fits = k_dim(ops).as_known().is_some_and(|kd| kd % step == 0);
     (a_fits && k_fits).then_some(MatrixOp { unit, input })
 }
 
@@ -99,7 +97,7 @@ pub(super) fn kernel(
     let (a_len, b_len, c_len) = unit.fragment_lanes();
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
-    let k_total = ops.a_shape[ops.a_shape.len() - 1]
+    let k_total = k_dim(ops)
         .as_known()
         .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
@@ -215,16 +213,13 @@ pub(super) fn kernel(
                     index: ops.c_index(ctx, row.clone(), col.clone()),
                     value: extract(var(acc), e),
                 };
-                let inside = match (m_whole, n_whole) {
-                    (true, true) => None,
-                    (true, false) => Some(cmp(Cmp::Lt, col, n.clone())),
-                    (false, true) => Some(cmp(Cmp::Lt, row, m.clone())),
-                    (false, false) => Some(bin(
-                        crate::kernel::BOp::And,
-                        cmp(Cmp::Lt, row, m.clone()),
-                        cmp(Cmp::Lt, col, n.clone()),
-                    )),
-                };
+                let inside = [
+                    (!m_whole).then(|| cmp(Cmp::Lt, row, m.clone())),
+                    (!n_whole).then(|| cmp(Cmp::Lt, col, n.clone())),
+                ]
+                .into_iter()
+                .flatten()
+                .reduce(|a, b| bin(crate::kernel::BOp::And, a, b));
                 body.push(match inside {
                     None => store,
                     Some(cond) => Stmt::If {
@@ -254,8 +249,7 @@ fn extract(vector: Expr, lane: i64) -> Expr {
     }
 }
 
-/// `len` consecutive elements along K of a row of A (or of B's transposed storage): one
-/// vector load when the operand is a buffer, as `applies` made sure.
+/// `len` consecutive elements along K of a row of A (or of B's transposed storage).
 fn run_load(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -269,10 +263,5 @@ fn run_load(
     } else {
         ops.b_at(ctx, k, line)?
     };
-    let Expr::Load { buf, index, .. } = first else {
-        return Err(LowerError::Internal(
-            "a matrix-unit operand is not a buffer".into(),
-        ));
-    };
-    Ok(load_vec(buf, *index, len as u8))
+    run_from(first, len as u8)
 }

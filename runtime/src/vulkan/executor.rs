@@ -13,7 +13,7 @@ use super::device::{probe, Gpu};
 use super::queue::{vk_err, Buffer, Queue};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
-use crate::plan::{grid_points, BufferRef, GpuBlocks, HostIo, Plan};
+use crate::plan::{BufferRef, GpuBlocks, HostIo, Plan};
 use ash::vk;
 use gpu_allocator::MemoryLocation;
 use kiln_ir::Bindings;
@@ -326,15 +326,11 @@ impl VulkanExecutor {
                 .ok_or_else(|| vk_err(target, "mapping an input", "not host-visible"))?;
             slice[..data.len()].copy_from_slice(data);
         }
+        let max_groups = self.gpu.limits.max_compute_work_group_count[0] as u64;
         let mut launches = Vec::new();
         for l in &plan.launches {
-            let at = |m: String| perr(format!("launch {}: {m}", l.kernel));
-            if !l.runs(env).map_err(at)? {
-                continue;
-            }
-            let points = grid_points(&l.grid, env).map_err(at)?;
-            if points > 0 {
-                launches.push((l, points));
+            if let Some(size) = l.on_device(env, max_groups).map_err(perr)? {
+                launches.push((l, size));
             }
         }
         let timed = profile && self.gpu.timestamps;
@@ -365,7 +361,7 @@ impl VulkanExecutor {
                 dev.cmd_reset_query_pool(cmd, pool, 0, n);
             }
             let arena = self.arena.as_ref().expect("allocated above").buf;
-            for (n, (launch, points)) in launches.iter().enumerate() {
+            for (n, (launch, size)) in launches.iter().enumerate() {
                 let pipeline = *self.pipelines.get(&launch.kernel).ok_or_else(|| {
                     RuntimeError::MissingKernel {
                         target: target.clone(),
@@ -373,10 +369,7 @@ impl VulkanExecutor {
                         msg: "not created when the code was loaded".into(),
                     }
                 })?;
-                let blocks = launch.gpu.ok_or_else(|| {
-                    perr(format!("launch {} has no GPU block shape", launch.kernel))
-                })?;
-                check_blocks(&blocks)
+                check_threads(&size.blocks)
                     .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
                 if launch.args.len() > self.bindings as usize {
                     return Err(perr(format!(
@@ -431,7 +424,7 @@ impl VulkanExecutor {
                     })
                     .collect();
                 let mut push = Vec::with_capacity(self.push_bytes as usize);
-                push.extend_from_slice(&(*points as i64).to_le_bytes());
+                push.extend_from_slice(&(size.points as i64).to_le_bytes());
                 for d in &dims {
                     push.extend_from_slice(&d.to_le_bytes());
                 }
@@ -445,10 +438,7 @@ impl VulkanExecutor {
                     &writes,
                 );
                 dev.cmd_push_constants(cmd, self.layout, vk::ShaderStageFlags::COMPUTE, 0, &push);
-                let groups = points
-                    .div_ceil(blocks.points_per_block as u64)
-                    .min(self.gpu.limits.max_compute_work_group_count[0] as u64)
-                    as u32;
+                let groups = size.block_count;
                 if let (true, Some((pool, _))) = (timed, self.q.queries) {
                     dev.cmd_write_timestamp(
                         cmd,
@@ -512,11 +502,11 @@ impl VulkanExecutor {
             }
             .map_err(|e| self.q.err("reading timestamps", e))?;
             let period = self.gpu.limits.timestamp_period as f64;
-            for (n, (launch, points)) in launches.iter().enumerate() {
+            for (n, (launch, size)) in launches.iter().enumerate() {
                 let ticks = stamps[2 * n + 1].saturating_sub(stamps[2 * n]);
                 timings.push(LaunchTiming {
                     kernel: launch.kernel.clone(),
-                    grid_points: *points,
+                    grid_points: size.points,
                     duration: Duration::from_secs_f64(ticks as f64 * period / 1e9),
                 });
             }
@@ -554,8 +544,9 @@ unsafe fn barrier(
 }
 
 /// [`GpuBlocks::check`], and the workgroup size the SPIR-V modules declare.
-fn check_blocks(b: &GpuBlocks) -> Result<(), String> {
-    b.check()?;
+/// The plan's block size against the workgroup size the modules declare (the shape itself
+/// is checked by `Launch::on_device`).
+fn check_threads(b: &GpuBlocks) -> Result<(), String> {
     if b.threads != MODULE_THREADS {
         return Err(format!(
             "{} threads per block; the SPIR-V modules are built for {MODULE_THREADS}",

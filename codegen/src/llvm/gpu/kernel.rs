@@ -1,10 +1,11 @@
 //! One kernel -> one GPU entry point (see the module doc for the ABI).
 //!
 //! A warp per point (kernels on matrix instructions): warp `w` of a block runs the body
-//! for its points with every lane, reading its lane from `Expr::Lane`. A thread per point: each thread takes the points `id, id + total threads, ...` (`id`
-//! its global thread index) and runs the body on its own. A block per point: each block
-//! takes the points `b, b + block count, ...`; statements reached by every thread run in every thread (stores of
-//! the same value to the same place included, which is harmless), shared `Map` loops and
+//! for its points with every lane, reading its lane from `Expr::Lane`. A thread per point:
+//! each thread takes the points `id, id + total threads, ...` (`id` its global thread
+//! index) and runs the body on its own. A block per point: each block takes the points
+//! `b, b + block count, ...`; statements reached by every thread run in every thread (stores
+//! of the same value to the same place included, which is harmless), shared `Map` loops and
 //! `Reduce`s give thread `t` the iterations `t, t + T, ...`, and a barrier follows each
 //! shared loop, since the statements after it may read what other threads stored.
 
