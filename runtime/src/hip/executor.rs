@@ -26,11 +26,14 @@ pub struct HipExecutor {
     module: Module,
     functions: HashMap<String, Function>,
     weights: Option<DeviceBuf>,
-    arena: Option<DeviceBuf>,
-    dims: Option<DeviceBuf>,
-    /// Device copies of the inputs, then the outputs; reused while large enough.
-    io: Vec<DeviceBuf>,
+    /// Buffers reused from run to run while large enough: the arena ([`ARENA`]), the symbol
+    /// values ([`DIMS`]), then the device copies of the inputs and outputs (from [`IO`]).
+    scratch: Vec<Option<DeviceBuf>>,
 }
+
+const ARENA: usize = 0;
+const DIMS: usize = 1;
+const IO: usize = 2;
 
 impl std::fmt::Debug for HipExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,9 +71,7 @@ impl HipExecutor {
             module,
             functions: HashMap::new(),
             weights: None,
-            arena: None,
-            dims: None,
-            io: Vec::new(),
+            scratch: Vec::new(),
         };
         for k in kernels {
             let f = exec
@@ -103,35 +104,18 @@ impl HipExecutor {
         })
     }
 
-    /// `slot` holding at least `len` bytes, reallocated when smaller.
-    fn ensure(&mut self, which: Slot, len: usize) -> Result<DevicePtr, String> {
-        let small = |b: &Option<DeviceBuf>| b.as_ref().is_none_or(|b| b.len < len);
-        let fresh = match which {
-            Slot::Arena => small(&self.arena),
-            Slot::Dims => small(&self.dims),
-            Slot::Io(i) => self.io.get(i).is_none_or(|b| b.len < len),
-        };
-        if fresh {
+    /// Scratch buffer `slot`, holding at least `len` bytes (reallocated when smaller).
+    fn ensure(&mut self, slot: usize, len: usize) -> Result<DevicePtr, String> {
+        if self.scratch.len() <= slot {
+            self.scratch.resize_with(slot + 1, || None);
+        }
+        if self.scratch[slot].as_ref().is_none_or(|b| b.len < len) {
             let buf = self.alloc(len)?;
-            let old = match which {
-                Slot::Arena => self.arena.replace(buf),
-                Slot::Dims => self.dims.replace(buf),
-                Slot::Io(i) if i < self.io.len() => Some(std::mem::replace(&mut self.io[i], buf)),
-                Slot::Io(_) => {
-                    self.io.push(buf);
-                    None
-                }
-            };
-            if let Some(old) = old {
+            if let Some(old) = self.scratch[slot].replace(buf) {
                 self.hip.free(old.ptr);
             }
         }
-        Ok(match which {
-            Slot::Arena => self.arena.as_ref().map(|b| b.ptr),
-            Slot::Dims => self.dims.as_ref().map(|b| b.ptr),
-            Slot::Io(i) => self.io.get(i).map(|b| b.ptr),
-        }
-        .expect("allocated above"))
+        Ok(self.scratch[slot].as_ref().expect("allocated above").ptr)
     }
 
     /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
@@ -155,10 +139,10 @@ impl HipExecutor {
         let layout = plan.arena_layout(env).map_err(perr)?;
         let total = usize::try_from(layout.total)
             .map_err(|_| perr("arena size exceeds the address space".into()))?;
-        let arena = self.ensure(Slot::Arena, total).map_err(derr)?.addr();
+        let arena = self.ensure(ARENA, total).map_err(derr)?.addr();
         let dims = plan.dims_array(env).map_err(perr)?;
         let dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
-        let dims_ptr = self.ensure(Slot::Dims, dims_bytes.len()).map_err(derr)?;
+        let dims_ptr = self.ensure(DIMS, dims_bytes.len()).map_err(derr)?;
         // SAFETY: the dims buffer holds at least `dims_bytes.len()` bytes.
         unsafe { self.hip.upload(dims_ptr, &dims_bytes) }.map_err(derr)?;
         let n_in = io.inputs.len();
@@ -170,7 +154,7 @@ impl HipExecutor {
             .chain(io.outputs.iter().map(|b| b.len()))
             .enumerate()
         {
-            let p = self.ensure(Slot::Io(i), n).map_err(derr)?;
+            let p = self.ensure(IO + i, n).map_err(derr)?;
             if let Some(data) = io.inputs.get(i).filter(|d| !d.is_empty()) {
                 // SAFETY: `p` holds at least `data.len()` bytes.
                 unsafe { self.hip.upload(p, data) }.map_err(derr)?;
@@ -220,8 +204,12 @@ impl HipExecutor {
             .map_err(|m| derr(format!("running the kernels: {m}")))?;
         for (i, out) in io.outputs.iter_mut().enumerate() {
             if !out.is_empty() {
+                let src = self.scratch[IO + n_in + i]
+                    .as_ref()
+                    .expect("sized above")
+                    .ptr;
                 // SAFETY: the output's device copy was sized to at least `out.len()`.
-                unsafe { self.hip.download(out, self.io[n_in + i].ptr) }.map_err(derr)?;
+                unsafe { self.hip.download(out, src) }.map_err(derr)?;
             }
         }
         let mut timings = Vec::with_capacity(events.len());
@@ -237,19 +225,10 @@ impl HipExecutor {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Slot {
-    Arena,
-    Dims,
-    Io(usize),
-}
-
 impl Drop for HipExecutor {
     fn drop(&mut self) {
-        let mut bufs: Vec<DeviceBuf> = self.io.drain(..).collect();
+        let mut bufs: Vec<DeviceBuf> = self.scratch.drain(..).flatten().collect();
         bufs.extend(self.weights.take());
-        bufs.extend(self.arena.take());
-        bufs.extend(self.dims.take());
         for b in bufs {
             self.hip.free(b.ptr);
         }
