@@ -50,7 +50,7 @@ for f in .gpu/ptx/*.ptx; do
   fi
 done
 
-for t in conformance llama_reference kiln; do
+for t in conformance llama_reference carry kiln; do
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     .gpu/$t.xz $bin/$t
   chmod +x $bin/$t
@@ -86,6 +86,7 @@ else
   # Older PTX, compiled by the driver for this GPU at load time.
   KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
   run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+  run_test carry-cuda carry on_cuda
 fi
 
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
@@ -106,6 +107,7 @@ export KILN_REQUIRE_VULKAN=1
 if [ "$only_models" != 1 ]; then
 run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
+run_test carry-vulkan carry on_vulkan
 note "## kernels: kiln next to PyTorch eager (one run)"
 if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
     --json "$OUT/kiln-bench.json" >"$LOGS/kiln-bench.log" 2>&1 &&

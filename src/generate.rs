@@ -1,5 +1,6 @@
-//! Token generation with a compiled decoder: prefill the prompt, then one token per step,
-//! keeping the KV cache on the host and appending the rows each step returns.
+//! Token generation with a compiled decoder: prefill the prompt, then one token per step.
+//! The session carries the KV cache (`Session::carry`): it stays where the kernels run and
+//! each step's new rows are written after the held ones, never copied through the host.
 //!
 //! Any artifact with the decoder interface `kiln_models::llama` builds qualifies (inputs
 //! `tokens`, `pos`, `past_pos`, `k_cache.L`, `v_cache.L`; outputs `logits`, `k_new.L`,
@@ -13,13 +14,7 @@ use std::time::{Duration, Instant};
 
 pub struct Generator {
     session: Session,
-    layers: usize,
-    /// Elements of one cache row (kv_heads * head_dim) and its shape.
-    row_shape: [usize; 2],
     vocab: usize,
-    /// Per layer, keys and values of every position so far (f32 bytes).
-    k: Vec<Vec<u8>>,
-    v: Vec<Vec<u8>>,
     tokens: Vec<u32>,
     /// Where each named input and output sits in the manifest's order.
     slots: Slots,
@@ -29,9 +24,7 @@ struct Slots {
     tokens: usize,
     pos: usize,
     past_pos: usize,
-    caches: Vec<(usize, usize)>,
     logits: usize,
-    news: Vec<(usize, usize)>,
 }
 
 /// Timings of a generation, for tokens-per-second figures.
@@ -50,7 +43,7 @@ fn ints(values: impl Iterator<Item = usize>) -> HostBuffer {
 }
 
 impl Generator {
-    pub fn new(session: Session) -> Result<Generator> {
+    pub fn new(mut session: Session) -> Result<Generator> {
         let m = session.manifest();
         let input = |name: &str| m.inputs.iter().position(|i| i.name == name);
         let output = |name: &str| m.outputs.iter().position(|o| o.name == name);
@@ -62,63 +55,46 @@ impl Generator {
         ) else {
             bail!("{} is not a decoder: it lacks the tokens/pos/past_pos inputs and logits output that text generation needs", m.model);
         };
-        let mut caches = Vec::new();
-        let mut news = Vec::new();
+        let mut pairs = Vec::new();
         for l in 0.. {
-            match (
-                input(&format!("k_cache.{l}")),
-                input(&format!("v_cache.{l}")),
-            ) {
-                (Some(k), Some(v)) => caches.push((k, v)),
-                _ => break,
+            let (k, v) = (format!("k_cache.{l}"), format!("v_cache.{l}"));
+            if input(&k).is_none() || input(&v).is_none() {
+                break;
             }
-            let (Some(k), Some(v)) = (output(&format!("k_new.{l}")), output(&format!("v_new.{l}")))
-            else {
+            let (kn, vn) = (format!("k_new.{l}"), format!("v_new.{l}"));
+            if output(&kn).is_none() || output(&vn).is_none() {
                 bail!(
                     "{}: layer {l} has cache inputs but no k_new/v_new outputs",
                     m.model
                 );
-            };
-            news.push((k, v));
+            }
+            pairs.extend([(k, kn), (v, vn)]);
         }
-        let spec = &m.inputs[caches
-            .first()
-            .context("the decoder has no KV cache inputs")?
-            .0];
-        let known = |i: usize| {
-            spec.shape
-                .get(i)
-                .and_then(|d| d.as_known())
-                .map(|n| n as usize)
-        };
-        let (Some(heads), Some(dim)) = (known(1), known(2)) else {
-            bail!(
-                "cache input {} has shape {:?}; expected [past, heads, dim]",
-                spec.name,
-                spec.shape
-            );
-        };
+        if pairs.is_empty() {
+            bail!("{}: the decoder has no KV cache inputs", m.model);
+        }
         let vocab = m.outputs[logits]
             .shape
             .last()
             .and_then(|d| d.as_known())
             .context("logits have no known vocabulary size")? as usize;
-        let layers = caches.len();
+        let model = m.model.clone();
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(i, o)| (i.as_str(), o.as_str()))
+            .collect();
+        session
+            .carry(&pairs)
+            .with_context(|| format!("{model}: the KV cache"))?;
         Ok(Generator {
             session,
-            layers,
-            row_shape: [heads, dim],
             vocab,
-            k: vec![Vec::new(); layers],
-            v: vec![Vec::new(); layers],
             tokens: Vec::new(),
             slots: Slots {
                 tokens,
                 pos,
                 past_pos,
-                caches,
                 logits,
-                news,
             },
         })
     }
@@ -165,32 +141,11 @@ impl Generator {
         inputs[self.slots.tokens] = Some(ints(tokens.iter().map(|&t| t as usize)));
         inputs[self.slots.pos] = Some(ints(past..past + tokens.len()));
         inputs[self.slots.past_pos] = Some(ints(0..past));
-        let shape = vec![past, self.row_shape[0], self.row_shape[1]];
-        // The caches move into the inputs and back, rather than being copied each step.
-        for (l, &(k, v)) in self.slots.caches.iter().enumerate() {
-            let (kb, vb) = (
-                std::mem::take(&mut self.k[l]),
-                std::mem::take(&mut self.v[l]),
-            );
-            inputs[k] = Some(HostBuffer::new(DType::F32, shape.clone(), kb));
-            inputs[v] = Some(HostBuffer::new(DType::F32, shape.clone(), vb));
-        }
-        let mut inputs: Vec<HostBuffer> = inputs
-            .into_iter()
-            .collect::<Option<_>>()
-            .context("the decoder has inputs generation does not know how to fill")?;
-        let ran = self.session.run(&inputs);
-        for (l, &(k, v)) in self.slots.caches.iter().enumerate() {
-            self.k[l] = std::mem::take(&mut inputs[k].bytes);
-            self.v[l] = std::mem::take(&mut inputs[v].bytes);
-        }
-        let mut outs = ran?;
-        for (l, &(k, v)) in self.slots.news.iter().enumerate() {
-            self.k[l].extend_from_slice(&outs[k].bytes);
-            self.v[l].extend_from_slice(&outs[v].bytes);
-        }
+        let (mut outs, _) = self.session.run_carrying(&inputs, false)?;
         self.tokens.extend_from_slice(tokens);
-        let logits = outs.swap_remove(self.slots.logits);
+        let logits = outs[self.slots.logits]
+            .take()
+            .context("the session carries the logits")?;
         let all = logits.to_f32().context("logits are not f32")?;
         Ok(all[all.len() - self.vocab..].to_vec())
     }
@@ -230,9 +185,6 @@ impl Generator {
     /// Forgets every token fed so far.
     pub fn reset(&mut self) {
         self.tokens.clear();
-        for l in 0..self.layers {
-            self.k[l].clear();
-            self.v[l].clear();
-        }
+        self.session.reset_carried();
     }
 }

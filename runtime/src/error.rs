@@ -32,6 +32,13 @@ pub enum RuntimeError {
         expected: String,
         got: String,
     },
+    /// A carried pair (see `carry`) that the model's specs do not allow.
+    #[error("cannot carry input `{input}` with output `{output}`: {why}")]
+    Carry {
+        input: String,
+        output: String,
+        why: String,
+    },
     /// The plan cannot be evaluated for these inputs (an unbound symbol, an overflow).
     #[error("plan for {target}: {msg}")]
     Plan { target: String, msg: String },

@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod cache_dir;
+pub mod carry;
 pub mod cpu;
 pub mod cuda;
 pub mod error;

@@ -153,9 +153,11 @@ impl BufferRef {
 }
 
 /// Host data of one run on a device with its own memory: inputs to upload, outputs to fill.
+/// Carried inputs and outputs are empty here: they live in the executor's carried storage.
 pub struct HostIo<'a> {
     pub inputs: &'a [&'a [u8]],
     pub outputs: &'a mut [&'a mut [u8]],
+    pub carried: &'a [crate::carry::CarriedRun],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

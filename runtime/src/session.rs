@@ -5,6 +5,7 @@
 //! symbols (`batch`, `seq`) from their extents, allocates the outputs and runs the plan.
 
 use crate::artifact::Artifact;
+use crate::carry::{CarriedRun, Carry};
 use crate::cpu::executor::{AlignedBuf, CpuExecutor, LaunchTiming, RunBuffers};
 use crate::cpu::module::CpuModule;
 use crate::error::RuntimeError;
@@ -73,6 +74,8 @@ pub struct Session {
     variant: usize,
     why: String,
     executor: Executor,
+    /// Inputs kept on the executor between runs (see [`Session::carry`]).
+    carries: Vec<Carry>,
 }
 
 /// The device a session runs on. Each executor evaluates the same plan types.
@@ -150,6 +153,7 @@ impl Session {
             variant,
             why,
             executor,
+            carries: Vec::new(),
         })
     }
 
@@ -195,7 +199,7 @@ impl Session {
     }
 
     pub fn run(&mut self, inputs: &[HostBuffer]) -> Result<Vec<HostBuffer>, RuntimeError> {
-        self.run_inner(inputs, false).map(|(out, _)| out)
+        self.run_profiled_if(inputs, false).map(|(out, _)| out)
     }
 
     /// Like [`Session::run`], also timing each launch.
@@ -203,11 +207,72 @@ impl Session {
         &mut self,
         inputs: &[HostBuffer],
     ) -> Result<(Vec<HostBuffer>, Vec<LaunchTiming>), RuntimeError> {
-        self.run_inner(inputs, true)
+        self.run_profiled_if(inputs, true)
     }
 
-    /// The symbol values implied by `inputs`' extents, after checking them against the spec.
-    pub fn bind(&self, inputs: &[HostBuffer]) -> Result<Bindings, RuntimeError> {
+    fn run_profiled_if(
+        &mut self,
+        inputs: &[HostBuffer],
+        profile: bool,
+    ) -> Result<(Vec<HostBuffer>, Vec<LaunchTiming>), RuntimeError> {
+        let given: Vec<Option<&HostBuffer>> = inputs.iter().map(Some).collect();
+        let (outputs, timings) = self.run_inner(&given, profile)?;
+        // With nothing carried every output is the caller's; with carries, some inputs were
+        // given that the session holds and run_inner has already refused them.
+        let outputs = outputs
+            .into_iter()
+            .map(|o| o.expect("no carried outputs"))
+            .collect();
+        Ok((outputs, timings))
+    }
+
+    /// Keeps each `(input, output)` pair on the executor from now on: the input starts empty
+    /// and every run appends the output's rows to it (see [`crate::carry`]). Replaces the
+    /// pairs of an earlier call.
+    pub fn carry(&mut self, pairs: &[(&str, &str)]) -> Result<(), RuntimeError> {
+        let mut carries: Vec<Carry> = Vec::with_capacity(pairs.len());
+        for &(input, output) in pairs {
+            let c = Carry::new(self.manifest(), input, output)?;
+            if carries
+                .iter()
+                .any(|o| o.input == c.input || o.output == c.output)
+            {
+                return Err(RuntimeError::Carry {
+                    input: input.into(),
+                    output: output.into(),
+                    why: "the input or output is already in another pair".into(),
+                });
+            }
+            carries.push(c);
+        }
+        self.carries = carries;
+        Ok(())
+    }
+
+    /// Empties every carried input (a new sequence); their storage is kept for reuse.
+    pub fn reset_carried(&mut self) {
+        for c in &mut self.carries {
+            c.rows = 0;
+        }
+    }
+
+    /// Runs with carried inputs: `inputs` has `None` exactly where an input is carried, and
+    /// the outputs are `None` where they are carried (they stay with the executor).
+    pub fn run_carrying(
+        &mut self,
+        inputs: &[Option<HostBuffer>],
+        profile: bool,
+    ) -> Result<(Vec<Option<HostBuffer>>, Vec<LaunchTiming>), RuntimeError> {
+        let given: Vec<Option<&HostBuffer>> = inputs.iter().map(Option::as_ref).collect();
+        self.run_inner(&given, profile)
+    }
+
+    /// The shape each input has in this run: the caller's, or for a carried input its rows
+    /// so far and the spec's trailing dims.
+    fn input_shapes(
+        &self,
+        inputs: &[Option<&HostBuffer>],
+    ) -> Result<Vec<Vec<usize>>, RuntimeError> {
         let specs = &self.manifest().inputs;
         if inputs.len() != specs.len() {
             return Err(RuntimeError::InputCount {
@@ -215,10 +280,46 @@ impl Session {
                 got: inputs.len(),
             });
         }
+        let mut shapes = Vec::with_capacity(specs.len());
+        for (index, (spec, given)) in specs.iter().zip(inputs).enumerate() {
+            let carried = self.carries.iter().find(|c| c.input == index);
+            let err = |expected: &str, got: &str| RuntimeError::Input {
+                index,
+                name: spec.name.clone(),
+                expected: expected.into(),
+                got: got.into(),
+            };
+            shapes.push(match (given, carried) {
+                (Some(b), None) => b.shape.clone(),
+                (None, Some(c)) => std::iter::once(c.rows)
+                    .chain(
+                        spec.shape[1..]
+                            .iter()
+                            .map(|d| d.as_known().unwrap_or(0) as usize),
+                    )
+                    .collect(),
+                (None, None) => return Err(err("a buffer", "none")),
+                (Some(_), Some(_)) => {
+                    return Err(err("none: the session carries this input", "a buffer"))
+                }
+            });
+        }
+        Ok(shapes)
+    }
+
+    /// The symbol values implied by the inputs' extents (a carried input's by the rows it
+    /// holds), after checking them against the spec.
+    pub fn bind(&self, inputs: &[Option<&HostBuffer>]) -> Result<Bindings, RuntimeError> {
+        let specs = &self.manifest().inputs;
+        let shapes = self.input_shapes(inputs)?;
         let mut env = Bindings::new();
-        solve_symbols(specs, inputs, &mut env);
-        for (index, (spec, buf)) in specs.iter().zip(inputs).enumerate() {
-            check_input(index, spec, buf, &env)?;
+        solve_symbols(specs, &shapes, &mut env);
+        for (index, ((spec, shape), given)) in specs.iter().zip(&shapes).zip(inputs).enumerate() {
+            let (dtype, bytes) = match given {
+                Some(b) => (b.dtype, Some(b.bytes.len())),
+                None => (spec.dtype, None),
+            };
+            check_input(index, spec, dtype, shape, bytes, &env)?;
         }
         let target = &self.variant().target;
         let unbound = self
@@ -237,11 +338,12 @@ impl Session {
         Ok(env)
     }
 
+    #[allow(clippy::type_complexity)]
     fn run_inner(
         &mut self,
-        inputs: &[HostBuffer],
+        inputs: &[Option<&HostBuffer>],
         profile: bool,
-    ) -> Result<(Vec<HostBuffer>, Vec<LaunchTiming>), RuntimeError> {
+    ) -> Result<(Vec<Option<HostBuffer>>, Vec<LaunchTiming>), RuntimeError> {
         let env = self.bind(inputs)?;
         let target = self.variant().target.clone();
         let mut outputs = Vec::with_capacity(self.manifest().outputs.len());
@@ -266,19 +368,47 @@ impl Session {
                 .ok_or_else(|| msg("size overflows".into()))?;
             outputs.push((shape, bytes));
         }
+        let carried: Vec<CarriedRun> = self
+            .carries
+            .iter()
+            .map(|c| CarriedRun {
+                input: c.input,
+                output: c.output,
+                held: c.rows * c.row_bytes,
+                appended: outputs[c.output].1,
+            })
+            .collect();
+        let is_carried_output = |o: usize| carried.iter().any(|c| c.output == o);
         let plan = &self.artifact.manifest().variants[self.variant].plan;
         let (outputs, timings) = match &mut self.executor {
             Executor::Cpu(executor) => {
                 let specs = &self.artifact.manifest().outputs;
-                let mut outputs = outputs
-                    .into_iter()
-                    .zip(specs)
-                    .map(|((shape, bytes), spec)| Ok((shape, Staged::zeroed(bytes, &spec.name)?)))
-                    .collect::<Result<Vec<_>, RuntimeError>>()?;
-                let mut staged_inputs: Vec<Staged> =
-                    inputs.iter().map(Staged::input).collect::<Result<_, _>>()?;
-                let input_ptrs: Vec<*mut u8> = staged_inputs.iter_mut().map(Staged::ptr).collect();
-                let output_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|(_, s)| s.ptr()).collect();
+                let mut staged_outputs = Vec::with_capacity(outputs.len());
+                for (o, ((shape, bytes), spec)) in outputs.into_iter().zip(specs).enumerate() {
+                    let staged = if is_carried_output(o) {
+                        None
+                    } else {
+                        Some(Staged::zeroed(bytes, &spec.name)?)
+                    };
+                    staged_outputs.push((shape, staged));
+                }
+                let mut staged_inputs: Vec<Option<Staged>> = inputs
+                    .iter()
+                    .map(|b| b.map(Staged::input).transpose())
+                    .collect::<Result<_, _>>()?;
+                let mut input_ptrs: Vec<*mut u8> = staged_inputs
+                    .iter_mut()
+                    .map(|s| s.as_mut().map_or(std::ptr::null_mut(), Staged::ptr))
+                    .collect();
+                let mut output_ptrs: Vec<*mut u8> = staged_outputs
+                    .iter_mut()
+                    .map(|(_, s)| s.as_mut().map_or(std::ptr::null_mut(), Staged::ptr))
+                    .collect();
+                for (c, base) in carried.iter().zip(executor.carried_storage(&carried)?) {
+                    input_ptrs[c.input] = base;
+                    // SAFETY: carried_storage holds at least `held + appended` bytes.
+                    output_ptrs[c.output] = unsafe { base.add(c.held) };
+                }
                 let weights = self
                     .artifact
                     .weights()?
@@ -288,38 +418,45 @@ impl Session {
                     outputs: &output_ptrs,
                     weights,
                 };
-                // SAFETY: inputs were checked to hold exactly their spec's bytes, outputs were
-                // sized from their specs under the same bindings, weights are the hash-checked
-                // section whose ranges the manifest check bounded, and the plan is the
-                // module's own.
+                // SAFETY: inputs were checked to hold exactly their spec's bytes (carried
+                // ones are the executor's storage, holding what earlier runs appended),
+                // outputs were sized from their specs under the same bindings (carried ones
+                // are the storage right after the held rows, sized by carried_storage),
+                // weights are the hash-checked section whose ranges the manifest check
+                // bounded, and the plan is the module's own.
                 let timings = unsafe { executor.execute(plan, &env, &buffers, profile)? };
-                let outputs: Vec<(Vec<usize>, Vec<u8>)> = outputs
+                let outputs: Vec<(Vec<usize>, Option<Vec<u8>>)> = staged_outputs
                     .into_iter()
-                    .map(|(shape, s)| (shape, s.into_vec()))
+                    .map(|(shape, s)| (shape, s.map(Staged::into_vec)))
                     .collect();
                 (outputs, timings)
             }
             #[cfg(feature = "cuda")]
-            Executor::Cuda(executor) => on_device(inputs, outputs, |io| {
+            Executor::Cuda(executor) => on_device(inputs, outputs, &carried, |io| {
                 executor.execute(plan, &env, io, profile)
             })?,
             #[cfg(feature = "vulkan")]
-            Executor::Vulkan(executor) => on_device(inputs, outputs, |io| {
+            Executor::Vulkan(executor) => on_device(inputs, outputs, &carried, |io| {
                 executor.execute(plan, &env, io, profile)
             })?,
-            Executor::Hip(executor) => on_device(inputs, outputs, |io| {
+            Executor::Hip(executor) => on_device(inputs, outputs, &carried, |io| {
                 executor.execute(plan, &env, io, profile)
             })?,
         };
+        for c in &mut self.carries {
+            c.rows += outputs[c.output].0.first().copied().unwrap_or(0);
+        }
         let results = self
             .manifest()
             .outputs
             .iter()
             .zip(outputs)
-            .map(|(spec, (shape, bytes))| HostBuffer {
-                dtype: spec.dtype,
-                shape,
-                bytes,
+            .map(|(spec, (shape, bytes))| {
+                bytes.map(|bytes| HostBuffer {
+                    dtype: spec.dtype,
+                    shape,
+                    bytes,
+                })
             })
             .collect();
         Ok((results, timings))
@@ -329,14 +466,14 @@ impl Session {
 /// Binds symbols from input extents: a dim with exactly one unbound symbol is solved for
 /// it (`2*seq+1` of extent 7 gives `seq = 3`), repeating until nothing changes. Dims that
 /// do not solve stay unbound; `check_input` reports them.
-fn solve_symbols(specs: &[TensorSpec], inputs: &[HostBuffer], env: &mut Bindings) {
+fn solve_symbols(specs: &[TensorSpec], shapes: &[Vec<usize>], env: &mut Bindings) {
     loop {
         let mut progress = false;
-        for (spec, buf) in specs.iter().zip(inputs) {
-            if spec.shape.len() != buf.shape.len() {
+        for (spec, shape) in specs.iter().zip(shapes) {
+            if spec.shape.len() != shape.len() {
                 continue;
             }
-            for (dim, &extent) in spec.shape.iter().zip(&buf.shape) {
+            for (dim, &extent) in spec.shape.iter().zip(shape) {
                 let mut unbound = dim.terms.iter().filter(|(s, _)| !env.contains_key(s));
                 let (Some((sym, coeff)), None) = (unbound.next(), unbound.next()) else {
                     continue;
@@ -362,10 +499,14 @@ fn solve_symbols(specs: &[TensorSpec], inputs: &[HostBuffer], env: &mut Bindings
     }
 }
 
+/// `bytes`: the buffer's length (`None` for a carried input, whose storage the executor
+/// sized).
 fn check_input(
     index: usize,
     spec: &TensorSpec,
-    buf: &HostBuffer,
+    dtype: DType,
+    shape: &[usize],
+    bytes: Option<usize>,
     env: &Bindings,
 ) -> Result<(), RuntimeError> {
     let err = |expected: String, got: String| RuntimeError::Input {
@@ -374,21 +515,21 @@ fn check_input(
         expected,
         got,
     };
-    if buf.dtype != spec.dtype {
+    if dtype != spec.dtype {
         return Err(err(
             format!("dtype {}", spec.dtype),
-            format!("dtype {}", buf.dtype),
+            format!("dtype {dtype}"),
         ));
     }
     let want = shape_to_string(&spec.shape);
-    if buf.shape.len() != spec.shape.len() {
-        let got = format!("rank {} {:?}", buf.shape.len(), buf.shape);
+    if shape.len() != spec.shape.len() {
+        let got = format!("rank {} {shape:?}", shape.len());
         return Err(err(format!("rank {} {want}", spec.shape.len()), got));
     }
     let matches = spec
         .shape
         .iter()
-        .zip(&buf.shape)
+        .zip(shape)
         .all(|(d, &n)| eval_extent(d, env).is_ok_and(|v| v as u128 == n as u128));
     if !matches {
         let bound: Vec<String> = spec
@@ -404,37 +545,48 @@ fn check_input(
         };
         return Err(err(
             format!("shape {want}{with}"),
-            format!("shape {:?}", buf.shape),
+            format!("shape {shape:?}"),
         ));
     }
-    let elems = buf.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let bytes = elems.and_then(|n| n.checked_mul(spec.dtype.size_bytes()));
-    if bytes != Some(buf.bytes.len()) {
-        let want = bytes.map_or("a size that fits in memory".into(), |b| {
+    let Some(got) = bytes else { return Ok(()) };
+    let elems = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let want = elems.and_then(|n| n.checked_mul(spec.dtype.size_bytes()));
+    if want != Some(got) {
+        let want = want.map_or("a size that fits in memory".into(), |b| {
             format!("{b} bytes")
         });
-        return Err(err(want, format!("{} bytes", buf.bytes.len())));
+        return Err(err(want, format!("{got} bytes")));
     }
     Ok(())
 }
 
 /// Outputs and timings of a run on a device with its own memory: `run` gets the inputs and
-/// zeroed host buffers of `outputs`' sizes to fill.
+/// zeroed host buffers of `outputs`' sizes to fill (empty for carried ones, which stay on
+/// the device, as are carried inputs).
 #[allow(clippy::type_complexity)]
 fn on_device(
-    inputs: &[HostBuffer],
+    inputs: &[Option<&HostBuffer>],
     outputs: Vec<(Vec<usize>, usize)>,
+    carried: &[CarriedRun],
     run: impl FnOnce(crate::plan::HostIo<'_>) -> Result<Vec<LaunchTiming>, RuntimeError>,
-) -> Result<(Vec<(Vec<usize>, Vec<u8>)>, Vec<LaunchTiming>), RuntimeError> {
-    let mut host: Vec<(Vec<usize>, Vec<u8>)> = Vec::with_capacity(outputs.len());
-    for (shape, bytes) in outputs {
-        host.push((shape, zeroed_vec(bytes)?));
+) -> Result<(Vec<(Vec<usize>, Option<Vec<u8>>)>, Vec<LaunchTiming>), RuntimeError> {
+    let mut host: Vec<(Vec<usize>, Option<Vec<u8>>)> = Vec::with_capacity(outputs.len());
+    for (o, (shape, bytes)) in outputs.into_iter().enumerate() {
+        let kept = carried.iter().any(|c| c.output == o);
+        host.push((shape, if kept { None } else { Some(zeroed_vec(bytes)?) }));
     }
-    let ins: Vec<&[u8]> = inputs.iter().map(|b| b.bytes.as_slice()).collect();
-    let mut outs: Vec<&mut [u8]> = host.iter_mut().map(|(_, v)| v.as_mut_slice()).collect();
+    let ins: Vec<&[u8]> = inputs
+        .iter()
+        .map(|b| b.map_or(&[][..], |b| b.bytes.as_slice()))
+        .collect();
+    let mut outs: Vec<&mut [u8]> = host
+        .iter_mut()
+        .map(|(_, v)| v.as_mut().map_or(&mut [][..], |v| v.as_mut_slice()))
+        .collect();
     let timings = run(crate::plan::HostIo {
         inputs: &ins,
         outputs: &mut outs,
+        carried,
     })?;
     Ok((host, timings))
 }

@@ -33,6 +33,8 @@ pub struct CpuExecutor {
     pool: rayon::ThreadPool,
     threads: usize,
     arena: Option<AlignedBuf>,
+    /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
+    carried: Vec<AlignedBuf>,
 }
 
 /// The buffers of one run, as base pointers.
@@ -62,6 +64,7 @@ impl CpuExecutor {
             pool,
             threads,
             arena: None,
+            carried: Vec::new(),
         })
     }
 
@@ -71,6 +74,34 @@ impl CpuExecutor {
 
     pub fn module(&self) -> &CpuModule {
         &self.module
+    }
+
+    /// The base of each carried input's storage, grown (keeping the rows held) until it
+    /// fits what the run appends.
+    pub fn carried_storage(
+        &mut self,
+        runs: &[crate::carry::CarriedRun],
+    ) -> Result<Vec<*mut u8>, RuntimeError> {
+        self.carried.truncate(runs.len());
+        let mut bases = Vec::with_capacity(runs.len());
+        for (i, run) in runs.iter().enumerate() {
+            if i == self.carried.len() {
+                self.carried.push(AlignedBuf::zeroed(0, "a carried input")?);
+            }
+            let store = &mut self.carried[i];
+            if store.len() < run.needed() {
+                let cap = crate::carry::grown(store.len(), run.needed());
+                let mut bigger = AlignedBuf::zeroed(cap, "a carried input")?;
+                let held = run.held.min(store.len());
+                // SAFETY: both buffers hold at least `held` bytes and do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(store.as_mut_ptr(), bigger.as_mut_ptr(), held)
+                };
+                *store = bigger;
+            }
+            bases.push(store.as_mut_ptr());
+        }
+        Ok(bases)
     }
 
     /// Runs every launch of `plan` with the symbols bound by `env`; returns per-launch

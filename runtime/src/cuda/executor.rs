@@ -7,6 +7,7 @@
 //! from the plan (`Launch::gpu`), which the compiler wrote.
 
 use super::device::{probe, Device};
+use crate::carry;
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
 use crate::plan::{HostIo, Plan};
@@ -29,6 +30,8 @@ pub struct CudaExecutor {
     dims: Option<CudaSlice<i64>>,
     /// Device copies of the inputs, then the outputs; reused while large enough.
     io: Vec<CudaSlice<u8>>,
+    /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
+    carried: Vec<CudaSlice<u8>>,
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -102,6 +105,7 @@ impl CudaExecutor {
             arena: None,
             dims: None,
             io: Vec::new(),
+            carried: Vec::new(),
         })
     }
 
@@ -175,12 +179,36 @@ impl CudaExecutor {
                     .map_err(|e| derr("uploading an input", e))?;
             }
         }
+        self.carried.truncate(io.carried.len());
+        for (i, run) in io.carried.iter().enumerate() {
+            let len = self.carried.get(i).map_or(0, |c| c.len());
+            if len >= run.needed() {
+                continue;
+            }
+            let mut bigger = s
+                .alloc_zeros::<u8>(carry::grown(len, run.needed()))
+                .map_err(|e| derr("allocating a carried input", e))?;
+            if let Some(old) = self.carried.get(i) {
+                let held = run.held.min(len);
+                if held > 0 {
+                    s.memcpy_dtod(&old.slice(..held), &mut bigger.slice_mut(..held))
+                        .map_err(|e| derr("moving a carried input", e))?;
+                }
+                self.carried[i] = bigger;
+            } else {
+                self.carried.push(bigger);
+            }
+        }
         let addr = |b: &CudaSlice<u8>| -> u64 { b.device_ptr(&s).0 };
         let arena = addr(self.arena.as_ref().expect("allocated above"));
         let weights = self.weights.as_ref().map_or(0, addr);
         let dims_addr = self.dims.as_ref().map_or(0, |d| d.device_ptr(&s).0);
-        let io_addrs: Vec<u64> = self.io.iter().map(addr).collect();
         let n_in = io.inputs.len();
+        let mut io_addrs: Vec<u64> = self.io.iter().map(addr).collect();
+        for (run, store) in io.carried.iter().zip(&self.carried) {
+            io_addrs[run.input] = addr(store);
+            io_addrs[n_in + run.output] = addr(store) + run.held as u64;
+        }
 
         let mut events = Vec::new();
         for launch in &plan.launches {

@@ -78,6 +78,7 @@ pub struct Hip {
     memset: unsafe extern "C" fn(DevicePtr, c_int, usize) -> Status,
     memcpy_htod: unsafe extern "C" fn(DevicePtr, *const c_void, usize) -> Status,
     memcpy_dtoh: unsafe extern "C" fn(*mut c_void, DevicePtr, usize) -> Status,
+    memcpy_dtod: unsafe extern "C" fn(DevicePtr, DevicePtr, usize) -> Status,
     #[allow(clippy::type_complexity)]
     launch: unsafe extern "C" fn(
         Function,
@@ -148,6 +149,7 @@ impl Hip {
             memset: resolve!(lib, "hipMemset"),
             memcpy_htod: resolve!(lib, "hipMemcpyHtoD"),
             memcpy_dtoh: resolve!(lib, "hipMemcpyDtoH"),
+            memcpy_dtod: resolve!(lib, "hipMemcpyDtoD"),
             launch: resolve!(lib, "hipModuleLaunchKernel"),
             synchronize: resolve!(lib, "hipDeviceSynchronize"),
             event_create: resolve!(lib, "hipEventCreate"),
@@ -259,6 +261,12 @@ impl Hip {
             (self.memcpy_dtoh)(dst.as_mut_ptr().cast(), src, dst.len()),
             "hipMemcpyDtoH",
         )
+    }
+
+    /// # Safety
+    /// `dst` and `src` must be device memory of at least `len` bytes each, not overlapping.
+    pub unsafe fn copy(&self, dst: DevicePtr, src: DevicePtr, len: usize) -> Result<(), String> {
+        self.check((self.memcpy_dtod)(dst, src, len), "hipMemcpyDtoD")
     }
 
     /// Launches `f` on the null stream with `args` as its argument block (see `args.rs`).

@@ -6,6 +6,7 @@
 //! allows (the library's absence is a reason, not a crash); it has not run on AMD hardware.
 
 use super::api::{DevicePtr, Function, Hip, Module};
+use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
 use crate::plan::{HostIo, Plan};
@@ -29,6 +30,8 @@ pub struct HipExecutor {
     /// Buffers reused from run to run while large enough: the arena ([`ARENA`]), the symbol
     /// values ([`DIMS`]), then the device copies of the inputs and outputs (from [`IO`]).
     scratch: Vec<Option<DeviceBuf>>,
+    /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
+    carried: Vec<DeviceBuf>,
 }
 
 const ARENA: usize = 0;
@@ -72,6 +75,7 @@ impl HipExecutor {
             functions: HashMap::new(),
             weights: None,
             scratch: Vec::new(),
+            carried: Vec::new(),
         };
         for k in kernels {
             let f = exec
@@ -118,6 +122,33 @@ impl HipExecutor {
         Ok(self.scratch[slot].as_ref().expect("allocated above").ptr)
     }
 
+    /// Grows each carried input's storage (keeping the rows held) until it fits what the
+    /// run appends.
+    fn grow_carried(&mut self, runs: &[CarriedRun]) -> Result<(), String> {
+        for old in self.carried.drain(runs.len().min(self.carried.len())..) {
+            self.hip.free(old.ptr);
+        }
+        for (i, run) in runs.iter().enumerate() {
+            let len = self.carried.get(i).map_or(0, |c| c.len);
+            if len >= run.needed() {
+                continue;
+            }
+            let bigger = self.alloc(carry::grown(len, run.needed()))?;
+            match self.carried.get_mut(i) {
+                Some(old) => {
+                    let held = run.held.min(len);
+                    // SAFETY: both allocations hold at least `held` bytes.
+                    let copied = unsafe { self.hip.copy(bigger.ptr, old.ptr, held) };
+                    let old = std::mem::replace(old, bigger);
+                    self.hip.free(old.ptr);
+                    copied?;
+                }
+                None => self.carried.push(bigger),
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
     /// Timings (with `profile`) come from events around each launch.
     pub fn execute(
@@ -160,6 +191,11 @@ impl HipExecutor {
                 unsafe { self.hip.upload(p, data) }.map_err(derr)?;
             }
             io_addrs.push(p.addr());
+        }
+        self.grow_carried(io.carried).map_err(derr)?;
+        for (run, store) in io.carried.iter().zip(&self.carried) {
+            io_addrs[run.input] = store.ptr.addr();
+            io_addrs[n_in + run.output] = store.ptr.addr() + run.held as u64;
         }
         let weights = self.weights.as_ref().map_or(0, |w| w.ptr.addr());
 
@@ -228,6 +264,7 @@ impl HipExecutor {
 impl Drop for HipExecutor {
     fn drop(&mut self) {
         let mut bufs: Vec<DeviceBuf> = self.scratch.drain(..).flatten().collect();
+        bufs.append(&mut self.carried);
         bufs.extend(self.weights.take());
         for b in bufs {
             self.hip.free(b.ptr);

@@ -11,6 +11,7 @@
 
 use super::device::{probe, Gpu};
 use super::queue::{vk_err, Buffer, Queue};
+use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
 use crate::plan::{BufferRef, GpuBlocks, HostIo, Plan};
@@ -46,6 +47,10 @@ pub struct VulkanExecutor {
     weights: Option<Buffer>,
     arena: Option<Buffer>,
     io: Vec<Io>,
+    /// Storage of the session's carried inputs (see `crate::carry`), by carry index. A
+    /// run's new rows land in the output's own buffer and are copied after the held ones
+    /// (a copy has no offset alignment to meet; a binding at any row would).
+    carried: Vec<Buffer>,
 }
 
 impl std::fmt::Debug for VulkanExecutor {
@@ -206,6 +211,7 @@ impl VulkanExecutor {
             weights: None,
             arena: None,
             io: Vec::new(),
+            carried: Vec::new(),
         };
         if let Some(w) = weights.filter(|w| !w.is_empty()) {
             ex.upload_weights(w)?;
@@ -249,6 +255,45 @@ impl VulkanExecutor {
         self.q.free(staging);
         self.weights = Some(device);
         Ok(())
+    }
+
+    /// Makes each carried input's storage large enough for its run; returns the storage
+    /// replaced, the index of its replacement and the bytes to copy across (recorded at the
+    /// start of the run, freed after it).
+    fn grow_carried(
+        &mut self,
+        runs: &[CarriedRun],
+    ) -> Result<Vec<(Buffer, usize, u64)>, RuntimeError> {
+        for old in self.carried.split_off(runs.len().min(self.carried.len())) {
+            self.q.free(old);
+        }
+        let mut moves = Vec::new();
+        for (i, run) in runs.iter().enumerate() {
+            let size = self.carried.get(i).map_or(0, |b| b.size);
+            if size >= run.needed() as u64 {
+                continue;
+            }
+            let usage = vk::BufferUsageFlags::STORAGE_BUFFER
+                | vk::BufferUsageFlags::TRANSFER_SRC
+                | vk::BufferUsageFlags::TRANSFER_DST;
+            let cap = carry::grown(size as usize, run.needed()) as u64;
+            let bigger = self
+                .q
+                .buffer(cap, usage, MemoryLocation::GpuOnly, "carried input")?;
+            match self.carried.get_mut(i) {
+                Some(old) => {
+                    let old = std::mem::replace(old, bigger);
+                    let held = (run.held as u64).min(size);
+                    if held > 0 {
+                        moves.push((old, i, held));
+                    } else {
+                        self.q.free(old);
+                    }
+                }
+                None => self.carried.push(bigger),
+            }
+        }
+        Ok(moves)
     }
 
     /// Makes sure `io[i]` holds at least `size` bytes.
@@ -314,9 +359,14 @@ impl VulkanExecutor {
         for (i, b) in io.inputs.iter().enumerate() {
             self.ensure_io(i, b.len() as u64, true)?;
         }
-        for (i, b) in io.outputs.iter().enumerate() {
-            self.ensure_io(n_in + i, b.len() as u64, false)?;
+        let carried_out = |o: usize| io.carried.iter().find(|c| c.output == o);
+        let out_len: Vec<u64> = (0..io.outputs.len())
+            .map(|o| carried_out(o).map_or(io.outputs[o].len(), |c| c.appended) as u64)
+            .collect();
+        for (i, &n) in out_len.iter().enumerate() {
+            self.ensure_io(n_in + i, n, false)?;
         }
+        let moves = self.grow_carried(io.carried)?;
         for (i, data) in io.inputs.iter().enumerate() {
             let target = &self.target;
             let slice = self.io[i]
@@ -345,6 +395,10 @@ impl VulkanExecutor {
         // buffer, pipeline and layout is live until the run has been waited for, and each
         // descriptor range lies inside its buffer (sizes from the same plan and bindings).
         unsafe {
+            for (old, new, held) in &moves {
+                let r = [vk::BufferCopy::default().size(*held)];
+                dev.cmd_copy_buffer(cmd, old.buf, self.carried[*new].buf, &r);
+            }
             for (i, data) in io.inputs.iter().enumerate() {
                 if !data.is_empty() {
                     let r = [vk::BufferCopy::default().size(data.len() as u64)];
@@ -381,12 +435,11 @@ impl VulkanExecutor {
                 for a in &launch.args {
                     let (buf, offset, len) = match *a {
                         BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
-                        BufferRef::Input(i) => {
-                            (self.io[i].device.buf, 0, io.inputs[i].len() as u64)
-                        }
-                        BufferRef::Output(i) => {
-                            (self.io[n_in + i].device.buf, 0, io.outputs[i].len() as u64)
-                        }
+                        BufferRef::Input(i) => match io.carried.iter().position(|c| c.input == i) {
+                            Some(c) => (self.carried[c].buf, 0, io.carried[c].held as u64),
+                            None => (self.io[i].device.buf, 0, io.inputs[i].len() as u64),
+                        },
+                        BufferRef::Output(i) => (self.io[n_in + i].device.buf, 0, out_len[i]),
                         BufferRef::Weight { offset, len } => (
                             self.weights
                                 .as_ref()
@@ -470,6 +523,22 @@ impl VulkanExecutor {
                     dev.cmd_copy_buffer(cmd, b.device.buf, b.staging.buf, &r);
                 }
             }
+            for (c, run) in io.carried.iter().enumerate() {
+                if run.appended > 0 {
+                    let r = [vk::BufferCopy::default()
+                        .dst_offset(run.held as u64)
+                        .size(run.appended as u64)];
+                    let from = self.io[n_in + run.output].device.buf;
+                    dev.cmd_copy_buffer(cmd, from, self.carried[c].buf, &r);
+                }
+            }
+            // The next run's kernels read the rows just appended.
+            barrier(
+                &dev,
+                cmd,
+                vk::PipelineStageFlags::TRANSFER,
+                vk::AccessFlags::TRANSFER_WRITE,
+            );
             let host = vk::MemoryBarrier::default()
                 .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
                 .dst_access_mask(vk::AccessFlags::HOST_READ);
@@ -483,7 +552,11 @@ impl VulkanExecutor {
                 &[],
             );
         }
-        self.q.submit_and_wait()?;
+        let ran = self.q.submit_and_wait();
+        for (old, _, _) in moves {
+            self.q.free(old);
+        }
+        ran?;
         for (i, out) in io.outputs.iter_mut().enumerate() {
             let n = out.len();
             let slice = self.io[n_in + i]
@@ -584,6 +657,7 @@ impl Drop for VulkanExecutor {
             buffers.push(io.device);
             buffers.push(io.staging);
         }
+        buffers.append(&mut self.carried);
         for b in buffers {
             self.q.free(b);
         }
