@@ -147,6 +147,22 @@ for spec in $(echo "$models" | tr ',' ' '); do
     if timeout 400 $bin/kiln compile $m.gguf -t "$target" -o $m.kiln -q >"$LOGS/compile-$tag.log" 2>&1 &&
       timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 --json "$LOGS/model-$tag.json" >"$LOGS/model-$tag.log" 2>&1; then
       tail -2 "$LOGS/model-$tag.log" | tee -a "$report"
+      # One decode step's kernels, timed one by one: the GPU time a step cannot go below.
+      if timeout 120 $bin/kiln run $m.kiln --random-inputs seq=1,past=64 --profile \
+          >/dev/null 2>"$LOGS/profile-$tag.log"; then
+        prof="$LOGS/profile-$tag.log"
+        awk '/^  [^ ]+ +[0-9.]+ us$/ { n++; t += $2 } END {
+          printf "    decode step at past=64, kernels timed one by one: %d launches, %.1f us in kernels\n", n, t }' "$prof" | tee -a "$report"
+        awk '/^  [^ ]+ +[0-9.]+ us$/ { op = $1; sub(/^k[0-9]+_/, "", op); k[op] += $2; c[op]++ } END {
+          for (x in k) printf "%12.1f us %4d x %s\n", k[x], c[x], x }' "$prof" |
+          sort -rn | head -10 | sed 's/^/    /' | tee -a "$report"
+      fi
+      # The same decode launched kernel by kernel, for the CUDA graph's share of the figure.
+      if [ "${target%%:*}" = cuda ] && [ "${GRAPH_AB:-1}" = 1 ]; then
+        note "  launched one by one (KILN_CUDA_GRAPHS=0):"
+        KILN_CUDA_GRAPHS=0 timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 \
+          >"$LOGS/model-$tag-nographs.log" 2>&1 && tail -2 "$LOGS/model-$tag-nographs.log" | tee -a "$report"
+      fi
     else
       note "- llama-$1 $2 on $target: failed (see compile/model-$tag.log)"
       status=1

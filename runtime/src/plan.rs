@@ -289,6 +289,23 @@ impl Plan {
         })
     }
 
+    /// A layout whose offsets stay the same while the symbols grow a little, for executors
+    /// that keep launch parameters between runs (a decode step moves `past` by one each
+    /// time): each symbol is rounded up to one of eight steps per power of two, at most
+    /// 12.5% more, unless that leaves some slot smaller than `env` needs (a size that
+    /// shrinks as a symbol grows), where `env`'s own layout is returned.
+    pub fn arena_layout_with_room(&self, env: &Bindings) -> Result<ArenaLayout, String> {
+        let exact = self.arena_layout(env)?;
+        let roomy: Bindings = env
+            .iter()
+            .map(|(s, &v)| (s.clone(), with_room(v)))
+            .collect();
+        match self.arena_layout(&roomy) {
+            Ok(big) if big.sizes.iter().zip(&exact.sizes).all(|(b, e)| b >= e) => Ok(big),
+            _ => Ok(exact),
+        }
+    }
+
     /// The symbol values in `symbols` order, as kernels receive them.
     pub fn dims_array(&self, env: &Bindings) -> Result<Vec<i64>, String> {
         self.symbols
@@ -300,6 +317,15 @@ impl Plan {
             })
             .collect()
     }
+}
+
+/// `v` rounded up to a multiple of an eighth of its power of two (16 and below as they are).
+fn with_room(v: i64) -> i64 {
+    if v <= 16 {
+        return v;
+    }
+    let step = 1i64 << (63 - v.leading_zeros() - 3);
+    v.checked_add(step - 1).map_or(v, |r| r / step * step)
 }
 
 fn round_up(n: u64) -> Option<u64> {
@@ -405,6 +431,39 @@ mod tests {
         assert_eq!(layout.sizes, vec![20, 64, 0]);
         assert_eq!(layout.offsets, vec![0, 64, 128]);
         assert_eq!(layout.total, 128);
+    }
+
+    #[test]
+    fn layouts_with_room_keep_offsets_while_symbols_grow_a_little() {
+        assert_eq!(
+            [1, 16, 17, 18, 20, 100, 128, 129, 513].map(with_room),
+            [1, 16, 18, 18, 20, 104, 128, 144, 576]
+        );
+        let plan = |grows_down: bool| Plan {
+            symbols: vec!["past".into()],
+            slots: vec![
+                vec![SizeExpr::new(4, vec![Dim::sym("past").scale(64)])],
+                vec![SizeExpr::new(
+                    4,
+                    vec![if grows_down {
+                        Dim::known(10_000).sub(&Dim::sym("past"))
+                    } else {
+                        Dim::known(8)
+                    }],
+                )],
+            ],
+            launches: vec![],
+        };
+        let grows = plan(false);
+        let at = |p: &Plan, past| p.arena_layout_with_room(&env(&[("past", past)])).unwrap();
+        assert_eq!(at(&grows, 100).offsets, at(&grows, 104).offsets);
+        assert_eq!(at(&grows, 100).offsets[1], 104 * 256);
+        // A slot that would shrink under the rounded value: the exact layout.
+        let shrinks = plan(true);
+        assert_eq!(
+            at(&shrinks, 100),
+            shrinks.arena_layout(&env(&[("past", 100)])).unwrap()
+        );
     }
 
     #[test]

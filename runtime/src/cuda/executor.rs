@@ -7,6 +7,7 @@
 //! from the plan (`Launch::gpu`), which the compiler wrote.
 
 use super::device::{probe, Device};
+use super::graph::{KernelCall, LaunchGraph};
 use crate::carry;
 use crate::cpu::executor::LaunchTiming;
 use crate::error::RuntimeError;
@@ -32,6 +33,10 @@ pub struct CudaExecutor {
     io: Vec<CudaSlice<u8>>,
     /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
     carried: Vec<CudaSlice<u8>>,
+    /// Whether runs replay a CUDA graph (`KILN_CUDA_GRAPHS=0` launches one by one, to
+    /// compare); profiled runs always launch one by one, to time each kernel.
+    graphs: bool,
+    graph: Option<LaunchGraph>,
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -106,11 +111,31 @@ impl CudaExecutor {
             dims: None,
             io: Vec::new(),
             carried: Vec::new(),
+            graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
+            graph: None,
         })
     }
 
     pub fn device_name(&self) -> &str {
         &self.device.name
+    }
+
+    /// Runs `calls` as the kept graph, updated in place, or as a new one when the graph
+    /// holds other launches.
+    fn replay(&mut self, calls: &[KernelCall]) -> Result<(), DriverError> {
+        self.device.context.bind_to_thread()?;
+        let reused = match self.graph.as_mut() {
+            Some(g) => g.update(calls)?,
+            None => false,
+        };
+        if !reused {
+            self.graph = None;
+            self.graph = Some(LaunchGraph::build(calls)?);
+        }
+        self.graph
+            .as_ref()
+            .expect("built above")
+            .launch(&self.stream)
     }
 
     /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
@@ -131,7 +156,14 @@ impl CudaExecutor {
             target: target.clone(),
             msg: format!("{what}: {e}"),
         };
-        let layout = plan.arena_layout(env).map_err(perr)?;
+        // Offsets that stay put while a decode's position grows keep the graph's nodes as
+        // they are (see `Plan::arena_layout_with_room`).
+        let layout = if self.graphs {
+            plan.arena_layout_with_room(env)
+        } else {
+            plan.arena_layout(env)
+        }
+        .map_err(perr)?;
         let dims = plan.dims_array(env).map_err(perr)?;
         let total = usize::try_from(layout.total)
             .map_err(|_| perr("arena size exceeds the address space".into()))?;
@@ -210,8 +242,9 @@ impl CudaExecutor {
             io_addrs[n_in + run.output] = addr(store) + run.held as u64;
         }
 
-        let mut events = Vec::new();
-        for launch in &plan.launches {
+        let mut calls = Vec::with_capacity(plan.launches.len());
+        let mut names = Vec::with_capacity(plan.launches.len());
+        for (index, launch) in plan.launches.iter().enumerate() {
             let Some(size) = launch.on_device(env, i32::MAX as u64).map_err(perr)? else {
                 continue;
             };
@@ -223,33 +256,48 @@ impl CudaExecutor {
                         kernel: launch.kernel.clone(),
                         msg: "not resolved when the code was loaded".into(),
                     })?;
-            let args: Vec<u64> = launch
+            let mut params: Vec<u64> = launch
                 .args
                 .iter()
                 .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
-            let (points, blocks, grid) = (size.points as i64, size.blocks, size.block_count);
-            let cfg = LaunchConfig {
-                grid_dim: (grid, 1, 1),
-                block_dim: (blocks.threads, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut b = s.launch_builder(f);
-            for a in &args {
-                b.arg(a);
-            }
-            b.arg(&dims_addr);
-            b.arg(&points);
-            if profile {
-                b.record_kernel_launch(sys::CUevent_flags::CU_EVENT_DEFAULT);
-            }
-            // SAFETY: the argument list matches the kernel ABI (one device address per
-            // buffer, the dims address, the point count); every address lies in an
-            // allocation sized by the same plan and bindings the kernel indexes with.
-            let ev = unsafe { b.launch(cfg) }
-                .map_err(|e| derr(&format!("launching {}", launch.kernel), e))?;
-            if let Some(ev) = ev {
-                events.push((launch.kernel.clone(), points as u64, ev));
+            params.extend([dims_addr, size.points]);
+            calls.push(KernelCall {
+                launch: index,
+                function: f.cu_function(),
+                blocks: size.block_count,
+                threads: size.blocks.threads,
+                params,
+            });
+            names.push((launch.kernel.as_str(), f));
+        }
+        let mut events = Vec::new();
+        if self.graphs && !profile {
+            self.replay(&calls)
+                .map_err(|e| derr("running the launch graph", e))?;
+        } else {
+            for (call, (kernel, f)) in calls.iter().zip(names) {
+                let cfg = LaunchConfig {
+                    grid_dim: (call.blocks, 1, 1),
+                    block_dim: (call.threads, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let mut b = s.launch_builder(f);
+                for p in &call.params {
+                    b.arg(p);
+                }
+                if profile {
+                    b.record_kernel_launch(sys::CUevent_flags::CU_EVENT_DEFAULT);
+                }
+                // SAFETY: the argument list matches the kernel ABI (one device address per
+                // buffer, the dims address, the point count); every address lies in an
+                // allocation sized by the same plan and bindings the kernel indexes with.
+                let ev = unsafe { b.launch(cfg) }
+                    .map_err(|e| derr(&format!("launching {kernel}"), e))?;
+                if let Some(ev) = ev {
+                    let points = *call.params.last().expect("the point count");
+                    events.push((kernel.to_string(), points, ev));
+                }
             }
         }
         for (i, out) in io.outputs.iter_mut().enumerate() {

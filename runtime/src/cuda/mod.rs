@@ -10,6 +10,8 @@ pub mod capability;
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod executor;
+#[cfg(feature = "cuda")]
+pub mod graph;
 
 use crate::cpu::features::Rank;
 
