@@ -50,7 +50,7 @@ for f in .gpu/ptx/*.ptx; do
   fi
 done
 
-for t in conformance llama_reference carry kiln; do
+for t in conformance llama_reference kiln; do
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     .gpu/$t.xz $bin/$t
   chmod +x $bin/$t
@@ -86,7 +86,7 @@ else
   # Older PTX, compiled by the driver for this GPU at load time.
   KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
   run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
-  run_test carry-cuda carry on_cuda
+  run_test carry-cuda llama_reference carried_inputs_grow_and_keep_their_rows_on_cuda
 fi
 
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
@@ -107,7 +107,11 @@ export KILN_REQUIRE_VULKAN=1
 if [ "$only_models" != 1 ]; then
 run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
-run_test carry-vulkan carry on_vulkan
+run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
+# SKIP_KERNEL_BENCH=1 leaves out the kernel benchmarks (for runs about the models).
+if [ "${SKIP_KERNEL_BENCH:-0}" = 1 ]; then
+  note "## kernel benchmarks skipped (SKIP_KERNEL_BENCH=1)"
+else
 note "## kernels: kiln next to PyTorch eager (one run)"
 if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
     --json "$OUT/kiln-bench.json" >"$LOGS/kiln-bench.log" 2>&1 &&
@@ -124,6 +128,7 @@ if $bin/kiln bench --target vulkan:spv1.3 --seconds "${BENCH_SECONDS:-0.5}" \
 else
   note "vulkan benchmarks failed:"; tail -5 "$LOGS/vulkan-bench.log" | tee -a "$report"
   status=1
+fi
 fi
 fi
 note "## models: kiln bench (pp512, tg128) on the GPU"

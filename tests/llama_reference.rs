@@ -6,6 +6,7 @@
 //!
 //! Needs the Python reference packages (see `common`).
 
+mod carry;
 mod common;
 
 use common::{cuda_target, read_npy_f32, reference_available, run_script, vulkan_target};

@@ -1,11 +1,10 @@
 //! Carried inputs (`Session::carry`) on every executor here: a model whose output `new`
 //! extends its input `cache` is run in chunks long enough that the carried storage must
 //! grow (moving the rows it holds), and each run's view of the whole cache is compared
-//! with the rows fed so far.
+//! with the rows fed so far. A module of the `llama_reference` test binary (the KV cache is
+//! what carrying is for), which keeps the GPU machine's set of test binaries small.
 
-mod common;
-
-use common::{cuda_target, vulkan_target};
+use super::common::{cuda_target, vulkan_target};
 use kiln::assemble::BackendChoice;
 use kiln_models::{Model, Weights};
 use kiln_runtime::session::{HostBuffer, Session};
