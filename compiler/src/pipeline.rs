@@ -84,8 +84,10 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
         Target::Vulkan(_) => {
             return Ok(Schedule {
                 byte_loads: false,
+                // SPIR-V vectors have at most four lanes.
+                gpu_dot_lanes: 4,
                 ..Schedule::gpu()
-            })
+            });
         }
         _ => {}
     }

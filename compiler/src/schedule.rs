@@ -36,6 +36,9 @@ pub struct Schedule {
     pub matrix: Option<crate::kernel::matrix::MatrixUnit>,
     /// The matrix unit also multiplies bf16 (not every one does: gfx908).
     pub matrix_bf16: bool,
+    /// GPU dot products along contiguous rows (the decode matvec) read this many elements
+    /// of each row per step of a thread (`lower::matmul::gpu_dot_lanes`); 1 reads one.
+    pub gpu_dot_lanes: u8,
 }
 
 impl Schedule {
@@ -60,6 +63,7 @@ impl Schedule {
             byte_loads: true,
             matrix: None,
             matrix_bf16: false,
+            gpu_dot_lanes: 1,
         }
     }
 
@@ -89,6 +93,7 @@ impl Schedule {
             byte_loads: true,
             matrix: None,
             matrix_bf16: false,
+            gpu_dot_lanes: 1,
         }
     }
 
@@ -97,6 +102,8 @@ impl Schedule {
     pub fn gpu() -> Schedule {
         Schedule {
             gpu: true,
+            // Eight halves: one 16-byte load per thread and step.
+            gpu_dot_lanes: 8,
             ..Schedule::scalar()
         }
     }

@@ -239,7 +239,12 @@ fn dot_kernel(
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let nb = ops.nb;
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
-    let cols = if vector > 1 { DOT_COLUMNS } else { 1 };
+    let gpu_lanes = gpu_dot_lanes(ctx, ops)?;
+    let cols = if vector > 1 || gpu_lanes.is_some() {
+        DOT_COLUMNS
+    } else {
+        1
+    };
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
     grid[nb + 1].ceil_div = cols;
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
@@ -321,6 +326,26 @@ fn dot_kernel(
                 )?);
             }
         }
+        _ if gpu_lanes.is_some() => {
+            let lanes = gpu_lanes.expect("matched");
+            for ((_, read_col), &acc) in columns.iter().zip(&accs) {
+                let at = |kk: VarId| mul(var(kk), i(lanes as i64));
+                let kk = ctx.fresh();
+                let a = run_from(ops.a_at(ctx, row.clone(), at(kk))?, lanes)?;
+                let b = run_from(ops.b_at(ctx, at(kk), read_col.clone())?, lanes)?;
+                body.push(Stmt::Reduce {
+                    acc,
+                    op: RedOp::Sum,
+                    var: kk,
+                    extent: div(extent.clone(), i(lanes as i64)),
+                    value: Expr::ReduceLanes(
+                        RedOp::Sum,
+                        Box::new(bin(crate::kernel::BOp::Mul, a, b)),
+                    ),
+                    vector: 1,
+                });
+            }
+        }
         _ => {
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 body.extend(column_sum(
@@ -357,6 +382,28 @@ fn dot_kernel(
         .map_or(1, |k| (8192 / (k * cols).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
+}
+
+/// Elements along K each step of a GPU dot product reads from both rows, when both
+/// operands are buffers whose rows run along K and K is a multiple of it (every LLM
+/// width): the block's threads then share the row in 16-byte loads of halves (two of f32),
+/// where one element per step would issue a 2- or 4-byte load each.
+fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError> {
+    let lanes = ctx.schedule.gpu_dot_lanes;
+    let k_fits = k_dim(ops).as_known().is_some_and(|k| k % lanes as i64 == 0);
+    if !ctx.schedule.gpu || lanes <= 1 || ops.ta || !ops.tb || !k_fits {
+        return Ok(None);
+    }
+    // Probing the operands along K (their buffers become kernel arguments, which the kernel
+    // reads either way): both must be buffers read at consecutive elements.
+    let k = ctx.fresh();
+    let a = ops.a_at(ctx, i(0), var(k))?;
+    let b = ops.b_at(ctx, var(k), i(0))?;
+    let consecutive = |e: &Expr| match e {
+        Expr::Load { index, .. } => crate::kernel::vectorize::stride_of(index, k) == Some(1),
+        _ => false,
+    };
+    Ok((consecutive(&a) && consecutive(&b)).then_some(lanes))
 }
 
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.

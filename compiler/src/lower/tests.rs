@@ -276,3 +276,46 @@ output \"s\" = %s
         );
     }
 }
+
+/// A decode matvec on GPU targets: each step of the block's shared reduction reads a run of
+/// elements of both rows (eight on CUDA: 16 bytes of halves; four on SPIR-V, whose vectors
+/// stop there), and a block computes four outputs.
+#[test]
+fn gpu_dot_products_read_runs_of_both_rows() {
+    let g = kiln_ir::text::parse(
+        "kir 1
+%x = input \"x\" f32[1,64]
+%h = input \"w\" f16[40,64]
+%w = cast %h dtype=f32
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+    )
+    .unwrap();
+    let kernel = |target: &str| {
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        lower(&g, s).unwrap().kernels.remove(0).to_string()
+    };
+    let cuda = kernel("cuda:sm_90");
+    assert!(cuda.contains("in 0..8: reduce_lanes_Sum"), "{cuda}");
+    assert!(cuda.contains("]x8 * "), "{cuda}");
+    assert_eq!(cuda.matches("reduce_Sum").count(), 4, "{cuda}");
+    let vulkan = kernel("vulkan:spv1.3");
+    assert!(vulkan.contains("in 0..16: reduce_lanes_Sum"), "{vulkan}");
+    // B's rows are not contiguous along K (a permuted view): one element per step.
+    let g = kiln_ir::text::parse(
+        "kir 1
+%x = input \"x\" f32[1,64]
+%h = input \"w\" f32[64,40]
+%w = permute %h perm=[1,0]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+    )
+    .unwrap();
+    let t: crate::Target = "cuda:sm_90".parse().unwrap();
+    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+    let strided = lower(&g, s).unwrap().kernels.remove(0).to_string();
+    assert!(!strided.contains("reduce_lanes"), "{strided}");
+}
