@@ -84,8 +84,10 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
         Target::Vulkan(_) => {
             return Ok(Schedule {
                 byte_loads: false,
-                // SPIR-V vectors have at most four lanes.
-                gpu_dot_lanes: 4,
+                // SPIR-V reads a run lane by lane (four at most); on llvmpipe four-element
+                // runs decoded 10% slower than single elements, and NVIDIA's Vulkan driver
+                // has not measured them (docs/perf.md).
+                gpu_dot_lanes: 1,
                 ..Schedule::gpu()
             });
         }

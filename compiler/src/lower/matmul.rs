@@ -239,7 +239,12 @@ fn dot_kernel(
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let nb = ops.nb;
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
-    let gpu_lanes = gpu_dot_lanes(ctx, ops)?;
+    // Many rows (prefill) keep a thread per output on GPUs: neighbouring threads read
+    // neighbouring columns and share A's value (see `column_sum`).
+    let gpu_lanes = match form {
+        Form::Dot => gpu_dot_lanes(ctx, ops)?,
+        Form::General => None,
+    };
     let cols = if vector > 1 || gpu_lanes.is_some() {
         DOT_COLUMNS
     } else {

@@ -277,45 +277,47 @@ output \"s\" = %s
     }
 }
 
-/// A decode matvec on GPU targets: each step of the block's shared reduction reads a run of
-/// elements of both rows (eight on CUDA: 16 bytes of halves; four on SPIR-V, whose vectors
-/// stop there), and a block computes four outputs.
+/// A decode matvec on CUDA: each step of the block's shared reduction reads eight
+/// consecutive elements of both rows (16 bytes of halves), and a block computes four
+/// outputs. Many rows (the prefill form of a symbolic row count), SPIR-V, and rows not
+/// contiguous along K read one element per step.
 #[test]
 fn gpu_dot_products_read_runs_of_both_rows() {
-    let g = kiln_ir::text::parse(
-        "kir 1
-%x = input \"x\" f32[1,64]
-%h = input \"w\" f16[40,64]
-%w = cast %h dtype=f32
-%y = matmul %x, %w transpose_a=false transpose_b=true
-output \"y\" = %y
-",
-    )
-    .unwrap();
-    let kernel = |target: &str| {
+    let kernels = |src: &str, target: &str| {
+        let g = kiln_ir::text::parse(src).unwrap();
         let t: crate::Target = target.parse().unwrap();
         let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-        lower(&g, s).unwrap().kernels.remove(0).to_string()
+        let shown: Vec<String> = lower(&g, s)
+            .unwrap()
+            .kernels
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        shown
     };
-    let cuda = kernel("cuda:sm_90");
+    let matvec = |rows: &str, b: &str| {
+        format!(
+            "kir 1
+%x = input \"x\" f32[{rows},64]
+{b}
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        )
+    };
+    let half = "%h = input \"w\" f16[40,64]\n%w = cast %h dtype=f32";
+    let cuda = kernels(&matvec("1", half), "cuda:sm_90").remove(0);
     assert!(cuda.contains("in 0..8: reduce_lanes_Sum"), "{cuda}");
     assert!(cuda.contains("]x8 * "), "{cuda}");
     assert_eq!(cuda.matches("reduce_Sum").count(), 4, "{cuda}");
-    let vulkan = kernel("vulkan:spv1.3");
-    assert!(vulkan.contains("in 0..16: reduce_lanes_Sum"), "{vulkan}");
-    // B's rows are not contiguous along K (a permuted view): one element per step.
-    let g = kiln_ir::text::parse(
-        "kir 1
-%x = input \"x\" f32[1,64]
-%h = input \"w\" f32[64,40]
-%w = permute %h perm=[1,0]
-%y = matmul %x, %w transpose_a=false transpose_b=true
-output \"y\" = %y
-",
-    )
-    .unwrap();
-    let t: crate::Target = "cuda:sm_90".parse().unwrap();
-    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-    let strided = lower(&g, s).unwrap().kernels.remove(0).to_string();
+    let vulkan = kernels(&matvec("1", half), "vulkan:spv1.3").remove(0);
+    assert!(!vulkan.contains("reduce_lanes"), "{vulkan}");
+    // A symbolic row count gets both forms; only the few-rows one reads runs.
+    let both = kernels(&matvec("seq", half), "cuda:sm_75");
+    assert_eq!(both.len(), 2);
+    assert!(both[0].contains("reduce_lanes"), "{}", both[0]);
+    assert!(!both[1].contains("reduce_lanes"), "{}", both[1]);
+    let strided = "%h = input \"w\" f32[64,40]\n%w = permute %h perm=[1,0]";
+    let strided = kernels(&matvec("1", strided), "cuda:sm_90").remove(0);
     assert!(!strided.contains("reduce_lanes"), "{strided}");
 }
