@@ -3,8 +3,9 @@
 //! each step's new rows are written after the held ones, never copied through the host.
 //!
 //! Any artifact with the decoder interface `kiln_models::llama` builds qualifies (inputs
-//! `tokens`, `pos`, `past_pos`, `k_cache.L`, `v_cache.L`; outputs `logits`, `k_new.L`,
-//! `v_new.L`); it is recognised from the manifest.
+//! `tokens`, `pos`, `past_pos`, `k_cache.L`, `v_cache.L` and, where the artifact has it,
+//! `logit_rows`; outputs `logits`, `k_new.L`, `v_new.L`); it is recognised from the
+//! manifest. Only the last row's logits are asked for.
 
 use crate::sampling::Sampler;
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,8 @@ struct Slots {
     tokens: usize,
     pos: usize,
     past_pos: usize,
+    /// Artifacts built before the decoder took it compute every row's logits.
+    logit_rows: Option<usize>,
     logits: usize,
 }
 
@@ -73,6 +76,7 @@ impl Generator {
         if pairs.is_empty() {
             bail!("{}: the decoder has no KV cache inputs", m.model);
         }
+        let logit_rows = input("logit_rows");
         let vocab = m.outputs[logits]
             .shape
             .last()
@@ -94,6 +98,7 @@ impl Generator {
                 tokens,
                 pos,
                 past_pos,
+                logit_rows,
                 logits,
             },
         })
@@ -141,6 +146,9 @@ impl Generator {
         inputs[self.slots.tokens] = Some(ints(tokens.iter().map(|&t| t as usize)));
         inputs[self.slots.pos] = Some(ints(past..past + tokens.len()));
         inputs[self.slots.past_pos] = Some(ints(0..past));
+        if let Some(slot) = self.slots.logit_rows {
+            inputs[slot] = Some(ints(tokens.len() - 1..tokens.len()));
+        }
         let (mut outs, _) = self.session.run_carrying(&inputs, false)?;
         self.tokens.extend_from_slice(tokens);
         let logits = outs[self.slots.logits]

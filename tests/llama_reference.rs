@@ -127,6 +127,11 @@ impl Caches {
                 "past_pos".to_string(),
                 ints((0..self.rows).map(|p| p as f64).collect()),
             ),
+            // Every row's logits, to compare each position with the reference.
+            (
+                "logit_rows".to_string(),
+                ints((0..tokens.len()).map(|r| r as f64).collect()),
+            ),
         ]);
         let shape = vec![self.rows, cfg.kv_heads, cfg.head_dim];
         for l in 0..cfg.layers {
@@ -455,7 +460,9 @@ fn kiln_compile_reads_gguf_files() {
         .unwrap();
     let text = String::from_utf8_lossy(&i.stdout);
     assert!(
-        text.contains("tokens i32[seq]") && text.contains("logits f32[seq,300]"),
+        text.contains("tokens i32[seq]")
+            && text.contains("logit_rows i32[picked]")
+            && text.contains("logits f32[picked,300]"),
         "{text}"
     );
 }

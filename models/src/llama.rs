@@ -7,8 +7,13 @@
 //! - inputs `tokens: i32[seq]`, `pos: i32[seq]` (their positions), `past_pos: i32[past]`,
 //!   and per layer `k_cache.L`, `v_cache.L`: `f32[past, kv_heads, head_dim]` (keys after
 //!   rope);
-//! - outputs `logits: f32[seq, vocab]` and per layer `k_new.L`, `v_new.L`: `f32[seq,
+//!   `logit_rows: i32[picked]`, the rows of this run whose logits to compute;
+//! - outputs `logits: f32[picked, vocab]` and per layer `k_new.L`, `v_new.L`: `f32[seq,
 //!   kv_heads, head_dim]`, the rows the caller appends to its caches.
+//!
+//! Generation needs the logits of the last row only; a prompt's other rows would multiply
+//! the whole output projection for nothing (a fifth of a 125M model's prefill, 6% of a
+//! 1B's), so the caller picks the rows (tests comparing every position pick them all).
 //!
 //! The causal mask is computed in the graph from the positions. Attention groups query
 //! heads by their key/value head (grouped-query attention) through reshapes and one
@@ -351,6 +356,7 @@ pub fn build_graph(
     let tokens = b.input("tokens", DType::I32, vec![seq.clone()])?;
     let pos = b.input("pos", DType::I32, vec![seq.clone()])?;
     let past_pos = b.input("past_pos", DType::I32, vec![past.clone()])?;
+    let logit_rows = b.input("logit_rows", DType::I32, vec![Dim::sym("picked")])?;
     let cache_shape = vec![past.clone(), Dim::from(nkv), Dim::from(hd)];
     let mut caches = Vec::new();
     for l in 0..cfg.layers {
@@ -501,6 +507,7 @@ pub fn build_graph(
         let down = linear(&mut b, &mut param, act, &p("ffn_down"), (d, cfg.ff), gpt2)?;
         x = b.add(x, down)?;
     }
+    let x = b.gather(x, logit_rows)?;
     let x = norm(&mut b, &mut param, x, "output_norm")?;
     let head = if cfg.tied_embeddings {
         embd
