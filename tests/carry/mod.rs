@@ -49,18 +49,8 @@ fn check_carrying(target: &str) {
     s.carry(&[("cache", "new")]).unwrap();
     let (cache, x) = (0, 1);
     assert_eq!(s.manifest().inputs[cache].name, "cache");
-    let all = s
-        .manifest()
-        .outputs
-        .iter()
-        .position(|o| o.name == "all")
-        .unwrap();
-    let new = s
-        .manifest()
-        .outputs
-        .iter()
-        .position(|o| o.name == "new")
-        .unwrap();
+    let output = |name: &str| s.manifest().outputs.iter().position(|o| o.name == name);
+    let (all, new) = (output("all").unwrap(), output("new").unwrap());
     // 64 KiB of first storage holds 256 rows of 256 bytes: the 300-row chunk grows it.
     let mut fed = 0;
     for chunk in [3, 1, 300, 1, 200, 5] {
