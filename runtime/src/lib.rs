@@ -10,6 +10,7 @@ pub mod cache_dir;
 pub mod carry;
 pub mod cpu;
 pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod hip;
 pub mod manifest;

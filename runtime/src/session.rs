@@ -8,6 +8,7 @@ use crate::artifact::Artifact;
 use crate::carry::{CarriedRun, Carry};
 use crate::cpu::executor::{AlignedBuf, CpuExecutor, LaunchTiming, RunBuffers};
 use crate::cpu::module::CpuModule;
+use crate::device::DeviceExecutor;
 use crate::error::RuntimeError;
 use crate::manifest::{Manifest, TensorSpec, Variant};
 use crate::plan::eval_extent;
@@ -82,11 +83,8 @@ pub struct Session {
 #[derive(Debug)]
 enum Executor {
     Cpu(CpuExecutor),
-    #[cfg(feature = "cuda")]
-    Cuda(Box<crate::cuda::executor::CudaExecutor>),
-    #[cfg(feature = "vulkan")]
-    Vulkan(Box<crate::vulkan::executor::VulkanExecutor>),
-    Hip(Box<crate::hip::executor::HipExecutor>),
+    /// CUDA, HIP or Vulkan.
+    Device(Box<dyn DeviceExecutor>),
 }
 
 impl Session {
@@ -121,7 +119,7 @@ impl Session {
                 Executor::Cpu(CpuExecutor::new(module, threads)?)
             }
             #[cfg(feature = "cuda")]
-            Some("cuda") => Executor::Cuda(Box::new(crate::cuda::executor::CudaExecutor::new(
+            Some("cuda") => Executor::Device(Box::new(crate::cuda::executor::CudaExecutor::new(
                 &v.target,
                 artifact.code(variant)?,
                 &v.kernels,
@@ -129,14 +127,14 @@ impl Session {
             )?)),
             #[cfg(feature = "vulkan")]
             Some("vulkan") => {
-                Executor::Vulkan(Box::new(crate::vulkan::executor::VulkanExecutor::new(
+                Executor::Device(Box::new(crate::vulkan::executor::VulkanExecutor::new(
                     &v.target,
                     artifact.code(variant)?,
                     &v.plan,
                     artifact.weights()?,
                 )?))
             }
-            Some("hip") => Executor::Hip(Box::new(crate::hip::executor::HipExecutor::new(
+            Some("hip") => Executor::Device(Box::new(crate::hip::executor::HipExecutor::new(
                 &v.target,
                 artifact.code(variant)?,
                 &v.kernels,
@@ -178,11 +176,7 @@ impl Session {
     pub fn threads(&self) -> usize {
         match &self.executor {
             Executor::Cpu(e) => e.threads(),
-            #[cfg(feature = "cuda")]
-            Executor::Cuda(_) => 1,
-            #[cfg(feature = "vulkan")]
-            Executor::Vulkan(_) => 1,
-            Executor::Hip(_) => 1,
+            Executor::Device(_) => 1,
         }
     }
 
@@ -190,11 +184,7 @@ impl Session {
     pub fn device(&self) -> String {
         match &self.executor {
             Executor::Cpu(_) => "cpu".into(),
-            #[cfg(feature = "cuda")]
-            Executor::Cuda(e) => e.device_name().into(),
-            #[cfg(feature = "vulkan")]
-            Executor::Vulkan(e) => e.device_name().into(),
-            Executor::Hip(e) => e.device_name().into(),
+            Executor::Device(e) => e.device_name().into(),
         }
     }
 
@@ -431,15 +421,7 @@ impl Session {
                     .collect();
                 (outputs, timings)
             }
-            #[cfg(feature = "cuda")]
-            Executor::Cuda(executor) => on_device(inputs, outputs, &carried, |io| {
-                executor.execute(plan, &env, io, profile)
-            })?,
-            #[cfg(feature = "vulkan")]
-            Executor::Vulkan(executor) => on_device(inputs, outputs, &carried, |io| {
-                executor.execute(plan, &env, io, profile)
-            })?,
-            Executor::Hip(executor) => on_device(inputs, outputs, &carried, |io| {
+            Executor::Device(executor) => on_device(inputs, outputs, &carried, |io| {
                 executor.execute(plan, &env, io, profile)
             })?,
         };

@@ -10,6 +10,7 @@ use super::device::{probe, Device};
 use super::graph::{KernelCall, LaunchGraph};
 use crate::carry;
 use crate::cpu::executor::LaunchTiming;
+use crate::device::DeviceExecutor;
 use crate::error::RuntimeError;
 use crate::plan::{HostIo, Plan};
 use cudarc::driver::{
@@ -116,10 +117,6 @@ impl CudaExecutor {
         })
     }
 
-    pub fn device_name(&self) -> &str {
-        &self.device.name
-    }
-
     /// Runs `calls` as the kept graph, updated in place, or as a new one when the graph
     /// holds other launches.
     fn replay(&mut self, calls: &[KernelCall]) -> Result<(), DriverError> {
@@ -137,10 +134,16 @@ impl CudaExecutor {
             .expect("built above")
             .launch(&self.stream)
     }
+}
+
+impl DeviceExecutor for CudaExecutor {
+    fn device_name(&self) -> &str {
+        &self.device.name
+    }
 
     /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
     /// Timings (with `profile`) come from device events around each launch.
-    pub fn execute(
+    fn execute(
         &mut self,
         plan: &Plan,
         env: &Bindings,

@@ -8,6 +8,7 @@
 use super::api::{DevicePtr, Function, Hip, Module};
 use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
+use crate::device::DeviceExecutor;
 use crate::error::RuntimeError;
 use crate::plan::{HostIo, Plan};
 use kiln_ir::Bindings;
@@ -97,10 +98,6 @@ impl HipExecutor {
         Ok(exec)
     }
 
-    pub fn device_name(&self) -> &str {
-        &self.device
-    }
-
     fn alloc(&self, len: usize) -> Result<DeviceBuf, String> {
         Ok(DeviceBuf {
             ptr: self.hip.alloc_zeroed(len)?,
@@ -148,10 +145,16 @@ impl HipExecutor {
         }
         Ok(())
     }
+}
+
+impl DeviceExecutor for HipExecutor {
+    fn device_name(&self) -> &str {
+        &self.device
+    }
 
     /// Runs `plan` under `env`: uploads inputs, launches every kernel, downloads outputs.
     /// Timings (with `profile`) come from events around each launch.
-    pub fn execute(
+    fn execute(
         &mut self,
         plan: &Plan,
         env: &Bindings,

@@ -13,6 +13,7 @@ use super::device::{probe, Gpu};
 use super::queue::{vk_err, Buffer, Queue};
 use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
+use crate::device::DeviceExecutor;
 use crate::error::RuntimeError;
 use crate::plan::{BufferRef, GpuBlocks, HostIo, Plan};
 use ash::vk;
@@ -219,10 +220,6 @@ impl VulkanExecutor {
         Ok(ex)
     }
 
-    pub fn device_name(&self) -> &str {
-        &self.gpu.name
-    }
-
     fn upload_weights(&mut self, w: &[u8]) -> Result<(), RuntimeError> {
         let size = (w.len() as u64).next_multiple_of(PLAN_ALIGN) + PLAN_ALIGN;
         let device = self.q.buffer(
@@ -325,10 +322,16 @@ impl VulkanExecutor {
         self.io.insert(i.min(self.io.len()), Io { device, staging });
         Ok(())
     }
+}
+
+impl DeviceExecutor for VulkanExecutor {
+    fn device_name(&self) -> &str {
+        &self.gpu.name
+    }
 
     /// Runs `plan` under `env`: uploads inputs, dispatches every kernel, downloads outputs.
     /// Timings (with `profile`, where the queue has timestamps) come from the device.
-    pub fn execute(
+    fn execute(
         &mut self,
         plan: &Plan,
         env: &Bindings,
