@@ -5,9 +5,8 @@
 //! The graph runs `seq` new tokens after `past` cached ones, both symbolic, so one artifact
 //! serves the prompt (prefill, `past = 0`) and every decode step (`seq = 1`):
 //! - inputs `tokens: i32[seq]`, `pos: i32[seq]` (their positions), `past_pos: i32[past]`,
-//!   and per layer `k_cache.L`, `v_cache.L`: `f32[past, kv_heads, head_dim]` (keys after
-//!   rope);
-//!   `logit_rows: i32[picked]`, the rows of this run whose logits to compute;
+//!   `logit_rows: i32[picked]` (the rows of this run whose logits to compute), and per layer
+//!   `k_cache.L`, `v_cache.L`: `f32[past, kv_heads, head_dim]` (keys after rope);
 //! - outputs `logits: f32[picked, vocab]` and per layer `k_new.L`, `v_new.L`: `f32[seq,
 //!   kv_heads, head_dim]`, the rows the caller appends to its caches.
 //!
