@@ -362,10 +362,14 @@ impl DeviceExecutor for VulkanExecutor {
         for (i, b) in io.inputs.iter().enumerate() {
             self.ensure_io(i, b.len() as u64, true)?;
         }
-        let carried_out = |o: usize| io.carried.iter().find(|c| c.output == o);
-        let out_len: Vec<u64> = (0..io.outputs.len())
-            .map(|o| carried_out(o).map_or(io.outputs[o].len(), |c| c.appended) as u64)
-            .collect();
+        // Carried outputs are as long as the rows they append; carried inputs bind their
+        // storage (looked up once here, not per binding of every dispatch).
+        let mut out_len: Vec<u64> = io.outputs.iter().map(|o| o.len() as u64).collect();
+        let mut carried_in = vec![None; n_in];
+        for (c, run) in io.carried.iter().enumerate() {
+            out_len[run.output] = run.appended as u64;
+            carried_in[run.input] = Some(c);
+        }
         for (i, &n) in out_len.iter().enumerate() {
             self.ensure_io(n_in + i, n, false)?;
         }
@@ -438,7 +442,7 @@ impl DeviceExecutor for VulkanExecutor {
                 for a in &launch.args {
                     let (buf, offset, len) = match *a {
                         BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
-                        BufferRef::Input(i) => match io.carried.iter().position(|c| c.input == i) {
+                        BufferRef::Input(i) => match carried_in[i] {
                             Some(c) => (self.carried[c].buf, 0, io.carried[c].held as u64),
                             None => (self.io[i].device.buf, 0, io.inputs[i].len() as u64),
                         },
