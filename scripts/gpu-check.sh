@@ -162,11 +162,19 @@ for spec in $(echo "$models" | tr ',' ' '); do
           for (x in k) printf "%12.1f us %4d x %s\n", k[x], c[x], x }' "$prof" |
           sort -rn | head -10 | sed 's/^/    /' | tee -a "$report"
       fi
-      # The same decode launched kernel by kernel, for the CUDA graph's share of the figure.
-      if [ "${target%%:*}" = cuda ] && [ "${GRAPH_AB:-1}" = 1 ]; then
-        note "  launched one by one (KILN_CUDA_GRAPHS=0):"
-        KILN_CUDA_GRAPHS=0 timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 \
-          >"$LOGS/model-$tag-nographs.log" 2>&1 && tail -2 "$LOGS/model-$tag-nographs.log" | tee -a "$report"
+      # The same without replaying recorded launches (CUDA: kernel by kernel; Vulkan: the
+      # command buffer recorded every run), for the replay's share of the figure.
+      if [ "${GRAPH_AB:-1}" = 1 ]; then
+        case ${target%%:*} in
+          cuda) knob=KILN_CUDA_GRAPHS ;;
+          vulkan) knob=KILN_VULKAN_REPLAY ;;
+          *) knob= ;;
+        esac
+        if [ -n "$knob" ]; then
+          note "  without replay ($knob=0):"
+          env $knob=0 timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 \
+            >"$LOGS/model-$tag-noreplay.log" 2>&1 && tail -2 "$LOGS/model-$tag-noreplay.log" | tee -a "$report"
+        fi
       fi
     else
       note "- llama-$1 $2 on $target: failed (see compile/model-$tag.log)"

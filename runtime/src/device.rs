@@ -20,4 +20,18 @@ pub trait DeviceExecutor: std::fmt::Debug {
         io: HostIo<'_>,
         profile: bool,
     ) -> Result<Vec<LaunchTiming>, RuntimeError>;
+
+    /// For executors that keep a run's launches recorded (a CUDA graph, a Vulkan command
+    /// buffer): how many runs there were and how many of them recorded anew.
+    fn recordings(&self) -> Option<Recordings> {
+        None
+    }
+}
+
+/// Runs of an executor that replays recorded launches, and how many had to record them
+/// anew (the rest replayed, perhaps with new values in place).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recordings {
+    pub runs: u64,
+    pub recorded: u64,
 }

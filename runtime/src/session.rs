@@ -188,6 +188,15 @@ impl Session {
         }
     }
 
+    /// How many runs replayed recorded launches (a CUDA graph, a Vulkan command buffer)
+    /// rather than recording them anew; `None` where the executor records nothing.
+    pub fn recordings(&self) -> Option<crate::device::Recordings> {
+        match &self.executor {
+            Executor::Cpu(_) => None,
+            Executor::Device(e) => e.recordings(),
+        }
+    }
+
     pub fn run(&mut self, inputs: &[HostBuffer]) -> Result<Vec<HostBuffer>, RuntimeError> {
         self.run_profiled_if(inputs, false).map(|(out, _)| out)
     }

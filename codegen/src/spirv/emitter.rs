@@ -17,8 +17,10 @@ use std::collections::HashMap;
 pub struct Abi {
     /// Pointer type of a binding: a block holding a runtime array of 32-bit words.
     pub buffer_ptr: Word,
-    /// `{ i64 points; i64 dims[..] }` in push constants.
-    pub push: Word,
+    /// `{ i64 points; i64 dims[..] }`, a read-only storage buffer at binding 0: a buffer,
+    /// not push constants, so that a recorded command buffer can be replayed with new values
+    /// (a decode step moves `past`).
+    pub params: Word,
     pub local_id: Word,
     pub group_id: Word,
     pub group_count: Word,
@@ -30,7 +32,7 @@ pub struct Emitter<'s, 'k> {
     pub s: &'s mut Spv,
     pub abi: &'s Abi,
     pub k: &'k Kernel,
-    /// The kernel's storage-buffer variables, one per argument (binding = position).
+    /// The kernel's storage-buffer variables, one per argument (binding = position + 1).
     pub bindings: Vec<Word>,
     /// Function-scope arrays backing the kernel's local buffers.
     pub locals: Vec<Word>,

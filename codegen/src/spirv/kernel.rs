@@ -19,8 +19,8 @@ use rspirv::spirv::{
 };
 use std::collections::HashMap;
 
-/// Creates the globals every entry point uses: the push-constant block (`points`, then
-/// `dims` symbol values), the invocation and workgroup ids, the reduction array, and the
+/// Creates the globals every entry point uses: the launch-parameter block (`points`, then
+/// `dims` symbol values; binding 0), the invocation and workgroup ids, the reduction array, and the
 /// type of a binding (storage buffers of 32-bit words; each kernel declares its own).
 pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
     let i32t = s.ty(VType::I32);
@@ -40,13 +40,20 @@ pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
         Decoration::ArrayStride,
         [Operand::LiteralBit32(8)],
     );
-    let push_t = s.b.type_struct([i64t, dims_arr]);
-    s.b.decorate(push_t, Decoration::Block, []);
-    s.b.member_decorate(push_t, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
-    s.b.member_decorate(push_t, 1, Decoration::Offset, [Operand::LiteralBit32(8)]);
-    let push_ptr = s.ptr(StorageClass::PushConstant, push_t);
-    let push =
-        s.b.variable(push_ptr, None, StorageClass::PushConstant, None);
+    let params_t = s.b.type_struct([i64t, dims_arr]);
+    s.b.decorate(params_t, Decoration::Block, []);
+    s.b.member_decorate(params_t, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
+    s.b.member_decorate(params_t, 1, Decoration::Offset, [Operand::LiteralBit32(8)]);
+    let params_ptr = s.ptr(StorageClass::StorageBuffer, params_t);
+    let params =
+        s.b.variable(params_ptr, None, StorageClass::StorageBuffer, None);
+    s.b.decorate(
+        params,
+        Decoration::DescriptorSet,
+        [Operand::LiteralBit32(0)],
+    );
+    s.b.decorate(params, Decoration::Binding, [Operand::LiteralBit32(0)]);
+    s.b.decorate(params, Decoration::NonWritable, []);
 
     let u32t = s.u32_ty();
     let uvec3 = s.b.type_vector(u32t, 3);
@@ -66,7 +73,7 @@ pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
     let partials = s.b.variable(arr_ptr, None, StorageClass::Workgroup, None);
     Abi {
         buffer_ptr,
-        push,
+        params,
         local_id,
         group_id,
         group_count,
@@ -81,14 +88,15 @@ impl Abi {
         let mut v = vec![self.local_id, self.group_id, self.group_count];
         if all {
             v.extend(bindings);
-            v.push(self.push);
+            v.push(self.params);
             v.push(self.partials);
         }
         v
     }
 }
 
-/// Kernel `k`'s storage buffers, binding `i` for argument `i`. Every one is `Restrict` (kiln
+/// Kernel `k`'s storage buffers, binding `i + 1` for argument `i` (binding 0 holds the
+/// launch parameters). Every one is `Restrict` (kiln
 /// never binds one buffer to two arguments of a launch) and the ones the kernel only reads
 /// are `NonWritable`: what lets a driver keep loads in registers across stores and read
 /// weights through its read-only cache, as `noalias` does for the LLVM GPU targets.
@@ -100,7 +108,11 @@ fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel) -> Vec<Word> {
             let v =
                 s.b.variable(abi.buffer_ptr, None, StorageClass::StorageBuffer, None);
             s.b.decorate(v, Decoration::DescriptorSet, [Operand::LiteralBit32(0)]);
-            s.b.decorate(v, Decoration::Binding, [Operand::LiteralBit32(i as u32)]);
+            s.b.decorate(
+                v,
+                Decoration::Binding,
+                [Operand::LiteralBit32(i as u32 + 1)],
+            );
             s.b.decorate(v, Decoration::Restrict, []);
             if !a.writes {
                 s.b.decorate(v, Decoration::NonWritable, []);
@@ -156,10 +168,10 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         em.locals.push(v);
     }
     for d in 0..k.dims_read() {
-        let v = em.push_i64(&[1, d])?;
+        let v = em.param_i64(&[1, d])?;
         em.dims.push(v);
     }
-    let points = em.push_i64(&[0])?;
+    let points = em.param_i64(&[0])?;
     let extents = k
         .grid
         .iter()
@@ -208,12 +220,12 @@ struct Ids {
 }
 
 impl Emitter<'_, '_> {
-    /// Push-constant member at access-chain `path`, an i64.
-    fn push_i64(&mut self, path: &[u32]) -> Result<V, Fail> {
+    /// Launch-parameter member at access-chain `path`, an i64.
+    fn param_i64(&mut self, path: &[u32]) -> Result<V, Fail> {
         let i64t = self.s.ty(VType::I64);
-        let ptr_t = self.s.ptr(StorageClass::PushConstant, i64t);
+        let ptr_t = self.s.ptr(StorageClass::StorageBuffer, i64t);
         let idx: Vec<Word> = path.iter().map(|&p| self.s.i32(p as i32).id).collect();
-        let ptr = self.s.b.access_chain(ptr_t, None, self.abi.push, idx)?;
+        let ptr = self.s.b.access_chain(ptr_t, None, self.abi.params, idx)?;
         self.load_ptr(ptr, VType::I64)
     }
 

@@ -4,13 +4,16 @@
 //! It lowers the same kernel IR, with the same grid-to-workgroup mapping, as the LLVM GPU
 //! lowering (`kiln_compiler::kernel::gpu` decides it once for every GPU target); what
 //! differs is only how SPIR-V spells things: structured control flow, logical addressing
-//! (buffers are arrays indexed through access chains, not pointers), push constants.
+//! (buffers are arrays indexed through access chains, not pointers).
 //!
 //! Module interface (what the Vulkan executor binds):
-//! - descriptor set 0, binding `i`: kernel argument `i`, a storage buffer read as 32-bit
+//! - descriptor set 0, binding 0: the launch parameters, a read-only storage buffer holding
+//!   `i64 points` at offset 0, then the plan's symbol values as `i64`s from offset 8. They
+//!   are in memory rather than push constants so that a recorded command buffer replays
+//!   with new values (the executor writes them, and the workgroup counts of indirect
+//!   dispatches, before each run);
+//! - descriptor set 0, binding `i + 1`: kernel argument `i`, a storage buffer read as 32-bit
 //!   words whatever its dtype (`storage.rs`);
-//! - push constants: `i64 points` at offset 0, then the plan's symbol values as `i64`s
-//!   from offset 8;
 //! - workgroup size: `BLOCK_THREADS` invocations in x; the executor dispatches
 //!   `ceil(points / points_per_block)` workgroups (capped; kernels stride over points).
 //!

@@ -10,7 +10,7 @@ use super::device::{probe, Device};
 use super::graph::{KernelCall, LaunchGraph};
 use crate::carry;
 use crate::cpu::executor::LaunchTiming;
-use crate::device::DeviceExecutor;
+use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
 use crate::plan::{HostIo, Plan};
 use cudarc::driver::{
@@ -38,6 +38,7 @@ pub struct CudaExecutor {
     /// compare); profiled runs always launch one by one, to time each kernel.
     graphs: bool,
     graph: Option<LaunchGraph>,
+    recordings: Recordings,
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -114,6 +115,7 @@ impl CudaExecutor {
             carried: Vec::new(),
             graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
             graph: None,
+            recordings: Recordings::default(),
         })
     }
 
@@ -125,7 +127,9 @@ impl CudaExecutor {
             Some(g) => g.update(calls)?,
             None => false,
         };
+        self.recordings.runs += 1;
         if !reused {
+            self.recordings.recorded += 1;
             self.graph = None;
             self.graph = Some(LaunchGraph::build(calls)?);
         }
@@ -137,6 +141,10 @@ impl CudaExecutor {
 }
 
 impl DeviceExecutor for CudaExecutor {
+    fn recordings(&self) -> Option<Recordings> {
+        self.graphs.then_some(self.recordings)
+    }
+
     fn device_name(&self) -> &str {
         &self.device.name
     }

@@ -1,21 +1,28 @@
 //! Executing a launch plan through Vulkan: one shader module per variant (every kernel an
 //! entry point), one compute pipeline per kernel, weights uploaded once through a staging
-//! buffer, one device arena laid out by the plan, and one command buffer per run that
-//! uploads the inputs, dispatches every launch and downloads the outputs, waited on with
-//! a fence.
+//! buffer, one device arena laid out by the plan.
 //!
-//! Bindings follow the SPIR-V ABI of `kiln-codegen` (`spirv/mod.rs`): set 0, binding `i` =
-//! kernel argument `i` as a byte range of a buffer, pushed per dispatch (push
-//! descriptors, so nothing is pooled or freed); push constants = the point count and the
-//! plan's symbol values as i64s.
+//! A run is three command buffers submitted together and waited on with a fence: the
+//! uploads (inputs, and each launch's parameters and workgroup count), the dispatches, and
+//! the downloads. The dispatches read everything that changes between runs from memory
+//! (parameters through binding 0, workgroup counts through indirect dispatch; a launch whose
+//! guard fails gets zero workgroups), so their command buffer is recorded once and replayed
+//! for as long as every binding stays the same buffer range: a decode step, which moves
+//! `past` by one, only rewrites a few hundred bytes. The arena is laid out with room for
+//! growing symbols and inputs, outputs and carried storage are bound whole, which is what
+//! keeps those ranges fixed; any buffer allocated anew drops the recording.
+//!
+//! Bindings follow the SPIR-V ABI of `kiln-codegen` (`spirv/mod.rs`): set 0, binding 0 = the
+//! launch's parameters, binding `i + 1` = kernel argument `i`, each a byte range of a buffer
+//! pushed per dispatch (push descriptors, so nothing is pooled or freed).
 
 use super::device::{probe, Gpu};
 use super::queue::{vk_err, Buffer, Queue};
 use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
-use crate::device::DeviceExecutor;
+use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
-use crate::plan::{BufferRef, GpuBlocks, HostIo, Plan};
+use crate::plan::{BufferRef, DeviceLaunch, GpuBlocks, HostIo, Plan};
 use ash::vk;
 use gpu_allocator::MemoryLocation;
 use kiln_ir::Bindings;
@@ -44,7 +51,17 @@ pub struct VulkanExecutor {
     cache: vk::PipelineCache,
     pipelines: HashMap<String, vk::Pipeline>,
     bindings: u32,
-    push_bytes: u32,
+    /// Bytes between two launches' parameter blocks (`points`, then the symbols), a
+    /// multiple of `PLAN_ALIGN` so each block is a legal binding offset.
+    param_stride: u64,
+    /// Every launch's parameter block, then its indirect workgroup count (3 x u32).
+    params: Option<Io>,
+    /// The dispatches' command buffer (`Queue::main`) as last recorded, if it may be replayed.
+    recorded: Option<Recording>,
+    /// Whether a recording may be replayed (`KILN_VULKAN_REPLAY=0` records every run, to
+    /// measure what replaying saves).
+    replay: bool,
+    recordings: Recordings,
     weights: Option<Buffer>,
     arena: Option<Buffer>,
     io: Vec<Io>,
@@ -52,6 +69,21 @@ pub struct VulkanExecutor {
     /// run's new rows land in the output's own buffer and are copied after the held ones
     /// (a copy has no offset alignment to meet; a binding at any row would).
     carried: Vec<Buffer>,
+}
+
+/// What the recorded dispatches bind, launch by launch: when a run would bind the same, the
+/// recording is replayed.
+#[derive(PartialEq)]
+struct Recording {
+    bindings: Vec<Vec<Binding>>,
+}
+
+/// One descriptor: a byte range of a buffer.
+#[derive(Clone, Copy, PartialEq)]
+struct Binding {
+    buf: vk::Buffer,
+    offset: u64,
+    range: u64,
 }
 
 impl std::fmt::Debug for VulkanExecutor {
@@ -104,19 +136,6 @@ impl VulkanExecutor {
                 ),
             ));
         }
-        let push_bytes = 8 + 8 * plan.symbols.len().max(1) as u32;
-        if push_bytes > limits.max_push_constants_size {
-            return Err(vk_err(
-                target,
-                "device limits",
-                format!(
-                    "{} symbols need {push_bytes} bytes of push constants; {} allows {}",
-                    plan.symbols.len(),
-                    gpu.name,
-                    limits.max_push_constants_size
-                ),
-            ));
-        }
         let dev = &gpu.device;
         let e = |what: &str, err: vk::Result| vk_err(target, what, err);
         // SAFETY (every call on `dev` below): the create-info structs and the slices they
@@ -130,8 +149,8 @@ impl VulkanExecutor {
             .iter()
             .map(|l| l.args.len())
             .max()
-            .unwrap_or(0)
-            .max(1) as u32;
+            .unwrap_or(0) as u32
+            + 1;
         let binding_info: Vec<vk::DescriptorSetLayoutBinding> = (0..bindings)
             .map(|b| {
                 vk::DescriptorSetLayoutBinding::default()
@@ -150,16 +169,10 @@ impl VulkanExecutor {
             )
         }
         .map_err(|err| e("creating the descriptor layout", err))?;
-        let ranges = [vk::PushConstantRange::default()
-            .stage_flags(vk::ShaderStageFlags::COMPUTE)
-            .offset(0)
-            .size(push_bytes)];
         let set_layouts = [set_layout];
         let layout = unsafe {
             dev.create_pipeline_layout(
-                &vk::PipelineLayoutCreateInfo::default()
-                    .set_layouts(&set_layouts)
-                    .push_constant_ranges(&ranges),
+                &vk::PipelineLayoutCreateInfo::default().set_layouts(&set_layouts),
                 None,
             )
         }
@@ -208,7 +221,11 @@ impl VulkanExecutor {
             cache,
             pipelines,
             bindings,
-            push_bytes,
+            param_stride: (8 + 8 * plan.symbols.len().max(1) as u64).next_multiple_of(PLAN_ALIGN),
+            params: None,
+            recorded: None,
+            replay: std::env::var("KILN_VULKAN_REPLAY").as_deref() != Ok("0"),
+            recordings: Recordings::default(),
             weights: None,
             arena: None,
             io: Vec::new(),
@@ -262,7 +279,7 @@ impl VulkanExecutor {
         runs: &[CarriedRun],
     ) -> Result<Vec<(Buffer, usize, u64)>, RuntimeError> {
         for old in self.carried.split_off(runs.len().min(self.carried.len())) {
-            self.q.free(old);
+            self.release(old);
         }
         let mut moves = Vec::new();
         for (i, run) in runs.iter().enumerate() {
@@ -274,9 +291,7 @@ impl VulkanExecutor {
                 | vk::BufferUsageFlags::TRANSFER_SRC
                 | vk::BufferUsageFlags::TRANSFER_DST;
             let cap = carry::grown(size as usize, run.needed()) as u64;
-            let bigger = self
-                .q
-                .buffer(cap, usage, MemoryLocation::GpuOnly, "carried input")?;
+            let bigger = self.buffer(cap, usage, MemoryLocation::GpuOnly, "carried input")?;
             match self.carried.get_mut(i) {
                 Some(old) => {
                     let old = std::mem::replace(old, bigger);
@@ -284,7 +299,7 @@ impl VulkanExecutor {
                     if held > 0 {
                         moves.push((old, i, held));
                     } else {
-                        self.q.free(old);
+                        self.release(old);
                     }
                 }
                 None => self.carried.push(bigger),
@@ -293,19 +308,22 @@ impl VulkanExecutor {
         Ok(moves)
     }
 
-    /// Makes sure `io[i]` holds at least `size` bytes.
+    /// Makes sure `io[i]` holds at least `size` bytes. One that grew before at least
+    /// doubles (an output that grows with `past` would otherwise be new every step, and
+    /// with it the recording).
     fn ensure_io(&mut self, i: usize, size: u64, input: bool) -> Result<(), RuntimeError> {
-        let size = size.max(4).next_multiple_of(4);
+        let mut size = size.max(4).next_multiple_of(4);
         if self.io.get(i).is_some_and(|b| b.device.size >= size) {
             return Ok(());
         }
         if i < self.io.len() {
+            size = size.max(2 * self.io[i].device.size);
             let old = self.io.remove(i);
-            self.q.free(old.device);
-            self.q.free(old.staging);
+            self.release(old.device);
+            self.release(old.staging);
         }
         let usage = vk::BufferUsageFlags::TRANSFER_SRC | vk::BufferUsageFlags::TRANSFER_DST;
-        let device = self.q.buffer(
+        let device = self.buffer(
             size,
             usage | vk::BufferUsageFlags::STORAGE_BUFFER,
             MemoryLocation::GpuOnly,
@@ -316,15 +334,17 @@ impl VulkanExecutor {
         } else {
             MemoryLocation::GpuToCpu
         };
-        let staging = self
-            .q
-            .buffer(size, usage, location, "input/output staging")?;
+        let staging = self.buffer(size, usage, location, "input/output staging")?;
         self.io.insert(i.min(self.io.len()), Io { device, staging });
         Ok(())
     }
 }
 
 impl DeviceExecutor for VulkanExecutor {
+    fn recordings(&self) -> Option<Recordings> {
+        Some(self.recordings)
+    }
+
     fn device_name(&self) -> &str {
         &self.gpu.name
     }
@@ -343,14 +363,15 @@ impl DeviceExecutor for VulkanExecutor {
             target: target.clone(),
             msg,
         };
-        let layout = plan.arena_layout(env).map_err(perr)?;
+        // Offsets that stay put while a decode's position grows keep the recording valid.
+        let layout = plan.arena_layout_with_room(env).map_err(perr)?;
         let dims = plan.dims_array(env).map_err(perr)?;
         let arena_size = layout.total.max(PLAN_ALIGN);
         if self.arena.as_ref().is_none_or(|a| a.size < arena_size) {
             if let Some(old) = self.arena.take() {
-                self.q.free(old);
+                self.release(old);
             }
-            let a = self.q.buffer(
+            let a = self.buffer(
                 arena_size,
                 vk::BufferUsageFlags::STORAGE_BUFFER,
                 MemoryLocation::GpuOnly,
@@ -363,7 +384,7 @@ impl DeviceExecutor for VulkanExecutor {
             self.ensure_io(i, b.len() as u64, true)?;
         }
         // Carried outputs are as long as the rows they append; carried inputs bind their
-        // storage (looked up once here, not per binding of every dispatch).
+        // storage.
         let mut out_len: Vec<u64> = io.outputs.iter().map(|o| o.len() as u64).collect();
         let mut carried_in = vec![None; n_in];
         for (c, run) in io.carried.iter().enumerate() {
@@ -374,6 +395,7 @@ impl DeviceExecutor for VulkanExecutor {
             self.ensure_io(n_in + i, n, false)?;
         }
         let moves = self.grow_carried(io.carried)?;
+        self.ensure_params(plan.launches.len())?;
         for (i, data) in io.inputs.iter().enumerate() {
             let target = &self.target;
             let slice = self.io[i]
@@ -383,151 +405,112 @@ impl DeviceExecutor for VulkanExecutor {
                 .ok_or_else(|| vk_err(target, "mapping an input", "not host-visible"))?;
             slice[..data.len()].copy_from_slice(data);
         }
-        let max_groups = self.gpu.limits.max_compute_work_group_count[0] as u64;
-        let mut launches = Vec::new();
-        for l in &plan.launches {
-            if let Some(size) = l.on_device(env, max_groups).map_err(perr)? {
-                launches.push((l, size));
+        let sizes = self.write_params(plan, env, &dims)?;
+
+        let arena = self.arena.as_ref().expect("allocated above").buf;
+        let weights = self.weights.as_ref().map(|w| w.buf);
+        let params = self.params.as_ref().expect("allocated above").device.buf;
+        let mut bindings = Vec::with_capacity(plan.launches.len());
+        for (n, launch) in plan.launches.iter().enumerate() {
+            if launch.args.len() >= self.bindings as usize {
+                return Err(perr(format!(
+                    "launch {} has too many arguments",
+                    launch.kernel
+                )));
             }
+            let mut b = Vec::with_capacity(launch.args.len() + 1);
+            b.push(Binding {
+                buf: params,
+                offset: n as u64 * self.param_stride,
+                range: self.param_stride,
+            });
+            for a in &launch.args {
+                let (buf, offset, len) = match *a {
+                    BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
+                    BufferRef::Input(i) => match carried_in[i] {
+                        Some(c) => (self.carried[c].buf, 0, self.carried[c].size),
+                        None => (self.io[i].device.buf, 0, self.io[i].device.size),
+                    },
+                    BufferRef::Output(i) => {
+                        let b = &self.io[n_in + i].device;
+                        (b.buf, 0, b.size)
+                    }
+                    BufferRef::Weight { offset, len } => (
+                        weights.ok_or_else(|| {
+                            perr("a launch reads weights, but the artifact has none".into())
+                        })?,
+                        offset,
+                        len,
+                    ),
+                };
+                let range = len.max(4).next_multiple_of(4);
+                if range > self.gpu.limits.max_storage_buffer_range as u64 {
+                    return Err(self.q.err(
+                        &format!("launch {}", launch.kernel),
+                        format!(
+                            "binds {range} bytes; {} allows {} per buffer binding",
+                            self.gpu.name, self.gpu.limits.max_storage_buffer_range
+                        ),
+                    ));
+                }
+                b.push(Binding { buf, offset, range });
+            }
+            bindings.push(b);
         }
         let timed = profile && self.gpu.timestamps;
         if timed {
-            self.q.ensure_queries(2 * launches.len() as u32)?;
+            self.q.ensure_queries(2 * plan.launches.len() as u32)?;
+        }
+        let recording = Recording { bindings };
+        self.recordings.runs += 1;
+        if timed || self.recorded.as_ref() != Some(&recording) {
+            self.recordings.recorded += 1;
+            self.recorded = None;
+            self.record_dispatches(plan, &recording, timed)?;
+            // A timed recording writes timestamps; the next untimed run records its own.
+            if !timed && self.replay {
+                self.recorded = Some(recording);
+            }
         }
 
         let dev = self.gpu.device.clone();
-        let cmd = self.q.cmd;
-        self.q.begin()?;
-        // SAFETY (every command below): recording into our own command buffer; every
-        // buffer, pipeline and layout is live until the run has been waited for, and each
-        // descriptor range lies inside its buffer (sizes from the same plan and bindings).
+        let (pre, post) = (self.q.cmd, self.q.post);
+        self.q.begin_buffer(pre, true)?;
+        // SAFETY (every command below): recording into our own command buffers; every
+        // buffer is live until the run has been waited for.
         unsafe {
             for (old, new, held) in &moves {
                 let r = [vk::BufferCopy::default().size(*held)];
-                dev.cmd_copy_buffer(cmd, old.buf, self.carried[*new].buf, &r);
+                dev.cmd_copy_buffer(pre, old.buf, self.carried[*new].buf, &r);
             }
             for (i, data) in io.inputs.iter().enumerate() {
                 if !data.is_empty() {
                     let r = [vk::BufferCopy::default().size(data.len() as u64)];
-                    dev.cmd_copy_buffer(cmd, self.io[i].staging.buf, self.io[i].device.buf, &r);
+                    dev.cmd_copy_buffer(pre, self.io[i].staging.buf, self.io[i].device.buf, &r);
                 }
+            }
+            let p = self.params.as_ref().expect("allocated above");
+            let r = [vk::BufferCopy::default().size(p.device.size)];
+            dev.cmd_copy_buffer(pre, p.staging.buf, p.device.buf, &r);
+            if let (true, Some((pool, n))) = (timed, self.q.queries) {
+                dev.cmd_reset_query_pool(pre, pool, 0, n);
             }
             barrier(
                 &dev,
-                cmd,
+                pre,
                 vk::PipelineStageFlags::TRANSFER,
                 vk::AccessFlags::TRANSFER_WRITE,
             );
-            if let (true, Some((pool, n))) = (timed, self.q.queries) {
-                dev.cmd_reset_query_pool(cmd, pool, 0, n);
-            }
-            let arena = self.arena.as_ref().expect("allocated above").buf;
-            for (n, (launch, size)) in launches.iter().enumerate() {
-                let pipeline = *self.pipelines.get(&launch.kernel).ok_or_else(|| {
-                    RuntimeError::MissingKernel {
-                        target: target.clone(),
-                        kernel: launch.kernel.clone(),
-                        msg: "not created when the code was loaded".into(),
-                    }
-                })?;
-                check_threads(&size.blocks)
-                    .map_err(|m| perr(format!("launch {}: {m}", launch.kernel)))?;
-                if launch.args.len() > self.bindings as usize {
-                    return Err(perr(format!(
-                        "launch {} has too many arguments",
-                        launch.kernel
-                    )));
-                }
-                let mut infos = Vec::with_capacity(launch.args.len());
-                for a in &launch.args {
-                    let (buf, offset, len) = match *a {
-                        BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
-                        BufferRef::Input(i) => match carried_in[i] {
-                            Some(c) => (self.carried[c].buf, 0, io.carried[c].held as u64),
-                            None => (self.io[i].device.buf, 0, io.inputs[i].len() as u64),
-                        },
-                        BufferRef::Output(i) => (self.io[n_in + i].device.buf, 0, out_len[i]),
-                        BufferRef::Weight { offset, len } => (
-                            self.weights
-                                .as_ref()
-                                .ok_or_else(|| {
-                                    perr("a launch reads weights, but the artifact has none".into())
-                                })?
-                                .buf,
-                            offset,
-                            len,
-                        ),
-                    };
-                    let range = len.max(4).next_multiple_of(4);
-                    if range > self.gpu.limits.max_storage_buffer_range as u64 {
-                        return Err(self.q.err(
-                            &format!("launch {}", launch.kernel),
-                            format!(
-                                "binds {range} bytes; {} allows {} per buffer binding",
-                                self.gpu.name, self.gpu.limits.max_storage_buffer_range
-                            ),
-                        ));
-                    }
-                    infos.push([vk::DescriptorBufferInfo::default()
-                        .buffer(buf)
-                        .offset(offset)
-                        .range(range)]);
-                }
-                let writes: Vec<vk::WriteDescriptorSet> = infos
-                    .iter()
-                    .enumerate()
-                    .map(|(b, info)| {
-                        vk::WriteDescriptorSet::default()
-                            .dst_binding(b as u32)
-                            .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
-                            .buffer_info(info)
-                    })
-                    .collect();
-                let mut push = Vec::with_capacity(self.push_bytes as usize);
-                push.extend_from_slice(&(size.points as i64).to_le_bytes());
-                for d in &dims {
-                    push.extend_from_slice(&d.to_le_bytes());
-                }
-                push.resize(self.push_bytes as usize, 0);
-                dev.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
-                self.gpu.push.cmd_push_descriptor_set(
-                    cmd,
-                    vk::PipelineBindPoint::COMPUTE,
-                    self.layout,
-                    0,
-                    &writes,
-                );
-                dev.cmd_push_constants(cmd, self.layout, vk::ShaderStageFlags::COMPUTE, 0, &push);
-                let groups = size.block_count;
-                if let (true, Some((pool, _))) = (timed, self.q.queries) {
-                    dev.cmd_write_timestamp(
-                        cmd,
-                        vk::PipelineStageFlags::TOP_OF_PIPE,
-                        pool,
-                        2 * n as u32,
-                    );
-                }
-                dev.cmd_dispatch(cmd, groups, 1, 1);
-                if let (true, Some((pool, _))) = (timed, self.q.queries) {
-                    dev.cmd_write_timestamp(
-                        cmd,
-                        vk::PipelineStageFlags::BOTTOM_OF_PIPE,
-                        pool,
-                        2 * n as u32 + 1,
-                    );
-                }
-                barrier(
-                    &dev,
-                    cmd,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::AccessFlags::SHADER_WRITE,
-                );
-            }
+        }
+        self.q.end_buffer(pre)?;
+        self.q.begin_buffer(post, true)?;
+        // SAFETY: as above.
+        unsafe {
             for (i, out) in io.outputs.iter().enumerate() {
                 if !out.is_empty() {
                     let r = [vk::BufferCopy::default().size(out.len() as u64)];
                     let b = &self.io[n_in + i];
-                    dev.cmd_copy_buffer(cmd, b.device.buf, b.staging.buf, &r);
+                    dev.cmd_copy_buffer(post, b.device.buf, b.staging.buf, &r);
                 }
             }
             for (c, run) in io.carried.iter().enumerate() {
@@ -536,13 +519,13 @@ impl DeviceExecutor for VulkanExecutor {
                         .dst_offset(run.held as u64)
                         .size(run.appended as u64)];
                     let from = self.io[n_in + run.output].device.buf;
-                    dev.cmd_copy_buffer(cmd, from, self.carried[c].buf, &r);
+                    dev.cmd_copy_buffer(post, from, self.carried[c].buf, &r);
                 }
             }
             // The next run's kernels read the rows just appended.
             barrier(
                 &dev,
-                cmd,
+                post,
                 vk::PipelineStageFlags::TRANSFER,
                 vk::AccessFlags::TRANSFER_WRITE,
             );
@@ -550,7 +533,7 @@ impl DeviceExecutor for VulkanExecutor {
                 .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
                 .dst_access_mask(vk::AccessFlags::HOST_READ);
             dev.cmd_pipeline_barrier(
-                cmd,
+                post,
                 vk::PipelineStageFlags::TRANSFER,
                 vk::PipelineStageFlags::HOST,
                 vk::DependencyFlags::empty(),
@@ -559,7 +542,11 @@ impl DeviceExecutor for VulkanExecutor {
                 &[],
             );
         }
-        let ran = self.q.submit_and_wait();
+        self.q.end_buffer(post)?;
+        let ran = self.q.submit_all(&[pre, self.q.main, post]);
+        if timed {
+            self.recorded = None;
+        }
         for (old, _, _) in moves {
             self.q.free(old);
         }
@@ -575,14 +562,15 @@ impl DeviceExecutor for VulkanExecutor {
         }
         let mut timings = Vec::new();
         if let (true, Some((pool, _))) = (timed, self.q.queries) {
-            let mut stamps = vec![0u64; 2 * launches.len()];
+            let mut stamps = vec![0u64; 2 * plan.launches.len()];
             // SAFETY: the queries were written by the run just waited for.
             unsafe {
                 dev.get_query_pool_results(pool, 0, &mut stamps, vk::QueryResultFlags::TYPE_64)
             }
             .map_err(|e| self.q.err("reading timestamps", e))?;
             let period = self.gpu.limits.timestamp_period as f64;
-            for (n, (launch, size)) in launches.iter().enumerate() {
+            for (n, (launch, size)) in plan.launches.iter().zip(&sizes).enumerate() {
+                let Some(size) = size else { continue };
                 let ticks = stamps[2 * n + 1].saturating_sub(stamps[2 * n]);
                 timings.push(LaunchTiming {
                     kernel: launch.kernel.clone(),
@@ -595,7 +583,190 @@ impl DeviceExecutor for VulkanExecutor {
     }
 }
 
-/// Makes writes by `stage` visible to the compute shaders and transfers that follow.
+impl VulkanExecutor {
+    /// A new buffer. Every allocation (and release) drops the recorded dispatches: a freed
+    /// handle may come back for a different buffer, so equal handles prove nothing after one.
+    fn buffer(
+        &mut self,
+        size: u64,
+        usage: vk::BufferUsageFlags,
+        location: MemoryLocation,
+        name: &str,
+    ) -> Result<Buffer, RuntimeError> {
+        self.recorded = None;
+        self.q.buffer(size, usage, location, name)
+    }
+
+    fn release(&mut self, b: Buffer) {
+        self.recorded = None;
+        self.q.free(b);
+    }
+
+    /// Makes the parameter buffer hold `launches` parameter blocks and indirect counts.
+    fn ensure_params(&mut self, launches: usize) -> Result<(), RuntimeError> {
+        let size = (launches.max(1) as u64) * (self.param_stride + INDIRECT_BYTES);
+        if self.params.as_ref().is_some_and(|p| p.device.size >= size) {
+            return Ok(());
+        }
+        if let Some(old) = self.params.take() {
+            self.release(old.device);
+            self.release(old.staging);
+        }
+        let usage = vk::BufferUsageFlags::STORAGE_BUFFER
+            | vk::BufferUsageFlags::INDIRECT_BUFFER
+            | vk::BufferUsageFlags::TRANSFER_DST;
+        let device = self.buffer(size, usage, MemoryLocation::GpuOnly, "launch parameters")?;
+        let staging = self.buffer(
+            size,
+            vk::BufferUsageFlags::TRANSFER_SRC,
+            MemoryLocation::CpuToGpu,
+            "launch parameters staging",
+        )?;
+        self.params = Some(Io { device, staging });
+        Ok(())
+    }
+
+    /// Writes each launch's parameter block (`points`, then `dims`) and workgroup count for
+    /// this run into the parameter staging buffer; returns each launch's size, `None` for a
+    /// launch that does not run (zero workgroups).
+    fn write_params(
+        &mut self,
+        plan: &Plan,
+        env: &Bindings,
+        dims: &[i64],
+    ) -> Result<Vec<Option<DeviceLaunch>>, RuntimeError> {
+        let perr = |msg: String| RuntimeError::Plan {
+            target: self.target.clone(),
+            msg,
+        };
+        let max_groups = self.gpu.limits.max_compute_work_group_count[0] as u64;
+        let stride = self.param_stride as usize;
+        let indirect_at = plan.launches.len() * stride;
+        let p = self.params.as_mut().expect("allocated by ensure_params");
+        let bytes = p.staging.alloc.mapped_slice_mut().ok_or_else(|| {
+            vk_err(
+                &self.target,
+                "mapping launch parameters",
+                "not host-visible",
+            )
+        })?;
+        let mut sizes = Vec::with_capacity(plan.launches.len());
+        for (n, l) in plan.launches.iter().enumerate() {
+            let size = l.on_device(env, max_groups).map_err(perr)?;
+            if let Some(size) = &size {
+                check_threads(&size.blocks)
+                    .map_err(|m| perr(format!("launch {}: {m}", l.kernel)))?;
+            }
+            let block = &mut bytes[n * stride..(n + 1) * stride];
+            let points = size.map_or(0, |s| s.points as i64);
+            block[..8].copy_from_slice(&points.to_le_bytes());
+            for (d, v) in dims.iter().enumerate() {
+                block[8 + 8 * d..16 + 8 * d].copy_from_slice(&v.to_le_bytes());
+            }
+            let groups = size.map_or(0, |s| s.block_count);
+            let at = indirect_at + n * INDIRECT_BYTES as usize;
+            for (k, g) in [groups, 1, 1].iter().enumerate() {
+                bytes[at + 4 * k..at + 4 * k + 4].copy_from_slice(&g.to_le_bytes());
+            }
+            sizes.push(size);
+        }
+        Ok(sizes)
+    }
+
+    /// Records every launch of `plan` into `Queue::main` with `rec`'s bindings: an indirect
+    /// dispatch each (its workgroup count from the parameter buffer), a barrier after each,
+    /// and timestamps around each if `timed`.
+    fn record_dispatches(
+        &mut self,
+        plan: &Plan,
+        rec: &Recording,
+        timed: bool,
+    ) -> Result<(), RuntimeError> {
+        let dev = self.gpu.device.clone();
+        let cmd = self.q.main;
+        let params = self
+            .params
+            .as_ref()
+            .expect("allocated by ensure_params")
+            .device
+            .buf;
+        let indirect_at = plan.launches.len() as u64 * self.param_stride;
+        self.q.begin_buffer(cmd, false)?;
+        for (n, (launch, binds)) in plan.launches.iter().zip(&rec.bindings).enumerate() {
+            let pipeline =
+                *self
+                    .pipelines
+                    .get(&launch.kernel)
+                    .ok_or_else(|| RuntimeError::MissingKernel {
+                        target: self.target.clone(),
+                        kernel: launch.kernel.clone(),
+                        msg: "not created when the code was loaded".into(),
+                    })?;
+            let infos: Vec<[vk::DescriptorBufferInfo; 1]> = binds
+                .iter()
+                .map(|b| {
+                    [vk::DescriptorBufferInfo::default()
+                        .buffer(b.buf)
+                        .offset(b.offset)
+                        .range(b.range)]
+                })
+                .collect();
+            let writes: Vec<vk::WriteDescriptorSet> = infos
+                .iter()
+                .enumerate()
+                .map(|(b, info)| {
+                    vk::WriteDescriptorSet::default()
+                        .dst_binding(b as u32)
+                        .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                        .buffer_info(info)
+                })
+                .collect();
+            // SAFETY: recording into our own command buffer; every buffer, pipeline and
+            // layout lives until the recording is dropped (any release drops it first), and
+            // each descriptor range lies inside its buffer.
+            unsafe {
+                dev.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
+                self.gpu.push.cmd_push_descriptor_set(
+                    cmd,
+                    vk::PipelineBindPoint::COMPUTE,
+                    self.layout,
+                    0,
+                    &writes,
+                );
+                if let (true, Some((pool, _))) = (timed, self.q.queries) {
+                    dev.cmd_write_timestamp(
+                        cmd,
+                        vk::PipelineStageFlags::TOP_OF_PIPE,
+                        pool,
+                        2 * n as u32,
+                    );
+                }
+                dev.cmd_dispatch_indirect(cmd, params, indirect_at + n as u64 * INDIRECT_BYTES);
+                if let (true, Some((pool, _))) = (timed, self.q.queries) {
+                    dev.cmd_write_timestamp(
+                        cmd,
+                        vk::PipelineStageFlags::BOTTOM_OF_PIPE,
+                        pool,
+                        2 * n as u32 + 1,
+                    );
+                }
+                barrier(
+                    &dev,
+                    cmd,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::AccessFlags::SHADER_WRITE,
+                );
+            }
+        }
+        self.q.end_buffer(cmd)
+    }
+}
+
+/// Bytes of one launch's indirect workgroup count (`VkDispatchIndirectCommand`).
+const INDIRECT_BYTES: u64 = 12;
+
+/// Makes writes by `stage` visible to the compute shaders, indirect dispatches and transfers
+/// that follow.
 ///
 /// # Safety
 /// `cmd` must be recording.
@@ -610,12 +781,15 @@ unsafe fn barrier(
         .dst_access_mask(
             vk::AccessFlags::SHADER_READ
                 | vk::AccessFlags::SHADER_WRITE
-                | vk::AccessFlags::TRANSFER_READ,
+                | vk::AccessFlags::TRANSFER_READ
+                | vk::AccessFlags::INDIRECT_COMMAND_READ,
         );
     dev.cmd_pipeline_barrier(
         cmd,
         stage,
-        vk::PipelineStageFlags::COMPUTE_SHADER | vk::PipelineStageFlags::TRANSFER,
+        vk::PipelineStageFlags::COMPUTE_SHADER
+            | vk::PipelineStageFlags::TRANSFER
+            | vk::PipelineStageFlags::DRAW_INDIRECT,
         vk::DependencyFlags::empty(),
         &[m],
         &[],
@@ -660,7 +834,10 @@ impl Drop for VulkanExecutor {
             .into_iter()
             .chain(self.arena.take())
             .collect();
-        for io in std::mem::take(&mut self.io) {
+        for io in std::mem::take(&mut self.io)
+            .into_iter()
+            .chain(self.params.take())
+        {
             buffers.push(io.device);
             buffers.push(io.staging);
         }

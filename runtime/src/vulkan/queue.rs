@@ -21,7 +21,12 @@ pub struct Queue {
     pub gpu: Arc<Gpu>,
     alloc: Option<Allocator>,
     pool: vk::CommandPool,
+    /// One-off work, and each run's uploads (recorded anew every run).
     pub cmd: vk::CommandBuffer,
+    /// A run's dispatches, recorded once and replayed while their bindings stay the same.
+    pub main: vk::CommandBuffer,
+    /// Each run's downloads and cache appends (recorded anew every run).
+    pub post: vk::CommandBuffer,
     fence: vk::Fence,
     pub queries: Option<(vk::QueryPool, u32)>,
 }
@@ -47,15 +52,15 @@ impl Queue {
             )
         }
         .map_err(|err| e("creating the command pool", err))?;
-        let cmd = unsafe {
+        let cmds = unsafe {
             dev.allocate_command_buffers(
                 &vk::CommandBufferAllocateInfo::default()
                     .command_pool(pool)
                     .level(vk::CommandBufferLevel::PRIMARY)
-                    .command_buffer_count(1),
+                    .command_buffer_count(3),
             )
         }
-        .map_err(|err| e("allocating a command buffer", err))?[0];
+        .map_err(|err| e("allocating command buffers", err))?;
         let fence = unsafe { dev.create_fence(&vk::FenceCreateInfo::default(), None) }
             .map_err(|err| e("creating a fence", err))?;
         let alloc = Allocator::new(&AllocatorCreateDesc {
@@ -72,7 +77,9 @@ impl Queue {
             gpu,
             alloc: Some(alloc),
             pool,
-            cmd,
+            cmd: cmds[0],
+            main: cmds[1],
+            post: cmds[2],
             fence,
             queries: None,
         })
@@ -131,29 +138,47 @@ impl Queue {
         unsafe { self.gpu.device.destroy_buffer(b.buf, None) };
     }
 
+    /// Starts recording `self.cmd` for one submission.
     pub fn begin(&self) -> Result<(), RuntimeError> {
+        self.begin_buffer(self.cmd, true)
+    }
+
+    /// Starts recording `cmd`, which is submitted once or (`once` false) replayed.
+    pub fn begin_buffer(&self, cmd: vk::CommandBuffer, once: bool) -> Result<(), RuntimeError> {
         let dev = &self.gpu.device;
+        let flags = if once {
+            vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT
+        } else {
+            vk::CommandBufferUsageFlags::empty()
+        };
         // SAFETY: the command buffer is not in use (every submit is waited for).
         unsafe {
-            dev.reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
-                .map_err(|e| self.err("resetting the command buffer", e))?;
-            dev.begin_command_buffer(
-                self.cmd,
-                &vk::CommandBufferBeginInfo::default()
-                    .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT),
-            )
-            .map_err(|e| self.err("recording commands", e))
+            dev.reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty())
+                .map_err(|e| self.err("resetting a command buffer", e))?;
+            dev.begin_command_buffer(cmd, &vk::CommandBufferBeginInfo::default().flags(flags))
+                .map_err(|e| self.err("recording commands", e))
         }
     }
 
+    /// Ends recording `cmd`.
+    pub fn end_buffer(&self, cmd: vk::CommandBuffer) -> Result<(), RuntimeError> {
+        // SAFETY: `cmd` is recording.
+        unsafe { self.gpu.device.end_command_buffer(cmd) }
+            .map_err(|e| self.err("recording commands", e))
+    }
+
+    /// Ends `self.cmd`, submits it and waits for it.
     pub fn submit_and_wait(&self) -> Result<(), RuntimeError> {
+        self.end_buffer(self.cmd)?;
+        self.submit_all(&[self.cmd])
+    }
+
+    /// Submits recorded command buffers in order, as one batch, and waits for them.
+    pub fn submit_all(&self, cmds: &[vk::CommandBuffer]) -> Result<(), RuntimeError> {
         let dev = &self.gpu.device;
-        let cmds = [self.cmd];
-        let submit = [vk::SubmitInfo::default().command_buffers(&cmds)];
-        // SAFETY: the command buffer is fully recorded; the fence is unsignalled.
+        let submit = [vk::SubmitInfo::default().command_buffers(cmds)];
+        // SAFETY: every command buffer is fully recorded; the fence is unsignalled.
         unsafe {
-            dev.end_command_buffer(self.cmd)
-                .map_err(|e| self.err("recording commands", e))?;
             dev.queue_submit(self.gpu.queue, &submit, self.fence)
                 .map_err(|e| self.err("submitting commands", e))?;
             let waited = dev.wait_for_fences(&[self.fence], true, u64::MAX);
