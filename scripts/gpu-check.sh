@@ -3,6 +3,11 @@
 # the device's facts, `ptxas` on the PTX of every capability, the op conformance suite and
 # the tiny-model tests on the GPU through CUDA and through Vulkan, kernel benchmarks next to
 # PyTorch, and whole-model benchmarks on both APIs. Writes report.md and logs under $OUT.
+#
+# Knobs (environment): SKIP_CUDA_TESTS=1, SKIP_KERNEL_BENCH=1 leave parts out; MODELS
+# (size:type pairs, or none), MODEL_TARGETS and TORCH_MODELS=0 choose the model runs;
+# GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
+# command buffer); NCU=1 profiles one CUDA decode step under Nsight Compute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-report}
@@ -161,6 +166,19 @@ for spec in $(echo "$models" | tr ',' ' '); do
         awk '/^  [^ ]+ +[0-9.]+ us$/ { op = $1; sub(/^k[0-9]+_/, "", op); k[op] += $2; c[op]++ } END {
           for (x in k) printf "%12.1f us %4d x %s\n", k[x], c[x], x }' "$prof" |
           sort -rn | head -10 | sed 's/^/    /' | tee -a "$report"
+      fi
+      # One decode step's kernels under Nsight Compute (hardware counters where the
+      # machine's runtime allows them): each kernel's time and DRAM bytes.
+      if [ "${NCU:-0}" = 1 ] && [ "${target%%:*}" = cuda ]; then
+        note "  one decode step under Nsight Compute (clocks left alone):"
+        if KILN_CUDA_GRAPHS=0 timeout 300 ncu --clock-control none --csv --print-units base \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            --log-file "$OUT/ncu-$tag.csv" \
+            $bin/kiln run $m.kiln --random-inputs seq=1,past=64,picked=1 >"$LOGS/ncu-$tag.log" 2>&1; then
+          python3 scripts/ncu_summary.py "$OUT/ncu-$tag.csv" 2>&1 | tee -a "$report"
+        else
+          note "  ncu failed (see ncu-$tag.log)"; tail -3 "$LOGS/ncu-$tag.log" | tee -a "$report"
+        fi
       fi
       # The same without replaying recorded launches (CUDA: kernel by kernel; Vulkan: the
       # command buffer recorded every run), for the replay's share of the figure.
