@@ -10,7 +10,9 @@
 use super::builder::{Spv, V};
 use super::emitter::{Abi, Emitter};
 use super::Fail;
-use kiln_compiler::kernel::gpu::{has_shared_loop, launch_shape, GpuLaunch};
+use kiln_compiler::kernel::gpu::{
+    has_shared_loop, launch_shape, reduction_group, GpuLaunch, MAX_BLOCK_REDUCTIONS,
+};
 use kiln_compiler::kernel::{Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
 use rspirv::dr::Operand;
 use rspirv::spirv::{
@@ -67,7 +69,8 @@ pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
     let group_id = builtin(BuiltIn::WorkgroupId);
     let group_count = builtin(BuiltIn::NumWorkgroups);
 
-    let len = s.u32_const(threads);
+    // Room for the largest group of reductions a block combines at once.
+    let len = s.u32_const(threads * MAX_BLOCK_REDUCTIONS as u32);
     let arr = s.b.type_array(f32t, len);
     let arr_ptr = s.ptr(StorageClass::Workgroup, arr);
     let partials = s.b.variable(arr_ptr, None, StorageClass::Workgroup, None);
@@ -267,13 +270,24 @@ impl Emitter<'_, '_> {
             .access_chain(ptr_t, None, self.abi.partials, [at.id])?)
     }
 
-    /// Combines every invocation's `x` with `op`; all get the result.
-    fn block_reduce(&mut self, g: &Ids, op: RedOp, x: V) -> Result<V, Fail> {
+    /// Combines every invocation's `xs[r]` with `ops[r]`, for each `r`; all get the
+    /// results. The reductions share each step of the tree (reduction `r` at
+    /// `[r * threads + invocation]` of the workgroup array), so a group costs the barriers
+    /// of one.
+    fn block_reduce(&mut self, g: &Ids, ops: &[RedOp], xs: &[V]) -> Result<Vec<V>, Fail> {
+        let threads = g.launch.threads;
         let t = self.narrow_i32(g.thread)?;
-        let mine = self.partial(t)?;
-        self.store_ptr(mine, x.id)?;
+        let at = |em: &mut Self, r: usize, i: V| -> Result<Word, Fail> {
+            let base = em.s.i32((r as u32 * threads) as i32);
+            let idx = em.s.op_v(Op::IAdd, VType::I32, &[base, i])?;
+            em.partial(idx)
+        };
+        for (r, x) in xs.iter().enumerate() {
+            let mine = at(self, r, t)?;
+            self.store_ptr(mine, x.id)?;
+        }
         self.barrier()?;
-        let mut half = g.launch.threads / 2;
+        let mut half = threads / 2;
         while half > 0 {
             let h = self.s.i32(half as i32);
             let active = self.compare(Cmp::Lt, t, h)?;
@@ -281,11 +295,15 @@ impl Emitter<'_, '_> {
                 active,
                 &mut |em| {
                     let other = em.s.op_v(Op::IAdd, VType::I32, &[t, h])?;
-                    let theirs = em.partial(other)?;
-                    let a = em.load_ptr(mine, VType::F32)?;
-                    let b = em.load_ptr(theirs, VType::F32)?;
-                    let r = em.reduce_step(op, a, b)?;
-                    em.store_ptr(mine, r.id)
+                    for (r, &op) in ops.iter().enumerate() {
+                        let mine = at(em, r, t)?;
+                        let theirs = at(em, r, other)?;
+                        let a = em.load_ptr(mine, VType::F32)?;
+                        let b = em.load_ptr(theirs, VType::F32)?;
+                        let v = em.reduce_step(op, a, b)?;
+                        em.store_ptr(mine, v.id)?;
+                    }
+                    Ok(())
                 },
                 &mut |_| Ok(()),
             )?;
@@ -293,11 +311,14 @@ impl Emitter<'_, '_> {
             half /= 2;
         }
         let zero = self.s.i32(0);
-        let first = self.partial(zero)?;
-        let total = self.load_ptr(first, VType::F32)?;
+        let mut totals = Vec::with_capacity(xs.len());
+        for r in 0..xs.len() {
+            let first = at(self, r, zero)?;
+            totals.push(self.load_ptr(first, VType::F32)?);
+        }
         // The next reduction overwrites the array only after everyone has read it.
         self.barrier()?;
-        Ok(total)
+        Ok(totals)
     }
 }
 
@@ -406,11 +427,66 @@ fn reduce_strided(
     })
 }
 
+/// `group` (see `kiln_compiler::kernel::gpu::reduction_group`): one strided loop over the
+/// invocations computes every reduction's partial result, then one combination across the
+/// workgroup gives every invocation the totals.
+fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail> {
+    let mut parts = Vec::with_capacity(group.len());
+    for s in group {
+        let Stmt::Reduce { acc, op, .. } = s else {
+            return Err(Fail::msg("a reduction group holds another statement"));
+        };
+        let init = match op {
+            RedOp::Sum => em.s.f32(0.0),
+            RedOp::Max => em.f32_lit(f32::NEG_INFINITY)?,
+        };
+        em.declare(*acc, init)?;
+        parts.push((*acc, *op));
+    }
+    let Some(Stmt::Reduce { extent, .. }) = group.first() else {
+        return Ok(());
+    };
+    let n = em.expr(extent)?;
+    let threads = em.s.i64(g.launch.threads as i64);
+    em.strided_loop(g.thread, n, threads, &mut |em, it| {
+        for s in group {
+            if let Stmt::Reduce {
+                acc,
+                op,
+                var,
+                value,
+                ..
+            } = s
+            {
+                em.lets.insert(*var, it);
+                let x = em.expr(value)?;
+                let a = em.read_var(*acc)?;
+                let r = em.reduce_step(*op, a, x)?;
+                em.assign(*acc, r)?;
+            }
+        }
+        Ok(())
+    })?;
+    let mut xs = Vec::with_capacity(parts.len());
+    for (acc, _) in &parts {
+        xs.push(em.read_var(*acc)?);
+    }
+    let ops: Vec<RedOp> = parts.iter().map(|(_, op)| *op).collect();
+    let totals = em.block_reduce(g, &ops, &xs)?;
+    for ((acc, _), total) in parts.iter().zip(totals) {
+        em.assign(*acc, total)?;
+    }
+    Ok(())
+}
+
 /// Statements every invocation of the workgroup reaches (see `llvm/gpu/kernel.rs`, whose
 /// mapping this is).
 fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
     let threads = em.s.i64(g.launch.threads as i64);
-    for s in body {
+    let mut at = 0;
+    while at < body.len() {
+        let s = &body[at];
+        at += 1;
         if !has_shared_loop(s) {
             stmt(em, s)?;
             continue;
@@ -439,18 +515,10 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
                     block_stmts(em, g, body)
                 })?;
             }
-            Stmt::Reduce {
-                acc,
-                op,
-                var,
-                extent,
-                value,
-                ..
-            } => {
-                reduce_strided(em, (*acc, *op, *var), extent, value, g.thread, threads)?;
-                let part = em.read_var(*acc)?;
-                let total = em.block_reduce(g, *op, part)?;
-                em.assign(*acc, total)?;
+            Stmt::Reduce { .. } => {
+                let group = &body[at - 1..at - 1 + reduction_group(&body[at - 1..])];
+                at += group.len() - 1;
+                reduce_together(em, g, group)?;
             }
             Stmt::If {
                 cond,

@@ -66,6 +66,59 @@ pub fn warp_per_point(body: &[Stmt]) -> Option<u32> {
     warp
 }
 
+/// Most reductions a block combines at once (see [`reduction_group`]); a block's shared
+/// array holds this many partial results per warp.
+pub const MAX_BLOCK_REDUCTIONS: usize = 8;
+
+/// How many `Reduce`s from the start of `stmts` a block runs together: consecutive ones
+/// over the same extent, none reading another's result (a matvec's columns, not a norm's
+/// mean and variance). One strided loop computes all their partial results, so each
+/// thread has the loads of several rows in flight at once, and one pass through shared
+/// memory combines them, with two barriers in all rather than two per reduction. 0 when
+/// `stmts` does not start with a `Reduce`.
+pub fn reduction_group(stmts: &[Stmt]) -> usize {
+    let Some(Stmt::Reduce { extent, .. }) = stmts.first() else {
+        return 0;
+    };
+    let mut n = 1;
+    while n < stmts.len().min(MAX_BLOCK_REDUCTIONS) {
+        let joins = match &stmts[n] {
+            Stmt::Reduce {
+                extent: e, value, ..
+            } => {
+                e == extent
+                    && stmts[..n].iter().all(|g| match g {
+                        Stmt::Reduce { acc, .. } => !super::vectorize::mentions(value, *acc),
+                        _ => false,
+                    })
+            }
+            _ => false,
+        };
+        if !joins {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The largest [`reduction_group`] anywhere in `body`.
+pub fn max_reduction_group(body: &[Stmt]) -> usize {
+    let mut most = 0;
+    for (at, s) in body.iter().enumerate() {
+        most = most.max(reduction_group(&body[at..]));
+        let inner = match s {
+            Stmt::Loop { body, .. } => max_reduction_group(body),
+            Stmt::If {
+                then, otherwise, ..
+            } => max_reduction_group(then).max(max_reduction_group(otherwise)),
+            _ => 0,
+        };
+        most = most.max(inner);
+    }
+    most
+}
+
 /// Whether `s` is, or contains at block-uniform level, a loop the block's threads share.
 pub fn has_shared_loop(s: &Stmt) -> bool {
     match s {
@@ -131,5 +184,35 @@ mod tests {
             otherwise: Vec::new(),
         };
         assert!(launch_shape(&[nested]).block_per_point());
+    }
+
+    #[test]
+    fn independent_reductions_over_one_extent_are_combined_together() {
+        let red = |acc, var, extent: i64, value: Expr| Stmt::Reduce {
+            acc,
+            op: RedOp::Sum,
+            var,
+            extent: i(extent),
+            value,
+            vector: 1,
+        };
+        let cols: Vec<Stmt> = (0..4)
+            .map(|c| red(10 + c, 20 + c, 64, var(20 + c)))
+            .collect();
+        assert_eq!(reduction_group(&cols), 4);
+        assert_eq!(reduction_group(&cols[1..]), 3);
+        // A different extent, a reader of an earlier result, or another statement ends it.
+        let mut mixed = cols[..2].to_vec();
+        mixed.push(red(12, 22, 32, var(22)));
+        assert_eq!(reduction_group(&mixed), 2);
+        let variance = vec![cols[0].clone(), red(11, 21, 64, mul(var(21), var(10)))];
+        assert_eq!(reduction_group(&variance), 1);
+        assert_eq!(
+            reduction_group(&[cols[0].clone(), store(), cols[1].clone()]),
+            1
+        );
+        assert_eq!(reduction_group(&[store()]), 0);
+        let many: Vec<Stmt> = (0..12).map(|c| red(40 + c, 60 + c, 64, f(1.0))).collect();
+        assert_eq!(reduction_group(&many), MAX_BLOCK_REDUCTIONS);
     }
 }

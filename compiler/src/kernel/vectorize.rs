@@ -187,7 +187,8 @@ fn independent(group: &[Stmt], next: &Stmt) -> bool {
     })
 }
 
-fn mentions(e: &Expr, v: VarId) -> bool {
+/// Whether `e` reads variable `v`.
+pub fn mentions(e: &Expr, v: VarId) -> bool {
     matches!(e, Expr::Var(x) if *x == v) || e.children().iter().any(|c| mentions(c, v))
 }
 

@@ -76,8 +76,8 @@ pub enum Form {
 pub const DOT_MAX_ROWS: i64 = 4;
 
 /// The kernels to emit for `node`: `[(None, None)]` (one kernel, chosen by `kernel_for`) for
-/// everything but a matmul whose row count is symbolic and whose B is transposed; that one
-/// gets both forms, each guarded by the row count, so one artifact decodes (one row) with
+/// everything but a matmul whose row count is symbolic and whose B is transposed (any B on
+/// GPUs); that one gets both forms, each guarded by the row count, so one artifact decodes (one row) with
 /// dot products and prefills (many rows) with the general kernel.
 pub fn forms(ctx: &Ctx, node: NodeId) -> Vec<(Option<Form>, Option<super::Guard>)> {
     let n = ctx.graph.node(node);
@@ -92,7 +92,10 @@ pub fn forms(ctx: &Ctx, node: NodeId) -> Vec<(Option<Form>, Option<super::Guard>
         return vec![(None, None)];
     };
     let m = &n.shape[n.shape.len() - 2];
-    if !*transpose_b || *transpose_a || m.as_known().is_some() {
+    // On GPUs B need not be transposed: with few rows, a block per output sharing K beats a
+    // thread per output, which leaves most of the GPU idle when N is small (attention's
+    // probabilities times V in decode: heads x head_dim outputs, K the cache length).
+    if (!*transpose_b && !ctx.schedule.gpu) || *transpose_a || m.as_known().is_some() {
         return vec![(None, None)];
     }
     let guard = |above| super::Guard {
@@ -245,7 +248,11 @@ fn dot_kernel(
         Form::Dot => gpu_dot_lanes(ctx, ops)?,
         Form::General => None,
     };
-    let cols = if vector > 1 || gpu_lanes.is_some() {
+    // GPU blocks combine the columns' reductions together (`kernel::gpu::reduction_group`),
+    // so several rows of B stream at once; quantized rows keep a block per output (their
+    // decoding leaves statements between the reductions).
+    let gpu_columns = ctx.schedule.gpu && form == Form::Dot && quantized_rows(ctx, ops).is_none();
+    let cols = if vector > 1 || gpu_lanes.is_some() || gpu_columns {
         DOT_COLUMNS
     } else {
         1

@@ -320,4 +320,35 @@ output \"y\" = %y
     let strided = "%h = input \"w\" f32[64,40]\n%w = permute %h perm=[1,0]";
     let strided = kernels(&matvec("1", strided), "cuda:sm_90").remove(0);
     assert!(!strided.contains("reduce_lanes"), "{strided}");
+    // Vulkan reads one element per step, still four columns per block.
+    assert_eq!(vulkan.matches("reduce_Sum").count(), 4, "{vulkan}");
+}
+
+#[test]
+fn gpu_few_row_products_with_b_untransposed_share_k_across_a_block() {
+    // Decode attention's probabilities times V: B is not transposed, N is small.
+    let src = "kir 1
+%p = input \"p\" f32[8,seq,40]
+%v = input \"v\" f32[8,40,64]
+%y = matmul %p, %v transpose_a=false transpose_b=false
+output \"y\" = %y
+";
+    let g = kiln_ir::text::parse(src).unwrap();
+    let lowered = |target: &str| {
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        lower(&g, s).unwrap()
+    };
+    let gpu = lowered("cuda:sm_90");
+    assert_eq!(gpu.kernels.len(), 2, "a guarded form per row count");
+    let few = gpu.kernels[0].to_string();
+    assert_eq!(few.matches("reduce_Sum").count(), 4, "{few}");
+    assert!(crate::kernel::gpu::launch_shape(&gpu.kernels[0].body).block_per_point());
+    let many = &gpu.kernels[1];
+    assert!(
+        !crate::kernel::gpu::launch_shape(&many.body).block_per_point(),
+        "{many}"
+    );
+    // CPUs keep one register-tiled kernel for every row count.
+    assert_eq!(lowered("cpu:x86-64-v3").kernels.len(), 1);
 }

@@ -10,7 +10,7 @@
 //! shared loop, since the statements after it may read what other threads stored.
 
 use super::super::expr::{Emitter, Fail, V};
-use super::super::function::{decompose, emit_if, load_dims_and_grid, reduce_strided, stmt, stmts};
+use super::super::function::{decompose, emit_if, load_dims_and_grid, stmt, stmts};
 use super::{primitives, GpuArch, GpuDesc};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
@@ -18,7 +18,9 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{GlobalValue, IntValue};
 use inkwell::{AddressSpace, IntPredicate};
-use kiln_compiler::kernel::gpu::{has_shared_loop, launch_shape, warp_per_point};
+use kiln_compiler::kernel::gpu::{
+    has_shared_loop, launch_shape, max_reduction_group, reduction_group, warp_per_point,
+};
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
 
@@ -177,23 +179,28 @@ impl<'d, 'ctx> Gpu<'d, 'ctx> {
         primitives::shuffle_xor(em, self.desc, self.thread, x, offset)
     }
 
-    /// Combines every thread's `x` with `op`; all threads get the result. Deterministic:
-    /// the same tree of operations every time.
+    /// Combines every thread's `xs[r]` with `ops[r]`, for each `r`; all threads get the
+    /// results. The reductions' shuffles interleave and share one pass through shared memory
+    /// (reduction `r`'s partials at `[r * warps + warp]`). Deterministic: the same tree of
+    /// operations every time.
     fn block_reduce(
         &self,
         em: &mut Emitter<'_, 'ctx>,
         scratch: GlobalValue<'ctx>,
-        op: RedOp,
-        mut x: V<'ctx>,
-    ) -> Result<V<'ctx>, Fail> {
+        ops: &[RedOp],
+        mut xs: Vec<V<'ctx>>,
+    ) -> Result<Vec<V<'ctx>>, Fail> {
         let mut off = self.desc.warp / 2;
         while off > 0 {
-            let y = self.shuffle_xor(em, x, off)?;
-            x = em.reduce_step(op, x, y)?;
+            for (x, &op) in xs.iter_mut().zip(ops) {
+                let y = self.shuffle_xor(em, *x, off)?;
+                *x = em.reduce_step(op, *x, y)?;
+            }
             off /= 2;
         }
         let i64t = em.ctx.i64_type();
         let f32t = em.ctx.f32_type();
+        let warps = (self.threads / self.desc.warp) as u64;
         let warp = i64t.const_int(self.desc.warp as u64, false);
         let lane = em.b.build_int_unsigned_rem(self.thread, warp, "lane")?;
         let wid = em.b.build_int_unsigned_div(self.thread, warp, "warp")?;
@@ -203,28 +210,93 @@ impl<'d, 'ctx> Gpu<'d, 'ctx> {
         em.b.build_conditional_branch(first, write, join)?;
         em.b.position_at_end(write);
         let base = scratch.as_pointer_value();
-        // SAFETY of the generated code: warp index < threads / warp = the array's length.
-        let slot = unsafe { em.b.build_in_bounds_gep(f32t, base, &[wid], "slot")? };
-        em.b.build_store(slot, x)?;
+        for (r, x) in xs.iter().enumerate() {
+            let at = i64t.const_int(r as u64 * warps, false);
+            let at = em.b.build_int_add(at, wid, "at")?;
+            // SAFETY of the generated code: r * warps + warp index < the array's length
+            // (`scratch_array` sizes it for the kernel's largest group).
+            let slot = unsafe { em.b.build_in_bounds_gep(f32t, base, &[at], "slot")? };
+            em.b.build_store(slot, *x)?;
+        }
         em.b.build_unconditional_branch(join)?;
         em.b.position_at_end(join);
         self.barrier(em)?;
-        let mut total: Option<V<'ctx>> = None;
-        for w in 0..self.threads / self.desc.warp {
-            // SAFETY of the generated code: w < the array's length.
-            let slot = unsafe {
-                em.b.build_in_bounds_gep(f32t, base, &[i64t.const_int(w as u64, false)], "s")?
-            };
-            let v = em.b.build_load(f32t, slot, "part")?;
-            total = Some(match total {
-                None => v,
-                Some(t) => em.reduce_step(op, t, v)?,
-            });
+        let mut totals = Vec::with_capacity(xs.len());
+        for (r, &op) in ops.iter().enumerate() {
+            let mut total: Option<V<'ctx>> = None;
+            for w in 0..warps {
+                let at = i64t.const_int(r as u64 * warps + w, false);
+                // SAFETY of the generated code: as above.
+                let slot = unsafe { em.b.build_in_bounds_gep(f32t, base, &[at], "s")? };
+                let v = em.b.build_load(f32t, slot, "part")?;
+                total = Some(match total {
+                    None => v,
+                    Some(t) => em.reduce_step(op, t, v)?,
+                });
+            }
+            totals.push(total.ok_or_else(|| Fail::msg("a block of no warps"))?);
         }
         // The next reduction overwrites the array only after everyone has read it.
         self.barrier(em)?;
-        total.ok_or_else(|| Fail::msg("a block of no warps"))
+        Ok(totals)
     }
+}
+
+/// `group` (see `reduction_group`): one strided loop over the threads computes every
+/// reduction's partial result, then one block-wide combination gives every thread the
+/// totals.
+fn reduce_together<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    g: &Gpu<'_, 'ctx>,
+    scratch: GlobalValue<'ctx>,
+    group: &[Stmt],
+    threads: IntValue<'ctx>,
+) -> Result<(), Fail> {
+    let mut parts = Vec::with_capacity(group.len());
+    for s in group {
+        let Stmt::Reduce { acc, op, .. } = s else {
+            return Err(Fail::msg("a reduction group holds another statement"));
+        };
+        let init = match op {
+            RedOp::Sum => em.ctx.f32_type().const_float(0.0),
+            RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
+        };
+        em.declare(*acc, init.into())?;
+        parts.push((*acc, *op));
+    }
+    let Some(Stmt::Reduce { extent, .. }) = group.first() else {
+        return Ok(());
+    };
+    let n = em.expr(extent)?.into_int_value();
+    em.strided_loop(g.thread, n, threads, &mut |em, it| {
+        for s in group {
+            if let Stmt::Reduce {
+                acc,
+                op,
+                var,
+                value,
+                ..
+            } = s
+            {
+                em.lets.insert(*var, it.into());
+                let x = em.expr(value)?;
+                let a = em.read_var(*acc)?;
+                let r = em.reduce_step(*op, a, x)?;
+                em.assign(*acc, r)?;
+            }
+        }
+        Ok(())
+    })?;
+    let mut xs = Vec::with_capacity(parts.len());
+    for (acc, _) in &parts {
+        xs.push(em.read_var(*acc)?);
+    }
+    let ops: Vec<RedOp> = parts.iter().map(|(_, op)| *op).collect();
+    let totals = g.block_reduce(em, scratch, &ops, xs)?;
+    for ((acc, _), total) in parts.iter().zip(totals) {
+        em.assign(*acc, total)?;
+    }
+    Ok(())
 }
 
 /// The block's array of per-warp partial results, in shared memory.
@@ -235,7 +307,10 @@ fn scratch_array<'ctx>(
     desc: &GpuDesc,
 ) -> Result<GlobalValue<'ctx>, Fail> {
     let launch = launch_shape(&k.body);
-    let ty = ctx.f32_type().array_type(launch.threads / desc.warp);
+    let group = max_reduction_group(&k.body).max(1) as u32;
+    let ty = ctx
+        .f32_type()
+        .array_type(launch.threads / desc.warp * group);
     let g = module.add_global(
         ty,
         Some(AddressSpace::from(desc.shared_as)),
@@ -256,7 +331,10 @@ fn block_stmts<'ctx>(
 ) -> Result<(), Fail> {
     let i64t = em.ctx.i64_type();
     let threads = i64t.const_int(g.threads as u64, false);
-    for s in body {
+    let mut at = 0;
+    while at < body.len() {
+        let s = &body[at];
+        at += 1;
         if !has_shared_loop(s) {
             stmt(em, s)?;
             continue;
@@ -285,18 +363,10 @@ fn block_stmts<'ctx>(
                     block_stmts(em, g, scratch, body)
                 })?;
             }
-            Stmt::Reduce {
-                acc,
-                op,
-                var,
-                extent,
-                value,
-                ..
-            } => {
-                reduce_strided(em, (*acc, *op, *var), extent, value, g.thread, threads)?;
-                let part = em.read_var(*acc)?;
-                let total = g.block_reduce(em, scratch, *op, part)?;
-                em.assign(*acc, total)?;
+            Stmt::Reduce { .. } => {
+                let group = &body[at - 1..at - 1 + reduction_group(&body[at - 1..])];
+                at += group.len() - 1;
+                reduce_together(em, g, scratch, group, threads)?;
             }
             Stmt::If {
                 cond,
