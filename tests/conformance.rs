@@ -697,21 +697,25 @@ fn every_case_passes_spirv_val() {
             let code = kiln_codegen::spirv::SpirvBackend
                 .compile(compiled.kernels(), &target)
                 .unwrap_or_else(|e| panic!("{}: {e}", c.name));
-            let path = dir.path().join(format!("{i}-{env}.spv"));
-            std::fs::write(&path, &code).unwrap();
-            let out = std::process::Command::new("spirv-val")
-                .args(["--target-env", env])
-                .arg(&path)
-                .output()
-                .unwrap();
-            checked += 1;
-            if !out.status.success() {
-                failures.push(format!(
-                    "{} ({t}): {}{}",
-                    c.name,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
+            let modules = kiln_runtime::vulkan::bundle::modules(&code)
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            for (needs, module) in modules {
+                let path = dir.path().join(format!("{i}-{env}-{needs}.spv"));
+                std::fs::write(&path, module).unwrap();
+                let out = std::process::Command::new("spirv-val")
+                    .args(["--target-env", env])
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                checked += 1;
+                if !out.status.success() {
+                    failures.push(format!(
+                        "{} ({t}, needs {needs}): {}{}",
+                        c.name,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
             }
         }
     }

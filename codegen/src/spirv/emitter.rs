@@ -21,11 +21,21 @@ pub struct Abi {
     /// not push constants, so that a recorded command buffer can be replayed with new values
     /// (a decode step moves `past`).
     pub params: Word,
+    /// The subgroup built-ins, in modules built for devices with subgroup arithmetic.
+    pub subgroups: Option<Subgroups>,
     pub local_id: Word,
     pub group_id: Word,
     pub group_count: Word,
     /// The block-reduction array in workgroup memory (one f32 per thread).
     pub partials: Word,
+}
+
+/// `SubgroupLocalInvocationId`, `SubgroupId` and `NumSubgroups` (u32 inputs).
+#[derive(Clone, Copy)]
+pub struct Subgroups {
+    pub lane: Word,
+    pub id: Word,
+    pub count: Word,
 }
 
 pub struct Emitter<'s, 'k> {

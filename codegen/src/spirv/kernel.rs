@@ -8,23 +8,24 @@
 //! depend on the device's subgroup size.
 
 use super::builder::{Spv, V};
+use super::emitter::Subgroups;
 use super::emitter::{Abi, Emitter};
 use super::Fail;
 use kiln_compiler::kernel::gpu::{
     has_shared_loop, launch_shape, reduction_group, GpuLaunch, MAX_BLOCK_REDUCTIONS,
 };
 use kiln_compiler::kernel::{Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
-use rspirv::dr::Operand;
+use rspirv::dr::{InsertPoint, Instruction, Operand};
 use rspirv::spirv::{
-    BuiltIn, Decoration, ExecutionMode, ExecutionModel, FunctionControl, MemorySemantics, Op,
-    Scope, StorageClass, Word,
+    BuiltIn, Decoration, ExecutionMode, ExecutionModel, FunctionControl, GroupOperation,
+    MemorySemantics, Op, Scope, StorageClass, Word,
 };
 use std::collections::HashMap;
 
 /// Creates the globals every entry point uses: the launch-parameter block (`points`, then
 /// `dims` symbol values; binding 0), the invocation and workgroup ids, the reduction array, and the
 /// type of a binding (storage buffers of 32-bit words; each kernel declares its own).
-pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
+pub fn abi(s: &mut Spv, dims: u32, threads: u32, subgroups: bool) -> Abi {
     let i32t = s.ty(VType::I32);
     let i64t = s.ty(VType::I64);
     let f32t = s.ty(VType::F32);
@@ -68,6 +69,19 @@ pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
     let local_id = builtin(BuiltIn::LocalInvocationId);
     let group_id = builtin(BuiltIn::WorkgroupId);
     let group_count = builtin(BuiltIn::NumWorkgroups);
+    let subgroups = subgroups.then(|| {
+        let u32_in = s.ptr(StorageClass::Input, u32t);
+        let mut scalar = |which: BuiltIn| {
+            let v = s.b.variable(u32_in, None, StorageClass::Input, None);
+            s.b.decorate(v, Decoration::BuiltIn, [Operand::BuiltIn(which)]);
+            v
+        };
+        Subgroups {
+            lane: scalar(BuiltIn::SubgroupLocalInvocationId),
+            id: scalar(BuiltIn::SubgroupId),
+            count: scalar(BuiltIn::NumSubgroups),
+        }
+    });
 
     // Room for the largest group of reductions a block combines at once.
     let len = s.u32_const(threads * MAX_BLOCK_REDUCTIONS as u32);
@@ -77,6 +91,7 @@ pub fn abi(s: &mut Spv, dims: u32, threads: u32) -> Abi {
     Abi {
         buffer_ptr,
         params,
+        subgroups,
         local_id,
         group_id,
         group_count,
@@ -89,6 +104,9 @@ impl Abi {
     /// later list them all; earlier versions list only inputs).
     pub fn globals(&self, bindings: &[Word], all: bool) -> Vec<Word> {
         let mut v = vec![self.local_id, self.group_id, self.group_count];
+        if let Some(sg) = &self.subgroups {
+            v.extend([sg.lane, sg.id, sg.count]);
+        }
         if all {
             v.extend(bindings);
             v.push(self.params);
@@ -275,6 +293,9 @@ impl Emitter<'_, '_> {
     /// `[r * threads + invocation]` of the workgroup array), so a group costs the barriers
     /// of one.
     fn block_reduce(&mut self, g: &Ids, ops: &[RedOp], xs: &[V]) -> Result<Vec<V>, Fail> {
+        if let Some(sg) = self.abi.subgroups {
+            return self.subgroup_reduce(g, sg, ops, xs);
+        }
         let threads = g.launch.threads;
         let t = self.narrow_i32(g.thread)?;
         let at = |em: &mut Self, r: usize, i: V| -> Result<Word, Fail> {
@@ -315,6 +336,99 @@ impl Emitter<'_, '_> {
         for r in 0..xs.len() {
             let first = at(self, r, zero)?;
             totals.push(self.load_ptr(first, VType::F32)?);
+        }
+        // The next reduction overwrites the array only after everyone has read it.
+        self.barrier()?;
+        Ok(totals)
+    }
+}
+
+impl Emitter<'_, '_> {
+    /// [`Emitter::block_reduce`] on devices with subgroup arithmetic: each subgroup reduces
+    /// its invocations' values in one instruction, its first invocation stores the result
+    /// (reduction `r`'s at `[r * threads + subgroup]`), and after one barrier every
+    /// invocation folds the subgroups' results in order: three steps where the tree takes
+    /// eight, with two barriers. Deterministic for a given subgroup size.
+    fn subgroup_reduce(
+        &mut self,
+        g: &Ids,
+        sg: Subgroups,
+        ops: &[RedOp],
+        xs: &[V],
+    ) -> Result<Vec<V>, Fail> {
+        let threads = g.launch.threads;
+        let u32t = self.s.u32_ty();
+        let i32t = self.s.ty(VType::I32);
+        let f32t = self.s.ty(VType::F32);
+        let builtin = |em: &mut Self, var: Word| -> Result<V, Fail> {
+            let v = em.s.op(Op::Load, u32t, &[var])?;
+            Ok(V {
+                id: em.s.op(Op::Bitcast, i32t, &[v])?,
+                t: VType::I32,
+            })
+        };
+        let lane = builtin(self, sg.lane)?;
+        let id = builtin(self, sg.id)?;
+        let count = builtin(self, sg.count)?;
+        let scope = self.s.u32_const(Scope::Subgroup as u32);
+        let mut partial = Vec::with_capacity(xs.len());
+        for (x, &op) in xs.iter().zip(ops) {
+            let which = match op {
+                RedOp::Sum => Op::GroupNonUniformFAdd,
+                RedOp::Max => Op::GroupNonUniformFMax,
+            };
+            let id = self.s.b.id();
+            let inst = Instruction::new(
+                which,
+                Some(f32t),
+                Some(id),
+                vec![
+                    Operand::IdRef(scope),
+                    Operand::GroupOperation(GroupOperation::Reduce),
+                    Operand::IdRef(x.id),
+                ],
+            );
+            self.s.b.insert_into_block(InsertPoint::End, inst)?;
+            partial.push(V { id, t: VType::F32 });
+        }
+        let at = |em: &mut Self, r: usize, i: V| -> Result<Word, Fail> {
+            let base = em.s.i32((r as u32 * threads) as i32);
+            let idx = em.s.op_v(Op::IAdd, VType::I32, &[base, i])?;
+            em.partial(idx)
+        };
+        let zero = self.s.i32(0);
+        let first = self.compare(Cmp::Eq, lane, zero)?;
+        self.if_else(
+            first,
+            &mut |em| {
+                for (r, p) in partial.iter().enumerate() {
+                    let slot = at(em, r, id)?;
+                    em.store_ptr(slot, p.id)?;
+                }
+                Ok(())
+            },
+            &mut |_| Ok(()),
+        )?;
+        self.barrier()?;
+        let n = self.s.op_v(Op::SConvert, VType::I64, &[count])?;
+        let mut totals = Vec::with_capacity(xs.len());
+        for (r, &op) in ops.iter().enumerate() {
+            let acc = self.next_var;
+            self.next_var += 1;
+            let init = match op {
+                RedOp::Sum => self.s.f32(0.0),
+                RedOp::Max => self.f32_lit(f32::NEG_INFINITY)?,
+            };
+            self.declare(acc, init)?;
+            self.counted_loop(n, &mut |em, s| {
+                let s = em.narrow_i32(s)?;
+                let slot = at(em, r, s)?;
+                let v = em.load_ptr(slot, VType::F32)?;
+                let a = em.read_var(acc)?;
+                let v = em.reduce_step(op, a, v)?;
+                em.assign(acc, v)
+            })?;
+            totals.push(self.read_var(acc)?);
         }
         // The next reduction overwrites the array only after everyone has read it.
         self.barrier()?;

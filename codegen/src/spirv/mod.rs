@@ -17,10 +17,15 @@
 //! - workgroup size: `BLOCK_THREADS` invocations in x; the executor dispatches
 //!   `ceil(points / points_per_block)` workgroups (capped; kernels stride over points).
 //!
+//! A variant's code is a bundle (`bundle.rs`) of two modules: one whose block reductions use
+//! subgroup arithmetic, for devices that have it, and one that reduces through workgroup
+//! memory only, for every device; the executor loads the first its device can run.
+//!
 //! Every module is checked by naga's SPIR-V front end and validator before it is returned;
 //! a module that fails is a compile error naming the kernel, not a driver crash later.
 
 mod builder;
+pub mod bundle;
 mod emitter;
 mod expr;
 mod kernel;
@@ -76,21 +81,34 @@ pub fn spirv_minor(target: &Target) -> Result<u8, CodegenError> {
     }
 }
 
-/// One module with every kernel as an entry point, as SPIR-V words.
-pub fn compile_words(kernels: &[Kernel], minor: u8) -> Result<Vec<u32>, (String, String)> {
+/// One module with every kernel as an entry point, as SPIR-V words; with `subgroups`, block
+/// reductions use subgroup arithmetic (a device feature, so such a module is one of two).
+pub fn compile_words(
+    kernels: &[Kernel],
+    minor: u8,
+    subgroups: bool,
+) -> Result<Vec<u32>, (String, String)> {
     let mut b = Builder::new();
     b.set_version(1, minor);
     b.capability(Capability::Shader);
     b.capability(Capability::Int64);
+    if subgroups {
+        b.capability(Capability::GroupNonUniform);
+        b.capability(Capability::GroupNonUniformArithmetic);
+    }
     b.memory_model(AddressingModel::Logical, MemoryModel::GLSL450);
     let mut s = builder::Spv::new(b);
     let dims = kernels.iter().map(|k| k.dims_read()).max().unwrap_or(0);
-    let abi = kernel::abi(&mut s, dims, BLOCK_THREADS);
+    let abi = kernel::abi(&mut s, dims, BLOCK_THREADS, subgroups);
     for k in kernels {
         kernel::emit(&mut s, &abi, k, minor >= 4).map_err(|Fail(m)| (k.name.clone(), m))?;
     }
     Ok(s.b.module().assemble())
 }
+
+/// The flavours of a variant's module, richest first: each is `(needs, module)` where
+/// `needs` is what the device must have ([`bundle::SUBGROUP_ARITHMETIC`]).
+const FLAVOURS: [(u32, bool); 2] = [(bundle::SUBGROUP_ARITHMETIC, true), (0, false)];
 
 impl Backend for SpirvBackend {
     fn name(&self) -> &'static str {
@@ -108,16 +126,20 @@ impl Backend for SpirvBackend {
             target: target.to_string(),
             msg,
         };
-        let words = compile_words(kernels, minor).map_err(|(k, m)| fail(k, m))?;
-        if let Err((kernel, msg)) = validate(&words) {
-            // Name the kernel: the first one whose module alone fails.
-            let culprit = kernels.iter().find_map(|k| {
-                let alone = compile_words(std::slice::from_ref(k), minor).ok()?;
-                validate(&alone).err().map(|(_, m)| (k.name.clone(), m))
-            });
-            let (kernel, msg) = culprit.unwrap_or((kernel, msg));
-            return Err(fail(kernel, msg));
+        let mut modules = Vec::new();
+        for (needs, subgroups) in FLAVOURS {
+            let words = compile_words(kernels, minor, subgroups).map_err(|(k, m)| fail(k, m))?;
+            if let Err((kernel, msg)) = validate(&words) {
+                // Name the kernel: the first one whose module alone fails.
+                let culprit = kernels.iter().find_map(|k| {
+                    let alone = compile_words(std::slice::from_ref(k), minor, subgroups).ok()?;
+                    validate(&alone).err().map(|(_, m)| (k.name.clone(), m))
+                });
+                let (kernel, msg) = culprit.unwrap_or((kernel, msg));
+                return Err(fail(kernel, msg));
+            }
+            modules.push((needs, words));
         }
-        Ok(words.iter().flat_map(|w| w.to_le_bytes()).collect())
+        Ok(bundle::write(&modules))
     }
 }

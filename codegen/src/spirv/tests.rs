@@ -6,9 +6,18 @@ use crate::Backend;
 use kiln_compiler::Target;
 use rspirv::spirv::{ExecutionModel, Op};
 
-/// The module of the test model for `target`, and its kernels' names.
-fn module_for(target: &str) -> (Vec<u8>, Vec<String>) {
-    crate::test_model::code(&super::SpirvBackend, target)
+/// The modules of the test model for `target` (with subgroup reductions, then without),
+/// and its kernels' names.
+fn modules_for(target: &str) -> (Vec<(u32, Vec<u8>)>, Vec<String>) {
+    let (code, names) = crate::test_model::code(&super::SpirvBackend, target);
+    let modules = super::bundle::read(&code);
+    let needs: Vec<u32> = modules.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        needs,
+        [super::bundle::SUBGROUP_ARITHMETIC, 0],
+        "flavours, richest first"
+    );
+    (modules, names)
 }
 
 fn words(code: &[u8]) -> Vec<u32> {
@@ -43,55 +52,65 @@ fn every_version_passes_the_khronos_validator() {
         ("vulkan:spv1.5", "vulkan1.2"),
         ("vulkan:spv1.6", "vulkan1.3"),
     ] {
-        let (code, _) = module_for(target);
-        let w = words(&code);
-        assert_eq!(w[0], 0x0723_0203, "magic");
-        let minor = target.rsplit('.').next().unwrap().parse::<u32>().unwrap();
-        assert_eq!(w[1], (1 << 16) | (minor << 8), "{target}: version word");
-        if let Some(out) = spirv_val(&code, env) {
-            assert!(
-                out.status.success(),
-                "{target}: spirv-val:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        for (needs, code) in modules_for(target).0 {
+            let w = words(&code);
+            assert_eq!(w[0], 0x0723_0203, "magic");
+            let minor = target.rsplit('.').next().unwrap().parse::<u32>().unwrap();
+            assert_eq!(w[1], (1 << 16) | (minor << 8), "{target}: version word");
+            if let Some(out) = spirv_val(&code, env) {
+                assert!(
+                    out.status.success(),
+                    "{target} (needs {needs}): spirv-val:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 }
 
 #[test]
 fn every_kernel_is_a_compute_entry_point_with_its_workgroup_size() {
-    let (code, names) = module_for("vulkan:spv1.3");
-    let m = rspirv::dr::load_words(words(&code)).unwrap();
-    let entries: Vec<String> = m
-        .entry_points
-        .iter()
-        .map(|e| {
-            assert_eq!(
-                e.operands[0].unwrap_execution_model(),
-                ExecutionModel::GLCompute
-            );
-            e.operands[2].unwrap_literal_string().to_string()
-        })
-        .collect();
-    for n in &names {
-        assert!(entries.contains(&format!("kiln_{n}")), "{n}: {entries:?}");
+    let (modules, names) = modules_for("vulkan:spv1.3");
+    for (needs, code) in modules {
+        let m = rspirv::dr::load_words(words(&code)).unwrap();
+        let entries: Vec<String> = m
+            .entry_points
+            .iter()
+            .map(|e| {
+                assert_eq!(
+                    e.operands[0].unwrap_execution_model(),
+                    ExecutionModel::GLCompute
+                );
+                e.operands[2].unwrap_literal_string().to_string()
+            })
+            .collect();
+        for n in &names {
+            assert!(entries.contains(&format!("kiln_{n}")), "{n}: {entries:?}");
+        }
+        assert_eq!(m.execution_modes.len(), names.len());
+        for mode in &m.execution_modes {
+            assert_eq!(mode.operands[2].unwrap_literal_bit32(), 256);
+        }
+        let ops: Vec<Op> = m
+            .functions
+            .iter()
+            .flat_map(|f| &f.blocks)
+            .flat_map(|b| &b.instructions)
+            .map(|i| i.class.opcode)
+            .collect();
+        // Reductions (rms_norm, softmax) combine partial results across the workgroup,
+        // within subgroups first where the flavour has them, and the bf16 output is merged
+        // into its words atomically.
+        assert!(ops.contains(&Op::ControlBarrier));
+        let subgroups = needs & super::bundle::SUBGROUP_ARITHMETIC != 0;
+        assert_eq!(
+            ops.contains(&Op::GroupNonUniformFAdd),
+            subgroups,
+            "needs {needs}"
+        );
+        assert!(ops.contains(&Op::AtomicOr) && ops.contains(&Op::AtomicAnd));
     }
-    assert_eq!(m.execution_modes.len(), names.len());
-    for mode in &m.execution_modes {
-        assert_eq!(mode.operands[2].unwrap_literal_bit32(), 256);
-    }
-    let ops: Vec<Op> = m
-        .functions
-        .iter()
-        .flat_map(|f| &f.blocks)
-        .flat_map(|b| &b.instructions)
-        .map(|i| i.class.opcode)
-        .collect();
-    // Reductions (rms_norm, softmax) combine partial results across the workgroup, and the
-    // bf16 output is merged into its words atomically.
-    assert!(ops.contains(&Op::ControlBarrier));
-    assert!(ops.contains(&Op::AtomicOr) && ops.contains(&Op::AtomicAnd));
 }
 
 #[test]
@@ -107,8 +126,8 @@ fn other_targets_and_versions_are_refused_with_a_reason() {
 #[test]
 fn naga_rejections_name_the_module_problem() {
     // A truncated module: naga's front end must refuse it rather than panic.
-    let (code, _) = module_for("vulkan:spv1.3");
-    let w = words(&code);
+    let (modules, _) = modules_for("vulkan:spv1.3");
+    let w = words(&modules[1].1);
     let e = super::validate(&w[..w.len() / 2]).unwrap_err();
     assert!(e.1.contains("naga"), "{e:?}");
 }

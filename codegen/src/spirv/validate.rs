@@ -1,7 +1,9 @@
 //! Checking emitted modules with naga (its SPIR-V front end, then its validator) before
 //! they go into an artifact.
 
-use naga::valid::{Capabilities, ValidationError, ValidationFlags, Validator};
+use naga::valid::{
+    Capabilities, SubgroupOperationSet, ValidationError, ValidationFlags, Validator,
+};
 
 /// `Err((kernel, why))` when naga rejects `words`; the kernel is the entry point naga
 /// names, or `(module)` when the failure is not tied to one.
@@ -19,8 +21,12 @@ pub fn validate(words: &[u32]) -> Result<(), (String, String)> {
                 format!("naga cannot read the SPIR-V: {e}"),
             )
         })?;
-    let caps = Capabilities::SHADER_INT64 | Capabilities::IMMEDIATES;
+    // Subgroup arithmetic in compute shaders is allowed: the modules that use it are the
+    // flavour for devices that have it (see `bundle.rs`).
+    let caps = Capabilities::SHADER_INT64 | Capabilities::IMMEDIATES | Capabilities::SUBGROUP;
     Validator::new(ValidationFlags::all(), caps)
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(SubgroupOperationSet::BASIC | SubgroupOperationSet::ARITHMETIC)
         .validate(&module)
         .map(|_| ())
         .map_err(|e| {

@@ -23,6 +23,9 @@ pub struct Gpu {
     pub is_cpu: bool,
     /// Whether the queue records timestamps (per-launch profiles).
     pub timestamps: bool,
+    /// Features of [`super::bundle`] modules this device runs (subgroup arithmetic in
+    /// compute shaders; `KILN_VULKAN_SUBGROUPS=0` withholds it, to run the fallback).
+    pub features: u32,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -82,7 +85,26 @@ fn open() -> Result<Gpu, String> {
     // SAFETY: valid handles.
     let props = unsafe { instance.get_physical_device_properties(physical) };
     let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
+    let mut subgroup = vk::PhysicalDeviceSubgroupProperties::default();
+    if c.api >= vk::API_VERSION_1_1 {
+        let mut props2 = vk::PhysicalDeviceProperties2::default().push_next(&mut subgroup);
+        // SAFETY: valid handles; `props2` chains only `subgroup`, which outlives the call.
+        unsafe { instance.get_physical_device_properties2(physical, &mut props2) };
+    }
+    let arithmetic = subgroup
+        .supported_stages
+        .contains(vk::ShaderStageFlags::COMPUTE)
+        && subgroup
+            .supported_operations
+            .contains(vk::SubgroupFeatureFlags::ARITHMETIC);
+    let withheld = std::env::var("KILN_VULKAN_SUBGROUPS").as_deref() == Ok("0");
+    let features = if arithmetic && !withheld {
+        super::bundle::SUBGROUP_ARITHMETIC
+    } else {
+        0
+    };
     Ok(Gpu {
+        features,
         name: c.name.clone(),
         api: c.api,
         is_cpu: c.kind == super::choice::Kind::Cpu,

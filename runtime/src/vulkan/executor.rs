@@ -112,6 +112,7 @@ impl VulkanExecutor {
             target: target.into(),
             msg,
         };
+        let (_, spirv) = super::bundle::pick(spirv, gpu.features).map_err(&code_err)?;
         if spirv.len() < 20 || !spirv.len().is_multiple_of(4) {
             return Err(code_err(format!(
                 "{} bytes is not a SPIR-V module (a whole number of 32-bit words, 5 or more)",

@@ -4,6 +4,7 @@
 //! `vulkan` feature, and even then opens the loader only when a Vulkan variant is
 //! considered, so a build with the feature runs everywhere.
 
+pub mod bundle;
 pub mod choice;
 #[cfg(feature = "vulkan")]
 pub mod device;
@@ -46,11 +47,19 @@ pub fn support(arch: &str) -> Result<Rank, String> {
     }
 }
 
-/// The device this process would run `vulkan:` variants on, or why there is none.
+/// The device this process would run `vulkan:` variants on, or why there is none; with
+/// the reductions its modules will use.
 pub fn device() -> Result<String, String> {
     #[cfg(feature = "vulkan")]
     {
-        device::probe().map(|g| g.name.clone())
+        device::probe().map(|g| {
+            let how = if g.features & bundle::SUBGROUP_ARITHMETIC != 0 {
+                "subgroup reductions"
+            } else {
+                "workgroup-memory reductions"
+            };
+            format!("{}, {how}", g.name)
+        })
     }
     #[cfg(not(feature = "vulkan"))]
     {
