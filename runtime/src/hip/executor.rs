@@ -135,10 +135,13 @@ impl HipExecutor {
                 Some(old) => {
                     let held = run.held.min(len);
                     // SAFETY: both allocations hold at least `held` bytes.
-                    let copied = unsafe { self.hip.copy(bigger.ptr, old.ptr, held) };
+                    if let Err(e) = unsafe { self.hip.copy(bigger.ptr, old.ptr, held) } {
+                        // The held rows stay where they are; only the new storage goes.
+                        self.hip.free(bigger.ptr);
+                        return Err(e);
+                    }
                     let old = std::mem::replace(old, bigger);
                     self.hip.free(old.ptr);
-                    copied?;
                 }
                 None => self.carried.push(bigger),
             }
