@@ -71,6 +71,7 @@ fn key(gguf: &Path, targets: &[Target], choices: &Choices) -> Result<String> {
         .map_or(0, |d| d.as_nanos());
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
+    h.update(kiln_runtime::CODE_ABI.to_le_bytes());
     h.update(canonical.to_string_lossy().as_bytes());
     h.update(meta.len().to_le_bytes());
     h.update(mtime.to_le_bytes());

@@ -19,6 +19,11 @@ pub mod session;
 pub mod variant;
 pub mod vulkan;
 
+/// Revision of the kernel ABI (how a backend's code takes its arguments and parameters).
+/// Raised when one changes, so that artifacts cached by `kiln run model.gguf` are compiled
+/// again rather than refused: 2 since Vulkan launch parameters moved to binding 0.
+pub const CODE_ABI: u32 = 2;
+
 pub use artifact::{write_artifact, Artifact, ArtifactError, SectionData, SectionKind};
 pub use cpu::executor::LaunchTiming;
 pub use cpu::features::{HostArch, HostCpu};

@@ -1,7 +1,7 @@
 //! Reading a `vulkan:` variant's code section: SPIR-V modules of the same kernels, each
 //! tagged with the device features it needs, richest first (written by
-//! `kiln_codegen::spirv::bundle`; a bare module, as artifacts held before bundles, is one
-//! module that needs nothing).
+//! `kiln_codegen::spirv::bundle`). A bare module is refused: artifacts held those before
+//! launch parameters moved from push constants to binding 0, so its bindings would not match.
 //!
 //! Layout, little-endian: `b"KSPV"`, `u32` count, then per module `u32` needs and `u32`
 //! length in bytes, then the modules one after another.
@@ -21,7 +21,12 @@ pub fn modules(code: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     if word(0) == Some(SPIRV_MAGIC) {
-        return Ok(vec![(0, code)]);
+        return Err(
+            "a bare SPIR-V module: this artifact was compiled by an older kiln, \
+                    whose Vulkan kernels take their parameters as push constants; \
+                    compile the model again"
+                .into(),
+        );
     }
     if code.get(..4) != Some(&MAGIC[..]) {
         return Err(
@@ -84,9 +89,9 @@ mod tests {
         assert_eq!(pick(&code, 0).unwrap(), (0, &plain[..]));
         let only_rich = bundle(&[(SUBGROUP_ARITHMETIC, &rich)]);
         assert!(pick(&only_rich, 0).unwrap_err().contains("lacks"));
-        // A bare module (older artifacts) needs nothing.
+        // A bare module comes from an older kiln, whose kernels bind differently.
         let bare = SPIRV_MAGIC.to_le_bytes();
-        assert_eq!(pick(&bare, 0).unwrap(), (0, &bare[..]));
+        assert!(pick(&bare, 0).unwrap_err().contains("older kiln"));
     }
 
     #[test]
