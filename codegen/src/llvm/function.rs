@@ -213,18 +213,11 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
                 stmts(em, body)
             })?;
         }
-        Stmt::Reduce {
-            acc,
-            op,
-            var,
-            extent,
-            value,
-            ..
-        } => {
+        Stmt::Reduce { .. } => {
             // Scalar form: vector reductions were rewritten by the vectorize pass.
             let i64t = em.ctx.i64_type();
             let (start, step) = (i64t.const_zero(), i64t.const_int(1, false));
-            reduce_strided(em, (*acc, *op, *var), extent, value, start, step)?;
+            reduce_strided(em, std::slice::from_ref(s), start, step)?;
         }
         Stmt::If {
             cond,
@@ -282,27 +275,50 @@ pub(super) fn emit_if<'a, 'ctx>(
     Ok(())
 }
 
-/// `acc = op over var in start, start + step, .. < extent of value` (a GPU thread's share
-/// of a reduction, or on CPUs the whole of it with start 0 and step 1).
+/// For each `Reduce` of `group` (which share their extent), `acc = op over var in start,
+/// start + step, .. < extent of value`, all in one loop: a GPU thread's share of a block's
+/// reductions, or on CPUs the whole of one with start 0 and step 1. Returns each
+/// reduction's accumulator and op.
 pub(super) fn reduce_strided<'ctx>(
     em: &mut Emitter<'_, 'ctx>,
-    (acc, op, var): (VarId, RedOp, VarId),
-    extent: &Expr,
-    value: &Expr,
+    group: &[Stmt],
     start: IntValue<'ctx>,
     step: IntValue<'ctx>,
-) -> Result<(), Fail> {
-    let init = match op {
-        RedOp::Sum => em.ctx.f32_type().const_float(0.0),
-        RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
+) -> Result<Vec<(VarId, RedOp)>, Fail> {
+    let mut parts = Vec::with_capacity(group.len());
+    for s in group {
+        let Stmt::Reduce { acc, op, .. } = s else {
+            return Err(Fail::msg("a reduction group holds another statement"));
+        };
+        let init = match op {
+            RedOp::Sum => em.ctx.f32_type().const_float(0.0),
+            RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
+        };
+        em.declare(*acc, init.into())?;
+        parts.push((*acc, *op));
+    }
+    let Some(Stmt::Reduce { extent, .. }) = group.first() else {
+        return Ok(parts);
     };
-    em.declare(acc, init.into())?;
     let n = em.expr(extent)?.into_int_value();
     em.strided_loop(start, n, step, &mut |em, it| {
-        em.lets.insert(var, it.into());
-        let x = em.expr(value)?;
-        let a = em.read_var(acc)?;
-        let r = em.reduce_step(op, a, x)?;
-        em.assign(acc, r)
-    })
+        for s in group {
+            if let Stmt::Reduce {
+                acc,
+                op,
+                var,
+                value,
+                ..
+            } = s
+            {
+                em.lets.insert(*var, it.into());
+                let x = em.expr(value)?;
+                let a = em.read_var(*acc)?;
+                let r = em.reduce_step(*op, a, x)?;
+                em.assign(*acc, r)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(parts)
 }

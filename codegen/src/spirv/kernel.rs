@@ -279,6 +279,22 @@ impl Emitter<'_, '_> {
         )
     }
 
+    /// The start value of an `op` reduction.
+    fn identity(&mut self, op: RedOp) -> Result<V, Fail> {
+        match op {
+            RedOp::Sum => Ok(self.s.f32(0.0)),
+            RedOp::Max => self.f32_lit(f32::NEG_INFINITY),
+        }
+    }
+
+    /// Reduction `r`'s entry for invocation or subgroup `i` (an i32) of the workgroup
+    /// array: a group of reductions keeps `threads` entries each.
+    fn partial_of(&mut self, r: usize, threads: u32, i: V) -> Result<Word, Fail> {
+        let base = self.s.i32((r as u32 * threads) as i32);
+        let idx = self.s.op_v(Op::IAdd, VType::I32, &[base, i])?;
+        self.partial(idx)
+    }
+
     fn partial(&mut self, at: V) -> Result<Word, Fail> {
         let f32t = self.s.ty(VType::F32);
         let ptr_t = self.s.ptr(StorageClass::Workgroup, f32t);
@@ -298,13 +314,8 @@ impl Emitter<'_, '_> {
         }
         let threads = g.launch.threads;
         let t = self.narrow_i32(g.thread)?;
-        let at = |em: &mut Self, r: usize, i: V| -> Result<Word, Fail> {
-            let base = em.s.i32((r as u32 * threads) as i32);
-            let idx = em.s.op_v(Op::IAdd, VType::I32, &[base, i])?;
-            em.partial(idx)
-        };
         for (r, x) in xs.iter().enumerate() {
-            let mine = at(self, r, t)?;
+            let mine = self.partial_of(r, threads, t)?;
             self.store_ptr(mine, x.id)?;
         }
         self.barrier()?;
@@ -317,8 +328,8 @@ impl Emitter<'_, '_> {
                 &mut |em| {
                     let other = em.s.op_v(Op::IAdd, VType::I32, &[t, h])?;
                     for (r, &op) in ops.iter().enumerate() {
-                        let mine = at(em, r, t)?;
-                        let theirs = at(em, r, other)?;
+                        let mine = em.partial_of(r, threads, t)?;
+                        let theirs = em.partial_of(r, threads, other)?;
                         let a = em.load_ptr(mine, VType::F32)?;
                         let b = em.load_ptr(theirs, VType::F32)?;
                         let v = em.reduce_step(op, a, b)?;
@@ -334,16 +345,14 @@ impl Emitter<'_, '_> {
         let zero = self.s.i32(0);
         let mut totals = Vec::with_capacity(xs.len());
         for r in 0..xs.len() {
-            let first = at(self, r, zero)?;
+            let first = self.partial_of(r, threads, zero)?;
             totals.push(self.load_ptr(first, VType::F32)?);
         }
         // The next reduction overwrites the array only after everyone has read it.
         self.barrier()?;
         Ok(totals)
     }
-}
 
-impl Emitter<'_, '_> {
     /// [`Emitter::block_reduce`] on devices with subgroup arithmetic: each subgroup reduces
     /// its invocations' values in one instruction, its first invocation stores the result
     /// (reduction `r`'s at `[r * threads + subgroup]`), and after one barrier every
@@ -391,18 +400,13 @@ impl Emitter<'_, '_> {
             self.s.b.insert_into_block(InsertPoint::End, inst)?;
             partial.push(V { id, t: VType::F32 });
         }
-        let at = |em: &mut Self, r: usize, i: V| -> Result<Word, Fail> {
-            let base = em.s.i32((r as u32 * threads) as i32);
-            let idx = em.s.op_v(Op::IAdd, VType::I32, &[base, i])?;
-            em.partial(idx)
-        };
         let zero = self.s.i32(0);
         let first = self.compare(Cmp::Eq, lane, zero)?;
         self.if_else(
             first,
             &mut |em| {
                 for (r, p) in partial.iter().enumerate() {
-                    let slot = at(em, r, id)?;
+                    let slot = em.partial_of(r, threads, id)?;
                     em.store_ptr(slot, p.id)?;
                 }
                 Ok(())
@@ -415,14 +419,11 @@ impl Emitter<'_, '_> {
         for (r, &op) in ops.iter().enumerate() {
             let acc = self.next_var;
             self.next_var += 1;
-            let init = match op {
-                RedOp::Sum => self.s.f32(0.0),
-                RedOp::Max => self.f32_lit(f32::NEG_INFINITY)?,
-            };
+            let init = self.identity(op)?;
             self.declare(acc, init)?;
             self.counted_loop(n, &mut |em, s| {
                 let s = em.narrow_i32(s)?;
-                let slot = at(em, r, s)?;
+                let slot = em.partial_of(r, threads, s)?;
                 let v = em.load_ptr(slot, VType::F32)?;
                 let a = em.read_var(acc)?;
                 let v = em.reduce_step(op, a, v)?;
@@ -494,16 +495,9 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
                 stmts(em, body)
             })?;
         }
-        Stmt::Reduce {
-            acc,
-            op,
-            var,
-            extent,
-            value,
-            ..
-        } => {
+        Stmt::Reduce { .. } => {
             let (zero, one) = (em.s.i64(0), em.s.i64(1));
-            reduce_strided(em, (*acc, *op, *var), extent, value, zero, one)?;
+            reduce_strided(em, std::slice::from_ref(s), zero, one)?;
         }
         Stmt::If {
             cond,
@@ -517,52 +511,29 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
     Ok(())
 }
 
-/// `acc = op over var in start, start + step, .. < extent of value`.
+/// For each `Reduce` of `group` (which share their extent), `acc = op over var in start,
+/// start + step, .. < extent of value`, all in one loop; returns each reduction's
+/// accumulator and op.
 fn reduce_strided(
     em: &mut Emitter,
-    (acc, op, var): (u32, RedOp, u32),
-    extent: &kiln_compiler::kernel::Expr,
-    value: &kiln_compiler::kernel::Expr,
+    group: &[Stmt],
     start: V,
     step: V,
-) -> Result<(), Fail> {
-    let init = match op {
-        RedOp::Sum => em.s.f32(0.0),
-        RedOp::Max => em.f32_lit(f32::NEG_INFINITY)?,
-    };
-    em.declare(acc, init)?;
-    let n = em.expr(extent)?;
-    em.strided_loop(start, n, step, &mut |em, it| {
-        em.lets.insert(var, it);
-        let x = em.expr(value)?;
-        let a = em.read_var(acc)?;
-        let r = em.reduce_step(op, a, x)?;
-        em.assign(acc, r)
-    })
-}
-
-/// `group` (see `kiln_compiler::kernel::gpu::reduction_group`): one strided loop over the
-/// invocations computes every reduction's partial result, then one combination across the
-/// workgroup gives every invocation the totals.
-fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail> {
+) -> Result<Vec<(u32, RedOp)>, Fail> {
     let mut parts = Vec::with_capacity(group.len());
     for s in group {
         let Stmt::Reduce { acc, op, .. } = s else {
             return Err(Fail::msg("a reduction group holds another statement"));
         };
-        let init = match op {
-            RedOp::Sum => em.s.f32(0.0),
-            RedOp::Max => em.f32_lit(f32::NEG_INFINITY)?,
-        };
+        let init = em.identity(*op)?;
         em.declare(*acc, init)?;
         parts.push((*acc, *op));
     }
     let Some(Stmt::Reduce { extent, .. }) = group.first() else {
-        return Ok(());
+        return Ok(parts);
     };
     let n = em.expr(extent)?;
-    let threads = em.s.i64(g.launch.threads as i64);
-    em.strided_loop(g.thread, n, threads, &mut |em, it| {
+    em.strided_loop(start, n, step, &mut |em, it| {
         for s in group {
             if let Stmt::Reduce {
                 acc,
@@ -581,6 +552,15 @@ fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail
         }
         Ok(())
     })?;
+    Ok(parts)
+}
+
+/// `group` (see `kiln_compiler::kernel::gpu::reduction_group`): one strided loop over the
+/// invocations computes every reduction's partial result, then one combination across the
+/// workgroup gives every invocation the totals.
+fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail> {
+    let threads = em.s.i64(g.launch.threads as i64);
+    let parts = reduce_strided(em, group, g.thread, threads)?;
     let mut xs = Vec::with_capacity(parts.len());
     for (acc, _) in &parts {
         xs.push(em.read_var(*acc)?);

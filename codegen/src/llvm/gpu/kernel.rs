@@ -10,7 +10,7 @@
 //! shared loop, since the statements after it may read what other threads stored.
 
 use super::super::expr::{Emitter, Fail, V};
-use super::super::function::{decompose, emit_if, load_dims_and_grid, stmt, stmts};
+use super::super::function::{decompose, emit_if, load_dims_and_grid, reduce_strided, stmt, stmts};
 use super::{primitives, GpuArch, GpuDesc};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
@@ -252,41 +252,7 @@ fn reduce_together<'ctx>(
     group: &[Stmt],
     threads: IntValue<'ctx>,
 ) -> Result<(), Fail> {
-    let mut parts = Vec::with_capacity(group.len());
-    for s in group {
-        let Stmt::Reduce { acc, op, .. } = s else {
-            return Err(Fail::msg("a reduction group holds another statement"));
-        };
-        let init = match op {
-            RedOp::Sum => em.ctx.f32_type().const_float(0.0),
-            RedOp::Max => em.ctx.f32_type().const_float(f64::NEG_INFINITY),
-        };
-        em.declare(*acc, init.into())?;
-        parts.push((*acc, *op));
-    }
-    let Some(Stmt::Reduce { extent, .. }) = group.first() else {
-        return Ok(());
-    };
-    let n = em.expr(extent)?.into_int_value();
-    em.strided_loop(g.thread, n, threads, &mut |em, it| {
-        for s in group {
-            if let Stmt::Reduce {
-                acc,
-                op,
-                var,
-                value,
-                ..
-            } = s
-            {
-                em.lets.insert(*var, it.into());
-                let x = em.expr(value)?;
-                let a = em.read_var(*acc)?;
-                let r = em.reduce_step(*op, a, x)?;
-                em.assign(*acc, r)?;
-            }
-        }
-        Ok(())
-    })?;
+    let parts = reduce_strided(em, group, g.thread, threads)?;
     let mut xs = Vec::with_capacity(parts.len());
     for (acc, _) in &parts {
         xs.push(em.read_var(*acc)?);
