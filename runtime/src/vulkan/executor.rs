@@ -22,7 +22,7 @@ use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
-use crate::plan::{BufferRef, DeviceLaunch, GpuBlocks, HostIo, Plan};
+use crate::plan::{ArenaLayout, BufferRef, DeviceLaunch, GpuBlocks, HostIo, Plan};
 use ash::vk;
 use gpu_allocator::MemoryLocation;
 use kiln_ir::Bindings;
@@ -408,61 +408,11 @@ impl DeviceExecutor for VulkanExecutor {
         }
         let sizes = self.write_params(plan, env, &dims)?;
 
-        let arena = self.arena.as_ref().expect("allocated above").buf;
-        let weights = self.weights.as_ref().map(|w| w.buf);
-        let params = self.params.as_ref().expect("allocated above").device.buf;
-        let mut bindings = Vec::with_capacity(plan.launches.len());
-        for (n, launch) in plan.launches.iter().enumerate() {
-            if launch.args.len() >= self.bindings as usize {
-                return Err(perr(format!(
-                    "launch {} has too many arguments",
-                    launch.kernel
-                )));
-            }
-            let mut b = Vec::with_capacity(launch.args.len() + 1);
-            b.push(Binding {
-                buf: params,
-                offset: n as u64 * self.param_stride,
-                range: self.param_stride,
-            });
-            for a in &launch.args {
-                let (buf, offset, len) = match *a {
-                    BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
-                    BufferRef::Input(i) => match carried_in[i] {
-                        Some(c) => (self.carried[c].buf, 0, self.carried[c].size),
-                        None => (self.io[i].device.buf, 0, self.io[i].device.size),
-                    },
-                    BufferRef::Output(i) => {
-                        let b = &self.io[n_in + i].device;
-                        (b.buf, 0, b.size)
-                    }
-                    BufferRef::Weight { offset, len } => (
-                        weights.ok_or_else(|| {
-                            perr("a launch reads weights, but the artifact has none".into())
-                        })?,
-                        offset,
-                        len,
-                    ),
-                };
-                let range = len.max(4).next_multiple_of(4);
-                if range > self.gpu.limits.max_storage_buffer_range as u64 {
-                    return Err(self.q.err(
-                        &format!("launch {}", launch.kernel),
-                        format!(
-                            "binds {range} bytes; {} allows {} per buffer binding",
-                            self.gpu.name, self.gpu.limits.max_storage_buffer_range
-                        ),
-                    ));
-                }
-                b.push(Binding { buf, offset, range });
-            }
-            bindings.push(b);
-        }
+        let recording = self.bindings_of(plan, &layout, &carried_in, n_in)?;
         let timed = profile && self.gpu.timestamps;
         if timed {
             self.q.ensure_queries(2 * plan.launches.len() as u32)?;
         }
-        let recording = Recording { bindings };
         self.recordings.runs += 1;
         if timed || self.recorded.as_ref() != Some(&recording) {
             self.recordings.recorded += 1;
@@ -601,6 +551,79 @@ impl VulkanExecutor {
     fn release(&mut self, b: Buffer) {
         self.recorded = None;
         self.q.free(b);
+    }
+
+    /// What every launch of `plan` binds this run: its parameter block, then each argument
+    /// (arena slots by `layout`; inputs, outputs and carried storage whole, so the ranges
+    /// stay put while they grow within their buffers). `carried_in[i]`: the carry whose
+    /// storage input `i` is; `n_in`: the number of inputs.
+    fn bindings_of(
+        &self,
+        plan: &Plan,
+        layout: &ArenaLayout,
+        carried_in: &[Option<usize>],
+        n_in: usize,
+    ) -> Result<Recording, RuntimeError> {
+        let perr = |msg: String| RuntimeError::Plan {
+            target: self.target.clone(),
+            msg,
+        };
+        let arena = self.arena.as_ref().expect("allocated by execute").buf;
+        let weights = self.weights.as_ref().map(|w| w.buf);
+        let params = self
+            .params
+            .as_ref()
+            .expect("allocated by execute")
+            .device
+            .buf;
+        let mut bindings = Vec::with_capacity(plan.launches.len());
+        for (n, launch) in plan.launches.iter().enumerate() {
+            if launch.args.len() >= self.bindings as usize {
+                return Err(perr(format!(
+                    "launch {} has too many arguments",
+                    launch.kernel
+                )));
+            }
+            let mut b = Vec::with_capacity(launch.args.len() + 1);
+            b.push(Binding {
+                buf: params,
+                offset: n as u64 * self.param_stride,
+                range: self.param_stride,
+            });
+            for a in &launch.args {
+                let (buf, offset, len) = match *a {
+                    BufferRef::Slot(i) => (arena, layout.offsets[i], layout.sizes[i]),
+                    BufferRef::Input(i) => match carried_in[i] {
+                        Some(c) => (self.carried[c].buf, 0, self.carried[c].size),
+                        None => (self.io[i].device.buf, 0, self.io[i].device.size),
+                    },
+                    BufferRef::Output(i) => {
+                        let b = &self.io[n_in + i].device;
+                        (b.buf, 0, b.size)
+                    }
+                    BufferRef::Weight { offset, len } => (
+                        weights.ok_or_else(|| {
+                            perr("a launch reads weights, but the artifact has none".into())
+                        })?,
+                        offset,
+                        len,
+                    ),
+                };
+                let range = len.max(4).next_multiple_of(4);
+                if range > self.gpu.limits.max_storage_buffer_range as u64 {
+                    return Err(self.q.err(
+                        &format!("launch {}", launch.kernel),
+                        format!(
+                            "binds {range} bytes; {} allows {} per buffer binding",
+                            self.gpu.name, self.gpu.limits.max_storage_buffer_range
+                        ),
+                    ));
+                }
+                b.push(Binding { buf, offset, range });
+            }
+            bindings.push(b);
+        }
+        Ok(Recording { bindings })
     }
 
     /// Makes the parameter buffer hold `launches` parameter blocks and indirect counts.
