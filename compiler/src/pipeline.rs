@@ -84,10 +84,9 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
         Target::Vulkan(_) => {
             return Ok(Schedule {
                 byte_loads: false,
-                // SPIR-V reads a run lane by lane (four at most); on llvmpipe four-element
-                // runs decoded 10% slower than single elements, and NVIDIA's Vulkan driver
-                // has not measured them (docs/perf.md).
-                gpu_dot_lanes: 1,
+                // Four lanes: SPIR-V vectors have at most four, and a run of four halves
+                // (four f32s) whose index is aligned is one 8-byte (16-byte) load.
+                gpu_dot_lanes: 4,
                 ..Schedule::gpu()
             });
         }

@@ -166,9 +166,11 @@ impl FromStr for Target {
             spelling: s.to_string(),
             why: why.to_string(),
         };
-        let (family, arch) = s
+        // Vulkan has one sensible default: SPIR-V 1.3 is what every Vulkan 1.1 driver takes.
+        let spelled = if s == "vulkan" { "vulkan:spv1.3" } else { s };
+        let (family, arch) = spelled
             .split_once(':')
-            .ok_or_else(|| err("missing `<family>:`"))?;
+            .ok_or_else(|| err("missing `<family>:` (only `vulkan` may stand alone)"))?;
         let ok_chars = !arch.is_empty()
             && arch
                 .chars()
@@ -244,12 +246,15 @@ mod tests {
             let t: Target = s.parse().unwrap();
             assert_eq!(t.to_string(), s);
         }
+        let bare: Target = "vulkan".parse().unwrap();
+        assert_eq!(bare.to_string(), "vulkan:spv1.3");
     }
 
     #[test]
     fn bad_spellings_say_why() {
         for (s, why) in [
             ("x86-64-v3", "missing"),
+            ("cuda", "only `vulkan` may stand alone"),
             ("gpu:foo", "unknown family `gpu`"),
             ("cuda:90", "sm_<major><minor>"),
             ("cuda:sm_", "sm_<major><minor>"),

@@ -72,7 +72,7 @@ pub fn run() -> Result<()> {
     }
     println!();
     println!("cpu: takes any LLVM CPU name (`llc -mcpu=help` lists them); backends: llvm (default), cranelift (--backend cranelift).");
-    println!("vulkan: spv1.3 .. spv1.6 (SPIR-V compute; spv1.3 needs Vulkan 1.1, spv1.6 Vulkan 1.3; KILN_VULKAN_DEVICE picks a device by index or name).");
+    println!("vulkan: spv1.3 .. spv1.6 (SPIR-V compute; `vulkan` alone means vulkan:spv1.3, which needs Vulkan 1.1, spv1.6 Vulkan 1.3; KILN_VULKAN_DEVICE picks a device by index or name).");
     println!("cuda: sm_70 .. sm_90a, sm_100(a), sm_120(a) (PTX; a GPU runs PTX of its own or a lower capability, `a` targets only their own).");
     Ok(())
 }

@@ -175,6 +175,7 @@ pub mod glsl {
     pub const S_MIN: u32 = 39;
     pub const S_MAX: u32 = 42;
     pub const FMA: u32 = 50;
+    pub const UNPACK_HALF_2X16: u32 = 62;
     /// The non-NaN operand when one is NaN (LLVM's `minnum`/`maxnum`, which the CPU
     /// backends use).
     pub const N_MIN: u32 = 79;

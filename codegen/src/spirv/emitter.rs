@@ -8,6 +8,7 @@
 
 use super::builder::{Spv, V};
 use super::Fail;
+use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::{Kernel, VType, VarId};
 use rspirv::dr::{InsertPoint, Instruction, Operand};
 use rspirv::spirv::{LoopControl, Op, SelectionControl, StorageClass, Word};
@@ -15,8 +16,9 @@ use std::collections::HashMap;
 
 /// The module-wide interface every entry point shares (see the module doc of `spirv`).
 pub struct Abi {
-    /// Pointer type of a binding: a block holding a runtime array of 32-bit words.
-    pub buffer_ptr: Word,
+    /// Pointer types of a binding: a block holding a runtime array of 32-bit words, of
+    /// 2-word vectors, of 4-word vectors (indexed by log2 of the words per element).
+    pub buffer_ptr: [Word; 3],
     /// `{ i64 points; i64 dims[..] }`, a read-only storage buffer at binding 0: a buffer,
     /// not push constants, so that a recorded command buffer can be replayed with new values
     /// (a decode step moves `past`).
@@ -44,6 +46,10 @@ pub struct Emitter<'s, 'k> {
     pub k: &'k Kernel,
     /// The kernel's storage-buffer variables, one per argument (binding = position + 1).
     pub bindings: Vec<Word>,
+    /// Words per array element of each binding (1, 2 or 4; `kernel::views`).
+    pub views: Vec<u8>,
+    /// What the kernel's indices are known to be multiples of.
+    pub align: Alignment<'k>,
     /// Function-scope arrays backing the kernel's local buffers.
     pub locals: Vec<Word>,
     pub dims: Vec<V>,

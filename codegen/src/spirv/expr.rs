@@ -28,6 +28,9 @@ impl Emitter<'_, '_> {
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?,
             Expr::Load { buf, index, lanes } => {
                 let i = self.expr(index)?;
+                if let Some(run) = self.load_run(*buf, index, i, *lanes)? {
+                    return Ok(run);
+                }
                 let mut vals = Vec::with_capacity(*lanes as usize);
                 for l in 0..*lanes as i64 {
                     let at = if l == 0 {

@@ -11,10 +11,12 @@ use super::builder::{Spv, V};
 use super::emitter::Subgroups;
 use super::emitter::{Abi, Emitter};
 use super::Fail;
+use kiln_compiler::kernel::align::{run_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
     has_shared_loop, launch_shape, reduction_group, GpuLaunch, MAX_BLOCK_REDUCTIONS,
 };
-use kiln_compiler::kernel::{Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
+use kiln_compiler::kernel::{Buf, Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
+use kiln_ir::DType;
 use rspirv::dr::{InsertPoint, Instruction, Operand};
 use rspirv::spirv::{
     BuiltIn, Decoration, ExecutionMode, ExecutionModel, FunctionControl, GroupOperation,
@@ -24,17 +26,22 @@ use std::collections::HashMap;
 
 /// Creates the globals every entry point uses: the launch-parameter block (`points`, then
 /// `dims` symbol values; binding 0), the invocation and workgroup ids, the reduction array, and the
-/// type of a binding (storage buffers of 32-bit words; each kernel declares its own).
+/// types of a binding (storage buffers of 32-bit words, or of 2- or 4-word vectors; each
+/// kernel declares its own bindings).
 pub fn abi(s: &mut Spv, dims: u32, threads: u32, subgroups: bool) -> Abi {
-    let i32t = s.ty(VType::I32);
     let i64t = s.ty(VType::I64);
     let f32t = s.ty(VType::F32);
-    let words = s.b.type_runtime_array(i32t);
-    s.b.decorate(words, Decoration::ArrayStride, [Operand::LiteralBit32(4)]);
-    let buffer = s.b.type_struct([words]);
-    s.b.decorate(buffer, Decoration::Block, []);
-    s.b.member_decorate(buffer, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
-    let buffer_ptr = s.ptr(StorageClass::StorageBuffer, buffer);
+    let mut view = |words: u8| {
+        let element = s.ty(VType::I32.with_lanes(words));
+        let array = s.b.type_runtime_array(element);
+        let stride = Operand::LiteralBit32(4 * words as u32);
+        s.b.decorate(array, Decoration::ArrayStride, [stride]);
+        let buffer = s.b.type_struct([array]);
+        s.b.decorate(buffer, Decoration::Block, []);
+        s.b.member_decorate(buffer, 0, Decoration::Offset, [Operand::LiteralBit32(0)]);
+        s.ptr(StorageClass::StorageBuffer, buffer)
+    };
+    let buffer_ptr = [view(1), view(2), view(4)];
 
     let n = s.u32_const(dims.max(1));
     let dims_arr = s.b.type_array(i64t, n);
@@ -121,13 +128,16 @@ impl Abi {
 /// never binds one buffer to two arguments of a launch) and the ones the kernel only reads
 /// are `NonWritable`: what lets a driver keep loads in registers across stores and read
 /// weights through its read-only cache, as `noalias` does for the LLVM GPU targets.
-fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel) -> Vec<Word> {
+///
+/// `views[i]`: the words per array element of argument `i`'s binding ([`views`]).
+fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel, views: &[u8]) -> Vec<Word> {
     k.args
         .iter()
+        .zip(views)
         .enumerate()
-        .map(|(i, a)| {
-            let v =
-                s.b.variable(abi.buffer_ptr, None, StorageClass::StorageBuffer, None);
+        .map(|(i, (a, &words))| {
+            let ptr = abi.buffer_ptr[words.trailing_zeros() as usize];
+            let v = s.b.variable(ptr, None, StorageClass::StorageBuffer, None);
             s.b.decorate(v, Decoration::DescriptorSet, [Operand::LiteralBit32(0)]);
             s.b.decorate(
                 v,
@@ -143,10 +153,42 @@ fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel) -> Vec<Word> {
         .collect()
 }
 
+/// How each argument's binding is typed: 32-bit words (1), or vectors of 2 or 4 words when
+/// the kernel only reads the argument and reads runs of that many words at indices proven
+/// aligned to the run (`kernel::align`): such a run is one wide load, where a word array
+/// would take one load per word (which drivers do not merge: nothing tells them the
+/// index is aligned). The executor binds every range in multiples of 16 bytes from offsets
+/// aligned to 64, so a vector element never reaches past its binding.
+fn views(k: &Kernel, align: &Alignment) -> Vec<u8> {
+    let mut views = vec![1u8; k.args.len()];
+    for (buf, lanes, index) in run_loads(k) {
+        let Buf::Arg(a) = buf else { continue };
+        let arg = &k.args[a as usize];
+        let words = run_words(arg.dtype, lanes);
+        if !arg.writes && words > 1 && align.multiple_of(index, lanes as u64) {
+            views[a as usize] = views[a as usize].max(words);
+        }
+    }
+    views
+}
+
+/// Words in a run of `lanes` elements of `dtype` that a wide load can decode (f32, i32,
+/// f16 and bf16 runs of at most 4 lanes filling 2 or 4 words); 0 for any other run.
+pub fn run_words(dtype: DType, lanes: u8) -> u8 {
+    let bytes = lanes as usize * dtype.size_bytes();
+    let decodable = matches!(dtype, DType::F32 | DType::I32 | DType::F16 | DType::BF16);
+    match bytes {
+        8 | 16 if decodable && lanes <= 4 => (bytes / 4) as u8,
+        _ => 0,
+    }
+}
+
 /// Adds kernel `k` as entry point `kiln_<name>`.
 pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(), Fail> {
     let launch = launch_shape(&k.body);
-    let bindings = bindings(s, abi, k);
+    let align = Alignment::of(k);
+    let views = views(k, &align);
+    let bindings = bindings(s, abi, k, &views);
     let void = s.b.type_void();
     let fn_ty = s.b.type_function(void, []);
     let f =
@@ -169,6 +211,8 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         abi,
         k,
         bindings: bindings.clone(),
+        views,
+        align,
         locals: Vec::new(),
         dims: Vec::new(),
         grid: Vec::new(),

@@ -8,7 +8,7 @@
 //! threads. Half-precision conversions are integer code with the same rounding as the CPU
 //! backends (nearest even, NaN stays NaN), never subject to a device's denormal flushing.
 
-use super::builder::V;
+use super::builder::{glsl, V};
 use super::emitter::Emitter;
 use super::Fail;
 use kiln_compiler::kernel::{half, BOp, Buf, Cmp, Elem, Expr, VType};
@@ -135,7 +135,80 @@ impl Emitter<'_, '_> {
         let ptr_t = self.s.ptr(StorageClass::StorageBuffer, i32t);
         let zero = self.s.i32(0);
         let w = self.narrow_i32(word)?;
-        Ok(self.s.b.access_chain(ptr_t, None, var, [zero.id, w.id])?)
+        let words = self.views[arg as usize] as u32;
+        if words == 1 {
+            return Ok(self.s.b.access_chain(ptr_t, None, var, [zero.id, w.id])?);
+        }
+        // A word of a vector view: its element, then the component within it.
+        let element = self.ib(BOp::Shr, w, words.trailing_zeros())?;
+        let component = self.ib(BOp::And, w, words - 1)?;
+        let ids = [zero.id, element.id, component.id];
+        Ok(self.s.b.access_chain(ptr_t, None, var, ids)?)
+    }
+
+    /// A run of `lanes` elements of `buf` from element `i` (the value of `index`) as one
+    /// load of a vector view's element, decoded; `None` when the binding has no view of
+    /// the run's width or `index` is not known to be a multiple of `lanes`.
+    pub fn load_run(&mut self, buf: Buf, index: &Expr, i: V, lanes: u8) -> Result<Option<V>, Fail> {
+        let Buf::Arg(a) = buf else { return Ok(None) };
+        let dtype = self.k.buf_dtype(buf);
+        let words = self.views[a as usize];
+        let fits = words > 1 && super::kernel::run_words(dtype, lanes) == words;
+        if !fits || !self.align.multiple_of(index, lanes as u64) {
+            return Ok(None);
+        }
+        let log = self.s.i64(lanes.trailing_zeros() as i64);
+        let element = self.binary(BOp::Shr, i, log)?;
+        let element = self.narrow_i32(element)?;
+        let t = VType::I32.with_lanes(words);
+        let ty = self.s.ty(t);
+        let ptr_t = self.s.ptr(StorageClass::StorageBuffer, ty);
+        let zero = self.s.i32(0);
+        let var = self.bindings[a as usize];
+        let ptr = self
+            .s
+            .b
+            .access_chain(ptr_t, None, var, [zero.id, element.id])?;
+        let raw = self.load_ptr(ptr, t)?;
+        let out = VType::F32.with_lanes(lanes);
+        let v = match dtype {
+            DType::F32 => self.s.op_v(Op::Bitcast, out, &[raw])?,
+            DType::I32 => raw,
+            // Two halves per word, in the converter of the device (an f16 subnormal is an
+            // f32 normal, so no flushing of f32 subnormals touches the result).
+            DType::F16 | DType::BF16 => {
+                let mut pairs = Vec::new();
+                for w in 0..words {
+                    let w = self.extract(raw, w)?;
+                    pairs.push(if dtype == DType::F16 {
+                        // The instruction takes an unsigned word (naga insists).
+                        let u32t = self.s.u32_ty();
+                        let id = self.s.op(Op::Bitcast, u32t, &[w.id])?;
+                        let u = V { id, ..w };
+                        self.s
+                            .glsl(glsl::UNPACK_HALF_2X16, VType::F32.with_lanes(2), &[u])?
+                    } else {
+                        let lo = self.ib(BOp::Shl, w, 16)?;
+                        let hi = self.ib(BOp::And, w, 0xffff_0000)?;
+                        let both = self.s.op_v(
+                            Op::CompositeConstruct,
+                            VType::I32.with_lanes(2),
+                            &[lo, hi],
+                        )?;
+                        self.s
+                            .op_v(Op::Bitcast, VType::F32.with_lanes(2), &[both])?
+                    });
+                }
+                let mut lanes_v = Vec::new();
+                for p in pairs {
+                    lanes_v.push(self.extract(p, 0)?);
+                    lanes_v.push(self.extract(p, 1)?);
+                }
+                self.s.op_v(Op::CompositeConstruct, out, &lanes_v)?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
     }
 
     fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {

@@ -131,3 +131,65 @@ fn naga_rejections_name_the_module_problem() {
     let e = super::validate(&w[..w.len() / 2]).unwrap_err();
     assert!(e.1.contains("naga"), "{e:?}");
 }
+
+/// A decode matvec (few rows of f32 activations times transposed f16 and bf16 weights):
+/// each thread's run of four weights is one load of a 2-word vector element, decoded with
+/// UnpackHalf2x16 (f16) or shifts (bf16), and four activations one 4-word element.
+#[test]
+fn aligned_runs_of_matvec_rows_are_single_vector_loads() {
+    let model = "kir 1
+%x = input \"x\" f32[t,64]
+%h = input \"h\" f16[40,64]
+%b = input \"b\" bf16[40,64]
+%hf = cast %h dtype=f32
+%bf = cast %b dtype=f32
+%y = matmul %x, %hf transpose_a=false transpose_b=true
+%z = matmul %x, %bf transpose_a=false transpose_b=true
+output \"y\" = %y
+output \"z\" = %z
+";
+    let (code, _) = crate::test_model::code_of(&super::SpirvBackend, model, "vulkan:spv1.3");
+    for (needs, module) in super::bundle::read(&code) {
+        let m = rspirv::dr::load_words(words(&module)).unwrap();
+        // Runtime arrays of 2- and 4-component integer vectors: the bindings' wide views.
+        let vector_widths: Vec<u32> = m
+            .types_global_values
+            .iter()
+            .filter(|i| i.class.opcode == Op::TypeRuntimeArray)
+            .filter_map(|arr| {
+                let elem = arr.operands[0].unwrap_id_ref();
+                let t = m
+                    .types_global_values
+                    .iter()
+                    .find(|t| t.result_id == Some(elem))?;
+                (t.class.opcode == Op::TypeVector).then(|| t.operands[1].unwrap_literal_bit32())
+            })
+            .collect();
+        assert!(
+            vector_widths.contains(&2) && vector_widths.contains(&4),
+            "{vector_widths:?}"
+        );
+        let insts: Vec<&rspirv::dr::Instruction> = m
+            .functions
+            .iter()
+            .flat_map(|f| &f.blocks)
+            .flat_map(|b| &b.instructions)
+            .collect();
+        let unpacks = insts
+            .iter()
+            .filter(|i| {
+                i.class.opcode == Op::ExtInst
+                    && i.operands[1].unwrap_literal_ext_inst_integer()
+                        == super::builder::glsl::UNPACK_HALF_2X16
+            })
+            .count();
+        assert!(unpacks >= 2, "needs {needs}: {unpacks} half unpacks");
+        if let Some(out) = spirv_val(&module, "vulkan1.1") {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}

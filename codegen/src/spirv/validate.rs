@@ -22,8 +22,12 @@ pub fn validate(words: &[u32]) -> Result<(), (String, String)> {
             )
         })?;
     // Subgroup arithmetic in compute shaders is allowed: the modules that use it are the
-    // flavour for devices that have it (see `bundle.rs`).
-    let caps = Capabilities::SHADER_INT64 | Capabilities::IMMEDIATES | Capabilities::SUBGROUP;
+    // flavour for devices that have it (see `bundle.rs`). Unpacking halves from a word
+    // (GLSL.std.450 UnpackHalf2x16) is core Vulkan; naga gates it for other APIs.
+    let caps = Capabilities::SHADER_INT64
+        | Capabilities::IMMEDIATES
+        | Capabilities::SUBGROUP
+        | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     Validator::new(ValidationFlags::all(), caps)
         .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
         .subgroup_operations(SubgroupOperationSet::BASIC | SubgroupOperationSet::ARITHMETIC)

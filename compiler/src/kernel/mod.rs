@@ -11,6 +11,7 @@
 //! booleans, possibly vectors (`lanes > 1`). A load from an f16/bf16 buffer yields f32
 //! and a store converts back, so half types never reach arithmetic.
 
+pub mod align;
 mod display;
 pub mod gpu;
 pub mod half;

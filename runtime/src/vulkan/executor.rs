@@ -609,7 +609,9 @@ impl VulkanExecutor {
                         len,
                     ),
                 };
-                let range = len.max(4).next_multiple_of(4);
+                // Whole 16-byte units: a kernel may read the binding as 4-word vectors
+                // (`codegen::spirv::kernel::views`); buffers are sized to match.
+                let range = len.max(4).next_multiple_of(16);
                 if range > self.gpu.limits.max_storage_buffer_range as u64 {
                     return Err(self.q.err(
                         &format!("launch {}", launch.kernel),

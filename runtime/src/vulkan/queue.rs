@@ -96,6 +96,9 @@ impl Queue {
         location: MemoryLocation,
         name: &str,
     ) -> Result<Buffer, RuntimeError> {
+        // Bindings cover whole 16-byte units (kernels may read 4-word vectors), so every
+        // buffer ends on one.
+        let size = size.max(16).next_multiple_of(16);
         let dev = &self.gpu.device;
         let info = vk::BufferCreateInfo::default()
             .size(size)

@@ -1,0 +1,192 @@
+//! What is known about the alignment of element indices: the power-of-two factor an
+//! integer expression is sure to have.
+//!
+//! A code generator that cannot state alignment through pointers (SPIR-V's logical
+//! addressing reads buffers as arrays of a fixed element type) asks this before reading a
+//! run of elements as one wide element: a run of 4 halves whose first index is a multiple
+//! of 4 is one 8-byte word pair, any other run straddles two. Only immutable bindings
+//! (`Stmt::Let`, `Expr::Let`) are followed; a mutable variable, a symbol or a grid index
+//! proves nothing.
+
+use super::{BOp, Elem, Expr, Kernel, Lit, Stmt, VarId};
+use std::collections::HashMap;
+
+/// The largest factor tracked; zero is a multiple of everything, which this stands for.
+const ANY: u64 = 1 << 32;
+
+/// The immutable bindings of one kernel, to look through when proving a factor.
+pub struct Alignment<'k> {
+    lets: HashMap<VarId, &'k Expr>,
+}
+
+impl<'k> Alignment<'k> {
+    pub fn of(k: &'k Kernel) -> Alignment<'k> {
+        let mut lets = HashMap::new();
+        fn expr_lets<'k>(e: &'k Expr, lets: &mut HashMap<VarId, &'k Expr>) {
+            if let Expr::Let { var, value, .. } = e {
+                lets.insert(*var, &**value);
+            }
+            for c in e.children() {
+                expr_lets(c, lets);
+            }
+        }
+        let mut all: Vec<&'k Stmt> = Vec::new();
+        collect(&k.body, &mut all);
+        for s in all {
+            if let Stmt::Let { var, value } = s {
+                lets.insert(*var, value);
+            }
+            for e in s.exprs() {
+                expr_lets(e, &mut lets);
+            }
+        }
+        Alignment { lets }
+    }
+
+    /// Whether integer expression `e` is certainly a multiple of `n` (a power of two).
+    pub fn multiple_of(&self, e: &Expr, n: u64) -> bool {
+        debug_assert!(n.is_power_of_two());
+        self.factor(e, 0) % n == 0
+    }
+
+    /// A power of two that divides `e` (`ANY` for zero).
+    fn factor(&self, e: &Expr, depth: u32) -> u64 {
+        // Let chains are short; the bound only keeps a malformed kernel from recursing
+        // without end.
+        if depth > 64 {
+            return 1;
+        }
+        let f = |e: &Expr| self.factor(e, depth + 1);
+        match e {
+            Expr::Lit(Lit::I32(v)) => pow2_factor(*v as i64),
+            Expr::Lit(Lit::I64(v)) => pow2_factor(*v),
+            Expr::Var(v) => self.lets.get(v).map_or(1, |e| f(e)),
+            Expr::Let { body, .. } => f(body),
+            Expr::Cast(Elem::I32 | Elem::I64, a) => f(a),
+            Expr::Binary(BOp::Mul, a, b) => f(a).saturating_mul(f(b)).min(ANY),
+            Expr::Binary(BOp::Add | BOp::Sub, a, b) | Expr::Select(_, a, b) => f(a).min(f(b)),
+            Expr::Binary(BOp::Shl, a, b) => match **b {
+                Expr::Lit(Lit::I32(s)) if (0..32).contains(&s) => (f(a) << s).min(ANY),
+                Expr::Lit(Lit::I64(s)) if (0..32).contains(&s) => (f(a) << s).min(ANY),
+                _ => f(a),
+            },
+            _ => 1,
+        }
+    }
+}
+
+fn collect<'k>(body: &'k [Stmt], out: &mut Vec<&'k Stmt>) {
+    for s in body {
+        out.push(s);
+        match s {
+            Stmt::Loop { body, .. } => collect(body, out),
+            Stmt::If {
+                then, otherwise, ..
+            } => {
+                collect(then, out);
+                collect(otherwise, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn pow2_factor(v: i64) -> u64 {
+    if v == 0 {
+        ANY
+    } else {
+        (1u64 << v.unsigned_abs().trailing_zeros()).min(ANY)
+    }
+}
+
+/// Every `(buffer, lanes, index)` run load (`lanes > 1`) in `k`.
+pub fn run_loads(k: &Kernel) -> Vec<(super::Buf, u8, &Expr)> {
+    fn walk<'k>(e: &'k Expr, out: &mut Vec<(super::Buf, u8, &'k Expr)>) {
+        if let Expr::Load { buf, index, lanes } = e {
+            if *lanes > 1 {
+                out.push((*buf, *lanes, index));
+            }
+        }
+        for c in e.children() {
+            walk(c, out);
+        }
+    }
+    let mut out = Vec::new();
+    let mut all: Vec<&Stmt> = Vec::new();
+    collect(&k.body, &mut all);
+    for s in all {
+        for e in s.exprs() {
+            walk(e, &mut out);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::e::*;
+    use super::super::{Buf, BufferParam, LoopKind, RedOp};
+    use super::*;
+    use kiln_ir::DType;
+
+    /// `let 0 = grid0 * 2048; reduce over 1 in 0..512 of x[0 + 1 * 4 ..+4]`, the shape of
+    /// a decode matvec's row read, plus an unaligned sibling.
+    fn matvec_like() -> Kernel {
+        let row = mul(Expr::GridIdx(0), i(2048));
+        let at = add(var(0), mul(var(1), i(4)));
+        Kernel {
+            name: "t".into(),
+            args: vec![BufferParam {
+                name: "x".into(),
+                dtype: DType::F16,
+                writes: false,
+            }],
+            locals: vec![],
+            grid: vec![i(8)],
+            min_chunk: 1,
+            body: vec![
+                Stmt::Let { var: 0, value: row },
+                Stmt::Loop {
+                    var: 3,
+                    extent: i(1),
+                    kind: LoopKind::Serial,
+                    vector: 1,
+                    body: vec![Stmt::Reduce {
+                        acc: 2,
+                        op: RedOp::Sum,
+                        var: 1,
+                        extent: i(512),
+                        value: Expr::ReduceLanes(
+                            RedOp::Sum,
+                            Box::new(add(
+                                load_vec(Buf::Arg(0), at, 4),
+                                load_vec(Buf::Arg(0), add(var(1), i(2)), 4),
+                            )),
+                        ),
+                        vector: 1,
+                    }],
+                },
+            ],
+            cost: Default::default(),
+            next_var: 4,
+        }
+    }
+
+    #[test]
+    fn factors_follow_lets_products_and_sums() {
+        let k = matvec_like();
+        let a = Alignment::of(&k);
+        let runs = run_loads(&k);
+        assert_eq!(runs.len(), 2);
+        assert!(a.multiple_of(runs[0].2, 4));
+        assert!(!a.multiple_of(runs[0].2, 8), "k * 4 is not a multiple of 8");
+        assert!(!a.multiple_of(runs[1].2, 2), "k + 2 proves nothing");
+        assert!(a.multiple_of(&i(0), 16));
+        assert!(a.multiple_of(&bin(BOp::Shl, var(1), i(3)), 8));
+        assert!(!a.multiple_of(&Expr::Dim(0), 2));
+        assert!(
+            !a.multiple_of(&var(2), 2),
+            "a reduction's result is not a let"
+        );
+    }
+}
