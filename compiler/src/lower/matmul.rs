@@ -233,6 +233,22 @@ pub(super) fn k_dim(ops: &Operands) -> Dim {
 /// loop (see `vectorize`), so that many rows of B stream from memory at once.
 const DOT_COLUMNS: i64 = 4;
 
+/// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
+/// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
+/// outputs (a decode step's k and v projections, 256 wide in a 1B llama) take fewer
+/// columns per block rather than leave most of the machine idle.
+const GPU_DOT_BLOCKS: i64 = 256;
+
+/// Columns per block of a GPU dot product with `outputs` outputs per row (unknown: the
+/// most).
+fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
+    let mut cols = DOT_COLUMNS;
+    while cols > 1 && outputs.is_some_and(|n| n / cols < GPU_DOT_BLOCKS) {
+        cols /= 2;
+    }
+    cols
+}
+
 fn dot_kernel(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -252,8 +268,16 @@ fn dot_kernel(
     // so several rows of B stream at once; quantized rows keep a block per output (their
     // decoding leaves statements between the reductions).
     let gpu_columns = ctx.schedule.gpu && form == Form::Dot && quantized_rows(ctx, ops).is_none();
-    let cols = if vector > 1 || gpu_lanes.is_some() || gpu_columns {
+    let cols = if vector > 1 {
         DOT_COLUMNS
+    } else if gpu_lanes.is_some() || gpu_columns {
+        // Outputs of one row across the batch (a decode step has one row).
+        let outputs = ops.out_shape[..nb]
+            .iter()
+            .chain([&ops.out_shape[nb + 1]])
+            .map(|d| d.as_known())
+            .product::<Option<i64>>();
+        gpu_dot_columns(outputs)
     } else {
         1
     };

@@ -278,9 +278,10 @@ output \"s\" = %s
 }
 
 /// A decode matvec on CUDA: each step of the block's shared reduction reads eight
-/// consecutive elements of both rows (16 bytes of halves), and a block computes four
-/// outputs. Many rows (the prefill form of a symbolic row count), SPIR-V, and rows not
-/// contiguous along K read one element per step.
+/// consecutive elements of both rows (16 bytes of halves), on Vulkan four (SPIR-V vectors
+/// have at most four lanes), and a block computes four outputs, fewer when that would
+/// leave fewer than 256 blocks. Many rows (the prefill form of a symbolic row count) and
+/// rows not contiguous along K read one element per step.
 #[test]
 fn gpu_dot_products_read_runs_of_both_rows() {
     let kernels = |src: &str, target: &str| {
@@ -305,13 +306,21 @@ output \"y\" = %y
 "
         )
     };
-    let half = "%h = input \"w\" f16[40,64]\n%w = cast %h dtype=f32";
+    let half = "%h = input \"w\" f16[1024,64]\n%w = cast %h dtype=f32";
     let cuda = kernels(&matvec("1", half), "cuda:sm_90").remove(0);
     assert!(cuda.contains("in 0..8: reduce_lanes_Sum"), "{cuda}");
     assert!(cuda.contains("]x8 * "), "{cuda}");
     assert_eq!(cuda.matches("reduce_Sum").count(), 4, "{cuda}");
     let vulkan = kernels(&matvec("1", half), "vulkan:spv1.3").remove(0);
-    assert!(!vulkan.contains("reduce_lanes"), "{vulkan}");
+    assert!(vulkan.contains("in 0..16: reduce_lanes_Sum"), "{vulkan}");
+    assert!(vulkan.contains("]x4 * "), "{vulkan}");
+    assert_eq!(vulkan.matches("reduce_Sum").count(), 4, "{vulkan}");
+    // 512 outputs: two per block (256 blocks); 40: one.
+    for (n, cols) in [(512, 2), (40, 1)] {
+        let narrow = format!("%h = input \"w\" f16[{n},64]\n%w = cast %h dtype=f32");
+        let k = kernels(&matvec("1", &narrow), "cuda:sm_90").remove(0);
+        assert_eq!(k.matches("reduce_Sum").count(), cols, "{n}: {k}");
+    }
     // A symbolic row count gets both forms; only the few-rows one reads runs.
     let both = kernels(&matvec("seq", half), "cuda:sm_75");
     assert_eq!(both.len(), 2);
@@ -320,16 +329,15 @@ output \"y\" = %y
     let strided = "%h = input \"w\" f32[64,40]\n%w = permute %h perm=[1,0]";
     let strided = kernels(&matvec("1", strided), "cuda:sm_90").remove(0);
     assert!(!strided.contains("reduce_lanes"), "{strided}");
-    // Vulkan reads one element per step, still four columns per block.
-    assert_eq!(vulkan.matches("reduce_Sum").count(), 4, "{vulkan}");
 }
 
 #[test]
 fn gpu_few_row_products_with_b_untransposed_share_k_across_a_block() {
-    // Decode attention's probabilities times V: B is not transposed, N is small.
+    // Decode attention's probabilities times V: B is not transposed, N is small (a
+    // head's width), the batch (heads) makes 512 blocks of four outputs.
     let src = "kir 1
-%p = input \"p\" f32[8,seq,40]
-%v = input \"v\" f32[8,40,64]
+%p = input \"p\" f32[32,seq,40]
+%v = input \"v\" f32[32,40,64]
 %y = matmul %p, %v transpose_a=false transpose_b=false
 output \"y\" = %y
 ";
