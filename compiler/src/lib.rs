@@ -13,3 +13,4 @@ pub mod memory;
 pub mod pipeline;
 pub mod rewrite;
 pub mod schedule;
+pub mod share;

@@ -128,6 +128,7 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
     for k in &mut lowered.kernels {
         finish_kernel(k);
     }
+    crate::share::share_identical_kernels(&mut lowered);
     let arena = memory::plan(&lowered);
     Ok(Compiled {
         graph,

@@ -46,7 +46,7 @@ impl<'k> Alignment<'k> {
     /// Whether integer expression `e` is certainly a multiple of `n` (a power of two).
     pub fn multiple_of(&self, e: &Expr, n: u64) -> bool {
         debug_assert!(n.is_power_of_two());
-        self.factor(e, 0) % n == 0
+        self.factor(e, 0).is_multiple_of(n)
     }
 
     /// A power of two that divides `e` (`ANY` for zero).

@@ -188,9 +188,16 @@ impl VulkanExecutor {
         }
         .map_err(|err| e("creating the pipeline cache", err))?;
         let mut pipelines = HashMap::new();
+        // The driver compiles each pipeline on this thread, which can take a while on a first
+        // run; KILN_VULKAN_TRACE=1 names each with the time it took.
+        let trace = std::env::var("KILN_VULKAN_TRACE").as_deref() == Ok("1");
         for l in &plan.launches {
             if pipelines.contains_key(&l.kernel) {
                 continue;
+            }
+            let started = std::time::Instant::now();
+            if trace {
+                eprintln!("vulkan: building the pipeline of {}", l.kernel);
             }
             let name = CString::new(format!("kiln_{}", l.kernel))
                 .map_err(|_| code_err(format!("kernel name {:?} has a NUL byte", l.kernel)))?;
@@ -208,6 +215,9 @@ impl VulkanExecutor {
                     msg: format!("the driver could not build its pipeline: {err}"),
                 },
             )?;
+            if trace {
+                eprintln!("vulkan: {} built in {:.1?}", l.kernel, started.elapsed());
+            }
             pipelines.insert(l.kernel.clone(), p[0]);
         }
         super::pipeline_cache::save(&gpu, cache, cache_file.as_ref(), initial.len());
