@@ -710,8 +710,9 @@ impl VulkanExecutor {
     }
 
     /// Records every launch of `plan` into `Queue::main` with `rec`'s bindings: an indirect
-    /// dispatch each (its workgroup count from the parameter buffer), a barrier after each,
-    /// and timestamps around each if `timed`.
+    /// dispatch each (its workgroup count from the parameter buffer), a compute-to-compute
+    /// barrier between each two, a barrier for the transfers after the last, and timestamps
+    /// around each if `timed`.
     fn record_dispatches(
         &mut self,
         plan: &Plan,
@@ -786,12 +787,17 @@ impl VulkanExecutor {
                         2 * n as u32 + 1,
                     );
                 }
-                barrier(
-                    &dev,
-                    cmd,
-                    vk::PipelineStageFlags::COMPUTE_SHADER,
-                    vk::AccessFlags::SHADER_WRITE,
-                );
+                if n + 1 < plan.launches.len() {
+                    compute_barrier(&dev, cmd);
+                } else {
+                    // After the last: the downloads and cache appends (`Queue::post`).
+                    barrier(
+                        &dev,
+                        cmd,
+                        vk::PipelineStageFlags::COMPUTE_SHADER,
+                        vk::AccessFlags::SHADER_WRITE,
+                    );
+                }
             }
         }
         self.q.end_buffer(cmd)
@@ -800,6 +806,28 @@ impl VulkanExecutor {
 
 /// Bytes of one launch's indirect workgroup count (`VkDispatchIndirectCommand`).
 const INDIRECT_BYTES: u64 = 12;
+
+/// Makes one dispatch's writes visible to the next dispatch, and only to it: the workgroup
+/// counts and parameters the next dispatch reads were written before the first
+/// (`Queue::cmd`), so no barrier between dispatches waits on indirect-command reads or
+/// transfers, which would keep the driver from fetching the next dispatch early.
+///
+/// # Safety
+/// `cmd` must be recording.
+unsafe fn compute_barrier(dev: &ash::Device, cmd: vk::CommandBuffer) {
+    let m = vk::MemoryBarrier::default()
+        .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+        .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
+    dev.cmd_pipeline_barrier(
+        cmd,
+        vk::PipelineStageFlags::COMPUTE_SHADER,
+        vk::PipelineStageFlags::COMPUTE_SHADER,
+        vk::DependencyFlags::empty(),
+        &[m],
+        &[],
+        &[],
+    );
+}
 
 /// Makes writes by `stage` visible to the compute shaders, indirect dispatches and transfers
 /// that follow.
