@@ -83,7 +83,7 @@ fn statement_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
                 statement_vars(then, f);
                 statement_vars(otherwise, f);
             }
-            Stmt::Store { .. } => {}
+            Stmt::Store { .. } | Stmt::Prefetch { .. } => {}
         }
     }
 }

@@ -115,6 +115,8 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), String> {
             let v = em.expr(value)?;
             em.store(*buf, i, v)?;
         }
+        // Cranelift has no prefetch instruction; the hint is dropped.
+        Stmt::Prefetch { .. } => {}
         Stmt::Loop {
             var, extent, body, ..
         } => {

@@ -251,6 +251,29 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         Ok(())
     }
 
+    /// Fetches the cache line of element `index` of `buf` for a read soon (`Stmt::Prefetch`).
+    /// The address is computed without `inbounds`: it may lie past the buffer, which a
+    /// prefetch, unlike a load, may touch.
+    pub fn prefetch(&mut self, buf: Buf, index: IntValue<'ctx>) -> Result<(), Fail> {
+        let (base, dtype) = self.base(buf);
+        let ty = storage_type(self.ctx, dtype);
+        // SAFETY of the generated code: the pointer is only prefetched, never dereferenced.
+        let p = unsafe { self.b.build_gep(ty, base, &[index], "pf")? };
+        let f = Intrinsic::find("llvm.prefetch")
+            .and_then(|i| i.get_declaration(self.module, &[p.get_type().into()]))
+            .ok_or_else(|| Fail::msg("LLVM has no llvm.prefetch"))?;
+        let i32t = self.ctx.i32_type();
+        // A read (0), kept in every cache level (locality 3), of data (1).
+        let (read, keep, data) = (
+            i32t.const_zero(),
+            i32t.const_int(3, false),
+            i32t.const_int(1, false),
+        );
+        self.b
+            .build_call(f, &[p.into(), read.into(), keep.into(), data.into()], "")?;
+        Ok(())
+    }
+
     pub fn intrinsic(
         &self,
         name: &str,

@@ -198,6 +198,10 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             let v = em.expr(value)?;
             em.store(*buf, i, v)?;
         }
+        Stmt::Prefetch { buf, index } => {
+            let i = em.expr(index)?.into_int_value();
+            em.prefetch(*buf, i)?;
+        }
         Stmt::Loop {
             var,
             extent,

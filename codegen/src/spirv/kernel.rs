@@ -516,6 +516,8 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             let v = em.expr(value)?;
             em.assign(*var, v)?;
         }
+        // SPIR-V has no prefetch; the hint is dropped (GPU lowering does not emit it).
+        Stmt::Prefetch { .. } => {}
         Stmt::Store { buf, index, value } => {
             let i = em.expr(index)?;
             let v = em.expr(value)?;

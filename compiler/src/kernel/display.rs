@@ -36,6 +36,7 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
             Stmt::Decl { var, init } => writeln!(out, "{pad}var v{var} = {init}")?,
             Stmt::Assign { var, value } => writeln!(out, "{pad}v{var} = {value}")?,
             Stmt::Store { buf, index, value } => writeln!(out, "{pad}{buf}[{index}] = {value}")?,
+            Stmt::Prefetch { buf, index } => writeln!(out, "{pad}prefetch {buf}[{index}]")?,
             Stmt::Loop {
                 var,
                 extent,

@@ -127,7 +127,11 @@ pub fn has_shared_loop(s: &Stmt) -> bool {
         Stmt::If {
             then, otherwise, ..
         } => then.iter().chain(otherwise).any(has_shared_loop),
-        Stmt::Let { .. } | Stmt::Decl { .. } | Stmt::Assign { .. } | Stmt::Store { .. } => false,
+        Stmt::Let { .. }
+        | Stmt::Decl { .. }
+        | Stmt::Assign { .. }
+        | Stmt::Store { .. }
+        | Stmt::Prefetch { .. } => false,
     }
 }
 

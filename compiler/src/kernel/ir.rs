@@ -253,6 +253,13 @@ pub enum Stmt {
         then: Vec<Stmt>,
         otherwise: Vec<Stmt>,
     },
+    /// A hint that element `index` of `buf` will be read soon: the LLVM CPU backend fetches
+    /// its cache line ahead (`index` may lie past the buffer; the fetch never faults);
+    /// other backends ignore it.
+    Prefetch {
+        buf: Buf,
+        index: Expr,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,6 +333,7 @@ impl Stmt {
                 vec![value]
             }
             Stmt::Store { index, value, .. } => vec![index, value],
+            Stmt::Prefetch { index, .. } => vec![index],
             Stmt::Loop { extent, .. } => vec![extent],
             Stmt::Reduce { extent, value, .. } => vec![extent, value],
             Stmt::If { cond, .. } => vec![cond],
@@ -378,6 +386,7 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
                 take(index, f);
                 take(value, f);
             }
+            Stmt::Prefetch { index, .. } => take(index, f),
             Stmt::Loop { extent, body, .. } => {
                 take(extent, f);
                 map_exprs(body, f);

@@ -195,6 +195,9 @@ fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
                 *index = r.simplify(std::mem::replace(index, i(0)));
                 *value = r.simplify(std::mem::replace(value, i(0)));
             }
+            Stmt::Prefetch { index, .. } => {
+                *index = r.simplify(std::mem::replace(index, i(0)));
+            }
             Stmt::Loop {
                 var, extent, body, ..
             } => {

@@ -12,6 +12,7 @@
 //! take the usual trick: `|w|` times `x` with `w`'s sign.
 
 use super::dequant::{quant, quant_bits, run_scale, run_scales4, Block, Run};
+use super::inline::value_at;
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, RedOp, Stmt, VarId};
@@ -54,11 +55,13 @@ fn runs_per_pass(format: QuantFormat, lanes: u8) -> usize {
 /// Statements setting each `accs[r] = sum over k of dequant(weights)[rows[r], k] *
 /// dequant(x)[k]`, where `x` is the `q8_0` bytes of one activation row (`x_prefix` indexes
 /// it), over `k_len` elements. `lanes`: the schedule's f32 lanes (see `byte_lanes`).
+/// `ahead`: rows a later grid point reads, whose blocks are prefetched as these are read
+/// (a short row ends before the hardware prefetcher has learnt its stream).
 pub fn rows_dot_bytes(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),
     (x, x_prefix): (NodeId, Vec<Expr>),
-    rows: &[Expr],
+    (rows, ahead): (&[Expr], &[Expr]),
     k_len: Expr,
     lanes: u8,
     accs: &[VarId],
@@ -310,6 +313,13 @@ pub fn rows_dot_bytes(
             init: izero(),
         }))
         .collect();
+    for row in ahead {
+        if let Expr::Load { buf, index, .. } =
+            value_at(ctx, bytes, &[row.clone(), mul(var(blk), i(bb))])?
+        {
+            body.push(Stmt::Prefetch { buf, index: *index });
+        }
+    }
     out.push(Stmt::Loop {
         var: blk,
         extent: div(k_len, i(be)),

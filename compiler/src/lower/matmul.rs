@@ -233,6 +233,9 @@ pub(super) fn k_dim(ops: &Operands) -> Dim {
 /// loop (see `vectorize`), so that many rows of B stream from memory at once.
 const DOT_COLUMNS: i64 = 4;
 
+/// Grid points ahead whose rows a CPU byte dot product prefetches (`int_dot`).
+const PREFETCH_POINTS: i64 = 1;
+
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
 /// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
 /// outputs (a decode step's k and v projections, 256 wide in a 1B llama) take fewer
@@ -312,13 +315,21 @@ fn dot_kernel(
                 && super::int_dot::byte_lanes(weights.1, vector).is_some() =>
         {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
+            let ahead: Vec<Expr> = (0..cols)
+                .map(|c| {
+                    min(
+                        add(col0.clone(), i(PREFETCH_POINTS * cols + c)),
+                        sub(n.clone(), i(1)),
+                    )
+                })
+                .collect();
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             body.extend(super::int_dot::rows_dot_bytes(
                 ctx,
                 weights,
                 (x, prefix),
-                &reads,
+                (&reads, &ahead),
                 extent.clone(),
                 vector,
                 &accs,

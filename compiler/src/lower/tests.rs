@@ -360,3 +360,35 @@ output \"y\" = %y
     // CPUs keep one register-tiled kernel for every row count.
     assert_eq!(lowered("cpu:x86-64-v3").kernels.len(), 1);
 }
+
+/// A CPU byte dot product (q8_0 weights, q8 activations) prefetches, block by block, the
+/// rows the next grid point reads: four rows on from its own, clamped to the last row.
+#[test]
+fn cpu_byte_dot_products_prefetch_the_next_points_rows() {
+    let text = "kir 1
+%x = input \"x\" f32[1,64]
+%w = input \"w\" u8[96,68]
+%d = dequant %w format=q8_0
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let g = kiln_ir::text::parse(text).unwrap();
+    let g = crate::activations::quantize_activations(&g, 8).unwrap();
+    let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
+    let opts = crate::pipeline::Options {
+        quantize_activations: true,
+        ..Default::default()
+    };
+    let s = crate::pipeline::schedule_for(&t, &opts).unwrap();
+    let shown = lower(&g, s)
+        .unwrap()
+        .kernels
+        .iter()
+        .map(|k| k.to_string())
+        .find(|k| k.contains("dot_bytes"))
+        .expect("a byte dot kernel");
+    for row in 4..8 {
+        let want = format!("prefetch a2[((min(((g1 * 4) + {row}), 95) * 68) + (v4 * 34))]");
+        assert!(shown.contains(&want), "{want} in\n{shown}");
+    }
+}
