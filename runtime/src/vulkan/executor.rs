@@ -490,17 +490,14 @@ impl DeviceExecutor for VulkanExecutor {
                 vk::PipelineStageFlags::TRANSFER,
                 vk::AccessFlags::TRANSFER_WRITE,
             );
-            let host = vk::MemoryBarrier::default()
-                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                .dst_access_mask(vk::AccessFlags::HOST_READ);
-            dev.cmd_pipeline_barrier(
+            memory_barrier(
+                &dev,
                 post,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::PipelineStageFlags::HOST,
-                vk::DependencyFlags::empty(),
-                &[host],
-                &[],
-                &[],
+                (
+                    vk::PipelineStageFlags::TRANSFER,
+                    vk::AccessFlags::TRANSFER_WRITE,
+                ),
+                (vk::PipelineStageFlags::HOST, vk::AccessFlags::HOST_READ),
             );
         }
         self.q.end_buffer(post)?;
@@ -815,17 +812,13 @@ const INDIRECT_BYTES: u64 = 12;
 /// # Safety
 /// `cmd` must be recording.
 unsafe fn compute_barrier(dev: &ash::Device, cmd: vk::CommandBuffer) {
-    let m = vk::MemoryBarrier::default()
-        .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-        .dst_access_mask(vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE);
-    dev.cmd_pipeline_barrier(
+    let compute = vk::PipelineStageFlags::COMPUTE_SHADER;
+    let read_write = vk::AccessFlags::SHADER_READ | vk::AccessFlags::SHADER_WRITE;
+    memory_barrier(
+        dev,
         cmd,
-        vk::PipelineStageFlags::COMPUTE_SHADER,
-        vk::PipelineStageFlags::COMPUTE_SHADER,
-        vk::DependencyFlags::empty(),
-        &[m],
-        &[],
-        &[],
+        (compute, vk::AccessFlags::SHADER_WRITE),
+        (compute, read_write),
     );
 }
 
@@ -840,20 +833,33 @@ unsafe fn barrier(
     stage: vk::PipelineStageFlags,
     access: vk::AccessFlags,
 ) {
+    let stages = vk::PipelineStageFlags::COMPUTE_SHADER
+        | vk::PipelineStageFlags::TRANSFER
+        | vk::PipelineStageFlags::DRAW_INDIRECT;
+    let reads = vk::AccessFlags::SHADER_READ
+        | vk::AccessFlags::SHADER_WRITE
+        | vk::AccessFlags::TRANSFER_READ
+        | vk::AccessFlags::INDIRECT_COMMAND_READ;
+    memory_barrier(dev, cmd, (stage, access), (stages, reads));
+}
+
+/// One global memory barrier: `src`'s accesses made visible to `dst`'s (stages, accesses).
+///
+/// # Safety
+/// `cmd` must be recording.
+unsafe fn memory_barrier(
+    dev: &ash::Device,
+    cmd: vk::CommandBuffer,
+    src: (vk::PipelineStageFlags, vk::AccessFlags),
+    dst: (vk::PipelineStageFlags, vk::AccessFlags),
+) {
     let m = vk::MemoryBarrier::default()
-        .src_access_mask(access)
-        .dst_access_mask(
-            vk::AccessFlags::SHADER_READ
-                | vk::AccessFlags::SHADER_WRITE
-                | vk::AccessFlags::TRANSFER_READ
-                | vk::AccessFlags::INDIRECT_COMMAND_READ,
-        );
+        .src_access_mask(src.1)
+        .dst_access_mask(dst.1);
     dev.cmd_pipeline_barrier(
         cmd,
-        stage,
-        vk::PipelineStageFlags::COMPUTE_SHADER
-            | vk::PipelineStageFlags::TRANSFER
-            | vk::PipelineStageFlags::DRAW_INDIRECT,
+        src.0,
+        dst.0,
         vk::DependencyFlags::empty(),
         &[m],
         &[],
