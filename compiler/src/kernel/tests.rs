@@ -164,3 +164,42 @@ fn a_reduction_reading_another_stays_after_it() {
     let text = k.to_string();
     assert_eq!(text.matches("Serial").count(), 4, "two loops each:\n{text}");
 }
+
+/// A prefetch placed before a reduction and read with its variable moves into the vector
+/// loop (issued once per step, at the step's first element); one that does not read it
+/// stays where it was.
+#[test]
+fn prefetches_of_a_reduction_run_at_each_vector_step() {
+    let body = vec![
+        Stmt::Prefetch {
+            buf: Buf::Arg(0),
+            index: add(i(64), var(0)),
+        },
+        Stmt::Prefetch {
+            buf: Buf::Arg(0),
+            index: i(128),
+        },
+        Stmt::Reduce {
+            acc: 1,
+            op: RedOp::Sum,
+            var: 0,
+            extent: i(16),
+            value: load(Buf::Arg(0), var(0)),
+            vector: 4,
+        },
+        Stmt::Store {
+            buf: Buf::Arg(1),
+            index: i(0),
+            value: var(1),
+        },
+    ];
+    let mut k = kernel(body, 2);
+    vectorize::vectorize_kernel(&mut k);
+    let text = k.to_string();
+    let (before, loop_and_after) = text.split_once("Serial").expect("a vector loop");
+    assert!(before.contains("prefetch a0[128]"), "{text}");
+    assert!(!before.contains("prefetch a0[(64"), "{text}");
+    let vector_loop = loop_and_after.split('}').next().unwrap();
+    assert!(vector_loop.contains("prefetch a0[(64 + "), "{text}");
+    assert_eq!(text.matches("prefetch").count(), 2, "{text}");
+}

@@ -34,8 +34,15 @@ pub fn vectorize_kernel(k: &mut Kernel) {
 fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
     let mut cx = cx.clone();
     let mut out = Vec::new();
+    // Prefetches read with the variable of the reduction group that follows them: issued
+    // at each step of the group's vector loop (see `lower::matmul`), not once before it.
+    let mut prefetches: Vec<Stmt> = Vec::new();
     let mut body = body.into_iter().peekable();
     while let Some(s) = body.next() {
+        if let Stmt::Prefetch { .. } = s {
+            prefetches.push(s);
+            continue;
+        }
         match &s {
             Stmt::Let { var, value } | Stmt::Decl { var, init: value } => {
                 if let Some(t) = cx.elem(value) {
@@ -71,7 +78,7 @@ fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
             else {
                 unreachable!("joinable admits only reductions")
             };
-            let reds = group
+            let reds: Vec<Reduction> = group
                 .into_iter()
                 .map(|g| match g {
                     Stmt::Reduce {
@@ -80,11 +87,19 @@ fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
                     _ => unreachable!("joinable admits only reductions"),
                 })
                 .collect();
-            out.extend(vectorize_reductions(&cx, op, extent, vector, reds, next));
+            let (inside, before): (Vec<Stmt>, Vec<Stmt>) = std::mem::take(&mut prefetches)
+                .into_iter()
+                .partition(|p| p.exprs().iter().any(|e| mentions(e, reds[0].var)));
+            out.extend(before);
+            out.extend(vectorize_reductions(
+                &cx, op, extent, vector, reds, inside, next,
+            ));
             continue;
         }
+        out.append(&mut prefetches);
         out.extend(vectorize_stmt(&cx, s, next));
     }
+    out.append(&mut prefetches);
     out
 }
 
@@ -214,13 +229,15 @@ fn joinable(a: &Stmt, b: &Stmt) -> bool {
 
 /// Vector code for a group of reductions sharing op, extent and lane count: `unroll`
 /// vector accumulators per reduction, a main loop over groups of `lanes * unroll`
-/// iterations, the lanes folded, then a scalar loop for the remainder.
+/// iterations, the lanes folded, then a scalar loop for the remainder. `prefetches` (in
+/// terms of the first reduction's variable) are issued at the start of each main step.
 fn vectorize_reductions(
     cx: &Cx,
     op: RedOp,
     extent: Expr,
     vector: u8,
     reds: Vec<Reduction>,
+    prefetches: Vec<Stmt>,
     next: &mut VarId,
 ) -> Vec<Stmt> {
     let mut fresh = || {
@@ -258,7 +275,17 @@ fn vectorize_reductions(
             init: splat(identity.clone(), vector),
         })
         .collect();
-    let mut body = Vec::new();
+    let first = add(mul(var_e(groups), i(step)), i(0));
+    let mut body: Vec<Stmt> = prefetches
+        .into_iter()
+        .map(|p| match p {
+            Stmt::Prefetch { buf, index } => Stmt::Prefetch {
+                buf,
+                index: substitute(&index, reds[0].var, &first),
+            },
+            other => other,
+        })
+        .collect();
     for u in 0..unroll {
         let start = add(mul(var_e(groups), i(step)), i(u * w));
         for (red, red_accs) in reds.iter().zip(&accs) {

@@ -233,8 +233,45 @@ pub(super) fn k_dim(ops: &Operands) -> Dim {
 /// loop (see `vectorize`), so that many rows of B stream from memory at once.
 const DOT_COLUMNS: i64 = 4;
 
-/// Grid points ahead whose rows a CPU byte dot product prefetches (`int_dot`).
+/// Grid points ahead whose rows a CPU dot product prefetches (`int_dot`, `vectorize`).
 const PREFETCH_POINTS: i64 = 1;
+
+/// Rows of B longer than this are left to the hardware prefetcher by CPU vector dot
+/// products (which prefetch at every vector step, more often than once a line).
+const PREFETCH_ROW_BYTES: i64 = 4096;
+
+/// Where row `row` of B (B transposed: one output's weights along K) lies: its buffer, the
+/// element index of its start, the element size and the row's bytes. `None` unless B reads
+/// one buffer with stride 1 along K.
+fn row_of_b(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    row: Expr,
+) -> Result<Option<(Buf, Expr, i64, i64)>, LowerError> {
+    let Some(k) = k_dim(ops).as_known() else {
+        return Ok(None);
+    };
+    if !ops.tb || ops.b_shape.len() != 2 {
+        return Ok(None);
+    }
+    // B's element, through a widening cast (half weights read as f32).
+    let unwrap = |e: Expr| match e {
+        Expr::Cast(_, inner) => *inner,
+        e => e,
+    };
+    let probe = ctx.fresh();
+    let along_k = unwrap(ops.b_at(ctx, var(probe), row.clone())?);
+    let first = unwrap(ops.b_at(ctx, i(0), row)?);
+    match (along_k, first) {
+        (Expr::Load { index: ik, .. }, Expr::Load { buf, index, .. })
+            if crate::kernel::vectorize::stride_of(&ik, probe) == Some(1) =>
+        {
+            let bytes = ctx.arg_dtype(buf).size_bytes() as i64;
+            Ok(Some((buf, *index, bytes, k * bytes)))
+        }
+        _ => Ok(None),
+    }
+}
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
 /// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
@@ -394,8 +431,9 @@ fn dot_kernel(
             }
         }
         _ => {
+            let mut sums = Vec::new();
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
-                body.extend(column_sum(
+                sums.extend(column_sum(
                     ctx,
                     ops,
                     form,
@@ -405,6 +443,26 @@ fn dot_kernel(
                     acc,
                 )?);
             }
+            // CPU vector dot products: the next point's rows, prefetched as these are read
+            // (`vectorize` carries the prefetches into the reductions' shared loop).
+            if let (false, true, Some(Stmt::Reduce { var: k, .. })) =
+                (ctx.schedule.gpu, vector > 1, sums.first())
+            {
+                let k = *k;
+                for c in 0..cols {
+                    let ahead = add(col0.clone(), i(PREFETCH_POINTS * cols + c));
+                    let ahead = min(ahead, sub(n.clone(), i(1)));
+                    if let Some((buf, start, _, bytes)) = row_of_b(ctx, ops, ahead)? {
+                        if bytes <= PREFETCH_ROW_BYTES {
+                            body.push(Stmt::Prefetch {
+                                buf,
+                                index: add(start, var(k)),
+                            });
+                        }
+                    }
+                }
+            }
+            body.extend(sums);
         }
     }
     for ((col, _), &acc) in columns.into_iter().zip(&accs) {

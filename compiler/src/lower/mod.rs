@@ -129,6 +129,14 @@ impl<'g> Ctx<'g> {
     }
 
     /// The current kernel's argument for a materialised node (added on first use).
+    /// The storage dtype of the current kernel's argument `buf` (locals: f32).
+    pub fn arg_dtype(&self, buf: crate::kernel::Buf) -> DType {
+        match buf {
+            crate::kernel::Buf::Arg(a) => self.buffers[self.args[a as usize]].dtype,
+            crate::kernel::Buf::Local(_) => DType::F32,
+        }
+    }
+
     pub fn buffer_of(&mut self, node: NodeId) -> Option<crate::kernel::Buf> {
         let global = *self.node_buffer.get(&node)?;
         Some(crate::kernel::Buf::Arg(self.arg_for(global, false)))

@@ -392,3 +392,31 @@ output \"y\" = %y
         assert!(shown.contains(&want), "{want} in\n{shown}");
     }
 }
+
+/// A CPU dot product over half rows short enough (768 halves) prefetches the next point's
+/// rows inside its vector loop; rows longer than `PREFETCH_ROW_BYTES` do not.
+#[test]
+fn cpu_half_dot_products_prefetch_short_rows_only() {
+    let kernel = |k: usize| {
+        let text = format!(
+            "kir 1
+%x = input \"x\" f32[1,{k}]
+%h = input \"w\" f16[64,{k}]
+%w = cast %h dtype=f32
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        );
+        let g = kiln_ir::text::parse(&text).unwrap();
+        let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        let mut k = lower(&g, s).unwrap().kernels.remove(0);
+        crate::pipeline::finish_kernel(&mut k);
+        k.to_string()
+    };
+    let short = kernel(768);
+    let vector_loop = short.split("Serial").nth(1).expect("a vector loop");
+    assert_eq!(vector_loop.matches("prefetch").count(), 4, "{short}");
+    assert!(short.contains("min(((g1 * 4) + 7), 63) * 768)"), "{short}");
+    assert!(!kernel(4096).contains("prefetch"));
+}
