@@ -195,7 +195,11 @@ for spec in $(echo "$models" | tr ',' ' '); do
         fi
       fi
     else
-      note "- llama-$1 $2 on $target: failed (see compile/model-$tag.log)"
+      rc=$?
+      why="rc $rc"
+      [ $rc = 124 ] && why="timed out; KILN_VULKAN_TRACE=1 names slow pipeline builds"
+      note "- llama-$1 $2 on $target: failed, $why (see compile/model-$tag.log)"
+      tail -3 "$LOGS/model-$tag.log" "$LOGS/compile-$tag.log" 2>/dev/null | tee -a "$report"
       status=1
     fi
     rm -f $m.kiln
