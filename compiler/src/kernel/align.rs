@@ -8,7 +8,7 @@
 //! (`Stmt::Let`, `Expr::Let`) are followed; a mutable variable, a symbol or a grid index
 //! proves nothing.
 
-use super::{BOp, Elem, Expr, Kernel, Lit, Stmt, VarId};
+use super::{visit_stmts, BOp, Elem, Expr, Kernel, Lit, Stmt, VarId};
 use std::collections::HashMap;
 
 /// The largest factor tracked; zero is a multiple of everything, which this stands for.
@@ -30,16 +30,14 @@ impl<'k> Alignment<'k> {
                 expr_lets(c, lets);
             }
         }
-        let mut all: Vec<&'k Stmt> = Vec::new();
-        collect(&k.body, &mut all);
-        for s in all {
+        visit_stmts(&k.body, &mut |s| {
             if let Stmt::Let { var, value } = s {
                 lets.insert(*var, value);
             }
             for e in s.exprs() {
                 expr_lets(e, &mut lets);
             }
-        }
+        });
         Alignment { lets }
     }
 
@@ -75,22 +73,6 @@ impl<'k> Alignment<'k> {
     }
 }
 
-fn collect<'k>(body: &'k [Stmt], out: &mut Vec<&'k Stmt>) {
-    for s in body {
-        out.push(s);
-        match s {
-            Stmt::Loop { body, .. } => collect(body, out),
-            Stmt::If {
-                then, otherwise, ..
-            } => {
-                collect(then, out);
-                collect(otherwise, out);
-            }
-            _ => {}
-        }
-    }
-}
-
 fn pow2_factor(v: i64) -> u64 {
     if v == 0 {
         ANY
@@ -112,13 +94,11 @@ pub fn run_loads(k: &Kernel) -> Vec<(super::Buf, u8, &Expr)> {
         }
     }
     let mut out = Vec::new();
-    let mut all: Vec<&Stmt> = Vec::new();
-    collect(&k.body, &mut all);
-    for s in all {
+    visit_stmts(&k.body, &mut |s| {
         for e in s.exprs() {
             walk(e, &mut out);
         }
-    }
+    });
     out
 }
 

@@ -354,8 +354,8 @@ pub fn any_expr(stmts: &[Stmt], f: &mut impl FnMut(&Expr) -> bool) -> bool {
     found
 }
 
-/// Pre-order walk over statements, nested bodies included.
-pub fn visit_stmts(stmts: &[Stmt], f: &mut impl FnMut(&Stmt)) {
+/// Pre-order walk over statements, nested bodies included (`f` may keep the references).
+pub fn visit_stmts<'a>(stmts: &'a [Stmt], f: &mut impl FnMut(&'a Stmt)) {
     for s in stmts {
         f(s);
         match s {

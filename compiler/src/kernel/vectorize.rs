@@ -275,7 +275,7 @@ fn vectorize_reductions(
             init: splat(identity.clone(), vector),
         })
         .collect();
-    let first = add(mul(var_e(groups), i(step)), i(0));
+    let first = mul(var_e(groups), i(step));
     let mut body: Vec<Stmt> = prefetches
         .into_iter()
         .map(|p| match p {

@@ -240,14 +240,25 @@ const PREFETCH_POINTS: i64 = 1;
 /// products (which prefetch at every vector step, more often than once a line).
 const PREFETCH_ROW_BYTES: i64 = 4096;
 
+/// The rows of B (columns of the output) the grid point `PREFETCH_POINTS` on from the one at
+/// `col0` reads, clamped to the last of `n`.
+fn rows_ahead(col0: &Expr, cols: i64, n: &Expr) -> Vec<Expr> {
+    (0..cols)
+        .map(|c| {
+            let row = add(col0.clone(), i(PREFETCH_POINTS * cols + c));
+            min(row, sub(n.clone(), i(1)))
+        })
+        .collect()
+}
+
 /// Where row `row` of B (B transposed: one output's weights along K) lies: its buffer, the
-/// element index of its start, the element size and the row's bytes. `None` unless B reads
-/// one buffer with stride 1 along K.
+/// element index of its start and the row's bytes. `None` unless B reads one buffer with
+/// stride 1 along K.
 fn row_of_b(
     ctx: &mut Ctx,
     ops: &Operands,
     row: Expr,
-) -> Result<Option<(Buf, Expr, i64, i64)>, LowerError> {
+) -> Result<Option<(Buf, Expr, i64)>, LowerError> {
     let Some(k) = k_dim(ops).as_known() else {
         return Ok(None);
     };
@@ -267,7 +278,7 @@ fn row_of_b(
             if crate::kernel::vectorize::stride_of(&ik, probe) == Some(1) =>
         {
             let bytes = ctx.arg_dtype(buf).size_bytes() as i64;
-            Ok(Some((buf, *index, bytes, k * bytes)))
+            Ok(Some((buf, *index, k * bytes)))
         }
         _ => Ok(None),
     }
@@ -352,14 +363,7 @@ fn dot_kernel(
                 && super::int_dot::byte_lanes(weights.1, vector).is_some() =>
         {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
-            let ahead: Vec<Expr> = (0..cols)
-                .map(|c| {
-                    min(
-                        add(col0.clone(), i(PREFETCH_POINTS * cols + c)),
-                        sub(n.clone(), i(1)),
-                    )
-                })
-                .collect();
+            let ahead = rows_ahead(&col0, cols, &n);
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             body.extend(super::int_dot::rows_dot_bytes(
@@ -449,10 +453,8 @@ fn dot_kernel(
                 (ctx.schedule.gpu, vector > 1, sums.first())
             {
                 let k = *k;
-                for c in 0..cols {
-                    let ahead = add(col0.clone(), i(PREFETCH_POINTS * cols + c));
-                    let ahead = min(ahead, sub(n.clone(), i(1)));
-                    if let Some((buf, start, _, bytes)) = row_of_b(ctx, ops, ahead)? {
+                for ahead in rows_ahead(&col0, cols, &n) {
+                    if let Some((buf, start, bytes)) = row_of_b(ctx, ops, ahead)? {
                         if bytes <= PREFETCH_ROW_BYTES {
                             body.push(Stmt::Prefetch {
                                 buf,

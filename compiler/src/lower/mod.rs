@@ -128,7 +128,6 @@ impl<'g> Ctx<'g> {
         self.next_var - 1
     }
 
-    /// The current kernel's argument for a materialised node (added on first use).
     /// The storage dtype of the current kernel's argument `buf` (locals: f32).
     pub fn arg_dtype(&self, buf: crate::kernel::Buf) -> DType {
         match buf {
@@ -137,6 +136,7 @@ impl<'g> Ctx<'g> {
         }
     }
 
+    /// The current kernel's argument for a materialised node (added on first use).
     pub fn buffer_of(&mut self, node: NodeId) -> Option<crate::kernel::Buf> {
         let global = *self.node_buffer.get(&node)?;
         Some(crate::kernel::Buf::Arg(self.arg_for(global, false)))

@@ -17,7 +17,7 @@
 //! pushed per dispatch (push descriptors, so nothing is pooled or freed).
 
 use super::device::{probe, Gpu};
-use super::queue::{vk_err, Buffer, Queue};
+use super::queue::{vk_err, Buffer, Queue, BINDING_UNIT};
 use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
@@ -616,9 +616,7 @@ impl VulkanExecutor {
                         len,
                     ),
                 };
-                // Whole 16-byte units: a kernel may read the binding as 4-word vectors
-                // (`codegen::spirv::kernel::views`); buffers are sized to match.
-                let range = len.max(4).next_multiple_of(16);
+                let range = len.max(BINDING_UNIT).next_multiple_of(BINDING_UNIT);
                 if range > self.gpu.limits.max_storage_buffer_range as u64 {
                     return Err(self.q.err(
                         &format!("launch {}", launch.kernel),

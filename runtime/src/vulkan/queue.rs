@@ -10,6 +10,10 @@ use gpu_allocator::vulkan::{
 use gpu_allocator::MemoryLocation;
 use std::sync::Arc;
 
+/// Bindings cover whole units of this many bytes, and every buffer ends on one: kernels may
+/// read a binding as 4-word vectors (`codegen::spirv::kernel::views`).
+pub const BINDING_UNIT: u64 = 16;
+
 pub struct Buffer {
     pub buf: vk::Buffer,
     pub alloc: Allocation,
@@ -96,9 +100,7 @@ impl Queue {
         location: MemoryLocation,
         name: &str,
     ) -> Result<Buffer, RuntimeError> {
-        // Bindings cover whole 16-byte units (kernels may read 4-word vectors), so every
-        // buffer ends on one.
-        let size = size.max(16).next_multiple_of(16);
+        let size = size.max(BINDING_UNIT).next_multiple_of(BINDING_UNIT);
         let dev = &self.gpu.device;
         let info = vk::BufferCreateInfo::default()
             .size(size)
