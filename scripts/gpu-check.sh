@@ -7,7 +7,9 @@
 # Knobs (environment): SKIP_CUDA_TESTS=1, SKIP_KERNEL_BENCH=1 leave parts out; MODELS
 # (size:type pairs, or none), MODEL_TARGETS and TORCH_MODELS=0 choose the model runs;
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
-# command buffer); NCU=1 profiles one CUDA decode step under Nsight Compute.
+# command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
+# (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
+# step under Nsight Compute.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-report}
@@ -194,6 +196,17 @@ for spec in $(echo "$models" | tr ',' ' '); do
             >"$LOGS/model-$tag-noreplay.log" 2>&1 && tail -2 "$LOGS/model-$tag-noreplay.log" | tee -a "$report"
         fi
       fi
+      # MODEL_AB: more settings to compare, each a VAR=VALUE run again on its own
+      # (KILN_CUDA_* on CUDA only, KILN_VULKAN_* on Vulkan only, others on both).
+      for ab in ${MODEL_AB:-}; do
+        case "$ab" in
+          KILN_CUDA_*) [ "${target%%:*}" = cuda ] || continue ;;
+          KILN_VULKAN_*) [ "${target%%:*}" = vulkan ] || continue ;;
+        esac
+        note "  with $ab:"
+        env "$ab" timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 \
+          >"$LOGS/model-$tag-${ab%%=*}.log" 2>&1 && tail -2 "$LOGS/model-$tag-${ab%%=*}.log" | tee -a "$report"
+      done
     else
       rc=$?
       why="rc $rc"

@@ -336,6 +336,7 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
         .iter()
         .map(|launch| Launch {
             kernel: l.kernels[launch.kernel].name.clone(),
+            writes: l.kernels[launch.kernel].stored_args(),
             args: launch
                 .args
                 .iter()

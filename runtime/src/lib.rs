@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod device;
 pub mod error;
+pub mod hazards;
 pub mod hip;
 pub mod manifest;
 pub mod plan;

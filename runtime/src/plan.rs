@@ -29,6 +29,10 @@ pub struct Launch {
     pub kernel: String,
     /// Buffers passed to the kernel, in its parameter order.
     pub args: Vec<BufferRef>,
+    /// Whether the kernel may write each argument (empty: unknown, every one may be;
+    /// artifacts from before plans carried it). GPU executors order launches by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<bool>,
     /// Parallel extents; the runtime runs flattened indices `0..product` over threads.
     pub grid: Vec<GridDim>,
     /// Smallest number of grid points per thread task.
@@ -51,6 +55,11 @@ pub struct Guard {
 }
 
 impl Launch {
+    /// Whether the kernel may write argument `i`.
+    pub fn may_write(&self, i: usize) -> bool {
+        self.writes.get(i).copied().unwrap_or(true)
+    }
+
     /// Whether this launch runs under `env`.
     pub fn runs(&self, env: &Bindings) -> Result<bool, String> {
         let Some(g) = &self.guard else {
@@ -340,6 +349,7 @@ mod tests {
     fn device_launches_size_their_grid_and_skip_empty_or_guarded_ones() {
         let launch = |rows: Dim, guard: Option<Guard>| Launch {
             kernel: "k".into(),
+            writes: vec![],
             args: vec![
                 BufferRef::Slot(1),
                 BufferRef::Output(0),
@@ -510,6 +520,7 @@ mod guard_tests {
     fn guards_pick_a_launch_by_a_symbol() {
         let launch = |above| Launch {
             kernel: "k".into(),
+            writes: vec![],
             args: vec![],
             grid: vec![],
             min_chunk: 1,

@@ -78,6 +78,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
             Launch {
                 kernel: "add".into(),
                 args: vec![BufferRef::Input(0), BufferRef::Input(1), BufferRef::Slot(1)],
+                writes: vec![false, false, true],
                 grid: grid.clone(),
                 min_chunk: 1,
                 gpu: None,
@@ -93,6 +94,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
                     },
                     BufferRef::Output(0),
                 ],
+                writes: vec![false, false, true],
                 grid,
                 min_chunk: 7,
                 gpu: None,

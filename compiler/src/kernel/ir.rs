@@ -291,6 +291,24 @@ impl Kernel {
         self.next_var - 1
     }
 
+    /// Whether the body stores to each argument: what the kernel really writes, whatever
+    /// the arguments declare. GPU executors run launches at the same time unless one writes
+    /// what another touches, so the plan takes this, not the declaration.
+    pub fn stored_args(&self) -> Vec<bool> {
+        let mut stored = vec![false; self.args.len()];
+        visit_stmts(&self.body, &mut |s| {
+            if let Stmt::Store {
+                buf: Buf::Arg(a), ..
+            } = s
+            {
+                if let Some(w) = stored.get_mut(*a as usize) {
+                    *w = true;
+                }
+            }
+        });
+        stored
+    }
+
     /// How many of the plan's symbols the kernel reads: one more than the highest
     /// `Expr::Dim` index in its grid and body, 0 when it reads none. GPU entry points load
     /// only these.

@@ -203,3 +203,30 @@ fn prefetches_of_a_reduction_run_at_each_vector_step() {
     assert!(vector_loop.contains("prefetch a0[(64 + "), "{text}");
     assert_eq!(text.matches("prefetch").count(), 2, "{text}");
 }
+
+/// The plan's write list comes from the body: a store inside a branch of a loop counts, a
+/// load does not, and a store to a local is no argument's.
+#[test]
+fn stored_args_are_found_in_nested_bodies() {
+    let body = vec![Stmt::Loop {
+        var: 0,
+        extent: i(4),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body: vec![Stmt::If {
+            cond: cmp(Cmp::Lt, var(0), i(2)),
+            then: vec![Stmt::Store {
+                buf: Buf::Local(0),
+                index: var(0),
+                value: load(Buf::Arg(0), var(0)),
+            }],
+            otherwise: vec![Stmt::Store {
+                buf: Buf::Arg(1),
+                index: var(0),
+                value: f(1.0),
+            }],
+        }],
+    }];
+    assert_eq!(kernel(body, 1).stored_args(), [false, true]);
+    assert_eq!(kernel(vec![], 0).stored_args(), [false, false]);
+}

@@ -12,7 +12,8 @@ use crate::carry;
 use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
-use crate::plan::{HostIo, Plan};
+use crate::hazards;
+use crate::plan::{HostIo, Launch, Plan};
 use cudarc::driver::{
     sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -121,7 +122,7 @@ impl CudaExecutor {
 
     /// Runs `calls` as the kept graph, updated in place, or as a new one when the graph
     /// holds other launches.
-    fn replay(&mut self, calls: &[KernelCall]) -> Result<(), DriverError> {
+    fn replay(&mut self, plan: &Plan, calls: &[KernelCall]) -> Result<(), DriverError> {
         self.device.context.bind_to_thread()?;
         let reused = match self.graph.as_mut() {
             Some(g) => g.update(calls)?,
@@ -131,7 +132,9 @@ impl CudaExecutor {
         if !reused {
             self.recordings.recorded += 1;
             self.graph = None;
-            self.graph = Some(LaunchGraph::build(calls)?);
+            let running: Vec<&Launch> = calls.iter().map(|c| &plan.launches[c.launch]).collect();
+            let deps = hazards::ordering(&running);
+            self.graph = Some(LaunchGraph::build(calls, &deps)?);
         }
         self.graph
             .as_ref()
@@ -284,7 +287,7 @@ impl DeviceExecutor for CudaExecutor {
         }
         let mut events = Vec::new();
         if self.graphs && !profile {
-            self.replay(&calls)
+            self.replay(plan, &calls)
                 .map_err(|e| derr("running the launch graph", e))?;
         } else {
             for (call, (kernel, f)) in calls.iter().zip(names) {

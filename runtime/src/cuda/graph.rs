@@ -2,7 +2,8 @@
 //!
 //! A decode step is hundreds of small launches; launched one by one, the host's launch
 //! calls and the gaps between kernels cost more than the kernels. The graph is built from
-//! the plan's launches once (one kernel node each, in order) and replayed with one call.
+//! the plan's launches once (one kernel node each, with an edge from each launch it must
+//! follow: `crate::hazards`) and replayed with one call.
 //! A later run with the same launches but other sizes or addresses (the next position of a
 //! decode, a grown arena) updates only the nodes whose parameters changed, in place; a run
 //! that launches a different set of kernels rebuilds the graph. Correctness never depends
@@ -60,8 +61,10 @@ impl std::fmt::Debug for LaunchGraph {
 }
 
 impl LaunchGraph {
-    /// A graph running `calls` one after another. The caller's context must be current.
-    pub fn build(calls: &[KernelCall]) -> Result<LaunchGraph, DriverError> {
+    /// A graph running `calls`, each after the calls `deps` names (positions in `calls`,
+    /// `crate::hazards::dependencies`): independent calls may run at the same time. The
+    /// caller's context must be current.
+    pub fn build(calls: &[KernelCall], deps: &[Vec<usize>]) -> Result<LaunchGraph, DriverError> {
         let mut graph = std::ptr::null_mut();
         // SAFETY: an out-pointer for the new graph.
         unsafe { sys::cuGraphCreate(&mut graph, 0) }.result()?;
@@ -71,10 +74,9 @@ impl LaunchGraph {
             nodes: Vec::with_capacity(calls.len()),
         };
         let mut slots = Vec::new();
-        for call in calls {
+        for (call, waits) in calls.iter().zip(deps) {
             let params = call.node_params(&mut slots);
-            let prev = this.nodes.last().map(|(n, _)| *n);
-            let deps: &[sys::CUgraphNode] = prev.as_slice();
+            let deps: Vec<sys::CUgraphNode> = waits.iter().map(|&w| this.nodes[w].0).collect();
             let mut node = std::ptr::null_mut();
             // SAFETY: `params` points into `call` and `slots`, alive for the call; the
             // driver copies the argument values; `deps` are nodes of this graph.

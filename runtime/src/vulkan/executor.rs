@@ -22,7 +22,8 @@ use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
-use crate::plan::{ArenaLayout, BufferRef, DeviceLaunch, GpuBlocks, HostIo, Plan};
+use crate::hazards;
+use crate::plan::{ArenaLayout, BufferRef, DeviceLaunch, GpuBlocks, HostIo, Launch, Plan};
 use ash::vk;
 use gpu_allocator::MemoryLocation;
 use kiln_ir::Bindings;
@@ -61,6 +62,10 @@ pub struct VulkanExecutor {
     /// Whether a recording may be replayed (`KILN_VULKAN_REPLAY=0` records every run, to
     /// measure what replaying saves).
     replay: bool,
+    /// Whether dispatches take their workgroup counts from the recording rather than from
+    /// the parameter buffer (`KILN_VULKAN_DISPATCH=direct`; a recording then lasts only
+    /// while every count stays the same), to measure what indirect dispatch costs.
+    direct: bool,
     recordings: Recordings,
     weights: Option<Buffer>,
     arena: Option<Buffer>,
@@ -75,6 +80,11 @@ pub struct VulkanExecutor {
 /// recording is replayed.
 #[derive(PartialEq)]
 struct Recording {
+    /// The launches that run (their guards hold and their grids are not empty), in plan
+    /// order: only those are dispatched.
+    runs: Vec<usize>,
+    /// Each running launch's workgroup count, where dispatches are direct (else empty).
+    groups: Vec<u32>,
     bindings: Vec<Vec<Binding>>,
 }
 
@@ -190,7 +200,7 @@ impl VulkanExecutor {
         let mut pipelines = HashMap::new();
         // The driver compiles each pipeline on this thread, which can take a while on a first
         // run; KILN_VULKAN_TRACE=1 names each with the time it took.
-        let trace = std::env::var("KILN_VULKAN_TRACE").as_deref() == Ok("1");
+        let trace = tracing();
         for l in &plan.launches {
             if pipelines.contains_key(&l.kernel) {
                 continue;
@@ -236,6 +246,7 @@ impl VulkanExecutor {
             params: None,
             recorded: None,
             replay: std::env::var("KILN_VULKAN_REPLAY").as_deref() != Ok("0"),
+            direct: std::env::var("KILN_VULKAN_DISPATCH").as_deref() == Ok("direct"),
             recordings: Recordings::default(),
             weights: None,
             arena: None,
@@ -418,7 +429,15 @@ impl DeviceExecutor for VulkanExecutor {
         }
         let sizes = self.write_params(plan, env, &dims)?;
 
-        let recording = self.bindings_of(plan, &layout, &carried_in, n_in)?;
+        let runs: Vec<usize> = (0..plan.launches.len())
+            .filter(|&n| sizes[n].is_some())
+            .collect();
+        let mut recording = self.bindings_of(plan, runs, &layout, &carried_in, n_in)?;
+        if self.direct {
+            recording.groups = (recording.runs.iter())
+                .map(|&n| sizes[n].map_or(0, |s| s.block_count))
+                .collect();
+        }
         let timed = profile && self.gpu.timestamps;
         if timed {
             self.q.ensure_queries(2 * plan.launches.len() as u32)?;
@@ -567,6 +586,7 @@ impl VulkanExecutor {
     fn bindings_of(
         &self,
         plan: &Plan,
+        runs: Vec<usize>,
         layout: &ArenaLayout,
         carried_in: &[Option<usize>],
         n_in: usize,
@@ -630,7 +650,11 @@ impl VulkanExecutor {
             }
             bindings.push(b);
         }
-        Ok(Recording { bindings })
+        Ok(Recording {
+            runs,
+            groups: Vec::new(),
+            bindings,
+        })
     }
 
     /// Makes the parameter buffer hold `launches` parameter blocks and indirect counts.
@@ -704,10 +728,12 @@ impl VulkanExecutor {
         Ok(sizes)
     }
 
-    /// Records every launch of `plan` into `Queue::main` with `rec`'s bindings: an indirect
-    /// dispatch each (its workgroup count from the parameter buffer), a compute-to-compute
-    /// barrier between each two, a barrier for the transfers after the last, and timestamps
-    /// around each if `timed`.
+    /// Records the launches of `plan` that run into `Queue::main` with `rec`'s bindings: an
+    /// indirect dispatch each (its workgroup count from the parameter buffer), a
+    /// compute-to-compute barrier before each that waits for a launch since the last barrier
+    /// (`crate::hazards`: independent launches, such as a layer's Q, K and V projections, run
+    /// together), a barrier for the transfers after the last, and timestamps around each if
+    /// `timed`.
     fn record_dispatches(
         &mut self,
         plan: &Plan,
@@ -723,8 +749,19 @@ impl VulkanExecutor {
             .device
             .buf;
         let indirect_at = plan.launches.len() as u64 * self.param_stride;
+        let running: Vec<&Launch> = rec.runs.iter().map(|&n| &plan.launches[n]).collect();
+        let barriers = hazards::barriers(&hazards::ordering(&running));
+        if tracing() {
+            eprintln!(
+                "vulkan: recording {} dispatches (of the plan's {} launches, the ones that run) with {} barriers",
+                running.len(),
+                plan.launches.len(),
+                barriers.iter().filter(|&&b| b).count()
+            );
+        }
         self.q.begin_buffer(cmd, false)?;
-        for (n, (launch, binds)) in plan.launches.iter().zip(&rec.bindings).enumerate() {
+        for (k, (&n, needs_barrier)) in rec.runs.iter().zip(barriers).enumerate() {
+            let (launch, binds) = (&plan.launches[n], &rec.bindings[n]);
             let pipeline =
                 *self
                     .pipelines
@@ -757,6 +794,9 @@ impl VulkanExecutor {
             // layout lives until the recording is dropped (any release drops it first), and
             // each descriptor range lies inside its buffer.
             unsafe {
+                if needs_barrier {
+                    compute_barrier(&dev, cmd);
+                }
                 dev.cmd_bind_pipeline(cmd, vk::PipelineBindPoint::COMPUTE, pipeline);
                 self.gpu.push.cmd_push_descriptor_set(
                     cmd,
@@ -773,7 +813,14 @@ impl VulkanExecutor {
                         2 * n as u32,
                     );
                 }
-                dev.cmd_dispatch_indirect(cmd, params, indirect_at + n as u64 * INDIRECT_BYTES);
+                match rec.groups.get(k) {
+                    Some(&groups) => dev.cmd_dispatch(cmd, groups, 1, 1),
+                    None => dev.cmd_dispatch_indirect(
+                        cmd,
+                        params,
+                        indirect_at + n as u64 * INDIRECT_BYTES,
+                    ),
+                }
                 if let (true, Some((pool, _))) = (timed, self.q.queries) {
                     dev.cmd_write_timestamp(
                         cmd,
@@ -782,29 +829,33 @@ impl VulkanExecutor {
                         2 * n as u32 + 1,
                     );
                 }
-                if n + 1 < plan.launches.len() {
-                    compute_barrier(&dev, cmd);
-                } else {
-                    // After the last: the downloads and cache appends (`Queue::post`).
-                    barrier(
-                        &dev,
-                        cmd,
-                        vk::PipelineStageFlags::COMPUTE_SHADER,
-                        vk::AccessFlags::SHADER_WRITE,
-                    );
-                }
             }
         }
+        // After the last: the downloads and cache appends (`Queue::post`).
+        // SAFETY: as above.
+        unsafe {
+            barrier(
+                &dev,
+                cmd,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::AccessFlags::SHADER_WRITE,
+            )
+        };
         self.q.end_buffer(cmd)
     }
+}
+
+/// `KILN_VULKAN_TRACE=1`: say what the driver spends time on (pipeline builds, recordings).
+fn tracing() -> bool {
+    std::env::var("KILN_VULKAN_TRACE").as_deref() == Ok("1")
 }
 
 /// Bytes of one launch's indirect workgroup count (`VkDispatchIndirectCommand`).
 const INDIRECT_BYTES: u64 = 12;
 
-/// Makes one dispatch's writes visible to the next dispatch, and only to it: the workgroup
-/// counts and parameters the next dispatch reads were written before the first
-/// (`Queue::cmd`), so no barrier between dispatches waits on indirect-command reads or
+/// Makes the writes of the dispatches before it visible to the dispatches after it, and only
+/// to them: the workgroup counts and parameters the dispatches read were written before the
+/// first (`Queue::cmd`), so no barrier between dispatches waits on indirect-command reads or
 /// transfers, which would keep the driver from fetching the next dispatch early.
 ///
 /// # Safety
