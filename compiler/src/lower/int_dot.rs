@@ -19,6 +19,9 @@ use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, RedOp, Stmt, VarId};
 use kiln_ir::quant::{Offset, Scale};
 use kiln_ir::{NodeId, QuantFormat};
 
+/// Bytes per cache line, the unit a prefetch fetches.
+const CACHE_LINE: i64 = 64;
+
 /// The activations' block: `q8_0`.
 const X_BLOCK: i64 = 32;
 const X_BLOCK_BYTES: i64 = 34;
@@ -313,11 +316,14 @@ pub fn rows_dot_bytes(
             init: izero(),
         }))
         .collect();
+    // Every cache line of the block: one prefetch per block left most of a K-quant's lines
+    // (144 to 210 bytes a block) to the hardware.
     for row in ahead {
-        if let Expr::Load { buf, index, .. } =
-            value_at(ctx, bytes, &[row.clone(), mul(var(blk), i(bb))])?
-        {
-            body.push(Stmt::Prefetch { buf, index: *index });
+        for line in (0..bb).step_by(CACHE_LINE as usize) {
+            let at = add(mul(var(blk), i(bb)), i(line));
+            if let Expr::Load { buf, index, .. } = value_at(ctx, bytes, &[row.clone(), at])? {
+                body.push(Stmt::Prefetch { buf, index: *index });
+            }
         }
     }
     out.push(Stmt::Loop {

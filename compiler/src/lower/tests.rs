@@ -391,6 +391,44 @@ output \"y\" = %y
         let want = format!("prefetch a2[((min(((g1 * 4) + {row}), 95) * 68) + (v4 * 34))]");
         assert!(shown.contains(&want), "{want} in\n{shown}");
     }
+    assert_eq!(
+        shown.matches("prefetch").count(),
+        4,
+        "one per 34-byte block and row"
+    );
+}
+
+/// Blocks longer than a cache line (Q4_K: 144 bytes) are prefetched line by line: three
+/// prefetches per block and row, 64 bytes apart.
+#[test]
+fn cpu_byte_dot_products_prefetch_every_line_of_long_blocks() {
+    let text = "kir 1
+%x = input \"x\" f32[1,256]
+%w = input \"w\" u8[96,144]
+%d = dequant %w format=q4_k
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let g = kiln_ir::text::parse(text).unwrap();
+    let g = crate::activations::quantize_activations(&g, 8).unwrap();
+    let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
+    let opts = crate::pipeline::Options {
+        quantize_activations: true,
+        ..Default::default()
+    };
+    let s = crate::pipeline::schedule_for(&t, &opts).unwrap();
+    let shown = lower(&g, s)
+        .unwrap()
+        .kernels
+        .iter()
+        .map(|k| k.to_string())
+        .find(|k| k.contains("dot_bytes"))
+        .expect("a byte dot kernel");
+    assert_eq!(shown.matches("prefetch").count(), 12, "{shown}");
+    for block in ["(v4 * 144)", "((v4 * 144) + 64)", "((v4 * 144) + 128)"] {
+        let want = format!("prefetch a2[((min(((g1 * 4) + 4), 95) * 144) + {block})]");
+        assert!(shown.contains(&want), "{want} in\n{shown}");
+    }
 }
 
 /// A CPU dot product over half rows short enough (768 halves) prefetches the next point's
