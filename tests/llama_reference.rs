@@ -465,6 +465,34 @@ fn kiln_compile_reads_gguf_files() {
             && text.contains("logits f32[picked,300]"),
         "{text}"
     );
+    // `kiln bench` on it: both tests, and the weights-read ceiling of a CPU variant.
+    let json = dir.path().join("bench.json");
+    let b = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("bench")
+        .arg(&art)
+        .args(["-p", "4", "-n", "3", "-r", "2", "--threads", "1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let out = String::from_utf8_lossy(&b.stdout);
+    assert!(out.contains("| pp4 |") && out.contains("| tg3 |"), "{out}");
+    assert!(out.contains("read the mapped weights at"), "{out}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{doc}");
+    assert!(rows
+        .iter()
+        .all(|r| r["tokens_per_second"].as_f64().unwrap() > 0.0));
+    let ceiling = &doc["weights_read"][0];
+    assert_eq!(ceiling["threads"], 1);
+    assert!(
+        ceiling["decode_ceiling_tokens_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 #[test]

@@ -31,18 +31,16 @@ pub fn vectorize_kernel(k: &mut Kernel) {
 }
 
 /// Vectorises a statement list, tracking the element types of the variables it binds.
+///
+/// Each reduction gets its own loop, even where several independent ones share an extent (a
+/// matvec grid point's four rows): on CPUs one row after another is one sequential stream
+/// for the hardware prefetcher, and on the 2-core Zen 4 machine it decoded a 125m F16 llama
+/// 1.5x faster than four rows read in one loop (docs/perf.md). GPU blocks group such
+/// reductions their own way (`kernel::gpu::reduction_group`).
 fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
     let mut cx = cx.clone();
     let mut out = Vec::new();
-    // Prefetches read with the variable of the reduction group that follows them: issued
-    // at each step of the group's vector loop (see `lower::matmul`), not once before it.
-    let mut prefetches: Vec<Stmt> = Vec::new();
-    let mut body = body.into_iter().peekable();
-    while let Some(s) = body.next() {
-        if let Stmt::Prefetch { .. } = s {
-            prefetches.push(s);
-            continue;
-        }
+    for s in body {
         match &s {
             Stmt::Let { var, value } | Stmt::Decl { var, init: value } => {
                 if let Some(t) = cx.elem(value) {
@@ -58,48 +56,21 @@ fn vectorize_stmts(cx: &Cx, body: Vec<Stmt>, next: &mut VarId) -> Vec<Stmt> {
             }
             _ => {}
         }
-        if joinable(&s, &s) {
-            let mut group = vec![s];
-            while group.len() < MAX_JOINED_REDUCTIONS
-                && body
-                    .peek()
-                    .is_some_and(|n| joinable(&group[0], n) && independent(&group, n))
-            {
-                let n = body.next().expect("peeked");
-                if let Stmt::Reduce { acc, var, .. } = &n {
-                    cx.vars.insert(*var, Elem::I64);
-                    cx.vars.insert(*acc, Elem::F32);
-                }
-                group.push(n);
+        match s {
+            Stmt::Reduce {
+                acc,
+                op,
+                var,
+                extent,
+                value,
+                vector,
+            } if vector > 1 => {
+                let red = Reduction { acc, var, value };
+                out.extend(vectorize_reduction(&cx, op, extent, vector, red, next));
             }
-            let Some(Stmt::Reduce {
-                op, extent, vector, ..
-            }) = group.first().cloned()
-            else {
-                unreachable!("joinable admits only reductions")
-            };
-            let reds: Vec<Reduction> = group
-                .into_iter()
-                .map(|g| match g {
-                    Stmt::Reduce {
-                        acc, var, value, ..
-                    } => Reduction { acc, var, value },
-                    _ => unreachable!("joinable admits only reductions"),
-                })
-                .collect();
-            let (inside, before): (Vec<Stmt>, Vec<Stmt>) = std::mem::take(&mut prefetches)
-                .into_iter()
-                .partition(|p| p.exprs().iter().any(|e| mentions(e, reds[0].var)));
-            out.extend(before);
-            out.extend(vectorize_reductions(
-                &cx, op, extent, vector, reds, inside, next,
-            ));
-            continue;
+            s => out.extend(vectorize_stmt(&cx, s, next)),
         }
-        out.append(&mut prefetches);
-        out.extend(vectorize_stmt(&cx, s, next));
     }
-    out.append(&mut prefetches);
     out
 }
 
@@ -179,27 +150,11 @@ fn vectorize_stmt(cx: &Cx, s: Stmt, next: &mut VarId) -> Vec<Stmt> {
     }
 }
 
-/// One reduction of a group that shares a loop.
+/// A reduction being vectorised.
 struct Reduction {
     acc: VarId,
     var: VarId,
     value: Expr,
-}
-
-/// Consecutive reductions with the same op, extent and lanes run in one loop: their
-/// loads interleave, which keeps several memory streams in flight (a matvec's rows).
-const MAX_JOINED_REDUCTIONS: usize = 4;
-
-/// Whether `next` reads none of the results of `group` (a layer norm's variance reads
-/// the mean: those two must stay in order).
-fn independent(group: &[Stmt], next: &Stmt) -> bool {
-    let Stmt::Reduce { value, .. } = next else {
-        return false;
-    };
-    group.iter().all(|g| match g {
-        Stmt::Reduce { acc, .. } => !mentions(value, *acc),
-        _ => false,
-    })
 }
 
 /// Whether `e` reads variable `v`.
@@ -207,37 +162,14 @@ pub fn mentions(e: &Expr, v: VarId) -> bool {
     matches!(e, Expr::Var(x) if *x == v) || e.children().iter().any(|c| mentions(c, v))
 }
 
-fn joinable(a: &Stmt, b: &Stmt) -> bool {
-    match (a, b) {
-        (
-            Stmt::Reduce {
-                op: o1,
-                extent: e1,
-                vector: v1,
-                ..
-            },
-            Stmt::Reduce {
-                op: o2,
-                extent: e2,
-                vector: v2,
-                ..
-            },
-        ) => *v1 > 1 && o1 == o2 && e1 == e2 && v1 == v2,
-        _ => false,
-    }
-}
-
-/// Vector code for a group of reductions sharing op, extent and lane count: `unroll`
-/// vector accumulators per reduction, a main loop over groups of `lanes * unroll`
-/// iterations, the lanes folded, then a scalar loop for the remainder. `prefetches` (in
-/// terms of the first reduction's variable) are issued at the start of each main step.
-fn vectorize_reductions(
+/// Vector code for a reduction: `unroll` vector accumulators, a main loop over groups of
+/// `lanes * unroll` iterations, the lanes folded, then a scalar loop for the remainder.
+fn vectorize_reduction(
     cx: &Cx,
     op: RedOp,
     extent: Expr,
     vector: u8,
-    reds: Vec<Reduction>,
-    prefetches: Vec<Stmt>,
+    red: Reduction,
     next: &mut VarId,
 ) -> Vec<Stmt> {
     let mut fresh = || {
@@ -245,20 +177,14 @@ fn vectorize_reductions(
         *next - 1
     };
     let w = vector as i64;
-    let heavy = reds
-        .iter()
-        .any(|r| r.value.node_count() > HEAVY_VALUE_NODES);
-    let unroll = if heavy {
+    let unroll = if red.value.node_count() > HEAVY_VALUE_NODES {
         1
     } else {
-        (UNROLL / reds.len() as i64).max(1)
+        UNROLL
     };
     let step = w * unroll;
     let (groups, tail) = (fresh(), fresh());
-    let accs: Vec<Vec<VarId>> = reds
-        .iter()
-        .map(|_| (0..unroll).map(|_| fresh()).collect())
-        .collect();
+    let accs: Vec<VarId> = (0..unroll).map(|_| fresh()).collect();
     let identity = match op {
         RedOp::Sum => f(0.0),
         RedOp::Max => f(f32::NEG_INFINITY),
@@ -269,40 +195,26 @@ fn vectorize_reductions(
     };
     let mut out: Vec<Stmt> = accs
         .iter()
-        .flatten()
         .map(|&a| Stmt::Decl {
             var: a,
             init: splat(identity.clone(), vector),
         })
         .collect();
-    let first = mul(var_e(groups), i(step));
-    let mut body: Vec<Stmt> = prefetches
-        .into_iter()
-        .map(|p| match p {
-            Stmt::Prefetch { buf, index } => Stmt::Prefetch {
-                buf,
-                index: substitute(&index, reds[0].var, &first),
-            },
-            other => other,
-        })
-        .collect();
-    for u in 0..unroll {
-        let start = add(mul(var_e(groups), i(step)), i(u * w));
-        for (red, red_accs) in reds.iter().zip(&accs) {
-            let a = red_accs[u as usize];
-            let lanes = vector_expr(
-                cx,
-                &red.value,
-                red.var,
-                &start,
-                vector,
-                &HashSet::from([red.var]),
-            );
-            body.push(Stmt::Assign {
-                var: a,
-                value: combine(var_e(a), lanes),
-            });
-        }
+    let mut body = Vec::new();
+    for (u, &a) in accs.iter().enumerate() {
+        let start = add(mul(var_e(groups), i(step)), i(u as i64 * w));
+        let lanes = vector_expr(
+            cx,
+            &red.value,
+            red.var,
+            &start,
+            vector,
+            &HashSet::from([red.var]),
+        );
+        body.push(Stmt::Assign {
+            var: a,
+            value: combine(var_e(a), lanes),
+        });
     }
     out.push(Stmt::Loop {
         var: groups,
@@ -312,28 +224,24 @@ fn vectorize_reductions(
         body,
     });
     let main_len = mul(div(extent.clone(), i(step)), i(step));
-    let mut tail_body = Vec::new();
-    for (red, accs) in reds.iter().zip(&accs) {
-        let total = accs
-            .iter()
-            .skip(1)
-            .fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
-        out.push(Stmt::Decl {
-            var: red.acc,
-            init: Expr::ReduceLanes(op, Box::new(total)),
-        });
-        let tail_value = substitute(&red.value, red.var, &add(main_len.clone(), var_e(tail)));
-        tail_body.push(Stmt::Assign {
-            var: red.acc,
-            value: combine(var_e(red.acc), tail_value),
-        });
-    }
+    let total = accs
+        .iter()
+        .skip(1)
+        .fold(var_e(accs[0]), |t, &a| combine(t, var_e(a)));
+    out.push(Stmt::Decl {
+        var: red.acc,
+        init: Expr::ReduceLanes(op, Box::new(total)),
+    });
+    let tail_value = substitute(&red.value, red.var, &add(main_len.clone(), var_e(tail)));
     out.push(Stmt::Loop {
         var: tail,
         extent: sub(extent, main_len),
         kind: LoopKind::Serial,
         vector: 1,
-        body: tail_body,
+        body: vec![Stmt::Assign {
+            var: red.acc,
+            value: combine(var_e(red.acc), tail_value),
+        }],
     });
     out
 }

@@ -233,12 +233,11 @@ pub(super) fn k_dim(ops: &Operands) -> Dim {
 /// loop (see `vectorize`), so that many rows of B stream from memory at once.
 const DOT_COLUMNS: i64 = 4;
 
-/// Grid points ahead whose rows a CPU dot product prefetches (`int_dot`, `vectorize`).
+/// Grid points ahead whose rows a CPU byte dot product prefetches (`int_dot`). Dot products
+/// over half and f32 rows prefetch nothing: they read their rows one after another (see
+/// `vectorize`), one sequential stream the hardware prefetcher follows, and prefetching the
+/// next point's rows on top of that made them slower (docs/perf.md).
 const PREFETCH_POINTS: i64 = 1;
-
-/// Rows of B longer than this are left to the hardware prefetcher by CPU vector dot
-/// products (which prefetch at every vector step, more often than once a line).
-const PREFETCH_ROW_BYTES: i64 = 4096;
 
 /// The rows of B (columns of the output) the grid point `PREFETCH_POINTS` on from the one at
 /// `col0` reads, clamped to the last of `n`.
@@ -249,39 +248,6 @@ fn rows_ahead(col0: &Expr, cols: i64, n: &Expr) -> Vec<Expr> {
             min(row, sub(n.clone(), i(1)))
         })
         .collect()
-}
-
-/// Where row `row` of B (B transposed: one output's weights along K) lies: its buffer, the
-/// element index of its start and the row's bytes. `None` unless B reads one buffer with
-/// stride 1 along K.
-fn row_of_b(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    row: Expr,
-) -> Result<Option<(Buf, Expr, i64)>, LowerError> {
-    let Some(k) = k_dim(ops).as_known() else {
-        return Ok(None);
-    };
-    if !ops.tb || ops.b_shape.len() != 2 {
-        return Ok(None);
-    }
-    // B's element, through a widening cast (half weights read as f32).
-    let unwrap = |e: Expr| match e {
-        Expr::Cast(_, inner) => *inner,
-        e => e,
-    };
-    let probe = ctx.fresh();
-    let along_k = unwrap(ops.b_at(ctx, var(probe), row.clone())?);
-    let first = unwrap(ops.b_at(ctx, i(0), row)?);
-    match (along_k, first) {
-        (Expr::Load { index: ik, .. }, Expr::Load { buf, index, .. })
-            if crate::kernel::vectorize::stride_of(&ik, probe) == Some(1) =>
-        {
-            let bytes = ctx.arg_dtype(buf).size_bytes() as i64;
-            Ok(Some((buf, *index, k * bytes)))
-        }
-        _ => Ok(None),
-    }
 }
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
@@ -366,15 +332,37 @@ fn dot_kernel(
             let ahead = rows_ahead(&col0, cols, &n);
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
-            body.extend(super::int_dot::rows_dot_bytes(
-                ctx,
-                weights,
-                (x, prefix),
-                (&reads, &ahead),
-                extent.clone(),
-                vector,
-                &accs,
-            )?);
+            // Rows whose dot products need no sums of the activations (Q8_0) are read one
+            // after another: one sequential stream, which the hardware prefetcher follows
+            // better than four rows in step (1B Q8_0 decode 24.8 -> 30.7-42.8 t/s on two
+            // Zen 4 cores). Formats with a centre or offsets share each activation block's
+            // sum across the point's rows, which they need more (the instructions, not the
+            // memory, bound their decode): those read the rows together and prefetch the
+            // next point's.
+            let l = weights.1.layout();
+            if l.center == 0 && l.offset == kiln_ir::quant::Offset::None {
+                for (read, acc) in reads.iter().zip(&accs) {
+                    body.extend(super::int_dot::rows_dot_bytes(
+                        ctx,
+                        weights,
+                        (x, prefix.clone()),
+                        (std::slice::from_ref(read), &[]),
+                        extent.clone(),
+                        vector,
+                        std::slice::from_ref(acc),
+                    )?);
+                }
+            } else {
+                body.extend(super::int_dot::rows_dot_bytes(
+                    ctx,
+                    weights,
+                    (x, prefix),
+                    (&reads, &ahead),
+                    extent.clone(),
+                    vector,
+                    &accs,
+                )?);
+            }
         }
         (Some(weights), None) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
@@ -446,23 +434,6 @@ fn dot_kernel(
                     vector,
                     acc,
                 )?);
-            }
-            // CPU vector dot products: the next point's rows, prefetched as these are read
-            // (`vectorize` carries the prefetches into the reductions' shared loop).
-            if let (false, true, Some(Stmt::Reduce { var: k, .. })) =
-                (ctx.schedule.gpu, vector > 1, sums.first())
-            {
-                let k = *k;
-                for ahead in rows_ahead(&col0, cols, &n) {
-                    if let Some((buf, start, bytes)) = row_of_b(ctx, ops, ahead)? {
-                        if bytes <= PREFETCH_ROW_BYTES {
-                            body.push(Stmt::Prefetch {
-                                buf,
-                                index: add(start, var(k)),
-                            });
-                        }
-                    }
-                }
             }
             body.extend(sums);
         }
