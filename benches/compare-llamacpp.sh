@@ -79,10 +79,8 @@ fi
 
 echo "machine: $(nproc) hardware threads ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); $THREADS threads; kiln target $TARGET ${KILN_FLAGS:+($KILN_FLAGS)}; llama.cpp $VERSION (llama-cpp-python sdist)"
 echo
-# Decode ceiling: the rate at which the threads read the mapped weights once (`kiln bench`
-# measures it), over the weights' bytes.
-echo "| model | test | llama.cpp t/s | kiln t/s | kiln / llama.cpp | decode ceiling t/s |"
-echo "|---|---|---:|---:|---:|---:|"
+echo "| model | test | llama.cpp t/s | kiln t/s | kiln / llama.cpp |"
+echo "|---|---|---:|---:|---:|"
 raw=()
 for f in "${files[@]}"; do
   name=$(basename "$f" .gguf)
@@ -107,11 +105,9 @@ def kiln(test):
     for r in rows:
         if r["test"].startswith(test):
             return r["tokens_per_second"], r["stddev"]
-ceiling = next((c["decode_ceiling_tokens_per_second"] for c in kj.get("weights_read", [])), None)
 for test, label in (("pp", f"pp{p}"), ("tg", f"tg{n}")):
     (a, sa), (b, sb) = llama(test), kiln(test)
-    c = f"{ceiling:.1f}" if test == "tg" and ceiling else ""
-    print(f"| {name} | {label} | {a:.2f} ± {sa:.2f} | {b:.2f} ± {sb:.2f} | {b / a:.2f}x | {c} |")
+    print(f"| {name} | {label} | {a:.2f} ± {sa:.2f} | {b:.2f} ± {sb:.2f} | {b / a:.2f}x |")
 EOF
   rm -f "$kj"
 done

@@ -381,37 +381,6 @@ pub fn reference_sgemm<'a>(n: usize) -> Runner<'a> {
     })
 }
 
-/// Bytes per second at which `threads` threads read `bytes` once (each an equal contiguous
-/// part, summed as u64 words; the best of three passes, so the first pass's page faults
-/// stay out). Decode reads its weights this way, so over a model's mapped weights this is
-/// the ceiling its token rate has, which a copy figure (reads plus writes, anonymous pages)
-/// understates.
-pub fn read_bandwidth(bytes: &[u8], threads: usize) -> f64 {
-    // SAFETY: every bit pattern is a valid u64; `align_to` keeps the middle aligned.
-    let (_, words, _) = unsafe { bytes.align_to::<u64>() };
-    if words.is_empty() {
-        return 0.0;
-    }
-    let chunk = words.len().div_ceil(threads.max(1));
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let total = std::thread::scope(|s| {
-            let parts: Vec<_> = words
-                .chunks(chunk)
-                .map(|part| s.spawn(move || part.iter().fold(0u64, |a, &w| a.wrapping_add(w))))
-                .collect();
-            parts
-                .into_iter()
-                .map(|p| p.join().unwrap_or(0))
-                .fold(0u64, u64::wrapping_add)
-        });
-        std::hint::black_box(total);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (words.len() * 8) as f64 / best
-}
-
 /// STREAM-like copy bandwidth with `threads` threads over 2 x 256 MiB: bytes read plus
 /// bytes written, per second (the best of several passes).
 pub fn copy_bandwidth(threads: usize) -> f64 {

@@ -465,7 +465,7 @@ fn kiln_compile_reads_gguf_files() {
             && text.contains("logits f32[picked,300]"),
         "{text}"
     );
-    // `kiln bench` on it: both tests, and the weights-read ceiling of a CPU variant.
+    // `kiln bench` on it: both tests, as a table and as JSON.
     let json = dir.path().join("bench.json");
     let b = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("bench")
@@ -477,7 +477,6 @@ fn kiln_compile_reads_gguf_files() {
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     let out = String::from_utf8_lossy(&b.stdout);
     assert!(out.contains("| pp4 |") && out.contains("| tg3 |"), "{out}");
-    assert!(out.contains("read the mapped weights at"), "{out}");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = doc["rows"].as_array().unwrap();
@@ -485,14 +484,6 @@ fn kiln_compile_reads_gguf_files() {
     assert!(rows
         .iter()
         .all(|r| r["tokens_per_second"].as_f64().unwrap() > 0.0));
-    let ceiling = &doc["weights_read"][0];
-    assert_eq!(ceiling["threads"], 1);
-    assert!(
-        ceiling["decode_ceiling_tokens_per_second"]
-            .as_f64()
-            .unwrap()
-            > 0.0
-    );
 }
 
 #[test]

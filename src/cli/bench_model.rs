@@ -34,7 +34,6 @@ pub fn run(b: ModelBench<'_>) -> Result<()> {
         bail!("nothing to measure: give --repetitions and --prompt or --generate above 0");
     }
     let mut rows = Vec::new();
-    let mut ceilings = Vec::new();
     println!("| model | size | params | target | threads | test | t/s |");
     println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
     for &threads in &b.threads {
@@ -44,14 +43,6 @@ pub fn run(b: ModelBench<'_>) -> Result<()> {
         let params = m.compile_report["parameters"].as_u64().unwrap_or(0);
         let (model, target) = (m.model.clone(), session.variant().target.clone());
         let threads_used = session.threads();
-        // CPU decode streams the mapped weights: how fast this machine reads them is its
-        // ceiling (GPU variants hold their weights on the device).
-        if target.starts_with("cpu:") {
-            if let Some(w) = session.artifact().weights()?.filter(|w| !w.is_empty()) {
-                let bw = kiln::kernel_bench::read_bandwidth(w, threads_used);
-                ceilings.push((threads_used, bw, bw / w.len() as f64));
-            }
-        }
         let mut gen = Generator::new(session)?;
         let vocab = gen.vocab();
         let mut tests = Vec::new();
@@ -97,25 +88,8 @@ pub fn run(b: ModelBench<'_>) -> Result<()> {
             }));
         }
     }
-    if !ceilings.is_empty() {
-        println!();
-    }
-    for (threads, bw, tps) in &ceilings {
-        println!(
-            "{threads} thread(s) read the mapped weights at {:.1} GB/s: at most {tps:.1} tokens/s \
-             for a decode that reads every weight once per token",
-            bw / 1e9
-        );
-    }
     if let Some(path) = b.json {
-        let ceilings: Vec<_> = (ceilings.iter())
-            .map(|(t, bw, tps)| {
-                serde_json::json!({"threads": t, "weights_read_bytes_per_second": bw,
-                    "decode_ceiling_tokens_per_second": tps})
-            })
-            .collect();
-        let doc = serde_json::json!({"artifact": b.artifact.display().to_string(), "rows": rows,
-            "weights_read": ceilings});
+        let doc = serde_json::json!({"artifact": b.artifact.display().to_string(), "rows": rows});
         kiln::atomic_file::write(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
