@@ -361,18 +361,20 @@ output \"y\" = %y
     assert_eq!(lowered("cpu:x86-64-v3").kernels.len(), 1);
 }
 
-/// A CPU byte dot product over q8_0 weights (no activation sums needed) reads its four
-/// rows one after another, each in a block loop of its own, and prefetches nothing.
-#[test]
-fn cpu_byte_dot_products_over_q8_0_read_rows_one_after_another() {
-    let text = "kir 1
-%x = input \"x\" f32[1,64]
-%w = input \"w\" u8[96,68]
-%d = dequant %w format=q8_0
+/// The byte dot product kernel (q8 activations, `cpu:x86-64-v3`) of a one-row matmul by
+/// 96 rows of `format` weights, `k` wide, as text.
+fn byte_dot_kernel(format: kiln_ir::QuantFormat, k: usize) -> String {
+    let row = k / format.block_elems() * format.block_bytes();
+    let text = format!(
+        "kir 1
+%x = input \"x\" f32[1,{k}]
+%w = input \"w\" u8[96,{row}]
+%d = dequant %w format={format}
 %y = matmul %x, %d transpose_a=false transpose_b=true
 output \"y\" = %y
-";
-    let g = kiln_ir::text::parse(text).unwrap();
+"
+    );
+    let g = kiln_ir::text::parse(&text).unwrap();
     let g = crate::activations::quantize_activations(&g, 8).unwrap();
     let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
     let opts = crate::pipeline::Options {
@@ -380,13 +382,20 @@ output \"y\" = %y
         ..Default::default()
     };
     let s = crate::pipeline::schedule_for(&t, &opts).unwrap();
-    let shown = lower(&g, s)
+    lower(&g, s)
         .unwrap()
         .kernels
         .iter()
         .map(|k| k.to_string())
         .find(|k| k.contains("dot_bytes"))
-        .expect("a byte dot kernel");
+        .expect("a byte dot kernel")
+}
+
+/// A CPU byte dot product over q8_0 weights (no activation sums needed) reads its four
+/// rows one after another, each in a block loop of its own, and prefetches nothing.
+#[test]
+fn cpu_byte_dot_products_over_q8_0_read_rows_one_after_another() {
+    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q8_0, 64);
     assert!(!shown.contains("prefetch"), "{shown}");
     assert_eq!(
         shown.matches("Serial").count(),
@@ -400,28 +409,7 @@ output \"y\" = %y
 /// prefetches per 144-byte block and row, 64 bytes apart.
 #[test]
 fn cpu_byte_dot_products_prefetch_every_line_of_long_blocks() {
-    let text = "kir 1
-%x = input \"x\" f32[1,256]
-%w = input \"w\" u8[96,144]
-%d = dequant %w format=q4_k
-%y = matmul %x, %d transpose_a=false transpose_b=true
-output \"y\" = %y
-";
-    let g = kiln_ir::text::parse(text).unwrap();
-    let g = crate::activations::quantize_activations(&g, 8).unwrap();
-    let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
-    let opts = crate::pipeline::Options {
-        quantize_activations: true,
-        ..Default::default()
-    };
-    let s = crate::pipeline::schedule_for(&t, &opts).unwrap();
-    let shown = lower(&g, s)
-        .unwrap()
-        .kernels
-        .iter()
-        .map(|k| k.to_string())
-        .find(|k| k.contains("dot_bytes"))
-        .expect("a byte dot kernel");
+    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q4K, 256);
     assert_eq!(shown.matches("prefetch").count(), 12, "{shown}");
     for block in ["(v4 * 144)", "((v4 * 144) + 64)", "((v4 * 144) + 128)"] {
         let want = format!("prefetch a2[((min(((g1 * 4) + 4), 95) * 144) + {block})]");
