@@ -58,8 +58,9 @@ fn runs_per_pass(format: QuantFormat, lanes: u8) -> usize {
 /// Statements setting each `accs[r] = sum over k of dequant(weights)[rows[r], k] *
 /// dequant(x)[k]`, where `x` is the `q8_0` bytes of one activation row (`x_prefix` indexes
 /// it), over `k_len` elements. `lanes`: the schedule's f32 lanes (see `byte_lanes`).
-/// `ahead`: rows a later grid point reads, whose blocks are prefetched as these are read
-/// (a short row ends before the hardware prefetcher has learnt its stream).
+/// `ahead`: rows a later grid point reads, whose blocks are prefetched line by line as these
+/// are read (rows read together are several short streams, each over before a hardware
+/// prefetcher has learnt it).
 pub fn rows_dot_bytes(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),

@@ -229,8 +229,9 @@ pub(super) fn k_dim(ops: &Operands) -> Dim {
     }
 }
 
-/// Outputs along N per grid point of the dot-product kernel: their reductions share one
-/// loop (see `vectorize`), so that many rows of B stream from memory at once.
+/// Outputs along N per grid point of the dot-product kernel. CPUs read their rows of B one
+/// after another (see `vectorize`); GPU blocks combine their reductions
+/// (`kernel::gpu::reduction_group`) so that several rows stream from memory at once.
 const DOT_COLUMNS: i64 = 4;
 
 /// Grid points ahead whose rows a CPU byte dot product prefetches (`int_dot`). Dot products
@@ -329,7 +330,6 @@ fn dot_kernel(
                 && super::int_dot::byte_lanes(weights.1, vector).is_some() =>
         {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
-            let ahead = rows_ahead(&col0, cols, &n);
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             // Rows whose dot products need no sums of the activations (Q8_0) are read one
@@ -353,6 +353,7 @@ fn dot_kernel(
                     )?);
                 }
             } else {
+                let ahead = rows_ahead(&col0, cols, &n);
                 body.extend(super::int_dot::rows_dot_bytes(
                     ctx,
                     weights,
@@ -423,9 +424,8 @@ fn dot_kernel(
             }
         }
         _ => {
-            let mut sums = Vec::new();
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
-                sums.extend(column_sum(
+                body.extend(column_sum(
                     ctx,
                     ops,
                     form,
@@ -435,7 +435,6 @@ fn dot_kernel(
                     acc,
                 )?);
             }
-            body.extend(sums);
         }
     }
     for ((col, _), &acc) in columns.into_iter().zip(&accs) {
