@@ -101,16 +101,24 @@ pub fn matvec(n: usize, k: usize) -> BenchCase {
 /// `y = W x` with W `[n, k]` in a block-quantized format, decoded inside the kernel: the
 /// bytes moved are the blocks', which is what decode speed depends on.
 pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
-    matvec_quant_with(n, k, format, false)
+    quant_case(1, n, k, format, false)
 }
 
 /// `matvec_quant` with `x` quantized to q8_0 in the graph (`--quantize-activations`), so
 /// the CPU multiplies bytes by bytes; the quantize kernel's time is included.
 pub fn matvec_quant_x8(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
-    matvec_quant_with(n, k, format, true)
+    quant_case(1, n, k, format, true)
 }
 
-fn matvec_quant_with(
+/// LLM prefill of `m` tokens through one projection: `m` rows of q8_0 activations times
+/// `[n, k]` quantized weights (`--quantize-activations`), the CPU's tiled byte dot
+/// products; counted in multiply-adds (2 flops each), the quantize kernel included.
+pub fn prefill_quant_x8(m: usize, n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
+    quant_case(m, n, k, format, true)
+}
+
+fn quant_case(
+    m: usize,
     n: usize,
     k: usize,
     format: kiln_ir::QuantFormat,
@@ -118,7 +126,7 @@ fn matvec_quant_with(
 ) -> BenchCase {
     use kiln_ir::QuantFormat as Q;
     let mut b = Builder::new();
-    let mut x = b.input("x", DType::F32, [1, k]).expect("valid");
+    let mut x = b.input("x", DType::F32, [m, k]).expect("valid");
     if quantized_x {
         let q = b
             .op(kiln_ir::Op::Quantize { format: Q::Q8_0 }, &[x])
@@ -130,7 +138,7 @@ fn matvec_quant_with(
     let w = b.dequant(raw, format).expect("valid");
     let y = b.matmul_t(x, w, false, true).expect("valid");
     b.output("y", y);
-    let inputs = vec![Tensor::seeded(DType::F32, vec![1, k], 3, 1.0)];
+    let inputs = vec![Tensor::seeded(DType::F32, vec![m, k], 3, 1.0)];
     let mut model = model("matvec", b, 2);
     // Valid blocks: small positive f16 scales (0x0a1e, about 0.0059), arbitrary quants.
     let halves = format.half_fields();
@@ -149,6 +157,24 @@ fn matvec_quant_with(
     model
         .weights
         .insert("w", Tensor::new(DType::U8, vec![n, row_bytes], data));
+    if m > 1 {
+        return BenchCase {
+            name: match format {
+                Q::Q8_0 => "prefill q8_0 (q8 x)",
+                Q::Q4_0 => "prefill q4_0 (q8 x)",
+                Q::Q4_1 => "prefill q4_1 (q8 x)",
+                Q::Q5_0 => "prefill q5_0 (q8 x)",
+                Q::Q5_1 => "prefill q5_1 (q8 x)",
+                Q::Q4K => "prefill q4_k (q8 x)",
+                Q::Q5K => "prefill q5_k (q8 x)",
+                Q::Q6K => "prefill q6_k (q8 x)",
+            },
+            shape: format!("{m}x{k}x{n}"),
+            model,
+            inputs,
+            work: Work::Flops(2.0 * (m * k * n) as f64),
+        };
+    }
     BenchCase {
         name: match (format, quantized_x) {
             (Q::Q8_0, false) => "matvec q8_0",
@@ -247,6 +273,10 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
         matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q4K),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q6K),
         matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q6K),
+        // A 1B llama's prefill of 128 tokens through its MLP's up projection.
+        prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q8_0),
+        prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q4K),
+        prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q6K),
         softmax(1024, 4096),
         rms_norm(1024, 4096),
         elementwise_chain(4096),

@@ -437,12 +437,16 @@ fn quant_cases() -> Vec<Case> {
                 },
             ));
         }
-        // Activations quantized to q8_0 (what `--quantize-activations` makes of decode's
-        // projections): CPU targets multiply bytes by bytes here.
+        // Activations quantized to q8_0 (what `--quantize-activations` makes of every
+        // projection): CPU targets multiply bytes by bytes here, one row at a time for
+        // decode (`t`, 1 row) and in tiles of rows for prefill (`seq`, 11 rows: two whole
+        // tiles and a partial one; 9 known rows).
         for (rows, n, blocks) in [
             (Dim::sym("t"), 40, 2),
+            (Dim::sym("seq"), 40, 2),
             (Dim::from(1i64), 7, 3),
             (Dim::from(3i64), 9, 1),
+            (Dim::from(9i64), 9, 1),
         ] {
             out.push(case(
                 format!("matmul q8_0 x {name} [{rows},{}] n{n} tb", blocks * be),
@@ -648,6 +652,14 @@ fn run_suite(backend: BackendChoice, target: &str) {
 #[test]
 fn conformance_llvm_x86_64_v3() {
     run_suite(BackendChoice::Llvm, "cpu:x86-64-v3");
+}
+
+/// The host's own CPU: whatever it has beyond x86-64-v3 (AVX-512, VNNI byte dot products)
+/// is what `kiln run` picks, so it runs the suite too.
+#[cfg(feature = "llvm")]
+#[test]
+fn conformance_llvm_native() {
+    run_suite(BackendChoice::Llvm, "cpu:native");
 }
 
 #[cfg(feature = "llvm")]

@@ -322,11 +322,12 @@ fn decoding_with_the_kv_cache_matches_the_whole_sequence() {
     }
 }
 
-/// `--quantize-activations`: matmuls over block-quantized weights with at most 4 rows (the
-/// dot-product form) multiply q8_0 activations. Against the reference rounding the same way
-/// (`--q8-activations`), a 4-token prefill and 3 decode steps (every call of at most 4 rows,
-/// so every row quantized) give logits within the f32 bound, and greedy generation the same
-/// 32 tokens; against the plain reference they differ, so the option took effect.
+/// `--quantize-activations`: matmuls over block-quantized weights multiply q8_0 activations,
+/// one row at a time (decode) or in tiles of rows (prefill). Against the reference rounding
+/// the same way (`--q8-activations`), a 4-token prefill and 3 decode steps, and the 7 tokens
+/// in one call (a whole tile and a partial one), give logits within the f32 bound, and greedy
+/// generation the same 32 tokens; against the plain reference they differ, so the option
+/// took effect.
 #[test]
 fn quantized_activations_match_the_reference_rounding_the_same_way() {
     if !reference_available() {
@@ -348,6 +349,14 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
             ..kiln::assemble::Choices::new(BackendChoice::Llvm)
         };
         let (cfg, art) = compiled_with(&gguf, TARGET, &choices);
+        let mut session = Session::new(&art, None).unwrap();
+        let whole = run(&mut session, &Caches::empty(&cfg).inputs(&cfg, &TOKENS, 0));
+        let e_whole = nmse(&whole["logits"].data, &want);
+        eprintln!("{name}: q8 activations, 7 tokens at once, NMSE {e_whole:.2e}");
+        assert!(
+            e_whole <= 1e-5,
+            "{name}: NMSE {e_whole:.3e} > 1e-5 against the q8 reference, 7 tokens at once"
+        );
         let logits = prefill_four_then_decode(&art, &cfg);
         let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
         eprintln!("{name}: q8 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})");

@@ -505,3 +505,64 @@ backend_suite!(
     "cpu:x86-64-v2",
     1
 );
+
+/// `Expr::LaneSums` against sums computed here: the pairwise-add tree (four or eight
+/// vectors whose runs are whole groups of four lanes, one run or two per vector) and the
+/// one-by-one form for every other shape, on AVX2 and on baseline x86 (no `phaddd`).
+#[cfg(feature = "llvm")]
+#[test]
+fn lane_sums_match_sums_lane_by_lane() {
+    let backend = kiln_codegen::llvm::LlvmBackend;
+    for target in ["cpu:x86-64-v3", "cpu:x86-64"] {
+        for (n, lanes, groups) in [
+            (4usize, 8u8, 1u8),
+            (4, 8, 2),
+            (4, 4, 1),
+            (8, 8, 1),
+            (8, 16, 2),
+            (8, 16, 4),
+            (3, 8, 1),
+            (4, 6, 2),
+        ] {
+            let vectors: Vec<Expr> = (0..n)
+                .map(|k| load_vec(Buf::Arg(0), i((k * lanes as usize) as i64), lanes))
+                .collect();
+            let body = vec![Stmt::Store {
+                buf: Buf::Arg(1),
+                index: i(0),
+                value: Expr::LaneSums(vectors, groups),
+            }];
+            let k = kernel(
+                "lane_sums",
+                vec![arg("x", DType::I32, false), arg("o", DType::I32, true)],
+                vec![],
+                body,
+                0,
+            );
+            let xs: Vec<i32> = (0..n * lanes as usize)
+                .map(|v| (v as i32 * 7919) % 2001 - 1000)
+                .collect();
+            let x_bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let outs = n * groups as usize;
+            let out = run(&backend, target, k, vec![x_bytes, vec![0; 4 * outs]], &[]);
+            let got: Vec<i32> = out[1]
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let part = lanes as usize / groups as usize;
+            let want: Vec<i32> = (0..groups as usize)
+                .flat_map(|g| {
+                    let xs = &xs;
+                    (0..n).map(move |k| {
+                        let start = k * lanes as usize + g * part;
+                        xs[start..start + part].iter().sum::<i32>()
+                    })
+                })
+                .collect();
+            assert_eq!(
+                got, want,
+                "{target}: {n} vectors of {lanes} in {groups} runs"
+            );
+        }
+    }
+}

@@ -8,7 +8,7 @@
 //! each block's largest value), as llama.cpp's CPU backend does for every quantized type,
 //! which is why it is an option (`Options::quantize_activations`, `--quantize-activations`).
 
-use crate::lower::{byte_dot_lanes, DOT_MAX_ROWS};
+use crate::lower::byte_dot_lanes;
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, QuantFormat};
 use std::collections::HashMap;
 
@@ -42,8 +42,8 @@ pub fn quantize_activations(g: &Graph, lanes: u8) -> Result<Graph, IrError> {
     Ok(out)
 }
 
-/// A matmul whose dot-product form (few or a symbolic number of rows) would read
-/// quantized weights rows with byte dot products, given quantized activations.
+/// A matmul that would read quantized weight rows with byte dot products, given quantized
+/// activations: the dot-product form for few rows, its tiles for many (prefill).
 fn eligible(g: &Graph, id: NodeId, lanes: u8) -> bool {
     let n = g.node(id);
     let Op::MatMul {
@@ -55,8 +55,6 @@ fn eligible(g: &Graph, id: NodeId, lanes: u8) -> bool {
     };
     let ins = g.inputs(id);
     let (a, b) = (g.node(ins[0]), g.node(ins[1]));
-    let rows = &n.shape[n.shape.len() - 2];
-    let few_rows = rows.as_known().is_none_or(|m| m <= DOT_MAX_ROWS);
     let k_blocks = a
         .shape
         .last()
@@ -66,7 +64,7 @@ fn eligible(g: &Graph, id: NodeId, lanes: u8) -> bool {
         Op::Dequant { format } if b.shape.len() == 2 => byte_dot_lanes(format, lanes).is_some(),
         _ => false,
     };
-    few_rows && k_blocks && weights && a.dtype == DType::F32
+    k_blocks && weights && a.dtype == DType::F32
 }
 
 #[cfg(test)]
@@ -74,8 +72,8 @@ mod tests {
     use super::*;
     use kiln_ir::{Builder, Dim};
 
-    /// Three projections of one row share one quantize; a matmul of many known rows (never
-    /// a dot product) and one over f32 weights are left as they were.
+    /// Three projections of one row share one quantize; a matmul of many known rows gets
+    /// its own (its tiles multiply bytes too); one over f32 weights is left as it was.
     #[test]
     fn projections_of_one_row_share_one_quantize() {
         let mut b = Builder::new();
@@ -103,13 +101,13 @@ mod tests {
             .iter()
             .filter(|o| matches!(o, Op::Quantize { .. }))
             .count();
-        assert_eq!(quantizes, 1);
+        assert_eq!(quantizes, 2);
         let reads_quantized = |out: usize| {
             let mm = g.outputs[out].1;
             matches!(g.node(g.inputs(mm)[0]).op, Op::Dequant { .. })
         };
-        assert!((0..3).all(reads_quantized));
-        assert!(!reads_quantized(3) && !reads_quantized(4));
+        assert!((0..4).all(reads_quantized));
+        assert!(!reads_quantized(4));
         kiln_ir::verify(&g).unwrap();
     }
 }

@@ -36,25 +36,30 @@ pub struct CpuDesc {
     /// with SSSE3, 256 with AVX2, 512 with AVX-512BW, 0 without them (or off x86). Byte dot
     /// products (`Expr::DotBytes`) use them; elsewhere they widen and multiply.
     pub byte_dot_bits: u32,
+    /// The widest vectors (bits) of x86's VNNI byte dot product (`vpdpbusd`: both of the
+    /// above and the add in one instruction): 512 with AVX512-VNNI (256 and 128 through
+    /// AVX512-VL), 256 with AVX-VNNI, 0 without. At most `byte_dot_bits`.
+    pub vnni_bits: u32,
 }
 
 pub const X86_LEVELS: [&str; 4] = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"];
 
-/// Named x86 CPUs and their vector width; anything else LLVM accepts also works, with
-/// 256-bit vectors assumed (`kiln targets` lists these as examples, not a limit).
-const X86_NAMED: [(&str, u32); 12] = [
-    ("haswell", 256),
-    ("broadwell", 256),
-    ("skylake", 256),
-    ("alderlake", 256),
-    ("znver2", 256),
-    ("znver3", 256),
-    ("skylake-avx512", 512),
-    ("icelake-server", 512),
-    ("tigerlake", 512),
-    ("sapphirerapids", 512),
-    ("znver4", 512),
-    ("znver5", 512),
+/// Named x86 CPUs, their vector width and VNNI width (see `CpuDesc::vnni_bits`); anything
+/// else LLVM accepts also works, with 256-bit vectors assumed (`kiln targets` lists these
+/// as examples, not a limit).
+const X86_NAMED: [(&str, u32, u32); 12] = [
+    ("haswell", 256, 0),
+    ("broadwell", 256, 0),
+    ("skylake", 256, 0),
+    ("alderlake", 256, 256),
+    ("znver2", 256, 0),
+    ("znver3", 256, 0),
+    ("skylake-avx512", 512, 0),
+    ("icelake-server", 512, 512),
+    ("tigerlake", 512, 512),
+    ("sapphirerapids", 512, 512),
+    ("znver4", 512, 512),
+    ("znver5", 512, 512),
 ];
 
 impl Target {
@@ -88,17 +93,22 @@ impl Target {
                 aarch64: true,
                 half_conversions: true,
                 byte_dot_bits: 0,
+                vnni_bits: 0,
             });
         }
-        let x86 = |cpu: &str, bits: u32, features: &str, f16c: bool, byte_dot: u32| CpuDesc {
-            triple: "x86_64-unknown-linux-gnu",
-            llvm_cpu: cpu.into(),
-            features: features.into(),
-            vector_bits: bits,
-            aarch64: false,
-            half_conversions: f16c,
-            byte_dot_bits: byte_dot,
-        };
+        let x86 =
+            |cpu: &str, bits: u32, features: &str, f16c: bool, (byte_dot, vnni): (u32, u32)| {
+                CpuDesc {
+                    triple: "x86_64-unknown-linux-gnu",
+                    llvm_cpu: cpu.into(),
+                    features: features.into(),
+                    vector_bits: bits,
+                    aarch64: false,
+                    half_conversions: f16c,
+                    byte_dot_bits: byte_dot,
+                    vnni_bits: vnni.min(byte_dot),
+                }
+            };
         Some(match arch {
             "native" => {
                 let (cpu, feats) = host_cpu.unwrap_or(("x86-64-v2", ""));
@@ -118,28 +128,42 @@ impl Target {
                 } else {
                     0
                 };
+                let vnni = if feats.contains("+avx512vnni") && feats.contains("+avx512vl") {
+                    512
+                } else if feats.contains("+avxvnni") {
+                    256
+                } else {
+                    0
+                };
                 x86(
                     cpu,
                     bits,
                     feats,
                     feats.contains("+f16c"),
-                    byte_dot.min(bits),
+                    (byte_dot.min(bits), vnni.min(bits)),
                 )
             }
-            "x86-64" => x86(arch, 128, "", false, 0),
-            "x86-64-v2" => x86(arch, 128, "", false, 128),
-            "x86-64-v3" => x86(arch, 256, "", true, 256),
+            "x86-64" => x86(arch, 128, "", false, (0, 0)),
+            "x86-64-v2" => x86(arch, 128, "", false, (128, 0)),
+            "x86-64-v3" => x86(arch, 256, "", true, (256, 0)),
             // AVX-512 with 512-bit vectors preferred: LLVM's default for v4 caps at 256.
-            "x86-64-v4" => x86(arch, 512, "+prefer-no-gather,-prefer-256-bit", true, 512),
+            "x86-64-v4" => x86(
+                arch,
+                512,
+                "+prefer-no-gather,-prefer-256-bit",
+                true,
+                (512, 0),
+            ),
             named => {
                 // Every CPU in the named list has AVX2, so F16C; other names are assumed
                 // to lack it (correct either way, only slower).
-                let known = X86_NAMED.iter().find(|(n, _)| *n == named);
-                let bits = known.map_or(256, |(_, b)| *b);
+                let known = X86_NAMED.iter().find(|(n, _, _)| *n == named);
+                let bits = known.map_or(256, |(_, b, _)| *b);
                 let feats = if bits == 512 { "-prefer-256-bit" } else { "" };
                 // The named 512-bit CPUs all have AVX-512BW.
                 let byte_dot = if known.is_some() { bits } else { 0 };
-                x86(named, bits, feats, known.is_some(), byte_dot)
+                let vnni = known.map_or(0, |(_, _, v)| *v);
+                x86(named, bits, feats, known.is_some(), (byte_dot, vnni))
             }
         })
     }
@@ -287,6 +311,27 @@ mod tests {
         assert_eq!(byte_dot("cpu:znver3"), 256);
         assert_eq!(byte_dot("cpu:x86-64-v4"), 512);
         assert_eq!(byte_dot("cpu:aarch64"), 0);
+        // VNNI: none in the x86-64 levels (v4 does not include it), on the named CPUs that
+        // have it, from the host's features for `native`.
+        let vnni = |t: &str| d(t).vnni_bits;
+        assert_eq!(vnni("cpu:x86-64-v4"), 0);
+        assert_eq!(vnni("cpu:znver3"), 0);
+        assert_eq!(vnni("cpu:znver4"), 512);
+        assert_eq!(vnni("cpu:alderlake"), 256);
+        let native = |feats: &str| {
+            "cpu:native"
+                .parse::<Target>()
+                .unwrap()
+                .cpu_desc(Some(("znver4", feats)))
+                .unwrap()
+                .vnni_bits
+        };
+        assert_eq!(
+            native("+avx2,+avx512f,+avx512bw,+avx512vl,+avx512vnni"),
+            512
+        );
+        assert_eq!(native("+avx2,+avxvnni"), 256);
+        assert_eq!(native("+avx2,+avx512f,+avx512bw,+avx512vnni"), 0);
         assert!("cuda:sm_90"
             .parse::<Target>()
             .unwrap()

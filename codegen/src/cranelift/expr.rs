@@ -272,10 +272,10 @@ impl Emitter<'_, '_> {
             Expr::Mma(..) | Expr::Lane => {
                 return Err("matrix instructions are GPU code (CUDA and HIP targets)".to_string())
             }
-            Expr::DotBytes(..) => {
+            Expr::DotBytes(..) | Expr::LaneSums(..) => {
                 return Err(
-                    "byte dot products are compiled by the LLVM backend only (kiln emits them \
-                     for LLVM CPU targets)"
+                    "byte dot products and their lane sums are compiled by the LLVM backend \
+                     only (kiln emits them for LLVM CPU targets)"
                         .to_string(),
                 )
             }

@@ -1,5 +1,6 @@
-//! Byte dot products (`Expr::DotBytes`): x86's multiply-adds where the target has them,
-//! widened multiplies elsewhere (GPUs, AArch64 and baseline x86 for now).
+//! Byte dot products (`Expr::DotBytes`): x86's VNNI dot product or its multiply-adds where
+//! the target has them, widened multiplies elsewhere (GPUs, AArch64 and baseline x86 for
+//! now).
 
 use super::expr::{Emitter, Fail, V};
 use inkwell::values::BasicValueEnum;
@@ -74,6 +75,25 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             )),
             _ => None,
         };
+        let vnni = match bytes * 8 {
+            128 => Some("llvm.x86.avx512.vpdpbusd.128"),
+            256 => Some("llvm.x86.avx512.vpdpbusd.256"),
+            512 => Some("llvm.x86.avx512.vpdpbusd.512"),
+            _ => None,
+        };
+        if let (Some(name), BasicValueEnum::VectorValue(_)) = (vnni, acc) {
+            if bytes * 8 <= self.vnni_bits {
+                // One instruction for the products, their sums of four and the add (and no
+                // i16 saturation in between); the bytes travel as i32 lanes of four.
+                let i8v = self.ctx.i8_type().vec_type(bytes);
+                let i32v = self.ctx.i32_type().vec_type(out_lanes);
+                let a8 = self.narrow_to_bytes(av, i8v)?;
+                let b8 = self.narrow_to_bytes(bv, i8v)?;
+                let a32 = self.b.build_bit_cast(a8, i32v, "a32")?;
+                let b32 = self.b.build_bit_cast(b8, i32v, "b32")?;
+                return self.intrinsic(name, &[], &[acc, a32, b32]);
+            }
+        }
         let sums = match pmadd {
             Some((ub_sw, wd)) if bytes * 8 <= self.byte_dot_bits => {
                 // Bytes times bytes into i16 pair sums, then i16 pairs into i32: two

@@ -47,6 +47,8 @@ pub struct Emitter<'a, 'ctx> {
     pub native_half: bool,
     /// Widest x86 byte multiply-adds, in bits (0: none); see `dot.rs`.
     pub byte_dot_bits: u32,
+    /// Widest x86 VNNI byte dot products (`vpdpbusd`), in bits (0: none); see `dot.rs`.
+    pub vnni_bits: u32,
     /// This thread's lane in its warp, in GPU kernels that run a warp per point.
     pub lane: Option<IntValue<'ctx>>,
 }
@@ -447,22 +449,14 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
             Expr::ReduceLanes(op, a) => {
                 let x = self.expr(a)?;
-                match op {
-                    // Integer sums are exact in any order: a tree, not a chain.
-                    RedOp::Sum if !is_float(x) => {
-                        self.intrinsic("llvm.vector.reduce.add", &[x.get_type()], &[x])?
-                    }
-                    RedOp::Max if !is_float(x) => {
-                        self.intrinsic("llvm.vector.reduce.smax", &[x.get_type()], &[x])?
-                    }
-                    RedOp::Sum => {
-                        let start = self.ctx.f32_type().const_float(-0.0).into();
-                        self.intrinsic("llvm.vector.reduce.fadd", &[x.get_type()], &[start, x])?
-                    }
-                    RedOp::Max => {
-                        self.intrinsic("llvm.vector.reduce.fmax", &[x.get_type()], &[x])?
-                    }
-                }
+                self.reduce_lanes(*op, x)?
+            }
+            Expr::LaneSums(xs, groups) => {
+                let vals = xs
+                    .iter()
+                    .map(|x| self.expr(x))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.lane_sums(&vals, *groups as u32)?
             }
             Expr::Let { var, value, body } => {
                 let v = self.expr(value)?;
@@ -470,6 +464,23 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.expr(body)?
             }
         })
+    }
+
+    fn reduce_lanes(&mut self, op: RedOp, x: V<'ctx>) -> Result<V<'ctx>, Fail> {
+        match op {
+            // Integer sums are exact in any order: a tree, not a chain.
+            RedOp::Sum if !is_float(x) => {
+                self.intrinsic("llvm.vector.reduce.add", &[x.get_type()], &[x])
+            }
+            RedOp::Max if !is_float(x) => {
+                self.intrinsic("llvm.vector.reduce.smax", &[x.get_type()], &[x])
+            }
+            RedOp::Sum => {
+                let start = self.ctx.f32_type().const_float(-0.0).into();
+                self.intrinsic("llvm.vector.reduce.fadd", &[x.get_type()], &[start, x])
+            }
+            RedOp::Max => self.intrinsic("llvm.vector.reduce.fmax", &[x.get_type()], &[x]),
+        }
     }
 
     fn unary(&mut self, op: UOp, x: V<'ctx>) -> Result<V<'ctx>, Fail> {

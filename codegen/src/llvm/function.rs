@@ -114,6 +114,7 @@ fn emit<'ctx>(
         vars: HashMap::new(),
         native_half: desc.half_conversions,
         byte_dot_bits: desc.byte_dot_bits,
+        vnni_bits: desc.vnni_bits,
         lane: None,
     };
     for l in &k.locals {

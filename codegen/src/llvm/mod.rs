@@ -7,6 +7,7 @@ mod dot;
 mod expr;
 mod function;
 pub mod gpu;
+mod lane_sums;
 
 use crate::{link, Backend, CodegenError};
 use inkwell::context::Context;

@@ -76,10 +76,10 @@ impl Emitter<'_, '_> {
                      and HIP targets with a matrix unit)",
                 ))
             }
-            Expr::DotBytes(..) => {
+            Expr::DotBytes(..) | Expr::LaneSums(..) => {
                 return Err(Fail::msg(
-                    "byte dot products are not lowered to SPIR-V yet (kiln emits them for CPU \
-                     targets only)",
+                    "byte dot products and their lane sums are not lowered to SPIR-V yet \
+                     (kiln emits them for CPU targets only)",
                 ))
             }
             Expr::Cmp(c, a, b) => {

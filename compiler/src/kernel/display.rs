@@ -137,6 +137,13 @@ impl Display for Expr {
             Expr::Cast(t, a) => write!(f, "cast<{t:?}>({a})"),
             Expr::Bitcast(t, a) => write!(f, "bitcast<{t:?}>({a})"),
             Expr::ReduceLanes(op, a) => write!(f, "reduce_lanes_{op:?}({a})"),
+            Expr::LaneSums(v, g) => {
+                write!(f, "lane_sums<{g}>(")?;
+                for (k, x) in v.iter().enumerate() {
+                    write!(f, "{}{x}", if k > 0 { ", " } else { "" })?;
+                }
+                write!(f, ")")
+            }
             Expr::Extract { vector, lane } => write!(f, "{vector}.{lane}"),
             Expr::Let { var, value, body } => write!(f, "(let v{var} = {value} in {body})"),
         }

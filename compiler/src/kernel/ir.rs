@@ -190,6 +190,13 @@ pub enum Expr {
     /// Horizontal reduction of a vector to a scalar of its element type. Float sums are
     /// ordered (lane 0 first), integer sums are exact in any order.
     ReduceLanes(RedOp, Box<Expr>),
+    /// `LaneSums(vectors, groups)`: integer sums of several vectors' lanes at once. Each of
+    /// the `n` vectors (i32, equal widths) is cut into `groups` equal runs of consecutive
+    /// lanes; lane `g * n + k` of the result is the sum of run `g` of vector `k`. One value
+    /// per vector (or per half) from one tree of pairwise adds (x86 `phaddd`), where
+    /// `ReduceLanes` of each would take a chain per vector: prefill's byte dot products
+    /// (`lower::byte_tiles`) make one sum per token this way.
+    LaneSums(Vec<Expr>, u8),
     /// `let var = value in body`: names a value used several times in `body` (the
     /// expansions of transcendental ops read their argument more than once).
     Let {
@@ -440,6 +447,9 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
             lanes,
         },
         Expr::Lanes(v) => Expr::Lanes(v.into_iter().map(|x| rewrite_dyn(x, f)).collect()),
+        Expr::LaneSums(v, g) => {
+            Expr::LaneSums(v.into_iter().map(|x| rewrite_dyn(x, f)).collect(), g)
+        }
         Expr::Unary(op, a) => Expr::Unary(op, r(a, f)),
         Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
         Expr::Fma(a, b, c) => Expr::Fma(r(a, f), r(b, f), r(c, f)),
@@ -474,7 +484,7 @@ impl Expr {
             | Expr::Bitcast(_, a)
             | Expr::ReduceLanes(_, a)
             | Expr::Extract { vector: a, .. } => vec![a],
-            Expr::Lanes(v) => v.iter().collect(),
+            Expr::Lanes(v) | Expr::LaneSums(v, _) => v.iter().collect(),
             Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
             Expr::Let { value, body, .. } => vec![value, body],
             Expr::Fma(a, b, c)

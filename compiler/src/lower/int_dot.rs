@@ -23,8 +23,8 @@ use kiln_ir::{NodeId, QuantFormat};
 const CACHE_LINE: i64 = 64;
 
 /// The activations' block: `q8_0`.
-const X_BLOCK: i64 = 32;
-const X_BLOCK_BYTES: i64 = 34;
+pub(super) const X_BLOCK: i64 = 32;
+pub(super) const X_BLOCK_BYTES: i64 = 34;
 
 /// Byte lanes per `DotBytes` for `format`'s runs with `lanes` f32 lanes, or `None` when the
 /// format's runs do not sit inside activation blocks.

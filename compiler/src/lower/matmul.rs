@@ -69,7 +69,39 @@ impl Operands {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
     Dot,
+    /// Dot products over a tile of rows of A at once (`TILE_ROWS`): prefill over quantized
+    /// weights with quantized activations on CPUs (`byte_tiles`), where bytes multiply four
+    /// times as fast as f32 FMAs and each weight block is unpacked once per tile.
+    DotTiles,
     General,
+}
+
+/// Rows of A (tokens) a `Form::DotTiles` grid point multiplies by its rows of B.
+const TILE_ROWS: i64 = 4;
+
+/// Whether `node` (a matmul, B transposed) multiplies bytes by bytes for any row count: CPU
+/// targets with byte dot products, activations quantized (`dequant(quantize(x))`) and
+/// weights in a format `int_dot` multiplies.
+fn byte_tiles(ctx: &Ctx, node: NodeId) -> bool {
+    let g = ctx.graph;
+    let s = &ctx.schedule;
+    let ins = g.inputs(node);
+    let (a, b) = (g.node(ins[0]), g.node(ins[1]));
+    let quantized_a = matches!(
+        a.op,
+        kiln_ir::Op::Dequant {
+            format: kiln_ir::QuantFormat::Q8_0
+        }
+    ) && matches!(g.node(g.inputs(ins[0])[0]).op, kiln_ir::Op::Quantize { .. });
+    let weights = match b.op {
+        kiln_ir::Op::Dequant { format } if b.shape.len() == 2 => Some(format),
+        _ => None,
+    };
+    !s.gpu
+        && s.byte_dot
+        && s.lanes > 1
+        && quantized_a
+        && weights.is_some_and(|f| super::byte_tiles::tile_lanes(f, s.lanes).is_some())
 }
 
 /// Rows at or below which the dot-product form wins when B is transposed.
@@ -103,9 +135,14 @@ pub fn forms(ctx: &Ctx, node: NodeId) -> Vec<(Option<Form>, Option<super::Guard>
         max: DOT_MAX_ROWS,
         above,
     };
+    let many = if !ctx.schedule.gpu && byte_tiles(ctx, node) {
+        Form::DotTiles
+    } else {
+        Form::General
+    };
     vec![
         (Some(Form::Dot), Some(guard(false))),
-        (Some(Form::General), Some(guard(true))),
+        (Some(many), Some(guard(true))),
     ]
 }
 
@@ -149,15 +186,13 @@ fn matmul_in(
     let out_shape = ctx.graph.node(node).shape.clone();
     let form = form.unwrap_or(if tb && small_m_shape(ctx, node) {
         Form::Dot
+    } else if tb && !ta && byte_tiles(ctx, node) {
+        Form::DotTiles
     } else {
         Form::General
     });
     let ops = Operands {
-        a: if form == Form::General {
-            unquantized(ctx, ins[0])
-        } else {
-            ins[0]
-        },
+        a: ins[0],
         b: ins[1],
         ta,
         tb,
@@ -169,7 +204,7 @@ fn matmul_in(
     if let (Form::General, Some(op)) = (form, super::matrix::applies(ctx, &ops)) {
         return super::matrix::kernel(ctx, &ops, out, name, op);
     }
-    if form == Form::Dot || ctx.schedule.lanes == 1 {
+    if form != Form::General || ctx.schedule.lanes == 1 {
         dot_kernel(ctx, &ops, out, name, form)
     } else {
         tiled_kernel(ctx, &ops, out, name)
@@ -182,21 +217,6 @@ fn small_m_shape(ctx: &Ctx, node: NodeId) -> bool {
     shape[shape.len() - 2]
         .as_known()
         .is_some_and(|m| m <= DOT_MAX_ROWS)
-}
-
-/// `x` for activations quantized for byte dot products (`dequant(quantize(x))`), else `a`.
-/// The register-tiled kernel is bound by its FMAs, not by decoding weights, and decoding A
-/// there would cost more than it saves; it multiplies the f32 activations instead, which
-/// differ from the quantized ones by the quantization error only.
-fn unquantized(ctx: &Ctx, a: NodeId) -> NodeId {
-    let g = ctx.graph;
-    if let kiln_ir::Op::Dequant { .. } = g.node(a).op {
-        let q = g.inputs(a)[0];
-        if let kiln_ir::Op::Quantize { .. } = g.node(q).op {
-            return g.inputs(q)[0];
-        }
-    }
-    a
 }
 
 /// A as rows of `q8_0` activation blocks (`dequant` of bytes, not transposed): the bytes.
@@ -280,7 +300,7 @@ fn dot_kernel(
     // neighbouring columns and share A's value (see `column_sum`).
     let gpu_lanes = match form {
         Form::Dot => gpu_dot_lanes(ctx, ops)?,
-        Form::General => None,
+        Form::DotTiles | Form::General => None,
     };
     // GPU blocks combine the columns' reductions together (`kernel::gpu::reduction_group`),
     // so several rows of B stream at once; quantized rows keep a block per output (their
@@ -299,11 +319,38 @@ fn dot_kernel(
     } else {
         1
     };
-    let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
-    grid[nb + 1].ceil_div = cols;
+    let tiles = if form == Form::DotTiles { TILE_ROWS } else { 1 };
+    let mut grid: Vec<GridDim> = ops.out_shape[..nb].iter().map(GridDim::of).collect();
+    let mut rows_grid = GridDim::of(&ops.out_shape[nb]);
+    let mut cols_grid = GridDim::of(&ops.out_shape[nb + 1]);
+    rows_grid.ceil_div = tiles;
+    cols_grid.ceil_div = cols;
+    // A tile of rows walks the rows of A fastest, so a thread's rows of B stay in cache
+    // while every tile of A multiplies them, and B streams from memory once.
+    let (row_axis, col_axis) = if tiles > 1 {
+        grid.extend([cols_grid, rows_grid]);
+        (nb + 1, nb)
+    } else {
+        grid.extend([rows_grid, cols_grid]);
+        (nb, nb + 1)
+    };
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
-    let row = Expr::GridIdx(nb as u32);
-    let col0 = mul(Expr::GridIdx(nb as u32 + 1), i(cols));
+    let m = dim_expr(ctx, &ops.out_shape[nb]);
+    let row0 = mul(Expr::GridIdx(row_axis as u32), i(tiles));
+    // (row, the row read: rows past M read the last one, in bounds, unstored).
+    let tile_rows: Vec<(Expr, Expr)> = (0..tiles)
+        .map(|t| {
+            let row = add(row0.clone(), i(t));
+            let read = if tiles > 1 {
+                min(row.clone(), sub(m.clone(), i(1)))
+            } else {
+                row.clone()
+            };
+            (row, read)
+        })
+        .collect();
+    let row = tile_rows[0].1.clone();
+    let col0 = mul(Expr::GridIdx(col_axis as u32), i(cols));
     let kdim = k_dim(ops);
     let extent = dim_expr(ctx, &kdim);
     let mut body = Vec::new();
@@ -320,9 +367,33 @@ fn dot_kernel(
             (col, read)
         })
         .collect();
-    let accs: Vec<VarId> = columns.iter().map(|_| ctx.fresh()).collect();
+    let tile_accs: Vec<Vec<VarId>> = tile_rows
+        .iter()
+        .map(|_| columns.iter().map(|_| ctx.fresh()).collect())
+        .collect();
+    let accs = tile_accs[0].clone();
     let activations = quantized_activations(ctx, ops);
     match (quantized_rows(ctx, ops), activations) {
+        (Some(weights), Some(x)) if tiles > 1 => {
+            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
+            let tokens: Vec<Vec<Expr>> = tile_rows
+                .iter()
+                .map(|(_, read)| {
+                    let mut prefix = Operands::batch_index(&ops.a_shape, nb);
+                    prefix.push(read.clone());
+                    prefix
+                })
+                .collect();
+            body.extend(super::byte_tiles::tile_dot_bytes(
+                ctx,
+                weights,
+                (x, &tokens),
+                &reads,
+                extent.clone(),
+                vector,
+                &tile_accs,
+            )?);
+        }
         (Some(weights), Some(x))
             if !ctx.schedule.gpu
                 && ctx.schedule.byte_dot
@@ -364,6 +435,11 @@ fn dot_kernel(
                     &accs,
                 )?);
             }
+        }
+        _ if tiles > 1 => {
+            return Err(LowerError::Internal(
+                "a tiled dot product without byte dot products".into(),
+            ))
         }
         (Some(weights), None) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
@@ -437,26 +513,31 @@ fn dot_kernel(
             }
         }
     }
-    for ((col, _), &acc) in columns.into_iter().zip(&accs) {
-        let store = Stmt::Store {
-            buf: out,
-            index: ops.c_index(ctx, row.clone(), col.clone()),
-            value: var(acc),
-        };
-        stores.push(if cols > 1 {
-            Stmt::If {
-                cond: cmp(Cmp::Lt, col, n.clone()),
-                then: vec![store],
-                otherwise: Vec::new(),
+    for ((row, _), accs) in tile_rows.iter().zip(&tile_accs) {
+        for ((col, _), &acc) in columns.iter().zip(accs) {
+            let store = Stmt::Store {
+                buf: out,
+                index: ops.c_index(ctx, row.clone(), col.clone()),
+                value: var(acc),
+            };
+            let mut inside = Vec::new();
+            if cols > 1 {
+                inside.push(cmp(Cmp::Lt, col.clone(), n.clone()));
             }
-        } else {
-            store
-        });
+            if tiles > 1 {
+                inside.push(cmp(Cmp::Lt, row.clone(), m.clone()));
+            }
+            stores.push(inside.into_iter().fold(store, |then, cond| Stmt::If {
+                cond,
+                then: vec![then],
+                otherwise: Vec::new(),
+            }));
+        }
     }
     body.extend(stores);
     let chunk = kdim
         .as_known()
-        .map_or(1, |k| (8192 / (k * cols).max(1)).max(1) as u64);
+        .map_or(1, |k| (8192 / (k * cols * tiles).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
 }

@@ -8,10 +8,10 @@
 //! the kernels that read it (see [`inline`]), which fuses elementwise chains, broadcasts
 //! and layout changes into their consumers.
 
+mod byte_tiles;
 mod dequant;
 mod int_dot;
 pub use int_dot::byte_lanes as byte_dot_lanes;
-pub use matmul::DOT_MAX_ROWS;
 mod inline;
 mod kernels;
 mod matmul;

@@ -140,6 +140,47 @@ output \"y\" = %y
     );
 }
 
+/// With quantized activations over quantized weights, the CPU's many-row form multiplies
+/// bytes too: a tile of rows (tokens) per grid point, their sums gathered a token per lane
+/// (`lane_sums`, two runs per vector for Q6_K's runs of 16), no packed f32 panel; the
+/// decode form stays the one-row dot product.
+#[test]
+fn quantized_prefill_multiplies_bytes_in_tiles_of_tokens() {
+    for (format, row, runs) in [("q8_0", 68, 1), ("q4_k", 144, 1), ("q6_k", 210, 2)] {
+        let k = if format == "q8_0" { 64 } else { 256 };
+        let text = format!(
+            "kir 1
+%x = input \"x\" f32[seq,{k}]
+%w = input \"w\" u8[40,{row}]
+%d = dequant %w format={format}
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        );
+        let g = kiln_ir::text::parse(&text).unwrap();
+        let g = crate::activations::quantize_activations(&g, 8).unwrap();
+        let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
+        let opts = crate::pipeline::Options {
+            quantize_activations: true,
+            ..Default::default()
+        };
+        let l = lower(&g, crate::pipeline::schedule_for(&t, &opts).unwrap()).unwrap();
+        let shown: Vec<String> = l.kernels.iter().map(|k| k.to_string()).collect();
+        let (decode, prefill) = (&shown[1], &shown[2]);
+        assert!(
+            decode.contains("dot_bytes") && !decode.contains("lane_sums"),
+            "{decode}"
+        );
+        assert!(prefill.contains(&format!("lane_sums<{runs}>")), "{prefill}");
+        assert!(l.kernels[2].locals.is_empty(), "{prefill}");
+        // Four tokens: rows past `seq` read the last one and are not stored.
+        assert!(
+            prefill.contains("min(((g1 * 4) + 3), (dim0 - 1))"),
+            "{prefill}"
+        );
+    }
+}
+
 #[test]
 fn widened_half_weights_are_read_in_place_not_copied() {
     let l = lowered(

@@ -88,6 +88,7 @@ pub fn emit<'ctx>(
         native_half: true,
         // dp4a (sm_61+) and AMD's dot instructions are the next step; widened for now.
         byte_dot_bits: 0,
+        vnni_bits: 0,
         lane: None,
     };
     if !k.locals.is_empty() {
