@@ -128,10 +128,16 @@ fn quant_case(
     let mut b = Builder::new();
     let mut x = b.input("x", DType::F32, [m, k]).expect("valid");
     if quantized_x {
+        // As `--quantize-activations` chooses: q8_k for the K-quants, q8_0 for the others.
+        let xf = if format.block_elems() == 256 {
+            Q::Q8K
+        } else {
+            Q::Q8_0
+        };
         let q = b
-            .op(kiln_ir::Op::Quantize { format: Q::Q8_0 }, &[x])
+            .op(kiln_ir::Op::Quantize { format: xf }, &[x])
             .expect("valid");
-        x = b.dequant(q, Q::Q8_0).expect("valid");
+        x = b.dequant(q, xf).expect("valid");
     }
     let row_bytes = k / format.block_elems() * format.block_bytes();
     let raw = b.param("w", DType::U8, [n, row_bytes]).expect("valid");
@@ -168,6 +174,7 @@ fn quant_case(
                 Q::Q4K => "prefill q4_k (q8 x)",
                 Q::Q5K => "prefill q5_k (q8 x)",
                 Q::Q6K => "prefill q6_k (q8 x)",
+                Q::Q8K => "prefill q8_k (q8 x)",
             },
             shape: format!("{m}x{k}x{n}"),
             model,
@@ -193,6 +200,8 @@ fn quant_case(
             (Q::Q4K, true) => "matvec q4_k (q8 x)",
             (Q::Q5K, true) => "matvec q5_k (q8 x)",
             (Q::Q6K, true) => "matvec q6_k (q8 x)",
+            (Q::Q8K, false) => "matvec q8_k",
+            (Q::Q8K, true) => "matvec q8_k (q8 x)",
         },
         shape: format!("{n}x{k}"),
         model,

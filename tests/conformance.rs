@@ -392,15 +392,16 @@ fn all_cases() -> Vec<Case> {
 fn quant_cases() -> Vec<Case> {
     let mut out = Vec::new();
     // The activation encoder, bit for bit (a u8 output: any difference fails).
-    out.push(case("quantize q8_0 [3,96]", DType::F32, &|b, _| {
-        let x = b.input("a", DType::F32, [3, 96])?;
-        b.op(
-            Op::Quantize {
-                format: QuantFormat::Q8_0,
+    for (format, k) in [(QuantFormat::Q8_0, 96), (QuantFormat::Q8K, 512)] {
+        out.push(case(
+            format!("quantize {format} [3,{k}]"),
+            DType::F32,
+            &move |b, _| {
+                let x = b.input("a", DType::F32, [3, k])?;
+                b.op(Op::Quantize { format }, &[x])
             },
-            &[x],
-        )
-    }));
+        ));
+    }
     for format in QuantFormat::ALL {
         let row = move |blocks: usize| blocks * format.block_bytes();
         let name = format.name();
@@ -437,29 +438,32 @@ fn quant_cases() -> Vec<Case> {
                 },
             ));
         }
-        // Activations quantized to q8_0 (what `--quantize-activations` makes of every
-        // projection): CPU targets multiply bytes by bytes here, one row at a time for
-        // decode (`t`, 1 row) and in tiles of rows for prefill (`seq`, 11 rows: two whole
-        // tiles and a partial one; 9 known rows).
-        for (rows, n, blocks) in [
-            (Dim::sym("t"), 40, 2),
-            (Dim::sym("seq"), 40, 2),
-            (Dim::from(1i64), 7, 3),
-            (Dim::from(3i64), 9, 1),
-            (Dim::from(9i64), 9, 1),
-        ] {
+        // Activations quantized (what `--quantize-activations` makes of every projection:
+        // q8_0, and q8_k for the K-quants): CPU targets multiply bytes by bytes here, one
+        // row at a time for decode (`t`, 1 row) and in tiles of rows for prefill (`seq`, 11
+        // rows: two whole tiles and a partial one; 9 known rows).
+        let k_quant = be == 256;
+        for (xf, (rows, n, blocks)) in [QuantFormat::Q8_0, QuantFormat::Q8K]
+            .into_iter()
+            .filter(|&xf| xf == QuantFormat::Q8_0 || k_quant)
+            .flat_map(|xf| {
+                [
+                    (Dim::sym("t"), 40, 2),
+                    (Dim::sym("seq"), 40, 2),
+                    (Dim::from(1i64), 7, 3),
+                    (Dim::from(3i64), 9, 1),
+                    (Dim::from(9i64), 9, 1),
+                ]
+                .map(|c| (xf, c))
+            })
+        {
             out.push(case(
-                format!("matmul q8_0 x {name} [{rows},{}] n{n} tb", blocks * be),
+                format!("matmul {xf} x {name} [{rows},{}] n{n} tb", blocks * be),
                 DType::F32,
                 &move |b, _| {
                     let x = b.input("a", DType::F32, vec![rows.clone(), Dim::from(blocks * be)])?;
-                    let xq = b.op(
-                        Op::Quantize {
-                            format: QuantFormat::Q8_0,
-                        },
-                        &[x],
-                    )?;
-                    let xq = b.dequant(xq, QuantFormat::Q8_0)?;
+                    let xq = b.op(Op::Quantize { format: xf }, &[x])?;
+                    let xq = b.dequant(xq, xf)?;
                     let q = b.input(name, DType::U8, [n, row(blocks)])?;
                     let w = b.dequant(q, format)?;
                     b.matmul_t(xq, w, false, true)

@@ -8,7 +8,7 @@
 //! each block's largest value), as llama.cpp's CPU backend does for every quantized type,
 //! which is why it is an option (`Options::quantize_activations`, `--quantize-activations`).
 
-use crate::lower::byte_dot_lanes;
+use crate::lower::{byte_dot_lanes, q8k_dot_applies};
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, QuantFormat};
 use std::collections::HashMap;
 
@@ -17,18 +17,17 @@ use std::collections::HashMap;
 pub fn quantize_activations(g: &Graph, lanes: u8) -> Result<Graph, IrError> {
     let mut out = Graph::new();
     let mut map: HashMap<NodeId, NodeId> = HashMap::new();
-    let mut quantized: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut quantized: HashMap<(NodeId, QuantFormat), NodeId> = HashMap::new();
     for id in g.node_ids() {
         let mut ins: Vec<NodeId> = g.inputs(id).iter().map(|i| map[i]).collect();
-        if eligible(g, id, lanes) {
+        if let Some(format) = activation_format(g, id, lanes) {
             let a = g.inputs(id)[0];
-            let q = match quantized.get(&a) {
+            let q = match quantized.get(&(a, format)) {
                 Some(&q) => q,
                 None => {
-                    let format = QuantFormat::Q8_0;
                     let bytes = out.add(Op::Quantize { format }, &[map[&a]])?;
                     let q = out.add(Op::Dequant { format }, &[bytes])?;
-                    quantized.insert(a, q);
+                    quantized.insert((a, format), q);
                     q
                 }
             };
@@ -42,29 +41,35 @@ pub fn quantize_activations(g: &Graph, lanes: u8) -> Result<Graph, IrError> {
     Ok(out)
 }
 
-/// A matmul that would read quantized weight rows with byte dot products, given quantized
-/// activations: the dot-product form for few rows, its tiles for many (prefill).
-fn eligible(g: &Graph, id: NodeId, lanes: u8) -> bool {
+/// The activation format for a matmul that would read quantized weight rows with byte dot
+/// products, given quantized activations (the dot-product form for few rows, its tiles for
+/// many): `q8_k` for the K-quants (one scale per 256 elements, so their runs sum in
+/// integers; see `lower::k_dot`), `q8_0` for the others.
+fn activation_format(g: &Graph, id: NodeId, lanes: u8) -> Option<QuantFormat> {
     let n = g.node(id);
     let Op::MatMul {
         transpose_a: false,
         transpose_b: true,
     } = n.op
     else {
-        return false;
+        return None;
     };
     let ins = g.inputs(id);
     let (a, b) = (g.node(ins[0]), g.node(ins[1]));
-    let k_blocks = a
-        .shape
-        .last()
-        .and_then(|k| k.as_known())
-        .is_some_and(|k| k % QuantFormat::Q8_0.block_elems() as i64 == 0);
-    let weights = match b.op {
-        Op::Dequant { format } if b.shape.len() == 2 => byte_dot_lanes(format, lanes).is_some(),
-        _ => false,
+    let k = a.shape.last().and_then(|k| k.as_known())?;
+    let Op::Dequant { format } = b.op else {
+        return None;
     };
-    k_blocks && weights && a.dtype == DType::F32
+    if b.shape.len() != 2 || a.dtype != DType::F32 {
+        return None;
+    }
+    let whole = |f: QuantFormat| k % f.block_elems() as i64 == 0;
+    if q8k_dot_applies(format, lanes) && whole(QuantFormat::Q8K) {
+        Some(QuantFormat::Q8K)
+    } else {
+        (byte_dot_lanes(format, lanes).is_some() && whole(QuantFormat::Q8_0))
+            .then_some(QuantFormat::Q8_0)
+    }
 }
 
 #[cfg(test)]

@@ -162,8 +162,10 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<(DType, Shape), String> {
         }
         Op::Quantize { format } => {
             let (dt, sh) = ins[0];
-            if *format != crate::QuantFormat::Q8_0 {
-                return Err(format!("quantize writes q8_0 blocks only, not {format}"));
+            if !crate::QuantFormat::ACTIVATIONS.contains(format) {
+                return Err(format!(
+                    "quantize writes q8_0 or q8_k blocks (activations), not {format}"
+                ));
             }
             if dt != DType::F32 {
                 return Err(format!("quantize reads f32, got {dt}"));

@@ -124,8 +124,9 @@ pub enum Op {
         format: crate::quant::QuantFormat,
     },
     /// `quantize(x: f32[.., K]) -> u8[.., K / 32 * 34]`: encodes activations as `q8_0`
-    /// blocks (see [`crate::quant::quantize_q8_0`]), so a matmul over quantized weights can
-    /// multiply bytes by bytes. Only `q8_0` is an activation format.
+    /// blocks (see [`crate::quant::quantize_q8_0`]), or `q8_k` blocks of 256 (`K / 256 *
+    /// 292` bytes, [`crate::quant::quantize_q8_k`]), so a matmul over quantized weights can
+    /// multiply bytes by bytes. Those two are the activation formats.
     Quantize {
         format: crate::quant::QuantFormat,
     },

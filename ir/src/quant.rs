@@ -41,6 +41,13 @@ pub enum QuantFormat {
     /// 256 elements in 16 runs of 16: 128 bytes of low nibbles, 64 bytes of 2-bit high
     /// parts, 16 signed 8-bit scales, f16 `d` last; `x = d * sc[r] * (q - 32)`.
     Q6K,
+    /// An activation format (never in files; see `quantize_q8_k`), after ggml's `q8_K`: 256
+    /// elements, an f32 scale `d`, 256 signed bytes `q`, then the sums of each 16
+    /// consecutive `q` as i16, their low bytes (16) before their high bytes (16);
+    /// `x = q * d`. One scale per 256 elements lets a dot product with a K-quant's block
+    /// sum all its runs in integers, and the sums give the K-quants' mins and centres
+    /// without adding up the activations again.
+    Q8K,
 }
 
 /// `base + sum of coef[b] * (bit b of the run index)`: where a run's bytes and bits are.
@@ -98,6 +105,8 @@ pub enum Scale {
     Packed6,
     /// `d` (f16 at `d_at`) times the signed byte at `at` (Q6_K).
     SignedByte { at: Affine, d_at: usize },
+    /// The f32 at byte `at` (Q8_K).
+    Single { at: usize },
 }
 
 /// What a run adds after multiplying.
@@ -149,6 +158,7 @@ impl Layout {
             Scale::Half { at } => half(at),
             Scale::Packed6 => half(0) * f32::from(packed().0),
             Scale::SignedByte { at, d_at } => half(d_at) * f32::from(b[at.at(run) as usize] as i8),
+            Scale::Single { at } => f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]),
         };
         let offset = match self.offset {
             Offset::None => 0.0,
@@ -177,6 +187,7 @@ impl Layout {
 }
 
 impl QuantFormat {
+    /// The weight formats (what GGUF files hold).
     pub const ALL: [QuantFormat; 8] = [
         QuantFormat::Q8_0,
         QuantFormat::Q4_0,
@@ -188,6 +199,9 @@ impl QuantFormat {
         QuantFormat::Q6K,
     ];
 
+    /// The formats `quantize` writes (activations for byte dot products).
+    pub const ACTIVATIONS: [QuantFormat; 2] = [QuantFormat::Q8_0, QuantFormat::Q8K];
+
     pub fn block_elems(self) -> usize {
         match self {
             QuantFormat::Q8_0
@@ -195,7 +209,7 @@ impl QuantFormat {
             | QuantFormat::Q4_1
             | QuantFormat::Q5_0
             | QuantFormat::Q5_1 => 32,
-            QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K => 256,
+            QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K | QuantFormat::Q8K => 256,
         }
     }
 
@@ -209,6 +223,7 @@ impl QuantFormat {
             QuantFormat::Q4K => 144,
             QuantFormat::Q5K => 176,
             QuantFormat::Q6K => 210,
+            QuantFormat::Q8K => 292,
         }
     }
 
@@ -222,12 +237,19 @@ impl QuantFormat {
             QuantFormat::Q4K => "q4_k",
             QuantFormat::Q5K => "q5_k",
             QuantFormat::Q6K => "q6_k",
+            QuantFormat::Q8K => "q8_k",
         }
     }
 
     pub fn from_name(s: &str) -> Option<QuantFormat> {
-        QuantFormat::ALL.into_iter().find(|f| f.name() == s)
+        QuantFormat::ALL
+            .into_iter()
+            .chain([QuantFormat::Q8K])
+            .find(|f| f.name() == s)
     }
+
+    /// Byte offsets of `Q8K`'s i16 sums of 16 elements: low bytes, then high bytes.
+    pub const Q8K_SUMS: (usize, usize) = (260, 276);
 
     /// Byte offsets of the block's f16 fields (scales and mins).
     pub fn half_fields(self) -> &'static [usize] {
@@ -235,6 +257,7 @@ impl QuantFormat {
             QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Q5_0 => &[0],
             QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
             QuantFormat::Q6K => &[208],
+            QuantFormat::Q8K => &[],
         }
     }
 
@@ -353,6 +376,15 @@ impl QuantFormat {
                 },
                 offset: Offset::None,
             },
+            QuantFormat::Q8K => Layout {
+                run_len: 256,
+                low: field(c(4), c(0), 8),
+                high: None,
+                signed: true,
+                center: 0,
+                scale: Scale::Single { at: 0 },
+                offset: Offset::None,
+            },
         }
     }
 
@@ -431,6 +463,32 @@ pub fn quantize_q8_0(x: &[f32]) -> [u8; 34] {
     out
 }
 
+/// Encodes 256 activations as one `q8_k` block (see `QuantFormat::Q8K`), step for step as
+/// kiln's quantize kernels do: the scale is `max |x| / 127` in f32; each `x` becomes
+/// `round(clamp(x / scale, -127, 127))`, halves away from zero, as `trunc(v +- 0.5)`; then
+/// the sums of each 16.
+pub fn quantize_q8_k(x: &[f32]) -> [u8; 292] {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut out = [0u8; 292];
+    out[..4].copy_from_slice(&d.to_le_bytes());
+    for (o, &v) in out[4..260].iter_mut().zip(x) {
+        let v = (v * id).clamp(-127.0, 127.0);
+        *o = (v + if v < 0.0 { -0.5 } else { 0.5 }).trunc() as i32 as i8 as u8;
+    }
+    let (lo, hi) = QuantFormat::Q8K_SUMS;
+    for g in 0..16 {
+        let sum: i32 = out[4 + 16 * g..4 + 16 * (g + 1)]
+            .iter()
+            .map(|&q| q as i8 as i32)
+            .sum();
+        let [l, h] = (sum as i16).to_le_bytes();
+        (out[lo + g], out[hi + g]) = (l, h);
+    }
+    out
+}
+
 impl fmt::Display for QuantFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -478,5 +536,32 @@ mod tests {
             }
         }
         assert_eq!(quantize_q8_0(&[0.0; 32])[2..], [0u8; 32]);
+    }
+
+    /// A `q8_k` block decodes within half a step of each value, and its sums are the sums
+    /// of its quants.
+    #[test]
+    fn q8_k_activations_decode_within_half_a_step_and_carry_their_sums() {
+        for scale in [1e-9f32, 0.01, 1.0, 300.0] {
+            let x: Vec<f32> = (0..256)
+                .map(|i| ((i * 37 % 19) as f32 - 9.3) * scale)
+                .collect();
+            let block = quantize_q8_k(&x);
+            let mut y = [0f32; 256];
+            QuantFormat::Q8K.decode_block(&block, &mut y);
+            let d = f32::from_le_bytes(block[..4].try_into().unwrap());
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() <= d * 0.5001, "{scale}: {a} vs {b} (d {d})");
+            }
+            let (lo, hi) = QuantFormat::Q8K_SUMS;
+            for g in 0..16 {
+                let q: i32 = block[4 + 16 * g..20 + 16 * g]
+                    .iter()
+                    .map(|&q| q as i8 as i32)
+                    .sum();
+                assert_eq!(i16::from_le_bytes([block[lo + g], block[hi + g]]) as i32, q);
+            }
+        }
+        assert_eq!(quantize_q8_k(&[0.0; 256]), [0u8; 292]);
     }
 }

@@ -10,9 +10,10 @@ The first form writes the logits for every position of the token sequence, shape
 [seq, vocab], f32. The second prints the N tokens greedy decoding appends to the prompt
 (each step recomputes the whole sequence: no cache, nothing shared with kiln's method).
 
---q8-activations rounds the input rows of every matmul over block-quantized weights
-through q8_0, as kiln's --quantize-activations does for its decode matmuls (32 values per
-block, scale max|x| / 127 rounded up to an f16, values rounded half away from zero).
+--q8-activations rounds the input rows of every matmul over block-quantized weights as
+kiln's --quantize-activations does: through q8_0 (32 values per block, scale max|x| / 127
+rounded up to an f16, values rounded half away from zero), or for the K-quants through
+q8_k (256 values per block, scale max|x| / 127 in f32, the same rounding).
 """
 import sys
 
@@ -33,6 +34,7 @@ def field(r: GGUFReader, key: str, default=None):
 
 # The GGML types kiln keeps as blocks (and multiplies with quantized activations).
 BLOCK_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
+K_QUANTS = {"Q4_K", "Q5_K", "Q6_K"}
 Q8_ACTIVATIONS = False
 
 
@@ -50,10 +52,22 @@ def q8_0_round_trip(x):
     return (q.astype(np.float64) * scale[:, None]).reshape(x.shape)
 
 
+def q8_k_round_trip(x):
+    """`x`'s rows as q8_k blocks and back, in f32 steps (see the usage)."""
+    x32 = x.astype(np.float32).reshape(-1, 256)
+    scale = (np.abs(x32).max(axis=1) / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(scale > 0, np.float32(1) / scale, np.float32(0)).astype(np.float32)
+    v = np.clip(x32 * inv[:, None], np.float32(-127), np.float32(127)).astype(np.float32)
+    q = np.trunc(v + np.where(v < 0, np.float32(-0.5), np.float32(0.5)).astype(np.float32))
+    return (q.astype(np.float64) * scale[:, None]).reshape(x.shape)
+
+
 def mm(x, w, name):
     """`x @ w[name].T`, with `x` quantized first where kiln's option would."""
     if Q8_ACTIVATIONS and name in w["blocks"]:
-        x = q8_0_round_trip(x)
+        k_quant = w["blocks"][name] in K_QUANTS and x.shape[-1] % 256 == 0
+        x = q8_k_round_trip(x) if k_quant else q8_0_round_trip(x)
     return x @ w[name].T
 
 
@@ -73,10 +87,10 @@ def load(path: str):
     )
     cfg["head_dim"] = cfg["embd"] // heads
     cfg["rot"] = int(k("rope.dimension_count", cfg["head_dim"]))
-    w = {"blocks": set()}
+    w = {"blocks": {}}
     for t in r.tensors:
         if t.tensor_type.name in BLOCK_TYPES:
-            w["blocks"].add(t.name)
+            w["blocks"][t.name] = t.tensor_type.name
         shape = tuple(int(x) for x in reversed(t.shape.tolist()))
         w[t.name] = dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float64)
     return cfg, w

@@ -6,6 +6,31 @@ use super::expr::{Emitter, Fail, V};
 use inkwell::values::BasicValueEnum;
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// `w` (i32 lanes within i16) as i16 pairs, each lane's value twice: the second operand
+    /// of `pmaddwd` that multiplies both byte-pair sums of a lane by that lane's weight.
+    fn pair_weights(&mut self, w: V<'ctx>, pairs: u32) -> Result<V<'ctx>, Fail> {
+        let BasicValueEnum::VectorValue(wv) = w else {
+            return Err(Fail::msg("dot_bytes weights of a scalar"));
+        };
+        if 2 * wv.get_type().get_size() != pairs {
+            return Err(Fail(format!(
+                "dot_bytes weights {} for {pairs} byte pairs",
+                wv.get_type()
+            )));
+        }
+        let i16v = self.ctx.i16_type().vec_type(wv.get_type().get_size());
+        let narrow = self.b.build_int_truncate(wv, i16v, "w16")?;
+        let i32t = self.ctx.i32_type();
+        let mask: Vec<_> = (0..pairs)
+            .map(|k| i32t.const_int((k / 2) as u64, false))
+            .collect();
+        let mask = inkwell::types::VectorType::const_vector(&mask);
+        Ok(self
+            .b
+            .build_shuffle_vector(narrow, narrow, mask, "w2")?
+            .into())
+    }
+
     /// `v` (i32 lanes holding bytes) as bytes. Selects, adds and subtracts are rebuilt at
     /// byte width (exact: truncation commutes with them) and zero- or sign-extended bytes
     /// are taken as they were, so arithmetic on bytes that the kernel IR spells in 32-bit
@@ -44,13 +69,14 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
     }
 
-    /// `acc + sums of four adjacent byte products` (see `Expr::DotBytes` for the contract
-    /// on `a` and `b`).
+    /// `acc + sums of four adjacent byte products`, each times `w`'s lane where given (see
+    /// `Expr::DotBytes` for the contract on `a` and `b`).
     pub(super) fn dot_bytes(
         &mut self,
         acc: V<'ctx>,
         a: V<'ctx>,
         b: V<'ctx>,
+        w: Option<V<'ctx>>,
     ) -> Result<V<'ctx>, Fail> {
         let (BasicValueEnum::VectorValue(av), BasicValueEnum::VectorValue(bv)) = (a, b) else {
             return Err(Fail::msg("dot_bytes of scalars"));
@@ -81,7 +107,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             512 => Some("llvm.x86.avx512.vpdpbusd.512"),
             _ => None,
         };
-        if let (Some(name), BasicValueEnum::VectorValue(_)) = (vnni, acc) {
+        if let (Some(name), BasicValueEnum::VectorValue(_), None) = (vnni, acc, w) {
             if bytes * 8 <= self.vnni_bits {
                 // One instruction for the products, their sums of four and the add (and no
                 // i16 saturation in between); the bytes travel as i32 lanes of four.
@@ -102,9 +128,24 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let a8 = self.narrow_to_bytes(av, i8v)?;
                 let b8 = self.narrow_to_bytes(bv, i8v)?;
                 let pairs = self.intrinsic(ub_sw, &[], &[a8.into(), b8.into()])?;
-                let one = self.ctx.i16_type().const_int(1, false).into();
-                let ones = self.splat(one, bytes / 2)?;
-                self.intrinsic(wd, &[], &[pairs, ones])?
+                let weights = match w {
+                    Some(w) => self.pair_weights(w, bytes / 2)?,
+                    None => {
+                        let one = self.ctx.i16_type().const_int(1, false).into();
+                        self.splat(one, bytes / 2)?
+                    }
+                };
+                if let (Some(_), BasicValueEnum::VectorValue(_)) = (w, acc) {
+                    if bytes * 8 <= self.vnni_bits {
+                        // The pairs' weighted sums and the add in one instruction.
+                        let i32v = self.ctx.i32_type().vec_type(out_lanes);
+                        let p = self.b.build_bit_cast(pairs, i32v, "p32")?;
+                        let q = self.b.build_bit_cast(weights, i32v, "w32")?;
+                        let name = format!("llvm.x86.avx512.vpdpwssd.{}", bytes * 8);
+                        return self.intrinsic(&name, &[], &[acc, p, q]);
+                    }
+                }
+                self.intrinsic(wd, &[], &[pairs, weights])?
             }
             _ => {
                 let prod = self.b.build_int_mul(av, bv, "p")?;
@@ -136,6 +177,25 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     sum.expect("four parts").into()
                 }
             }
+        };
+        let sums = match (w, pmadd) {
+            // Where the products were widened, the weights multiply the sums.
+            (Some(w), p) if !(p.is_some() && bytes * 8 <= self.byte_dot_bits) => match (sums, w) {
+                (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {
+                    self.b.build_int_mul(x, y, "ws")?.into()
+                }
+                (BasicValueEnum::IntValue(x), BasicValueEnum::IntValue(y)) => {
+                    self.b.build_int_mul(x, y, "ws")?.into()
+                }
+                (x, y) => {
+                    return Err(Fail(format!(
+                        "dot_bytes sums {} weighted by {}",
+                        x.get_type(),
+                        y.get_type()
+                    )))
+                }
+            },
+            _ => sums,
         };
         Ok(match (acc, sums) {
             (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {

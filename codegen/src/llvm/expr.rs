@@ -401,9 +401,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 // fmuladd fuses only where the target has FMA, so no target needs `fmaf`.
                 self.intrinsic("llvm.fmuladd", &[x.get_type()], &[x, y, z])?
             }
-            Expr::DotBytes(acc, a, b) => {
+            Expr::DotBytes(acc, a, b, w) => {
                 let (s, x, y) = (self.expr(acc)?, self.expr(a)?, self.expr(b)?);
-                self.dot_bytes(s, x, y)?
+                let w = w.as_ref().map(|w| self.expr(w)).transpose()?;
+                self.dot_bytes(s, x, y, w)?
             }
             Expr::Mma(op, a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);

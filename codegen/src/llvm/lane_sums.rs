@@ -42,8 +42,16 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         if matches!(vectors.len(), 4 | 8) && part.is_multiple_of(4) {
             return Ok(self.sum_tree(vectors, groups)?.into());
         }
-        // Any other shape: each run reduced on its own.
+        // Any other shape: each run reduced on its own (one sum is a scalar, as one-lane
+        // values are everywhere in the code generator).
         let n = vectors.len() as u32;
+        if n * groups == 1 {
+            return self.intrinsic(
+                "llvm.vector.reduce.add",
+                &[first.get_type().into()],
+                &[first.into()],
+            );
+        }
         let out_t = first
             .get_type()
             .get_element_type()

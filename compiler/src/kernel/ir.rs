@@ -166,7 +166,12 @@ pub enum Expr {
     /// adjacent pair of products summing within i16. That contract is what the byte dot
     /// instructions share (x86 `pmaddubsw` + `pmaddwd`, `vpdpbusd`; Arm `udot`/`usdot`;
     /// PTX `dp4a`); a backend without them widens and multiplies.
-    DotBytes(Box<Expr>, Box<Expr>, Box<Expr>),
+    ///
+    /// With a fourth operand `w` (an i32 vector like `acc`, values within i16), lane `i`
+    /// adds `w[i]` times its sum instead: x86's second step multiplies the byte pairs' sums
+    /// by `w` rather than by ones (`pmaddwd`, `vpdpwssd`), so a quantized block's runs sum
+    /// in integers, each scaled by its run's multiplier (`lower::int_dot`).
+    DotBytes(Box<Expr>, Box<Expr>, Box<Expr>, Option<Box<Expr>>),
     /// `Mma(op, a, b, c)`: the warp's tiles of A and B (each lane's f32 registers of them,
     /// rounded to `op.input`) multiplied and added to the tile of C; each lane gets its
     /// registers of the result. Every lane of the warp must reach it together, so it
@@ -453,7 +458,7 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::Unary(op, a) => Expr::Unary(op, r(a, f)),
         Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
         Expr::Fma(a, b, c) => Expr::Fma(r(a, f), r(b, f), r(c, f)),
-        Expr::DotBytes(a, b, c) => Expr::DotBytes(r(a, f), r(b, f), r(c, f)),
+        Expr::DotBytes(a, b, c, w) => Expr::DotBytes(r(a, f), r(b, f), r(c, f), w.map(|w| r(w, f))),
         Expr::Mma(op, a, b, c) => Expr::Mma(op, r(a, f), r(b, f), r(c, f)),
         Expr::Cmp(c, a, b) => Expr::Cmp(c, r(a, f), r(b, f)),
         Expr::Select(c, a, b) => Expr::Select(r(c, f), r(a, f), r(b, f)),
@@ -487,10 +492,8 @@ impl Expr {
             Expr::Lanes(v) | Expr::LaneSums(v, _) => v.iter().collect(),
             Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
             Expr::Let { value, body, .. } => vec![value, body],
-            Expr::Fma(a, b, c)
-            | Expr::DotBytes(a, b, c)
-            | Expr::Mma(_, a, b, c)
-            | Expr::Select(a, b, c) => {
+            Expr::DotBytes(a, b, c, w) => [a, b, c].into_iter().chain(w).map(|x| &**x).collect(),
+            Expr::Fma(a, b, c) | Expr::Mma(_, a, b, c) | Expr::Select(a, b, c) => {
                 vec![a, b, c]
             }
             Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane => {
@@ -592,7 +595,11 @@ pub mod e {
         Expr::Bitcast(to, Box::new(a))
     }
     pub fn dot_bytes(acc: Expr, a: Expr, b: Expr) -> Expr {
-        Expr::DotBytes(Box::new(acc), Box::new(a), Box::new(b))
+        Expr::DotBytes(Box::new(acc), Box::new(a), Box::new(b), None)
+    }
+    /// `dot_bytes` with each lane's sum multiplied by `w`'s lane (see `Expr::DotBytes`).
+    pub fn dot_bytes_scaled(acc: Expr, a: Expr, b: Expr, w: Expr) -> Expr {
+        Expr::DotBytes(Box::new(acc), Box::new(a), Box::new(b), Some(Box::new(w)))
     }
     pub fn mma(op: crate::kernel::matrix::MatrixOp, a: Expr, b: Expr, c: Expr) -> Expr {
         Expr::Mma(op, Box::new(a), Box::new(b), Box::new(c))

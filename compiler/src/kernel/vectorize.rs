@@ -185,9 +185,12 @@ fn vectorize_reduction(
     let step = w * unroll;
     let (groups, tail) = (fresh(), fresh());
     let accs: Vec<VarId> = (0..unroll).map(|_| fresh()).collect();
-    let identity = match op {
-        RedOp::Sum => f(0.0),
-        RedOp::Max => f(f32::NEG_INFINITY),
+    // Integer reductions start from integers (the element type of what they add up).
+    let identity = match (op, cx.elem(&red.value)) {
+        (RedOp::Sum, Some(Elem::I32)) => Expr::Lit(Lit::I32(0)),
+        (RedOp::Max, Some(Elem::I32)) => Expr::Lit(Lit::I32(i32::MIN)),
+        (RedOp::Sum, _) => f(0.0),
+        (RedOp::Max, _) => f(f32::NEG_INFINITY),
     };
     let combine = |a: Expr, b: Expr| match op {
         RedOp::Sum => bin(BOp::Add, a, b),

@@ -116,7 +116,7 @@ pub fn tile_dot_bytes(
     let contiguous = match l.scale {
         Scale::Packed6 => true,
         Scale::SignedByte { at, .. } => (0..runs).all(|r| at.at(r) == at.at(0) + r as i64),
-        Scale::Half { .. } => false,
+        Scale::Half { .. } | Scale::Single { .. } => false,
     };
     let four_at_once =
         runs % 4 == 0 && contiguous && matches!(l.offset, Offset::None | Offset::Packed6);

@@ -40,13 +40,28 @@ impl Block {
     }
 
     /// `lanes` consecutive bytes from `off`, as an i32 vector.
-    fn bytes_vec(&self, ctx: &mut Ctx, off: Expr, lanes: u8) -> Result<Expr, LowerError> {
+    pub(super) fn bytes_vec(
+        &self,
+        ctx: &mut Ctx,
+        off: Expr,
+        lanes: u8,
+    ) -> Result<Expr, LowerError> {
         match self.byte(ctx, off)? {
             Expr::Load { buf, index, .. } => Ok(load_vec(buf, *index, lanes)),
             _ => Err(LowerError::Internal(
                 "quantized bytes are not a buffer".into(),
             )),
         }
+    }
+
+    /// The f32 at byte `at`.
+    pub(super) fn float(&self, ctx: &mut Ctx, at: i64) -> Result<Expr, LowerError> {
+        let mut bits = self.byte(ctx, i(at))?;
+        for k in 1..4 {
+            let b = self.byte(ctx, i(at + k))?;
+            bits = bin(BOp::Or, bits, bin(BOp::Shl, b, i32(8 * k as i32)));
+        }
+        Ok(Expr::Bitcast(Elem::F32, Box::new(bits)))
     }
 
     /// The f16 at byte `at`, as f32.
@@ -126,6 +141,7 @@ pub(super) fn run_scale(
     let as_f32 = |v: Expr| cast(Elem::F32, v);
     let scale = match l.scale {
         Scale::Half { at } => blk.half(ctx, at as i64)?,
+        Scale::Single { at } => blk.float(ctx, at as i64)?,
         Scale::Packed6 => {
             let d = blk.half(ctx, 0)?;
             bin(BOp::Mul, d, as_f32(packed6(ctx, blk, run, false)?))
@@ -195,7 +211,7 @@ pub(super) fn run_scales4(
 }
 
 /// `(b ^ 128) - 128`: the form compilers recognise as a sign extension of a byte.
-fn signed_byte(b: Expr, lanes: u8) -> Expr {
+pub(super) fn signed_byte(b: Expr, lanes: u8) -> Expr {
     let c = splat(i32(128), lanes);
     bin(BOp::Sub, bin(BOp::Xor, b, c.clone()), c)
 }

@@ -87,21 +87,26 @@ fn byte_tiles(ctx: &Ctx, node: NodeId) -> bool {
     let s = &ctx.schedule;
     let ins = g.inputs(node);
     let (a, b) = (g.node(ins[0]), g.node(ins[1]));
-    let quantized_a = matches!(
-        a.op,
-        kiln_ir::Op::Dequant {
-            format: kiln_ir::QuantFormat::Q8_0
+    let activations = match a.op {
+        kiln_ir::Op::Dequant { format }
+            if matches!(g.node(g.inputs(ins[0])[0]).op, kiln_ir::Op::Quantize { .. }) =>
+        {
+            Some(format)
         }
-    ) && matches!(g.node(g.inputs(ins[0])[0]).op, kiln_ir::Op::Quantize { .. });
+        _ => None,
+    };
     let weights = match b.op {
         kiln_ir::Op::Dequant { format } if b.shape.len() == 2 => Some(format),
         _ => None,
     };
-    !s.gpu
-        && s.byte_dot
-        && s.lanes > 1
-        && quantized_a
-        && weights.is_some_and(|f| super::byte_tiles::tile_lanes(f, s.lanes).is_some())
+    let multiplies = match (activations, weights) {
+        (Some(kiln_ir::QuantFormat::Q8_0), Some(w)) => {
+            super::byte_tiles::tile_lanes(w, s.lanes).is_some()
+        }
+        (Some(kiln_ir::QuantFormat::Q8K), Some(w)) => super::k_dot::applies(w, s.lanes),
+        _ => false,
+    };
+    !s.gpu && s.byte_dot && s.lanes > 1 && multiplies
 }
 
 /// Rows at or below which the dot-product form wins when B is transposed.
@@ -219,12 +224,15 @@ fn small_m_shape(ctx: &Ctx, node: NodeId) -> bool {
         .is_some_and(|m| m <= DOT_MAX_ROWS)
 }
 
-/// A as rows of `q8_0` activation blocks (`dequant` of bytes, not transposed): the bytes.
-fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<NodeId> {
+/// A as rows of activation blocks (`dequant` of `q8_0` or `q8_k` bytes, not transposed):
+/// the bytes and their format.
+fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::QuantFormat)> {
     match ctx.graph.node(ops.a).op {
-        kiln_ir::Op::Dequant {
-            format: kiln_ir::QuantFormat::Q8_0,
-        } if !ops.ta => Some(ctx.graph.inputs(ops.a)[0]),
+        kiln_ir::Op::Dequant { format }
+            if !ops.ta && kiln_ir::QuantFormat::ACTIVATIONS.contains(&format) =>
+        {
+            Some((ctx.graph.inputs(ops.a)[0], format))
+        }
         _ => None,
     }
 }
@@ -374,7 +382,36 @@ fn dot_kernel(
     let accs = tile_accs[0].clone();
     let activations = quantized_activations(ctx, ops);
     match (quantized_rows(ctx, ops), activations) {
-        (Some(weights), Some(x)) if tiles > 1 => {
+        (Some(weights), Some((x, kiln_ir::QuantFormat::Q8K)))
+            if !ctx.schedule.gpu
+                && ctx.schedule.byte_dot
+                && super::k_dot::applies(weights.1, vector) =>
+        {
+            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
+            let tokens: Vec<Vec<Expr>> = tile_rows
+                .iter()
+                .map(|(_, read)| {
+                    let mut prefix = Operands::batch_index(&ops.a_shape, nb);
+                    prefix.push(read.clone());
+                    prefix
+                })
+                .collect();
+            // A tile's next point reads the same rows of B.
+            let ahead = if tiles > 1 {
+                Vec::new()
+            } else {
+                rows_ahead(&col0, cols, &n)
+            };
+            body.extend(super::k_dot::k_dot(
+                ctx,
+                weights,
+                (x, &tokens),
+                (&reads, &ahead),
+                extent.clone(),
+                &tile_accs,
+            )?);
+        }
+        (Some(weights), Some((x, kiln_ir::QuantFormat::Q8_0))) if tiles > 1 => {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             let tokens: Vec<Vec<Expr>> = tile_rows
                 .iter()
@@ -394,7 +431,7 @@ fn dot_kernel(
                 &tile_accs,
             )?);
         }
-        (Some(weights), Some(x))
+        (Some(weights), Some((x, kiln_ir::QuantFormat::Q8_0)))
             if !ctx.schedule.gpu
                 && ctx.schedule.byte_dot
                 && vector > 1

@@ -13,6 +13,8 @@ mod dequant;
 mod int_dot;
 pub use int_dot::byte_lanes as byte_dot_lanes;
 mod inline;
+mod k_dot;
+pub use k_dot::applies as q8k_dot_applies;
 mod kernels;
 mod matmul;
 mod matrix;

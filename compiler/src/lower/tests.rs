@@ -142,11 +142,16 @@ output \"y\" = %y
 
 /// With quantized activations over quantized weights, the CPU's many-row form multiplies
 /// bytes too: a tile of rows (tokens) per grid point, their sums gathered a token per lane
-/// (`lane_sums`, two runs per vector for Q6_K's runs of 16), no packed f32 panel; the
-/// decode form stays the one-row dot product.
+/// (`lane_sums`), no packed f32 panel. The K-quants read q8_k activations, whose one scale
+/// per block lets the runs' multipliers scale the byte products themselves, in decode and
+/// in prefill.
 #[test]
 fn quantized_prefill_multiplies_bytes_in_tiles_of_tokens() {
-    for (format, row, runs) in [("q8_0", 68, 1), ("q4_k", 144, 1), ("q6_k", 210, 2)] {
+    for (format, row, k_quant) in [
+        ("q8_0", 68, false),
+        ("q4_k", 144, true),
+        ("q6_k", 210, true),
+    ] {
         let k = if format == "q8_0" { 64 } else { 256 };
         let text = format!(
             "kir 1
@@ -168,10 +173,15 @@ output \"y\" = %y
         let shown: Vec<String> = l.kernels.iter().map(|k| k.to_string()).collect();
         let (decode, prefill) = (&shown[1], &shown[2]);
         assert!(
-            decode.contains("dot_bytes") && !decode.contains("lane_sums"),
-            "{decode}"
+            shown[0].contains("292") == k_quant,
+            "q8_k blocks:\n{}",
+            shown[0]
         );
-        assert!(prefill.contains(&format!("lane_sums<{runs}>")), "{prefill}");
+        assert!(decode.contains("dot_bytes"), "{decode}");
+        assert!(prefill.contains("lane_sums<1>"), "{prefill}");
+        for kernel in [decode, prefill] {
+            assert_eq!(kernel.contains("scaled"), k_quant, "{kernel}");
+        }
         assert!(l.kernels[2].locals.is_empty(), "{prefill}");
         // Four tokens: rows past `seq` read the last one and are not stored.
         assert!(

@@ -148,19 +148,26 @@ pub(super) fn dequant(x: &Tensor, format: crate::QuantFormat) -> Result<Tensor, 
     })
 }
 
-/// Encodes each row as `q8_0` blocks with the reference encoder.
-pub(super) fn quantize(x: &Tensor) -> Result<Tensor, String> {
+/// Encodes each row as `format` blocks (`q8_0` or `q8_k`) with the reference encoders.
+pub(super) fn quantize(x: &Tensor, format: crate::QuantFormat) -> Result<Tensor, String> {
     let k = *x.shape.last().ok_or("quantize needs rank >= 1")?;
-    if k % 32 != 0 {
-        return Err(format!("quantize: rows of {k} are not whole blocks of 32"));
+    let (be, bb) = (format.block_elems(), format.block_bytes());
+    if k % be != 0 {
+        return Err(format!(
+            "quantize: rows of {k} are not whole blocks of {be}"
+        ));
     }
-    let mut out = Vec::with_capacity(x.data.len() / 32 * 34);
-    for block in x.data.chunks_exact(32) {
+    let mut out = Vec::with_capacity(x.data.len() / be * bb);
+    for block in x.data.chunks_exact(be) {
         let v: Vec<f32> = block.iter().map(|&v| v as f32).collect();
-        out.extend(crate::quant::quantize_q8_0(&v).map(f64::from));
+        match format {
+            crate::QuantFormat::Q8_0 => out.extend(crate::quant::quantize_q8_0(&v).map(f64::from)),
+            crate::QuantFormat::Q8K => out.extend(crate::quant::quantize_q8_k(&v).map(f64::from)),
+            other => return Err(format!("quantize: {other} is not an activation format")),
+        }
     }
     let mut shape = x.shape.clone();
-    *shape.last_mut().expect("rank >= 1") = k / 32 * 34;
+    *shape.last_mut().expect("rank >= 1") = k / be * bb;
     Ok(Tensor {
         dtype: crate::DType::U8,
         shape,

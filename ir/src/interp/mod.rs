@@ -168,7 +168,7 @@ pub fn eval_op(op: &Op, args: &[&Tensor], bindings: &Bindings) -> Result<Tensor,
         } => rope::rope(args[0], args[1], *layout, *theta, *rot_dims),
         Op::Gather => layout::gather(args[0], args[1]),
         Op::Dequant { format } => layout::dequant(args[0], *format),
-        Op::Quantize { .. } => layout::quantize(args[0]),
+        Op::Quantize { format } => layout::quantize(args[0], *format),
         Op::Reshape { shape } => {
             let shape = concrete_shape(shape, bindings)?;
             layout::reshape(args[0], shape)

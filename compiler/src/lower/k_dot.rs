@@ -1,0 +1,281 @@
+//! Dot products of K-quant rows (Q4_K, Q5_K, Q6_K) with `q8_k` activations, multiplied as
+//! bytes, for decode (one activation row) and prefill (a tile of them).
+//!
+//! With `q8_0` activations every 32 elements carry their own scale, so each run of a
+//! K-quant block ends in float work: convert its sum, multiply by the run's multiplier and
+//! the activation block's scale, add. A `q8_k` block has one scale for all 256 elements,
+//! so the runs' multipliers (small integers: 6-bit or signed bytes) go into the byte dot
+//! product itself (`Expr::DotBytes` with weights: x86 `pmaddwd` by the multipliers instead
+//! of by ones) and the whole block sums in one i32 vector; the float work happens once per
+//! block. The K-quants' mins (Q4_K, Q5_K) and centre (Q6_K) need the activations' sums per
+//! run, which the `q8_k` block carries (per 16 elements): one integer product per block
+//! and row instead of summing the activations again.
+//!
+//! The activation rows are the lanes of the per-row results (`Expr::LaneSums`, as in
+//! `byte_tiles`): one lane for decode, a tile of tokens for prefill.
+
+use super::dequant::{quant, quant_bits, signed_byte, Block, Run};
+use super::inline::value_at;
+use super::{Ctx, LowerError};
+use crate::kernel::e::*;
+use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, Stmt, VarId};
+use kiln_ir::quant::{Offset, Scale};
+use kiln_ir::{NodeId, QuantFormat};
+
+/// Bytes per cache line, the unit a prefetch fetches.
+const CACHE_LINE: i64 = 64;
+
+/// Whether rows of `format` multiply `q8_k` activations here: the K-quants, on any vector
+/// schedule (the 32-byte dot products are split where vectors are narrower), so that the
+/// activations' rounding, chosen from this, is the same on every such target.
+pub fn applies(format: QuantFormat, lanes: u8) -> bool {
+    matches!(
+        format,
+        QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K
+    ) && lanes > 1
+}
+
+/// Bytes per `DotBytes`: 32, one run of Q4_K and Q5_K, two of Q6_K (their bits lie one
+/// after the other, at the same shifts).
+const DOT_BYTES: u8 = 32;
+
+/// Statements setting `accs[t][r] = sum over k of dequant(weights)[rows[r], k] *
+/// dequant(x)[k]` for activation row `t` (`tokens[t]` indexes it in `x`, rows of `q8_k`
+/// bytes), over `k_len` elements. `ahead`: rows a later grid point reads, prefetched line by
+/// line (decode; a tile's next point reads the same rows).
+pub fn k_dot(
+    ctx: &mut Ctx,
+    (bytes, format): (NodeId, QuantFormat),
+    (x, tokens): (NodeId, &[Vec<Expr>]),
+    (rows, ahead): (&[Expr], &[Expr]),
+    k_len: Expr,
+    accs: &[Vec<VarId>],
+) -> Result<Vec<Stmt>, LowerError> {
+    let l = format.layout();
+    let xf = QuantFormat::Q8K;
+    let xl = xf.layout();
+    let (bb, xbb) = (format.block_bytes() as i64, xf.block_bytes() as i64);
+    let runs = format.block_elems() / l.run_len;
+    let rp = DOT_BYTES as usize / l.run_len;
+    let n = DOT_BYTES / 4;
+    let nt = tokens.len() as u8;
+    if !matches!(rp, 1 | 2) || format.block_elems() != xf.block_elems() {
+        return Err(LowerError::Internal(format!(
+            "no q8_k dot product for {format}"
+        )));
+    }
+    let blk = ctx.fresh();
+    let blocks = Block::of_rows(bytes, rows, blk, bb);
+    let x_block = |t: usize| Block {
+        bytes: x,
+        prefix: tokens[t].clone(),
+        base: mul(var(blk), i(xbb)),
+    };
+    let facc: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    let isum: Vec<Vec<VarId>> = tokens
+        .iter()
+        .map(|_| rows.iter().map(|_| ctx.fresh()).collect())
+        .collect();
+    let mut body = Vec::new();
+    let bind = |body: &mut Vec<Stmt>, ctx: &mut Ctx, value: Expr| {
+        let v = ctx.fresh();
+        body.push(Stmt::Let { var: v, value });
+        v
+    };
+
+    // The activation blocks' scales and sums of 16, a token per lane / per token.
+    let dx_lanes = (0..tokens.len())
+        .map(|t| x_block(t).float(ctx, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dx = bind(&mut body, ctx, per_lane(dx_lanes));
+    let (lo, hi) = QuantFormat::Q8K_SUMS;
+    let mut sums16 = Vec::new();
+    for t in 0..tokens.len() {
+        let xb = x_block(t);
+        let low = xb.bytes_vec(ctx, i(lo as i64), 16)?;
+        let high = signed_byte(xb.bytes_vec(ctx, i(hi as i64), 16)?, 16);
+        let s = bin(BOp::Or, low, bin(BOp::Shl, high, splat(i32(8), 16)));
+        sums16.push(bind(&mut body, ctx, s));
+    }
+
+    for (row, b) in blocks.iter().enumerate() {
+        for s in &isum {
+            body.push(Stmt::Assign {
+                var: s[row],
+                value: splat(i32(0), n),
+            });
+        }
+        // The runs' integer multipliers (and Q4_K's and Q5_K's mins), as vectors.
+        let (mults, mins) = multipliers(ctx, b, format)?;
+        let mults = bind(&mut body, ctx, mults);
+        let mins = mins.map(|m| bind(&mut body, ctx, m));
+        for r0 in (0..runs).step_by(rp) {
+            let run = Run::Known(r0);
+            let first = (r0 * l.run_len) as i64;
+            let w = if rp == 1 {
+                splat(extract(var(mults), r0), n)
+            } else {
+                let per_run = n as usize / rp;
+                Expr::Lanes(
+                    (0..n as usize)
+                        .map(|k| extract(var(mults), r0 + k / per_run))
+                        .collect(),
+                )
+            };
+            let w = bind(&mut body, ctx, w);
+            let bits = quant_bits(ctx, b, &l, &run, i(0), DOT_BYTES)?;
+            let a = bind(&mut body, ctx, bits);
+            for (t, s) in isum.iter().enumerate() {
+                let xq = quant(ctx, &x_block(t), &xl, &Run::Known(0), i(first), DOT_BYTES)?;
+                body.push(Stmt::Assign {
+                    var: s[row],
+                    value: dot_bytes_scaled(var(s[row]), var(a), xq, var(w)),
+                });
+            }
+        }
+        // Each token's sum of the block (minus Q6_K's centre), times `d` and its scale.
+        let per_token =
+            |v: &dyn Fn(usize) -> Expr| Expr::LaneSums((0..tokens.len()).map(v).collect(), 1);
+        // One value per token's lane (a scalar for one token, as one-lane values are).
+        let splat = |e: Expr| if nt == 1 { e } else { splat(e, nt) };
+        let mut sums = per_token(&|t| var(isum[t][row]));
+        if l.center != 0 {
+            // sum of mult[r] * (q - c) * x = sum of mult[r] * q * x - c * sum of
+            // mult[r] * (the run's sum of x).
+            let centre = per_token(&|t| bin(BOp::Mul, var(mults), var(sums16[t])));
+            sums = bin(BOp::Sub, sums, bin(BOp::Mul, centre, splat(i32(l.center))));
+        }
+        let (d, dmin) = block_scales(ctx, b, format)?;
+        let acc = facc[row];
+        body.push(Stmt::Assign {
+            var: acc,
+            value: fma(
+                cast(Elem::F32, sums),
+                bin(BOp::Mul, splat(d), var(dx)),
+                var(acc),
+            ),
+        });
+        if let (Some(m), Some(dmin)) = (mins, dmin) {
+            // The mins: one per run of 32, two sums of 16 each.
+            let m16 = Expr::Lanes((0..16).map(|k| extract(var(m), k / 2)).collect());
+            let m16 = bind(&mut body, ctx, m16);
+            let mins = per_token(&|t| bin(BOp::Mul, var(m16), var(sums16[t])));
+            body.push(Stmt::Assign {
+                var: acc,
+                value: fma(
+                    cast(Elem::F32, mins),
+                    bin(BOp::Mul, splat(un(crate::kernel::UOp::Neg, dmin)), var(dx)),
+                    var(acc),
+                ),
+            });
+        }
+    }
+
+    let mut out: Vec<Stmt> = facc
+        .iter()
+        .map(|&a| Stmt::Decl {
+            var: a,
+            init: if nt == 1 { f(0.0) } else { splat(f(0.0), nt) },
+        })
+        .chain(isum.iter().flatten().map(|&a| Stmt::Decl {
+            var: a,
+            init: splat(i32(0), n),
+        }))
+        .collect();
+    for row in ahead {
+        for line in (0..bb).step_by(CACHE_LINE as usize) {
+            let at = add(mul(var(blk), i(bb)), i(line));
+            if let Expr::Load { buf, index, .. } = value_at(ctx, bytes, &[row.clone(), at])? {
+                body.push(Stmt::Prefetch { buf, index: *index });
+            }
+        }
+    }
+    out.push(Stmt::Loop {
+        var: blk,
+        extent: div(k_len, i(format.block_elems() as i64)),
+        kind: LoopKind::Serial,
+        vector: 1,
+        body,
+    });
+    for (t, accs) in accs.iter().enumerate() {
+        for (&acc, &v) in accs.iter().zip(&facc) {
+            out.push(Stmt::Decl {
+                var: acc,
+                init: if nt == 1 { var(v) } else { extract(var(v), t) },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A vector of `xs`, or the one value.
+fn per_lane(mut xs: Vec<Expr>) -> Expr {
+    if xs.len() == 1 {
+        xs.remove(0)
+    } else {
+        Expr::Lanes(xs)
+    }
+}
+
+fn extract(v: Expr, lane: usize) -> Expr {
+    Expr::Extract {
+        vector: Box::new(v),
+        lane: lane as u8,
+    }
+}
+
+/// The runs' integer multipliers of a block, an i32 vector with a lane per run, and for
+/// Q4_K and Q5_K their mins (8 lanes each: the 6-bit values of `Layout::packed6`, from
+/// three 8-byte loads); Q6_K's 16 signed bytes.
+fn multipliers(
+    ctx: &mut Ctx,
+    b: &Block,
+    format: QuantFormat,
+) -> Result<(Expr, Option<Expr>), LowerError> {
+    let l = format.layout();
+    match (l.scale, l.offset) {
+        (Scale::Packed6, Offset::Packed6) => {
+            // Lane j: a = s[j] (bytes 4..12), c = s[j + 4] (bytes 8..16), p = s[j - 4]
+            // (bytes 0..8; used for j >= 4 only).
+            let a = b.bytes_vec(ctx, i(4), 8)?;
+            let c = b.bytes_vec(ctx, i(8), 8)?;
+            let p = b.bytes_vec(ctx, i(0), 8)?;
+            let k = |v: i32| splat(i32(v), 8);
+            let top = |v: Expr| bin(BOp::Shl, bin(BOp::Shr, v, k(6)), k(4));
+            let first = cmp(Cmp::Lt, Expr::Lanes((0..8).map(i32).collect()), k(4));
+            let scales = select(
+                first.clone(),
+                bin(BOp::And, a.clone(), k(63)),
+                bin(BOp::Or, bin(BOp::And, c.clone(), k(15)), top(p)),
+            );
+            let mins = select(
+                first,
+                bin(BOp::And, c.clone(), k(63)),
+                bin(BOp::Or, bin(BOp::Shr, c, k(4)), top(a)),
+            );
+            Ok((scales, Some(mins)))
+        }
+        (Scale::SignedByte { at, .. }, Offset::None)
+            if (0..16).all(|r| at.at(r) == at.at(0) + r as i64) =>
+        {
+            let s = b.bytes_vec(ctx, i(at.at(0)), 16)?;
+            Ok((signed_byte(s, 16), None))
+        }
+        _ => Err(LowerError::Internal(format!(
+            "no integer run multipliers for {format}"
+        ))),
+    }
+}
+
+/// The block's `d` (f32) and, for formats with mins, `dmin`.
+fn block_scales(
+    ctx: &mut Ctx,
+    b: &Block,
+    format: QuantFormat,
+) -> Result<(Expr, Option<Expr>), LowerError> {
+    match format.layout().scale {
+        Scale::Packed6 => Ok((b.half(ctx, 0)?, Some(b.half(ctx, 2)?))),
+        Scale::SignedByte { d_at, .. } => Ok((b.half(ctx, d_at as i64)?, None)),
+        _ => Err(LowerError::Internal(format!("no block scale for {format}"))),
+    }
+}
