@@ -15,15 +15,11 @@
 //! `byte_tiles`): one lane for decode, a tile of tokens for prefill.
 
 use super::dequant::{quant, quant_bits, signed_byte, Block, Run};
-use super::inline::value_at;
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, Stmt, VarId};
 use kiln_ir::quant::{Offset, Scale};
 use kiln_ir::{NodeId, QuantFormat};
-
-/// Bytes per cache line, the unit a prefetch fetches.
-const CACHE_LINE: i64 = 64;
 
 /// Whether rows of `format` multiply `q8_k` activations here: the K-quants, on any vector
 /// schedule (the 32-byte dot products are split where vectors are narrower), so that the
@@ -41,13 +37,14 @@ const DOT_BYTES: u8 = 32;
 
 /// Statements setting `accs[t][r] = sum over k of dequant(weights)[rows[r], k] *
 /// dequant(x)[k]` for activation row `t` (`tokens[t]` indexes it in `x`, rows of `q8_k`
-/// bytes), over `k_len` elements. `ahead`: rows a later grid point reads, prefetched line by
-/// line (decode; a tile's next point reads the same rows).
+/// bytes), over `k_len` elements. Nothing is prefetched: decode reads one row at a time, a
+/// sequential stream the hardware prefetcher follows, and a tile's next point reads the
+/// same rows.
 pub fn k_dot(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),
     (x, tokens): (NodeId, &[Vec<Expr>]),
-    (rows, ahead): (&[Expr], &[Expr]),
+    rows: &[Expr],
     k_len: Expr,
     accs: &[Vec<VarId>],
 ) -> Result<Vec<Stmt>, LowerError> {
@@ -182,14 +179,6 @@ pub fn k_dot(
             init: splat(i32(0), n),
         }))
         .collect();
-    for row in ahead {
-        for line in (0..bb).step_by(CACHE_LINE as usize) {
-            let at = add(mul(var(blk), i(bb)), i(line));
-            if let Expr::Load { buf, index, .. } = value_at(ctx, bytes, &[row.clone(), at])? {
-                body.push(Stmt::Prefetch { buf, index: *index });
-            }
-        }
-    }
     out.push(Stmt::Loop {
         var: blk,
         extent: div(k_len, i(format.block_elems() as i64)),

@@ -396,20 +396,30 @@ fn dot_kernel(
                     prefix
                 })
                 .collect();
-            // A tile's next point reads the same rows of B.
-            let ahead = if tiles > 1 {
-                Vec::new()
+            if tiles > 1 {
+                body.extend(super::k_dot::k_dot(
+                    ctx,
+                    weights,
+                    (x, &tokens),
+                    &reads,
+                    extent.clone(),
+                    &tile_accs,
+                )?);
             } else {
-                rows_ahead(&col0, cols, &n)
-            };
-            body.extend(super::k_dot::k_dot(
-                ctx,
-                weights,
-                (x, &tokens),
-                (&reads, &ahead),
-                extent.clone(),
-                &tile_accs,
-            )?);
+                // Decode reads its rows one after another, as for q8_0 (one sequential
+                // stream); the activations' sums come with their blocks, so the rows share
+                // nothing worth reading them together for.
+                for (c, read) in reads.iter().enumerate() {
+                    body.extend(super::k_dot::k_dot(
+                        ctx,
+                        weights,
+                        (x, &tokens),
+                        std::slice::from_ref(read),
+                        extent.clone(),
+                        &[vec![tile_accs[0][c]]],
+                    )?);
+                }
+            }
         }
         (Some(weights), Some((x, kiln_ir::QuantFormat::Q8_0))) if tiles > 1 => {
             let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();

@@ -412,13 +412,22 @@ output \"y\" = %y
     assert_eq!(lowered("cpu:x86-64-v3").kernels.len(), 1);
 }
 
-/// The byte dot product kernel (q8 activations, `cpu:x86-64-v3`) of a one-row matmul by
-/// 96 rows of `format` weights, `k` wide, as text.
-fn byte_dot_kernel(format: kiln_ir::QuantFormat, k: usize) -> String {
+/// The byte dot product kernel (`cpu:x86-64-v3`) of a one-row matmul by 96 rows of
+/// `format` weights, `k` wide, as text: with the activations quantized in `x_format`, or
+/// (`None`) as `--quantize-activations` chooses.
+fn byte_dot_kernel(
+    format: kiln_ir::QuantFormat,
+    k: usize,
+    x_format: Option<kiln_ir::QuantFormat>,
+) -> String {
     let row = k / format.block_elems() * format.block_bytes();
+    let x = match x_format {
+        Some(xf) => format!("%x0 = input \"x\" f32[1,{k}]\n%q = quantize %x0 format={xf}\n%x = dequant %q format={xf}"),
+        None => format!("%x = input \"x\" f32[1,{k}]"),
+    };
     let text = format!(
         "kir 1
-%x = input \"x\" f32[1,{k}]
+{x}
 %w = input \"w\" u8[96,{row}]
 %d = dequant %w format={format}
 %y = matmul %x, %d transpose_a=false transpose_b=true
@@ -426,7 +435,11 @@ output \"y\" = %y
 "
     );
     let g = kiln_ir::text::parse(&text).unwrap();
-    let g = crate::activations::quantize_activations(&g, 8).unwrap();
+    let g = if x_format.is_some() {
+        g
+    } else {
+        crate::activations::quantize_activations(&g, 8).unwrap()
+    };
     let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
     let opts = crate::pipeline::Options {
         quantize_activations: true,
@@ -446,7 +459,7 @@ output \"y\" = %y
 /// rows one after another, each in a block loop of its own, and prefetches nothing.
 #[test]
 fn cpu_byte_dot_products_over_q8_0_read_rows_one_after_another() {
-    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q8_0, 64);
+    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q8_0, 64, None);
     assert!(!shown.contains("prefetch"), "{shown}");
     assert_eq!(
         shown.matches("Serial").count(),
@@ -455,12 +468,31 @@ fn cpu_byte_dot_products_over_q8_0_read_rows_one_after_another() {
     );
 }
 
-/// Formats whose dot products need the activations' sums (Q4_K) read a point's rows
-/// together and prefetch the next point's, block by block and line by line: three
-/// prefetches per 144-byte block and row, 64 bytes apart.
+/// K-quant rows by q8_k activations (what `--quantize-activations` makes of them) read
+/// their rows one after another too: the activations' sums come with their blocks, so the
+/// rows share nothing.
+#[test]
+fn cpu_k_quant_dot_products_read_rows_one_after_another() {
+    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q4K, 256, None);
+    assert!(
+        shown.contains("scaled") && !shown.contains("prefetch"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("Serial").count(),
+        4,
+        "a block loop per row:\n{shown}"
+    );
+}
+
+/// Over q8_0 activations, formats whose dot products need the activations' sums (here
+/// Q4_K) read a point's rows together, sharing each activation block's sum, and prefetch
+/// the next point's, block by block and line by line: three prefetches per 144-byte block
+/// and row, 64 bytes apart.
 #[test]
 fn cpu_byte_dot_products_prefetch_every_line_of_long_blocks() {
-    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q4K, 256);
+    let q8_0 = Some(kiln_ir::QuantFormat::Q8_0);
+    let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q4K, 256, q8_0);
     assert_eq!(shown.matches("prefetch").count(), 12, "{shown}");
     for block in ["(v4 * 144)", "((v4 * 144) + 64)", "((v4 * 144) + 128)"] {
         let want = format!("prefetch a2[((min(((g1 * 4) + 4), 95) * 144) + {block})]");
