@@ -69,6 +69,13 @@ pub fn k_dot(
         base: mul(var(blk), i(xbb)),
     };
     let facc: Vec<VarId> = rows.iter().map(|_| ctx.fresh()).collect();
+    // Decode (one token) keeps each row's block sums in a vector, reduced once at the end
+    // rather than once per block.
+    let vacc: Vec<VarId> = if nt == 1 {
+        rows.iter().map(|_| ctx.fresh()).collect()
+    } else {
+        Vec::new()
+    };
     let isum: Vec<Vec<VarId>> = tokens
         .iter()
         .map(|_| rows.iter().map(|_| ctx.fresh()).collect())
@@ -135,23 +142,45 @@ pub fn k_dot(
             |v: &dyn Fn(usize) -> Expr| Expr::LaneSums((0..tokens.len()).map(v).collect(), 1);
         // One value per token's lane (a scalar for one token, as one-lane values are).
         let splat = |e: Expr| if nt == 1 { e } else { splat(e, nt) };
-        let mut sums = per_token(&|t| var(isum[t][row]));
-        if l.center != 0 {
-            // sum of mult[r] * (q - c) * x = sum of mult[r] * q * x - c * sum of
-            // mult[r] * (the run's sum of x).
-            let centre = per_token(&|t| bin(BOp::Mul, var(mults), var(sums16[t])));
-            sums = bin(BOp::Sub, sums, bin(BOp::Mul, centre, splat(i32(l.center))));
-        }
         let (d, dmin) = block_scales(ctx, b, format)?;
         let acc = facc[row];
-        body.push(Stmt::Assign {
-            var: acc,
-            value: fma(
-                cast(Elem::F32, sums),
-                bin(BOp::Mul, splat(d), var(dx)),
-                var(acc),
-            ),
-        });
+        // sum of mult[r] * (q - c) * x = sum of mult[r] * q * x - c * sum of mult[r] *
+        // (the run's sum of x).
+        let centre = per_token(&|t| bin(BOp::Mul, var(mults), var(sums16[t])));
+        if let Some(&v) = vacc.get(row) {
+            let ddx = bind(&mut body, ctx, bin(BOp::Mul, d, var(dx)));
+            body.push(Stmt::Assign {
+                var: v,
+                value: fma(
+                    cast(Elem::F32, var(isum[0][row])),
+                    crate::kernel::e::splat(var(ddx), n),
+                    var(v),
+                ),
+            });
+            if l.center != 0 {
+                body.push(Stmt::Assign {
+                    var: acc,
+                    value: fma(
+                        cast(Elem::F32, centre),
+                        bin(BOp::Mul, f(-(l.center as f32)), var(ddx)),
+                        var(acc),
+                    ),
+                });
+            }
+        } else {
+            let mut sums = per_token(&|t| var(isum[t][row]));
+            if l.center != 0 {
+                sums = bin(BOp::Sub, sums, bin(BOp::Mul, centre, splat(i32(l.center))));
+            }
+            body.push(Stmt::Assign {
+                var: acc,
+                value: fma(
+                    cast(Elem::F32, sums),
+                    bin(BOp::Mul, splat(d), var(dx)),
+                    var(acc),
+                ),
+            });
+        }
         if let (Some(m), Some(dmin)) = (mins, dmin) {
             // The mins: one per run of 32, two sums of 16 each.
             let m16 = Expr::Lanes((0..16).map(|k| extract(var(m), k / 2)).collect());
@@ -174,6 +203,10 @@ pub fn k_dot(
             var: a,
             init: if nt == 1 { f(0.0) } else { splat(f(0.0), nt) },
         })
+        .chain(vacc.iter().map(|&a| Stmt::Decl {
+            var: a,
+            init: splat(f(0.0), n),
+        }))
         .chain(isum.iter().flatten().map(|&a| Stmt::Decl {
             var: a,
             init: splat(i32(0), n),
@@ -187,11 +220,16 @@ pub fn k_dot(
         body,
     });
     for (t, accs) in accs.iter().enumerate() {
-        for (&acc, &v) in accs.iter().zip(&facc) {
-            out.push(Stmt::Decl {
-                var: acc,
-                init: if nt == 1 { var(v) } else { extract(var(v), t) },
-            });
+        for (row, (&acc, &v)) in accs.iter().zip(&facc).enumerate() {
+            let init = match vacc.get(row) {
+                Some(&sums) => bin(
+                    BOp::Add,
+                    var(v),
+                    Expr::ReduceLanes(crate::kernel::RedOp::Sum, Box::new(var(sums))),
+                ),
+                None => extract(var(v), t),
+            };
+            out.push(Stmt::Decl { var: acc, init });
         }
     }
     Ok(out)
