@@ -457,10 +457,16 @@ pub fn quantize_q8_0(x: &[f32]) -> [u8; 34] {
     let mut out = [0u8; 34];
     out[..2].copy_from_slice(&h.to_le_bytes());
     for (o, &v) in out[2..].iter_mut().zip(x) {
-        let v = (v * id).clamp(-127.0, 127.0);
-        *o = (v + if v < 0.0 { -0.5 } else { 0.5 }).trunc() as i32 as i8 as u8;
+        *o = round_q8(v, id);
     }
     out
+}
+
+/// `v / scale` (`id` its inverse) as a signed byte: clamped to +-127, halves rounded away
+/// from zero as `trunc(v +- 0.5)`, in f32 as the quantize kernels compute it.
+fn round_q8(v: f32, id: f32) -> u8 {
+    let v = (v * id).clamp(-127.0, 127.0);
+    (v + if v < 0.0 { -0.5 } else { 0.5 }).trunc() as i32 as i8 as u8
 }
 
 /// Encodes 256 activations as one `q8_k` block (see `QuantFormat::Q8K`), step for step as
@@ -474,8 +480,7 @@ pub fn quantize_q8_k(x: &[f32]) -> [u8; 292] {
     let mut out = [0u8; 292];
     out[..4].copy_from_slice(&d.to_le_bytes());
     for (o, &v) in out[4..260].iter_mut().zip(x) {
-        let v = (v * id).clamp(-127.0, 127.0);
-        *o = (v + if v < 0.0 { -0.5 } else { 0.5 }).trunc() as i32 as i8 as u8;
+        *o = round_q8(v, id);
     }
     let (lo, hi) = QuantFormat::Q8K_SUMS;
     for g in 0..16 {

@@ -16,7 +16,7 @@ use super::int_dot::{X_BLOCK, X_BLOCK_BYTES};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Cmp, Elem, Expr, LoopKind, Stmt, VarId};
-use kiln_ir::quant::{Offset, Scale};
+use kiln_ir::quant::Offset;
 use kiln_ir::{NodeId, QuantFormat};
 
 /// Bytes per `DotBytes` of a tile over `format` with `lanes` f32 lanes: a whole run (or
@@ -113,13 +113,7 @@ pub fn tile_dot_bytes(
     }
     // Formats that keep their runs' multipliers (and mins) in consecutive bytes decode them
     // four runs at a time.
-    let contiguous = match l.scale {
-        Scale::Packed6 => true,
-        Scale::SignedByte { at, .. } => (0..runs).all(|r| at.at(r) == at.at(0) + r as i64),
-        Scale::Half { .. } | Scale::Single { .. } => false,
-    };
-    let four_at_once =
-        runs % 4 == 0 && contiguous && matches!(l.offset, Offset::None | Offset::Packed6);
+    let four_at_once = super::dequant::scales_four_at_once(&l, runs);
     let (mut scales4, mut offsets4) = (vec![Vec::new(); rows.len()], vec![Vec::new(); rows.len()]);
 
     for r0 in (0..runs).step_by(rp) {

@@ -164,6 +164,17 @@ pub(super) fn run_scale(
     Ok((scale, offset))
 }
 
+/// Whether a block of `runs` runs of layout `l` keeps its multipliers (and offsets) in
+/// consecutive bytes, four runs to a group, so that `run_scales4` decodes them.
+pub(super) fn scales_four_at_once(l: &Layout, runs: usize) -> bool {
+    let contiguous = match l.scale {
+        Scale::Packed6 => true,
+        Scale::SignedByte { at, .. } => (0..runs).all(|r| at.at(r) == at.at(0) + r as i64),
+        Scale::Half { .. } | Scale::Single { .. } => false,
+    };
+    runs.is_multiple_of(4) && contiguous && matches!(l.offset, Offset::None | Offset::Packed6)
+}
+
 /// The multipliers (`offsets == false`) or offsets of runs `4g..4g + 4` as one 4-lane f32
 /// vector, for formats that keep them in consecutive bytes (the K-quants' packed 6-bit
 /// scales and mins, Q6_K's signed bytes): four runs' scales from three or one vector

@@ -99,13 +99,7 @@ pub fn rows_dot_bytes(
     // Formats with many runs per block keep their runs' scales (and mins) in consecutive
     // bytes: there each row's block gets its multipliers, times the activations' scales,
     // as 4-lane vectors once, and its offsets' share is one multiply-add per four runs.
-    let contiguous = match l.scale {
-        Scale::Packed6 => true,
-        Scale::SignedByte { at, .. } => (0..runs).all(|r| at.at(r) == at.at(0) + r as i64),
-        Scale::Half { .. } | Scale::Single { .. } => false,
-    };
-    let vector_scales =
-        runs % 4 == 0 && contiguous && matches!(l.offset, Offset::None | Offset::Packed6);
+    let vector_scales = super::dequant::scales_four_at_once(&l, runs);
     let vector_offsets = vector_scales && l.offset == Offset::Packed6;
     let mut dxs = Vec::new();
     let mut scales: Vec<Vec<VarId>> = vec![Vec::new(); rows.len()];

@@ -304,6 +304,22 @@ fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
     cols
 }
 
+/// `(index, the index read)` for `count` consecutive indices from `first`: past `bound`
+/// they read the last one (in bounds; their results are not stored).
+fn clamped(first: Expr, count: i64, bound: &Expr) -> Vec<(Expr, Expr)> {
+    (0..count)
+        .map(|k| {
+            let at = add(first.clone(), i(k));
+            let read = if count > 1 {
+                min(at.clone(), sub(bound.clone(), i(1)))
+            } else {
+                at.clone()
+            };
+            (at, read)
+        })
+        .collect()
+}
+
 fn dot_kernel(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -357,58 +373,36 @@ fn dot_kernel(
     };
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
     let m = dim_expr(ctx, &ops.out_shape[nb]);
-    let row0 = mul(Expr::GridIdx(row_axis as u32), i(tiles));
-    // (row, the row read: rows past M read the last one, in bounds, unstored).
-    let tile_rows: Vec<(Expr, Expr)> = (0..tiles)
-        .map(|t| {
-            let row = add(row0.clone(), i(t));
-            let read = if tiles > 1 {
-                min(row.clone(), sub(m.clone(), i(1)))
-            } else {
-                row.clone()
-            };
-            (row, read)
-        })
-        .collect();
+    let tile_rows = clamped(mul(Expr::GridIdx(row_axis as u32), i(tiles)), tiles, &m);
     let row = tile_rows[0].1.clone();
     let col0 = mul(Expr::GridIdx(col_axis as u32), i(cols));
     let kdim = k_dim(ops);
     let extent = dim_expr(ctx, &kdim);
     let mut body = Vec::new();
     let mut stores = Vec::new();
-    // (column, the column read: columns past N read the last one, in bounds, unstored).
-    let columns: Vec<(Expr, Expr)> = (0..cols)
-        .map(|c| {
-            let col = add(col0.clone(), i(c));
-            let read = if cols > 1 {
-                min(col.clone(), sub(n.clone(), i(1)))
-            } else {
-                col.clone()
-            };
-            (col, read)
-        })
-        .collect();
+    let columns = clamped(col0.clone(), cols, &n);
     let tile_accs: Vec<Vec<VarId>> = tile_rows
         .iter()
         .map(|_| columns.iter().map(|_| ctx.fresh()).collect())
         .collect();
     let accs = tile_accs[0].clone();
     let activations = quantized_activations(ctx, ops);
+    // The rows of B this point reads, and A's row prefix for each row of the tile.
+    let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
+    let tokens: Vec<Vec<Expr>> = tile_rows
+        .iter()
+        .map(|(_, read)| {
+            let mut prefix = Operands::batch_index(&ops.a_shape, nb);
+            prefix.push(read.clone());
+            prefix
+        })
+        .collect();
     match (quantized_rows(ctx, ops), activations) {
         (Some(weights), Some((x, kiln_ir::QuantFormat::Q8K)))
             if !ctx.schedule.gpu
                 && ctx.schedule.byte_dot
                 && super::k_dot::applies(weights.1, vector) =>
         {
-            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
-            let tokens: Vec<Vec<Expr>> = tile_rows
-                .iter()
-                .map(|(_, read)| {
-                    let mut prefix = Operands::batch_index(&ops.a_shape, nb);
-                    prefix.push(read.clone());
-                    prefix
-                })
-                .collect();
             if tiles > 1 {
                 body.extend(super::k_dot::k_dot(
                     ctx,
@@ -435,15 +429,6 @@ fn dot_kernel(
             }
         }
         (Some(weights), Some((x, kiln_ir::QuantFormat::Q8_0))) if tiles > 1 => {
-            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
-            let tokens: Vec<Vec<Expr>> = tile_rows
-                .iter()
-                .map(|(_, read)| {
-                    let mut prefix = Operands::batch_index(&ops.a_shape, nb);
-                    prefix.push(read.clone());
-                    prefix
-                })
-                .collect();
             body.extend(super::byte_tiles::tile_dot_bytes(
                 ctx,
                 weights,
@@ -460,16 +445,15 @@ fn dot_kernel(
                 && vector > 1
                 && super::int_dot::byte_lanes(weights.1, vector).is_some() =>
         {
-            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             // Rows whose dot products need no sums of the activations (Q8_0) are read one
             // after another: one sequential stream, which the hardware prefetcher follows
             // better than four rows in step (1B Q8_0 decode 24.8 -> 30.7-42.8 t/s on two
-            // Zen 4 cores). Formats with a centre or offsets share each activation block's
-            // sum across the point's rows, which they need more (the instructions, not the
-            // memory, bound their decode): those read the rows together and prefetch the
-            // next point's.
+            // Zen 4 cores). Formats with a centre or offsets (Q4_0..Q5_1 here; the K-quants
+            // take q8_k activations, `k_dot`) share each activation block's sum across the
+            // point's rows, which they need more (the instructions, not the memory, bound
+            // their decode): those read the rows together and prefetch the next point's.
             let l = weights.1.layout();
             if l.center == 0 && l.offset == kiln_ir::quant::Offset::None {
                 for (read, acc) in reads.iter().zip(&accs) {
@@ -502,7 +486,6 @@ fn dot_kernel(
             ))
         }
         (Some(weights), None) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
-            let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
             // A's row along K is contiguous (A is not transposed): `lanes` values at once.
             let mut x =
                 |ctx: &mut Ctx, k: Expr, lanes: u8| run_from(ops.a_at(ctx, row.clone(), k)?, lanes);
