@@ -9,7 +9,8 @@
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
-# step under Nsight Compute.
+# step under Nsight Compute. With .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the
+# quantized matvecs and every model are benchmarked with that binary too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-report}
@@ -57,11 +58,15 @@ for f in .gpu/ptx/*.ptx; do
   fi
 done
 
-for t in conformance llama_reference kiln; do
+for t in conformance llama_reference kiln kiln-base; do
+  [ -f .gpu/$t.xz ] || continue
   python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
     .gpu/$t.xz $bin/$t
   chmod +x $bin/$t
 done
+# The baseline binary (BASE=<rev> scripts/gpu-prepare.sh), benchmarked beside this tree's.
+base=
+[ -x $bin/kiln-base ] && base="baseline $(cat .gpu/base-rev 2>/dev/null)"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl 2>&1 | tail -1
 export PYTHONPATH=/tmp/site KILN_PYTHON=python3 KILN_SOURCE_DIR=$PWD
 export KILN_REQUIRE_CUDA=1 KILN_REQUIRE_PYTHON_REFERENCE=1
@@ -127,6 +132,14 @@ if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
 else
   note "benchmarks failed:"; tail -5 "$LOGS/kiln-bench.log" "$LOGS/torch-bench.log" | tee -a "$report"
   status=1
+fi
+if [ -n "$base" ]; then
+  note "## quantized matvecs, $base (same GPU, same call)"
+  $bin/kiln-base bench --target "cuda:sm_$cap" --only matvec --seconds "${BENCH_SECONDS:-0.5}" \
+    >"$LOGS/kiln-base-bench.log" 2>&1
+  grep -E '^\||copy' "$LOGS/kiln-base-bench.log" | tee -a "$report"
+  note "## quantized matvecs, this tree"
+  grep -E '^\|.*matvec|copy' "$LOGS/kiln-bench.log" | tee -a "$report"
 fi
 note "## kernels on Vulkan (SPIR-V), same GPU"
 if $bin/kiln bench --target vulkan:spv1.3 --seconds "${BENCH_SECONDS:-0.5}" \
@@ -195,6 +208,14 @@ for spec in $(echo "$models" | tr ',' ' '); do
           env $knob=0 timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 \
             >"$LOGS/model-$tag-noreplay.log" 2>&1 && tail -2 "$LOGS/model-$tag-noreplay.log" | tee -a "$report"
         fi
+      fi
+      # The baseline binary on the same model and target.
+      if [ -n "$base" ]; then
+        note "  $base:"
+        timeout 400 $bin/kiln-base compile $m.gguf -t "$target" -o $m-base.kiln -q >"$LOGS/compile-$tag-base.log" 2>&1 &&
+          timeout 300 $bin/kiln-base bench $m-base.kiln -p 512 -n 128 -r 3 >"$LOGS/model-$tag-base.log" 2>&1 &&
+          tail -2 "$LOGS/model-$tag-base.log" | tee -a "$report"
+        rm -f $m-base.kiln
       fi
       # MODEL_AB: more settings to compare, each a VAR=VALUE run again on its own
       # (KILN_CUDA_* on CUDA only, KILN_VULKAN_* on Vulkan only, others on both).

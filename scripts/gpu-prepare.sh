@@ -5,6 +5,7 @@
 # stripped and xz-compressed to fit the transfer limit.
 #
 #   bash scripts/gpu-prepare.sh      # then, on the GPU machine: bash scripts/gpu-check.sh
+#   BASE=HEAD bash scripts/gpu-prepare.sh   # and the committed code's binary, for an A/B
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -40,6 +41,25 @@ echo "== the kiln binary (for kiln bench on the GPU)"
 cargo build -q --release --locked --bin kiln
 strip -o "$out/kiln" target/release/kiln
 xz -T2 -6 -f "$out/kiln"
+
+# BASE=<git revision>: also the kiln binary of that revision, as .gpu/kiln-base, which
+# gpu-check.sh benchmarks beside this tree's in the same call (an A/B on one GPU).
+if [ -n "${BASE:-}" ]; then
+  echo "== the kiln binary of $BASE (the baseline)"
+  base=$(mktemp -d)
+  git worktree add -q --detach "$base" "$BASE"
+  # The same target directory (the dependencies are built once); the worktree's own crates
+  # build apart from this tree's, but its binary lands on target/release/kiln, so this
+  # tree's is linked again afterwards.
+  cargo build -q --release --locked --bin kiln --manifest-path "$base/Cargo.toml" \
+    --target-dir "$PWD/target"
+  strip -o "$out/kiln-base" target/release/kiln
+  xz -T2 -6 -f "$out/kiln-base"
+  git worktree remove --force "$base"
+  touch src/main.rs
+  cargo build -q --release --locked --bin kiln
+  git -C . rev-parse --short "$BASE" >"$out/base-rev"
+fi
 
 echo "== the gguf package (pure Python) for the tiny test models"
 "${KILN_PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$out/whl" gguf==0.19.0

@@ -455,23 +455,32 @@ pub fn rows_dot(
 
 /// Elements per step of `unit_dot`: a run's consecutive elements that share one multiplier
 /// and one offset, decoded together.
-const UNIT: usize = 8;
+pub(super) const UNIT: usize = 8;
 
 /// `acc = sum over k of dequant(bytes)[row, k] * a(k)` as one reduction over steps of
 /// `UNIT` elements, for GPU targets, where a block of threads shares the reduction's
 /// iterations. Each step computes its run's multiplier and offset once (rather than once
-/// per element as `dequant_at` would), then sums `a * q` over its elements.
+/// per element as `dequant_at` would), then sums `a * q` over its elements, `lanes` at a
+/// time: with `lanes == UNIT` a step is one vector load of quant bytes and one of
+/// activations (`a(k, lanes)` reads `lanes` elements from `k`), where `lanes == 1` issues a
+/// load per byte and element. `lanes` must divide `UNIT` and the run length.
 pub fn unit_dot(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),
     row: Expr,
-    a: &mut dyn FnMut(&mut Ctx, Expr) -> Result<Expr, LowerError>,
+    a: &mut dyn FnMut(&mut Ctx, Expr, u8) -> Result<Expr, LowerError>,
     k_len: Expr,
+    lanes: u8,
     acc: VarId,
 ) -> Result<Vec<Stmt>, LowerError> {
     let l = format.layout();
     let be = format.block_elems() as i64;
     let unit = UNIT.min(l.run_len);
+    if unit % lanes as usize != 0 {
+        return Err(LowerError::Internal(format!(
+            "{lanes} lanes do not divide a unit of {unit} {format:?} elements"
+        )));
+    }
     let step = ctx.fresh();
     let k0 = mul(var(step), i(unit as i64));
     let blk = Block {
@@ -487,11 +496,11 @@ pub fn unit_dot(
     };
     let t0 = rem(j0, i(l.run_len as i64));
     let (mut xq, mut xs) = (None::<Expr>, None::<Expr>);
-    for t in 0..unit as i64 {
-        let x = a(ctx, add(k0.clone(), i(t)))?;
+    for t in (0..unit as i64).step_by(lanes as usize) {
+        let x = a(ctx, add(k0.clone(), i(t)), lanes)?;
         let q = cast(
             Elem::F32,
-            quant(ctx, &blk, &l, &run, add(t0.clone(), i(t)), 1)?,
+            quant(ctx, &blk, &l, &run, add(t0.clone(), i(t)), lanes)?,
         );
         xq = Some(match xq {
             None => bin(BOp::Mul, x.clone(), q),
@@ -502,10 +511,18 @@ pub fn unit_dot(
             Some(sum) => bin(BOp::Add, sum, x),
         });
     }
+    let across = |v: Option<Expr>| {
+        let v = v.expect("a unit has elements");
+        if lanes > 1 {
+            Expr::ReduceLanes(RedOp::Sum, Box::new(v))
+        } else {
+            v
+        }
+    };
     let (scale, offset) = run_scale(ctx, &blk, &l, &run)?;
-    let mut value = bin(BOp::Mul, xq.expect("a unit has elements"), scale);
+    let mut value = bin(BOp::Mul, across(xq), scale);
     if let Some(o) = offset {
-        value = fma(xs.expect("a unit has elements"), o, value);
+        value = fma(across(xs), o, value);
     }
     Ok(vec![Stmt::Reduce {
         acc,

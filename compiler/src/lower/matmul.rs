@@ -336,9 +336,15 @@ fn dot_kernel(
         Form::DotTiles | Form::General => None,
     };
     // GPU blocks combine the columns' reductions together (`kernel::gpu::reduction_group`),
-    // so several rows of B stream at once; quantized rows keep a block per output (their
-    // decoding leaves statements between the reductions).
-    let gpu_columns = ctx.schedule.gpu && form == Form::Dot && quantized_rows(ctx, ops).is_none();
+    // so several rows of B stream at once. Quantized rows do too where each column is one
+    // reduction over runs of vector loads (`gpu_unit_lanes`); elsewhere they keep a block
+    // per output (their decoding leaves statements between the reductions).
+    let gpu_columns = ctx.schedule.gpu
+        && form == Form::Dot
+        && match quantized_rows(ctx, ops) {
+            None => true,
+            Some((_, format)) => gpu_unit_lanes(ctx, ops, form, format)? > 1,
+        };
     let cols = if vector > 1 {
         DOT_COLUMNS
     } else if gpu_lanes.is_some() || gpu_columns {
@@ -499,25 +505,40 @@ fn dot_kernel(
                 &accs,
             )?);
         }
-        // Where bytes load natively, formats with one f16 scale per block decode each
-        // element cheaply, so there the block's threads take consecutive elements (the
-        // generic path below: coalesced loads of weights and activations); the K-quants'
-        // scales cost a dozen operations each, which `unit_dot` computes once per step of
-        // consecutive elements, as it does every format's on SPIR-V (`byte_loads`).
+        // GPU: each thread's step decodes a few consecutive elements of one run, so their
+        // scale is computed once (`unit_dot`). Where bytes load natively and A is a buffer
+        // along K, a step is one vector load of quant bytes and one of activations
+        // (`gpu_unit_lanes`); without vector loads, formats with one f16 scale per block
+        // decode each element cheaply enough that consecutive threads take consecutive
+        // elements instead (the generic path below), while SPIR-V (`byte_loads` false)
+        // reads a run's bytes from shared words, one element at a time.
         (Some(weights), _)
             if ctx.schedule.gpu
                 && !ops.ta
-                && !(ctx.schedule.byte_loads
-                    && matches!(weights.1.layout().scale, kiln_ir::quant::Scale::Half { .. })) =>
+                && (gpu_unit_lanes(ctx, ops, form, weights.1)? > 1
+                    || !(ctx.schedule.byte_loads
+                        && matches!(
+                            weights.1.layout().scale,
+                            kiln_ir::quant::Scale::Half { .. }
+                        ))) =>
         {
+            let lanes = gpu_unit_lanes(ctx, ops, form, weights.1)?;
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
-                let mut a = |ctx: &mut Ctx, k: Expr| ops.a_at(ctx, row.clone(), k);
+                let mut a = |ctx: &mut Ctx, k: Expr, lanes: u8| {
+                    let first = ops.a_at(ctx, row.clone(), k)?;
+                    if lanes > 1 {
+                        run_from(first, lanes)
+                    } else {
+                        Ok(first)
+                    }
+                };
                 body.extend(super::dequant::unit_dot(
                     ctx,
                     weights,
                     read_col.clone(),
                     &mut a,
                     extent.clone(),
+                    lanes,
                     acc,
                 )?);
             }
@@ -605,6 +626,34 @@ fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError
         _ => false,
     };
     Ok((consecutive(&a) && consecutive(&b)).then_some(lanes))
+}
+
+/// Elements each step of a GPU quantized dot product (`dequant::unit_dot`) reads as one
+/// vector: `gpu_dot_lanes` where the target loads bytes natively (a run of quant bytes is one
+/// load of as many bytes as their alignment allows) and A is a buffer read at consecutive
+/// elements along K; else 1, one load per element. Only for `Form::Dot` (few rows: a block
+/// per output shares K); many rows keep a thread per output.
+fn gpu_unit_lanes(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    form: Form,
+    format: kiln_ir::QuantFormat,
+) -> Result<u8, LowerError> {
+    let lanes = ctx.schedule.gpu_dot_lanes;
+    let run = format.layout().run_len;
+    if !ctx.schedule.gpu || !ctx.schedule.byte_loads || lanes <= 1 || ops.ta || form != Form::Dot {
+        return Ok(1);
+    }
+    if run % lanes as usize != 0 || super::dequant::UNIT.min(run) % lanes as usize != 0 {
+        return Ok(1);
+    }
+    let k = ctx.fresh();
+    let a = ops.a_at(ctx, i(0), var(k))?;
+    let consecutive = match &a {
+        Expr::Load { index, .. } => crate::kernel::vectorize::stride_of(index, k) == Some(1),
+        _ => false,
+    };
+    Ok(if consecutive { lanes } else { 1 })
 }
 
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.

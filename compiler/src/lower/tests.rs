@@ -212,9 +212,10 @@ output \"e\" = %e
     assert!(matmul.args.iter().any(|a| a.dtype == kiln_ir::DType::F16));
 }
 
-/// A q8_0 matvec on GPU targets: where bytes load natively (CUDA, HIP) the block's threads
-/// take one element each (a reduction over all 64); on SPIR-V, which reads bytes out of
-/// 32-bit words, each takes a run of eight neighbouring bytes (a reduction over 8 steps).
+/// A q8_0 matvec on GPU targets: each of the block's threads takes a run of eight
+/// neighbouring elements per step (a reduction over 8 steps), sharing their scale. Where
+/// bytes load natively (CUDA, HIP) the run is one vector load of bytes and one of
+/// activations; SPIR-V, which reads bytes out of 32-bit words, loads element by element.
 #[test]
 fn gpu_quantized_matvecs_follow_how_the_target_loads_bytes() {
     let g = kiln_ir::text::parse(
@@ -233,9 +234,11 @@ output \"y\" = %y
         lower(&g, s).unwrap().kernels[0].to_string()
     };
     let cuda = kernel("cuda:sm_90");
-    assert!(cuda.contains("in 0..64"), "{cuda}");
+    assert!(cuda.contains("in 0..8"), "{cuda}");
+    assert_eq!(cuda.matches("]x8").count(), 2, "{cuda}");
     let vulkan = kernel("vulkan:spv1.3");
     assert!(vulkan.contains("in 0..8"), "{vulkan}");
+    assert!(!vulkan.contains("]x"), "{vulkan}");
 }
 
 /// Half matmuls with B transposed go to the matrix unit where the target has one (a warp per
