@@ -133,14 +133,6 @@ else
   note "benchmarks failed:"; tail -5 "$LOGS/kiln-bench.log" "$LOGS/torch-bench.log" | tee -a "$report"
   status=1
 fi
-if [ -n "$base" ]; then
-  note "## quantized matvecs, $base (same GPU, same call)"
-  $bin/kiln-base bench --target "cuda:sm_$cap" --only matvec --seconds "${BENCH_SECONDS:-0.5}" \
-    >"$LOGS/kiln-base-bench.log" 2>&1
-  grep -E '^\||copy' "$LOGS/kiln-base-bench.log" | tee -a "$report"
-  note "## quantized matvecs, this tree"
-  grep -E '^\|.*matvec|copy' "$LOGS/kiln-bench.log" | tee -a "$report"
-fi
 note "## kernels on Vulkan (SPIR-V), same GPU"
 if $bin/kiln bench --target vulkan:spv1.3 --seconds "${BENCH_SECONDS:-0.5}" \
     --json "$OUT/vulkan-bench.json" >"$LOGS/vulkan-bench.log" 2>&1; then
@@ -150,6 +142,16 @@ else
   status=1
 fi
 fi
+fi
+if [ -n "$base" ]; then
+  # Interleaved, this tree / baseline / this tree, so a drift of the GPU's clocks shows.
+  note "## matvecs on cuda:sm_$cap: this tree next to the $base"
+  for who in kiln kiln-base kiln; do
+    note "### $who"
+    $bin/$who bench --target "cuda:sm_$cap" --only matvec --seconds "${BENCH_SECONDS:-0.5}" \
+      >"$LOGS/matvec-$who.log" 2>&1
+    grep -E '^\| matvec|copy' "$LOGS/matvec-$who.log" | tee -a "$report"
+  done
 fi
 note "## models: kiln bench (pp512, tg128) on the GPU"
 mkdir -p /tmp/models

@@ -1,0 +1,163 @@
+//! Kernels lowered for a GPU target, compiled for this CPU and run grid point by grid point:
+//! the GPU lowering's arithmetic checked against the interpreter on a machine without a
+//! GPU. A GPU-scheduled kernel is ordinary kernel IR (a block per point, its reductions
+//! shared by the block's threads on the device, a serial loop here), so the CPU backend
+//! computes what the device would, up to the order of the sums. What only the device can
+//! check (launch shapes, shuffles, shared memory) stays with `scripts/gpu-check.sh`.
+#![cfg(feature = "llvm")]
+
+use kiln_codegen::Backend;
+use kiln_compiler::kernel::{Expr, Kernel, Lit};
+use kiln_compiler::Target;
+use kiln_ir::{DType, QuantFormat, Tensor};
+use std::collections::BTreeMap;
+
+type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64);
+
+fn grid_size(k: &Kernel) -> i64 {
+    k.grid
+        .iter()
+        .map(|g| match g {
+            Expr::Lit(Lit::I64(v)) => *v,
+            other => panic!(
+                "{}: a symbolic grid ({other}) in a fixed-shape test",
+                k.name
+            ),
+        })
+        .product()
+}
+
+/// Runs `k`, compiled for `cpu:x86-64-v3`, over every grid point, one buffer per argument;
+/// returns them after the run.
+fn run_on_cpu(k: &Kernel, mut data: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let target: Target = "cpu:x86-64-v3".parse().unwrap();
+    let so = kiln_codegen::llvm::LlvmBackend
+        .compile(std::slice::from_ref(k), &target)
+        .unwrap_or_else(|e| panic!("{e}\n{k}"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.so");
+    std::fs::write(&path, so).unwrap();
+    // SAFETY: the object was just produced by our backend; the kernel's ABI is `KernelFn`,
+    // and every buffer has the size of the graph value it stands for.
+    unsafe {
+        let lib = libloading::Library::new(&path).unwrap();
+        let f: libloading::Symbol<KernelFn> = lib
+            .get(kiln_codegen::symbol_name(&k.name).as_bytes())
+            .unwrap();
+        let ptrs: Vec<*mut u8> = data.iter_mut().map(|b| b.as_mut_ptr()).collect();
+        f(ptrs.as_ptr(), [0i64].as_ptr(), 0, grid_size(k));
+    }
+    data
+}
+
+/// The single kernel `g` lowers to under `schedule`, run on this CPU with the graph's
+/// inputs (`inputs`, by name, as bytes); the output's bytes.
+fn run_lowered(
+    g: &kiln_ir::Graph,
+    schedule: &kiln_compiler::schedule::Schedule,
+    inputs: &BTreeMap<String, Vec<u8>>,
+) -> Vec<u8> {
+    use kiln_compiler::lower::BufferKind;
+    let mut lowered = kiln_compiler::lower::lower(g, schedule.clone()).unwrap();
+    assert_eq!(lowered.kernels.len(), 1, "one kernel");
+    let names: Vec<String> = g.inputs_named().into_iter().map(|(n, _)| n).collect();
+    let launch = &lowered.launches[0];
+    let data: Vec<Vec<u8>> = launch
+        .args
+        .iter()
+        .map(|&b| {
+            let info = &lowered.buffers[b];
+            match &info.kind {
+                BufferKind::Input(j) => inputs[&names[*j]].clone(),
+                BufferKind::Output(_) => {
+                    let elems: i64 = info.shape.iter().map(|d| d.as_known().unwrap()).product();
+                    vec![0; elems as usize * info.dtype.size_bytes()]
+                }
+                other => panic!("a buffer of kind {other:?}"),
+            }
+        })
+        .collect();
+    let out = launch
+        .args
+        .iter()
+        .position(|&b| matches!(lowered.buffers[b].kind, BufferKind::Output(_)))
+        .expect("an output");
+    let kernel = &mut lowered.kernels[0];
+    kiln_compiler::pipeline::finish_kernel(kernel);
+    run_on_cpu(kernel, data).swap_remove(out)
+}
+
+/// Rows of `format` blocks with random quant bits and small, finite f16 scales.
+fn quant_rows(format: QuantFormat, rows: usize, k: usize, seed: u64) -> Vec<u8> {
+    let (be, bb) = (format.block_elems(), format.block_bytes());
+    let raw = Tensor::seeded(DType::U8, vec![rows * k / be * bb], seed, 255.0);
+    let mut bytes: Vec<u8> = raw.data.iter().map(|&v| v.abs() as u8).collect();
+    for (n, block) in bytes.chunks_exact_mut(bb).enumerate() {
+        for (j, &at) in format.half_fields().iter().enumerate() {
+            let v = half::f16::from_f32(0.01 + 0.003 * ((n * 7 + j * 3) % 11) as f32);
+            block[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// A decode matvec (one row of activations against `n` rows of quantized weights) in every
+/// format, lowered for CUDA (vector loads; 64 rows a block per output, 1024 four outputs a
+/// block) and for Vulkan (byte by byte): its kernel's outputs match the interpreter's.
+#[test]
+fn gpu_quantized_matvecs_compute_what_the_interpreter_does() {
+    let k = 512usize;
+    for (target, n) in [
+        ("cuda:sm_90", 64usize),
+        ("cuda:sm_90", 1024),
+        ("vulkan:spv1.3", 64),
+    ] {
+        let t: Target = target.parse().unwrap();
+        let schedule = kiln_compiler::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        for format in QuantFormat::ALL {
+            let bb = format.block_bytes() * k / format.block_elems();
+            let src = format!(
+                "kir 1
+%x = input \"x\" f32[1,{k}]
+%w = input \"w\" u8[{n},{bb}]
+%d = dequant %w format={}
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+                format.name()
+            );
+            let g = kiln_ir::text::parse(&src).unwrap();
+            let x = Tensor::seeded(DType::F32, vec![1, k], 7, 1.0);
+            let w_bytes = quant_rows(format, n, k, 11);
+            let w = Tensor::new(
+                DType::U8,
+                vec![n, bb],
+                w_bytes.iter().map(|&b| b as f64).collect(),
+            );
+            let inputs = BTreeMap::from([("x".to_string(), x.clone()), ("w".to_string(), w)]);
+            let env = kiln_ir::interp::infer_bindings(&g, &inputs).unwrap();
+            let want = kiln_ir::interp::run(&g, &inputs, &|_| None, &env).unwrap()["y"].clone();
+            let x_bytes: Vec<u8> = x
+                .data
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect();
+            let bytes = BTreeMap::from([("x".to_string(), x_bytes), ("w".to_string(), w_bytes)]);
+            let got: Vec<f32> = run_lowered(&g, &schedule, &bytes)
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let (mut err, mut norm) = (0.0f64, 0.0f64);
+            for (g, w) in got.iter().zip(&want.data) {
+                err += (*g as f64 - w).powi(2);
+                norm += w.powi(2);
+            }
+            assert!(
+                norm > 0.0,
+                "{target} {format:?}: the reference is all zeros"
+            );
+            let nmse = err / norm;
+            assert!(nmse < 1e-10, "{target} {n} rows {format:?}: NMSE {nmse:e}");
+        }
+    }
+}
