@@ -403,8 +403,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
             Expr::DotBytes(acc, a, b, w) => {
                 let (s, x, y) = (self.expr(acc)?, self.expr(a)?, self.expr(b)?);
-                let w = w.as_ref().map(|w| self.expr(w)).transpose()?;
-                self.dot_bytes(s, x, y, w)?
+                self.dot_bytes(s, x, y, w.as_deref())?
             }
             Expr::Mma(op, a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);

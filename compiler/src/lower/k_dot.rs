@@ -126,14 +126,15 @@ pub fn k_dot(
                         .collect(),
                 )
             };
-            let w = bind(&mut body, ctx, w);
+            // Not bound to a variable: the code generator builds Q6_K's weights, picked
+            // from one vector (`mults`), with a single shuffle when it sees them as picks.
             let bits = quant_bits(ctx, b, &l, &run, i(0), DOT_BYTES)?;
             let a = bind(&mut body, ctx, bits);
             for (t, s) in isum.iter().enumerate() {
                 let xq = quant(ctx, &x_block(t), &xl, &Run::Known(0), i(first), DOT_BYTES)?;
                 body.push(Stmt::Assign {
                     var: s[row],
-                    value: dot_bytes_scaled(var(s[row]), var(a), xq, var(w)),
+                    value: dot_bytes_scaled(var(s[row]), var(a), xq, w.clone()),
                 });
             }
         }
