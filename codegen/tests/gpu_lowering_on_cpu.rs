@@ -73,7 +73,7 @@ fn run_lowered(
     dims: &[i64],
 ) -> Vec<u8> {
     use kiln_compiler::lower::BufferKind;
-    let mut lowered = kiln_compiler::lower::lower(g, schedule.clone()).unwrap();
+    let mut lowered = kiln_compiler::lower::lower(g, *schedule).unwrap();
     assert!(!lowered.kernels.is_empty(), "a kernel");
     let names: Vec<String> = g.inputs_named().into_iter().map(|(n, _)| n).collect();
     let launch = &lowered.launches[0];

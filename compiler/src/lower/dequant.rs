@@ -476,7 +476,7 @@ pub fn unit_dot(
     let l = format.layout();
     let be = format.block_elems() as i64;
     let unit = UNIT.min(l.run_len);
-    if unit % lanes as usize != 0 {
+    if !unit.is_multiple_of(lanes as usize) {
         return Err(LowerError::Internal(format!(
             "{lanes} lanes do not divide a unit of {unit} {format:?} elements"
         )));

@@ -644,7 +644,8 @@ fn gpu_unit_lanes(
     if !ctx.schedule.gpu || !ctx.schedule.byte_loads || lanes <= 1 || ops.ta || form != Form::Dot {
         return Ok(1);
     }
-    if run % lanes as usize != 0 || super::dequant::UNIT.min(run) % lanes as usize != 0 {
+    let w = lanes as usize;
+    if !run.is_multiple_of(w) || !super::dequant::UNIT.min(run).is_multiple_of(w) {
         return Ok(1);
     }
     let k = ctx.fresh();
