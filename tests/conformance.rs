@@ -440,8 +440,9 @@ fn quant_cases() -> Vec<Case> {
         }
         // Activations quantized (what `--quantize-activations` makes of every projection:
         // q8_0, and q8_k for the K-quants): CPU targets multiply bytes by bytes here, one
-        // row at a time for decode (`t`, 1 row) and in tiles of rows for prefill (`seq`, 11
-        // rows: two whole tiles and a partial one; 9 known rows).
+        // row at a time for decode (`t`, 1 row; `few`, 4 rows, each on its own) and in tiles
+        // of rows for prefill (`seq`, 11 rows: two whole tiles and a partial one; 9 known
+        // rows).
         let k_quant = be == 256;
         for (xf, (rows, n, blocks)) in [QuantFormat::Q8_0, QuantFormat::Q8K]
             .into_iter()
@@ -449,6 +450,7 @@ fn quant_cases() -> Vec<Case> {
             .flat_map(|xf| {
                 [
                     (Dim::sym("t"), 40, 2),
+                    (Dim::sym("few"), 40, 2),
                     (Dim::sym("seq"), 40, 2),
                     (Dim::from(1i64), 7, 3),
                     (Dim::from(3i64), 9, 1),
@@ -524,10 +526,14 @@ fn inputs_for(c: &Case) -> BTreeMap<String, Tensor> {
         let shape: Vec<usize> = n
             .shape
             .iter()
-            // Symbolic dims are 11, except `t`, which is 1 (a decode step's one token).
+            // Symbolic dims are 11, except `t`, which is 1 (a decode step's one token), and
+            // `few`, which is 4 (a short prompt: the most rows the dot-product form takes).
             .map(|d| {
-                d.as_known()
-                    .unwrap_or(if d.to_string() == "t" { 1 } else { 11 }) as usize
+                d.as_known().unwrap_or(match d.to_string().as_str() {
+                    "t" => 1,
+                    "few" => 4,
+                    _ => 11,
+                }) as usize
             })
             .collect();
         let t = match (name.as_str(), n.dtype.is_int()) {
