@@ -30,13 +30,18 @@ void kiln_bias(uint8_t *const *args, const int64_t *dims, int64_t begin, int64_t
 
 /// Builds the kernels' shared object, or says why it cannot.
 fn build_so(dir: &Path) -> Option<Vec<u8>> {
+    build_so_from(dir, KERNELS_C)
+}
+
+/// Builds a shared object from `source`, or says why it cannot.
+fn build_so_from(dir: &Path, source: &str) -> Option<Vec<u8>> {
     if Command::new("cc").arg("--version").output().is_err() {
         eprintln!("skipped: no `cc` on this machine to build the test kernels");
         return None;
     }
     let src = dir.join("kernels.c");
     let so = dir.join("kernels.so");
-    std::fs::write(&src, KERNELS_C).unwrap();
+    std::fs::write(&src, source).unwrap();
     let out = Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-o"])
         .arg(&so)
@@ -187,6 +192,53 @@ fn two_launches_with_symbolic_dims() {
     let out = session.run(&inputs(0, 5)).unwrap();
     assert_eq!(out[0].shape, vec![0, 5, 4]);
     assert!(out[0].bytes.is_empty());
+}
+
+/// Kernels run with subnormal floats flushed to zero (`cpu::subnormals`): here `add` scales
+/// `a` by 2^100 and `bias` copies it out, so an input of 2^-140 (subnormal) comes out as 0
+/// where the runtime set flush-to-zero and as 2^-40 where it did not.
+#[test]
+fn kernels_read_subnormals_as_zero() {
+    const SCALE_C: &str = r#"
+#include <stdint.h>
+void kiln_add(uint8_t *const *args, const int64_t *dims, int64_t begin, int64_t end) {
+    const float *a = (const float *)args[0];
+    float *t = (float *)args[2];
+    for (int64_t i = begin; i < end; i++) t[i] = a[i] * 0x1p100f;
+}
+void kiln_bias(uint8_t *const *args, const int64_t *dims, int64_t begin, int64_t end) {
+    const float *t = (const float *)args[0];
+    float *y = (float *)args[2];
+    for (int64_t i = begin; i < end; i++) y[i] = t[i];
+}
+"#;
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        eprintln!("skipped: kiln sets no subnormal mode on this architecture");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(so) = build_so_from(dir.path(), SCALE_C) else {
+        return;
+    };
+    let path = write(dir.path(), &so, &["add", "bias"]);
+    // One thread and many: every pool thread flushes.
+    for threads in [1, 3] {
+        let mut session = Session::new(&path, Some(threads)).unwrap();
+        let tiny = f32::from_bits(1 << 9); // 2^-140
+        let normal = 1.0f32;
+        let a: Vec<f32> = (0..2 * 25 * 4)
+            .map(|i| if i % 2 == 0 { tiny } else { normal })
+            .collect();
+        let ins = vec![
+            HostBuffer::from_f32(vec![2, 25, 4], &a),
+            HostBuffer::from_f32(vec![2, 25, 4], &a),
+        ];
+        let out = session.run(&ins).unwrap()[0].to_f32().unwrap();
+        for (i, y) in out.iter().enumerate() {
+            let want = if i % 2 == 0 { 0.0 } else { 2f32.powi(100) };
+            assert_eq!(*y, want, "element {i} with {threads} threads");
+        }
+    }
 }
 
 #[test]

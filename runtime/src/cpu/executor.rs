@@ -54,6 +54,8 @@ impl CpuExecutor {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("kiln-cpu-{i}"))
+            // Every launch runs on these threads (`execute` installs the plan on the pool).
+            .start_handler(|_| crate::cpu::subnormals::flush_to_zero())
             .build()
             .map_err(|e| RuntimeError::Threads {
                 threads,

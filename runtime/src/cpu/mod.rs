@@ -4,3 +4,4 @@
 pub mod executor;
 pub mod features;
 pub mod module;
+pub mod subnormals;
