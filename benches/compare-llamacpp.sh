@@ -57,7 +57,14 @@ EOF
     "$py" -m pip install -q --disable-pip-version-check cmake
     export PATH=$PWD/target/pyref/bin:$PATH
   fi
+  # On CPUs with AMX (Sapphire Rapids and later) -march=native builds ggml's AMX matmul,
+  # which crashed on the VM this was measured on (SIGSEGV in ggml_backend_amx_mul_mat at
+  # the first matmul: the guest reports AMX but does not run it); llama.cpp is then built
+  # without AMX and uses its AVX-512 VNNI kernels, as kiln does.
+  cflags=
+  grep -qw amx_tile /proc/cpuinfo 2>/dev/null && cflags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
   cmake -S "$work/src/vendor/llama.cpp" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_FLAGS="$cflags" -DCMAKE_CXX_FLAGS="$cflags" \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF >"$work/cmake.log" 2>&1 ||
     { tail -20 "$work/cmake.log" >&2; exit 1; }

@@ -12,9 +12,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// Weights picked lane by lane from one vector (Q6_K's run multipliers, two runs to a
     /// dot product) are narrowed as that whole vector, once however many dot products pick
     /// from it, and then picked in one shuffle; built lane by lane they cost a permute, a
-    /// narrowing and a second permute each (Q6_K decode 0.95 -> 0.74 ms for 4096 x 4096 on
-    /// Zen 4). One lane repeated (`Splat`, Q4_K's) stays as it was: LLVM broadcasts it
-    /// from the wide source directly, which measured faster than from the narrowed vector.
+    /// narrowing and a second permute each (Q6_K decode 0.95 -> 0.56 ms for 4096 x 4096 on
+    /// one core of an AVX-512 Xeon). One lane repeated (`Splat`, Q4_K's) stays as it was:
+    /// LLVM broadcasts it from the wide source directly, which measured faster than from
+    /// the narrowed vector.
     fn pair_weights(&mut self, w: &Expr, pairs: u32) -> Result<V<'ctx>, Fail> {
         let picked = match w {
             Expr::Lanes(xs) => xs

@@ -128,8 +128,9 @@ pub fn k_dot(
             };
             // Decode leaves the weights unbound: the code generator builds Q6_K's, picked
             // from one vector (`mults`), with a single shuffle when it sees them as picks
-            // (Q6_K decode 0.95 -> 0.56 ms for 4096 x 4096 on Zen 4). A tile binds them
-            // once for all its tokens (inline there, prefill was 11% slower).
+            // (Q6_K decode 0.95 -> 0.56 ms for 4096 x 4096 on one AVX-512 Xeon core). A
+            // tile binds them once for all its tokens (inline there, prefill was 11%
+            // slower).
             let w = if nt > 1 { var(bind(&mut body, ctx, w)) } else { w };
             let bits = quant_bits(ctx, b, &l, &run, i(0), DOT_BYTES)?;
             let a = bind(&mut body, ctx, bits);
