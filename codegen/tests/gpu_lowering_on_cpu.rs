@@ -6,62 +6,23 @@
 //! check (launch shapes, shuffles, shared memory) stays with `scripts/gpu-check.sh`.
 #![cfg(feature = "llvm")]
 
-use kiln_codegen::Backend;
-use kiln_compiler::kernel::{Expr, Kernel, Lit};
+use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;
 use kiln_ir::{DType, QuantFormat, Tensor};
 use std::collections::BTreeMap;
 
-type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64);
-
-fn eval(e: &Expr, dims: &[i64]) -> i64 {
-    use kiln_compiler::kernel::BOp;
-    match e {
-        Expr::Lit(Lit::I64(v)) => *v,
-        Expr::Dim(d) => dims[*d as usize],
-        Expr::Binary(op, a, b) => {
-            let (x, y) = (eval(a, dims), eval(b, dims));
-            match op {
-                BOp::Add => x + y,
-                BOp::Sub => x - y,
-                BOp::Mul => x * y,
-                BOp::Div => x / y,
-                other => panic!("grid op {other:?}"),
-            }
-        }
-        other => panic!("grid expr {other}"),
-    }
-}
-
-/// Grid points of `k` with its symbols bound to `dims`.
-fn grid_size(k: &Kernel, dims: &[i64]) -> i64 {
-    k.grid.iter().map(|g| eval(g, dims)).product()
-}
+mod common;
 
 /// Runs `k`, compiled for `cpu:x86-64-v3`, over every grid point, one buffer per argument;
 /// returns them after the run.
-fn run_on_cpu(k: &Kernel, mut data: Vec<Vec<u8>>, dims: &[i64]) -> Vec<Vec<u8>> {
-    let target: Target = "cpu:x86-64-v3".parse().unwrap();
-    let so = kiln_codegen::llvm::LlvmBackend
-        .compile(std::slice::from_ref(k), &target)
-        .unwrap_or_else(|e| panic!("{e}\n{k}"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.so");
-    std::fs::write(&path, so).unwrap();
-    // SAFETY: the object was just produced by our backend; the kernel's ABI is `KernelFn`,
-    // and every buffer has the size of the graph value it stands for.
-    unsafe {
-        let lib = libloading::Library::new(&path).unwrap();
-        let f: libloading::Symbol<KernelFn> = lib
-            .get(kiln_codegen::symbol_name(&k.name).as_bytes())
-            .unwrap();
-        let ptrs: Vec<*mut u8> = data.iter_mut().map(|b| b.as_mut_ptr()).collect();
-        // Two calls, as the runtime splits a grid among threads.
-        let total = grid_size(k, dims);
-        f(ptrs.as_ptr(), dims.as_ptr(), 0, total / 2 + 1);
-        f(ptrs.as_ptr(), dims.as_ptr(), total / 2 + 1, total);
-    }
-    data
+fn run_on_cpu(k: &Kernel, data: Vec<Vec<u8>>, dims: &[i64]) -> Vec<Vec<u8>> {
+    common::run_compiled(
+        &kiln_codegen::llvm::LlvmBackend,
+        "cpu:x86-64-v3",
+        k,
+        data,
+        dims,
+    )
 }
 
 /// The single kernel `g` lowers to under `schedule`, run on this CPU with the graph's

@@ -5,60 +5,23 @@
 use kiln_codegen::Backend;
 use kiln_compiler::kernel::e::*;
 use kiln_compiler::kernel::{
-    Buf, BufferParam, Cmp, Expr, Kernel, Lit, LocalBuf, LoopKind, RedOp, Stmt, UOp,
+    Buf, BufferParam, Cmp, Expr, Kernel, LocalBuf, LoopKind, RedOp, Stmt, UOp,
 };
 use kiln_compiler::pipeline::finish_kernel;
-use kiln_compiler::Target;
 use kiln_ir::DType;
 
-fn eval_index(e: &Expr, dims: &[i64]) -> i64 {
-    match e {
-        Expr::Lit(Lit::I64(v)) => *v,
-        Expr::Dim(d) => dims[*d as usize],
-        Expr::Binary(op, a, b) => {
-            let (x, y) = (eval_index(a, dims), eval_index(b, dims));
-            match op {
-                kiln_compiler::kernel::BOp::Add => x + y,
-                kiln_compiler::kernel::BOp::Sub => x - y,
-                kiln_compiler::kernel::BOp::Mul => x * y,
-                kiln_compiler::kernel::BOp::Div => x / y,
-                other => panic!("grid op {other:?}"),
-            }
-        }
-        other => panic!("grid expr {other}"),
-    }
-}
-
-type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, i64, i64);
+mod common;
 
 /// Compiles `k` (after the standard kernel passes), runs every grid point, returns buffers.
 fn run(
     backend: &dyn Backend,
     target: &str,
     mut k: Kernel,
-    mut bufs: Vec<Vec<u8>>,
+    bufs: Vec<Vec<u8>>,
     dims: &[i64],
 ) -> Vec<Vec<u8>> {
     finish_kernel(&mut k);
-    let target: Target = target.parse().unwrap();
-    let so = backend
-        .compile(std::slice::from_ref(&k), &target)
-        .unwrap_or_else(|e| panic!("{e}\n{k}"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.so");
-    std::fs::write(&path, so).unwrap();
-    // SAFETY: the object was just produced by our backend; the kernel's ABI is
-    // `KernelFn`, and every buffer is sized for the indices the kernel touches.
-    unsafe {
-        let lib = libloading::Library::new(&path).unwrap();
-        let f: libloading::Symbol<KernelFn> = lib
-            .get(kiln_codegen::symbol_name(&k.name).as_bytes())
-            .unwrap();
-        let total: i64 = k.grid.iter().map(|g| eval_index(g, dims)).product();
-        let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
-        f(ptrs.as_ptr(), dims.as_ptr(), 0, total);
-    }
-    bufs
+    common::run_compiled(backend, target, &k, bufs, dims)
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {

@@ -131,7 +131,11 @@ pub fn k_dot(
             // (Q6_K decode 0.95 -> 0.56 ms for 4096 x 4096 on one AVX-512 Xeon core). A
             // tile binds them once for all its tokens (inline there, prefill was 11%
             // slower).
-            let w = if nt > 1 { var(bind(&mut body, ctx, w)) } else { w };
+            let w = if nt > 1 {
+                var(bind(&mut body, ctx, w))
+            } else {
+                w
+            };
             let bits = quant_bits(ctx, b, &l, &run, i(0), DOT_BYTES)?;
             let a = bind(&mut body, ctx, bits);
             for (t, s) in isum.iter().enumerate() {
