@@ -529,3 +529,109 @@ fn lane_sums_match_sums_lane_by_lane() {
         }
     }
 }
+
+/// Vector accumulators wider than the target's registers (16 f32 lanes on AVX2's 8, as a
+/// K-quant decode's per-run sums would be): per point, over blocks, `acc += f32(m16 * s) *
+/// d`, with `m16` picked pairwise from an 8-lane vector, reduced once at the end.
+#[cfg(feature = "llvm")]
+#[test]
+fn wide_vector_accumulators_match_scalar_sums() {
+    use kiln_compiler::kernel::{BOp, Elem};
+    let backend = kiln_codegen::llvm::LlvmBackend;
+    let (points, blocks) = (6usize, 5usize);
+    for target in ["cpu:x86-64-v3", "cpu:x86-64", "cpu:x86-64-v4"] {
+        let (acc, b, m) = (0, 1, 2);
+        let block = add(mul(Expr::GridIdx(0), i(blocks as i64)), var(b));
+        let m16 = Expr::Lanes(
+            (0..16)
+                .map(|k| Expr::Extract {
+                    vector: Box::new(var(m)),
+                    lane: (k / 2) as u8,
+                })
+                .collect(),
+        );
+        let body = vec![
+            Stmt::Decl {
+                var: acc,
+                init: splat(f(0.0), 16),
+            },
+            Stmt::Loop {
+                var: b,
+                extent: i(blocks as i64),
+                kind: LoopKind::Serial,
+                vector: 1,
+                body: vec![
+                    Stmt::Let {
+                        var: m,
+                        value: load_vec(Buf::Arg(1), mul(block.clone(), i(8)), 8),
+                    },
+                    Stmt::Assign {
+                        var: acc,
+                        value: fma(
+                            cast(
+                                Elem::F32,
+                                bin(
+                                    BOp::Mul,
+                                    m16,
+                                    load_vec(Buf::Arg(0), mul(block.clone(), i(16)), 16),
+                                ),
+                            ),
+                            splat(load(Buf::Arg(2), block.clone()), 16),
+                            var(acc),
+                        ),
+                    },
+                ],
+            },
+            Stmt::Store {
+                buf: Buf::Arg(3),
+                index: Expr::GridIdx(0),
+                value: Expr::ReduceLanes(RedOp::Sum, Box::new(var(acc))),
+            },
+        ];
+        let mut k = kernel(
+            "wide",
+            vec![
+                arg("s", DType::I32, false),
+                arg("m", DType::I32, false),
+                arg("d", DType::F32, false),
+                arg("o", DType::F32, true),
+            ],
+            vec![],
+            body,
+            3,
+        );
+        k.grid = vec![i(points as i64)];
+        let s: Vec<i32> = (0..points * blocks * 16)
+            .map(|v| (v as i32 * 7919) % 4001 - 2000)
+            .collect();
+        let ms: Vec<i32> = (0..points * blocks * 8)
+            .map(|v| (v as i32 * 31) % 63)
+            .collect();
+        let d: Vec<f32> = (0..points * blocks)
+            .map(|v| 0.01 + 0.001 * v as f32)
+            .collect();
+        let ints = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let out = run(
+            &backend,
+            target,
+            k,
+            vec![ints(&s), ints(&ms), bytes(&d), vec![0; 4 * points]],
+            &[],
+        );
+        let got = f32s(&out[3]);
+        for p in 0..points {
+            let mut want = 0.0f64;
+            for blk in 0..blocks {
+                let q = p * blocks + blk;
+                for l in 0..16 {
+                    want += (ms[q * 8 + l / 2] * s[q * 16 + l]) as f64 * d[q] as f64;
+                }
+            }
+            assert!(
+                (got[p] as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{target} point {p}: {} vs {want}",
+                got[p]
+            );
+        }
+    }
+}
