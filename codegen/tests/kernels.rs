@@ -619,7 +619,7 @@ fn wide_vector_accumulators_match_scalar_sums() {
             &[],
         );
         let got = f32s(&out[3]);
-        for p in 0..points {
+        for (p, &g) in got.iter().enumerate() {
             let mut want = 0.0f64;
             for blk in 0..blocks {
                 let q = p * blocks + blk;
@@ -628,9 +628,8 @@ fn wide_vector_accumulators_match_scalar_sums() {
                 }
             }
             assert!(
-                (got[p] as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
-                "{target} point {p}: {} vs {want}",
-                got[p]
+                (g as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{target} point {p}: {g} vs {want}"
             );
         }
     }
