@@ -286,8 +286,7 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
         prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q8_0),
         prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q4K),
         prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q6K),
-        // And through its down projection: K long, so a tile's activations (128 tokens x
-        // 5632 elements of q8_k, 822 KiB) no longer sit in L2 beside the weights.
+        // And through its down projection: K long (22 K-quant blocks a row), N short.
         prefill_quant_x8(128, 2048, 5632, kiln_ir::QuantFormat::Q4K),
         prefill_quant_x8(128, 2048, 5632, kiln_ir::QuantFormat::Q6K),
         softmax(1024, 4096),

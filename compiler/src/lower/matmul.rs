@@ -339,12 +339,13 @@ fn dot_kernel(
     // so several rows of B stream at once. Quantized rows do too where each column is one
     // reduction over runs of vector loads (`gpu_unit_lanes`); elsewhere they keep a block
     // per output (their decoding leaves statements between the reductions).
-    let gpu_columns = ctx.schedule.gpu
-        && form == Form::Dot
-        && match quantized_rows(ctx, ops) {
-            None => true,
-            Some((_, format)) => gpu_unit_lanes(ctx, ops, form, format)? > 1,
-        };
+    let quantized = quantized_rows(ctx, ops);
+    let unit_lanes = match quantized {
+        Some((_, format)) => gpu_unit_lanes(ctx, ops, form, format)?,
+        None => 1,
+    };
+    let gpu_columns =
+        ctx.schedule.gpu && form == Form::Dot && (quantized.is_none() || unit_lanes > 1);
     let cols = if vector > 1 {
         DOT_COLUMNS
     } else if gpu_lanes.is_some() || gpu_columns {
@@ -515,14 +516,13 @@ fn dot_kernel(
         (Some(weights), _)
             if ctx.schedule.gpu
                 && !ops.ta
-                && (gpu_unit_lanes(ctx, ops, form, weights.1)? > 1
+                && (unit_lanes > 1
                     || !(ctx.schedule.byte_loads
                         && matches!(
                             weights.1.layout().scale,
                             kiln_ir::quant::Scale::Half { .. }
                         ))) =>
         {
-            let lanes = gpu_unit_lanes(ctx, ops, form, weights.1)?;
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 let mut a = |ctx: &mut Ctx, k: Expr, lanes: u8| {
                     let first = ops.a_at(ctx, row.clone(), k)?;
@@ -538,7 +538,7 @@ fn dot_kernel(
                     read_col.clone(),
                     &mut a,
                     extent.clone(),
-                    lanes,
+                    unit_lanes,
                     acc,
                 )?);
             }
@@ -616,16 +616,20 @@ fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError
     if !ctx.schedule.gpu || lanes <= 1 || ops.ta || !ops.tb || !k_fits {
         return Ok(None);
     }
-    // Probing the operands along K (their buffers become kernel arguments, which the kernel
-    // reads either way): both must be buffers read at consecutive elements.
     let k = ctx.fresh();
     let a = ops.a_at(ctx, i(0), var(k))?;
     let b = ops.b_at(ctx, var(k), i(0))?;
-    let consecutive = |e: &Expr| match e {
+    Ok((along_k(&a, k) && along_k(&b, k)).then_some(lanes))
+}
+
+/// Whether `e`, an operand probed at element `k` along K, is a buffer read at consecutive
+/// elements, so a run along K is one vector load. (Probing makes the operand's buffer a
+/// kernel argument, which the kernel reads either way.)
+fn along_k(e: &Expr, k: VarId) -> bool {
+    match e {
         Expr::Load { index, .. } => crate::kernel::vectorize::stride_of(index, k) == Some(1),
         _ => false,
-    };
-    Ok((consecutive(&a) && consecutive(&b)).then_some(lanes))
+    }
 }
 
 /// Elements each step of a GPU quantized dot product (`dequant::unit_dot`) reads as one
@@ -650,11 +654,7 @@ fn gpu_unit_lanes(
     }
     let k = ctx.fresh();
     let a = ops.a_at(ctx, i(0), var(k))?;
-    let consecutive = match &a {
-        Expr::Load { index, .. } => crate::kernel::vectorize::stride_of(index, k) == Some(1),
-        _ => false,
-    };
-    Ok(if consecutive { lanes } else { 1 })
+    Ok(if along_k(&a, k) { lanes } else { 1 })
 }
 
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.

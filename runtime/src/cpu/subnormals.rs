@@ -39,15 +39,15 @@ pub fn flush_to_zero() {
     }
 }
 
-/// Whether this thread flushes subnormals (for tests): a subnormal times one is zero.
-pub fn flushes() -> bool {
-    let tiny = std::hint::black_box(1e-40f32);
-    std::hint::black_box(tiny * std::hint::black_box(1.0f32)) == 0.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether this thread flushes subnormals: a subnormal times one is zero.
+    fn flushes() -> bool {
+        let tiny = std::hint::black_box(1e-40f32);
+        std::hint::black_box(tiny * std::hint::black_box(1.0f32)) == 0.0
+    }
 
     #[test]
     fn a_flushing_thread_reads_subnormals_as_zero() {
