@@ -49,15 +49,17 @@ if [ -n "${BASE:-}" ]; then
   base=$(mktemp -d)
   git worktree add -q --detach "$base" "$BASE"
   # The same target directory (the dependencies are built once); the worktree's own crates
-  # build apart from this tree's, but its binary lands on target/release/kiln, so this
-  # tree's is linked again afterwards.
+  # build apart from this tree's, but its binary lands on target/release/kiln. Cargo does
+  # not put this tree's back there while its own build is fresh (a later `kiln run` would
+  # be the baseline's), so this tree's binary is kept aside and restored.
+  keep=$(mktemp)
+  cp -p target/release/kiln "$keep"
   cargo build -q --release --locked --bin kiln --manifest-path "$base/Cargo.toml" \
     --target-dir "$PWD/target"
   strip -o "$out/kiln-base" target/release/kiln
   xz -T2 -6 -f "$out/kiln-base"
   git worktree remove --force "$base"
-  touch src/main.rs
-  cargo build -q --release --locked --bin kiln
+  mv "$keep" target/release/kiln
   git -C . rev-parse --short "$BASE" >"$out/base-rev"
 fi
 
