@@ -153,10 +153,25 @@ pub fn assemble(
         .weights
         .check(&model.graph)
         .with_context(|| format!("model {}", model.name))?;
+    // Quantized weights in kiln's regrouped formats (`relayout`), the same bytes for every
+    // target; the graph compiled below reads them so.
+    let (graph, relaid) = kiln_compiler::relayout::relaid(&model.graph)
+        .with_context(|| format!("model {}", model.name))?;
     let mut weights = WeightsLayout::default();
-    for name in kiln_models::weights::Weights::names_in(&model.graph) {
+    for name in kiln_models::weights::Weights::names_in(&graph) {
         let t = model.weights.get(&name).expect("checked above");
-        weights.place(format!("param:{name}"), t.bytes());
+        match relaid.iter().find(|r| r.param == name) {
+            Some(r) => {
+                let mut bytes = t.bytes().to_vec();
+                r.from
+                    .relayout(r.to, &mut bytes)
+                    .map_err(|e| anyhow::anyhow!("parameter `{name}`: {e}"))?;
+                weights.place(format!("param:{name}"), &bytes);
+            }
+            None => {
+                weights.place(format!("param:{name}"), t.bytes());
+            }
+        }
     }
     let mut variants = Vec::new();
     let mut code = Vec::new();
@@ -172,7 +187,7 @@ pub fn assemble(
             .with_context(|| format!("target {target}"))?;
         let t0 = Instant::now();
         let opts = compile_options(choices);
-        let compiled = pipeline::compile(&model.graph, target, &opts)
+        let compiled = pipeline::compile(&graph, target, &opts)
             .with_context(|| format!("compiling {} for {target}", model.name))?;
         let compile_ms = t0.elapsed().as_millis();
         progress(&format!(

@@ -402,7 +402,7 @@ fn quant_cases() -> Vec<Case> {
             },
         ));
     }
-    for format in QuantFormat::ALL {
+    for format in QuantFormat::ALL.into_iter().chain(QuantFormat::RELAID) {
         let row = move |blocks: usize| blocks * format.block_bytes();
         let name = format.name();
         let be = format.block_elems();

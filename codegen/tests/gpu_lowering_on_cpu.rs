@@ -94,7 +94,7 @@ fn gpu_quantized_matvecs_compute_what_the_interpreter_does() {
     ] {
         let t: Target = target.parse().unwrap();
         let schedule = kiln_compiler::pipeline::schedule_for(&t, &Default::default()).unwrap();
-        for format in QuantFormat::ALL {
+        for format in QuantFormat::ALL.into_iter().chain(QuantFormat::RELAID) {
             let bb = format.block_bytes() * k / format.block_elems();
             let src = format!(
                 "kir 1

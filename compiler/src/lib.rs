@@ -11,6 +11,7 @@ pub use target::{CpuDesc, Target, TargetError};
 pub mod lower;
 pub mod memory;
 pub mod pipeline;
+pub mod relayout;
 pub mod rewrite;
 pub mod schedule;
 pub mod share;

@@ -41,6 +41,16 @@ pub enum QuantFormat {
     /// 256 elements in 16 runs of 16: 128 bytes of low nibbles, 64 bytes of 2-bit high
     /// parts, 16 signed 8-bit scales, f16 `d` last; `x = d * sc[r] * (q - 32)`.
     Q6K,
+    /// Q4_K with its nibbles regrouped (never in files; see `QuantFormat::relaid`): in each
+    /// half of the block, byte `p` of 64 holds element `p` in its low nibble and element
+    /// `64 + p` in its high one, so 64 consecutive elements sit in 64 consecutive bytes at
+    /// one shift (one 512-bit load and mask for two runs).
+    Q4KX,
+    /// Q6_K with its 2-bit high parts regrouped (never in files; see `QuantFormat::relaid`):
+    /// byte `p` of the 64 holds bits 4..6 of elements `p`, `64 + p`, `128 + p`, `192 + p`,
+    /// so, as the low nibbles already are, 64 consecutive elements' bits sit in 64
+    /// consecutive bytes at one shift.
+    Q6KX,
     /// An activation format (never in files; see `quantize_q8_k`), after ggml's `q8_K`: 256
     /// elements, an f32 scale `d`, 256 signed bytes `q`, then the sums of each 16
     /// consecutive `q` as i16, their low bytes (16) before their high bytes (16);
@@ -199,6 +209,10 @@ impl QuantFormat {
         QuantFormat::Q6K,
     ];
 
+    /// kiln's regroupings of weight formats (`relaid`): the same values and block sizes,
+    /// the quant bits moved so that wide vectors read more runs at once.
+    pub const RELAID: [QuantFormat; 2] = [QuantFormat::Q4KX, QuantFormat::Q6KX];
+
     /// The formats `quantize` writes (activations for byte dot products).
     pub const ACTIVATIONS: [QuantFormat; 2] = [QuantFormat::Q8_0, QuantFormat::Q8K];
 
@@ -209,7 +223,12 @@ impl QuantFormat {
             | QuantFormat::Q4_1
             | QuantFormat::Q5_0
             | QuantFormat::Q5_1 => 32,
-            QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K | QuantFormat::Q8K => 256,
+            QuantFormat::Q4K
+            | QuantFormat::Q5K
+            | QuantFormat::Q6K
+            | QuantFormat::Q4KX
+            | QuantFormat::Q6KX
+            | QuantFormat::Q8K => 256,
         }
     }
 
@@ -220,9 +239,9 @@ impl QuantFormat {
             QuantFormat::Q4_1 => 20,
             QuantFormat::Q5_0 => 22,
             QuantFormat::Q5_1 => 24,
-            QuantFormat::Q4K => 144,
+            QuantFormat::Q4K | QuantFormat::Q4KX => 144,
             QuantFormat::Q5K => 176,
-            QuantFormat::Q6K => 210,
+            QuantFormat::Q6K | QuantFormat::Q6KX => 210,
             QuantFormat::Q8K => 292,
         }
     }
@@ -237,6 +256,8 @@ impl QuantFormat {
             QuantFormat::Q4K => "q4_k",
             QuantFormat::Q5K => "q5_k",
             QuantFormat::Q6K => "q6_k",
+            QuantFormat::Q4KX => "q4_kx",
+            QuantFormat::Q6KX => "q6_kx",
             QuantFormat::Q8K => "q8_k",
         }
     }
@@ -244,6 +265,7 @@ impl QuantFormat {
     pub fn from_name(s: &str) -> Option<QuantFormat> {
         QuantFormat::ALL
             .into_iter()
+            .chain(QuantFormat::RELAID)
             .chain([QuantFormat::Q8K])
             .find(|f| f.name() == s)
     }
@@ -255,8 +277,12 @@ impl QuantFormat {
     pub fn half_fields(self) -> &'static [usize] {
         match self {
             QuantFormat::Q8_0 | QuantFormat::Q4_0 | QuantFormat::Q5_0 => &[0],
-            QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
-            QuantFormat::Q6K => &[208],
+            QuantFormat::Q4_1
+            | QuantFormat::Q5_1
+            | QuantFormat::Q4K
+            | QuantFormat::Q5K
+            | QuantFormat::Q4KX => &[0, 2],
+            QuantFormat::Q6K | QuantFormat::Q6KX => &[208],
             QuantFormat::Q8K => &[],
         }
     }
@@ -376,6 +402,25 @@ impl QuantFormat {
                 },
                 offset: Offset::None,
             },
+            // Run r = 4 half + 2 hi + lo: bytes 16 + 64 half + 32 lo, nibble hi.
+            QuantFormat::Q4KX => Layout {
+                low: field(
+                    Affine::of(16, [32, 0, 64, 0]),
+                    Affine::of(0, [0, 4, 0, 0]),
+                    4,
+                ),
+                ..QuantFormat::Q4K.layout()
+            },
+            // As Q6_K (r = 8 half + 4 hi + 2 lo + sub), the high parts at bytes 128 + 32 lo
+            // + 16 sub, bits 2 (2 half + hi).
+            QuantFormat::Q6KX => Layout {
+                high: Some(field(
+                    Affine::of(128, [16, 32, 0, 0]),
+                    Affine::of(0, [0, 0, 2, 4]),
+                    2,
+                )),
+                ..QuantFormat::Q6K.layout()
+            },
             QuantFormat::Q8K => Layout {
                 run_len: 256,
                 low: field(c(4), c(0), 8),
@@ -386,6 +431,70 @@ impl QuantFormat {
                 offset: Offset::None,
             },
         }
+    }
+
+    /// The regrouping kiln stores this weight format as (`RELAID`), if any.
+    pub fn relaid(self) -> Option<QuantFormat> {
+        match self {
+            QuantFormat::Q4K => Some(QuantFormat::Q4KX),
+            QuantFormat::Q6K => Some(QuantFormat::Q6KX),
+            _ => None,
+        }
+    }
+
+    /// Rewrites `bytes` (whole blocks of `self`) in place as blocks of `to`, a format with
+    /// the same values whose quant bits sit elsewhere (`relaid`): every element's bits move
+    /// from where `self`'s layout puts them to where `to`'s does; the other bytes (scales,
+    /// mins) stay.
+    pub fn relayout(self, to: QuantFormat, bytes: &mut [u8]) -> Result<(), String> {
+        let (from_l, to_l) = (self.layout(), to.layout());
+        let same = |a: Layout, b: Layout| {
+            Layout {
+                low: a.low,
+                high: a.high,
+                ..b
+            } == a
+        };
+        if self.block_bytes() != to.block_bytes()
+            || self.block_elems() != to.block_elems()
+            || !same(from_l, to_l)
+        {
+            return Err(format!("{self} blocks cannot be rewritten as {to}"));
+        }
+        let bb = self.block_bytes();
+        if bytes.len() % bb != 0 {
+            return Err(format!(
+                "{self}: {} bytes are not whole blocks of {bb} bytes",
+                bytes.len()
+            ));
+        }
+        let fields = |l: Layout| [Some(l.low), l.high].into_iter().flatten();
+        let runs = self.block_elems() / from_l.run_len;
+        let mut out = vec![0u8; bb];
+        for block in bytes.chunks_exact_mut(bb) {
+            out.copy_from_slice(block);
+            // Clear every byte holding quant bits; each bit is then written once.
+            for f in fields(to_l) {
+                for run in 0..runs {
+                    for t in 0..from_l.run_len {
+                        let (byte, shift) = f.locate(run, t);
+                        out[byte] &= !(((1u32 << f.width) - 1) << shift) as u8;
+                    }
+                }
+            }
+            for (src, dst) in fields(from_l).zip(fields(to_l)) {
+                for run in 0..runs {
+                    for t in 0..from_l.run_len {
+                        let (sb, ss) = src.locate(run, t);
+                        let (db, ds) = dst.locate(run, t);
+                        let v = (block[sb] as u32 >> ss) & ((1 << src.width) - 1);
+                        out[db] |= (v << ds) as u8;
+                    }
+                }
+            }
+            block.copy_from_slice(&out);
+        }
+        Ok(())
     }
 
     /// Decodes one block (`block_bytes()` bytes) into `block_elems()` values.
@@ -568,5 +677,48 @@ mod tests {
             }
         }
         assert_eq!(quantize_q8_k(&[0.0; 256]), [0u8; 292]);
+    }
+
+    /// A relaid block decodes to the same values as the block it was written from, and
+    /// 64 consecutive elements' bits sit in 64 consecutive bytes at one shift.
+    #[test]
+    fn relaid_blocks_decode_as_the_originals() {
+        for from in [QuantFormat::Q4K, QuantFormat::Q6K] {
+            let to = from.relaid().unwrap();
+            let bb = from.block_bytes();
+            let mut bytes: Vec<u8> = (0..3 * bb).map(|i| (i * 97 + i / 7) as u8).collect();
+            for b in bytes.chunks_exact_mut(bb) {
+                for &at in from.half_fields() {
+                    b[at..at + 2].copy_from_slice(&f16::from_f32(0.01).to_bits().to_le_bytes());
+                }
+            }
+            let mut relaid = bytes.clone();
+            from.relayout(to, &mut relaid).unwrap();
+            assert_ne!(relaid, bytes, "{from}: nothing moved");
+            let (mut a, mut b) = (vec![0f32; 256], vec![0f32; 256]);
+            for (x, y) in bytes.chunks_exact(bb).zip(relaid.chunks_exact(bb)) {
+                from.decode_block(x, &mut a);
+                to.decode_block(y, &mut b);
+                assert_eq!(a, b, "{from} -> {to}");
+            }
+            let l = to.layout();
+            for f in [Some(l.low), l.high].into_iter().flatten() {
+                for e0 in (0..256).step_by(64) {
+                    let first = f.locate(e0 / l.run_len, 0);
+                    for k in 0..64 {
+                        let e = e0 + k;
+                        let at = f.locate(e / l.run_len, e % l.run_len);
+                        assert_eq!(at, (first.0 + k, first.1), "{to}: element {e}");
+                    }
+                }
+            }
+        }
+        let mut odd = vec![0u8; 100];
+        assert!(QuantFormat::Q4K
+            .relayout(QuantFormat::Q4KX, &mut odd)
+            .is_err());
+        assert!(QuantFormat::Q4K
+            .relayout(QuantFormat::Q6KX, &mut vec![0u8; 144])
+            .is_err());
     }
 }

@@ -82,9 +82,11 @@ pub fn run(a: Args) -> Result<()> {
         quantize_activations: a.quantize_activations,
     };
     if a.emit_kernels {
+        // The graph as assembling compiles it (quantized weights relaid).
+        let (graph, _) = kiln_compiler::relayout::relaid(&model.graph)?;
         for t in &targets {
             let opts = kiln::assemble::compile_options(&choices);
-            let c = kiln_compiler::pipeline::compile(&model.graph, t, &opts)?;
+            let c = kiln_compiler::pipeline::compile(&graph, t, &opts)?;
             println!("# {t}");
             for k in c.kernels() {
                 println!("{k}");

@@ -27,13 +27,41 @@ use kiln_ir::{NodeId, QuantFormat};
 pub fn applies(format: QuantFormat, lanes: u8) -> bool {
     matches!(
         format,
-        QuantFormat::Q4K | QuantFormat::Q5K | QuantFormat::Q6K
+        QuantFormat::Q4K
+            | QuantFormat::Q5K
+            | QuantFormat::Q6K
+            | QuantFormat::Q4KX
+            | QuantFormat::Q6KX
     ) && lanes > 1
 }
 
-/// Bytes per `DotBytes`: 32, one run of Q4_K and Q5_K, two of Q6_K (their bits lie one
-/// after the other, at the same shifts).
-const DOT_BYTES: u8 = 32;
+/// Bytes per `DotBytes`: 64 where vectors hold them (512 bits) and the format keeps 64
+/// consecutive elements' bits in consecutive bytes at one shift (the relaid Q4_K and Q6_K:
+/// two runs of Q4_K, four of Q6_K per product, half the products and loads of 32), else
+/// 32 (one run of Q4_K and Q5_K, two of Q6_K).
+fn dot_bytes(format: QuantFormat, lanes: u8) -> u8 {
+    let wide = 4 * lanes as usize >= 64 && consecutive(&format.layout(), 64);
+    if wide {
+        64
+    } else {
+        32
+    }
+}
+
+/// Whether every `len` consecutive elements of a block (from a multiple of `len`) have
+/// their bits in `len` consecutive bytes at one shift, in each field of `l`.
+fn consecutive(l: &kiln_ir::quant::Layout, len: usize) -> bool {
+    let runs = 256 / l.run_len;
+    let at = |f: &kiln_ir::quant::BitField, e: usize| f.locate(e / l.run_len, e % l.run_len);
+    len.is_multiple_of(l.run_len)
+        && [Some(l.low), l.high].iter().flatten().all(|f| {
+            !f.packed
+                && (0..runs * l.run_len).step_by(len).all(|e0| {
+                    let (b0, s0) = at(f, e0);
+                    (0..len).all(|k| at(f, e0 + k) == (b0 + k, s0))
+                })
+        })
+}
 
 /// Statements setting `accs[t][r] = sum over k of dequant(weights)[rows[r], k] *
 /// dequant(x)[k]` for activation row `t` (`tokens[t]` indexes it in `x`, rows of `q8_k`
@@ -53,10 +81,14 @@ pub fn k_dot(
     let xl = xf.layout();
     let (bb, xbb) = (format.block_bytes() as i64, xf.block_bytes() as i64);
     let runs = format.block_elems() / l.run_len;
-    let rp = DOT_BYTES as usize / l.run_len;
-    let n = DOT_BYTES / 4;
+    let dot = dot_bytes(format, ctx.schedule.lanes);
+    let rp = dot as usize / l.run_len;
+    let n = dot / 4;
     let nt = tokens.len() as u8;
-    if !matches!(rp, 1 | 2) || format.block_elems() != xf.block_elems() {
+    if !matches!(rp, 1 | 2 | 4)
+        || format.block_elems() != xf.block_elems()
+        || !consecutive(&l, dot as usize)
+    {
         return Err(LowerError::Internal(format!(
             "no q8_k dot product for {format}"
         )));
@@ -136,10 +168,10 @@ pub fn k_dot(
             } else {
                 w
             };
-            let bits = quant_bits(ctx, b, &l, &run, i(0), DOT_BYTES)?;
+            let bits = quant_bits(ctx, b, &l, &run, i(0), dot)?;
             let a = bind(&mut body, ctx, bits);
             for (t, s) in isum.iter().enumerate() {
-                let xq = quant(ctx, &x_block(t), &xl, &Run::Known(0), i(first), DOT_BYTES)?;
+                let xq = quant(ctx, &x_block(t), &xl, &Run::Known(0), i(first), dot)?;
                 body.push(Stmt::Assign {
                     var: s[row],
                     value: dot_bytes_scaled(var(s[row]), var(a), xq, w.clone()),
