@@ -48,18 +48,14 @@ if [ -n "${BASE:-}" ]; then
   echo "== the kiln binary of $BASE (the baseline)"
   base=$(mktemp -d)
   git worktree add -q --detach "$base" "$BASE"
-  # The same target directory (the dependencies are built once); the worktree's own crates
-  # build apart from this tree's, but its binary lands on target/release/kiln. Cargo does
-  # not put this tree's back there while its own build is fresh (a later `kiln run` would
-  # be the baseline's), so this tree's binary is kept aside and restored.
-  keep=$(mktemp)
-  cp -p target/release/kiln "$keep"
+  # Its own target directory: cargo names a workspace crate's outputs without its path, so
+  # building the worktree into this tree's target/ overwrote this tree's libraries, and
+  # cargo then linked them into later builds here as if they were fresh.
   cargo build -q --release --locked --bin kiln --manifest-path "$base/Cargo.toml" \
-    --target-dir "$PWD/target"
-  strip -o "$out/kiln-base" target/release/kiln
+    --target-dir "$PWD/target/baseline"
+  strip -o "$out/kiln-base" target/baseline/release/kiln
   xz -T2 -6 -f "$out/kiln-base"
   git worktree remove --force "$base"
-  mv "$keep" target/release/kiln
   git -C . rev-parse --short "$BASE" >"$out/base-rev"
 fi
 

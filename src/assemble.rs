@@ -154,9 +154,14 @@ pub fn assemble(
         .check(&model.graph)
         .with_context(|| format!("model {}", model.name))?;
     // Quantized weights in kiln's regrouped formats (`relayout`), the same bytes for every
-    // target; the graph compiled below reads them so.
-    let (graph, relaid) = kiln_compiler::relayout::relaid(&model.graph)
-        .with_context(|| format!("model {}", model.name))?;
+    // target; the graph compiled below reads them so. KILN_RELAYOUT=0 keeps the files'
+    // formats, to measure what the regrouping is worth.
+    let (graph, relaid) = if std::env::var("KILN_RELAYOUT").as_deref() == Ok("0") {
+        (model.graph.clone(), Vec::new())
+    } else {
+        kiln_compiler::relayout::relaid(&model.graph)
+            .with_context(|| format!("model {}", model.name))?
+    };
     let mut weights = WeightsLayout::default();
     for name in kiln_models::weights::Weights::names_in(&graph) {
         let t = model.weights.get(&name).expect("checked above");

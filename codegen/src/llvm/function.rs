@@ -147,10 +147,11 @@ fn cpu_attributes<'ctx>(
         AttributeLoc::Function,
         ctx.create_string_attribute("target-cpu", &desc.llvm_cpu),
     );
-    if !desc.features.is_empty() {
+    let features = super::llvm_features(desc);
+    if !features.is_empty() {
         f.add_attribute(
             AttributeLoc::Function,
-            ctx.create_string_attribute("target-features", &desc.features),
+            ctx.create_string_attribute("target-features", &features),
         );
     }
 }
