@@ -311,6 +311,10 @@ pub fn rows_dot_bytes(
             init: izero(),
         }))
         .collect();
+    // One row read alone is one stream: fetched ahead along itself.
+    if let ([row], []) = (rows, ahead) {
+        body.extend(super::prefetch::row_stream(ctx, bytes, row, blk, bb)?);
+    }
     // Every cache line of the block: one prefetch per block left most of a K-quant's lines
     // (144 to 210 bytes a block) to the hardware.
     for row in ahead {

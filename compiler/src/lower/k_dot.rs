@@ -65,8 +65,8 @@ fn consecutive(l: &kiln_ir::quant::Layout, len: usize) -> bool {
 
 /// Statements setting `accs[t][r] = sum over k of dequant(weights)[rows[r], k] *
 /// dequant(x)[k]` for activation row `t` (`tokens[t]` indexes it in `x`, rows of `q8_k`
-/// bytes), over `k_len` elements. Nothing is prefetched: decode reads one row at a time, a
-/// sequential stream the hardware prefetcher follows, and a tile's next point reads the
+/// bytes), over `k_len` elements. Decode reads one row at a time, a sequential stream it
+/// also fetches ahead (`prefetch`); a tile prefetches nothing, as its next point reads the
 /// same rows.
 pub fn k_dot(
     ctx: &mut Ctx,
@@ -113,6 +113,12 @@ pub fn k_dot(
         .map(|_| rows.iter().map(|_| ctx.fresh()).collect())
         .collect();
     let mut body = Vec::new();
+    // Decode streams its rows from memory; a tile's next point reads the same rows again.
+    if nt == 1 {
+        for row in rows {
+            body.extend(super::prefetch::row_stream(ctx, bytes, row, blk, bb)?);
+        }
+    }
     let bind = |body: &mut Vec<Stmt>, ctx: &mut Ctx, value: Expr| {
         let v = ctx.fresh();
         body.push(Stmt::Let { var: v, value });

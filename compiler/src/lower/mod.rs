@@ -19,6 +19,7 @@ mod kernels;
 mod matmul;
 mod matrix;
 mod partition;
+mod prefetch;
 mod quantize;
 
 pub use inline::{dim_expr, flat_index};

@@ -459,33 +459,40 @@ output \"y\" = %y
 }
 
 /// A CPU byte dot product over q8_0 weights (no activation sums needed) reads its four
-/// rows one after another, each in a block loop of its own, and prefetches nothing.
+/// rows one after another, each in a block loop of its own, and fetches each row's stream
+/// 2 KiB ahead: one prefetch per 34-byte block.
 #[test]
 fn cpu_byte_dot_products_over_q8_0_read_rows_one_after_another() {
     let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q8_0, 64, None);
-    assert!(!shown.contains("prefetch"), "{shown}");
     assert_eq!(
         shown.matches("Serial").count(),
         4,
         "a block loop per row:\n{shown}"
     );
+    assert_eq!(shown.matches("prefetch").count(), 4, "{shown}");
+    assert!(shown.contains(" + 2048))]"), "2 KiB ahead:\n{shown}");
 }
 
 /// K-quant rows by q8_k activations (what `--quantize-activations` makes of them) read
 /// their rows one after another too: the activations' sums come with their blocks, so the
-/// rows share nothing.
+/// rows share nothing. Each row's stream is fetched 2 KiB ahead, every line of a 144-byte
+/// block.
 #[test]
 fn cpu_k_quant_dot_products_read_rows_one_after_another() {
     let shown = byte_dot_kernel(kiln_ir::QuantFormat::Q4K, 256, None);
-    assert!(
-        shown.contains("scaled") && !shown.contains("prefetch"),
-        "{shown}"
-    );
+    assert!(shown.contains("scaled"), "{shown}");
     assert_eq!(
         shown.matches("Serial").count(),
         4,
         "a block loop per row:\n{shown}"
     );
+    assert_eq!(shown.matches("prefetch").count(), 12, "{shown}");
+    for line in ["2048", "2112", "2176"] {
+        assert!(
+            shown.contains(&format!(" + {line}))]")),
+            "{line} in\n{shown}"
+        );
+    }
 }
 
 /// Over q8_0 activations, formats whose dot products need the activations' sums (here
