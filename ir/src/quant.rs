@@ -462,7 +462,7 @@ impl QuantFormat {
             return Err(format!("{self} blocks cannot be rewritten as {to}"));
         }
         let bb = self.block_bytes();
-        if bytes.len() % bb != 0 {
+        if !bytes.len().is_multiple_of(bb) {
             return Err(format!(
                 "{self}: {} bytes are not whole blocks of {bb} bytes",
                 bytes.len()
@@ -718,7 +718,7 @@ mod tests {
             .relayout(QuantFormat::Q4KX, &mut odd)
             .is_err());
         assert!(QuantFormat::Q4K
-            .relayout(QuantFormat::Q6KX, &mut vec![0u8; 144])
+            .relayout(QuantFormat::Q6KX, &mut [0u8; 144])
             .is_err());
     }
 }
