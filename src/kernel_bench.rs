@@ -288,10 +288,6 @@ pub fn default_cases(quick: bool) -> Vec<BenchCase> {
         matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q4K),
         matvec_quant(4096, 4096, kiln_ir::QuantFormat::Q6K),
         matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q6K),
-        matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q4KX),
-        matvec_quant_x8(4096, 4096, kiln_ir::QuantFormat::Q6KX),
-        prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q4KX),
-        prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q6KX),
         // A 1B llama's prefill of 128 tokens through its MLP's up projection.
         prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q8_0),
         prefill_quant_x8(128, 5632, 2048, kiln_ir::QuantFormat::Q4K),

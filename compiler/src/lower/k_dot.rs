@@ -40,7 +40,7 @@ pub fn applies(format: QuantFormat, lanes: u8) -> bool {
 /// two runs of Q4_K, four of Q6_K per product, half the products and loads of 32), else
 /// 32 (one run of Q4_K and Q5_K, two of Q6_K).
 fn dot_bytes(format: QuantFormat, lanes: u8) -> u8 {
-    let wide = 4 * lanes as usize >= 64 && consecutive(&format.layout(), 64);
+    let wide = 4 * lanes as usize >= 64 && consecutive(format, 64);
     if wide {
         64
     } else {
@@ -48,15 +48,15 @@ fn dot_bytes(format: QuantFormat, lanes: u8) -> u8 {
     }
 }
 
-/// Whether every `len` consecutive elements of a block (from a multiple of `len`) have
-/// their bits in `len` consecutive bytes at one shift, in each field of `l`.
-fn consecutive(l: &kiln_ir::quant::Layout, len: usize) -> bool {
-    let runs = 256 / l.run_len;
+/// Whether every `len` consecutive elements of a block of `format` (from a multiple of
+/// `len`) have their bits in `len` consecutive bytes at one shift, in each field.
+fn consecutive(format: QuantFormat, len: usize) -> bool {
+    let l = format.layout();
     let at = |f: &kiln_ir::quant::BitField, e: usize| f.locate(e / l.run_len, e % l.run_len);
     len.is_multiple_of(l.run_len)
         && [Some(l.low), l.high].iter().flatten().all(|f| {
             !f.packed
-                && (0..runs * l.run_len).step_by(len).all(|e0| {
+                && (0..format.block_elems()).step_by(len).all(|e0| {
                     let (b0, s0) = at(f, e0);
                     (0..len).all(|k| at(f, e0 + k) == (b0 + k, s0))
                 })
@@ -87,7 +87,7 @@ pub fn k_dot(
     let nt = tokens.len() as u8;
     if !matches!(rp, 1 | 2 | 4)
         || format.block_elems() != xf.block_elems()
-        || !consecutive(&l, dot as usize)
+        || !consecutive(format, dot as usize)
     {
         return Err(LowerError::Internal(format!(
             "no q8_k dot product for {format}"
@@ -368,5 +368,22 @@ fn block_scales(
         Scale::Packed6 => Ok((b.half(ctx, 0)?, Some(b.half(ctx, 2)?))),
         Scale::SignedByte { d_at, .. } => Ok((b.half(ctx, d_at as i64)?, None)),
         _ => Err(LowerError::Internal(format!("no block scale for {format}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 64-byte products only where 512-bit vectors meet a layout that keeps 64 elements
+    /// consecutive: the relaid formats, not the files' ones.
+    #[test]
+    fn wide_products_need_wide_vectors_and_a_relaid_layout() {
+        use QuantFormat::*;
+        for (format, wide) in [(Q4K, 32), (Q5K, 32), (Q6K, 32), (Q4KX, 64), (Q6KX, 64)] {
+            assert_eq!(dot_bytes(format, 16), wide, "{format}");
+            assert_eq!(dot_bytes(format, 8), 32, "{format} on 256 bits");
+            assert!(consecutive(format, 32), "{format}: runs of 32");
+        }
     }
 }
