@@ -9,13 +9,13 @@ use kiln_compiler::kernel::Expr;
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// `w` (i32 lanes within i16) as i16 pairs, each lane's value twice: the second operand
     /// of `pmaddwd` that multiplies both byte-pair sums of a lane by that lane's weight.
-    /// Weights picked lane by lane from one vector (Q6_K's run multipliers, two runs to a
-    /// dot product) are narrowed as that whole vector, once however many dot products pick
-    /// from it, and then picked in one shuffle; built lane by lane they cost a permute, a
-    /// narrowing and a second permute each (Q6_K decode 0.95 -> 0.56 ms for 4096 x 4096 on
-    /// one core of an AVX-512 Xeon). One lane repeated (`Splat`, Q4_K's) stays as it was:
-    /// LLVM broadcasts it from the wide source directly, which measured faster than from
-    /// the narrowed vector.
+    /// Weights picked lane by lane from one vector (the runs' multipliers, two or four runs
+    /// to a dot product) are picked from that whole vector in one word shuffle, however
+    /// many dot products pick from it; built lane by lane they cost a permute, a narrowing
+    /// and a second permute each (Q6_K decode 0.95 -> 0.56 ms for 4096 x 4096 on one core
+    /// of an AVX-512 Xeon), and narrowed before the pick LLVM still moved the narrowing
+    /// after a widened pick (three shuffles; picking words of the unnarrowed vector took
+    /// prefill q4_k 130 -> 138 GFLOP/s a core).
     fn pair_weights(&mut self, w: &Expr, pairs: u32) -> Result<V<'ctx>, Fail> {
         let picked = match w {
             Expr::Lanes(xs) => xs
@@ -51,11 +51,14 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 lanes.len()
             )));
         }
-        let i16v = self.ctx.i16_type().vec_type(sv.get_type().get_size());
-        let narrow = self.b.build_int_truncate(sv, i16v, "w16")?;
+        // The i32 lanes seen as i16 pairs, each lane's low half (its value, within i16) at
+        // the even index: the pick is then one word permute, with no narrowing (which LLVM
+        // moved past the pick, widening it: three shuffles per weight vector).
+        let i16v = self.ctx.i16_type().vec_type(2 * sv.get_type().get_size());
+        let narrow = self.b.build_bit_cast(sv, i16v, "w16")?.into_vector_value();
         let i32t = self.ctx.i32_type();
         let mask: Vec<_> = (0..pairs)
-            .map(|k| i32t.const_int(lanes[(k / 2) as usize] as u64, false))
+            .map(|k| i32t.const_int(2 * lanes[(k / 2) as usize] as u64, false))
             .collect();
         let mask = inkwell::types::VectorType::const_vector(&mask);
         Ok(self

@@ -244,6 +244,36 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         self.widen_from_storage(raw, dtype)
     }
 
+    /// `e`'s `(buf, index, count)` where it is `e::word_le` of a whole i16 or i32 over a
+    /// byte buffer, which `word_le` loads at once.
+    fn loads_word<'e>(&self, e: &'e Expr) -> Option<(Buf, &'e Expr, u8)> {
+        e.word_le()
+            .filter(|&(buf, _, count)| matches!(count, 2 | 4) && self.base(buf).1 == DType::U8)
+    }
+
+    /// `e::word_le`: `count` bytes from byte `index` of a byte buffer read as one
+    /// little-endian integer (zero-extended to i32), in one misaligned load.
+    fn word_le(&mut self, buf: Buf, index: IntValue<'ctx>, count: u8) -> Result<V<'ctx>, Fail> {
+        let (p, _) = self.element_ptr(buf, index)?;
+        let ty = match count {
+            2 => self.ctx.i16_type(),
+            4 => self.ctx.i32_type(),
+            _ => return Err(Fail(format!("a {count}-byte word"))),
+        };
+        let raw = self.b.build_load(ty, p, "word")?;
+        if let Some(inst) = raw.as_instruction_value() {
+            inst.set_alignment(1).map_err(Fail::msg)?;
+        }
+        let w = raw.into_int_value();
+        Ok(if count == 4 {
+            w.into()
+        } else {
+            self.b
+                .build_int_z_extend(w, self.ctx.i32_type(), "wordz")?
+                .into()
+        })
+    }
+
     pub fn store(&mut self, buf: Buf, index: IntValue<'ctx>, v: V<'ctx>) -> Result<(), Fail> {
         let (p, dtype) = self.element_ptr(buf, index)?;
         let raw = self.narrow_to_storage(v, dtype)?;
@@ -391,6 +421,11 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             Expr::Unary(op, a) => {
                 let x = self.expr(a)?;
                 self.unary(*op, x)?
+            }
+            Expr::Binary(BOp::Or, ..) if self.loads_word(e).is_some() => {
+                let (buf, index, count) = self.loads_word(e).expect("matched");
+                let i = self.expr(index)?.into_int_value();
+                self.word_le(buf, i, count)?
             }
             Expr::Binary(op, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);

@@ -480,6 +480,45 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
 }
 
 impl Expr {
+    /// `(buf, index, count)` where this is `e::word_le(buf, index, count)` with `count` of
+    /// 2 or more (the form is matched exactly, as that builder writes it).
+    pub fn word_le(&self) -> Option<(Buf, &Expr, u8)> {
+        let mut terms = Vec::new();
+        let mut e = self;
+        while let Expr::Binary(BOp::Or, rest, top) = e {
+            terms.push(&**top);
+            e = rest;
+        }
+        let Expr::Load {
+            buf,
+            index,
+            lanes: 1,
+        } = e
+        else {
+            return None;
+        };
+        for (k, t) in terms.iter().rev().enumerate() {
+            let k = k as i64 + 1;
+            let Expr::Binary(BOp::Shl, byte, shift) = t else {
+                return None;
+            };
+            let Expr::Load {
+                buf: b,
+                index: at,
+                lanes: 1,
+            } = &**byte
+            else {
+                return None;
+            };
+            let next = matches!(&**at, Expr::Binary(BOp::Add, base, off)
+                if **base == **index && **off == Expr::Lit(Lit::I64(k)));
+            if b != buf || !next || **shift != Expr::Lit(Lit::I32(8 * k as i32)) {
+                return None;
+            }
+        }
+        (!terms.is_empty()).then_some((*buf, &**index, terms.len() as u8 + 1))
+    }
+
     pub fn children(&self) -> Vec<&Expr> {
         match self {
             Expr::Load { index: a, .. }
@@ -614,6 +653,18 @@ pub mod e {
             lanes: 1,
         }
     }
+    /// The little-endian integer in `count` bytes of a byte buffer from `index`: byte `k`
+    /// loaded at `index + k` and shifted left by `8 k`, the shifted bytes or-ed in order.
+    /// Every backend can compute it so; code generators that can read a misaligned word
+    /// recognise this exact form (`Expr::word_le`) and load it at once, which spares a
+    /// vector of such words (a tile's activation scales, a lane per token) a byte insert
+    /// per byte.
+    pub fn word_le(buf: Buf, index: Expr, count: u8) -> Expr {
+        (1..count as i64).fold(load(buf, index.clone()), |w, k| {
+            let byte = load(buf, bin(BOp::Add, index.clone(), i(k)));
+            bin(BOp::Or, w, bin(BOp::Shl, byte, i32(8 * k as i32)))
+        })
+    }
     pub fn load_vec(buf: Buf, index: Expr, lanes: u8) -> Expr {
         Expr::Load {
             buf,
@@ -637,5 +688,43 @@ pub mod e {
                 lanes,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::e::*;
+    use super::*;
+
+    /// The matcher finds exactly what the builder writes, and nothing that reads other
+    /// bytes, another buffer or shifts them elsewhere.
+    #[test]
+    fn word_loads_are_recognised_only_in_their_own_form() {
+        let at = add(var(3), i(8));
+        for count in [2u8, 4] {
+            let w = word_le(Buf::Arg(1), at.clone(), count);
+            let (buf, index, n) = w.word_le().expect("a word");
+            assert_eq!((buf, index, n), (Buf::Arg(1), &at, count));
+        }
+        assert_eq!(load(Buf::Arg(1), at.clone()).word_le(), None, "one byte");
+        let shifted = |buf: Buf, k: i64, by: i32| {
+            bin(
+                BOp::Or,
+                load(Buf::Arg(1), at.clone()),
+                bin(
+                    BOp::Shl,
+                    load(buf, bin(BOp::Add, at.clone(), i(k))),
+                    i32(by),
+                ),
+            )
+        };
+        assert!(shifted(Buf::Arg(1), 1, 8).word_le().is_some());
+        assert_eq!(shifted(Buf::Arg(2), 1, 8).word_le(), None, "another buffer");
+        assert_eq!(shifted(Buf::Arg(1), 2, 8).word_le(), None, "a byte skipped");
+        assert_eq!(
+            shifted(Buf::Arg(1), 1, 16).word_le(),
+            None,
+            "shifted too far"
+        );
     }
 }

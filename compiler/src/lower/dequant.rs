@@ -56,19 +56,24 @@ impl Block {
 
     /// The f32 at byte `at`.
     pub(super) fn float(&self, ctx: &mut Ctx, at: i64) -> Result<Expr, LowerError> {
-        let mut bits = self.byte(ctx, i(at))?;
-        for k in 1..4 {
-            let b = self.byte(ctx, i(at + k))?;
-            bits = bin(BOp::Or, bits, bin(BOp::Shl, b, i32(8 * k as i32)));
+        Ok(Expr::Bitcast(Elem::F32, Box::new(self.word(ctx, at, 4)?)))
+    }
+
+    /// The little-endian integer in `count` bytes from byte `at` (`e::word_le`).
+    fn word(&self, ctx: &mut Ctx, at: i64, count: u8) -> Result<Expr, LowerError> {
+        match self.byte(ctx, i(at))? {
+            Expr::Load { buf, index, .. } => Ok(word_le(buf, *index, count)),
+            // Bytes computed where they are used: each on its own.
+            first => (1..count as i64).try_fold(first, |w, k| {
+                let b = self.byte(ctx, i(at + k))?;
+                Ok(bin(BOp::Or, w, bin(BOp::Shl, b, i32(8 * k as i32))))
+            }),
         }
-        Ok(Expr::Bitcast(Elem::F32, Box::new(bits)))
     }
 
     /// The f16 at byte `at`, as f32.
     pub(super) fn half(&self, ctx: &mut Ctx, at: i64) -> Result<Expr, LowerError> {
-        let lo = self.byte(ctx, i(at))?;
-        let hi = self.byte(ctx, i(at + 1))?;
-        let bits = bin(BOp::Or, lo, bin(BOp::Shl, hi, i32(8)));
+        let bits = self.word(ctx, at, 2)?;
         if ctx.schedule.half_bits {
             return Ok(un(UOp::HalfBits, bits));
         }
