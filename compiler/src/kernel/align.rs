@@ -73,6 +73,14 @@ impl<'k> Alignment<'k> {
     }
 }
 
+/// A power of two that divides `e` (`ANY` for zero), following no bindings.
+pub fn factor_of(e: &Expr) -> u64 {
+    Alignment {
+        lets: HashMap::new(),
+    }
+    .factor(e, 0)
+}
+
 fn pow2_factor(v: i64) -> u64 {
     if v == 0 {
         ANY

@@ -206,3 +206,39 @@ fn stored_args_are_found_in_nested_bodies() {
     assert_eq!(kernel(body, 1).stored_args(), [false, true]);
     assert_eq!(kernel(vec![], 0).stored_args(), [false, false]);
 }
+
+/// A row read through a reshape (`[rows, 256]` seen as `[4, rows, 64]`: divisions and
+/// remainders by 64) is a vector load when the lanes cannot cross a multiple of 64, and
+/// still a gather of lanes when they can (a division by 6 here).
+#[test]
+fn reshaped_reads_stay_vector_loads_where_lanes_share_a_quotient() {
+    let reshaped = |c: i64| {
+        let e = add(mul(GridIdx(0), i(256)), var(0));
+        add(
+            mul(
+                add(mul(div(e.clone(), i(c)), Expr::Dim(0)), GridIdx(0)),
+                i(c),
+            ),
+            rem(e, i(c)),
+        )
+    };
+    use Expr::GridIdx;
+    for (c, vector) in [(64, true), (6, false)] {
+        let body = vec![Stmt::Loop {
+            var: 0,
+            extent: i(256),
+            kind: LoopKind::Map,
+            vector: 16,
+            body: vec![Stmt::Store {
+                buf: Buf::Arg(1),
+                index: add(mul(GridIdx(0), i(256)), var(0)),
+                value: load(Buf::Arg(0), reshaped(c)),
+            }],
+        }];
+        let mut k = kernel(body, 1);
+        vectorize::vectorize_kernel(&mut k);
+        let text = k.to_string();
+        assert_eq!(text.contains("]x16"), vector, "divisor {c}:\n{text}");
+        assert_eq!(text.contains("<a0["), !vector, "divisor {c}:\n{text}");
+    }
+}

@@ -305,7 +305,8 @@ fn depends(x: &Expr, vec_vars: &HashSet<VarId>) -> bool {
     found
 }
 
-/// The vector form of `x` for lanes `start + 0 .. start + lanes` of `var`.
+/// The vector form of `x` for lanes `start + 0 .. start + lanes` of `var`, `start` a
+/// multiple of `lanes`.
 fn vector_expr(
     cx: &Cx,
     x: &Expr,
@@ -331,6 +332,9 @@ fn vector_expr(
         } if !depends(index, &(vec_vars - &HashSet::from([var]))) => match stride_of(index, var) {
             Some(0) => x.clone(),
             Some(1) => load_vec(*buf, substitute(index, var, start), lanes),
+            _ if block_stride(index, var, lanes) == Some(1) => {
+                load_vec(*buf, substitute(index, var, start), lanes)
+            }
             _ => per_lane(x, var, start, lanes, vec_vars),
         },
         _ if index_math(x) => per_lane(x, var, start, lanes, vec_vars),
@@ -451,6 +455,43 @@ pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
             });
             (!uses).then_some(0)
         }
+    }
+}
+
+/// How far `index` moves when `var` grows by one within one vector's lanes, which start
+/// at a multiple of `lanes` (both callers of `vector_expr` count lanes in whole vectors),
+/// where `stride_of` finds no single stride: a division or remainder by a multiple of
+/// `lanes` of `var` plus a multiple of `lanes` (a reshaped row, `(r * 768 + e) / 64`, read
+/// 16 lanes at a time) is constant over the lanes, and the remainder steps by one. Index
+/// arithmetic is non-negative, where truncating and flooring divisions agree.
+fn block_stride(index: &Expr, var: VarId, lanes: u8) -> Option<i64> {
+    let s = |e: &Expr| block_stride(e, var, lanes);
+    let aligned = |a: &Expr, c: i64| {
+        c % lanes as i64 == 0
+            && stride_of(a, var) == Some(1)
+            && super::align::factor_of(&substitute(a, var, &i(0))) % lanes as u64 == 0
+    };
+    match index {
+        Expr::Binary(op @ (BOp::Div | BOp::Rem), a, b) => {
+            let Expr::Lit(Lit::I64(c)) = **b else {
+                return stride_of(index, var);
+            };
+            match (s(a)?, op) {
+                (0, _) => Some(0),
+                _ if c <= 0 || !aligned(a, c) => None,
+                (_, BOp::Div) => Some(0),
+                _ => Some(1),
+            }
+        }
+        Expr::Binary(BOp::Add, a, b) => Some(s(a)? + s(b)?),
+        Expr::Binary(BOp::Sub, a, b) => Some(s(a)? - s(b)?),
+        Expr::Binary(BOp::Mul, a, b) => match (s(a)?, s(b)?, a.as_ref(), b.as_ref()) {
+            (0, 0, _, _) => Some(0),
+            (sa, 0, _, Expr::Lit(Lit::I64(k))) => Some(sa * k),
+            (0, sb, Expr::Lit(Lit::I64(k)), _) => Some(sb * k),
+            _ => None,
+        },
+        _ => stride_of(index, var),
     }
 }
 

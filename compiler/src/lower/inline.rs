@@ -447,20 +447,31 @@ fn rope(
             f((-2.0 * theta.ln() / rot as f64) as f32),
         ),
     );
-    let (a, vx, vy) = (ctx.fresh(), ctx.fresh(), ctx.fresh());
-    let c = un(UOp::Cos, var(a));
-    let s = un(UOp::Sin, var(a));
+    let (a, vx, vy, vc, vs) = (
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+        ctx.fresh(),
+    );
     let out_first = bin(
         BOp::Sub,
-        bin(BOp::Mul, var(vx), c.clone()),
-        bin(BOp::Mul, var(vy), s.clone()),
+        bin(BOp::Mul, var(vx), var(vc)),
+        bin(BOp::Mul, var(vy), var(vs)),
     );
     let out_second = bin(
         BOp::Add,
-        bin(BOp::Mul, var(vx), c),
-        bin(BOp::Mul, var(vy), s),
+        bin(BOp::Mul, var(vx), var(vc)),
+        bin(BOp::Mul, var(vy), var(vs)),
     );
     let value = select(rotated, select(first, out_first, out_second), var(vx));
+    // The angle's cosine and sine bound once: each is a polynomial of some twenty
+    // instructions, which both arms of the select would otherwise evaluate again.
+    let value = let_in(
+        vc,
+        un(UOp::Cos, var(a)),
+        let_in(vs, un(UOp::Sin, var(a)), value),
+    );
     Ok(let_in(
         vx,
         x,
