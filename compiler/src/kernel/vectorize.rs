@@ -469,7 +469,7 @@ fn block_stride(index: &Expr, var: VarId, lanes: u8) -> Option<i64> {
     let aligned = |a: &Expr, c: i64| {
         c % lanes as i64 == 0
             && stride_of(a, var) == Some(1)
-            && super::align::factor_of(&substitute(a, var, &i(0))) % lanes as u64 == 0
+            && super::align::factor_of(&substitute(a, var, &i(0))).is_multiple_of(lanes as u64)
     };
     match index {
         Expr::Binary(op @ (BOp::Div | BOp::Rem), a, b) => {
