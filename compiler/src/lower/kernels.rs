@@ -30,6 +30,11 @@ pub fn kernel_for(
         Op::RmsNorm { eps } => norm(ctx, node, *eps, false, name),
         Op::LayerNorm { eps } => norm(ctx, node, *eps, true, name),
         Op::Quantize { .. } => super::quantize::quantize(ctx, node, name),
+        Op::Rope { .. } if !ctx.schedule.gpu && rope_heads(&n.shape).is_some() => {
+            let out = ctx.begin(node);
+            let (grid, body, chunk) = rope_rows(ctx, &n, node, out)?;
+            Ok(ctx.finish(name, grid, body, chunk))
+        }
         op if op.is_injective() => {
             let out = ctx.begin(node);
             let (grid, body, chunk) =
@@ -66,6 +71,60 @@ pub fn copy_kernel(
     let out = Buf::Arg(ctx.arg_for(global, true));
     let (grid, body, chunk) = map_over(ctx, &n, |ctx, idx| value_at(ctx, src, idx), out)?;
     Ok(ctx.finish(name, grid, body, chunk))
+}
+
+/// Heads a rope kernel writes per grid point: the known extent of the axis before the
+/// last (`[.., seq, heads, dim]`), up to a bound that keeps the kernel's code small.
+fn rope_heads(shape: &[Dim]) -> Option<i64> {
+    let r = shape.len();
+    (r >= 3)
+        .then(|| shape[r - 2].as_known())
+        .flatten()
+        .filter(|h| (1..=64).contains(h))
+}
+
+/// Rope over one token per grid point, every head in the same loop over the head
+/// dimension: a rotation's angle depends on the token and the dimension only, so each
+/// head's store computes the same cosine and sine, which the code generator computes once
+/// (a grid point per head, as `map_over` makes, computed them once per head: rope was 3% of
+/// the 125m model's prefill).
+fn rope_rows(
+    ctx: &mut Ctx,
+    n: &kiln_ir::Node,
+    node: NodeId,
+    out: Buf,
+) -> Result<(Vec<GridDim>, Vec<Stmt>, u64), LowerError> {
+    let shape = &n.shape;
+    let r = shape.len();
+    let heads = rope_heads(shape)
+        .ok_or_else(|| LowerError::Internal("rope rows without a known head count".into()))?;
+    let grid: Vec<GridDim> = shape[..r - 2].iter().map(GridDim::of).collect();
+    let j = ctx.fresh();
+    let mut stores = Vec::new();
+    for h in 0..heads {
+        let mut idx: Vec<Expr> = (0..r - 2).map(|a| Expr::GridIdx(a as u32)).collect();
+        idx.extend([i(h), var(j)]);
+        let value = compute_at(ctx, node, &idx)?;
+        stores.push(Stmt::Store {
+            buf: out,
+            index: flat_index(ctx, shape, &idx),
+            value,
+        });
+    }
+    let extent = dim_expr(ctx, &shape[r - 1]);
+    let body = vec![Stmt::Loop {
+        var: j,
+        extent,
+        kind: LoopKind::Map,
+        vector: ctx.schedule.lanes_for(n.dtype),
+        body: stores,
+    }];
+    let per_point = shape[r - 1].as_known().map_or(1, |d| d * heads);
+    Ok((
+        grid,
+        body,
+        (MIN_CHUNK_ELEMS / per_point.max(1)).max(1) as u64,
+    ))
 }
 
 fn lanes(ctx: &Ctx) -> u8 {

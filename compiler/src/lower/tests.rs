@@ -535,3 +535,31 @@ output \"y\" = %y
         "a vector loop and a tail per row:\n{shown}"
     );
 }
+
+/// Rope writes every head of a token from one grid point, so the heads share the angle's
+/// cosine and sine; a symbolic head count keeps a grid point per head.
+#[test]
+fn rope_rotates_all_heads_of_a_token_together() {
+    for (heads, per_token) in [("4", true), ("heads", false)] {
+        let l = lowered(&format!(
+            "kir 1
+%x = input \"x\" f32[seq,{heads},8]
+%p = input \"p\" i32[seq]
+%r = rope %x, %p rot_dims=8 theta=10000 layout=neox
+output \"y\" = %r
+"
+        ));
+        let k = &l.kernels[0];
+        let text = k.to_string();
+        assert_eq!(
+            l.launches[0].grid.len(),
+            if per_token { 1 } else { 2 },
+            "{text}"
+        );
+        let stores = text.matches("a0[").count();
+        assert!(
+            if per_token { stores >= 4 } else { stores < 4 },
+            "{heads} heads: {stores} stores\n{text}"
+        );
+    }
+}
