@@ -111,14 +111,7 @@ fn rope_rows(
             value,
         });
     }
-    let extent = dim_expr(ctx, &shape[r - 1]);
-    let body = vec![Stmt::Loop {
-        var: j,
-        extent,
-        kind: LoopKind::Map,
-        vector: ctx.schedule.lanes_for(n.dtype),
-        body: stores,
-    }];
+    let body = vec![along_last_axis(ctx, shape, n.dtype, j, stores)];
     let per_point = shape[r - 1].as_known().map_or(1, |d| d * heads);
     Ok((
         grid,
@@ -179,15 +172,19 @@ fn map_over(
         index: flat_index(ctx, shape, &idx),
         value: v,
     };
-    let extent = dim_expr(ctx, &shape[r - 1]);
-    let body = vec![Stmt::Loop {
-        var: j,
-        extent,
-        kind: LoopKind::Map,
-        vector: ctx.schedule.lanes_for(node.dtype),
-        body: vec![store],
-    }];
+    let body = vec![along_last_axis(ctx, shape, node.dtype, j, vec![store])];
     Ok((grid, body, chunk_for(&shape[r - 1])))
+}
+
+/// The vectorisable loop of `var` over the last axis of `shape`, running `body`.
+fn along_last_axis(ctx: &Ctx, shape: &[Dim], dtype: DType, var: VarId, body: Vec<Stmt>) -> Stmt {
+    Stmt::Loop {
+        var,
+        extent: dim_expr(ctx, &shape[shape.len() - 1]),
+        kind: LoopKind::Map,
+        vector: ctx.schedule.lanes_for(dtype),
+        body,
+    }
 }
 
 fn reduce(
