@@ -2,11 +2,13 @@
 //!
 //! The last step of the data flow on CPU: the plan's launches run in order; each launch's
 //! grid is split into chunks (about four per thread, none smaller than the launch's
-//! `min_chunk`) that a rayon pool hands to the kernel as `[begin, end)` ranges. Kernels of
+//! `min_chunk`) that the pool's threads, kept spinning for the run (`team`), claim and hand
+//! to the kernel as `[begin, end)` ranges. Kernels of
 //! one launch write disjoint parts of their outputs, so chunks need no synchronisation;
 //! launches are ordered by finishing each before the next starts.
 
 use crate::cpu::module::{CpuModule, KernelFn};
+use crate::cpu::team::{Job, Team};
 use crate::error::RuntimeError;
 use crate::plan::{grid_points, BufferRef, Plan};
 use kiln_ir::Bindings;
@@ -141,8 +143,32 @@ impl CpuExecutor {
         let this = &*self;
         self.pool.install(move || {
             let (plan, env, buffers, layout, dims, arena, profile) = job.into_inner();
-            // SAFETY: forwarded from the caller.
-            unsafe { this.launches(plan, env, buffers, (layout, dims, arena), profile) }
+            if this.threads == 1 {
+                // SAFETY: forwarded from the caller.
+                return unsafe {
+                    this.launches(None, plan, env, buffers, (layout, dims, arena), profile)
+                };
+            }
+            // The other threads serve the run's launches until it ends (`team`).
+            let team = Team::default();
+            rayon::in_place_scope(|s| {
+                for _ in 1..this.threads {
+                    s.spawn(|_| team.serve());
+                }
+                // SAFETY: forwarded from the caller.
+                let r = unsafe {
+                    this.launches(
+                        Some(&team),
+                        plan,
+                        env,
+                        buffers,
+                        (layout, dims, arena),
+                        profile,
+                    )
+                };
+                team.stop();
+                r
+            })
         })
     }
 
@@ -152,6 +178,7 @@ impl CpuExecutor {
     /// As for [`CpuExecutor::execute`]; `arena` holds `layout.total` bytes.
     unsafe fn launches(
         &self,
+        team: Option<&Team>,
         plan: &Plan,
         env: &Bindings,
         buffers: &RunBuffers<'_>,
@@ -201,7 +228,7 @@ impl CpuExecutor {
             }
             let start = Instant::now();
             // SAFETY: the caller guarantees the buffers; `args` and `dims` outlive the call.
-            unsafe { self.launch(kernel, &args, dims, points, launch.min_chunk) };
+            unsafe { self.launch(team, kernel, &args, dims, points, launch.min_chunk) };
             if profile {
                 timings.push(LaunchTiming {
                     kernel: launch.kernel.clone(),
@@ -219,6 +246,7 @@ impl CpuExecutor {
     /// `args` must hold valid buffers for the kernel; see [`CpuExecutor::execute`].
     unsafe fn launch(
         &self,
+        team: Option<&Team>,
         kernel: KernelFn,
         args: &[*mut u8],
         dims: &[i64],
@@ -237,6 +265,19 @@ impl CpuExecutor {
         if chunks == 1 {
             // SAFETY: as the caller promised; one call covers the whole grid.
             unsafe { call.run(0, points as i64) };
+            return;
+        }
+        if let Some(team) = team {
+            let job = Job {
+                kernel,
+                args: args.as_ptr(),
+                dims: dims.as_ptr(),
+                points,
+                chunk,
+                chunks,
+            };
+            // SAFETY: as the caller promised; chunks are disjoint grid ranges.
+            unsafe { team.run(job) };
             return;
         }
         self.pool.install(|| {

@@ -5,3 +5,4 @@ pub mod executor;
 pub mod features;
 pub mod module;
 pub mod subnormals;
+mod team;
