@@ -675,6 +675,15 @@ fn matches_the_cpu_backend(gpu: &str) {
         eprintln!("{name}: {gpu} vs {TARGET} logits NMSE {e:.2e}");
         assert!(e <= 1e-4, "{name}: GPU logits NMSE {e:.3e} > 1e-4");
 
+        // A decode step timed launch by launch, as `kiln run --profile` does: the launches
+        // only prefill needs do not run, and their timings must not be asked for.
+        let step = dev_cache.inputs(&cfg, &TOKENS[..1], start);
+        let ins = kiln::session::ordered_inputs(&dev, &step).unwrap();
+        let (_, timings) = dev
+            .run_profiled(&ins)
+            .unwrap_or_else(|e| panic!("{name}: a profiled decode step on {gpu}: {e}"));
+        assert!(!timings.is_empty(), "{name}: no launch timings on {gpu}");
+
         if name == "tiny-llama-F16" {
             let tokens = |art: &Path| {
                 let mut gen =

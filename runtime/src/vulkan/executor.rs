@@ -539,16 +539,24 @@ impl DeviceExecutor for VulkanExecutor {
         }
         let mut timings = Vec::new();
         if let (true, Some((pool, _))) = (timed, self.q.queries) {
-            let mut stamps = vec![0u64; 2 * plan.launches.len()];
-            // SAFETY: the queries were written by the run just waited for.
-            unsafe {
-                dev.get_query_pool_results(pool, 0, &mut stamps, vk::QueryResultFlags::TYPE_64)
-            }
-            .map_err(|e| self.q.err("reading timestamps", e))?;
             let period = self.gpu.limits.timestamp_period as f64;
             for (n, (launch, size)) in plan.launches.iter().zip(&sizes).enumerate() {
                 let Some(size) = size else { continue };
-                let ticks = stamps[2 * n + 1].saturating_sub(stamps[2 * n]);
+                // Only the launches that ran wrote their pair of queries; the others stay
+                // unavailable, so each pair is read on its own (read together, the first
+                // launch skipped, such as prefill's in a decode step, failed the read).
+                let mut stamps = [0u64; 2];
+                // SAFETY: this launch's queries were written by the run just waited for.
+                unsafe {
+                    dev.get_query_pool_results(
+                        pool,
+                        2 * n as u32,
+                        &mut stamps,
+                        vk::QueryResultFlags::TYPE_64,
+                    )
+                }
+                .map_err(|e| self.q.err("reading timestamps", e))?;
+                let ticks = stamps[1].saturating_sub(stamps[0]);
                 timings.push(LaunchTiming {
                     kernel: launch.kernel.clone(),
                     grid_points: size.points,
