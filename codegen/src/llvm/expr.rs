@@ -422,15 +422,16 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let x = self.expr(a)?;
                 self.unary(*op, x)?
             }
-            Expr::Binary(BOp::Or, ..) if self.loads_word(e).is_some() => {
-                let (buf, index, count) = self.loads_word(e).expect("matched");
-                let i = self.expr(index)?.into_int_value();
-                self.word_le(buf, i, count)?
-            }
-            Expr::Binary(op, a, b) => {
-                let (x, y) = (self.expr(a)?, self.expr(b)?);
-                self.binary(*op, x, y)?
-            }
+            Expr::Binary(op, a, b) => match self.loads_word(e) {
+                Some((buf, index, count)) => {
+                    let i = self.expr(index)?.into_int_value();
+                    self.word_le(buf, i, count)?
+                }
+                None => {
+                    let (x, y) = (self.expr(a)?, self.expr(b)?);
+                    self.binary(*op, x, y)?
+                }
+            },
             Expr::Fma(a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
                 // fmuladd fuses only where the target has FMA, so no target needs `fmaf`.

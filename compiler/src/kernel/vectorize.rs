@@ -332,7 +332,7 @@ fn vector_expr(
         } if !depends(index, &(vec_vars - &HashSet::from([var]))) => match stride_of(index, var) {
             Some(0) => x.clone(),
             Some(1) => load_vec(*buf, substitute(index, var, start), lanes),
-            _ if block_stride(index, var, lanes) == Some(1) => {
+            _ if stride_within(index, var, Some(lanes)) == Some(1) => {
                 load_vec(*buf, substitute(index, var, start), lanes)
             }
             _ => per_lane(x, var, start, lanes, vec_vars),
@@ -433,13 +433,40 @@ impl Cx {
 
 /// How far `index` moves when `var` grows by one, if that is a known constant.
 pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
+    stride_within(index, var, None)
+}
+
+/// `stride_of`, or with `block` the stride within one vector's lanes, which start at a
+/// multiple of `block` (both callers of `vector_expr` count lanes in whole vectors). There
+/// a division or remainder by a multiple of `block` of `var` plus a multiple of `block` (a
+/// reshaped row, `(r * 768 + e) / 64`, read 16 lanes at a time) is constant over the lanes,
+/// and the remainder steps by one; `stride_of` finds no single stride for either. Index
+/// arithmetic is non-negative, where truncating and flooring divisions agree.
+fn stride_within(index: &Expr, var: VarId, block: Option<u8>) -> Option<i64> {
+    let s = |e: &Expr| stride_within(e, var, block);
+    let aligned = |a: &Expr, c: i64, lanes: u8| {
+        c % lanes as i64 == 0
+            && stride_of(a, var) == Some(1)
+            && super::align::factor_of(&substitute(a, var, &i(0))).is_multiple_of(lanes as u64)
+    };
     match index {
         Expr::Var(v) if *v == var => Some(1),
         Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Var(_) | Expr::Lane => Some(0),
-        Expr::Binary(BOp::Add, a, b) => Some(stride_of(a, var)? + stride_of(b, var)?),
-        Expr::Binary(BOp::Sub, a, b) => Some(stride_of(a, var)? - stride_of(b, var)?),
+        Expr::Binary(op @ (BOp::Div | BOp::Rem), a, b) if block.is_some() => {
+            let (Expr::Lit(Lit::I64(c)), Some(lanes)) = (b.as_ref(), block) else {
+                return uses_not(index, var);
+            };
+            match (s(a)?, op) {
+                (0, _) => Some(0),
+                _ if *c <= 0 || !aligned(a, *c, lanes) => None,
+                (_, BOp::Div) => Some(0),
+                _ => Some(1),
+            }
+        }
+        Expr::Binary(BOp::Add, a, b) => Some(s(a)? + s(b)?),
+        Expr::Binary(BOp::Sub, a, b) => Some(s(a)? - s(b)?),
         Expr::Binary(BOp::Mul, a, b) => {
-            let (sa, sb) = (stride_of(a, var)?, stride_of(b, var)?);
+            let (sa, sb) = (s(a)?, s(b)?);
             match (sa, sb, a.as_ref(), b.as_ref()) {
                 (0, 0, _, _) => Some(0),
                 (_, 0, _, Expr::Lit(Lit::I64(k))) => Some(sa * k),
@@ -447,52 +474,18 @@ pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
                 _ => None,
             }
         }
-        other => {
-            let mut uses = false;
-            let _ = rewrite_bottom_up(other.clone(), &mut |n| {
-                uses |= n == Expr::Var(var);
-                n
-            });
-            (!uses).then_some(0)
-        }
+        other => uses_not(other, var),
     }
 }
 
-/// How far `index` moves when `var` grows by one within one vector's lanes, which start
-/// at a multiple of `lanes` (both callers of `vector_expr` count lanes in whole vectors),
-/// where `stride_of` finds no single stride: a division or remainder by a multiple of
-/// `lanes` of `var` plus a multiple of `lanes` (a reshaped row, `(r * 768 + e) / 64`, read
-/// 16 lanes at a time) is constant over the lanes, and the remainder steps by one. Index
-/// arithmetic is non-negative, where truncating and flooring divisions agree.
-fn block_stride(index: &Expr, var: VarId, lanes: u8) -> Option<i64> {
-    let s = |e: &Expr| block_stride(e, var, lanes);
-    let aligned = |a: &Expr, c: i64| {
-        c % lanes as i64 == 0
-            && stride_of(a, var) == Some(1)
-            && super::align::factor_of(&substitute(a, var, &i(0))).is_multiple_of(lanes as u64)
-    };
-    match index {
-        Expr::Binary(op @ (BOp::Div | BOp::Rem), a, b) => {
-            let Expr::Lit(Lit::I64(c)) = **b else {
-                return stride_of(index, var);
-            };
-            match (s(a)?, op) {
-                (0, _) => Some(0),
-                _ if c <= 0 || !aligned(a, c) => None,
-                (_, BOp::Div) => Some(0),
-                _ => Some(1),
-            }
-        }
-        Expr::Binary(BOp::Add, a, b) => Some(s(a)? + s(b)?),
-        Expr::Binary(BOp::Sub, a, b) => Some(s(a)? - s(b)?),
-        Expr::Binary(BOp::Mul, a, b) => match (s(a)?, s(b)?, a.as_ref(), b.as_ref()) {
-            (0, 0, _, _) => Some(0),
-            (sa, 0, _, Expr::Lit(Lit::I64(k))) => Some(sa * k),
-            (0, sb, Expr::Lit(Lit::I64(k)), _) => Some(sb * k),
-            _ => None,
-        },
-        _ => stride_of(index, var),
-    }
+/// Stride 0 where `e` does not read `var`; no known stride where it does.
+fn uses_not(e: &Expr, var: VarId) -> Option<i64> {
+    let mut uses = false;
+    let _ = rewrite_bottom_up(e.clone(), &mut |n| {
+        uses |= n == Expr::Var(var);
+        n
+    });
+    (!uses).then_some(0)
 }
 
 /// `x` with every read of `var` replaced by `by`.

@@ -113,20 +113,17 @@ fn rope_rows(
     }
     let body = vec![along_last_axis(ctx, shape, n.dtype, j, stores)];
     let per_point = shape[r - 1].as_known().map_or(1, |d| d * heads);
-    Ok((
-        grid,
-        body,
-        (MIN_CHUNK_ELEMS / per_point.max(1)).max(1) as u64,
-    ))
+    Ok((grid, body, chunk_for(Some(per_point))))
 }
 
 fn lanes(ctx: &Ctx) -> u8 {
     ctx.schedule.lanes
 }
 
-fn chunk_for(last: &Dim) -> u64 {
-    last.as_known()
-        .map_or(1, |n| (MIN_CHUNK_ELEMS / n.max(1)).max(1) as u64)
+/// Grid points per chunk for kernels whose points each touch `elems` elements (`None`:
+/// unknown, one point a chunk): enough points for `MIN_CHUNK_ELEMS`.
+fn chunk_for(elems: Option<i64>) -> u64 {
+    elems.map_or(1, |n| (MIN_CHUNK_ELEMS / n.max(1)).max(1) as u64)
 }
 
 /// Grid over all axes but the last of `node`'s shape, a vectorisable loop over the last,
@@ -173,7 +170,7 @@ fn map_over(
         value: v,
     };
     let body = vec![along_last_axis(ctx, shape, node.dtype, j, vec![store])];
-    Ok((grid, body, chunk_for(&shape[r - 1])))
+    Ok((grid, body, chunk_for(shape[r - 1].as_known())))
 }
 
 /// The vectorisable loop of `var` over the last axis of `shape`, running `body`.
@@ -269,12 +266,7 @@ fn reduce(
         .iter()
         .map(|d| d.as_known().unwrap_or(1))
         .product::<i64>();
-    Ok(ctx.finish(
-        name,
-        grid,
-        body,
-        (MIN_CHUNK_ELEMS / chunk.max(1)).max(1) as u64,
-    ))
+    Ok(ctx.finish(name, grid, body, chunk_for(Some(chunk))))
 }
 
 /// Grid over every axis but `axis`; returns the grid and the index with `axis` at `v`.
@@ -373,7 +365,7 @@ fn softmax(
         value: bin(BOp::Div, f(1.0), var(s)),
     });
     body.push(map(j, bin(BOp::Mul, scaled, var(inv)), out_at));
-    let chunk = chunk_for(&shape[axis]);
+    let chunk = chunk_for(shape[axis].as_known());
     Ok(ctx.finish(name, grid, body, chunk))
 }
 
@@ -459,7 +451,7 @@ fn norm(
             value: y,
         }],
     });
-    let chunk = chunk_for(&shape[last]);
+    let chunk = chunk_for(shape[last].as_known());
     Ok(ctx.finish(name, grid, body, chunk))
 }
 

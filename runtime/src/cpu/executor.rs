@@ -12,7 +12,6 @@ use crate::cpu::team::{Job, Team};
 use crate::error::RuntimeError;
 use crate::plan::{grid_points, BufferRef, Plan};
 use kiln_ir::Bindings;
-use rayon::prelude::*;
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -240,7 +239,7 @@ impl CpuExecutor {
         Ok(timings)
     }
 
-    /// Calls `kernel` over `[0, points)` in chunks on the pool.
+    /// Calls `kernel` over `[0, points)`: in chunks on the team's threads, or at once.
     ///
     /// # Safety
     /// `args` must hold valid buffers for the kernel; see [`CpuExecutor::execute`].
@@ -257,37 +256,23 @@ impl CpuExecutor {
             return;
         }
         let (chunk, chunks) = split(points, self.threads, min_chunk);
-        let call = KernelCall {
-            kernel,
-            args: args.as_ptr(),
-            dims: dims.as_ptr(),
-        };
-        if chunks == 1 {
-            // SAFETY: as the caller promised; one call covers the whole grid.
-            unsafe { call.run(0, points as i64) };
-            return;
-        }
-        if let Some(team) = team {
-            let job = Job {
-                kernel,
-                args: args.as_ptr(),
-                dims: dims.as_ptr(),
-                points,
-                chunk,
-                chunks,
-            };
-            // SAFETY: as the caller promised; chunks are disjoint grid ranges.
-            unsafe { team.run(job) };
-            return;
-        }
-        self.pool.install(|| {
-            (0..chunks).into_par_iter().for_each(|c| {
-                let begin = c * chunk;
-                let end = (begin + chunk).min(points);
+        match team {
+            Some(team) if chunks > 1 => {
+                let job = Job {
+                    kernel,
+                    args: args.as_ptr(),
+                    dims: dims.as_ptr(),
+                    points,
+                    chunk,
+                    chunks,
+                };
                 // SAFETY: as the caller promised; chunks are disjoint grid ranges.
-                unsafe { call.run(begin as i64, end as i64) };
-            })
-        });
+                unsafe { team.run(job) }
+            }
+            // One chunk, or one thread: one call covers the whole grid.
+            // SAFETY: as the caller promised; the signature is the kernel ABI.
+            _ => unsafe { kernel(args.as_ptr(), dims.as_ptr(), 0, points as i64) },
+        }
     }
 }
 
@@ -310,30 +295,6 @@ impl<T> AssertSend<T> {
     /// A method, so a closure moves the whole wrapper (a pattern would capture its fields).
     fn into_inner(self) -> T {
         self.0
-    }
-}
-
-/// A kernel and its argument arrays, shareable across the pool's threads.
-#[derive(Clone, Copy)]
-struct KernelCall {
-    kernel: KernelFn,
-    args: *const *mut u8,
-    dims: *const i64,
-}
-
-// SAFETY: the pointers are only read during `CpuExecutor::launch`, which blocks until every
-// chunk is done, so the arrays they point to outlive all uses; kernels of one launch write
-// disjoint ranges, which is the plan's contract.
-unsafe impl Send for KernelCall {}
-// SAFETY: as for Send; nothing is mutated through `&KernelCall`.
-unsafe impl Sync for KernelCall {}
-
-impl KernelCall {
-    /// # Safety
-    /// The buffers behind `args` must be valid for the grid range `[begin, end)`.
-    unsafe fn run(&self, begin: i64, end: i64) {
-        // SAFETY: forwarded from the caller; the signature is the kernel ABI.
-        unsafe { (self.kernel)(self.args, self.dims, begin, end) }
     }
 }
 
