@@ -38,10 +38,6 @@ pub struct CudaExecutor {
     /// Whether runs replay a CUDA graph (`KILN_CUDA_GRAPHS=0` launches one by one, to
     /// compare); profiled runs always launch one by one, to time each kernel.
     graphs: bool,
-    /// Whether a graph's edges are programmatic (see `LaunchGraph::build`): the device is
-    /// sm_90 or newer and every kernel of the module waits for its dependencies itself
-    /// (`KILN_CUDA_PDL=0` turns it off, to compare).
-    programmatic: bool,
     graph: Option<LaunchGraph>,
     recordings: Recordings,
 }
@@ -99,9 +95,6 @@ impl CudaExecutor {
             })?;
             functions.insert(k.clone(), f);
         }
-        let programmatic = std::env::var("KILN_CUDA_PDL").as_deref() != Ok("0")
-            && device.capability >= (9, 0)
-            && every_kernel_waits(text);
         let stream = ctx.default_stream();
         let weights = match weights {
             Some(w) if !w.is_empty() => Some(
@@ -122,7 +115,6 @@ impl CudaExecutor {
             io: Vec::new(),
             carried: Vec::new(),
             graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
-            programmatic,
             graph: None,
             recordings: Recordings::default(),
         })
@@ -142,23 +134,13 @@ impl CudaExecutor {
             self.graph = None;
             let running: Vec<&Launch> = calls.iter().map(|c| &plan.launches[c.launch]).collect();
             let deps = hazards::ordering(&running);
-            self.graph = Some(LaunchGraph::build(calls, &deps, self.programmatic)?);
+            self.graph = Some(LaunchGraph::build(calls, &deps)?);
         }
         self.graph
             .as_ref()
             .expect("built above")
             .launch(&self.stream)
     }
-}
-
-/// Whether every entry point of `ptx` waits for the grids it depends on
-/// (`griddepcontrol.wait`, emitted by `kiln-codegen` for sm_90 and newer). A programmatic
-/// edge lets a kernel start before the one it follows has finished, which is only correct
-/// when the kernel waits before touching memory; PTX from another compiler, or built for
-/// an older capability, keeps ordinary edges.
-fn every_kernel_waits(ptx: &str) -> bool {
-    let mut entries = ptx.split(".entry ").skip(1).peekable();
-    entries.peek().is_some() && entries.all(|body| body.contains("griddepcontrol.wait"))
 }
 
 impl DeviceExecutor for CudaExecutor {
@@ -381,18 +363,4 @@ pub fn copy_bandwidth(bytes: usize) -> Result<f64, String> {
         best = best.min(start.elapsed_ms(&end).map_err(e)? as f64 / 1e3);
     }
     Ok(2.0 * bytes as f64 / best)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn programmatic_edges_need_every_kernel_to_wait() {
-        let waits = ".visible .entry kiln_a(\n{\n griddepcontrol.wait;\n ret;\n}\n";
-        let plain = ".visible .entry kiln_b(\n{\n ld.global.f32 %f1, [%rd1];\n ret;\n}\n";
-        assert!(super::every_kernel_waits(waits));
-        assert!(!super::every_kernel_waits(plain));
-        assert!(!super::every_kernel_waits(&format!("{waits}{plain}")));
-        assert!(super::every_kernel_waits(&format!("{waits}{waits}")));
-        assert!(!super::every_kernel_waits("// no kernels"));
-    }
 }

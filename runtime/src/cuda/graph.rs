@@ -64,17 +64,7 @@ impl LaunchGraph {
     /// A graph running `calls`, each after the calls `deps` names (positions in `calls`,
     /// `crate::hazards::dependencies`): independent calls may run at the same time. The
     /// caller's context must be current.
-    ///
-    /// With `programmatic` (sm_90+, kernels that wait for their dependencies themselves:
-    /// `griddepcontrol`) every edge is a programmatic one: a kernel launches as soon as
-    /// every block of the kernels it follows has started, and waits on the device for them
-    /// to finish, so the launch latency of a dependent kernel overlaps the work before it
-    /// rather than following it.
-    pub fn build(
-        calls: &[KernelCall],
-        deps: &[Vec<usize>],
-        programmatic: bool,
-    ) -> Result<LaunchGraph, DriverError> {
+    pub fn build(calls: &[KernelCall], deps: &[Vec<usize>]) -> Result<LaunchGraph, DriverError> {
         let mut graph = std::ptr::null_mut();
         // SAFETY: an out-pointer for the new graph.
         unsafe { sys::cuGraphCreate(&mut graph, 0) }.result()?;
@@ -88,40 +78,12 @@ impl LaunchGraph {
             let params = call.node_params(&mut slots);
             let deps: Vec<sys::CUgraphNode> = waits.iter().map(|&w| this.nodes[w].0).collect();
             let mut node = std::ptr::null_mut();
-            let before = if programmatic { &[][..] } else { &deps[..] };
             // SAFETY: `params` points into `call` and `slots`, alive for the call; the
-            // driver copies the argument values; `before` are nodes of this graph.
+            // driver copies the argument values; `deps` are nodes of this graph.
             unsafe {
-                sys::cuGraphAddKernelNode_v2(
-                    &mut node,
-                    graph,
-                    before.as_ptr(),
-                    before.len(),
-                    &params,
-                )
+                sys::cuGraphAddKernelNode_v2(&mut node, graph, deps.as_ptr(), deps.len(), &params)
             }
             .result()?;
-            if programmatic && !deps.is_empty() {
-                let to = vec![node; deps.len()];
-                let edge = sys::CUgraphEdgeData {
-                    from_port: sys::CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC as u8,
-                    to_port: 0,
-                    type_: sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC as u8,
-                    reserved: [0; 5],
-                };
-                let edges = vec![edge; deps.len()];
-                // SAFETY: three arrays of `deps.len()` entries; the nodes are this graph's.
-                unsafe {
-                    sys::cuGraphAddDependencies_v2(
-                        graph,
-                        deps.as_ptr(),
-                        to.as_ptr(),
-                        edges.as_ptr(),
-                        deps.len(),
-                    )
-                }
-                .result()?;
-            }
             this.nodes.push((node, call.clone()));
         }
         // SAFETY: a complete graph; the out-pointer is ours.

@@ -85,7 +85,6 @@ pub fn desc(arch: &str) -> Result<GpuDesc, String> {
         kernel_cc: 91,
         global_as: 1,
         shared_as: 3,
-        grid_dependencies: false,
     })
 }
 

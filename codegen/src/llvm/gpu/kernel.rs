@@ -104,7 +104,6 @@ pub fn emit<'ctx>(
                 .push(em.b.build_alloca(ty.array_type(l.len), "local")?);
         }
     }
-    primitives::grid_dependencies(&mut em, desc)?;
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let g = Gpu::new(&mut em, desc, launch.threads)?;
     if let Some(warp) = warp_per_point(&k.body) {

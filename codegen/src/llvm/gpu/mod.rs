@@ -45,10 +45,6 @@ pub struct GpuDesc {
     pub kernel_cc: u32,
     pub global_as: u16,
     pub shared_as: u16,
-    /// Whether kernels take part in programmatic dependent launch (NVIDIA sm_90+): each
-    /// lets the kernels that depend on it launch at once and waits for the kernels it
-    /// depends on before touching memory (`primitives::grid_dependencies`).
-    pub grid_dependencies: bool,
 }
 
 /// Adds every kernel of `kernels` to `module` as a GPU entry point.

@@ -59,8 +59,6 @@ pub fn desc(sm: &str) -> Result<(GpuDesc, Retarget), String> {
         kernel_cc: 71,
         global_as: 1,
         shared_as: 3,
-        // `griddepcontrol` needs sm_90 (newer capabilities compile as sm_90 code).
-        grid_dependencies: llvm_sm.starts_with("sm_9"),
     };
     let retarget = Retarget {
         target: sm.to_string(),

@@ -58,32 +58,6 @@ pub fn block_count<'ctx>(em: &mut Emitter<'_, 'ctx>, d: &GpuDesc) -> Result<IntV
     }
 }
 
-/// Programmatic dependent launch (sm_90+): `launch_dependents` lets the kernels that wait
-/// on this one start launching now (their launch latency overlaps this kernel's work), and
-/// `wait` holds this kernel until every kernel it depends on has finished and its stores
-/// are visible. Both come before the body touches memory, so a dependent that launched
-/// early reads nothing early; without a programmatic dependency both are no-ops.
-pub fn grid_dependencies(em: &mut Emitter<'_, '_>, d: &GpuDesc) -> Result<(), Fail> {
-    if d.arch != GpuArch::Nvptx || !d.grid_dependencies {
-        return Ok(());
-    }
-    let ty = em.ctx.void_type().fn_type(&[], false);
-    for text in ["griddepcontrol.launch_dependents;", "griddepcontrol.wait;"] {
-        // The memory clobber keeps every load and store after it.
-        let asm = em.ctx.create_inline_asm(
-            ty,
-            text.into(),
-            "~{memory}".into(),
-            true,
-            false,
-            None,
-            false,
-        );
-        em.b.build_indirect_call(ty, asm, &[], "")?;
-    }
-    Ok(())
-}
-
 pub fn barrier(em: &mut Emitter<'_, '_>, d: &GpuDesc) -> Result<(), Fail> {
     let f = match d.arch {
         GpuArch::Nvptx => inkwell::intrinsics::Intrinsic::find("llvm.nvvm.barrier0")

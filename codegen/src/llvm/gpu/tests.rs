@@ -45,30 +45,6 @@ fn every_capability_gets_its_target_and_isa_version() {
 }
 
 #[test]
-fn kernels_from_sm_90_wait_for_their_dependencies_before_reading_memory() {
-    for sm in super::nvptx::capabilities() {
-        let (ptx, _) = ptx_for(&format!("cuda:{sm}"));
-        let hopper_or_newer = !matches!(&sm[3..4], "7" | "8");
-        for entry in ptx.split(".entry ").skip(1) {
-            let name = entry.split('(').next().unwrap_or_default();
-            let wait = entry.find("griddepcontrol.wait;");
-            assert_eq!(wait.is_some(), hopper_or_newer, "{sm} {name}");
-            let Some(wait) = wait else { continue };
-            let trigger = entry.find("griddepcontrol.launch_dependents;");
-            assert!(trigger.is_some_and(|t| t < wait), "{sm} {name}");
-            let first_access = ["ld.global", "st.global", "atom.global"]
-                .iter()
-                .filter_map(|op| entry.find(op))
-                .min();
-            assert!(
-                first_access.is_some_and(|at| wait < at),
-                "{sm} {name}: memory touched before griddepcontrol.wait"
-            );
-        }
-    }
-}
-
-#[test]
 fn reductions_use_warp_shuffles_and_barriers() {
     let (ptx, _) = ptx_for("cuda:sm_90");
     assert!(ptx.contains("shfl.sync.bfly.b32"), "{ptx}");
