@@ -141,3 +141,66 @@ output \"y\" = %y
         }
     }
 }
+
+/// A residual connection folded into the matmul before it (`partition::Residual`): the
+/// decode form (one row, a block per four outputs) and the many-row form (a thread per
+/// output) both store the products plus the addend, on CUDA's and Vulkan's schedules.
+#[test]
+fn gpu_matmuls_add_a_residual_as_they_store() {
+    let (k, n) = (128usize, 96usize);
+    for target in ["cuda:sm_90", "vulkan:spv1.3"] {
+        let t: Target = target.parse().unwrap();
+        let schedule = kiln_compiler::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        for rows in [1usize, 37] {
+            let src = format!(
+                "kir 1
+%x = input \"x\" f32[{rows},{k}]
+%h = input \"h\" f32[{rows},{n}]
+%w = input \"w\" f32[{n},{k}]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+%r = add %h, %y
+output \"r\" = %r
+"
+            );
+            let g = kiln_ir::text::parse(&src).unwrap();
+            let inputs = BTreeMap::from([
+                (
+                    "x".to_string(),
+                    Tensor::seeded(DType::F32, vec![rows, k], 3, 1.0),
+                ),
+                (
+                    "h".to_string(),
+                    Tensor::seeded(DType::F32, vec![rows, n], 5, 4.0),
+                ),
+                (
+                    "w".to_string(),
+                    Tensor::seeded(DType::F32, vec![n, k], 9, 1.0),
+                ),
+            ]);
+            let env = kiln_ir::interp::infer_bindings(&g, &inputs).unwrap();
+            let want = kiln_ir::interp::run(&g, &inputs, &|_| None, &env).unwrap()["r"].clone();
+            let bytes = inputs
+                .iter()
+                .map(|(name, t)| {
+                    let b: Vec<u8> = t
+                        .data
+                        .iter()
+                        .flat_map(|&v| (v as f32).to_le_bytes())
+                        .collect();
+                    (name.clone(), b)
+                })
+                .collect();
+            let got: Vec<f32> = run_lowered(&g, &schedule, &bytes, &[0])
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(got.len(), want.data.len());
+            for (at, (g, w)) in got.iter().zip(&want.data).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{target} {rows} rows, element {at}: {g} against {w}"
+                );
+            }
+        }
+    }
+}

@@ -164,9 +164,40 @@ impl Ranges<'_> {
                 Expr::Lit(Lit::I64(c)) if *c > 0 => self.split(a, *c, *op == BOp::Rem).unwrap_or(n),
                 _ => n,
             },
+            Expr::Binary(BOp::Add, a, b) => regrouped(a, b).unwrap_or(n),
             _ => n,
         })
     }
+}
+
+/// `x` for `(x / c) * c + x % c` (either order of the sum and of the product): true of
+/// truncating division for every `x`. Splitting a dim and joining it again leaves this
+/// (grouped-query attention's heads, `[32] -> [4, 8] -> [32]`), and the whole of it moves
+/// by one where `x` does, which the vectoriser and the GPU dot products need to see.
+fn regrouped(a: &Expr, b: &Expr) -> Option<Expr> {
+    let quotient_times = |e: &Expr| -> Option<(Expr, Expr)> {
+        let Expr::Binary(BOp::Mul, p, q) = e else {
+            return None;
+        };
+        [(p, q), (q, p)]
+            .into_iter()
+            .find_map(|(d, c)| match d.as_ref() {
+                Expr::Binary(BOp::Div, x, c2) if c2 == c => {
+                    Some((x.as_ref().clone(), c.as_ref().clone()))
+                }
+                _ => None,
+            })
+    };
+    let remainder = |e: &Expr| -> Option<(Expr, Expr)> {
+        match e {
+            Expr::Binary(BOp::Rem, x, c) => Some((x.as_ref().clone(), c.as_ref().clone())),
+            _ => None,
+        }
+    };
+    [(a, b), (b, a)].into_iter().find_map(|(p, r)| {
+        let (x, c) = quotient_times(p)?;
+        (remainder(r)? == (x.clone(), c)).then_some(x)
+    })
 }
 
 /// Simplifies the index arithmetic of every expression in `k`.
@@ -298,5 +329,28 @@ mod tests {
         assert_eq!(r.simplify(e.clone()), e);
         let e = div(add(Expr::GridIdx(0), var(7)), i(64));
         assert_eq!(r.simplify(e.clone()), e);
+    }
+
+    #[test]
+    fn a_split_index_joined_again_is_the_index() {
+        let grid = [Expr::Dim(0)];
+        let r = ranges(&grid);
+        // Heads split into (kv head, group) and joined: x / 8 * 8 + x % 8 with x = k / 64.
+        let x = div(var(3), i(64));
+        let joined = add(mul(div(x.clone(), i(8)), i(8)), rem(x.clone(), i(8)));
+        assert_eq!(r.simplify(joined), x);
+        let swapped = add(rem(x.clone(), i(8)), mul(i(8), div(x.clone(), i(8))));
+        assert_eq!(r.simplify(swapped), x);
+        // Symbolic divisors too; different divisors or operands stay.
+        let d = Expr::Dim(0);
+        let symbolic = add(
+            mul(div(var(3), d.clone()), d.clone()),
+            rem(var(3), d.clone()),
+        );
+        assert_eq!(r.simplify(symbolic), var(3));
+        let other = add(mul(div(var(3), i(8)), i(4)), rem(var(3), i(8)));
+        assert_eq!(r.simplify(other.clone()), other);
+        let other = add(mul(div(var(3), i(8)), i(8)), rem(var(4), i(8)));
+        assert_eq!(r.simplify(other.clone()), other);
     }
 }

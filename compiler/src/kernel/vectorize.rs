@@ -442,7 +442,7 @@ pub fn stride_of(index: &Expr, var: VarId) -> Option<i64> {
 /// reshaped row, `(r * 768 + e) / 64`, read 16 lanes at a time) is constant over the lanes,
 /// and the remainder steps by one; `stride_of` finds no single stride for either. Index
 /// arithmetic is non-negative, where truncating and flooring divisions agree.
-fn stride_within(index: &Expr, var: VarId, block: Option<u8>) -> Option<i64> {
+pub fn stride_within(index: &Expr, var: VarId, block: Option<u8>) -> Option<i64> {
     let s = |e: &Expr| stride_within(e, var, block);
     let aligned = |a: &Expr, c: i64, lanes: u8| {
         c % lanes as i64 == 0

@@ -27,9 +27,20 @@ pub(super) struct Operands {
     pub b_shape: Vec<Dim>,
     pub out_shape: Vec<Dim>,
     pub nb: usize,
+    /// A buffer of C's shape added to the products as they are stored (a residual
+    /// connection folded into the matmul: `partition::Residual`).
+    pub addend: Option<Buf>,
 }
 
 impl Operands {
+    /// What C gets at flat index `index`: `value`, plus the addend there if there is one.
+    pub fn result(&self, value: Expr, index: &Expr) -> Expr {
+        match self.addend {
+            Some(b) => add(value, load(b, index.clone())),
+            None => value,
+        }
+    }
+
     fn batch_index(shape: &[Dim], nb: usize) -> Vec<Expr> {
         let own = shape.len() - 2;
         (0..own)
@@ -196,6 +207,13 @@ fn matmul_in(
     form: Option<Form>,
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let out = ctx.begin(node);
+    let addend = match ctx.residual_addend(node) {
+        Some(x) => Some(
+            ctx.buffer_of(x)
+                .ok_or_else(|| LowerError::Internal("a residual's addend has no buffer".into()))?,
+        ),
+        None => None,
+    };
     let ins = ctx.graph.inputs(node);
     let out_shape = ctx.graph.node(node).shape.clone();
     let form = form.unwrap_or(if tb && small_m_shape(ctx, node) {
@@ -214,6 +232,7 @@ fn matmul_in(
         b_shape: ctx.graph.node(ins[1]).shape.clone(),
         nb: out_shape.len() - 2,
         out_shape,
+        addend,
     };
     if let (Form::General, Some(op)) = (form, super::matrix::applies(ctx, &ops)) {
         return super::matrix::kernel(ctx, &ops, out, name, op);
@@ -579,10 +598,11 @@ fn dot_kernel(
     }
     for ((row, _), accs) in tile_rows.iter().zip(&tile_accs) {
         for ((col, _), &acc) in columns.iter().zip(accs) {
+            let index = ops.c_index(ctx, row.clone(), col.clone());
             let store = Stmt::Store {
                 buf: out,
-                index: ops.c_index(ctx, row.clone(), col.clone()),
-                value: var(acc),
+                value: ops.result(var(acc), &index),
+                index,
             };
             let mut inside = Vec::new();
             if cols > 1 {
@@ -619,15 +639,19 @@ fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError
     let k = ctx.fresh();
     let a = ops.a_at(ctx, i(0), var(k))?;
     let b = ops.b_at(ctx, var(k), i(0))?;
-    Ok((along_k(&a, k) && along_k(&b, k)).then_some(lanes))
+    Ok((along_k(&a, k, lanes) && along_k(&b, k, lanes)).then_some(lanes))
 }
 
 /// Whether `e`, an operand probed at element `k` along K, is a buffer read at consecutive
-/// elements, so a run along K is one vector load. (Probing makes the operand's buffer a
-/// kernel argument, which the kernel reads either way.)
-fn along_k(e: &Expr, k: VarId) -> bool {
+/// elements in each run of `lanes` that starts at a multiple of `lanes`, so a run is one
+/// vector load. Attention's output read back as rows (heads folded into a row, `k / 64`
+/// and `k % 64`) is, though no single stride covers all of K. (Probing makes the
+/// operand's buffer a kernel argument, which the kernel reads either way.)
+fn along_k(e: &Expr, k: VarId, lanes: u8) -> bool {
     match e {
-        Expr::Load { index, .. } => crate::kernel::vectorize::stride_of(index, k) == Some(1),
+        Expr::Load { index, .. } => {
+            crate::kernel::vectorize::stride_within(index, k, Some(lanes)) == Some(1)
+        }
         _ => false,
     }
 }
@@ -654,7 +678,7 @@ fn gpu_unit_lanes(
     }
     let k = ctx.fresh();
     let a = ops.a_at(ctx, i(0), var(k))?;
-    Ok(if along_k(&a, k) { lanes } else { 1 })
+    Ok(if along_k(&a, k, lanes) { lanes } else { 1 })
 }
 
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.
@@ -915,43 +939,53 @@ fn micro_kernel(
         var: row0,
         value: i0,
     }];
-    let mut load_full = Vec::new();
-    let mut load_edge = Vec::new();
     for r in 0..rows {
         for v in 0..nv {
             body.push(Stmt::Decl {
                 var: acc[r as usize][v as usize],
                 init: splat(f(0.0), lanes),
             });
-            let at = ops.c_index(ctx, row(r), col(v, 0));
-            load_full.push(Stmt::Assign {
-                var: acc[r as usize][v as usize],
-                value: load_vec(out, at, lanes),
-            });
-            let lanes_v = (0..t.w)
-                .map(|l| {
-                    let clamped = min(col(v, l), sub(t.n.clone(), i(1)));
-                    select(
-                        cmp(Cmp::Lt, col(v, l), t.n.clone()),
-                        load(out, ops.c_index(ctx, row(r), clamped)),
-                        f(0.0),
-                    )
-                })
-                .collect();
-            load_edge.push(Stmt::Assign {
-                var: acc[r as usize][v as usize],
-                value: Expr::Lanes(lanes_v),
-            });
         }
     }
-    body.push(Stmt::If {
-        cond: cmp(Cmp::Ne, var(t.kb), i(0)),
-        then: vec![Stmt::If {
+    // The tile's sums so far (after the first block of K), or the addend (before it).
+    let mut start_from = |buf: Buf| -> Stmt {
+        let mut load_full = Vec::new();
+        let mut load_edge = Vec::new();
+        for r in 0..rows {
+            for v in 0..nv {
+                let at = ops.c_index(ctx, row(r), col(v, 0));
+                load_full.push(Stmt::Assign {
+                    var: acc[r as usize][v as usize],
+                    value: load_vec(buf, at, lanes),
+                });
+                let lanes_v = (0..t.w)
+                    .map(|l| {
+                        let clamped = min(col(v, l), sub(t.n.clone(), i(1)));
+                        select(
+                            cmp(Cmp::Lt, col(v, l), t.n.clone()),
+                            load(buf, ops.c_index(ctx, row(r), clamped)),
+                            f(0.0),
+                        )
+                    })
+                    .collect();
+                load_edge.push(Stmt::Assign {
+                    var: acc[r as usize][v as usize],
+                    value: Expr::Lanes(lanes_v),
+                });
+            }
+        }
+        Stmt::If {
             cond: full.clone(),
             then: load_full,
             otherwise: load_edge,
-        }],
-        otherwise: Vec::new(),
+        }
+    };
+    let resume = start_from(out);
+    let first = ops.addend.map(&mut start_from).into_iter().collect();
+    body.push(Stmt::If {
+        cond: cmp(Cmp::Ne, var(t.kb), i(0)),
+        then: vec![resume],
+        otherwise: first,
     });
 
     let kk = ctx.fresh();

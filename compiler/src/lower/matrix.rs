@@ -208,10 +208,11 @@ pub(super) fn kernel(
                 let (r, c) = unit.c_elem(lane.clone(), e);
                 let row = add(add(row0.clone(), i(ti as i64 * um)), r);
                 let col = add(add(col0.clone(), i(tj as i64 * un)), c);
+                let index = ops.c_index(ctx, row.clone(), col.clone());
                 let store = Stmt::Store {
                     buf: out,
-                    index: ops.c_index(ctx, row.clone(), col.clone()),
-                    value: extract(var(acc), e),
+                    value: ops.result(extract(var(acc), e), &index),
+                    index,
                 };
                 let inside = [
                     (!m_whole).then(|| cmp(Cmp::Lt, row, m.clone())),

@@ -116,6 +116,8 @@ pub struct Ctx<'g> {
     /// The grid of the kernel last finished.
     grid: Vec<GridDim>,
     next_var: VarId,
+    /// Matmuls that add another buffer as they store (`partition::Residual`): the addend.
+    residual_addend: HashMap<NodeId, NodeId>,
 }
 
 impl<'g> Ctx<'g> {
@@ -137,6 +139,12 @@ impl<'g> Ctx<'g> {
             crate::kernel::Buf::Arg(a) => self.buffers[self.args[a as usize]].dtype,
             crate::kernel::Buf::Local(_) => DType::F32,
         }
+    }
+
+    /// The node a matmul adds to its results as it stores them (a residual connection
+    /// folded into the matmul: `partition::Residual`).
+    pub fn residual_addend(&self, matmul: NodeId) -> Option<NodeId> {
+        self.residual_addend.get(&matmul).copied()
     }
 
     /// The current kernel's argument for a materialised node (added on first use).
@@ -225,6 +233,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         writes: Vec::new(),
         grid: Vec::new(),
         next_var: 0,
+        residual_addend: HashMap::new(),
     };
     for (node, kind) in part.buffers {
         let n = graph.node(node);
@@ -235,9 +244,18 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
             shape: n.shape.clone(),
         });
     }
+    // A residual's matmul writes the sum's buffer, and is lowered where the sum would be.
+    let mut matmul_of_sum = HashMap::new();
+    for r in &part.residuals {
+        let sum_buffer = ctx.node_buffer[&r.sum];
+        ctx.node_buffer.insert(r.matmul, sum_buffer);
+        ctx.residual_addend.insert(r.matmul, r.addend);
+        matmul_of_sum.insert(r.sum, r.matmul);
+    }
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
     for node in part.computed {
+        let node = matmul_of_sum.get(&node).copied().unwrap_or(node);
         for (form, guard) in matmul::forms(&ctx, node) {
             let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
             let (mut kernel, args) = match form {

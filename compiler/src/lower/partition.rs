@@ -12,6 +12,54 @@ pub struct Partition {
     /// Outputs that are another buffer (an input, a weight, or an output named twice):
     /// (output index, the output's own node placeholder, source node).
     pub copies: Vec<(usize, NodeId, NodeId)>,
+    /// Matmuls whose one reader adds them to another buffer of their shape (a residual
+    /// connection): the matmul kernel writes the sum into the sum's buffer, and the sum
+    /// gets no kernel of its own. `(matmul, sum, the other addend)`.
+    pub residuals: Vec<Residual>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Residual {
+    pub matmul: NodeId,
+    pub sum: NodeId,
+    pub addend: NodeId,
+}
+
+/// The residual `sum` forms, if it is one: `matmul + addend` (either order) where the
+/// matmul is read by nothing else and is no output, and all three are f32 of one shape with
+/// `addend` materialised. Adding `addend` as the matmul stores its results saves a kernel
+/// and a round trip through memory per residual (two per transformer layer), which decode
+/// pays on every step, on GPUs as a launch on the critical path.
+fn residual(g: &Graph, kind: &BTreeMap<NodeId, BufferKind>, sum: NodeId) -> Option<Residual> {
+    let n = g.node(sum);
+    if n.op != Op::Binary(kiln_ir::BinaryOp::Add) || n.dtype != DType::F32 {
+        return None;
+    }
+    let ins = g.inputs(sum);
+    let (matmul, addend) = match (&g.node(ins[0]).op, &g.node(ins[1]).op) {
+        (Op::MatMul { .. }, _) if ins[0] != ins[1] => (ins[0], ins[1]),
+        (_, Op::MatMul { .. }) => (ins[1], ins[0]),
+        _ => return None,
+    };
+    let (m, a) = (g.node(matmul), g.node(addend));
+    let fits = m.shape == n.shape && a.shape == n.shape && m.dtype == DType::F32;
+    let alone = g.users(matmul) == [sum] && !g.outputs.iter().any(|(_, o)| *o == matmul);
+    let stored = matches!(
+        kind.get(&addend),
+        Some(BufferKind::Temp | BufferKind::Input(_) | BufferKind::Output(_))
+    );
+    (fits
+        && alone
+        && stored
+        && matches!(
+            kind.get(&sum),
+            Some(BufferKind::Temp | BufferKind::Output(_))
+        ))
+    .then_some(Residual {
+        matmul,
+        sum,
+        addend,
+    })
 }
 
 /// Decoding quantized weights, and widening half ones, is recomputed by each consumer,
@@ -103,6 +151,13 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
             output_nodes.insert(*node);
         }
     }
+    let residuals: Vec<Residual> = kind
+        .keys()
+        .filter_map(|&sum| residual(g, &kind, sum))
+        .collect();
+    for r in &residuals {
+        kind.remove(&r.matmul);
+    }
     let computed = kind
         .iter()
         .filter(|(_, k)| matches!(k, BufferKind::Temp | BufferKind::Output(_)))
@@ -112,5 +167,6 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
         buffers: kind.into_iter().collect(),
         computed,
         copies,
+        residuals,
     })
 }

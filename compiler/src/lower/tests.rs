@@ -563,3 +563,91 @@ output \"y\" = %r
         );
     }
 }
+
+#[test]
+fn a_residual_add_is_stored_by_the_matmul_it_follows() {
+    let src = |rows: &str| {
+        format!(
+            "kir 1
+%x = input \"x\" f32[{rows},64]
+%h = input \"h\" f32[{rows},64]
+%w = input \"w\" f32[64,64]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+%r = add %h, %y
+%z = mul %r, %r
+output \"r\" = %r
+output \"z\" = %z
+"
+        )
+    };
+    for (rows, target) in [
+        ("1", "cpu:x86-64-v3"),
+        ("37", "cpu:x86-64-v3"),
+        ("seq", "cpu:x86-64-v3"),
+        ("seq", "cuda:sm_90"),
+        ("seq", "vulkan:spv1.3"),
+    ] {
+        let g = kiln_ir::text::parse(&src(rows)).unwrap();
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        let l = lower(&g, s).unwrap();
+        let shown: Vec<String> = l.kernels.iter().map(|k| k.to_string()).collect();
+        // No kernel of its own for the sum: every matmul form writes it, adding `h`.
+        assert!(
+            !names(&l).iter().any(|n| n.ends_with("_add")),
+            "{rows} {target}: {:?}",
+            names(&l)
+        );
+        let matmuls: Vec<&String> = shown.iter().filter(|k| k.contains("_matmul(")).collect();
+        assert_eq!(
+            matmuls.len(),
+            if rows == "seq" { 2 } else { 1 },
+            "{rows} {target}"
+        );
+        for k in matmuls {
+            let reads_h = k
+                .lines()
+                .next()
+                .is_some_and(|sig| sig.matches("f32*").count() == 4);
+            assert!(
+                reads_h,
+                "{rows} {target}: the matmul reads x, w and h:\n{k}"
+            );
+        }
+    }
+    // A matmul read by anything else keeps its buffer, and the sum its kernel.
+    let shared = src("1").replace("%z = mul %r, %r", "%z = mul %r, %y");
+    let l = lowered(&shared);
+    assert!(
+        names(&l).iter().any(|n| n.ends_with("_add")),
+        "{:?}",
+        names(&l)
+    );
+}
+
+#[test]
+fn gpu_dot_products_read_heads_folded_into_rows_as_runs() {
+    // Attention's output read back as rows: the row index is split into (kv head, group)
+    // and joined again, and K crosses head boundaries every 64 elements.
+    let g = kiln_ir::text::parse(
+        "kir 1
+%a = input \"a\" f32[4,8,1,64]
+%p = permute %a perm=[2,0,1,3]
+%x = reshape %p shape=[1,2048]
+%h = input \"w\" f16[256,2048]
+%w = cast %h dtype=f32
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+    )
+    .unwrap();
+    let t: crate::Target = "cuda:sm_90".parse().unwrap();
+    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+    let k = lower(&g, s).unwrap().kernels.remove(0).to_string();
+    assert!(k.contains("reduce_lanes_Sum"), "{k}");
+    assert_eq!(
+        k.matches("]x8").count(),
+        2 * k.matches("reduce_Sum").count(),
+        "{k}"
+    );
+}
