@@ -82,7 +82,34 @@ fn is_view(op: &Op) -> bool {
     )
 }
 
-pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
+/// Whether `id` will have a buffer whatever reads it: inputs, weights, constants, outputs,
+/// reductions, and values with several readers (the rules below).
+fn stored_anyway(g: &Graph, id: NodeId) -> bool {
+    let op = &g.node(id).op;
+    matches!(op, Op::Input { .. } | Op::Param { .. } | Op::Const(_))
+        || is_reduction_like(op)
+        || g.outputs.iter().any(|(_, o)| *o == id)
+        || (op.is_injective() && !is_view(op) && !is_decode(g, id) && g.users(id).len() > 1)
+}
+
+/// A matmul operand that GPU kernels read in place rather than through a buffer of its
+/// own: a concatenation of stored values (attention's cached keys or values and the new
+/// rows), whose read is a choice between two loads. Copying the cache into one buffer every
+/// decode step costs a launch on the critical path and traffic that grows with the
+/// context; on a CPU it would turn the dot products' vector loads into gathers.
+fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
+    matches!(g.node(id).op, Op::Concat { .. })
+        && g.inputs(id).iter().all(|&i| {
+            let mut src = i;
+            while is_view(&g.node(src).op) {
+                src = g.inputs(src)[0];
+            }
+            stored_anyway(g, src)
+        })
+}
+
+/// `gpu`: the schedule is a GPU's (`read_in_place_on_gpu`).
+pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
     let mut kind: BTreeMap<NodeId, BufferKind> = BTreeMap::new();
     let mut copies = Vec::new();
     for (i, (name, _)) in g.inputs_named().iter().enumerate() {
@@ -130,14 +157,26 @@ pub fn partition(g: &Graph) -> Result<Partition, LowerError> {
                     src = g.inputs(src)[0];
                 }
                 let op = &g.node(src).op;
-                if op.is_injective() && !is_decode(g, src) {
+                if op.is_injective() && !is_decode(g, src) && !(gpu && read_in_place_on_gpu(g, src))
+                {
                     kind.entry(src).or_insert(BufferKind::Temp);
                 }
             }
         }
     }
     let mut output_nodes = BTreeSet::new();
-    for (out_idx, (_, node)) in g.outputs.iter().enumerate() {
+    for (out_idx, (_, named)) in g.outputs.iter().enumerate() {
+        // An output that reshapes a value computed anyway (a projection returned as heads):
+        // that value's kernel writes the output, whose elements are in the same order.
+        let mut src = *named;
+        while matches!(g.node(src).op, Op::Reshape { .. }) {
+            src = g.inputs(src)[0];
+        }
+        let node = if src != *named && kind.get(&src) == Some(&BufferKind::Temp) {
+            &src
+        } else {
+            named
+        };
         let existing = kind.get(node).cloned();
         let needs_copy = matches!(
             existing,

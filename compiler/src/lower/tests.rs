@@ -651,3 +651,50 @@ output \"y\" = %y
         "{k}"
     );
 }
+
+#[test]
+fn gpu_attention_reads_the_cache_and_the_new_rows_in_place() {
+    // Decode attention's keys: the cached rows and this step's, a matmul operand. On GPUs
+    // the product reads both where they are; CPUs copy them into one buffer (their dot
+    // products would gather otherwise). A reshaped projection returned as an output is
+    // written by the projection itself.
+    let src = "kir 1
+%q = input \"q\" f32[seq,64]
+%c = input \"c\" f32[past,64]
+%x = input \"x\" f32[seq,64]
+%w = input \"w\" f32[64,64]
+%k = matmul %x, %w transpose_a=false transpose_b=true
+%all = concat %c, %k axis=0
+%s = matmul %q, %all transpose_a=false transpose_b=true
+%heads = reshape %k shape=[seq,4,16]
+output \"s\" = %s
+output \"k_new\" = %heads
+";
+    let g = kiln_ir::text::parse(src).unwrap();
+    for (target, copies) in [
+        ("cuda:sm_90", false),
+        ("vulkan:spv1.3", false),
+        ("cpu:x86-64-v3", true),
+    ] {
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        let l = lower(&g, s).unwrap();
+        let n = names(&l);
+        assert_eq!(
+            n.iter().any(|k| k.ends_with("_concat")),
+            copies,
+            "{target}: {n:?}"
+        );
+        assert!(
+            !n.iter().any(|k| k.ends_with("_reshape")),
+            "{target}: {n:?}"
+        );
+        // The projection's kernels write the output buffer.
+        let projection = &l.launches[0];
+        assert!(
+            matches!(l.buffers[projection.args[0]].kind, BufferKind::Output(1)),
+            "{target}: {:?}",
+            l.buffers[projection.args[0]].kind
+        );
+    }
+}
