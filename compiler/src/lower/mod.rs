@@ -118,6 +118,10 @@ pub struct Ctx<'g> {
     next_var: VarId,
     /// Matmuls that add another buffer as they store (`partition::Residual`): the addend.
     residual_addend: HashMap<NodeId, NodeId>,
+    /// Buffers the few-row dot products compute in place
+    /// (`Partition::few_rows_read_in_place`), and whether the kernel being built is one.
+    few_rows_in_place: std::collections::BTreeSet<NodeId>,
+    reading_few_rows: bool,
 }
 
 impl<'g> Ctx<'g> {
@@ -147,8 +151,12 @@ impl<'g> Ctx<'g> {
         self.residual_addend.get(&matmul).copied()
     }
 
-    /// The current kernel's argument for a materialised node (added on first use).
+    /// The current kernel's argument for a materialised node (added on first use); none
+    /// for a buffer the current kernel computes in place instead.
     pub fn buffer_of(&mut self, node: NodeId) -> Option<crate::kernel::Buf> {
+        if self.reading_few_rows && self.few_rows_in_place.contains(&node) {
+            return None;
+        }
         let global = *self.node_buffer.get(&node)?;
         Some(crate::kernel::Buf::Arg(self.arg_for(global, false)))
     }
@@ -234,6 +242,8 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         grid: Vec::new(),
         next_var: 0,
         residual_addend: HashMap::new(),
+        few_rows_in_place: part.few_rows_read_in_place.clone(),
+        reading_few_rows: false,
     };
     for (node, kind) in part.buffers {
         let n = graph.node(node);
@@ -256,12 +266,22 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
     let mut launches = Vec::new();
     for node in part.computed {
         let node = matmul_of_sum.get(&node).copied().unwrap_or(node);
-        for (form, guard) in matmul::forms(&ctx, node) {
-            let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
-            let (mut kernel, args) = match form {
-                Some(form) => matmul::matmul_as(&mut ctx, node, name, form)?,
-                None => kernels::kernel_for(&mut ctx, node, name)?,
+        let mut forms = matmul::forms(&ctx, node);
+        if ctx.few_rows_in_place.contains(&node) {
+            forms = match copy_needed(&ctx, node) {
+                Some(guard) => vec![(None, guard)],
+                None => Vec::new(),
             };
+        }
+        for (form, guard) in forms {
+            let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
+            ctx.reading_few_rows = form == Some(matmul::Form::Dot);
+            let built = match form {
+                Some(form) => matmul::matmul_as(&mut ctx, node, name, form),
+                None => kernels::kernel_for(&mut ctx, node, name),
+            };
+            ctx.reading_few_rows = false;
+            let (mut kernel, args) = built?;
             kernels::count_cost(&ctx, node, &mut kernel);
             launches.push(KernelLaunch {
                 kernel: kernels.len(),
@@ -289,6 +309,26 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         kernels,
         launches,
     })
+}
+
+/// When the buffer of `node`, which few-row dot products compute in place, must still be
+/// written: `Some(guard)` for the launches of its readers' other forms (`Some(None)` when
+/// one of them always runs), `None` when no reader ever reads it.
+fn copy_needed(ctx: &Ctx, node: NodeId) -> Option<Option<Guard>> {
+    let mut guard: Option<Option<Guard>> = None;
+    for reader in partition::matmuls_reading(ctx.graph, node) {
+        for (form, g) in matmul::forms(ctx, reader) {
+            if form == Some(matmul::Form::Dot) {
+                continue;
+            }
+            guard = match (guard, g) {
+                (None, g) => Some(g),
+                (Some(Some(a)), Some(b)) if a == b => Some(Some(a)),
+                _ => Some(None),
+            };
+        }
+    }
+    guard
 }
 
 fn unsupported(graph: &Graph, node: NodeId, why: impl Into<String>) -> LowerError {

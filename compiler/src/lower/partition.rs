@@ -16,6 +16,10 @@ pub struct Partition {
     /// connection): the matmul kernel writes the sum into the sum's buffer, and the sum
     /// gets no kernel of its own. `(matmul, sum, the other addend)`.
     pub residuals: Vec<Residual>,
+    /// Buffers that GPU dot products over few rows read around, computing the value in
+    /// place (`read_in_place_on_gpu`); the many-row forms still read the buffer, whose
+    /// kernel runs only when one of them does.
+    pub few_rows_read_in_place: BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,11 +96,13 @@ fn stored_anyway(g: &Graph, id: NodeId) -> bool {
         || (op.is_injective() && !is_view(op) && !is_decode(g, id) && g.users(id).len() > 1)
 }
 
-/// A matmul operand that GPU kernels read in place rather than through a buffer of its
-/// own: a concatenation of stored values (attention's cached keys or values and the new
-/// rows), whose read is a choice between two loads. Copying the cache into one buffer every
-/// decode step costs a launch on the critical path and traffic that grows with the
-/// context; on a CPU it would turn the dot products' vector loads into gathers.
+/// A matmul operand that GPU dot products over few rows (decode) read in place rather than
+/// through a buffer: a concatenation of stored values (attention's cached keys or values
+/// and the new rows), whose read is a choice between two loads. Copying the cache into one
+/// buffer every decode step costs a launch on the critical path and traffic that grows
+/// with the context. The many-row forms (prefill) keep the copy: read in place, a thread
+/// per output loads both sources for every element (11% slower prefill on an H200), and on
+/// a CPU the dot products' vector loads would become gathers.
 fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
     matches!(g.node(id).op, Op::Concat { .. })
         && g.inputs(id).iter().all(|&i| {
@@ -108,9 +114,32 @@ fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
         })
 }
 
+/// Whether every reader of `id`, through layout-only ops, is a matmul.
+pub fn only_matmuls_read(g: &Graph, id: NodeId) -> bool {
+    g.users(id).into_iter().all(|u| match g.node(u).op {
+        Op::MatMul { .. } => true,
+        ref op if is_view(op) => only_matmuls_read(g, u),
+        _ => false,
+    })
+}
+
+/// The matmuls reading `id`, through layout-only ops.
+pub fn matmuls_reading(g: &Graph, id: NodeId) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    for u in g.users(id) {
+        match g.node(u).op {
+            Op::MatMul { .. } => out.push(u),
+            ref op if is_view(op) => out.extend(matmuls_reading(g, u)),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `gpu`: the schedule is a GPU's (`read_in_place_on_gpu`).
 pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
     let mut kind: BTreeMap<NodeId, BufferKind> = BTreeMap::new();
+    let mut in_place = BTreeSet::new();
     let mut copies = Vec::new();
     for (i, (name, _)) in g.inputs_named().iter().enumerate() {
         let _ = name;
@@ -157,9 +186,11 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
                     src = g.inputs(src)[0];
                 }
                 let op = &g.node(src).op;
-                if op.is_injective() && !is_decode(g, src) && !(gpu && read_in_place_on_gpu(g, src))
-                {
+                if op.is_injective() && !is_decode(g, src) {
                     kind.entry(src).or_insert(BufferKind::Temp);
+                    if gpu && read_in_place_on_gpu(g, src) {
+                        in_place.insert(src);
+                    }
                 }
             }
         }
@@ -207,5 +238,10 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
         computed,
         copies,
         residuals,
+        // Values something else also reads (several readers, an output) stay buffers.
+        few_rows_read_in_place: in_place
+            .into_iter()
+            .filter(|&n| !stored_anyway(g, n) && only_matmuls_read(g, n))
+            .collect(),
     })
 }

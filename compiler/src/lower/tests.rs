@@ -653,10 +653,11 @@ output \"y\" = %y
 }
 
 #[test]
-fn gpu_attention_reads_the_cache_and_the_new_rows_in_place() {
-    // Decode attention's keys: the cached rows and this step's, a matmul operand. On GPUs
-    // the product reads both where they are; CPUs copy them into one buffer (their dot
-    // products would gather otherwise). A reshaped projection returned as an output is
+fn gpu_decode_attention_reads_the_cache_and_the_new_rows_in_place() {
+    // Attention's keys: the cached rows and this step's, a matmul operand. On GPUs the
+    // few-row (decode) form reads both where they are, and the copy into one buffer runs
+    // only when the many-row (prefill) form, which reads it, does. CPUs always copy (their
+    // dot products would gather otherwise). A reshaped projection returned as an output is
     // written by the projection itself.
     let src = "kir 1
 %q = input \"q\" f32[seq,64]
@@ -671,20 +672,15 @@ output \"s\" = %s
 output \"k_new\" = %heads
 ";
     let g = kiln_ir::text::parse(src).unwrap();
-    for (target, copies) in [
-        ("cuda:sm_90", false),
-        ("vulkan:spv1.3", false),
-        ("cpu:x86-64-v3", true),
+    for (target, gpu) in [
+        ("cuda:sm_90", true),
+        ("vulkan:spv1.3", true),
+        ("cpu:x86-64-v3", false),
     ] {
         let t: crate::Target = target.parse().unwrap();
         let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
         let l = lower(&g, s).unwrap();
         let n = names(&l);
-        assert_eq!(
-            n.iter().any(|k| k.ends_with("_concat")),
-            copies,
-            "{target}: {n:?}"
-        );
         assert!(
             !n.iter().any(|k| k.ends_with("_reshape")),
             "{target}: {n:?}"
@@ -696,5 +692,33 @@ output \"k_new\" = %heads
             "{target}: {:?}",
             l.buffers[projection.args[0]].kind
         );
+        let copy = l
+            .launches
+            .iter()
+            .find(|launch| l.kernels[launch.kernel].name.ends_with("_concat"))
+            .unwrap_or_else(|| panic!("{target}: {n:?}"));
+        let copied = copy.args[0];
+        assert_eq!(
+            copy.guard.as_ref().map(|g| g.above),
+            gpu.then_some(true),
+            "{target}"
+        );
+        // The scores' two forms write the last launch's buffer.
+        let scores_buffer = l.launches.last().unwrap().args[0];
+        let scores: Vec<_> = l
+            .launches
+            .iter()
+            .filter(|x| x.args[0] == scores_buffer)
+            .collect();
+        assert_eq!(scores.len(), 2, "{target}: {n:?}");
+        for launch in scores {
+            let few_rows = launch.guard.as_ref().is_some_and(|g| !g.above);
+            assert_eq!(
+                launch.args.contains(&copied),
+                !(gpu && few_rows),
+                "{target}: {}",
+                l.kernels[launch.kernel]
+            );
+        }
     }
 }
