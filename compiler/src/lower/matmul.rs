@@ -60,6 +60,21 @@ impl Operands {
         value_at(ctx, self.a, &idx)
     }
 
+    /// `lanes` consecutive elements of A's row along K from `k` (a multiple of `lanes`):
+    /// one vector load where A is a buffer read along K, else the elements one by one (a
+    /// value the kernel computes in place, or a strided read).
+    pub fn a_run(&self, ctx: &mut Ctx, row: Expr, k: Expr, lanes: u8) -> Result<Expr, LowerError> {
+        let probe = ctx.fresh();
+        let along = self.a_at(ctx, row.clone(), var(probe))?;
+        if lanes == 1 || along_k(&along, probe, lanes) {
+            return run_from(self.a_at(ctx, row, k)?, lanes);
+        }
+        let elems = (0..lanes as i64)
+            .map(|l| self.a_at(ctx, row.clone(), add(k.clone(), i(l))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Expr::Lanes(elems))
+    }
+
     pub fn b_at(&self, ctx: &mut Ctx, k: Expr, col: Expr) -> Result<Expr, LowerError> {
         let mut idx = Self::batch_index(&self.b_shape, self.nb);
         idx.extend(if self.tb { [col, k] } else { [k, col] });
@@ -268,6 +283,9 @@ fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::
 /// `lanes` consecutive elements along K starting where `first` (an operand's value at one
 /// index, contiguous along K) reads: one vector load. Operands read this way are buffers.
 pub(super) fn run_from(first: Expr, lanes: u8) -> Result<Expr, LowerError> {
+    if lanes == 1 {
+        return Ok(first);
+    }
     let Expr::Load { buf, index, .. } = first else {
         return Err(LowerError::Internal(
             "a matmul operand read as a run along K is not a buffer".into(),
@@ -360,7 +378,7 @@ fn dot_kernel(
     // per output (their decoding leaves statements between the reductions).
     let quantized = quantized_rows(ctx, ops);
     let unit_lanes = match quantized {
-        Some((_, format)) => gpu_unit_lanes(ctx, ops, form, format)?,
+        Some((_, format)) => gpu_unit_lanes(ctx, ops, form, format),
         None => 1,
     };
     let gpu_columns =
@@ -513,8 +531,7 @@ fn dot_kernel(
         }
         (Some(weights), None) if !ctx.schedule.gpu && vector > 1 && !ops.ta => {
             // A's row along K is contiguous (A is not transposed): `lanes` values at once.
-            let mut x =
-                |ctx: &mut Ctx, k: Expr, lanes: u8| run_from(ops.a_at(ctx, row.clone(), k)?, lanes);
+            let mut x = |ctx: &mut Ctx, k: Expr, lanes: u8| ops.a_run(ctx, row.clone(), k, lanes);
             body.extend(super::dequant::rows_dot(
                 ctx,
                 weights,
@@ -543,14 +560,8 @@ fn dot_kernel(
                         ))) =>
         {
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
-                let mut a = |ctx: &mut Ctx, k: Expr, lanes: u8| {
-                    let first = ops.a_at(ctx, row.clone(), k)?;
-                    if lanes > 1 {
-                        run_from(first, lanes)
-                    } else {
-                        Ok(first)
-                    }
-                };
+                let mut a =
+                    |ctx: &mut Ctx, k: Expr, lanes: u8| ops.a_run(ctx, row.clone(), k, lanes);
                 body.extend(super::dequant::unit_dot(
                     ctx,
                     weights,
@@ -567,7 +578,7 @@ fn dot_kernel(
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 let at = |kk: VarId| mul(var(kk), i(lanes as i64));
                 let kk = ctx.fresh();
-                let a = run_from(ops.a_at(ctx, row.clone(), at(kk))?, lanes)?;
+                let a = ops.a_run(ctx, row.clone(), at(kk), lanes)?;
                 let b = run_from(ops.b_at(ctx, at(kk), read_col.clone())?, lanes)?;
                 body.push(Stmt::Reduce {
                     acc,
@@ -636,10 +647,11 @@ fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError
     if !ctx.schedule.gpu || lanes <= 1 || ops.ta || !ops.tb || !k_fits {
         return Ok(None);
     }
+    // B (the weights) must stream as runs; A is read as runs where it can be, else element
+    // by element (`Operands::a_run`): a value computed in place, or strided.
     let k = ctx.fresh();
-    let a = ops.a_at(ctx, i(0), var(k))?;
     let b = ops.b_at(ctx, var(k), i(0))?;
-    Ok((along_k(&a, k, lanes) && along_k(&b, k, lanes)).then_some(lanes))
+    Ok(along_k(&b, k, lanes).then_some(lanes))
 }
 
 /// Whether `e`, an operand probed at element `k` along K, is a buffer read at consecutive
@@ -658,27 +670,24 @@ fn along_k(e: &Expr, k: VarId, lanes: u8) -> bool {
 
 /// Elements each step of a GPU quantized dot product (`dequant::unit_dot`) reads as one
 /// vector: `gpu_dot_lanes` where the target loads bytes natively (a run of quant bytes is one
-/// load of as many bytes as their alignment allows) and A is a buffer read at consecutive
-/// elements along K; else 1, one load per element. Only for `Form::Dot` (few rows: a block
-/// per output shares K); many rows keep a thread per output.
-fn gpu_unit_lanes(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    form: Form,
-    format: kiln_ir::QuantFormat,
-) -> Result<u8, LowerError> {
+/// load of as many bytes as their alignment allows; A's run is one load where A is a buffer
+/// along K, `Operands::a_run`); else 1, one load per element. Only for `Form::Dot` (few
+/// rows: a block per output shares K); many rows keep a thread per output.
+fn gpu_unit_lanes(ctx: &Ctx, ops: &Operands, form: Form, format: kiln_ir::QuantFormat) -> u8 {
     let lanes = ctx.schedule.gpu_dot_lanes;
     let run = format.layout().run_len;
-    if !ctx.schedule.gpu || !ctx.schedule.byte_loads || lanes <= 1 || ops.ta || form != Form::Dot {
-        return Ok(1);
-    }
     let w = lanes as usize;
-    if !run.is_multiple_of(w) || !super::dequant::UNIT.min(run).is_multiple_of(w) {
-        return Ok(1);
+    let fits = run.is_multiple_of(w) && super::dequant::UNIT.min(run).is_multiple_of(w);
+    if !ctx.schedule.gpu
+        || !ctx.schedule.byte_loads
+        || lanes <= 1
+        || ops.ta
+        || form != Form::Dot
+        || !fits
+    {
+        return 1;
     }
-    let k = ctx.fresh();
-    let a = ops.a_at(ctx, i(0), var(k))?;
-    Ok(if along_k(&a, k, lanes) { lanes } else { 1 })
+    lanes
 }
 
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.

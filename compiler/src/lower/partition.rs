@@ -96,22 +96,33 @@ fn stored_anyway(g: &Graph, id: NodeId) -> bool {
         || (op.is_injective() && !is_view(op) && !is_decode(g, id) && g.users(id).len() > 1)
 }
 
-/// A matmul operand that GPU dot products over few rows (decode) read in place rather than
-/// through a buffer: a concatenation of stored values (attention's cached keys or values
-/// and the new rows), whose read is a choice between two loads. Copying the cache into one
-/// buffer every decode step costs a launch on the critical path and traffic that grows
-/// with the context. The many-row forms (prefill) keep the copy: read in place, a thread
-/// per output loads both sources for every element (11% slower prefill on an H200), and on
-/// a CPU the dot products' vector loads would become gathers.
+/// A matmul operand that GPU dot products over few rows (decode) compute where they read it
+/// rather than through a buffer: a concatenation (attention's cached keys or values and
+/// the new rows: a choice between two loads) or a short elementwise chain (SwiGLU's
+/// `silu(gate) * up`) over stored values. Each is a kernel on the decode step's critical
+/// path; the concatenation also copies the whole cache every step. The many-row forms
+/// (prefill) keep the buffer: read in place, a thread per output would load both sources
+/// for every element (11% slower prefill on an H200 with the concatenations), and on a
+/// CPU the dot products' vector loads would become gathers.
 fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
-    matches!(g.node(id).op, Op::Concat { .. })
-        && g.inputs(id).iter().all(|&i| {
-            let mut src = i;
-            while is_view(&g.node(src).op) {
-                src = g.inputs(src)[0];
-            }
-            stored_anyway(g, src)
-        })
+    fn cheap(g: &Graph, id: NodeId, depth: u32) -> bool {
+        let mut src = id;
+        while is_view(&g.node(src).op) {
+            src = g.inputs(src)[0];
+        }
+        if stored_anyway(g, src) {
+            return true;
+        }
+        let elementwise = matches!(
+            g.node(src).op,
+            Op::Concat { .. } | Op::Binary(_) | Op::Unary(_) | Op::Cast { .. }
+        );
+        depth > 0
+            && elementwise
+            && !is_decode(g, src)
+            && g.inputs(src).iter().all(|&i| cheap(g, i, depth - 1))
+    }
+    !stored_anyway(g, id) && cheap(g, id, 2)
 }
 
 /// Whether every reader of `id`, through layout-only ops, is a matmul.

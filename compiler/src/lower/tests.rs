@@ -722,3 +722,49 @@ output \"k_new\" = %heads
         }
     }
 }
+
+#[test]
+fn gpu_decode_down_projection_computes_swiglu_where_it_reads_it() {
+    let src = "kir 1
+%x = input \"x\" f32[seq,64]
+%wg = input \"wg\" f16[128,64]
+%wu = input \"wu\" f16[128,64]
+%wd = input \"wd\" f16[64,128]
+%g = cast %wg dtype=f32
+%u = cast %wu dtype=f32
+%d = cast %wd dtype=f32
+%gate = matmul %x, %g transpose_a=false transpose_b=true
+%up = matmul %x, %u transpose_a=false transpose_b=true
+%s = silu %gate
+%h = mul %s, %up
+%y = matmul %h, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let g = kiln_ir::text::parse(src).unwrap();
+    let t: crate::Target = "cuda:sm_90".parse().unwrap();
+    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+    let l = lower(&g, s).unwrap();
+    let mul = l
+        .launches
+        .iter()
+        .find(|x| l.kernels[x.kernel].name.ends_with("_mul"))
+        .expect("the product's kernel, for prefill");
+    assert_eq!(mul.guard.as_ref().map(|g| g.above), Some(true));
+    let product = mul.args[0];
+    let down: Vec<_> = l
+        .launches
+        .iter()
+        .filter(|x| x.args[0] == l.launches.last().unwrap().args[0])
+        .collect();
+    assert_eq!(down.len(), 2);
+    for launch in down {
+        let k = l.kernels[launch.kernel].to_string();
+        let decode = launch.guard.as_ref().is_some_and(|g| !g.above);
+        assert_eq!(launch.args.contains(&product), !decode, "{k}");
+        if decode {
+            // Still runs of weights, the activations computed lane by lane.
+            assert!(k.contains("reduce_lanes_Sum((<("), "{k}");
+            assert!(k.contains("]x8)"), "{k}");
+        }
+    }
+}
