@@ -768,3 +768,51 @@ output \"y\" = %y
         }
     }
 }
+
+#[test]
+fn gpu_decode_projections_normalise_their_rows_themselves() {
+    let src = "kir 1
+%x = input \"x\" f32[seq,64]
+%g = input \"g\" f32[64]
+%n = rms_norm %x, %g eps=0.00001
+%h = input \"w\" f16[1024,64]
+%w = cast %h dtype=f32
+%y = matmul %n, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let g = kiln_ir::text::parse(src).unwrap();
+    for (target, gpu) in [
+        ("cuda:sm_90", true),
+        ("vulkan:spv1.3", true),
+        ("cpu:x86-64-v3", false),
+    ] {
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        let l = lower(&g, s).unwrap();
+        let norm = l
+            .launches
+            .iter()
+            .find(|x| l.kernels[x.kernel].name.ends_with("_rms_norm"))
+            .expect("the norm's kernel, for prefill");
+        assert_eq!(
+            norm.guard.as_ref().map(|g| g.above),
+            gpu.then_some(true),
+            "{target}"
+        );
+        let normed = norm.args[0];
+        for launch in l.launches.iter().filter(|x| x.args[0] != normed) {
+            let k = l.kernels[launch.kernel].to_string();
+            let decode = launch.guard.as_ref().is_some_and(|g| !g.above);
+            assert_eq!(
+                launch.args.contains(&normed),
+                !(gpu && decode),
+                "{target}: {k}"
+            );
+            if gpu && decode {
+                // The squares join the four dot products' reductions; the sums are scaled.
+                assert_eq!(k.matches("reduce_Sum").count(), 5, "{k}");
+                assert!(k.contains("(1.0f / sqrt("), "{k}");
+            }
+        }
+    }
+}
