@@ -115,12 +115,6 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
         value_at(ctx, ins[k], &broadcast_index(&s, idx))
     };
     Ok(match &n.op {
-        // Read by a dot product that scales its sums by the norm's factor itself.
-        Op::RmsNorm { .. } if ctx.unscaled_norms.contains(&node) => {
-            let x = value_at(ctx, ins[0], idx)?;
-            let w = value_at(ctx, ins[1], &idx[idx.len() - 1..])?;
-            bin(BOp::Mul, x, w)
-        }
         Op::Const(t) if t.numel() == 1 => literal(n.dtype, t.data[0]),
         Op::Unary(u) => {
             let x = operand(ctx, 0)?;

@@ -60,9 +60,19 @@ impl Operands {
         value_at(ctx, self.a, &idx)
     }
 
-    /// `lanes` consecutive elements of A's row along K from `k` (`run_of`).
+    /// `lanes` consecutive elements of A's row along K from `k` (a multiple of `lanes`):
+    /// one vector load where A is a buffer read along K, else the elements one by one (a
+    /// value the kernel computes in place, or a strided read).
     pub fn a_run(&self, ctx: &mut Ctx, row: Expr, k: Expr, lanes: u8) -> Result<Expr, LowerError> {
-        run_of(ctx, &mut |ctx, k| self.a_at(ctx, row.clone(), k), k, lanes)
+        let probe = ctx.fresh();
+        let along = self.a_at(ctx, row.clone(), var(probe))?;
+        if lanes == 1 || along_k(&along, probe, lanes) {
+            return run_from(self.a_at(ctx, row, k)?, lanes);
+        }
+        let elems = (0..lanes as i64)
+            .map(|l| self.a_at(ctx, row.clone(), add(k.clone(), i(l))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Expr::Lanes(elems))
     }
 
     pub fn b_at(&self, ctx: &mut Ctx, k: Expr, col: Expr) -> Result<Expr, LowerError> {
@@ -272,29 +282,6 @@ fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::
 
 /// `lanes` consecutive elements along K starting where `first` (an operand's value at one
 /// index, contiguous along K) reads: one vector load. Operands read this way are buffers.
-/// `lanes` consecutive elements along K from `k` (a multiple of `lanes`) of the value `at`
-/// reads at an element: one vector load where that is a buffer read along K, else the
-/// elements one by one (a value the kernel computes in place, or a strided read).
-pub(super) fn run_of(
-    ctx: &mut Ctx,
-    at: &mut dyn FnMut(&mut Ctx, Expr) -> Result<Expr, LowerError>,
-    k: Expr,
-    lanes: u8,
-) -> Result<Expr, LowerError> {
-    if lanes == 1 {
-        return at(ctx, k);
-    }
-    let probe = ctx.fresh();
-    let along = at(ctx, var(probe))?;
-    if along_k(&along, probe, lanes) {
-        return run_from(at(ctx, k)?, lanes);
-    }
-    let elems = (0..lanes as i64)
-        .map(|l| at(ctx, add(k.clone(), i(l))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Expr::Lanes(elems))
-}
-
 pub(super) fn run_from(first: Expr, lanes: u8) -> Result<Expr, LowerError> {
     if lanes == 1 {
         return Ok(first);
@@ -444,7 +431,6 @@ fn dot_kernel(
         .collect();
     let accs = tile_accs[0].clone();
     let activations = quantized_activations(ctx, ops);
-    let norm = norm_read_in_place(ctx, ops, &row, &extent, gpu_lanes, &mut body)?;
     // The rows of B this point reads, and A's row prefix for each row of the tile.
     let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
     let tokens: Vec<Vec<Expr>> = tile_rows
@@ -621,19 +607,12 @@ fn dot_kernel(
             }
         }
     }
-    let sum = |acc: VarId| match &norm {
-        Some((_, scale)) => mul(var(acc), var(*scale)),
-        None => var(acc),
-    };
-    if let Some((squares, scale)) = norm {
-        body.push(norm_scale(ctx, ops, squares, scale, &extent));
-    }
     for ((row, _), accs) in tile_rows.iter().zip(&tile_accs) {
         for ((col, _), &acc) in columns.iter().zip(accs) {
             let index = ops.c_index(ctx, row.clone(), col.clone());
             let store = Stmt::Store {
                 buf: out,
-                value: ops.result(sum(acc), &index),
+                value: ops.result(var(acc), &index),
                 index,
             };
             let mut inside = Vec::new();
@@ -656,86 +635,6 @@ fn dot_kernel(
         .map_or(1, |k| (8192 / (k * cols * tiles).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
-}
-
-/// Where A is an RMS norm the kernel reads in place (`partition::norm_read_in_place_on_gpu`:
-/// GPU decode), A reads as `x * weight` and the sum of `x`'s squares along the row joins
-/// the dot products' reductions (the same steps over K, so a block computes it in the same
-/// pass: `kernel::gpu::reduction_group`); returns that sum's variable and the one
-/// `norm_scale` binds to the row's scale. None otherwise.
-fn norm_read_in_place(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    row: &Expr,
-    extent: &Expr,
-    gpu_lanes: Option<u8>,
-    body: &mut Vec<Stmt>,
-) -> Result<Option<(VarId, VarId)>, LowerError> {
-    if !matches!(ctx.graph.node(ops.a).op, kiln_ir::Op::RmsNorm { .. })
-        || !ctx.reads_in_place(ops.a)
-    {
-        return Ok(None);
-    }
-    let x = ctx.graph.inputs(ops.a)[0];
-    let mut prefix = Operands::batch_index(&ops.a_shape, ops.nb);
-    prefix.push(row.clone());
-    let lanes = gpu_lanes.unwrap_or(1);
-    let (ss, kk, sq) = (ctx.fresh(), ctx.fresh(), ctx.fresh());
-    let xs = run_of(
-        ctx,
-        &mut |ctx, k| {
-            let mut idx = prefix.clone();
-            idx.push(k);
-            value_at(ctx, x, &idx)
-        },
-        mul(var(kk), i(lanes as i64)),
-        lanes,
-    )?;
-    let squares = let_in(sq, xs, bin(crate::kernel::BOp::Mul, var(sq), var(sq)));
-    body.push(Stmt::Reduce {
-        acc: ss,
-        op: RedOp::Sum,
-        var: kk,
-        extent: if lanes > 1 {
-            div(extent.clone(), i(lanes as i64))
-        } else {
-            extent.clone()
-        },
-        value: if lanes > 1 {
-            Expr::ReduceLanes(RedOp::Sum, Box::new(squares))
-        } else {
-            squares
-        },
-        vector: 1,
-    });
-    ctx.unscaled_norms.insert(ops.a);
-    Ok(Some((ss, ctx.fresh())))
-}
-
-/// Binds `scale` to the norm's scale from `sum_of_squares` (`norm_read_in_place`),
-/// `1 / sqrt(sum / K + eps)`, as the norm's own kernel computes it.
-fn norm_scale(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    sum_of_squares: VarId,
-    scale: VarId,
-    extent: &Expr,
-) -> Stmt {
-    ctx.unscaled_norms.remove(&ops.a);
-    let eps = match ctx.graph.node(ops.a).op {
-        kiln_ir::Op::RmsNorm { eps } => eps,
-        _ => 0.0,
-    };
-    let k = cast(crate::kernel::Elem::F32, extent.clone());
-    let mean = bin(crate::kernel::BOp::Div, var(sum_of_squares), k);
-    let rms = un(
-        crate::kernel::UOp::Sqrt,
-        bin(crate::kernel::BOp::Add, mean, f(eps as f32)),
-    );
-    Stmt::Let {
-        var: scale,
-        value: bin(crate::kernel::BOp::Div, f(1.0), rms),
-    }
 }
 
 /// Elements along K each step of a GPU dot product reads from both rows, when both

@@ -122,9 +122,6 @@ pub struct Ctx<'g> {
     /// (`Partition::few_rows_read_in_place`), and whether the kernel being built is one.
     few_rows_in_place: std::collections::BTreeSet<NodeId>,
     reading_few_rows: bool,
-    /// RMS norms the current kernel reads without their scale (`x * weight`), because it
-    /// multiplies its sums by the scale itself (`matmul::norm_read_in_place`).
-    pub(super) unscaled_norms: std::collections::BTreeSet<NodeId>,
 }
 
 impl<'g> Ctx<'g> {
@@ -154,16 +151,10 @@ impl<'g> Ctx<'g> {
         self.residual_addend.get(&matmul).copied()
     }
 
-    /// Whether the kernel being built computes `node` where it reads it rather than
-    /// loading its buffer (`Partition::few_rows_read_in_place`).
-    pub fn reads_in_place(&self, node: NodeId) -> bool {
-        self.reading_few_rows && self.few_rows_in_place.contains(&node)
-    }
-
     /// The current kernel's argument for a materialised node (added on first use); none
     /// for a buffer the current kernel computes in place instead.
     pub fn buffer_of(&mut self, node: NodeId) -> Option<crate::kernel::Buf> {
-        if self.reads_in_place(node) {
+        if self.reading_few_rows && self.few_rows_in_place.contains(&node) {
             return None;
         }
         let global = *self.node_buffer.get(&node)?;
@@ -253,7 +244,6 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         residual_addend: HashMap::new(),
         few_rows_in_place: part.few_rows_read_in_place.clone(),
         reading_few_rows: false,
-        unscaled_norms: Default::default(),
     };
     for (node, kind) in part.buffers {
         let n = graph.node(node);

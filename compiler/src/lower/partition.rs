@@ -125,31 +125,6 @@ fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
     !stored_anyway(g, id) && cheap(g, id, 2)
 }
 
-/// An RMS norm that GPU dot products over few rows read without its buffer: every reader
-/// is a matmul taking it, untransposed, as A, so `sum_k norm(x)_k W_k = r * sum_k x_k w_k
-/// W_k` with `r` the row's scale: the dot product sums `x * w` and, in the same pass, the
-/// squares of `x`, and scales its results (`matmul::dot_kernel`). Two kernels a layer, each
-/// a single block in decode, leave the critical path.
-fn norm_read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
-    let n = g.node(id);
-    let users = g.users(id);
-    matches!(n.op, Op::RmsNorm { .. })
-        && n.dtype == DType::F32
-        && !users.is_empty()
-        && !g.outputs.iter().any(|(_, o)| *o == id)
-        && stored_anyway(g, g.inputs(id)[0])
-        && users.iter().all(|&u| {
-            matches!(
-                g.node(u).op,
-                Op::MatMul {
-                    transpose_a: false,
-                    ..
-                }
-            ) && g.inputs(u)[0] == id
-                && g.inputs(u)[1] != id
-        })
-}
-
 /// Whether every reader of `id`, through layout-only ops, is a matmul.
 pub fn only_matmuls_read(g: &Graph, id: NodeId) -> bool {
     g.users(id).into_iter().all(|u| match g.node(u).op {
@@ -278,10 +253,6 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
         few_rows_read_in_place: in_place
             .into_iter()
             .filter(|&n| !stored_anyway(g, n) && only_matmuls_read(g, n))
-            .chain(
-                g.node_ids()
-                    .filter(|&n| gpu && norm_read_in_place_on_gpu(g, n)),
-            )
             .collect(),
     })
 }
