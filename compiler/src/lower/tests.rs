@@ -9,6 +9,16 @@ fn lowered(src: &str) -> Lowered {
     lower(&g, Schedule::for_vector_bits(256)).unwrap()
 }
 
+/// `g` lowered with the schedule of `target` (`cuda:sm_90`, `vulkan:spv1.3`, `cpu:...`).
+fn lowered_for(g: &kiln_ir::Graph, target: &str) -> Lowered {
+    let t: crate::Target = target.parse().unwrap();
+    lower(
+        g,
+        crate::pipeline::schedule_for(&t, &Default::default()).unwrap(),
+    )
+    .unwrap()
+}
+
 fn names(l: &Lowered) -> Vec<&str> {
     l.kernels.iter().map(|k| k.name.as_str()).collect()
 }
@@ -588,9 +598,7 @@ output \"z\" = %z
         ("seq", "vulkan:spv1.3"),
     ] {
         let g = kiln_ir::text::parse(&src(rows)).unwrap();
-        let t: crate::Target = target.parse().unwrap();
-        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-        let l = lower(&g, s).unwrap();
+        let l = lowered_for(&g, target);
         let shown: Vec<String> = l.kernels.iter().map(|k| k.to_string()).collect();
         // No kernel of its own for the sum: every matmul form writes it, adding `h`.
         assert!(
@@ -641,9 +649,7 @@ output \"y\" = %y
 ",
     )
     .unwrap();
-    let t: crate::Target = "cuda:sm_90".parse().unwrap();
-    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-    let k = lower(&g, s).unwrap().kernels.remove(0).to_string();
+    let k = lowered_for(&g, "cuda:sm_90").kernels.remove(0).to_string();
     assert!(k.contains("reduce_lanes_Sum"), "{k}");
     assert_eq!(
         k.matches("]x8").count(),
@@ -677,9 +683,7 @@ output \"k_new\" = %heads
         ("vulkan:spv1.3", true),
         ("cpu:x86-64-v3", false),
     ] {
-        let t: crate::Target = target.parse().unwrap();
-        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-        let l = lower(&g, s).unwrap();
+        let l = lowered_for(&g, target);
         let n = names(&l);
         assert!(
             !n.iter().any(|k| k.ends_with("_reshape")),
@@ -741,9 +745,7 @@ fn gpu_decode_down_projection_computes_swiglu_where_it_reads_it() {
 output \"y\" = %y
 ";
     let g = kiln_ir::text::parse(src).unwrap();
-    let t: crate::Target = "cuda:sm_90".parse().unwrap();
-    let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-    let l = lower(&g, s).unwrap();
+    let l = lowered_for(&g, "cuda:sm_90");
     let mul = l
         .launches
         .iter()
