@@ -125,11 +125,12 @@ fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
     !stored_anyway(g, id) && cheap(g, id, 2)
 }
 
-/// Whether every reader of `id`, through layout-only ops, is a matmul.
+/// Whether every reader of `id`, through layout-only ops, is a matmul (a view that is an
+/// output is read by the caller).
 pub fn only_matmuls_read(g: &Graph, id: NodeId) -> bool {
     g.users(id).into_iter().all(|u| match g.node(u).op {
         Op::MatMul { .. } => true,
-        ref op if is_view(op) => only_matmuls_read(g, u),
+        ref op if is_view(op) => !g.outputs.iter().any(|(_, o)| *o == u) && only_matmuls_read(g, u),
         _ => false,
     })
 }

@@ -770,3 +770,28 @@ output \"y\" = %y
         }
     }
 }
+
+#[test]
+fn a_value_returned_through_a_reshape_is_not_computed_in_place() {
+    // The concatenation is also an output (as heads): its kernel must run every step.
+    let g = kiln_ir::text::parse(
+        "kir 1
+%q = input \"q\" f32[seq,64]
+%c = input \"c\" f32[past,64]
+%k = input \"k\" f32[seq,64]
+%all = concat %c, %k axis=0
+%s = matmul %q, %all transpose_a=false transpose_b=true
+%heads = reshape %all shape=[past+seq,4,16]
+output \"s\" = %s
+output \"all\" = %heads
+",
+    )
+    .unwrap();
+    let l = lowered_for(&g, "cuda:sm_90");
+    let copy = l
+        .launches
+        .iter()
+        .find(|x| l.kernels[x.kernel].name.ends_with("_concat"))
+        .expect("the concatenation's kernel");
+    assert!(copy.guard.is_none(), "{:?}", copy.guard);
+}
