@@ -64,9 +64,12 @@ impl Operands {
     /// one vector load where A is a buffer read along K, else the elements one by one (a
     /// value the kernel computes in place, or a strided read).
     pub fn a_run(&self, ctx: &mut Ctx, row: Expr, k: Expr, lanes: u8) -> Result<Expr, LowerError> {
+        if lanes == 1 {
+            return self.a_at(ctx, row, k);
+        }
         let probe = ctx.fresh();
         let along = self.a_at(ctx, row.clone(), var(probe))?;
-        if lanes == 1 || along_k(&along, probe, lanes) {
+        if along_k(&along, probe, lanes) {
             return run_from(self.a_at(ctx, row, k)?, lanes);
         }
         let elems = (0..lanes as i64)
@@ -283,9 +286,6 @@ fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::
 /// `lanes` consecutive elements along K starting where `first` (an operand's value at one
 /// index, contiguous along K) reads: one vector load. Operands read this way are buffers.
 pub(super) fn run_from(first: Expr, lanes: u8) -> Result<Expr, LowerError> {
-    if lanes == 1 {
-        return Ok(first);
-    }
     let Expr::Load { buf, index, .. } = first else {
         return Err(LowerError::Internal(
             "a matmul operand read as a run along K is not a buffer".into(),

@@ -242,7 +242,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         grid: Vec::new(),
         next_var: 0,
         residual_addend: HashMap::new(),
-        few_rows_in_place: part.few_rows_read_in_place.clone(),
+        few_rows_in_place: part.few_rows_read_in_place,
         reading_few_rows: false,
     };
     for (node, kind) in part.buffers {
@@ -316,7 +316,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
 /// one of them always runs), `None` when no reader ever reads it.
 fn copy_needed(ctx: &Ctx, node: NodeId) -> Option<Option<Guard>> {
     let mut guard: Option<Option<Guard>> = None;
-    for reader in partition::matmuls_reading(ctx.graph, node) {
+    for reader in partition::matmul_readers(ctx.graph, node).unwrap_or_default() {
         for (form, g) in matmul::forms(ctx, reader) {
             if form == Some(matmul::Form::Dot) {
                 continue;

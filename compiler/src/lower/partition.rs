@@ -125,27 +125,20 @@ fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
     !stored_anyway(g, id) && cheap(g, id, 2)
 }
 
-/// Whether every reader of `id`, through layout-only ops, is a matmul (a view that is an
-/// output is read by the caller).
-pub fn only_matmuls_read(g: &Graph, id: NodeId) -> bool {
-    g.users(id).into_iter().all(|u| match g.node(u).op {
-        Op::MatMul { .. } => true,
-        ref op if is_view(op) => !g.outputs.iter().any(|(_, o)| *o == u) && only_matmuls_read(g, u),
-        _ => false,
-    })
-}
-
-/// The matmuls reading `id`, through layout-only ops.
-pub fn matmuls_reading(g: &Graph, id: NodeId) -> Vec<NodeId> {
+/// The matmuls reading `id`, through layout-only ops; none when anything else reads it (a
+/// view that is an output is read by the caller).
+pub fn matmul_readers(g: &Graph, id: NodeId) -> Option<Vec<NodeId>> {
     let mut out = Vec::new();
     for u in g.users(id) {
         match g.node(u).op {
             Op::MatMul { .. } => out.push(u),
-            ref op if is_view(op) => out.extend(matmuls_reading(g, u)),
-            _ => {}
+            ref op if is_view(op) && !g.outputs.iter().any(|(_, o)| *o == u) => {
+                out.extend(matmul_readers(g, u)?)
+            }
+            _ => return None,
         }
     }
-    out
+    Some(out)
 }
 
 /// `gpu`: the schedule is a GPU's (`read_in_place_on_gpu`).
@@ -250,10 +243,10 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
         computed,
         copies,
         residuals,
-        // Values something else also reads (several readers, an output) stay buffers.
+        // A value anything but a matmul reads must be in its buffer every step.
         few_rows_read_in_place: in_place
             .into_iter()
-            .filter(|&n| !stored_anyway(g, n) && only_matmuls_read(g, n))
+            .filter(|&n| matmul_readers(g, n).is_some())
             .collect(),
     })
 }

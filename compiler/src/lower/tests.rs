@@ -19,6 +19,20 @@ fn lowered_for(g: &kiln_ir::Graph, target: &str) -> Lowered {
     .unwrap()
 }
 
+/// The launch of the kernel whose name ends with `suffix` (`_concat`).
+fn launch_named<'l>(l: &'l Lowered, suffix: &str) -> &'l super::KernelLaunch {
+    l.launches
+        .iter()
+        .find(|x| l.kernels[x.kernel].name.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} kernel: {:?}", names(l)))
+}
+
+/// The launches writing the buffer the last launch writes (a matmul's forms).
+fn launches_of_last(l: &Lowered) -> Vec<&super::KernelLaunch> {
+    let out = l.launches.last().unwrap().args[0];
+    l.launches.iter().filter(|x| x.args[0] == out).collect()
+}
+
 fn names(l: &Lowered) -> Vec<&str> {
     l.kernels.iter().map(|k| k.name.as_str()).collect()
 }
@@ -696,11 +710,7 @@ output \"k_new\" = %heads
             "{target}: {:?}",
             l.buffers[projection.args[0]].kind
         );
-        let copy = l
-            .launches
-            .iter()
-            .find(|launch| l.kernels[launch.kernel].name.ends_with("_concat"))
-            .unwrap_or_else(|| panic!("{target}: {n:?}"));
+        let copy = launch_named(&l, "_concat");
         let copied = copy.args[0];
         assert_eq!(
             copy.guard.as_ref().map(|g| g.above),
@@ -708,12 +718,7 @@ output \"k_new\" = %heads
             "{target}"
         );
         // The scores' two forms write the last launch's buffer.
-        let scores_buffer = l.launches.last().unwrap().args[0];
-        let scores: Vec<_> = l
-            .launches
-            .iter()
-            .filter(|x| x.args[0] == scores_buffer)
-            .collect();
+        let scores = launches_of_last(&l);
         assert_eq!(scores.len(), 2, "{target}: {n:?}");
         for launch in scores {
             let few_rows = launch.guard.as_ref().is_some_and(|g| !g.above);
@@ -746,18 +751,10 @@ output \"y\" = %y
 ";
     let g = kiln_ir::text::parse(src).unwrap();
     let l = lowered_for(&g, "cuda:sm_90");
-    let mul = l
-        .launches
-        .iter()
-        .find(|x| l.kernels[x.kernel].name.ends_with("_mul"))
-        .expect("the product's kernel, for prefill");
+    let mul = launch_named(&l, "_mul");
     assert_eq!(mul.guard.as_ref().map(|g| g.above), Some(true));
     let product = mul.args[0];
-    let down: Vec<_> = l
-        .launches
-        .iter()
-        .filter(|x| x.args[0] == l.launches.last().unwrap().args[0])
-        .collect();
+    let down = launches_of_last(&l);
     assert_eq!(down.len(), 2);
     for launch in down {
         let k = l.kernels[launch.kernel].to_string();
@@ -788,10 +785,6 @@ output \"all\" = %heads
     )
     .unwrap();
     let l = lowered_for(&g, "cuda:sm_90");
-    let copy = l
-        .launches
-        .iter()
-        .find(|x| l.kernels[x.kernel].name.ends_with("_concat"))
-        .expect("the concatenation's kernel");
+    let copy = launch_named(&l, "_concat");
     assert!(copy.guard.is_none(), "{:?}", copy.guard);
 }
