@@ -120,6 +120,13 @@ if [ "$only_models" != 1 ]; then
 run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
 run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
+# VULKAN_VARIANTS="VAR=VAL ...": the Vulkan model tests again under each setting (to tell
+# which part of the driver's path a failure depends on: KILN_VULKAN_SUBGROUPS=0,
+# KILN_GPU_ORDER=serial, KILN_VULKAN_REPLAY=0).
+for v in ${VULKAN_VARIANTS:-}; do
+  (export "$v"; status=0
+   run_test "llama-vulkan-$v" llama_reference vulkan_matches_the_cpu_backend; exit $status) || status=1
+done
 # SKIP_KERNEL_BENCH=1 leaves out the kernel benchmarks (for runs about the models).
 if [ "${SKIP_KERNEL_BENCH:-0}" = 1 ]; then
   note "## kernel benchmarks skipped (SKIP_KERNEL_BENCH=1)"
@@ -227,8 +234,11 @@ for spec in $(echo "$models" | tr ',' ' '); do
           KILN_VULKAN_*) [ "${target%%:*}" = vulkan ] || continue ;;
         esac
         note "  with $ab:"
-        env "$ab" timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 \
-          >"$LOGS/model-$tag-${ab%%=*}.log" 2>&1 && tail -2 "$LOGS/model-$tag-${ab%%=*}.log" | tee -a "$report"
+        # Compiled again under the setting too, for the compiler's (KILN_NORMS_IN_PLACE).
+        env "$ab" timeout 400 $bin/kiln compile $m.gguf -t "$target" -o $m-ab.kiln -q \
+          >"$LOGS/compile-$tag-${ab%%=*}.log" 2>&1 &&
+          env "$ab" timeout 300 $bin/kiln bench $m-ab.kiln -p 512 -n 128 -r 3 \
+            >"$LOGS/model-$tag-${ab%%=*}.log" 2>&1 && tail -2 "$LOGS/model-$tag-${ab%%=*}.log" | tee -a "$report"
       done
     else
       rc=$?

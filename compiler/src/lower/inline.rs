@@ -115,6 +115,19 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
         value_at(ctx, ins[k], &broadcast_index(&s, idx))
     };
     Ok(match &n.op {
+        // Read by a dot product that scales its sums by the factor itself (`normalised`).
+        Op::RmsNorm { .. } if ctx.unscaled.contains_key(&node) => {
+            let x = value_at(ctx, ins[0], idx)?;
+            let w = value_at(ctx, ins[1], &idx[idx.len() - 1..])?;
+            bin(BOp::Mul, x, w)
+        }
+        Op::Softmax { .. } if ctx.unscaled.contains_key(&node) => {
+            let max = ctx.unscaled[&node].ok_or_else(|| {
+                LowerError::Internal("an unscaled softmax without its maximum".into())
+            })?;
+            let x = value_at(ctx, ins[0], idx)?;
+            un(UOp::Exp, bin(BOp::Sub, x, var(max)))
+        }
         Op::Const(t) if t.numel() == 1 => literal(n.dtype, t.data[0]),
         Op::Unary(u) => {
             let x = operand(ctx, 0)?;

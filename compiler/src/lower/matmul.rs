@@ -41,7 +41,7 @@ impl Operands {
         }
     }
 
-    fn batch_index(shape: &[Dim], nb: usize) -> Vec<Expr> {
+    pub fn batch_index(shape: &[Dim], nb: usize) -> Vec<Expr> {
         let own = shape.len() - 2;
         (0..own)
             .map(|d| {
@@ -60,22 +60,9 @@ impl Operands {
         value_at(ctx, self.a, &idx)
     }
 
-    /// `lanes` consecutive elements of A's row along K from `k` (a multiple of `lanes`):
-    /// one vector load where A is a buffer read along K, else the elements one by one (a
-    /// value the kernel computes in place, or a strided read).
+    /// `lanes` consecutive elements of A's row along K from `k` (`run_of`).
     pub fn a_run(&self, ctx: &mut Ctx, row: Expr, k: Expr, lanes: u8) -> Result<Expr, LowerError> {
-        if lanes == 1 {
-            return self.a_at(ctx, row, k);
-        }
-        let probe = ctx.fresh();
-        let along = self.a_at(ctx, row.clone(), var(probe))?;
-        if along_k(&along, probe, lanes) {
-            return run_from(self.a_at(ctx, row, k)?, lanes);
-        }
-        let elems = (0..lanes as i64)
-            .map(|l| self.a_at(ctx, row.clone(), add(k.clone(), i(l))))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Expr::Lanes(elems))
+        run_of(ctx, &mut |ctx, k| self.a_at(ctx, row.clone(), k), k, lanes)
     }
 
     pub fn b_at(&self, ctx: &mut Ctx, k: Expr, col: Expr) -> Result<Expr, LowerError> {
@@ -283,6 +270,29 @@ fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::
     }
 }
 
+/// `lanes` consecutive elements along K from `k` (a multiple of `lanes`) of the value `at`
+/// reads at an element: one vector load where that is a buffer read along K, else the
+/// elements one by one (a value the kernel computes in place, or a strided read).
+pub(super) fn run_of(
+    ctx: &mut Ctx,
+    at: &mut dyn FnMut(&mut Ctx, Expr) -> Result<Expr, LowerError>,
+    k: Expr,
+    lanes: u8,
+) -> Result<Expr, LowerError> {
+    if lanes == 1 {
+        return at(ctx, k);
+    }
+    let probe = ctx.fresh();
+    let along = at(ctx, var(probe))?;
+    if along_k(&along, probe, lanes) {
+        return run_from(at(ctx, k)?, lanes);
+    }
+    let elems = (0..lanes as i64)
+        .map(|l| at(ctx, add(k.clone(), i(l))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Expr::Lanes(elems))
+}
+
 /// `lanes` consecutive elements along K starting where `first` (an operand's value at one
 /// index, contiguous along K) reads: one vector load. Operands read this way are buffers.
 pub(super) fn run_from(first: Expr, lanes: u8) -> Result<Expr, LowerError> {
@@ -431,6 +441,7 @@ fn dot_kernel(
         .collect();
     let accs = tile_accs[0].clone();
     let activations = quantized_activations(ctx, ops);
+    let normalised = super::normalised::begin(ctx, ops, &row, &extent, gpu_lanes, &mut body)?;
     // The rows of B this point reads, and A's row prefix for each row of the tile.
     let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
     let tokens: Vec<Vec<Expr>> = tile_rows
@@ -607,12 +618,19 @@ fn dot_kernel(
             }
         }
     }
+    let sum = |acc: VarId| match &normalised {
+        Some(n) => n.scaled(acc),
+        None => var(acc),
+    };
+    if let Some(n) = &normalised {
+        body.push(super::normalised::finish(ctx, ops, n, &extent));
+    }
     for ((row, _), accs) in tile_rows.iter().zip(&tile_accs) {
         for ((col, _), &acc) in columns.iter().zip(accs) {
             let index = ops.c_index(ctx, row.clone(), col.clone());
             let store = Stmt::Store {
                 buf: out,
-                value: ops.result(var(acc), &index),
+                value: ops.result(sum(acc), &index),
                 index,
             };
             let mut inside = Vec::new();

@@ -18,6 +18,7 @@ pub use k_dot::applies as q8k_dot_applies;
 mod kernels;
 mod matmul;
 mod matrix;
+mod normalised;
 mod partition;
 mod prefetch;
 mod quantize;
@@ -122,6 +123,10 @@ pub struct Ctx<'g> {
     /// (`Partition::few_rows_read_in_place`), and whether the kernel being built is one.
     few_rows_in_place: std::collections::BTreeSet<NodeId>,
     reading_few_rows: bool,
+    /// Norms and softmaxes the current kernel reads without their scale (`x * weight`;
+    /// `e^(x - max)`, the max in the variable given), because it multiplies its sums by the
+    /// scale itself (`normalised`).
+    pub(super) unscaled: HashMap<NodeId, Option<crate::kernel::VarId>>,
 }
 
 impl<'g> Ctx<'g> {
@@ -151,10 +156,16 @@ impl<'g> Ctx<'g> {
         self.residual_addend.get(&matmul).copied()
     }
 
+    /// Whether the kernel being built computes `node` where it reads it rather than
+    /// loading its buffer (`Partition::few_rows_read_in_place`).
+    pub fn reads_in_place(&self, node: NodeId) -> bool {
+        self.reading_few_rows && self.few_rows_in_place.contains(&node)
+    }
+
     /// The current kernel's argument for a materialised node (added on first use); none
     /// for a buffer the current kernel computes in place instead.
     pub fn buffer_of(&mut self, node: NodeId) -> Option<crate::kernel::Buf> {
-        if self.reading_few_rows && self.few_rows_in_place.contains(&node) {
+        if self.reads_in_place(node) {
             return None;
         }
         let global = *self.node_buffer.get(&node)?;
@@ -244,6 +255,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         residual_addend: HashMap::new(),
         few_rows_in_place: part.few_rows_read_in_place,
         reading_few_rows: false,
+        unscaled: HashMap::new(),
     };
     for (node, kind) in part.buffers {
         let n = graph.node(node);

@@ -96,6 +96,26 @@ fn stored_anyway(g: &Graph, id: NodeId) -> bool {
         || (op.is_injective() && !is_view(op) && !is_decode(g, id) && g.users(id).len() > 1)
 }
 
+/// Whether `id` is stored, or an elementwise chain at most `depth` deep over stored
+/// values (through views): cheap for a kernel to compute where it reads it.
+fn cheap(g: &Graph, id: NodeId, depth: u32) -> bool {
+    let mut src = id;
+    while is_view(&g.node(src).op) {
+        src = g.inputs(src)[0];
+    }
+    if stored_anyway(g, src) {
+        return true;
+    }
+    let elementwise = matches!(
+        g.node(src).op,
+        Op::Concat { .. } | Op::Binary(_) | Op::Unary(_) | Op::Cast { .. }
+    );
+    depth > 0
+        && elementwise
+        && !is_decode(g, src)
+        && g.inputs(src).iter().all(|&i| cheap(g, i, depth - 1))
+}
+
 /// A matmul operand that GPU dot products over few rows (decode) compute where they read it
 /// rather than through a buffer: a concatenation (attention's cached keys or values and
 /// the new rows: a choice between two loads) or a short elementwise chain (SwiGLU's
@@ -105,24 +125,43 @@ fn stored_anyway(g: &Graph, id: NodeId) -> bool {
 /// for every element (11% slower prefill on an H200 with the concatenations), and on a
 /// CPU the dot products' vector loads would become gathers.
 fn read_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
-    fn cheap(g: &Graph, id: NodeId, depth: u32) -> bool {
-        let mut src = id;
-        while is_view(&g.node(src).op) {
-            src = g.inputs(src)[0];
-        }
-        if stored_anyway(g, src) {
-            return true;
-        }
-        let elementwise = matches!(
-            g.node(src).op,
-            Op::Concat { .. } | Op::Binary(_) | Op::Unary(_) | Op::Cast { .. }
-        );
-        depth > 0
-            && elementwise
-            && !is_decode(g, src)
-            && g.inputs(src).iter().all(|&i| cheap(g, i, depth - 1))
-    }
     !stored_anyway(g, id) && cheap(g, id, 2)
+}
+
+/// Whether GPU decode may compute RMS norms and softmaxes inside the dot products that
+/// read them (`normalised`); `KILN_NORMS_IN_PLACE=0` keeps their kernels (to tell whether
+/// a wrong result comes from this fusion, and to measure what it saves).
+fn norms_in_place() -> bool {
+    std::env::var("KILN_NORMS_IN_PLACE").as_deref() != Ok("0")
+}
+
+/// A normalisation that GPU dot products over few rows read without its buffer
+/// (`normalised`): an RMS norm of a stored row, or a softmax along the last axis of a
+/// cheap chain (attention's scaled and masked scores), every reader a matmul taking it,
+/// untransposed, as A (so the normalised axis is K). Each is a kernel of one or a few
+/// blocks on a decode layer's critical path: the two norms and the softmax of every layer.
+fn normalised_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
+    let n = g.node(id);
+    let input = match n.op {
+        Op::RmsNorm { .. } => stored_anyway(g, g.inputs(id)[0]),
+        Op::Softmax { axis } => axis + 1 == n.shape.len() && cheap(g, g.inputs(id)[0], 2),
+        _ => false,
+    };
+    let users = g.users(id);
+    input
+        && n.dtype == DType::F32
+        && !users.is_empty()
+        && !g.outputs.iter().any(|(_, o)| *o == id)
+        && users.iter().all(|&u| {
+            matches!(
+                g.node(u).op,
+                Op::MatMul {
+                    transpose_a: false,
+                    ..
+                }
+            ) && g.inputs(u)[0] == id
+                && g.inputs(u)[1] != id
+        })
 }
 
 /// The matmuls reading `id`, through layout-only ops; none when anything else reads it (a
@@ -247,6 +286,10 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
         few_rows_read_in_place: in_place
             .into_iter()
             .filter(|&n| matmul_readers(g, n).is_some())
+            .chain(
+                g.node_ids()
+                    .filter(|&n| gpu && norms_in_place() && normalised_in_place_on_gpu(g, n)),
+            )
             .collect(),
     })
 }

@@ -788,3 +788,69 @@ output \"all\" = %heads
     let copy = launch_named(&l, "_concat");
     assert!(copy.guard.is_none(), "{:?}", copy.guard);
 }
+
+/// A norm read as a projection's A, and a softmax read as attention's probabilities: GPU
+/// decode forms sum the unscaled row and scale their sums (`normalised`); the normalising
+/// kernel runs for prefill only. CPUs keep it.
+#[test]
+fn gpu_decode_dot_products_normalise_their_rows_themselves() {
+    let norm = "kir 1
+%x = input \"x\" f32[seq,64]
+%g = input \"g\" f32[64]
+%n = rms_norm %x, %g eps=0.00001
+%h = input \"w\" f16[1024,64]
+%w = cast %h dtype=f32
+%y = matmul %n, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let softmax = "kir 1
+%s = input \"s\" f32[4,seq,past]
+%m = input \"m\" f32[seq,past]
+%c = const f32[] [0.125]
+%scaled = mul %s, %c
+%masked = add %scaled, %m
+%p = softmax %masked axis=2
+%v = input \"v\" f32[4,past,64]
+%y = matmul %p, %v transpose_a=false transpose_b=false
+output \"y\" = %y
+";
+    // (graph, its normalising kernel, reductions in the decode form, how it scales): the
+    // norm's sum of squares and a block's four dot products; the softmax's maximum, its sum
+    // of exponentials and one dot product (too few outputs to give a block more).
+    let cases = [
+        (norm, "_rms_norm", 5, "(1.0f / sqrt("),
+        (softmax, "_softmax", 3, "reduce_Max"),
+    ];
+    for (src, kernel, reductions, scaling) in cases {
+        let g = kiln_ir::text::parse(src).unwrap();
+        for (target, gpu) in [
+            ("cuda:sm_90", true),
+            ("vulkan:spv1.3", true),
+            ("cpu:x86-64-v3", false),
+        ] {
+            let l = lowered_for(&g, target);
+            let own = launch_named(&l, kernel);
+            assert_eq!(
+                own.guard.as_ref().map(|g| g.above),
+                gpu.then_some(true),
+                "{target}"
+            );
+            let normed = own.args[0];
+            for launch in launches_of_last(&l) {
+                let k = l.kernels[launch.kernel].to_string();
+                let decode = launch.guard.as_ref().is_some_and(|g| !g.above);
+                assert_eq!(
+                    launch.args.contains(&normed),
+                    !(gpu && decode),
+                    "{target}: {k}"
+                );
+                if gpu && decode {
+                    // The factor's sum joins the dot products' reductions; the sums are
+                    // scaled after.
+                    assert_eq!(k.matches(" = reduce_").count(), reductions, "{k}");
+                    assert!(k.contains(scaling) && k.contains("(1.0f / "), "{k}");
+                }
+            }
+        }
+    }
+}
