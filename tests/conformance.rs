@@ -228,6 +228,25 @@ fn matmul_cases() -> Vec<Case> {
                 },
             ));
         }
+        // A projection read only by a rope of its heads (llama's queries and keys): the
+        // few-row form stores the pairs rotated (`partition::RopeEpilogue`; GPUs give a
+        // block two or four columns from 512 outputs), the many-row form leaves the
+        // rotation to the rope's kernel.
+        for rows in ["t", "seq"].into_iter().filter(|_| d == DType::F32) {
+            out.push(case(
+                format!("projection+rope {d} symbolic [{rows},32]x[1024,32]^T, 16 heads of 64"),
+                d,
+                &move |b, d| {
+                    let x = b.input("a", d, vec![Dim::sym(rows), Dim::from(32usize)])?;
+                    let w = b.input("b", d, [1024, 32])?;
+                    let pos = b.input("pos", DType::I32, vec![Dim::sym(rows)])?;
+                    let y = b.matmul_t(x, w, false, true)?;
+                    let heads =
+                        b.reshape(y, vec![Dim::sym(rows), 16usize.into(), 64usize.into()])?;
+                    b.rope(heads, pos, RopeLayout::Interleaved, 10000.0, 48)
+                },
+            ));
+        }
         // Shapes for GPU matrix units (half A times transposed half B, K a multiple of
         // 32): tiles partly past M and N, whole tiles, and a batch.
         for (m, k, n) in [(70, 96, 100), (128, 64, 64)] {

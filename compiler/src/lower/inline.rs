@@ -452,42 +452,74 @@ fn rope(
     let rotated = cmp(Cmp::Lt, d.clone(), i(rot));
     let partner = select(rotated.clone(), partner, d.clone());
     let (x, y) = (at(ctx, d)?, at(ctx, partner)?);
-    let inv_freq = un(
-        UOp::Exp,
-        bin(
-            BOp::Mul,
-            cast(Elem::F32, pair),
-            f((-2.0 * theta.ln() / rot as f64) as f32),
-        ),
-    );
-    let (a, vx, vy, vc, vs) = (
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-    );
-    let out_first = bin(
-        BOp::Sub,
-        bin(BOp::Mul, var(vx), var(vc)),
-        bin(BOp::Mul, var(vy), var(vs)),
-    );
-    let out_second = bin(
-        BOp::Add,
-        bin(BOp::Mul, var(vx), var(vc)),
-        bin(BOp::Mul, var(vy), var(vs)),
-    );
-    let value = select(rotated, select(first, out_first, out_second), var(vx));
-    // The angle's cosine and sine bound once: each is a polynomial of some twenty
-    // instructions, which both arms of the select would otherwise evaluate again.
-    let value = let_in(
-        vc,
-        un(UOp::Cos, var(a)),
-        let_in(vs, un(UOp::Sin, var(a)), value),
-    );
-    Ok(let_in(
-        vx,
-        x,
-        let_in(vy, y, let_in(a, bin(BOp::Mul, pos, inv_freq), value)),
-    ))
+    let turn = Rotation {
+        pos,
+        pair,
+        first,
+        rotated,
+        theta,
+        rot,
+    };
+    Ok(turn.of(ctx, x, y))
+}
+
+/// One element of a rope's output from the element `x` and its pair's other element `y`.
+pub struct Rotation {
+    /// The token's position (f32).
+    pub pos: Expr,
+    /// The pair's index within the rotated dimensions.
+    pub pair: Expr,
+    /// Whether `x` is the first of its pair.
+    pub first: Expr,
+    /// Whether `x` is among the rotated dimensions (else it passes through).
+    pub rotated: Expr,
+    pub theta: f64,
+    pub rot: i64,
+}
+
+impl Rotation {
+    pub fn of(self, ctx: &mut Ctx, x: Expr, y: Expr) -> Expr {
+        let inv_freq = un(
+            UOp::Exp,
+            bin(
+                BOp::Mul,
+                cast(Elem::F32, self.pair),
+                f((-2.0 * self.theta.ln() / self.rot as f64) as f32),
+            ),
+        );
+        let (a, vx, vy, vc, vs) = (
+            ctx.fresh(),
+            ctx.fresh(),
+            ctx.fresh(),
+            ctx.fresh(),
+            ctx.fresh(),
+        );
+        let out_first = bin(
+            BOp::Sub,
+            bin(BOp::Mul, var(vx), var(vc)),
+            bin(BOp::Mul, var(vy), var(vs)),
+        );
+        let out_second = bin(
+            BOp::Add,
+            bin(BOp::Mul, var(vx), var(vc)),
+            bin(BOp::Mul, var(vy), var(vs)),
+        );
+        let value = select(
+            self.rotated,
+            select(self.first, out_first, out_second),
+            var(vx),
+        );
+        // The angle's cosine and sine bound once: each is a polynomial of some twenty
+        // instructions, which both arms of the select would otherwise evaluate again.
+        let value = let_in(
+            vc,
+            un(UOp::Cos, var(a)),
+            let_in(vs, un(UOp::Sin, var(a)), value),
+        );
+        let_in(
+            vx,
+            x,
+            let_in(vy, y, let_in(a, bin(BOp::Mul, self.pos, inv_freq), value)),
+        )
+    }
 }

@@ -30,6 +30,9 @@ pub(super) struct Operands {
     /// A buffer of C's shape added to the products as they are stored (a residual
     /// connection folded into the matmul: `partition::Residual`).
     pub addend: Option<Buf>,
+    /// The rope whose buffer this kernel writes, its pairs rotated as they are stored
+    /// (`partition::RopeEpilogue`; the few-row form only).
+    pub rope: Option<NodeId>,
 }
 
 impl Operands {
@@ -211,16 +214,6 @@ fn matmul_in(
     name: String,
     form: Option<Form>,
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
-    let out = ctx.begin(node);
-    let addend = match ctx.residual_addend(node) {
-        Some(x) => Some(
-            ctx.buffer_of(x)
-                .ok_or_else(|| LowerError::Internal("a residual's addend has no buffer".into()))?,
-        ),
-        None => None,
-    };
-    let ins = ctx.graph.inputs(node);
-    let out_shape = ctx.graph.node(node).shape.clone();
     let form = form.unwrap_or(if tb && small_m_shape(ctx, node) {
         Form::Dot
     } else if tb && !ta && byte_tiles(ctx, node) {
@@ -228,16 +221,19 @@ fn matmul_in(
     } else {
         Form::General
     });
+    let rope = ctx.rope_epilogue(node).filter(|_| form == Form::Dot);
+    let out = ctx.begin(rope.unwrap_or(node));
+    let addend = match ctx.residual_addend(node) {
+        Some(x) => Some(
+            ctx.buffer_of(x)
+                .ok_or_else(|| LowerError::Internal("a residual's addend has no buffer".into()))?,
+        ),
+        None => None,
+    };
     let ops = Operands {
-        a: ins[0],
-        b: ins[1],
-        ta,
-        tb,
-        a_shape: ctx.graph.node(ins[0]).shape.clone(),
-        b_shape: ctx.graph.node(ins[1]).shape.clone(),
-        nb: out_shape.len() - 2,
-        out_shape,
         addend,
+        rope,
+        ..Operands::of(ctx, node, ta, tb)
     };
     if let (Form::General, Some(op)) = (form, super::matrix::applies(ctx, &ops)) {
         return super::matrix::kernel(ctx, &ops, out, name, op);
@@ -247,6 +243,42 @@ fn matmul_in(
     } else {
         tiled_kernel(ctx, &ops, out, name)
     }
+}
+
+impl Operands {
+    /// The operands of matmul `node`, nothing folded into it.
+    fn of(ctx: &Ctx, node: NodeId, ta: bool, tb: bool) -> Operands {
+        let ins = ctx.graph.inputs(node);
+        let out_shape = ctx.graph.node(node).shape.clone();
+        Operands {
+            a: ins[0],
+            b: ins[1],
+            ta,
+            tb,
+            a_shape: ctx.graph.node(ins[0]).shape.clone(),
+            b_shape: ctx.graph.node(ins[1]).shape.clone(),
+            nb: out_shape.len() - 2,
+            out_shape,
+            addend: None,
+            rope: None,
+        }
+    }
+}
+
+/// Whether the few-row form of matmul `node` holds both outputs of every adjacent pair of
+/// columns in one grid point, with `dim` (a rope's head width) a multiple of its columns:
+/// what a rope folded into it needs (`partition::RopeEpilogue`).
+pub fn dot_holds_pairs(ctx: &mut Ctx, node: NodeId, dim: i64) -> Result<bool, LowerError> {
+    let kiln_ir::Op::MatMul {
+        transpose_a,
+        transpose_b,
+    } = ctx.graph.node(node).op
+    else {
+        return Ok(false);
+    };
+    let ops = Operands::of(ctx, node, transpose_a, transpose_b);
+    let cols = columns(ctx, &ops, Form::Dot)?.cols;
+    Ok(cols % 2 == 0 && dim % cols == 0)
 }
 
 /// LLM decode shapes: a handful of rows (tokens) against a weight matrix.
@@ -367,13 +399,15 @@ fn clamped(first: Expr, count: i64, bound: &Expr) -> Vec<(Expr, Expr)> {
         .collect()
 }
 
-fn dot_kernel(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    out: Buf,
-    name: String,
-    form: Form,
-) -> Result<(Kernel, Vec<usize>), LowerError> {
+/// How a dot kernel splits its outputs: `cols` columns of a row per grid point (a block on
+/// GPUs), with the GPU forms' elements per step along K.
+struct Columns {
+    cols: i64,
+    gpu_lanes: Option<u8>,
+    unit_lanes: u8,
+}
+
+fn columns(ctx: &mut Ctx, ops: &Operands, form: Form) -> Result<Columns, LowerError> {
     let nb = ops.nb;
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
     // Many rows (prefill) keep a thread per output on GPUs: neighbouring threads read
@@ -406,6 +440,27 @@ fn dot_kernel(
     } else {
         1
     };
+    Ok(Columns {
+        cols,
+        gpu_lanes,
+        unit_lanes,
+    })
+}
+
+fn dot_kernel(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    out: Buf,
+    name: String,
+    form: Form,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
+    let nb = ops.nb;
+    let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
+    let Columns {
+        cols,
+        gpu_lanes,
+        unit_lanes,
+    } = columns(ctx, ops, form)?;
     let tiles = if form == Form::DotTiles {
         tile_rows(ctx)
     } else {
@@ -626,11 +681,20 @@ fn dot_kernel(
         body.push(super::normalised::finish(ctx, ops, n, &extent));
     }
     for ((row, _), accs) in tile_rows.iter().zip(&tile_accs) {
-        for ((col, _), &acc) in columns.iter().zip(accs) {
+        for (j, ((col, _), &acc)) in columns.iter().zip(accs).enumerate() {
             let index = ops.c_index(ctx, row.clone(), col.clone());
+            let value = match ops.rope {
+                // Column `j` and its pair's other one, `j ^ 1`, are both in this block.
+                Some(rope) => {
+                    let pair = (sum(acc), sum(accs[j ^ 1]));
+                    let first = &columns[j & !1].0;
+                    rotated(ctx, rope, row, first, j % 2 == 0, pair)?
+                }
+                None => ops.result(sum(acc), &index),
+            };
             let store = Stmt::Store {
                 buf: out,
-                value: ops.result(sum(acc), &index),
+                value,
                 index,
             };
             let mut inside = Vec::new();
@@ -653,6 +717,41 @@ fn dot_kernel(
         .map_or(1, |k| (8192 / (k * cols * tiles).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
     Ok(ctx.finish(name, grid, body, chunk))
+}
+
+/// What a projection folding `rope` in (`partition::RopeEpilogue`) stores at a column of
+/// `row` whose pair starts at column `pair_col`: its product `x` rotated with `y`, the
+/// product of the pair's other column (`first`: `x` is the pair's first), as the rope's
+/// own kernel would. Both columns of a pair compute the same angle, once after LLVM.
+fn rotated(
+    ctx: &mut Ctx,
+    rope: NodeId,
+    row: &Expr,
+    pair_col: &Expr,
+    first: bool,
+    (x, y): (Expr, Expr),
+) -> Result<Expr, LowerError> {
+    let n = ctx.graph.node(rope).clone();
+    let kiln_ir::Op::Rope {
+        theta, rot_dims, ..
+    } = n.op
+    else {
+        return Err(LowerError::Internal(
+            "a rope epilogue without its rope".into(),
+        ));
+    };
+    let dim = dim_expr(ctx, &n.shape[n.shape.len() - 1]);
+    let d = rem(pair_col.clone(), dim);
+    let pos = value_at(ctx, ctx.graph.inputs(rope)[1], std::slice::from_ref(row))?;
+    let turn = super::inline::Rotation {
+        pos: cast(crate::kernel::Elem::F32, pos),
+        pair: div(d.clone(), i(2)),
+        first: cmp(Cmp::Eq, i(if first { 0 } else { 1 }), i(0)),
+        rotated: cmp(Cmp::Lt, d, i(rot_dims as i64)),
+        theta,
+        rot: rot_dims as i64,
+    };
+    Ok(turn.of(ctx, x, y))
 }
 
 /// Elements along K each step of a GPU dot product reads from both rows, when both

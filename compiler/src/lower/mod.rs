@@ -119,6 +119,7 @@ pub struct Ctx<'g> {
     next_var: VarId,
     /// Matmuls that add another buffer as they store (`partition::Residual`): the addend.
     residual_addend: HashMap<NodeId, NodeId>,
+    rope_epilogue: HashMap<NodeId, NodeId>,
     /// Buffers the few-row dot products compute in place
     /// (`Partition::few_rows_read_in_place`), and whether the kernel being built is one.
     few_rows_in_place: std::collections::BTreeSet<NodeId>,
@@ -154,6 +155,12 @@ impl<'g> Ctx<'g> {
     /// folded into the matmul: `partition::Residual`).
     pub fn residual_addend(&self, matmul: NodeId) -> Option<NodeId> {
         self.residual_addend.get(&matmul).copied()
+    }
+
+    /// The rope a matmul's few-row form stores its results rotated for
+    /// (`partition::RopeEpilogue`), where the lowering folded one in.
+    pub fn rope_epilogue(&self, matmul: NodeId) -> Option<NodeId> {
+        self.rope_epilogue.get(&matmul).copied()
     }
 
     /// Whether the kernel being built computes `node` where it reads it rather than
@@ -253,6 +260,7 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         grid: Vec::new(),
         next_var: 0,
         residual_addend: HashMap::new(),
+        rope_epilogue: HashMap::new(),
         few_rows_in_place: part.few_rows_read_in_place,
         reading_few_rows: false,
         unscaled: HashMap::new(),
@@ -274,6 +282,23 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         ctx.residual_addend.insert(r.matmul, r.addend);
         matmul_of_sum.insert(r.sum, r.matmul);
     }
+    // Ropes folded into their projection's few-row form where its grid points hold whole
+    // pairs: the rope's own kernel runs with the projection's other forms.
+    let mut folded_ropes = HashMap::new();
+    for r in &part.rope_epilogues {
+        let dim = graph.node(r.rope).shape.last().and_then(|d| d.as_known());
+        let has_dot = matmul::forms(&ctx, r.matmul)
+            .iter()
+            .any(|(f, _)| *f == Some(matmul::Form::Dot));
+        let Some(dim) = dim.filter(|_| has_dot) else {
+            continue;
+        };
+        if matmul::dot_holds_pairs(&mut ctx, r.matmul, dim)? {
+            let guard = many_row_guard(&ctx, [r.matmul]);
+            ctx.rope_epilogue.insert(r.matmul, r.rope);
+            folded_ropes.insert(r.rope, guard);
+        }
+    }
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
     for node in part.computed {
@@ -284,6 +309,9 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
                 Some(guard) => vec![(None, guard)],
                 None => Vec::new(),
             };
+        }
+        if let Some(guard) = folded_ropes.get(&node) {
+            forms = guard.iter().map(|g| (None, g.clone())).collect();
         }
         for (form, guard) in forms {
             let name = format!("k{}_{}", kernels.len(), graph.node(node).op.name());
@@ -327,9 +355,18 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
 /// written: `Some(guard)` for the launches of its readers' other forms (`Some(None)` when
 /// one of them always runs), `None` when no reader ever reads it.
 fn copy_needed(ctx: &Ctx, node: NodeId) -> Option<Option<Guard>> {
+    many_row_guard(
+        ctx,
+        partition::matmul_readers(ctx.graph, node).unwrap_or_default(),
+    )
+}
+
+/// The guard under which any of `matmuls`' forms other than the few-row one runs:
+/// `Some(None)` when one always runs, `None` when there is none.
+fn many_row_guard(ctx: &Ctx, matmuls: impl IntoIterator<Item = NodeId>) -> Option<Option<Guard>> {
     let mut guard: Option<Option<Guard>> = None;
-    for reader in partition::matmul_readers(ctx.graph, node).unwrap_or_default() {
-        for (form, g) in matmul::forms(ctx, reader) {
+    for matmul in matmuls {
+        for (form, g) in matmul::forms(ctx, matmul) {
             if form == Some(matmul::Form::Dot) {
                 continue;
             }

@@ -20,6 +20,50 @@ pub struct Partition {
     /// place (`read_in_place_on_gpu`); the many-row forms still read the buffer, whose
     /// kernel runs only when one of them does.
     pub few_rows_read_in_place: BTreeSet<NodeId>,
+    /// Projections whose one reader rotates them (`rope_epilogue`); the lowering folds the
+    /// rotation into the few-row form where its blocks hold whole pairs.
+    pub rope_epilogues: Vec<RopeEpilogue>,
+}
+
+/// A matmul `[rows, heads * dim]` read only by a rope of it as `[rows, heads, dim]` with
+/// adjacent pairs (llama's layout): a dot product computing both outputs of a pair can
+/// store them rotated into the rope's buffer, so decode attention waits for the
+/// projection only. `matmul` keeps its buffer for the other forms, whose results the rope's
+/// kernel rotates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RopeEpilogue {
+    pub matmul: NodeId,
+    pub rope: NodeId,
+}
+
+/// The rope epilogue `rope` is, if it is one (`RopeEpilogue`).
+fn rope_epilogue(g: &Graph, rope: NodeId) -> Option<RopeEpilogue> {
+    let n = g.node(rope);
+    let Op::Rope {
+        layout: kiln_ir::RopeLayout::Interleaved,
+        rot_dims,
+        ..
+    } = n.op
+    else {
+        return None;
+    };
+    let view = g.inputs(rope)[0];
+    if !matches!(g.node(view).op, Op::Reshape { .. }) || g.users(view) != [rope] {
+        return None;
+    }
+    let matmul = g.inputs(view)[0];
+    let m = g.node(matmul);
+    let dim = n.shape.last()?.as_known()?;
+    let fits = matches!(m.op, Op::MatMul { .. })
+        && m.shape.len() == 2
+        && n.shape.len() == 3
+        && m.dtype == DType::F32
+        && n.dtype == DType::F32
+        && dim % 2 == 0
+        && rot_dims % 2 == 0
+        && g.users(matmul) == [view]
+        && !g.outputs.iter().any(|(_, o)| *o == matmul || *o == view);
+    fits.then_some(RopeEpilogue { matmul, rope })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,5 +335,6 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
                     .filter(|&n| gpu && norms_in_place() && normalised_in_place_on_gpu(g, n)),
             )
             .collect(),
+        rope_epilogues: g.node_ids().filter_map(|n| rope_epilogue(g, n)).collect(),
     })
 }

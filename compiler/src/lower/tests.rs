@@ -854,3 +854,48 @@ output \"y\" = %y
         }
     }
 }
+
+/// A projection read only by a rope of its heads (llama's queries and keys, adjacent
+/// pairs): the few-row form stores the rope's buffer, pairs rotated, and reads no buffer
+/// of the rope's; the rope's kernel runs with the many-row form. Neox pairs are a head
+/// apart, never in one block: they keep the rope's kernel in decode.
+#[test]
+fn decode_projections_store_their_heads_rotated() {
+    for (layout, folds) in [("interleaved", true), ("neox", false)] {
+        let g = kiln_ir::text::parse(&format!(
+            "kir 1
+%x = input \"x\" f32[seq,32]
+%w = input \"w\" f32[1024,32]
+%p = input \"pos\" i32[seq]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+%h = reshape %y shape=[seq,16,64]
+%r = rope %h, %p rot_dims=48 theta=10000 layout={layout}
+output \"r\" = %r
+"
+        ))
+        .unwrap();
+        for target in ["cuda:sm_90", "vulkan:spv1.3", "cpu:x86-64-v3"] {
+            let l = lowered_for(&g, target);
+            let rope = launch_named(&l, "_rope");
+            let rotated = rope.args[0];
+            let decode = l
+                .launches
+                .iter()
+                .find(|x| {
+                    l.kernels[x.kernel].name.ends_with("_matmul")
+                        && x.guard.as_ref().is_some_and(|g| !g.above)
+                })
+                .expect("the few-row form");
+            let k = l.kernels[decode.kernel].to_string();
+            assert_eq!(decode.args[0] == rotated, folds, "{layout} {target}: {k}");
+            assert_eq!(
+                rope.guard.as_ref().map(|g| g.above),
+                folds.then_some(true),
+                "{layout} {target}"
+            );
+            if folds {
+                assert!(k.contains("cos") || k.contains("0.63661975f"), "{k}");
+            }
+        }
+    }
+}
