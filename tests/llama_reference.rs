@@ -720,6 +720,37 @@ fn matches_the_cpu_backend(gpu: &str) {
     assert!(failed.is_empty(), "{}", failed.join("; "));
 }
 
+/// Generation starts from an empty KV cache, and no kernel reads outside its buffers then:
+/// with every allocation of 4 KiB or more in a mapping of its own (glibc's malloc
+/// tunable), a read before or past one faults. The concatenation of an empty cache and the
+/// new rows once read row -1 of the cache (an index clamped to `len - 1`), which crashed
+/// `kiln bench -p 64` on a 125m model whose cache storage was mapped on its own.
+#[test]
+fn generation_from_an_empty_cache_stays_inside_its_buffers() {
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    for name in [
+        "tiny-llama-F32",
+        "tiny-llama-Q8_0",
+        "tiny-qwen2-F32",
+        "tiny-gpt2-Q8_0",
+    ] {
+        let (_, art) = compiled(&dir.path().join(format!("{name}.gguf")));
+        let r = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("run")
+            .arg(&art)
+            .args(["--tokens", "1,17,42,5,9,11,30,2", "-n", "4"])
+            .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4096")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{name}: {:?} {err}", r.status);
+    }
+}
+
 /// `kiln run model.gguf` compiles for this machine once, caches the artifact, and generates
 /// what the compiled artifact generates.
 #[test]

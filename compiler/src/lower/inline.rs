@@ -385,7 +385,9 @@ fn pow(ctx: &mut Ctx, x: Expr, y: Expr, elem: Elem) -> Expr {
 fn concat(ctx: &mut Ctx, ins: &[NodeId], axis: usize, idx: &[Expr]) -> Result<Expr, LowerError> {
     // Walk operands from the last: value = idx < offset_k ? (earlier operands) : operand k.
     // Every operand's index is clamped into range because both sides of a select are
-    // evaluated (vector code loads both).
+    // evaluated (vector code loads both); never below 0, even for an empty operand (a
+    // decoder's cache before the first token), whose read of index 0 is discarded:
+    // index -1 read before the buffer, outside its allocation.
     let sizes: Vec<Dim> = ins
         .iter()
         .map(|&n| ctx.graph.node(n).shape[axis].clone())
@@ -399,7 +401,7 @@ fn concat(ctx: &mut Ctx, ins: &[NodeId], axis: usize, idx: &[Expr]) -> Result<Ex
         let mut src = idx.to_vec();
         let local = sub(idx[axis].clone(), dim_expr(ctx, &offsets[k]));
         let last = sub(dim_expr(ctx, &sizes[k]), i(1));
-        src[axis] = min(max(local, i(0)), last);
+        src[axis] = max(min(local, last), i(0));
         let here = value_at(ctx, n, &src)?;
         value = Some(match value {
             None => here,

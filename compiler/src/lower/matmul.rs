@@ -277,7 +277,7 @@ pub fn dot_holds_pairs(ctx: &mut Ctx, node: NodeId, dim: i64) -> Result<bool, Lo
         return Ok(false);
     };
     let ops = Operands::of(ctx, node, transpose_a, transpose_b);
-    let cols = columns(ctx, &ops, Form::Dot)?.cols;
+    let cols = columns(ctx, &ops, Form::Dot, true)?.cols;
     Ok(cols % 2 == 0 && dim % cols == 0)
 }
 
@@ -407,7 +407,9 @@ struct Columns {
     unit_lanes: u8,
 }
 
-fn columns(ctx: &mut Ctx, ops: &Operands, form: Form) -> Result<Columns, LowerError> {
+/// `pairs`: at least two columns where the form can give a grid point several (a rope
+/// folded in needs both columns of each pair).
+fn columns(ctx: &mut Ctx, ops: &Operands, form: Form, pairs: bool) -> Result<Columns, LowerError> {
     let nb = ops.nb;
     let vector = if ops.ta { 1 } else { ctx.schedule.lanes };
     // Many rows (prefill) keep a thread per output on GPUs: neighbouring threads read
@@ -436,7 +438,7 @@ fn columns(ctx: &mut Ctx, ops: &Operands, form: Form) -> Result<Columns, LowerEr
             .chain([&ops.out_shape[nb + 1]])
             .map(|d| d.as_known())
             .product::<Option<i64>>();
-        gpu_dot_columns(outputs)
+        gpu_dot_columns(outputs).max(if pairs { 2 } else { 1 })
     } else {
         1
     };
@@ -460,7 +462,7 @@ fn dot_kernel(
         cols,
         gpu_lanes,
         unit_lanes,
-    } = columns(ctx, ops, form)?;
+    } = columns(ctx, ops, form, ops.rope.is_some())?;
     let tiles = if form == Form::DotTiles {
         tile_rows(ctx)
     } else {
