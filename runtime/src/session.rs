@@ -606,8 +606,20 @@ enum Staged {
 /// slots and weights are 64-byte aligned.
 pub const IO_ALIGN: usize = 16;
 
+/// Zeroed bytes an empty input is bound to. Kernels read index 0 of an empty operand of a
+/// concatenation and discard it (vector code evaluates both sides of the select: a
+/// decoder's first run, its cache empty), so an empty input must be readable for a row;
+/// a cache row is a few KiB.
+const EMPTY_READABLE: usize = 64 << 10;
+
 impl Staged {
     fn input(buf: &HostBuffer) -> Result<Staged, RuntimeError> {
+        if buf.bytes.is_empty() {
+            return Ok(Staged::Aligned(AlignedBuf::zeroed(
+                EMPTY_READABLE,
+                "an empty input",
+            )?));
+        }
         if (buf.bytes.as_ptr() as usize).is_multiple_of(IO_ALIGN) {
             return Ok(Staged::Borrowed(buf.bytes.as_ptr().cast_mut()));
         }
@@ -650,5 +662,25 @@ impl Staged {
             Staged::Owned(v) => v,
             Staged::Aligned(a) => a.as_slice().to_vec(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty input (a cache before the first token) is bound to zeroed memory kernels
+    /// may read a row of: index 0 of an empty concatenation operand is read and discarded.
+    #[test]
+    fn empty_inputs_are_readable_for_a_row() {
+        let empty = HostBuffer {
+            dtype: kiln_ir::DType::F32,
+            shape: vec![0, 8, 64],
+            bytes: Vec::new(),
+        };
+        let mut staged = Staged::input(&empty).unwrap();
+        // SAFETY: `Staged::input` binds an empty input to EMPTY_READABLE zeroed bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(staged.ptr(), EMPTY_READABLE) };
+        assert!(bytes.iter().all(|&b| b == 0));
     }
 }

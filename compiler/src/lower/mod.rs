@@ -119,6 +119,8 @@ pub struct Ctx<'g> {
     next_var: VarId,
     /// Matmuls that add another buffer as they store (`partition::Residual`): the addend.
     residual_addend: HashMap<NodeId, NodeId>,
+    /// Matmuls whose few-row form stores a rope of them, rotated (`partition::RopeEpilogue`,
+    /// where the form holds whole pairs): the rope.
     rope_epilogue: HashMap<NodeId, NodeId>,
     /// Buffers the few-row dot products compute in place
     /// (`Partition::few_rows_read_in_place`), and whether the kernel being built is one.

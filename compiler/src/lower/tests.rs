@@ -33,6 +33,13 @@ fn launches_of_last(l: &Lowered) -> Vec<&super::KernelLaunch> {
     l.launches.iter().filter(|x| x.args[0] == out).collect()
 }
 
+/// A target of each kind, and whether it is a GPU's.
+const TARGETS: [(&str, bool); 3] = [
+    ("cuda:sm_90", true),
+    ("vulkan:spv1.3", true),
+    ("cpu:x86-64-v3", false),
+];
+
 fn names(l: &Lowered) -> Vec<&str> {
     l.kernels.iter().map(|k| k.name.as_str()).collect()
 }
@@ -692,11 +699,7 @@ output \"s\" = %s
 output \"k_new\" = %heads
 ";
     let g = kiln_ir::text::parse(src).unwrap();
-    for (target, gpu) in [
-        ("cuda:sm_90", true),
-        ("vulkan:spv1.3", true),
-        ("cpu:x86-64-v3", false),
-    ] {
+    for (target, gpu) in TARGETS {
         let l = lowered_for(&g, target);
         let n = names(&l);
         assert!(
@@ -823,11 +826,7 @@ output \"y\" = %y
     ];
     for (src, kernel, reductions, scaling) in cases {
         let g = kiln_ir::text::parse(src).unwrap();
-        for (target, gpu) in [
-            ("cuda:sm_90", true),
-            ("vulkan:spv1.3", true),
-            ("cpu:x86-64-v3", false),
-        ] {
+        for (target, gpu) in TARGETS {
             let l = lowered_for(&g, target);
             let own = launch_named(&l, kernel);
             assert_eq!(
@@ -874,7 +873,7 @@ output \"r\" = %r
 "
         ))
         .unwrap();
-        for target in ["cuda:sm_90", "vulkan:spv1.3", "cpu:x86-64-v3"] {
+        for (target, _) in TARGETS {
             let l = lowered_for(&g, target);
             let rope = launch_named(&l, "_rope");
             let rotated = rope.args[0];
