@@ -25,11 +25,11 @@ pub struct Partition {
     pub rope_epilogues: Vec<RopeEpilogue>,
 }
 
-/// A matmul `[rows, heads * dim]` read only by a rope of it as `[rows, heads, dim]` with
-/// adjacent pairs (llama's layout): a dot product computing both outputs of a pair can
-/// store them rotated into the rope's buffer, so decode attention waits for the
-/// projection only. `matmul` keeps its buffer for the other forms, whose results the rope's
-/// kernel rotates.
+/// A matmul `[rows, heads * dim]` read only by a rope of it as `[rows, heads, dim]` (the
+/// rows kept: the rope's positions index them) with adjacent pairs (llama's layout): a dot
+/// product computing both outputs of a pair can store them rotated into the rope's buffer,
+/// so decode attention waits for the projection only. `matmul` keeps its buffer for the
+/// other forms, whose results the rope's kernel rotates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RopeEpilogue {
     pub matmul: NodeId,
@@ -57,6 +57,7 @@ fn rope_epilogue(g: &Graph, rope: NodeId) -> Option<RopeEpilogue> {
     let fits = matches!(m.op, Op::MatMul { .. })
         && m.shape.len() == 2
         && n.shape.len() == 3
+        && n.shape[0] == m.shape[0]
         && m.dtype == DType::F32
         && n.dtype == DType::F32
         && dim % 2 == 0
