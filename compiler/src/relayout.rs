@@ -40,7 +40,7 @@ pub fn relaid(g: &Graph) -> Result<(Graph, Vec<Relaid>), IrError> {
             continue;
         };
         let Some(to) = from.relaid() else { continue };
-        let is_output = g.outputs.iter().any(|(_, n)| *n == p);
+        let is_output = g.is_output(p);
         if is_output || formats.iter().any(|f| *f != Some(from)) {
             continue;
         }

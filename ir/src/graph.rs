@@ -94,6 +94,11 @@ impl Graph {
         edges.into_iter().map(|(_, n)| n).collect()
     }
 
+    /// Whether the graph returns `id` (under any name).
+    pub fn is_output(&self, id: NodeId) -> bool {
+        self.outputs.iter().any(|(_, o)| *o == id)
+    }
+
     /// Nodes that read `id` (once per use).
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
         self.dag

@@ -63,7 +63,8 @@ fn rope_epilogue(g: &Graph, rope: NodeId) -> Option<RopeEpilogue> {
         && dim % 2 == 0
         && rot_dims % 2 == 0
         && g.users(matmul) == [view]
-        && !g.outputs.iter().any(|(_, o)| *o == matmul || *o == view);
+        && !g.is_output(matmul)
+        && !g.is_output(view);
     fits.then_some(RopeEpilogue { matmul, rope })
 }
 
@@ -92,7 +93,7 @@ fn residual(g: &Graph, kind: &BTreeMap<NodeId, BufferKind>, sum: NodeId) -> Opti
     };
     let (m, a) = (g.node(matmul), g.node(addend));
     let fits = m.shape == n.shape && a.shape == n.shape && m.dtype == DType::F32;
-    let alone = g.users(matmul) == [sum] && !g.outputs.iter().any(|(_, o)| *o == matmul);
+    let alone = g.users(matmul) == [sum] && !g.is_output(matmul);
     let stored = matches!(
         kind.get(&addend),
         Some(BufferKind::Temp | BufferKind::Input(_) | BufferKind::Output(_))
@@ -137,7 +138,7 @@ fn stored_anyway(g: &Graph, id: NodeId) -> bool {
     let op = &g.node(id).op;
     matches!(op, Op::Input { .. } | Op::Param { .. } | Op::Const(_))
         || is_reduction_like(op)
-        || g.outputs.iter().any(|(_, o)| *o == id)
+        || g.is_output(id)
         || (op.is_injective() && !is_view(op) && !is_decode(g, id) && g.users(id).len() > 1)
 }
 
@@ -196,7 +197,7 @@ fn normalised_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
     input
         && n.dtype == DType::F32
         && !users.is_empty()
-        && !g.outputs.iter().any(|(_, o)| *o == id)
+        && !g.is_output(id)
         && users.iter().all(|&u| {
             matches!(
                 g.node(u).op,
@@ -216,9 +217,7 @@ pub fn matmul_readers(g: &Graph, id: NodeId) -> Option<Vec<NodeId>> {
     for u in g.users(id) {
         match g.node(u).op {
             Op::MatMul { .. } => out.push(u),
-            ref op if is_view(op) && !g.outputs.iter().any(|(_, o)| *o == u) => {
-                out.extend(matmul_readers(g, u)?)
-            }
+            ref op if is_view(op) && !g.is_output(u) => out.extend(matmul_readers(g, u)?),
             _ => return None,
         }
     }
