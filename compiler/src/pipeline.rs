@@ -71,11 +71,13 @@ impl Default for Options {
 
 pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, CompileError> {
     match target {
-        // LLVM's GPU targets convert halves in one instruction.
+        // LLVM's GPU targets convert halves in one instruction. AMD GPUs convert bytes to
+        // floats at full rate (`v_cvt_f32_ubyte*`), NVIDIA's at a quarter.
         Target::Cuda(arch) | Target::Hip(arch) => {
             let matrix = crate::kernel::matrix::MatrixUnit::for_gpu(target.family(), arch);
             return Ok(Schedule {
                 half_bits: opts.llvm_ops,
+                int_to_float_by_exponent: matches!(target, Target::Cuda(_)),
                 matrix,
                 matrix_bf16: matrix.is_some_and(|m| m.takes(kiln_ir::DType::BF16, arch)),
                 ..Schedule::gpu()
@@ -87,6 +89,9 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // Four lanes: SPIR-V vectors have at most four, and a run of four halves
                 // (four f32s) whose index is aligned is one 8-byte (16-byte) load.
                 gpu_dot_lanes: 4,
+                // For NVIDIA's drivers (the measured ones); two full-rate instructions
+                // instead of one conversion elsewhere.
+                int_to_float_by_exponent: true,
                 ..Schedule::gpu()
             });
         }
@@ -127,6 +132,9 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
     let mut lowered = lower::lower(&graph, schedule)?;
     for k in &mut lowered.kernels {
         finish_kernel(k);
+        if schedule.int_to_float_by_exponent {
+            crate::kernel::small_ints::convert_through_exponent(k);
+        }
     }
     crate::share::share_identical_kernels(&mut lowered);
     let arena = memory::plan(&lowered);
@@ -164,5 +172,47 @@ mod tests {
         assert_eq!(lanes(Some(("znver3", "+avx,+avx2,+fma,+f16c"))), 8);
         assert_eq!(lanes(Some(("sapphirerapids", "+avx2,+avx512f"))), 16);
         assert_eq!(lanes(None), 4);
+    }
+
+    /// Quantized weights convert to f32 through the exponent field on the targets whose
+    /// conversion unit is narrow (CUDA; Vulkan, for NVIDIA's drivers), and with the
+    /// conversion instruction elsewhere (AMD converts bytes at full rate; CPUs in vectors).
+    #[test]
+    fn small_integers_convert_through_the_exponent_where_conversions_are_slow() {
+        for format in ["q8_0", "q4_k"] {
+            let row = if format == "q8_0" { 272 } else { 144 };
+            let src = format!(
+                "kir 1\n%x = input \"x\" f32[1,256]\n%w = input \"w\" u8[64,{row}]\n\
+                 %d = dequant %w format={format}\n\
+                 %y = matmul %x, %d transpose_a=false transpose_b=true\noutput \"y\" = %y\n"
+            );
+            let g = kiln_ir::text::parse(&src).unwrap();
+            for (target, by_exponent) in [
+                ("cuda:sm_90", true),
+                ("vulkan:spv1.3", true),
+                ("hip:gfx1100", false),
+                ("cpu:x86-64-v3", false),
+            ] {
+                let t: Target = target.parse().unwrap();
+                let c = compile(&g, &t, &Options::default()).unwrap();
+                let left: usize = c
+                    .lowered
+                    .kernels
+                    .iter()
+                    .map(crate::kernel::small_ints::casts_left)
+                    .sum();
+                let bitcasts = c
+                    .lowered
+                    .kernels
+                    .iter()
+                    .any(|k| k.to_string().contains("bitcast<F32>"));
+                if by_exponent {
+                    assert_eq!(left, 0, "{format} on {target}");
+                    assert!(bitcasts, "{format} on {target}");
+                } else {
+                    assert!(left > 0, "{format} on {target}");
+                }
+            }
+        }
     }
 }

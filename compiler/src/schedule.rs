@@ -39,6 +39,10 @@ pub struct Schedule {
     /// GPU dot products along contiguous rows (the decode matvec) read this many elements
     /// of each row per step of a thread (`lower::matmul::gpu_dot_lanes`); 1 reads one.
     pub gpu_dot_lanes: u8,
+    /// Integers of known small range convert to f32 through the exponent field
+    /// (`kernel::small_ints`): NVIDIA's conversion unit runs at a quarter of the FMA rate,
+    /// and quantized dot products convert every weight.
+    pub int_to_float_by_exponent: bool,
 }
 
 impl Schedule {
@@ -64,6 +68,7 @@ impl Schedule {
             matrix: None,
             matrix_bf16: false,
             gpu_dot_lanes: 1,
+            int_to_float_by_exponent: false,
         }
     }
 
@@ -94,6 +99,7 @@ impl Schedule {
             matrix: None,
             matrix_bf16: false,
             gpu_dot_lanes: 1,
+            int_to_float_by_exponent: false,
         }
     }
 

@@ -646,6 +646,40 @@ pub mod e {
     pub fn fma(a: Expr, b: Expr, c: Expr) -> Expr {
         Expr::Fma(Box::new(a), Box::new(b), Box::new(c))
     }
+    /// The sum over `pairs` and their `lanes` of `a * b`, as one chain of FMAs in order
+    /// (pair by pair, lane by lane): `reduce_lanes(sum(a * b))` for GPUs, whose vectors
+    /// are registers anyway, and where a product and then an add per lane would issue twice
+    /// the instructions. Vector operands are named once (`fresh`) and read lane by lane.
+    pub fn fma_chain(
+        pairs: Vec<(Expr, Expr)>,
+        lanes: u8,
+        fresh: &mut impl FnMut() -> VarId,
+    ) -> Expr {
+        let mut names = Vec::new();
+        let mut terms = Vec::new();
+        for (a, b) in pairs {
+            if lanes == 1 {
+                terms.push((a, b));
+                continue;
+            }
+            let (va, vb) = (fresh(), fresh());
+            names.extend([(va, a), (vb, b)]);
+            for lane in 0..lanes {
+                let at = |v| Expr::Extract {
+                    vector: Box::new(var(v)),
+                    lane,
+                };
+                terms.push((at(va), at(vb)));
+            }
+        }
+        let mut terms = terms.into_iter();
+        let (a, b) = terms.next().expect("a chain has terms");
+        let chain = terms.fold(bin(BOp::Mul, a, b), |acc, (a, b)| fma(a, b, acc));
+        names
+            .into_iter()
+            .rev()
+            .fold(chain, |body, (v, value)| let_in(v, value, body))
+    }
     pub fn load(buf: Buf, index: Expr) -> Expr {
         Expr::Load {
             buf,

@@ -19,6 +19,7 @@ mod ir;
 pub mod math;
 pub mod matrix;
 pub mod simplify;
+pub mod small_ints;
 pub mod vectorize;
 
 pub use ir::*;

@@ -500,34 +500,32 @@ pub fn unit_dot(
         Run::Computed(div(j0.clone(), i(l.run_len as i64)))
     };
     let t0 = rem(j0, i(l.run_len as i64));
-    let (mut xq, mut xs) = (None::<Expr>, None::<Expr>);
+    let mut products = Vec::new();
+    let mut xs = None::<Expr>;
     for t in (0..unit as i64).step_by(lanes as usize) {
         let x = a(ctx, add(k0.clone(), i(t)), lanes)?;
         let q = cast(
             Elem::F32,
             quant(ctx, &blk, &l, &run, add(t0.clone(), i(t)), lanes)?,
         );
-        xq = Some(match xq {
-            None => bin(BOp::Mul, x.clone(), q),
-            Some(sum) => fma(x.clone(), q, sum),
-        });
-        xs = Some(match xs {
-            None => x,
-            Some(sum) => bin(BOp::Add, sum, x),
-        });
-    }
-    let across = |v: Option<Expr>| {
-        let v = v.expect("a unit has elements");
-        if lanes > 1 {
-            Expr::ReduceLanes(RedOp::Sum, Box::new(v))
-        } else {
-            v
+        if l.offset != kiln_ir::quant::Offset::None {
+            xs = Some(match xs {
+                None => x.clone(),
+                Some(sum) => bin(BOp::Add, sum, x.clone()),
+            });
         }
-    };
+        products.push((x, q));
+    }
+    let xq = fma_chain(products, lanes, &mut || ctx.fresh());
     let (scale, offset) = run_scale(ctx, &blk, &l, &run)?;
-    let mut value = bin(BOp::Mul, across(xq), scale);
-    if let Some(o) = offset {
-        value = fma(across(xs), o, value);
+    let mut value = bin(BOp::Mul, xq, scale);
+    if let (Some(o), Some(xs)) = (offset, xs) {
+        let xs = if lanes > 1 {
+            Expr::ReduceLanes(RedOp::Sum, Box::new(xs))
+        } else {
+            xs
+        };
+        value = fma(xs, o, value);
     }
     Ok(vec![Stmt::Reduce {
         acc,

@@ -653,10 +653,7 @@ fn dot_kernel(
                     op: RedOp::Sum,
                     var: kk,
                     extent: div(extent.clone(), i(lanes as i64)),
-                    value: Expr::ReduceLanes(
-                        RedOp::Sum,
-                        Box::new(bin(crate::kernel::BOp::Mul, a, b)),
-                    ),
+                    value: fma_chain(vec![(a, b)], lanes, &mut || ctx.fresh()),
                     vector: 1,
                 });
             }

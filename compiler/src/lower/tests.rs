@@ -393,12 +393,14 @@ output \"y\" = %y
     };
     let half = "%h = input \"w\" f16[1024,64]\n%w = cast %h dtype=f32";
     let cuda = kernels(&matvec("1", half), "cuda:sm_90").remove(0);
-    assert!(cuda.contains("in 0..8: reduce_lanes_Sum"), "{cuda}");
-    assert!(cuda.contains("]x8 * "), "{cuda}");
+    // A step is one run of each row, multiplied and summed lane by lane in one FMA chain.
+    assert!(cuda.contains("in 0..8: (let v"), "{cuda}");
+    assert_eq!(cuda.matches("]x8 in ").count(), 8, "{cuda}");
+    assert_eq!(cuda.matches("fma(").count(), 4 * 7, "{cuda}");
     assert_eq!(cuda.matches("reduce_Sum").count(), 4, "{cuda}");
     let vulkan = kernels(&matvec("1", half), "vulkan:spv1.3").remove(0);
-    assert!(vulkan.contains("in 0..16: reduce_lanes_Sum"), "{vulkan}");
-    assert!(vulkan.contains("]x4 * "), "{vulkan}");
+    assert!(vulkan.contains("in 0..16: (let v"), "{vulkan}");
+    assert_eq!(vulkan.matches("]x4 in ").count(), 8, "{vulkan}");
     assert_eq!(vulkan.matches("reduce_Sum").count(), 4, "{vulkan}");
     // 512 outputs: two per block (256 blocks); 40: one.
     for (n, cols) in [(512, 2), (40, 1)] {
@@ -409,11 +411,11 @@ output \"y\" = %y
     // A symbolic row count gets both forms; only the few-rows one reads runs.
     let both = kernels(&matvec("seq", half), "cuda:sm_75");
     assert_eq!(both.len(), 2);
-    assert!(both[0].contains("reduce_lanes"), "{}", both[0]);
-    assert!(!both[1].contains("reduce_lanes"), "{}", both[1]);
+    assert!(both[0].contains("]x8 in "), "{}", both[0]);
+    assert!(!both[1].contains("]x"), "{}", both[1]);
     let strided = "%h = input \"w\" f32[64,40]\n%w = permute %h perm=[1,0]";
     let strided = kernels(&matvec("1", strided), "cuda:sm_90").remove(0);
-    assert!(!strided.contains("reduce_lanes"), "{strided}");
+    assert!(!strided.contains("]x"), "{strided}");
 }
 
 #[test]
@@ -671,9 +673,9 @@ output \"y\" = %y
     )
     .unwrap();
     let k = lowered_for(&g, "cuda:sm_90").kernels.remove(0).to_string();
-    assert!(k.contains("reduce_lanes_Sum"), "{k}");
+    assert!(k.contains("fma("), "{k}");
     assert_eq!(
-        k.matches("]x8").count(),
+        k.matches("]x8 in ").count(),
         2 * k.matches("reduce_Sum").count(),
         "{k}"
     );
@@ -765,8 +767,9 @@ output \"y\" = %y
         assert_eq!(launch.args.contains(&product), !decode, "{k}");
         if decode {
             // Still runs of weights, the activations computed lane by lane.
-            assert!(k.contains("reduce_lanes_Sum((<("), "{k}");
-            assert!(k.contains("]x8)"), "{k}");
+            assert!(k.contains("(let v"), "{k}");
+            assert!(k.contains(" = <("), "{k}");
+            assert!(k.contains("]x8 in "), "{k}");
         }
     }
 }
