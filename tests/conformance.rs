@@ -445,7 +445,14 @@ fn quant_cases() -> Vec<Case> {
                 },
             ));
         }
-        for (m, n, blocks) in [(1, 40, 2), (1, 7, 5), (5, 33, 3), (9, 70, 4)] {
+        // 8192 inputs: GPU decode steps take whole runs (`dequant::unit_of`).
+        for (m, n, blocks) in [
+            (1, 40, 2),
+            (1, 7, 5),
+            (5, 33, 3),
+            (9, 70, 4),
+            (1, 6, 8192 / be),
+        ] {
             out.push(case(
                 format!("matmul {name} m{m} k{} n{n} tb", blocks * be),
                 DType::F32,

@@ -458,12 +458,29 @@ pub fn rows_dot(
     Ok(out)
 }
 
-/// Elements per step of `unit_dot`: a run's consecutive elements that share one multiplier
-/// and one offset, decoded together.
+/// Elements per step of `unit_dot` at least: a run's consecutive elements that share one
+/// multiplier and one offset, decoded together.
 pub(super) const UNIT: usize = 8;
 
+/// Elements per step of `unit_dot` over `k` elements (`None`: unknown): `UNIT`, doubled
+/// within the run while a block's threads still get a step each. Longer steps decode the
+/// run's multiplier and offset (a K-quant's six-bit pair: three byte loads and a dozen
+/// instructions) for more elements, and give each thread more loads in flight; the 8192
+/// inputs of a 1B llama's down projection take 32 (q8_0, q4_k), its 2048-wide ones 8.
+fn unit_of(l: &Layout, k: Option<i64>) -> usize {
+    let threads = crate::kernel::gpu::BLOCK_THREADS as i64;
+    let mut unit = UNIT.min(l.run_len);
+    while 2 * unit <= l.run_len
+        && l.run_len.is_multiple_of(2 * unit)
+        && k.is_some_and(|k| k / (2 * unit as i64) >= threads)
+    {
+        unit *= 2;
+    }
+    unit
+}
+
 /// `acc = sum over k of dequant(bytes)[row, k] * a(k)` as one reduction over steps of
-/// `UNIT` elements, for GPU targets, where a block of threads shares the reduction's
+/// `unit_of` elements, for GPU targets, where a block of threads shares the reduction's
 /// iterations. Each step computes its run's multiplier and offset once (rather than once
 /// per element as `dequant_at` would), then sums `a * q` over its elements, `lanes` at a
 /// time: with `lanes == UNIT` a step is one vector load of quant bytes and one of
@@ -480,7 +497,11 @@ pub fn unit_dot(
 ) -> Result<Vec<Stmt>, LowerError> {
     let l = format.layout();
     let be = format.block_elems() as i64;
-    let unit = UNIT.min(l.run_len);
+    let k_known = match &k_len {
+        Expr::Lit(Lit::I64(k)) => Some(*k),
+        _ => None,
+    };
+    let unit = unit_of(&l, k_known);
     if !unit.is_multiple_of(lanes as usize) {
         return Err(LowerError::Internal(format!(
             "{lanes} lanes do not divide a unit of {unit} {format:?} elements"
