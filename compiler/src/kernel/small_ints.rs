@@ -53,11 +53,7 @@ fn through_exponent(v: Expr, (lo, hi): (i64, i64), dtype: &impl Fn(Buf) -> Optio
     let lanes = lanes_of(&v);
     let wide = |x: Expr| if lanes > 1 { splat(x, lanes) } else { x };
     let (mut v, mut offset) = (v, 0i64);
-    loop {
-        let (op, a, c) = match &v {
-            Expr::Binary(op @ (BOp::Add | BOp::Sub), a, c) => (*op, a, c),
-            _ => break,
-        };
+    while let Expr::Binary(op @ (BOp::Add | BOp::Sub), a, c) = &v {
         let c = match &**c {
             Expr::Lit(Lit::I32(c)) => *c as i64,
             Expr::Splat { value, .. } => match &**value {
@@ -68,7 +64,7 @@ fn through_exponent(v: Expr, (lo, hi): (i64, i64), dtype: &impl Fn(Buf) -> Optio
         };
         match bounds(a, dtype) {
             Some((alo, ahi)) if alo >= 0 && ahi < 1 << 23 => {
-                offset += if op == BOp::Add { c } else { -c };
+                offset += if *op == BOp::Add { c } else { -c };
                 v = (**a).clone();
             }
             _ => break,
