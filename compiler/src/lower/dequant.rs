@@ -467,7 +467,7 @@ pub(super) const UNIT: usize = 8;
 /// run's multiplier and offset (a K-quant's six-bit pair: three byte loads and a dozen
 /// instructions) for more elements, and give each thread more loads in flight; the 8192
 /// inputs of a 1B llama's down projection take 32 (q8_0, q4_k), its 2048-wide ones 8.
-fn unit_of(l: &Layout, k: Option<i64>) -> usize {
+pub(super) fn unit_of(l: &Layout, k: Option<i64>) -> usize {
     let threads = crate::kernel::gpu::BLOCK_THREADS as i64;
     let mut unit = UNIT.min(l.run_len);
     while 2 * unit <= l.run_len
@@ -492,19 +492,15 @@ pub fn unit_dot(
     row: Expr,
     a: &mut dyn FnMut(&mut Ctx, Expr, u8) -> Result<Expr, LowerError>,
     k_len: Expr,
-    lanes: u8,
+    super::matmul::Step { lanes, elems }: super::matmul::Step,
     acc: VarId,
 ) -> Result<Vec<Stmt>, LowerError> {
     let l = format.layout();
     let be = format.block_elems() as i64;
-    let k_known = match &k_len {
-        Expr::Lit(Lit::I64(k)) => Some(*k),
-        _ => None,
-    };
-    let unit = unit_of(&l, k_known);
-    if !unit.is_multiple_of(lanes as usize) {
+    let unit = elems as usize;
+    if !unit.is_multiple_of(lanes as usize) || !l.run_len.is_multiple_of(unit) {
         return Err(LowerError::Internal(format!(
-            "{lanes} lanes do not divide a unit of {unit} {format:?} elements"
+            "{lanes} lanes and units of {unit} do not fit {format:?}'s runs"
         )));
     }
     let step = ctx.fresh();

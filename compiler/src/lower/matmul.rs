@@ -498,7 +498,8 @@ fn dot_kernel(
         .collect();
     let accs = tile_accs[0].clone();
     let activations = quantized_activations(ctx, ops);
-    let normalised = super::normalised::begin(ctx, ops, &row, &extent, gpu_lanes, &mut body)?;
+    let step = gpu_step(ctx, ops, gpu_lanes, unit_lanes, &kdim);
+    let normalised = super::normalised::begin(ctx, ops, &row, &extent, step, &mut body)?;
     // The rows of B this point reads, and A's row prefix for each row of the tile.
     let reads: Vec<Expr> = columns.iter().map(|(_, r)| r.clone()).collect();
     let tokens: Vec<Vec<Expr>> = tile_rows
@@ -617,16 +618,12 @@ fn dot_kernel(
         // decode each element cheaply enough that consecutive threads take consecutive
         // elements instead (the generic path below), while SPIR-V (`byte_loads` false)
         // reads a run's bytes from shared words, one element at a time.
-        (Some(weights), _)
-            if ctx.schedule.gpu
-                && !ops.ta
-                && (unit_lanes > 1
-                    || !(ctx.schedule.byte_loads
-                        && matches!(
-                            weights.1.layout().scale,
-                            kiln_ir::quant::Scale::Half { .. }
-                        ))) =>
-        {
+        (Some(weights), _) if unit_steps(ctx, ops, unit_lanes, weights.1) => {
+            let Some(step) = step else {
+                return Err(LowerError::Internal(
+                    "a unit dot product without its step".into(),
+                ));
+            };
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 let mut a =
                     |ctx: &mut Ctx, k: Expr, lanes: u8| ops.a_run(ctx, row.clone(), k, lanes);
@@ -636,24 +633,31 @@ fn dot_kernel(
                     read_col.clone(),
                     &mut a,
                     extent.clone(),
-                    unit_lanes,
+                    step,
                     acc,
                 )?);
             }
         }
         _ if gpu_lanes.is_some() => {
-            let lanes = gpu_lanes.expect("matched");
+            let Some(Step { lanes, elems }) = step else {
+                return Err(LowerError::Internal(
+                    "a GPU dot product without its step".into(),
+                ));
+            };
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
-                let at = |kk: VarId| mul(var(kk), i(lanes as i64));
                 let kk = ctx.fresh();
-                let a = ops.a_run(ctx, row.clone(), at(kk), lanes)?;
-                let b = run_from(ops.b_at(ctx, at(kk), read_col.clone())?, lanes)?;
+                let mut pairs = Vec::new();
+                for at in step_runs(kk, lanes, elems) {
+                    let a = ops.a_run(ctx, row.clone(), at.clone(), lanes)?;
+                    let b = run_from(ops.b_at(ctx, at, read_col.clone())?, lanes)?;
+                    pairs.push((a, b));
+                }
                 body.push(Stmt::Reduce {
                     acc,
                     op: RedOp::Sum,
                     var: kk,
-                    extent: div(extent.clone(), i(lanes as i64)),
-                    value: fma_chain(vec![(a, b)], lanes, &mut || ctx.fresh()),
+                    extent: div(extent.clone(), i(elems)),
+                    value: fma_chain(pairs, lanes, &mut || ctx.fresh()),
                     vector: 1,
                 });
             }
@@ -804,6 +808,65 @@ fn gpu_unit_lanes(ctx: &Ctx, ops: &Operands, form: Form, format: kiln_ir::QuantF
         return 1;
     }
     lanes
+}
+
+/// Elements of each row one step of a GPU dot product of half or f32 rows reads: 16 bytes
+/// of halves, in runs of `gpu_dot_lanes` (one run on CUDA; two on Vulkan, whose vectors
+/// hold four). Both runs' loads issue before either is used, so a thread keeps as many
+/// bytes of each row in flight on both APIs.
+const GPU_DOT_STEP: i64 = 8;
+
+/// What one step of a GPU decode dot product reads of each row: `elems` consecutive
+/// elements along K, in runs of `lanes` (one vector load each where the operand is a
+/// buffer along K). A normalisation the kernel computes itself (`normalised::begin`)
+/// steps the same way, so its sum joins the dot products' reduction group.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Step {
+    pub lanes: u8,
+    pub elems: i64,
+}
+
+/// The start, along K, of each run of step `kk`.
+pub(super) fn step_runs(kk: VarId, lanes: u8, elems: i64) -> Vec<Expr> {
+    (0..elems)
+        .step_by(lanes as usize)
+        .map(|t| add(mul(var(kk), i(elems)), i(t)))
+        .collect()
+}
+
+/// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
+/// step (`dequant::unit_dot`). Where bytes load natively and A is a buffer along K, a step
+/// is one vector load of quant bytes and one of activations (`gpu_unit_lanes`); without
+/// vector loads, formats with one f16 scale per block decode each element cheaply enough
+/// that consecutive threads take consecutive elements instead (the generic path), while
+/// SPIR-V (`byte_loads` false) reads a run's bytes from shared words, one element at a time.
+fn unit_steps(ctx: &Ctx, ops: &Operands, unit_lanes: u8, format: kiln_ir::QuantFormat) -> bool {
+    let half_scale = matches!(format.layout().scale, kiln_ir::quant::Scale::Half { .. });
+    ctx.schedule.gpu && !ops.ta && (unit_lanes > 1 || !(ctx.schedule.byte_loads && half_scale))
+}
+
+/// The step of a GPU dot product's reduction over K, `None` where it reads an element a
+/// step (or is not a GPU decode form).
+fn gpu_step(
+    ctx: &Ctx,
+    ops: &Operands,
+    gpu_lanes: Option<u8>,
+    unit_lanes: u8,
+    k: &Dim,
+) -> Option<Step> {
+    if let Some(lanes) = gpu_lanes {
+        let elems = GPU_DOT_STEP.max(lanes as i64);
+        let fits = k.as_known().is_some_and(|k| k % elems == 0);
+        return Some(Step {
+            lanes,
+            elems: if fits { elems } else { lanes as i64 },
+        });
+    }
+    let (_, format) = quantized_rows(ctx, ops)?;
+    unit_steps(ctx, ops, unit_lanes, format).then(|| Step {
+        lanes: unit_lanes,
+        elems: super::dequant::unit_of(&format.layout(), k.as_known()) as i64,
+    })
 }
 
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.

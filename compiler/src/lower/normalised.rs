@@ -12,7 +12,7 @@
 //! prefill keeps it, launched under the guard of the forms that read its buffer.
 
 use super::inline::value_at;
-use super::matmul::{run_of, Operands};
+use super::matmul::{run_of, step_runs, Operands, Step};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Elem, Expr, RedOp, Stmt, UOp, VarId};
@@ -34,14 +34,15 @@ impl Normalised {
 
 /// Where the kernel being built reads A (a norm or softmax) in place: pushes onto `body`
 /// the reductions its factor needs (the row's maximum first, for a softmax), and from here
-/// until `finish` A reads unscaled (`inline::compute_at`). `lanes` elements per step of
-/// `extent` (K), as the dot products read them. None where A is read from its buffer.
+/// until `finish` A reads unscaled (`inline::compute_at`). Each steps over `extent` (K) as
+/// the dot products do (`step`; `None`: an element a step). None where A is read from its
+/// buffer.
 pub(super) fn begin(
     ctx: &mut Ctx,
     ops: &Operands,
     row: &Expr,
     extent: &Expr,
-    lanes: Option<u8>,
+    step: Option<Step>,
     body: &mut Vec<Stmt>,
 ) -> Result<Option<Normalised>, LowerError> {
     let softmax = match ctx.graph.node(ops.a).op {
@@ -54,27 +55,38 @@ pub(super) fn begin(
     }
     let mut prefix = Operands::batch_index(&ops.a_shape, ops.nb);
     prefix.push(row.clone());
-    let lanes = lanes.unwrap_or(1);
-    // One reduction over the row, `lanes` elements of `node` a step.
-    let mut over_row = |ctx: &mut Ctx, node, op: RedOp, each: &dyn Fn(Expr) -> Expr| {
+    let Step { lanes, elems } = step.unwrap_or(Step { lanes: 1, elems: 1 });
+    // One reduction over the row, a step's runs of `node` combined, then their lanes.
+    let mut over_row = |ctx: &mut Ctx, node, op: RedOp, each: &dyn Fn(VarId, Expr) -> Expr| {
         let (acc, k) = (ctx.fresh(), ctx.fresh());
-        let run = run_of(
-            ctx,
-            &mut |ctx, k| {
-                let mut idx = prefix.clone();
-                idx.push(k);
-                value_at(ctx, node, &idx)
-            },
-            mul(var(k), i(lanes as i64)),
-            lanes,
-        )?;
-        let value = each(run);
+        let mut value = None;
+        for at in step_runs(k, lanes, elems) {
+            let run = run_of(
+                ctx,
+                &mut |ctx, k| {
+                    let mut idx = prefix.clone();
+                    idx.push(k);
+                    value_at(ctx, node, &idx)
+                },
+                at,
+                lanes,
+            )?;
+            let run = each(ctx.fresh(), run);
+            value = Some(match value {
+                None => run,
+                Some(v) => match op {
+                    RedOp::Sum => bin(BOp::Add, v, run),
+                    RedOp::Max => bin(BOp::Max, v, run),
+                },
+            });
+        }
+        let value = value.expect("a step has runs");
         body.push(Stmt::Reduce {
             acc,
             op,
             var: k,
-            extent: if lanes > 1 {
-                div(extent.clone(), i(lanes as i64))
+            extent: if elems > 1 {
+                div(extent.clone(), i(elems))
             } else {
                 extent.clone()
             },
@@ -89,13 +101,12 @@ pub(super) fn begin(
     };
     let input = ctx.graph.inputs(ops.a)[0];
     let sum = if softmax {
-        let max = over_row(ctx, input, RedOp::Max, &|x| x)?;
+        let max = over_row(ctx, input, RedOp::Max, &|_, x| x)?;
         ctx.unscaled.insert(ops.a, Some(max));
         // The exponentials as the dot products read them (`inline::compute_at`).
-        over_row(ctx, ops.a, RedOp::Sum, &|x| x)?
+        over_row(ctx, ops.a, RedOp::Sum, &|_, x| x)?
     } else {
-        let sq = ctx.fresh();
-        let squares = over_row(ctx, input, RedOp::Sum, &|x| {
+        let squares = over_row(ctx, input, RedOp::Sum, &|sq, x| {
             let_in(sq, x, bin(BOp::Mul, var(sq), var(sq)))
         })?;
         ctx.unscaled.insert(ops.a, None);

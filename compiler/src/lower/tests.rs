@@ -2,6 +2,7 @@
 //! which buffers each kernel reads; numerics are the conformance suite's job.
 
 use super::{lower, BufferKind, Lowered};
+use crate::kernel::{RedOp, Stmt};
 use crate::schedule::Schedule;
 
 fn lowered(src: &str) -> Lowered {
@@ -399,8 +400,10 @@ output \"y\" = %y
     assert_eq!(cuda.matches("fma(").count(), 4 * 7, "{cuda}");
     assert_eq!(cuda.matches("reduce_Sum").count(), 4, "{cuda}");
     let vulkan = kernels(&matvec("1", half), "vulkan:spv1.3").remove(0);
-    assert!(vulkan.contains("in 0..16: (let v"), "{vulkan}");
-    assert_eq!(vulkan.matches("]x4 in ").count(), 8, "{vulkan}");
+    // Vulkan's vectors hold four: a step is two runs of four, 16 bytes of halves as on CUDA.
+    assert!(vulkan.contains("in 0..8: (let v"), "{vulkan}");
+    assert_eq!(vulkan.matches("]x4 in ").count(), 16, "{vulkan}");
+    assert_eq!(vulkan.matches("fma(").count(), 4 * 7, "{vulkan}");
     assert_eq!(vulkan.matches("reduce_Sum").count(), 4, "{vulkan}");
     // 512 outputs: two per block (256 blocks); 40: one.
     for (n, cols) in [(512, 2), (40, 1)] {
@@ -820,12 +823,19 @@ output \"y\" = %y
 %y = matmul %p, %v transpose_a=false transpose_b=false
 output \"y\" = %y
 ";
+    let quantized = norm.replace(
+        "%h = input \"w\" f16[1024,64]\n%w = cast %h dtype=f32",
+        "%h = input \"w\" u8[1024,68]\n%w = dequant %h format=q8_0",
+    );
+    assert!(quantized.contains("dequant"));
     // (graph, its normalising kernel, reductions in the decode form, how it scales): the
     // norm's sum of squares and a block's four dot products; the softmax's maximum, its sum
-    // of exponentials and one dot product (too few outputs to give a block more).
+    // of exponentials and one dot product (too few outputs to give a block more). Over q8_0
+    // rows, how many outputs a block takes depends on the target (`matmul::columns`).
     let cases = [
-        (norm, "_rms_norm", 5, "(1.0f / sqrt("),
-        (softmax, "_softmax", 3, "reduce_Max"),
+        (norm, "_rms_norm", Some(5), "(1.0f / sqrt("),
+        (&quantized, "_rms_norm", None, "(1.0f / sqrt("),
+        (softmax, "_softmax", Some(3), "reduce_Max"),
     ];
     for (src, kernel, reductions, scaling) in cases {
         let g = kiln_ir::text::parse(src).unwrap();
@@ -849,7 +859,17 @@ output \"y\" = %y
                 if gpu && decode {
                     // The factor's sum joins the dot products' reductions; the sums are
                     // scaled after.
-                    assert_eq!(k.matches(" = reduce_").count(), reductions, "{k}");
+                    let found = k.matches(" = reduce_").count();
+                    assert_eq!(Some(found), reductions.or(Some(found)), "{k}");
+                    // The sums in one pass over K: the factor steps as the dot products do.
+                    let body = &l.kernels[launch.kernel].body;
+                    let sum = |s: &Stmt| matches!(s, Stmt::Reduce { op: RedOp::Sum, .. });
+                    let first_sum = body.iter().position(sum).unwrap();
+                    assert_eq!(
+                        crate::kernel::gpu::reduction_group(&body[first_sum..]),
+                        body.iter().filter(|s| sum(s)).count(),
+                        "{target}: {k}"
+                    );
                     assert!(k.contains(scaling) && k.contains("(1.0f / "), "{k}");
                 }
             }
