@@ -492,7 +492,7 @@ pub fn unit_dot(
     row: Expr,
     a: &mut dyn FnMut(&mut Ctx, Expr, u8) -> Result<Expr, LowerError>,
     k_len: Expr,
-    super::matmul::Step { lanes, elems }: super::matmul::Step,
+    super::gpu_dot::Step { lanes, elems }: super::gpu_dot::Step,
     acc: VarId,
 ) -> Result<Vec<Stmt>, LowerError> {
     let l = format.layout();

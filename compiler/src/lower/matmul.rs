@@ -2,21 +2,23 @@
 //!
 //! Two forms. When B is transposed (weights stored `[n, k]`, as LLM files store them) and
 //! M is small, each output is a dot product along contiguous K: a vectorised `Reduce`.
-//! Otherwise a register-tiled kernel in the manner of BLIS: each grid point owns a few
-//! `nr`-wide column panels of C; for each `kc` block of K it packs those panels of B into a
-//! contiguous local buffer (zero-padded past N), then for each `mr`-row tile runs an
-//! `mr x nr` micro-kernel on every panel, accumulating in `mr * nr / lanes` vector
-//! variables with FMAs. The tile's `mr x kc` slice of A stays in L1 across the panels. Packing makes B reads
-//! sequential whatever its layout or stride (power-of-two strides otherwise alias in cache).
+//! Otherwise a register-tiled kernel in the manner of BLIS (`tiled.rs`): each grid point
+//! owns a few `nr`-wide column panels of C; for each `kc` block of K it packs those panels
+//! of B into a contiguous local buffer (zero-padded past N), then for each `mr`-row tile
+//! runs an `mr x nr` micro-kernel on every panel, accumulating in `mr * nr / lanes` vector
+//! variables with FMAs. The tile's `mr x kc` slice of A stays in L1 across the panels.
+//! Packing makes B reads sequential whatever its layout or stride (power-of-two strides
+//! otherwise alias in cache). How a GPU's dot product steps along K is `gpu_dot.rs`.
 
+use super::gpu_dot::{
+    along_k, gpu_dot_columns, gpu_dot_lanes, gpu_step, gpu_unit_lanes, unit_steps,
+};
+use super::gpu_dot::{step_runs, Step};
 use super::inline::{dim_expr, value_at};
 use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
-use crate::kernel::{Buf, Cmp, Expr, Kernel, LocalBuf, LoopKind, RedOp, Stmt, VarId};
-use kiln_ir::{DType, Dim, NodeId};
-
-/// The fewest column blocks a tiled matmul is split into when N allows.
-const MIN_GRID_POINTS: i64 = 16;
+use crate::kernel::{Buf, Cmp, Expr, Kernel, LoopKind, RedOp, Stmt, VarId};
+use kiln_ir::{Dim, NodeId};
 
 pub(super) struct Operands {
     pub a: NodeId,
@@ -241,7 +243,7 @@ fn matmul_in(
     if form != Form::General || ctx.schedule.lanes == 1 {
         dot_kernel(ctx, &ops, out, name, form)
     } else {
-        tiled_kernel(ctx, &ops, out, name)
+        super::tiled::tiled_kernel(ctx, &ops, out, name)
     }
 }
 
@@ -348,7 +350,7 @@ pub(super) fn k_dim(ops: &Operands) -> Dim {
 /// Outputs along N per grid point of the dot-product kernel. CPUs read their rows of B one
 /// after another (see `vectorize`); GPU blocks combine their reductions
 /// (`kernel::gpu::reduction_group`) so that several rows stream from memory at once.
-const DOT_COLUMNS: i64 = 4;
+pub(super) const DOT_COLUMNS: i64 = 4;
 
 /// Grid points ahead whose rows a CPU byte dot product prefetches (`int_dot`). Dot products
 /// over half and f32 rows prefetch nothing: they read their rows one after another (see
@@ -365,22 +367,6 @@ fn rows_ahead(col0: &Expr, cols: i64, n: &Expr) -> Vec<Expr> {
             min(row, sub(n.clone(), i(1)))
         })
         .collect()
-}
-
-/// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
-/// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
-/// outputs (a decode step's k and v projections, 256 wide in a 1B llama) take fewer
-/// columns per block rather than leave most of the machine idle.
-const GPU_DOT_BLOCKS: i64 = 256;
-
-/// Columns per block of a GPU dot product with `outputs` outputs per row (unknown: the
-/// most).
-fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
-    let mut cols = DOT_COLUMNS;
-    while cols > 1 && outputs.is_some_and(|n| n / cols < GPU_DOT_BLOCKS) {
-        cols /= 2;
-    }
-    cols
 }
 
 /// `(index, the index read)` for `count` consecutive indices from `first`: past `bound`
@@ -757,118 +743,6 @@ fn rotated(
     Ok(turn.of(ctx, x, y))
 }
 
-/// Elements along K each step of a GPU dot product reads from both rows, when both
-/// operands are buffers whose rows run along K and K is a multiple of it (every LLM
-/// width): the block's threads then share the row in 16-byte loads of halves (two of f32),
-/// where one element per step would issue a 2- or 4-byte load each.
-fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError> {
-    let lanes = ctx.schedule.gpu_dot_lanes;
-    let k_fits = k_dim(ops).as_known().is_some_and(|k| k % lanes as i64 == 0);
-    if !ctx.schedule.gpu || lanes <= 1 || ops.ta || !ops.tb || !k_fits {
-        return Ok(None);
-    }
-    // B (the weights) must stream as runs; A is read as runs where it can be, else element
-    // by element (`Operands::a_run`): a value computed in place, or strided.
-    let k = ctx.fresh();
-    let b = ops.b_at(ctx, var(k), i(0))?;
-    Ok(along_k(&b, k, lanes).then_some(lanes))
-}
-
-/// Whether `e`, an operand probed at element `k` along K, is a buffer read at consecutive
-/// elements in each run of `lanes` that starts at a multiple of `lanes`, so a run is one
-/// vector load. Attention's output read back as rows (heads folded into a row, `k / 64`
-/// and `k % 64`) is, though no single stride covers all of K. (Probing makes the
-/// operand's buffer a kernel argument, which the kernel reads either way.)
-fn along_k(e: &Expr, k: VarId, lanes: u8) -> bool {
-    match e {
-        Expr::Load { index, .. } => {
-            crate::kernel::vectorize::stride_within(index, k, Some(lanes)) == Some(1)
-        }
-        _ => false,
-    }
-}
-
-/// Elements each step of a GPU quantized dot product (`dequant::unit_dot`) reads as one
-/// vector: `gpu_dot_lanes` where the target loads bytes natively (a run of quant bytes is one
-/// load of as many bytes as their alignment allows; A's run is one load where A is a buffer
-/// along K, `Operands::a_run`); else 1, one load per element. Only for `Form::Dot` (few
-/// rows: a block per output shares K); many rows keep a thread per output.
-fn gpu_unit_lanes(ctx: &Ctx, ops: &Operands, form: Form, format: kiln_ir::QuantFormat) -> u8 {
-    let lanes = ctx.schedule.gpu_dot_lanes;
-    let run = format.layout().run_len;
-    let w = lanes as usize;
-    let fits = run.is_multiple_of(w) && super::dequant::UNIT.min(run).is_multiple_of(w);
-    if !ctx.schedule.gpu
-        || !ctx.schedule.byte_loads
-        || lanes <= 1
-        || ops.ta
-        || form != Form::Dot
-        || !fits
-    {
-        return 1;
-    }
-    lanes
-}
-
-/// Elements of each row one step of a GPU dot product of half or f32 rows reads: 16 bytes
-/// of halves, in runs of `gpu_dot_lanes` (one run on CUDA; two on Vulkan, whose vectors
-/// hold four). Both runs' loads issue before either is used, so a thread keeps as many
-/// bytes of each row in flight on both APIs.
-const GPU_DOT_STEP: i64 = 8;
-
-/// What one step of a GPU decode dot product reads of each row: `elems` consecutive
-/// elements along K, in runs of `lanes` (one vector load each where the operand is a
-/// buffer along K). A normalisation the kernel computes itself (`normalised::begin`)
-/// steps the same way, so its sum joins the dot products' reduction group.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Step {
-    pub lanes: u8,
-    pub elems: i64,
-}
-
-/// The start, along K, of each run of step `kk`.
-pub(super) fn step_runs(kk: VarId, lanes: u8, elems: i64) -> Vec<Expr> {
-    (0..elems)
-        .step_by(lanes as usize)
-        .map(|t| add(mul(var(kk), i(elems)), i(t)))
-        .collect()
-}
-
-/// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
-/// step (`dequant::unit_dot`). Where bytes load natively and A is a buffer along K, a step
-/// is one vector load of quant bytes and one of activations (`gpu_unit_lanes`); without
-/// vector loads, formats with one f16 scale per block decode each element cheaply enough
-/// that consecutive threads take consecutive elements instead (the generic path), while
-/// SPIR-V (`byte_loads` false) reads a run's bytes from shared words, one element at a time.
-fn unit_steps(ctx: &Ctx, ops: &Operands, unit_lanes: u8, format: kiln_ir::QuantFormat) -> bool {
-    let half_scale = matches!(format.layout().scale, kiln_ir::quant::Scale::Half { .. });
-    ctx.schedule.gpu && !ops.ta && (unit_lanes > 1 || !(ctx.schedule.byte_loads && half_scale))
-}
-
-/// The step of a GPU dot product's reduction over K, `None` where it reads an element a
-/// step (or is not a GPU decode form).
-fn gpu_step(
-    ctx: &Ctx,
-    ops: &Operands,
-    gpu_lanes: Option<u8>,
-    unit_lanes: u8,
-    k: &Dim,
-) -> Option<Step> {
-    if let Some(lanes) = gpu_lanes {
-        let elems = GPU_DOT_STEP.max(lanes as i64);
-        let fits = k.as_known().is_some_and(|k| k % elems == 0);
-        return Some(Step {
-            lanes,
-            elems: if fits { elems } else { lanes as i64 },
-        });
-    }
-    let (_, format) = quantized_rows(ctx, ops)?;
-    unit_steps(ctx, ops, unit_lanes, format).then(|| Step {
-        lanes: unit_lanes,
-        elems: super::dequant::unit_of(&format.layout(), k.as_known()) as i64,
-    })
-}
-
 /// `acc = sum over k of A[row, k] * B[k, col]`, as the target wants it.
 fn column_sum(
     ctx: &mut Ctx,
@@ -916,7 +790,7 @@ fn column_sum(
 
 /// B as rows of quantized blocks (`dequant` of a 2-D byte matrix, transposed so each output
 /// column is one row of blocks), or `None`.
-fn quantized_rows(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::QuantFormat)> {
+pub(super) fn quantized_rows(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::QuantFormat)> {
     let node = ctx.graph.node(ops.b);
     match node.op {
         kiln_ir::Op::Dequant { format } if ops.tb && ops.b_shape.len() == 2 => {
@@ -924,324 +798,4 @@ fn quantized_rows(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::QuantFo
         }
         _ => None,
     }
-}
-
-fn tiled_kernel(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    out: Buf,
-    name: String,
-) -> Result<(Kernel, Vec<usize>), LowerError> {
-    let s = ctx.schedule;
-    let (w, nr, mr, kc) = (s.lanes as i64, s.nr as i64, s.mr as i64, s.kc as i64);
-    // Fewer panels per grid point when N is small, so that the grid keeps enough
-    // points to spread over the cores (the grid only splits N and the batch).
-    let n_known = ops.out_shape[ops.nb + 1].as_known();
-    let panels = n_known.map_or(1, |n| {
-        (n / (nr * MIN_GRID_POINTS)).clamp(1, s.panels.max(1) as i64)
-    });
-    let nb = ops.nb;
-    let m = dim_expr(ctx, &ops.out_shape[nb]);
-    let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
-    let kdim = dim_expr(ctx, &k_dim(ops));
-    let mut grid: Vec<GridDim> = ops.out_shape[..nb].iter().map(GridDim::of).collect();
-    grid.push(GridDim {
-        dim: ops.out_shape[nb + 1].clone(),
-        ceil_div: nr * panels,
-    });
-    let (j0, kb, k0, kn, kk, jj, p, jp) = (
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-        ctx.fresh(),
-    );
-    // Panel p covers columns jp = j0 + p*nr .. jp + nr and lives at p*kc*nr in the local.
-    let panel_start = |p: VarId| Stmt::Let {
-        var: jp,
-        value: add(var(j0), mul(var(p), i(nr))),
-    };
-    let panel_base = mul(var(p), i(kc * nr));
-    let full = cmp(Cmp::Le, add(var(jp), i(nr)), n.clone());
-
-    // Pack B[k0..k0+kn, jp..jp+nr] into panel p, zero past N.
-    let b_full = ops.b_at(ctx, add(var(k0), var(kk)), add(var(jp), var(jj)))?;
-    let clamped_col = min(add(var(jp), var(jj)), sub(n.clone(), i(1)));
-    let b_edge = ops.b_at(ctx, add(var(k0), var(kk)), clamped_col)?;
-    let b_edge = select(
-        cmp(Cmp::Lt, add(var(jp), var(jj)), n.clone()),
-        b_edge,
-        f(0.0),
-    );
-    let panel_at = add(panel_base.clone(), add(mul(var(kk), i(nr)), var(jj)));
-    let pack_row = |value: Expr| Stmt::Loop {
-        var: jj,
-        extent: i(nr),
-        kind: LoopKind::Map,
-        vector: w as u8,
-        body: vec![Stmt::Store {
-            buf: Buf::Local(0),
-            index: panel_at.clone(),
-            value,
-        }],
-    };
-    let pack = over_panels(
-        p,
-        panels,
-        vec![
-            panel_start(p),
-            Stmt::Loop {
-                var: kk,
-                extent: var(kn),
-                kind: LoopKind::Serial,
-                vector: 1,
-                body: vec![Stmt::If {
-                    cond: full.clone(),
-                    then: vec![pack_row(b_full)],
-                    otherwise: vec![pack_row(b_edge)],
-                }],
-            },
-        ],
-    );
-
-    let tile = Tile {
-        jp,
-        panel_base,
-        kb,
-        k0,
-        kn,
-        n: n.clone(),
-        w,
-        nr,
-    };
-    // Row tiles outside, panels inside: the micro-kernel's rows of A stay in L1 while
-    // every panel of B passes over them.
-    let row_tiles = |ctx: &mut Ctx, rows: i64, i0: Expr| -> Result<Stmt, LowerError> {
-        let mut body = vec![panel_start(p)];
-        let kernel = micro_kernel(ctx, ops, out, rows, i0, &tile)?;
-        body.push(Stmt::If {
-            cond: cmp(Cmp::Lt, var(jp), n.clone()),
-            then: kernel,
-            otherwise: Vec::new(),
-        });
-        Ok(over_panels(p, panels, body))
-    };
-    let tiles = ctx.fresh();
-    let rest = ctx.fresh();
-    let tile_body = row_tiles(ctx, mr, mul(var(tiles), i(mr)))?;
-    let rest_row = add(mul(div(m.clone(), i(mr)), i(mr)), var(rest));
-    let rest_body = row_tiles(ctx, 1, rest_row)?;
-    let body = vec![
-        Stmt::Let {
-            var: j0,
-            value: mul(Expr::GridIdx(nb as u32), i(nr * panels)),
-        },
-        Stmt::Loop {
-            var: kb,
-            extent: div(add(kdim.clone(), i(kc - 1)), i(kc)),
-            kind: LoopKind::Serial,
-            vector: 1,
-            body: vec![
-                Stmt::Let {
-                    var: k0,
-                    value: mul(var(kb), i(kc)),
-                },
-                Stmt::Let {
-                    var: kn,
-                    value: min(i(kc), sub(kdim.clone(), var(k0))),
-                },
-                pack,
-                Stmt::Loop {
-                    var: tiles,
-                    extent: div(m.clone(), i(mr)),
-                    kind: LoopKind::Serial,
-                    vector: 1,
-                    body: vec![tile_body],
-                },
-                Stmt::Loop {
-                    var: rest,
-                    extent: rem(m, i(mr)),
-                    kind: LoopKind::Serial,
-                    vector: 1,
-                    body: vec![rest_body],
-                },
-            ],
-        },
-    ];
-    let (mut kernel, args) = ctx.finish(name, grid, body, 1);
-    kernel.locals.push(LocalBuf {
-        dtype: DType::F32,
-        len: (panels * kc * nr) as u32,
-    });
-    Ok((kernel, args))
-}
-
-/// A serial loop over the grid point's panels.
-fn over_panels(p: VarId, panels: i64, body: Vec<Stmt>) -> Stmt {
-    Stmt::Loop {
-        var: p,
-        extent: i(panels),
-        kind: LoopKind::Serial,
-        vector: 1,
-        body,
-    }
-}
-
-struct Tile {
-    /// First column of the panel.
-    jp: VarId,
-    /// Where the packed panel starts in the local buffer.
-    panel_base: Expr,
-    kb: VarId,
-    k0: VarId,
-    kn: VarId,
-    n: Expr,
-    w: i64,
-    nr: i64,
-}
-
-/// `rows x nr` outputs starting at row `i0`, column `j0`, for one k block: load the
-/// partial sums (after the first block), accumulate `kn` rank-1 updates, store back.
-fn micro_kernel(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    out: Buf,
-    rows: i64,
-    i0: Expr,
-    t: &Tile,
-) -> Result<Vec<Stmt>, LowerError> {
-    let nv = t.nr / t.w;
-    let lanes = t.w as u8;
-    let row0 = ctx.fresh();
-    let acc: Vec<Vec<VarId>> = (0..rows)
-        .map(|_| (0..nv).map(|_| ctx.fresh()).collect())
-        .collect();
-    let full = cmp(Cmp::Le, add(var(t.jp), i(t.nr)), t.n.clone());
-    let col = |v: i64, l: i64| add(var(t.jp), i(v * t.w + l));
-    let row = |r: i64| add(var(row0), i(r));
-
-    let mut body = vec![Stmt::Let {
-        var: row0,
-        value: i0,
-    }];
-    for r in 0..rows {
-        for v in 0..nv {
-            body.push(Stmt::Decl {
-                var: acc[r as usize][v as usize],
-                init: splat(f(0.0), lanes),
-            });
-        }
-    }
-    // The tile's sums so far (after the first block of K), or the addend (before it).
-    let mut start_from = |buf: Buf| -> Stmt {
-        let mut load_full = Vec::new();
-        let mut load_edge = Vec::new();
-        for r in 0..rows {
-            for v in 0..nv {
-                let at = ops.c_index(ctx, row(r), col(v, 0));
-                load_full.push(Stmt::Assign {
-                    var: acc[r as usize][v as usize],
-                    value: load_vec(buf, at, lanes),
-                });
-                let lanes_v = (0..t.w)
-                    .map(|l| {
-                        let clamped = min(col(v, l), sub(t.n.clone(), i(1)));
-                        select(
-                            cmp(Cmp::Lt, col(v, l), t.n.clone()),
-                            load(buf, ops.c_index(ctx, row(r), clamped)),
-                            f(0.0),
-                        )
-                    })
-                    .collect();
-                load_edge.push(Stmt::Assign {
-                    var: acc[r as usize][v as usize],
-                    value: Expr::Lanes(lanes_v),
-                });
-            }
-        }
-        Stmt::If {
-            cond: full.clone(),
-            then: load_full,
-            otherwise: load_edge,
-        }
-    };
-    let resume = start_from(out);
-    let first = ops.addend.map(&mut start_from).into_iter().collect();
-    body.push(Stmt::If {
-        cond: cmp(Cmp::Ne, var(t.kb), i(0)),
-        then: vec![resume],
-        otherwise: first,
-    });
-
-    let kk = ctx.fresh();
-    let mut step = Vec::new();
-    let b_vars: Vec<VarId> = (0..nv).map(|_| ctx.fresh()).collect();
-    for (v, &bv) in b_vars.iter().enumerate() {
-        let at = add(
-            t.panel_base.clone(),
-            add(mul(var(kk), i(t.nr)), i(v as i64 * t.w)),
-        );
-        step.push(Stmt::Let {
-            var: bv,
-            value: load_vec(Buf::Local(0), at, lanes),
-        });
-    }
-    for r in 0..rows {
-        let a = ctx.fresh();
-        let a_val = ops.a_at(ctx, row(r), add(var(t.k0), var(kk)))?;
-        step.push(Stmt::Let {
-            var: a,
-            value: splat(a_val, lanes),
-        });
-        for (v, &bv) in b_vars.iter().enumerate() {
-            let x = acc[r as usize][v];
-            step.push(Stmt::Assign {
-                var: x,
-                value: fma(var(a), var(bv), var(x)),
-            });
-        }
-    }
-    body.push(Stmt::Loop {
-        var: kk,
-        extent: var(t.kn),
-        kind: LoopKind::Serial,
-        vector: 1,
-        body: step,
-    });
-
-    let mut store_full = Vec::new();
-    let mut store_edge = Vec::new();
-    for r in 0..rows {
-        for v in 0..nv {
-            let x = acc[r as usize][v as usize];
-            store_full.push(Stmt::Store {
-                buf: out,
-                index: ops.c_index(ctx, row(r), col(v, 0)),
-                value: var(x),
-            });
-            for l in 0..t.w {
-                store_edge.push(Stmt::If {
-                    cond: cmp(Cmp::Lt, col(v, l), t.n.clone()),
-                    then: vec![Stmt::Store {
-                        buf: out,
-                        index: ops.c_index(ctx, row(r), col(v, l)),
-                        value: Expr::Extract {
-                            vector: Box::new(var(x)),
-                            lane: l as u8,
-                        },
-                    }],
-                    otherwise: Vec::new(),
-                });
-            }
-        }
-    }
-    body.push(Stmt::If {
-        cond: full,
-        then: store_full,
-        otherwise: store_edge,
-    });
-    Ok(body)
 }

@@ -10,6 +10,7 @@
 
 mod byte_tiles;
 mod dequant;
+mod gpu_dot;
 mod int_dot;
 pub use int_dot::byte_lanes as byte_dot_lanes;
 mod inline;
@@ -22,6 +23,7 @@ mod normalised;
 mod partition;
 mod prefetch;
 mod quantize;
+mod tiled;
 
 pub use inline::{dim_expr, flat_index};
 

@@ -11,8 +11,9 @@
 //! layer's critical path, then does not run (`partition::normalised_in_place_on_gpu`);
 //! prefill keeps it, launched under the guard of the forms that read its buffer.
 
+use super::gpu_dot::{step_runs, Step};
 use super::inline::value_at;
-use super::matmul::{run_of, step_runs, Operands, Step};
+use super::matmul::{run_of, Operands};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::{BOp, Elem, Expr, RedOp, Stmt, UOp, VarId};

@@ -1,0 +1,149 @@
+//! How a GPU decode dot product reads its rows: how many outputs a block takes, and what
+//! one step of its reduction over K reads of each row (runs of vector loads of half or f32
+//! rows, units of quantized blocks). The dot kernel (`matmul::dot_kernel`) and the
+//! normalisation it computes itself (`normalised`) step alike, so their reductions run as
+//! one group (`kernel::gpu::reduction_group`).
+
+use super::matmul::{k_dim, quantized_rows, Form, Operands, DOT_COLUMNS};
+use super::{Ctx, LowerError};
+use crate::kernel::e::*;
+use crate::kernel::{Expr, VarId};
+use kiln_ir::Dim;
+
+/// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
+/// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
+/// outputs (a decode step's k and v projections, 256 wide in a 1B llama) take fewer
+/// columns per block rather than leave most of the machine idle.
+const GPU_DOT_BLOCKS: i64 = 256;
+
+/// Columns per block of a GPU dot product with `outputs` outputs per row (unknown: the
+/// most).
+pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
+    let mut cols = DOT_COLUMNS;
+    while cols > 1 && outputs.is_some_and(|n| n / cols < GPU_DOT_BLOCKS) {
+        cols /= 2;
+    }
+    cols
+}
+
+/// Elements along K each step of a GPU dot product reads from both rows, when both
+/// operands are buffers whose rows run along K and K is a multiple of it (every LLM
+/// width): the block's threads then share the row in 16-byte loads of halves (two of f32),
+/// where one element per step would issue a 2- or 4-byte load each.
+pub(super) fn gpu_dot_lanes(ctx: &mut Ctx, ops: &Operands) -> Result<Option<u8>, LowerError> {
+    let lanes = ctx.schedule.gpu_dot_lanes;
+    let k_fits = k_dim(ops).as_known().is_some_and(|k| k % lanes as i64 == 0);
+    if !ctx.schedule.gpu || lanes <= 1 || ops.ta || !ops.tb || !k_fits {
+        return Ok(None);
+    }
+    // B (the weights) must stream as runs; A is read as runs where it can be, else element
+    // by element (`Operands::a_run`): a value computed in place, or strided.
+    let k = ctx.fresh();
+    let b = ops.b_at(ctx, var(k), i(0))?;
+    Ok(along_k(&b, k, lanes).then_some(lanes))
+}
+
+/// Whether `e`, an operand probed at element `k` along K, is a buffer read at consecutive
+/// elements in each run of `lanes` that starts at a multiple of `lanes`, so a run is one
+/// vector load. Attention's output read back as rows (heads folded into a row, `k / 64`
+/// and `k % 64`) is, though no single stride covers all of K. (Probing makes the
+/// operand's buffer a kernel argument, which the kernel reads either way.)
+pub(super) fn along_k(e: &Expr, k: VarId, lanes: u8) -> bool {
+    match e {
+        Expr::Load { index, .. } => {
+            crate::kernel::vectorize::stride_within(index, k, Some(lanes)) == Some(1)
+        }
+        _ => false,
+    }
+}
+
+/// Elements each step of a GPU quantized dot product (`dequant::unit_dot`) reads as one
+/// vector: `gpu_dot_lanes` where the target loads bytes natively (a run of quant bytes is one
+/// load of as many bytes as their alignment allows; A's run is one load where A is a buffer
+/// along K, `Operands::a_run`); else 1, one load per element. Only for `Form::Dot` (few
+/// rows: a block per output shares K); many rows keep a thread per output.
+pub(super) fn gpu_unit_lanes(
+    ctx: &Ctx,
+    ops: &Operands,
+    form: Form,
+    format: kiln_ir::QuantFormat,
+) -> u8 {
+    let lanes = ctx.schedule.gpu_dot_lanes;
+    let run = format.layout().run_len;
+    let w = lanes as usize;
+    let fits = run.is_multiple_of(w) && super::dequant::UNIT.min(run).is_multiple_of(w);
+    if !ctx.schedule.gpu
+        || !ctx.schedule.byte_loads
+        || lanes <= 1
+        || ops.ta
+        || form != Form::Dot
+        || !fits
+    {
+        return 1;
+    }
+    lanes
+}
+
+/// Elements of each row one step of a GPU dot product of half or f32 rows reads: 16 bytes
+/// of halves, in runs of `gpu_dot_lanes` (one run on CUDA; two on Vulkan, whose vectors
+/// hold four). Both runs' loads issue before either is used, so a thread keeps as many
+/// bytes of each row in flight on both APIs.
+const GPU_DOT_STEP: i64 = 8;
+
+/// What one step of a GPU decode dot product reads of each row: `elems` consecutive
+/// elements along K, in runs of `lanes` (one vector load each where the operand is a
+/// buffer along K). A normalisation the kernel computes itself (`normalised::begin`)
+/// steps the same way, so its sum joins the dot products' reduction group.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Step {
+    pub lanes: u8,
+    pub elems: i64,
+}
+
+/// The start, along K, of each run of step `kk`.
+pub(super) fn step_runs(kk: VarId, lanes: u8, elems: i64) -> Vec<Expr> {
+    (0..elems)
+        .step_by(lanes as usize)
+        .map(|t| add(mul(var(kk), i(elems)), i(t)))
+        .collect()
+}
+
+/// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
+/// step (`dequant::unit_dot`). Where bytes load natively and A is a buffer along K, a step
+/// is one vector load of quant bytes and one of activations (`gpu_unit_lanes`); without
+/// vector loads, formats with one f16 scale per block decode each element cheaply enough
+/// that consecutive threads take consecutive elements instead (the generic path), while
+/// SPIR-V (`byte_loads` false) reads a run's bytes from shared words, one element at a time.
+pub(super) fn unit_steps(
+    ctx: &Ctx,
+    ops: &Operands,
+    unit_lanes: u8,
+    format: kiln_ir::QuantFormat,
+) -> bool {
+    let half_scale = matches!(format.layout().scale, kiln_ir::quant::Scale::Half { .. });
+    ctx.schedule.gpu && !ops.ta && (unit_lanes > 1 || !(ctx.schedule.byte_loads && half_scale))
+}
+
+/// The step of a GPU dot product's reduction over K, `None` where it reads an element a
+/// step (or is not a GPU decode form).
+pub(super) fn gpu_step(
+    ctx: &Ctx,
+    ops: &Operands,
+    gpu_lanes: Option<u8>,
+    unit_lanes: u8,
+    k: &Dim,
+) -> Option<Step> {
+    if let Some(lanes) = gpu_lanes {
+        let elems = GPU_DOT_STEP.max(lanes as i64);
+        let fits = k.as_known().is_some_and(|k| k % elems == 0);
+        return Some(Step {
+            lanes,
+            elems: if fits { elems } else { lanes as i64 },
+        });
+    }
+    let (_, format) = quantized_rows(ctx, ops)?;
+    unit_steps(ctx, ops, unit_lanes, format).then(|| Step {
+        lanes: unit_lanes,
+        elems: super::dequant::unit_of(&format.layout(), k.as_known()) as i64,
+    })
+}
