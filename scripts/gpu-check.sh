@@ -9,7 +9,7 @@
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
-# step under Nsight Compute. With .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the
+# step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs. With .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the
 # quantized matvecs and every model are benchmarked with that binary too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -86,8 +86,11 @@ run_test() { # name binary filter
   fi
   grep -E "CUDA device|Vulkan device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
 }
-# ONLY_MODELS=1 runs just the model benchmarks (MODELS, on MODEL_TARGETS).
+# ONLY_MODELS=1 runs just the model benchmarks (MODELS, on MODEL_TARGETS). QUICK=1 leaves
+# out what a short lease can spare: CUDA conformance on sm_75 PTX, the carry tests and the
+# Vulkan kernel benchmarks.
 only_models=${ONLY_MODELS:-0}
+quick=${QUICK:-0}
 note "## tests on the GPU"
 if [ "$only_models" = 1 ]; then
   note "(skipped: ONLY_MODELS=1)"
@@ -95,10 +98,12 @@ elif [ "${SKIP_CUDA_TESTS:-0}" = 1 ]; then
   note "(CUDA suites skipped: SKIP_CUDA_TESTS=1)"
 else
   run_test conformance-cuda conformance conformance_cuda
-  # Older PTX, compiled by the driver for this GPU at load time.
-  KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
   run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
-  run_test carry-cuda llama_reference carried_inputs_grow_and_keep_their_rows_on_cuda
+  if [ "$quick" != 1 ]; then
+    # Older PTX, compiled by the driver for this GPU at load time.
+    KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
+    run_test carry-cuda llama_reference carried_inputs_grow_and_keep_their_rows_on_cuda
+  fi
 fi
 
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
@@ -119,7 +124,7 @@ export KILN_REQUIRE_VULKAN=1
 if [ "$only_models" != 1 ]; then
 run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
-run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
+[ "$quick" = 1 ] || run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
 # VULKAN_VARIANTS="VAR=VAL ...": the Vulkan model tests again under each setting (to tell
 # which part of the driver's path a failure depends on: KILN_VULKAN_SUBGROUPS=0,
 # KILN_GPU_ORDER=serial, KILN_VULKAN_REPLAY=0).
@@ -141,7 +146,9 @@ else
   status=1
 fi
 note "## kernels on Vulkan (SPIR-V), same GPU"
-if $bin/kiln bench --target vulkan:spv1.3 --seconds "${BENCH_SECONDS:-0.5}" \
+if [ "$quick" = 1 ]; then
+  note "(skipped: QUICK=1)"
+elif $bin/kiln bench --target vulkan:spv1.3 --seconds "${BENCH_SECONDS:-0.5}" \
     --json "$OUT/vulkan-bench.json" >"$LOGS/vulkan-bench.log" 2>&1; then
   grep -E '^\||^device' "$LOGS/vulkan-bench.log" | tee -a "$report"
 else
