@@ -9,8 +9,9 @@
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
-# step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs. With .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the
-# quantized matvecs and every model are benchmarked with that binary too.
+# step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs. With
+# .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the quantized matvecs and every model
+# are benchmarked with that binary too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-report}
