@@ -31,6 +31,9 @@ impl Emitter<'_, '_> {
                 if let Some(run) = self.load_run(*buf, index, i, *lanes)? {
                     return Ok(run);
                 }
+                if let Some(run) = self.load_bytes(*buf, i, *lanes)? {
+                    return Ok(run);
+                }
                 let mut vals = Vec::with_capacity(*lanes as usize);
                 for l in 0..*lanes as i64 {
                     let at = if l == 0 {
@@ -141,7 +144,7 @@ impl Emitter<'_, '_> {
         }
     }
 
-    fn compose(&mut self, vals: &[V]) -> Result<V, Fail> {
+    pub(super) fn compose(&mut self, vals: &[V]) -> Result<V, Fail> {
         match vals {
             [] => Err(Fail::msg("a vector of no lanes")),
             [one] => Ok(*one),

@@ -211,6 +211,58 @@ impl Emitter<'_, '_> {
         Ok(Some(v))
     }
 
+    /// A run of `lanes` (2 or more) bytes of a byte buffer from byte `i`, as an i32 vector,
+    /// from the words covering it: each four bytes shifted out of the two words they
+    /// straddle, `(w0 >> s) | (w1 << (32 - s))`, at any alignment. Loading each byte on its
+    /// own took a word load and its index arithmetic per byte: a quantized step's eight
+    /// bytes now take four word loads where they took eight. Only words holding the run's
+    /// bytes are read (the second of a pair is that of the group's last byte: the first
+    /// again for a group starting on a word), so a run never reads past its buffer.
+    /// `None` for other buffers.
+    pub fn load_bytes(&mut self, buf: Buf, i: V, lanes: u8) -> Result<Option<V>, Fail> {
+        let Buf::Arg(a) = buf else { return Ok(None) };
+        if lanes < 2 || self.k.buf_dtype(buf) != DType::U8 {
+            return Ok(None);
+        }
+        let (_, shift) = self.sub_word(i, DType::U8)?;
+        // `w1 << (32 - s)` as two shifts, which give 0 for s = 0 (one shift by 32 is
+        // undefined in SPIR-V).
+        let thirty_one = self.s.i32(31);
+        let back = self.binary(BOp::Sub, thirty_one, shift)?;
+        let lanes = lanes as i64;
+        let mut bytes = Vec::with_capacity(lanes as usize);
+        for first in (0..lanes).step_by(4) {
+            let last = (first + 3).min(lanes - 1);
+            let w0 = self.word_of_byte(a, i, first)?;
+            let w1 = self.word_of_byte(a, i, last)?;
+            let lo = self.binary(BOp::Shr, w0, shift)?;
+            let hi = self.ib(BOp::Shl, w1, 1)?;
+            let hi = self.binary(BOp::Shl, hi, back)?;
+            let four = self.binary(BOp::Or, lo, hi)?;
+            for j in 0..=(last - first) {
+                let b = match j {
+                    0 => four,
+                    _ => self.ib(BOp::Shr, four, 8 * j as u32)?,
+                };
+                bytes.push(if j == 3 { b } else { self.ib(BOp::And, b, 255)? });
+            }
+        }
+        Ok(Some(self.compose(&bytes)?))
+    }
+
+    /// The word of byte buffer argument `arg` holding byte `i + k`.
+    fn word_of_byte(&mut self, arg: u32, i: V, k: i64) -> Result<V, Fail> {
+        let at = if k == 0 {
+            i
+        } else {
+            let off = self.s.i64(k);
+            self.binary(BOp::Add, i, off)?
+        };
+        let two = self.s.i64(2);
+        let word = self.binary(BOp::Shr, at, two)?;
+        self.load_word(arg, word)
+    }
+
     fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {
         let ptr = self.word_ptr(arg, word)?;
         self.load_ptr(ptr, VType::I32)

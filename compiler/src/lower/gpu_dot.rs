@@ -58,10 +58,11 @@ pub(super) fn along_k(e: &Expr, k: VarId, lanes: u8) -> bool {
 }
 
 /// Elements each step of a GPU quantized dot product (`dequant::unit_dot`) reads as one
-/// vector: `gpu_dot_lanes` where the target loads bytes natively (a run of quant bytes is one
-/// load of as many bytes as their alignment allows; A's run is one load where A is a buffer
-/// along K, `Operands::a_run`); else 1, one load per element. Only for `Form::Dot` (few
-/// rows: a block per output shares K); many rows keep a thread per output.
+/// vector: `gpu_dot_lanes` (a run of quant bytes is one load of as many bytes as their
+/// alignment allows where the target loads bytes natively, and on SPIR-V the few words
+/// covering it, `spirv::storage::load_bytes`; A's run is one load where A is a buffer along
+/// K, `Operands::a_run`). Only for `Form::Dot` (few rows: a block per output shares K);
+/// many rows keep a thread per output.
 pub(super) fn gpu_unit_lanes(
     ctx: &Ctx,
     ops: &Operands,
@@ -72,13 +73,7 @@ pub(super) fn gpu_unit_lanes(
     let run = format.layout().run_len;
     let w = lanes as usize;
     let fits = run.is_multiple_of(w) && super::dequant::UNIT.min(run).is_multiple_of(w);
-    if !ctx.schedule.gpu
-        || !ctx.schedule.byte_loads
-        || lanes <= 1
-        || ops.ta
-        || form != Form::Dot
-        || !fits
-    {
+    if !ctx.schedule.gpu || lanes <= 1 || ops.ta || form != Form::Dot || !fits {
         return 1;
     }
     lanes
