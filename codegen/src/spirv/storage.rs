@@ -244,7 +244,11 @@ impl Emitter<'_, '_> {
                     0 => four,
                     _ => self.ib(BOp::Shr, four, 8 * j as u32)?,
                 };
-                bytes.push(if j == 3 { b } else { self.ib(BOp::And, b, 255)? });
+                bytes.push(if j == 3 {
+                    b
+                } else {
+                    self.ib(BOp::And, b, 255)?
+                });
             }
         }
         Ok(Some(self.compose(&bytes)?))
