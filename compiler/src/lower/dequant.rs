@@ -463,20 +463,35 @@ pub fn rows_dot(
 pub(super) const UNIT: usize = 8;
 
 /// Elements per step of `unit_dot` over `k` elements (`None`: unknown): `UNIT`, doubled
-/// within the run while a block's threads still get a step each. Longer steps decode the
-/// run's multiplier and offset (a K-quant's six-bit pair: three byte loads and a dozen
-/// instructions) for more elements, and give each thread more loads in flight; the 8192
-/// inputs of a 1B llama's down projection take 32 (q8_0, q4_k), its 2048-wide ones 8.
+/// within the run while a block's threads still get a step each and the step's quant bits
+/// stay within `STEP_BYTES`. Longer steps decode the run's multiplier and offset (a
+/// K-quant's six-bit pair: three byte loads and a dozen instructions) for more elements,
+/// and give each thread more loads in flight; but a step's bytes and activations live in
+/// registers together, for every column of the block. On one H100 (2026-12-05), steps of 32
+/// took the 8192^2 matvecs of 4-bit formats from 769-985 GB/s to 1035-1222 GB/s, and q8_0's
+/// (32 bytes a step) from 1666 down to 945; the cap keeps q8_0 at 16.
 pub(super) fn unit_of(l: &Layout, k: Option<i64>) -> usize {
     let threads = crate::kernel::gpu::BLOCK_THREADS as i64;
+    let bits = l.low.width as usize + l.high.as_ref().map_or(0, |h| h.width as usize);
+    let cap = step_bytes();
     let mut unit = UNIT.min(l.run_len);
     while 2 * unit <= l.run_len
         && l.run_len.is_multiple_of(2 * unit)
+        && 2 * unit * bits <= 8 * cap
         && k.is_some_and(|k| k / (2 * unit as i64) >= threads)
     {
         unit *= 2;
     }
     unit
+}
+
+/// Bytes of quants a GPU decode step reads of each row at most (`unit_of`): 16, or
+/// `KILN_GPU_STEP_BYTES` at compile time (for comparing on a GPU).
+fn step_bytes() -> usize {
+    std::env::var("KILN_GPU_STEP_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
 }
 
 /// `acc = sum over k of dequant(bytes)[row, k] * a(k)` as one reduction over steps of
