@@ -137,8 +137,9 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
         // form spares. A thread per output (prefill's matmuls) is bound by the FMA pipe,
         // which the exponent form's add would join while the conversion unit runs beside
         // it: 1B Q8_0 prefill on CUDA read 202 t/s with it, 230 without.
-        let block = crate::kernel::gpu::launch_shape(&k.body).block_per_point();
-        if schedule.int_to_float_by_exponent && block {
+        if schedule.int_to_float_by_exponent
+            && crate::kernel::gpu::launch_shape(&k.body).block_per_point()
+        {
             crate::kernel::small_ints::convert_through_exponent(k);
         }
     }

@@ -224,7 +224,7 @@ impl Emitter<'_, '_> {
         if lanes < 2 || self.k.buf_dtype(buf) != DType::U8 {
             return Ok(None);
         }
-        let (_, shift) = self.sub_word(i, DType::U8)?;
+        let (word, shift) = self.sub_word(i, DType::U8)?;
         // `w1 << (32 - s)` as two shifts, which give 0 for s = 0 (one shift by 32 is
         // undefined in SPIR-V).
         let thirty_one = self.s.i32(31);
@@ -233,7 +233,10 @@ impl Emitter<'_, '_> {
         let mut bytes = Vec::with_capacity(lanes as usize);
         for first in (0..lanes).step_by(4) {
             let last = (first + 3).min(lanes - 1);
-            let w0 = self.word_of_byte(a, i, first)?;
+            let w0 = match first {
+                0 => self.load_word(a, word)?,
+                _ => self.word_of_byte(a, i, first)?,
+            };
             let w1 = self.word_of_byte(a, i, last)?;
             let lo = self.binary(BOp::Shr, w0, shift)?;
             let hi = self.ib(BOp::Shl, w1, 1)?;
@@ -254,14 +257,11 @@ impl Emitter<'_, '_> {
         Ok(Some(self.compose(&bytes)?))
     }
 
-    /// The word of byte buffer argument `arg` holding byte `i + k`.
+    /// The word of byte buffer argument `arg` holding byte `i + k` (`k > 0`; byte `i`'s
+    /// word comes with its shift, `sub_word`).
     fn word_of_byte(&mut self, arg: u32, i: V, k: i64) -> Result<V, Fail> {
-        let at = if k == 0 {
-            i
-        } else {
-            let off = self.s.i64(k);
-            self.binary(BOp::Add, i, off)?
-        };
+        let off = self.s.i64(k);
+        let at = self.binary(BOp::Add, i, off)?;
         let two = self.s.i64(2);
         let word = self.binary(BOp::Shr, at, two)?;
         self.load_word(arg, word)

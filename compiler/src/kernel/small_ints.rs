@@ -18,21 +18,12 @@ use kiln_ir::DType;
 
 /// Rewrites every `cast<F32>` of an integer whose range is known small in `k`.
 pub fn convert_through_exponent(k: &mut Kernel) {
-    let dtypes = |b: Buf| -> Option<DType> {
-        match b {
-            Buf::Arg(i) => k.args.get(i as usize).map(|a| a.dtype),
-            Buf::Local(i) => k.locals.get(i as usize).map(|l| l.dtype),
-        }
-    };
-    let args: Vec<Option<DType>> = (0..k.args.len() as u32)
-        .map(|i| dtypes(Buf::Arg(i)))
-        .collect();
-    let locals: Vec<Option<DType>> = (0..k.locals.len() as u32)
-        .map(|i| dtypes(Buf::Local(i)))
-        .collect();
+    // The buffers' dtypes apart from `k`, whose body the rewrite borrows.
+    let args: Vec<DType> = k.args.iter().map(|a| a.dtype).collect();
+    let locals: Vec<DType> = k.locals.iter().map(|l| l.dtype).collect();
     let dtype = |b: Buf| match b {
-        Buf::Arg(i) => args.get(i as usize).copied().flatten(),
-        Buf::Local(i) => locals.get(i as usize).copied().flatten(),
+        Buf::Arg(i) => args.get(i as usize).copied(),
+        Buf::Local(i) => locals.get(i as usize).copied(),
     };
     super::map_exprs(&mut k.body, &mut |e| {
         super::rewrite_bottom_up(e, &mut |e| match e {
@@ -51,7 +42,6 @@ pub fn convert_through_exponent(k: &mut Kernel) {
 /// side is one `or` that folds into the mask or xor before it (one LOP3 on NVIDIA).
 fn through_exponent(v: Expr, (lo, hi): (i64, i64), dtype: &impl Fn(Buf) -> Option<DType>) -> Expr {
     let lanes = lanes_of(&v);
-    let wide = |x: Expr| if lanes > 1 { splat(x, lanes) } else { x };
     let (mut v, mut offset) = (v, 0i64);
     while let Expr::Binary(op @ (BOp::Add | BOp::Sub), a, c) = &v {
         let c = match &**c {
@@ -75,8 +65,8 @@ fn through_exponent(v: Expr, (lo, hi): (i64, i64), dtype: &impl Fn(Buf) -> Optio
     } else {
         (0x4b40_0000, BOp::Add, 12_582_912.0)
     };
-    let shifted = bitcast(Elem::F32, bin(op, v, wide(i32(bits))));
-    bin(BOp::Sub, shifted, wide(f(base)))
+    let shifted = bitcast(Elem::F32, bin(op, v, splat(i32(bits), lanes)));
+    bin(BOp::Sub, shifted, splat(f(base), lanes))
 }
 
 /// Lanes of an integer expression `range` accepted (its leaves are loads, literals and

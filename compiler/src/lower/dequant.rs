@@ -464,7 +464,7 @@ pub(super) const UNIT: usize = 8;
 
 /// Elements per step of `unit_dot` over `k` elements (`None`: unknown): `UNIT`, doubled
 /// within the run while a block's threads still get a step each and the step's quant bits
-/// stay within `STEP_BYTES`. Longer steps decode the run's multiplier and offset (a
+/// stay within `step_bytes()`. Longer steps decode the run's multiplier and offset (a
 /// K-quant's six-bit pair: three byte loads and a dozen instructions) for more elements,
 /// and give each thread more loads in flight; but a step's bytes and activations live in
 /// registers together, for every column of the block. On one H100 (2026-12-05), steps of 32
@@ -498,9 +498,9 @@ fn step_bytes() -> usize {
 /// `unit_of` elements, for GPU targets, where a block of threads shares the reduction's
 /// iterations. Each step computes its run's multiplier and offset once (rather than once
 /// per element as `dequant_at` would), then sums `a * q` over its elements, `lanes` at a
-/// time: with `lanes == UNIT` a step is one vector load of quant bytes and one of
+/// time in one FMA chain: each run of `lanes` is one vector load of quant bytes and one of
 /// activations (`a(k, lanes)` reads `lanes` elements from `k`), where `lanes == 1` issues a
-/// load per byte and element. `lanes` must divide `UNIT` and the run length.
+/// load per byte and element. `lanes` must divide the step, and the step the run length.
 pub fn unit_dot(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),

@@ -104,17 +104,12 @@ pub(super) fn step_runs(kk: VarId, lanes: u8, elems: i64) -> Vec<Expr> {
 }
 
 /// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
-/// step (`dequant::unit_dot`). Where bytes load natively and A is a buffer along K, a step
-/// is one vector load of quant bytes and one of activations (`gpu_unit_lanes`); without
-/// vector loads, formats with one f16 scale per block decode each element cheaply enough
-/// that consecutive threads take consecutive elements instead (the generic path), while
-/// SPIR-V (`byte_loads` false) reads a run's bytes from shared words, one element at a time.
-pub(super) fn unit_steps(
-    ctx: &Ctx,
-    ops: &Operands,
-    unit_lanes: u8,
-    format: kiln_ir::QuantFormat,
-) -> bool {
+/// step (`dequant::unit_dot`). Where a step's runs are vector loads (`gpu_unit_lanes`),
+/// always; without them, formats with one f16 scale per block decode each element cheaply
+/// enough that consecutive threads take consecutive elements instead (the generic path)
+/// where bytes load natively, while SPIR-V (`byte_loads` false), which reads bytes out of
+/// words, keeps the unit.
+fn unit_steps(ctx: &Ctx, ops: &Operands, unit_lanes: u8, format: kiln_ir::QuantFormat) -> bool {
     let half_scale = matches!(format.layout().scale, kiln_ir::quant::Scale::Half { .. });
     ctx.schedule.gpu && !ops.ta && (unit_lanes > 1 || !(ctx.schedule.byte_loads && half_scale))
 }

@@ -11,9 +11,8 @@
 //! otherwise alias in cache). How a GPU's dot product steps along K is `gpu_dot.rs`.
 
 use super::gpu_dot::{
-    along_k, gpu_dot_columns, gpu_dot_lanes, gpu_step, gpu_unit_lanes, unit_steps,
+    along_k, gpu_dot_columns, gpu_dot_lanes, gpu_step, gpu_unit_lanes, step_runs, Step,
 };
-use super::gpu_dot::{step_runs, Step};
 use super::inline::{dim_expr, value_at};
 use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
@@ -598,13 +597,10 @@ fn dot_kernel(
             )?);
         }
         // GPU: each thread's step decodes a few consecutive elements of one run, so their
-        // scale is computed once (`unit_dot`). Where bytes load natively and A is a buffer
-        // along K, a step is one vector load of quant bytes and one of activations
-        // (`gpu_unit_lanes`); without vector loads, formats with one f16 scale per block
-        // decode each element cheaply enough that consecutive threads take consecutive
-        // elements instead (the generic path below), while SPIR-V (`byte_loads` false)
-        // reads a run's bytes from shared words, one element at a time.
-        (Some(weights), _) if unit_steps(ctx, ops, unit_lanes, weights.1) => {
+        // scale is computed once (`unit_dot`), wherever `gpu_step` gave quantized rows a
+        // step (`gpu_dot::unit_steps` says where; their B is decoded, never a plain buffer,
+        // so `gpu_lanes` is None). Elsewhere the generic path below.
+        (Some(weights), _) if step.is_some() => {
             let Some(step) = step else {
                 return Err(LowerError::Internal(
                     "a unit dot product without its step".into(),
