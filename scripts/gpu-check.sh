@@ -168,6 +168,29 @@ if [ -n "$base" ]; then
     grep -E '^\| matvec|copy' "$LOGS/matvec-$who.log" | tee -a "$report"
   done
 fi
+# MATVEC_PROFILE=1: decode's largest matvec shape (8192 x 8192; a 1B llama's down
+# projection) in q8_0 and q4_k under Nsight Compute's full set of sections, with the SASS
+# of the kernel, and the matvec benchmark under each cap on a step's quant bytes.
+if [ "${MATVEC_PROFILE:-0}" = 1 ]; then
+  note "## matvec profile (cuda:sm_$cap)"
+  for b in 8 16 32; do
+    note "### KILN_GPU_STEP_BYTES=$b"
+    KILN_GPU_STEP_BYTES=$b $bin/kiln bench --target "cuda:sm_$cap" --only matvec \
+      --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matvec-step$b.log" 2>&1
+    grep -E '^\| matvec|copy' "$LOGS/matvec-step$b.log" | tee -a "$report"
+  done
+  for spec in q8_0:8704 q4_k:4608; do
+    fmt=${spec%:*} row=${spec#*:}
+    printf 'kir 1\n%%x = input "x" f32[1,8192]\n%%r = param "w" u8[8192,%s]\n%%w = dequant %%r format=%s\n%%y = matmul %%x, %%w transpose_a=false transpose_b=true\noutput "y" = %%y\n' \
+      "$row" "$fmt" >/tmp/mv-$fmt.kir
+    $bin/kiln compile /tmp/mv-$fmt.kir -t "cuda:sm_$cap" -o /tmp/mv-$fmt.kiln -q --seed 1 &&
+      timeout 240 ncu --set full -k regex:matmul --launch-count 1 -f -o "$OUT/ncu-mv-$fmt" \
+        $bin/kiln run /tmp/mv-$fmt.kiln --random-inputs >"$LOGS/ncu-mv-$fmt.log" 2>&1
+    ncu -i "$OUT/ncu-mv-$fmt.ncu-rep" --page details >"$OUT/ncu-mv-$fmt.txt" 2>&1
+    ncu -i "$OUT/ncu-mv-$fmt.ncu-rep" --page source --print-source sass --csv >"$OUT/sass-mv-$fmt.csv" 2>&1
+    note "### $fmt: $(grep -E 'Duration|DRAM Throughput|Memory Throughput' "$OUT/ncu-mv-$fmt.txt" | head -3 | tr -s ' ' | tr '\n' ';')"
+  done
+fi
 note "## models: kiln bench (pp512, tg128) on the GPU"
 mkdir -p /tmp/models
 note "| model | size | params | target | threads | test | t/s |"

@@ -51,6 +51,9 @@ pub struct Emitter<'a, 'ctx> {
     pub vnni_bits: u32,
     /// This thread's lane in its warp, in GPU kernels that run a warp per point.
     pub lane: Option<IntValue<'ctx>>,
+    /// The target places a byte under constant bytes in one instruction (NVPTX `prmt`;
+    /// see `gpu/byte_permute.rs`).
+    pub byte_permute: bool,
 }
 
 /// The in-memory element type of a buffer: half types are 16-bit integers in memory and
@@ -209,7 +212,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             .ok_or_else(|| Fail(format!("v{var} is read before it is defined")))
     }
 
-    fn base(&self, buf: Buf) -> (PointerValue<'ctx>, DType) {
+    pub(super) fn base(&self, buf: Buf) -> (PointerValue<'ctx>, DType) {
         match buf {
             Buf::Arg(i) => (self.bufs[i as usize], self.k.args[i as usize].dtype),
             Buf::Local(i) => (self.locals[i as usize], self.k.locals[i as usize].dtype),
@@ -423,6 +426,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.unary(*op, x)?
             }
             Expr::Binary(op, a, b) => match self.loads_word(e) {
+                None if self.byte_permute && *op == BOp::Or => match self.permuted_bytes(e)? {
+                    Some(v) => v,
+                    None => {
+                        let (x, y) = (self.expr(a)?, self.expr(b)?);
+                        self.binary(*op, x, y)?
+                    }
+                },
                 Some((buf, index, count)) => {
                     let i = self.expr(index)?.into_int_value();
                     self.word_le(buf, i, count)?

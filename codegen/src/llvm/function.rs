@@ -115,6 +115,7 @@ fn emit<'ctx>(
         native_half: desc.half_conversions,
         byte_dot_bits: desc.byte_dot_bits,
         vnni_bits: desc.vnni_bits,
+        byte_permute: false,
         lane: None,
     };
     for l in &k.locals {

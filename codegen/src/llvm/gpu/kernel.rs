@@ -90,6 +90,7 @@ pub fn emit<'ctx>(
         byte_dot_bits: 0,
         vnni_bits: 0,
         lane: None,
+        byte_permute: desc.arch == super::GpuArch::Nvptx,
     };
     if !k.locals.is_empty() {
         if launch.block_per_point() {

@@ -12,6 +12,7 @@
 //! `ceil(points / points_per_block)` blocks (capped).
 
 pub mod amdgpu;
+mod byte_permute;
 mod kernel;
 pub(super) mod matrix;
 pub mod nvptx;

@@ -244,3 +244,36 @@ output \"y\" = %y
     assert!(q4k.contains(".v4.f32"), "{q4k}");
     assert!(q4k.contains(".u64") || q4k.contains(".v2.u32"), "{q4k}");
 }
+
+/// On NVPTX the decode matvecs' weights reach the exponent form a permute per weight (the
+/// byte under the bits of 2^23), their flips, masks and shifts done on packed words,
+/// instead of a field extract, a shift, a mask and an or per weight; HIP, which keeps the
+/// conversion, has neither.
+#[test]
+fn quantized_matvec_weights_become_floats_through_byte_permutes() {
+    let matvec = |format: &str, bytes: usize| {
+        format!(
+            "kir 1
+%x = input \"x\" f32[1,512]
+%w = input \"w\" u8[1024,{bytes}]
+%d = dequant %w format={format}
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        )
+    };
+    for (format, bytes) in [("q8_0", 16 * 34), ("q4_0", 16 * 18), ("q4_k", 2 * 144)] {
+        let (code, _) = crate::test_model::code_of(
+            &crate::llvm::LlvmBackend,
+            &matvec(format, bytes),
+            "cuda:sm_90",
+        );
+        let ptx = String::from_utf8(code).unwrap();
+        let (permutes, extracts) = (
+            ptx.matches("prmt.b32").count(),
+            ptx.matches("bfe.u32").count(),
+        );
+        assert!(permutes >= 8, "{format}: {permutes} permutes\n{ptx}");
+        assert_eq!(extracts, 0, "{format}: byte extracts\n{ptx}");
+    }
+}
