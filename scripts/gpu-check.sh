@@ -9,7 +9,8 @@
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
-# step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs. With
+# step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
+# SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs. With
 # .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the quantized matvecs and every model
 # are benchmarked with that binary too.
 set -uo pipefail
@@ -79,6 +80,10 @@ fi
 
 run_test() { # name binary filter
   local name=$1 b=$2 filter=$3
+  if [ ! -x $bin/$b ]; then
+    note "- $name: skipped (no $b binary: .gpu was carried without it)"
+    return
+  fi
   if $bin/$b "$filter" --nocapture --test-threads=1 >"$LOGS/$name.log" 2>&1; then
     note "- $name: passed"
   else
@@ -123,9 +128,14 @@ nv=/usr/local/nvidia/share
 $bin/kiln targets 2>&1 | grep '^vulkan' | sed 's/^/    /' | tee -a "$report"
 export KILN_REQUIRE_VULKAN=1
 if [ "$only_models" != 1 ]; then
+# SKIP_VULKAN_TESTS=1 leaves out the Vulkan suites (a call about CUDA kernels).
+if [ "${SKIP_VULKAN_TESTS:-0}" = 1 ]; then
+  note "(Vulkan suites skipped: SKIP_VULKAN_TESTS=1)"
+else
 run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
 [ "$quick" = 1 ] || run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
+fi
 # VULKAN_VARIANTS="VAR=VAL ...": the Vulkan model tests again under each setting (to tell
 # which part of the driver's path a failure depends on: KILN_VULKAN_SUBGROUPS=0,
 # KILN_GPU_ORDER=serial, KILN_VULKAN_REPLAY=0).

@@ -101,20 +101,36 @@ pub fn matvec(n: usize, k: usize) -> BenchCase {
 /// `y = W x` with W `[n, k]` in a block-quantized format, decoded inside the kernel: the
 /// bytes moved are the blocks', which is what decode speed depends on.
 pub fn matvec_quant(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
-    quant_case(1, n, k, format, false)
+    quant_case(1, n, k, format, None)
 }
 
 /// `matvec_quant` with `x` quantized to q8_0 in the graph (`--quantize-activations`), so
 /// the CPU multiplies bytes by bytes; the quantize kernel's time is included.
 pub fn matvec_quant_x8(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
-    quant_case(1, n, k, format, true)
+    quant_case(1, n, k, format, Some(cpu_activations(format)))
+}
+
+/// `matvec_quant_x8` as GPUs quantize activations: q8_0 for every format
+/// (`lower::gpu_byte_dot`).
+pub fn matvec_quant_x8_gpu(n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
+    quant_case(1, n, k, format, Some(kiln_ir::QuantFormat::Q8_0))
+}
+
+/// The activation format `--quantize-activations` chooses on CPUs: q8_k for the K-quants,
+/// q8_0 for the others.
+fn cpu_activations(format: kiln_ir::QuantFormat) -> kiln_ir::QuantFormat {
+    if format.block_elems() == 256 {
+        kiln_ir::QuantFormat::Q8K
+    } else {
+        kiln_ir::QuantFormat::Q8_0
+    }
 }
 
 /// LLM prefill of `m` tokens through one projection: `m` rows of q8_0 activations times
 /// `[n, k]` quantized weights (`--quantize-activations`), the CPU's tiled byte dot
 /// products; counted in multiply-adds (2 flops each), the quantize kernel included.
 pub fn prefill_quant_x8(m: usize, n: usize, k: usize, format: kiln_ir::QuantFormat) -> BenchCase {
-    quant_case(m, n, k, format, true)
+    quant_case(m, n, k, format, Some(cpu_activations(format)))
 }
 
 fn quant_case(
@@ -122,18 +138,13 @@ fn quant_case(
     n: usize,
     k: usize,
     format: kiln_ir::QuantFormat,
-    quantized_x: bool,
+    x_format: Option<kiln_ir::QuantFormat>,
 ) -> BenchCase {
     use kiln_ir::QuantFormat as Q;
+    let quantized_x = x_format.is_some();
     let mut b = Builder::new();
     let mut x = b.input("x", DType::F32, [m, k]).expect("valid");
-    if quantized_x {
-        // As `--quantize-activations` chooses: q8_k for the K-quants, q8_0 for the others.
-        let xf = if format.block_elems() == 256 {
-            Q::Q8K
-        } else {
-            Q::Q8_0
-        };
+    if let Some(xf) = x_format {
         let q = b
             .op(kiln_ir::Op::Quantize { format: xf }, &[x])
             .expect("valid");
@@ -322,6 +333,10 @@ pub fn gpu_cases(quick: bool) -> Vec<BenchCase> {
         matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q4_0),
         matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q4K),
         matvec_quant(8192, 8192, kiln_ir::QuantFormat::Q6K),
+        // Activations quantized first (`--quantize-activations`): CUDA multiplies bytes
+        // by bytes (`dp4a`); the quantize kernel's time is counted.
+        matvec_quant_x8_gpu(8192, 8192, kiln_ir::QuantFormat::Q8_0),
+        matvec_quant_x8_gpu(8192, 8192, kiln_ir::QuantFormat::Q4K),
         softmax(4096, 4096),
         rms_norm(4096, 4096),
         elementwise_chain(8192),

@@ -399,6 +399,48 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
     }
 }
 
+/// On CUDA, `--quantize-activations` multiplies bytes by bytes (`dp4a`, `lower::gpu_byte_dot`)
+/// with q8_0 activations for every format, K-quants included: the tiny models, prefilled
+/// four tokens then decoded one at a time, match the reference rounding the same way.
+/// Skipped, saying why, without a CUDA device.
+#[test]
+fn cuda_quantized_activations_match_the_reference_rounding_the_same_way() {
+    let Some(gpu) = cuda_target() else {
+        return;
+    };
+    if !reference_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    tiny_models(dir.path());
+    for name in [
+        "tiny-llama-Q8_0",
+        "tiny-llama-Q4_0",
+        "tiny-llama-Q5_1",
+        "tiny-llama-Q4_K_M",
+    ] {
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let want = reference_logits_with(&gguf, &["--q8-0-activations"]);
+        let plain = reference_logits(&gguf);
+        let choices = kiln::assemble::Choices {
+            quantize_activations: true,
+            ..kiln::assemble::Choices::new(BackendChoice::Llvm)
+        };
+        let (cfg, art) = compiled_with(&gguf, &gpu, &choices);
+        let logits = prefill_four_then_decode(&art, &cfg);
+        let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
+        eprintln!("{name} on {gpu}: q8_0 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})");
+        assert!(
+            e <= 1e-5,
+            "{name} on {gpu}: NMSE {e:.3e} > 1e-5 against the q8_0 reference"
+        );
+        assert!(
+            e_plain > 10.0 * e,
+            "{name} on {gpu}: the activations were not quantized"
+        );
+    }
+}
+
 #[test]
 fn greedy_generation_matches_the_reference_for_32_tokens() {
     if !reference_available() {

@@ -142,6 +142,74 @@ output \"y\" = %y
     }
 }
 
+/// A decode matvec over activations already in q8_0 blocks, lowered for CUDA, whose
+/// schedule multiplies bytes by bytes (`lower::gpu_byte_dot`: `dp4a` there, the CPU's byte
+/// dot products here): every format it takes, with steps of eight (512 inputs) and of
+/// sixteen elements (8192), computes what the interpreter does.
+#[test]
+fn gpu_byte_dot_matvecs_compute_what_the_interpreter_does() {
+    let n = 64usize;
+    let t: Target = "cuda:sm_90".parse().unwrap();
+    let schedule = kiln_compiler::pipeline::schedule_for(&t, &Default::default()).unwrap();
+    assert!(schedule.byte_dot, "CUDA's schedule multiplies bytes");
+    let mut formats = 0;
+    for k in [512usize, 8192] {
+        for format in QuantFormat::ALL.into_iter().chain(QuantFormat::RELAID) {
+            if !kiln_compiler::lower::gpu_byte_dot_applies(format) {
+                continue;
+            }
+            formats += 1;
+            let bb = format.block_bytes() * k / format.block_elems();
+            let xb = k / 32 * 34;
+            let src = format!(
+                "kir 1
+%q = input \"q\" u8[1,{xb}]
+%x = dequant %q format=q8_0
+%w = input \"w\" u8[{n},{bb}]
+%d = dequant %w format={}
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+                format.name()
+            );
+            let g = kiln_ir::text::parse(&src).unwrap();
+            let (q_bytes, w_bytes) = (
+                quant_rows(QuantFormat::Q8_0, 1, k, 5),
+                quant_rows(format, n, k, 11),
+            );
+            let tensor = |shape: Vec<usize>, b: &[u8]| {
+                Tensor::new(DType::U8, shape, b.iter().map(|&v| v as f64).collect())
+            };
+            let inputs = BTreeMap::from([
+                ("q".to_string(), tensor(vec![1, xb], &q_bytes)),
+                ("w".to_string(), tensor(vec![n, bb], &w_bytes)),
+            ]);
+            let env = kiln_ir::interp::infer_bindings(&g, &inputs).unwrap();
+            let want = kiln_ir::interp::run(&g, &inputs, &|_| None, &env).unwrap()["y"].clone();
+            let lowered = kiln_compiler::lower::lower(&g, schedule).unwrap();
+            let text = lowered.kernels[0].to_string();
+            assert!(
+                text.contains("dot_"),
+                "{format:?}: no byte dot product:\n{text}"
+            );
+            let bytes = BTreeMap::from([("q".to_string(), q_bytes), ("w".to_string(), w_bytes)]);
+            let got: Vec<f32> = run_lowered(&g, &schedule, &bytes, &[0])
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let (mut err, mut norm) = (0.0f64, 0.0f64);
+            for (g, w) in got.iter().zip(&want.data) {
+                err += (*g as f64 - w).powi(2);
+                norm += w.powi(2);
+            }
+            assert!(norm > 0.0, "{format:?}: the reference is all zeros");
+            let nmse = err / norm;
+            assert!(nmse < 1e-10, "{k} inputs {format:?}: NMSE {nmse:e}");
+        }
+    }
+    assert!(formats >= 16, "{formats} format cases");
+}
+
 /// A residual connection folded into the matmul before it (`partition::Residual`): the
 /// decode form (one row, a block per four outputs) and the many-row form (a thread per
 /// output) both store the products plus the addend, on CUDA's and Vulkan's schedules.

@@ -8,19 +8,20 @@
 //! each block's largest value), as llama.cpp's CPU backend does for every quantized type,
 //! which is why it is an option (`Options::quantize_activations`, `--quantize-activations`).
 
-use crate::lower::{byte_dot_lanes, q8k_dot_applies};
+use crate::lower::{byte_dot_lanes, gpu_byte_dot_applies, q8k_dot_applies};
+use crate::schedule::Schedule;
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, QuantFormat};
 use std::collections::HashMap;
 
-/// `g` with the activations of every eligible matmul quantized (see the module doc), for a
-/// schedule of `lanes` f32 lanes; the graph unchanged when none is eligible.
-pub fn quantize_activations(g: &Graph, lanes: u8) -> Result<Graph, IrError> {
+/// `g` with the activations of every eligible matmul quantized (see the module doc), for
+/// `schedule`; the graph unchanged when none is eligible.
+pub fn quantize_activations(g: &Graph, schedule: &Schedule) -> Result<Graph, IrError> {
     let mut out = Graph::new();
     let mut map: HashMap<NodeId, NodeId> = HashMap::new();
     let mut quantized: HashMap<(NodeId, QuantFormat), NodeId> = HashMap::new();
     for id in g.node_ids() {
         let mut ins: Vec<NodeId> = g.inputs(id).iter().map(|i| map[i]).collect();
-        if let Some(format) = activation_format(g, id, lanes) {
+        if let Some(format) = activation_format(g, id, schedule) {
             let a = g.inputs(id)[0];
             let q = match quantized.get(&(a, format)) {
                 Some(&q) => q,
@@ -44,8 +45,10 @@ pub fn quantize_activations(g: &Graph, lanes: u8) -> Result<Graph, IrError> {
 /// The activation format for a matmul that would read quantized weight rows with byte dot
 /// products, given quantized activations (the dot-product form for few rows, its tiles for
 /// many): `q8_k` for the K-quants (one scale per 256 elements, so their runs sum in
-/// integers; see `lower::k_dot`), `q8_0` for the others.
-fn activation_format(g: &Graph, id: NodeId, lanes: u8) -> Option<QuantFormat> {
+/// integers; see `lower::k_dot`), `q8_0` for the others; on GPUs `q8_0` for every format
+/// whose runs tile its blocks (`lower::gpu_byte_dot`).
+fn activation_format(g: &Graph, id: NodeId, schedule: &Schedule) -> Option<QuantFormat> {
+    let lanes = schedule.lanes;
     let n = g.node(id);
     let Op::MatMul {
         transpose_a: false,
@@ -64,7 +67,9 @@ fn activation_format(g: &Graph, id: NodeId, lanes: u8) -> Option<QuantFormat> {
         return None;
     }
     let whole = |f: QuantFormat| k % f.block_elems() as i64 == 0;
-    if q8k_dot_applies(format, lanes) && whole(QuantFormat::Q8K) {
+    if schedule.gpu {
+        (gpu_byte_dot_applies(format) && whole(QuantFormat::Q8_0)).then_some(QuantFormat::Q8_0)
+    } else if q8k_dot_applies(format, lanes) && whole(QuantFormat::Q8K) {
         Some(QuantFormat::Q8K)
     } else {
         (byte_dot_lanes(format, lanes).is_some() && whole(QuantFormat::Q8_0))
@@ -100,7 +105,7 @@ mod tests {
         for (i, o) in outs.into_iter().enumerate() {
             b.output(&format!("y{i}"), o);
         }
-        let g = quantize_activations(&b.finish(), 8).unwrap();
+        let g = quantize_activations(&b.finish(), &Schedule::for_vector_bits(256)).unwrap();
         let ops: Vec<&Op> = g.node_ids().map(|id| &g.node(id).op).collect();
         let quantizes = ops
             .iter()
@@ -114,5 +119,38 @@ mod tests {
         assert!((0..4).all(reads_quantized));
         assert!(!reads_quantized(4));
         kiln_ir::verify(&g).unwrap();
+    }
+
+    /// K-quant weights take q8_k activations on CPUs (one scale per 256 elements) and
+    /// q8_0 on GPUs (`lower::gpu_byte_dot`, 32-element steps' blocks).
+    #[test]
+    fn gpus_quantize_every_format_to_q8_0() {
+        let graph = || {
+            let mut b = Builder::new();
+            let x = b.input("x", DType::F32, [1, 256]).unwrap();
+            let raw = b.param("w", DType::U8, [8, 144]).unwrap();
+            let w = b.dequant(raw, QuantFormat::Q4K).unwrap();
+            let y = b.matmul_t(x, w, false, true).unwrap();
+            b.output("y", y);
+            b.finish()
+        };
+        let gpu = Schedule {
+            byte_dot: true,
+            ..Schedule::gpu()
+        };
+        for (schedule, want) in [
+            (Schedule::for_vector_bits(256), QuantFormat::Q8K),
+            (gpu, QuantFormat::Q8_0),
+        ] {
+            let g = quantize_activations(&graph(), &schedule).unwrap();
+            let formats: Vec<QuantFormat> = g
+                .node_ids()
+                .filter_map(|id| match g.node(id).op {
+                    Op::Quantize { format } => Some(format),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(formats, [want], "gpu: {}", schedule.gpu);
+        }
     }
 }

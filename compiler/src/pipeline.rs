@@ -78,6 +78,9 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
             return Ok(Schedule {
                 half_bits: opts.llvm_ops,
                 int_to_float_by_exponent: matches!(target, Target::Cuda(_)),
+                // `dp4a` (every capability kiln emits): decode's byte dot products where
+                // activations are quantized (`gpu_byte_dot`).
+                byte_dot: matches!(target, Target::Cuda(_)) && opts.llvm_ops,
                 matrix,
                 matrix_bf16: matrix.is_some_and(|m| m.takes(kiln_ir::DType::BF16, arch)),
                 ..Schedule::gpu()
@@ -124,8 +127,8 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
     } else {
         (graph.clone(), None)
     };
-    let graph = if opts.quantize_activations && schedule.byte_dot && !schedule.gpu {
-        crate::activations::quantize_activations(&graph, schedule.lanes)?
+    let graph = if opts.quantize_activations && schedule.byte_dot {
+        crate::activations::quantize_activations(&graph, &schedule)?
     } else {
         graph
     };

@@ -3,8 +3,8 @@
 GGUF files through the `gguf` package, in float64: the reference kiln's logits are
 checked against.
 
-usage: llama_ref.py [--q8-activations] MODEL.gguf OUT.npy TOKEN [TOKEN ...]
-       llama_ref.py [--q8-activations] MODEL.gguf --greedy N TOKEN [TOKEN ...]
+usage: llama_ref.py [--q8-activations | --q8-0-activations] MODEL.gguf OUT.npy TOKEN [TOKEN ...]
+       llama_ref.py [--q8-activations | --q8-0-activations] MODEL.gguf --greedy N TOKEN [TOKEN ...]
 
 The first form writes the logits for every position of the token sequence, shape
 [seq, vocab], f32. The second prints the N tokens greedy decoding appends to the prompt
@@ -14,6 +14,8 @@ The first form writes the logits for every position of the token sequence, shape
 kiln's --quantize-activations does: through q8_0 (32 values per block, scale max|x| / 127
 rounded up to an f16, values rounded half away from zero), or for the K-quants through
 q8_k (256 values per block, scale max|x| / 127 in f32, the same rounding).
+--q8-0-activations rounds them through q8_0 for every format, as kiln does on CUDA
+(compiler/src/lower/gpu_byte_dot.rs).
 """
 import sys
 
@@ -66,7 +68,9 @@ def q8_k_round_trip(x):
 def mm(x, w, name):
     """`x @ w[name].T`, with `x` quantized first where kiln's option would."""
     if Q8_ACTIVATIONS and name in w["blocks"]:
-        k_quant = w["blocks"][name] in K_QUANTS and x.shape[-1] % 256 == 0
+        k_quant = (
+            Q8_ACTIVATIONS != "q8_0" and w["blocks"][name] in K_QUANTS and x.shape[-1] % 256 == 0
+        )
         x = q8_k_round_trip(x) if k_quant else q8_0_round_trip(x)
     return x @ w[name].T
 
@@ -181,8 +185,8 @@ def forward(cfg, w, tokens):
 
 def main() -> None:
     global Q8_ACTIVATIONS
-    if sys.argv[1] == "--q8-activations":
-        Q8_ACTIVATIONS = True
+    if sys.argv[1] in ("--q8-activations", "--q8-0-activations"):
+        Q8_ACTIVATIONS = "q8_0" if sys.argv[1] == "--q8-0-activations" else "cpu"
         del sys.argv[1]
     path = sys.argv[1]
     cfg, w = load(path)

@@ -272,7 +272,7 @@ impl Emitter<'_, '_> {
             Expr::Mma(..) | Expr::Lane => {
                 return Err("matrix instructions are GPU code (CUDA and HIP targets)".to_string())
             }
-            Expr::DotBytes(..) | Expr::LaneSums(..) => {
+            Expr::DotBytes(..) | Expr::DotSignedBytes(..) | Expr::LaneSums(..) => {
                 return Err(
                     "byte dot products and their lane sums are compiled by the LLVM backend \
                      only (kiln emits them for LLVM CPU targets)"

@@ -183,36 +183,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 }
                 self.intrinsic(wd, &[], &[pairs, weights])?
             }
-            _ => {
-                let prod = self.b.build_int_mul(av, bv, "p")?;
-                if out_lanes == 1 {
-                    self.intrinsic(
-                        "llvm.vector.reduce.add",
-                        &[prod.get_type().into()],
-                        &[prod.into()],
-                    )?
-                } else {
-                    let i32t = self.ctx.i32_type();
-                    let mut sum = None;
-                    for j in 0..4 {
-                        let mask: Vec<_> = (0..out_lanes)
-                            .map(|l| i32t.const_int((4 * l + j) as u64, false))
-                            .collect();
-                        let mask = inkwell::types::VectorType::const_vector(&mask);
-                        let part = self.b.build_shuffle_vector(
-                            prod,
-                            prod.get_type().get_poison(),
-                            mask,
-                            "q",
-                        )?;
-                        sum = Some(match sum {
-                            None => part,
-                            Some(s) => self.b.build_int_add(s, part, "s")?,
-                        });
-                    }
-                    sum.expect("four parts").into()
-                }
-            }
+            _ => self.widened_dot(av, bv, out_lanes)?,
         };
         let sums = match (w, pmadd) {
             // Where the products were widened, the weights multiply the sums.
@@ -235,6 +206,63 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
             _ => sums,
         };
+        self.add_sums(acc, sums)
+    }
+
+    /// `Expr::DotSignedBytes` where the target has no byte dot product for it (NVPTX's
+    /// `dp4a` is `gpu/dp4a.rs`): widened products.
+    pub(super) fn dot_signed_bytes(
+        &mut self,
+        acc: V<'ctx>,
+        a: V<'ctx>,
+        b: V<'ctx>,
+    ) -> Result<V<'ctx>, Fail> {
+        let (BasicValueEnum::VectorValue(av), BasicValueEnum::VectorValue(bv)) = (a, b) else {
+            return Err(Fail::msg("dot_signed_bytes of scalars"));
+        };
+        let out_lanes = match acc {
+            BasicValueEnum::VectorValue(v) => v.get_type().get_size(),
+            _ => 1,
+        };
+        let sums = self.widened_dot(av, bv, out_lanes)?;
+        self.add_sums(acc, sums)
+    }
+
+    /// Sums of four adjacent products of `a` and `b` (i32 lanes), `out_lanes` of them.
+    fn widened_dot(
+        &mut self,
+        av: inkwell::values::VectorValue<'ctx>,
+        bv: inkwell::values::VectorValue<'ctx>,
+        out_lanes: u32,
+    ) -> Result<V<'ctx>, Fail> {
+        let prod = self.b.build_int_mul(av, bv, "p")?;
+        if out_lanes == 1 {
+            return self.intrinsic(
+                "llvm.vector.reduce.add",
+                &[prod.get_type().into()],
+                &[prod.into()],
+            );
+        }
+        let i32t = self.ctx.i32_type();
+        let mut sum = None;
+        for j in 0..4 {
+            let mask: Vec<_> = (0..out_lanes)
+                .map(|l| i32t.const_int((4 * l + j) as u64, false))
+                .collect();
+            let mask = inkwell::types::VectorType::const_vector(&mask);
+            let part =
+                self.b
+                    .build_shuffle_vector(prod, prod.get_type().get_poison(), mask, "q")?;
+            sum = Some(match sum {
+                None => part,
+                Some(s) => self.b.build_int_add(s, part, "s")?,
+            });
+        }
+        Ok(sum.expect("four parts").into())
+    }
+
+    /// `acc + sums`, vectors or scalars alike.
+    fn add_sums(&mut self, acc: V<'ctx>, sums: V<'ctx>) -> Result<V<'ctx>, Fail> {
         Ok(match (acc, sums) {
             (BasicValueEnum::VectorValue(x), BasicValueEnum::VectorValue(y)) => {
                 self.b.build_int_add(x, y, "dot")?.into()

@@ -54,6 +54,8 @@ pub struct Emitter<'a, 'ctx> {
     /// The target places a byte under constant bytes in one instruction (NVPTX `prmt`;
     /// see `gpu/byte_permute.rs`).
     pub byte_permute: bool,
+    /// Byte dot products are NVPTX's `dp4a` (see `gpu/dp4a.rs`).
+    pub dp4a: bool,
 }
 
 /// The in-memory element type of a buffer: half types are 16-bit integers in memory and
@@ -447,9 +449,15 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 // fmuladd fuses only where the target has FMA, so no target needs `fmaf`.
                 self.intrinsic("llvm.fmuladd", &[x.get_type()], &[x, y, z])?
             }
+            Expr::DotBytes(acc, a, b, None) if self.dp4a => self.dp4a(acc, a, b, false)?,
+            Expr::DotSignedBytes(acc, a, b) if self.dp4a => self.dp4a(acc, a, b, true)?,
             Expr::DotBytes(acc, a, b, w) => {
                 let (s, x, y) = (self.expr(acc)?, self.expr(a)?, self.expr(b)?);
                 self.dot_bytes(s, x, y, w.as_deref())?
+            }
+            Expr::DotSignedBytes(acc, a, b) => {
+                let (s, x, y) = (self.expr(acc)?, self.expr(a)?, self.expr(b)?);
+                self.dot_signed_bytes(s, x, y)?
             }
             Expr::Mma(op, a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
@@ -492,6 +500,12 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                     n => vec_of(elem, n),
                 };
                 self.b.build_bit_cast(x, ty, "bc")?
+            }
+            Expr::ReduceLanes(RedOp::Sum, inner)
+                if self.dp4a && dp4a_from_zero(inner).is_some() =>
+            {
+                let (a, b, signed) = dp4a_from_zero(inner).expect("checked");
+                self.dp4a_sum(a, b, signed)?
             }
             Expr::ReduceLanes(op, a) => {
                 let x = self.expr(a)?;
@@ -761,5 +775,19 @@ pub fn vec_of(elem: BasicTypeEnum<'_>, lanes: u32) -> BasicTypeEnum<'_> {
         BasicTypeEnum::FloatType(f) => f.vec_type(lanes).into(),
         BasicTypeEnum::IntType(i) => i.vec_type(lanes).into(),
         other => other,
+    }
+}
+
+/// `(a, b, a signed)` where `e` is a byte dot product from a zero accumulator (whose lanes'
+/// sum `dp4a` chains through one register).
+fn dp4a_from_zero(e: &Expr) -> Option<(&Expr, &Expr, bool)> {
+    let zero = |acc: &Expr| match acc {
+        Expr::Splat { value, .. } => matches!(**value, Expr::Lit(Lit::I32(0))),
+        _ => false,
+    };
+    match e {
+        Expr::DotBytes(acc, a, b, None) if zero(acc) => Some((a, b, false)),
+        Expr::DotSignedBytes(acc, a, b) if zero(acc) => Some((a, b, true)),
+        _ => None,
     }
 }

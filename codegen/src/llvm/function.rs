@@ -116,6 +116,7 @@ fn emit<'ctx>(
         byte_dot_bits: desc.byte_dot_bits,
         vnni_bits: desc.vnni_bits,
         byte_permute: false,
+        dp4a: false,
         lane: None,
     };
     for l in &k.locals {

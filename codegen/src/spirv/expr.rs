@@ -79,10 +79,10 @@ impl Emitter<'_, '_> {
                      and HIP targets with a matrix unit)",
                 ))
             }
-            Expr::DotBytes(..) | Expr::LaneSums(..) => {
+            Expr::DotBytes(..) | Expr::DotSignedBytes(..) | Expr::LaneSums(..) => {
                 return Err(Fail::msg(
                     "byte dot products and their lane sums are not lowered to SPIR-V yet \
-                     (kiln emits them for CPU targets only)",
+                     (kiln emits them for CPU and CUDA targets only)",
                 ))
             }
             Expr::Cmp(c, a, b) => {

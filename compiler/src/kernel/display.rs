@@ -131,6 +131,7 @@ impl Display for Expr {
             Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
             Expr::DotBytes(a, b, c, None) => write!(f, "dot_bytes({a}, {b}, {c})"),
             Expr::DotBytes(a, b, c, Some(w)) => write!(f, "dot_bytes({a}, {b}, {c}, scaled {w})"),
+            Expr::DotSignedBytes(a, b, c) => write!(f, "dot_signed_bytes({a}, {b}, {c})"),
             Expr::Mma(op, a, b, c) => write!(f, "mma<{:?} {}>({a}, {b}, {c})", op.unit, op.input),
             Expr::Lane => write!(f, "lane"),
             Expr::Cmp(c, a, b) => write!(f, "{}({a}, {b})", format!("{c:?}").to_lowercase()),

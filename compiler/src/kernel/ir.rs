@@ -172,6 +172,10 @@ pub enum Expr {
     /// by `w` rather than by ones (`pmaddwd`, `vpdpwssd`), so a quantized block's runs sum
     /// in integers, each scaled by its run's multiplier (`lower::int_dot`).
     DotBytes(Box<Expr>, Box<Expr>, Box<Expr>, Option<Box<Expr>>),
+    /// `DotSignedBytes(acc, a, b)`: as `DotBytes` without weights, both operands' lanes
+    /// signed bytes (-128..=127) and the sums exact in i32: PTX `dp4a.s32.s32`, which
+    /// multiplies a q8_0 weight by a q8_0 activation as they are. Other targets widen.
+    DotSignedBytes(Box<Expr>, Box<Expr>, Box<Expr>),
     /// `Mma(op, a, b, c)`: the warp's tiles of A and B (each lane's f32 registers of them,
     /// rounded to `op.input`) multiplied and added to the tile of C; each lane gets its
     /// registers of the result. Every lane of the warp must reach it together, so it
@@ -459,6 +463,7 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::Binary(op, a, b) => Expr::Binary(op, r(a, f), r(b, f)),
         Expr::Fma(a, b, c) => Expr::Fma(r(a, f), r(b, f), r(c, f)),
         Expr::DotBytes(a, b, c, w) => Expr::DotBytes(r(a, f), r(b, f), r(c, f), w.map(|w| r(w, f))),
+        Expr::DotSignedBytes(a, b, c) => Expr::DotSignedBytes(r(a, f), r(b, f), r(c, f)),
         Expr::Mma(op, a, b, c) => Expr::Mma(op, r(a, f), r(b, f), r(c, f)),
         Expr::Cmp(c, a, b) => Expr::Cmp(c, r(a, f), r(b, f)),
         Expr::Select(c, a, b) => Expr::Select(r(c, f), r(a, f), r(b, f)),
@@ -532,7 +537,10 @@ impl Expr {
             Expr::Binary(_, a, b) | Expr::Cmp(_, a, b) => vec![a, b],
             Expr::Let { value, body, .. } => vec![value, body],
             Expr::DotBytes(a, b, c, w) => [a, b, c].into_iter().chain(w).map(|x| &**x).collect(),
-            Expr::Fma(a, b, c) | Expr::Mma(_, a, b, c) | Expr::Select(a, b, c) => {
+            Expr::Fma(a, b, c)
+            | Expr::Mma(_, a, b, c)
+            | Expr::Select(a, b, c)
+            | Expr::DotSignedBytes(a, b, c) => {
                 vec![a, b, c]
             }
             Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane => {
@@ -635,6 +643,9 @@ pub mod e {
     }
     pub fn dot_bytes(acc: Expr, a: Expr, b: Expr) -> Expr {
         Expr::DotBytes(Box::new(acc), Box::new(a), Box::new(b), None)
+    }
+    pub fn dot_signed_bytes(acc: Expr, a: Expr, b: Expr) -> Expr {
+        Expr::DotSignedBytes(Box::new(acc), Box::new(a), Box::new(b))
     }
     /// `dot_bytes` with each lane's sum multiplied by `w`'s lane (see `Expr::DotBytes`).
     pub fn dot_bytes_scaled(acc: Expr, a: Expr, b: Expr, w: Expr) -> Expr {

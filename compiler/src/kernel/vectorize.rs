@@ -414,7 +414,7 @@ impl Cx {
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,
             Expr::Fma(..) | Expr::Mma(..) => Elem::F32,
             Expr::ReduceLanes(_, a) => self.elem(a)?,
-            Expr::DotBytes(..) | Expr::LaneSums(..) => Elem::I32,
+            Expr::DotBytes(..) | Expr::DotSignedBytes(..) | Expr::LaneSums(..) => Elem::I32,
             Expr::Unary(crate::kernel::UOp::HalfBits, _) => Elem::F32,
             Expr::Unary(_, a)
             | Expr::Binary(_, a, _)

@@ -19,7 +19,10 @@ const GPU_DOT_BLOCKS: i64 = 256;
 /// Columns per block of a GPU dot product with `outputs` outputs per row (unknown: the
 /// most).
 pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
-    let mut cols = DOT_COLUMNS;
+    let mut cols = std::env::var("KILN_GPU_DOT_COLUMNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DOT_COLUMNS);
     while cols > 1 && outputs.is_some_and(|n| n / cols < GPU_DOT_BLOCKS) {
         cols /= 2;
     }

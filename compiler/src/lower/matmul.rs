@@ -578,6 +578,28 @@ fn dot_kernel(
                 )?);
             }
         }
+        // GPU decode over activations quantized to q8_0: integer steps (`gpu_byte_dot`).
+        (Some(weights), Some((x, kiln_ir::QuantFormat::Q8_0)))
+            if ctx.schedule.gpu
+                && ctx.schedule.byte_dot
+                && tiles == 1
+                && super::gpu_byte_dot::applies(weights.1) =>
+        {
+            let elems = super::gpu_byte_dot::step_elems(weights.1, kdim.as_known());
+            let mut prefix = Operands::batch_index(&ops.a_shape, nb);
+            prefix.push(row.clone());
+            for ((_, read_col), &acc) in columns.iter().zip(&accs) {
+                body.extend(super::gpu_byte_dot::unit_dot_bytes(
+                    ctx,
+                    weights,
+                    read_col.clone(),
+                    (x, prefix.clone()),
+                    extent.clone(),
+                    elems,
+                    acc,
+                )?);
+            }
+        }
         _ if tiles > 1 => {
             return Err(LowerError::Internal(
                 "a tiled dot product without byte dot products".into(),

@@ -10,8 +10,10 @@
 
 mod byte_tiles;
 mod dequant;
+mod gpu_byte_dot;
 mod gpu_dot;
 mod int_dot;
+pub use gpu_byte_dot::applies as gpu_byte_dot_applies;
 pub use int_dot::byte_lanes as byte_dot_lanes;
 mod inline;
 mod k_dot;

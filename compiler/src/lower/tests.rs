@@ -195,7 +195,8 @@ output \"y\" = %y
 "
         );
         let g = kiln_ir::text::parse(&text).unwrap();
-        let g = crate::activations::quantize_activations(&g, 8).unwrap();
+        let g =
+            crate::activations::quantize_activations(&g, &Schedule::for_vector_bits(256)).unwrap();
         let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
         let opts = crate::pipeline::Options {
             quantize_activations: true,
@@ -478,7 +479,7 @@ output \"y\" = %y
     let g = if x_format.is_some() {
         g
     } else {
-        crate::activations::quantize_activations(&g, 8).unwrap()
+        crate::activations::quantize_activations(&g, &Schedule::for_vector_bits(256)).unwrap()
     };
     let t: crate::Target = "cpu:x86-64-v3".parse().unwrap();
     let opts = crate::pipeline::Options {

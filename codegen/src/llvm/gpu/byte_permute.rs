@@ -60,7 +60,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// The lanes of `e` where it is a vector (of a multiple of four lanes) of bytes that
     /// [`Emitter::packed`] computes a word at a time: a byte buffer's loads, and bitwise
     /// ops and right shifts of those with byte constants and uniform amounts.
-    fn byte_lanes(&self, e: &Expr) -> Option<u8> {
+    pub(super) fn byte_lanes(&self, e: &Expr) -> Option<u8> {
         match e {
             Expr::Load { buf, lanes, .. } => {
                 (*lanes % 4 == 0 && self.base(*buf).1 == DType::U8).then_some(*lanes)
@@ -80,7 +80,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// `e` (of [`Emitter::byte_lanes`]'s forms) as words of four lanes' bytes each.
-    fn packed(&mut self, e: &Expr) -> Result<VectorValue<'ctx>, Fail> {
+    pub(super) fn packed(&mut self, e: &Expr) -> Result<VectorValue<'ctx>, Fail> {
         let i32t = self.ctx.i32_type();
         let words_of = |lanes: u32| i32t.vec_type(lanes / 4);
         match e {

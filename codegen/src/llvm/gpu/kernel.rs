@@ -86,11 +86,12 @@ pub fn emit<'ctx>(
         vars: HashMap::new(),
         // PTX and AMDGPU convert halves in one instruction on every supported GPU.
         native_half: true,
-        // dp4a (sm_61+) and AMD's dot instructions are the next step; widened for now.
+        // CPU byte multiply-adds; NVPTX has `dp4a` (the `dp4a` flag), AMD widens for now.
         byte_dot_bits: 0,
         vnni_bits: 0,
         lane: None,
         byte_permute: desc.arch == super::GpuArch::Nvptx,
+        dp4a: desc.arch == super::GpuArch::Nvptx,
     };
     if !k.locals.is_empty() {
         if launch.block_per_point() {

@@ -277,3 +277,35 @@ output \"y\" = %y
         assert_eq!(extracts, 0, "{format}: byte extracts\n{ptx}");
     }
 }
+
+/// With activations quantized (`--quantize-activations`), CUDA's decode matvecs multiply
+/// bytes by bytes: `dp4a`, signed by signed for Q8_0 weights, unsigned quant bits by signed
+/// activations for the others, the quants packed as they were loaded.
+#[test]
+fn quantized_activations_multiply_bytes_with_dp4a_on_cuda() {
+    for (format, bytes, kind) in [("q8_0", 16 * 34, "s32"), ("q4_k", 2 * 144, "u32")] {
+        let model = format!(
+            "kir 1
+%x = input \"x\" f32[1,512]
+%q = quantize %x format=q8_0
+%xq = dequant %q format=q8_0
+%w = input \"w\" u8[1024,{bytes}]
+%d = dequant %w format={format}
+%y = matmul %xq, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        );
+        let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, &model, "cuda:sm_90");
+        let ptx = String::from_utf8(code).unwrap();
+        let want = format!("dp4a.{kind}.s32");
+        assert!(
+            ptx.matches(&want).count() >= 2,
+            "{format}: no {want}\n{ptx}"
+        );
+        // Nibbles masked and shifted a word at a time, not extracted and reinserted.
+        assert!(
+            !ptx.contains("bfi.b32"),
+            "{format}: bytes repacked one by one\n{ptx}"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Byte dot products on NVPTX: `dp4a` multiplies four pairs of bytes and adds their sum to
+//! an i32 in one instruction (sm_61 and newer: every capability kiln emits), exactly, with
+//! either operand signed. LLVM 19 has no intrinsic for it, so it is inline PTX, marked free
+//! of side effects so LLVM may share and move it like any arithmetic.
+
+use super::super::expr::{Emitter, Fail, V};
+use inkwell::values::{BasicValueEnum, VectorValue};
+use kiln_compiler::kernel::Expr;
+
+impl<'a, 'ctx> Emitter<'a, 'ctx> {
+    /// `acc` plus, per lane, the sum of four adjacent products of `a` and `b` (i32 vectors
+    /// of bytes, four times `acc`'s lanes): `a`'s bytes signed where `signed_a`, else
+    /// unsigned; `b`'s signed. Operands that are bytes loaded and masked or shifted
+    /// (a nibble's quants) are computed a word at a time (`byte_permute.rs`), as `dp4a`
+    /// wants them packed.
+    pub(in crate::llvm) fn dp4a(
+        &mut self,
+        acc: &Expr,
+        a: &Expr,
+        b: &Expr,
+        signed_a: bool,
+    ) -> Result<V<'ctx>, Fail> {
+        let i32t = self.ctx.i32_type();
+        let (wa, wb) = (self.words_of(a)?, self.words_of(b)?);
+        let words = wa.get_type().get_size();
+        if wb.get_type().get_size() != words {
+            return Err(Fail(format!(
+                "dp4a of {words} and {} words",
+                wb.get_type().get_size()
+            )));
+        }
+        let acc = self.expr(acc)?;
+        let mut sums = Vec::with_capacity(words as usize);
+        for w in 0..words {
+            let at = i32t.const_int(w as u64, false);
+            let x = self.b.build_extract_element(wa, at, "x")?;
+            let y = self.b.build_extract_element(wb, at, "y")?;
+            let c = match acc {
+                BasicValueEnum::VectorValue(v) => self.b.build_extract_element(v, at, "c")?,
+                scalar if words == 1 => scalar,
+                other => {
+                    return Err(Fail(format!(
+                        "dp4a of {words} words into {}",
+                        other.get_type()
+                    )))
+                }
+            };
+            sums.push(self.dp4a_word(x, y, c, signed_a)?);
+        }
+        if let BasicValueEnum::VectorValue(v) = acc {
+            let mut out = v.get_type().get_poison();
+            for (w, s) in sums.into_iter().enumerate() {
+                let at = i32t.const_int(w as u64, false);
+                out = self.b.build_insert_element(out, s, at, "d")?;
+            }
+            return Ok(out.into());
+        }
+        Ok(sums[0])
+    }
+
+    /// The sum of all lanes of `dp4a(0, a, b)`: one chain of `dp4a`s through a single
+    /// accumulator, where the lanes' sums would take an add each after them.
+    pub(in crate::llvm) fn dp4a_sum(
+        &mut self,
+        a: &Expr,
+        b: &Expr,
+        signed_a: bool,
+    ) -> Result<V<'ctx>, Fail> {
+        let i32t = self.ctx.i32_type();
+        let (wa, wb) = (self.words_of(a)?, self.words_of(b)?);
+        let mut sum: V<'ctx> = i32t.const_zero().into();
+        for w in 0..wa.get_type().get_size().min(wb.get_type().get_size()) {
+            let at = i32t.const_int(w as u64, false);
+            let x = self.b.build_extract_element(wa, at, "x")?;
+            let y = self.b.build_extract_element(wb, at, "y")?;
+            sum = self.dp4a_word(x, y, sum, signed_a)?;
+        }
+        Ok(sum)
+    }
+
+    /// One `dp4a`: `c` plus the four products of `x`'s and `y`'s bytes.
+    fn dp4a_word(
+        &mut self,
+        x: V<'ctx>,
+        y: V<'ctx>,
+        c: V<'ctx>,
+        signed_a: bool,
+    ) -> Result<V<'ctx>, Fail> {
+        let i32t = self.ctx.i32_type();
+        let ty = i32t.fn_type(&[i32t.into(); 3], false);
+        let kind = if signed_a { "s32" } else { "u32" };
+        let asm = self.ctx.create_inline_asm(
+            ty,
+            format!("dp4a.{kind}.s32 $0, $1, $2, $3;"),
+            "=r,r,r,r".into(),
+            false,
+            false,
+            None,
+            false,
+        );
+        let call = self
+            .b
+            .build_indirect_call(ty, asm, &[x.into(), y.into(), c.into()], "dp4a")?;
+        match call.try_as_basic_value() {
+            inkwell::values::ValueKind::Basic(v) => Ok(v),
+            _ => Err(Fail::msg("dp4a returned nothing")),
+        }
+    }
+
+    /// The i32 vector of bytes `e` as words of four bytes each.
+    fn words_of(&mut self, e: &Expr) -> Result<VectorValue<'ctx>, Fail> {
+        if self.byte_lanes(e).is_some() {
+            return self.packed(e);
+        }
+        let BasicValueEnum::VectorValue(v) = self.expr(e)? else {
+            return Err(Fail::msg("dp4a of a scalar"));
+        };
+        let bytes = v.get_type().get_size();
+        let narrow = self
+            .b
+            .build_int_truncate(v, self.ctx.i8_type().vec_type(bytes), "b8")?;
+        Ok(self
+            .b
+            .build_bit_cast(narrow, self.ctx.i32_type().vec_type(bytes / 4), "w4")?
+            .into_vector_value())
+    }
+}
