@@ -481,6 +481,9 @@ fn quant_cases() -> Vec<Case> {
                     (Dim::from(1i64), 7, 3),
                     (Dim::from(3i64), 9, 1),
                     (Dim::from(9i64), 9, 1),
+                    // 8192 inputs: CUDA's byte dot steps read 32-byte runs
+                    // (`gpu_byte_dot`, `word_runs`).
+                    (Dim::from(1i64), 6, 8192 / be),
                 ]
                 .map(|c| (xf, c))
             })

@@ -221,7 +221,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         }
     }
 
-    fn element_ptr(
+    pub(super) fn element_ptr(
         &self,
         buf: Buf,
         index: IntValue<'ctx>,
@@ -390,10 +390,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 .get(*g as usize)
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?)
             .into(),
-            Expr::Load { buf, index, lanes } => {
-                let i = self.expr(index)?.into_int_value();
-                self.load(*buf, i, *lanes)?
-            }
+            Expr::Load { buf, index, lanes } => match self.word_run(*buf, index, *lanes)? {
+                Some(v) => v,
+                None => {
+                    let i = self.expr(index)?.into_int_value();
+                    self.load(*buf, i, *lanes)?
+                }
+            },
             Expr::Splat { value, lanes } => {
                 let v = self.expr(value)?;
                 self.splat(v, *lanes as u32)?

@@ -62,7 +62,10 @@ impl<'k> Alignment<'k> {
             Expr::Let { body, .. } => f(body),
             Expr::Cast(Elem::I32 | Elem::I64, a) => f(a),
             Expr::Binary(BOp::Mul, a, b) => f(a).saturating_mul(f(b)).min(ANY),
-            Expr::Binary(BOp::Add | BOp::Sub, a, b) | Expr::Select(_, a, b) => f(a).min(f(b)),
+            Expr::Binary(BOp::Add | BOp::Sub | BOp::Min | BOp::Max, a, b)
+            | Expr::Select(_, a, b) => f(a).min(f(b)),
+            // `a - c * trunc(a / c)`: what divides both divides the remainder.
+            Expr::Binary(BOp::Rem, a, b) => f(a).min(f(b)),
             Expr::Binary(BOp::Shl, a, b) => match **b {
                 Expr::Lit(Lit::I32(s)) if (0..32).contains(&s) => (f(a) << s).min(ANY),
                 Expr::Lit(Lit::I64(s)) if (0..32).contains(&s) => (f(a) << s).min(ANY),
@@ -176,5 +179,20 @@ mod tests {
             !a.multiple_of(&var(2), 2),
             "a reduction's result is not a let"
         );
+        // A q8_0 block's quants: `row * 8704 + (k / 32) * 34 + 2 + (k * 16) % 32`, even
+        // but not a multiple of four (remainders and clamps keep their operands' factor).
+        let k16 = bin(BOp::Mul, Expr::Dim(0), i(16));
+        let quants = bin(
+            BOp::Add,
+            bin(BOp::Mul, bin(BOp::Min, Expr::Dim(1), i(8191)), i(8704)),
+            bin(
+                BOp::Add,
+                bin(BOp::Mul, bin(BOp::Div, k16.clone(), i(32)), i(34)),
+                bin(BOp::Add, i(2), bin(BOp::Rem, k16, i(32))),
+            ),
+        );
+        assert!(a.multiple_of(&quants, 2));
+        assert!(!a.multiple_of(&quants, 4));
+        assert!(!a.multiple_of(&bin(BOp::Rem, i(16), Expr::Dim(0)), 2));
     }
 }

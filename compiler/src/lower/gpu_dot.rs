@@ -17,7 +17,8 @@ use kiln_ir::Dim;
 const GPU_DOT_BLOCKS: i64 = 256;
 
 /// Columns per block of a GPU dot product with `outputs` outputs per row (unknown: the
-/// most).
+/// most). `KILN_GPU_DOT_COLUMNS` at compile time replaces the most (to compare on a GPU:
+/// every column's block reads the activation row through L1 once).
 pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
     let mut cols = std::env::var("KILN_GPU_DOT_COLUMNS")
         .ok()

@@ -20,6 +20,7 @@ pub mod nvptx;
 mod primitives;
 #[cfg(test)]
 mod tests;
+mod word_runs;
 
 use super::expr::Fail;
 use inkwell::context::Context;

@@ -280,13 +280,14 @@ output \"y\" = %y
 
 /// With activations quantized (`--quantize-activations`), CUDA's decode matvecs multiply
 /// bytes by bytes: `dp4a`, signed by signed for Q8_0 weights, unsigned quant bits by signed
-/// activations for the others, the quants packed as they were loaded.
+/// activations for the others, the quants packed as they were loaded; Q8_0's 32-byte runs,
+/// two bytes into a word, read as whole words (`word_runs.rs`).
 #[test]
 fn quantized_activations_multiply_bytes_with_dp4a_on_cuda() {
-    for (format, bytes, kind) in [("q8_0", 16 * 34, "s32"), ("q4_k", 2 * 144, "u32")] {
+    for (format, bytes, kind) in [("q8_0", 256 * 34, "s32"), ("q4_k", 32 * 144, "u32")] {
         let model = format!(
             "kir 1
-%x = input \"x\" f32[1,512]
+%x = input \"x\" f32[1,8192]
 %q = quantize %x format=q8_0
 %xq = dequant %q format=q8_0
 %w = input \"w\" u8[1024,{bytes}]
@@ -297,6 +298,12 @@ output \"y\" = %y
         );
         let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, &model, "cuda:sm_90");
         let ptx = String::from_utf8(code).unwrap();
+        if format == "q8_0" {
+            assert!(
+                ptx.contains("ld.global.nc.u32"),
+                "{format}: no word loads\n{ptx}"
+            );
+        }
         let want = format!("dp4a.{kind}.s32");
         assert!(
             ptx.matches(&want).count() >= 2,
