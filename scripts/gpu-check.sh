@@ -180,14 +180,16 @@ if [ -n "$base" ]; then
 fi
 # MATVEC_PROFILE=1: decode's largest matvec shape (8192 x 8192; a 1B llama's down
 # projection) in q8_0 and q4_k under Nsight Compute's full set of sections, with the SASS
-# of the kernel, and the matvec benchmark under each cap on a step's quant bytes.
+# of the kernel, and the matvec benchmark under each setting of the knobs below.
 if [ "${MATVEC_PROFILE:-0}" = 1 ]; then
   note "## matvec profile (cuda:sm_$cap)"
-  for b in 8 16 32; do
-    note "### KILN_GPU_STEP_BYTES=$b"
-    KILN_GPU_STEP_BYTES=$b $bin/kiln bench --target "cuda:sm_$cap" --only matvec \
-      --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matvec-step$b.log" 2>&1
-    grep -E '^\| matvec|copy' "$LOGS/matvec-step$b.log" | tee -a "$report"
+  # Each compile-time knob of the decode matvecs against the defaults: the f32 form's step
+  # cap, and columns per block (every block reads the activation row through L1).
+  for knob in KILN_GPU_STEP_BYTES=8 KILN_GPU_STEP_BYTES=32 KILN_GPU_DOT_COLUMNS=2 KILN_GPU_DOT_COLUMNS=8; do
+    note "### $knob"
+    env $knob $bin/kiln bench --target "cuda:sm_$cap" --only matvec \
+      --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matvec-$knob.log" 2>&1
+    grep -E '^\| matvec|copy' "$LOGS/matvec-$knob.log" | tee -a "$report"
   done
   for spec in q8_0:8704 q4_k:4608; do
     fmt=${spec%:*} row=${spec#*:}
