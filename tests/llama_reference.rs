@@ -361,19 +361,7 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
                 e_whole <= 1e-5,
                 "{name} on {target}: NMSE {e_whole:.3e} > 1e-5 against the q8 reference, 7 tokens at once"
             );
-            let logits = prefill_four_then_decode(&art, &cfg);
-            let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
-            eprintln!(
-                "{name} on {target}: q8 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})"
-            );
-            assert!(
-                e <= 1e-5,
-                "{name} on {target}: NMSE {e:.3e} > 1e-5 against the q8 reference"
-            );
-            assert!(
-                e_plain > 10.0 * e,
-                "{name} on {target}: the activations were not quantized"
-            );
+            check_quantized_decode(name, target, (&art, &cfg), &want, &plain);
         }
         let (_, art) = compiled_with(&gguf, TARGET, &choices);
 
@@ -427,18 +415,33 @@ fn cuda_quantized_activations_match_the_reference_rounding_the_same_way() {
             ..kiln::assemble::Choices::new(BackendChoice::Llvm)
         };
         let (cfg, art) = compiled_with(&gguf, &gpu, &choices);
-        let logits = prefill_four_then_decode(&art, &cfg);
-        let (e, e_plain) = (nmse(&logits, &want), nmse(&logits, &plain));
-        eprintln!("{name} on {gpu}: q8_0 activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})");
-        assert!(
-            e <= 1e-5,
-            "{name} on {gpu}: NMSE {e:.3e} > 1e-5 against the q8_0 reference"
-        );
-        assert!(
-            e_plain > 10.0 * e,
-            "{name} on {gpu}: the activations were not quantized"
-        );
+        check_quantized_decode(name, &gpu, (&art, &cfg), &want, &plain);
     }
+}
+
+/// `art` (quantized activations), prefilled four tokens then decoded one at a time: within
+/// NMSE 1e-5 of `want` (the reference rounding the same way), and ten times further from
+/// `plain` (f32 activations), so the option took effect.
+fn check_quantized_decode(
+    name: &str,
+    target: &str,
+    (art, cfg): (&Path, &LlamaConfig),
+    want: &[f64],
+    plain: &[f64],
+) {
+    let logits = prefill_four_then_decode(art, cfg);
+    let (e, e_plain) = (nmse(&logits, want), nmse(&logits, plain));
+    eprintln!(
+        "{name} on {target}: quantized activations, NMSE {e:.2e} (against f32 activations {e_plain:.2e})"
+    );
+    assert!(
+        e <= 1e-5,
+        "{name} on {target}: NMSE {e:.3e} > 1e-5 against the reference rounding the same way"
+    );
+    assert!(
+        e_plain > 10.0 * e,
+        "{name} on {target}: the activations were not quantized"
+    );
 }
 
 #[test]

@@ -40,7 +40,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 .build_extract_element(words, i32t.const_int(lane / 4, false), "w")?;
             // Result bytes, low first: the word's byte `lane % 4`, then the constant's
             // bytes 1..3 (selectors 5..7: the second operand's bytes are 4..7).
-            let selector = lane % 4 | 5 << 4 | 6 << 8 | 7 << 12;
+            let selector = (lane % 4) | (5 << 4) | (6 << 8) | (7 << 12);
             let p = self.intrinsic(
                 "llvm.nvvm.prmt",
                 &[],

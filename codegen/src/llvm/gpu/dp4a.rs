@@ -20,27 +20,18 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         b: &Expr,
         signed_a: bool,
     ) -> Result<V<'ctx>, Fail> {
-        let i32t = self.ctx.i32_type();
-        let (wa, wb) = (self.words_of(a)?, self.words_of(b)?);
-        let words = wa.get_type().get_size();
-        if wb.get_type().get_size() != words {
-            return Err(Fail(format!(
-                "dp4a of {words} and {} words",
-                wb.get_type().get_size()
-            )));
-        }
+        let pairs = self.word_pairs(a, b)?;
         let acc = self.expr(acc)?;
-        let mut sums = Vec::with_capacity(words as usize);
-        for w in 0..words {
+        let i32t = self.ctx.i32_type();
+        let mut sums = Vec::with_capacity(pairs.len());
+        for (w, (x, y)) in pairs.into_iter().enumerate() {
             let at = i32t.const_int(w as u64, false);
-            let x = self.b.build_extract_element(wa, at, "x")?;
-            let y = self.b.build_extract_element(wb, at, "y")?;
             let c = match acc {
                 BasicValueEnum::VectorValue(v) => self.b.build_extract_element(v, at, "c")?,
-                scalar if words == 1 => scalar,
+                scalar if w == 0 => scalar,
                 other => {
                     return Err(Fail(format!(
-                        "dp4a of {words} words into {}",
+                        "dp4a of several words into {}",
                         other.get_type()
                     )))
                 }
@@ -55,7 +46,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
             return Ok(out.into());
         }
-        Ok(sums[0])
+        match sums.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(Fail::msg("dp4a of several words into a scalar")),
+        }
     }
 
     /// The sum of all lanes of `dp4a(0, a, b)`: one chain of `dp4a`s through a single
@@ -66,16 +60,33 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         b: &Expr,
         signed_a: bool,
     ) -> Result<V<'ctx>, Fail> {
-        let i32t = self.ctx.i32_type();
-        let (wa, wb) = (self.words_of(a)?, self.words_of(b)?);
-        let mut sum: V<'ctx> = i32t.const_zero().into();
-        for w in 0..wa.get_type().get_size().min(wb.get_type().get_size()) {
-            let at = i32t.const_int(w as u64, false);
-            let x = self.b.build_extract_element(wa, at, "x")?;
-            let y = self.b.build_extract_element(wb, at, "y")?;
+        let mut sum: V<'ctx> = self.ctx.i32_type().const_zero().into();
+        for (x, y) in self.word_pairs(a, b)? {
             sum = self.dp4a_word(x, y, sum, signed_a)?;
         }
         Ok(sum)
+    }
+
+    /// `a`'s and `b`'s words, pair by pair.
+    fn word_pairs(&mut self, a: &Expr, b: &Expr) -> Result<Vec<(V<'ctx>, V<'ctx>)>, Fail> {
+        let (wa, wb) = (self.words_of(a)?, self.words_of(b)?);
+        let words = wa.get_type().get_size();
+        if wb.get_type().get_size() != words {
+            return Err(Fail(format!(
+                "dp4a of {words} and {} words",
+                wb.get_type().get_size()
+            )));
+        }
+        let i32t = self.ctx.i32_type();
+        (0..words)
+            .map(|w| {
+                let at = i32t.const_int(w as u64, false);
+                Ok((
+                    self.b.build_extract_element(wa, at, "x")?,
+                    self.b.build_extract_element(wb, at, "y")?,
+                ))
+            })
+            .collect()
     }
 
     /// One `dp4a`: `c` plus the four products of `x`'s and `y`'s bytes.

@@ -215,23 +215,25 @@ fn half_matmuls_use_mfma_and_wmma_where_the_gfx_has_them() {
     }
 }
 
-/// A quantized decode matvec's step reads its run of quant bytes in as few loads as the
-/// bytes' alignment allows (q8_0's 34-byte blocks: 2-byte loads; Q4_K's quants sit at
-/// multiples of 8 bytes: one 8-byte load) and its eight f32 activations in two 16-byte
-/// loads, instead of a load per byte and per element.
-#[test]
-fn quantized_matvecs_load_runs_of_bytes_and_activations() {
-    let matvec = |format: &str, bytes: usize| {
-        format!(
-            "kir 1
+/// A decode matvec of 512 f32 inputs and 1024 rows of `bytes` bytes in `format`.
+fn matvec(format: &str, bytes: usize) -> String {
+    format!(
+        "kir 1
 %x = input \"x\" f32[1,512]
 %w = input \"w\" u8[1024,{bytes}]
 %d = dequant %w format={format}
 %y = matmul %x, %d transpose_a=false transpose_b=true
 output \"y\" = %y
 "
-        )
-    };
+    )
+}
+
+/// A quantized decode matvec's step reads its run of quant bytes in as few loads as the
+/// bytes' alignment allows (q8_0's 34-byte blocks: 2-byte loads; Q4_K's quants sit at
+/// multiples of 8 bytes: one 8-byte load) and its eight f32 activations in two 16-byte
+/// loads, instead of a load per byte and per element.
+#[test]
+fn quantized_matvecs_load_runs_of_bytes_and_activations() {
     let ptx = |model: &str| {
         let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_90");
         String::from_utf8(code).unwrap()
@@ -251,17 +253,6 @@ output \"y\" = %y
 /// conversion, has neither.
 #[test]
 fn quantized_matvec_weights_become_floats_through_byte_permutes() {
-    let matvec = |format: &str, bytes: usize| {
-        format!(
-            "kir 1
-%x = input \"x\" f32[1,512]
-%w = input \"w\" u8[1024,{bytes}]
-%d = dequant %w format={format}
-%y = matmul %x, %d transpose_a=false transpose_b=true
-output \"y\" = %y
-"
-        )
-    };
     for (format, bytes) in [("q8_0", 16 * 34), ("q4_0", 16 * 18), ("q4_k", 2 * 144)] {
         let (code, _) = crate::test_model::code_of(
             &crate::llvm::LlvmBackend,

@@ -33,7 +33,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         index: &Expr,
         lanes: u8,
     ) -> Result<Option<V<'ctx>>, Fail> {
-        if !self.byte_permute || lanes < MIN_RUN || lanes % 4 != 0 || self.base(buf).1 != DType::U8
+        if !self.byte_permute
+            || lanes < MIN_RUN
+            || !lanes.is_multiple_of(4)
+            || self.base(buf).1 != DType::U8
         {
             return Ok(None);
         }
