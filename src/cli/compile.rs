@@ -34,9 +34,10 @@ pub struct Args {
     /// Skip the e-graph rewrite pass (compile the graph as written)
     #[arg(long)]
     pub no_rewrite: bool,
-    /// Quantize activations to q8_0 where a matmul reads quantized weights, so CPU decode
-    /// multiplies bytes by bytes (as llama.cpp's CPU backend does); results move by the
-    /// activations' quantization error. LLVM cpu: targets only; others ignore it
+    /// Quantize activations (q8_0 blocks; q8_k for K-quants on CPUs) where a matmul reads
+    /// quantized weights, so decode multiplies bytes by bytes (as llama.cpp does): byte dot
+    /// products on LLVM cpu: targets, dp4a on cuda: targets; results move by the
+    /// activations' rounding. Vulkan, HIP and Cranelift ignore it
     #[arg(long)]
     pub quantize_activations: bool,
     /// Print nothing but errors
