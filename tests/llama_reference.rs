@@ -334,20 +334,8 @@ fn quantized_activations_match_the_reference_rounding_the_same_way() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    tiny_models(dir.path());
-    for name in [
-        "tiny-llama-Q8_0",
-        "tiny-llama-Q4_0",
-        "tiny-llama-Q5_1",
-        "tiny-llama-Q4_K_M",
-    ] {
-        let gguf = dir.path().join(format!("{name}.gguf"));
-        let want = reference_logits_with(&gguf, &["--q8-activations"]);
-        let plain = reference_logits(&gguf);
-        let choices = kiln::assemble::Choices {
-            quantize_activations: true,
-            ..kiln::assemble::Choices::new(BackendChoice::Llvm)
-        };
+    let choices = quantizing();
+    for (name, gguf, want, plain) in quantized_cases(dir.path(), "--q8-activations") {
         // The host's own target too where it differs: 512-bit vectors multiply 64 bytes a
         // step (the relaid K-quants' two runs at once), 256-bit ones 32.
         let wide = kiln_runtime::cpu::features::HostCpu::detect().has("avx512bw");
@@ -400,22 +388,38 @@ fn cuda_quantized_activations_match_the_reference_rounding_the_same_way() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    tiny_models(dir.path());
-    for name in [
+    let choices = quantizing();
+    for (name, gguf, want, plain) in quantized_cases(dir.path(), "--q8-0-activations") {
+        let (cfg, art) = compiled_with(&gguf, &gpu, &choices);
+        check_quantized_decode(name, &gpu, (&art, &cfg), &want, &plain);
+    }
+}
+
+/// The quantized tiny models, written into `dir`: each one's name, file, the reference's
+/// logits with `flag` (how it rounds activations) and without.
+fn quantized_cases(dir: &Path, flag: &str) -> Vec<(&'static str, PathBuf, Vec<f64>, Vec<f64>)> {
+    tiny_models(dir);
+    [
         "tiny-llama-Q8_0",
         "tiny-llama-Q4_0",
         "tiny-llama-Q5_1",
         "tiny-llama-Q4_K_M",
-    ] {
-        let gguf = dir.path().join(format!("{name}.gguf"));
-        let want = reference_logits_with(&gguf, &["--q8-0-activations"]);
+    ]
+    .into_iter()
+    .map(|name| {
+        let gguf = dir.join(format!("{name}.gguf"));
+        let want = reference_logits_with(&gguf, &[flag]);
         let plain = reference_logits(&gguf);
-        let choices = kiln::assemble::Choices {
-            quantize_activations: true,
-            ..kiln::assemble::Choices::new(BackendChoice::Llvm)
-        };
-        let (cfg, art) = compiled_with(&gguf, &gpu, &choices);
-        check_quantized_decode(name, &gpu, (&art, &cfg), &want, &plain);
+        (name, gguf, want, plain)
+    })
+    .collect()
+}
+
+/// Compile choices with activations quantized.
+fn quantizing() -> kiln::assemble::Choices {
+    kiln::assemble::Choices {
+        quantize_activations: true,
+        ..kiln::assemble::Choices::new(BackendChoice::Llvm)
     }
 }
 

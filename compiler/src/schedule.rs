@@ -22,7 +22,8 @@ pub struct Schedule {
     /// element) instead of a vectorised loop over the last axis.
     pub gpu: bool,
     /// The code generator compiles byte dot products (`Expr::DotBytes`) over vectors of
-    /// `4 * lanes` bytes (LLVM's CPU targets; not Cranelift, whose vectors are 128 bits).
+    /// `4 * lanes` bytes (LLVM's CPU targets; not Cranelift, whose vectors are 128 bits),
+    /// or, with `gpu`, as `dp4a` (CUDA: `lower::gpu_byte_dot`).
     pub byte_dot: bool,
     /// The target converts halves in hardware and the code generator emits that
     /// (`UOp::HalfBits`): the f16 scales inside quantized blocks cost one instruction.
