@@ -146,6 +146,11 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Bits of one quant: the low field's and the high field's.
+    pub fn quant_bits(&self) -> usize {
+        self.low.width as usize + self.high.as_ref().map_or(0, |h| h.width as usize)
+    }
+
     /// The 6-bit scale and min of run `j` (0..8) from the 12 packed bytes `s`: the first
     /// four are the low 6 bits of bytes 0..4 (scales) and 4..8 (mins); the last four take
     /// their low nibbles from bytes 8..12 and their top two bits from bytes 0..8's spare

@@ -431,7 +431,8 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.unary(*op, x)?
             }
             Expr::Binary(op, a, b) => match self.loads_word(e) {
-                None if self.byte_permute && *op == BOp::Or => match self.permuted_bytes(e)? {
+                // A byte under constant bytes is one permute where the target has them.
+                None => match self.permuted_bytes(e)? {
                     Some(v) => v,
                     None => {
                         let (x, y) = (self.expr(a)?, self.expr(b)?);
@@ -441,10 +442,6 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 Some((buf, index, count)) => {
                     let i = self.expr(index)?.into_int_value();
                     self.word_le(buf, i, count)?
-                }
-                None => {
-                    let (x, y) = (self.expr(a)?, self.expr(b)?);
-                    self.binary(*op, x, y)?
                 }
             },
             Expr::Fma(a, b, c) => {

@@ -477,7 +477,7 @@ pub(super) fn unit_of(l: &Layout, k: Option<i64>) -> usize {
 /// `unit_of` with at most `cap` bytes of quants a step.
 pub(super) fn unit_within(l: &Layout, k: Option<i64>, cap: usize) -> usize {
     let threads = crate::kernel::gpu::BLOCK_THREADS as i64;
-    let bits = l.low.width as usize + l.high.as_ref().map_or(0, |h| h.width as usize);
+    let bits = l.quant_bits();
     let mut unit = UNIT.min(l.run_len);
     while 2 * unit <= l.run_len
         && l.run_len.is_multiple_of(2 * unit)
@@ -492,10 +492,7 @@ pub(super) fn unit_within(l: &Layout, k: Option<i64>, cap: usize) -> usize {
 /// Bytes of quants a GPU decode step reads of each row at most (`unit_of`): 16, or
 /// `KILN_GPU_STEP_BYTES` at compile time (for comparing on a GPU).
 fn step_bytes() -> usize {
-    std::env::var("KILN_GPU_STEP_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16)
+    super::knob("KILN_GPU_STEP_BYTES", 16)
 }
 
 /// `acc = sum over k of dequant(bytes)[row, k] * a(k)` as one reduction over steps of

@@ -27,9 +27,8 @@ use kiln_ir::{NodeId, QuantFormat};
 /// activation blocks and their quants are bytes or narrower.
 pub fn applies(format: QuantFormat) -> bool {
     let l = format.layout();
-    let bits = l.low.width as usize + l.high.as_ref().map_or(0, |h| h.width as usize);
     let run = l.run_len as i64;
-    (X_BLOCK % run == 0 || run % X_BLOCK == 0) && bits <= 8 && format != QuantFormat::Q8K
+    (X_BLOCK % run == 0 || run % X_BLOCK == 0) && l.quant_bits() <= 8 && format != QuantFormat::Q8K
 }
 
 /// Quant bytes a step reads of each row at most. Twice the f32 form's (`dequant::unit_of`):

@@ -20,10 +20,7 @@ const GPU_DOT_BLOCKS: i64 = 256;
 /// most). `KILN_GPU_DOT_COLUMNS` at compile time replaces the most (to compare on a GPU:
 /// every column's block reads the activation row through L1 once).
 pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
-    let mut cols = std::env::var("KILN_GPU_DOT_COLUMNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DOT_COLUMNS);
+    let mut cols = super::knob("KILN_GPU_DOT_COLUMNS", DOT_COLUMNS);
     while cols > 1 && outputs.is_some_and(|n| n / cols < GPU_DOT_BLOCKS) {
         cols /= 2;
     }

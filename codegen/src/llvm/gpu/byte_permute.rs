@@ -10,7 +10,7 @@
 //! byte below), and one permute a lane takes its byte and the constant's other three.
 
 use super::super::expr::{Emitter, Fail, V};
-use inkwell::values::{IntValue, VectorValue};
+use inkwell::values::{BasicValueEnum, IntValue, VectorValue};
 use kiln_compiler::kernel::{BOp, Expr, Lit};
 use kiln_ir::DType;
 
@@ -18,12 +18,16 @@ use kiln_ir::DType;
 const BYTES: u32 = 0x0101_0101;
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
-    /// `e` as one permute a lane when it is `or(x, splat(c))` with `c`'s low byte clear and
-    /// `x` a vector of bytes computed by [`Emitter::packed`]'s forms; else `None`.
+    /// `e` as one permute a lane when the target has byte permutes and `e` is
+    /// `or(x, splat(c))` with `c`'s low byte clear and `x` a vector of bytes computed by
+    /// [`Emitter::packed`]'s forms; else `None`.
     pub(in crate::llvm) fn permuted_bytes(&mut self, e: &Expr) -> Result<Option<V<'ctx>>, Fail> {
         let Expr::Binary(BOp::Or, x, c) = e else {
             return Ok(None);
         };
+        if !self.byte_permute {
+            return Ok(None);
+        }
         let Some(c) = splat_i32(c).filter(|c| c & 0xff == 0) else {
             return Ok(None);
         };
@@ -82,7 +86,6 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// `e` (of [`Emitter::byte_lanes`]'s forms) as words of four lanes' bytes each.
     pub(super) fn packed(&mut self, e: &Expr) -> Result<VectorValue<'ctx>, Fail> {
         let i32t = self.ctx.i32_type();
-        let words_of = |lanes: u32| i32t.vec_type(lanes / 4);
         match e {
             Expr::Binary(op @ (BOp::And | BOp::Or | BOp::Xor), a, b) => {
                 let x = self.packed(a)?;
@@ -116,18 +119,24 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let keep = self.words(keep, n)?;
                 Ok(self.b.build_and(shifted, keep, "own4")?)
             }
-            _ => {
-                let v = self.expr(e)?.into_vector_value();
-                let lanes = v.get_type().get_size();
-                let bytes =
-                    self.b
-                        .build_int_truncate(v, self.ctx.i8_type().vec_type(lanes), "bytes")?;
-                Ok(self
-                    .b
-                    .build_bit_cast(bytes, words_of(lanes), "words")?
-                    .into_vector_value())
-            }
+            _ => self.bytes_as_words(e),
         }
+    }
+
+    /// `e`, a vector of i32 lanes each holding a byte (four to a word), evaluated as it is
+    /// and narrowed into words: where `e` is loaded bytes, LLVM folds the widening away.
+    pub(super) fn bytes_as_words(&mut self, e: &Expr) -> Result<VectorValue<'ctx>, Fail> {
+        let BasicValueEnum::VectorValue(v) = self.expr(e)? else {
+            return Err(Fail::msg("bytes as words of a scalar"));
+        };
+        let lanes = v.get_type().get_size();
+        let bytes = self
+            .b
+            .build_int_truncate(v, self.ctx.i8_type().vec_type(lanes), "bytes")?;
+        Ok(self
+            .b
+            .build_bit_cast(bytes, self.ctx.i32_type().vec_type(lanes / 4), "words")?
+            .into_vector_value())
     }
 
     /// `w` in each of `n` lanes.

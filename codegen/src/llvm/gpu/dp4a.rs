@@ -121,18 +121,9 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// The i32 vector of bytes `e` as words of four bytes each.
     fn words_of(&mut self, e: &Expr) -> Result<VectorValue<'ctx>, Fail> {
         if self.byte_lanes(e).is_some() {
-            return self.packed(e);
+            self.packed(e)
+        } else {
+            self.bytes_as_words(e)
         }
-        let BasicValueEnum::VectorValue(v) = self.expr(e)? else {
-            return Err(Fail::msg("dp4a of a scalar"));
-        };
-        let bytes = v.get_type().get_size();
-        let narrow = self
-            .b
-            .build_int_truncate(v, self.ctx.i8_type().vec_type(bytes), "b8")?;
-        Ok(self
-            .b
-            .build_bit_cast(narrow, self.ctx.i32_type().vec_type(bytes / 4), "w4")?
-            .into_vector_value())
     }
 }

@@ -1,6 +1,6 @@
 //! Runs of bytes that start two bytes into a word (Q8_0's quants: 34-byte blocks, the
-//! quants after a 2-byte scale), read as aligned 32-bit words and funnel-shifted into place
-//! on NVPTX.
+//! quants after a 2-byte scale), read as aligned 32-bit words and shifted into place by byte
+//! permutes on NVPTX.
 //!
 //! LLVM reads such a run with a load per two bytes: eight for a step's sixteen quant bytes,
 //! each spanning as many cache lines across the warp as one wide load would. Profiled on an
