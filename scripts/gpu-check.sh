@@ -105,6 +105,7 @@ elif [ "${SKIP_CUDA_TESTS:-0}" = 1 ]; then
 else
   run_test conformance-cuda conformance conformance_cuda
   run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+  run_test llama-cuda-q8-activations llama_reference cuda_quantized_activations_match
   if [ "$quick" != 1 ]; then
     # Older PTX, compiled by the driver for this GPU at load time.
     KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda
@@ -185,13 +186,15 @@ if [ "${MATVEC_PROFILE:-0}" = 1 ]; then
   note "## matvec profile (cuda:sm_$cap)"
   # Each compile-time knob of the decode matvecs against the defaults: the f32 form's step
   # cap, and columns per block (every block reads the activation row through L1).
-  for knob in KILN_GPU_STEP_BYTES=8 KILN_GPU_STEP_BYTES=32 KILN_GPU_DOT_COLUMNS=2 KILN_GPU_DOT_COLUMNS=8; do
+  # MATVEC_KNOBS overrides the list; MATVEC_NCU=0 leaves out the Nsight Compute runs.
+  for knob in ${MATVEC_KNOBS:-KILN_GPU_STEP_BYTES=8 KILN_GPU_STEP_BYTES=32 KILN_GPU_DOT_COLUMNS=2 KILN_GPU_DOT_COLUMNS=8}; do
     note "### $knob"
     env $knob $bin/kiln bench --target "cuda:sm_$cap" --only matvec \
       --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matvec-$knob.log" 2>&1
     grep -E '^\| matvec|copy' "$LOGS/matvec-$knob.log" | tee -a "$report"
   done
   for spec in q8_0:8704 q4_k:4608; do
+    [ "${MATVEC_NCU:-1}" = 1 ] || break
     fmt=${spec%:*} row=${spec#*:}
     printf 'kir 1\n%%x = input "x" f32[1,8192]\n%%r = param "w" u8[8192,%s]\n%%w = dequant %%r format=%s\n%%y = matmul %%x, %%w transpose_a=false transpose_b=true\noutput "y" = %%y\n' \
       "$row" "$fmt" >/tmp/mv-$fmt.kir

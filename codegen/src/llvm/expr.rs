@@ -56,6 +56,9 @@ pub struct Emitter<'a, 'ctx> {
     pub byte_permute: bool,
     /// Byte dot products are NVPTX's `dp4a` (see `gpu/dp4a.rs`).
     pub dp4a: bool,
+    /// Runs of 16 bytes or more load no wider than their proven alignment (see
+    /// `gpu/word_runs.rs`).
+    pub split_byte_runs: bool,
 }
 
 /// The in-memory element type of a buffer: half types are 16-bit integers in memory and
@@ -390,13 +393,16 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 .get(*g as usize)
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?)
             .into(),
-            Expr::Load { buf, index, lanes } => match self.word_run(*buf, index, *lanes)? {
-                Some(v) => v,
-                None => {
+            Expr::Load { buf, index, lanes } => {
+                if let Some(v) = self.word_run(*buf, index, *lanes)? {
+                    v
+                } else if let Some(v) = self.aligned_byte_run(*buf, index, *lanes)? {
+                    v
+                } else {
                     let i = self.expr(index)?.into_int_value();
                     self.load(*buf, i, *lanes)?
                 }
-            },
+            }
             Expr::Splat { value, lanes } => {
                 let v = self.expr(value)?;
                 self.splat(v, *lanes as u32)?

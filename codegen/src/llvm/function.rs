@@ -117,6 +117,7 @@ fn emit<'ctx>(
         vnni_bits: desc.vnni_bits,
         byte_permute: false,
         dp4a: false,
+        split_byte_runs: false,
         lane: None,
     };
     for l in &k.locals {

@@ -141,7 +141,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
     }
 
     /// Lanes `range` of the concatenation of `a` and `b`.
-    fn take(
+    pub(super) fn take(
         &mut self,
         a: VectorValue<'ctx>,
         b: VectorValue<'ctx>,

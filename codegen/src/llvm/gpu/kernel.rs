@@ -92,6 +92,7 @@ pub fn emit<'ctx>(
         lane: None,
         byte_permute: desc.arch == super::GpuArch::Nvptx,
         dp4a: desc.arch == super::GpuArch::Nvptx,
+        split_byte_runs: desc.arch == super::GpuArch::Nvptx,
     };
     if !k.locals.is_empty() {
         if launch.block_per_point() {

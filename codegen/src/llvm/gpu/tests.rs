@@ -307,3 +307,31 @@ output \"y\" = %y
         );
     }
 }
+
+/// No 16-byte load where the run is not 16-aligned: q5_1's quants sit 8 bytes into its
+/// 24-byte blocks and the q8_0 activations' 2 bytes into 34-byte ones, so every 16- and
+/// 32-byte run of this matvec takes narrower loads. (LLVM 19 lowered a `<16 x i8>` load as
+/// one `ld.v4.u32` whatever its alignment: a misaligned-address fault on the H100.)
+#[test]
+fn byte_runs_load_no_wider_than_their_alignment_on_cuda() {
+    let model = "kir 1
+%x = input \"x\" f32[1,8192]
+%q = quantize %x format=q8_0
+%xq = dequant %q format=q8_0
+%w = input \"w\" u8[64,6144]
+%d = dequant %w format=q5_1
+%y = matmul %xq, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_90");
+    let ptx = String::from_utf8(code).unwrap();
+    let matmul = &ptx[ptx
+        .find(".entry kiln_k1_matmul")
+        .expect("the matmul kernel")..];
+    assert!(matmul.contains("dp4a"), "{matmul}");
+    let wide: Vec<&str> = matmul
+        .lines()
+        .filter(|l| l.contains("ld.global") && (l.contains(".v4.u32") || l.contains(".v4.b32")))
+        .collect();
+    assert!(wide.is_empty(), "16-byte loads of unaligned runs: {wide:?}");
+}

@@ -9,9 +9,14 @@
 //! never past the word of its last byte) and each pair joined by one byte permute (`prmt`,
 //! selecting bytes `offset..offset + 4` of the pair; LLVM expands a funnel shift by a
 //! variable amount into six instructions).
+//!
+//! Other runs of 16 bytes or more load in pieces no wider than their index's proven
+//! alignment: LLVM 19's NVPTX backend lowers a `<16 x i8>` load to one `ld.v4.u32` whatever
+//! the load's alignment (Q5_1's quants, 8 bytes into 24-byte blocks, faulted with a
+//! misaligned address on an H100), and folds a wider-typed load's bitcast back into one.
 
 use super::super::expr::{Emitter, Fail, V};
-use inkwell::values::BasicValue;
+use inkwell::values::{BasicValue, VectorValue};
 use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::{Buf, Expr};
 use kiln_ir::DType;
@@ -95,6 +100,60 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         let wide = self
             .b
             .build_int_z_extend(bytes, i32t.vec_type(lanes as u32), "wide")?;
+        Ok(Some(wide.as_basic_value_enum()))
+    }
+
+    /// `lanes` bytes of byte buffer `buf` from `index` (widened to i32 lanes) loaded in
+    /// pieces no wider than the index's proven alignment (8 bytes a piece below 16), where
+    /// the run is 16 bytes or more on a target that needs it (`split_byte_runs`); else
+    /// `None`.
+    pub(in crate::llvm) fn aligned_byte_run(
+        &mut self,
+        buf: Buf,
+        index: &Expr,
+        lanes: u8,
+    ) -> Result<Option<V<'ctx>>, Fail> {
+        if !self.split_byte_runs
+            || lanes < 16
+            || !lanes.is_power_of_two()
+            || self.base(buf).1 != DType::U8
+        {
+            return Ok(None);
+        }
+        let align = Alignment::of(self.k);
+        let proven = [16u8, 8, 4, 2]
+            .into_iter()
+            .find(|&n| align.multiple_of(index, n as u64))
+            .unwrap_or(1);
+        let piece = if proven >= 16 { lanes } else { 8 };
+        let i64t = self.ctx.i64_type();
+        let at = self.expr(index)?.into_int_value();
+        let mut pieces: Vec<VectorValue<'ctx>> = Vec::new();
+        for c in 0..(lanes / piece) as u64 {
+            let byte = self
+                .b
+                .build_int_add(at, i64t.const_int(c * piece as u64, false), "at")?;
+            let (p, _) = self.element_ptr(buf, byte)?;
+            let ty = self.ctx.i8_type().vec_type(piece as u32);
+            let v = self.b.build_load(ty, p, "ld")?;
+            if let Some(inst) = v.as_instruction_value() {
+                inst.set_alignment(proven as u32).map_err(Fail::msg)?;
+            }
+            pieces.push(v.into_vector_value());
+        }
+        while pieces.len() > 1 {
+            let mut joined = Vec::with_capacity(pieces.len() / 2);
+            for pair in pieces.chunks(2) {
+                let n = pair[0].get_type().get_size();
+                joined.push(self.take(pair[0], pair[1], 0..2 * n)?);
+            }
+            pieces = joined;
+        }
+        let wide = self.b.build_int_z_extend(
+            pieces[0],
+            self.ctx.i32_type().vec_type(lanes as u32),
+            "wide",
+        )?;
         Ok(Some(wide.as_basic_value_enum()))
     }
 }
