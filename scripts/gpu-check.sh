@@ -10,7 +10,8 @@
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
 # step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
-# SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs. With
+# SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
+# CUDA_VARIANTS / VULKAN_VARIANTS run suites again under settings (see below). With
 # .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the quantized matvecs and every model
 # are benchmarked with that binary too.
 set -uo pipefail
@@ -106,6 +107,12 @@ else
   run_test conformance-cuda conformance conformance_cuda
   run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
   run_test llama-cuda-q8-activations llama_reference cuda_quantized_activations_match
+  # CUDA_VARIANTS="VAR=VAL ...": the CUDA conformance suite again under each setting (the
+  # compile-time knobs of the lowering, e.g. KILN_GPU_DOT_THREADS=64).
+  for v in ${CUDA_VARIANTS:-}; do
+    (export "$v"; status=0
+     run_test "conformance-cuda-$v" conformance conformance_cuda; exit $status) || status=1
+  done
   if [ "$quick" != 1 ]; then
     # Older PTX, compiled by the driver for this GPU at load time.
     KILN_CUDA_TARGET=cuda:sm_75 run_test conformance-cuda-sm_75 conformance conformance_cuda

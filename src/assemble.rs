@@ -377,8 +377,7 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
                 above: g.above,
             }),
             gpu: gpu.then(|| {
-                let shape =
-                    kiln_compiler::kernel::gpu::launch_shape(&l.kernels[launch.kernel].body);
+                let shape = kiln_compiler::kernel::gpu::launch_shape(&l.kernels[launch.kernel]);
                 GpuBlocks {
                     threads: shape.threads,
                     points_per_block: shape.points_per_block,

@@ -55,6 +55,7 @@ fn kernel(
         locals: vec![],
         grid,
         min_chunk: 1,
+        block_threads: None,
         body,
         cost: Default::default(),
         next_var,

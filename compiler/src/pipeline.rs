@@ -83,6 +83,7 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 byte_dot: matches!(target, Target::Cuda(_)) && opts.llvm_ops,
                 matrix,
                 matrix_bf16: matrix.is_some_and(|m| m.takes(kiln_ir::DType::BF16, arch)),
+                narrow_dot_blocks: true,
                 ..Schedule::gpu()
             });
         }
@@ -141,7 +142,7 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
         // which the exponent form's add would join while the conversion unit runs beside
         // it: 1B Q8_0 prefill on CUDA read 202 t/s with it, 230 without.
         if schedule.int_to_float_by_exponent
-            && crate::kernel::gpu::launch_shape(&k.body).block_per_point()
+            && crate::kernel::gpu::launch_shape(k).block_per_point()
         {
             crate::kernel::small_ints::convert_through_exponent(k);
         }
@@ -209,7 +210,7 @@ mod tests {
                 let c = compile(&g, &t, &Options::default()).unwrap();
                 let mut shapes = Vec::new();
                 for k in &c.lowered.kernels {
-                    let block = crate::kernel::gpu::launch_shape(&k.body).block_per_point();
+                    let block = crate::kernel::gpu::launch_shape(k).block_per_point();
                     let left = crate::kernel::small_ints::casts_left(k);
                     let converted = k.to_string().contains("bitcast<F32>");
                     let expect = by_exponent && block;

@@ -44,6 +44,10 @@ pub struct Schedule {
     /// (`kernel::small_ints`): NVIDIA's conversion unit runs at a quarter of the FMA rate,
     /// and quantized dot products convert every weight.
     pub int_to_float_by_exponent: bool,
+    /// GPU decode dot products may run blocks of fewer than `BLOCK_THREADS` threads
+    /// (`lower::gpu_dot::block_threads`): LLVM's GPU targets, whose kernels each declare
+    /// their block size; a SPIR-V module's kernels share one workgroup size.
+    pub narrow_dot_blocks: bool,
 }
 
 impl Schedule {
@@ -70,6 +74,7 @@ impl Schedule {
             matrix_bf16: false,
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
+            narrow_dot_blocks: false,
         }
     }
 
@@ -101,6 +106,7 @@ impl Schedule {
             matrix_bf16: false,
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
+            narrow_dot_blocks: false,
         }
     }
 

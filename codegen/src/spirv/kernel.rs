@@ -13,7 +13,7 @@ use super::emitter::{Abi, Emitter};
 use super::Fail;
 use kiln_compiler::kernel::align::{run_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
-    has_shared_loop, launch_shape, reduction_group, GpuLaunch, MAX_BLOCK_REDUCTIONS,
+    has_shared_loop, launch_shape, reduction_group, GpuLaunch, BLOCK_THREADS, MAX_BLOCK_REDUCTIONS,
 };
 use kiln_compiler::kernel::{Buf, Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
 use kiln_ir::DType;
@@ -185,7 +185,13 @@ pub fn run_words(dtype: DType, lanes: u8) -> u8 {
 
 /// Adds kernel `k` as entry point `kiln_<name>`.
 pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(), Fail> {
-    let launch = launch_shape(&k.body);
+    let launch = launch_shape(k);
+    if launch.threads != BLOCK_THREADS {
+        return Err(Fail(format!(
+            "{} threads per block; SPIR-V modules are built for {BLOCK_THREADS}",
+            launch.threads
+        )));
+    }
     let align = Alignment::of(k);
     let views = views(k, &align);
     let bindings = bindings(s, abi, k, &views);

@@ -135,6 +135,7 @@ mod tests {
             locals: vec![],
             grid: vec![i(8)],
             min_chunk: 1,
+            block_threads: None,
             body: vec![
                 Stmt::Let { var: 0, value: row },
                 Stmt::Loop {

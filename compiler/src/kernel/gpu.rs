@@ -37,17 +37,28 @@ impl GpuLaunch {
     }
 }
 
-pub fn launch_shape(body: &[Stmt]) -> GpuLaunch {
-    let points_per_block = if let Some(warp) = warp_per_point(body) {
-        BLOCK_THREADS / warp
-    } else if body.iter().any(has_shared_loop) {
-        1
-    } else {
-        BLOCK_THREADS
-    };
+pub fn launch_shape(k: &super::Kernel) -> GpuLaunch {
+    shape_of(&k.body, k.block_threads)
+}
+
+/// The launch of a kernel with `body`; `block_threads` (see `Kernel::block_threads`)
+/// applies to a block per point.
+pub fn shape_of(body: &[Stmt], block_threads: Option<u32>) -> GpuLaunch {
+    if let Some(warp) = warp_per_point(body) {
+        return GpuLaunch {
+            threads: BLOCK_THREADS,
+            points_per_block: BLOCK_THREADS / warp,
+        };
+    }
+    if body.iter().any(has_shared_loop) {
+        return GpuLaunch {
+            threads: block_threads.unwrap_or(BLOCK_THREADS),
+            points_per_block: 1,
+        };
+    }
     GpuLaunch {
         threads: BLOCK_THREADS,
-        points_per_block,
+        points_per_block: BLOCK_THREADS,
     }
 }
 
@@ -161,11 +172,11 @@ mod tests {
 
     #[test]
     fn straight_line_bodies_get_a_thread_per_point() {
-        let l = launch_shape(&[store()]);
+        let l = shape_of(&[store()], None);
         assert_eq!(l.points_per_block, BLOCK_THREADS);
         assert!(!l.block_per_point());
         // A serial loop of stores is still one thread's work.
-        let l = launch_shape(&[lp(LoopKind::Serial, vec![store()])]);
+        let l = shape_of(&[lp(LoopKind::Serial, vec![store()])], None);
         assert!(!l.block_per_point());
     }
 
@@ -179,15 +190,15 @@ mod tests {
             value: f(1.0),
             vector: 1,
         };
-        assert!(launch_shape(&[red.clone(), store()]).block_per_point());
-        assert!(launch_shape(&[lp(LoopKind::Map, vec![store()])]).block_per_point());
+        assert!(shape_of(&[red.clone(), store()], None).block_per_point());
+        assert!(shape_of(&[lp(LoopKind::Map, vec![store()])], None).block_per_point());
         // Found through uniform control flow too.
         let nested = Stmt::If {
             cond: Expr::Lit(crate::kernel::Lit::Bool(true)),
             then: vec![lp(LoopKind::Serial, vec![red])],
             otherwise: Vec::new(),
         };
-        assert!(launch_shape(&[nested]).block_per_point());
+        assert!(shape_of(&[nested], None).block_per_point());
     }
 
     #[test]

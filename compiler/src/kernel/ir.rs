@@ -287,6 +287,11 @@ pub struct Kernel {
     /// Smallest useful number of grid points per thread task (CPU); keeps tiny points
     /// from being scheduled one by one.
     pub min_chunk: u64,
+    /// Threads per block where the lowering chose other than
+    /// [`BLOCK_THREADS`](super::gpu::BLOCK_THREADS) for a block-per-point kernel (GPU decode
+    /// dot products over short rows, `lower::gpu_dot::block_threads`).
+    #[serde(default)]
+    pub block_threads: Option<u32>,
     pub body: Vec<Stmt>,
     /// Work counted for benchmarks and profiles, as functions of the symbols.
     pub cost: Cost,

@@ -22,6 +22,7 @@ fn kernel(body: Vec<Stmt>, next_var: VarId) -> Kernel {
         locals: vec![],
         grid: vec![],
         min_chunk: 1,
+        block_threads: None,
         body,
         cost: Default::default(),
         next_var,

@@ -470,13 +470,13 @@ pub(super) const UNIT: usize = 8;
 /// registers together, for every column of the block. On one H100 (2026-12-05), steps of 32
 /// took the 8192^2 matvecs of 4-bit formats from 769-985 GB/s to 1035-1222 GB/s, and q8_0's
 /// (32 bytes a step) from 1666 down to 945; the cap keeps q8_0 at 16.
-pub(super) fn unit_of(l: &Layout, k: Option<i64>) -> usize {
-    unit_within(l, k, step_bytes())
+pub(super) fn unit_of(l: &Layout, k: Option<i64>, threads: u32) -> usize {
+    unit_within(l, k, step_bytes(), threads)
 }
 
-/// `unit_of` with at most `cap` bytes of quants a step.
-pub(super) fn unit_within(l: &Layout, k: Option<i64>, cap: usize) -> usize {
-    let threads = crate::kernel::gpu::BLOCK_THREADS as i64;
+/// `unit_of` with at most `cap` bytes of quants a step, for blocks of `threads`.
+pub(super) fn unit_within(l: &Layout, k: Option<i64>, cap: usize, threads: u32) -> usize {
+    let threads = threads as i64;
     let bits = l.quant_bits();
     let mut unit = UNIT.min(l.run_len);
     while 2 * unit <= l.run_len

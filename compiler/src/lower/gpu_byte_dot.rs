@@ -40,9 +40,9 @@ const STEP_BYTES: usize = 32;
 /// Elements a step takes for `format` over `k` inputs: as the f32 form's step (which keeps
 /// every thread of a block busy) with `STEP_BYTES`, within a run and an activation block,
 /// and a multiple of four (whole `dp4a` words).
-pub fn step_elems(format: QuantFormat, k: Option<i64>) -> i64 {
+pub fn step_elems(format: QuantFormat, k: Option<i64>, threads: u32) -> i64 {
     let l = format.layout();
-    let unit = unit_within(&l, k, STEP_BYTES) as i64;
+    let unit = unit_within(&l, k, STEP_BYTES, threads) as i64;
     unit.min(X_BLOCK).min(l.run_len as i64).max(4)
 }
 

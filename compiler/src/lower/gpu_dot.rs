@@ -7,8 +7,9 @@
 use super::matmul::{k_dim, quantized_rows, Form, Operands, DOT_COLUMNS};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
+use crate::kernel::gpu::BLOCK_THREADS;
 use crate::kernel::{Expr, VarId};
-use kiln_ir::Dim;
+use kiln_ir::{Dim, QuantFormat};
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
 /// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
@@ -25,6 +26,39 @@ pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
         cols /= 2;
     }
     cols
+}
+
+/// Threads per block of GPU decode dot products where the target allows fewer than
+/// `BLOCK_THREADS` (`Schedule::narrow_dot_blocks`). A 1B llama's projections have K = 2048:
+/// 256 threads take one step each and then spend the block's life combining, where 128
+/// take two. On one H100 (2026-12-06, `KILN_GPU_DOT_THREADS`), 1B Q8_0 decode 678.6 ->
+/// 728.3 t/s with 128 (64: 632.2; F16 709.6 -> 710.2), and the 8192^2 matvecs q8_0 2040
+/// -> 2128 GB/s, q6_k 930 -> 1108, q4_0 1338 -> 1438.
+const DOT_THREADS: u32 = 128;
+
+/// Threads per block of the GPU decode dot product of `ops`: `DOT_THREADS`, or
+/// `BLOCK_THREADS` where the target's blocks are fixed, for Q4_K and Q5_K rows (their
+/// 8192^2 matvec read 1291 GB/s with 256 threads, 1157 with 128; with quantized
+/// activations 1947 and 1653), and where the reduction is too short to give 128 threads an
+/// element each (attention's scores over 64-wide heads: 64).
+/// `KILN_GPU_DOT_THREADS` at compile time (64, 128 or 256) replaces the choice, to compare
+/// on a GPU.
+pub(super) fn block_threads(ctx: &Ctx, ops: &Operands) -> u32 {
+    if !ctx.schedule.gpu || !ctx.schedule.narrow_dot_blocks {
+        return BLOCK_THREADS;
+    }
+    let k = k_dim(ops).as_known();
+    let scale_pairs = quantized_rows(ctx, ops)
+        .is_some_and(|(_, f)| matches!(f, QuantFormat::Q4K | QuantFormat::Q5K));
+    let chosen = if scale_pairs {
+        BLOCK_THREADS
+    } else if k.is_some_and(|k| k < DOT_THREADS as i64) {
+        64
+    } else {
+        DOT_THREADS
+    };
+    let chosen: u32 = super::knob("KILN_GPU_DOT_THREADS", chosen);
+    chosen.clamp(64, BLOCK_THREADS).next_power_of_two()
 }
 
 /// Elements along K each step of a GPU dot product reads from both rows, when both
@@ -133,8 +167,9 @@ pub(super) fn gpu_step(
         });
     }
     let (_, format) = quantized_rows(ctx, ops)?;
+    let threads = block_threads(ctx, ops);
     unit_steps(ctx, ops, unit_lanes, format).then(|| Step {
         lanes: unit_lanes,
-        elems: super::dequant::unit_of(&format.layout(), k.as_known()) as i64,
+        elems: super::dequant::unit_of(&format.layout(), k.as_known(), threads) as i64,
     })
 }

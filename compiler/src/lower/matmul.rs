@@ -16,6 +16,7 @@ use super::gpu_dot::{
 use super::inline::{dim_expr, value_at};
 use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
+use crate::kernel::gpu::BLOCK_THREADS;
 use crate::kernel::{Buf, Cmp, Expr, Kernel, LoopKind, RedOp, Stmt, VarId};
 use kiln_ir::{Dim, NodeId};
 
@@ -585,7 +586,8 @@ fn dot_kernel(
                 && tiles == 1
                 && super::gpu_byte_dot::applies(weights.1) =>
         {
-            let elems = super::gpu_byte_dot::step_elems(weights.1, kdim.as_known());
+            let threads = super::gpu_dot::block_threads(ctx, ops);
+            let elems = super::gpu_byte_dot::step_elems(weights.1, kdim.as_known(), threads);
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
@@ -723,7 +725,12 @@ fn dot_kernel(
         .as_known()
         .map_or(1, |k| (8192 / (k * cols * tiles).max(1)).max(1) as u64);
     grid.truncate(nb + 2);
-    Ok(ctx.finish(name, grid, body, chunk))
+    let (mut kernel, args) = ctx.finish(name, grid, body, chunk);
+    if form == Form::Dot {
+        let threads = super::gpu_dot::block_threads(ctx, ops);
+        kernel.block_threads = (threads != BLOCK_THREADS).then_some(threads);
+    }
+    Ok((kernel, args))
 }
 
 /// What a projection folding `rope` in (`partition::RopeEpilogue`) stores at a column of

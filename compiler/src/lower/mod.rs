@@ -243,6 +243,7 @@ impl<'g> Ctx<'g> {
             name,
             args,
             locals: Vec::new(),
+            block_threads: None,
             grid,
             min_chunk,
             body,

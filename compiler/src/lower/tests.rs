@@ -443,10 +443,10 @@ output \"y\" = %y
     assert_eq!(gpu.kernels.len(), 2, "a guarded form per row count");
     let few = gpu.kernels[0].to_string();
     assert_eq!(few.matches("reduce_Sum").count(), 4, "{few}");
-    assert!(crate::kernel::gpu::launch_shape(&gpu.kernels[0].body).block_per_point());
+    assert!(crate::kernel::gpu::launch_shape(&gpu.kernels[0]).block_per_point());
     let many = &gpu.kernels[1];
     assert!(
-        !crate::kernel::gpu::launch_shape(&many.body).block_per_point(),
+        !crate::kernel::gpu::launch_shape(many).block_per_point(),
         "{many}"
     );
     // CPUs keep one register-tiled kernel for every row count.
@@ -922,4 +922,44 @@ output \"r\" = %r
             }
         }
     }
+}
+
+/// CUDA's decode dot products run 128-thread blocks (K = 2048 gives 256 threads one step
+/// each), Q4_K's keep 256 and 64-long reductions (attention's scores) take 64; Vulkan's
+/// modules share one workgroup size, so its blocks stay at 256.
+#[test]
+fn gpu_decode_dot_products_choose_their_block_size() {
+    let block = |weights: &str, k: usize, target: &str| {
+        let src = format!(
+            "kir 1
+%x = input \"x\" f32[1,{k}]
+{weights}
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+        );
+        let g = kiln_ir::text::parse(&src).unwrap();
+        let t: crate::Target = target.parse().unwrap();
+        let s = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        let lowered = lower(&g, s).unwrap();
+        let k = &lowered.kernels[0];
+        assert!(k.to_string().contains("reduce_Sum"), "{k}");
+        crate::kernel::gpu::launch_shape(k).threads
+    };
+    let half = |k: usize| format!("%h = input \"w\" f16[1024,{k}]\n%w = cast %h dtype=f32");
+    let quant = |k: usize, format: &str, block_bytes: usize, run: usize| {
+        format!(
+            "%r = input \"r\" u8[1024,{}]\n%w = dequant %r format={format}",
+            k / run * block_bytes
+        )
+    };
+    assert_eq!(block(&half(2048), 2048, "cuda:sm_90"), 128);
+    assert_eq!(block(&quant(2048, "q8_0", 34, 32), 2048, "cuda:sm_90"), 128);
+    assert_eq!(
+        block(&quant(2048, "q4_k", 144, 256), 2048, "cuda:sm_90"),
+        256
+    );
+    assert_eq!(block(&half(64), 64, "cuda:sm_90"), 64);
+    assert_eq!(block(&half(2048), 2048, "vulkan"), 256);
+    assert_eq!(block(&quant(2048, "q8_0", 34, 32), 2048, "vulkan"), 256);
 }

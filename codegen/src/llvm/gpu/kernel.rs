@@ -30,7 +30,7 @@ pub fn emit<'ctx>(
     k: &Kernel,
     desc: &GpuDesc,
 ) -> Result<(), Fail> {
-    let launch = launch_shape(&k.body);
+    let launch = launch_shape(k);
     let global = ctx.ptr_type(primitives::global(desc));
     let i64t = ctx.i64_type();
     let mut params: Vec<BasicMetadataTypeEnum> = k.args.iter().map(|_| global.into()).collect();
@@ -276,7 +276,7 @@ fn scratch_array<'ctx>(
     k: &Kernel,
     desc: &GpuDesc,
 ) -> Result<GlobalValue<'ctx>, Fail> {
-    let launch = launch_shape(&k.body);
+    let launch = launch_shape(k);
     let group = max_reduction_group(&k.body).max(1) as u32;
     let ty = ctx
         .f32_type()
