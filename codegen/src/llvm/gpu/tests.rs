@@ -105,6 +105,10 @@ fn amd_code_objects_are_well_formed() {
     for (gfx, mach) in super::amdgpu::TESTED {
         let (bytes, names) = code_for(&format!("hip:{gfx}"));
         let args = arg_counts(&format!("hip:{gfx}"));
+        let threads: Vec<u32> = crate::test_model::kernels(&format!("hip:{gfx}"))
+            .iter()
+            .map(|k| kiln_compiler::kernel::gpu::launch_shape(k).threads)
+            .collect();
         let elf = object::read::elf::ElfFile64::<object::Endianness>::parse(&*bytes)
             .unwrap_or_else(|e| panic!("{gfx}: not an ELF file: {e}"));
         let header = elf.elf_header();
@@ -131,7 +135,7 @@ fn amd_code_objects_are_well_formed() {
         );
         assert!(notes.contains("amdhsa.version"), "{gfx}: {notes}");
         // The runtime passes the GPU ABI's explicit arguments only: 8 bytes per buffer,
-        // the dims address and the point count, and 256-thread blocks.
+        // the dims address and the point count, and blocks of the kernel's launch shape.
         for block in notes.split("  - .args:").skip(1) {
             let field = |key: &str| {
                 block
@@ -151,7 +155,11 @@ fn amd_code_objects_are_well_formed() {
                 want.to_string(),
                 "{gfx} {name}"
             );
-            assert_eq!(field(".max_flat_workgroup_size:"), "256", "{gfx} {name}");
+            assert_eq!(
+                field(".max_flat_workgroup_size:"),
+                threads[i].to_string(),
+                "{gfx} {name}"
+            );
         }
         let asm = disassemble(gfx, &path);
         assert!(asm.contains("s_endpgm"), "{gfx}: no kernel code:\n{asm}");
