@@ -963,3 +963,65 @@ output \"y\" = %y
     assert_eq!(block(&half(2048), 2048, "vulkan"), 256);
     assert_eq!(block(&quant(2048, "q8_0", 34, 32), 2048, "vulkan"), 256);
 }
+
+/// Attention's scores (Q.K^T, K a head's width) read only through the scaled, masked
+/// softmax that probabilities x V normalise themselves: GPU decode computes each score
+/// where it reads it, so the scores' own kernel runs only for prefill (the many-row guard)
+/// and the decode form reads Q and K instead of the scores. CPUs keep the scores' kernel.
+#[test]
+fn gpu_decode_attention_computes_its_scores_in_place() {
+    let src = "kir 1
+%q = input \"q\" f32[4,seq,64]
+%k = input \"k\" f32[4,past,64]
+%s = matmul %q, %k transpose_a=false transpose_b=true
+%m = input \"m\" f32[seq,past]
+%c = const f32[] [0.125]
+%scaled = mul %s, %c
+%masked = add %scaled, %m
+%p = softmax %masked axis=2
+%v = input \"v\" f32[4,past,64]
+%y = matmul %p, %v transpose_a=false transpose_b=false
+output \"y\" = %y
+";
+    let g = kiln_ir::text::parse(src).unwrap();
+    for (target, gpu) in TARGETS {
+        let l = lowered_for(&g, target);
+        let last = launches_of_last(&l);
+        let out = last[0].args[0];
+        // The scores' launches: the first kernel's buffer, written before the softmax.
+        let scores = l.launches[0].args[0];
+        assert_ne!(scores, out, "{target}: {:?}", names(&l));
+        let writers: Vec<_> = l.launches.iter().filter(|x| x.args[0] == scores).collect();
+        assert!(!writers.is_empty(), "{target}");
+        let above: Vec<_> = writers
+            .iter()
+            .map(|w| w.guard.as_ref().map(|g| g.above))
+            .collect();
+        if gpu {
+            assert!(
+                above.iter().all(|&a| a == Some(true)),
+                "{target}: {above:?}"
+            );
+        } else {
+            // Scores written whatever the rows: by a form that always runs or by both.
+            assert!(
+                above.contains(&None) || above.contains(&Some(false)),
+                "{target}: {above:?}"
+            );
+        }
+        let decode: Vec<_> = last
+            .iter()
+            .filter(|x| gpu && x.guard.as_ref().is_some_and(|g| !g.above))
+            .collect();
+        assert_eq!(decode.len(), gpu as usize, "{target}");
+        for launch in decode {
+            let k = l.kernels[launch.kernel].to_string();
+            assert!(!launch.args.contains(&scores), "{target}: {k}");
+            // Each score, 64 products, read in the maximum's pass and the sums' pass.
+            assert!(
+                k.contains("reduce_Max") && k.matches("fma(").count() >= 2 * 63,
+                "{k}"
+            );
+        }
+    }
+}
