@@ -306,44 +306,15 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
             folded_ropes.insert(r.rope, guard);
         }
     }
-    // Attention's scores computed by the few-row dot products over their softmax keep their
-    // kernel's other forms, which must run whenever the softmax's kernel does.
-    let scores: Vec<NodeId> = ctx
-        .few_rows_in_place
-        .iter()
-        .copied()
-        .filter(|&n| matches!(graph.node(n).op, Op::MatMul { .. }))
-        .collect();
-    for node in scores {
-        let readers = softmax_of(graph, node)
-            .and_then(|s| partition::matmul_readers(graph, s))
-            .unwrap_or_default();
-        let has_dot = |m| {
-            matmul::forms(&ctx, m)
-                .iter()
-                .any(|(f, _)| *f == Some(matmul::Form::Dot))
-        };
-        let same_guard = many_row_guard(&ctx, [node]) == many_row_guard(&ctx, readers.clone());
-        if !same_guard || !has_dot(node) || readers.is_empty() {
-            ctx.few_rows_in_place.remove(&node);
-        }
-    }
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
     for node in part.computed {
         let node = matmul_of_sum.get(&node).copied().unwrap_or(node);
         let mut forms = matmul::forms(&ctx, node);
         if ctx.few_rows_in_place.contains(&node) {
-            forms = if matches!(graph.node(node).op, Op::MatMul { .. }) {
-                forms
-                    .into_iter()
-                    .filter(|(f, _)| *f != Some(matmul::Form::Dot))
-                    .collect()
-            } else {
-                match copy_needed(&ctx, node) {
-                    Some(guard) => vec![(None, guard)],
-                    None => Vec::new(),
-                }
+            forms = match copy_needed(&ctx, node) {
+                Some(guard) => vec![(None, guard)],
+                None => Vec::new(),
             };
         }
         if let Some(guard) = folded_ropes.get(&node) {
@@ -385,22 +356,6 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         kernels,
         launches,
     })
-}
-
-/// The softmax that matmul `node` feeds through a chain of single readers
-/// (`partition::scores_in_place_on_gpu`).
-fn softmax_of(graph: &Graph, node: NodeId) -> Option<NodeId> {
-    let mut id = node;
-    loop {
-        let users = graph.users(id);
-        if users.len() != 1 {
-            return None;
-        }
-        id = users[0];
-        if matches!(graph.node(id).op, Op::Softmax { .. }) {
-            return Some(id);
-        }
-    }
 }
 
 /// When the buffer of `node`, which few-row dot products compute in place, must still be
