@@ -37,10 +37,12 @@ pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
 const DOT_THREADS: u32 = 128;
 
 /// Threads per block of the GPU decode dot product of `ops`: `DOT_THREADS`, or
-/// `BLOCK_THREADS` where the target's blocks are fixed, for Q4_K and Q5_K rows (their
-/// 8192^2 matvec read 1291 GB/s with 256 threads, 1157 with 128; with quantized
-/// activations 1947 and 1653), and where the reduction is too short to give 128 threads an
-/// element each (attention's scores over 64-wide heads: 64).
+/// `BLOCK_THREADS` where the target's blocks are fixed, and for Q4_K rows (relaid, as
+/// every target reads them) long enough to give each of 256 threads a whole 32-element run
+/// (K >= 8192): that matvec read 1291 GB/s with 256 threads, 1136-1157 with 128 (with
+/// quantized activations 1947 and 1352-1653), where the 1B Q4_K_M's projections (K = 2048
+/// and 5632) decoded at 702.6 t/s with 128 against 633.7 with 256. A reduction too short to
+/// give 128 threads an element each (attention's scores over 64-wide heads) takes 64.
 /// `KILN_GPU_DOT_THREADS` at compile time (64, 128 or 256) replaces the choice, to compare
 /// on a GPU.
 pub(super) fn block_threads(ctx: &Ctx, ops: &Operands) -> u32 {
@@ -48,9 +50,9 @@ pub(super) fn block_threads(ctx: &Ctx, ops: &Operands) -> u32 {
         return BLOCK_THREADS;
     }
     let k = k_dim(ops).as_known();
-    let scale_pairs = quantized_rows(ctx, ops)
-        .is_some_and(|(_, f)| matches!(f, QuantFormat::Q4K | QuantFormat::Q5K));
-    let chosen = if scale_pairs {
+    let q4k = quantized_rows(ctx, ops)
+        .is_some_and(|(_, f)| matches!(f, QuantFormat::Q4K | QuantFormat::Q4KX));
+    let chosen = if q4k && k.is_some_and(|k| k >= 32 * BLOCK_THREADS as i64) {
         BLOCK_THREADS
     } else if k.is_some_and(|k| k < DOT_THREADS as i64) {
         64

@@ -925,7 +925,8 @@ output \"r\" = %r
 }
 
 /// CUDA's decode dot products run 128-thread blocks (K = 2048 gives 256 threads one step
-/// each), Q4_K's keep 256 and 64-long reductions (attention's scores) take 64; Vulkan's
+/// each), Q4_K's over 8192 inputs keep 256 and 64-long reductions (attention's scores)
+/// take 64; Vulkan's
 /// modules share one workgroup size, so its blocks stay at 256.
 #[test]
 fn gpu_decode_dot_products_choose_their_block_size() {
@@ -957,8 +958,13 @@ output \"y\" = %y
     assert_eq!(block(&quant(2048, "q8_0", 34, 32), 2048, "cuda:sm_90"), 128);
     assert_eq!(
         block(&quant(2048, "q4_k", 144, 256), 2048, "cuda:sm_90"),
+        128
+    );
+    assert_eq!(
+        block(&quant(8192, "q4_k", 144, 256), 8192, "cuda:sm_90"),
         256
     );
+    assert_eq!(block(&quant(8192, "q8_0", 34, 32), 8192, "cuda:sm_90"), 128);
     assert_eq!(block(&half(64), 64, "cuda:sm_90"), 64);
     assert_eq!(block(&half(2048), 2048, "vulkan"), 256);
     assert_eq!(block(&quant(2048, "q8_0", 34, 32), 2048, "vulkan"), 256);
