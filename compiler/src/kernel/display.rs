@@ -17,7 +17,11 @@ impl Display for Kernel {
             let sep = if i > 0 { ", " } else { "" };
             write!(f, "{sep}{g}")?;
         }
-        writeln!(f, "] {{")?;
+        write!(f, "]")?;
+        if let Some(t) = self.block_threads {
+            write!(f, " threads[{t}]")?;
+        }
+        writeln!(f, " {{")?;
         for (i, l) in self.locals.iter().enumerate() {
             writeln!(f, "  local l{i}: {}[{}]", l.dtype, l.len)?;
         }
