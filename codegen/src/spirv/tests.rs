@@ -193,3 +193,26 @@ output \"z\" = %z
         }
     }
 }
+
+/// A kernel whose block size is not the module's workgroup size (CUDA's 128-thread decode
+/// dot products, compiled for Vulkan by mistake) is a compile error naming the kernel, not a
+/// module whose reductions would read past their shared array.
+#[test]
+fn kernels_of_another_block_size_are_refused_naming_the_kernel() {
+    let mut kernels = crate::test_model::kernels("cuda:sm_90");
+    let narrow = kernels
+        .iter()
+        .find(|k| k.block_threads.is_some())
+        .map(|k| k.name.clone())
+        .expect("a CUDA decode dot product with its own block size");
+    kernels.retain(|k| k.name == narrow);
+    let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
+    let e = match super::SpirvBackend.compile(&kernels, &vulkan) {
+        Ok(_) => panic!("{narrow}: compiled for a workgroup size it does not have"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains(&narrow) && e.contains("threads per block"),
+        "{e}"
+    );
+}
