@@ -97,6 +97,29 @@ fn quant_rows(format: QuantFormat, rows: usize, k: usize, seed: u64) -> Vec<u8> 
     bytes
 }
 
+/// A decode matvec: `%x` (one row of `k` inputs, defined by the kir lines `x`) times `n`
+/// rows of `format`'s blocks, input `w`, transposed, as output `y`.
+fn matvec_graph(x: &str, n: usize, k: usize, format: QuantFormat) -> kiln_ir::Graph {
+    let bb = format.block_bytes() * k / format.block_elems();
+    let src = format!(
+        "kir 1
+{x}
+%w = input \"w\" u8[{n},{bb}]
+%d = dequant %w format={}
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+",
+        format.name()
+    );
+    kiln_ir::text::parse(&src).unwrap()
+}
+
+/// Output `name` of `g` on `inputs`, as the interpreter computes it.
+fn interpreted(g: &kiln_ir::Graph, inputs: &BTreeMap<String, Tensor>, name: &str) -> Tensor {
+    let env = kiln_ir::interp::infer_bindings(g, inputs).unwrap();
+    kiln_ir::interp::run(g, inputs, &|_| None, &env).unwrap()[name].clone()
+}
+
 /// A decode matvec (one row of activations against `n` rows of quantized weights) in every
 /// format, lowered for CUDA (vector loads; 64 rows a block per output, 1024 four outputs a
 /// block) and for Vulkan (byte by byte): its kernel's outputs match the interpreter's.
@@ -112,17 +135,7 @@ fn gpu_quantized_matvecs_compute_what_the_interpreter_does() {
         let schedule = kiln_compiler::pipeline::schedule_for(&t, &Default::default()).unwrap();
         for format in QuantFormat::ALL.into_iter().chain(QuantFormat::RELAID) {
             let bb = format.block_bytes() * k / format.block_elems();
-            let src = format!(
-                "kir 1
-%x = input \"x\" f32[1,{k}]
-%w = input \"w\" u8[{n},{bb}]
-%d = dequant %w format={}
-%y = matmul %x, %d transpose_a=false transpose_b=true
-output \"y\" = %y
-",
-                format.name()
-            );
-            let g = kiln_ir::text::parse(&src).unwrap();
+            let g = matvec_graph(&format!("%x = input \"x\" f32[1,{k}]"), n, k, format);
             let x = Tensor::seeded(DType::F32, vec![1, k], 7, 1.0);
             let w_bytes = quant_rows(format, n, k, 11);
             let w = Tensor::new(
@@ -131,8 +144,7 @@ output \"y\" = %y
                 w_bytes.iter().map(|&b| b as f64).collect(),
             );
             let inputs = BTreeMap::from([("x".to_string(), x.clone()), ("w".to_string(), w)]);
-            let env = kiln_ir::interp::infer_bindings(&g, &inputs).unwrap();
-            let want = kiln_ir::interp::run(&g, &inputs, &|_| None, &env).unwrap()["y"].clone();
+            let want = interpreted(&g, &inputs, "y");
             let x_bytes: Vec<u8> = x
                 .data
                 .iter()
@@ -169,18 +181,8 @@ fn gpu_byte_dot_matvecs_compute_what_the_interpreter_does() {
             formats += 1;
             let bb = format.block_bytes() * k / format.block_elems();
             let xb = k / 32 * 34;
-            let src = format!(
-                "kir 1
-%q = input \"q\" u8[1,{xb}]
-%x = dequant %q format=q8_0
-%w = input \"w\" u8[{n},{bb}]
-%d = dequant %w format={}
-%y = matmul %x, %d transpose_a=false transpose_b=true
-output \"y\" = %y
-",
-                format.name()
-            );
-            let g = kiln_ir::text::parse(&src).unwrap();
+            let x = format!("%q = input \"q\" u8[1,{xb}]\n%x = dequant %q format=q8_0");
+            let g = matvec_graph(&x, n, k, format);
             let (q_bytes, w_bytes) = (
                 quant_rows(QuantFormat::Q8_0, 1, k, 5),
                 quant_rows(format, n, k, 11),
@@ -192,8 +194,7 @@ output \"y\" = %y
                 ("q".to_string(), tensor(vec![1, xb], &q_bytes)),
                 ("w".to_string(), tensor(vec![n, bb], &w_bytes)),
             ]);
-            let env = kiln_ir::interp::infer_bindings(&g, &inputs).unwrap();
-            let want = kiln_ir::interp::run(&g, &inputs, &|_| None, &env).unwrap()["y"].clone();
+            let want = interpreted(&g, &inputs, "y");
             let lowered = kiln_compiler::lower::lower(&g, schedule).unwrap();
             let text = lowered.kernels[0].to_string();
             assert!(
@@ -245,8 +246,7 @@ output \"r\" = %r
                     Tensor::seeded(DType::F32, vec![n, k], 9, 1.0),
                 ),
             ]);
-            let env = kiln_ir::interp::infer_bindings(&g, &inputs).unwrap();
-            let want = kiln_ir::interp::run(&g, &inputs, &|_| None, &env).unwrap()["r"].clone();
+            let want = interpreted(&g, &inputs, "r");
             let bytes = inputs
                 .iter()
                 .map(|(name, t)| {

@@ -393,16 +393,13 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 .get(*g as usize)
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?)
             .into(),
-            Expr::Load { buf, index, lanes } => {
-                if let Some(v) = self.word_run(*buf, index, *lanes)? {
-                    v
-                } else if let Some(v) = self.aligned_byte_run(*buf, index, *lanes)? {
-                    v
-                } else {
+            Expr::Load { buf, index, lanes } => match self.byte_run(*buf, index, *lanes)? {
+                Some(v) => v,
+                None => {
                     let i = self.expr(index)?.into_int_value();
                     self.load(*buf, i, *lanes)?
                 }
-            }
+            },
             Expr::Splat { value, lanes } => {
                 let v = self.expr(value)?;
                 self.splat(v, *lanes as u32)?

@@ -152,13 +152,15 @@ fn unit_steps(ctx: &Ctx, ops: &Operands, unit_lanes: u8, format: kiln_ir::QuantF
 }
 
 /// The step of a GPU dot product's reduction over K, `None` where it reads an element a
-/// step (or is not a GPU decode form).
+/// step (or is not a GPU decode form); a quantized step's length follows the block's
+/// `threads` (`dequant::unit_of`).
 pub(super) fn gpu_step(
     ctx: &Ctx,
     ops: &Operands,
     gpu_lanes: Option<u8>,
     unit_lanes: u8,
     k: &Dim,
+    threads: u32,
 ) -> Option<Step> {
     if let Some(lanes) = gpu_lanes {
         let elems = GPU_DOT_STEP.max(lanes as i64);
@@ -169,7 +171,6 @@ pub(super) fn gpu_step(
         });
     }
     let (_, format) = quantized_rows(ctx, ops)?;
-    let threads = block_threads(ctx, ops);
     unit_steps(ctx, ops, unit_lanes, format).then(|| Step {
         lanes: unit_lanes,
         elems: super::dequant::unit_of(&format.layout(), k.as_known(), threads) as i64,

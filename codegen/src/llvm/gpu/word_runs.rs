@@ -21,34 +21,44 @@ use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::{Buf, Expr};
 use kiln_ir::DType;
 
-/// Bytes a run has at least to be read as words. The extra word and the address arithmetic
-/// cost about as many instructions as an 8-byte run's four 2-byte loads save (PTX of the
-/// q8_0 matvec over f32 activations, whose steps are two such runs: 325 -> 350 instructions
-/// a loop, unmeasured on a GPU); the steps over quantized activations read 32 bytes a run
-/// (202 instructions for 128 weights where 2-byte loads took 147 for 64).
+/// Bytes a run has at least to take either form here: the shortest run LLVM 19 loads as
+/// one 16-byte load, and the shortest worth reading as words (the extra word and the address
+/// arithmetic cost about as many instructions as an 8-byte run's four 2-byte loads save:
+/// PTX of the q8_0 matvec over f32 activations, whose steps are two such runs, 325 -> 350
+/// instructions a loop, unmeasured on a GPU; the steps over quantized activations read 32
+/// bytes a run, 202 instructions for 128 weights where 2-byte loads took 147 for 64).
 const MIN_RUN: u8 = 16;
 
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
     /// `lanes` bytes of byte buffer `buf` from `index` (widened to i32 lanes, as `load`
-    /// gives them) read as words, where the index is even but not provably a multiple of
-    /// four and the run is four words or longer (`MIN_RUN`); else `None`.
-    pub(in crate::llvm) fn word_run(
+    /// gives them), where the run is `MIN_RUN` bytes or more: read as words where the index
+    /// is even but not provably a multiple of four (`byte_permute`), else in pieces no
+    /// wider than its proven alignment (`split_byte_runs`); `None` where neither applies.
+    pub(in crate::llvm) fn byte_run(
         &mut self,
         buf: Buf,
         index: &Expr,
         lanes: u8,
     ) -> Result<Option<V<'ctx>>, Fail> {
-        if !self.byte_permute
-            || lanes < MIN_RUN
-            || !lanes.is_multiple_of(4)
-            || self.base(buf).1 != DType::U8
-        {
+        if lanes < MIN_RUN || self.base(buf).1 != DType::U8 {
             return Ok(None);
         }
         let align = Alignment::of(self.k);
-        if !align.multiple_of(index, 2) || align.multiple_of(index, 4) {
-            return Ok(None);
+        let proven = [16u8, 8, 4, 2]
+            .into_iter()
+            .find(|&n| align.multiple_of(index, n as u64))
+            .unwrap_or(1);
+        if self.byte_permute && proven == 2 && lanes.is_multiple_of(4) {
+            return self.word_run(buf, index, lanes).map(Some);
         }
+        if self.split_byte_runs && lanes.is_power_of_two() {
+            return self.aligned_byte_run(buf, index, lanes, proven).map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The run as words joined by byte permutes (`byte_run`).
+    fn word_run(&mut self, buf: Buf, index: &Expr, lanes: u8) -> Result<V<'ctx>, Fail> {
         let (i64t, i32t) = (self.ctx.i64_type(), self.ctx.i32_type());
         let at = self.expr(index)?.into_int_value();
         let first = self.b.build_and(at, i64t.const_int(!3u64, false), "w0")?;
@@ -93,38 +103,21 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 self.b
                     .build_insert_element(out, joined, i32t.const_int(j as u64, false), "run")?;
         }
-        let bytes = self
-            .b
-            .build_bit_cast(out, self.ctx.i8_type().vec_type(lanes as u32), "bytes")?
-            .into_vector_value();
-        let wide = self
-            .b
-            .build_int_z_extend(bytes, i32t.vec_type(lanes as u32), "wide")?;
-        Ok(Some(wide.as_basic_value_enum()))
+        let bytes =
+            self.b
+                .build_bit_cast(out, self.ctx.i8_type().vec_type(lanes as u32), "bytes")?;
+        self.widen_from_storage(bytes, DType::U8)
     }
 
-    /// `lanes` bytes of byte buffer `buf` from `index` (widened to i32 lanes) loaded in
-    /// pieces no wider than the index's proven alignment (8 bytes a piece below 16), where
-    /// the run is 16 bytes or more on a target that needs it (`split_byte_runs`); else
-    /// `None`.
-    pub(in crate::llvm) fn aligned_byte_run(
+    /// The run in pieces no wider than `proven`, the index's proven alignment in bytes (8
+    /// bytes a piece below 16; `byte_run`).
+    fn aligned_byte_run(
         &mut self,
         buf: Buf,
         index: &Expr,
         lanes: u8,
-    ) -> Result<Option<V<'ctx>>, Fail> {
-        if !self.split_byte_runs
-            || lanes < 16
-            || !lanes.is_power_of_two()
-            || self.base(buf).1 != DType::U8
-        {
-            return Ok(None);
-        }
-        let align = Alignment::of(self.k);
-        let proven = [16u8, 8, 4, 2]
-            .into_iter()
-            .find(|&n| align.multiple_of(index, n as u64))
-            .unwrap_or(1);
+        proven: u8,
+    ) -> Result<V<'ctx>, Fail> {
         let piece = if proven >= 16 { lanes } else { 8 };
         let i64t = self.ctx.i64_type();
         let at = self.expr(index)?.into_int_value();
@@ -149,11 +142,6 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
             pieces = joined;
         }
-        let wide = self.b.build_int_z_extend(
-            pieces[0],
-            self.ctx.i32_type().vec_type(lanes as u32),
-            "wide",
-        )?;
-        Ok(Some(wide.as_basic_value_enum()))
+        self.widen_from_storage(pieces[0].into(), DType::U8)
     }
 }
