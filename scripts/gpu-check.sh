@@ -11,6 +11,7 @@
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
 # step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
 # SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
+# MATMUL_KNOBS="VAR=VALUE ..." benchmarks the half matmuls under other blockings;
 # CUDA_VARIANTS / VULKAN_VARIANTS run suites again under settings (see below). With
 # .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the quantized matvecs and every model
 # are benchmarked with that binary too.
@@ -175,6 +176,17 @@ else
   status=1
 fi
 fi
+fi
+# MATMUL_KNOBS: the half matmuls again under each compile-time setting of the tiled
+# matrix-unit kernel (KILN_GPU_MMA_WARPS_M/_N, KILN_GPU_MMA_STAGES), next to the default.
+if [ -n "${MATMUL_KNOBS:-}" ]; then
+  note "## half matmuls under other blockings (cuda:sm_$cap)"
+  for knob in default ${MATMUL_KNOBS}; do
+    note "### $knob"
+    env $([ "$knob" = default ] || echo "$knob") $bin/kiln bench --target "cuda:sm_$cap" \
+      --only '16 nt' --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matmul-$knob.log" 2>&1
+    grep -E '^\| matmul' "$LOGS/matmul-$knob.log" | tee -a "$report"
+  done
 fi
 if [ -n "$base" ]; then
   # Interleaved, this tree / baseline / this tree, so a drift of the GPU's clocks shows.

@@ -249,7 +249,9 @@ fn matmul_cases() -> Vec<Case> {
         }
         // Shapes for GPU matrix units (half A times transposed half B, K a multiple of
         // 32): tiles partly past M and N, whole tiles, and a batch.
-        for (m, k, n) in [(70, 96, 100), (128, 64, 64)] {
+        // (300, 256, 260): several blocks of 128 x 128 along both, each partly filled at the
+        // edge, and eight steps along K around a ring of three staged steps.
+        for (m, k, n) in [(70, 96, 100), (128, 64, 64), (300, 256, 260)] {
             out.push(case(
                 format!("matmul {d} m{m} k{k} n{n} tb (matrix unit shape)"),
                 d,
@@ -263,18 +265,20 @@ fn matmul_cases() -> Vec<Case> {
         // f32 activations against f16 weights (the F16 LLM projections): GPU matrix units
         // round the activations to f16, so the bound is f16's.
         if d == DType::F16 {
-            let mut c = case(
-                "matmul f32 x f16 weights m70 k96 n100 tb",
-                DType::F32,
-                &|b, _| {
-                    let x = b.input("a", DType::F32, [70, 96])?;
-                    let w = b.input("w", DType::F16, [100, 96])?;
-                    let w = b.cast(w, DType::F32)?;
-                    b.matmul_t(x, w, false, true)
-                },
-            );
-            c.bound = Some(bound(DType::F16));
-            out.push(c);
+            for (m, k, n) in [(70, 96, 100), (200, 256, 300)] {
+                let mut c = case(
+                    format!("matmul f32 x f16 weights m{m} k{k} n{n} tb"),
+                    DType::F32,
+                    &move |b, _| {
+                        let x = b.input("a", DType::F32, [m, k])?;
+                        let w = b.input("w", DType::F16, [n, k])?;
+                        let w = b.cast(w, DType::F32)?;
+                        b.matmul_t(x, w, false, true)
+                    },
+                );
+                c.bound = Some(bound(DType::F16));
+                out.push(c);
+            }
         }
         out.push(case(
             format!("batched matmul {d} [2,37,64]x[2,72,64]^T"),

@@ -392,6 +392,7 @@ fn locals_and_control(backend: &dyn Backend, target: &str) {
     ];
     let mut k = kernel("ctl", vec![arg("o", DType::F32, true)], vec![i(2)], body, 3);
     k.locals.push(LocalBuf {
+        shared: false,
         dtype: DType::F32,
         len: 8,
     });

@@ -117,6 +117,9 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), String> {
         }
         // Cranelift has no prefetch instruction; the hint is dropped.
         Stmt::Prefetch { .. } => {}
+        Stmt::Copy { .. } | Stmt::Await { .. } => {
+            return Err("shared-memory copies are GPU code (CUDA and HIP targets)".to_string())
+        }
         Stmt::Loop {
             var, extent, body, ..
         } => {

@@ -49,8 +49,14 @@ pub struct Emitter<'a, 'ctx> {
     pub byte_dot_bits: u32,
     /// Widest x86 VNNI byte dot products (`vpdpbusd`), in bits (0: none); see `dot.rs`.
     pub vnni_bits: u32,
-    /// This thread's lane in its warp, in GPU kernels that run a warp per point.
+    /// This thread's lane in its warp, in GPU kernels that run a warp per point or have
+    /// explicit threads.
     pub lane: Option<IntValue<'ctx>>,
+    /// This thread's index in its block, in GPU kernels with explicit threads.
+    pub thread: Option<IntValue<'ctx>>,
+    /// The GPU the kernel is for (`None` on CPUs): block barriers and background copies
+    /// (`gpu/copies.rs`) are spelled per instruction set.
+    pub gpu: Option<super::gpu::GpuDesc>,
     /// The target places a byte under constant bytes in one instruction (NVPTX `prmt`;
     /// see `gpu/byte_permute.rs`).
     pub byte_permute: bool,
@@ -469,6 +475,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             Expr::Lane => self
                 .lane
                 .ok_or_else(|| Fail::msg("a lane index outside a warp-per-point GPU kernel"))?
+                .into(),
+            Expr::Thread => self
+                .thread
+                .ok_or_else(|| Fail::msg("a thread index outside a GPU kernel of explicit threads"))?
                 .into(),
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);

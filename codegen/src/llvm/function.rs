@@ -118,6 +118,8 @@ fn emit<'ctx>(
         byte_permute: false,
         dp4a: false,
         split_byte_runs: false,
+        thread: None,
+        gpu: None,
         lane: None,
     };
     for l in &k.locals {
@@ -207,6 +209,18 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             let i = em.expr(index)?.into_int_value();
             em.prefetch(*buf, i)?;
         }
+        Stmt::Copy {
+            dst,
+            dst_index,
+            src,
+            src_index,
+            lanes,
+        } => {
+            let to = em.expr(dst_index)?.into_int_value();
+            let from = em.expr(src_index)?.into_int_value();
+            super::gpu::copies::copy(em, *dst, to, *src, from, *lanes)?;
+        }
+        Stmt::Await { in_flight } => super::gpu::copies::await_copies(em, *in_flight)?,
         Stmt::Loop {
             var,
             extent,

@@ -186,6 +186,12 @@ pub fn run_words(dtype: DType, lanes: u8) -> u8 {
 /// Adds kernel `k` as entry point `kiln_<name>`.
 pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(), Fail> {
     let launch = launch_shape(k);
+    if kiln_compiler::kernel::gpu::explicit_threads(&k.body) {
+        return Err(Fail::msg(
+            "kernels of explicit threads (shared tiles, background copies) are not lowered to \
+             SPIR-V; kiln emits them for CUDA and HIP targets with a matrix unit",
+        ));
+    }
     if launch.threads != BLOCK_THREADS {
         return Err(Fail(format!(
             "{} threads per block; SPIR-V modules are built for {BLOCK_THREADS}",
@@ -524,6 +530,9 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         }
         // SPIR-V has no prefetch; the hint is dropped (GPU lowering does not emit it).
         Stmt::Prefetch { .. } => {}
+        Stmt::Copy { .. } | Stmt::Await { .. } => {
+            return Err(Fail::msg("shared-memory copies are not lowered to SPIR-V"))
+        }
         Stmt::Store { buf, index, value } => {
             let i = em.expr(index)?;
             let v = em.expr(value)?;

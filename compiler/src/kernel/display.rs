@@ -41,6 +41,17 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
             Stmt::Assign { var, value } => writeln!(out, "{pad}v{var} = {value}")?,
             Stmt::Store { buf, index, value } => writeln!(out, "{pad}{buf}[{index}] = {value}")?,
             Stmt::Prefetch { buf, index } => writeln!(out, "{pad}prefetch {buf}[{index}]")?,
+            Stmt::Copy {
+                dst,
+                dst_index,
+                src,
+                src_index,
+                lanes,
+            } => writeln!(
+                out,
+                "{pad}copy {dst}[{dst_index}] <- {src}[{src_index}] x{lanes}"
+            )?,
+            Stmt::Await { in_flight } => writeln!(out, "{pad}await copies <= {in_flight}")?,
             Stmt::Loop {
                 var,
                 extent,
@@ -138,6 +149,7 @@ impl Display for Expr {
             Expr::DotSignedBytes(a, b, c) => write!(f, "dot_signed_bytes({a}, {b}, {c})"),
             Expr::Mma(op, a, b, c) => write!(f, "mma<{:?} {}>({a}, {b}, {c})", op.unit, op.input),
             Expr::Lane => write!(f, "lane"),
+            Expr::Thread => write!(f, "thread"),
             Expr::Cmp(c, a, b) => write!(f, "{}({a}, {b})", format!("{c:?}").to_lowercase()),
             Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
             Expr::Cast(t, a) => write!(f, "cast<{t:?}>({a})"),

@@ -1,7 +1,7 @@
 //! How a kernel's grid maps onto GPU blocks and threads: one decision, made here, that every
 //! GPU code generator follows and the runtime launches by (through the plan's `gpu` field).
 //!
-//! Three shapes:
+//! Four shapes:
 //! - **a thread per point**: kernels whose body is straight-line work (elementwise chains,
 //!   which the GPU schedule lowers with every axis in the grid). Neighbouring threads take
 //!   neighbouring points, so their loads and stores coalesce.
@@ -11,6 +11,11 @@
 //!   block (warp shuffles, then shared memory), so every thread sees the total.
 //! - **a warp per point**: kernels built on matrix instructions (`Expr::Mma`, see
 //!   [`warp_per_point`]); a block holds `threads / warp` points.
+//! - **a block per point with explicit threads**: kernels that read `Expr::Thread` (see
+//!   [`explicit_threads`]). Every thread runs the whole body and divides the work itself;
+//!   the body's `Stmt::Await`s are its barriers, and its shared locals live in the block's
+//!   shared memory. The tiled matmul on matrix units is one: a block of warps stages tiles
+//!   of A and B through shared memory for all of them.
 //!
 //! A loop is "reached by every thread" when it sits at the top of the body or inside
 //! `Serial` loops and `If`s there: their conditions and extents cannot depend on the thread,
@@ -44,6 +49,12 @@ pub fn launch_shape(k: &super::Kernel) -> GpuLaunch {
 /// The launch of a kernel with `body`; `block_threads` (see `Kernel::block_threads`)
 /// applies to a block per point.
 pub fn shape_of(body: &[Stmt], block_threads: Option<u32>) -> GpuLaunch {
+    if explicit_threads(body) {
+        return GpuLaunch {
+            threads: block_threads.unwrap_or(BLOCK_THREADS),
+            points_per_block: 1,
+        };
+    }
     if let Some(warp) = warp_per_point(body) {
         return GpuLaunch {
             threads: BLOCK_THREADS,
@@ -62,8 +73,17 @@ pub fn shape_of(body: &[Stmt], block_threads: Option<u32>) -> GpuLaunch {
     }
 }
 
+/// Whether the kernel runs **a block per point with explicit threads**: its body reads
+/// `Expr::Thread`. Such a body must reach every `Stmt::Await` with all threads of the block,
+/// so its loops and conditions around one may depend only on the point (the lowering that
+/// writes one keeps that rule; the code generators do not check it).
+pub fn explicit_threads(body: &[Stmt]) -> bool {
+    any_expr(body, &mut |e| matches!(e, Expr::Thread))
+}
+
 /// The warp width, for kernels that run **a warp per point**: those using matrix
-/// instructions (`Expr::Mma`), which every lane of a warp executes together. Their bodies
+/// instructions (`Expr::Mma`) without explicit threads, which every lane of a warp executes
+/// together. Their bodies
 /// are straight-line code and `Serial` loops over block-uniform extents, so a warp's lanes
 /// never diverge before an `Mma`; each lane reads its place in the tiles from `Expr::Lane`.
 pub fn warp_per_point(body: &[Stmt]) -> Option<u32> {
@@ -142,7 +162,9 @@ pub fn has_shared_loop(s: &Stmt) -> bool {
         | Stmt::Decl { .. }
         | Stmt::Assign { .. }
         | Stmt::Store { .. }
-        | Stmt::Prefetch { .. } => false,
+        | Stmt::Prefetch { .. }
+        | Stmt::Copy { .. }
+        | Stmt::Await { .. } => false,
     }
 }
 
@@ -168,6 +190,23 @@ mod tests {
             vector: 1,
             body,
         }
+    }
+
+    #[test]
+    fn bodies_reading_their_thread_get_a_block_per_point_of_their_size() {
+        let copy = Stmt::Copy {
+            dst: Buf::Local(0),
+            dst_index: Expr::Thread,
+            src: Buf::Arg(1),
+            src_index: Expr::Thread,
+            lanes: 8,
+        };
+        let body = [copy, Stmt::Await { in_flight: 0 }, store()];
+        let l = shape_of(&body, Some(128));
+        assert_eq!((l.threads, l.points_per_block), (128, 1));
+        assert!(explicit_threads(&body));
+        // Without a thread index the same statements would be a thread per point.
+        assert!(!explicit_threads(&body[1..]));
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct BufferParam {
 pub struct LocalBuf {
     pub dtype: DType,
     pub len: u32,
+    /// One array per GPU block, in its shared memory, that every thread of the block reads
+    /// and writes (kernels with explicit threads, see [`Expr::Thread`]); otherwise each
+    /// thread (or CPU task) has its own.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,8 +188,13 @@ pub enum Expr {
     /// are in `kernel::matrix`. Emitted only for targets whose schedule has a matrix unit.
     Mma(super::matrix::MatrixOp, Box<Expr>, Box<Expr>, Box<Expr>),
     /// This thread's lane within its warp (an i64). A kernel that reads it runs a warp per
-    /// grid point (`kernel::gpu`), the lanes of a warp sharing the point.
+    /// grid point (`kernel::gpu`), the lanes of a warp sharing the point, unless it also
+    /// reads [`Expr::Thread`].
     Lane,
+    /// This thread's index within its block (an i64). A kernel that reads it runs a block
+    /// per grid point with **explicit threads**: every thread runs the whole body, dividing
+    /// the work by this index itself, and meets the others at `Stmt::Await`s (`kernel::gpu`).
+    Thread,
     Cmp(Cmp, Box<Expr>, Box<Expr>),
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// Numeric conversion (float <-> int truncating toward zero, int widening/narrowing).
@@ -269,6 +279,25 @@ pub enum Stmt {
         then: Vec<Stmt>,
         otherwise: Vec<Stmt>,
     },
+    /// Copies `lanes` consecutive elements of `src` from `src_index` into `dst` (a shared
+    /// local) at `dst_index`, possibly in the background (NVIDIA's `cp.async`): the copy is
+    /// done, for every thread of the block, only after an `Await` that waits for its batch.
+    /// Only in kernels with explicit threads.
+    Copy {
+        dst: Buf,
+        dst_index: Expr,
+        src: Buf,
+        src_index: Expr,
+        lanes: u8,
+    },
+    /// Closes the batch of `Copy`s this thread started since its previous `Await`, waits
+    /// until at most `in_flight` of its batches are still under way, then waits for every
+    /// thread of the block (a barrier): after it, what any thread stored to a shared local
+    /// or copied in a finished batch is visible to all. Reached by every thread together;
+    /// only in kernels with explicit threads.
+    Await {
+        in_flight: u8,
+    },
     /// A hint that element `index` of `buf` will be read soon: the LLVM CPU backend fetches
     /// its cache line ahead (`index` may lie past the buffer; the fetch never faults);
     /// other backends ignore it.
@@ -320,6 +349,9 @@ impl Kernel {
         visit_stmts(&self.body, &mut |s| {
             if let Stmt::Store {
                 buf: Buf::Arg(a), ..
+            }
+            | Stmt::Copy {
+                dst: Buf::Arg(a), ..
             } = s
             {
                 if let Some(w) = stored.get_mut(*a as usize) {
@@ -373,6 +405,12 @@ impl Stmt {
             }
             Stmt::Store { index, value, .. } => vec![index, value],
             Stmt::Prefetch { index, .. } => vec![index],
+            Stmt::Copy {
+                dst_index,
+                src_index,
+                ..
+            } => vec![dst_index, src_index],
+            Stmt::Await { .. } => Vec::new(),
             Stmt::Loop { extent, .. } => vec![extent],
             Stmt::Reduce { extent, value, .. } => vec![extent, value],
             Stmt::If { cond, .. } => vec![cond],
@@ -426,6 +464,15 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
                 take(value, f);
             }
             Stmt::Prefetch { index, .. } => take(index, f),
+            Stmt::Copy {
+                dst_index,
+                src_index,
+                ..
+            } => {
+                take(dst_index, f);
+                take(src_index, f);
+            }
+            Stmt::Await { .. } => {}
             Stmt::Loop { extent, body, .. } => {
                 take(extent, f);
                 map_exprs(body, f);
@@ -484,7 +531,12 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
             value: r(value, f),
             body: r(body, f),
         },
-        leaf @ (Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane) => leaf,
+        leaf @ (Expr::Lit(_)
+        | Expr::Var(_)
+        | Expr::Dim(_)
+        | Expr::GridIdx(_)
+        | Expr::Lane
+        | Expr::Thread) => leaf,
     };
     f(e)
 }
@@ -548,9 +600,12 @@ impl Expr {
             | Expr::DotSignedBytes(a, b, c) => {
                 vec![a, b, c]
             }
-            Expr::Lit(_) | Expr::Var(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane => {
-                Vec::new()
-            }
+            Expr::Lit(_)
+            | Expr::Var(_)
+            | Expr::Dim(_)
+            | Expr::GridIdx(_)
+            | Expr::Lane
+            | Expr::Thread => Vec::new(),
         }
     }
 

@@ -229,6 +229,15 @@ fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
             Stmt::Prefetch { index, .. } => {
                 *index = r.simplify(std::mem::replace(index, i(0)));
             }
+            Stmt::Copy {
+                dst_index,
+                src_index,
+                ..
+            } => {
+                *dst_index = r.simplify(std::mem::replace(dst_index, i(0)));
+                *src_index = r.simplify(std::mem::replace(src_index, i(0)));
+            }
+            Stmt::Await { .. } => {}
             Stmt::Loop {
                 var, extent, body, ..
             } => {

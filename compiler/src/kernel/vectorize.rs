@@ -402,7 +402,11 @@ impl Cx {
         Some(match x {
             Expr::Lit(Lit::F32(_)) => Elem::F32,
             Expr::Lit(Lit::I32(_)) => Elem::I32,
-            Expr::Lit(Lit::I64(_)) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Lane => Elem::I64,
+            Expr::Lit(Lit::I64(_))
+            | Expr::Dim(_)
+            | Expr::GridIdx(_)
+            | Expr::Lane
+            | Expr::Thread => Elem::I64,
             Expr::Lit(Lit::Bool(_)) | Expr::Cmp(..) => Elem::Bool,
             Expr::Var(v) => *self.vars.get(v)?,
             Expr::Load {
@@ -451,7 +455,12 @@ pub fn stride_within(index: &Expr, var: VarId, block: Option<u8>) -> Option<i64>
     };
     match index {
         Expr::Var(v) if *v == var => Some(1),
-        Expr::Lit(_) | Expr::Dim(_) | Expr::GridIdx(_) | Expr::Var(_) | Expr::Lane => Some(0),
+        Expr::Lit(_)
+        | Expr::Dim(_)
+        | Expr::GridIdx(_)
+        | Expr::Var(_)
+        | Expr::Lane
+        | Expr::Thread => Some(0),
         Expr::Binary(op @ (BOp::Div | BOp::Rem), a, b) if block.is_some() => {
             let (Expr::Lit(Lit::I64(c)), Some(lanes)) = (b.as_ref(), block) else {
                 return uses_not(index, var);

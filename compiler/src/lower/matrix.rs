@@ -3,24 +3,25 @@
 //! `[.., n, k]`: the LLM layout, and the one whose rows of both operands run along K; B
 //! f16 or bf16, A the same or f32 activations against f16 weights, see `applies`).
 //!
-//! Each grid point is one warp and owns a block of instruction tiles of C (`tiles`: 64 x 64
-//! elements on every unit kiln knows), held in registers across the whole K
-//! loop. Per step along K each lane loads its few consecutive elements of every row of A
-//! and column of B it holds (`kernel::matrix` relabels K so they are consecutive: 16-byte
-//! loads) and issues one instruction per tile pair. Operands come straight from global
-//! memory; neighbouring warps of a block share rows of A through the L1 cache. Staging
-//! tiles through shared memory (`cp.async`, `ldmatrix`) and Hopper's `wgmma` are the next
-//! steps (docs/perf.md).
+//! Each grid point is a block of warps (explicit threads, `kernel::gpu`) and owns a tile of
+//! C; each warp owns a block of instruction tiles of it (`tiles`: 64 x 64 elements on every
+//! unit kiln knows), held in registers across the whole K loop. The block stages each step
+//! along K of its rows of A and B in shared memory (`Stmt::Copy`: `cp.async` on NVIDIA, so
+//! the copies of the steps ahead run while the warps multiply), so every element is read
+//! from global memory once per block rather than once per warp. Per step each lane reads its
+//! few consecutive elements of every row of A and column of B it holds (`kernel::matrix`
+//! relabels K so they are consecutive: one 16-byte read of halves) and issues one
+//! instruction per tile pair. Hopper's `wgmma` is the next step (docs/perf.md).
 //!
 //! Rows past M and columns past N read the last row or column (in bounds) and are not
 //! stored; K must be a known multiple of the step (every LLM width is).
 
 use super::inline::dim_expr;
-use super::matmul::{k_dim, run_from, Operands};
+use super::matmul::{k_dim, Operands};
 use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::matrix::{MatrixOp, MatrixUnit};
-use crate::kernel::{Buf, Cmp, Expr, Kernel, Stmt, VarId};
+use crate::kernel::{BOp, Buf, Cmp, Expr, Kernel, LocalBuf, Stmt, VarId};
 use kiln_ir::{DType, NodeId};
 
 /// Bytes each lane loads per row of A or column of B and step: 16, the widest load.
@@ -80,6 +81,159 @@ pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> Option<MatrixOp> {
     (a_fits && k_fits).then_some(MatrixOp { unit, input })
 }
 
+/// Bytes of shared memory a block may declare statically on every GPU kiln targets (CUDA's
+/// limit without opting in per kernel; AMD's LDS holds 64 KiB).
+const SHARED_BYTES: i64 = 48 * 1024;
+
+/// Most steps along K staged at once: three keeps two steps' copies in flight while the
+/// warps multiply the third, as sm_80-style kernels do.
+const MAX_STAGES: i64 = 3;
+
+/// How a block divides its tile of C: `warps.0 x warps.1` warps, each owning a [`tiles`]
+/// block of instruction tiles in registers, and `stages` steps along K staged in shared
+/// memory at once (at least two, so one step's copies overlap the last one's products).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Blocking {
+    warps: (i64, i64),
+    stages: i64,
+}
+
+impl Blocking {
+    /// 2 x 2 warps where two stages fit (a 128 x 128 tile of C: each warp's 64 x 64 block
+    /// of C takes most of its registers, so blocks of four warps let two blocks share an
+    /// SM), and as many stages as fit, up to [`MAX_STAGES`]. `KILN_GPU_MMA_WARPS_M`, `_N`
+    /// and `KILN_GPU_MMA_STAGES` ask for another at compile time, to compare on a GPU;
+    /// a request that does not fit falls back to the default.
+    fn choose(step_bytes: impl Fn(i64, i64) -> i64) -> Option<Blocking> {
+        let asked = (
+            super::knob("KILN_GPU_MMA_WARPS_M", 2i64).clamp(1, 4),
+            super::knob("KILN_GPU_MMA_WARPS_N", 2i64).clamp(1, 4),
+        );
+        let (warps, step) = [asked, (2, 2), (1, 2), (1, 1)]
+            .into_iter()
+            .map(|w| (w, step_bytes(w.0, w.1)))
+            .find(|&(_, step)| 2 * step <= SHARED_BYTES)?;
+        let fit = (SHARED_BYTES / step).min(MAX_STAGES);
+        Some(Blocking {
+            warps,
+            stages: super::knob("KILN_GPU_MMA_STAGES", fit).clamp(2, fit),
+        })
+    }
+}
+
+/// One operand's steps in shared memory: per stage, `rows` rows (of A, or of B's
+/// transposed storage) of one step along K, in 16-byte chunks.
+struct Staged {
+    local: Buf,
+    rows: i64,
+    /// Elements per 16-byte chunk.
+    chunk: i64,
+    /// Chunks per row.
+    per_row: i64,
+}
+
+impl Staged {
+    fn new(local: u32, dtype: DType, rows: i64, step: i64) -> Staged {
+        let chunk = 16 / dtype.size_bytes() as i64;
+        Staged {
+            local: Buf::Local(local),
+            rows,
+            chunk,
+            per_row: step / chunk,
+        }
+    }
+
+    fn stage_len(&self) -> i64 {
+        self.rows * self.per_row * self.chunk
+    }
+
+    /// Element index of `chunk` of `row` in `stage`. A quarter warp's reads (eight lanes,
+    /// 128 bytes, the most shared memory serves at once) cover two rows of four lanes on
+    /// `mma.sync`; in rows of 128 bytes or more those would meet in the same banks, so odd
+    /// rows swap neighbouring chunks (the copies store through the same map).
+    fn at(&self, stage: Expr, row: Expr, chunk: Expr) -> Expr {
+        let chunk = if self.per_row * 16 >= 128 {
+            bin(BOp::Xor, chunk, rem(row.clone(), i(2)))
+        } else {
+            chunk
+        };
+        add(
+            add(
+                mul(stage, i(self.stage_len())),
+                mul(row, i(self.per_row * self.chunk)),
+            ),
+            mul(chunk, i(self.chunk)),
+        )
+    }
+
+    /// The copies of one step into `stage`: the block's threads take consecutive chunks, a
+    /// row's chunks in neighbouring threads, so each warp reads whole 64-byte pieces of
+    /// rows. `line(row)` is the operand's element at the row's first K position `k0`.
+    fn copies(
+        &self,
+        ctx: &mut Ctx,
+        threads: i64,
+        stage: Expr,
+        line: &mut dyn FnMut(&mut Ctx, Expr, Expr) -> Result<Expr, LowerError>,
+        k0: Expr,
+        out: &mut Vec<Stmt>,
+    ) -> Result<(), LowerError> {
+        let rows_per_pass = threads / self.per_row;
+        if threads % self.per_row != 0 || self.rows % rows_per_pass != 0 {
+            return Err(LowerError::Internal(format!(
+                "{threads} threads cannot share the copies of {} rows of {} chunks",
+                self.rows, self.per_row
+            )));
+        }
+        let chunk = rem(Expr::Thread, i(self.per_row));
+        let k = add(k0, mul(chunk.clone(), i(self.chunk)));
+        for pass in 0..self.rows / rows_per_pass {
+            let row = add(div(Expr::Thread, i(self.per_row)), i(pass * rows_per_pass));
+            let Expr::Load {
+                buf, index, ..
+            } = line(ctx, row.clone(), k.clone())?
+            else {
+                return Err(LowerError::Internal(
+                    "a matrix-unit operand that is not a buffer".into(),
+                ));
+            };
+            out.push(Stmt::Copy {
+                dst: self.local,
+                dst_index: self.at(stage.clone(), row, chunk.clone()),
+                src: buf,
+                src_index: *index,
+                lanes: self.chunk as u8,
+            });
+        }
+        Ok(())
+    }
+
+    /// `run` consecutive elements of `row` from the start of chunk `first` (`run` a
+    /// multiple of the chunk), each chunk one aligned vector read.
+    fn read(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, stage: &Expr, row: Expr, first: Expr, run: i64) -> Expr {
+        let n = run / self.chunk;
+        let parts: Vec<Expr> = (0..n)
+            .map(|j| {
+                load_vec(
+                    self.local,
+                    self.at(stage.clone(), row.clone(), add(first.clone(), i(j))),
+                    self.chunk as u8,
+                )
+            })
+            .collect();
+        if n == 1 {
+            return parts.into_iter().next().unwrap_or(i(0));
+        }
+        let vars: Vec<VarId> = parts.into_iter().map(|p| bind(ctx, out, p)).collect();
+        Expr::Lanes(
+            vars.iter()
+                .flat_map(|&v| (0..self.chunk).map(move |l| extract(var(v), l)))
+                .collect(),
+        )
+    }
+}
+
+/// The tiled matmul: a block of warps per tile of C (see the module doc).
 pub(super) fn kernel(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -94,46 +248,38 @@ pub(super) fn kernel(
     let s = substeps(unit);
     let kl = unit.k_per_lane();
     let run = kl * s;
+    let step = uk * s;
     let (a_len, b_len, c_len) = unit.fragment_lanes();
+    let (a_dtype, b_dtype) = (stored_type(ctx, ops.a), stored_type(ctx, ops.b));
+    let (warp_m, warp_n) = (tm * um, tn * un);
+    let blocking = Blocking::choose(|wm, wn| {
+        step * (wm * warp_m * a_dtype.size_bytes() as i64 + wn * warp_n * b_dtype.size_bytes() as i64)
+    })
+    .ok_or_else(|| LowerError::Internal("no matrix-unit blocking fits shared memory".into()))?;
+    let (wm, wn) = blocking.warps;
+    let stages = blocking.stages;
+    let warp = unit.warp() as i64;
+    let threads = wm * wn * warp;
+    let (block_m, block_n) = (wm * warp_m, wn * warp_n);
+    let sa = Staged::new(0, a_dtype, block_m, step);
+    let sb = Staged::new(1, b_dtype, block_n, step);
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
     let k_total = k_dim(ops)
         .as_known()
         .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
+    let steps = k_total / step;
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
-    grid[nb].ceil_div = tm * um;
-    grid[nb + 1].ceil_div = tn * un;
-    let row0 = mul(Expr::GridIdx(nb as u32), i(tm * um));
-    let col0 = mul(Expr::GridIdx(nb as u32 + 1), i(tn * un));
+    grid[nb].ceil_div = block_m;
+    grid[nb + 1].ceil_div = block_n;
+    let row0 = mul(Expr::GridIdx(nb as u32), i(block_m));
+    let col0 = mul(Expr::GridIdx(nb as u32 + 1), i(block_n));
     let lane = Expr::Lane;
     let mut body = Vec::new();
+    let warp_id = div(Expr::Thread, i(warp));
+    let my_m = bind(ctx, &mut body, mul(div(warp_id.clone(), i(wn)), i(warp_m)));
+    let my_n = bind(ctx, &mut body, mul(rem(warp_id, i(wn)), i(warp_n)));
 
-    // Where each lane's K run starts within a step, and the rows and columns it reads.
-    let kk = ctx.fresh();
-    let k_start = add(
-        mul(var(kk), i(uk * s)),
-        mul(unit.k_group(lane.clone()), i(run)),
-    );
-    let a_offsets: Vec<i64> = {
-        let mut v: Vec<i64> = (0..a_len as i64).map(|e| unit.a_elem(e).0).collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    let mut a_rows = Vec::new(); // (tile, offset) -> var holding the row read
-    for t in 0..tm {
-        for &off in &a_offsets {
-            let row = add(add(row0.clone(), i(t * um + off)), unit.a_row(lane.clone()));
-            let v = bind(ctx, &mut body, min(row, sub(m.clone(), i(1))));
-            a_rows.push(((t, off), v));
-        }
-    }
-    let mut b_cols = Vec::new();
-    for t in 0..tn {
-        let col = add(add(col0.clone(), i(t * un)), unit.b_col(lane.clone()));
-        let v = bind(ctx, &mut body, min(col, sub(n.clone(), i(1))));
-        b_cols.push(v);
-    }
     let accs: Vec<Vec<VarId>> = (0..tm)
         .map(|_| (0..tn).map(|_| ctx.fresh()).collect())
         .collect();
@@ -144,17 +290,65 @@ pub(super) fn kernel(
         });
     }
 
-    // One step along K: load the runs, then one instruction per tile pair and substep.
-    let mut step = Vec::new();
+    // The copies of step `kk` into `stage`: rows past M or N read the last one.
+    let copies = |ctx: &mut Ctx, stage: Expr, kk: Expr, out: &mut Vec<Stmt>| {
+        let k0 = mul(kk, i(step));
+        let (last_m, last_n) = (sub(m.clone(), i(1)), sub(n.clone(), i(1)));
+        sa.copies(
+            ctx,
+            threads,
+            stage.clone(),
+            &mut |ctx, row, k| ops.a_at(ctx, min(add(row0.clone(), row), last_m.clone()), k),
+            k0.clone(),
+            out,
+        )?;
+        sb.copies(
+            ctx,
+            threads,
+            stage,
+            &mut |ctx, row, k| ops.b_at(ctx, k, min(add(col0.clone(), row), last_n.clone())),
+            k0,
+            out,
+        )
+    };
+    // Prologue: the first `stages - 1` steps, each its own batch.
+    let in_flight = (stages - 2) as u8;
+    for st in 0..(stages - 1).min(steps) {
+        copies(ctx, i(st), i(st), &mut body)?;
+        if st < stages - 2 {
+            body.push(Stmt::Await { in_flight });
+        }
+    }
+
+    // Each step: wait for its copies (and for every warp to be done with the stage the
+    // next copies overwrite), start the copies `stages - 1` steps ahead, multiply.
+    let kk = ctx.fresh();
+    let mut each = vec![Stmt::Await { in_flight }];
+    let ahead = add(var(kk), i(stages - 1));
+    let mut next = Vec::new();
+    copies(ctx, rem(ahead.clone(), i(stages)), ahead.clone(), &mut next)?;
+    each.push(Stmt::If {
+        cond: cmp(Cmp::Lt, ahead, i(steps)),
+        then: next,
+        otherwise: Vec::new(),
+    });
+    let stage = bind(ctx, &mut each, rem(var(kk), i(stages)));
+    let stage = var(stage);
     let mut a_runs = std::collections::HashMap::new();
-    for &((t, off), row) in &a_rows {
-        let value = run_load(ctx, ops, true, var(row), k_start.clone(), run)?;
-        a_runs.insert((t, off), bind(ctx, &mut step, value));
+    for t in 0..tm {
+        for off in a_offsets(unit) {
+            let row = add(add(var(my_m), i(t * um + off)), unit.a_row(lane.clone()));
+            let chunk0 = mul(unit.k_group(lane.clone()), i(run / sa.chunk));
+            let value = sa.read(ctx, &mut each, &stage, row, chunk0, run);
+            a_runs.insert((t, off), bind(ctx, &mut each, value));
+        }
     }
     let mut b_runs = Vec::new();
-    for &col in &b_cols {
-        let value = run_load(ctx, ops, false, var(col), k_start.clone(), run)?;
-        b_runs.push(bind(ctx, &mut step, value));
+    for t in 0..tn {
+        let col = add(add(var(my_n), i(t * un)), unit.b_col(lane.clone()));
+        let chunk0 = mul(unit.k_group(lane.clone()), i(run / sb.chunk));
+        let value = sb.read(ctx, &mut each, &stage, col, chunk0, run);
+        b_runs.push(bind(ctx, &mut each, value));
     }
     for sub_step in 0..s {
         let a_frags: Vec<VarId> = (0..tm)
@@ -165,7 +359,7 @@ pub(super) fn kernel(
                         extract(var(a_runs[&(t, off)]), sub_step * kl + local)
                     })
                     .collect();
-                bind(ctx, &mut step, Expr::Lanes(lanes))
+                bind(ctx, &mut each, Expr::Lanes(lanes))
             })
             .collect();
         let b_frags: Vec<VarId> = b_runs
@@ -174,13 +368,13 @@ pub(super) fn kernel(
                 let lanes = (0..b_len as i64)
                     .map(|e| extract(var(r), sub_step * kl + unit.b_elem(e)))
                     .collect();
-                bind(ctx, &mut step, Expr::Lanes(lanes))
+                bind(ctx, &mut each, Expr::Lanes(lanes))
             })
             .collect();
         for (ti, &af) in a_frags.iter().enumerate() {
             for (tj, &bf) in b_frags.iter().enumerate() {
                 let acc = accs[ti][tj];
-                step.push(Stmt::Assign {
+                each.push(Stmt::Assign {
                     var: acc,
                     value: mma(op, var(af), var(bf), var(acc)),
                 });
@@ -189,25 +383,25 @@ pub(super) fn kernel(
     }
     body.push(Stmt::Loop {
         var: kk,
-        extent: i(k_total / (uk * s)),
+        extent: i(steps),
         kind: crate::kernel::LoopKind::Serial,
         vector: 1,
-        body: step,
+        body: each,
     });
 
     // Each lane stores its registers of C that fall inside the matrix.
     let m_whole = ops.out_shape[nb]
         .as_known()
-        .is_some_and(|d| d % (tm * um) == 0);
+        .is_some_and(|d| d % block_m == 0);
     let n_whole = ops.out_shape[nb + 1]
         .as_known()
-        .is_some_and(|d| d % (tn * un) == 0);
+        .is_some_and(|d| d % block_n == 0);
     for (ti, row_accs) in accs.iter().enumerate() {
         for (tj, &acc) in row_accs.iter().enumerate() {
             for e in 0..c_len as i64 {
                 let (r, c) = unit.c_elem(lane.clone(), e);
-                let row = add(add(row0.clone(), i(ti as i64 * um)), r);
-                let col = add(add(col0.clone(), i(tj as i64 * un)), c);
+                let row = add(add(add(row0.clone(), var(my_m)), i(ti as i64 * um)), r);
+                let col = add(add(add(col0.clone(), var(my_n)), i(tj as i64 * un)), c);
                 let index = ops.c_index(ctx, row.clone(), col.clone());
                 let store = Stmt::Store {
                     buf: out,
@@ -220,7 +414,7 @@ pub(super) fn kernel(
                 ]
                 .into_iter()
                 .flatten()
-                .reduce(|a, b| bin(crate::kernel::BOp::And, a, b));
+                .reduce(|a, b| bin(BOp::And, a, b));
                 body.push(match inside {
                     None => store,
                     Some(cond) => Stmt::If {
@@ -233,7 +427,41 @@ pub(super) fn kernel(
         }
     }
     grid.truncate(nb + 2);
-    Ok(ctx.finish(name, grid, body, 1))
+    let (mut kernel, args) = ctx.finish(name, grid, body, 1);
+    let rows = |st: &Staged| (stages * st.stage_len()) as u32;
+    kernel.locals = vec![
+        LocalBuf {
+            dtype: a_dtype,
+            len: rows(&sa),
+            shared: true,
+        },
+        LocalBuf {
+            dtype: b_dtype,
+            len: rows(&sb),
+            shared: true,
+        },
+    ];
+    kernel.block_threads = Some(threads as u32);
+    Ok((kernel, args))
+}
+
+/// The element type of the buffer behind operand `n`: its own, or that of the half buffer
+/// it widens (`applies` takes nothing else).
+fn stored_type(ctx: &Ctx, n: NodeId) -> DType {
+    let g = ctx.graph;
+    match g.inputs(n).first() {
+        Some(&x) if !ctx.node_buffer.contains_key(&n) => g.node(x).dtype,
+        _ => g.node(n).dtype,
+    }
+}
+
+/// The rows past `a_row` each lane's registers of A cover (0 and 8 on `mma.sync`).
+fn a_offsets(unit: MatrixUnit) -> Vec<i64> {
+    let (a_len, _, _) = unit.fragment_lanes();
+    let mut v: Vec<i64> = (0..a_len as i64).map(|e| unit.a_elem(e).0).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// `value` bound to a fresh variable by a `Let` appended to `out`.
@@ -248,21 +476,4 @@ fn extract(vector: Expr, lane: i64) -> Expr {
         vector: Box::new(vector),
         lane: lane as u8,
     }
-}
-
-/// `len` consecutive elements along K of a row of A (or of B's transposed storage).
-fn run_load(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    a: bool,
-    line: Expr,
-    k: Expr,
-    len: i64,
-) -> Result<Expr, LowerError> {
-    let first = if a {
-        ops.a_at(ctx, line, k)?
-    } else {
-        ops.b_at(ctx, k, line)?
-    };
-    run_from(first, len as u8)
 }

@@ -160,6 +160,7 @@ pub(super) fn tiled_kernel(
     kernel.locals.push(LocalBuf {
         dtype: DType::F32,
         len: (panels * kc * nr) as u32,
+        shared: false,
     });
     Ok((kernel, args))
 }

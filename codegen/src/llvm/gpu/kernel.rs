@@ -1,5 +1,8 @@
 //! One kernel -> one GPU entry point (see the module doc for the ABI).
 //!
+//! Explicit threads: every thread of block `b` runs the whole body for the points `b, b +
+//! block count, ...`, reading its index from `Expr::Thread`; shared locals are arrays in the
+//! block's shared memory and `Stmt::Await` is the barrier (`copies.rs`).
 //! A warp per point (kernels on matrix instructions): warp `w` of a block runs the body
 //! for its points with every lane, reading its lane from `Expr::Lane`. A thread per point:
 //! each thread takes the points `id, id + total threads, ...` (`id` its global thread
@@ -19,7 +22,8 @@ use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{GlobalValue, IntValue};
 use inkwell::{AddressSpace, IntPredicate};
 use kiln_compiler::kernel::gpu::{
-    has_shared_loop, launch_shape, max_reduction_group, reduction_group, warp_per_point,
+    explicit_threads, has_shared_loop, launch_shape, max_reduction_group, reduction_group,
+    warp_per_point,
 };
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
@@ -93,29 +97,48 @@ pub fn emit<'ctx>(
         byte_permute: desc.arch == super::GpuArch::Nvptx,
         dp4a: desc.arch == super::GpuArch::Nvptx,
         split_byte_runs: desc.arch == super::GpuArch::Nvptx,
+        thread: None,
+        gpu: Some(desc.clone()),
     };
-    if !k.locals.is_empty() {
-        if launch.block_per_point() {
+    let explicit = explicit_threads(&k.body);
+    for (at, l) in k.locals.iter().enumerate() {
+        let ty = super::super::expr::storage_type(ctx, l.dtype).array_type(l.len);
+        if l.shared != explicit {
+            return Err(Fail::msg(if l.shared {
+                "a shared local in a kernel without explicit threads"
+            } else {
+                "a thread's own local array in a kernel of explicit threads or a block per \
+                 point (only shared locals are allocated there)"
+            }));
+        }
+        if !l.shared && launch.block_per_point() {
             return Err(Fail::msg(
                 "kernel-local arrays in a block-per-point kernel need shared memory, which \
-                 the GPU lowering does not allocate yet",
+                 the GPU lowering allocates only for kernels of explicit threads",
             ));
         }
-        for l in &k.locals {
-            let ty = super::super::expr::storage_type(ctx, l.dtype);
-            em.locals
-                .push(em.b.build_alloca(ty.array_type(l.len), "local")?);
-        }
+        em.locals.push(if l.shared {
+            shared_array(module, k, desc, ty, at)?.as_pointer_value()
+        } else {
+            em.b.build_alloca(ty, "local")?
+        });
     }
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let g = Gpu::new(&mut em, desc, launch.threads)?;
-    if let Some(warp) = warp_per_point(&k.body) {
-        if warp != desc.warp {
-            return Err(Fail(format!(
-                "the kernel's matrix instructions need a warp of {warp}, the target's is {}",
-                desc.warp
-            )));
+    if explicit {
+        if let Some(warp) = warp_per_point(&k.body) {
+            check_warp(warp, desc)?;
         }
+        // Every thread runs the body for the block's points `b, b + blocks, ...`.
+        let w = i64t.const_int(desc.warp as u64, false);
+        em.thread = Some(g.thread);
+        em.lane = Some(em.b.build_int_unsigned_rem(g.thread, w, "lane")?);
+        em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            stmts(em, &k.body)
+        })?;
+    } else if let Some(warp) = warp_per_point(&k.body) {
+        check_warp(warp, desc)?;
         // Warp `w` of block `b` takes the points `b * W + w, + blocks * W, ...` (W warps per
         // block); every lane of a warp runs the same points, so the warp stays converged.
         let w = i64t.const_int(warp as u64, false);
@@ -148,6 +171,37 @@ pub fn emit<'ctx>(
     }
     em.b.build_return(None)?;
     Ok(())
+}
+
+fn check_warp(warp: u32, desc: &GpuDesc) -> Result<(), Fail> {
+    if warp != desc.warp {
+        return Err(Fail(format!(
+            "the kernel's matrix instructions need a warp of {warp}, the target's is {}",
+            desc.warp
+        )));
+    }
+    Ok(())
+}
+
+/// Local `at` of a kernel of explicit threads: one array per block, in shared memory.
+fn shared_array<'ctx>(
+    module: &Module<'ctx>,
+    k: &Kernel,
+    desc: &GpuDesc,
+    ty: inkwell::types::ArrayType<'ctx>,
+    at: usize,
+) -> Result<GlobalValue<'ctx>, Fail> {
+    let g = module.add_global(
+        ty,
+        Some(AddressSpace::from(desc.shared_as)),
+        &format!("kiln_{}_shared{at}", k.name),
+    );
+    g.set_linkage(Linkage::Internal);
+    g.set_initializer(&ty.get_undef());
+    // 16-byte aligned, so copies and vector reads at multiples of 16 bytes are single
+    // instructions.
+    g.set_alignment(16);
+    Ok(g)
 }
 
 /// Per-launch values every statement may need.

@@ -13,6 +13,7 @@
 
 pub mod amdgpu;
 mod byte_permute;
+pub(super) mod copies;
 mod dp4a;
 mod kernel;
 pub(super) mod matrix;

@@ -177,6 +177,17 @@ fn half_matmuls_use_the_matrix_unit_from_sm_80() {
             let want = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32");
             assert!(ptx.contains(&want), "{sm}: no {want}");
         }
+        // Tiles staged through shared memory by background copies and read back 16 bytes
+        // at a time; no array of a thread's own (in local memory).
+        for want in [
+            "cp.async.cg.shared.global",
+            "cp.async.wait_group",
+            "ld.shared.v4",
+            "bar.sync",
+        ] {
+            assert!(ptx.contains(want), "{sm}: no {want}");
+        }
+        assert!(!ptx.contains(".local"), "{sm}: local memory");
         // scripts/gpu-prepare.sh keeps them for `ptxas -v` (registers, spills) there.
         if let Some(dir) = std::env::var_os("KILN_PTX_DIR") {
             let path = std::path::Path::new(&dir).join(format!("half-{sm}.ptx"));
