@@ -178,12 +178,13 @@ fi
 fi
 fi
 # MATMUL_KNOBS: the half matmuls again under each compile-time setting of the tiled
-# matrix-unit kernel (KILN_GPU_MMA_WARPS_M/_N, KILN_GPU_MMA_STAGES), next to the default.
+# matrix-unit kernel (KILN_GPU_MMA_WARPS_M/_N, KILN_GPU_MMA_STAGES, KILN_GPU_MMA_WARP_COLS;
+# several at once joined by commas), next to the default.
 if [ -n "${MATMUL_KNOBS:-}" ]; then
   note "## half matmuls under other blockings (cuda:sm_$cap)"
   for knob in default ${MATMUL_KNOBS}; do
     note "### $knob"
-    env $([ "$knob" = default ] || echo "$knob") $bin/kiln bench --target "cuda:sm_$cap" \
+    env $([ "$knob" = default ] || echo "$knob" | tr , ' ') $bin/kiln bench --target "cuda:sm_$cap" \
       --only '16 nt' --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matmul-$knob.log" 2>&1
     grep -E '^\| matmul' "$LOGS/matmul-$knob.log" | tee -a "$report"
   done

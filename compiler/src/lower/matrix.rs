@@ -27,10 +27,12 @@ use kiln_ir::{DType, NodeId};
 /// Bytes each lane loads per row of A or column of B and step: 16, the widest load.
 const LOAD_BYTES: i64 = 16;
 
-/// Instruction tiles of C per warp, (along M, along N): a 64 x 64 block of C.
+/// Instruction tiles of C per warp, (along M, along N): a 64 x 64 block of C
+/// (`KILN_GPU_MMA_WARP_COLS=32` halves it along N, to compare on a GPU).
 fn tiles(unit: MatrixUnit) -> (i64, i64) {
     let (m, n, _) = unit.shape();
-    (64 / m, 64 / n)
+    let cols: i64 = super::knob("KILN_GPU_MMA_WARP_COLS", 64);
+    (64 / m, cols.clamp(n, 64) / n)
 }
 
 /// Steps of the instruction along K per loaded vector, so a lane's load is `LOAD_BYTES`.
@@ -290,15 +292,29 @@ pub(super) fn kernel(
         });
     }
 
-    // The copies of step `kk` into `stage`: rows past M or N read the last one.
+    let m_whole = ops.out_shape[nb]
+        .as_known()
+        .is_some_and(|d| d % block_m == 0);
+    let n_whole = ops.out_shape[nb + 1]
+        .as_known()
+        .is_some_and(|d| d % block_n == 0);
+    // The copies of step `kk` into `stage`: rows past M or N read the last one. Where the
+    // tiles divide the matrix no row needs the clamp, and without it a thread's rows lie
+    // at constant distances, so one address serves all its copies of an operand.
+    let clamp = |line: Expr, whole: bool, extent: &Expr| {
+        if whole {
+            line
+        } else {
+            min(line, sub(extent.clone(), i(1)))
+        }
+    };
     let copies = |ctx: &mut Ctx, stage: Expr, kk: Expr, out: &mut Vec<Stmt>| {
         let k0 = mul(kk, i(step));
-        let (last_m, last_n) = (sub(m.clone(), i(1)), sub(n.clone(), i(1)));
         sa.copies(
             ctx,
             threads,
             stage.clone(),
-            &mut |ctx, row, k| ops.a_at(ctx, min(add(row0.clone(), row), last_m.clone()), k),
+            &mut |ctx, row, k| ops.a_at(ctx, clamp(add(row0.clone(), row), m_whole, &m), k),
             k0.clone(),
             out,
         )?;
@@ -306,7 +322,7 @@ pub(super) fn kernel(
             ctx,
             threads,
             stage,
-            &mut |ctx, row, k| ops.b_at(ctx, k, min(add(col0.clone(), row), last_n.clone())),
+            &mut |ctx, row, k| ops.b_at(ctx, k, clamp(add(col0.clone(), row), n_whole, &n)),
             k0,
             out,
         )
@@ -390,12 +406,6 @@ pub(super) fn kernel(
     });
 
     // Each lane stores its registers of C that fall inside the matrix.
-    let m_whole = ops.out_shape[nb]
-        .as_known()
-        .is_some_and(|d| d % block_m == 0);
-    let n_whole = ops.out_shape[nb + 1]
-        .as_known()
-        .is_some_and(|d| d % block_n == 0);
     for (ti, row_accs) in accs.iter().enumerate() {
         for (tj, &acc) in row_accs.iter().enumerate() {
             for e in 0..c_len as i64 {
