@@ -83,10 +83,8 @@ fn statement_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
                 statement_vars(then, f);
                 statement_vars(otherwise, f);
             }
-            Stmt::Store { .. }
-            | Stmt::Prefetch { .. }
-            | Stmt::Copy { .. }
-            | Stmt::Await { .. } => {}
+            Stmt::Store { .. } | Stmt::Prefetch { .. } | Stmt::Copy { .. } | Stmt::Await { .. } => {
+            }
         }
     }
 }

@@ -478,7 +478,9 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 .into(),
             Expr::Thread => self
                 .thread
-                .ok_or_else(|| Fail::msg("a thread index outside a GPU kernel of explicit threads"))?
+                .ok_or_else(|| {
+                    Fail::msg("a thread index outside a GPU kernel of explicit threads")
+                })?
                 .into(),
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);

@@ -27,17 +27,29 @@ use kiln_ir::{DType, NodeId};
 /// Bytes each lane loads per row of A or column of B and step: 16, the widest load.
 const LOAD_BYTES: i64 = 16;
 
-/// Instruction tiles of C per warp, (along M, along N): a 64 x 64 block of C
-/// (`KILN_GPU_MMA_WARP_COLS=32` halves it along N, to compare on a GPU).
-fn tiles(unit: MatrixUnit) -> (i64, i64) {
+/// Outputs (all batches) from which each warp owns a 64 x 64 block of C rather than 64 x 32.
+/// On one H100 (2026-12-06, `KILN_GPU_MMA_WARP_COLS`) the wide warps ran 4096^3 at 273-286
+/// TFLOP/s against 267 for the narrow ones, whose blocks are half as large: the narrow ones
+/// ran 512 x 2048 x 5632 (a 1B llama's prefill) at 217 against 172 and 1024^3 at 114
+/// against 78, where 128 x 128 tiles leave most of the GPU idle. The wide warps take all
+/// 255 registers (two blocks an SM), the narrow ones 166 (three).
+const WIDE_WARP_OUTPUTS: i64 = 4096 * 4096;
+
+/// Instruction tiles of C per warp, (along M, along N), for a matmul of `outputs` elements:
+/// a 64 x 64 block of C for large ones, 64 x 32 otherwise (see [`WIDE_WARP_OUTPUTS`];
+/// `KILN_GPU_MMA_WARP_COLS=32|64` chooses at compile time, to compare on a GPU).
+fn tiles(unit: MatrixUnit, outputs: Option<i64>) -> (i64, i64) {
     let (m, n, _) = unit.shape();
-    let cols: i64 = super::knob("KILN_GPU_MMA_WARP_COLS", 64);
+    let wide = outputs.is_some_and(|o| o >= WIDE_WARP_OUTPUTS);
+    let cols: i64 = super::knob("KILN_GPU_MMA_WARP_COLS", if wide { 64 } else { 32 });
     (64 / m, cols.clamp(n, 64) / n)
 }
 
-/// Steps of the instruction along K per loaded vector, so a lane's load is `LOAD_BYTES`.
+/// Steps of the instruction along K per step of the loop, so that a lane's read of each row
+/// is `LOAD_BYTES` (`KILN_GPU_MMA_SUBSTEPS` asks for more, to compare on a GPU).
 fn substeps(unit: MatrixUnit) -> i64 {
-    (LOAD_BYTES / 2 / unit.k_per_lane()).max(1)
+    let fit = (LOAD_BYTES / 2 / unit.k_per_lane()).max(1);
+    super::knob("KILN_GPU_MMA_SUBSTEPS", fit).clamp(fit, 4 * fit)
 }
 
 /// The matrix instruction for this matmul, if the target has one and the operands fit.
@@ -101,12 +113,12 @@ struct Blocking {
 }
 
 impl Blocking {
-    /// 2 x 2 warps where two stages fit (a 128 x 128 tile of C: each warp's 64 x 64 block
-    /// of C takes most of its registers, so blocks of four warps let two blocks share an
-    /// SM), and as many stages as fit, up to [`MAX_STAGES`]. `KILN_GPU_MMA_WARPS_M`, `_N`
-    /// and `KILN_GPU_MMA_STAGES` ask for another at compile time, to compare on a GPU;
-    /// a request that does not fit falls back to the default.
-    fn choose(step_bytes: impl Fn(i64, i64) -> i64) -> Option<Blocking> {
+    /// 2 x 2 warps where two stages fit (blocks of four warps, so that several blocks share
+    /// an SM; 2 x 4 and 4 x 2 ran 4096^3 at 255 and 246 TFLOP/s against 265 on one H100),
+    /// and as many stages as fit, up to `most_stages`. `KILN_GPU_MMA_WARPS_M`, `_N` and
+    /// `KILN_GPU_MMA_STAGES` ask for another at compile time, to compare on a GPU (more
+    /// stages than fit in shared memory are not taken).
+    fn choose(most_stages: i64, step_bytes: impl Fn(i64, i64) -> i64) -> Option<Blocking> {
         let asked = (
             super::knob("KILN_GPU_MMA_WARPS_M", 2i64).clamp(1, 4),
             super::knob("KILN_GPU_MMA_WARPS_N", 2i64).clamp(1, 4),
@@ -115,7 +127,7 @@ impl Blocking {
             .into_iter()
             .map(|w| (w, step_bytes(w.0, w.1)))
             .find(|&(_, step)| 2 * step <= SHARED_BYTES)?;
-        let fit = (SHARED_BYTES / step).min(MAX_STAGES);
+        let fit = (SHARED_BYTES / step).min(most_stages);
         Some(Blocking {
             warps,
             stages: super::knob("KILN_GPU_MMA_STAGES", fit).clamp(2, fit),
@@ -191,10 +203,7 @@ impl Staged {
         let k = add(k0, mul(chunk.clone(), i(self.chunk)));
         for pass in 0..self.rows / rows_per_pass {
             let row = add(div(Expr::Thread, i(self.per_row)), i(pass * rows_per_pass));
-            let Expr::Load {
-                buf, index, ..
-            } = line(ctx, row.clone(), k.clone())?
-            else {
+            let Expr::Load { buf, index, .. } = line(ctx, row.clone(), k.clone())? else {
                 return Err(LowerError::Internal(
                     "a matrix-unit operand that is not a buffer".into(),
                 ));
@@ -212,7 +221,15 @@ impl Staged {
 
     /// `run` consecutive elements of `row` from the start of chunk `first` (`run` a
     /// multiple of the chunk), each chunk one aligned vector read.
-    fn read(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, stage: &Expr, row: Expr, first: Expr, run: i64) -> Expr {
+    fn read(
+        &self,
+        ctx: &mut Ctx,
+        out: &mut Vec<Stmt>,
+        stage: &Expr,
+        row: Expr,
+        first: Expr,
+        run: i64,
+    ) -> Expr {
         let n = run / self.chunk;
         let parts: Vec<Expr> = (0..n)
             .map(|j| {
@@ -246,7 +263,12 @@ pub(super) fn kernel(
     let unit = op.unit;
     let nb = ops.nb;
     let (um, un, uk) = unit.shape();
-    let (tm, tn) = tiles(unit);
+    let outputs = ops
+        .out_shape
+        .iter()
+        .map(|d| d.as_known())
+        .product::<Option<i64>>();
+    let (tm, tn) = tiles(unit, outputs);
     let s = substeps(unit);
     let kl = unit.k_per_lane();
     let run = kl * s;
@@ -254,8 +276,11 @@ pub(super) fn kernel(
     let (a_len, b_len, c_len) = unit.fragment_lanes();
     let (a_dtype, b_dtype) = (stored_type(ctx, ops.a), stored_type(ctx, ops.b));
     let (warp_m, warp_n) = (tm * um, tn * un);
-    let blocking = Blocking::choose(|wm, wn| {
-        step * (wm * warp_m * a_dtype.size_bytes() as i64 + wn * warp_n * b_dtype.size_bytes() as i64)
+    // Two stages for wide warps: at 4096^3 they ran 286 TFLOP/s against 265-273 with three.
+    let most_stages = if tn * un >= 64 { 2 } else { MAX_STAGES };
+    let blocking = Blocking::choose(most_stages, |wm, wn| {
+        step * (wm * warp_m * a_dtype.size_bytes() as i64
+            + wn * warp_n * b_dtype.size_bytes() as i64)
     })
     .ok_or_else(|| LowerError::Internal("no matrix-unit blocking fits shared memory".into()))?;
     let (wm, wn) = blocking.warps;
