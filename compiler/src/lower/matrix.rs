@@ -4,8 +4,8 @@
 //! f16 or bf16, A the same or f32 activations against f16 weights, see `applies`).
 //!
 //! Each grid point is a block of warps (explicit threads, `kernel::gpu`) and owns a tile of
-//! C; each warp owns a block of instruction tiles of it (`tiles`: 64 x 64 elements on every
-//! unit kiln knows), held in registers across the whole K loop. The block stages each step
+//! C; each warp owns a block of instruction tiles of it (64 x 64 or 64 x 32 elements, see
+//! `Plan`), held in registers across the whole K loop. The block stages each step
 //! along K of its rows of A and B in shared memory (`Stmt::Copy`: `cp.async` on NVIDIA, so
 //! the copies of the steps ahead run while the warps multiply), so every element is read
 //! from global memory once per block rather than once per warp. Per step each lane reads its
@@ -27,29 +27,10 @@ use kiln_ir::{DType, NodeId};
 /// Bytes each lane loads per row of A or column of B and step: 16, the widest load.
 const LOAD_BYTES: i64 = 16;
 
-/// Outputs (all batches) from which each warp owns a 64 x 64 block of C rather than 64 x 32.
-/// On one H100 (2026-12-06, `KILN_GPU_MMA_WARP_COLS`) the wide warps ran 4096^3 at 273-286
-/// TFLOP/s against 267 for the narrow ones, whose blocks are half as large: the narrow ones
-/// ran 512 x 2048 x 5632 (a 1B llama's prefill) at 217 against 172 and 1024^3 at 114
-/// against 78, where 128 x 128 tiles leave most of the GPU idle. The wide warps take all
-/// 255 registers (two blocks an SM), the narrow ones 166 (three).
-const WIDE_WARP_OUTPUTS: i64 = 4096 * 4096;
-
-/// Instruction tiles of C per warp, (along M, along N), for a matmul of `outputs` elements:
-/// a 64 x 64 block of C for large ones, 64 x 32 otherwise (see [`WIDE_WARP_OUTPUTS`];
-/// `KILN_GPU_MMA_WARP_COLS=32|64` chooses at compile time, to compare on a GPU).
-fn tiles(unit: MatrixUnit, outputs: Option<i64>) -> (i64, i64) {
-    let (m, n, _) = unit.shape();
-    let wide = outputs.is_some_and(|o| o >= WIDE_WARP_OUTPUTS);
-    let cols: i64 = super::knob("KILN_GPU_MMA_WARP_COLS", if wide { 64 } else { 32 });
-    (64 / m, cols.clamp(n, 64) / n)
-}
-
-/// Steps of the instruction along K per step of the loop, so that a lane's read of each row
-/// is `LOAD_BYTES` (`KILN_GPU_MMA_SUBSTEPS` asks for more, to compare on a GPU).
-fn substeps(unit: MatrixUnit) -> i64 {
-    let fit = (LOAD_BYTES / 2 / unit.k_per_lane()).max(1);
-    super::knob("KILN_GPU_MMA_SUBSTEPS", fit).clamp(fit, 4 * fit)
+/// Instruction steps along K each lane's 16-byte read of a row covers (`LOAD_BYTES`): the
+/// least the loop steps by, so K must be a multiple of the instruction's K times this.
+fn base_substeps(unit: MatrixUnit) -> i64 {
+    (LOAD_BYTES / 2 / unit.k_per_lane()).max(1)
 }
 
 /// The matrix instruction for this matmul, if the target has one and the operands fit.
@@ -90,7 +71,7 @@ pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> Option<MatrixOp> {
     let a_fits = half_of(ops.a) == Some(input)
         || (input == DType::F16 && stored(ops.a) && g.node(ops.a).dtype == DType::F32);
     let (_, _, k) = unit.shape();
-    let step = k * substeps(unit);
+    let step = k * base_substeps(unit);
     let k_fits = k_dim(ops).as_known().is_some_and(|kd| kd % step == 0);
     (a_fits && k_fits).then_some(MatrixOp { unit, input })
 }
@@ -103,34 +84,67 @@ const SHARED_BYTES: i64 = 48 * 1024;
 /// warps multiply the third, as sm_80-style kernels do.
 const MAX_STAGES: i64 = 3;
 
-/// How a block divides its tile of C: `warps.0 x warps.1` warps, each owning a [`tiles`]
-/// block of instruction tiles in registers, and `stages` steps along K staged in shared
-/// memory at once (at least two, so one step's copies overlap the last one's products).
+/// Outputs (all batches) from which a matmul counts as large (see [`Plan::choose`]).
+const LARGE_OUTPUTS: i64 = 4096 * 4096;
+
+/// How the kernel divides a matmul: each warp owns `tiles` instruction tiles of C in
+/// registers, a block is `warps.0 x warps.1` warps, a step of the loop covers `substeps`
+/// instruction steps along K, and `stages` steps are staged in shared memory at once (at
+/// least two, so one step's copies overlap the last one's products).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Blocking {
+struct Plan {
+    tiles: (i64, i64),
     warps: (i64, i64),
+    substeps: i64,
     stages: i64,
 }
 
-impl Blocking {
-    /// 2 x 2 warps where two stages fit (blocks of four warps, so that several blocks share
-    /// an SM; 2 x 4 and 4 x 2 ran 4096^3 at 255 and 246 TFLOP/s against 265 on one H100),
-    /// and as many stages as fit, up to `most_stages`. `KILN_GPU_MMA_WARPS_M`, `_N` and
-    /// `KILN_GPU_MMA_STAGES` ask for another at compile time, to compare on a GPU (more
-    /// stages than fit in shared memory are not taken).
-    fn choose(most_stages: i64, step_bytes: impl Fn(i64, i64) -> i64) -> Option<Blocking> {
+impl Plan {
+    /// Two plans, from measurements on one H100 (2026-12-06, docs/perf.md):
+    /// - **large** matmuls ([`LARGE_OUTPUTS`] or more): warps of 64 x 64 outputs (all 255
+    ///   registers), two a block, steps of 64 along K, two stages: 4096^3 at 331-334
+    ///   TFLOP/s, where four warps a block ran 286-298 and steps of 32 with blocks of two
+    ///   293;
+    /// - otherwise warps of 64 x 32 outputs (166 registers), four a block, steps of 32,
+    ///   three stages: 512 x 2048 x 5632 (a 1B llama's prefill) at 215-218 TFLOP/s where the
+    ///   large plan ran 172-188, since blocks of 128 x 128 outputs leave much of the GPU
+    ///   idle there.
+    ///
+    /// `KILN_GPU_MMA_LARGE=0|1`, `KILN_GPU_MMA_WARP_COLS=32|64`, `KILN_GPU_MMA_WARPS_M`,
+    /// `_N`, `KILN_GPU_MMA_SUBSTEPS` and `KILN_GPU_MMA_STAGES` ask for others at compile
+    /// time, to compare on a GPU; what does not fit K or shared memory is not taken.
+    fn choose(unit: MatrixUnit, outputs: Option<i64>, k: i64, sizes: (i64, i64)) -> Option<Plan> {
+        let (um, un, uk) = unit.shape();
+        let large = outputs.is_some_and(|o| o >= LARGE_OUTPUTS);
+        let large = super::knob("KILN_GPU_MMA_LARGE", large as u8) == 1;
+        let cols: i64 = super::knob("KILN_GPU_MMA_WARP_COLS", if large { 64 } else { 32 });
+        let cols = cols.clamp(un, 64);
+        let base = base_substeps(unit);
+        let natural = if large && k % (uk * 2 * base) == 0 {
+            2 * base
+        } else {
+            base
+        };
+        let substeps = Some(super::knob("KILN_GPU_MMA_SUBSTEPS", natural))
+            .filter(|&s| (base..=4 * base).contains(&s) && k % (uk * s) == 0)
+            .unwrap_or(natural);
+        let step_bytes =
+            |(wm, wn): (i64, i64)| uk * substeps * (wm * 64 * sizes.0 + wn * cols * sizes.1);
+        let natural_warps = if large { (2, 1) } else { (2, 2) };
         let asked = (
-            super::knob("KILN_GPU_MMA_WARPS_M", 2i64).clamp(1, 4),
-            super::knob("KILN_GPU_MMA_WARPS_N", 2i64).clamp(1, 4),
+            super::knob("KILN_GPU_MMA_WARPS_M", natural_warps.0).clamp(1, 4),
+            super::knob("KILN_GPU_MMA_WARPS_N", natural_warps.1).clamp(1, 4),
         );
-        let (warps, step) = [asked, (2, 2), (1, 2), (1, 1)]
+        let warps = [asked, natural_warps, (1, 1)]
             .into_iter()
-            .map(|w| (w, step_bytes(w.0, w.1)))
-            .find(|&(_, step)| 2 * step <= SHARED_BYTES)?;
-        let fit = (SHARED_BYTES / step).min(most_stages);
-        Some(Blocking {
+            .find(|&w| 2 * step_bytes(w) <= SHARED_BYTES)?;
+        let fit = SHARED_BYTES / step_bytes(warps);
+        let natural_stages = if large { 2 } else { MAX_STAGES.min(fit) };
+        Some(Plan {
+            tiles: (64 / um, cols / un),
             warps,
-            stages: super::knob("KILN_GPU_MMA_STAGES", fit).clamp(2, fit),
+            substeps,
+            stages: super::knob("KILN_GPU_MMA_STAGES", natural_stages).clamp(2, fit),
         })
     }
 }
@@ -268,23 +282,22 @@ pub(super) fn kernel(
         .iter()
         .map(|d| d.as_known())
         .product::<Option<i64>>();
-    let (tm, tn) = tiles(unit, outputs);
-    let s = substeps(unit);
+    let (a_dtype, b_dtype) = (stored_type(ctx, ops.a), stored_type(ctx, ops.b));
+    let k_total = k_dim(ops)
+        .as_known()
+        .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
+    let sizes = (a_dtype.size_bytes() as i64, b_dtype.size_bytes() as i64);
+    let plan = Plan::choose(unit, outputs, k_total, sizes)
+        .ok_or_else(|| LowerError::Internal("no matrix-unit plan fits shared memory".into()))?;
+    let (tm, tn) = plan.tiles;
+    let s = plan.substeps;
     let kl = unit.k_per_lane();
     let run = kl * s;
     let step = uk * s;
     let (a_len, b_len, c_len) = unit.fragment_lanes();
-    let (a_dtype, b_dtype) = (stored_type(ctx, ops.a), stored_type(ctx, ops.b));
     let (warp_m, warp_n) = (tm * um, tn * un);
-    // Two stages for wide warps: at 4096^3 they ran 286 TFLOP/s against 265-273 with three.
-    let most_stages = if tn * un >= 64 { 2 } else { MAX_STAGES };
-    let blocking = Blocking::choose(most_stages, |wm, wn| {
-        step * (wm * warp_m * a_dtype.size_bytes() as i64
-            + wn * warp_n * b_dtype.size_bytes() as i64)
-    })
-    .ok_or_else(|| LowerError::Internal("no matrix-unit blocking fits shared memory".into()))?;
-    let (wm, wn) = blocking.warps;
-    let stages = blocking.stages;
+    let (wm, wn) = plan.warps;
+    let stages = plan.stages;
     let warp = unit.warp() as i64;
     let threads = wm * wn * warp;
     let (block_m, block_n) = (wm * warp_m, wn * warp_n);
@@ -292,9 +305,6 @@ pub(super) fn kernel(
     let sb = Staged::new(1, b_dtype, block_n, step);
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
-    let k_total = k_dim(ops)
-        .as_known()
-        .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
     let steps = k_total / step;
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
     grid[nb].ceil_div = block_m;
@@ -510,5 +520,38 @@ fn extract(vector: Expr, lane: i64) -> Expr {
     Expr::Extract {
         vector: Box::new(vector),
         lane: lane as u8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_fit_shared_memory_and_divide_k() {
+        let unit = MatrixUnit::MmaM16N8K16;
+        // A 1B llama's prefill projection: small warps, four a block, three stages.
+        let p = Plan::choose(unit, Some(512 * 5632), 2048, (2, 2)).unwrap();
+        assert_eq!(
+            (p.tiles, p.warps, p.substeps, p.stages),
+            ((4, 4), (2, 2), 2, 3)
+        );
+        // 4096^3: large warps, two a block, steps of 64 along K, two stages.
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (2, 2)).unwrap();
+        assert_eq!(
+            (p.tiles, p.warps, p.substeps, p.stages),
+            ((4, 8), (2, 1), 4, 2)
+        );
+        // K not a multiple of 64 keeps steps of 32; f32 activations take one warp a block.
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096 + 32, (2, 2)).unwrap();
+        assert_eq!((p.warps, p.substeps), ((2, 1), 2));
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (4, 2)).unwrap();
+        assert_eq!((p.warps, p.substeps), ((1, 1), 4));
+        for (outputs, sizes) in [(1 << 20, (4, 2)), (1 << 24, (4, 2)), (1 << 24, (2, 2))] {
+            let p = Plan::choose(unit, Some(outputs), 4096, sizes).unwrap();
+            let (um, un, uk) = unit.shape();
+            let rows = p.warps.0 * p.tiles.0 * um * sizes.0 + p.warps.1 * p.tiles.1 * un * sizes.1;
+            assert!(p.stages * uk * p.substeps * rows <= SHARED_BYTES, "{p:?}");
+        }
     }
 }
