@@ -216,15 +216,17 @@ fn half_matmuls_use_mfma_and_wmma_where_the_gfx_has_them() {
         let count = |s: &str| asm.matches(s).count();
         match MatrixUnit::for_gpu("hip", gfx) {
             Some(MatrixUnit::Mfma16x16x16) => {
-                // 4 x 4 tiles, two steps along K per loaded run (gfx942 spells it `_f16`).
+                // 4 x 2 tiles (a warp's 64 x 32 outputs: `lower::matrix::Plan`), two steps
+                // along K per loaded run (gfx942 spells it `_f16`).
                 let f16 = count("v_mfma_f32_16x16x16f16") + count("v_mfma_f32_16x16x16_f16");
-                assert!(f16 >= 32, "{gfx}: f16 MFMA");
+                assert!(f16 >= 16, "{gfx}: f16 MFMA");
                 let bf16 = count("v_mfma_f32_16x16x16bf16_1k") + count("v_mfma_f32_16x16x16_bf16");
                 assert_eq!(bf16 > 0, gfx != "gfx908", "{gfx}: bf16 MFMA");
             }
             Some(MatrixUnit::WmmaGfx11 | MatrixUnit::WmmaGfx12) => {
-                assert!(count("v_wmma_f32_16x16x16_f16") >= 16, "{gfx}: f16 WMMA");
-                assert!(count("v_wmma_f32_16x16x16_bf16") >= 16, "{gfx}: bf16 WMMA");
+                // 4 x 2 tiles of 16 x 16, one step along K per loaded run.
+                assert!(count("v_wmma_f32_16x16x16_f16") >= 8, "{gfx}: f16 WMMA");
+                assert!(count("v_wmma_f32_16x16x16_bf16") >= 8, "{gfx}: bf16 WMMA");
             }
             _ => assert!(
                 count("v_mfma") + count("v_wmma") == 0,
