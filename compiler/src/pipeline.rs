@@ -98,6 +98,8 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // For NVIDIA's drivers (the measured ones); two full-rate instructions
                 // instead of one conversion elsewhere.
                 int_to_float_by_exponent: true,
+                // Each SPIR-V entry point declares its own workgroup size.
+                narrow_dot_blocks: true,
                 ..Schedule::gpu()
             });
         }

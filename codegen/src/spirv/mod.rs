@@ -14,7 +14,8 @@
 //!   dispatches, before each run);
 //! - descriptor set 0, binding `i + 1`: kernel argument `i`, a storage buffer read as 32-bit
 //!   words whatever its dtype (`storage.rs`);
-//! - workgroup size: `BLOCK_THREADS` invocations in x; the executor dispatches
+//! - workgroup size: the kernel's block size in x (`kernel::gpu::launch_shape`: a power of
+//!   two up to `BLOCK_THREADS`), declared by each entry point; the executor dispatches
 //!   `ceil(points / points_per_block)` workgroups (capped; kernels stride over points).
 //!
 //! A variant's code is a bundle (`bundle.rs`) of two modules: one whose block reductions use

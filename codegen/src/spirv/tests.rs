@@ -4,7 +4,7 @@
 
 use crate::Backend;
 use kiln_compiler::Target;
-use rspirv::spirv::{ExecutionModel, Op};
+use rspirv::spirv::{ExecutionMode, ExecutionModel, Op};
 
 /// The modules of the test model for `target` (with subgroup reductions, then without),
 /// and its kernels' names.
@@ -89,9 +89,18 @@ fn every_kernel_is_a_compute_entry_point_with_its_workgroup_size() {
             assert!(entries.contains(&format!("kiln_{n}")), "{n}: {entries:?}");
         }
         assert_eq!(m.execution_modes.len(), names.len());
-        for mode in &m.execution_modes {
-            assert_eq!(mode.operands[2].unwrap_literal_bit32(), 256);
-        }
+        let mut declared: Vec<u32> = m
+            .execution_modes
+            .iter()
+            .map(|mode| mode.operands[2].unwrap_literal_bit32())
+            .collect();
+        let mut launched: Vec<u32> = crate::test_model::kernels("vulkan:spv1.3")
+            .iter()
+            .map(|k| kiln_compiler::kernel::gpu::launch_shape(k).threads)
+            .collect();
+        declared.sort_unstable();
+        launched.sort_unstable();
+        assert_eq!(declared, launched, "workgroup sizes");
         let ops: Vec<Op> = m
             .functions
             .iter()
@@ -194,21 +203,51 @@ output \"z\" = %z
     }
 }
 
-/// A kernel whose block size is not the module's workgroup size (CUDA's 128-thread decode
-/// dot products, compiled for Vulkan by mistake) is a compile error naming the kernel, not a
-/// module whose reductions would read past their shared array.
+/// Each kernel declares its own workgroup size (Vulkan's decode dot products take 128 or
+/// 64 invocations); one larger than the module's reduction array serves (or not a power of
+/// two) is a compile error naming the kernel, not a module whose reductions would read past
+/// that array.
 #[test]
-fn kernels_of_another_block_size_are_refused_naming_the_kernel() {
-    let mut kernels = crate::test_model::kernels("cuda:sm_90");
-    let narrow = kernels
-        .iter()
-        .find(|k| k.block_threads.is_some())
-        .map(|k| k.name.clone())
-        .expect("a CUDA decode dot product with its own block size");
-    kernels.retain(|k| k.name == narrow);
+fn kernels_declare_their_block_size_and_larger_ones_are_refused() {
     let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
-    let e = match super::SpirvBackend.compile(&kernels, &vulkan) {
-        Ok(_) => panic!("{narrow}: compiled for a workgroup size it does not have"),
+    let mut kernels = crate::test_model::kernels("vulkan:spv1.3");
+    let threads = kernels
+        .iter()
+        .find_map(|k| k.block_threads)
+        .expect("a Vulkan decode dot product with its own block size");
+    let code = super::SpirvBackend.compile(&kernels, &vulkan).unwrap();
+    for (_, module) in super::bundle::read(&code) {
+        let m = rspirv::dr::load_words(words(&module)).unwrap();
+        let sizes: Vec<u32> = m
+            .execution_modes
+            .iter()
+            .filter(|i| {
+                i.operands[1] == rspirv::dr::Operand::ExecutionMode(ExecutionMode::LocalSize)
+            })
+            .map(|i| i.operands[2].unwrap_literal_bit32())
+            .collect();
+        assert!(
+            sizes.contains(&threads) && sizes.contains(&256),
+            "{sizes:?}"
+        );
+    }
+    // A block-per-point kernel asking for 512 invocations.
+    let mut k = kernels.swap_remove(0);
+    k.block_threads = Some(512);
+    let var = k.fresh();
+    k.body.insert(
+        0,
+        kiln_compiler::kernel::Stmt::Loop {
+            var,
+            extent: kiln_compiler::kernel::e::i(1),
+            kind: kiln_compiler::kernel::LoopKind::Map,
+            vector: 1,
+            body: Vec::new(),
+        },
+    );
+    let narrow = k.name.clone();
+    let e = match super::SpirvBackend.compile(&[k], &vulkan) {
+        Ok(_) => panic!("{narrow}: compiled with 512 invocations"),
         Err(e) => e.to_string(),
     };
     assert!(

@@ -928,18 +928,21 @@ unsafe fn memory_barrier(
 /// The plan's block size against the workgroup size the modules declare (the shape itself
 /// is checked by `Launch::on_device`).
 fn check_threads(b: &GpuBlocks) -> Result<(), String> {
-    if b.threads != MODULE_THREADS {
+    if b.threads > MAX_MODULE_THREADS || !b.threads.is_power_of_two() {
         return Err(format!(
-            "{} threads per block; the SPIR-V modules are built for {MODULE_THREADS}",
+            "{} threads per block; the SPIR-V kernels take a power of two up to \
+             {MAX_MODULE_THREADS}",
             b.threads
         ));
     }
     Ok(())
 }
 
-/// The workgroup size every module declares (`kiln_compiler::kernel::gpu::BLOCK_THREADS`;
-/// the runtime does not depend on the compiler, so the plan's value is checked against it).
-const MODULE_THREADS: u32 = 256;
+/// The largest workgroup size a module's kernel declares
+/// (`kiln_compiler::kernel::gpu::BLOCK_THREADS`; the runtime does not depend on the
+/// compiler, so the plan's value is checked against it). Vulkan guarantees 128 invocations
+/// a workgroup; every GPU kiln has met allows 1024.
+const MAX_MODULE_THREADS: u32 = 256;
 
 impl Drop for VulkanExecutor {
     fn drop(&mut self) {
