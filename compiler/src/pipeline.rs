@@ -98,8 +98,10 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // For NVIDIA's drivers (the measured ones); two full-rate instructions
                 // instead of one conversion elsewhere.
                 int_to_float_by_exponent: true,
-                // Each SPIR-V entry point declares its own workgroup size.
-                narrow_dot_blocks: true,
+                // Narrow decode blocks were slower on NVIDIA's Vulkan driver (1B Q8_0 on one
+                // H100, 2026-12-06: tg128 318.5 t/s with them, 339.9 with 256 invocations;
+                // pp512 290.0 against 364.6), though each entry point may declare its own.
+                narrow_dot_blocks: false,
                 ..Schedule::gpu()
             });
         }

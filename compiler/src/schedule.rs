@@ -45,8 +45,8 @@ pub struct Schedule {
     /// and quantized dot products convert every weight.
     pub int_to_float_by_exponent: bool,
     /// GPU decode dot products may run blocks of fewer than `BLOCK_THREADS` threads
-    /// (`lower::gpu_dot::block_threads`): CUDA, where it was measured (LLVM's GPU kernels
-    /// each declare their block size; a SPIR-V module's kernels share one workgroup size).
+    /// (`lower::gpu_dot::block_threads`): CUDA, where they were faster. Every GPU code
+    /// generator takes a kernel's own block size; on Vulkan they were slower (pipeline.rs).
     pub narrow_dot_blocks: bool,
 }
 
