@@ -554,4 +554,180 @@ mod tests {
             assert!(p.stages * uk * p.substeps * rows <= SHARED_BYTES, "{p:?}");
         }
     }
+
+    /// Integer value of an index expression of the tiled kernel (block 0).
+    fn eval(e: &Expr, env: &std::collections::HashMap<VarId, i64>, thread: i64) -> Option<i64> {
+        use crate::kernel::Lit;
+        Some(match e {
+            Expr::Lit(Lit::I64(v)) => *v,
+            Expr::Var(v) => *env.get(v)?,
+            Expr::Thread => thread,
+            Expr::Lane => thread % 32,
+            Expr::GridIdx(_) => 0,
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (eval(a, env, thread)?, eval(b, env, thread)?);
+                match op {
+                    BOp::Add => a + b,
+                    BOp::Sub => a - b,
+                    BOp::Mul => a * b,
+                    BOp::Div => a / b,
+                    BOp::Rem => a % b,
+                    BOp::Min => a.min(b),
+                    BOp::Max => a.max(b),
+                    BOp::Xor => a ^ b,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The staging checked without a GPU, on block 0's first step along K: over every thread,
+    /// the copies fill each element of stage 0 of both shared arrays once, and every lane
+    /// reads, for each row of A (column of B) it holds, its K group's `run` consecutive
+    /// elements of that row, the warp reading each element of its rows once.
+    #[test]
+    fn staged_tiles_hold_what_each_lane_reads() {
+        use std::collections::{HashMap, HashSet};
+        let t: crate::Target = "cuda:sm_90".parse().unwrap();
+        let schedule = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        for (a_type, m, n, k) in [
+            ("f16", 256, 384, 512),
+            ("f32", 256, 384, 512),
+            ("f16", 4096, 4096, 128),
+        ] {
+            let cast = if a_type == "f32" {
+                "%bf = cast %b dtype=f32\n"
+            } else {
+                ""
+            };
+            let b = if a_type == "f32" { "%bf" } else { "%b" };
+            let src = format!(
+                "kir 1\n%a = input \"a\" {a_type}[{m},{k}]\n%b = input \"b\" f16[{n},{k}]\n{cast}\
+                 %c = matmul %a, {b} transpose_a=false transpose_b=true\noutput \"c\" = %c\n"
+            );
+            let g = kiln_ir::text::parse(&src).unwrap();
+            let lowered = super::super::lower(&g, schedule).unwrap();
+            let kernel = lowered
+                .kernels
+                .iter()
+                .find(|kr| kr.locals.iter().any(|l| l.shared))
+                .unwrap_or_else(|| panic!("{a_type} {m}x{k}x{n}: no tiled kernel"));
+            let threads = kernel.block_threads.unwrap() as i64;
+            let mut env = HashMap::new();
+            // The copies of stage 0: position -> (operand row, K position).
+            let mut held: Vec<HashMap<i64, (i64, i64)>> = vec![HashMap::new(); 2];
+            let stage_len = |l: usize| kernel.locals[l].len as i64;
+            let mut loop_body = None;
+            // Stage 0's copies are the ones before the first await (or the loop).
+            let mut first_stage = true;
+            for st in &kernel.body {
+                match st {
+                    Stmt::Await { .. } => first_stage = false,
+                    Stmt::Let { var, value } => {
+                        if let Some(v) = eval(value, &env, 0) {
+                            env.insert(*var, v);
+                        }
+                    }
+                    Stmt::Copy {
+                        dst: Buf::Local(l),
+                        dst_index,
+                        src_index,
+                        lanes,
+                        ..
+                    } if first_stage => {
+                        for th in 0..threads {
+                            let at = eval(dst_index, &env, th).unwrap();
+                            let from = eval(src_index, &env, th).unwrap();
+                            for j in 0..*lanes as i64 {
+                                let place = (from + j) / k;
+                                let old = held[*l as usize].insert(at + j, (place, (from + j) % k));
+                                assert!(old.is_none(), "{a_type}: element {} copied twice", at + j);
+                            }
+                        }
+                    }
+                    Stmt::Loop { var, body, .. } => loop_body = Some((*var, body)),
+                    _ => {}
+                }
+            }
+            let (kk, body) = loop_body.expect("the loop along K");
+            env.insert(kk, 0);
+            let mut reads: HashMap<(i64, usize, i64), Vec<i64>> = HashMap::new();
+            for st in body {
+                let Stmt::Let { var, value } = st else {
+                    continue;
+                };
+                if let Some(v) = eval(value, &env, 0) {
+                    env.insert(*var, v);
+                    continue;
+                }
+                let Expr::Load {
+                    buf: Buf::Local(l),
+                    index,
+                    lanes,
+                } = value
+                else {
+                    continue;
+                };
+                for th in 0..threads {
+                    let at = eval(index, &env, th).unwrap();
+                    for j in 0..*lanes as i64 {
+                        let &(row, kp) = held[*l as usize].get(&(at + j)).unwrap_or_else(|| {
+                            panic!("{a_type}: a read of an element no copy wrote")
+                        });
+                        reads.entry((th, *l as usize, row)).or_default().push(kp);
+                    }
+                }
+            }
+            let mut per_warp: HashMap<(i64, usize), HashSet<(i64, i64)>> = HashMap::new();
+            for ((th, l, row), mut ks) in reads {
+                ks.sort_unstable();
+                let lane = th % 32;
+                let run = ks.len() as i64;
+                let first = (lane % 4) * run;
+                assert_eq!(
+                    ks,
+                    (first..first + run).collect::<Vec<_>>(),
+                    "{a_type}: thread {th}'s row {row}"
+                );
+                assert_eq!(row % 8, lane / 4, "{a_type}: thread {th} reads row {row}");
+                for kp in ks {
+                    assert!(
+                        per_warp.entry((th / 32, l)).or_default().insert((row, kp)),
+                        "{a_type}: read twice"
+                    );
+                }
+            }
+            assert_eq!(
+                per_warp.len() as i64,
+                threads / 32 * 2,
+                "{a_type}: reads of both operands by every warp"
+            );
+            for ((w, l), got) in per_warp {
+                let rows: HashSet<i64> = got.iter().map(|&(r, _)| r).collect();
+                let ks: HashSet<i64> = got.iter().map(|&(_, kp)| kp).collect();
+                assert_eq!(
+                    got.len(),
+                    rows.len() * ks.len(),
+                    "{a_type}: warp {w}'s tile of operand {l}"
+                );
+                assert!(
+                    rows.len() >= 32
+                        && rows.iter().max().unwrap() - rows.iter().min().unwrap()
+                            < rows.len() as i64
+                );
+            }
+            for (l, h) in held.iter().enumerate() {
+                let per_stage = h.len() as i64;
+                assert!(
+                    per_stage > 0 && stage_len(l) % per_stage == 0,
+                    "{a_type}: local {l}"
+                );
+                assert!(
+                    h.keys().all(|&p| p < per_stage),
+                    "{a_type}: stage 0 of local {l} is its first {per_stage}"
+                );
+            }
+        }
+    }
 }
