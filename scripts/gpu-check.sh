@@ -49,10 +49,11 @@ for f in .gpu/ptx/*.ptx; do
   [ "${SKIP_CUDA_TESTS:-0}" = 1 ] && break
   sm=$(basename "$f" .ptx)
   if [ "${sm#half-}" != "$sm" ]; then
-    # The half matmuls on the matrix unit: registers and spills per kernel.
-    ptxas -v -arch="${sm#half-}" -o /tmp/$sm.cubin "$f" 2>&1 | grep -E "Compiling|registers|spill" |
+    # The half matmuls on the matrix unit (half-large-*: the large matmuls' plan): registers
+    # and spills per kernel.
+    ptxas -v -arch="${sm##*-}" -o /tmp/$sm.cubin "$f" 2>&1 | grep -E "Compiling|registers|spill" |
       sed 's/^ptxas info *: /    /' >"$LOGS/ptxas-$sm.log"
-    note "- $sm (half matmuls): $(grep -c 'Used' "$LOGS/ptxas-$sm.log") kernels; $(grep -m1 -A2 'k1_matmul' "$LOGS/ptxas-$sm.log" | tr '\n' ' ')"
+    note "- $sm (half matmuls): $(grep -c 'Used' "$LOGS/ptxas-$sm.log") kernels; $(grep -A2 '_matmul' "$LOGS/ptxas-$sm.log" | tail -3 | tr '\n' ' ')"
     continue
   fi
   if msg=$(ptxas -arch="$sm" -o /tmp/$sm.cubin "$f" 2>&1); then

@@ -166,36 +166,58 @@ fn amd_code_objects_are_well_formed() {
     }
 }
 
+/// A matmul of 4096^2 outputs, which takes the large matmuls' plan (`lower::matrix::Plan`).
+const LARGE_HALF_MATMUL: &str = "kir 1
+%a = input \"a\" f16[4096,128]
+%b = input \"b\" f16[4096,128]
+%y = matmul %a, %b transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+
 #[test]
 fn half_matmuls_use_the_matrix_unit_from_sm_80() {
-    let model = crate::test_model::HALF_MATMULS;
     for sm in ["sm_80", "sm_86", "sm_90", "sm_90a", "sm_120"] {
-        let (code, _) =
-            crate::test_model::code_of(&crate::llvm::LlvmBackend, model, &format!("cuda:{sm}"));
-        let ptx = String::from_utf8(code).unwrap();
-        for ty in ["f16.f16", "bf16.bf16"] {
-            let want = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32");
-            assert!(ptx.contains(&want), "{sm}: no {want}");
-        }
-        // Tiles staged through shared memory by background copies and read back 16 bytes
-        // at a time; no array of a thread's own (in local memory).
-        for want in [
-            "cp.async.cg.shared.global",
-            "cp.async.wait_group",
-            "ld.shared.v4",
-            "bar.sync",
+        for (model, name) in [
+            (crate::test_model::HALF_MATMULS, "half"),
+            (LARGE_HALF_MATMUL, "half-large"),
         ] {
-            assert!(ptx.contains(want), "{sm}: no {want}");
-        }
-        assert!(!ptx.contains(".local"), "{sm}: local memory");
-        // scripts/gpu-prepare.sh keeps them for `ptxas -v` (registers, spills) there.
-        if let Some(dir) = std::env::var_os("KILN_PTX_DIR") {
-            let path = std::path::Path::new(&dir).join(format!("half-{sm}.ptx"));
-            std::fs::write(path, &ptx).unwrap();
+            let target = format!("cuda:{sm}");
+            let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, &target);
+            half_matmul_ptx(&String::from_utf8(code).unwrap(), sm, name);
         }
     }
+    let model = crate::test_model::HALF_MATMULS;
     let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_75");
     assert!(!String::from_utf8(code).unwrap().contains("mma.sync"));
+}
+
+/// What the PTX of a half matmul must show (model `name`, capability `sm`).
+fn half_matmul_ptx(ptx: &str, sm: &str, name: &str) {
+    let types: &[&str] = if name == "half" {
+        &["f16.f16", "bf16.bf16"]
+    } else {
+        &["f16.f16"]
+    };
+    for ty in types {
+        let want = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32");
+        assert!(ptx.contains(&want), "{sm} {name}: no {want}");
+    }
+    // Tiles staged through shared memory by background copies and read back 16 bytes
+    // at a time; no array of a thread's own (in local memory).
+    for want in [
+        "cp.async.cg.shared.global",
+        "cp.async.wait_group",
+        "ld.shared.v4",
+        "bar.sync",
+    ] {
+        assert!(ptx.contains(want), "{sm} {name}: no {want}");
+    }
+    assert!(!ptx.contains(".local"), "{sm} {name}: local memory");
+    // scripts/gpu-prepare.sh keeps them for `ptxas -v` (registers, spills) there.
+    if let Some(dir) = std::env::var_os("KILN_PTX_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("{name}-{sm}.ptx"));
+        std::fs::write(path, ptx).unwrap();
+    }
 }
 
 /// CDNA's MFMA and RDNA3/4's WMMA in the half matmuls of the targets that have them (bf16
