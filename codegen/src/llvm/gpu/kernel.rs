@@ -118,7 +118,8 @@ pub fn emit<'ctx>(
             ));
         }
         em.locals.push(if l.shared {
-            shared_array(module, k, desc, ty, at)?.as_pointer_value()
+            shared_array(module, desc, ty, &format!("kiln_{}_shared{at}", k.name))
+                .as_pointer_value()
         } else {
             em.b.build_alloca(ty, "local")?
         });
@@ -153,7 +154,7 @@ pub fn emit<'ctx>(
             stmts(em, &k.body)
         })?;
     } else if launch.block_per_point() {
-        let scratch = scratch_array(ctx, module, k, desc)?;
+        let scratch = scratch_array(ctx, module, k, desc);
         let (start, step) = (g.block, g.blocks);
         em.strided_loop(start, points, step, &mut |em, p| {
             em.grid = decompose(em, p, &extents)?;
@@ -183,25 +184,19 @@ fn check_warp(warp: u32, desc: &GpuDesc) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Local `at` of a kernel of explicit threads: one array per block, in shared memory.
+/// An array of type `ty`, one per block, in shared memory: 16-byte aligned, so copies and
+/// vector reads at multiples of 16 bytes are single instructions.
 fn shared_array<'ctx>(
     module: &Module<'ctx>,
-    k: &Kernel,
     desc: &GpuDesc,
     ty: inkwell::types::ArrayType<'ctx>,
-    at: usize,
-) -> Result<GlobalValue<'ctx>, Fail> {
-    let g = module.add_global(
-        ty,
-        Some(AddressSpace::from(desc.shared_as)),
-        &format!("kiln_{}_shared{at}", k.name),
-    );
+    name: &str,
+) -> GlobalValue<'ctx> {
+    let g = module.add_global(ty, Some(AddressSpace::from(desc.shared_as)), name);
     g.set_linkage(Linkage::Internal);
     g.set_initializer(&ty.get_undef());
-    // 16-byte aligned, so copies and vector reads at multiples of 16 bytes are single
-    // instructions.
     g.set_alignment(16);
-    Ok(g)
+    g
 }
 
 /// Per-launch values every statement may need.
@@ -329,21 +324,13 @@ fn scratch_array<'ctx>(
     module: &Module<'ctx>,
     k: &Kernel,
     desc: &GpuDesc,
-) -> Result<GlobalValue<'ctx>, Fail> {
+) -> GlobalValue<'ctx> {
     let launch = launch_shape(k);
     let group = max_reduction_group(&k.body).max(1) as u32;
     let ty = ctx
         .f32_type()
         .array_type(launch.threads / desc.warp * group);
-    let g = module.add_global(
-        ty,
-        Some(AddressSpace::from(desc.shared_as)),
-        &format!("kiln_{}_partials", k.name),
-    );
-    g.set_linkage(Linkage::Internal);
-    g.set_initializer(&ty.get_undef());
-    g.set_alignment(16);
-    Ok(g)
+    shared_array(module, desc, ty, &format!("kiln_{}_partials", k.name))
 }
 
 /// Statements every thread of the block reaches (see the module doc).
