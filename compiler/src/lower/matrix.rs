@@ -195,8 +195,8 @@ impl Staged {
     }
 
     /// The copies of one step into `stage`: the block's threads take consecutive chunks, a
-    /// row's chunks in neighbouring threads, so each warp reads whole 64-byte pieces of
-    /// rows. `line(row)` is the operand's element at the row's first K position `k0`.
+    /// row's chunks in neighbouring threads, so each warp reads whole rows of the step (64
+    /// or 128 contiguous bytes each). `line(row)` is the operand's element at the row's first K position `k0`.
     fn copies(
         &self,
         ctx: &mut Ctx,
