@@ -16,6 +16,8 @@ mod display;
 pub mod gpu;
 pub mod half;
 mod ir;
+#[cfg(test)]
+pub(crate) mod lockstep;
 pub mod math;
 pub mod matrix;
 pub mod simplify;

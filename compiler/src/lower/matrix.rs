@@ -730,4 +730,106 @@ mod tests {
             }
         }
     }
+
+    /// The matmul of `a_type` A `[m, k]` and f16 B `[n, k]`, lowered for `cuda:sm_90`.
+    fn tiled_kernel(a_type: &str, m: i64, n: i64, k: i64) -> Kernel {
+        let t: crate::Target = "cuda:sm_90".parse().unwrap();
+        let schedule = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
+        let cast = if a_type == "f32" {
+            "%bf = cast %b dtype=f32\n"
+        } else {
+            ""
+        };
+        let b = if a_type == "f32" { "%bf" } else { "%b" };
+        let src = format!(
+            "kir 1\n%a = input \"a\" {a_type}[{m},{k}]\n%b = input \"b\" f16[{n},{k}]\n{cast}\
+             %c = matmul %a, {b} transpose_a=false transpose_b=true\noutput \"c\" = %c\n"
+        );
+        let g = kiln_ir::text::parse(&src).unwrap();
+        let lowered = super::super::lower(&g, schedule).unwrap();
+        lowered
+            .kernels
+            .into_iter()
+            .find(|kr| kr.locals.iter().any(|l| l.shared))
+            .unwrap_or_else(|| panic!("{a_type} {m}x{k}x{n}: no tiled kernel"))
+    }
+
+    /// The tiled kernel run by the lockstep interpreter (every thread of a block, `Mma` from
+    /// the unit's layouts) against a plain product of the same operands rounded to f16:
+    /// partial tiles, f32 activations, and two blocks of the large matmuls' plan.
+    #[test]
+    fn tiled_matmuls_compute_the_product() {
+        let round = |x: f32| half::f16::from_f32(x).to_f32();
+        for (a_type, m, n, k, some_blocks) in [
+            ("f16", 70, 100, 96, false),
+            ("f32", 200, 300, 256, false),
+            ("f16", 4096, 4096, 64, true),
+        ] {
+            let kernel = tiled_kernel(a_type, m, n, k);
+            let value = |seed: i64, at: i64| ((at * 7919 + seed) % 1001 - 500) as f32 / 333.0;
+            let a: Vec<f32> = (0..m * k)
+                .map(|x| {
+                    if a_type == "f16" {
+                        round(value(1, x))
+                    } else {
+                        value(1, x)
+                    }
+                })
+                .collect();
+            let b: Vec<f32> = (0..n * k).map(|x| round(value(2, x))).collect();
+            let mut args: Vec<Vec<f32>> = kernel
+                .args
+                .iter()
+                .map(|p| match (p.writes, p.name.as_str()) {
+                    (true, _) => vec![f32::NAN; (m * n) as usize],
+                    (false, "b0") => a.clone(),
+                    (false, "b1") => b.clone(),
+                    other => panic!("argument {other:?}"),
+                })
+                .collect();
+            let extents: Vec<i64> = kernel
+                .grid
+                .iter()
+                .map(|g| eval(g, &Default::default(), 0).unwrap())
+                .collect();
+            let points: Vec<Vec<i64>> = if some_blocks {
+                vec![vec![0, 0], extents.iter().map(|e| e - 1).collect()]
+            } else {
+                (0..extents[0])
+                    .flat_map(|r| (0..extents[1]).map(move |c| vec![r, c]))
+                    .collect()
+            };
+            let threads = kernel.block_threads.unwrap() as usize;
+            crate::kernel::lockstep::run(&kernel, threads, 32, &mut args, &points)
+                .unwrap_or_else(|e| panic!("{a_type} {m}x{k}x{n}: {e}"));
+            let c = &args[kernel.args.iter().position(|p| p.writes).unwrap()];
+            let mut written = 0;
+            for r in 0..m {
+                for col in 0..n {
+                    let got = c[(r * n + col) as usize];
+                    if got.is_nan() {
+                        continue;
+                    }
+                    written += 1;
+                    let want: f64 = (0..k)
+                        .map(|kk| {
+                            round(a[(r * k + kk) as usize]) as f64
+                                * b[(col * k + kk) as usize] as f64
+                        })
+                        .sum();
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{a_type} {m}x{k}x{n}: c[{r}][{col}] = {got}, want {want}"
+                    );
+                }
+            }
+            let whole = if some_blocks {
+                let (rows, cols) = (m / extents[0], n / extents[1]);
+                2 * rows * cols
+            } else {
+                m * n
+            };
+            assert_eq!(written, whole, "{a_type} {m}x{k}x{n}: outputs written");
+        }
+    }
 }

@@ -1,0 +1,338 @@
+//! A lockstep interpreter of kernels with explicit threads (`Expr::Thread`), for tests on
+//! machines without a GPU: every thread of a block runs each statement before any runs the
+//! next, as the barriers of `Stmt::Await` make them agree to, with a mask of the threads an
+//! `If` leaves running. `Expr::Mma` is computed for a warp at once from the layouts of
+//! `kernel::matrix`, so a lowering's tiles, copies and lane layouts are checked end to end.
+//! It knows the expressions the tiled matmul writes and reports any other as an error.
+
+use super::e::i;
+use super::matrix::MatrixOp;
+use super::{BOp, Buf, Cmp, Expr, Kernel, Lit, Stmt, VarId};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug)]
+enum Val {
+    I(i64),
+    F(f32),
+    B(bool),
+    V(Vec<f32>),
+}
+
+impl Val {
+    fn int(&self) -> Result<i64, String> {
+        match self {
+            Val::I(v) => Ok(*v),
+            other => Err(format!("{other:?} where an integer was expected")),
+        }
+    }
+
+    fn floats(&self) -> Result<Vec<f32>, String> {
+        match self {
+            Val::F(v) => Ok(vec![*v]),
+            Val::V(v) => Ok(v.clone()),
+            other => Err(format!("{other:?} where floats were expected")),
+        }
+    }
+}
+
+/// One block of threads running a kernel's body for one grid point.
+struct Block<'k> {
+    grid: Vec<i64>,
+    threads: usize,
+    warp: usize,
+    env: Vec<HashMap<VarId, Val>>,
+    args: &'k mut [Vec<f32>],
+    locals: Vec<Vec<f32>>,
+}
+
+/// Runs `kernel` (explicit threads, `threads` a block) over the grid points `points` (each a
+/// list of grid indices), buffers as f32 values (halves already rounded) per argument.
+pub fn run(
+    kernel: &Kernel,
+    threads: usize,
+    warp: usize,
+    args: &mut [Vec<f32>],
+    points: &[Vec<i64>],
+) -> Result<(), String> {
+    for p in points {
+        let mut b = Block {
+            grid: p.clone(),
+            threads,
+            warp,
+            env: vec![HashMap::new(); threads],
+            args: &mut *args,
+            locals: kernel
+                .locals
+                .iter()
+                .map(|l| vec![0.0; l.len as usize])
+                .collect(),
+        };
+        b.stmts(&kernel.body, &vec![true; threads])?;
+    }
+    Ok(())
+}
+
+impl Block<'_> {
+    fn stmts(&mut self, body: &[Stmt], active: &[bool]) -> Result<(), String> {
+        for s in body {
+            self.stmt(s, active)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt, active: &[bool]) -> Result<(), String> {
+        let live: Vec<usize> = (0..self.threads).filter(|&t| active[t]).collect();
+        match s {
+            Stmt::Let { var, value }
+            | Stmt::Decl { var, init: value }
+            | Stmt::Assign { var, value } => {
+                let vals = match value {
+                    Expr::Mma(op, a, b, c) => self.mma(*op, a, b, c, &live)?,
+                    _ => live
+                        .iter()
+                        .map(|&t| self.eval(value, t))
+                        .collect::<Result<_, _>>()?,
+                };
+                for (&t, v) in live.iter().zip(vals) {
+                    self.env[t].insert(*var, v);
+                }
+            }
+            Stmt::Store { buf, index, value } => {
+                for &t in &live {
+                    let at = self.eval(index, t)?.int()? as usize;
+                    let v = self.eval(value, t)?.floats()?;
+                    let Buf::Arg(a) = buf else {
+                        return Err("a store to a local".into());
+                    };
+                    let dst = &mut self.args[*a as usize];
+                    let n = dst.len();
+                    dst.get_mut(at..at + v.len())
+                        .ok_or_else(|| format!("store at {at} past {n}"))?
+                        .copy_from_slice(&v);
+                }
+            }
+            Stmt::Copy {
+                dst: Buf::Local(l),
+                dst_index,
+                src: Buf::Arg(a),
+                src_index,
+                lanes,
+            } => {
+                for &t in &live {
+                    let to = self.eval(dst_index, t)?.int()? as usize;
+                    let from = self.eval(src_index, t)?.int()? as usize;
+                    let n = *lanes as usize;
+                    let src = self.args[*a as usize]
+                        .get(from..from + n)
+                        .ok_or_else(|| format!("copy from {from} past the buffer"))?
+                        .to_vec();
+                    let len = self.locals[*l as usize].len();
+                    self.locals[*l as usize]
+                        .get_mut(to..to + n)
+                        .ok_or_else(|| format!("copy to {to} past {len}"))?
+                        .copy_from_slice(&src);
+                }
+            }
+            // Every thread has run every statement before it: nothing is left in flight.
+            Stmt::Await { .. } => {}
+            Stmt::Loop {
+                var, extent, body, ..
+            } => {
+                let first = *live.first().ok_or("a loop no thread reaches")?;
+                let n = self.eval(extent, first)?.int()?;
+                for it in 0..n {
+                    for &t in &live {
+                        self.env[t].insert(*var, Val::I(it));
+                    }
+                    self.stmts(body, active)?;
+                }
+            }
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let mut yes = vec![false; self.threads];
+                for &t in &live {
+                    yes[t] = matches!(self.eval(cond, t)?, Val::B(true));
+                }
+                let no: Vec<bool> = (0..self.threads).map(|t| active[t] && !yes[t]).collect();
+                self.stmts(then, &yes)?;
+                self.stmts(otherwise, &no)?;
+            }
+            other => return Err(format!("the lockstep interpreter does not run {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// `Mma` for every warp with a live thread (all its lanes must be live).
+    fn mma(
+        &self,
+        op: MatrixOp,
+        a: &Expr,
+        b: &Expr,
+        c: &Expr,
+        live: &[usize],
+    ) -> Result<Vec<Val>, String> {
+        let unit = op.unit;
+        let (m, n, k) = unit.shape();
+        let (a_len, b_len, c_len) = unit.fragment_lanes();
+        let lane_of = |e: Expr, lane: i64| -> Result<i64, String> {
+            let mut env = HashMap::new();
+            env.insert(0, Val::I(lane));
+            eval_int(
+                &super::ir::rewrite_bottom_up(e, &mut |x| match x {
+                    Expr::Lane => Expr::Var(0),
+                    x => x,
+                }),
+                &env,
+            )
+        };
+        let round = |x: f32| half::f16::from_f32(x).to_f32();
+        let mut out = HashMap::new();
+        for warp in live
+            .iter()
+            .map(|&t| t / self.warp)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let lanes: Vec<usize> = (warp * self.warp..(warp + 1) * self.warp).collect();
+            if !lanes.iter().all(|t| live.contains(t)) {
+                return Err("a matrix instruction some lanes of the warp skip".into());
+            }
+            let mut ta = vec![vec![0.0f64; k as usize]; m as usize];
+            let mut tb = vec![vec![0.0f64; k as usize]; n as usize];
+            let mut tc = vec![vec![0.0f64; n as usize]; m as usize];
+            for (lane, &t) in lanes.iter().enumerate() {
+                let l = lane as i64;
+                let group = lane_of(unit.k_group(i(l)), l)? * unit.k_per_lane();
+                let av = self.eval(a, t)?.floats()?;
+                let bv = self.eval(b, t)?.floats()?;
+                let cv = self.eval(c, t)?.floats()?;
+                for e in 0..a_len as i64 {
+                    let (off, local) = unit.a_elem(e);
+                    let row = lane_of(unit.a_row(i(l)), l)? + off;
+                    ta[row as usize][(group + local) as usize] = round(av[e as usize]) as f64;
+                }
+                for e in 0..b_len as i64 {
+                    let col = lane_of(unit.b_col(i(l)), l)?;
+                    tb[col as usize][(group + unit.b_elem(e)) as usize] =
+                        round(bv[e as usize]) as f64;
+                }
+                for e in 0..c_len as i64 {
+                    let (r, col) = unit.c_elem(i(l), e);
+                    tc[lane_of(r, l)? as usize][lane_of(col, l)? as usize] = cv[e as usize] as f64;
+                }
+            }
+            for (lane, &t) in lanes.iter().enumerate() {
+                let l = lane as i64;
+                let mut d = Vec::with_capacity(c_len as usize);
+                for e in 0..c_len as i64 {
+                    let (r, col) = unit.c_elem(i(l), e);
+                    let (r, col) = (lane_of(r, l)? as usize, lane_of(col, l)? as usize);
+                    let dot: f64 = (0..k as usize).map(|kk| ta[r][kk] * tb[col][kk]).sum();
+                    d.push((tc[r][col] + dot) as f32);
+                }
+                out.insert(t, Val::V(d));
+            }
+        }
+        live.iter()
+            .map(|t| {
+                out.remove(t)
+                    .ok_or_else(|| "a lane without a result".to_string())
+            })
+            .collect()
+    }
+
+    fn eval(&self, e: &Expr, t: usize) -> Result<Val, String> {
+        Ok(match e {
+            Expr::Lit(Lit::I64(v)) => Val::I(*v),
+            Expr::Lit(Lit::F32(v)) => Val::F(*v),
+            Expr::Lit(Lit::Bool(v)) => Val::B(*v),
+            Expr::Var(v) => self.env[t]
+                .get(v)
+                .cloned()
+                .ok_or_else(|| format!("v{v} read before it is set"))?,
+            Expr::GridIdx(d) => Val::I(self.grid[*d as usize]),
+            Expr::Thread => Val::I(t as i64),
+            Expr::Lane => Val::I((t % self.warp) as i64),
+            Expr::Load { buf, index, lanes } => {
+                let at = self.eval(index, t)?.int()? as usize;
+                let src = match buf {
+                    Buf::Arg(a) => &self.args[*a as usize],
+                    Buf::Local(l) => &self.locals[*l as usize],
+                };
+                let v = src
+                    .get(at..at + *lanes as usize)
+                    .ok_or_else(|| format!("load at {at} past {}", src.len()))?;
+                if *lanes == 1 {
+                    Val::F(v[0])
+                } else {
+                    Val::V(v.to_vec())
+                }
+            }
+            Expr::Splat { value, lanes } => {
+                let x = self.eval(value, t)?.floats()?[0];
+                Val::V(vec![x; *lanes as usize])
+            }
+            Expr::Lanes(xs) => Val::V(
+                xs.iter()
+                    .map(|x| Ok(self.eval(x, t)?.floats()?[0]))
+                    .collect::<Result<_, String>>()?,
+            ),
+            Expr::Extract { vector, lane } => {
+                Val::F(self.eval(vector, t)?.floats()?[*lane as usize])
+            }
+            Expr::Cmp(c, a, b) => {
+                let (a, b) = (self.eval(a, t)?.int()?, self.eval(b, t)?.int()?);
+                Val::B(match c {
+                    Cmp::Lt => a < b,
+                    Cmp::Le => a <= b,
+                    Cmp::Gt => a > b,
+                    Cmp::Ge => a >= b,
+                    Cmp::Eq => a == b,
+                    Cmp::Ne => a != b,
+                })
+            }
+            Expr::Binary(BOp::And, a, b) => match (self.eval(a, t)?, self.eval(b, t)?) {
+                (Val::B(x), Val::B(y)) => Val::B(x && y),
+                (x, y) => Val::I(x.int()? & y.int()?),
+            },
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.eval(a, t)?.int()?, self.eval(b, t)?.int()?);
+                Val::I(int_op(*op, a, b)?)
+            }
+            other => {
+                return Err(format!(
+                    "the lockstep interpreter does not evaluate {other}"
+                ))
+            }
+        })
+    }
+}
+
+fn int_op(op: BOp, a: i64, b: i64) -> Result<i64, String> {
+    Ok(match op {
+        BOp::Add => a + b,
+        BOp::Sub => a - b,
+        BOp::Mul => a * b,
+        BOp::Div => a / b,
+        BOp::Rem => a % b,
+        BOp::Min => a.min(b),
+        BOp::Max => a.max(b),
+        BOp::Xor => a ^ b,
+        BOp::Or => a | b,
+        BOp::And => a & b,
+        BOp::Shl => a << b,
+        BOp::Shr => ((a as u64) >> b) as i64,
+    })
+}
+
+/// An integer expression of literals and variable 0 (a layout's lane).
+fn eval_int(e: &Expr, env: &HashMap<VarId, Val>) -> Result<i64, String> {
+    match e {
+        Expr::Lit(Lit::I64(v)) => Ok(*v),
+        Expr::Var(v) => env.get(v).ok_or("a layout reads a variable")?.int(),
+        Expr::Binary(op, a, b) => int_op(*op, eval_int(a, env)?, eval_int(b, env)?),
+        other => Err(format!("{other} in a layout")),
+    }
+}
