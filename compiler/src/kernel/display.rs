@@ -23,7 +23,8 @@ impl Display for Kernel {
         }
         writeln!(f, " {{")?;
         for (i, l) in self.locals.iter().enumerate() {
-            writeln!(f, "  local l{i}: {}[{}]", l.dtype, l.len)?;
+            let kind = if l.shared { "shared" } else { "local" };
+            writeln!(f, "  {kind} l{i}: {}[{}]", l.dtype, l.len)?;
         }
         let mut s = String::new();
         write_stmts(&mut s, &self.body, 1)?;
