@@ -310,7 +310,8 @@ impl Block<'_> {
     }
 }
 
-fn int_op(op: BOp, a: i64, b: i64) -> Result<i64, String> {
+/// `a op b` on integers.
+pub(crate) fn int_op(op: BOp, a: i64, b: i64) -> Result<i64, String> {
     Ok(match op {
         BOp::Add => a + b,
         BOp::Sub => a - b,

@@ -566,17 +566,7 @@ mod tests {
             Expr::GridIdx(_) => 0,
             Expr::Binary(op, a, b) => {
                 let (a, b) = (eval(a, env, thread)?, eval(b, env, thread)?);
-                match op {
-                    BOp::Add => a + b,
-                    BOp::Sub => a - b,
-                    BOp::Mul => a * b,
-                    BOp::Div => a / b,
-                    BOp::Rem => a % b,
-                    BOp::Min => a.min(b),
-                    BOp::Max => a.max(b),
-                    BOp::Xor => a ^ b,
-                    _ => return None,
-                }
+                crate::kernel::lockstep::int_op(*op, a, b).ok()?
             }
             _ => return None,
         })
@@ -589,30 +579,12 @@ mod tests {
     #[test]
     fn staged_tiles_hold_what_each_lane_reads() {
         use std::collections::{HashMap, HashSet};
-        let t: crate::Target = "cuda:sm_90".parse().unwrap();
-        let schedule = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
         for (a_type, m, n, k) in [
             ("f16", 256, 384, 512),
             ("f32", 256, 384, 512),
             ("f16", 4096, 4096, 128),
         ] {
-            let cast = if a_type == "f32" {
-                "%bf = cast %b dtype=f32\n"
-            } else {
-                ""
-            };
-            let b = if a_type == "f32" { "%bf" } else { "%b" };
-            let src = format!(
-                "kir 1\n%a = input \"a\" {a_type}[{m},{k}]\n%b = input \"b\" f16[{n},{k}]\n{cast}\
-                 %c = matmul %a, {b} transpose_a=false transpose_b=true\noutput \"c\" = %c\n"
-            );
-            let g = kiln_ir::text::parse(&src).unwrap();
-            let lowered = super::super::lower(&g, schedule).unwrap();
-            let kernel = lowered
-                .kernels
-                .iter()
-                .find(|kr| kr.locals.iter().any(|l| l.shared))
-                .unwrap_or_else(|| panic!("{a_type} {m}x{k}x{n}: no tiled kernel"));
+            let kernel = &tiled_kernel(a_type, m, n, k);
             let threads = kernel.block_threads.unwrap() as i64;
             let mut env = HashMap::new();
             // The copies of stage 0: position -> (operand row, K position).
