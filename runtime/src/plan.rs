@@ -71,9 +71,10 @@ impl Launch {
     }
 }
 
-/// Threads per block, and grid points per block: `threads` (a thread per point), 1 (a
-/// block per point, its threads sharing the point's loops) or the block's warp count (a
-/// warp per point, for matrix instructions). The compiler decides it.
+/// Threads per block, and grid points per block: `threads` (a thread per point) or 1 (a
+/// block per point, its threads sharing the point's loops or dividing its work by their
+/// index); older artifacts may hold the block's warp count (a warp per point, for matrix
+/// instructions). The compiler decides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuBlocks {
     pub threads: u32,

@@ -49,14 +49,13 @@ pub struct Emitter<'a, 'ctx> {
     pub byte_dot_bits: u32,
     /// Widest x86 VNNI byte dot products (`vpdpbusd`), in bits (0: none); see `dot.rs`.
     pub vnni_bits: u32,
-    /// This thread's lane in its warp, in GPU kernels that run a warp per point or have
-    /// explicit threads.
+    /// This thread's lane in its warp, in GPU kernels with explicit threads.
     pub lane: Option<IntValue<'ctx>>,
     /// This thread's index in its block, in GPU kernels with explicit threads.
     pub thread: Option<IntValue<'ctx>>,
     /// The GPU the kernel is for (`None` on CPUs): block barriers and background copies
     /// (`gpu/copies.rs`) are spelled per instruction set.
-    pub gpu: Option<super::gpu::GpuDesc>,
+    pub gpu: Option<&'a super::gpu::GpuDesc>,
     /// The target places a byte under constant bytes in one instruction (NVPTX `prmt`;
     /// see `gpu/byte_permute.rs`).
     pub byte_permute: bool,
@@ -474,7 +473,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             }
             Expr::Lane => self
                 .lane
-                .ok_or_else(|| Fail::msg("a lane index outside a warp-per-point GPU kernel"))?
+                .ok_or_else(|| Fail::msg("a lane index outside a GPU kernel of explicit threads"))?
                 .into(),
             Expr::Thread => self
                 .thread

@@ -1,7 +1,7 @@
 //! How a kernel's grid maps onto GPU blocks and threads: one decision, made here, that every
 //! GPU code generator follows and the runtime launches by (through the plan's `gpu` field).
 //!
-//! Four shapes:
+//! Three shapes:
 //! - **a thread per point**: kernels whose body is straight-line work (elementwise chains,
 //!   which the GPU schedule lowers with every axis in the grid). Neighbouring threads take
 //!   neighbouring points, so their loads and stores coalesce.
@@ -9,13 +9,12 @@
 //!   block reaches (softmax and norm rows, reductions, dot products). The block's threads
 //!   share those loops' iterations; a `Reduce` combines its partial results across the
 //!   block (warp shuffles, then shared memory), so every thread sees the total.
-//! - **a warp per point**: kernels built on matrix instructions (`Expr::Mma`, see
-//!   [`warp_per_point`]); a block holds `threads / warp` points.
 //! - **a block per point with explicit threads**: kernels that read `Expr::Thread` (see
 //!   [`explicit_threads`]). Every thread runs the whole body and divides the work itself;
 //!   the body's `Stmt::Await`s are its barriers, and its shared locals live in the block's
 //!   shared memory. The tiled matmul on matrix units is one: a block of warps stages tiles
-//!   of A and B through shared memory for all of them.
+//!   of A and B through shared memory for all of them, and each warp's lanes meet in its
+//!   matrix instructions (`Expr::Mma`, which only such kernels hold; see [`matrix_warp`]).
 //!
 //! A loop is "reached by every thread" when it sits at the top of the body or inside
 //! `Serial` loops and `If`s there: their conditions and extents cannot depend on the thread,
@@ -55,12 +54,6 @@ pub fn shape_of(body: &[Stmt], block_threads: Option<u32>) -> GpuLaunch {
             points_per_block: 1,
         };
     }
-    if let Some(warp) = warp_per_point(body) {
-        return GpuLaunch {
-            threads: BLOCK_THREADS,
-            points_per_block: BLOCK_THREADS / warp,
-        };
-    }
     if body.iter().any(has_shared_loop) {
         return GpuLaunch {
             threads: block_threads.unwrap_or(BLOCK_THREADS),
@@ -81,12 +74,10 @@ pub fn explicit_threads(body: &[Stmt]) -> bool {
     any_expr(body, &mut |e| matches!(e, Expr::Thread))
 }
 
-/// The warp width, for kernels that run **a warp per point**: those using matrix
-/// instructions (`Expr::Mma`) without explicit threads, which every lane of a warp executes
-/// together. Their bodies
-/// are straight-line code and `Serial` loops over block-uniform extents, so a warp's lanes
-/// never diverge before an `Mma`; each lane reads its place in the tiles from `Expr::Lane`.
-pub fn warp_per_point(body: &[Stmt]) -> Option<u32> {
+/// The warp width the kernel's matrix instructions (`Expr::Mma`) need, if it has any: every
+/// lane of a warp executes one together, so they appear only in kernels with explicit
+/// threads, reached by every lane; each lane reads its place in the tiles from `Expr::Lane`.
+pub fn matrix_warp(body: &[Stmt]) -> Option<u32> {
     let mut warp = None;
     any_expr(body, &mut |e| {
         if let Expr::Mma(op, ..) = e {

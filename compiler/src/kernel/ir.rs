@@ -184,12 +184,10 @@ pub enum Expr {
     /// `Mma(op, a, b, c)`: the warp's tiles of A and B (each lane's f32 registers of them,
     /// rounded to `op.input`) multiplied and added to the tile of C; each lane gets its
     /// registers of the result. Every lane of the warp must reach it together, so it
-    /// appears only in kernels whose points are warps (see [`Expr::Lane`]); the layouts
+    /// appears only in kernels with explicit threads (see [`Expr::Thread`]); the layouts
     /// are in `kernel::matrix`. Emitted only for targets whose schedule has a matrix unit.
     Mma(super::matrix::MatrixOp, Box<Expr>, Box<Expr>, Box<Expr>),
-    /// This thread's lane within its warp (an i64). A kernel that reads it runs a warp per
-    /// grid point (`kernel::gpu`), the lanes of a warp sharing the point, unless it also
-    /// reads [`Expr::Thread`].
+    /// This thread's lane within its warp (an i64), in kernels with explicit threads.
     Lane,
     /// This thread's index within its block (an i64). A kernel that reads it runs a block
     /// per grid point with **explicit threads**: every thread runs the whole body, dividing

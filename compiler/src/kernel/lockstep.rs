@@ -177,17 +177,6 @@ impl Block<'_> {
         let unit = op.unit;
         let (m, n, k) = unit.shape();
         let (a_len, b_len, c_len) = unit.fragment_lanes();
-        let lane_of = |e: Expr, lane: i64| -> Result<i64, String> {
-            let mut env = HashMap::new();
-            env.insert(0, Val::I(lane));
-            eval_int(
-                &super::ir::rewrite_bottom_up(e, &mut |x| match x {
-                    Expr::Lane => Expr::Var(0),
-                    x => x,
-                }),
-                &env,
-            )
-        };
         let round = |x: f32| half::f16::from_f32(x).to_f32();
         let mut out = HashMap::new();
         for warp in live
@@ -204,23 +193,23 @@ impl Block<'_> {
             let mut tc = vec![vec![0.0f64; n as usize]; m as usize];
             for (lane, &t) in lanes.iter().enumerate() {
                 let l = lane as i64;
-                let group = lane_of(unit.k_group(i(l)), l)? * unit.k_per_lane();
+                let group = constant(&unit.k_group(i(l)))? * unit.k_per_lane();
                 let av = self.eval(a, t)?.floats()?;
                 let bv = self.eval(b, t)?.floats()?;
                 let cv = self.eval(c, t)?.floats()?;
                 for e in 0..a_len as i64 {
                     let (off, local) = unit.a_elem(e);
-                    let row = lane_of(unit.a_row(i(l)), l)? + off;
+                    let row = constant(&unit.a_row(i(l)))? + off;
                     ta[row as usize][(group + local) as usize] = round(av[e as usize]) as f64;
                 }
                 for e in 0..b_len as i64 {
-                    let col = lane_of(unit.b_col(i(l)), l)?;
+                    let col = constant(&unit.b_col(i(l)))?;
                     tb[col as usize][(group + unit.b_elem(e)) as usize] =
                         round(bv[e as usize]) as f64;
                 }
                 for e in 0..c_len as i64 {
                     let (r, col) = unit.c_elem(i(l), e);
-                    tc[lane_of(r, l)? as usize][lane_of(col, l)? as usize] = cv[e as usize] as f64;
+                    tc[constant(&r)? as usize][constant(&col)? as usize] = cv[e as usize] as f64;
                 }
             }
             for (lane, &t) in lanes.iter().enumerate() {
@@ -228,7 +217,7 @@ impl Block<'_> {
                 let mut d = Vec::with_capacity(c_len as usize);
                 for e in 0..c_len as i64 {
                     let (r, col) = unit.c_elem(i(l), e);
-                    let (r, col) = (lane_of(r, l)? as usize, lane_of(col, l)? as usize);
+                    let (r, col) = (constant(&r)? as usize, constant(&col)? as usize);
                     let dot: f64 = (0..k as usize).map(|kk| ta[r][kk] * tb[col][kk]).sum();
                     d.push((tc[r][col] + dot) as f32);
                 }
@@ -328,12 +317,11 @@ pub(crate) fn int_op(op: BOp, a: i64, b: i64) -> Result<i64, String> {
     })
 }
 
-/// An integer expression of literals and variable 0 (a layout's lane).
-fn eval_int(e: &Expr, env: &HashMap<VarId, Val>) -> Result<i64, String> {
+/// A layout's expression for a given lane: literals and integer arithmetic only.
+pub(crate) fn constant(e: &Expr) -> Result<i64, String> {
     match e {
         Expr::Lit(Lit::I64(v)) => Ok(*v),
-        Expr::Var(v) => env.get(v).ok_or("a layout reads a variable")?.int(),
-        Expr::Binary(op, a, b) => int_op(*op, eval_int(a, env)?, eval_int(b, env)?),
+        Expr::Binary(op, a, b) => int_op(*op, constant(a)?, constant(b)?),
         other => Err(format!("{other} in a layout")),
     }
 }

@@ -174,7 +174,6 @@ impl MatrixUnit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::Lit;
     use std::collections::HashMap;
 
     const UNITS: [MatrixUnit; 4] = [
@@ -185,21 +184,7 @@ mod tests {
     ];
 
     fn eval(e: &Expr) -> i64 {
-        use crate::kernel::BOp;
-        match e {
-            Expr::Lit(Lit::I64(v)) => *v,
-            Expr::Binary(op, a, b) => {
-                let (a, b) = (eval(a), eval(b));
-                match op {
-                    BOp::Add => a + b,
-                    BOp::Mul => a * b,
-                    BOp::Div => a / b,
-                    BOp::Rem => a % b,
-                    other => panic!("{other:?} in a layout"),
-                }
-            }
-            other => panic!("{other:?} in a layout"),
-        }
+        crate::kernel::lockstep::constant(e).unwrap()
     }
 
     /// How many times each (row or column, K) pair of A or B is held: every pair of the

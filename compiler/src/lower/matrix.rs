@@ -196,7 +196,8 @@ impl Staged {
 
     /// The copies of one step into `stage`: the block's threads take consecutive chunks, a
     /// row's chunks in neighbouring threads, so each warp reads whole rows of the step (64
-    /// or 128 contiguous bytes each). `line(row)` is the operand's element at the row's first K position `k0`.
+    /// or 128 contiguous bytes each). `line(ctx, row, k)` is the operand's element at row
+    /// `row` of the tile and K position `k`; the step starts at `k0`.
     fn copies(
         &self,
         ctx: &mut Ctx,
@@ -473,19 +474,13 @@ pub(super) fn kernel(
     }
     grid.truncate(nb + 2);
     let (mut kernel, args) = ctx.finish(name, grid, body, 1);
-    let rows = |st: &Staged| (stages * st.stage_len()) as u32;
-    kernel.locals = vec![
-        LocalBuf {
-            dtype: a_dtype,
-            len: rows(&sa),
+    kernel.locals = [(a_dtype, &sa), (b_dtype, &sb)]
+        .map(|(dtype, st)| LocalBuf {
+            dtype,
+            len: (stages * st.stage_len()) as u32,
             shared: true,
-        },
-        LocalBuf {
-            dtype: b_dtype,
-            len: rows(&sb),
-            shared: true,
-        },
-    ];
+        })
+        .to_vec();
     kernel.block_threads = Some(threads as u32);
     Ok((kernel, args))
 }

@@ -298,8 +298,9 @@ output \"y\" = %y
     let k = kernel("f16", "cuda:sm_90");
     let shown = k.to_string();
     assert!(shown.contains("mma<MmaM16N8K16 f16>"), "{shown}");
-    assert_eq!(crate::kernel::gpu::warp_per_point(&k.body), Some(32));
-    // ceil(100 / 64) x ceil(72 / 64) warps.
+    assert_eq!(crate::kernel::gpu::matrix_warp(&k.body), Some(32));
+    assert!(crate::kernel::gpu::explicit_threads(&k.body));
+    // ceil(100 / 128) x ceil(72 / 64) blocks of four warps (64 x 32 outputs each).
     assert_eq!(k.grid.len(), 2);
     assert!(kernel("bf16", "hip:gfx90a")
         .to_string()

@@ -34,7 +34,7 @@ pub fn copy<'ctx>(
     let (to_ptr, _) = em.element_ptr(dst, to)?;
     let (from_ptr, _) = em.element_ptr(src, from)?;
     let bytes = lanes as u32 * dtype.size_bytes() as u32;
-    let background = em.gpu.as_ref().is_some_and(has_async_copy)
+    let background = em.gpu.is_some_and(has_async_copy)
         && bytes == ASYNC_BYTES
         && matches!(src, Buf::Arg(_))
         && matches!(dst, Buf::Local(l) if em.k.locals[l as usize].shared);
@@ -64,14 +64,13 @@ pub fn copy<'ctx>(
 pub fn await_copies(em: &mut Emitter<'_, '_>, in_flight: u8) -> Result<(), Fail> {
     let gpu = em
         .gpu
-        .clone()
         .ok_or_else(|| Fail::msg("a block barrier outside a GPU kernel"))?;
-    if has_async_copy(&gpu) {
+    if has_async_copy(gpu) {
         call(em, "llvm.nvvm.cp.async.commit.group", &[])?;
         let n = em.ctx.i32_type().const_int(in_flight as u64, false);
         call(em, "llvm.nvvm.cp.async.wait.group", &[n.into()])?;
     }
-    primitives::barrier(em, &gpu)
+    primitives::barrier(em, gpu)
 }
 
 /// `cp.async` exists from sm_80 (PTX ISA 7.0).

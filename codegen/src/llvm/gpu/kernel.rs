@@ -1,10 +1,9 @@
 //! One kernel -> one GPU entry point (see the module doc for the ABI).
 //!
 //! Explicit threads: every thread of block `b` runs the whole body for the points `b, b +
-//! block count, ...`, reading its index from `Expr::Thread`; shared locals are arrays in the
-//! block's shared memory and `Stmt::Await` is the barrier (`copies.rs`).
-//! A warp per point (kernels on matrix instructions): warp `w` of a block runs the body
-//! for its points with every lane, reading its lane from `Expr::Lane`. A thread per point:
+//! block count, ...`, reading its index from `Expr::Thread` and its lane from `Expr::Lane`;
+//! shared locals are arrays in the block's shared memory and `Stmt::Await` is the barrier
+//! (`copies.rs`). A thread per point:
 //! each thread takes the points `id, id + total threads, ...` (`id` its global thread
 //! index) and runs the body on its own. A block per point: each block takes the points
 //! `b, b + block count, ...`; statements reached by every thread run in every thread (stores
@@ -22,8 +21,8 @@ use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{GlobalValue, IntValue};
 use inkwell::{AddressSpace, IntPredicate};
 use kiln_compiler::kernel::gpu::{
-    explicit_threads, has_shared_loop, launch_shape, max_reduction_group, reduction_group,
-    warp_per_point,
+    explicit_threads, has_shared_loop, launch_shape, matrix_warp, max_reduction_group,
+    reduction_group,
 };
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
@@ -98,7 +97,7 @@ pub fn emit<'ctx>(
         dp4a: desc.arch == super::GpuArch::Nvptx,
         split_byte_runs: desc.arch == super::GpuArch::Nvptx,
         thread: None,
-        gpu: Some(desc.clone()),
+        gpu: Some(desc),
     };
     let explicit = explicit_threads(&k.body);
     for (at, l) in k.locals.iter().enumerate() {
@@ -107,8 +106,8 @@ pub fn emit<'ctx>(
             return Err(Fail::msg(if l.shared {
                 "a shared local in a kernel without explicit threads"
             } else {
-                "a thread's own local array in a kernel of explicit threads or a block per \
-                 point (only shared locals are allocated there)"
+                "a thread's own local array in a kernel of explicit threads (only shared \
+                 locals are allocated there)"
             }));
         }
         if !l.shared && launch.block_per_point() {
@@ -126,8 +125,15 @@ pub fn emit<'ctx>(
     }
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let g = Gpu::new(&mut em, desc, launch.threads)?;
+    let warp = matrix_warp(&k.body);
+    if warp.is_some() && !explicit {
+        return Err(Fail::msg(
+            "matrix instructions in a kernel without explicit threads (a warp's lanes must \
+             reach them together)",
+        ));
+    }
     if explicit {
-        if let Some(warp) = warp_per_point(&k.body) {
+        if let Some(warp) = warp {
             check_warp(warp, desc)?;
         }
         // Every thread runs the body for the block's points `b, b + blocks, ...`.
@@ -135,21 +141,6 @@ pub fn emit<'ctx>(
         em.thread = Some(g.thread);
         em.lane = Some(em.b.build_int_unsigned_rem(g.thread, w, "lane")?);
         em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
-            em.grid = decompose(em, p, &extents)?;
-            stmts(em, &k.body)
-        })?;
-    } else if let Some(warp) = warp_per_point(&k.body) {
-        check_warp(warp, desc)?;
-        // Warp `w` of block `b` takes the points `b * W + w, + blocks * W, ...` (W warps per
-        // block); every lane of a warp runs the same points, so the warp stays converged.
-        let w = i64t.const_int(warp as u64, false);
-        let per_block = i64t.const_int(launch.points_per_block as u64, false);
-        em.lane = Some(em.b.build_int_unsigned_rem(g.thread, w, "lane")?);
-        let wid = em.b.build_int_unsigned_div(g.thread, w, "warp")?;
-        let first = em.b.build_int_mul(g.block, per_block, "w0")?;
-        let first = em.b.build_int_add(first, wid, "p0")?;
-        let step = em.b.build_int_mul(g.blocks, per_block, "stride")?;
-        em.strided_loop(first, points, step, &mut |em, p| {
             em.grid = decompose(em, p, &extents)?;
             stmts(em, &k.body)
         })?;
