@@ -12,6 +12,7 @@
 # step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
 # SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
 # MATMUL_KNOBS="VAR=VALUE ..." benchmarks the half matmuls under other blockings;
+# MATMUL_PROFILE=1 profiles the f16 matmul at 4096^3;
 # CUDA_VARIANTS / VULKAN_VARIANTS run suites again under settings (see below). With
 # .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the quantized matvecs and every model
 # are benchmarked with that binary too.
@@ -110,10 +111,11 @@ else
   run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
   run_test llama-cuda-q8-activations llama_reference cuda_quantized_activations_match
   # CUDA_VARIANTS="VAR=VAL ...": the CUDA conformance suite again under each setting (the
-  # compile-time knobs of the lowering, e.g. KILN_GPU_DOT_THREADS=64). By default the
-  # large matmuls' plan (lower/matrix.rs), which the suite's shapes are too small to take.
+  # compile-time knobs of the lowering, e.g. KILN_GPU_DOT_THREADS=64; several at once
+  # joined by commas). By default the large matmuls' plan (lower/matrix.rs), which the
+  # suite's shapes are too small to take.
   for v in ${CUDA_VARIANTS-KILN_GPU_MMA_LARGE=1}; do
-    (export "$v"; status=0
+    (export ${v//,/ }; status=0
      run_test "conformance-cuda-$v" conformance conformance_cuda; exit $status) || status=1
   done
   if [ "$quick" != 1 ]; then
@@ -226,6 +228,26 @@ if [ "${MATVEC_PROFILE:-0}" = 1 ]; then
     ncu -i "$OUT/ncu-mv-$fmt.ncu-rep" --page details >"$OUT/ncu-mv-$fmt.txt" 2>&1
     ncu -i "$OUT/ncu-mv-$fmt.ncu-rep" --page source --print-source sass --csv >"$OUT/sass-mv-$fmt.csv" 2>&1
     note "### $fmt: $(grep -E 'Duration|DRAM Throughput|Memory Throughput' "$OUT/ncu-mv-$fmt.txt" | head -3 | tr -s ' ' | tr '\n' ';')"
+  done
+fi
+# MATMUL_PROFILE=1: the f16 matmul at 4096^3 (C = A B^T) under Nsight Compute's full set of
+# sections, with the SASS and the stall reasons of each instruction; MATMUL_PROFILE_KNOBS
+# ("VAR=V,VAR=V ...", each item one compile) profiles other blockings too.
+if [ "${MATMUL_PROFILE:-0}" = 1 ]; then
+  note "## matmul profile (cuda:sm_$cap)"
+  printf 'kir 1\n%%a = input "a" f16[4096,4096]\n%%b = param "b" f16[4096,4096]\n%%c = matmul %%a, %%b transpose_a=false transpose_b=true\noutput "c" = %%c\n' >/tmp/mm.kir
+  for knobs in default ${MATMUL_PROFILE_KNOBS:-}; do
+    tag=mm-${knobs//[=,]/-}
+    settings=${knobs//,/ }
+    [ "$knobs" = default ] && settings=
+    env $settings $bin/kiln compile /tmp/mm.kir -t "cuda:sm_$cap" -o /tmp/$tag.kiln -q --seed 1 &&
+      timeout 240 ncu --set full --import-source no -k regex:matmul --launch-count 1 -f -o "$OUT/ncu-$tag" \
+        $bin/kiln run /tmp/$tag.kiln --random-inputs >"$LOGS/ncu-$tag.log" 2>&1
+    ncu -i "$OUT/ncu-$tag.ncu-rep" --page details >"$OUT/ncu-$tag.txt" 2>&1
+    ncu -i "$OUT/ncu-$tag.ncu-rep" --page source --print-source sass --csv >"$OUT/sass-$tag.csv" 2>&1
+    ncu -i "$OUT/ncu-$tag.ncu-rep" --page raw | grep -E 'warp_issue_stalled.*per_warp_active|pipe_tensor|inst_executed_pipe|l1tex__data_bank|shared_op' >"$OUT/raw-$tag.txt" 2>&1
+    rm -f "$OUT/ncu-$tag.ncu-rep"
+    note "### $knobs: $(grep -E ' Duration|Compute \(SM\) Throughput|Achieved Occupancy|No Eligible|Registers Per' "$OUT/ncu-$tag.txt" | tr -s ' ' | tr '\n' ';')"
   done
 fi
 note "## models: kiln bench (pp512, tg128) on the GPU"

@@ -381,6 +381,7 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
                 GpuBlocks {
                     threads: shape.threads,
                     points_per_block: shape.points_per_block,
+                    shared_bytes: shape.shared_bytes,
                 }
             }),
         })

@@ -86,6 +86,7 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // Measured on NVIDIA's (docs/perf.md, 2026-12-06); HIP keeps 256 threads
                 // until an AMD GPU measures it.
                 narrow_dot_blocks: matches!(target, Target::Cuda(_)),
+                shared_bytes: shared_bytes(target.family(), arch),
                 ..Schedule::gpu()
             });
         }
@@ -122,6 +123,28 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
         half_bits: opts.llvm_ops && desc.half_conversions,
         ..Schedule::for_vector_bits(bits)
     })
+}
+
+/// Shared memory a block may use on GPUs of `arch`, opted into at load time where needed
+/// (`runtime::cuda`). Code for a capability also runs on later ones, so CUDA's limit is the
+/// least of every GPU from that capability on: 99 KiB from sm_80 (sm_86, sm_89 and sm_120
+/// have no more). Code for `sm_90a` or `sm_100a` runs only on that capability, which has
+/// 227 KiB. AMD's LDS holds 64 KiB.
+fn shared_bytes(api: &str, arch: &str) -> u32 {
+    let base = Schedule::gpu().shared_bytes;
+    match api {
+        "cuda" => {
+            let digits = arch.trim_start_matches("sm_");
+            let specific = digits.ends_with('a');
+            match digits.trim_end_matches('a').parse::<u32>() {
+                Ok(90 | 100) if specific => 227 << 10,
+                Ok(sm) if sm >= 80 => 99 << 10,
+                _ => base,
+            }
+        }
+        "hip" => 64 << 10,
+        _ => base,
+    }
 }
 
 pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compiled, CompileError> {

@@ -48,6 +48,9 @@ pub struct Schedule {
     /// (`lower::gpu_dot::block_threads`): CUDA, where they were faster. Every GPU code
     /// generator takes a kernel's own block size; on Vulkan they were slower (pipeline.rs).
     pub narrow_dot_blocks: bool,
+    /// Bytes of shared memory a GPU block may use (`lower::matrix` plans its staging
+    /// within it); 0 on CPUs.
+    pub shared_bytes: u32,
 }
 
 impl Schedule {
@@ -75,6 +78,7 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
+            shared_bytes: 0,
         }
     }
 
@@ -107,6 +111,7 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
+            shared_bytes: 0,
         }
     }
 
@@ -117,6 +122,10 @@ impl Schedule {
             gpu: true,
             // Eight halves: one 16-byte load per thread and step.
             gpu_dot_lanes: 8,
+            // What every GPU kiln targets allows a block without asking (CUDA's static
+            // limit; AMD's LDS holds 64 KiB; Vulkan guarantees less, but its kernels
+            // declare no shared locals).
+            shared_bytes: 48 << 10,
             ..Schedule::scalar()
         }
     }

@@ -79,6 +79,14 @@ impl Launch {
 pub struct GpuBlocks {
     pub threads: u32,
     pub points_per_block: u32,
+    /// Dynamic shared memory each block gets, in bytes (the kernel's shared locals; absent
+    /// in artifacts whose kernels declared all their shared memory statically).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_bytes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl GpuBlocks {
@@ -364,6 +372,7 @@ mod tests {
             gpu: Some(GpuBlocks {
                 threads: 256,
                 points_per_block: 8,
+                shared_bytes: 0,
             }),
             guard,
         };
@@ -411,6 +420,7 @@ mod tests {
         let b = |threads, points_per_block| GpuBlocks {
             threads,
             points_per_block,
+            shared_bytes: 0,
         };
         for ok in [b(256, 1), b(256, 8), b(256, 4), b(256, 256)] {
             assert!(ok.check().is_ok(), "{ok:?}");

@@ -269,7 +269,7 @@ impl Emitter<'_, '_> {
                     self.b.ins().fadd(p, z)
                 }
             }
-            Expr::Mma(..) | Expr::Lane | Expr::Thread => {
+            Expr::Mma(..) | Expr::LoadMatrix { .. } | Expr::Lane | Expr::Thread => {
                 return Err("matrix instructions are GPU code (CUDA and HIP targets)".to_string())
             }
             Expr::DotBytes(..) | Expr::DotSignedBytes(..) | Expr::LaneSums(..) => {

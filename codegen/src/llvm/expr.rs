@@ -9,6 +9,7 @@ use inkwell::module::Module;
 use inkwell::types::BasicTypeEnum;
 use inkwell::values::{BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
+use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, Expr, Kernel, Lit, RedOp, UOp, VarId};
 use kiln_ir::DType;
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct Emitter<'a, 'ctx> {
     /// The GPU the kernel is for (`None` on CPUs): block barriers and background copies
     /// (`gpu/copies.rs`) are spelled per instruction set.
     pub gpu: Option<&'a super::gpu::GpuDesc>,
+    /// What the kernel's indices are provably multiples of (`kernel::align`).
+    pub alignment: Alignment<'a>,
     /// The target places a byte under constant bytes in one instruction (NVPTX `prmt`;
     /// see `gpu/byte_permute.rs`).
     pub byte_permute: bool,
@@ -241,7 +244,34 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         Ok((p, dtype))
     }
 
-    pub fn load(&mut self, buf: Buf, index: IntValue<'ctx>, lanes: u8) -> Result<V<'ctx>, Fail> {
+    /// The alignment in bytes of a read of `lanes` elements of `buf` from `index`: the
+    /// element's size, or, on GPUs, what `kernel::align` proves of the index (buffers and
+    /// shared locals start at multiples of 16 bytes), up to the read's size. LLVM cannot
+    /// always see it through swizzled indices, and a read it believes misaligned is split.
+    fn proven_alignment(&self, buf: Buf, index: &Expr, lanes: u8) -> u32 {
+        let size = self.base(buf).1.size_bytes() as u64;
+        let starts_aligned = match buf {
+            Buf::Arg(_) => self.gpu.is_some(),
+            Buf::Local(l) => self.k.locals[l as usize].shared,
+        };
+        if lanes < 2 || !starts_aligned {
+            return size as u32;
+        }
+        let most = (size * lanes as u64).min(16);
+        let mut bytes = size;
+        while bytes * 2 <= most && self.alignment.multiple_of(index, bytes * 2 / size) {
+            bytes *= 2;
+        }
+        bytes as u32
+    }
+
+    pub fn load(
+        &mut self,
+        buf: Buf,
+        index: IntValue<'ctx>,
+        lanes: u8,
+        align: u32,
+    ) -> Result<V<'ctx>, Fail> {
         let (p, dtype) = self.element_ptr(buf, index)?;
         let elem = storage_type(self.ctx, dtype);
         let ty: BasicTypeEnum = if lanes > 1 {
@@ -251,8 +281,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         };
         let raw = self.b.build_load(ty, p, "ld")?;
         if let Some(inst) = raw.as_instruction_value() {
-            inst.set_alignment(dtype.size_bytes() as u32)
-                .map_err(Fail::msg)?;
+            inst.set_alignment(align).map_err(Fail::msg)?;
         }
         self.widen_from_storage(raw, dtype)
     }
@@ -402,7 +431,8 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 Some(v) => v,
                 None => {
                     let i = self.expr(index)?.into_int_value();
-                    self.load(*buf, i, *lanes)?
+                    let align = self.proven_alignment(*buf, index, *lanes);
+                    self.load(*buf, i, *lanes, align)?
                 }
             },
             Expr::Splat { value, lanes } => {
@@ -470,6 +500,10 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             Expr::Mma(op, a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
                 super::gpu::matrix::multiply_accumulate(self, *op, x, y, z)?
+            }
+            Expr::LoadMatrix { buf, index, count } => {
+                let i = self.expr(index)?.into_int_value();
+                super::gpu::matrix::load_matrix(self, *buf, i, *count)?
             }
             Expr::Lane => self
                 .lane

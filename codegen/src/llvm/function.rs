@@ -13,6 +13,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
 use inkwell::values::{BasicMetadataValueEnum, IntValue};
 use inkwell::AddressSpace;
+use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::{Expr, Kernel, LoopKind, RedOp, Stmt, VarId};
 use kiln_compiler::CpuDesc;
 use std::collections::HashMap;
@@ -121,6 +122,7 @@ fn emit<'ctx>(
         thread: None,
         gpu: None,
         lane: None,
+        alignment: Alignment::of(k),
     };
     for l in &k.locals {
         let ty = super::expr::storage_type(ctx, l.dtype);

@@ -126,6 +126,7 @@ impl Display for Expr {
             Expr::GridIdx(i) => write!(f, "g{i}"),
             Expr::Load { buf, index, lanes } if *lanes > 1 => write!(f, "{buf}[{index}]x{lanes}"),
             Expr::Load { buf, index, .. } => write!(f, "{buf}[{index}]"),
+            Expr::LoadMatrix { buf, index, count } => write!(f, "ldmatrix{count}({buf}[{index}])"),
             Expr::Splat { value, lanes } => write!(f, "splat{lanes}({value})"),
             Expr::Lanes(v) => {
                 let mut s = String::new();

@@ -33,6 +33,10 @@ pub struct GpuLaunch {
     pub threads: u32,
     /// Grid points one block covers: `threads` (a thread per point) or 1 (a block per point).
     pub points_per_block: u32,
+    /// Bytes of shared memory the launch gives each block for the kernel's shared locals
+    /// ([`shared_offsets`]): the block's dynamic shared memory, so a kernel may use more
+    /// than the 48 KiB CUDA allows a static declaration (the runtime opts in).
+    pub shared_bytes: u32,
 }
 
 impl GpuLaunch {
@@ -42,7 +46,28 @@ impl GpuLaunch {
 }
 
 pub fn launch_shape(k: &super::Kernel) -> GpuLaunch {
-    shape_of(&k.body, k.block_threads)
+    GpuLaunch {
+        shared_bytes: shared_offsets(&k.locals).1,
+        ..shape_of(&k.body, k.block_threads)
+    }
+}
+
+/// Where each shared local starts in the block's shared memory (`None` for a thread's own
+/// locals), each at a multiple of 16 bytes so copies and vector reads of 16 bytes are
+/// single instructions, and the bytes all of them take.
+pub fn shared_offsets(locals: &[super::LocalBuf]) -> (Vec<Option<u32>>, u32) {
+    let mut end = 0u32;
+    let offsets = locals
+        .iter()
+        .map(|l| {
+            l.shared.then(|| {
+                let at = end.next_multiple_of(16);
+                end = at + l.len * l.dtype.size_bytes() as u32;
+                at
+            })
+        })
+        .collect();
+    (offsets, end.next_multiple_of(16))
 }
 
 /// The launch of a kernel with `body`; `block_threads` (see `Kernel::block_threads`)
@@ -52,17 +77,20 @@ pub fn shape_of(body: &[Stmt], block_threads: Option<u32>) -> GpuLaunch {
         return GpuLaunch {
             threads: block_threads.unwrap_or(BLOCK_THREADS),
             points_per_block: 1,
+            shared_bytes: 0,
         };
     }
     if body.iter().any(has_shared_loop) {
         return GpuLaunch {
             threads: block_threads.unwrap_or(BLOCK_THREADS),
             points_per_block: 1,
+            shared_bytes: 0,
         };
     }
     GpuLaunch {
         threads: BLOCK_THREADS,
         points_per_block: BLOCK_THREADS,
+        shared_bytes: 0,
     }
 }
 
@@ -198,6 +226,20 @@ mod tests {
         assert!(explicit_threads(&body));
         // Without a thread index the same statements would be a thread per point.
         assert!(!explicit_threads(&body[1..]));
+    }
+
+    #[test]
+    fn shared_locals_get_aligned_places_in_the_launch_shared_memory() {
+        let local = |dtype, len, shared| super::super::LocalBuf { dtype, len, shared };
+        let locals = [
+            local(kiln_ir::DType::F16, 9, true),
+            local(kiln_ir::DType::F32, 4, false),
+            local(kiln_ir::DType::F32, 3, true),
+        ];
+        // 18 bytes of halves, then the f32s at the next multiple of 16; the thread's own
+        // local takes no shared memory.
+        assert_eq!(shared_offsets(&locals), (vec![Some(0), None, Some(32)], 48));
+        assert_eq!(shared_offsets(&locals[1..2]), (vec![None], 0));
     }
 
     #[test]

@@ -187,6 +187,19 @@ pub enum Expr {
     /// appears only in kernels with explicit threads (see [`Expr::Thread`]); the layouts
     /// are in `kernel::matrix`. Emitted only for targets whose schedule has a matrix unit.
     Mma(super::matrix::MatrixOp, Box<Expr>, Box<Expr>, Box<Expr>),
+    /// NVIDIA's `ldmatrix`: the warp reads `count` (1, 2 or 4) matrices of 8 x 8 16-bit
+    /// elements from shared local `buf`, lane `8j + r` naming in `index` the first element
+    /// of row `r` of matrix `j` (8 consecutive elements, 16-byte aligned); each lane gets,
+    /// of every matrix in turn, the two elements of row `lane / 4` at columns `2 (lane %
+    /// 4)` and the next: `2 * count` lanes, widened as a load's. That is `mma.sync`'s
+    /// register layout, so one read gives a whole fragment, where lanes reading for
+    /// themselves would gather it from two rows. In kernels with explicit threads only,
+    /// where the warp reaches it together.
+    LoadMatrix {
+        buf: Buf,
+        index: Box<Expr>,
+        count: u8,
+    },
     /// This thread's lane within its warp (an i64), in kernels with explicit threads.
     Lane,
     /// This thread's index within its block (an i64). A kernel that reads it runs a block
@@ -515,6 +528,11 @@ pub fn rewrite_bottom_up(e: Expr, f: &mut impl FnMut(Expr) -> Expr) -> Expr {
         Expr::DotBytes(a, b, c, w) => Expr::DotBytes(r(a, f), r(b, f), r(c, f), w.map(|w| r(w, f))),
         Expr::DotSignedBytes(a, b, c) => Expr::DotSignedBytes(r(a, f), r(b, f), r(c, f)),
         Expr::Mma(op, a, b, c) => Expr::Mma(op, r(a, f), r(b, f), r(c, f)),
+        Expr::LoadMatrix { buf, index, count } => Expr::LoadMatrix {
+            buf,
+            index: r(index, f),
+            count,
+        },
         Expr::Cmp(c, a, b) => Expr::Cmp(c, r(a, f), r(b, f)),
         Expr::Select(c, a, b) => Expr::Select(r(c, f), r(a, f), r(b, f)),
         Expr::Cast(t, a) => Expr::Cast(t, r(a, f)),
@@ -582,6 +600,7 @@ impl Expr {
     pub fn children(&self) -> Vec<&Expr> {
         match self {
             Expr::Load { index: a, .. }
+            | Expr::LoadMatrix { index: a, .. }
             | Expr::Splat { value: a, .. }
             | Expr::Unary(_, a)
             | Expr::Cast(_, a)

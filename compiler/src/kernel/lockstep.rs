@@ -88,6 +88,9 @@ impl Block<'_> {
             | Stmt::Assign { var, value } => {
                 let vals = match value {
                     Expr::Mma(op, a, b, c) => self.mma(*op, a, b, c, &live)?,
+                    Expr::LoadMatrix { buf, index, count } => {
+                        self.load_matrix(*buf, index, *count, &live)?
+                    }
                     _ => live
                         .iter()
                         .map(|&t| self.eval(value, t))
@@ -166,6 +169,43 @@ impl Block<'_> {
     }
 
     /// `Mma` for every warp with a live thread (all its lanes must be live).
+    /// `Expr::LoadMatrix` for every warp of `live` at once (see its doc).
+    fn load_matrix(
+        &self,
+        buf: Buf,
+        index: &Expr,
+        count: u8,
+        live: &[usize],
+    ) -> Result<Vec<Val>, String> {
+        let Buf::Local(l) = buf else {
+            return Err("ldmatrix from a buffer that is not shared".into());
+        };
+        let src = &self.locals[l as usize];
+        let mut out = Vec::with_capacity(live.len());
+        for &t in live {
+            let warp = t / self.warp;
+            let lane = t % self.warp;
+            let mut v = Vec::with_capacity(2 * count as usize);
+            for j in 0..count as usize {
+                let namer = warp * self.warp + 8 * j + lane / 4;
+                if !live.contains(&namer) {
+                    return Err("an ldmatrix some lanes of the warp skip".into());
+                }
+                let row = self.eval(index, namer)?.int()? as usize;
+                if !row.is_multiple_of(8) {
+                    return Err(format!("ldmatrix row at {row}, not 16-byte aligned"));
+                }
+                let at = row + 2 * (lane % 4);
+                let pair = src
+                    .get(at..at + 2)
+                    .ok_or_else(|| format!("ldmatrix at {at} past {}", src.len()))?;
+                v.extend_from_slice(pair);
+            }
+            out.push(Val::V(v));
+        }
+        Ok(out)
+    }
+
     fn mma(
         &self,
         op: MatrixOp,

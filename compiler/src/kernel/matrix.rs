@@ -123,6 +123,41 @@ impl MatrixUnit {
         }
     }
 
+    /// The instruction's own K index of element `local` of `lane`'s group (without the
+    /// relabelling above): where a lane must read when its fragment is assembled from
+    /// short reads instead of one run. On `mma.sync` a lane's four hold 2t, 2t + 1, 2t + 8
+    /// and 2t + 9 (t = lane % 4); the AMD units' are consecutive. It is
+    /// [`MatrixUnit::k_lane`] plus [`MatrixUnit::k_offset`].
+    pub fn k_position(self, lane: Expr, local: i64) -> Expr {
+        add(self.k_lane(lane), i(self.k_offset(local)))
+    }
+
+    /// The part of [`MatrixUnit::k_position`] that depends on the lane.
+    pub fn k_lane(self, lane: Expr) -> Expr {
+        match self {
+            MatrixUnit::MmaM16N8K16 => mul(rem(lane, i(4)), i(2)),
+            _ => mul(self.k_group(lane), i(self.k_per_lane())),
+        }
+    }
+
+    /// The part of [`MatrixUnit::k_position`] that depends on the element: a multiple of
+    /// 8 at the start of each [`MatrixUnit::k_piece`].
+    pub fn k_offset(self, local: i64) -> i64 {
+        match self {
+            MatrixUnit::MmaM16N8K16 => (local & 1) + 8 * (local >> 1),
+            _ => local,
+        }
+    }
+
+    /// Consecutive elements of a lane's group that [`MatrixUnit::k_position`] puts at
+    /// consecutive K indices: the widest read of the instruction's own order.
+    pub fn k_piece(self) -> i64 {
+        match self {
+            MatrixUnit::MmaM16N8K16 => 2,
+            _ => self.k_per_lane(),
+        }
+    }
+
     /// The row of A `lane` holds (its first, for `mma.sync`'s two).
     pub fn a_row(self, lane: Expr) -> Expr {
         match self {
@@ -189,7 +224,9 @@ mod tests {
 
     /// How many times each (row or column, K) pair of A or B is held: every pair of the
     /// tile must be held, by the same number of lanes (RDNA3 repeats each twice).
-    fn coverage(unit: MatrixUnit, b: bool) -> HashMap<(i64, i64), usize> {
+    /// How often each (row or column, K) of A's or B's tile is held, with K relabelled or
+    /// (`hardware`) in the instruction's own order.
+    fn coverage(unit: MatrixUnit, b: bool, hardware: bool) -> HashMap<(i64, i64), usize> {
         let (m, n, k) = unit.shape();
         let (a_len, b_len, _) = unit.fragment_lanes();
         let mut held = HashMap::new();
@@ -206,7 +243,19 @@ mod tests {
                 } else {
                     eval(&unit.a_row(i(lane))) + off
                 };
-                let kk = eval(&unit.k_group(i(lane))) * unit.k_per_lane() + local;
+                let kk = if hardware {
+                    let kk = eval(&unit.k_position(i(lane), local));
+                    let first = local - local % unit.k_piece();
+                    let piece = eval(&unit.k_position(i(lane), first));
+                    assert_eq!(
+                        kk,
+                        piece + local - first,
+                        "{unit:?}: pieces are consecutive"
+                    );
+                    kk
+                } else {
+                    eval(&unit.k_group(i(lane))) * unit.k_per_lane() + local
+                };
                 assert!(
                     line < if b { n } else { m } && kk < k,
                     "{unit:?} out of tile"
@@ -221,13 +270,15 @@ mod tests {
     fn layouts_cover_each_tile_once() {
         for unit in UNITS {
             let (m, n, k) = unit.shape();
-            let a = coverage(unit, false);
-            let b = coverage(unit, true);
-            assert_eq!(a.len() as i64, m * k, "{unit:?} A");
-            assert_eq!(b.len() as i64, n * k, "{unit:?} B");
-            let copies = |h: &HashMap<_, usize>| h.values().copied().collect::<Vec<_>>();
-            let (ca, cb) = (copies(&a), copies(&b));
-            assert!(ca.iter().all(|&c| c == ca[0]) && cb.iter().all(|&c| c == cb[0]));
+            for hardware in [false, true] {
+                let a = coverage(unit, false, hardware);
+                let b = coverage(unit, true, hardware);
+                assert_eq!(a.len() as i64, m * k, "{unit:?} A");
+                assert_eq!(b.len() as i64, n * k, "{unit:?} B");
+                let copies = |h: &HashMap<_, usize>| h.values().copied().collect::<Vec<_>>();
+                let (ca, cb) = (copies(&a), copies(&b));
+                assert!(ca.iter().all(|&c| c == ca[0]) && cb.iter().all(|&c| c == cb[0]));
+            }
             let mut c = HashMap::new();
             let (_, _, c_len) = unit.fragment_lanes();
             for lane in 0..unit.warp() as i64 {

@@ -411,8 +411,14 @@ impl Cx {
             Expr::Var(v) => *self.vars.get(v)?,
             Expr::Load {
                 buf: Buf::Arg(b), ..
+            }
+            | Expr::LoadMatrix {
+                buf: Buf::Arg(b), ..
             } => Elem::of_storage(*self.bufs.get(*b as usize)?),
             Expr::Load {
+                buf: Buf::Local(b), ..
+            }
+            | Expr::LoadMatrix {
                 buf: Buf::Local(b), ..
             } => Elem::of_storage(*self.locals.get(*b as usize)?),
             Expr::Cast(t, _) | Expr::Bitcast(t, _) => *t,

@@ -76,10 +76,6 @@ pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> Option<MatrixOp> {
     (a_fits && k_fits).then_some(MatrixOp { unit, input })
 }
 
-/// Bytes of shared memory a block may declare statically on every GPU kiln targets (CUDA's
-/// limit without opting in per kernel; AMD's LDS holds 64 KiB).
-const SHARED_BYTES: i64 = 48 * 1024;
-
 /// Most steps along K staged at once: three keeps two steps' copies in flight while the
 /// warps multiply the third, as sm_80-style kernels do.
 const MAX_STAGES: i64 = 3;
@@ -97,23 +93,34 @@ struct Plan {
     warps: (i64, i64),
     substeps: i64,
     stages: i64,
+    order: Order,
 }
 
 impl Plan {
     /// Two plans, from measurements on one H100 (2026-12-06, docs/perf.md):
     /// - **large** matmuls ([`LARGE_OUTPUTS`] or more): warps of 64 x 64 outputs (all 255
-    ///   registers), two a block, steps of 64 along K, two stages: 4096^3 at 331-334
-    ///   TFLOP/s, where four warps a block ran 286-298 and steps of 32 with blocks of two
-    ///   293;
+    ///   registers), four a block (128 x 128), steps of 64 along K, three stages (96 KiB of
+    ///   shared memory), fragments read in pieces: 4096^3 at 338 TFLOP/s, where two warps a
+    ///   block with two stages (what fits 48 KiB) ran 312, and 283 reading whole runs;
     /// - otherwise warps of 64 x 32 outputs (166 registers), four a block, steps of 32,
-    ///   three stages: 512 x 2048 x 5632 (a 1B llama's prefill) at 215-218 TFLOP/s where the
-    ///   large plan ran 172-188, since blocks of 128 x 128 outputs leave much of the GPU
-    ///   idle there.
+    ///   three stages, whole runs: 512 x 2048 x 5632 (a 1B llama's prefill) at 215-218
+    ///   TFLOP/s (207 in pieces), where the large plan ran 172-188, since blocks of 128 x
+    ///   128 outputs leave much of the GPU idle there.
+    ///
+    /// Where the shared memory cannot hold a plan's stages, it takes fewer (two at least),
+    /// then fewer warps.
     ///
     /// `KILN_GPU_MMA_LARGE=0|1`, `KILN_GPU_MMA_WARP_COLS=32|64`, `KILN_GPU_MMA_WARPS_M`,
     /// `_N`, `KILN_GPU_MMA_SUBSTEPS` and `KILN_GPU_MMA_STAGES` ask for others at compile
-    /// time, to compare on a GPU; what does not fit K or shared memory is not taken.
-    fn choose(unit: MatrixUnit, outputs: Option<i64>, k: i64, sizes: (i64, i64)) -> Option<Plan> {
+    /// time, to compare on a GPU; what does not fit K or the `shared` bytes a block may use
+    /// (`Schedule::shared_bytes`) is not taken.
+    fn choose(
+        unit: MatrixUnit,
+        outputs: Option<i64>,
+        k: i64,
+        sizes: (i64, i64),
+        shared: i64,
+    ) -> Option<Plan> {
         let (um, un, uk) = unit.shape();
         let large = outputs.is_some_and(|o| o >= LARGE_OUTPUTS);
         let large = super::knob("KILN_GPU_MMA_LARGE", large as u8) == 1;
@@ -130,21 +137,20 @@ impl Plan {
             .unwrap_or(natural);
         let step_bytes =
             |(wm, wn): (i64, i64)| uk * substeps * (wm * 64 * sizes.0 + wn * cols * sizes.1);
-        let natural_warps = if large { (2, 1) } else { (2, 2) };
         let asked = (
-            super::knob("KILN_GPU_MMA_WARPS_M", natural_warps.0).clamp(1, 4),
-            super::knob("KILN_GPU_MMA_WARPS_N", natural_warps.1).clamp(1, 4),
+            super::knob("KILN_GPU_MMA_WARPS_M", 2).clamp(1, 4),
+            super::knob("KILN_GPU_MMA_WARPS_N", 2).clamp(1, 4),
         );
-        let warps = [asked, natural_warps, (1, 1)]
+        let warps = [asked, (2, 2), (2, 1), (1, 1)]
             .into_iter()
-            .find(|&w| 2 * step_bytes(w) <= SHARED_BYTES)?;
-        let fit = SHARED_BYTES / step_bytes(warps);
-        let natural_stages = if large { 2 } else { MAX_STAGES.min(fit) };
+            .find(|&w| 2 * step_bytes(w) <= shared)?;
+        let fit = shared / step_bytes(warps);
         Some(Plan {
             tiles: (64 / um, cols / un),
             warps,
             substeps,
-            stages: super::knob("KILN_GPU_MMA_STAGES", natural_stages).clamp(2, fit),
+            stages: super::knob("KILN_GPU_MMA_STAGES", MAX_STAGES).clamp(2, fit),
+            order: Order::asked(Order::Matrices),
         })
     }
 }
@@ -180,8 +186,24 @@ impl Staged {
     /// `mma.sync`; in rows of 128 bytes or more those would meet in the same banks, so odd
     /// rows swap neighbouring chunks (the copies store through the same map).
     fn at(&self, stage: Expr, row: Expr, chunk: Expr) -> Expr {
-        let chunk = if self.per_row * 16 >= 128 {
-            bin(BOp::Xor, chunk, rem(row.clone(), i(2)))
+        self.at_swizzled(stage, row.clone(), chunk, rem(row, i(8)))
+    }
+
+    /// [`Staged::at`], given `row_mod8`, the row's remainder by 8 (on which the swizzle
+    /// depends), in a form the reader may know better than `row % 8`.
+    fn at_swizzled(&self, stage: Expr, row: Expr, chunk: Expr, row_mod8: Expr) -> Expr {
+        // Chunk `c` of `row` lies at `c ^ swizzle(row)`, which gives each row of a group
+        // spanning 128 bytes of every 8 consecutive rows its own chunks: eight lanes reading
+        // the same chunk of eight rows (16-byte reads), or a warp reading the same word of
+        // eight rows and four chunks (4-byte reads), meet no two rows in the same bank.
+        let spread = self.per_row * 16 / 128;
+        let swizzle = if spread >= 1 {
+            mul(row_mod8, i(spread))
+        } else {
+            rem(div(row_mod8, i(128 / (self.per_row * 16))), i(self.per_row))
+        };
+        let chunk = if self.per_row > 1 {
+            bin(BOp::Xor, chunk, swizzle)
         } else {
             chunk
         };
@@ -192,6 +214,32 @@ impl Staged {
             ),
             mul(chunk, i(self.chunk)),
         )
+    }
+
+    /// `lanes` consecutive elements of `row` from K position `k + k_lane` of the step (in
+    /// one chunk), as one read; `k` a multiple of the chunk, and `row_mod8` the row's
+    /// remainder by 8. Written so that only `k` varies between a lane's reads: the
+    /// swizzled chunk is then one of a few values fixed for the whole loop, and each read's
+    /// address a constant offset from one of them.
+    fn element(
+        &self,
+        stage: &Expr,
+        row: Expr,
+        row_mod8: Expr,
+        k: i64,
+        k_lane: Expr,
+        lanes: i64,
+    ) -> Expr {
+        let at = self.element_at(stage, row, row_mod8, k, k_lane);
+        load_vec(self.local, at, lanes as u8)
+    }
+
+    /// The index [`Staged::element`] reads at.
+    fn element_at(&self, stage: &Expr, row: Expr, row_mod8: Expr, k: i64, k_lane: Expr) -> Expr {
+        debug_assert_eq!(k % self.chunk, 0);
+        let chunk = add(i(k / self.chunk), div(k_lane.clone(), i(self.chunk)));
+        let at = self.at_swizzled(stage.clone(), row, chunk, row_mod8);
+        add(at, rem(k_lane, i(self.chunk)))
     }
 
     /// The copies of one step into `stage`: the block's threads take consecutive chunks, a
@@ -288,14 +336,15 @@ pub(super) fn kernel(
         .as_known()
         .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
     let sizes = (a_dtype.size_bytes() as i64, b_dtype.size_bytes() as i64);
-    let plan = Plan::choose(unit, outputs, k_total, sizes)
+    let shared = ctx.schedule.shared_bytes as i64;
+    let plan = Plan::choose(unit, outputs, k_total, sizes, shared)
         .ok_or_else(|| LowerError::Internal("no matrix-unit plan fits shared memory".into()))?;
     let (tm, tn) = plan.tiles;
     let s = plan.substeps;
     let kl = unit.k_per_lane();
     let run = kl * s;
     let step = uk * s;
-    let (a_len, b_len, c_len) = unit.fragment_lanes();
+    let (_, _, c_len) = unit.fragment_lanes();
     let (warp_m, warp_n) = (tm * um, tn * un);
     let (wm, wn) = plan.warps;
     let stages = plan.stages;
@@ -385,54 +434,17 @@ pub(super) fn kernel(
         otherwise: Vec::new(),
     });
     let stage = bind(ctx, &mut each, rem(var(kk), i(stages)));
-    let stage = var(stage);
-    let mut a_runs = std::collections::HashMap::new();
-    for t in 0..tm {
-        for off in a_offsets(unit) {
-            let row = add(add(var(my_m), i(t * um + off)), unit.a_row(lane.clone()));
-            let chunk0 = mul(unit.k_group(lane.clone()), i(run / sa.chunk));
-            let value = sa.read(ctx, &mut each, &stage, row, chunk0, run);
-            a_runs.insert((t, off), bind(ctx, &mut each, value));
-        }
-    }
-    let mut b_runs = Vec::new();
-    for t in 0..tn {
-        let col = add(add(var(my_n), i(t * un)), unit.b_col(lane.clone()));
-        let chunk0 = mul(unit.k_group(lane.clone()), i(run / sb.chunk));
-        let value = sb.read(ctx, &mut each, &stage, col, chunk0, run);
-        b_runs.push(bind(ctx, &mut each, value));
-    }
-    for sub_step in 0..s {
-        let a_frags: Vec<VarId> = (0..tm)
-            .map(|t| {
-                let lanes = (0..a_len as i64)
-                    .map(|e| {
-                        let (off, local) = unit.a_elem(e);
-                        extract(var(a_runs[&(t, off)]), sub_step * kl + local)
-                    })
-                    .collect();
-                bind(ctx, &mut each, Expr::Lanes(lanes))
-            })
-            .collect();
-        let b_frags: Vec<VarId> = b_runs
-            .iter()
-            .map(|&r| {
-                let lanes = (0..b_len as i64)
-                    .map(|e| extract(var(r), sub_step * kl + unit.b_elem(e)))
-                    .collect();
-                bind(ctx, &mut each, Expr::Lanes(lanes))
-            })
-            .collect();
-        for (ti, &af) in a_frags.iter().enumerate() {
-            for (tj, &bf) in b_frags.iter().enumerate() {
-                let acc = accs[ti][tj];
-                each.push(Stmt::Assign {
-                    var: acc,
-                    value: mma(op, var(af), var(bf), var(acc)),
-                });
-            }
-        }
-    }
+    let warp_tile = WarpTile {
+        op,
+        my_m,
+        my_n,
+        run,
+        substeps: s,
+        a: &sa,
+        b: &sb,
+        stage: var(stage),
+    };
+    warp_tile.multiply(ctx, &mut each, &accs, plan.order);
     body.push(Stmt::Loop {
         var: kk,
         extent: i(steps),
@@ -485,6 +497,288 @@ pub(super) fn kernel(
     Ok((kernel, args))
 }
 
+/// How a warp reads its fragments of a step from shared memory. Every plan asks for
+/// `Matrices`, which falls back where it cannot apply (see [`WarpTile::multiply`]);
+/// `KILN_GPU_MMA_ORDER=whole|pieces|matrices` asks for one at compile time, to compare.
+/// Measured on one H100 (2026-12-06, docs/perf.md), 4096^3 f16 under the large plan:
+/// whole runs 283 TFLOP/s, pieces 338, matrices 370-388.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Order {
+    /// Each lane's run of every row it holds, in 16-byte reads (K relabelled so the run
+    /// is consecutive, `kernel::matrix`), then every product: few reads, and on AMD's
+    /// units each fragment is one row's run; on `mma.sync` each A fragment pairs two rows,
+    /// which the assembler gathers with a move per register per instruction.
+    Whole,
+    /// Per instruction step, each fragment read in the instruction's own K order a piece
+    /// at a time, straight into the registers it takes (`WarpTile::multiply_pieces`).
+    Pieces,
+    /// As `Pieces`, each A fragment and each two B fragments read by one `ldmatrix`
+    /// (`Expr::LoadMatrix`): a quarter of the reads, and no address per piece.
+    Matrices,
+}
+
+impl Order {
+    fn asked(natural: Order) -> Order {
+        #[cfg(test)]
+        if let Some(order) = tests::ORDER.get() {
+            return order;
+        }
+        match std::env::var("KILN_GPU_MMA_ORDER").as_deref() {
+            Ok("whole") => Order::Whole,
+            Ok("pieces") => Order::Pieces,
+            Ok("matrices") => Order::Matrices,
+            _ => natural,
+        }
+    }
+}
+
+/// One warp's part of a step: the instruction tiles it owns, read from the staged operands.
+struct WarpTile<'a> {
+    op: MatrixOp,
+    /// First row and column of the warp's block of C within the block's tile.
+    my_m: VarId,
+    my_n: VarId,
+    /// Consecutive K positions each lane holds per row in a step.
+    run: i64,
+    substeps: i64,
+    a: &'a Staged,
+    b: &'a Staged,
+    stage: Expr,
+}
+
+impl WarpTile<'_> {
+    /// Appends to `out` the step's products into `accs` (`accs[ti][tj]`), in `order`.
+    /// `ldmatrix` is NVIDIA's and reads 16-bit elements: `Matrices` reads f32 activations
+    /// in pieces, and AMD's fragments (single rows) in whole runs.
+    fn multiply(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, accs: &[Vec<VarId>], order: Order) {
+        let nvidia = self.op.unit == MatrixUnit::MmaM16N8K16;
+        let halves = self.a.chunk == 8 && self.b.chunk == 8;
+        let order = match order {
+            Order::Matrices if !nvidia => Order::Whole,
+            Order::Matrices if !halves => Order::Pieces,
+            other => other,
+        };
+        match order {
+            Order::Matrices => return self.multiply_matrices(ctx, out, accs),
+            Order::Pieces => return self.multiply_pieces(ctx, out, accs),
+            Order::Whole => {}
+        }
+        let a = self.read_a(ctx, out, accs.len() as i64);
+        let b: Vec<VarId> = (0..accs[0].len() as i64)
+            .map(|t| self.read_b(ctx, out, t))
+            .collect();
+        for sub in 0..self.substeps {
+            let a_frags = self.a_fragments(ctx, out, &a, sub);
+            let b_frags: Vec<VarId> = b
+                .iter()
+                .map(|&r| self.b_fragment(ctx, out, r, sub))
+                .collect();
+            for (ti, &af) in a_frags.iter().enumerate() {
+                for (tj, &bf) in b_frags.iter().enumerate() {
+                    self.product(out, accs[ti][tj], af, bf);
+                }
+            }
+        }
+    }
+
+    /// Each instruction step's fragments read in the instruction's own K order
+    /// (`MatrixUnit::k_position`), a few elements at a time, straight into the registers
+    /// the instruction takes: on `mma.sync` a lane's A fragment pairs two rows, which no
+    /// single read yields, and assembling it from runs of one row costs a move per register
+    /// per instruction (Nsight Compute, 2026-12-06: half the instructions of the kernel).
+    fn multiply_pieces(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, accs: &[Vec<VarId>]) {
+        let unit = self.op.unit;
+        let (um, un, uk) = unit.shape();
+        let (a_len, b_len, _) = unit.fragment_lanes();
+        let piece = unit.k_piece();
+        // Every row a lane reads is its own row of an instruction tile (`a_row`, `b_col`)
+        // past a multiple of 8, so its remainder by 8 is the same for all of them.
+        let a_mod8 = bind(ctx, out, rem(unit.a_row(Expr::Lane), i(8)));
+        let b_mod8 = bind(ctx, out, rem(unit.b_col(Expr::Lane), i(8)));
+        let k_lane = bind(ctx, out, unit.k_lane(Expr::Lane));
+        for sub in 0..self.substeps {
+            // The fragment of `elems` (row, element of the lane's group) of `staged`.
+            let fragment = |ctx: &mut Ctx,
+                            out: &mut Vec<Stmt>,
+                            staged: &Staged,
+                            mod8: VarId,
+                            elems: &[(Expr, i64)]| {
+                let mut lanes = Vec::with_capacity(elems.len());
+                for chunk in elems.chunks(piece as usize) {
+                    let (row, local) = chunk[0].clone();
+                    let k = sub * uk + unit.k_offset(local);
+                    let value = staged.element(&self.stage, row, var(mod8), k, var(k_lane), piece);
+                    let v = bind(ctx, out, value);
+                    lanes.extend((0..piece).map(|j| extract(var(v), j)));
+                }
+                bind(ctx, out, Expr::Lanes(lanes))
+            };
+            let a_frags: Vec<VarId> = (0..accs.len() as i64)
+                .map(|t| {
+                    let row = add(var(self.my_m), i(t * um));
+                    let elems: Vec<(Expr, i64)> = (0..a_len as i64)
+                        .map(|e| {
+                            let (off, local) = unit.a_elem(e);
+                            (add(add(row.clone(), i(off)), unit.a_row(Expr::Lane)), local)
+                        })
+                        .collect();
+                    fragment(ctx, out, self.a, a_mod8, &elems)
+                })
+                .collect();
+            let b_frags: Vec<VarId> = (0..accs[0].len() as i64)
+                .map(|t| {
+                    let col = add(add(var(self.my_n), i(t * un)), unit.b_col(Expr::Lane));
+                    let elems: Vec<(Expr, i64)> = (0..b_len as i64)
+                        .map(|e| (col.clone(), unit.b_elem(e)))
+                        .collect();
+                    fragment(ctx, out, self.b, b_mod8, &elems)
+                })
+                .collect();
+            for (ti, &af) in a_frags.iter().enumerate() {
+                for (tj, &bf) in b_frags.iter().enumerate() {
+                    self.product(out, accs[ti][tj], af, bf);
+                }
+            }
+        }
+    }
+
+    /// `multiply_pieces` with `ldmatrix` reads (`Order::Matrices`): per instruction step, one
+    /// read of four 8 x 8 matrices per A fragment (rows 0-7 and 8-15 of the tile, K 0-7
+    /// and 8-15: registers a0a1, a2a3, a4a5, a6a7) and one per two B fragments (K 0-7 and
+    /// 8-15 of each tile's 8 columns). Lane `8j + r` names row `r` of matrix `j`.
+    fn multiply_matrices(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, accs: &[Vec<VarId>]) {
+        let (um, un, uk) = self.op.unit.shape();
+        let lane = Expr::Lane;
+        let r8 = bind(ctx, out, rem(lane.clone(), i(8)));
+        // A: matrix j = lane / 8 covers rows 8 (j % 2) and K 8 (j / 2).
+        let a_row = bind(
+            ctx,
+            out,
+            add(var(r8), mul(rem(div(lane.clone(), i(8)), i(2)), i(8))),
+        );
+        let a_k = bind(ctx, out, mul(div(lane.clone(), i(16)), i(8)));
+        // B: matrix j covers K 8 (j % 2) of tile j / 2.
+        let b_col = bind(ctx, out, add(var(r8), mul(div(lane.clone(), i(16)), i(8))));
+        let b_k = bind(ctx, out, mul(rem(div(lane, i(8)), i(2)), i(8)));
+        let (tm, tn) = (accs.len() as i64, accs[0].len() as i64);
+        let read = |ctx: &mut Ctx, out: &mut Vec<Stmt>, sub: i64| {
+            let a_frags: Vec<VarId> = (0..tm)
+                .map(|t| {
+                    let row = add(add(var(self.my_m), i(t * um)), var(a_row));
+                    let at = self
+                        .a
+                        .element_at(&self.stage, row, var(r8), sub * uk, var(a_k));
+                    bind(ctx, out, load_matrix(self.a.local, at, 4))
+                })
+                .collect::<Vec<_>>();
+            let mut b_frags = Vec::with_capacity(tn as usize);
+            for t in (0..tn).step_by(2) {
+                let pair = t + 1 < tn;
+                let col = add(add(var(self.my_n), i(t * un)), var(b_col));
+                let at = self
+                    .b
+                    .element_at(&self.stage, col, var(r8), sub * uk, var(b_k));
+                let got = bind(
+                    ctx,
+                    out,
+                    load_matrix(self.b.local, at, if pair { 4 } else { 2 }),
+                );
+                for half in 0..if pair { 2 } else { 1 } {
+                    let lanes = (0..4).map(|e| extract(var(got), 4 * half + e)).collect();
+                    b_frags.push(bind(ctx, out, Expr::Lanes(lanes)));
+                }
+            }
+            (a_frags, b_frags)
+        };
+        // Reading each instruction step's fragments before the previous step's products
+        // measured no faster (docs/perf.md): the assembler schedules them itself.
+        for sub in 0..self.substeps {
+            let (a_frags, b_frags) = read(ctx, out, sub);
+            for (ti, &af) in a_frags.iter().enumerate() {
+                for (tj, &bf) in b_frags.iter().enumerate() {
+                    self.product(out, accs[ti][tj], af, bf);
+                }
+            }
+        }
+    }
+
+    /// The lane's run of each of the warp's rows of A, by (tile, row offset).
+    fn read_a(
+        &self,
+        ctx: &mut Ctx,
+        out: &mut Vec<Stmt>,
+        tm: i64,
+    ) -> std::collections::HashMap<(i64, i64), VarId> {
+        let unit = self.op.unit;
+        let (um, _, _) = unit.shape();
+        let mut runs = std::collections::HashMap::new();
+        for t in 0..tm {
+            for off in a_offsets(unit) {
+                let row = add(add(var(self.my_m), i(t * um + off)), unit.a_row(Expr::Lane));
+                let value = self.read_run(ctx, out, self.a, row);
+                runs.insert((t, off), bind(ctx, out, value));
+            }
+        }
+        runs
+    }
+
+    /// The lane's run of its column of tile `t` of B.
+    fn read_b(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, t: i64) -> VarId {
+        let unit = self.op.unit;
+        let (_, un, _) = unit.shape();
+        let col = add(add(var(self.my_n), i(t * un)), unit.b_col(Expr::Lane));
+        let value = self.read_run(ctx, out, self.b, col);
+        bind(ctx, out, value)
+    }
+
+    /// The lane's run along K of the step in `row` of `staged`.
+    fn read_run(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, staged: &Staged, row: Expr) -> Expr {
+        let first = mul(self.op.unit.k_group(Expr::Lane), i(self.run / staged.chunk));
+        staged.read(ctx, out, &self.stage, row, first, self.run)
+    }
+
+    /// The A fragment of instruction step `sub`, per row tile.
+    fn a_fragments(
+        &self,
+        ctx: &mut Ctx,
+        out: &mut Vec<Stmt>,
+        runs: &std::collections::HashMap<(i64, i64), VarId>,
+        sub: i64,
+    ) -> Vec<VarId> {
+        let unit = self.op.unit;
+        let (a_len, _, _) = unit.fragment_lanes();
+        let tm = runs.len() as i64 / a_offsets(unit).len() as i64;
+        (0..tm)
+            .map(|t| {
+                let lanes = (0..a_len as i64)
+                    .map(|e| {
+                        let (off, local) = unit.a_elem(e);
+                        extract(var(runs[&(t, off)]), sub * unit.k_per_lane() + local)
+                    })
+                    .collect();
+                bind(ctx, out, Expr::Lanes(lanes))
+            })
+            .collect()
+    }
+
+    /// The B fragment of instruction step `sub`, from a tile's run.
+    fn b_fragment(&self, ctx: &mut Ctx, out: &mut Vec<Stmt>, run: VarId, sub: i64) -> VarId {
+        let unit = self.op.unit;
+        let (_, b_len, _) = unit.fragment_lanes();
+        let lanes = (0..b_len as i64)
+            .map(|e| extract(var(run), sub * unit.k_per_lane() + unit.b_elem(e)))
+            .collect();
+        bind(ctx, out, Expr::Lanes(lanes))
+    }
+
+    fn product(&self, out: &mut Vec<Stmt>, acc: VarId, a: VarId, b: VarId) {
+        out.push(Stmt::Assign {
+            var: acc,
+            value: mma(self.op, var(a), var(b), var(acc)),
+        });
+    }
+}
+
 /// The element type of the buffer behind operand `n`: its own, or that of the half buffer
 /// it widens (`applies` takes nothing else).
 fn stored_type(ctx: &Ctx, n: NodeId) -> DType {
@@ -511,6 +805,14 @@ fn bind(ctx: &mut Ctx, out: &mut Vec<Stmt>, value: Expr) -> VarId {
     var
 }
 
+fn load_matrix(local: Buf, index: Expr, count: u8) -> Expr {
+    Expr::LoadMatrix {
+        buf: local,
+        index: Box::new(index),
+        count,
+    }
+}
+
 fn extract(vector: Expr, lane: i64) -> Expr {
     Expr::Extract {
         vector: Box::new(vector),
@@ -522,31 +824,47 @@ fn extract(vector: Expr, lane: i64) -> Expr {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// The order this thread's lowerings take (`Order::asked`), so a test can cover
+        /// each without the environment, which every test thread shares.
+        pub(super) static ORDER: std::cell::Cell<Option<Order>> = const { std::cell::Cell::new(None) };
+    }
+
     #[test]
     fn plans_fit_shared_memory_and_divide_k() {
         let unit = MatrixUnit::MmaM16N8K16;
+        let (static_limit, sm_80) = (48 << 10, 99 << 10);
         // A 1B llama's prefill projection: small warps, four a block, three stages.
-        let p = Plan::choose(unit, Some(512 * 5632), 2048, (2, 2)).unwrap();
+        let p = Plan::choose(unit, Some(512 * 5632), 2048, (2, 2), sm_80).unwrap();
         assert_eq!(
             (p.tiles, p.warps, p.substeps, p.stages),
             ((4, 4), (2, 2), 2, 3)
         );
-        // 4096^3: large warps, two a block, steps of 64 along K, two stages.
-        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (2, 2)).unwrap();
+        // 4096^3: large warps, four a block, steps of 64 along K, three stages, in pieces.
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (2, 2), sm_80).unwrap();
         assert_eq!(
-            (p.tiles, p.warps, p.substeps, p.stages),
-            ((4, 8), (2, 1), 4, 2)
+            (p.tiles, p.warps, p.substeps, p.stages, p.order),
+            ((4, 8), (2, 2), 4, 3, Order::Matrices)
         );
-        // K not a multiple of 64 keeps steps of 32; f32 activations take one warp a block.
-        let p = Plan::choose(unit, Some(4096 * 4096), 4096 + 32, (2, 2)).unwrap();
-        assert_eq!((p.warps, p.substeps), ((2, 1), 2));
-        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (4, 2)).unwrap();
+        // Where less shared memory is allowed (AMD's 64 KiB), fewer stages.
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (2, 2), 64 << 10).unwrap();
+        assert_eq!((p.warps, p.stages), ((2, 2), 2));
+        // K not a multiple of 64 keeps steps of 32; f32 activations take fewer warps where
+        // only 48 KiB fit.
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096 + 32, (2, 2), sm_80).unwrap();
+        assert_eq!((p.warps, p.substeps, p.stages), ((2, 2), 2, 3));
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (4, 2), static_limit).unwrap();
         assert_eq!((p.warps, p.substeps), ((1, 1), 4));
-        for (outputs, sizes) in [(1 << 20, (4, 2)), (1 << 24, (4, 2)), (1 << 24, (2, 2))] {
-            let p = Plan::choose(unit, Some(outputs), 4096, sizes).unwrap();
-            let (um, un, uk) = unit.shape();
-            let rows = p.warps.0 * p.tiles.0 * um * sizes.0 + p.warps.1 * p.tiles.1 * un * sizes.1;
-            assert!(p.stages * uk * p.substeps * rows <= SHARED_BYTES, "{p:?}");
+        let p = Plan::choose(unit, Some(4096 * 4096), 4096, (4, 2), sm_80).unwrap();
+        assert_eq!((p.warps, p.substeps, p.stages), ((2, 2), 4, 2));
+        for limit in [static_limit, sm_80] {
+            for (outputs, sizes) in [(1 << 20, (4, 2)), (1 << 24, (4, 2)), (1 << 24, (2, 2))] {
+                let p = Plan::choose(unit, Some(outputs), 4096, sizes, limit).unwrap();
+                let (um, un, uk) = unit.shape();
+                let rows =
+                    p.warps.0 * p.tiles.0 * um * sizes.0 + p.warps.1 * p.tiles.1 * un * sizes.1;
+                assert!(p.stages * uk * p.substeps * rows <= limit, "{p:?}");
+            }
         }
     }
 
@@ -567,6 +885,83 @@ mod tests {
         })
     }
 
+    /// Shared memory serves a warp's read in one pass per 128 bytes (a quarter warp of
+    /// 16-byte reads, a whole warp of 4-byte ones) unless two lanes of a pass read different
+    /// words of one of its 32 banks. Every read of half tiles, in either order and both
+    /// plans, must be free of such conflicts: checked on warp 0's first step, each lane's
+    /// indices evaluated as the kernel computes them.
+    #[test]
+    fn reads_of_half_tiles_meet_no_bank_conflicts() {
+        use std::collections::HashMap;
+        for (m, n, k) in [(256, 384, 512), (4096, 4096, 128)] {
+            for order in [Order::Whole, Order::Pieces, Order::Matrices] {
+                ORDER.set(Some(order));
+                let kernel = tiled_kernel("f16", m, n, k);
+                ORDER.set(None);
+                let mut envs: Vec<HashMap<VarId, i64>> = vec![HashMap::new(); 32];
+                let bind_all = |envs: &mut Vec<HashMap<VarId, i64>>, var: VarId, value: &Expr| {
+                    for (lane, env) in envs.iter_mut().enumerate() {
+                        if let Some(v) = eval(value, env, lane as i64) {
+                            env.insert(var, v);
+                        }
+                    }
+                };
+                let mut body = None;
+                for st in &kernel.body {
+                    match st {
+                        Stmt::Let { var, value } => bind_all(&mut envs, *var, value),
+                        Stmt::Loop { var, body: b, .. } => {
+                            envs.iter_mut().for_each(|e| {
+                                e.insert(*var, 0);
+                            });
+                            body = Some(b);
+                        }
+                        _ => {}
+                    }
+                }
+                let mut reads = 0;
+                for st in body.expect("the loop along K") {
+                    let Stmt::Let { var, value } = st else {
+                        continue;
+                    };
+                    // (index, bytes each lane reads, lanes that read): `ldmatrix` reads
+                    // 16 bytes for each lane naming a row, a matrix of 8 rows a pass.
+                    let (index, bytes, readers) = match value {
+                        Expr::Load {
+                            buf: Buf::Local(_),
+                            index,
+                            lanes,
+                        } => (index, *lanes as i64 * 2, 32),
+                        Expr::LoadMatrix { index, count, .. } => (index, 16, 8 * *count as usize),
+                        _ => {
+                            bind_all(&mut envs, *var, value);
+                            continue;
+                        }
+                    };
+                    reads += 1;
+                    let per_pass = (128 / bytes) as usize;
+                    let words: Vec<Vec<i64>> = (0..readers)
+                        .map(|lane| {
+                            let at = eval(index, &envs[lane], lane as i64).unwrap() * 2;
+                            (at / 4..(at + bytes) / 4).collect()
+                        })
+                        .collect();
+                    for pass in words.chunks(per_pass) {
+                        let mut banks: HashMap<i64, i64> = HashMap::new();
+                        for &w in pass.iter().flatten() {
+                            let held = *banks.entry(w % 32).or_insert(w);
+                            assert_eq!(
+                                held, w,
+                                "{m}x{k}x{n} {order:?}: words {held} and {w} share a bank"
+                            );
+                        }
+                    }
+                }
+                assert!(reads >= 8, "{m}x{k}x{n} {order:?}: {reads} reads");
+            }
+        }
+    }
+
     /// The staging checked without a GPU, on block 0's first step along K: over every thread,
     /// the copies fill each element of stage 0 of both shared arrays once, and every lane
     /// reads, for each row of A (column of B) it holds, its K group's `run` consecutive
@@ -579,7 +974,9 @@ mod tests {
             ("f32", 256, 384, 512),
             ("f16", 4096, 4096, 128),
         ] {
+            ORDER.set(Some(Order::Whole));
             let kernel = &tiled_kernel(a_type, m, n, k);
+            ORDER.set(None);
             let threads = kernel.block_threads.unwrap() as i64;
             let mut env = HashMap::new();
             // The copies of stage 0: position -> (operand row, K position).
@@ -727,12 +1124,20 @@ mod tests {
     #[test]
     fn tiled_matmuls_compute_the_product() {
         let round = |x: f32| half::f16::from_f32(x).to_f32();
-        for (a_type, m, n, k, some_blocks) in [
-            ("f16", 70, 100, 96, false),
-            ("f32", 200, 300, 256, false),
-            ("f16", 4096, 4096, 64, true),
+        for (a_type, m, n, k, some_blocks, order) in [
+            ("f16", 70, 100, 96, false, Order::Whole),
+            ("f16", 70, 100, 96, false, Order::Pieces),
+            ("f32", 200, 300, 256, false, Order::Whole),
+            ("f32", 200, 300, 256, false, Order::Pieces),
+            ("f16", 4096, 4096, 64, true, Order::Whole),
+            ("f16", 4096, 4096, 128, true, Order::Pieces),
+            ("f16", 70, 100, 96, false, Order::Matrices),
+            ("f32", 200, 300, 256, false, Order::Matrices),
+            ("f16", 4096, 4096, 128, true, Order::Matrices),
         ] {
+            ORDER.set(Some(order));
             let kernel = tiled_kernel(a_type, m, n, k);
+            ORDER.set(None);
             let value = |seed: i64, at: i64| ((at * 7919 + seed) % 1001 - 500) as f32 / 333.0;
             let a: Vec<f32> = (0..m * k)
                 .map(|x| {
@@ -768,7 +1173,7 @@ mod tests {
             };
             let threads = kernel.block_threads.unwrap() as usize;
             crate::kernel::lockstep::run(&kernel, threads, 32, &mut args, &points)
-                .unwrap_or_else(|e| panic!("{a_type} {m}x{k}x{n}: {e}"));
+                .unwrap_or_else(|e| panic!("{a_type} {m}x{k}x{n} {order:?}: {e}"));
             let c = &args[kernel.args.iter().position(|p| p.writes).unwrap()];
             let mut written = 0;
             for r in 0..m {
@@ -786,7 +1191,7 @@ mod tests {
                         .sum();
                     assert!(
                         (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "{a_type} {m}x{k}x{n}: c[{r}][{col}] = {got}, want {want}"
+                        "{a_type} {m}x{k}x{n} {order:?}: c[{r}][{col}] = {got}, want {want}"
                     );
                 }
             }
@@ -796,7 +1201,10 @@ mod tests {
             } else {
                 m * n
             };
-            assert_eq!(written, whole, "{a_type} {m}x{k}x{n}: outputs written");
+            assert_eq!(
+                written, whole,
+                "{a_type} {m}x{k}x{n} {order:?}: outputs written"
+            );
         }
     }
 }

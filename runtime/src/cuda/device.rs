@@ -9,6 +9,9 @@ pub struct Device {
     pub name: String,
     pub capability: Capability,
     pub context: Arc<CudaContext>,
+    /// The most shared memory a block may have once its kernel opts in (227 KiB on an H100,
+    /// 99 KiB on consumer GPUs since sm_86); without opting in, 48 KiB.
+    pub shared_optin: u32,
 }
 
 /// Device 0, or why there is none (no driver library, no device, a driver error).
@@ -34,10 +37,15 @@ fn open() -> Result<Device, String> {
             .compute_capability()
             .map_err(|e| format!("CUDA device 0: {e}"))?;
         let name = context.name().unwrap_or_else(|_| "CUDA device 0".into());
+        let optin = cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN;
+        let shared_optin = context
+            .attribute(optin)
+            .map_or(48 << 10, |b| b.max(0) as u32);
         Ok(Device {
             name,
             capability: (major as u32, minor as u32),
             context,
+            shared_optin,
         })
     });
     opened.unwrap_or_else(|_| {

@@ -28,6 +28,8 @@ pub struct CudaExecutor {
     device: Device,
     stream: Arc<CudaStream>,
     functions: HashMap<String, CudaFunction>,
+    /// Kernels allowed more than 48 KiB of dynamic shared memory (`opt_in`), and how much.
+    opted_in: HashMap<String, u32>,
     weights: Option<CudaSlice<u8>>,
     arena: Option<CudaSlice<u8>>,
     dims: Option<CudaSlice<i64>>,
@@ -109,6 +111,7 @@ impl CudaExecutor {
             device,
             stream,
             functions,
+            opted_in: HashMap::new(),
             weights,
             arena: None,
             dims: None,
@@ -276,11 +279,24 @@ impl DeviceExecutor for CudaExecutor {
                 .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
             params.extend([dims_addr, size.points]);
+            let shared_bytes = size.blocks.shared_bytes;
+            opt_in(
+                &mut self.opted_in,
+                &self.device,
+                &launch.kernel,
+                f,
+                shared_bytes,
+            )
+            .map_err(|msg| RuntimeError::Device {
+                target: target.clone(),
+                msg,
+            })?;
             calls.push(KernelCall {
                 launch: index,
                 function: f.cu_function(),
                 blocks: size.block_count,
                 threads: size.blocks.threads,
+                shared_bytes,
                 params,
             });
             names.push((launch.kernel.as_str(), f));
@@ -294,7 +310,7 @@ impl DeviceExecutor for CudaExecutor {
                 let cfg = LaunchConfig {
                     grid_dim: (call.blocks, 1, 1),
                     block_dim: (call.threads, 1, 1),
-                    shared_mem_bytes: 0,
+                    shared_mem_bytes: call.shared_bytes,
                 };
                 let mut b = s.launch_builder(f);
                 for p in &call.params {
@@ -363,4 +379,30 @@ pub fn copy_bandwidth(bytes: usize) -> Result<f64, String> {
         best = best.min(start.elapsed_ms(&end).map_err(e)? as f64 / 1e3);
     }
     Ok(2.0 * bytes as f64 / best)
+}
+
+/// Lets `f` launch with `bytes` of dynamic shared memory: up to 48 KiB every kernel may;
+/// beyond that each kernel must opt in, up to the device's limit (once per kernel).
+fn opt_in(
+    opted_in: &mut HashMap<String, u32>,
+    device: &Device,
+    kernel: &str,
+    f: &CudaFunction,
+    bytes: u32,
+) -> Result<(), String> {
+    if bytes <= 48 << 10 || opted_in.get(kernel).is_some_and(|&b| b >= bytes) {
+        return Ok(());
+    }
+    if bytes > device.shared_optin {
+        return Err(format!(
+            "kernel {kernel} needs {bytes} bytes of shared memory a block; {} allows {} \
+             (compile for this GPU's capability, sm_{}{})",
+            device.name, device.shared_optin, device.capability.0, device.capability.1
+        ));
+    }
+    let attr = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+    f.set_attribute(attr, bytes as i32)
+        .map_err(|e| format!("allowing kernel {kernel} {bytes} bytes of shared memory: {e}"))?;
+    opted_in.insert(kernel.to_string(), bytes);
+    Ok(())
 }

@@ -20,6 +20,8 @@ pub struct KernelCall {
     pub function: sys::CUfunction,
     pub blocks: u32,
     pub threads: u32,
+    /// Dynamic shared memory per block, in bytes.
+    pub shared_bytes: u32,
     /// The kernel's parameters, each 8 bytes: buffer addresses, the dims address, the
     /// point count (the GPU ABI of `kiln-codegen`).
     pub params: Vec<u64>,
@@ -39,7 +41,7 @@ impl KernelCall {
             blockDimX: self.threads,
             blockDimY: 1,
             blockDimZ: 1,
-            sharedMemBytes: 0,
+            sharedMemBytes: self.shared_bytes,
             kernelParams: slots.as_mut_ptr(),
             extra: std::ptr::null_mut(),
             kern: std::ptr::null_mut(),

@@ -279,6 +279,7 @@ impl Hip {
         f: Function,
         blocks: u32,
         threads: u32,
+        shared_bytes: u32,
         args: &mut [u8],
     ) -> Result<(), String> {
         let mut size = args.len();
@@ -298,7 +299,7 @@ impl Hip {
                 threads,
                 1,
                 1,
-                0,
+                shared_bytes,
                 std::ptr::null_mut(),
                 std::ptr::null_mut(),
                 extra.as_mut_ptr(),

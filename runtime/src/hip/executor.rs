@@ -234,7 +234,8 @@ impl DeviceExecutor for HipExecutor {
             // SAFETY: the block matches the kernel ABI (one device address per buffer, the
             // dims address, the point count); every address lies in an allocation sized
             // by the same plan and bindings the kernel indexes with.
-            unsafe { self.hip.launch(f, grid, threads, &mut block) }
+            let shared = size.blocks.shared_bytes;
+            unsafe { self.hip.launch(f, grid, threads, shared, &mut block) }
                 .map_err(|m| derr(format!("launching {}: {m}", launch.kernel)))?;
             if let Some(start) = start {
                 let end = self.hip.record().map_err(derr)?;

@@ -2,7 +2,7 @@
 //!
 //! Explicit threads: every thread of block `b` runs the whole body for the points `b, b +
 //! block count, ...`, reading its index from `Expr::Thread` and its lane from `Expr::Lane`;
-//! shared locals are arrays in the block's shared memory and `Stmt::Await` is the barrier
+//! shared locals lie in the block's dynamic shared memory and `Stmt::Await` is the barrier
 //! (`copies.rs`). A thread per point:
 //! each thread takes the points `id, id + total threads, ...` (`id` its global thread
 //! index) and runs the body on its own. A block per point: each block takes the points
@@ -18,11 +18,12 @@ use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
-use inkwell::values::{GlobalValue, IntValue};
+use inkwell::values::{GlobalValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, IntPredicate};
+use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::gpu::{
     explicit_threads, has_shared_loop, launch_shape, matrix_warp, max_reduction_group,
-    reduction_group,
+    reduction_group, shared_offsets,
 };
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
@@ -98,8 +99,11 @@ pub fn emit<'ctx>(
         split_byte_runs: desc.arch == super::GpuArch::Nvptx,
         thread: None,
         gpu: Some(desc),
+        alignment: Alignment::of(k),
     };
     let explicit = explicit_threads(&k.body);
+    let (shared_at, shared_bytes) = shared_offsets(&k.locals);
+    let shared = (shared_bytes > 0).then(|| dynamic_shared(ctx, module, desc, k));
     for (at, l) in k.locals.iter().enumerate() {
         let ty = super::super::expr::storage_type(ctx, l.dtype).array_type(l.len);
         if l.shared != explicit {
@@ -116,11 +120,16 @@ pub fn emit<'ctx>(
                  the GPU lowering allocates only for kernels of explicit threads",
             ));
         }
-        em.locals.push(if l.shared {
-            shared_array(module, desc, ty, &format!("kiln_{}_shared{at}", k.name))
-                .as_pointer_value()
-        } else {
-            em.b.build_alloca(ty, "local")?
+        em.locals.push(match (shared, shared_at[at]) {
+            (Some(base), Some(offset)) => {
+                let offset = i64t.const_int(offset as u64, false);
+                // SAFETY: the offset lies inside the launch's dynamic shared memory, which
+                // the plan sizes to every shared local (`shared_offsets`).
+                unsafe {
+                    em.b.build_in_bounds_gep(ctx.i8_type(), base, &[offset], "shared")?
+                }
+            }
+            _ => em.b.build_alloca(ty, "local")?,
         });
     }
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
@@ -188,6 +197,23 @@ fn shared_array<'ctx>(
     g.set_initializer(&ty.get_undef());
     g.set_alignment(16);
     g
+}
+
+/// The block's dynamic shared memory, which holds the kernel's shared locals: its size is
+/// the launch's (`GpuLaunch::shared_bytes`), so it may exceed what a static declaration may
+/// (48 KiB on CUDA).
+fn dynamic_shared<'ctx>(
+    ctx: &'ctx Context,
+    module: &Module<'ctx>,
+    desc: &GpuDesc,
+    k: &Kernel,
+) -> PointerValue<'ctx> {
+    let ty = ctx.i8_type().array_type(0);
+    let name = format!("kiln_{}_shared", k.name);
+    let g = module.add_global(ty, Some(AddressSpace::from(desc.shared_as)), &name);
+    g.set_linkage(Linkage::External);
+    g.set_alignment(16);
+    g.as_pointer_value()
 }
 
 /// Per-launch values every statement may need.

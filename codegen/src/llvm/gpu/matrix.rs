@@ -6,9 +6,61 @@
 //! takes them, and the result is returned as an f32 vector again.
 
 use super::super::expr::{Emitter, Fail, V};
-use inkwell::values::BasicValueEnum;
+use inkwell::values::{BasicValueEnum, IntValue};
+use inkwell::AddressSpace;
 use kiln_compiler::kernel::matrix::{MatrixOp, MatrixUnit};
+use kiln_compiler::kernel::Buf;
 use kiln_ir::DType;
+
+/// `Expr::LoadMatrix` -> `ldmatrix` (NVIDIA, sm_75 and newer): the lane's 32-bit
+/// registers of `count` matrices, as the widened lanes a load of the same halves gives.
+pub fn load_matrix<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    buf: Buf,
+    index: IntValue<'ctx>,
+    count: u8,
+) -> Result<V<'ctx>, Fail> {
+    let desc = em
+        .gpu
+        .ok_or_else(|| Fail::msg("ldmatrix outside a GPU kernel"))?;
+    if desc.arch != super::GpuArch::Nvptx {
+        return Err(Fail::msg(
+            "ldmatrix is NVIDIA's (the lowering emits it only for mma.sync)",
+        ));
+    }
+    let shared = match buf {
+        Buf::Local(l) => em.k.locals[l as usize].shared,
+        Buf::Arg(_) => false,
+    };
+    let dtype = em.base(buf).1;
+    if !shared || dtype.size_bytes() != 2 || !matches!(count, 1 | 2 | 4) {
+        return Err(Fail(format!(
+            "ldmatrix of {count} matrices of {dtype} from {buf} (it reads 1, 2 or 4 matrices \
+             of 16-bit elements from shared memory)"
+        )));
+    }
+    let (p, _) = em.element_ptr(buf, index)?;
+    let ptr_type = em.ctx.ptr_type(AddressSpace::from(desc.shared_as));
+    let name = format!("llvm.nvvm.ldmatrix.sync.aligned.m8n8.x{count}.b16");
+    let got = em.intrinsic(&name, &[ptr_type.into()], &[p.into()])?;
+    let i32t = em.ctx.i32_type();
+    let words = if count == 1 {
+        vec![got.into_int_value()]
+    } else {
+        let s = got.into_struct_value();
+        (0..count as u32)
+            .map(|l| Ok(em.b.build_extract_value(s, l, "w")?.into_int_value()))
+            .collect::<Result<Vec<_>, Fail>>()?
+    };
+    let mut v = i32t.vec_type(count as u32).get_poison();
+    for (l, w) in words.into_iter().enumerate() {
+        v =
+            em.b.build_insert_element(v, w, i32t.const_int(l as u64, false), "w")?;
+    }
+    let raw =
+        em.b.build_bit_cast(v, em.ctx.i16_type().vec_type(2 * count as u32), "pairs")?;
+    em.widen_from_storage(raw, dtype)
+}
 
 pub fn multiply_accumulate<'ctx>(
     em: &mut Emitter<'_, 'ctx>,

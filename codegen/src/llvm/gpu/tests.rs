@@ -202,16 +202,18 @@ fn half_matmul_ptx(ptx: &str, sm: &str, name: &str) {
         let want = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32");
         assert!(ptx.contains(&want), "{sm} {name}: no {want}");
     }
-    // Tiles staged through shared memory by background copies and read back 16 bytes
-    // at a time; no array of a thread's own (in local memory).
+    // Tiles staged through shared memory by background copies and read back by
+    // `ldmatrix`, straight into the instruction's registers. No 2-byte reads (a read split
+    // for want of a proven alignment) and no array of a thread's own (in local memory).
     for want in [
         "cp.async.cg.shared.global",
         "cp.async.wait_group",
-        "ld.shared.v4",
+        "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
         "bar.sync",
     ] {
         assert!(ptx.contains(want), "{sm} {name}: no {want}");
     }
+    assert!(!ptx.contains("ld.shared.u16"), "{sm} {name}: 2-byte reads");
     assert!(!ptx.contains(".local"), "{sm} {name}: local memory");
     // scripts/gpu-prepare.sh keeps them for `ptxas -v` (registers, spills) there.
     if let Some(dir) = std::env::var_os("KILN_PTX_DIR") {

@@ -17,7 +17,6 @@
 
 use super::super::expr::{Emitter, Fail, V};
 use inkwell::values::{BasicValue, VectorValue};
-use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::{Buf, Expr};
 use kiln_ir::DType;
 
@@ -43,10 +42,9 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         if lanes < MIN_RUN || self.base(buf).1 != DType::U8 {
             return Ok(None);
         }
-        let align = Alignment::of(self.k);
         let proven = [16u8, 8, 4, 2]
             .into_iter()
-            .find(|&n| align.multiple_of(index, n as u64))
+            .find(|&n| self.alignment.multiple_of(index, n as u64))
             .unwrap_or(1);
         if self.byte_permute && proven == 2 && lanes.is_multiple_of(4) {
             return self.word_run(buf, index, lanes).map(Some);
