@@ -102,14 +102,17 @@ pub fn explicit_threads(body: &[Stmt]) -> bool {
     any_expr(body, &mut |e| matches!(e, Expr::Thread))
 }
 
-/// The warp width the kernel's matrix instructions (`Expr::Mma`) need, if it has any: every
-/// lane of a warp executes one together, so they appear only in kernels with explicit
-/// threads, reached by every lane; each lane reads its place in the tiles from `Expr::Lane`.
+/// The warp width the kernel's matrix instructions (`Expr::Mma`, and `Expr::LoadMatrix`,
+/// NVIDIA's, of a warp of 32) need, if it has any: every lane of a warp executes one
+/// together, so they appear only in kernels with explicit threads, reached by every lane;
+/// each lane reads its place in the tiles from `Expr::Lane`.
 pub fn matrix_warp(body: &[Stmt]) -> Option<u32> {
     let mut warp = None;
     any_expr(body, &mut |e| {
-        if let Expr::Mma(op, ..) = e {
-            warp = Some(op.unit.warp());
+        match e {
+            Expr::Mma(op, ..) => warp = Some(op.unit.warp()),
+            Expr::LoadMatrix { .. } => warp = Some(32),
+            _ => {}
         }
         warp.is_some()
     });
@@ -240,6 +243,22 @@ mod tests {
         // local takes no shared memory.
         assert_eq!(shared_offsets(&locals), (vec![Some(0), None, Some(32)], 48));
         assert_eq!(shared_offsets(&locals[1..2]), (vec![None], 0));
+    }
+
+    #[test]
+    fn warp_collective_reads_need_a_whole_warp() {
+        let read = Stmt::Let {
+            var: 1,
+            value: Expr::LoadMatrix {
+                buf: Buf::Local(0),
+                index: Box::new(Expr::Lane),
+                count: 4,
+            },
+        };
+        // The code generators refuse it outside kernels of explicit threads, as they do
+        // `Expr::Mma`, by this warp.
+        assert_eq!(matrix_warp(&[read]), Some(32));
+        assert_eq!(matrix_warp(&[store()]), None);
     }
 
     #[test]
