@@ -8,10 +8,9 @@
 //! `Plan`), held in registers across the whole K loop. The block stages each step
 //! along K of its rows of A and B in shared memory (`Stmt::Copy`: `cp.async` on NVIDIA, so
 //! the copies of the steps ahead run while the warps multiply), so every element is read
-//! from global memory once per block rather than once per warp. Per step each lane reads its
-//! few consecutive elements of every row of A and column of B it holds (`kernel::matrix`
-//! relabels K so they are consecutive: one 16-byte read of halves) and issues one
-//! instruction per tile pair. Hopper's `wgmma` is the next step (docs/perf.md).
+//! from global memory once per block rather than once per warp. Per instruction step each
+//! warp reads its fragments from the staged tiles (`Order`: by `ldmatrix` on NVIDIA) and
+//! issues one instruction per tile pair. Hopper's `wgmma` is the next step (docs/perf.md).
 //!
 //! Rows past M and columns past N read the last row or column (in bounds) and are not
 //! stored; K must be a known multiple of the step (every LLM width is).
@@ -100,12 +99,12 @@ impl Plan {
     /// Two plans, from measurements on one H100 (2026-12-06, docs/perf.md):
     /// - **large** matmuls ([`LARGE_OUTPUTS`] or more): warps of 64 x 64 outputs (all 255
     ///   registers), four a block (128 x 128), steps of 64 along K, three stages (96 KiB of
-    ///   shared memory), fragments read in pieces: 4096^3 at 338 TFLOP/s, where two warps a
-    ///   block with two stages (what fits 48 KiB) ran 312, and 283 reading whole runs;
+    ///   shared memory): 4096^3 at 370-388 TFLOP/s with `ldmatrix` reads, where two warps a
+    ///   block ran 338 and steps of 32 with four stages 346;
     /// - otherwise warps of 64 x 32 outputs (166 registers), four a block, steps of 32,
-    ///   three stages, whole runs: 512 x 2048 x 5632 (a 1B llama's prefill) at 215-218
-    ///   TFLOP/s (207 in pieces), where the large plan ran 172-188, since blocks of 128 x
-    ///   128 outputs leave much of the GPU idle there.
+    ///   three stages: 512 x 2048 x 5632 (a 1B llama's prefill) at 237 TFLOP/s, where the
+    ///   large plan ran 172-188 (before `ldmatrix`), since blocks of 128 x 128 outputs leave
+    ///   much of the GPU idle there.
     ///
     /// Where the shared memory cannot hold a plan's stages, it takes fewer (two at least),
     /// then fewer warps.
