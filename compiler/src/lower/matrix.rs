@@ -180,10 +180,8 @@ impl Staged {
         self.rows * self.per_row * self.chunk
     }
 
-    /// Element index of `chunk` of `row` in `stage`. A quarter warp's reads (eight lanes,
-    /// 128 bytes, the most shared memory serves at once) cover two rows of four lanes on
-    /// `mma.sync`; in rows of 128 bytes or more those would meet in the same banks, so odd
-    /// rows swap neighbouring chunks (the copies store through the same map).
+    /// Element index of `chunk` of `row` in `stage`, swizzled (see `at_swizzled`) so that
+    /// the warps' reads meet in no bank; the copies store through the same map.
     fn at(&self, stage: Expr, row: Expr, chunk: Expr) -> Expr {
         self.at_swizzled(stage, row.clone(), chunk, rem(row, i(8)))
     }
@@ -572,11 +570,7 @@ impl WarpTile<'_> {
                 .iter()
                 .map(|&r| self.b_fragment(ctx, out, r, sub))
                 .collect();
-            for (ti, &af) in a_frags.iter().enumerate() {
-                for (tj, &bf) in b_frags.iter().enumerate() {
-                    self.product(out, accs[ti][tj], af, bf);
-                }
-            }
+            self.products(out, accs, &a_frags, &b_frags);
         }
     }
 
@@ -633,11 +627,7 @@ impl WarpTile<'_> {
                     fragment(ctx, out, self.b, b_mod8, &elems)
                 })
                 .collect();
-            for (ti, &af) in a_frags.iter().enumerate() {
-                for (tj, &bf) in b_frags.iter().enumerate() {
-                    self.product(out, accs[ti][tj], af, bf);
-                }
-            }
+            self.products(out, accs, &a_frags, &b_frags);
         }
     }
 
@@ -660,7 +650,9 @@ impl WarpTile<'_> {
         let b_col = bind(ctx, out, add(var(r8), mul(div(lane.clone(), i(16)), i(8))));
         let b_k = bind(ctx, out, mul(rem(div(lane, i(8)), i(2)), i(8)));
         let (tm, tn) = (accs.len() as i64, accs[0].len() as i64);
-        let read = |ctx: &mut Ctx, out: &mut Vec<Stmt>, sub: i64| {
+        // Reading each instruction step's fragments before the previous step's products
+        // measured no faster (docs/perf.md): the assembler schedules them itself.
+        for sub in 0..self.substeps {
             let a_frags: Vec<VarId> = (0..tm)
                 .map(|t| {
                     let row = add(add(var(self.my_m), i(t * um)), var(a_row));
@@ -669,7 +661,7 @@ impl WarpTile<'_> {
                         .element_at(&self.stage, row, var(r8), sub * uk, var(a_k));
                     bind(ctx, out, load_matrix(self.a.local, at, 4))
                 })
-                .collect::<Vec<_>>();
+                .collect();
             let mut b_frags = Vec::with_capacity(tn as usize);
             for t in (0..tn).step_by(2) {
                 let pair = t + 1 < tn;
@@ -687,17 +679,7 @@ impl WarpTile<'_> {
                     b_frags.push(bind(ctx, out, Expr::Lanes(lanes)));
                 }
             }
-            (a_frags, b_frags)
-        };
-        // Reading each instruction step's fragments before the previous step's products
-        // measured no faster (docs/perf.md): the assembler schedules them itself.
-        for sub in 0..self.substeps {
-            let (a_frags, b_frags) = read(ctx, out, sub);
-            for (ti, &af) in a_frags.iter().enumerate() {
-                for (tj, &bf) in b_frags.iter().enumerate() {
-                    self.product(out, accs[ti][tj], af, bf);
-                }
-            }
+            self.products(out, accs, &a_frags, &b_frags);
         }
     }
 
@@ -770,11 +752,17 @@ impl WarpTile<'_> {
         bind(ctx, out, Expr::Lanes(lanes))
     }
 
-    fn product(&self, out: &mut Vec<Stmt>, acc: VarId, a: VarId, b: VarId) {
-        out.push(Stmt::Assign {
-            var: acc,
-            value: mma(self.op, var(a), var(b), var(acc)),
-        });
+    /// One instruction per pair of an A fragment and a B fragment, into `accs[ti][tj]`.
+    fn products(&self, out: &mut Vec<Stmt>, accs: &[Vec<VarId>], a: &[VarId], b: &[VarId]) {
+        for (ti, &af) in a.iter().enumerate() {
+            for (tj, &bf) in b.iter().enumerate() {
+                let acc = accs[ti][tj];
+                out.push(Stmt::Assign {
+                    var: acc,
+                    value: mma(self.op, var(af), var(bf), var(acc)),
+                });
+            }
+        }
     }
 }
 
