@@ -12,7 +12,8 @@
 # step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
 # SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
 # MATMUL_KNOBS="VAR=VALUE ..." benchmarks the half matmuls under other blockings;
-# MATMUL_PROFILE=1 profiles the f16 matmul at 4096^3;
+# MATMUL_PROFILE=1 profiles the f16 matmul at 4096^3; CUDA_ARCH=sm_90a compiles the kernel
+# benchmarks, matmul runs and profile for that capability instead of the GPU's own;
 # CUDA_VARIANTS / VULKAN_VARIANTS run suites again under settings (see below). With
 # .gpu/kiln-base (BASE=<rev> scripts/gpu-prepare.sh) the quantized matvecs and every model
 # are benchmarked with that binary too.
@@ -52,9 +53,12 @@ for f in .gpu/ptx/*.ptx; do
   if [ "${sm#half-}" != "$sm" ]; then
     # The half matmuls on the matrix unit (half-large-*: the large matmuls' plan): registers
     # and spills per kernel.
-    ptxas -v -arch="${sm##*-}" -o /tmp/$sm.cubin "$f" 2>&1 | grep -E "Compiling|registers|spill" |
+    ptxas -v -arch="${sm##*-}" -o /tmp/$sm.cubin "$f" 2>&1 |
+      grep -E "Compiling|registers|spill|wgmma|warning|error" |
       sed 's/^ptxas info *: /    /' >"$LOGS/ptxas-$sm.log"
     note "- $sm (half matmuls): $(grep -c 'Used' "$LOGS/ptxas-$sm.log") kernels; $(grep -A2 '_matmul' "$LOGS/ptxas-$sm.log" | tail -3 | tr '\n' ' ')"
+    # ptxas serialises warpgroup instructions it cannot prove safe to overlap, and says so.
+    grep -iE "wgmma|warning|error" "$LOGS/ptxas-$sm.log" | head -5 | sed 's/^/    /' | tee -a "$report"
     continue
   fi
   if msg=$(ptxas -arch="$sm" -o /tmp/$sm.cubin "$f" 2>&1); then
@@ -88,7 +92,8 @@ run_test() { # name binary filter
     note "- $name: skipped (no $b binary: .gpu was carried without it)"
     return
   fi
-  if $bin/$b "$filter" --nocapture --test-threads=1 >"$LOGS/$name.log" 2>&1; then
+  # A hung kernel must not take the whole call: TEST_TIMEOUT seconds a suite.
+  if timeout "${TEST_TIMEOUT:-300}" $bin/$b "$filter" --nocapture --test-threads=1 >"$LOGS/$name.log" 2>&1; then
     note "- $name: passed"
   else
     note "- $name: FAILED (see $name.log)"
@@ -126,6 +131,9 @@ else
 fi
 
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+# CUDA_ARCH (e.g. sm_90a) compiles the kernel benchmarks and matmul runs for that
+# capability instead of the GPU's own (sm_90a has Hopper's warpgroup matrix instructions).
+arch=${CUDA_ARCH:-sm_$cap}
 note "## Vulkan on the same GPU"
 # The loader and the GL dispatch libraries NVIDIA's Vulkan driver (libGLX_nvidia) needs are
 # carried in .gpu/gl when the image lacks them; the driver and its ICD file come with the GPU.
@@ -161,7 +169,7 @@ if [ "${SKIP_KERNEL_BENCH:-0}" = 1 ]; then
   note "## kernel benchmarks skipped (SKIP_KERNEL_BENCH=1)"
 else
 note "## kernels: kiln next to PyTorch eager (one run)"
-if $bin/kiln bench --target "cuda:sm_$cap" --seconds "${BENCH_SECONDS:-0.5}" \
+if $bin/kiln bench --target "cuda:$arch" --seconds "${BENCH_SECONDS:-0.5}" \
     --json "$OUT/kiln-bench.json" >"$LOGS/kiln-bench.log" 2>&1 &&
   python3 benches/torch_ops.py "$OUT/torch-bench.json" >"$LOGS/torch-bench.log" 2>&1; then
   python3 benches/gpu_table.py "$OUT/kiln-bench.json" "$OUT/torch-bench.json" | tee -a "$report"
@@ -185,10 +193,10 @@ fi
 # matrix-unit kernel (KILN_GPU_MMA_WARPS_M/_N, KILN_GPU_MMA_STAGES, KILN_GPU_MMA_WARP_COLS;
 # several at once joined by commas), next to the default.
 if [ -n "${MATMUL_KNOBS:-}" ]; then
-  note "## half matmuls under other blockings (cuda:sm_$cap)"
+  note "## half matmuls under other blockings (cuda:$arch)"
   for knob in default ${MATMUL_KNOBS}; do
     note "### $knob"
-    env $([ "$knob" = default ] || echo "$knob" | tr , ' ') $bin/kiln bench --target "cuda:sm_$cap" \
+    env $([ "$knob" = default ] || echo "$knob" | tr , ' ') $bin/kiln bench --target "cuda:$arch" \
       --only '16 nt' --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matmul-$knob.log" 2>&1
     grep -E '^\| matmul' "$LOGS/matmul-$knob.log" | tee -a "$report"
   done
@@ -234,13 +242,13 @@ fi
 # sections, with the SASS and the stall reasons of each instruction; MATMUL_PROFILE_KNOBS
 # ("VAR=V,VAR=V ...", each item one compile) profiles other blockings too.
 if [ "${MATMUL_PROFILE:-0}" = 1 ]; then
-  note "## matmul profile (cuda:sm_$cap)"
+  note "## matmul profile (cuda:$arch)"
   printf 'kir 1\n%%a = input "a" f16[4096,4096]\n%%b = param "b" f16[4096,4096]\n%%c = matmul %%a, %%b transpose_a=false transpose_b=true\noutput "c" = %%c\n' >/tmp/mm.kir
   for knobs in default ${MATMUL_PROFILE_KNOBS:-}; do
     tag=mm-${knobs//[=,]/-}
     settings=${knobs//,/ }
     [ "$knobs" = default ] && settings=
-    env $settings $bin/kiln compile /tmp/mm.kir -t "cuda:sm_$cap" -o /tmp/$tag.kiln -q --seed 1 &&
+    env $settings $bin/kiln compile /tmp/mm.kir -t "cuda:$arch" -o /tmp/$tag.kiln -q --seed 1 &&
       timeout 240 ncu --set full --import-source no -k regex:matmul --launch-count 1 -f -o "$OUT/ncu-$tag" \
         $bin/kiln run /tmp/$tag.kiln --random-inputs >"$LOGS/ncu-$tag.log" 2>&1
     ncu -i "$OUT/ncu-$tag.ncu-rep" --page details >"$OUT/ncu-$tag.txt" 2>&1

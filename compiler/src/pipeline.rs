@@ -83,6 +83,9 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 byte_dot: matches!(target, Target::Cuda(_)) && opts.llvm_ops,
                 matrix,
                 matrix_bf16: matrix.is_some_and(|m| m.takes(kiln_ir::DType::BF16, arch)),
+                // `wgmma` exists on sm_90a alone (sm_100a has another instruction); it is
+                // written as inline PTX, which only the LLVM NVPTX backend emits.
+                group_mma: matches!(target, Target::Cuda(a) if a == "sm_90a") && opts.llvm_ops,
                 // Measured on NVIDIA's (docs/perf.md, 2026-12-06); HIP keeps 256 threads
                 // until an AMD GPU measures it.
                 narrow_dot_blocks: matches!(target, Target::Cuda(_)),

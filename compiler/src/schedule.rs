@@ -37,6 +37,9 @@ pub struct Schedule {
     pub matrix: Option<crate::kernel::matrix::MatrixUnit>,
     /// The matrix unit also multiplies bf16 (not every one does: gfx908).
     pub matrix_bf16: bool,
+    /// The target has Hopper's warpgroup matrix instruction (`Stmt::GroupMma`:
+    /// `cuda:sm_90a` only), which the matmul of half matrices prefers to `matrix`.
+    pub group_mma: bool,
     /// GPU dot products along contiguous rows (the decode matvec) read this many elements
     /// of each row per step of a thread (`lower::matmul::gpu_dot_lanes`); 1 reads one.
     pub gpu_dot_lanes: u8,
@@ -75,6 +78,7 @@ impl Schedule {
             byte_loads: true,
             matrix: None,
             matrix_bf16: false,
+            group_mma: false,
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
@@ -108,6 +112,7 @@ impl Schedule {
             byte_loads: true,
             matrix: None,
             matrix_bf16: false,
+            group_mma: false,
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,

@@ -83,6 +83,11 @@ fn statement_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
                 statement_vars(then, f);
                 statement_vars(otherwise, f);
             }
+            Stmt::GroupMma { products, .. } => {
+                for p in products {
+                    p.acc = f(p.acc);
+                }
+            }
             Stmt::Store { .. } | Stmt::Prefetch { .. } | Stmt::Copy { .. } | Stmt::Await { .. } => {
             }
         }

@@ -120,6 +120,9 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), String> {
         Stmt::Copy { .. } | Stmt::Await { .. } => {
             return Err("shared-memory copies are GPU code (CUDA and HIP targets)".to_string())
         }
+        Stmt::GroupMma { .. } => {
+            return Err("warpgroup matrix instructions are GPU code (cuda:sm_90a)".to_string())
+        }
         Stmt::Loop {
             var, extent, body, ..
         } => {

@@ -223,6 +223,7 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             super::gpu::copies::copy(em, *dst, to, *src, from, *lanes)?;
         }
         Stmt::Await { in_flight } => super::gpu::copies::await_copies(em, *in_flight)?,
+        Stmt::GroupMma { op, products } => super::gpu::warpgroup::group_mma(em, *op, products)?,
         Stmt::Loop {
             var,
             extent,

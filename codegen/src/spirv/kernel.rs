@@ -535,6 +535,11 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         Stmt::Copy { .. } | Stmt::Await { .. } => {
             return Err(Fail::msg("shared-memory copies are not lowered to SPIR-V"))
         }
+        Stmt::GroupMma { .. } => {
+            return Err(Fail::msg(
+                "warpgroup matrix instructions are NVIDIA sm_90a's (cuda:sm_90a), not SPIR-V",
+            ))
+        }
         Stmt::Store { buf, index, value } => {
             let i = em.expr(index)?;
             let v = em.expr(value)?;

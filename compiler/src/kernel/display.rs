@@ -53,6 +53,17 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
                 "{pad}copy {dst}[{dst_index}] <- {src}[{src_index}] x{lanes}"
             )?,
             Stmt::Await { in_flight } => writeln!(out, "{pad}await copies <= {in_flight}")?,
+            Stmt::GroupMma { op, products } => {
+                writeln!(out, "{pad}group mma m64n{}k16 {} {{", op.n, op.input)?;
+                for p in products {
+                    writeln!(
+                        out,
+                        "{pad}  v{} += {}[{}] x {}[{}]",
+                        p.acc, p.a, p.a_index, p.b, p.b_index
+                    )?;
+                }
+                writeln!(out, "{pad}}}")?;
+            }
             Stmt::Loop {
                 var,
                 extent,

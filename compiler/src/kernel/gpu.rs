@@ -47,27 +47,65 @@ impl GpuLaunch {
 
 pub fn launch_shape(k: &super::Kernel) -> GpuLaunch {
     GpuLaunch {
-        shared_bytes: shared_offsets(&k.locals).1,
+        shared_bytes: SharedLayout::of(k).bytes,
         ..shape_of(&k.body, k.block_threads)
     }
 }
 
-/// Where each shared local starts in the block's shared memory (`None` for a thread's own
-/// locals), each at a multiple of 16 bytes so copies and vector reads of 16 bytes are
-/// single instructions, and the bytes all of them take.
-pub fn shared_offsets(locals: &[super::LocalBuf]) -> (Vec<Option<u32>>, u32) {
-    let mut end = 0u32;
-    let offsets = locals
-        .iter()
-        .map(|l| {
-            l.shared.then(|| {
-                let at = end.next_multiple_of(16);
-                end = at + l.len * l.dtype.size_bytes() as u32;
-                at
+/// Where each shared local lies in the block's dynamic shared memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedLayout {
+    /// Each local's offset from the aligned base (`None` for a thread's own locals), a
+    /// multiple of `align`.
+    pub offsets: Vec<Option<u32>>,
+    /// Bytes the launch must give: the locals, plus `align - 16` where the code must round
+    /// the base up to `align` itself (the launch guarantees 16).
+    pub bytes: u32,
+    /// 16, so copies and vector reads of 16 bytes are single instructions, or
+    /// `warpgroup::TILE_ALIGN` in kernels of `Stmt::GroupMma`, whose tiles' swizzle is a
+    /// function of address bits.
+    pub align: u32,
+}
+
+impl SharedLayout {
+    pub fn of(k: &super::Kernel) -> SharedLayout {
+        let align = if has_group_mma(&k.body) {
+            super::warpgroup::TILE_ALIGN
+        } else {
+            16
+        };
+        Self::with_align(&k.locals, align)
+    }
+
+    pub fn with_align(locals: &[super::LocalBuf], align: u32) -> SharedLayout {
+        let mut end = 0u32;
+        let offsets = locals
+            .iter()
+            .map(|l| {
+                l.shared.then(|| {
+                    let at = end.next_multiple_of(align);
+                    end = at + l.len * l.dtype.size_bytes() as u32;
+                    at
+                })
             })
-        })
-        .collect();
-    (offsets, end.next_multiple_of(16))
+            .collect();
+        let bytes = match end {
+            0 => 0,
+            end => end.next_multiple_of(16) + (align - 16),
+        };
+        SharedLayout {
+            offsets,
+            bytes,
+            align,
+        }
+    }
+}
+
+/// Whether `body` issues warpgroup matrix instructions (`Stmt::GroupMma`).
+pub fn has_group_mma(body: &[Stmt]) -> bool {
+    let mut found = false;
+    super::visit_stmts(body, &mut |s| found |= matches!(s, Stmt::GroupMma { .. }));
+    found
 }
 
 /// The launch of a kernel with `body`; `block_threads` (see `Kernel::block_threads`)
@@ -186,7 +224,8 @@ pub fn has_shared_loop(s: &Stmt) -> bool {
         | Stmt::Store { .. }
         | Stmt::Prefetch { .. }
         | Stmt::Copy { .. }
-        | Stmt::Await { .. } => false,
+        | Stmt::Await { .. }
+        | Stmt::GroupMma { .. } => false,
     }
 }
 
@@ -241,8 +280,18 @@ mod tests {
         ];
         // 18 bytes of halves, then the f32s at the next multiple of 16; the thread's own
         // local takes no shared memory.
-        assert_eq!(shared_offsets(&locals), (vec![Some(0), None, Some(32)], 48));
-        assert_eq!(shared_offsets(&locals[1..2]), (vec![None], 0));
+        let at = |locals: &[super::super::LocalBuf], align| {
+            let l = SharedLayout::with_align(locals, align);
+            (l.offsets, l.bytes)
+        };
+        assert_eq!(at(&locals, 16), (vec![Some(0), None, Some(32)], 48));
+        assert_eq!(at(&locals[1..2], 16), (vec![None], 0));
+        // Tiles of warpgroup products start at multiples of 1024 bytes from a base the
+        // code rounds up, so the launch gives 1008 bytes more.
+        assert_eq!(
+            at(&locals, 1024),
+            (vec![Some(0), None, Some(1024)], 1040 + 1008)
+        );
     }
 
     #[test]

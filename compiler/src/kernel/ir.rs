@@ -309,6 +309,15 @@ pub enum Stmt {
     Await {
         in_flight: u8,
     },
+    /// Hopper's warpgroup matrix instruction (`kernel::warpgroup`): each warpgroup of the
+    /// block issues `products` in order, reading A and B from shared locals that an `Await`
+    /// has made visible, then waits until all are done, so the accumulators are current
+    /// after it. Reached by every thread of the block together; only in kernels with
+    /// explicit threads, and only for targets whose schedule has the instruction.
+    GroupMma {
+        op: super::warpgroup::GroupOp,
+        products: Vec<super::warpgroup::GroupProduct>,
+    },
     /// A hint that element `index` of `buf` will be read soon: the LLVM CPU backend fetches
     /// its cache line ahead (`index` may lie past the buffer; the fetch never faults);
     /// other backends ignore it.
@@ -422,6 +431,10 @@ impl Stmt {
                 ..
             } => vec![dst_index, src_index],
             Stmt::Await { .. } => Vec::new(),
+            Stmt::GroupMma { products, .. } => products
+                .iter()
+                .flat_map(|p| [&p.a_index, &p.b_index])
+                .collect(),
             Stmt::Loop { extent, .. } => vec![extent],
             Stmt::Reduce { extent, value, .. } => vec![extent, value],
             Stmt::If { cond, .. } => vec![cond],
@@ -484,6 +497,12 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
                 take(src_index, f);
             }
             Stmt::Await { .. } => {}
+            Stmt::GroupMma { products, .. } => {
+                for p in products {
+                    take(&mut p.a_index, f);
+                    take(&mut p.b_index, f);
+                }
+            }
             Stmt::Loop { extent, body, .. } => {
                 take(extent, f);
                 map_exprs(body, f);

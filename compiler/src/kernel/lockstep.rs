@@ -1,12 +1,16 @@
 //! A lockstep interpreter of kernels with explicit threads (`Expr::Thread`), for tests on
 //! machines without a GPU: every thread of a block runs each statement before any runs the
 //! next, as the barriers of `Stmt::Await` make them agree to, with a mask of the threads an
-//! `If` leaves running. `Expr::Mma` is computed for a warp at once from the layouts of
-//! `kernel::matrix`, so a lowering's tiles, copies and lane layouts are checked end to end.
-//! It knows the expressions the tiled matmul writes and reports any other as an error.
+//! `If` leaves running. A `Stmt::Copy` lands only at the `Await` that must wait for it, so a
+//! pipeline that reads a stage too early reads stale values. `Expr::Mma` is computed for a
+//! warp at once from the layouts of `kernel::matrix`, `Stmt::GroupMma` for a warpgroup
+//! through `kernel::warpgroup`'s address map, so a lowering's tiles, copies and lane layouts
+//! are checked end to end. It knows the expressions the tiled matmul writes and reports any
+//! other as an error.
 
 use super::e::i;
 use super::matrix::MatrixOp;
+use super::warpgroup::{GroupOp, GroupProduct, GROUP_K, GROUP_M, GROUP_THREADS};
 use super::{BOp, Buf, Cmp, Expr, Kernel, Lit, Stmt, VarId};
 use std::collections::HashMap;
 
@@ -43,7 +47,16 @@ struct Block<'k> {
     env: Vec<HashMap<VarId, Val>>,
     args: &'k mut [Vec<f32>],
     locals: Vec<Vec<f32>>,
+    /// Per thread, its copies since its last `Await`, then its closed batches still in
+    /// flight (oldest first): a copy lands only when an `Await` lets no more batches stay
+    /// in flight than it allows, the latest a GPU may land it, so a kernel that reads a
+    /// stage before waiting for its copies reads stale values here.
+    open: Vec<Vec<Landing>>,
+    in_flight: Vec<std::collections::VecDeque<Vec<Landing>>>,
 }
+
+/// A copy's values and where they land: (local, index, values).
+type Landing = (usize, usize, Vec<f32>);
 
 /// Runs `kernel` (explicit threads, `threads` a block) over the grid points `points` (each a
 /// list of grid indices), buffers as f32 values (halves already rounded) per argument.
@@ -66,6 +79,8 @@ pub fn run(
                 .iter()
                 .map(|l| vec![0.0; l.len as usize])
                 .collect(),
+            open: vec![Vec::new(); threads],
+            in_flight: vec![Default::default(); threads],
         };
         b.stmts(&kernel.body, &vec![true; threads])?;
     }
@@ -130,14 +145,29 @@ impl Block<'_> {
                         .ok_or_else(|| format!("copy from {from} past the buffer"))?
                         .to_vec();
                     let len = self.locals[*l as usize].len();
-                    self.locals[*l as usize]
-                        .get_mut(to..to + n)
-                        .ok_or_else(|| format!("copy to {to} past {len}"))?
-                        .copy_from_slice(&src);
+                    if to + n > len {
+                        return Err(format!("copy to {to} past {len}"));
+                    }
+                    self.open[t].push((*l as usize, to, src));
                 }
             }
-            // Every thread has run every statement before it: nothing is left in flight.
-            Stmt::Await { .. } => {}
+            Stmt::Await { in_flight } => {
+                for &t in &live {
+                    let batch = std::mem::take(&mut self.open[t]);
+                    self.in_flight[t].push_back(batch);
+                    while self.in_flight[t].len() > *in_flight as usize {
+                        let landed = self.in_flight[t].pop_front().unwrap_or_default();
+                        for (l, to, values) in landed {
+                            self.locals[l][to..to + values.len()].copy_from_slice(&values);
+                        }
+                    }
+                }
+            }
+            Stmt::GroupMma { op, products } => {
+                for p in products {
+                    self.group_mma(*op, p, &live)?;
+                }
+            }
             Stmt::Loop {
                 var, extent, body, ..
             } => {
@@ -204,6 +234,71 @@ impl Block<'_> {
             out.push(Val::V(v));
         }
         Ok(out)
+    }
+
+    /// One warpgroup instruction for every warpgroup of the block, reading A and B through
+    /// the swizzled address map of `warpgroup::GroupOp::element`.
+    fn group_mma(&mut self, op: GroupOp, p: &GroupProduct, live: &[usize]) -> Result<(), String> {
+        let group = GROUP_THREADS as usize;
+        if live.len() != self.threads || !self.threads.is_multiple_of(group) {
+            return Err("a warpgroup instruction some threads of the block skip".into());
+        }
+        let round = |x: f32| match op.input {
+            kiln_ir::DType::BF16 => half::bf16::from_f32(x).to_f32(),
+            _ => half::f16::from_f32(x).to_f32(),
+        };
+        let n = op.n as i64;
+        for g in 0..self.threads / group {
+            let threads: Vec<usize> = (g * group..(g + 1) * group).collect();
+            let uniform = |this: &Self, e: &Expr| -> Result<i64, String> {
+                let first = this.eval(e, threads[0])?.int()?;
+                for &t in &threads {
+                    if this.eval(e, t)?.int()? != first {
+                        return Err(format!("warpgroup tile index {e} differs between threads"));
+                    }
+                }
+                Ok(first)
+            };
+            let (a_at, b_at) = (uniform(self, &p.a_index)?, uniform(self, &p.b_index)?);
+            let tile =
+                |this: &Self, buf: Buf, at: i64, rows: i64| -> Result<Vec<Vec<f64>>, String> {
+                    let Buf::Local(l) = buf else {
+                        return Err("a warpgroup operand outside shared memory".into());
+                    };
+                    let local = &this.locals[l as usize];
+                    (0..rows)
+                        .map(|r| {
+                            (0..GROUP_K)
+                                .map(|k| {
+                                    let e = GroupOp::element(at, r, k) as usize;
+                                    local.get(e).map(|&x| round(x) as f64).ok_or_else(|| {
+                                        format!("warpgroup read at {e} past {}", local.len())
+                                    })
+                                })
+                                .collect()
+                        })
+                        .collect()
+                };
+            let a = tile(self, p.a, a_at, GROUP_M)?;
+            let b = tile(self, p.b, b_at, n)?;
+            for (t_in, &t) in threads.iter().enumerate() {
+                let mut c = self.env[t]
+                    .get(&p.acc)
+                    .ok_or_else(|| format!("warpgroup accumulator v{} unset", p.acc))?
+                    .floats()?;
+                if c.len() != op.acc_lanes() as usize {
+                    return Err(format!("{} accumulators for m64n{}", c.len(), op.n));
+                }
+                for (e, x) in c.iter_mut().enumerate() {
+                    let (r, col) = op.c_elem(i(t_in as i64), e as i64);
+                    let (r, col) = (constant(&r)? as usize, constant(&col)? as usize);
+                    let dot: f64 = (0..GROUP_K as usize).map(|k| a[r][k] * b[col][k]).sum();
+                    *x = (*x as f64 + dot) as f32;
+                }
+                self.env[t].insert(p.acc, Val::V(c));
+            }
+        }
+        Ok(())
     }
 
     fn mma(

@@ -23,6 +23,7 @@ pub mod matrix;
 pub mod simplify;
 pub mod small_ints;
 pub mod vectorize;
+pub mod warpgroup;
 
 pub use ir::*;
 

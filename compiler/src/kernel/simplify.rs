@@ -238,6 +238,12 @@ fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
                 *src_index = r.simplify(std::mem::replace(src_index, i(0)));
             }
             Stmt::Await { .. } => {}
+            Stmt::GroupMma { products, .. } => {
+                for p in products {
+                    p.a_index = r.simplify(std::mem::replace(&mut p.a_index, i(0)));
+                    p.b_index = r.simplify(std::mem::replace(&mut p.b_index, i(0)));
+                }
+            }
             Stmt::Loop {
                 var, extent, body, ..
             } => {

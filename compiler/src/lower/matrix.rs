@@ -156,7 +156,7 @@ impl Plan {
 
 /// One operand's steps in shared memory: per stage, `rows` rows (of A, or of B's
 /// transposed storage) of one step along K, in 16-byte chunks.
-struct Staged {
+pub(super) struct Staged {
     local: Buf,
     rows: i64,
     /// Elements per 16-byte chunk.
@@ -166,7 +166,7 @@ struct Staged {
 }
 
 impl Staged {
-    fn new(local: u32, dtype: DType, rows: i64, step: i64) -> Staged {
+    pub(super) fn new(local: u32, dtype: DType, rows: i64, step: i64) -> Staged {
         let chunk = 16 / dtype.size_bytes() as i64;
         Staged {
             local: Buf::Local(local),
@@ -176,7 +176,7 @@ impl Staged {
         }
     }
 
-    fn stage_len(&self) -> i64 {
+    pub(super) fn stage_len(&self) -> i64 {
         self.rows * self.per_row * self.chunk
     }
 
@@ -312,7 +312,8 @@ impl Staged {
     }
 }
 
-/// The tiled matmul: a block of warps per tile of C (see the module doc).
+/// The tiled matmul: a block of warps per tile of C (see the module doc). On targets with
+/// Hopper's warpgroup instruction the block is warpgroups instead (`lower::group_matrix`).
 pub(super) fn kernel(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -321,56 +322,171 @@ pub(super) fn kernel(
     op: MatrixOp,
 ) -> Result<(Kernel, Vec<usize>), LowerError> {
     let unit = op.unit;
-    let nb = ops.nb;
     let (um, un, uk) = unit.shape();
     let outputs = ops
         .out_shape
         .iter()
         .map(|d| d.as_known())
         .product::<Option<i64>>();
-    let (a_dtype, b_dtype) = (stored_type(ctx, ops.a), stored_type(ctx, ops.b));
+    let dtypes = (stored_type(ctx, ops.a), stored_type(ctx, ops.b));
     let k_total = k_dim(ops)
         .as_known()
         .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
-    let sizes = (a_dtype.size_bytes() as i64, b_dtype.size_bytes() as i64);
+    let sizes = (dtypes.0.size_bytes() as i64, dtypes.1.size_bytes() as i64);
     let shared = ctx.schedule.shared_bytes as i64;
+    if let Some(plan) = super::group_matrix::plan(ctx, op, dtypes, outputs, k_total) {
+        return super::group_matrix::kernel(ctx, ops, out, name, op, dtypes, plan);
+    }
     let plan = Plan::choose(unit, outputs, k_total, sizes, shared)
         .ok_or_else(|| LowerError::Internal("no matrix-unit plan fits shared memory".into()))?;
     let (tm, tn) = plan.tiles;
     let s = plan.substeps;
-    let kl = unit.k_per_lane();
-    let run = kl * s;
-    let step = uk * s;
     let (_, _, c_len) = unit.fragment_lanes();
     let (warp_m, warp_n) = (tm * um, tn * un);
     let (wm, wn) = plan.warps;
-    let stages = plan.stages;
     let warp = unit.warp() as i64;
-    let threads = wm * wn * warp;
-    let (block_m, block_n) = (wm * warp_m, wn * warp_n);
-    let sa = Staged::new(0, a_dtype, block_m, step);
-    let sb = Staged::new(1, b_dtype, block_n, step);
+    let blocking = Blocking {
+        block: (wm * warp_m, wn * warp_n),
+        threads: wm * wn * warp,
+        step: uk * s,
+        stages: plan.stages,
+        dtypes,
+    };
+    let mut head = Vec::new();
+    let warp_id = div(Expr::Thread, i(warp));
+    let my_m = bind(ctx, &mut head, mul(div(warp_id.clone(), i(wn)), i(warp_m)));
+    let my_n = bind(ctx, &mut head, mul(rem(warp_id, i(wn)), i(warp_n)));
+    let accs: Vec<Vec<VarId>> = (0..tm)
+        .map(|_| (0..tn).map(|_| ctx.fresh()).collect())
+        .collect();
+    // Each lane's registers of C, as `kernel::matrix` places them.
+    let placed: Vec<Acc> = accs
+        .iter()
+        .enumerate()
+        .flat_map(|(ti, row)| row.iter().enumerate().map(move |(tj, &v)| (ti, tj, v)))
+        .map(|(ti, tj, v)| Acc {
+            var: v,
+            at: (0..c_len as i64)
+                .map(|e| {
+                    let (r, c) = unit.c_elem(Expr::Lane, e);
+                    (
+                        add(add(var(my_m), i(ti as i64 * um)), r),
+                        add(add(var(my_n), i(tj as i64 * un)), c),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let (sa, sb) = blocking.staged();
+    let mut multiply = |ctx: &mut Ctx, out: &mut Vec<Stmt>, stage: Expr| {
+        let warp_tile = WarpTile {
+            op,
+            my_m,
+            my_n,
+            run: unit.k_per_lane() * s,
+            substeps: s,
+            a: &sa,
+            b: &sb,
+            stage,
+        };
+        warp_tile.multiply(ctx, out, &accs, plan.order);
+        Ok(())
+    };
+    let products = BlockProducts {
+        head,
+        accs: placed,
+        multiply: &mut multiply,
+    };
+    staged_kernel(ctx, ops, out, name, &blocking, products)
+}
+
+/// How a block covers C and walks K: a `block` (rows, columns) tile of C a block,
+/// `threads` threads, `step` K positions a loop step, `stages` steps staged at once (at
+/// least two, so one step's copies overlap the last one's products), A and B staged as
+/// `dtypes`.
+#[derive(Clone, Copy)]
+pub(super) struct Blocking {
+    pub block: (i64, i64),
+    pub threads: i64,
+    pub step: i64,
+    pub stages: i64,
+    pub dtypes: (DType, DType),
+}
+
+impl Blocking {
+    /// The staged tiles of A (local 0) and B (local 1).
+    pub fn staged(&self) -> (Staged, Staged) {
+        (
+            Staged::new(0, self.dtypes.0, self.block.0, self.step),
+            Staged::new(1, self.dtypes.1, self.block.1, self.step),
+        )
+    }
+}
+
+/// An accumulator vector of a thread and, per lane, its (row, column) of C within the
+/// block's tile.
+pub(super) struct Acc {
+    pub var: VarId,
+    pub at: Vec<(Expr, Expr)>,
+}
+
+/// Appends one staged step's products to the loop body, given the step's stage.
+pub(super) type StepProducts<'a> =
+    dyn FnMut(&mut Ctx, &mut Vec<Stmt>, Expr) -> Result<(), LowerError> + 'a;
+
+/// What multiplies a block's staged steps: `head` (bindings the products and the
+/// accumulators' places name), the accumulators, and each step's products.
+pub(super) struct BlockProducts<'a> {
+    pub head: Vec<Stmt>,
+    pub accs: Vec<Acc>,
+    pub multiply: &'a mut StepProducts<'a>,
+}
+
+/// The kernel around a block's products: `head`, the accumulators zeroed, the copies of
+/// the first steps, the loop over K (wait for a step's copies, start those `stages - 1`
+/// ahead, multiply the step's stage), and each accumulator's lanes stored where they fall
+/// inside C.
+pub(super) fn staged_kernel(
+    ctx: &mut Ctx,
+    ops: &Operands,
+    out: Buf,
+    name: String,
+    blocking: &Blocking,
+    products: BlockProducts,
+) -> Result<(Kernel, Vec<usize>), LowerError> {
+    let nb = ops.nb;
+    let k_total = k_dim(ops)
+        .as_known()
+        .ok_or_else(|| LowerError::Internal("matrix matmul with a symbolic K".into()))?;
+    let Blocking {
+        block: (block_m, block_n),
+        threads,
+        step,
+        stages,
+        dtypes,
+    } = *blocking;
+    let BlockProducts {
+        head,
+        accs,
+        multiply,
+    } = products;
+    let (sa, sb) = blocking.staged();
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
     let steps = k_total / step;
+    // More stages than steps ahead leave the prologue short of batches, and an `Await`
+    // would then count an empty batch as the one it must wait for.
+    let stages = stages.min(steps + 1).max(2);
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
     grid[nb].ceil_div = block_m;
     grid[nb + 1].ceil_div = block_n;
     let row0 = mul(Expr::GridIdx(nb as u32), i(block_m));
     let col0 = mul(Expr::GridIdx(nb as u32 + 1), i(block_n));
-    let lane = Expr::Lane;
-    let mut body = Vec::new();
-    let warp_id = div(Expr::Thread, i(warp));
-    let my_m = bind(ctx, &mut body, mul(div(warp_id.clone(), i(wn)), i(warp_m)));
-    let my_n = bind(ctx, &mut body, mul(rem(warp_id, i(wn)), i(warp_n)));
-
-    let accs: Vec<Vec<VarId>> = (0..tm)
-        .map(|_| (0..tn).map(|_| ctx.fresh()).collect())
-        .collect();
-    for &acc in accs.iter().flatten() {
+    let mut body = head;
+    for acc in &accs {
         body.push(Stmt::Decl {
-            var: acc,
-            init: splat(f(0.0), c_len),
+            var: acc.var,
+            init: splat(f(0.0), acc.at.len() as u8),
         });
     }
 
@@ -418,7 +534,7 @@ pub(super) fn kernel(
         }
     }
 
-    // Each step: wait for its copies (and for every warp to be done with the stage the
+    // Each step: wait for its copies (and for every thread to be done with the stage the
     // next copies overwrite), start the copies `stages - 1` steps ahead, multiply.
     let kk = ctx.fresh();
     let mut each = vec![Stmt::Await { in_flight }];
@@ -431,17 +547,7 @@ pub(super) fn kernel(
         otherwise: Vec::new(),
     });
     let stage = bind(ctx, &mut each, rem(var(kk), i(stages)));
-    let warp_tile = WarpTile {
-        op,
-        my_m,
-        my_n,
-        run,
-        substeps: s,
-        a: &sa,
-        b: &sb,
-        stage: var(stage),
-    };
-    warp_tile.multiply(ctx, &mut each, &accs, plan.order);
+    multiply(ctx, &mut each, var(stage))?;
     body.push(Stmt::Loop {
         var: kk,
         extent: i(steps),
@@ -450,40 +556,37 @@ pub(super) fn kernel(
         body: each,
     });
 
-    // Each lane stores its registers of C that fall inside the matrix.
-    for (ti, row_accs) in accs.iter().enumerate() {
-        for (tj, &acc) in row_accs.iter().enumerate() {
-            for e in 0..c_len as i64 {
-                let (r, c) = unit.c_elem(lane.clone(), e);
-                let row = add(add(add(row0.clone(), var(my_m)), i(ti as i64 * um)), r);
-                let col = add(add(add(col0.clone(), var(my_n)), i(tj as i64 * un)), c);
-                let index = ops.c_index(ctx, row.clone(), col.clone());
-                let store = Stmt::Store {
-                    buf: out,
-                    value: ops.result(extract(var(acc), e), &index),
-                    index,
-                };
-                let inside = [
-                    (!m_whole).then(|| cmp(Cmp::Lt, row, m.clone())),
-                    (!n_whole).then(|| cmp(Cmp::Lt, col, n.clone())),
-                ]
-                .into_iter()
-                .flatten()
-                .reduce(|a, b| bin(BOp::And, a, b));
-                body.push(match inside {
-                    None => store,
-                    Some(cond) => Stmt::If {
-                        cond,
-                        then: vec![store],
-                        otherwise: Vec::new(),
-                    },
-                });
-            }
+    // Each thread stores its accumulators' lanes that fall inside the matrix.
+    for acc in &accs {
+        for (e, (r, c)) in acc.at.iter().enumerate() {
+            let row = add(row0.clone(), r.clone());
+            let col = add(col0.clone(), c.clone());
+            let index = ops.c_index(ctx, row.clone(), col.clone());
+            let store = Stmt::Store {
+                buf: out,
+                value: ops.result(extract(var(acc.var), e as i64), &index),
+                index,
+            };
+            let inside = [
+                (!m_whole).then(|| cmp(Cmp::Lt, row, m.clone())),
+                (!n_whole).then(|| cmp(Cmp::Lt, col, n.clone())),
+            ]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| bin(BOp::And, a, b));
+            body.push(match inside {
+                None => store,
+                Some(cond) => Stmt::If {
+                    cond,
+                    then: vec![store],
+                    otherwise: Vec::new(),
+                },
+            });
         }
     }
     grid.truncate(nb + 2);
     let (mut kernel, args) = ctx.finish(name, grid, body, 1);
-    kernel.locals = [(a_dtype, &sa), (b_dtype, &sb)]
+    kernel.locals = [(dtypes.0, &sa), (dtypes.1, &sb)]
         .map(|(dtype, st)| LocalBuf {
             dtype,
             len: (stages * st.stage_len()) as u32,
@@ -786,7 +889,7 @@ fn a_offsets(unit: MatrixUnit) -> Vec<i64> {
 }
 
 /// `value` bound to a fresh variable by a `Let` appended to `out`.
-fn bind(ctx: &mut Ctx, out: &mut Vec<Stmt>, value: Expr) -> VarId {
+pub(super) fn bind(ctx: &mut Ctx, out: &mut Vec<Stmt>, value: Expr) -> VarId {
     let var = ctx.fresh();
     out.push(Stmt::Let { var, value });
     var
@@ -1084,7 +1187,11 @@ mod tests {
 
     /// The matmul of `a_type` A `[m, k]` and f16 B `[n, k]`, lowered for `cuda:sm_90`.
     fn tiled_kernel(a_type: &str, m: i64, n: i64, k: i64) -> Kernel {
-        let t: crate::Target = "cuda:sm_90".parse().unwrap();
+        tiled_kernel_for("cuda:sm_90", a_type, m, n, k)
+    }
+
+    fn tiled_kernel_for(target: &str, a_type: &str, m: i64, n: i64, k: i64) -> Kernel {
+        let t: crate::Target = target.parse().unwrap();
         let schedule = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
         let cast = if a_type == "f32" {
             "%bf = cast %b dtype=f32\n"
@@ -1106,25 +1213,38 @@ mod tests {
     }
 
     /// The tiled kernel run by the lockstep interpreter (every thread of a block, `Mma` from
-    /// the unit's layouts) against a plain product of the same operands rounded to f16:
-    /// partial tiles, f32 activations, and two blocks of the large matmuls' plan.
+    /// the unit's layouts, `GroupMma` through the swizzled address map) against a plain
+    /// product of the same operands rounded to f16: partial tiles, f32 activations, and two
+    /// blocks of the large matmuls' plans. On `sm_90a` half operands take warpgroup
+    /// instructions and f32 activations `mma.sync`.
     #[test]
     fn tiled_matmuls_compute_the_product() {
         let round = |x: f32| half::f16::from_f32(x).to_f32();
-        for (a_type, m, n, k, some_blocks, order) in [
-            ("f16", 70, 100, 96, false, Order::Whole),
-            ("f16", 70, 100, 96, false, Order::Pieces),
-            ("f32", 200, 300, 256, false, Order::Whole),
-            ("f32", 200, 300, 256, false, Order::Pieces),
-            ("f16", 4096, 4096, 64, true, Order::Whole),
-            ("f16", 4096, 4096, 128, true, Order::Pieces),
-            ("f16", 70, 100, 96, false, Order::Matrices),
-            ("f32", 200, 300, 256, false, Order::Matrices),
-            ("f16", 4096, 4096, 128, true, Order::Matrices),
+        let (hopper, warps) = ("cuda:sm_90a", "cuda:sm_90");
+        for (target, a_type, m, n, k, some_blocks, order) in [
+            (warps, "f16", 70, 100, 96, false, Order::Whole),
+            (warps, "f16", 70, 100, 96, false, Order::Pieces),
+            (warps, "f32", 200, 300, 256, false, Order::Whole),
+            (warps, "f32", 200, 300, 256, false, Order::Pieces),
+            (warps, "f16", 4096, 4096, 64, true, Order::Whole),
+            (warps, "f16", 4096, 4096, 128, true, Order::Pieces),
+            (warps, "f16", 70, 100, 96, false, Order::Matrices),
+            (warps, "f32", 200, 300, 256, false, Order::Matrices),
+            (warps, "f16", 4096, 4096, 128, true, Order::Matrices),
+            (hopper, "f16", 200, 300, 192, false, Order::Matrices),
+            (hopper, "f16", 70, 100, 64, false, Order::Matrices),
+            (hopper, "f32", 200, 300, 256, false, Order::Matrices),
+            (hopper, "f16", 4096, 4096, 256, true, Order::Matrices),
         ] {
             ORDER.set(Some(order));
-            let kernel = tiled_kernel(a_type, m, n, k);
+            let kernel = tiled_kernel_for(target, a_type, m, n, k);
             ORDER.set(None);
+            let grouped = crate::kernel::gpu::has_group_mma(&kernel.body);
+            assert_eq!(
+                grouped,
+                target == hopper && a_type == "f16",
+                "{target} {a_type}: warpgroup instructions"
+            );
             let value = |seed: i64, at: i64| ((at * 7919 + seed) % 1001 - 500) as f32 / 333.0;
             let a: Vec<f32> = (0..m * k)
                 .map(|x| {
@@ -1160,7 +1280,7 @@ mod tests {
             };
             let threads = kernel.block_threads.unwrap() as usize;
             crate::kernel::lockstep::run(&kernel, threads, 32, &mut args, &points)
-                .unwrap_or_else(|e| panic!("{a_type} {m}x{k}x{n} {order:?}: {e}"));
+                .unwrap_or_else(|e| panic!("{target} {a_type} {m}x{k}x{n} {order:?}: {e}"));
             let c = &args[kernel.args.iter().position(|p| p.writes).unwrap()];
             let mut written = 0;
             for r in 0..m {
@@ -1178,7 +1298,7 @@ mod tests {
                         .sum();
                     assert!(
                         (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "{a_type} {m}x{k}x{n} {order:?}: c[{r}][{col}] = {got}, want {want}"
+                        "{target} {a_type} {m}x{k}x{n} {order:?}: c[{r}][{col}] = {got}, want {want}"
                     );
                 }
             }

@@ -18,6 +18,7 @@ pub use int_dot::byte_lanes as byte_dot_lanes;
 mod inline;
 mod k_dot;
 pub use k_dot::applies as q8k_dot_applies;
+mod group_matrix;
 mod kernels;
 mod matmul;
 mod matrix;

@@ -23,7 +23,7 @@ use inkwell::{AddressSpace, IntPredicate};
 use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::gpu::{
     explicit_threads, has_shared_loop, launch_shape, matrix_warp, max_reduction_group,
-    reduction_group, shared_offsets,
+    reduction_group, SharedLayout,
 };
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
@@ -102,8 +102,15 @@ pub fn emit<'ctx>(
         alignment: Alignment::of(k),
     };
     let explicit = explicit_threads(&k.body);
-    let (shared_at, shared_bytes) = shared_offsets(&k.locals);
-    let shared = (shared_bytes > 0).then(|| dynamic_shared(ctx, module, desc, k));
+    let layout = SharedLayout::of(k);
+    let shared = match layout.bytes {
+        0 => None,
+        _ => Some(aligned_base(
+            &mut em,
+            dynamic_shared(ctx, module, desc, k),
+            layout.align,
+        )?),
+    };
     for (at, l) in k.locals.iter().enumerate() {
         let ty = super::super::expr::storage_type(ctx, l.dtype).array_type(l.len);
         if l.shared != explicit {
@@ -120,11 +127,11 @@ pub fn emit<'ctx>(
                  the GPU lowering allocates only for kernels of explicit threads",
             ));
         }
-        em.locals.push(match (shared, shared_at[at]) {
+        em.locals.push(match (shared, layout.offsets[at]) {
             (Some(base), Some(offset)) => {
                 let offset = i64t.const_int(offset as u64, false);
                 // SAFETY: the offset lies inside the launch's dynamic shared memory, which
-                // the plan sizes to every shared local (`shared_offsets`).
+                // the plan sizes to every shared local (`SharedLayout`).
                 unsafe {
                     em.b.build_in_bounds_gep(ctx.i8_type(), base, &[offset], "shared")?
                 }
@@ -214,6 +221,27 @@ fn dynamic_shared<'ctx>(
     g.set_linkage(Linkage::External);
     g.set_alignment(16);
     g.as_pointer_value()
+}
+
+/// `base` rounded up to a multiple of `align` bytes (the launch gives 16, and `align - 16`
+/// bytes more where more is needed: `SharedLayout`).
+fn aligned_base<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    base: PointerValue<'ctx>,
+    align: u32,
+) -> Result<PointerValue<'ctx>, Fail> {
+    if align <= 16 {
+        return Ok(base);
+    }
+    let i64t = em.ctx.i64_type();
+    let at = em.b.build_ptr_to_int(base, i64t, "base")?;
+    let behind = em.b.build_int_neg(at, "behind")?;
+    let pad =
+        em.b.build_and(behind, i64t.const_int(align as u64 - 1, false), "pad")?;
+    // SAFETY: the launch gives `align - 16` bytes past the locals for this padding.
+    Ok(unsafe {
+        em.b.build_in_bounds_gep(em.ctx.i8_type(), base, &[pad], "aligned")?
+    })
 }
 
 /// Per-launch values every statement may need.

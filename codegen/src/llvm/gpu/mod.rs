@@ -21,6 +21,7 @@ pub mod nvptx;
 mod primitives;
 #[cfg(test)]
 mod tests;
+pub(super) mod warpgroup;
 mod word_runs;
 
 use super::expr::Fail;

@@ -191,26 +191,51 @@ fn half_matmuls_use_the_matrix_unit_from_sm_80() {
     assert!(!String::from_utf8(code).unwrap().contains("mma.sync"));
 }
 
-/// What the PTX of a half matmul must show (model `name`, capability `sm`).
+/// What the PTX of a half matmul must show (model `name`, capability `sm`): `mma.sync`, or
+/// on sm_90a Hopper's warpgroup instructions (`wgmma`, reading the staged tiles by
+/// descriptor: no fragments read by the threads, no `mma.sync`).
 fn half_matmul_ptx(ptx: &str, sm: &str, name: &str) {
     let types: &[&str] = if name == "half" {
         &["f16.f16", "bf16.bf16"]
     } else {
         &["f16.f16"]
     };
+    let hopper = sm == "sm_90a";
     for ty in types {
-        let want = format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32");
+        let want = if hopper {
+            let n = if name == "half" { 128 } else { 256 };
+            format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}")
+        } else {
+            format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32")
+        };
         assert!(ptx.contains(&want), "{sm} {name}: no {want}");
     }
+    let reads: &[&str] = if hopper {
+        &[
+            "fence.proxy.async.shared::cta",
+            "wgmma.fence.sync.aligned",
+            "wgmma.commit_group.sync.aligned",
+            "wgmma.wait_group.sync.aligned 0",
+        ]
+    } else {
+        &["ldmatrix.sync.aligned.m8n8.x4.shared.b16"]
+    };
+    if hopper {
+        assert!(!ptx.contains("mma.sync"), "{sm} {name}: mma.sync");
+        assert!(!ptx.contains("ldmatrix"), "{sm} {name}: ldmatrix");
+    }
     // Tiles staged through shared memory by background copies and read back by
-    // `ldmatrix`, straight into the instruction's registers. No 2-byte reads (a read split
-    // for want of a proven alignment) and no array of a thread's own (in local memory).
+    // `ldmatrix`, straight into the instruction's registers (or by the tensor cores, on
+    // sm_90a). No 2-byte reads (a read split for want of a proven alignment) and no array
+    // of a thread's own (in local memory).
     for want in [
         "cp.async.cg.shared.global",
         "cp.async.wait_group",
-        "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
         "bar.sync",
-    ] {
+    ]
+    .iter()
+    .chain(reads)
+    {
         assert!(ptx.contains(want), "{sm} {name}: no {want}");
     }
     assert!(!ptx.contains("ld.shared.u16"), "{sm} {name}: 2-byte reads");
