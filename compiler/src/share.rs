@@ -88,6 +88,11 @@ fn statement_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
                     p.acc = f(p.acc);
                 }
             }
+            Stmt::GroupWait { accs, .. } => {
+                for v in accs {
+                    *v = f(*v);
+                }
+            }
             Stmt::Store { .. } | Stmt::Prefetch { .. } | Stmt::Copy { .. } | Stmt::Await { .. } => {
             }
         }

@@ -120,7 +120,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), String> {
         Stmt::Copy { .. } | Stmt::Await { .. } => {
             return Err("shared-memory copies are GPU code (CUDA and HIP targets)".to_string())
         }
-        Stmt::GroupMma { .. } => {
+        Stmt::GroupMma { .. } | Stmt::GroupWait { .. } => {
             return Err("warpgroup matrix instructions are GPU code (cuda:sm_90a)".to_string())
         }
         Stmt::Loop {

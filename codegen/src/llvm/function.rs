@@ -224,6 +224,7 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         }
         Stmt::Await { in_flight } => super::gpu::copies::await_copies(em, *in_flight)?,
         Stmt::GroupMma { op, products } => super::gpu::warpgroup::group_mma(em, *op, products)?,
+        Stmt::GroupWait { accs, pending } => super::gpu::warpgroup::group_wait(em, accs, *pending)?,
         Stmt::Loop {
             var,
             extent,

@@ -535,7 +535,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         Stmt::Copy { .. } | Stmt::Await { .. } => {
             return Err(Fail::msg("shared-memory copies are not lowered to SPIR-V"))
         }
-        Stmt::GroupMma { .. } => {
+        Stmt::GroupMma { .. } | Stmt::GroupWait { .. } => {
             return Err(Fail::msg(
                 "warpgroup matrix instructions are NVIDIA sm_90a's (cuda:sm_90a), not SPIR-V",
             ))

@@ -64,6 +64,10 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
                 }
                 writeln!(out, "{pad}}}")?;
             }
+            Stmt::GroupWait { accs, pending } => {
+                let accs: Vec<String> = accs.iter().map(|v| format!("v{v}")).collect();
+                writeln!(out, "{pad}group wait <= {pending} ({})", accs.join(", "))?;
+            }
             Stmt::Loop {
                 var,
                 extent,

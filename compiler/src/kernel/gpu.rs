@@ -225,7 +225,8 @@ pub fn has_shared_loop(s: &Stmt) -> bool {
         | Stmt::Prefetch { .. }
         | Stmt::Copy { .. }
         | Stmt::Await { .. }
-        | Stmt::GroupMma { .. } => false,
+        | Stmt::GroupMma { .. }
+        | Stmt::GroupWait { .. } => false,
     }
 }
 

@@ -310,13 +310,20 @@ pub enum Stmt {
         in_flight: u8,
     },
     /// Hopper's warpgroup matrix instruction (`kernel::warpgroup`): each warpgroup of the
-    /// block issues `products` in order, reading A and B from shared locals that an `Await`
-    /// has made visible, then waits until all are done, so the accumulators are current
-    /// after it. Reached by every thread of the block together; only in kernels with
-    /// explicit threads, and only for targets whose schedule has the instruction.
+    /// block issues `products` in order as one batch, reading A and B from shared locals
+    /// that an `Await` has made visible. They run in the background: the accumulators are
+    /// current, and the shared tiles free to overwrite, only after a `GroupWait` that
+    /// leaves no batch in flight. Reached by every thread of the block together; only in
+    /// kernels with explicit threads, and only for targets whose schedule has it.
     GroupMma {
         op: super::warpgroup::GroupOp,
         products: Vec<super::warpgroup::GroupProduct>,
+    },
+    /// Waits until at most `pending` of the warpgroup's `GroupMma` batches are in flight;
+    /// `accs` are the accumulators they write (read only after a wait that leaves none).
+    GroupWait {
+        accs: Vec<VarId>,
+        pending: u8,
     },
     /// A hint that element `index` of `buf` will be read soon: the LLVM CPU backend fetches
     /// its cache line ahead (`index` may lie past the buffer; the fetch never faults);
@@ -430,7 +437,7 @@ impl Stmt {
                 src_index,
                 ..
             } => vec![dst_index, src_index],
-            Stmt::Await { .. } => Vec::new(),
+            Stmt::Await { .. } | Stmt::GroupWait { .. } => Vec::new(),
             Stmt::GroupMma { products, .. } => products
                 .iter()
                 .flat_map(|p| [&p.a_index, &p.b_index])
@@ -496,7 +503,7 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
                 take(dst_index, f);
                 take(src_index, f);
             }
-            Stmt::Await { .. } => {}
+            Stmt::Await { .. } | Stmt::GroupWait { .. } => {}
             Stmt::GroupMma { products, .. } => {
                 for p in products {
                     take(&mut p.a_index, f);

@@ -47,12 +47,24 @@ struct Block<'k> {
     env: Vec<HashMap<VarId, Val>>,
     args: &'k mut [Vec<f32>],
     locals: Vec<Vec<f32>>,
+    /// The run's timing of background work (see [`run`]): copies land when issued and
+    /// warpgroup products read their tiles when retired (`true`), or copies land at the
+    /// `Await` that must wait for them and products read when issued (`false`).
+    early: bool,
     /// Per thread, its copies since its last `Await`, then its closed batches still in
-    /// flight (oldest first): a copy lands only when an `Await` lets no more batches stay
-    /// in flight than it allows, the latest a GPU may land it, so a kernel that reads a
-    /// stage before waiting for its copies reads stale values here.
+    /// flight (oldest first).
     open: Vec<Vec<Landing>>,
     in_flight: Vec<std::collections::VecDeque<Vec<Landing>>>,
+    /// Per warpgroup, its batches of `Stmt::GroupMma` not yet retired by a `GroupWait`.
+    group_batches: Vec<std::collections::VecDeque<Vec<Issued>>>,
+}
+
+/// A warpgroup instruction as issued: its tiles as (local, first element).
+struct Issued {
+    op: GroupOp,
+    acc: VarId,
+    a: (Buf, i64),
+    b: (Buf, i64),
 }
 
 /// A copy's values and where they land: (local, index, values).
@@ -60,6 +72,13 @@ type Landing = (usize, usize, Vec<f32>);
 
 /// Runs `kernel` (explicit threads, `threads` a block) over the grid points `points` (each a
 /// list of grid indices), buffers as f32 values (halves already rounded) per argument.
+///
+/// Background work runs at both ends of what a GPU may do: once with each copy landing
+/// the latest it may (at the `Await` that waits for it) and warpgroup products reading
+/// their tiles the earliest (when issued), once the other way round. A kernel that reads a
+/// stage before its copies are waited for reads stale values in the first; one that
+/// overwrites a stage products may still be reading changes their result in the second;
+/// either way the two runs differ, which is an error.
 pub fn run(
     kernel: &Kernel,
     threads: usize,
@@ -67,8 +86,34 @@ pub fn run(
     args: &mut [Vec<f32>],
     points: &[Vec<i64>],
 ) -> Result<(), String> {
+    let mut late = args.to_vec();
+    run_timed(kernel, threads, warp, &mut late, points, false)?;
+    run_timed(kernel, threads, warp, args, points, true)?;
+    let same = late
+        .iter()
+        .zip(args.iter())
+        .all(|(x, y)| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()));
+    if !same {
+        return Err(
+            "results depend on when background copies and products run (a race \
+                    between a stage's copies and its readers)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn run_timed(
+    kernel: &Kernel,
+    threads: usize,
+    warp: usize,
+    args: &mut [Vec<f32>],
+    points: &[Vec<i64>],
+    early: bool,
+) -> Result<(), String> {
     for p in points {
         let mut b = Block {
+            early,
             grid: p.clone(),
             threads,
             warp,
@@ -81,8 +126,14 @@ pub fn run(
                 .collect(),
             open: vec![Vec::new(); threads],
             in_flight: vec![Default::default(); threads],
+            group_batches: (0..threads.div_ceil(GROUP_THREADS as usize))
+                .map(|_| Default::default())
+                .collect(),
         };
         b.stmts(&kernel.body, &vec![true; threads])?;
+        if b.group_batches.iter().any(|q| !q.is_empty()) {
+            return Err("warpgroup instructions never waited for".into());
+        }
     }
     Ok(())
 }
@@ -148,7 +199,11 @@ impl Block<'_> {
                     if to + n > len {
                         return Err(format!("copy to {to} past {len}"));
                     }
-                    self.open[t].push((*l as usize, to, src));
+                    if self.early {
+                        self.locals[*l as usize][to..to + n].copy_from_slice(&src);
+                    } else {
+                        self.open[t].push((*l as usize, to, src));
+                    }
                 }
             }
             Stmt::Await { in_flight } => {
@@ -163,11 +218,8 @@ impl Block<'_> {
                     }
                 }
             }
-            Stmt::GroupMma { op, products } => {
-                for p in products {
-                    self.group_mma(*op, p, &live)?;
-                }
-            }
+            Stmt::GroupMma { op, products } => self.issue_group(*op, products, &live)?,
+            Stmt::GroupWait { pending, .. } => self.retire_groups(*pending as usize)?,
             Stmt::Loop {
                 var, extent, body, ..
             } => {
@@ -236,18 +288,20 @@ impl Block<'_> {
         Ok(out)
     }
 
-    /// One warpgroup instruction for every warpgroup of the block, reading A and B through
-    /// the swizzled address map of `warpgroup::GroupOp::element`.
-    fn group_mma(&mut self, op: GroupOp, p: &GroupProduct, live: &[usize]) -> Result<(), String> {
+    /// Issues a batch of warpgroup instructions for every warpgroup of the block: their
+    /// tiles' indices are taken now (each the same for all threads of a group), their
+    /// products now or, in the early-copies run, at the `GroupWait` that retires the batch
+    /// (the latest a GPU may read the tiles).
+    fn issue_group(
+        &mut self,
+        op: GroupOp,
+        products: &[GroupProduct],
+        live: &[usize],
+    ) -> Result<(), String> {
         let group = GROUP_THREADS as usize;
         if live.len() != self.threads || !self.threads.is_multiple_of(group) {
             return Err("a warpgroup instruction some threads of the block skip".into());
         }
-        let round = |x: f32| match op.input {
-            kiln_ir::DType::BF16 => half::bf16::from_f32(x).to_f32(),
-            _ => half::f16::from_f32(x).to_f32(),
-        };
-        let n = op.n as i64;
         for g in 0..self.threads / group {
             let threads: Vec<usize> = (g * group..(g + 1) * group).collect();
             let uniform = |this: &Self, e: &Expr| -> Result<i64, String> {
@@ -259,44 +313,88 @@ impl Block<'_> {
                 }
                 Ok(first)
             };
-            let (a_at, b_at) = (uniform(self, &p.a_index)?, uniform(self, &p.b_index)?);
-            let tile =
-                |this: &Self, buf: Buf, at: i64, rows: i64| -> Result<Vec<Vec<f64>>, String> {
-                    let Buf::Local(l) = buf else {
-                        return Err("a warpgroup operand outside shared memory".into());
-                    };
-                    let local = &this.locals[l as usize];
-                    (0..rows)
-                        .map(|r| {
-                            (0..GROUP_K)
-                                .map(|k| {
-                                    let e = GroupOp::element(at, r, k) as usize;
-                                    local.get(e).map(|&x| round(x) as f64).ok_or_else(|| {
-                                        format!("warpgroup read at {e} past {}", local.len())
-                                    })
-                                })
-                                .collect()
-                        })
-                        .collect()
-                };
-            let a = tile(self, p.a, a_at, GROUP_M)?;
-            let b = tile(self, p.b, b_at, n)?;
-            for (t_in, &t) in threads.iter().enumerate() {
-                let mut c = self.env[t]
-                    .get(&p.acc)
-                    .ok_or_else(|| format!("warpgroup accumulator v{} unset", p.acc))?
-                    .floats()?;
-                if c.len() != op.acc_lanes() as usize {
-                    return Err(format!("{} accumulators for m64n{}", c.len(), op.n));
+            let batch = products
+                .iter()
+                .map(|p| {
+                    Ok(Issued {
+                        op,
+                        acc: p.acc,
+                        a: (p.a, uniform(self, &p.a_index)?),
+                        b: (p.b, uniform(self, &p.b_index)?),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            if self.early {
+                self.group_batches[g].push_back(batch);
+            } else {
+                for issued in &batch {
+                    self.group_product(g, issued)?;
                 }
-                for (e, x) in c.iter_mut().enumerate() {
-                    let (r, col) = op.c_elem(i(t_in as i64), e as i64);
-                    let (r, col) = (constant(&r)? as usize, constant(&col)? as usize);
-                    let dot: f64 = (0..GROUP_K as usize).map(|k| a[r][k] * b[col][k]).sum();
-                    *x = (*x as f64 + dot) as f32;
-                }
-                self.env[t].insert(p.acc, Val::V(c));
+                self.group_batches[g].push_back(Vec::new());
             }
+        }
+        Ok(())
+    }
+
+    /// `Stmt::GroupWait`: retires each warpgroup's batches beyond `pending`, oldest first.
+    fn retire_groups(&mut self, pending: usize) -> Result<(), String> {
+        for g in 0..self.group_batches.len() {
+            while self.group_batches[g].len() > pending {
+                let batch = self.group_batches[g].pop_front().unwrap_or_default();
+                for issued in batch {
+                    self.group_product(g, &issued)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One instruction of warpgroup `g`, reading A and B through the swizzled address map
+    /// of `warpgroup::GroupOp::element`.
+    fn group_product(&mut self, g: usize, p: &Issued) -> Result<(), String> {
+        let op = p.op;
+        let round = |x: f32| match op.input {
+            kiln_ir::DType::BF16 => half::bf16::from_f32(x).to_f32(),
+            _ => half::f16::from_f32(x).to_f32(),
+        };
+        let tile =
+            |this: &Self, (buf, at): (Buf, i64), rows: i64| -> Result<Vec<Vec<f64>>, String> {
+                let Buf::Local(l) = buf else {
+                    return Err("a warpgroup operand outside shared memory".into());
+                };
+                let local = &this.locals[l as usize];
+                (0..rows)
+                    .map(|r| {
+                        (0..GROUP_K)
+                            .map(|k| {
+                                let e = GroupOp::element(at, r, k) as usize;
+                                local.get(e).map(|&x| round(x) as f64).ok_or_else(|| {
+                                    format!("warpgroup read at {e} past {}", local.len())
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+        let a = tile(self, p.a, GROUP_M)?;
+        let b = tile(self, p.b, op.n as i64)?;
+        let group = GROUP_THREADS as usize;
+        for t_in in 0..group {
+            let t = g * group + t_in;
+            let mut c = self.env[t]
+                .get(&p.acc)
+                .ok_or_else(|| format!("warpgroup accumulator v{} unset", p.acc))?
+                .floats()?;
+            if c.len() != op.acc_lanes() as usize {
+                return Err(format!("{} accumulators for m64n{}", c.len(), op.n));
+            }
+            for (e, x) in c.iter_mut().enumerate() {
+                let (r, col) = op.c_elem(i(t_in as i64), e as i64);
+                let (r, col) = (constant(&r)? as usize, constant(&col)? as usize);
+                let dot: f64 = (0..GROUP_K as usize).map(|k| a[r][k] * b[col][k]).sum();
+                *x = (*x as f64 + dot) as f32;
+            }
+            self.env[t].insert(p.acc, Val::V(c));
         }
         Ok(())
     }

@@ -237,7 +237,7 @@ fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
                 *dst_index = r.simplify(std::mem::replace(dst_index, i(0)));
                 *src_index = r.simplify(std::mem::replace(src_index, i(0)));
             }
-            Stmt::Await { .. } => {}
+            Stmt::Await { .. } | Stmt::GroupWait { .. } => {}
             Stmt::GroupMma { products, .. } => {
                 for p in products {
                     p.a_index = r.simplify(std::mem::replace(&mut p.a_index, i(0)));

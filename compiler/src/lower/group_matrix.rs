@@ -34,6 +34,10 @@ pub(super) struct GroupPlan {
     pieces: i64,
     n: i64,
     stages: i64,
+    /// Batches of products left in flight at the end of a step (0 or 1): with 1, a step's
+    /// instructions overlap the next step's wait and copies, and the stage they read is
+    /// overwritten a step later (`BlockProducts::lag`).
+    pending: i64,
 }
 
 impl GroupPlan {
@@ -52,8 +56,8 @@ impl GroupPlan {
 ///   still has a block for every SM.
 ///
 /// `KILN_GPU_WGMMA=0` turns it off at compile time; `KILN_GPU_MMA_LARGE=0|1` picks either
-/// plan (as for `mma.sync`), and `KILN_GPU_WGMMA_GROUPS`, `_PIECES`, `_N` and `_STAGES` ask
-/// for others, to compare on a GPU.
+/// plan (as for `mma.sync`), and `KILN_GPU_WGMMA_GROUPS`, `_PIECES`, `_N`, `_STAGES` and
+/// `_PENDING` ask for others, to compare on a GPU.
 pub(super) fn plan(
     ctx: &Ctx,
     op: MatrixOp,
@@ -84,11 +88,15 @@ pub(super) fn plan(
     let room = ctx.schedule.shared_bytes as i64 - TILE_ALIGN as i64;
     let fit = room / stage_bytes;
     let stages = super::knob("KILN_GPU_WGMMA_STAGES", MAX_STAGES).clamp(2, fit.max(2));
-    (fit >= 2).then_some(GroupPlan {
+    let pending: i64 = super::knob("KILN_GPU_WGMMA_PENDING", 0).clamp(0, 1);
+    #[cfg(test)]
+    let pending = PENDING.get().unwrap_or(pending);
+    (fit >= 2 + pending).then_some(GroupPlan {
         groups,
         pieces,
         n,
-        stages,
+        stages: stages.max(2 + pending),
+        pending,
     })
 }
 
@@ -153,12 +161,29 @@ pub(super) fn kernel(
             })
             .collect();
         out.push(Stmt::GroupMma { op: gop, products });
+        out.push(Stmt::GroupWait {
+            accs: acc_vars.clone(),
+            pending: plan.pending as u8,
+        });
         Ok(())
     };
+    let drain = vec![Stmt::GroupWait {
+        accs: accs.iter().map(|a| a.var).collect(),
+        pending: 0,
+    }];
     let products = BlockProducts {
         head,
         accs,
         multiply: &mut multiply,
+        lag: plan.pending,
+        drain,
     };
     staged_kernel(ctx, ops, out, name, &blocking, products)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Overrides `KILN_GPU_WGMMA_PENDING` for tests of this thread (tests run in parallel,
+    /// so they cannot set the environment).
+    pub(super) static PENDING: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
 }

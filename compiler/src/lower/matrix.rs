@@ -10,7 +10,9 @@
 //! the copies of the steps ahead run while the warps multiply), so every element is read
 //! from global memory once per block rather than once per warp. Per instruction step each
 //! warp reads its fragments from the staged tiles (`Order`: by `ldmatrix` on NVIDIA) and
-//! issues one instruction per tile pair. Hopper's `wgmma` is the next step (docs/perf.md).
+//! issues one instruction per tile pair. On `cuda:sm_90a` half operands take Hopper's
+//! warpgroup instructions instead (`lower::group_matrix`), on the same staged kernel
+//! (`staged_kernel`).
 //!
 //! Rows past M and columns past N read the last row or column (in bounds) and are not
 //! stored; K must be a known multiple of the step (every LLM width is).
@@ -396,6 +398,8 @@ pub(super) fn kernel(
         head,
         accs: placed,
         multiply: &mut multiply,
+        lag: 0,
+        drain: Vec::new(),
     };
     staged_kernel(ctx, ops, out, name, &blocking, products)
 }
@@ -435,11 +439,16 @@ pub(super) type StepProducts<'a> =
     dyn FnMut(&mut Ctx, &mut Vec<Stmt>, Expr) -> Result<(), LowerError> + 'a;
 
 /// What multiplies a block's staged steps: `head` (bindings the products and the
-/// accumulators' places name), the accumulators, and each step's products.
+/// accumulators' places name), the accumulators, each step's products, how many steps'
+/// products may still be reading their stages when the next step begins (`lag`: their
+/// stages are not overwritten until then), and `drain`, which waits for them after the
+/// last step.
 pub(super) struct BlockProducts<'a> {
     pub head: Vec<Stmt>,
     pub accs: Vec<Acc>,
     pub multiply: &'a mut StepProducts<'a>,
+    pub lag: i64,
+    pub drain: Vec<Stmt>,
 }
 
 /// The kernel around a block's products: `head`, the accumulators zeroed, the copies of
@@ -469,14 +478,18 @@ pub(super) fn staged_kernel(
         head,
         accs,
         multiply,
+        lag,
+        drain,
     } = products;
     let (sa, sb) = blocking.staged();
     let m = dim_expr(ctx, &ops.out_shape[nb]);
     let n = dim_expr(ctx, &ops.out_shape[nb + 1]);
     let steps = k_total / step;
-    // More stages than steps ahead leave the prologue short of batches, and an `Await`
-    // would then count an empty batch as the one it must wait for.
-    let stages = stages.min(steps + 1).max(2);
+    // Steps copied ahead of the one multiplied: every stage but that one's and the `lag`
+    // ones still being read, and no more than there are steps (a prologue short of
+    // batches would let an `Await` count an empty batch as the one it must wait for).
+    let ahead = (stages - 1 - lag).min(steps).max(1);
+    let stages = ahead + 1 + lag;
     let mut grid: Vec<GridDim> = ops.out_shape.iter().map(GridDim::of).collect();
     grid[nb].ceil_div = block_m;
     grid[nb + 1].ceil_div = block_n;
@@ -525,20 +538,20 @@ pub(super) fn staged_kernel(
             out,
         )
     };
-    // Prologue: the first `stages - 1` steps, each its own batch.
-    let in_flight = (stages - 2) as u8;
-    for st in 0..(stages - 1).min(steps) {
+    // Prologue: the first `ahead` steps, each its own batch.
+    let in_flight = (ahead - 1) as u8;
+    for st in 0..ahead {
         copies(ctx, i(st), i(st), &mut body)?;
-        if st < stages - 2 {
+        if st < ahead - 1 {
             body.push(Stmt::Await { in_flight });
         }
     }
 
     // Each step: wait for its copies (and for every thread to be done with the stage the
-    // next copies overwrite), start the copies `stages - 1` steps ahead, multiply.
+    // next copies overwrite), start the copies `ahead` steps ahead, multiply.
     let kk = ctx.fresh();
     let mut each = vec![Stmt::Await { in_flight }];
-    let ahead = add(var(kk), i(stages - 1));
+    let ahead = add(var(kk), i(ahead));
     let mut next = Vec::new();
     copies(ctx, rem(ahead.clone(), i(stages)), ahead.clone(), &mut next)?;
     each.push(Stmt::If {
@@ -555,6 +568,7 @@ pub(super) fn staged_kernel(
         vector: 1,
         body: each,
     });
+    body.extend(drain);
 
     // Each thread stores its accumulators' lanes that fall inside the matrix.
     for acc in &accs {
@@ -1235,10 +1249,21 @@ mod tests {
             (hopper, "f16", 70, 100, 64, false, Order::Matrices),
             (hopper, "f32", 200, 300, 256, false, Order::Matrices),
             (hopper, "f16", 4096, 4096, 256, true, Order::Matrices),
+            // A batch of products left in flight across each step.
+            (hopper, "f16+", 200, 300, 384, false, Order::Matrices),
+            (hopper, "f16+", 4096, 4096, 384, true, Order::Matrices),
         ] {
+            let pending = a_type.ends_with('+');
+            let a_type = a_type.trim_end_matches('+');
             ORDER.set(Some(order));
+            super::super::group_matrix::PENDING.set(Some(pending as i64));
             let kernel = tiled_kernel_for(target, a_type, m, n, k);
             ORDER.set(None);
+            super::super::group_matrix::PENDING.set(None);
+            if pending {
+                let waits = kernel.to_string().matches("group wait <= 1").count();
+                assert_eq!(waits, 1, "{target} {m}x{k}x{n}: a wait leaving one batch");
+            }
             let grouped = crate::kernel::gpu::has_group_mma(&kernel.body);
             assert_eq!(
                 grouped,

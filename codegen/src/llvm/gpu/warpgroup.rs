@@ -1,15 +1,15 @@
 //! `Stmt::GroupMma` -> Hopper's `wgmma.mma_async` (`sm_90a` only), as inline PTX: LLVM 19
 //! has no intrinsics for it.
 //!
-//! A statement becomes: a proxy fence (the block's copies into shared memory were made by
-//! ordinary stores or `cp.async`; the tensor cores read through the *async proxy*, which
-//! sees them only after `fence.proxy.async`), `wgmma.fence` (orders the accumulators'
+//! A `Stmt::GroupMma` becomes: a proxy fence (the block's copies into shared memory were
+//! made by ordinary stores or `cp.async`; the tensor cores read through the *async proxy*,
+//! which sees them only after `fence.proxy.async`), `wgmma.fence` (orders the accumulators'
 //! earlier register writes before the instructions that read them), one `wgmma.mma_async`
-//! per product with a descriptor of each operand's tile, `wgmma.commit_group`, and
-//! `wgmma.wait_group 0`. The accumulators pass through both fences as tied operands of the
-//! inline assembly, so neither LLVM nor `ptxas` can move a read or write of them across a
-//! fence: the instructions run asynchronously, and only the wait makes their results
-//! current.
+//! per product with a descriptor of each operand's tile, and `wgmma.commit_group`; a
+//! `Stmt::GroupWait` becomes `wgmma.wait_group`. The accumulators pass through both fences
+//! as tied operands of the inline assembly, so neither LLVM nor `ptxas` can move a read or
+//! write of them across one: the instructions run asynchronously, and only a wait makes
+//! their results current.
 
 use super::super::expr::{Emitter, Fail, V};
 use super::GpuArch;
@@ -63,23 +63,13 @@ pub fn group_mma(
         }
     }
     let lanes = op.acc_lanes() as usize;
-    let mut values: Vec<Vec<FloatValue>> = Vec::with_capacity(accs.len());
-    for &acc in &accs {
-        let v = em.read_var(acc)?.into_vector_value();
-        if v.get_type().get_size() as usize != lanes {
-            return Err(Fail(format!(
-                "accumulator v{acc} has {} lanes, m64n{} takes {lanes}",
-                v.get_type().get_size(),
-                op.n
-            )));
-        }
-        let scalars = (0..lanes as u64)
-            .map(|l| {
-                let at = em.ctx.i64_type().const_int(l, false);
-                Ok(em.b.build_extract_element(v, at, "acc")?.into_float_value())
-            })
-            .collect::<Result<_, Fail>>()?;
-        values.push(scalars);
+    let mut values = read_accs(em, &accs)?;
+    if let Some(v) = values.iter().find(|v| v.len() != lanes) {
+        return Err(Fail(format!(
+            "an accumulator of {} lanes, where m64n{} takes {lanes}",
+            v.len(),
+            op.n
+        )));
     }
 
     asm(em, "fence.proxy.async.shared::cta;")?;
@@ -122,11 +112,46 @@ pub fn group_mma(
         values[slot] = call_floats(em, &text, &constraints, &args, lanes)?;
     }
     asm(em, "wgmma.commit_group.sync.aligned;")?;
-    tie_through(em, "wgmma.wait_group.sync.aligned 0;", &mut values)?;
+    write_accs(em, &accs, &values)
+}
 
+/// `Stmt::GroupWait`: `wgmma.wait_group`, with the accumulators tied through it.
+pub fn group_wait(em: &mut Emitter<'_, '_>, accs: &[VarId], pending: u8) -> Result<(), Fail> {
+    let mut values = read_accs(em, accs)?;
+    tie_through(
+        em,
+        &format!("wgmma.wait_group.sync.aligned {pending};"),
+        &mut values,
+    )?;
+    write_accs(em, accs, &values)
+}
+
+/// Each accumulator's lanes as scalars.
+fn read_accs<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    accs: &[VarId],
+) -> Result<Vec<Vec<FloatValue<'ctx>>>, Fail> {
+    accs.iter()
+        .map(|&acc| {
+            let v = em.read_var(acc)?.into_vector_value();
+            (0..v.get_type().get_size() as u64)
+                .map(|l| {
+                    let at = em.ctx.i64_type().const_int(l, false);
+                    Ok(em.b.build_extract_element(v, at, "acc")?.into_float_value())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn write_accs<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    accs: &[VarId],
+    values: &[Vec<FloatValue<'ctx>>],
+) -> Result<(), Fail> {
     let f32t = em.ctx.f32_type();
-    for (&acc, scalars) in accs.iter().zip(&values) {
-        let mut v = f32t.vec_type(lanes as u32).get_poison();
+    for (&acc, scalars) in accs.iter().zip(values) {
+        let mut v = f32t.vec_type(scalars.len() as u32).get_poison();
         for (l, &x) in scalars.iter().enumerate() {
             let at = em.ctx.i64_type().const_int(l as u64, false);
             v = em.b.build_insert_element(v, x, at, "acc")?;
