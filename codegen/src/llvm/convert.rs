@@ -7,6 +7,7 @@
 //! Widening f16 is exact either way, so where the target has the instruction (F16C,
 //! AArch64, GPUs: `Emitter::native_half`) LLVM's `fpext` does it: half weights are read on
 //! every decode step, and one instruction per vector beats a dozen integer operations.
+//! GPUs narrow f16 in hardware too.
 
 use super::expr::{Emitter, Fail, V};
 use inkwell::types::BasicTypeEnum;
@@ -130,6 +131,25 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
                 let is_nan = self.compare_pub(Cmp::Ne, v, v)?;
                 let r = self.pick(is_nan, quiet, rounded)?;
                 self.retype(r, i16t, "trunc")
+            }
+            // GPUs round to nearest even in one instruction (`cvt.rn.f16.f32`,
+            // `v_cvt_f16_f32`), where the integer form below takes about twenty: every
+            // output of a half matmul is narrowed so (NaN's payload may differ).
+            DType::F16 if self.native_half && self.gpu.is_some() => {
+                let f16t = self.ctx.f16_type();
+                let h = match v {
+                    BasicValueEnum::VectorValue(x) => {
+                        let ty = super::expr::vec_of(f16t.into(), x.get_type().get_size());
+                        self.b
+                            .build_float_trunc(x, ty.into_vector_type(), "")?
+                            .as_basic_value_enum()
+                    }
+                    f => self
+                        .b
+                        .build_float_trunc(f.into_float_value(), f16t, "")?
+                        .as_basic_value_enum(),
+                };
+                self.retype(h, i16t, "bitcast")
             }
             DType::F16 => {
                 let bits = self.retype(v, i32t, "bitcast")?;
