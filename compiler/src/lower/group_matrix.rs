@@ -100,6 +100,8 @@ pub(super) fn plan(
     })
 }
 
+/// The matmul on `plan`'s warpgroups: per step, one `Stmt::GroupMma` of the step's four
+/// instructions per piece, then a `Stmt::GroupWait` leaving `plan.pending` batches.
 pub(super) fn kernel(
     ctx: &mut Ctx,
     ops: &Operands,
@@ -128,6 +130,7 @@ pub(super) fn kernel(
     let accs: Vec<Acc> = (0..plan.pieces)
         .map(|p| Acc {
             var: ctx.fresh(),
+            pairs: true,
             at: (0..gop.acc_lanes() as i64)
                 .map(|e| {
                     let (r, c) = gop.c_elem(var(in_group), e);

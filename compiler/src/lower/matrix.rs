@@ -368,6 +368,7 @@ pub(super) fn kernel(
         .flat_map(|(ti, row)| row.iter().enumerate().map(move |(tj, &v)| (ti, tj, v)))
         .map(|(ti, tj, v)| Acc {
             var: v,
+            pairs: unit == MatrixUnit::MmaM16N8K16,
             at: (0..c_len as i64)
                 .map(|e| {
                     let (r, c) = unit.c_elem(Expr::Lane, e);
@@ -428,10 +429,12 @@ impl Blocking {
 }
 
 /// An accumulator vector of a thread and, per lane, its (row, column) of C within the
-/// block's tile.
+/// block's tile; `pairs` where lanes `2j` and `2j + 1` always hold neighbouring columns
+/// of one row (`mma.sync`'s and `wgmma`'s C), which are then stored together.
 pub(super) struct Acc {
     pub var: VarId,
     pub at: Vec<(Expr, Expr)>,
+    pub pairs: bool,
 }
 
 /// Appends one staged step's products to the loop body, given the step's stage.
@@ -570,15 +573,27 @@ pub(super) fn staged_kernel(
     });
     body.extend(drain);
 
-    // Each thread stores its accumulators' lanes that fall inside the matrix.
+    // Each thread stores its accumulators' lanes that fall inside the matrix, two
+    // neighbouring columns at once where N is whole (one 4-byte store of halves).
     for acc in &accs {
-        for (e, (r, c)) in acc.at.iter().enumerate() {
+        let width = if acc.pairs && n_whole { 2 } else { 1 };
+        for (e, (r, c)) in acc.at.iter().enumerate().step_by(width) {
             let row = add(row0.clone(), r.clone());
             let col = add(col0.clone(), c.clone());
             let index = ops.c_index(ctx, row.clone(), col.clone());
+            let lanes: Vec<Expr> = (0..width as i64)
+                .map(|l| {
+                    let at = add(index.clone(), i(l));
+                    ops.result(extract(var(acc.var), e as i64 + l), &at)
+                })
+                .collect();
+            let value = match <[Expr; 1]>::try_from(lanes) {
+                Ok([one]) => one,
+                Err(lanes) => Expr::Lanes(lanes),
+            };
             let store = Stmt::Store {
                 buf: out,
-                value: ops.result(extract(var(acc.var), e as i64), &index),
+                value,
                 index,
             };
             let inside = [
