@@ -55,9 +55,7 @@ impl GroupPlan {
 /// - otherwise one warpgroup of two 64 x 128 tiles (128 x 128), so a 1B llama's prefill
 ///   still has a block for every SM.
 ///
-/// Off unless `KILN_GPU_WGMMA=1` at compile time: no GPU has run it yet (docs/perf.md,
-/// 2026-12-06, fifth session: no device could be started), and PTX `ptxas` rejected would
-/// break every `sm_90a` artifact. `KILN_GPU_MMA_LARGE=0|1` picks either
+/// `KILN_GPU_WGMMA=0` turns it off at compile time; `KILN_GPU_MMA_LARGE=0|1` picks either
 /// plan (as for `mma.sync`), and `KILN_GPU_WGMMA_GROUPS`, `_PIECES`, `_N`, `_STAGES` and
 /// `_PENDING` ask for others, to compare on a GPU.
 pub(super) fn plan(
@@ -67,11 +65,10 @@ pub(super) fn plan(
     outputs: Option<i64>,
     k: i64,
 ) -> Option<GroupPlan> {
-    let asked = super::knob("KILN_GPU_WGMMA", 0u8) == 1;
-    #[cfg(test)]
-    let asked = ENABLED.get().unwrap_or(asked);
-    let usable =
-        ctx.schedule.group_mma && asked && dtypes == (op.input, op.input) && k % ROW_ELEMS == 0;
+    let usable = ctx.schedule.group_mma
+        && super::knob("KILN_GPU_WGMMA", 1u8) == 1
+        && dtypes == (op.input, op.input)
+        && k % ROW_ELEMS == 0;
     if !usable {
         return None;
     }
@@ -189,8 +186,7 @@ pub(super) fn kernel(
 
 #[cfg(test)]
 thread_local! {
-    /// Overrides `KILN_GPU_WGMMA` and `KILN_GPU_WGMMA_PENDING` for tests of this thread
-    /// (tests run in parallel, so they cannot set the environment).
-    pub(super) static ENABLED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// Overrides `KILN_GPU_WGMMA_PENDING` for tests of this thread (tests run in parallel,
+    /// so they cannot set the environment).
     pub(super) static PENDING: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
 }

@@ -1272,11 +1272,9 @@ mod tests {
             let a_type = a_type.trim_end_matches('+');
             ORDER.set(Some(order));
             super::super::group_matrix::PENDING.set(Some(pending as i64));
-            super::super::group_matrix::ENABLED.set(Some(true));
             let kernel = tiled_kernel_for(target, a_type, m, n, k);
             ORDER.set(None);
             super::super::group_matrix::PENDING.set(None);
-            super::super::group_matrix::ENABLED.set(None);
             if pending {
                 let waits = kernel.to_string().matches("group wait <= 1").count();
                 assert_eq!(waits, 1, "{target} {m}x{k}x{n}: a wait leaving one batch");

@@ -186,35 +186,24 @@ fn half_matmuls_use_the_matrix_unit_from_sm_80() {
             half_matmul_ptx(&String::from_utf8(code).unwrap(), sm, name);
         }
     }
-    // Hopper's warpgroup instructions, asked for (`KILN_GPU_WGMMA=1`; off by default until
-    // measured on a GPU). No other test of this binary reads the setting.
-    std::env::set_var("KILN_GPU_WGMMA", "1");
-    for (model, name) in [
-        (crate::test_model::HALF_MATMULS, "half-wgmma"),
-        (LARGE_HALF_MATMUL, "half-wgmma-large"),
-    ] {
-        let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_90a");
-        half_matmul_ptx(&String::from_utf8(code).unwrap(), "sm_90a", name);
-    }
-    std::env::remove_var("KILN_GPU_WGMMA");
     let model = crate::test_model::HALF_MATMULS;
     let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_75");
     assert!(!String::from_utf8(code).unwrap().contains("mma.sync"));
 }
 
 /// What the PTX of a half matmul must show (model `name`, capability `sm`): `mma.sync`, or
-/// where `name` says so Hopper's warpgroup instructions (`wgmma`, reading the staged tiles by
+/// on sm_90a Hopper's warpgroup instructions (`wgmma`, reading the staged tiles by
 /// descriptor: no fragments read by the threads, no `mma.sync`).
 fn half_matmul_ptx(ptx: &str, sm: &str, name: &str) {
-    let types: &[&str] = if name.ends_with("large") {
-        &["f16.f16"]
-    } else {
+    let types: &[&str] = if name == "half" {
         &["f16.f16", "bf16.bf16"]
+    } else {
+        &["f16.f16"]
     };
-    let hopper = name.contains("wgmma");
+    let hopper = sm == "sm_90a";
     for ty in types {
         let want = if hopper {
-            let n = if name.ends_with("large") { 256 } else { 128 };
+            let n = if name == "half" { 128 } else { 256 };
             format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}")
         } else {
             format!("mma.sync.aligned.m16n8k16.row.col.f32.{ty}.f32")
