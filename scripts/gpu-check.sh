@@ -113,8 +113,11 @@ elif [ "${SKIP_CUDA_TESTS:-0}" = 1 ]; then
   note "(CUDA suites skipped: SKIP_CUDA_TESTS=1)"
 else
   run_test conformance-cuda conformance conformance_cuda
-  run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
-  run_test llama-cuda-q8-activations llama_reference cuda_quantized_activations_match
+  # SKIP_MODEL_TESTS=1 leaves out the tiny-model tests (a short lease about kernels).
+  if [ "${SKIP_MODEL_TESTS:-0}" != 1 ]; then
+    run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
+    run_test llama-cuda-q8-activations llama_reference cuda_quantized_activations_match
+  fi
   # CUDA_VARIANTS="VAR=VAL ...": the CUDA conformance suite again under each setting (the
   # compile-time knobs of the lowering, e.g. KILN_GPU_DOT_THREADS=64; several at once
   # joined by commas). By default the large matmuls' plan (lower/matrix.rs), which the

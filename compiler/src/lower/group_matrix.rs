@@ -55,6 +55,9 @@ impl GroupPlan {
 /// - otherwise one warpgroup of two 64 x 128 tiles (128 x 128), so a 1B llama's prefill
 ///   still has a block for every SM.
 ///
+/// Measured on one H100 (2026-12-06, docs/perf.md): 4096^3 f16 at 471 TFLOP/s, where the
+/// same call's `mma.sync` kernel ran 378; 512 x 2048 x 5632 equal (258 and 261).
+///
 /// `KILN_GPU_WGMMA=0` turns it off at compile time; `KILN_GPU_MMA_LARGE=0|1` picks either
 /// plan (as for `mma.sync`), and `KILN_GPU_WGMMA_GROUPS`, `_PIECES`, `_N`, `_STAGES` and
 /// `_PENDING` ask for others, to compare on a GPU.
