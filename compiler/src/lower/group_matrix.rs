@@ -50,10 +50,10 @@ impl GroupPlan {
 /// A and B both stored in the instruction's input type (f32 activations take `mma.sync`,
 /// which reads them from registers), K a multiple of the staged step.
 ///
-/// - large matmuls: two warpgroups, each 64 x 256 (a 128 x 256 tile, as cuBLAS's Hopper
-///   kernels), four stages of 48 KiB;
-/// - otherwise one warpgroup of two 64 x 128 tiles (128 x 128), so a 1B llama's prefill
-///   still has a block for every SM.
+/// - large matmuls: two warpgroups, each 64 x 256 (a 128 x 256 tile), four stages of 48
+///   KiB;
+/// - otherwise one warpgroup of two 64 x 128 tiles (128 x 128), so mid-sized matmuls still
+///   have a block for every SM (512 x 2048 x 5632: 176 blocks where 128 x 256 gives 88).
 ///
 /// Measured on one H100 (2026-12-06, docs/perf.md): 4096^3 f16 at 471 TFLOP/s, where the
 /// same call's `mma.sync` kernel ran 378; 512 x 2048 x 5632 equal (258 and 261).
