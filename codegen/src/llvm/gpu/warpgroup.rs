@@ -78,27 +78,25 @@ pub fn group_mma(
         DType::BF16 => "bf16",
         _ => "f16",
     };
+    // The same text for every product: the accumulators, then both descriptors and the
+    // scale of D (1: accumulate).
+    let regs = (0..lanes)
+        .map(|l| format!("${l}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "{{\n.reg .pred p;\nsetp.ne.b32 p, ${s}, 0;\n\
+         wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{regs}}}, ${a}, ${b}, p, 1, 1, 0, 0;\n}}",
+        n = op.n,
+        a = lanes,
+        b = lanes + 1,
+        s = lanes + 2,
+    );
+    let constraints = tied_floats(lanes, &["l", "l", "r"], false);
     for p in products {
         let a = descriptor(em, p.a, &p.a_index)?;
         let b = descriptor(em, p.b, &p.b_index)?;
         let slot = accs.iter().position(|&v| v == p.acc).unwrap_or(0);
-        let regs = (0..lanes)
-            .map(|l| format!("${l}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let text = format!(
-            "{{\n.reg .pred p;\nsetp.ne.b32 p, ${s}, 0;\n\
-             wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{t}.{t} {{{regs}}}, ${a}, ${b}, p, 1, 1, 0, 0;\n}}",
-            n = op.n,
-            a = lanes,
-            b = lanes + 1,
-            s = lanes + 2,
-        );
-        let constraints = std::iter::repeat_n("=f".to_string(), lanes)
-            .chain(["l".into(), "l".into(), "r".into()])
-            .chain((0..lanes).map(|l| l.to_string()))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut args: Vec<BasicMetadataValueEnum> = vec![
             a.into(),
             b.into(),
@@ -190,11 +188,7 @@ fn tie_through<'ctx>(
 ) -> Result<(), Fail> {
     let all: Vec<FloatValue> = values.iter().flatten().copied().collect();
     let n = all.len();
-    let constraints = std::iter::repeat_n("=f".to_string(), n)
-        .chain((0..n).map(|l| l.to_string()))
-        .chain(["~{memory}".to_string()])
-        .collect::<Vec<_>>()
-        .join(",");
+    let constraints = tied_floats(n, &[], true);
     let args: Vec<BasicMetadataValueEnum> = all.iter().map(|&f| f.into()).collect();
     let mut out = call_floats(em, text, &constraints, &args, n)?.into_iter();
     for v in values.iter_mut().flatten() {
@@ -203,6 +197,17 @@ fn tie_through<'ctx>(
             .ok_or_else(|| Fail::msg("inline assembly returned too few values"))?;
     }
     Ok(())
+}
+
+/// Inline-assembly constraints of `n` f32 results, then `inputs`, then `n` f32 inputs each
+/// tied to its result's register, and a memory clobber where asked.
+fn tied_floats(n: usize, inputs: &[&str], clobbers_memory: bool) -> String {
+    std::iter::repeat_n("=f".to_string(), n)
+        .chain(inputs.iter().map(|c| c.to_string()))
+        .chain((0..n).map(|l| l.to_string()))
+        .chain(clobbers_memory.then(|| "~{memory}".to_string()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Calls inline assembly `text` returning `outputs` f32 values.
