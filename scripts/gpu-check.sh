@@ -9,7 +9,8 @@
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
-# step under Nsight Compute; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
+# step under Nsight Compute; PROFILE_PAST="64 1024" the cached lengths one decode step is
+# profiled at, kernel by kernel; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
 # SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
 # MATMUL_KNOBS="VAR=VALUE ..." benchmarks the half matmuls under other blockings;
 # MATMUL_PROFILE=1 profiles the f16 matmul at 4096^3; CUDA_ARCH=sm_90a compiles the kernel
@@ -283,15 +284,18 @@ for spec in $(echo "$models" | tr ',' ' '); do
       timeout 300 $bin/kiln bench $m.kiln -p 512 -n 128 -r 3 --json "$LOGS/model-$tag.json" >"$LOGS/model-$tag.log" 2>&1; then
       tail -2 "$LOGS/model-$tag.log" | tee -a "$report"
       # One decode step's kernels, timed one by one: the GPU time a step cannot go below.
-      if timeout 120 $bin/kiln run $m.kiln --random-inputs seq=1,past=64,picked=1 --profile \
-          >/dev/null 2>"$LOGS/profile-$tag.log"; then
-        prof="$LOGS/profile-$tag.log"
-        awk '/^  [^ ]+ +[0-9.]+ us$/ { n++; t += $2 } END {
-          printf "    decode step at past=64, kernels timed one by one: %d launches, %.1f us in kernels\n", n, t }' "$prof" | tee -a "$report"
-        awk '/^  [^ ]+ +[0-9.]+ us$/ { op = $1; sub(/^k[0-9]+_/, "", op); k[op] += $2; c[op]++ } END {
-          for (x in k) printf "%12.1f us %4d x %s\n", k[x], c[x], x }' "$prof" |
-          sort -rn | head -10 | sed 's/^/    /' | tee -a "$report"
-      fi
+      # PROFILE_PAST: the cached lengths to profile at (attention's kernels grow with it).
+      for past in ${PROFILE_PAST:-64}; do
+        prof="$LOGS/profile-$tag-$past.log"
+        if timeout 120 $bin/kiln run $m.kiln --random-inputs seq=1,past=$past,picked=1 --profile \
+            >/dev/null 2>"$prof"; then
+          awk -v past=$past '/^  [^ ]+ +[0-9.]+ us$/ { n++; t += $2 } END {
+            printf "    decode step at past=%d, kernels timed one by one: %d launches, %.1f us in kernels\n", past, n, t }' "$prof" | tee -a "$report"
+          awk '/^  [^ ]+ +[0-9.]+ us$/ { op = $1; sub(/^k[0-9]+_/, "", op); k[op] += $2; c[op]++ } END {
+            for (x in k) printf "%12.1f us %4d x %s\n", k[x], c[x], x }' "$prof" |
+            sort -rn | head -10 | sed 's/^/    /' | tee -a "$report"
+        fi
+      done
       # One decode step's kernels under Nsight Compute (hardware counters where the
       # machine's runtime allows them): each kernel's time and DRAM bytes.
       if [ "${NCU:-0}" = 1 ] && [ "${target%%:*}" = cuda ]; then

@@ -50,8 +50,13 @@ pub struct Emitter<'s, 'k> {
     pub views: Vec<u8>,
     /// What the kernel's indices are known to be multiples of.
     pub align: Alignment<'k>,
-    /// Function-scope arrays backing the kernel's local buffers.
-    pub locals: Vec<Word>,
+    /// The arrays backing the kernel's local buffers, and their storage class: function
+    /// scope for a thread's own, workgroup memory for the shared locals of a kernel of
+    /// explicit threads.
+    pub locals: Vec<(Word, StorageClass)>,
+    /// This invocation's index in its workgroup (`Expr::Thread`), in kernels of explicit
+    /// threads.
+    pub thread: Option<V>,
     pub dims: Vec<V>,
     pub grid: Vec<V>,
     pub lets: HashMap<VarId, V>,

@@ -73,7 +73,10 @@ impl Emitter<'_, '_> {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
                 self.s.glsl(glsl::FMA, x.t, &[x, y, z])?
             }
-            Expr::Mma(..) | Expr::LoadMatrix { .. } | Expr::Lane | Expr::Thread => {
+            Expr::Thread => self.thread.ok_or_else(|| {
+                Fail::msg("the thread index outside a kernel of explicit threads")
+            })?,
+            Expr::Mma(..) | Expr::LoadMatrix { .. } | Expr::Lane => {
                 return Err(Fail::msg(
                     "matrix instructions are not lowered to SPIR-V (kiln emits them for CUDA \
                      and HIP targets with a matrix unit)",

@@ -186,12 +186,7 @@ pub fn run_words(dtype: DType, lanes: u8) -> u8 {
 /// Adds kernel `k` as entry point `kiln_<name>`.
 pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(), Fail> {
     let launch = launch_shape(k);
-    if kiln_compiler::kernel::gpu::explicit_threads(&k.body) {
-        return Err(Fail::msg(
-            "kernels of explicit threads (shared tiles, background copies) are not lowered to \
-             SPIR-V; kiln emits them for CUDA and HIP targets with a matrix unit",
-        ));
-    }
+    let explicit = kiln_compiler::kernel::gpu::explicit_threads(&k.body);
     // Each entry point declares its own workgroup size; the module's reduction array is
     // sized for `BLOCK_THREADS`, and the tree through it halves a power of two.
     if launch.threads > BLOCK_THREADS || !launch.threads.is_power_of_two() {
@@ -203,6 +198,9 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
     let align = Alignment::of(k);
     let views = views(k, &align);
     let bindings = bindings(s, abi, k, &views);
+    // Shared locals live in workgroup memory, declared at module scope (before the
+    // function, where `OpVariable` would land in its block).
+    let shared = shared_locals(s, k, explicit)?;
     let void = s.b.type_void();
     let fn_ty = s.b.type_function(void, []);
     let f =
@@ -214,7 +212,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
     s.b.branch(start)?;
     s.b.begin_block(Some(start))?;
     let locals_needed = !k.locals.is_empty();
-    if locals_needed && launch.block_per_point() {
+    if locals_needed && launch.block_per_point() && !explicit {
         return Err(Fail::msg(
             "kernel-local arrays in a block-per-point kernel need workgroup memory, which \
              the GPU lowering does not allocate yet",
@@ -228,6 +226,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         views,
         align,
         locals: Vec::new(),
+        thread: None,
         dims: Vec::new(),
         grid: Vec::new(),
         lets: HashMap::new(),
@@ -235,16 +234,15 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         next_var: k.next_var,
         fn_vars: Vec::new(),
     };
-    for l in &k.locals {
-        let elem = match l.dtype {
-            kiln_ir::DType::I32 => VType::I32,
-            _ => VType::F32,
+    for (l, shared) in k.locals.iter().zip(&shared) {
+        let local = match shared {
+            Some(v) => (*v, StorageClass::Workgroup),
+            None => {
+                let arr = local_array(em.s, l);
+                (em.function_var(arr), StorageClass::Function)
+            }
         };
-        let et = em.s.ty(elem);
-        let n = em.s.u32_const(l.len);
-        let arr = em.s.b.type_array(et, n);
-        let v = em.function_var(arr);
-        em.locals.push(v);
+        em.locals.push(local);
     }
     for d in 0..k.dims_read() {
         let v = em.param_i64(&[1, d])?;
@@ -262,7 +260,15 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         blocks: em.builtin_x(abi.group_count)?,
         launch,
     };
-    if launch.block_per_point() {
+    if explicit {
+        // Every invocation runs the whole body for the workgroup's points; the body's
+        // `Await`s are its barriers (as on the LLVM GPU targets).
+        em.thread = Some(em.invocation_index(abi.local_id)?);
+        em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
+            em.grid = decompose(em, p, &extents)?;
+            stmts(em, &k.body)
+        })?;
+    } else if launch.block_per_point() {
         em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
             em.grid = decompose(em, p, &extents)?;
             block_stmts(em, &g, &k.body)
@@ -280,14 +286,44 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
     em.s.b.ret()?;
     em.place_vars()?;
     s.b.end_function()?;
-    s.b.entry_point(
-        ExecutionModel::GLCompute,
-        f,
-        name,
-        abi.globals(&bindings, all_globals),
-    );
+    let mut interface = abi.globals(&bindings, all_globals);
+    if all_globals {
+        interface.extend(shared.iter().flatten());
+    }
+    s.b.entry_point(ExecutionModel::GLCompute, f, name, interface);
     s.b.execution_mode(f, ExecutionMode::LocalSize, [launch.threads, 1, 1]);
     Ok(())
+}
+
+/// The element array of local `l` (f32 or i32 elements).
+fn local_array(s: &mut Spv, l: &kiln_compiler::kernel::LocalBuf) -> Word {
+    let elem = match l.dtype {
+        DType::I32 => VType::I32,
+        _ => VType::F32,
+    };
+    let et = s.ty(elem);
+    let n = s.u32_const(l.len);
+    s.b.type_array(et, n)
+}
+
+/// A workgroup variable for each shared local of `k` (kernels of explicit threads only).
+fn shared_locals(s: &mut Spv, k: &Kernel, explicit: bool) -> Result<Vec<Option<Word>>, Fail> {
+    k.locals
+        .iter()
+        .map(|l| {
+            if !l.shared {
+                return Ok(None);
+            }
+            if !explicit {
+                return Err(Fail::msg(
+                    "a shared local in a kernel without explicit threads",
+                ));
+            }
+            let arr = local_array(s, l);
+            let ptr = s.ptr(StorageClass::Workgroup, arr);
+            Ok(Some(s.b.variable(ptr, None, StorageClass::Workgroup, None)))
+        })
+        .collect()
 }
 
 /// Per-launch values every statement may need.
@@ -319,6 +355,25 @@ impl Emitter<'_, '_> {
         let i64t = self.s.ty(VType::I64);
         Ok(V {
             id: self.s.op(Op::SConvert, i64t, &[x])?,
+            t: VType::I64,
+        })
+    }
+
+    /// Component x of a `uvec3` built-in, zero-extended to an i64: the invocation's index
+    /// in a kernel of explicit threads. Not sign-extended as `builtin_x` does: Mesa's
+    /// llvmpipe (Debian 12) compiled `thread < 64` of the sign-extended index to false for
+    /// every invocation (`thread >= 64`, and the same test on 32 bits, were right), so
+    /// decode attention stored nothing.
+    fn invocation_index(&mut self, var: Word) -> Result<V, Fail> {
+        let u32t = self.s.u32_ty();
+        let uvec3 = self.s.b.type_vector(u32t, 3);
+        let v = self.s.op(Op::Load, uvec3, &[var])?;
+        let x = self.s.b.composite_extract(u32t, None, v, [0])?;
+        let u64t = self.s.b.type_int(64, 0);
+        let x = self.s.op(Op::UConvert, u64t, &[x])?;
+        let i64t = self.s.ty(VType::I64);
+        Ok(V {
+            id: self.s.op(Op::Bitcast, i64t, &[x])?,
             t: VType::I64,
         })
     }
@@ -532,9 +587,24 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         }
         // SPIR-V has no prefetch; the hint is dropped (GPU lowering does not emit it).
         Stmt::Prefetch { .. } => {}
-        Stmt::Copy { .. } | Stmt::Await { .. } => {
-            return Err(Fail::msg("shared-memory copies are not lowered to SPIR-V"))
+        // Copies are done when issued, so every batch has landed at its `Await`.
+        Stmt::Copy {
+            dst,
+            dst_index,
+            src,
+            src_index,
+            lanes,
+        } => {
+            let (to, from) = (em.expr(dst_index)?, em.expr(src_index)?);
+            for l in 0..*lanes as i64 {
+                let off = em.s.i64(l);
+                let at = em.s.op_v(Op::IAdd, VType::I64, &[from, off])?;
+                let x = em.load(*src, at)?;
+                let at = em.s.op_v(Op::IAdd, VType::I64, &[to, off])?;
+                em.store(*dst, at, x)?;
+            }
         }
+        Stmt::Await { .. } => em.barrier()?,
         Stmt::GroupMma { .. } | Stmt::GroupWait { .. } => {
             return Err(Fail::msg(
                 "warpgroup matrix instructions are NVIDIA sm_90a's (cuda:sm_90a), not SPIR-V",

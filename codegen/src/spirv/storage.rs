@@ -283,9 +283,9 @@ impl Emitter<'_, '_> {
                 )))
             }
         };
-        let var = self.locals[l as usize];
+        let (var, class) = self.locals[l as usize];
         let ty = self.s.ty(t);
-        let ptr_t = self.s.ptr(StorageClass::Function, ty);
+        let ptr_t = self.s.ptr(class, ty);
         let at = self.narrow_i32(i)?;
         Ok((self.s.b.access_chain(ptr_t, None, var, [at.id])?, t))
     }

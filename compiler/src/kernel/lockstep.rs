@@ -5,13 +5,14 @@
 //! pipeline that reads a stage too early reads stale values. `Expr::Mma` is computed for a
 //! warp at once from the layouts of `kernel::matrix`, `Stmt::GroupMma` for a warpgroup
 //! through `kernel::warpgroup`'s address map, so a lowering's tiles, copies and lane layouts
-//! are checked end to end. It knows the expressions the tiled matmul writes and reports any
-//! other as an error.
+//! are checked end to end. It evaluates scalar and lane-wise arithmetic (transcendental
+//! ops with the host's `f32` functions, not `kernel::math`'s polynomials), and reports
+//! anything else as an error.
 
 use super::e::i;
 use super::matrix::MatrixOp;
 use super::warpgroup::{GroupOp, GroupProduct, GROUP_K, GROUP_M, GROUP_THREADS};
-use super::{BOp, Buf, Cmp, Expr, Kernel, Lit, Stmt, VarId};
+use super::{BOp, Buf, Cmp, Elem, Expr, Kernel, Lit, RedOp, Stmt, UOp, VarId};
 use std::collections::HashMap;
 
 #[derive(Clone, Debug)]
@@ -42,6 +43,8 @@ impl Val {
 /// One block of threads running a kernel's body for one grid point.
 struct Block<'k> {
     grid: Vec<i64>,
+    /// The plan's symbol values, for `Expr::Dim`.
+    dims: &'k [i64],
     threads: usize,
     warp: usize,
     env: Vec<HashMap<VarId, Val>>,
@@ -81,14 +84,14 @@ type Landing = (usize, usize, Vec<f32>);
 /// either way the two runs differ, which is an error.
 pub fn run(
     kernel: &Kernel,
-    threads: usize,
-    warp: usize,
+    (threads, warp): (usize, usize),
+    dims: &[i64],
     args: &mut [Vec<f32>],
     points: &[Vec<i64>],
 ) -> Result<(), String> {
     let mut late = args.to_vec();
-    run_timed(kernel, threads, warp, &mut late, points, false)?;
-    run_timed(kernel, threads, warp, args, points, true)?;
+    run_timed(kernel, (threads, warp), dims, &mut late, points, false)?;
+    run_timed(kernel, (threads, warp), dims, args, points, true)?;
     let same = late
         .iter()
         .zip(args.iter())
@@ -105,8 +108,8 @@ pub fn run(
 
 fn run_timed(
     kernel: &Kernel,
-    threads: usize,
-    warp: usize,
+    (threads, warp): (usize, usize),
+    dims: &[i64],
     args: &mut [Vec<f32>],
     points: &[Vec<i64>],
     early: bool,
@@ -115,6 +118,7 @@ fn run_timed(
         let mut b = Block {
             early,
             grid: p.clone(),
+            dims,
             threads,
             warp,
             env: vec![HashMap::new(); threads],
@@ -170,10 +174,10 @@ impl Block<'_> {
                 for &t in &live {
                     let at = self.eval(index, t)?.int()? as usize;
                     let v = self.eval(value, t)?.floats()?;
-                    let Buf::Arg(a) = buf else {
-                        return Err("a store to a local".into());
+                    let dst = match buf {
+                        Buf::Arg(a) => &mut self.args[*a as usize],
+                        Buf::Local(l) => &mut self.locals[*l as usize],
                     };
-                    let dst = &mut self.args[*a as usize];
                     let n = dst.len();
                     dst.get_mut(at..at + v.len())
                         .ok_or_else(|| format!("store at {at} past {n}"))?
@@ -244,6 +248,36 @@ impl Block<'_> {
                 let no: Vec<bool> = (0..self.threads).map(|t| active[t] && !yes[t]).collect();
                 self.stmts(then, &yes)?;
                 self.stmts(otherwise, &no)?;
+            }
+            Stmt::Reduce {
+                acc,
+                op,
+                var,
+                extent,
+                value,
+                ..
+            } => {
+                for &t in &live {
+                    let n = self.eval(extent, t)?.int()?;
+                    let mut total = match op {
+                        RedOp::Sum => 0.0f32,
+                        RedOp::Max => f32::NEG_INFINITY,
+                    };
+                    for it in 0..n {
+                        self.env[t].insert(*var, Val::I(it));
+                        let x = self.eval(value, t)?.floats()?;
+                        let [x] = x[..] else {
+                            return Err(
+                                "a vector reduction (vectorised away before codegen)".into()
+                            );
+                        };
+                        total = match op {
+                            RedOp::Sum => total + x,
+                            RedOp::Max => total.max(x),
+                        };
+                    }
+                    self.env[t].insert(*acc, Val::F(total));
+                }
             }
             other => return Err(format!("the lockstep interpreter does not run {other:?}")),
         }
@@ -466,19 +500,27 @@ impl Block<'_> {
     }
 
     fn eval(&self, e: &Expr, t: usize) -> Result<Val, String> {
+        self.eval_in(&mut Vec::new(), e, t)
+    }
+
+    /// `e` for thread `t`, with `scope` the bindings of the `Expr::Let`s around it.
+    fn eval_in(&self, scope: &mut Vec<(VarId, Val)>, e: &Expr, t: usize) -> Result<Val, String> {
         Ok(match e {
             Expr::Lit(Lit::I64(v)) => Val::I(*v),
             Expr::Lit(Lit::F32(v)) => Val::F(*v),
             Expr::Lit(Lit::Bool(v)) => Val::B(*v),
-            Expr::Var(v) => self.env[t]
-                .get(v)
-                .cloned()
-                .ok_or_else(|| format!("v{v} read before it is set"))?,
+            Expr::Var(v) => match scope.iter().rev().find(|(s, _)| s == v) {
+                Some((_, x)) => x.clone(),
+                None => self.env[t]
+                    .get(v)
+                    .cloned()
+                    .ok_or_else(|| format!("v{v} read before it is set"))?,
+            },
             Expr::GridIdx(d) => Val::I(self.grid[*d as usize]),
             Expr::Thread => Val::I(t as i64),
             Expr::Lane => Val::I((t % self.warp) as i64),
             Expr::Load { buf, index, lanes } => {
-                let at = self.eval(index, t)?.int()? as usize;
+                let at = self.eval_in(scope, index, t)?.int()? as usize;
                 let src = match buf {
                     Buf::Arg(a) => &self.args[*a as usize],
                     Buf::Local(l) => &self.locals[*l as usize],
@@ -493,35 +535,75 @@ impl Block<'_> {
                 }
             }
             Expr::Splat { value, lanes } => {
-                let x = self.eval(value, t)?.floats()?[0];
+                let x = self.eval_in(scope, value, t)?.floats()?[0];
                 Val::V(vec![x; *lanes as usize])
             }
             Expr::Lanes(xs) => Val::V(
                 xs.iter()
-                    .map(|x| Ok(self.eval(x, t)?.floats()?[0]))
+                    .map(|x| Ok(self.eval_in(scope, x, t)?.floats()?[0]))
                     .collect::<Result<_, String>>()?,
             ),
             Expr::Extract { vector, lane } => {
-                Val::F(self.eval(vector, t)?.floats()?[*lane as usize])
+                Val::F(self.eval_in(scope, vector, t)?.floats()?[*lane as usize])
             }
-            Expr::Cmp(c, a, b) => {
-                let (a, b) = (self.eval(a, t)?.int()?, self.eval(b, t)?.int()?);
-                Val::B(match c {
-                    Cmp::Lt => a < b,
-                    Cmp::Le => a <= b,
-                    Cmp::Gt => a > b,
-                    Cmp::Ge => a >= b,
-                    Cmp::Eq => a == b,
-                    Cmp::Ne => a != b,
-                })
-            }
-            Expr::Binary(BOp::And, a, b) => match (self.eval(a, t)?, self.eval(b, t)?) {
-                (Val::B(x), Val::B(y)) => Val::B(x && y),
-                (x, y) => Val::I(x.int()? & y.int()?),
+            Expr::Lit(Lit::I32(v)) => Val::I(*v as i64),
+            Expr::Dim(d) => Val::I(
+                *self
+                    .dims
+                    .get(*d as usize)
+                    .ok_or_else(|| format!("symbol {d} without a value"))?,
+            ),
+            Expr::Cmp(c, a, b) => match (self.eval_in(scope, a, t)?, self.eval_in(scope, b, t)?) {
+                (Val::I(a), Val::I(b)) => Val::B(compare(*c, a, b)),
+                (a, b) => Val::B(compare(*c, a.floats()?[0], b.floats()?[0])),
             },
+            Expr::Select(c, a, b) => match self.eval_in(scope, c, t)? {
+                Val::B(true) => self.eval_in(scope, a, t)?,
+                Val::B(false) => self.eval_in(scope, b, t)?,
+                other => return Err(format!("{other:?} as a condition")),
+            },
+            Expr::Binary(BOp::And, a, b) => {
+                match (self.eval_in(scope, a, t)?, self.eval_in(scope, b, t)?) {
+                    (Val::B(x), Val::B(y)) => Val::B(x && y),
+                    (x, y) => Val::I(x.int()? & y.int()?),
+                }
+            }
             Expr::Binary(op, a, b) => {
-                let (a, b) = (self.eval(a, t)?.int()?, self.eval(b, t)?.int()?);
-                Val::I(int_op(*op, a, b)?)
+                match (self.eval_in(scope, a, t)?, self.eval_in(scope, b, t)?) {
+                    (Val::I(a), Val::I(b)) => Val::I(int_op(*op, a, b)?),
+                    (a, b) => lanes(&[a, b], |x| float_op(*op, x[0], x[1]))??,
+                }
+            }
+            Expr::Fma(a, b, c) => {
+                let xs = [
+                    self.eval_in(scope, a, t)?,
+                    self.eval_in(scope, b, t)?,
+                    self.eval_in(scope, c, t)?,
+                ];
+                lanes(&xs, |x| Ok(x[0].mul_add(x[1], x[2])))??
+            }
+            Expr::Unary(UOp::HalfBits, a) => {
+                let bits = self.eval_in(scope, a, t)?.int()?;
+                Val::F(half::f16::from_bits(bits as u16).to_f32())
+            }
+            Expr::Unary(op, a) => {
+                let x = self.eval_in(scope, a, t)?;
+                lanes(std::slice::from_ref(&x), |x| unary(*op, x[0]))??
+            }
+            Expr::Cast(Elem::F32, a) => match self.eval_in(scope, a, t)? {
+                Val::I(v) => Val::F(v as f32),
+                other => other,
+            },
+            Expr::Cast(Elem::I64 | Elem::I32, a) => match self.eval_in(scope, a, t)? {
+                Val::F(v) => Val::I(v as i64),
+                other => other,
+            },
+            Expr::Let { var, value, body } => {
+                let v = self.eval_in(scope, value, t)?;
+                scope.push((*var, v));
+                let result = self.eval_in(scope, body, t);
+                scope.pop();
+                result?
             }
             other => {
                 return Err(format!(
@@ -530,6 +612,69 @@ impl Block<'_> {
             }
         })
     }
+}
+
+/// `x` op `y` lane by lane, scalars broadcast: a scalar result where every operand is one.
+fn lanes(
+    xs: &[Val],
+    f: impl Fn(&[f32]) -> Result<f32, String>,
+) -> Result<Result<Val, String>, String> {
+    let vs = xs.iter().map(Val::floats).collect::<Result<Vec<_>, _>>()?;
+    let width = vs.iter().map(Vec::len).max().unwrap_or(1);
+    let out = (0..width)
+        .map(|l| {
+            let args: Vec<f32> = vs
+                .iter()
+                .map(|v| v[if v.len() == 1 { 0 } else { l }])
+                .collect();
+            f(&args)
+        })
+        .collect::<Result<Vec<f32>, String>>();
+    Ok(out.map(|out| {
+        if xs.iter().all(|x| !matches!(x, Val::V(_))) {
+            Val::F(out[0])
+        } else {
+            Val::V(out)
+        }
+    }))
+}
+
+fn compare<T: PartialOrd>(c: Cmp, a: T, b: T) -> bool {
+    match c {
+        Cmp::Lt => a < b,
+        Cmp::Le => a <= b,
+        Cmp::Gt => a > b,
+        Cmp::Ge => a >= b,
+        Cmp::Eq => a == b,
+        Cmp::Ne => a != b,
+    }
+}
+
+fn float_op(op: BOp, a: f32, b: f32) -> Result<f32, String> {
+    Ok(match op {
+        BOp::Add => a + b,
+        BOp::Sub => a - b,
+        BOp::Mul => a * b,
+        BOp::Div => a / b,
+        BOp::Max => a.max(b),
+        BOp::Min => a.min(b),
+        other => return Err(format!("{other:?} on floats")),
+    })
+}
+
+fn unary(op: UOp, x: f32) -> Result<f32, String> {
+    Ok(match op {
+        UOp::Neg => -x,
+        UOp::Abs => x.abs(),
+        UOp::Sqrt => x.sqrt(),
+        UOp::Exp => x.exp(),
+        UOp::Log => x.ln(),
+        UOp::Tanh => x.tanh(),
+        UOp::Sin => x.sin(),
+        UOp::Cos => x.cos(),
+        UOp::HalfBits => return Err("half bits of a float".into()),
+        UOp::Erf => return Err("erf (no host function)".into()),
+    })
 }
 
 /// `a op b` on integers.

@@ -104,6 +104,62 @@ pub fn value_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Lower
     compute_at(ctx, node, idx)
 }
 
+/// Element `idx` of matmul `node` (`ta`, `tb`: its operands transposed) as the sum of its K
+/// products, each operand read at `idx`'s batch position (broadcast where the operand's
+/// batch dimension is 1: grouped-query attention's shared keys).
+fn scores_at(
+    ctx: &mut Ctx,
+    node: NodeId,
+    (ta, tb): (bool, bool),
+    idx: &[Expr],
+) -> Result<Expr, LowerError> {
+    let ins = ctx.graph.inputs(node);
+    let (a, b) = (ins[0], ins[1]);
+    let a_shape = ctx.graph.node(a).shape.clone();
+    let b_shape = ctx.graph.node(b).shape.clone();
+    let nb = idx.len() - 2;
+    let (row, col) = (idx[nb].clone(), idx[nb + 1].clone());
+    let k_axis = if ta {
+        a_shape.len() - 2
+    } else {
+        a_shape.len() - 1
+    };
+    let k = a_shape[k_axis]
+        .as_known()
+        .filter(|&k| k <= super::partition::SCORES_MAX_K)
+        .ok_or_else(|| LowerError::Internal("scores in place with an unknown K".into()))?;
+    let at = |shape: &[Dim], last: [Expr; 2]| {
+        let mut at = broadcast_index(&shape[..shape.len() - 2], &idx[..nb]);
+        at.extend(last);
+        at
+    };
+    let mut sum = None;
+    for d in 0..k {
+        let ai = at(
+            &a_shape,
+            if ta {
+                [i(d), row.clone()]
+            } else {
+                [row.clone(), i(d)]
+            },
+        );
+        let bi = at(
+            &b_shape,
+            if tb {
+                [col.clone(), i(d)]
+            } else {
+                [i(d), col.clone()]
+            },
+        );
+        let (x, y) = (value_at(ctx, a, &ai)?, value_at(ctx, b, &bi)?);
+        sum = Some(match sum {
+            None => mul(x, y),
+            Some(s) => fma(x, y, s),
+        });
+    }
+    sum.ok_or_else(|| LowerError::Internal("scores over an empty K".into()))
+}
+
 /// `node`'s value at `idx` computed from its operands (what the kernel that writes
 /// `node`'s own buffer stores).
 pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, LowerError> {
@@ -128,6 +184,12 @@ pub fn compute_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, Low
             let x = value_at(ctx, ins[0], idx)?;
             un(UOp::Exp, bin(BOp::Sub, x, var(max)))
         }
+        // Attention's scores, read in place by GPU decode attention (`decode_attention`,
+        // `partition::scores_in_place_on_gpu`): the dot product of a short K, unrolled.
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => scores_at(ctx, node, (*transpose_a, *transpose_b), idx)?,
         Op::Const(t) if t.numel() == 1 => literal(n.dtype, t.data[0]),
         Op::Unary(u) => {
             let x = operand(ctx, 0)?;

@@ -237,6 +237,9 @@ fn matmul_in(
         rope,
         ..Operands::of(ctx, node, ta, tb)
     };
+    if form == Form::Dot && super::decode_attention::applies(ctx, &ops) {
+        return super::decode_attention::kernel(ctx, &ops, out, name);
+    }
     if let (Form::General, Some(op)) = (form, super::matrix::applies(ctx, &ops)) {
         return super::matrix::kernel(ctx, &ops, out, name, op);
     }
@@ -265,6 +268,23 @@ impl Operands {
             rope: None,
         }
     }
+}
+
+/// Whether the few-row form of matmul `node` is the decode attention kernel
+/// (`decode_attention`), as it would be read in the few-row form.
+pub fn is_decode_attention(ctx: &mut Ctx, node: NodeId) -> bool {
+    let kiln_ir::Op::MatMul {
+        transpose_a,
+        transpose_b,
+    } = ctx.graph.node(node).op
+    else {
+        return false;
+    };
+    let ops = Operands::of(ctx, node, transpose_a, transpose_b);
+    let was = std::mem::replace(&mut ctx.reading_few_rows, true);
+    let applies = super::decode_attention::applies(ctx, &ops);
+    ctx.reading_few_rows = was;
+    applies
 }
 
 /// Whether the few-row form of matmul `node` holds both outputs of every adjacent pair of

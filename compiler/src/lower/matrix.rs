@@ -1319,7 +1319,7 @@ mod tests {
                     .collect()
             };
             let threads = kernel.block_threads.unwrap() as usize;
-            crate::kernel::lockstep::run(&kernel, threads, 32, &mut args, &points)
+            crate::kernel::lockstep::run(&kernel, (threads, 32), &[], &mut args, &points)
                 .unwrap_or_else(|e| panic!("{target} {a_type} {m}x{k}x{n} {order:?}: {e}"));
             let c = &args[kernel.args.iter().position(|p| p.writes).unwrap()];
             let mut written = 0;

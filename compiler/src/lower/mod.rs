@@ -9,6 +9,7 @@
 //! and layout changes into their consumers.
 
 mod byte_tiles;
+mod decode_attention;
 mod dequant;
 mod gpu_byte_dot;
 mod gpu_dot;
@@ -256,7 +257,7 @@ impl<'g> Ctx<'g> {
 }
 
 pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
-    let part = partition::partition(graph, schedule.gpu)?;
+    let part = partition::partition(graph, &schedule)?;
     let mut ctx = Ctx {
         graph,
         schedule,
@@ -307,15 +308,47 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
             folded_ropes.insert(r.rope, guard);
         }
     }
+    // Attention's scores computed in place by the decode attention kernel over their softmax
+    // keep their kernel's other forms, which must run whenever the softmax's kernel does.
+    let scores: Vec<NodeId> = ctx
+        .few_rows_in_place
+        .iter()
+        .copied()
+        .filter(|&n| matches!(graph.node(n).op, Op::MatMul { .. }))
+        .collect();
+    for node in scores {
+        let readers = softmax_of(graph, node)
+            .and_then(|s| partition::matmul_readers(graph, s))
+            .unwrap_or_default();
+        let attention = readers
+            .iter()
+            .all(|&r| matmul::is_decode_attention(&mut ctx, r));
+        let has_dot = |m| {
+            matmul::forms(&ctx, m)
+                .iter()
+                .any(|(f, _)| *f == Some(matmul::Form::Dot))
+        };
+        let same_guard = many_row_guard(&ctx, [node]) == many_row_guard(&ctx, readers.clone());
+        if !same_guard || !has_dot(node) || readers.is_empty() || !attention {
+            ctx.few_rows_in_place.remove(&node);
+        }
+    }
     let mut kernels = Vec::new();
     let mut launches = Vec::new();
     for node in part.computed {
         let node = matmul_of_sum.get(&node).copied().unwrap_or(node);
         let mut forms = matmul::forms(&ctx, node);
         if ctx.few_rows_in_place.contains(&node) {
-            forms = match copy_needed(&ctx, node) {
-                Some(guard) => vec![(None, guard)],
-                None => Vec::new(),
+            forms = if matches!(graph.node(node).op, Op::MatMul { .. }) {
+                forms
+                    .into_iter()
+                    .filter(|(f, _)| *f != Some(matmul::Form::Dot))
+                    .collect()
+            } else {
+                match copy_needed(&ctx, node) {
+                    Some(guard) => vec![(None, guard)],
+                    None => Vec::new(),
+                }
             };
         }
         if let Some(guard) = folded_ropes.get(&node) {
@@ -357,6 +390,22 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         kernels,
         launches,
     })
+}
+
+/// The softmax that matmul `node` feeds through a chain of single readers
+/// (`partition::scores_in_place_on_gpu`).
+fn softmax_of(graph: &Graph, node: NodeId) -> Option<NodeId> {
+    let mut id = node;
+    loop {
+        let users = graph.users(id);
+        if users.len() != 1 {
+            return None;
+        }
+        id = users[0];
+        if matches!(graph.node(id).op, Op::Softmax { .. }) {
+            return Some(id);
+        }
+    }
 }
 
 /// When the buffer of `node`, which few-row dot products compute in place, must still be

@@ -1,6 +1,7 @@
 //! Which nodes get buffers, and which of those kiln computes with a kernel.
 
 use super::{is_reduction_like, unsupported, BufferKind, LowerError};
+use crate::schedule::Schedule;
 use kiln_ir::{DType, Graph, NodeId, Op};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -181,6 +182,14 @@ fn norms_in_place() -> bool {
     std::env::var("KILN_NORMS_IN_PLACE").as_deref() != Ok("0")
 }
 
+/// Whether GPU decode may run attention as one kernel (`decode_attention`), the scores
+/// computed where it reads them; `KILN_DECODE_ATTENTION=0` keeps the scores' kernel and
+/// probabilities x V as dot products (to compare on a GPU, and to rule the fusion out when
+/// results look wrong).
+fn decode_attention() -> bool {
+    std::env::var("KILN_DECODE_ATTENTION").as_deref() != Ok("0")
+}
+
 /// A normalisation that GPU dot products over few rows read without its buffer
 /// (`normalised`): an RMS norm of a stored row, or a softmax along the last axis of a
 /// cheap chain (attention's scaled and masked scores), every reader a matmul taking it,
@@ -210,6 +219,48 @@ fn normalised_in_place_on_gpu(g: &Graph, id: NodeId) -> bool {
         })
 }
 
+/// Longest K of a matmul whose few-row readers compute it in place (`scores_in_place_on_gpu`):
+/// each read unrolls K products, and a head's width is 64 to 128.
+pub const SCORES_MAX_K: i64 = 128;
+
+/// Attention's scores in decode: the matmuls behind the softmax `softmax`, which few-row
+/// products read in place (`normalised_in_place_on_gpu`), through its short elementwise
+/// input chain (the scale, the mask), each read by nothing else, f32, with K at most
+/// `SCORES_MAX_K`. The decode attention kernel over the softmax (`decode_attention`)
+/// computes each score where it reads it, K products unrolled, once per position, and the
+/// scores' own kernel (Q.K^T: a block per few scores, its 64-long reductions leaving most
+/// threads idle) leaves the decode step.
+pub(super) fn scores_in_place_on_gpu(g: &Graph, softmax: NodeId) -> Vec<NodeId> {
+    let mut found = Vec::new();
+    let mut stack = vec![(g.inputs(softmax)[0], 3u32)];
+    while let Some((id, depth)) = stack.pop() {
+        let n = g.node(id);
+        let alone = g.users(id).len() == 1 && !g.is_output(id);
+        match n.op {
+            Op::MatMul { transpose_a, .. } if alone && n.dtype == DType::F32 => {
+                let a = g.node(g.inputs(id)[0]);
+                let k = if transpose_a {
+                    &a.shape[a.shape.len() - 2]
+                } else {
+                    &a.shape[a.shape.len() - 1]
+                };
+                let f32_inputs = g.inputs(id).iter().all(|&x| g.node(x).dtype == DType::F32);
+                if f32_inputs && k.as_known().is_some_and(|k| k <= SCORES_MAX_K) {
+                    found.push(id);
+                }
+            }
+            Op::Binary(_) | Op::Unary(_) | Op::Cast { .. } if alone && depth > 0 => {
+                stack.extend(g.inputs(id).iter().map(|&x| (x, depth - 1)));
+            }
+            ref op if is_view(op) && alone && depth > 0 => {
+                stack.push((g.inputs(id)[0], depth - 1));
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 /// The matmuls reading `id`, through layout-only ops; none when anything else reads it (a
 /// view that is an output is read by the caller).
 pub fn matmul_readers(g: &Graph, id: NodeId) -> Option<Vec<NodeId>> {
@@ -224,8 +275,11 @@ pub fn matmul_readers(g: &Graph, id: NodeId) -> Option<Vec<NodeId>> {
     Some(out)
 }
 
-/// `gpu`: the schedule is a GPU's (`read_in_place_on_gpu`).
-pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
+/// What `schedule` says: a GPU's reads operands in place (`read_in_place_on_gpu`), and one
+/// that runs kernels of explicit threads takes decode attention as one kernel.
+pub fn partition(g: &Graph, schedule: &Schedule) -> Result<Partition, LowerError> {
+    let gpu = schedule.gpu;
+    let attention = gpu && schedule.explicit_threads && decode_attention();
     let mut kind: BTreeMap<NodeId, BufferKind> = BTreeMap::new();
     let mut in_place = BTreeSet::new();
     let mut copies = Vec::new();
@@ -316,6 +370,10 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
     for r in &residuals {
         kind.remove(&r.matmul);
     }
+    let normalised: Vec<NodeId> = g
+        .node_ids()
+        .filter(|&n| gpu && norms_in_place() && normalised_in_place_on_gpu(g, n))
+        .collect();
     let computed = kind
         .iter()
         .filter(|(_, k)| matches!(k, BufferKind::Temp | BufferKind::Output(_)))
@@ -330,10 +388,11 @@ pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
         few_rows_read_in_place: in_place
             .into_iter()
             .filter(|&n| matmul_readers(g, n).is_some())
-            .chain(
-                g.node_ids()
-                    .filter(|&n| gpu && norms_in_place() && normalised_in_place_on_gpu(g, n)),
-            )
+            .chain(normalised.iter().copied())
+            .chain(normalised.iter().flat_map(|&s| match g.node(s).op {
+                Op::Softmax { .. } if attention => scores_in_place_on_gpu(g, s),
+                _ => Vec::new(),
+            }))
             .collect(),
         rope_epilogues: g.node_ids().filter_map(|n| rope_epilogue(g, n)).collect(),
     })
