@@ -49,6 +49,38 @@ pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> bool {
         && width.is_some_and(|d| d > 0 && THREADS % d == 0)
 }
 
+/// Elements of a chunk each step of its maximum or sum reads: independent pairs shorten
+/// the chain of dependent operations every thread runs over the chunk four times.
+const TREE: i64 = 4;
+
+/// Pushes onto `body` the reduction `op` of the chunk in shared local `buf` (every one of
+/// its `THREADS` elements), as every thread computes it; returns the variable it binds.
+fn whole_chunk(ctx: &mut Ctx, body: &mut Vec<Stmt>, op: RedOp, buf: Buf) -> crate::kernel::VarId {
+    let (acc, j) = (ctx.fresh(), ctx.fresh());
+    let combine = match op {
+        RedOp::Sum => BOp::Add,
+        RedOp::Max => BOp::Max,
+    };
+    let mut level: Vec<Expr> = (0..TREE)
+        .map(|r| load(buf, add(mul(var(j), i(TREE)), i(r))))
+        .collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|p| bin(combine, p[0].clone(), p[1].clone()))
+            .collect();
+    }
+    body.push(Stmt::Reduce {
+        acc,
+        op,
+        var: j,
+        extent: i(THREADS / TREE),
+        value: level.pop().expect("a step reads elements"),
+        vector: 1,
+    });
+    acc
+}
+
 /// The kernel of `ops` (see the module doc), writing `out`.
 pub(super) fn kernel(
     ctx: &mut Ctx,
@@ -96,8 +128,8 @@ pub(super) fn kernel(
         &mut step,
         min(i(THREADS), sub(n.clone(), base.clone())),
     );
-    // This thread's score, -inf past the context (never summed: the reductions stop at
-    // `valid`, and the exponential of it is zero where it is stored).
+    // This thread's score, -inf past the context, where its probability is stored as 0: the
+    // chunk's reductions then run over all of it, `TREE` elements a step.
     let score = ctx.fresh();
     step.push(Stmt::Decl {
         var: score,
@@ -120,31 +152,20 @@ pub(super) fn kernel(
         value: var(score),
     });
     step.push(Stmt::Await { in_flight: 0 });
-    let (chunk_max, j) = (ctx.fresh(), ctx.fresh());
-    step.push(Stmt::Reduce {
-        acc: chunk_max,
-        op: RedOp::Max,
-        var: j,
-        extent: valid.clone(),
-        value: load(scores, var(j)),
-        vector: 1,
-    });
+    let chunk_max = whole_chunk(ctx, &mut step, RedOp::Max, scores);
     let new_max = bind(ctx, &mut step, max(var(max_so_far), var(chunk_max)));
+    let inside = cmp(Cmp::Lt, add(base.clone(), Expr::Thread), n.clone());
     step.push(Stmt::Store {
         buf: probs,
         index: Expr::Thread,
-        value: un(UOp::Exp, bin(BOp::Sub, var(score), new_max.clone())),
+        value: select(
+            inside,
+            un(UOp::Exp, bin(BOp::Sub, var(score), new_max.clone())),
+            f(0.0),
+        ),
     });
     step.push(Stmt::Await { in_flight: 0 });
-    let (chunk_sum, j) = (ctx.fresh(), ctx.fresh());
-    step.push(Stmt::Reduce {
-        acc: chunk_sum,
-        op: RedOp::Sum,
-        var: j,
-        extent: valid.clone(),
-        value: load(probs, var(j)),
-        vector: 1,
-    });
+    let chunk_sum = whole_chunk(ctx, &mut step, RedOp::Sum, probs);
     // This group's share of the chunk's positions, weighted by V's column.
     let first = bind(ctx, &mut step, mul(group.clone(), i(share)));
     let count = bind(
