@@ -11,7 +11,8 @@
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
 # step under Nsight Compute; PROFILE_PAST="64 1024" the cached lengths one decode step is
 # profiled at, kernel by kernel; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
-# SKIP_VULKAN_TESTS=1 the Vulkan suites; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
+# SKIP_VULKAN_TESTS=1 the Vulkan suites; SKIP_CONFORMANCE=1 the op suites of both APIs;
+# MODEL_AB_TARGETS the targets MODEL_AB applies to; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
 # MATMUL_KNOBS="VAR=VALUE ..." benchmarks the half matmuls under other blockings;
 # MATMUL_PROFILE=1 profiles the f16 matmul at 4096^3; CUDA_ARCH=sm_90a compiles the kernel
 # benchmarks, matmul runs and profile for that capability instead of the GPU's own;
@@ -113,7 +114,8 @@ if [ "$only_models" = 1 ]; then
 elif [ "${SKIP_CUDA_TESTS:-0}" = 1 ]; then
   note "(CUDA suites skipped: SKIP_CUDA_TESTS=1)"
 else
-  run_test conformance-cuda conformance conformance_cuda
+  # SKIP_CONFORMANCE=1 leaves out the op suites (a short lease about the models' kernels).
+  [ "${SKIP_CONFORMANCE:-0}" = 1 ] || run_test conformance-cuda conformance conformance_cuda
   # SKIP_MODEL_TESTS=1 leaves out the tiny-model tests (a short lease about kernels).
   if [ "${SKIP_MODEL_TESTS:-0}" != 1 ]; then
     run_test llama-cuda llama_reference cuda_matches_the_cpu_backend
@@ -157,7 +159,7 @@ if [ "$only_models" != 1 ]; then
 if [ "${SKIP_VULKAN_TESTS:-0}" = 1 ]; then
   note "(Vulkan suites skipped: SKIP_VULKAN_TESTS=1)"
 else
-run_test conformance-vulkan conformance conformance_vulkan
+[ "${SKIP_CONFORMANCE:-0}" = 1 ] || run_test conformance-vulkan conformance conformance_vulkan
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
 [ "$quick" = 1 ] || run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
 fi
@@ -334,6 +336,8 @@ for spec in $(echo "$models" | tr ',' ' '); do
       # MODEL_AB: more settings to compare, each a VAR=VALUE run again on its own
       # (KILN_CUDA_* on CUDA only, KILN_VULKAN_* on Vulkan only, others on both).
       for ab in ${MODEL_AB:-}; do
+        # MODEL_AB_TARGETS: the targets the settings apply to (default: every one).
+        case " ${MODEL_AB_TARGETS:-$target} " in *" $target "*) ;; *) continue ;; esac
         case "$ab" in
           KILN_CUDA_*) [ "${target%%:*}" = cuda ] || continue ;;
           KILN_VULKAN_*) [ "${target%%:*}" = vulkan ] || continue ;;
