@@ -16,8 +16,9 @@
 //! chunk's positions into one output element. A chunk costs three barriers; the whole
 //! context runs in one block, so a long context is a long loop (splitting it across blocks
 //! and combining their partial softmaxes is the next step for contexts of thousands).
-//! GPU targets take this form (`Schedule::explicit_threads`: CUDA, HIP and Vulkan alike);
-//! CPUs keep the scores' kernel, where a decode step's attention is no launch of its own.
+//! GPU targets take this form (`Schedule::explicit_threads`: CUDA, HIP and Vulkan alike)
+//! when `KILN_DECODE_ATTENTION=1` (`partition::decode_attention`: off until a GPU shows it
+//! faster than the two kernels); CPUs keep the scores' kernel.
 
 use super::inline::{dim_expr, value_at};
 use super::matmul::{k_dim, Operands};
@@ -259,11 +260,15 @@ mod tests {
 output \"y\" = %y
 ";
 
+    /// GRAPH lowered for `target`, decode attention on.
     fn lowered_for(target: &str) -> super::super::Lowered {
         let g = kiln_ir::text::parse(GRAPH).unwrap();
         let t: crate::Target = target.parse().unwrap();
         let schedule = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-        lower(&g, schedule).unwrap()
+        super::super::partition::ATTENTION.set(Some(true));
+        let l = lower(&g, schedule).unwrap();
+        super::super::partition::ATTENTION.set(None);
+        l
     }
 
     /// A GPU decode step runs attention as one kernel of explicit threads, and nothing

@@ -182,12 +182,22 @@ fn norms_in_place() -> bool {
     std::env::var("KILN_NORMS_IN_PLACE").as_deref() != Ok("0")
 }
 
-/// Whether GPU decode may run attention as one kernel (`decode_attention`), the scores
-/// computed where it reads them; `KILN_DECODE_ATTENTION=0` keeps the scores' kernel and
-/// probabilities x V as dot products (to compare on a GPU, and to rule the fusion out when
-/// results look wrong).
-fn decode_attention() -> bool {
-    std::env::var("KILN_DECODE_ATTENTION").as_deref() != Ok("0")
+/// Whether GPU decode runs attention as one kernel (`decode_attention`), the scores
+/// computed where it reads them: only under `KILN_DECODE_ATTENTION=1` at compile time. Its
+/// one measurement on a GPU (one H100, 2026-12-06, docs/perf.md) was slower than the two
+/// kernels it replaces (1B F16 tg128 642.6 t/s against 701.2), and the version built after
+/// it has not run on one; it stays off until a GPU shows it faster.
+pub(super) fn decode_attention() -> bool {
+    ATTENTION
+        .get()
+        .unwrap_or_else(|| std::env::var("KILN_DECODE_ATTENTION").as_deref() == Ok("1"))
+}
+
+thread_local! {
+    /// Overrides `KILN_DECODE_ATTENTION` for tests of this thread (tests run in parallel,
+    /// so they cannot set the environment).
+    pub(super) static ATTENTION: std::cell::Cell<Option<bool>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// A normalisation that GPU dot products over few rows read without its buffer
