@@ -89,7 +89,6 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // Measured on NVIDIA's (docs/perf.md, 2026-12-06); HIP keeps 256 threads
                 // until an AMD GPU measures it.
                 narrow_dot_blocks: matches!(target, Target::Cuda(_)),
-                explicit_threads: true,
                 shared_bytes: shared_bytes(target.family(), arch),
                 ..Schedule::gpu()
             });
@@ -107,7 +106,6 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // H100, 2026-12-06: tg128 318.5 t/s with them, 339.9 with 256 invocations;
                 // pp512 290.0 against 364.6), though each entry point may declare its own.
                 narrow_dot_blocks: false,
-                explicit_threads: true,
                 ..Schedule::gpu()
             });
         }

@@ -51,10 +51,6 @@ pub struct Schedule {
     /// (`lower::gpu_dot::block_threads`): CUDA, where they were faster. Every GPU code
     /// generator takes a kernel's own block size; on Vulkan they were slower (pipeline.rs).
     pub narrow_dot_blocks: bool,
-    /// The code generator runs kernels whose threads divide the work themselves
-    /// (`Expr::Thread`, shared locals, barriers): every GPU target's. Decode attention is
-    /// then one kernel (`lower::decode_attention`).
-    pub explicit_threads: bool,
     /// Bytes of shared memory a GPU block may use (`lower::matrix` plans its staging
     /// within it); 0 on CPUs.
     pub shared_bytes: u32,
@@ -86,7 +82,6 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
-            explicit_threads: false,
             shared_bytes: 0,
         }
     }
@@ -121,7 +116,6 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
-            explicit_threads: false,
             shared_bytes: 0,
         }
     }

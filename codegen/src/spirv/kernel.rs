@@ -263,7 +263,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
     if explicit {
         // Every invocation runs the whole body for the workgroup's points; the body's
         // `Await`s are its barriers (as on the LLVM GPU targets).
-        em.thread = Some(em.invocation_index(abi.local_id)?);
+        em.thread = Some(g.thread);
         em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
             em.grid = decompose(em, p, &extents)?;
             stmts(em, &k.body)
@@ -344,27 +344,11 @@ impl Emitter<'_, '_> {
         self.load_ptr(ptr, VType::I64)
     }
 
-    /// Component x of a `uvec3` built-in, as an i64.
+    /// Component x of a `uvec3` built-in (an unsigned index or count), zero-extended to an
+    /// i64. Not sign-extended: Mesa's llvmpipe (Debian 12) compiled `thread < 64` of the
+    /// sign-extended invocation index to false for every invocation (`thread >= 64`, and the
+    /// same test on 32 bits, were right), so decode attention stored nothing.
     fn builtin_x(&mut self, var: Word) -> Result<V, Fail> {
-        let u32t = self.s.u32_ty();
-        let uvec3 = self.s.b.type_vector(u32t, 3);
-        let v = self.s.op(Op::Load, uvec3, &[var])?;
-        let x = self.s.b.composite_extract(u32t, None, v, [0])?;
-        let i32t = self.s.ty(VType::I32);
-        let x = self.s.op(Op::Bitcast, i32t, &[x])?;
-        let i64t = self.s.ty(VType::I64);
-        Ok(V {
-            id: self.s.op(Op::SConvert, i64t, &[x])?,
-            t: VType::I64,
-        })
-    }
-
-    /// Component x of a `uvec3` built-in, zero-extended to an i64: the invocation's index
-    /// in a kernel of explicit threads. Not sign-extended as `builtin_x` does: Mesa's
-    /// llvmpipe (Debian 12) compiled `thread < 64` of the sign-extended index to false for
-    /// every invocation (`thread >= 64`, and the same test on 32 bits, were right), so
-    /// decode attention stored nothing.
-    fn invocation_index(&mut self, var: Word) -> Result<V, Fail> {
         let u32t = self.s.u32_ty();
         let uvec3 = self.s.b.type_vector(u32t, 3);
         let v = self.s.op(Op::Load, uvec3, &[var])?;

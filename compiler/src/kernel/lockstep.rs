@@ -507,6 +507,7 @@ impl Block<'_> {
     fn eval_in(&self, scope: &mut Vec<(VarId, Val)>, e: &Expr, t: usize) -> Result<Val, String> {
         Ok(match e {
             Expr::Lit(Lit::I64(v)) => Val::I(*v),
+            Expr::Lit(Lit::I32(v)) => Val::I(*v as i64),
             Expr::Lit(Lit::F32(v)) => Val::F(*v),
             Expr::Lit(Lit::Bool(v)) => Val::B(*v),
             Expr::Var(v) => match scope.iter().rev().find(|(s, _)| s == v) {
@@ -546,7 +547,6 @@ impl Block<'_> {
             Expr::Extract { vector, lane } => {
                 Val::F(self.eval_in(scope, vector, t)?.floats()?[*lane as usize])
             }
-            Expr::Lit(Lit::I32(v)) => Val::I(*v as i64),
             Expr::Dim(d) => Val::I(
                 *self
                     .dims
@@ -571,7 +571,7 @@ impl Block<'_> {
             Expr::Binary(op, a, b) => {
                 match (self.eval_in(scope, a, t)?, self.eval_in(scope, b, t)?) {
                     (Val::I(a), Val::I(b)) => Val::I(int_op(*op, a, b)?),
-                    (a, b) => lanes(&[a, b], |x| float_op(*op, x[0], x[1]))??,
+                    (a, b) => lanes(&[a, b], |x| float_op(*op, x[0], x[1]))?,
                 }
             }
             Expr::Fma(a, b, c) => {
@@ -580,7 +580,7 @@ impl Block<'_> {
                     self.eval_in(scope, b, t)?,
                     self.eval_in(scope, c, t)?,
                 ];
-                lanes(&xs, |x| Ok(x[0].mul_add(x[1], x[2])))??
+                lanes(&xs, |x| Ok(x[0].mul_add(x[1], x[2])))?
             }
             Expr::Unary(UOp::HalfBits, a) => {
                 let bits = self.eval_in(scope, a, t)?.int()?;
@@ -588,7 +588,7 @@ impl Block<'_> {
             }
             Expr::Unary(op, a) => {
                 let x = self.eval_in(scope, a, t)?;
-                lanes(std::slice::from_ref(&x), |x| unary(*op, x[0]))??
+                lanes(std::slice::from_ref(&x), |x| unary(*op, x[0]))?
             }
             Expr::Cast(Elem::F32, a) => match self.eval_in(scope, a, t)? {
                 Val::I(v) => Val::F(v as f32),
@@ -614,11 +614,8 @@ impl Block<'_> {
     }
 }
 
-/// `x` op `y` lane by lane, scalars broadcast: a scalar result where every operand is one.
-fn lanes(
-    xs: &[Val],
-    f: impl Fn(&[f32]) -> Result<f32, String>,
-) -> Result<Result<Val, String>, String> {
+/// `f` of `xs` lane by lane, scalars broadcast: a scalar result where every operand is one.
+fn lanes(xs: &[Val], f: impl Fn(&[f32]) -> Result<f32, String>) -> Result<Val, String> {
     let vs = xs.iter().map(Val::floats).collect::<Result<Vec<_>, _>>()?;
     let width = vs.iter().map(Vec::len).max().unwrap_or(1);
     let out = (0..width)
@@ -629,14 +626,12 @@ fn lanes(
                 .collect();
             f(&args)
         })
-        .collect::<Result<Vec<f32>, String>>();
-    Ok(out.map(|out| {
-        if xs.iter().all(|x| !matches!(x, Val::V(_))) {
-            Val::F(out[0])
-        } else {
-            Val::V(out)
-        }
-    }))
+        .collect::<Result<Vec<f32>, String>>()?;
+    Ok(if xs.iter().all(|x| !matches!(x, Val::V(_))) {
+        Val::F(out[0])
+    } else {
+        Val::V(out)
+    })
 }
 
 fn compare<T: PartialOrd>(c: Cmp, a: T, b: T) -> bool {

@@ -16,8 +16,8 @@
 //! chunk's positions into one output element. A chunk costs three barriers; the whole
 //! context runs in one block, so a long context is a long loop (splitting it across blocks
 //! and combining their partial softmaxes is the next step for contexts of thousands).
-//! GPU targets take this form (`Schedule::explicit_threads`: CUDA, HIP and Vulkan alike)
-//! when `KILN_DECODE_ATTENTION=1` (`partition::decode_attention`: off until a GPU shows it
+//! GPU targets (CUDA, HIP and Vulkan alike: every GPU code generator runs kernels of
+//! explicit threads) take this form when `KILN_DECODE_ATTENTION=1` (`partition::decode_attention`: off until a GPU shows it
 //! faster than the two kernels); CPUs keep the scores' kernel.
 
 use super::inline::{dim_expr, value_at};
@@ -39,7 +39,7 @@ pub(super) fn applies(ctx: &Ctx, ops: &Operands) -> bool {
     let softmax_last = matches!(g.node(ops.a).op,
         Op::Softmax { axis } if axis + 1 == ops.a_shape.len());
     let width = ops.out_shape[ops.nb + 1].as_known();
-    ctx.schedule.explicit_threads
+    ctx.schedule.gpu
         && !ops.ta
         && !ops.tb
         && softmax_last
@@ -132,10 +132,11 @@ pub(super) fn kernel(
         init: f(f32::NEG_INFINITY),
     });
     let position = add(base.clone(), Expr::Thread);
+    let inside = cmp(Cmp::Lt, position.clone(), n.clone());
     let mut at = a_index.clone();
-    at.push(position.clone());
+    at.push(position);
     step.push(Stmt::If {
-        cond: cmp(Cmp::Lt, position, n.clone()),
+        cond: inside.clone(),
         then: vec![Stmt::Assign {
             var: score,
             value: value_at(ctx, input, &at)?,
@@ -150,7 +151,6 @@ pub(super) fn kernel(
     step.push(Stmt::Await { in_flight: 0 });
     let chunk_max = whole_chunk(ctx, &mut step, RedOp::Max, scores);
     let new_max = bind(ctx, &mut step, max(var(max_so_far), var(chunk_max)));
-    let inside = cmp(Cmp::Lt, add(base.clone(), Expr::Thread), n.clone());
     step.push(Stmt::Store {
         buf: probs,
         index: Expr::Thread,

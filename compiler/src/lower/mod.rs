@@ -257,7 +257,7 @@ impl<'g> Ctx<'g> {
 }
 
 pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
-    let part = partition::partition(graph, &schedule)?;
+    let part = partition::partition(graph, schedule.gpu)?;
     let mut ctx = Ctx {
         graph,
         schedule,

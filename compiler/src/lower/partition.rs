@@ -1,7 +1,6 @@
 //! Which nodes get buffers, and which of those kiln computes with a kernel.
 
 use super::{is_reduction_like, unsupported, BufferKind, LowerError};
-use crate::schedule::Schedule;
 use kiln_ir::{DType, Graph, NodeId, Op};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -285,11 +284,10 @@ pub fn matmul_readers(g: &Graph, id: NodeId) -> Option<Vec<NodeId>> {
     Some(out)
 }
 
-/// What `schedule` says: a GPU's reads operands in place (`read_in_place_on_gpu`), and one
-/// that runs kernels of explicit threads takes decode attention as one kernel.
-pub fn partition(g: &Graph, schedule: &Schedule) -> Result<Partition, LowerError> {
-    let gpu = schedule.gpu;
-    let attention = gpu && schedule.explicit_threads && decode_attention();
+/// `gpu`: the schedule is a GPU's (`read_in_place_on_gpu`; every GPU code generator runs
+/// the decode attention kernel, which has explicit threads).
+pub fn partition(g: &Graph, gpu: bool) -> Result<Partition, LowerError> {
+    let attention = gpu && decode_attention();
     let mut kind: BTreeMap<NodeId, BufferKind> = BTreeMap::new();
     let mut in_place = BTreeSet::new();
     let mut copies = Vec::new();
