@@ -225,6 +225,7 @@ pub fn assemble(
             kernels: compiled.kernels().iter().map(|k| k.name.clone()).collect(),
             plan,
             required_features: required_features(target),
+            waits_for_prior_grids: be.waits_for_prior_grids(target),
         });
         code.push(blob);
     }

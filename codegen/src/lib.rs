@@ -50,4 +50,11 @@ pub trait Backend {
     fn check(&self, target: &Target) -> Result<(), CodegenError>;
     /// Compiles all kernels of one model for one target into one code blob.
     fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError>;
+    /// Whether `target`'s kernels wait for the grids they depend on before touching memory,
+    /// so that the runtime may launch each before those finish
+    /// (`kiln_runtime::manifest::Variant::waits_for_prior_grids`).
+    fn waits_for_prior_grids(&self, target: &Target) -> bool {
+        let _ = target;
+        false
+    }
 }

@@ -48,6 +48,12 @@ pub struct Variant {
     /// (`avx2`, `avx512f`). Required for `cpu:native`, which names no level by itself.
     #[serde(default)]
     pub required_features: Vec<String>,
+    /// The code's kernels let later grids launch and then wait for the grids they depend
+    /// on before touching memory (CUDA's `griddepcontrol`, sm_90 and newer). Only then may
+    /// the runtime launch a kernel before its predecessors finish; artifacts without the
+    /// field never are.
+    #[serde(default)]
+    pub waits_for_prior_grids: bool,
 }
 
 /// Kinds of the sections in the artifact, as stored in the section table.

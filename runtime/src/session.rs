@@ -124,6 +124,7 @@ impl Session {
                 artifact.code(variant)?,
                 &v.kernels,
                 artifact.weights()?,
+                v.waits_for_prior_grids,
             )?)),
             #[cfg(feature = "vulkan")]
             Some("vulkan") => {

@@ -113,6 +113,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
         plan,
         kernels: kernels.iter().map(|k| k.to_string()).collect(),
         required_features: vec![],
+        waits_for_prior_grids: false,
     };
     Manifest {
         model: "add-bias".into(),

@@ -106,6 +106,10 @@ impl Backend for LlvmBackend {
         machine(&desc, target).map(|_| ())
     }
 
+    fn waits_for_prior_grids(&self, target: &Target) -> bool {
+        matches!(target, Target::Cuda(sm) if gpu::nvptx::waits_for_prior_grids(sm))
+    }
+
     fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError> {
         match target {
             Target::Cuda(sm) => return gpu::nvptx::compile(kernels, sm, target),

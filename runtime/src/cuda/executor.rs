@@ -40,6 +40,10 @@ pub struct CudaExecutor {
     /// Whether runs replay a CUDA graph (`KILN_CUDA_GRAPHS=0` launches one by one, to
     /// compare); profiled runs always launch one by one, to time each kernel.
     graphs: bool,
+    /// Whether a graph's kernels may launch before the kernels they follow finish: the
+    /// variant's code waits for them itself (`Variant::waits_for_prior_grids`), unless
+    /// `KILN_CUDA_EARLY_LAUNCH=0` asks for plain edges, to compare.
+    early_launch: bool,
     graph: Option<LaunchGraph>,
     recordings: Recordings,
 }
@@ -55,11 +59,14 @@ impl std::fmt::Debug for CudaExecutor {
 
 impl CudaExecutor {
     /// Loads `ptx` (the variant's code section), resolves `kernels` and uploads `weights`.
+    /// `waits_for_prior_grids`: the variant's kernels wait for their predecessors
+    /// themselves, so graphs may launch them early.
     pub fn new(
         target: &str,
         ptx: &[u8],
         kernels: &[String],
         weights: Option<&[u8]>,
+        waits_for_prior_grids: bool,
     ) -> Result<CudaExecutor, RuntimeError> {
         let device = probe().map_err(|msg| RuntimeError::Device {
             target: target.into(),
@@ -118,6 +125,8 @@ impl CudaExecutor {
             io: Vec::new(),
             carried: Vec::new(),
             graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
+            early_launch: waits_for_prior_grids
+                && std::env::var("KILN_CUDA_EARLY_LAUNCH").as_deref() != Ok("0"),
             graph: None,
             recordings: Recordings::default(),
         })
@@ -137,7 +146,7 @@ impl CudaExecutor {
             self.graph = None;
             let running: Vec<&Launch> = calls.iter().map(|c| &plan.launches[c.launch]).collect();
             let deps = hazards::ordering(&running);
-            self.graph = Some(LaunchGraph::build(calls, &deps)?);
+            self.graph = Some(LaunchGraph::build(calls, &deps, self.early_launch)?);
         }
         self.graph
             .as_ref()

@@ -8,6 +8,13 @@
 //! decode, a grown arena) updates only the nodes whose parameters changed, in place; a run
 //! that launches a different set of kernels rebuilds the graph. Correctness never depends
 //! on a run resembling the last one, only the cost does.
+//!
+//! Where the code's kernels wait for their predecessors themselves (sm_90 and newer, see
+//! `Variant::waits_for_prior_grids`), the edges are programmatic: a kernel launches once
+//! every block of the kernels it follows has started, and its blocks are scheduled as
+//! theirs retire, instead of after they have finished and flushed. A decode step is a
+//! chain of a few hundred kernels of a few microseconds each; that launch gap is paid once
+//! per link of the chain.
 
 use cudarc::driver::{sys, CudaStream, DriverError};
 use std::ffi::c_void;
@@ -64,9 +71,15 @@ impl std::fmt::Debug for LaunchGraph {
 
 impl LaunchGraph {
     /// A graph running `calls`, each after the calls `deps` names (positions in `calls`,
-    /// `crate::hazards::dependencies`): independent calls may run at the same time. The
-    /// caller's context must be current.
-    pub fn build(calls: &[KernelCall], deps: &[Vec<usize>]) -> Result<LaunchGraph, DriverError> {
+    /// `crate::hazards::dependencies`): independent calls may run at the same time.
+    /// `programmatic`: each call may launch as soon as the calls it follows have all
+    /// started (their kernels must wait for their own predecessors). The caller's context
+    /// must be current.
+    pub fn build(
+        calls: &[KernelCall],
+        deps: &[Vec<usize>],
+        programmatic: bool,
+    ) -> Result<LaunchGraph, DriverError> {
         let mut graph = std::ptr::null_mut();
         // SAFETY: an out-pointer for the new graph.
         unsafe { sys::cuGraphCreate(&mut graph, 0) }.result()?;
@@ -76,16 +89,41 @@ impl LaunchGraph {
             nodes: Vec::with_capacity(calls.len()),
         };
         let mut slots = Vec::new();
+        let early = sys::CUgraphEdgeData {
+            from_port: sys::CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC as u8,
+            to_port: 0,
+            type_: sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC as u8,
+            reserved: [0; 5],
+        };
         for (call, waits) in calls.iter().zip(deps) {
             let params = call.node_params(&mut slots);
             let deps: Vec<sys::CUgraphNode> = waits.iter().map(|&w| this.nodes[w].0).collect();
             let mut node = std::ptr::null_mut();
+            let (plain, n) = if programmatic {
+                (std::ptr::null(), 0)
+            } else {
+                (deps.as_ptr(), deps.len())
+            };
             // SAFETY: `params` points into `call` and `slots`, alive for the call; the
             // driver copies the argument values; `deps` are nodes of this graph.
-            unsafe {
-                sys::cuGraphAddKernelNode_v2(&mut node, graph, deps.as_ptr(), deps.len(), &params)
+            unsafe { sys::cuGraphAddKernelNode_v2(&mut node, graph, plain, n, &params) }
+                .result()?;
+            if programmatic && !deps.is_empty() {
+                let to = vec![node; deps.len()];
+                let edges = vec![early; deps.len()];
+                // SAFETY: `deps`, `to` and `edges` have one entry per edge; all nodes are
+                // kernel nodes of this graph.
+                unsafe {
+                    sys::cuGraphAddDependencies_v2(
+                        graph,
+                        deps.as_ptr(),
+                        to.as_ptr(),
+                        edges.as_ptr(),
+                        deps.len(),
+                    )
+                }
+                .result()?;
             }
-            .result()?;
             this.nodes.push((node, call.clone()));
         }
         // SAFETY: a complete graph; the out-pointer is ours.

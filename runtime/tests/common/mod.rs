@@ -34,6 +34,7 @@ pub fn variant(target: &str, code_section: usize) -> Variant {
         plan,
         kernels: vec!["copy".into()],
         required_features: vec![],
+        waits_for_prior_grids: false,
     }
 }
 

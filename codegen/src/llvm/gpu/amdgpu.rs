@@ -85,6 +85,7 @@ pub fn desc(arch: &str) -> Result<GpuDesc, String> {
         kernel_cc: 91,
         global_as: 1,
         shared_as: 3,
+        waits_for_prior_grids: false,
     })
 }
 

@@ -101,6 +101,7 @@ pub fn emit<'ctx>(
         gpu: Some(desc),
         alignment: Alignment::of(k),
     };
+    primitives::await_prior_grids(&mut em, desc)?;
     let explicit = explicit_threads(&k.body);
     let layout = SharedLayout::of(k);
     let shared = match layout.bytes {

@@ -50,6 +50,12 @@ pub struct GpuDesc {
     pub kernel_cc: u32,
     pub global_as: u16,
     pub shared_as: u16,
+    /// Every kernel lets the grids after it launch at once and waits for the grids before
+    /// it to finish before touching memory (CUDA's programmatic dependent launch, sm_90 and
+    /// newer): the runtime may then start a kernel while its predecessor drains, hiding the
+    /// launch and the block scheduling that a decode step's hundreds of short kernels pay
+    /// one after the other.
+    pub waits_for_prior_grids: bool,
 }
 
 /// Adds every kernel of `kernels` to `module` as a GPU entry point.

@@ -59,12 +59,25 @@ pub fn desc(sm: &str) -> Result<(GpuDesc, Retarget), String> {
         kernel_cc: 71,
         global_as: 1,
         shared_as: 3,
+        waits_for_prior_grids: waits_for_prior_grids(sm),
     };
     let retarget = Retarget {
         target: sm.to_string(),
         version: *ptx,
     };
     Ok((desc, retarget))
+}
+
+/// Whether `cuda:<sm>`'s kernels start with `griddepcontrol` (sm_90 and newer, PTX ISA
+/// 7.8): each lets its dependents launch and then waits for the grids it depends on, so
+/// the runtime may launch it before they finish (`GpuDesc::waits_for_prior_grids`).
+pub fn waits_for_prior_grids(sm: &str) -> bool {
+    let digits: String = sm
+        .trim_start_matches("sm_")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse::<u32>().is_ok_and(|cap| cap >= 90)
 }
 
 /// The LLVM target machine for `cuda:<sm>`, or why there is none.
@@ -149,6 +162,17 @@ mod tests {
             assert!(d.features.starts_with("+ptx"));
         }
         assert!(desc("sm_61").unwrap_err().contains("sm_70 and newer"));
+    }
+
+    #[test]
+    fn hopper_and_newer_wait_for_prior_grids() {
+        let waiting: Vec<&str> = capabilities()
+            .filter(|s| waits_for_prior_grids(s))
+            .collect();
+        assert_eq!(
+            waiting,
+            ["sm_90", "sm_90a", "sm_100", "sm_100a", "sm_120", "sm_120a"]
+        );
     }
 
     #[test]

@@ -136,6 +136,35 @@ pub fn shuffle_xor<'ctx>(
     }
 }
 
+/// Inline assembly without operands or results, kept where it stands (it clobbers memory,
+/// so no load or store moves across it).
+pub fn asm(em: &mut Emitter<'_, '_>, text: &str) -> Result<(), Fail> {
+    let ty = em.ctx.void_type().fn_type(&[], false);
+    let asm = em.ctx.create_inline_asm(
+        ty,
+        text.to_string(),
+        "~{memory}".to_string(),
+        true,
+        false,
+        None,
+        false,
+    );
+    em.b.build_indirect_call(ty, asm, &[], "")?;
+    Ok(())
+}
+
+/// A kernel's first statements where `d.waits_for_prior_grids`: the grids launched after
+/// this one may start now (they wait in turn), and nothing below runs until the grids this
+/// one depends on have finished and their stores are visible. Launched without a
+/// programmatic dependency, both are no-ops.
+pub fn await_prior_grids(em: &mut Emitter<'_, '_>, d: &GpuDesc) -> Result<(), Fail> {
+    if d.waits_for_prior_grids {
+        asm(em, "griddepcontrol.launch_dependents;")?;
+        asm(em, "griddepcontrol.wait;")?;
+    }
+    Ok(())
+}
+
 /// Address space of `desc`'s global memory, as inkwell spells it.
 pub fn global(d: &GpuDesc) -> AddressSpace {
     AddressSpace::from(d.global_as)

@@ -405,3 +405,37 @@ output \"y\" = %y
         .collect();
     assert!(wide.is_empty(), "16-byte loads of unaligned runs: {wide:?}");
 }
+
+/// On sm_90 and newer every kernel waits for the grids before it ahead of its first global
+/// access (the runtime launches it early, `Variant::waits_for_prior_grids`); older
+/// capabilities lack the instruction and say nothing of it.
+#[test]
+fn hopper_kernels_wait_for_prior_grids_before_touching_memory() {
+    for (sm, waits) in [("sm_90", true), ("sm_120", true), ("sm_89", false)] {
+        let (ptx, names) = ptx_for(&format!("cuda:{sm}"));
+        let entries: Vec<&str> = ptx.split(".visible .entry").skip(1).collect();
+        assert_eq!(entries.len(), names.len(), "{sm}");
+        for body in entries {
+            let name = body.split('(').next().unwrap_or("").trim();
+            let wait = body.find("griddepcontrol.wait;");
+            let trigger = body.find("griddepcontrol.launch_dependents;");
+            if !waits {
+                assert!(wait.is_none() && trigger.is_none(), "{sm} {name}");
+                continue;
+            }
+            let wait = wait.unwrap_or_else(|| panic!("{sm} {name}: no wait"));
+            assert!(
+                trigger.is_some_and(|t| t < wait),
+                "{sm} {name}: no trigger first"
+            );
+            let first_global = ["ld.global", "st.global", "atom.global", "red.global"]
+                .iter()
+                .filter_map(|op| body.find(op))
+                .min();
+            assert!(
+                first_global.is_none_or(|g| wait < g),
+                "{sm} {name}: global memory before the wait"
+            );
+        }
+    }
+}

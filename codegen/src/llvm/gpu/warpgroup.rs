@@ -12,7 +12,7 @@
 //! their results current.
 
 use super::super::expr::{Emitter, Fail, V};
-use super::GpuArch;
+use super::{primitives, GpuArch};
 use inkwell::types::BasicTypeEnum;
 use inkwell::values::{BasicMetadataValueEnum, FloatValue, IntValue};
 use kiln_compiler::kernel::warpgroup::{GroupOp, GroupProduct, ROW_ELEMS};
@@ -72,7 +72,7 @@ pub fn group_mma(
         )));
     }
 
-    asm(em, "fence.proxy.async.shared::cta;")?;
+    primitives::asm(em, "fence.proxy.async.shared::cta;")?;
     tie_through(em, "wgmma.fence.sync.aligned;", &mut values)?;
     let t = match op.input {
         DType::BF16 => "bf16",
@@ -109,7 +109,7 @@ pub fn group_mma(
         );
         values[slot] = call_floats(em, &text, &constraints, &args, lanes)?;
     }
-    asm(em, "wgmma.commit_group.sync.aligned;")?;
+    primitives::asm(em, "wgmma.commit_group.sync.aligned;")?;
     write_accs(em, &accs, &values)
 }
 
@@ -255,20 +255,4 @@ fn call_floats<'ctx>(
     (0..outputs as u32)
         .map(|l| Ok(em.b.build_extract_value(s, l, "d")?.into_float_value()))
         .collect()
-}
-
-/// Inline assembly without operands or results, kept where it stands.
-fn asm(em: &mut Emitter<'_, '_>, text: &str) -> Result<(), Fail> {
-    let ty = em.ctx.void_type().fn_type(&[], false);
-    let asm = em.ctx.create_inline_asm(
-        ty,
-        text.to_string(),
-        "~{memory}".to_string(),
-        true,
-        false,
-        None,
-        false,
-    );
-    em.b.build_indirect_call(ty, asm, &[], "")?;
-    Ok(())
 }
