@@ -153,14 +153,16 @@ pub fn asm(em: &mut Emitter<'_, '_>, text: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-/// A kernel's first statements where `d.waits_for_prior_grids`: the grids launched after
-/// this one may start now (they wait in turn), and nothing below runs until the grids this
-/// one depends on have finished and their stores are visible. Launched without a
-/// programmatic dependency, both are no-ops.
+/// A kernel's first statements where `d.waits_for_prior_grids`: nothing below runs until
+/// the grids this one depends on have finished and their stores are visible; then the
+/// grid after this one may launch (and wait in its turn). Triggering only after the wait
+/// keeps the launches one kernel ahead: the next kernel's blocks are scheduled while this
+/// one runs, not a whole chain of parked kernels holding the GPU's block slots. Launched
+/// without a programmatic dependency, both are no-ops.
 pub fn await_prior_grids(em: &mut Emitter<'_, '_>, d: &GpuDesc) -> Result<(), Fail> {
     if d.waits_for_prior_grids {
-        asm(em, "griddepcontrol.launch_dependents;")?;
         asm(em, "griddepcontrol.wait;")?;
+        asm(em, "griddepcontrol.launch_dependents;")?;
     }
     Ok(())
 }

@@ -425,8 +425,8 @@ fn hopper_kernels_wait_for_prior_grids_before_touching_memory() {
             }
             let wait = wait.unwrap_or_else(|| panic!("{sm} {name}: no wait"));
             assert!(
-                trigger.is_some_and(|t| t < wait),
-                "{sm} {name}: no trigger first"
+                trigger.is_some_and(|t| t > wait),
+                "{sm} {name}: no trigger after the wait"
             );
             let first_global = ["ld.global", "st.global", "atom.global", "red.global"]
                 .iter()
