@@ -101,8 +101,16 @@ pub fn emit<'ctx>(
         gpu: Some(desc),
         alignment: Alignment::of(k),
     };
-    primitives::await_prior_grids(&mut em, desc)?;
+    // Neither reads what earlier grids write (the symbols come from the host), so both
+    // may run before the wait, as may the fetches of the weights (`warm`).
+    let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
+    let g = Gpu::new(&mut em, desc, launch.threads)?;
     let explicit = explicit_threads(&k.body);
+    if desc.waits_for_prior_grids && (explicit || launch.block_per_point()) {
+        let block = (g.block, g.thread, launch.threads);
+        super::warm::first_point(&mut em, &k.body, block, points, &extents)?;
+    }
+    primitives::await_prior_grids(&mut em, desc)?;
     let layout = SharedLayout::of(k);
     let shared = match layout.bytes {
         0 => None,
@@ -140,8 +148,6 @@ pub fn emit<'ctx>(
             _ => em.b.build_alloca(ty, "local")?,
         });
     }
-    let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
-    let g = Gpu::new(&mut em, desc, launch.threads)?;
     let warp = matrix_warp(&k.body);
     if warp.is_some() && !explicit {
         return Err(Fail::msg(
