@@ -146,7 +146,20 @@ impl CudaExecutor {
             self.graph = None;
             let running: Vec<&Launch> = calls.iter().map(|c| &plan.launches[c.launch]).collect();
             let deps = hazards::ordering(&running);
-            self.graph = Some(LaunchGraph::build(calls, &deps, self.early_launch)?);
+            let graph = match LaunchGraph::build(calls, &deps, self.early_launch) {
+                // A driver that refuses programmatic edges still runs the code: its
+                // kernels' waits are no-ops under plain edges.
+                Err(e) if self.early_launch => {
+                    eprintln!(
+                        "cuda: the driver refused early launches ({e}); launching each kernel \
+                         after the ones it follows"
+                    );
+                    self.early_launch = false;
+                    LaunchGraph::build(calls, &deps, false)?
+                }
+                built => built?,
+            };
+            self.graph = Some(graph);
         }
         self.graph
             .as_ref()
