@@ -8,6 +8,7 @@
 # (size:type pairs, or none), MODEL_TARGETS and TORCH_MODELS=0 choose the model runs;
 # GRAPH_AB=0 drops each model's second run without replay (CUDA graphs, Vulkan's recorded
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
+# (VAR=V,VAR2=W: several at once)
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
 # step under Nsight Compute; PROFILE_PAST="64 1024" the cached lengths one decode step is
 # profiled at, kernel by kernel; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
@@ -343,11 +344,12 @@ for spec in $(echo "$models" | tr ',' ' '); do
           KILN_VULKAN_*) [ "${target%%:*}" = vulkan ] || continue ;;
         esac
         note "  with $ab:"
+        abtag=${ab//[=,]/-}
         # Compiled again under the setting too, for the compiler's (KILN_NORMS_IN_PLACE).
-        env "$ab" timeout 400 $bin/kiln compile $m.gguf -t "$target" -o $m-ab.kiln -q \
-          >"$LOGS/compile-$tag-${ab%%=*}.log" 2>&1 &&
-          env "$ab" timeout 300 $bin/kiln bench $m-ab.kiln -p 512 -n 128 -r 3 \
-            >"$LOGS/model-$tag-${ab%%=*}.log" 2>&1 && tail -2 "$LOGS/model-$tag-${ab%%=*}.log" | tee -a "$report"
+        env ${ab//,/ } timeout 400 $bin/kiln compile $m.gguf -t "$target" -o $m-ab.kiln -q \
+          >"$LOGS/compile-$tag-$abtag.log" 2>&1 &&
+          env ${ab//,/ } timeout 300 $bin/kiln bench $m-ab.kiln -p 512 -n 128 -r 3 \
+            >"$LOGS/model-$tag-$abtag.log" 2>&1 && tail -2 "$LOGS/model-$tag-$abtag.log" | tee -a "$report"
       done
     else
       rc=$?

@@ -16,7 +16,8 @@ mkdir -p "$(dirname "$exclude")"
 grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
 
 echo "== PTX for every capability"
-KILN_PTX_DIR="$PWD/$out/ptx" cargo test -q --release --locked -p kiln-codegen --lib \
+# With the kernels' grid-dependency instructions (off by default), so ptxas checks them too.
+KILN_CUDA_EARLY_LAUNCH=1 KILN_PTX_DIR="$PWD/$out/ptx" cargo test -q --release --locked -p kiln-codegen --lib \
   -- every_capability_gets_its_target_and_isa_version half_matmuls_use_the_matrix_unit
 ls "$out/ptx"
 

@@ -41,8 +41,9 @@ pub struct CudaExecutor {
     /// compare); profiled runs always launch one by one, to time each kernel.
     graphs: bool,
     /// Whether a graph's kernels may launch before the kernels they follow finish: the
-    /// variant's code waits for them itself (`Variant::waits_for_prior_grids`), unless
-    /// `KILN_CUDA_EARLY_LAUNCH=0` asks for plain edges, to compare.
+    /// variant's code waits for them itself (`Variant::waits_for_prior_grids`, compiled
+    /// under `KILN_CUDA_EARLY_LAUNCH=1`), unless `KILN_CUDA_EARLY_LAUNCH=0` at run time asks
+    /// for plain edges, to compare.
     early_launch: bool,
     graph: Option<LaunchGraph>,
     recordings: Recordings,

@@ -69,15 +69,27 @@ pub fn desc(sm: &str) -> Result<(GpuDesc, Retarget), String> {
 }
 
 /// Whether `cuda:<sm>`'s kernels start with `griddepcontrol` (sm_90 and newer, PTX ISA
-/// 7.8): each lets its dependents launch and then waits for the grids it depends on, so
-/// the runtime may launch it before they finish (`GpuDesc::waits_for_prior_grids`).
+/// 7.8): each waits for the grids it depends on and then lets its dependents launch, so
+/// the runtime may launch it before they finish (`GpuDesc::waits_for_prior_grids`). Only
+/// under `KILN_CUDA_EARLY_LAUNCH=1` at compile time: no GPU has run it yet (docs/perf.md,
+/// 2026-12-06, seventh session), so artifacts stay as they were until one shows it faster.
 pub fn waits_for_prior_grids(sm: &str) -> bool {
     let digits: String = sm
         .trim_start_matches("sm_")
         .chars()
         .take_while(|c| c.is_ascii_digit())
         .collect();
-    digits.parse::<u32>().is_ok_and(|cap| cap >= 90)
+    let hopper = digits.parse::<u32>().is_ok_and(|cap| cap >= 90);
+    let asked = EARLY_LAUNCH
+        .get()
+        .unwrap_or_else(|| std::env::var("KILN_CUDA_EARLY_LAUNCH").as_deref() == Ok("1"));
+    hopper && asked
+}
+
+thread_local! {
+    /// Overrides `KILN_CUDA_EARLY_LAUNCH` for this thread's compiles (tests run in
+    /// parallel, so they cannot set the environment).
+    pub static EARLY_LAUNCH: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
 /// The LLVM target machine for `cuda:<sm>`, or why there is none.
@@ -165,7 +177,8 @@ mod tests {
     }
 
     #[test]
-    fn hopper_and_newer_wait_for_prior_grids() {
+    fn hopper_and_newer_wait_for_prior_grids_when_asked() {
+        EARLY_LAUNCH.set(Some(true));
         let waiting: Vec<&str> = capabilities()
             .filter(|s| waits_for_prior_grids(s))
             .collect();
@@ -173,6 +186,12 @@ mod tests {
             waiting,
             ["sm_90", "sm_90a", "sm_100", "sm_100a", "sm_120", "sm_120a"]
         );
+        EARLY_LAUNCH.set(Some(false));
+        assert_eq!(
+            capabilities().filter(|s| waits_for_prior_grids(s)).count(),
+            0
+        );
+        EARLY_LAUNCH.set(None);
     }
 
     #[test]

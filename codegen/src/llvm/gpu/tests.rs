@@ -412,6 +412,7 @@ output \"y\" = %y
 /// the next grid launch; older capabilities lack the instructions and say nothing of them.
 #[test]
 fn hopper_kernels_wait_for_prior_grids_before_touching_memory() {
+    super::nvptx::EARLY_LAUNCH.set(Some(true));
     for (sm, waits) in [("sm_90", true), ("sm_120", true), ("sm_89", false)] {
         let (ptx, names) = ptx_for(&format!("cuda:{sm}"));
         let entries: Vec<&str> = ptx.split(".visible .entry").skip(1).collect();
@@ -444,6 +445,7 @@ fn hopper_kernels_wait_for_prior_grids_before_touching_memory() {
 /// only its weights: the activations' loads all come after the wait.
 #[test]
 fn decode_matvecs_fetch_their_weights_before_waiting() {
+    super::nvptx::EARLY_LAUNCH.set(Some(true));
     let kir = "kir 1\n%x = input \"x\" f32[1,256]\n%w = param \"w\" f32[512,256]\n\
                %y = matmul %x, %w transpose_a=false transpose_b=true\noutput \"y\" = %y\n";
     for (sm, fetches) in [("sm_90", true), ("sm_89", false)] {
