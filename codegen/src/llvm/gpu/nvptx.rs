@@ -71,8 +71,10 @@ pub fn desc(sm: &str) -> Result<(GpuDesc, Retarget), String> {
 /// Whether `cuda:<sm>`'s kernels start with `griddepcontrol` (sm_90 and newer, PTX ISA
 /// 7.8): each waits for the grids it depends on and then lets its dependents launch, so
 /// the runtime may launch it before they finish (`GpuDesc::waits_for_prior_grids`). Only
-/// under `KILN_CUDA_EARLY_LAUNCH=1` at compile time: no GPU has run it yet (docs/perf.md,
-/// 2026-12-06, seventh session), so artifacts stay as they were until one shows it faster.
+/// under `KILN_CUDA_EARLY_LAUNCH=1` at compile time: on one H100 it made decode slower (1B
+/// F16 tg128 632 and 545 t/s against 700 and 709 without, interleaved; the instructions and
+/// weight fetches alone, under plain edges, 675 and 659; docs/perf.md, 2026-12-06, seventh
+/// session). Kept as a knob for other placements of the trigger and newer GPUs.
 pub fn waits_for_prior_grids(sm: &str) -> bool {
     let digits: String = sm
         .trim_start_matches("sm_")
