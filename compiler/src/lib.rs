@@ -15,3 +15,4 @@ pub mod relayout;
 pub mod rewrite;
 pub mod schedule;
 pub mod share;
+pub mod siblings;

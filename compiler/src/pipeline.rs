@@ -179,6 +179,12 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
             crate::kernel::small_ints::convert_through_exponent(k);
         }
     }
+    // One launch for a layer's q, k and v matvecs (and gate and up): on GPUs a launch
+    // costs microseconds that move no weights. `KILN_MERGE_SIBLINGS=0` keeps them apart,
+    // for comparing on a GPU.
+    if schedule.gpu && lower::knob("KILN_MERGE_SIBLINGS", 1u8) != 0 {
+        crate::siblings::merge_sibling_launches(&mut lowered);
+    }
     crate::share::share_identical_kernels(&mut lowered);
     let arena = memory::plan(&lowered);
     Ok(Compiled {

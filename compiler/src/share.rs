@@ -48,7 +48,7 @@ fn key(k: &Kernel) -> String {
 }
 
 /// Replaces every variable id `v` in `body`, bound or read, by `f(v)`.
-fn rename_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
+pub(crate) fn rename_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
     map_exprs(body, &mut |e| {
         rewrite_bottom_up(e, &mut |e| match e {
             Expr::Var(v) => Expr::Var(f(v)),

@@ -475,7 +475,7 @@ mod tests;
 /// A number the lowering takes from the environment at compile time, `default` where the
 /// variable is unset or not a number: knobs for comparing schedules on a GPU
 /// (`scripts/gpu-check.sh`, `MATVEC_PROFILE=1`), never needed to compile correctly.
-fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub(crate) fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
