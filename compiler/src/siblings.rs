@@ -410,7 +410,7 @@ output \"u\" = %u
             false
         });
         assert!(read.iter().all(|g| second_weights.contains(g)), "{read:?}");
-        let mut bound = |body: &[Stmt]| {
+        let bound = |body: &[Stmt]| {
             let mut vars = std::collections::BTreeSet::new();
             visit_stmts(body, &mut |s| {
                 if let Stmt::Reduce { acc, var, .. } = s {
