@@ -147,6 +147,25 @@ impl VulkanExecutor {
                 ),
             ));
         }
+        let bindings = plan
+            .launches
+            .iter()
+            .map(|l| l.args.len())
+            .max()
+            .unwrap_or(0) as u32
+            + 1;
+        // Merged sibling launches (a layer's q, k and v) bind a dozen buffers; devices
+        // with fewer per shader stage (the spec's minimum is 4) cannot run the plan.
+        if bindings > limits.max_per_stage_descriptor_storage_buffers {
+            return Err(vk_err(
+                target,
+                "device limits",
+                format!(
+                    "{} binds at most {} storage buffers per shader; this plan's kernels bind up to {bindings}",
+                    gpu.name, limits.max_per_stage_descriptor_storage_buffers
+                ),
+            ));
+        }
         let dev = &gpu.device;
         let e = |what: &str, err: vk::Result| vk_err(target, what, err);
         // SAFETY (every call on `dev` below): the create-info structs and the slices they
@@ -155,13 +174,6 @@ impl VulkanExecutor {
             dev.create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&words), None)
         }
         .map_err(|err| code_err(format!("the driver rejected the SPIR-V module: {err}")))?;
-        let bindings = plan
-            .launches
-            .iter()
-            .map(|l| l.args.len())
-            .max()
-            .unwrap_or(0) as u32
-            + 1;
         let binding_info: Vec<vk::DescriptorSetLayoutBinding> = (0..bindings)
             .map(|b| {
                 vk::DescriptorSetLayoutBinding::default()
