@@ -93,11 +93,8 @@ fn statement_vars(body: &mut [Stmt], f: &mut dyn FnMut(VarId) -> VarId) {
                     *v = f(*v);
                 }
             }
-            Stmt::Store { .. }
-            | Stmt::Prefetch { .. }
-            | Stmt::Warm { .. }
-            | Stmt::Copy { .. }
-            | Stmt::Await { .. } => {}
+            Stmt::Store { .. } | Stmt::Prefetch { .. } | Stmt::Copy { .. } | Stmt::Await { .. } => {
+            }
         }
     }
 }

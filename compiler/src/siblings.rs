@@ -217,7 +217,7 @@ fn renumbered(buf: Buf, arg_of: &[u32]) -> Buf {
 fn renumber_statement_bufs(body: &mut [Stmt], arg_of: &[u32]) {
     for s in body {
         match s {
-            Stmt::Store { buf, .. } | Stmt::Prefetch { buf, .. } | Stmt::Warm { buf, .. } => {
+            Stmt::Store { buf, .. } | Stmt::Prefetch { buf, .. } => {
                 *buf = renumbered(*buf, arg_of);
             }
             Stmt::Copy { dst, src, .. } => {

@@ -116,7 +116,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), String> {
             em.store(*buf, i, v)?;
         }
         // Cranelift has no prefetch instruction; the hint is dropped.
-        Stmt::Prefetch { .. } | Stmt::Warm { .. } => {}
+        Stmt::Prefetch { .. } => {}
         Stmt::Copy { .. } | Stmt::Await { .. } => {
             return Err("shared-memory copies are GPU code (CUDA and HIP targets)".to_string())
         }

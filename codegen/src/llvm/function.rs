@@ -212,7 +212,6 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             em.prefetch(*buf, i)?;
         }
         // Issued before the kernel's wait for earlier grids, if at all (`gpu::kernel`).
-        Stmt::Warm { .. } => {}
         Stmt::Copy {
             dst,
             dst_index,

@@ -570,7 +570,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             em.assign(*var, v)?;
         }
         // SPIR-V has no prefetch; the hint is dropped (GPU lowering does not emit it).
-        Stmt::Prefetch { .. } | Stmt::Warm { .. } => {}
+        Stmt::Prefetch { .. } => {}
         // Copies are done when issued, so every batch has landed at its `Await`.
         Stmt::Copy {
             dst,

@@ -42,7 +42,6 @@ fn write_stmts(out: &mut String, stmts: &[Stmt], depth: usize) -> fmt::Result {
             Stmt::Assign { var, value } => writeln!(out, "{pad}v{var} = {value}")?,
             Stmt::Store { buf, index, value } => writeln!(out, "{pad}{buf}[{index}] = {value}")?,
             Stmt::Prefetch { buf, index } => writeln!(out, "{pad}prefetch {buf}[{index}]")?,
-            Stmt::Warm { buf, start, len } => writeln!(out, "{pad}warm {buf}[{start}; {len}]")?,
             Stmt::Copy {
                 dst,
                 dst_index,

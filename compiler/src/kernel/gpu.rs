@@ -223,7 +223,6 @@ pub fn has_shared_loop(s: &Stmt) -> bool {
         | Stmt::Assign { .. }
         | Stmt::Store { .. }
         | Stmt::Prefetch { .. }
-        | Stmt::Warm { .. }
         | Stmt::Copy { .. }
         | Stmt::Await { .. }
         | Stmt::GroupMma { .. }

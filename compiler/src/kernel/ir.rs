@@ -332,16 +332,6 @@ pub enum Stmt {
         buf: Buf,
         index: Expr,
     },
-    /// Elements `start .. start + len` of `buf`, a buffer no kernel writes (weights), are
-    /// what this grid point reads of it. Where kernels wait for the grids before them
-    /// (CUDA sm_90 and newer: `griddepcontrol`), a block fetches its first point's range
-    /// into L2 before that wait, so the bytes stream while the previous kernel drains; later
-    /// points, and every other target, ignore it. Leading statements of a body only.
-    Warm {
-        buf: Buf,
-        start: Expr,
-        len: Expr,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -442,7 +432,6 @@ impl Stmt {
             }
             Stmt::Store { index, value, .. } => vec![index, value],
             Stmt::Prefetch { index, .. } => vec![index],
-            Stmt::Warm { start, len, .. } => vec![start, len],
             Stmt::Copy {
                 dst_index,
                 src_index,
@@ -506,10 +495,6 @@ pub fn map_exprs(stmts: &mut [Stmt], f: &mut impl FnMut(Expr) -> Expr) {
                 take(value, f);
             }
             Stmt::Prefetch { index, .. } => take(index, f),
-            Stmt::Warm { start, len, .. } => {
-                take(start, f);
-                take(len, f);
-            }
             Stmt::Copy {
                 dst_index,
                 src_index,

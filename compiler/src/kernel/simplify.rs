@@ -229,10 +229,6 @@ fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
             Stmt::Prefetch { index, .. } => {
                 *index = r.simplify(std::mem::replace(index, i(0)));
             }
-            Stmt::Warm { start, len, .. } => {
-                *start = r.simplify(std::mem::replace(start, i(0)));
-                *len = r.simplify(std::mem::replace(len, i(0)));
-            }
             Stmt::Copy {
                 dst_index,
                 src_index,

@@ -4,12 +4,11 @@
 //! normalisation it computes itself (`normalised`) step alike, so their reductions run as
 //! one group (`kernel::gpu::reduction_group`).
 
-use super::inline::value_at;
 use super::matmul::{k_dim, quantized_rows, Form, Operands, DOT_COLUMNS};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::gpu::BLOCK_THREADS;
-use crate::kernel::{Buf, Expr, Lit, Stmt, VarId};
+use crate::kernel::{Expr, VarId};
 use kiln_ir::{Dim, QuantFormat};
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
@@ -176,55 +175,4 @@ pub(super) fn gpu_step(
         lanes: unit_lanes,
         elems: super::dequant::unit_of(&format.layout(), k.as_known(), threads) as i64,
     })
-}
-
-/// The weight rows a GPU decode dot product's block reads (`cols` rows of B from `col0`,
-/// of `n`), as one `Stmt::Warm`, so that where kernels wait for the grids before them the
-/// block fetches its rows into L2 during that wait. Only for weights (a buffer no kernel
-/// writes) stored a row after another (a constant stride between rows); `KILN_GPU_WARM=0`
-/// at compile time leaves it out, to compare on a GPU.
-pub(super) fn warm_rows(
-    ctx: &mut Ctx,
-    ops: &Operands,
-    col0: &Expr,
-    cols: i64,
-    n: &Expr,
-) -> Result<Option<Stmt>, LowerError> {
-    if !ctx.schedule.gpu || super::knob("KILN_GPU_WARM", 1) == 0 {
-        return Ok(None);
-    }
-    let row_start = |ctx: &mut Ctx, row: Expr| -> Result<Option<(Buf, Expr)>, LowerError> {
-        let at = match quantized_rows(ctx, ops) {
-            Some((bytes, _)) => value_at(ctx, bytes, &[row, i(0)])?,
-            None => ops.b_at(ctx, i(0), row)?,
-        };
-        Ok(match at {
-            Expr::Load { buf, index, .. } => Some((buf, *index)),
-            Expr::Cast(_, x) => match *x {
-                Expr::Load { buf, index, .. } => Some((buf, *index)),
-                _ => None,
-            },
-            _ => None,
-        })
-    };
-    let (Some((buf, first)), Some((buf0, zero)), Some((buf1, one))) = (
-        row_start(ctx, col0.clone())?,
-        row_start(ctx, i(0))?,
-        row_start(ctx, i(1))?,
-    ) else {
-        return Ok(None);
-    };
-    let stride = match (zero, one) {
-        (Expr::Lit(Lit::I64(a)), Expr::Lit(Lit::I64(b))) if b > a => b - a,
-        _ => return Ok(None),
-    };
-    if buf0 != buf || buf1 != buf || !ctx.arg_is_constant(buf) {
-        return Ok(None);
-    }
-    let rows = min(i(cols), sub(n.clone(), col0.clone()));
-    Ok(Some(Stmt::Warm {
-        buf,
-        start: first,
-        len: mul(rows, i(stride)),
-    }))
 }

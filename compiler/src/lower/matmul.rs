@@ -747,11 +747,6 @@ fn dot_kernel(
     let chunk = kdim
         .as_known()
         .map_or(1, |k| (8192 / (k * cols * tiles).max(1)).max(1) as u64);
-    if form == Form::Dot {
-        if let Some(warm) = super::gpu_dot::warm_rows(ctx, ops, &col0, cols, &n)? {
-            body.insert(0, warm);
-        }
-    }
     grid.truncate(nb + 2);
     let (mut kernel, args) = ctx.finish(name, grid, body, chunk);
     if form == Form::Dot {

@@ -159,18 +159,6 @@ impl<'g> Ctx<'g> {
         }
     }
 
-    /// Whether the current kernel's argument `buf` holds data no kernel writes (weights and
-    /// constants), which may be read before the kernels ahead of this one finish.
-    pub fn arg_is_constant(&self, buf: crate::kernel::Buf) -> bool {
-        match buf {
-            crate::kernel::Buf::Arg(a) => matches!(
-                self.buffers[self.args[a as usize]].kind,
-                BufferKind::Param(_) | BufferKind::Const(_)
-            ),
-            crate::kernel::Buf::Local(_) => false,
-        }
-    }
-
     /// The node a matmul adds to its results as it stores them (a residual connection
     /// folded into the matmul: `partition::Residual`).
     pub fn residual_addend(&self, matmul: NodeId) -> Option<NodeId> {

@@ -102,14 +102,10 @@ pub fn emit<'ctx>(
         alignment: Alignment::of(k),
     };
     // Neither reads what earlier grids write (the symbols come from the host), so both
-    // may run before the wait, as may the fetches of the weights (`warm`).
+    // may run before the wait.
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
     let g = Gpu::new(&mut em, desc, launch.threads)?;
     let explicit = explicit_threads(&k.body);
-    if desc.waits_for_prior_grids && (explicit || launch.block_per_point()) {
-        let block = (g.block, g.thread, launch.threads);
-        super::warm::first_point(&mut em, &k.body, block, points, &extents)?;
-    }
     primitives::await_prior_grids(&mut em, desc)?;
     let layout = SharedLayout::of(k);
     let shared = match layout.bytes {

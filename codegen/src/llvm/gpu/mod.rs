@@ -21,7 +21,6 @@ pub mod nvptx;
 mod primitives;
 #[cfg(test)]
 mod tests;
-mod warm;
 pub(super) mod warpgroup;
 mod word_runs;
 

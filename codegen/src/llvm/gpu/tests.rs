@@ -2,7 +2,6 @@
 //! also assembles and runs is `scripts/gpu-check.sh`'s job on a machine with `ptxas` and a GPU.
 
 use crate::Backend;
-use kiln_compiler::kernel::Stmt;
 use kiln_compiler::Target;
 
 fn ptx_for(target: &str) -> (String, Vec<String>) {
@@ -437,38 +436,6 @@ fn hopper_kernels_wait_for_prior_grids_before_touching_memory() {
                 let load = line.starts_with("ld.global") && !line.starts_with("ld.global.u64");
                 assert!(!store && !load, "{sm} {name}: `{line}` before the wait");
             }
-        }
-    }
-}
-
-/// A decode matvec's block fetches its weight rows into L2 before it waits (sm_90), and
-/// only its weights: the activations' loads all come after the wait.
-#[test]
-fn decode_matvecs_fetch_their_weights_before_waiting() {
-    super::nvptx::EARLY_LAUNCH.set(Some(true));
-    let kir = "kir 1\n%x = input \"x\" f32[1,256]\n%w = param \"w\" f32[512,256]\n\
-               %y = matmul %x, %w transpose_a=false transpose_b=true\noutput \"y\" = %y\n";
-    for (sm, fetches) in [("sm_90", true), ("sm_89", false)] {
-        let target = format!("cuda:{sm}");
-        let kernels = crate::test_model::kernels_of(kir, &target);
-        assert!(
-            kernels
-                .iter()
-                .any(|k| k.body.iter().any(|s| matches!(s, Stmt::Warm { .. }))),
-            "{sm}: no kernel warms its weights"
-        );
-        let t: Target = target.parse().unwrap();
-        let ptx = crate::llvm::LlvmBackend.compile(&kernels, &t).unwrap();
-        let ptx = String::from_utf8(ptx).unwrap();
-        let wait = ptx.find("griddepcontrol.wait;");
-        let fetch = ptx.find("prefetch.global.L2");
-        if fetches {
-            assert!(
-                fetch.is_some_and(|f| wait.is_some_and(|w| f < w)),
-                "{sm}:\n{ptx}"
-            );
-        } else {
-            assert!(fetch.is_none() && wait.is_none(), "{sm}:\n{ptx}");
         }
     }
 }
