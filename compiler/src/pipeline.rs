@@ -202,6 +202,19 @@ pub fn finish_kernel(k: &mut Kernel) {
     vectorize::vectorize_kernel(k);
 }
 
+/// `.kir` text lowered for `target` and its kernels finished, as `compile` has them before
+/// the passes over the whole kernel list (for those passes' tests).
+#[cfg(test)]
+pub(crate) fn finished_kernels(src: &str, target: &str) -> Lowered {
+    let g = kiln_ir::text::parse(src).unwrap_or_else(|e| panic!("{e}"));
+    let t: Target = target.parse().unwrap();
+    let mut l = lower::lower(&g, schedule_for(&t, &Options::default()).unwrap()).unwrap();
+    for k in &mut l.kernels {
+        finish_kernel(k);
+    }
+    l
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

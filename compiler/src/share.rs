@@ -104,17 +104,7 @@ mod tests {
     use super::*;
 
     fn lowered(src: &str) -> Lowered {
-        let g = kiln_ir::text::parse(src).unwrap();
-        let t: crate::Target = "cuda:sm_90".parse().unwrap();
-        let mut l = crate::lower::lower(
-            &g,
-            crate::pipeline::schedule_for(&t, &Default::default()).unwrap(),
-        )
-        .unwrap();
-        for k in &mut l.kernels {
-            crate::pipeline::finish_kernel(k);
-        }
-        l
+        crate::pipeline::finished_kernels(src, "cuda:sm_90")
     }
 
     /// Two layers of the same shape over different weights share their kernels; a layer

@@ -109,8 +109,7 @@ fn merge_pair(
     {
         return None;
     }
-    let points = |g: &GridDim| g.dim.as_known().map(|d| (d + g.ceil_div - 1) / g.ceil_div);
-    let (na, nb) = (points(&la.grid[axis])?, points(&lb.grid[axis])?);
+    let (na, nb) = (la.grid[axis].known_points()?, lb.grid[axis].known_points()?);
 
     // The merged arguments: the first's, then those of the second it does not share.
     let mut args = la.args.clone();
@@ -195,16 +194,18 @@ fn touches_what_the_other_writes(
     la: &KernelLaunch,
     lb: &KernelLaunch,
 ) -> bool {
-    let written = |k: &Kernel, l: &KernelLaunch| -> Vec<usize> {
-        k.stored_args()
-            .iter()
-            .zip(&l.args)
-            .filter(|(w, _)| **w)
-            .map(|(_, g)| *g)
-            .collect()
-    };
-    written(ka, la).iter().any(|g| lb.args.contains(g))
-        || written(kb, lb).iter().any(|g| la.args.contains(g))
+    stored_globals(ka, la).iter().any(|g| lb.args.contains(g))
+        || stored_globals(kb, lb).iter().any(|g| la.args.contains(g))
+}
+
+/// The global buffers `k`, launched by `l`, stores to.
+fn stored_globals(k: &Kernel, l: &KernelLaunch) -> Vec<usize> {
+    k.stored_args()
+        .iter()
+        .zip(&l.args)
+        .filter(|(w, _)| **w)
+        .map(|(_, g)| *g)
+        .collect()
 }
 
 fn renumbered(buf: Buf, arg_of: &[u32]) -> Buf {
@@ -263,14 +264,7 @@ mod tests {
     use crate::kernel::visit_stmts;
 
     fn lowered(src: &str) -> Lowered {
-        let g = kiln_ir::text::parse(src).unwrap();
-        let t: crate::Target = "cuda:sm_90".parse().unwrap();
-        let schedule = crate::pipeline::schedule_for(&t, &Default::default()).unwrap();
-        let mut l = crate::lower::lower(&g, schedule).unwrap();
-        for k in &mut l.kernels {
-            crate::pipeline::finish_kernel(k);
-        }
-        l
+        crate::pipeline::finished_kernels(src, "cuda:sm_90")
     }
 
     fn decode(l: &Lowered) -> Vec<&KernelLaunch> {
@@ -286,23 +280,15 @@ mod tests {
             .collect()
     }
 
-    /// The global buffers a launch stores to.
+    /// The global buffers a launch stores to, in order.
     fn stored(l: &Lowered, x: &KernelLaunch) -> Vec<usize> {
-        let k = &l.kernels[x.kernel];
-        let mut out: Vec<usize> = k
-            .stored_args()
-            .iter()
-            .zip(&x.args)
-            .filter(|(w, _)| **w)
-            .map(|(_, g)| *g)
-            .collect();
+        let mut out = stored_globals(&l.kernels[x.kernel], x);
         out.sort();
         out
     }
 
     fn points(x: &KernelLaunch) -> i64 {
-        let g = x.grid.last().unwrap();
-        (g.dim.as_known().unwrap() + g.ceil_div - 1) / g.ceil_div
+        x.grid.last().unwrap().known_points().unwrap()
     }
 
     /// A layer's q, k and v projections of one input: their decode forms become one launch

@@ -81,6 +81,13 @@ impl GridDim {
             ceil_div: 1,
         }
     }
+
+    /// The axis's points where its extent is known at compile time.
+    pub fn known_points(&self) -> Option<i64> {
+        self.dim
+            .as_known()
+            .map(|d| (d + self.ceil_div - 1) / self.ceil_div)
+    }
 }
 
 /// One kernel launch: which global buffers the kernel's arguments are, over which grid.
