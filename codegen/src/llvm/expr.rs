@@ -138,18 +138,21 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), Fail>,
     ) -> Result<(), Fail> {
         let i64t = self.ctx.i64_type();
-        self.strided_loop(i64t.const_zero(), n, i64t.const_int(1, false), body)
+        self.strided_loop(i64t.const_zero(), n, i64t.const_int(1, false), body)?;
+        Ok(())
     }
 
     /// `for (it = start; it < end; it += step) body(it)`: GPU threads share a loop's
-    /// iterations this way (start = thread index, step = thread count).
+    /// iterations this way (start = thread index, step = thread count). Returns `it` as the
+    /// loop leaves it (the first value not below `end`, or `start`), where a second loop
+    /// can go on.
     pub fn strided_loop(
         &mut self,
         start: IntValue<'ctx>,
         end: IntValue<'ctx>,
         step: IntValue<'ctx>,
         body: &mut dyn FnMut(&mut Self, IntValue<'ctx>) -> Result<(), Fail>,
-    ) -> Result<(), Fail> {
+    ) -> Result<IntValue<'ctx>, Fail> {
         let i64t = self.ctx.i64_type();
         let pre = self
             .b
@@ -175,7 +178,7 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
         self.b.build_unconditional_branch(head)?;
         phi.add_incoming(&[(&next, latch)]);
         self.b.position_at_end(exit);
-        Ok(())
+        Ok(i)
     }
 
     /// Mutable variables live in entry-block allocas; mem2reg makes them registers.

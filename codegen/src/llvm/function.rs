@@ -6,7 +6,7 @@
 //! registers across stores. The body loops over grid points `begin..end`, recovers each
 //! point's grid index, and emits the kernel's statements.
 
-use super::expr::{Emitter, Fail};
+use super::expr::{Emitter, Fail, V};
 use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
@@ -245,7 +245,7 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             // Scalar form: vector reductions were rewritten by the vectorize pass.
             let i64t = em.ctx.i64_type();
             let (start, step) = (i64t.const_zero(), i64t.const_int(1, false));
-            reduce_strided(em, std::slice::from_ref(s), start, step)?;
+            reduce_strided(em, std::slice::from_ref(s), start, step, 1)?;
         }
         Stmt::If {
             cond,
@@ -305,13 +305,17 @@ pub(super) fn emit_if<'a, 'ctx>(
 
 /// For each `Reduce` of `group` (which share their extent), `acc = op over var in start,
 /// start + step, .. < extent of value`, all in one loop: a GPU thread's share of a block's
-/// reductions, or on CPUs the whole of one with start 0 and step 1. Returns each
-/// reduction's accumulator and op.
+/// reductions, or on CPUs the whole of one with start 0 and step 1. With `unroll` above 1
+/// a first loop takes that many steps at a time, every step's value computed before any
+/// is accumulated (so their loads are in flight together), and a second loop the rest;
+/// the steps accumulate in the same order either way. Returns each reduction's
+/// accumulator and op.
 pub(super) fn reduce_strided<'ctx>(
     em: &mut Emitter<'_, 'ctx>,
     group: &[Stmt],
     start: IntValue<'ctx>,
     step: IntValue<'ctx>,
+    unroll: u32,
 ) -> Result<Vec<(VarId, RedOp)>, Fail> {
     let mut parts = Vec::with_capacity(group.len());
     for s in group {
@@ -329,24 +333,61 @@ pub(super) fn reduce_strided<'ctx>(
         return Ok(parts);
     };
     let n = em.expr(extent)?.into_int_value();
-    em.strided_loop(start, n, step, &mut |em, it| {
-        for s in group {
-            if let Stmt::Reduce {
-                acc,
-                op,
-                var,
-                value,
-                ..
-            } = s
-            {
-                em.lets.insert(*var, it.into());
-                let x = em.expr(value)?;
-                let a = em.read_var(*acc)?;
-                let r = em.reduce_step(*op, a, x)?;
-                em.assign(*acc, r)?;
+    let mut rest = start;
+    if unroll > 1 {
+        let i64t = em.ctx.i64_type();
+        let wide =
+            em.b.build_int_mul(step, i64t.const_int(unroll as u64, false), "wide")?;
+        let behind = em.b.build_int_sub(wide, step, "behind")?;
+        let end = em.b.build_int_sub(n, behind, "wide_end")?;
+        rest = em.strided_loop(start, end, wide, &mut |em, it| {
+            let mut at = it;
+            let mut steps = Vec::with_capacity(unroll as usize);
+            for _ in 0..unroll {
+                steps.push(step_values(em, group, at)?);
+                at = em.b.build_int_add(at, step, "at")?;
             }
-        }
-        Ok(())
+            for values in steps {
+                accumulate(em, group, values)?;
+            }
+            Ok(())
+        })?;
+    }
+    em.strided_loop(rest, n, step, &mut |em, it| {
+        let values = step_values(em, group, it)?;
+        accumulate(em, group, values)
     })?;
     Ok(parts)
+}
+
+/// Each reduction of `group`'s value at index `at`.
+fn step_values<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    group: &[Stmt],
+    at: IntValue<'ctx>,
+) -> Result<Vec<V<'ctx>>, Fail> {
+    let mut values = Vec::with_capacity(group.len());
+    for s in group {
+        if let Stmt::Reduce { var, value, .. } = s {
+            em.lets.insert(*var, at.into());
+            values.push(em.expr(value)?);
+        }
+    }
+    Ok(values)
+}
+
+/// `acc = op(acc, value)` for each reduction of `group` and its value.
+fn accumulate<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    group: &[Stmt],
+    values: Vec<V<'ctx>>,
+) -> Result<(), Fail> {
+    for (s, x) in group.iter().zip(values) {
+        if let Stmt::Reduce { acc, op, .. } = s {
+            let a = em.read_var(*acc)?;
+            let r = em.reduce_step(*op, a, x)?;
+            em.assign(*acc, r)?;
+        }
+    }
+    Ok(())
 }

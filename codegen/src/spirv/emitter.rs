@@ -139,14 +139,15 @@ impl<'s, 'k> Emitter<'s, 'k> {
         self.load_ptr(ptr, t)
     }
 
-    /// `for i = start; i < end; i += step { body(i) }` over i64 values.
+    /// `for i = start; i < end; i += step { body(i) }` over i64 values; returns `i` as the
+    /// loop leaves it (the first value not below `end`, or `start`).
     pub fn strided_loop(
         &mut self,
         start: V,
         end: V,
         step: V,
         body: &mut Body<'_, 's, 'k>,
-    ) -> Result<(), Fail> {
+    ) -> Result<V, Fail> {
         let i64t = self.s.ty(VType::I64);
         let bool_t = self.s.ty(VType::BOOL);
         let counter = self.function_var(i64t);
@@ -169,12 +170,13 @@ impl<'s, 'k> Emitter<'s, 'k> {
         self.store_ptr(counter, next)?;
         self.s.b.branch(header)?;
         self.s.b.begin_block(Some(merge))?;
-        Ok(())
+        self.load_ptr(counter, VType::I64)
     }
 
     pub fn counted_loop(&mut self, n: V, body: &mut Body<'_, 's, 'k>) -> Result<(), Fail> {
         let (zero, one) = (self.s.i64(0), self.s.i64(1));
-        self.strided_loop(zero, n, one, body)
+        self.strided_loop(zero, n, one, body)?;
+        Ok(())
     }
 
     /// `if c { then() } else { otherwise() }`.

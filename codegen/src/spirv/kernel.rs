@@ -13,7 +13,8 @@ use super::emitter::{Abi, Emitter};
 use super::Fail;
 use kiln_compiler::kernel::align::{run_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
-    has_shared_loop, launch_shape, reduction_group, GpuLaunch, BLOCK_THREADS, MAX_BLOCK_REDUCTIONS,
+    has_shared_loop, launch_shape, reduce_unroll, reduction_group, GpuLaunch, BLOCK_THREADS,
+    MAX_BLOCK_REDUCTIONS,
 };
 use kiln_compiler::kernel::{Buf, Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
 use kiln_ir::DType;
@@ -619,7 +620,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         }
         Stmt::Reduce { .. } => {
             let (zero, one) = (em.s.i64(0), em.s.i64(1));
-            reduce_strided(em, std::slice::from_ref(s), zero, one)?;
+            reduce_strided(em, std::slice::from_ref(s), zero, one, 1)?;
         }
         Stmt::If {
             cond,
@@ -634,13 +635,15 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
 }
 
 /// For each `Reduce` of `group` (which share their extent), `acc = op over var in start,
-/// start + step, .. < extent of value`, all in one loop; returns each reduction's
-/// accumulator and op.
+/// start + step, .. < extent of value`, all in one loop; with `unroll` above 1 a first loop
+/// takes that many steps at a time, their values computed before any is accumulated (see
+/// the LLVM backend's `reduce_strided`). Returns each reduction's accumulator and op.
 fn reduce_strided(
     em: &mut Emitter,
     group: &[Stmt],
     start: V,
     step: V,
+    unroll: u32,
 ) -> Result<Vec<(u32, RedOp)>, Fail> {
     let mut parts = Vec::with_capacity(group.len());
     for s in group {
@@ -655,26 +658,70 @@ fn reduce_strided(
         return Ok(parts);
     };
     let n = em.expr(extent)?;
-    em.strided_loop(start, n, step, &mut |em, it| {
-        for s in group {
-            if let Stmt::Reduce {
-                acc,
-                op,
-                var,
-                value,
-                ..
-            } = s
-            {
-                em.lets.insert(*var, it);
-                let x = em.expr(value)?;
-                let a = em.read_var(*acc)?;
-                let r = em.reduce_step(*op, a, x)?;
-                em.assign(*acc, r)?;
+    let mut rest = start;
+    if unroll > 1 {
+        let i64t = em.s.ty(VType::I64);
+        let behind = em.s.i64(unroll as i64 - 1);
+        let behind = em.s.op(Op::IMul, i64t, &[step.id, behind.id])?;
+        let end = em.s.op(Op::ISub, i64t, &[n.id, behind])?;
+        let width = em.s.i64(unroll as i64);
+        let wide = em.s.op(Op::IMul, i64t, &[step.id, width.id])?;
+        let (end, wide) = (
+            V {
+                id: end,
+                t: VType::I64,
+            },
+            V {
+                id: wide,
+                t: VType::I64,
+            },
+        );
+        rest = em.strided_loop(start, end, wide, &mut |em, it| {
+            let mut at = it;
+            let mut steps = Vec::with_capacity(unroll as usize);
+            for _ in 0..unroll {
+                steps.push(step_values(em, group, at)?);
+                let next = em.s.op(Op::IAdd, i64t, &[at.id, step.id])?;
+                at = V {
+                    id: next,
+                    t: VType::I64,
+                };
             }
-        }
-        Ok(())
+            for values in steps {
+                accumulate(em, group, values)?;
+            }
+            Ok(())
+        })?;
+    }
+    em.strided_loop(rest, n, step, &mut |em, it| {
+        let values = step_values(em, group, it)?;
+        accumulate(em, group, values)
     })?;
     Ok(parts)
+}
+
+/// Each reduction of `group`'s value at index `at`.
+fn step_values(em: &mut Emitter, group: &[Stmt], at: V) -> Result<Vec<V>, Fail> {
+    let mut values = Vec::with_capacity(group.len());
+    for s in group {
+        if let Stmt::Reduce { var, value, .. } = s {
+            em.lets.insert(*var, at);
+            values.push(em.expr(value)?);
+        }
+    }
+    Ok(values)
+}
+
+/// `acc = op(acc, value)` for each reduction of `group` and its value.
+fn accumulate(em: &mut Emitter, group: &[Stmt], values: Vec<V>) -> Result<(), Fail> {
+    for (s, x) in group.iter().zip(values) {
+        if let Stmt::Reduce { acc, op, .. } = s {
+            let a = em.read_var(*acc)?;
+            let r = em.reduce_step(*op, a, x)?;
+            em.assign(*acc, r)?;
+        }
+    }
+    Ok(())
 }
 
 /// `group` (see `kiln_compiler::kernel::gpu::reduction_group`): one strided loop over the
@@ -682,7 +729,7 @@ fn reduce_strided(
 /// workgroup gives every invocation the totals.
 fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail> {
     let threads = em.s.i64(g.launch.threads as i64);
-    let parts = reduce_strided(em, group, g.thread, threads)?;
+    let parts = reduce_strided(em, group, g.thread, threads, reduce_unroll())?;
     let mut xs = Vec::with_capacity(parts.len());
     for (acc, _) in &parts {
         xs.push(em.read_var(*acc)?);

@@ -161,6 +161,32 @@ pub fn matrix_warp(body: &[Stmt]) -> Option<u32> {
 /// array holds this many partial results per warp.
 pub const MAX_BLOCK_REDUCTIONS: usize = 8;
 
+/// Strided steps of a block's reductions each thread loads before it accumulates any
+/// (every GPU code generator's `reduce_strided`): a decode matvec thread otherwise waits one
+/// memory round trip per step, and a block with few steps a thread (a 1B llama's down
+/// projection: 5.5 of 16 bytes a row) spends its life waiting rather than streaming. The
+/// steps still accumulate in order, so results do not change. One H200 (2026-12-07), 1B
+/// F16 tg128 on CUDA: 794.5 t/s at 1, 836.3 at 2, 795.7 at 4; Vulkan (NVIDIA's compiler)
+/// 421.4, 421.0, 415.1. `KILN_GPU_UNROLL` at compile time replaces it (1 turns it off).
+pub const REDUCE_UNROLL: u32 = 2;
+
+/// [`REDUCE_UNROLL`], or `KILN_GPU_UNROLL` where set to a whole number from 1 to 8.
+pub fn reduce_unroll() -> u32 {
+    UNROLL.get().unwrap_or_else(|| {
+        std::env::var("KILN_GPU_UNROLL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|u| (1..=8).contains(u))
+            .unwrap_or(REDUCE_UNROLL)
+    })
+}
+
+thread_local! {
+    /// Overrides `KILN_GPU_UNROLL` for this thread's compiles (tests run in parallel and
+    /// share the environment).
+    pub static UNROLL: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
 /// How many `Reduce`s from the start of `stmts` a block runs together: consecutive ones
 /// over the same extent, none reading another's result (a matvec's columns, not a norm's
 /// mean and variance). One strided loop computes all their partial results, so each

@@ -45,8 +45,32 @@ pub struct CudaExecutor {
     /// under `KILN_CUDA_EARLY_LAUNCH=1`), unless `KILN_CUDA_EARLY_LAUNCH=0` at run time asks
     /// for plain edges, to compare.
     early_launch: bool,
+    /// Kernels left out of every run (`KILN_CUDA_SKIP_KERNELS`, see [`skipped_kernels`]).
+    skip: Vec<String>,
     graph: Option<LaunchGraph>,
     recordings: Recordings,
+}
+
+/// A measuring aid, not a mode to run models in: `KILN_CUDA_SKIP_KERNELS=a+b` (or `a,b`)
+/// leaves out every launch of the kernels named `a` and `b` (`kiln inspect --kernels`
+/// names them), so a benchmark's change says what those kernels cost inside a replayed
+/// step (launch gaps and overlap included, which kernels timed one by one cannot say);
+/// `all` leaves out every kernel, which leaves the host's share of a step. The outputs are
+/// then garbage, and a notice says so.
+fn skipped_kernels() -> Vec<String> {
+    let skip: Vec<String> = std::env::var("KILN_CUDA_SKIP_KERNELS")
+        .unwrap_or_default()
+        .split([',', '+'])
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !skip.is_empty() {
+        eprintln!(
+            "cuda: KILN_CUDA_SKIP_KERNELS leaves out kernels named like {skip:?}: \
+             the outputs are not valid (a measuring aid)"
+        );
+    }
+    skip
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -128,6 +152,7 @@ impl CudaExecutor {
             graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
             early_launch: waits_for_prior_grids
                 && std::env::var("KILN_CUDA_EARLY_LAUNCH").as_deref() != Ok("0"),
+            skip: skipped_kernels(),
             graph: None,
             recordings: Recordings::default(),
         })
@@ -288,6 +313,9 @@ impl DeviceExecutor for CudaExecutor {
             let Some(size) = launch.on_device(env, i32::MAX as u64).map_err(perr)? else {
                 continue;
             };
+            if self.skip.iter().any(|k| k == "all" || *k == launch.kernel) {
+                continue;
+            }
             let f =
                 self.functions
                     .get(&launch.kernel)
@@ -325,7 +353,7 @@ impl DeviceExecutor for CudaExecutor {
             names.push((launch.kernel.as_str(), f));
         }
         let mut events = Vec::new();
-        if self.graphs && !profile {
+        if self.graphs && !profile && !calls.is_empty() {
             self.replay(plan, &calls)
                 .map_err(|e| derr("running the launch graph", e))?;
         } else {

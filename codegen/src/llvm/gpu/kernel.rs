@@ -23,7 +23,7 @@ use inkwell::{AddressSpace, IntPredicate};
 use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::gpu::{
     explicit_threads, has_shared_loop, launch_shape, matrix_warp, max_reduction_group,
-    reduction_group, SharedLayout,
+    reduce_unroll, reduction_group, SharedLayout,
 };
 use kiln_compiler::kernel::{Kernel, LoopKind, RedOp, Stmt};
 use std::collections::HashMap;
@@ -353,7 +353,7 @@ fn reduce_together<'ctx>(
     group: &[Stmt],
     threads: IntValue<'ctx>,
 ) -> Result<(), Fail> {
-    let parts = reduce_strided(em, group, g.thread, threads)?;
+    let parts = reduce_strided(em, group, g.thread, threads, reduce_unroll())?;
     let mut xs = Vec::with_capacity(parts.len());
     for (acc, _) in &parts {
         xs.push(em.read_var(*acc)?);

@@ -439,3 +439,37 @@ fn hopper_kernels_wait_for_prior_grids_before_touching_memory() {
         }
     }
 }
+
+/// A decode matvec's thread loads the weights of `REDUCE_UNROLL` strided steps in one
+/// basic block: a 1B llama's down projection (K = 5632, four rows a block) then has eight
+/// 16-byte weight loads in its loop's block, where one step at a time has four (and waits
+/// a memory round trip per step).
+#[test]
+fn decode_matvec_threads_load_several_steps_before_accumulating() {
+    let model = "kir 1
+%x = input \"x\" f32[1,5632]
+%w = input \"w\" f16[2048,5632]
+%c = cast %w dtype=f32
+%y = matmul %x, %c transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let loads_ahead = |unroll: u32| {
+        kiln_compiler::kernel::gpu::UNROLL.set(Some(unroll));
+        let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_90");
+        kiln_compiler::kernel::gpu::UNROLL.set(None);
+        let ptx = String::from_utf8(code).unwrap();
+        // The most 16-byte half loads (the weights') in one basic block: ptxas hoists a
+        // block's independent loads ahead of the arithmetic, not across the loop's branch.
+        ptx.split("$L__BB")
+            .map(|block| {
+                block
+                    .lines()
+                    .filter(|l| l.trim().starts_with("ld.global") && l.contains(".v4.u32"))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    assert_eq!(loads_ahead(1), 4);
+    assert!(loads_ahead(2) >= 8, "{}", loads_ahead(2));
+}
