@@ -33,6 +33,11 @@ fn open() -> Result<Device, String> {
             return Err("finds no CUDA device (the driver reports none)".into());
         }
         let context = CudaContext::new(0).map_err(|e| format!("CUDA device 0: {e}"))?;
+        // SAFETY: kiln runs every allocation, copy and launch of a context on its default
+        // stream, in order, so the events cudarc would record around each use of a buffer
+        // (to order several streams) order nothing, and each costs a driver call per use:
+        // a decode step's uploads, downloads and launch parameters made a score of them.
+        unsafe { context.disable_event_tracking() };
         let (major, minor) = context
             .compute_capability()
             .map_err(|e| format!("CUDA device 0: {e}"))?;

@@ -15,7 +15,8 @@ use crate::error::RuntimeError;
 use crate::hazards;
 use crate::plan::{HostIo, Launch, Plan};
 use cudarc::driver::{
-    sys, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use kiln_ir::Bindings;
@@ -33,8 +34,13 @@ pub struct CudaExecutor {
     weights: Option<CudaSlice<u8>>,
     arena: Option<CudaSlice<u8>>,
     dims: Option<CudaSlice<i64>>,
-    /// Device copies of the inputs, then the outputs; reused while large enough.
+    /// Device copies of the inputs, then the outputs; reused while large enough, and grown
+    /// at least twofold (a decode step's past positions grow by one each run).
     io: Vec<CudaSlice<u8>>,
+    /// Page-locked host memory the symbols and inputs are staged in before their upload,
+    /// and the outputs land in: copies from and to it are queued without the driver's
+    /// staging through a buffer of its own (see [`Staging`]).
+    staging: Staging,
     /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
     carried: Vec<CudaSlice<u8>>,
     /// Whether runs replay a CUDA graph (`KILN_CUDA_GRAPHS=0` launches one by one, to
@@ -148,6 +154,7 @@ impl CudaExecutor {
             arena: None,
             dims: None,
             io: Vec::new(),
+            staging: Staging::default(),
             carried: Vec::new(),
             graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
             early_launch: waits_for_prior_grids
@@ -247,9 +254,6 @@ impl DeviceExecutor for CudaExecutor {
                     .map_err(|e| derr("allocating dims", e))?,
             );
         }
-        let dims_dev = self.dims.as_mut().expect("allocated above");
-        s.memcpy_htod(&dims_host, dims_dev)
-            .map_err(|e| derr("uploading dims", e))?;
         let sizes: Vec<usize> = io
             .inputs
             .iter()
@@ -265,17 +269,23 @@ impl DeviceExecutor for CudaExecutor {
                 );
             } else if self.io[i].len() < n {
                 self.io[i] = s
-                    .alloc_zeros::<u8>(n)
+                    .alloc_zeros::<u8>(carry::grown(self.io[i].len(), n))
                     .map_err(|e| derr("allocating an input or output", e))?;
             }
         }
+        // The symbols, then each input, staged in page-locked memory and queued.
+        let dims_bytes: Vec<u8> = dims_host.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let mut uploads: Vec<(&[u8], u64)> = Vec::with_capacity(io.inputs.len() + 1);
+        let dims_dev = self.dims.as_ref().expect("allocated above");
+        uploads.push((&dims_bytes, dims_dev.device_ptr(&s).0));
         for (i, data) in io.inputs.iter().enumerate() {
             if !data.is_empty() {
-                let mut dst = self.io[i].slice_mut(..data.len());
-                s.memcpy_htod(*data, &mut dst)
-                    .map_err(|e| derr("uploading an input", e))?;
+                uploads.push((data, self.io[i].device_ptr(&s).0));
             }
         }
+        self.staging
+            .upload(&self.device.context, &s, &uploads)
+            .map_err(|e| derr("uploading the inputs", e))?;
         self.carried.truncate(io.carried.len());
         for (i, run) in io.carried.iter().enumerate() {
             let len = self.carried.get(i).map_or(0, |c| c.len());
@@ -381,16 +391,19 @@ impl DeviceExecutor for CudaExecutor {
                 }
             }
         }
-        for (i, out) in io.outputs.iter_mut().enumerate() {
-            if !out.is_empty() {
-                let n = out.len();
-                let src = self.io[n_in + i].slice(..n);
-                s.memcpy_dtoh(&src, &mut **out)
-                    .map_err(|e| derr("downloading an output", e))?;
-            }
-        }
-        s.synchronize()
-            .map_err(|e| derr("running the kernels", e))?;
+        let downloads: Vec<u64> = (0..io.outputs.len())
+            .map(|i| self.io[n_in + i].device_ptr(&s).0)
+            .collect();
+        let mut outs: Vec<(&mut [u8], u64)> = io
+            .outputs
+            .iter_mut()
+            .zip(downloads)
+            .filter(|(out, _)| !out.is_empty())
+            .map(|(out, at)| (&mut **out, at))
+            .collect();
+        self.staging
+            .download(&self.device.context, &s, &mut outs)
+            .map_err(|e| derr("running the kernels and downloading the outputs", e))?;
         let mut timings = Vec::with_capacity(events.len());
         for (kernel, grid_points, (start, end)) in events {
             let ms = start
@@ -403,6 +416,104 @@ impl DeviceExecutor for CudaExecutor {
             });
         }
         Ok(timings)
+    }
+}
+
+/// Page-locked host buffers for a run's uploads and downloads, grown as runs need. From
+/// pageable memory the driver copies through a page-locked buffer of its own before (or,
+/// for downloads, after) each transfer; a decode step moves a few small inputs up and the
+/// logits down every run, so those extra copies are a share of each step.
+#[derive(Default)]
+struct Staging {
+    up: Option<PinnedHostSlice<u8>>,
+    down: Option<PinnedHostSlice<u8>>,
+}
+
+/// Each staged piece starts at a multiple of this many bytes.
+const STAGING_ALIGN: usize = 64;
+
+/// Where each of `lens` starts in one staging buffer, and the bytes it needs.
+fn staged_offsets(lens: impl Iterator<Item = usize>) -> (Vec<usize>, usize) {
+    let mut at = 0;
+    let offsets = lens
+        .map(|n| {
+            let start = at;
+            at += n.div_ceil(STAGING_ALIGN) * STAGING_ALIGN;
+            start
+        })
+        .collect();
+    (offsets, at)
+}
+
+/// `slot`, grown (its contents dropped) to hold at least `bytes`; `flags` as the driver
+/// takes them for page-locked allocations.
+fn pinned<'a>(
+    slot: &'a mut Option<PinnedHostSlice<u8>>,
+    ctx: &Arc<CudaContext>,
+    bytes: usize,
+    flags: u32,
+) -> Result<&'a mut PinnedHostSlice<u8>, DriverError> {
+    if slot.as_ref().is_none_or(|p| p.len() < bytes) {
+        let len = carry::grown(slot.as_ref().map_or(0, |p| p.len()), bytes);
+        *slot = None;
+        // SAFETY: the memory is written before any byte of it is read (`upload` and
+        // `download` copy into it first).
+        *slot = Some(unsafe { ctx.alloc_pinned_with_flags::<u8>(len, flags)? });
+    }
+    Ok(slot.as_mut().expect("allocated above"))
+}
+
+impl Staging {
+    /// Queues the copy of each `(bytes, device address)` onto `s`, through page-locked
+    /// memory. The previous run's copies have finished (every run ends synchronised).
+    fn upload(
+        &mut self,
+        ctx: &Arc<CudaContext>,
+        s: &Arc<CudaStream>,
+        pieces: &[(&[u8], u64)],
+    ) -> Result<(), DriverError> {
+        let (offsets, total) = staged_offsets(pieces.iter().map(|(b, _)| b.len()));
+        // Write-combined: the host only writes it, and the device reads it faster.
+        let buf = pinned(&mut self.up, ctx, total, sys::CU_MEMHOSTALLOC_WRITECOMBINED)?;
+        let host = buf.as_mut_slice()?;
+        for ((bytes, at), &start) in pieces.iter().zip(&offsets) {
+            let staged = &mut host[start..start + bytes.len()];
+            staged.copy_from_slice(bytes);
+            // SAFETY: `at` is a device allocation of at least `bytes.len()` bytes (sized by
+            // the caller from the same run), and `staged` stays allocated and unwritten
+            // until the stream is synchronised at the end of the run.
+            unsafe { cudarc::driver::result::memcpy_htod_async(*at, staged, s.cu_stream())? };
+        }
+        Ok(())
+    }
+
+    /// Queues the copy of each `(destination, device address)` into page-locked memory,
+    /// waits for the stream (the run's kernels and these copies) and moves the bytes to
+    /// their destinations.
+    fn download(
+        &mut self,
+        ctx: &Arc<CudaContext>,
+        s: &Arc<CudaStream>,
+        pieces: &mut [(&mut [u8], u64)],
+    ) -> Result<(), DriverError> {
+        let (offsets, total) = staged_offsets(pieces.iter().map(|(b, _)| b.len()));
+        if total == 0 {
+            return s.synchronize();
+        }
+        let buf = pinned(&mut self.down, ctx, total, 0)?;
+        let host = buf.as_mut_slice()?;
+        for ((out, at), &start) in pieces.iter().zip(&offsets) {
+            let staged = &mut host[start..start + out.len()];
+            // SAFETY: `at` holds at least `out.len()` bytes of this run's output, and
+            // `staged` is read only after the synchronisation below.
+            unsafe { cudarc::driver::result::memcpy_dtoh_async(staged, *at, s.cu_stream())? };
+        }
+        s.synchronize()?;
+        for ((out, _), &start) in pieces.iter_mut().zip(&offsets) {
+            let n = out.len();
+            out.copy_from_slice(&host[start..start + n]);
+        }
+        Ok(())
     }
 }
 
