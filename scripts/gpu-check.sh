@@ -10,7 +10,8 @@
 # command buffer); MODEL_AB="VAR=VALUE ..." benchmarks each model again under each setting
 # (VAR=V,VAR2=W: several at once)
 # (e.g. KILN_GPU_ORDER=serial, KILN_VULKAN_DISPATCH=direct); NCU=1 profiles one CUDA decode
-# step under Nsight Compute; PROFILE_PAST="64 1024" the cached lengths one decode step is
+# step under Nsight Compute (and each MODEL_AB setting's; NCU_KERNEL=<regex> one kernel's
+# first launch under the full set of sections); PROFILE_PAST="64 1024" the cached lengths one decode step is
 # profiled at, kernel by kernel; QUICK=1 leaves out sm_75, carry and Vulkan kernel runs;
 # SKIP_VULKAN_TESTS=1 the Vulkan suites; SKIP_CONFORMANCE=1 the op suites of both APIs;
 # MODEL_AB_TARGETS the targets MODEL_AB applies to; MATVEC_PROFILE=1 profiles the 8192 x 8192 matvecs;
@@ -103,6 +104,29 @@ run_test() { # name binary filter
     status=1
   fi
   grep -E "CUDA device|Vulkan device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
+}
+# One decode step (past=64) of artifact $1 under Nsight Compute, clocks left alone: each
+# kernel's time and DRAM bytes, summed by op ($2 names the logs, $3 more VAR=VALUE settings).
+# NCU_KERNEL=<regex>: that kernel's first launch also under the full set of sections.
+ncu_step() {
+  local art=$1 tag=$2 settings=$3
+  note "  one decode step under Nsight Compute (clocks left alone)${settings:+, $settings}:"
+  if env $settings KILN_CUDA_GRAPHS=0 timeout 300 ncu --clock-control none --csv --print-units base \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+      --log-file "$OUT/ncu-$tag.csv" \
+      $bin/kiln run $art --random-inputs seq=1,past=64,picked=1 >"$LOGS/ncu-$tag.log" 2>&1; then
+    python3 scripts/ncu_summary.py "$OUT/ncu-$tag.csv" 2>&1 | tee -a "$report"
+  else
+    note "  ncu failed (see ncu-$tag.log)"; tail -3 "$LOGS/ncu-$tag.log" | tee -a "$report"
+  fi
+  if [ -n "${NCU_KERNEL:-}" ]; then
+    env $settings KILN_CUDA_GRAPHS=0 timeout 200 ncu --clock-control none --set full --import-source no \
+      -k "regex:${NCU_KERNEL}" --launch-count 1 -f -o "$LOGS/ncu-full-$tag" \
+      $bin/kiln run $art --random-inputs seq=1,past=64,picked=1 >"$LOGS/ncu-full-$tag.log" 2>&1
+    ncu -i "$LOGS/ncu-full-$tag.ncu-rep" --page details >"$OUT/ncu-full-$tag.txt" 2>&1
+    note "  $NCU_KERNEL: $(grep -E ' Duration|DRAM Throughput|Registers Per|Achieved Occupancy|Block Size|Grid Size' "$OUT/ncu-full-$tag.txt" | tr -s ' ' | tr '\n' ';')"
+    rm -f "$LOGS/ncu-full-$tag.ncu-rep"
+  fi
 }
 # ONLY_MODELS=1 runs just the model benchmarks (MODELS, on MODEL_TARGETS). QUICK=1 leaves
 # out what a short lease can spare: CUDA conformance on sm_75 PTX, the carry tests and the
@@ -302,15 +326,7 @@ for spec in $(echo "$models" | tr ',' ' '); do
       # One decode step's kernels under Nsight Compute (hardware counters where the
       # machine's runtime allows them): each kernel's time and DRAM bytes.
       if [ "${NCU:-0}" = 1 ] && [ "${target%%:*}" = cuda ]; then
-        note "  one decode step under Nsight Compute (clocks left alone):"
-        if KILN_CUDA_GRAPHS=0 timeout 300 ncu --clock-control none --csv --print-units base \
-            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-            --log-file "$OUT/ncu-$tag.csv" \
-            $bin/kiln run $m.kiln --random-inputs seq=1,past=64,picked=1 >"$LOGS/ncu-$tag.log" 2>&1; then
-          python3 scripts/ncu_summary.py "$OUT/ncu-$tag.csv" 2>&1 | tee -a "$report"
-        else
-          note "  ncu failed (see ncu-$tag.log)"; tail -3 "$LOGS/ncu-$tag.log" | tee -a "$report"
-        fi
+        ncu_step $m.kiln "$tag" ""
       fi
       # The same without replaying recorded launches (CUDA: kernel by kernel; Vulkan: the
       # command buffer recorded every run), for the replay's share of the figure.
@@ -350,6 +366,12 @@ for spec in $(echo "$models" | tr ',' ' '); do
           >"$LOGS/compile-$tag-$abtag.log" 2>&1 &&
           env ${ab//,/ } timeout 300 $bin/kiln bench $m-ab.kiln -p 512 -n 128 -r 3 \
             >"$LOGS/model-$tag-$abtag.log" 2>&1 && tail -2 "$LOGS/model-$tag-$abtag.log" | tee -a "$report"
+        # NCU=1: the setting's decode step under Nsight Compute too.
+        if [ "${NCU:-0}" = 1 ] && [ "${target%%:*}" = cuda ] && [ -f $m-ab.kiln ] &&
+          [ "${ab#KILN_CUDA_SKIP}" = "$ab" ]; then
+          ncu_step $m-ab.kiln "$tag-$abtag" "${ab//,/ }"
+        fi
+        rm -f $m-ab.kiln
       done
     else
       rc=$?

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Summarises an Nsight Compute CSV (`ncu --csv --print-units base --metrics
 gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum`) of one kiln run: the
-kernels' summed time and DRAM traffic, and per op (the kernel name without its `kN_`
-prefix) the time, launches, bytes and achieved bandwidth, largest first."""
+kernels' summed time and DRAM traffic, and per kernel (a layer's kernels are shared, so a
+name covers every layer's launch) the time, launches, bytes and achieved bandwidth,
+largest first."""
 
 import csv
 import re
@@ -29,7 +30,7 @@ def main(path: str) -> None:
     for k in kernels.values():
         ns = k.get("gpu__time_duration.sum", 0.0)
         b = k.get("dram__bytes_read.sum", 0.0) + k.get("dram__bytes_write.sum", 0.0)
-        op = re.sub(r"^kiln_k\d+_|^k\d+_", "", k["name"])
+        op = re.sub(r"^kiln_", "", k["name"])
         ops[op][0] += ns
         ops[op][1] += 1
         ops[op][2] += b
@@ -39,9 +40,9 @@ def main(path: str) -> None:
         f"    {len(kernels)} kernels, {total_ns / 1e3:.1f} us in kernels, "
         f"{total_bytes / 1e6:.1f} MB of DRAM traffic, {total_bytes / total_ns:.0f} GB/s over their time"
     )
-    print("    | op | launches | us | MB | GB/s |")
+    print("    | kernel | launches | us | MB | GB/s |")
     print("    | --- | ---: | ---: | ---: | ---: |")
-    for op, (ns, n, b) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:12]:
+    for op, (ns, n, b) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:14]:
         print(f"    | {op} | {n} | {ns / 1e3:.1f} | {b / 1e6:.2f} | {b / ns if ns else 0:.0f} |")
 
 
