@@ -82,103 +82,6 @@ fn whole_chunk(ctx: &mut Ctx, body: &mut Vec<Stmt>, op: RedOp, buf: Buf) -> crat
     acc
 }
 
-/// The scores' matmul (Q.K^T) of a decode attention whose chunk of keys the block stages
-/// through shared memory: a thread's score read straight from the cache is `D` loads of
-/// one element each, from a row no other lane of its warp reads (a sector per lane per
-/// load), where staging reads the chunk's rows whole, consecutive lanes on consecutive
-/// elements, and each thread then sums its row out of shared memory.
-struct StagedKeys {
-    matmul: kiln_ir::NodeId,
-    ops: Operands,
-    /// The head's width (the scores' K).
-    width: i64,
-    keys: Buf,
-}
-
-impl StagedKeys {
-    /// Where `ops`' softmax reads a scores' matmul it computes in place whose shape is the
-    /// softmax's, Q untransposed, K transposed (a row per position), of a known width that
-    /// divides `THREADS`.
-    fn of(ctx: &Ctx, ops: &Operands, keys: Buf) -> Option<StagedKeys> {
-        let g = ctx.graph;
-        let shape = &g.node(g.inputs(ops.a)[0]).shape;
-        super::partition::scores_in_place_on_gpu(g, ops.a)
-            .into_iter()
-            .filter(|m| ctx.few_rows_in_place.contains(m))
-            .find_map(|m| {
-                let Op::MatMul {
-                    transpose_a: false,
-                    transpose_b: true,
-                } = g.node(m).op
-                else {
-                    return None;
-                };
-                let ops = Operands::of(ctx, m, false, true);
-                let width = ops.a_shape.last()?.as_known()?;
-                let fits = width > 0 && THREADS % width == 0;
-                (fits && &g.node(m).shape == shape).then_some(StagedKeys {
-                    matmul: m,
-                    ops,
-                    width,
-                    keys,
-                })
-            })
-    }
-
-    /// Floats between staged rows: one more than the width, so the threads reading their
-    /// rows' same element hit different banks.
-    fn stride(&self) -> i64 {
-        self.width + 1
-    }
-
-    /// Pushes onto `step` the staging of the chunk at `base` (rows past the context, to
-    /// `last`, read the last row) and a barrier; returns this thread's score, the dot
-    /// product of its query row (`batch` and `row`: the scores' batch index and row) with
-    /// its position's staged key.
-    fn stage(
-        &self,
-        ctx: &mut Ctx,
-        step: &mut Vec<Stmt>,
-        (batch, row): (&[Expr], &Expr),
-        base: &Expr,
-        last: &Expr,
-    ) -> Result<Expr, LowerError> {
-        let (d, rows_per_pass) = (self.width, THREADS / self.width);
-        let at = |shape: &[kiln_ir::Dim], last2: [Expr; 2]| {
-            let mut at = super::inline::broadcast_index(&shape[..shape.len() - 2], batch);
-            at.extend(last2);
-            at
-        };
-        let column = rem(Expr::Thread, i(d));
-        let lead = div(Expr::Thread, i(d));
-        for pass in 0..d {
-            let r = add(i(pass * rows_per_pass), lead.clone());
-            let position = min(add(base.clone(), r.clone()), last.clone());
-            let key = value_at(
-                ctx,
-                self.ops.b,
-                &at(&self.ops.b_shape, [position, column.clone()]),
-            )?;
-            step.push(Stmt::Store {
-                buf: self.keys,
-                index: add(mul(r, i(self.stride())), column.clone()),
-                value: key,
-            });
-        }
-        step.push(Stmt::Await { in_flight: 0 });
-        let mut dot = None;
-        for k in 0..d {
-            let q = value_at(ctx, self.ops.a, &at(&self.ops.a_shape, [row.clone(), i(k)]))?;
-            let key = load(self.keys, add(mul(Expr::Thread, i(self.stride())), i(k)));
-            dot = Some(match dot {
-                None => mul(q, key),
-                Some(s) => fma(q, key, s),
-            });
-        }
-        dot.ok_or_else(|| LowerError::Internal("decode attention over no width".into()))
-    }
-}
-
 /// The kernel of `ops` (see the module doc), writing `out`.
 pub(super) fn kernel(
     ctx: &mut Ctx,
@@ -197,7 +100,6 @@ pub(super) fn kernel(
     let row = Expr::GridIdx(nb as u32);
     let n = dim_expr(ctx, &k_dim(ops));
     let (scores, probs, partial) = (Buf::Local(0), Buf::Local(1), Buf::Local(2));
-    let staged = StagedKeys::of(ctx, ops, Buf::Local(3));
     let input = ctx.graph.inputs(ops.a)[0];
     let mut a_index = Operands::batch_index(&ops.a_shape, nb);
     a_index.push(row.clone());
@@ -222,18 +124,6 @@ pub(super) fn kernel(
     let chunk = ctx.fresh();
     let mut step = Vec::new();
     let base = bind(ctx, &mut step, mul(var(chunk), i(THREADS)));
-    // This group's V rows for the chunk, loaded first: they do not depend on the scores,
-    // so their loads are in flight while the scores and the softmax are computed (behind
-    // the barriers, no load would issue before the softmax's sum). Positions past the
-    // context read the last row (their probability is 0).
-    let first = bind(ctx, &mut step, mul(group.clone(), i(share)));
-    let last = bind(ctx, &mut step, sub(n.clone(), i(1)));
-    let mut v_rows = Vec::with_capacity(share as usize);
-    for j in 0..share {
-        let row = min(add(base.clone(), add(first.clone(), i(j))), last.clone());
-        let v = ops.b_at(ctx, row, column.clone())?;
-        v_rows.push(bind(ctx, &mut step, v));
-    }
     // This thread's score, -inf past the context, where its probability is stored as 0: the
     // chunk's reductions then run over all of it, `TREE` elements a step.
     let score = ctx.fresh();
@@ -245,21 +135,12 @@ pub(super) fn kernel(
     let inside = cmp(Cmp::Lt, position.clone(), n.clone());
     let mut at = a_index.clone();
     at.push(position);
-    let value = match &staged {
-        Some(keys) => {
-            let batch = &a_index[..a_index.len() - 1];
-            let dot = keys.stage(ctx, &mut step, (batch, &row), &base, &last)?;
-            let dot = bind(ctx, &mut step, dot);
-            ctx.computed.insert(keys.matmul, dot);
-            let value = value_at(ctx, input, &at);
-            ctx.computed.remove(&keys.matmul);
-            value?
-        }
-        None => value_at(ctx, input, &at)?,
-    };
     step.push(Stmt::If {
         cond: inside.clone(),
-        then: vec![Stmt::Assign { var: score, value }],
+        then: vec![Stmt::Assign {
+            var: score,
+            value: value_at(ctx, input, &at)?,
+        }],
         otherwise: Vec::new(),
     });
     step.push(Stmt::Store {
@@ -281,12 +162,17 @@ pub(super) fn kernel(
     });
     step.push(Stmt::Await { in_flight: 0 });
     let chunk_sum = whole_chunk(ctx, &mut step, RedOp::Sum, probs);
-    // This group's share of the chunk's positions, weighted by V's column: unrolled (a
-    // loop over them waited a memory round trip per position: 12 us a layer at a context of
-    // 64 on one H100), from the rows loaded at the chunk's start.
+    // This group's share of the chunk's positions, weighted by V's column: unrolled, so
+    // every V load is issued before the first product waits (a loop over them waited a
+    // memory round trip per position: 12 us a layer at a context of 64 on one H100).
+    // Positions past the context have probability 0 and read the last row.
+    let first = bind(ctx, &mut step, mul(group.clone(), i(share)));
+    let last = bind(ctx, &mut step, sub(n.clone(), i(1)));
     let mut weighted = None;
-    for (j, v) in v_rows.into_iter().enumerate() {
-        let within = add(first.clone(), i(j as i64));
+    for j in 0..share {
+        let within = add(first.clone(), i(j));
+        let row = min(add(base.clone(), within.clone()), last.clone());
+        let v = ops.b_at(ctx, row, column.clone())?;
         let p = load(probs, within);
         weighted = Some(match weighted {
             None => mul(p, v),
@@ -350,13 +236,6 @@ pub(super) fn kernel(
         };
         3
     ];
-    if let Some(keys) = &staged {
-        kernel.locals.push(LocalBuf {
-            dtype: DType::F32,
-            len: (THREADS * keys.stride()) as u32,
-            shared: true,
-        });
-    }
     kernel.block_threads = Some(THREADS as u32);
     Ok((kernel, args))
 }

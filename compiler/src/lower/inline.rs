@@ -79,7 +79,7 @@ pub fn reshape_index(ctx: &Ctx, to: &[Dim], from: &[Dim], idx: &[Expr]) -> Vec<E
 }
 
 /// Index into an operand of shape `shape` broadcast to the output index `idx`.
-pub(super) fn broadcast_index(shape: &[Dim], idx: &[Expr]) -> Vec<Expr> {
+fn broadcast_index(shape: &[Dim], idx: &[Expr]) -> Vec<Expr> {
     let off = idx.len() - shape.len();
     shape
         .iter()
@@ -96,9 +96,6 @@ pub(super) fn broadcast_index(shape: &[Dim], idx: &[Expr]) -> Vec<Expr> {
 
 /// `node`'s value at `idx`: a load if it has a buffer, else its computation, inlined.
 pub fn value_at(ctx: &mut Ctx, node: NodeId, idx: &[Expr]) -> Result<Expr, LowerError> {
-    if let Some(e) = ctx.computed.get(&node) {
-        return Ok(e.clone());
-    }
     if let Some(buf) = ctx.buffer_of(node) {
         let n = ctx.graph.node(node);
         let index = flat_index(ctx, &n.shape.clone(), idx);

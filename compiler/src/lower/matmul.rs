@@ -252,7 +252,7 @@ fn matmul_in(
 
 impl Operands {
     /// The operands of matmul `node`, nothing folded into it.
-    pub(super) fn of(ctx: &Ctx, node: NodeId, ta: bool, tb: bool) -> Operands {
+    fn of(ctx: &Ctx, node: NodeId, ta: bool, tb: bool) -> Operands {
         let ins = ctx.graph.inputs(node);
         let out_shape = ctx.graph.node(node).shape.clone();
         Operands {

@@ -143,9 +143,6 @@ pub struct Ctx<'g> {
     /// `e^(x - max)`, the max in the variable given), because it multiplies its sums by the
     /// scale itself (`normalised`).
     pub(super) unscaled: HashMap<NodeId, Option<crate::kernel::VarId>>,
-    /// Nodes whose value at the index being read the current kernel has computed already,
-    /// as the expression given (decode attention's scores, summed from keys it staged).
-    pub(super) computed: HashMap<NodeId, crate::kernel::Expr>,
 }
 
 impl<'g> Ctx<'g> {
@@ -283,7 +280,6 @@ pub fn lower(graph: &Graph, schedule: Schedule) -> Result<Lowered, LowerError> {
         few_rows_in_place: part.few_rows_read_in_place,
         reading_few_rows: false,
         unscaled: HashMap::new(),
-        computed: HashMap::new(),
     };
     for (node, kind) in part.buffers {
         let n = graph.node(node);
