@@ -14,7 +14,8 @@ use kiln_ir::{Dim, QuantFormat};
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
 /// two per multiprocessor, each has one reduction's latency to hide alone, so narrow
 /// outputs (a decode step's k and v projections, 256 wide in a 1B llama) take fewer
-/// columns per block rather than leave most of the machine idle.
+/// columns per block rather than leave most of the machine idle. `KILN_GPU_DOT_BLOCKS` at
+/// compile time replaces it, to compare on a GPU.
 const GPU_DOT_BLOCKS: i64 = 256;
 
 /// Columns per block of a GPU dot product with `outputs` outputs per row (unknown: the
@@ -22,7 +23,8 @@ const GPU_DOT_BLOCKS: i64 = 256;
 /// every column's block reads the activation row through L1 once).
 pub(super) fn gpu_dot_columns(outputs: Option<i64>) -> i64 {
     let mut cols = super::knob("KILN_GPU_DOT_COLUMNS", DOT_COLUMNS);
-    while cols > 1 && outputs.is_some_and(|n| n / cols < GPU_DOT_BLOCKS) {
+    let blocks = super::knob("KILN_GPU_DOT_BLOCKS", GPU_DOT_BLOCKS);
+    while cols > 1 && outputs.is_some_and(|n| n / cols < blocks) {
         cols /= 2;
     }
     cols
