@@ -72,7 +72,7 @@ fn skipped_kernels() -> Vec<String> {
         .collect();
     if !skip.is_empty() {
         eprintln!(
-            "cuda: KILN_CUDA_SKIP_KERNELS leaves out kernels named like {skip:?}: \
+            "cuda: KILN_CUDA_SKIP_KERNELS leaves out the kernels {skip:?}: \
              the outputs are not valid (a measuring aid)"
         );
     }
