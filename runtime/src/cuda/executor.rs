@@ -64,12 +64,7 @@ pub struct CudaExecutor {
 /// `all` leaves out every kernel, which leaves the host's share of a step. The outputs are
 /// then garbage, and a notice says so.
 fn skipped_kernels() -> Vec<String> {
-    let skip: Vec<String> = std::env::var("KILN_CUDA_SKIP_KERNELS")
-        .unwrap_or_default()
-        .split([',', '+'])
-        .filter(|k| !k.is_empty())
-        .map(str::to_string)
-        .collect();
+    let skip = kernel_names(&std::env::var("KILN_CUDA_SKIP_KERNELS").unwrap_or_default());
     if !skip.is_empty() {
         eprintln!(
             "cuda: KILN_CUDA_SKIP_KERNELS leaves out the kernels {skip:?}: \
@@ -77,6 +72,14 @@ fn skipped_kernels() -> Vec<String> {
         );
     }
     skip
+}
+
+/// The kernel names in `list`, separated by `+` or `,`.
+fn kernel_names(list: &str) -> Vec<String> {
+    list.split([',', '+'])
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl std::fmt::Debug for CudaExecutor {
@@ -567,4 +570,28 @@ fn opt_in(
         .map_err(|e| format!("allowing kernel {kernel} {bytes} bytes of shared memory: {e}"))?;
     opted_in.insert(kernel.to_string(), bytes);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Staged pieces start on 64-byte boundaries, in order, and the total covers the last.
+    #[test]
+    fn staged_pieces_are_aligned_and_apart() {
+        let (offsets, total) = staged_offsets([8, 0, 65, 128, 1].into_iter());
+        assert_eq!(offsets, vec![0, 64, 64, 192, 320]);
+        assert_eq!(total, 384);
+        assert_eq!(staged_offsets(std::iter::empty()), (vec![], 0));
+    }
+
+    #[test]
+    fn skipped_kernels_are_listed_by_plus_or_comma() {
+        assert_eq!(
+            kernel_names("k13_matmul+k16_matmul"),
+            ["k13_matmul", "k16_matmul"]
+        );
+        assert_eq!(kernel_names("all,"), ["all"]);
+        assert!(kernel_names("").is_empty());
+    }
 }
