@@ -106,7 +106,8 @@ run_test() { # name binary filter
   grep -E "CUDA device|Vulkan device|conformance cases|NMSE|identical|failed|panicked" "$LOGS/$name.log" | head -20 | sed 's/^/    /' | tee -a "$report"
 }
 # One decode step (past=64) of artifact $1 under Nsight Compute, clocks left alone: each
-# kernel's time and DRAM bytes, summed by op ($2 names the logs, $3 more VAR=VALUE settings).
+# kernel's time and DRAM bytes, summed by kernel name ($2 names the logs, $3 more VAR=VALUE
+# settings).
 # NCU_KERNEL=<regex>: that kernel's first launch also under the full set of sections.
 ncu_step() {
   local art=$1 tag=$2 settings=$3

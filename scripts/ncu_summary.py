@@ -25,15 +25,15 @@ def main(path: str) -> None:
         k[row["Metric Name"]] = number(row["Metric Value"])
     if not kernels:
         sys.exit(f"{path}: no kernels in the profile")
-    ops = defaultdict(lambda: [0.0, 0, 0.0])
+    per_kernel = defaultdict(lambda: [0.0, 0, 0.0])
     total_ns = total_bytes = 0.0
     for k in kernels.values():
         ns = k.get("gpu__time_duration.sum", 0.0)
         b = k.get("dram__bytes_read.sum", 0.0) + k.get("dram__bytes_write.sum", 0.0)
-        op = re.sub(r"^kiln_", "", k["name"])
-        ops[op][0] += ns
-        ops[op][1] += 1
-        ops[op][2] += b
+        name = re.sub(r"^kiln_", "", k["name"])
+        per_kernel[name][0] += ns
+        per_kernel[name][1] += 1
+        per_kernel[name][2] += b
         total_ns += ns
         total_bytes += b
     print(
@@ -42,8 +42,8 @@ def main(path: str) -> None:
     )
     print("    | kernel | launches | us | MB | GB/s |")
     print("    | --- | ---: | ---: | ---: | ---: |")
-    for op, (ns, n, b) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:14]:
-        print(f"    | {op} | {n} | {ns / 1e3:.1f} | {b / 1e6:.2f} | {b / ns if ns else 0:.0f} |")
+    for name, (ns, n, b) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:14]:
+        print(f"    | {name} | {n} | {ns / 1e3:.1f} | {b / 1e6:.2f} | {b / ns if ns else 0:.0f} |")
 
 
 if __name__ == "__main__":

@@ -5,20 +5,21 @@
 //!
 //! Each launch is a few microseconds of a GPU's time that moves no weights: a 1B llama's
 //! decode step was 202 launches for 1.4 ms, nine a layer, where k and v (1 MiB of weights
-//! each) took as long one by one as launches that read nothing. The merged kernel's blocks are the members' blocks side by
-//! side; a block asks which member it belongs to (one comparison of its grid index, the
-//! same for all its threads, so the reductions and barriers inside stay uniform) and runs
-//! that member's body, its grid index shifted to start at 0. Nothing else changes: each
-//! member keeps its own weights, epilogue (rope, residual) and output buffer, so the
-//! weights are not concatenated and an artifact's targets still share one copy of them.
+//! each) took as long one by one as launches that read nothing. The merged kernel's blocks
+//! are the members' blocks side by side; a block asks which member it belongs to (one
+//! comparison of its grid index, the same for all its threads, so the reductions and
+//! barriers inside stay uniform) and runs that member's body, its grid index shifted to
+//! start at 0. Nothing else changes: each member keeps its own weights, epilogue (rope,
+//! residual) and output buffer, so the weights are not concatenated and an artifact's
+//! targets still share one copy of them.
 //!
 //! Only kernels of a block per grid point, without explicit threads or locals, merge
 //! (decode's dot products, norms): there each point is a block, so the grids add up
-//! exactly, and no shared memory or warp-level matrix read needs renumbering. Launches merge when their guards are
-//! equal and nothing between them in the launch order runs in the same step (launches whose
-//! guard excludes theirs: the prefill forms of the same matmuls), their grids agree but
-//! for the last axis, whose extents are known, and neither touches what the other
-//! writes.
+//! exactly, and no shared memory or warp-level matrix read needs renumbering. Launches
+//! merge when their guards are equal and nothing between them in the launch order runs in
+//! the same step (launches whose guard excludes theirs: the prefill forms of the same
+//! matmuls), their grids agree but for the last axis, whose extents are known, and neither
+//! touches what the other writes.
 
 use crate::kernel::gpu::{explicit_threads, launch_shape};
 use crate::kernel::{map_exprs, rewrite_bottom_up, Buf, Expr, Kernel, Lit, Stmt};

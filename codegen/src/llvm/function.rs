@@ -211,7 +211,6 @@ pub(super) fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             let i = em.expr(index)?.into_int_value();
             em.prefetch(*buf, i)?;
         }
-        // Issued before the kernel's wait for earlier grids, if at all (`gpu::kernel`).
         Stmt::Copy {
             dst,
             dst_index,

@@ -660,32 +660,18 @@ fn reduce_strided(
     let n = em.expr(extent)?;
     let mut rest = start;
     if unroll > 1 {
-        let i64t = em.s.ty(VType::I64);
+        let int = VType::I64;
         let behind = em.s.i64(unroll as i64 - 1);
-        let behind = em.s.op(Op::IMul, i64t, &[step.id, behind.id])?;
-        let end = em.s.op(Op::ISub, i64t, &[n.id, behind])?;
+        let behind = em.s.op_v(Op::IMul, int, &[step, behind])?;
+        let end = em.s.op_v(Op::ISub, int, &[n, behind])?;
         let width = em.s.i64(unroll as i64);
-        let wide = em.s.op(Op::IMul, i64t, &[step.id, width.id])?;
-        let (end, wide) = (
-            V {
-                id: end,
-                t: VType::I64,
-            },
-            V {
-                id: wide,
-                t: VType::I64,
-            },
-        );
+        let wide = em.s.op_v(Op::IMul, int, &[step, width])?;
         rest = em.strided_loop(start, end, wide, &mut |em, it| {
             let mut at = it;
             let mut steps = Vec::with_capacity(unroll as usize);
             for _ in 0..unroll {
                 steps.push(step_values(em, group, at)?);
-                let next = em.s.op(Op::IAdd, i64t, &[at.id, step.id])?;
-                at = V {
-                    id: next,
-                    t: VType::I64,
-                };
+                at = em.s.op_v(Op::IAdd, int, &[at, step])?;
             }
             for values in steps {
                 accumulate(em, group, values)?;

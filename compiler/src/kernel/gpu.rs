@@ -173,9 +173,7 @@ pub const REDUCE_UNROLL: u32 = 2;
 /// [`REDUCE_UNROLL`], or `KILN_GPU_UNROLL` where set to a whole number from 1 to 8.
 pub fn reduce_unroll() -> u32 {
     UNROLL.get().unwrap_or_else(|| {
-        std::env::var("KILN_GPU_UNROLL")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        Some(crate::lower::knob("KILN_GPU_UNROLL", REDUCE_UNROLL))
             .filter(|u| (1..=8).contains(u))
             .unwrap_or(REDUCE_UNROLL)
     })
