@@ -17,6 +17,9 @@ pub struct Generator {
     session: Session,
     vocab: usize,
     tokens: Vec<u32>,
+    /// The last fed token's logits, refilled by each `feed` (a fresh vocabulary-sized
+    /// buffer a token cost more than the argmax over it).
+    logits: Vec<f32>,
     /// Where each named input and output sits in the manifest's order.
     slots: Slots,
 }
@@ -94,6 +97,7 @@ impl Generator {
             session,
             vocab,
             tokens: Vec::new(),
+            logits: Vec::new(),
             slots: Slots {
                 tokens,
                 pos,
@@ -130,7 +134,7 @@ impl Generator {
     }
 
     /// Runs `tokens` after those fed before; returns the logits of the last one.
-    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         if tokens.is_empty() {
             bail!("no tokens to run");
         }
@@ -154,8 +158,21 @@ impl Generator {
         let logits = outs[self.slots.logits]
             .take()
             .context("the session carries the logits")?;
-        let all = logits.to_f32().context("logits are not f32")?;
-        Ok(all[all.len() - self.vocab..].to_vec())
+        if logits.dtype != DType::F32 {
+            bail!("logits are {}, not f32", logits.dtype);
+        }
+        let row = 4 * self.vocab;
+        let Some(last) = logits.bytes.len().checked_sub(row) else {
+            bail!("the logits hold less than one row of {} values", self.vocab);
+        };
+        self.logits.clear();
+        self.logits.extend(
+            logits.bytes[last..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+        );
+        self.session.recycle([logits]);
+        Ok(&self.logits)
     }
 
     /// Feeds `prompt`, then samples up to `n` tokens, calling `on_token` with each as it
@@ -172,11 +189,11 @@ impl Generator {
             ..Default::default()
         };
         let start = Instant::now();
-        let mut logits = self.feed(prompt)?;
+        self.feed(prompt)?;
         t.prefill = start.elapsed();
         let start = Instant::now();
         for _ in 0..n {
-            let next = sampler.sample(&logits, &self.tokens);
+            let next = sampler.sample(&self.logits, &self.tokens);
             t.generated += 1;
             if !on_token(next) {
                 break;
@@ -184,7 +201,7 @@ impl Generator {
             if t.generated == n {
                 break;
             }
-            logits = self.feed(&[next])?;
+            self.feed(&[next])?;
         }
         t.decode = start.elapsed();
         Ok(t)

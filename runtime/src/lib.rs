@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod hazards;
 pub mod hip;
+pub mod host_times;
 pub mod manifest;
 pub mod plan;
 pub mod session;

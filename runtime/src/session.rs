@@ -77,6 +77,8 @@ pub struct Session {
     executor: Executor,
     /// Inputs kept on the executor between runs (see [`Session::carry`]).
     carries: Vec<Carry>,
+    /// Output storage handed back by [`Session::recycle`], for later runs' outputs.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The device a session runs on. Each executor evaluates the same plan types.
@@ -153,6 +155,7 @@ impl Session {
             why,
             executor,
             carries: Vec::new(),
+            spare: Vec::new(),
         })
     }
 
@@ -253,6 +256,18 @@ impl Session {
     pub fn reset_carried(&mut self) {
         for c in &mut self.carries {
             c.rows = 0;
+        }
+    }
+
+    /// Hands outputs of an earlier run back, so later runs fill their storage instead of
+    /// allocating: a decode step's logits are a fresh 128 KiB or more each token
+    /// otherwise, and on a host whose page faults are slow (a sandboxed one) first
+    /// touching that memory costs tens of microseconds a step.
+    pub fn recycle(&mut self, outputs: impl IntoIterator<Item = HostBuffer>) {
+        for b in outputs {
+            if self.spare.len() < MAX_SPARE && b.bytes.capacity() > 0 {
+                self.spare.push(b.bytes);
+            }
         }
     }
 
@@ -378,18 +393,23 @@ impl Session {
                 appended: outputs[c.output].1,
             })
             .collect();
-        let is_carried_output = |o: usize| carried.iter().any(|c| c.output == o);
+        let specs = &self.artifact.manifest().outputs;
+        let mut host = Vec::with_capacity(outputs.len());
+        for (o, ((shape, bytes), spec)) in outputs.into_iter().zip(specs).enumerate() {
+            let kept = carried.iter().any(|c| c.output == o);
+            let storage = if kept {
+                None
+            } else {
+                Some(zeroed_output(&mut self.spare, bytes, &spec.name)?)
+            };
+            host.push((shape, storage));
+        }
         let plan = &self.artifact.manifest().variants[self.variant].plan;
         let (outputs, timings) = match &mut self.executor {
             Executor::Cpu(executor) => {
-                let specs = &self.artifact.manifest().outputs;
-                let mut staged_outputs = Vec::with_capacity(outputs.len());
-                for (o, ((shape, bytes), spec)) in outputs.into_iter().zip(specs).enumerate() {
-                    let staged = if is_carried_output(o) {
-                        None
-                    } else {
-                        Some(Staged::zeroed(bytes, &spec.name)?)
-                    };
+                let mut staged_outputs = Vec::with_capacity(host.len());
+                for ((shape, storage), spec) in host.into_iter().zip(specs) {
+                    let staged = storage.map(|v| Staged::output(v, &spec.name)).transpose()?;
                     staged_outputs.push((shape, staged));
                 }
                 let mut staged_inputs: Vec<Option<Staged>> = inputs
@@ -431,7 +451,7 @@ impl Session {
                     .collect();
                 (outputs, timings)
             }
-            Executor::Device(executor) => on_device(inputs, outputs, &carried, |io| {
+            Executor::Device(executor) => on_device(inputs, host, &carried, |io| {
                 executor.execute(plan, &env, io, profile)
             })?,
         };
@@ -553,20 +573,15 @@ fn check_input(
 }
 
 /// Outputs and timings of a run on a device with its own memory: `run` gets the inputs and
-/// zeroed host buffers of `outputs`' sizes to fill (empty for carried ones, which stay on
-/// the device, as are carried inputs).
+/// the zeroed host storage of `outputs` to fill (`None`, passed empty, for carried ones,
+/// which stay on the device, as do carried inputs).
 #[allow(clippy::type_complexity)]
 fn on_device(
     inputs: &[Option<&HostBuffer>],
-    outputs: Vec<(Vec<usize>, usize)>,
+    mut host: Vec<(Vec<usize>, Option<Vec<u8>>)>,
     carried: &[CarriedRun],
     run: impl FnOnce(crate::plan::HostIo<'_>) -> Result<Vec<LaunchTiming>, RuntimeError>,
 ) -> Result<(Vec<(Vec<usize>, Option<Vec<u8>>)>, Vec<LaunchTiming>), RuntimeError> {
-    let mut host: Vec<(Vec<usize>, Option<Vec<u8>>)> = Vec::with_capacity(outputs.len());
-    for (o, (shape, bytes)) in outputs.into_iter().enumerate() {
-        let kept = carried.iter().any(|c| c.output == o);
-        host.push((shape, if kept { None } else { Some(zeroed_vec(bytes)?) }));
-    }
     let ins: Vec<&[u8]> = inputs
         .iter()
         .map(|b| b.map_or(&[][..], |b| b.bytes.as_slice()))
@@ -583,15 +598,39 @@ fn on_device(
     Ok((host, timings))
 }
 
-/// A zeroed host buffer; a size too large for memory is an error, not an abort.
-fn zeroed_vec(bytes: usize) -> Result<Vec<u8>, RuntimeError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(bytes)
-        .map_err(|_| RuntimeError::Alloc {
-            bytes: bytes as u64,
-            what: "an output".into(),
-        })?;
-    v.resize(bytes, 0u8);
+/// Spare output buffers a session keeps at most (a decoder hands back one, its logits).
+const MAX_SPARE: usize = 8;
+
+/// Zeroed storage of `bytes` for output `name`: the smallest spare buffer that holds it,
+/// else a new one. A size too large for memory is an error, not an abort.
+fn zeroed_output(
+    spare: &mut Vec<Vec<u8>>,
+    bytes: usize,
+    name: &str,
+) -> Result<Vec<u8>, RuntimeError> {
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let fit = spare
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.capacity() >= bytes)
+        .min_by_key(|(_, v)| v.capacity())
+        .map(|(i, _)| i);
+    let mut v = match fit {
+        Some(i) => spare.swap_remove(i),
+        None => {
+            let mut v = Vec::new();
+            v.try_reserve_exact(bytes)
+                .map_err(|_| RuntimeError::Alloc {
+                    bytes: bytes as u64,
+                    what: format!("output `{name}`"),
+                })?;
+            v
+        }
+    };
+    v.clear();
+    v.resize(bytes, 0);
     Ok(v)
 }
 
@@ -632,21 +671,17 @@ impl Staged {
         Ok(Staged::Aligned(a))
     }
 
-    /// A zeroed output buffer; a size too large for memory is an error, not an abort.
-    fn zeroed(bytes: usize, name: &str) -> Result<Staged, RuntimeError> {
-        let what = format!("output `{name}`");
-        let mut v = Vec::new();
-        v.try_reserve_exact(bytes)
-            .map_err(|_| RuntimeError::Alloc {
-                bytes: bytes as u64,
-                what: what.clone(),
-            })?;
-        v.resize(bytes, 0u8);
-        if (v.as_ptr() as usize).is_multiple_of(IO_ALIGN) || bytes == 0 {
+    /// An output's zeroed storage `v`, used in place where it is aligned as kernels need.
+    fn output(v: Vec<u8>, name: &str) -> Result<Staged, RuntimeError> {
+        if (v.as_ptr() as usize).is_multiple_of(IO_ALIGN) || v.is_empty() {
             return Ok(Staged::Owned(v));
         }
+        let bytes = v.len();
         drop(v);
-        Ok(Staged::Aligned(AlignedBuf::zeroed(bytes, &what)?))
+        Ok(Staged::Aligned(AlignedBuf::zeroed(
+            bytes,
+            &format!("output `{name}`"),
+        )?))
     }
 
     fn ptr(&mut self) -> *mut u8 {
@@ -669,6 +704,23 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recycled buffer is reused zeroed, the smallest that fits first; one too small
+    /// stays spare; an empty output takes none.
+    #[test]
+    fn outputs_reuse_the_smallest_spare_that_fits_zeroed() {
+        let (big, small) = (vec![7u8; 4096], vec![7u8; 512]);
+        let small_at = small.as_ptr();
+        let mut spare = vec![big, small];
+        assert!(zeroed_output(&mut spare, 0, "o").unwrap().is_empty());
+        assert_eq!(spare.len(), 2);
+        let got = zeroed_output(&mut spare, 300, "o").unwrap();
+        assert_eq!(got.as_ptr(), small_at);
+        assert_eq!(got, vec![0u8; 300]);
+        let fresh = zeroed_output(&mut spare, 8192, "o").unwrap();
+        assert_eq!((fresh.len(), spare.len()), (8192, 1));
+        assert!(fresh.iter().all(|&b| b == 0));
+    }
 
     /// An empty input (a cache before the first token) is bound to zeroed memory kernels
     /// may read a row of: index 0 of an empty concatenation operand is read and discarded.

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use kiln::generate::Generator;
+use kiln::sampling::argmax;
 use kiln_runtime::session::Session;
 use std::path::Path;
 use std::time::Instant;
@@ -63,11 +64,10 @@ pub fn run(b: ModelBench<'_>) -> Result<()> {
             let speeds = (0..b.repetitions)
                 .map(|_| {
                     gen.reset();
-                    let mut logits = gen.feed(&[1])?;
+                    let mut next = argmax(gen.feed(&[1])?);
                     let t = Instant::now();
                     for _ in 0..b.generate {
-                        let next = argmax(&logits);
-                        logits = gen.feed(&[next])?;
+                        next = argmax(gen.feed(&[next])?);
                     }
                     Ok(b.generate as f64 / t.elapsed().as_secs_f64())
                 })
@@ -93,12 +93,4 @@ pub fn run(b: ModelBench<'_>) -> Result<()> {
         kiln::atomic_file::write(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i as u32)
 }

@@ -13,6 +13,7 @@ use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
 use crate::hazards;
+use crate::host_times::HostTimes;
 use crate::plan::{HostIo, Launch, Plan};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
@@ -55,6 +56,8 @@ pub struct CudaExecutor {
     skip: Vec<String>,
     graph: Option<LaunchGraph>,
     recordings: Recordings,
+    /// `KILN_HOST_TIMES=1`: the host's time in each phase of a run (a measuring aid).
+    times: Option<HostTimes>,
 }
 
 /// A measuring aid, not a mode to run models in: `KILN_CUDA_SKIP_KERNELS=a+b` (or `a,b`)
@@ -165,7 +168,17 @@ impl CudaExecutor {
             skip: skipped_kernels(),
             graph: None,
             recordings: Recordings::default(),
+            times: HostTimes::from_env("cuda", &["prepare", "upload", "launch", "wait"]),
         })
+    }
+
+    /// Ends a phase of the run's host times (`start`: starts the run), when they are kept.
+    fn lap(&mut self, start: bool) {
+        match &mut self.times {
+            Some(t) if start => t.start(),
+            Some(t) => t.lap(),
+            None => {}
+        }
     }
 
     /// Runs `calls` as the kept graph, updated in place, or as a new one when the graph
@@ -231,6 +244,7 @@ impl DeviceExecutor for CudaExecutor {
             target: target.clone(),
             msg: format!("{what}: {e}"),
         };
+        self.lap(true);
         // Offsets that stay put while a decode's position grows keep the graph's nodes as
         // they are (see `Plan::arena_layout_with_room`).
         let layout = if self.graphs {
@@ -276,6 +290,7 @@ impl DeviceExecutor for CudaExecutor {
                     .map_err(|e| derr("allocating an input or output", e))?;
             }
         }
+        self.lap(false);
         // The symbols, then each input, staged in page-locked memory and queued.
         let dims_bytes: Vec<u8> = dims_host.iter().flat_map(|d| d.to_le_bytes()).collect();
         let mut uploads: Vec<(&[u8], u64)> = Vec::with_capacity(io.inputs.len() + 1);
@@ -289,6 +304,7 @@ impl DeviceExecutor for CudaExecutor {
         self.staging
             .upload(&self.device.context, &s, &uploads)
             .map_err(|e| derr("uploading the inputs", e))?;
+        self.lap(false);
         self.carried.truncate(io.carried.len());
         for (i, run) in io.carried.iter().enumerate() {
             let len = self.carried.get(i).map_or(0, |c| c.len());
@@ -394,6 +410,7 @@ impl DeviceExecutor for CudaExecutor {
                 }
             }
         }
+        self.lap(false);
         let downloads: Vec<u64> = (0..io.outputs.len())
             .map(|i| self.io[n_in + i].device_ptr(&s).0)
             .collect();
@@ -407,6 +424,7 @@ impl DeviceExecutor for CudaExecutor {
         self.staging
             .download(&self.device.context, &s, &mut outs)
             .map_err(|e| derr("running the kernels and downloading the outputs", e))?;
+        self.lap(false);
         let mut timings = Vec::with_capacity(events.len());
         for (kernel, grid_points, (start, end)) in events {
             let ms = start
