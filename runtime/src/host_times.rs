@@ -76,6 +76,20 @@ impl HostTimes {
     }
 }
 
+/// [`HostTimes::start`] where an executor keeps times.
+pub fn start(times: &mut Option<HostTimes>) {
+    if let Some(t) = times {
+        t.start();
+    }
+}
+
+/// [`HostTimes::lap`] where an executor keeps times.
+pub fn lap(times: &mut Option<HostTimes>) {
+    if let Some(t) = times {
+        t.lap();
+    }
+}
+
 impl Drop for HostTimes {
     fn drop(&mut self) {
         if !self.runs.is_empty() {

@@ -13,7 +13,7 @@ use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
 use crate::hazards;
-use crate::host_times::HostTimes;
+use crate::host_times::{self, HostTimes};
 use crate::plan::{HostIo, Launch, Plan};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
@@ -172,15 +172,6 @@ impl CudaExecutor {
         })
     }
 
-    /// Ends a phase of the run's host times (`start`: starts the run), when they are kept.
-    fn lap(&mut self, start: bool) {
-        match &mut self.times {
-            Some(t) if start => t.start(),
-            Some(t) => t.lap(),
-            None => {}
-        }
-    }
-
     /// Runs `calls` as the kept graph, updated in place, or as a new one when the graph
     /// holds other launches.
     fn replay(&mut self, plan: &Plan, calls: &[KernelCall]) -> Result<(), DriverError> {
@@ -244,7 +235,7 @@ impl DeviceExecutor for CudaExecutor {
             target: target.clone(),
             msg: format!("{what}: {e}"),
         };
-        self.lap(true);
+        host_times::start(&mut self.times);
         // Offsets that stay put while a decode's position grows keep the graph's nodes as
         // they are (see `Plan::arena_layout_with_room`).
         let layout = if self.graphs {
@@ -290,7 +281,7 @@ impl DeviceExecutor for CudaExecutor {
                     .map_err(|e| derr("allocating an input or output", e))?;
             }
         }
-        self.lap(false);
+        host_times::lap(&mut self.times);
         // The symbols, then each input, staged in page-locked memory and queued.
         let dims_bytes: Vec<u8> = dims_host.iter().flat_map(|d| d.to_le_bytes()).collect();
         let mut uploads: Vec<(&[u8], u64)> = Vec::with_capacity(io.inputs.len() + 1);
@@ -304,7 +295,7 @@ impl DeviceExecutor for CudaExecutor {
         self.staging
             .upload(&self.device.context, &s, &uploads)
             .map_err(|e| derr("uploading the inputs", e))?;
-        self.lap(false);
+        host_times::lap(&mut self.times);
         self.carried.truncate(io.carried.len());
         for (i, run) in io.carried.iter().enumerate() {
             let len = self.carried.get(i).map_or(0, |c| c.len());
@@ -410,7 +401,7 @@ impl DeviceExecutor for CudaExecutor {
                 }
             }
         }
-        self.lap(false);
+        host_times::lap(&mut self.times);
         let downloads: Vec<u64> = (0..io.outputs.len())
             .map(|i| self.io[n_in + i].device_ptr(&s).0)
             .collect();
@@ -424,7 +415,7 @@ impl DeviceExecutor for CudaExecutor {
         self.staging
             .download(&self.device.context, &s, &mut outs)
             .map_err(|e| derr("running the kernels and downloading the outputs", e))?;
-        self.lap(false);
+        host_times::lap(&mut self.times);
         let mut timings = Vec::with_capacity(events.len());
         for (kernel, grid_points, (start, end)) in events {
             let ms = start

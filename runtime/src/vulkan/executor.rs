@@ -23,6 +23,7 @@ use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
 use crate::hazards;
+use crate::host_times::{self, HostTimes};
 use crate::plan::{ArenaLayout, BufferRef, DeviceLaunch, GpuBlocks, HostIo, Launch, Plan};
 use ash::vk;
 use gpu_allocator::MemoryLocation;
@@ -67,6 +68,8 @@ pub struct VulkanExecutor {
     /// while every count stays the same), to measure what indirect dispatch costs.
     direct: bool,
     recordings: Recordings,
+    /// `KILN_HOST_TIMES=1`: the host's time in each phase of a run (a measuring aid).
+    times: Option<HostTimes>,
     weights: Option<Buffer>,
     arena: Option<Buffer>,
     io: Vec<Io>,
@@ -260,6 +263,7 @@ impl VulkanExecutor {
             replay: std::env::var("KILN_VULKAN_REPLAY").as_deref() != Ok("0"),
             direct: std::env::var("KILN_VULKAN_DISPATCH").as_deref() == Ok("direct"),
             recordings: Recordings::default(),
+            times: HostTimes::from_env("vulkan", &["prepare", "record", "submit+wait", "download"]),
             weights: None,
             arena: None,
             io: Vec::new(),
@@ -397,6 +401,7 @@ impl DeviceExecutor for VulkanExecutor {
             target: target.clone(),
             msg,
         };
+        host_times::start(&mut self.times);
         // Offsets that stay put while a decode's position grows keep the recording valid.
         let layout = plan.arena_layout_with_room(env).map_err(perr)?;
         let dims = plan.dims_array(env).map_err(perr)?;
@@ -440,6 +445,7 @@ impl DeviceExecutor for VulkanExecutor {
             slice[..data.len()].copy_from_slice(data);
         }
         let sizes = self.write_params(plan, env, &dims)?;
+        host_times::lap(&mut self.times);
 
         let runs: Vec<usize> = (0..plan.launches.len())
             .filter(|&n| sizes[n].is_some())
@@ -532,6 +538,7 @@ impl DeviceExecutor for VulkanExecutor {
             );
         }
         self.q.end_buffer(post)?;
+        host_times::lap(&mut self.times);
         let ran = self.q.submit_all(&[pre, self.q.main, post]);
         if timed {
             self.recorded = None;
@@ -540,6 +547,7 @@ impl DeviceExecutor for VulkanExecutor {
             self.q.free(old);
         }
         ran?;
+        host_times::lap(&mut self.times);
         for (i, out) in io.outputs.iter_mut().enumerate() {
             let n = out.len();
             let slice = self.io[n_in + i]
@@ -549,6 +557,7 @@ impl DeviceExecutor for VulkanExecutor {
                 .ok_or_else(|| self.q.err("mapping an output", "not host-visible"))?;
             out.copy_from_slice(&slice[..n]);
         }
+        host_times::lap(&mut self.times);
         let mut timings = Vec::new();
         if let (true, Some((pool, _))) = (timed, self.q.queries) {
             let period = self.gpu.limits.timestamp_period as f64;
