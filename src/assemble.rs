@@ -226,6 +226,7 @@ pub fn assemble(
             plan,
             required_features: required_features(target),
             waits_for_prior_grids: be.waits_for_prior_grids(target),
+            counts_own_points: be.counts_own_points(target),
         });
         code.push(blob);
     }

@@ -57,4 +57,11 @@ pub trait Backend {
         let _ = target;
         false
     }
+    /// Whether `target`'s kernels count their grid points from the symbols rather than
+    /// reading the count the runtime passes
+    /// (`kiln_runtime::manifest::Variant::counts_own_points`).
+    fn counts_own_points(&self, target: &Target) -> bool {
+        let _ = target;
+        false
+    }
 }

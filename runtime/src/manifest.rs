@@ -54,6 +54,13 @@ pub struct Variant {
     /// field never are.
     #[serde(default)]
     pub waits_for_prior_grids: bool,
+    /// The code's GPU kernels count their grid points from the symbols and ignore the count
+    /// passed to them, so the runtime may launch more blocks than the points need (they
+    /// find none and return) and keep a launch's arguments the same while a decode's
+    /// position grows: a replayed CUDA graph then needs no node updated on most steps.
+    /// Artifacts without the field pass the exact count and as many blocks as it needs.
+    #[serde(default)]
+    pub counts_own_points: bool,
 }
 
 /// Kinds of the sections in the artifact, as stored in the section table.

@@ -127,6 +127,7 @@ impl Session {
                 &v.kernels,
                 artifact.weights()?,
                 v.waits_for_prior_grids,
+                v.counts_own_points,
             )?)),
             #[cfg(feature = "vulkan")]
             Some("vulkan") => {
@@ -533,10 +534,11 @@ fn check_input(
             format!("dtype {dtype}"),
         ));
     }
-    let want = shape_to_string(&spec.shape);
+    // Formatted only for an error: every input of every decode step passes through here.
+    let want = || shape_to_string(&spec.shape);
     if shape.len() != spec.shape.len() {
         let got = format!("rank {} {shape:?}", shape.len());
-        return Err(err(format!("rank {} {want}", spec.shape.len()), got));
+        return Err(err(format!("rank {} {}", spec.shape.len(), want()), got));
     }
     let matches = spec
         .shape
@@ -556,7 +558,7 @@ fn check_input(
             format!(" with {}", bound.join(", "))
         };
         return Err(err(
-            format!("shape {want}{with}"),
+            format!("shape {}{with}", want()),
             format!("shape {shape:?}"),
         ));
     }

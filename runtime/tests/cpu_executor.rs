@@ -114,6 +114,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
         kernels: kernels.iter().map(|k| k.to_string()).collect(),
         required_features: vec![],
         waits_for_prior_grids: false,
+        counts_own_points: false,
     };
     Manifest {
         model: "add-bias".into(),

@@ -110,6 +110,10 @@ impl Backend for LlvmBackend {
         matches!(target, Target::Cuda(sm) if gpu::nvptx::waits_for_prior_grids(sm))
     }
 
+    fn counts_own_points(&self, target: &Target) -> bool {
+        matches!(target, Target::Cuda(_) | Target::Hip(_))
+    }
+
     fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError> {
         match target {
             Target::Cuda(sm) => return gpu::nvptx::compile(kernels, sm, target),

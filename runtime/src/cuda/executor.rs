@@ -14,7 +14,7 @@ use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
 use crate::hazards;
 use crate::host_times::{self, HostTimes};
-use crate::plan::{HostIo, Launch, Plan};
+use crate::plan::{self, HostIo, Launch, Plan};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
     PinnedHostSlice, PushKernelArg,
@@ -52,6 +52,10 @@ pub struct CudaExecutor {
     /// under `KILN_CUDA_EARLY_LAUNCH=1`), unless `KILN_CUDA_EARLY_LAUNCH=0` at run time asks
     /// for plain edges, to compare.
     early_launch: bool,
+    /// Whether the code's kernels count their own points (`Variant::counts_own_points`):
+    /// replayed launches then get blocks for the symbols with room, and keep their
+    /// arguments while a decode's position grows within it.
+    counts_own_points: bool,
     /// Kernels left out of every run (`KILN_CUDA_SKIP_KERNELS`, see [`skipped_kernels`]).
     skip: Vec<String>,
     graph: Option<LaunchGraph>,
@@ -104,6 +108,7 @@ impl CudaExecutor {
         kernels: &[String],
         weights: Option<&[u8]>,
         waits_for_prior_grids: bool,
+        counts_own_points: bool,
     ) -> Result<CudaExecutor, RuntimeError> {
         let device = probe().map_err(|msg| RuntimeError::Device {
             target: target.into(),
@@ -165,10 +170,14 @@ impl CudaExecutor {
             graphs: std::env::var("KILN_CUDA_GRAPHS").as_deref() != Ok("0"),
             early_launch: waits_for_prior_grids
                 && std::env::var("KILN_CUDA_EARLY_LAUNCH").as_deref() != Ok("0"),
+            counts_own_points,
             skip: skipped_kernels(),
             graph: None,
             recordings: Recordings::default(),
-            times: HostTimes::from_env("cuda", &["prepare", "upload", "launch", "wait"]),
+            times: HostTimes::from_env(
+                "cuda",
+                &["prepare", "upload", "calls", "update", "submit", "wait"],
+            ),
         })
     }
 
@@ -201,6 +210,7 @@ impl CudaExecutor {
             };
             self.graph = Some(graph);
         }
+        host_times::lap(&mut self.times);
         self.graph
             .as_ref()
             .expect("built above")
@@ -329,8 +339,15 @@ impl DeviceExecutor for CudaExecutor {
 
         let mut calls = Vec::with_capacity(plan.launches.len());
         let mut names = Vec::with_capacity(plan.launches.len());
+        let roomy = (self.graphs && !profile && self.counts_own_points)
+            .then(|| plan::with_room_bindings(env));
         for (index, launch) in plan.launches.iter().enumerate() {
-            let Some(size) = launch.on_device(env, i32::MAX as u64).map_err(perr)? else {
+            let max_blocks = i32::MAX as u64;
+            let size = match &roomy {
+                Some(r) => launch.on_device_with_room(env, r, max_blocks),
+                None => launch.on_device(env, max_blocks),
+            };
+            let Some(size) = size.map_err(perr)? else {
                 continue;
             };
             if self.skip.iter().any(|k| k == "all" || *k == launch.kernel) {
@@ -372,11 +389,13 @@ impl DeviceExecutor for CudaExecutor {
             });
             names.push((launch.kernel.as_str(), f));
         }
+        host_times::lap(&mut self.times);
         let mut events = Vec::new();
         if self.graphs && !profile && !calls.is_empty() {
             self.replay(plan, &calls)
                 .map_err(|e| derr("running the launch graph", e))?;
         } else {
+            host_times::lap(&mut self.times);
             for (call, (kernel, f)) in calls.iter().zip(names) {
                 let cfg = LaunchConfig {
                     grid_dim: (call.blocks, 1, 1),

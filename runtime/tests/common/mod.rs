@@ -35,6 +35,7 @@ pub fn variant(target: &str, code_section: usize) -> Variant {
         kernels: vec!["copy".into()],
         required_features: vec![],
         waits_for_prior_grids: false,
+        counts_own_points: false,
     }
 }
 

@@ -75,7 +75,6 @@ pub fn emit<'ctx>(
         .map(|i| param(i).map(|p| p.into_pointer_value()))
         .collect::<Result<Vec<_>, _>>()?;
     let dims_ptr = param(k.args.len())?.into_pointer_value();
-    let points = param(k.args.len() + 1)?.into_int_value();
     let mut em = Emitter {
         ctx,
         module,
@@ -104,6 +103,12 @@ pub fn emit<'ctx>(
     // Neither reads what earlier grids write (the symbols come from the host), so both
     // may run before the wait.
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
+    // Counted here rather than taken from the host, which then passes the same arguments
+    // run after run while the symbols change (a CUDA graph's nodes stay as they are).
+    let mut points = i64t.const_int(1, false);
+    for &e in &extents {
+        points = em.b.build_int_mul(points, e, "points")?;
+    }
     let g = Gpu::new(&mut em, desc, launch.threads)?;
     let explicit = explicit_threads(&k.body);
     primitives::await_prior_grids(&mut em, desc)?;

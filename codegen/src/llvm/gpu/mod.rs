@@ -6,10 +6,14 @@
 //!
 //! Kernel ABI on every GPU target: `kiln_<name>(buf_0, ..., buf_n, dims, points)`, one
 //! global pointer per kernel argument, a global pointer to the plan's symbol values
-//! (`i64` each, in plan order) and the grid's point count. Blocks are
-//! [`BLOCK_THREADS`](kiln_compiler::kernel::gpu::BLOCK_THREADS) threads; the kernels loop
-//! over points with a grid stride, so any block count is correct and the runtime launches
-//! `ceil(points / points_per_block)` blocks (capped).
+//! (`i64` each, in plan order) and a point count the kernels do not read (kept in the ABI
+//! for artifacts compiled before they counted their points themselves). Blocks are
+//! [`BLOCK_THREADS`](kiln_compiler::kernel::gpu::BLOCK_THREADS) threads; the kernels count
+//! their grid's points from the symbols and loop over them with a grid stride, so any
+//! block count is correct: the runtime launches at least `ceil(points /
+//! points_per_block)` blocks (capped), and may launch more, so that a replayed launch's
+//! arguments stay the same while a decode's position grows (see
+//! `kiln_runtime::manifest::Variant::counts_own_points`).
 
 pub mod amdgpu;
 mod byte_permute;

@@ -473,3 +473,27 @@ output \"y\" = %y
     assert_eq!(loads_ahead(1), 4);
     assert!(loads_ahead(2) >= 8, "{}", loads_ahead(2));
 }
+
+/// Kernels count their grid points from the symbols: none reads the point count, its last
+/// parameter, so the runtime may pass the same arguments while a decode's position grows
+/// (`Variant::counts_own_points`).
+#[test]
+fn kernels_never_read_the_point_count_they_are_passed() {
+    let (ptx, names) = ptx_for("cuda:sm_90");
+    for n in names {
+        let entry = format!(".visible .entry kiln_{n}(");
+        let body = ptx.split(&entry).nth(1).unwrap_or_else(|| panic!("no {n}"));
+        let body = body.split(".visible .entry").next().unwrap_or(body);
+        let params = body.split(')').next().unwrap_or("");
+        let last = params
+            .lines()
+            .filter_map(|l| l.trim().trim_end_matches(',').rsplit(' ').next())
+            .rfind(|p| p.starts_with("kiln_"))
+            .unwrap_or_else(|| panic!("{n}: no parameters in {params}"));
+        assert!(last.ends_with(&format!("_param_{}", params.matches("_param_").count() - 1)));
+        assert!(
+            !body.contains(&format!("[{last}]")),
+            "{n} reads {last}:\n{body}"
+        );
+    }
+}
