@@ -17,9 +17,13 @@ pub struct Generator {
     session: Session,
     vocab: usize,
     tokens: Vec<u32>,
-    /// The last fed token's logits, refilled by each `feed` (a fresh vocabulary-sized
-    /// buffer a token cost more than the argmax over it).
-    logits: Vec<f32>,
+    /// The last run's logits output, handed back to the session at the next run so that it
+    /// fills the same storage (a fresh vocabulary-sized buffer a token cost more than the
+    /// argmax over it).
+    output: Option<HostBuffer>,
+    /// The last row of `output` as f32, where it cannot be read in place (misaligned, or
+    /// a big-endian host).
+    converted: Vec<f32>,
     /// Where each named input and output sits in the manifest's order.
     slots: Slots,
 }
@@ -97,7 +101,8 @@ impl Generator {
             session,
             vocab,
             tokens: Vec::new(),
-            logits: Vec::new(),
+            output: None,
+            converted: Vec::new(),
             slots: Slots {
                 tokens,
                 pos,
@@ -153,6 +158,7 @@ impl Generator {
         if let Some(slot) = self.slots.logit_rows {
             inputs[slot] = Some(ints(tokens.len() - 1..tokens.len()));
         }
+        self.session.recycle(self.output.take());
         let (mut outs, _) = self.session.run_carrying(&inputs, false)?;
         self.tokens.extend_from_slice(tokens);
         let logits = outs[self.slots.logits]
@@ -161,18 +167,11 @@ impl Generator {
         if logits.dtype != DType::F32 {
             bail!("logits are {}, not f32", logits.dtype);
         }
-        let row = 4 * self.vocab;
-        let Some(last) = logits.bytes.len().checked_sub(row) else {
+        if logits.bytes.len() < 4 * self.vocab {
             bail!("the logits hold less than one row of {} values", self.vocab);
-        };
-        self.logits.clear();
-        self.logits.extend(
-            logits.bytes[last..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
-        );
-        self.session.recycle([logits]);
-        Ok(&self.logits)
+        }
+        self.output = Some(logits);
+        Ok(last_row(&self.output, self.vocab, &mut self.converted))
     }
 
     /// Feeds `prompt`, then samples up to `n` tokens, calling `on_token` with each as it
@@ -193,7 +192,8 @@ impl Generator {
         t.prefill = start.elapsed();
         let start = Instant::now();
         for _ in 0..n {
-            let next = sampler.sample(&self.logits, &self.tokens);
+            let logits = last_row(&self.output, self.vocab, &mut self.converted);
+            let next = sampler.sample(logits, &self.tokens);
             t.generated += 1;
             if !on_token(next) {
                 break;
@@ -212,4 +212,29 @@ impl Generator {
         self.tokens.clear();
         self.session.reset_carried();
     }
+}
+
+/// The last row of `vocab` values of the logits `output` (empty before the first run), read
+/// in place where the host's byte order and the buffer's alignment allow, else converted
+/// into `converted`.
+fn last_row<'a>(
+    output: &'a Option<HostBuffer>,
+    vocab: usize,
+    converted: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let Some(out) = output else {
+        return &[];
+    };
+    let row = &out.bytes[out.bytes.len() - 4 * vocab..];
+    if cfg!(target_endian = "little") {
+        if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(row) {
+            return values;
+        }
+    }
+    converted.clear();
+    converted.extend(
+        row.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+    );
+    converted
 }

@@ -395,13 +395,16 @@ impl Session {
             })
             .collect();
         let specs = &self.artifact.manifest().outputs;
+        // A device's outputs come down whole, over whatever the storage held; kernels on
+        // the CPU write outputs in place and get them zeroed.
+        let on_cpu = matches!(self.executor, Executor::Cpu(_));
         let mut host = Vec::with_capacity(outputs.len());
         for (o, ((shape, bytes), spec)) in outputs.into_iter().zip(specs).enumerate() {
             let kept = carried.iter().any(|c| c.output == o);
             let storage = if kept {
                 None
             } else {
-                Some(zeroed_output(&mut self.spare, bytes, &spec.name)?)
+                Some(output_storage(&mut self.spare, bytes, &spec.name, on_cpu)?)
             };
             host.push((shape, storage));
         }
@@ -603,12 +606,14 @@ fn on_device(
 /// Spare output buffers a session keeps at most (a decoder hands back one, its logits).
 const MAX_SPARE: usize = 8;
 
-/// Zeroed storage of `bytes` for output `name`: the smallest spare buffer that holds it,
-/// else a new one. A size too large for memory is an error, not an abort.
-fn zeroed_output(
+/// Storage of `bytes` for output `name`: the smallest spare buffer that holds it, else a
+/// new one; zeroed where `zeroed` (else a reused buffer keeps its old bytes, for a device
+/// download to overwrite). A size too large for memory is an error, not an abort.
+fn output_storage(
     spare: &mut Vec<Vec<u8>>,
     bytes: usize,
     name: &str,
+    zeroed: bool,
 ) -> Result<Vec<u8>, RuntimeError> {
     if bytes == 0 {
         return Ok(Vec::new());
@@ -631,7 +636,9 @@ fn zeroed_output(
             v
         }
     };
-    v.clear();
+    if zeroed {
+        v.clear();
+    }
     v.resize(bytes, 0);
     Ok(v)
 }
@@ -707,21 +714,24 @@ impl Staged {
 mod tests {
     use super::*;
 
-    /// A recycled buffer is reused zeroed, the smallest that fits first; one too small
-    /// stays spare; an empty output takes none.
+    /// A recycled buffer is reused, the smallest that fits first, zeroed where asked (else
+    /// as it was, for a download to overwrite); one too small stays spare; an empty output
+    /// takes none.
     #[test]
-    fn outputs_reuse_the_smallest_spare_that_fits_zeroed() {
+    fn outputs_reuse_the_smallest_spare_that_fits() {
         let (big, small) = (vec![7u8; 4096], vec![7u8; 512]);
         let small_at = small.as_ptr();
         let mut spare = vec![big, small];
-        assert!(zeroed_output(&mut spare, 0, "o").unwrap().is_empty());
+        assert!(output_storage(&mut spare, 0, "o", true).unwrap().is_empty());
         assert_eq!(spare.len(), 2);
-        let got = zeroed_output(&mut spare, 300, "o").unwrap();
+        let got = output_storage(&mut spare, 300, "o", true).unwrap();
         assert_eq!(got.as_ptr(), small_at);
         assert_eq!(got, vec![0u8; 300]);
-        let fresh = zeroed_output(&mut spare, 8192, "o").unwrap();
+        let fresh = output_storage(&mut spare, 8192, "o", true).unwrap();
         assert_eq!((fresh.len(), spare.len()), (8192, 1));
         assert!(fresh.iter().all(|&b| b == 0));
+        let kept = output_storage(&mut spare, 1000, "o", false).unwrap();
+        assert_eq!(kept, vec![7u8; 1000]);
     }
 
     /// An empty input (a cache before the first token) is bound to zeroed memory kernels

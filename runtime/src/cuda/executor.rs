@@ -34,13 +34,11 @@ pub struct CudaExecutor {
     opted_in: HashMap<String, u32>,
     weights: Option<CudaSlice<u8>>,
     arena: Option<CudaSlice<u8>>,
-    dims: Option<CudaSlice<i64>>,
-    /// Device copies of the inputs, then the outputs; reused while large enough, and grown
-    /// at least twofold (a decode step's past positions grow by one each run).
+    /// Device storage of the outputs; reused while large enough, and grown at least
+    /// twofold.
     io: Vec<CudaSlice<u8>>,
-    /// Page-locked host memory the symbols and inputs are staged in before their upload,
-    /// and the outputs land in: copies from and to it are queued without the driver's
-    /// staging through a buffer of its own (see [`Staging`]).
+    /// The symbols and inputs on the device and in page-locked host memory, moved up in
+    /// one copy a run, and page-locked memory the outputs land in (see [`Staging`]).
     staging: Staging,
     /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
     carried: Vec<CudaSlice<u8>>,
@@ -163,7 +161,6 @@ impl CudaExecutor {
             opted_in: HashMap::new(),
             weights,
             arena: None,
-            dims: None,
             io: Vec::new(),
             staging: Staging::default(),
             carried: Vec::new(),
@@ -265,45 +262,29 @@ impl DeviceExecutor for CudaExecutor {
                     .map_err(|e| derr("allocating the arena", e))?,
             );
         }
-        let dims_host: Vec<i64> = if dims.is_empty() { vec![0] } else { dims };
-        if self.dims.as_ref().is_none_or(|d| d.len() < dims_host.len()) {
-            self.dims = Some(
-                s.alloc_zeros::<i64>(dims_host.len())
-                    .map_err(|e| derr("allocating dims", e))?,
-            );
-        }
-        let sizes: Vec<usize> = io
-            .inputs
-            .iter()
-            .map(|b| b.len())
-            .chain(io.outputs.iter().map(|b| b.len()))
-            .collect();
+        let sizes: Vec<usize> = io.outputs.iter().map(|b| b.len()).collect();
         self.io.truncate(sizes.len());
         for (i, &n) in sizes.iter().enumerate() {
             if i >= self.io.len() {
                 self.io.push(
                     s.alloc_zeros::<u8>(n.max(1))
-                        .map_err(|e| derr("allocating an input or output", e))?,
+                        .map_err(|e| derr("allocating an output", e))?,
                 );
             } else if self.io[i].len() < n {
                 self.io[i] = s
                     .alloc_zeros::<u8>(carry::grown(self.io[i].len(), n))
-                    .map_err(|e| derr("allocating an input or output", e))?;
+                    .map_err(|e| derr("allocating an output", e))?;
             }
         }
         host_times::lap(&mut self.times);
-        // The symbols, then each input, staged in page-locked memory and queued.
-        let dims_bytes: Vec<u8> = dims_host.iter().flat_map(|d| d.to_le_bytes()).collect();
-        let mut uploads: Vec<(&[u8], u64)> = Vec::with_capacity(io.inputs.len() + 1);
-        let dims_dev = self.dims.as_ref().expect("allocated above");
-        uploads.push((&dims_bytes, dims_dev.device_ptr(&s).0));
-        for (i, data) in io.inputs.iter().enumerate() {
-            if !data.is_empty() {
-                uploads.push((data, self.io[i].device_ptr(&s).0));
-            }
-        }
-        self.staging
-            .upload(&self.device.context, &s, &uploads)
+        // The symbols, then each input (carried ones are empty here), in one copy.
+        let dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(io.inputs.len() + 1);
+        pieces.push(&dims_bytes);
+        pieces.extend(io.inputs.iter().copied());
+        let uploaded = self
+            .staging
+            .upload(&self.device.context, &s, &pieces)
             .map_err(|e| derr("uploading the inputs", e))?;
         host_times::lap(&mut self.times);
         self.carried.truncate(io.carried.len());
@@ -329,9 +310,13 @@ impl DeviceExecutor for CudaExecutor {
         let addr = |b: &CudaSlice<u8>| -> u64 { b.device_ptr(&s).0 };
         let arena = addr(self.arena.as_ref().expect("allocated above"));
         let weights = self.weights.as_ref().map_or(0, addr);
-        let dims_addr = self.dims.as_ref().map_or(0, |d| d.device_ptr(&s).0);
+        let dims_addr = uploaded[0];
         let n_in = io.inputs.len();
-        let mut io_addrs: Vec<u64> = self.io.iter().map(addr).collect();
+        let mut io_addrs: Vec<u64> = uploaded[1..]
+            .iter()
+            .copied()
+            .chain(self.io.iter().map(addr))
+            .collect();
         for (run, store) in io.carried.iter().zip(&self.carried) {
             io_addrs[run.input] = addr(store);
             io_addrs[n_in + run.output] = addr(store) + run.held as u64;
@@ -422,7 +407,7 @@ impl DeviceExecutor for CudaExecutor {
         }
         host_times::lap(&mut self.times);
         let downloads: Vec<u64> = (0..io.outputs.len())
-            .map(|i| self.io[n_in + i].device_ptr(&s).0)
+            .map(|i| self.io[i].device_ptr(&s).0)
             .collect();
         let mut outs: Vec<(&mut [u8], u64)> = io
             .outputs
@@ -450,13 +435,17 @@ impl DeviceExecutor for CudaExecutor {
     }
 }
 
-/// Page-locked host buffers for a run's uploads and downloads, grown as runs need. From
-/// pageable memory the driver copies through a page-locked buffer of its own before (or,
-/// for downloads, after) each transfer; a decode step moves a few small inputs up and the
-/// logits down every run, so those extra copies are a share of each step.
+/// Page-locked host buffers for a run's uploads and downloads, grown as runs need, and the
+/// uploads' device block. From pageable memory the driver copies through a page-locked
+/// buffer of its own before (or, for downloads, after) each transfer; a decode step moves
+/// a few small inputs up and the logits down every run, so those extra copies, and one
+/// driver call per input, are a share of each step.
 #[derive(Default)]
 struct Staging {
     up: Option<PinnedHostSlice<u8>>,
+    /// The uploads' device copy, and the room each piece has in it (see `upload`).
+    up_device: Option<CudaSlice<u8>>,
+    up_room: Vec<usize>,
     down: Option<PinnedHostSlice<u8>>,
 }
 
@@ -474,6 +463,20 @@ fn staged_offsets(lens: impl Iterator<Item = usize>) -> (Vec<usize>, usize) {
         })
         .collect();
     (offsets, at)
+}
+
+/// Gives each of `lens` room in `room` (one entry per piece, kept between runs; reset when
+/// the number of pieces changes): a piece that no longer fits gets twice its old room or
+/// its length, whichever is more, in multiples of `STAGING_ALIGN`; the others keep theirs.
+fn make_room(room: &mut Vec<usize>, lens: impl ExactSizeIterator<Item = usize>) {
+    if room.len() != lens.len() {
+        *room = vec![0; lens.len()];
+    }
+    for (r, n) in room.iter_mut().zip(lens) {
+        if *r < n.max(1) {
+            *r = n.max(1).max(*r * 2).next_multiple_of(STAGING_ALIGN);
+        }
+    }
 }
 
 /// `slot`, grown (its contents dropped) to hold at least `bytes`; `flags` as the driver
@@ -495,27 +498,49 @@ fn pinned<'a>(
 }
 
 impl Staging {
-    /// Queues the copy of each `(bytes, device address)` onto `s`, through page-locked
-    /// memory. The previous run's copies have finished (every run ends synchronised).
+    /// Moves `pieces` to the device in one copy, through page-locked memory, and returns
+    /// where each landed. Each piece keeps its place from run to run while it fits the
+    /// room it had (a decode's past positions grow by one each step), so the kernels'
+    /// addresses stay the same; one that outgrows its room gets twice as much. The
+    /// previous run's copy has finished (every run ends synchronised).
     fn upload(
         &mut self,
         ctx: &Arc<CudaContext>,
         s: &Arc<CudaStream>,
-        pieces: &[(&[u8], u64)],
-    ) -> Result<(), DriverError> {
-        let (offsets, total) = staged_offsets(pieces.iter().map(|(b, _)| b.len()));
+        pieces: &[&[u8]],
+    ) -> Result<Vec<u64>, DriverError> {
+        make_room(&mut self.up_room, pieces.iter().map(|p| p.len()));
+        let (offsets, total) = staged_offsets(self.up_room.iter().copied());
+        if self.up_device.as_ref().is_none_or(|d| d.len() < total) {
+            // Twice what is needed, so that pieces outgrowing their room move within it.
+            self.up_device = None;
+            self.up_device = Some(s.alloc_zeros::<u8>(2 * total)?);
+        }
+        let base = self
+            .up_device
+            .as_ref()
+            .expect("allocated above")
+            .device_ptr(s)
+            .0;
         // Write-combined: the host only writes it, and the device reads it faster.
         let buf = pinned(&mut self.up, ctx, total, sys::CU_MEMHOSTALLOC_WRITECOMBINED)?;
         let host = buf.as_mut_slice()?;
-        for ((bytes, at), &start) in pieces.iter().zip(&offsets) {
-            let staged = &mut host[start..start + bytes.len()];
-            staged.copy_from_slice(bytes);
-            // SAFETY: `at` is a device allocation of at least `bytes.len()` bytes (sized by
-            // the caller from the same run), and `staged` stays allocated and unwritten
-            // until the stream is synchronised at the end of the run.
-            unsafe { cudarc::driver::result::memcpy_htod_async(*at, staged, s.cu_stream())? };
+        for (bytes, &start) in pieces.iter().zip(&offsets) {
+            host[start..start + bytes.len()].copy_from_slice(bytes);
         }
-        Ok(())
+        let end = offsets
+            .last()
+            .zip(pieces.last())
+            .map_or(0, |(o, p)| o + p.len());
+        if end > 0 {
+            // SAFETY: the device block holds `total >= end` bytes, and the staged bytes stay
+            // allocated and unwritten until the stream is synchronised at the end of the
+            // run.
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(base, &host[..end], s.cu_stream())?
+            };
+        }
+        Ok(offsets.iter().map(|&o| base + o as u64).collect())
     }
 
     /// Queues the copy of each `(destination, device address)` into page-locked memory,
@@ -611,6 +636,23 @@ mod tests {
         assert_eq!(offsets, vec![0, 64, 64, 192, 320]);
         assert_eq!(total, 384);
         assert_eq!(staged_offsets(std::iter::empty()), (vec![], 0));
+    }
+
+    /// A growing piece keeps its room (and the pieces after it their places) until it
+    /// outgrows it, then doubles; a new number of pieces starts over.
+    #[test]
+    fn uploads_keep_their_places_while_they_fit() {
+        let mut room = Vec::new();
+        make_room(&mut room, [56, 4, 0].into_iter());
+        assert_eq!(room, [64, 64, 64]);
+        make_room(&mut room, [56, 64, 0].into_iter());
+        assert_eq!(room, [64, 64, 64]);
+        make_room(&mut room, [56, 68, 0].into_iter());
+        assert_eq!(room, [64, 128, 64]);
+        make_room(&mut room, [56, 300, 0].into_iter());
+        assert_eq!(room, [64, 320, 64]);
+        make_room(&mut room, [8].into_iter());
+        assert_eq!(room, [64]);
     }
 
     #[test]
