@@ -15,6 +15,7 @@ pub mod error;
 pub mod hazards;
 pub mod hip;
 pub mod host_times;
+pub mod launch_sizes;
 pub mod manifest;
 pub mod plan;
 pub mod session;

@@ -174,7 +174,7 @@ impl Launch {
 
 /// Blocks of shape `blocks` for `points` grid points, at most `max_blocks` (the kernels
 /// stride over points, so a capped grid is still complete).
-fn block_count(points: u64, blocks: GpuBlocks, max_blocks: u64) -> u32 {
+pub(crate) fn block_count(points: u64, blocks: GpuBlocks, max_blocks: u64) -> u32 {
     points
         .div_ceil(blocks.points_per_block as u64)
         .min(max_blocks)
@@ -374,7 +374,7 @@ pub fn with_room_bindings(env: &Bindings) -> Bindings {
 }
 
 /// `v` rounded up to a multiple of an eighth of its power of two (16 and below as they are).
-fn with_room(v: i64) -> i64 {
+pub(crate) fn with_room(v: i64) -> i64 {
     if v <= 16 {
         return v;
     }

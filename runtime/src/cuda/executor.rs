@@ -14,6 +14,7 @@ use crate::device::{DeviceExecutor, Recordings};
 use crate::error::RuntimeError;
 use crate::hazards;
 use crate::host_times::{self, HostTimes};
+use crate::launch_sizes::LaunchSizes;
 use crate::plan::{self, HostIo, Launch, Plan};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
@@ -54,6 +55,8 @@ pub struct CudaExecutor {
     /// replayed launches then get blocks for the symbols with room, and keep their
     /// arguments while a decode's position grows within it.
     counts_own_points: bool,
+    /// The plan's launches, ready to size each run (made at the first run of a plan).
+    sizes: Option<LaunchSizes>,
     /// Kernels left out of every run (`KILN_CUDA_SKIP_KERNELS`, see [`skipped_kernels`]).
     skip: Vec<String>,
     graph: Option<LaunchGraph>,
@@ -168,6 +171,7 @@ impl CudaExecutor {
             early_launch: waits_for_prior_grids
                 && std::env::var("KILN_CUDA_EARLY_LAUNCH").as_deref() != Ok("0"),
             counts_own_points,
+            sizes: None,
             skip: skipped_kernels(),
             graph: None,
             recordings: Recordings::default(),
@@ -324,14 +328,14 @@ impl DeviceExecutor for CudaExecutor {
 
         let mut calls = Vec::with_capacity(plan.launches.len());
         let mut names = Vec::with_capacity(plan.launches.len());
-        let roomy = (self.graphs && !profile && self.counts_own_points)
-            .then(|| plan::with_room_bindings(env));
+        let roomy: Option<Vec<i64>> = (self.graphs && !profile && self.counts_own_points)
+            .then(|| dims.iter().map(|&v| plan::with_room(v)).collect());
+        if self.sizes.as_ref().is_none_or(|z| !z.fits(plan)) {
+            self.sizes = Some(LaunchSizes::new(plan).map_err(perr)?);
+        }
+        let sizes = self.sizes.as_ref().expect("made above");
         for (index, launch) in plan.launches.iter().enumerate() {
-            let max_blocks = i32::MAX as u64;
-            let size = match &roomy {
-                Some(r) => launch.on_device_with_room(env, r, max_blocks),
-                None => launch.on_device(env, max_blocks),
-            };
+            let size = sizes.on_device(index, &dims, roomy.as_deref(), i32::MAX as u64);
             let Some(size) = size.map_err(perr)? else {
                 continue;
             };
