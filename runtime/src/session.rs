@@ -578,7 +578,7 @@ fn check_input(
 }
 
 /// Outputs and timings of a run on a device with its own memory: `run` gets the inputs and
-/// the zeroed host storage of `outputs` to fill (`None`, passed empty, for carried ones,
+/// the host storage of `outputs` to fill whole (`None`, passed empty, for carried ones,
 /// which stay on the device, as do carried inputs).
 #[allow(clippy::type_complexity)]
 fn on_device(
