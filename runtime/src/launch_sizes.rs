@@ -2,11 +2,11 @@
 //! per executor. A GPU executor sizes each launch of a decode step every run (its guard,
 //! its grid's points and blocks); through [`Launch::on_device`] each dim looks its symbols
 //! up by name, and a 1B llama's plan of some five hundred launches then spent about 30 us
-//! of a step's host time on it (one H100's host, 2026-12-07). Here the same arithmetic
-//! reads the values by position; `Launch::on_device` stays the definition, and the tests
-//! hold the two to the same answers.
+//! of a step's host time on it (one H100's host, 2026-12-07). Here the dims read their
+//! values by position; both size through the same rule (`plan::device_launch`), and the
+//! tests hold the two to the same answers.
 
-use crate::plan::{block_count, DeviceLaunch, GpuBlocks, Plan};
+use crate::plan::{affine_extent, device_launch, DeviceLaunch, GpuBlocks, Plan};
 use kiln_ir::Dim;
 
 /// `constant + sum(coeff * dims[index])`.
@@ -38,15 +38,8 @@ impl IndexedDim {
 
     /// The dim's value as a non-negative extent, as `plan::eval_extent` computes it.
     fn extent(&self, dims: &[i64]) -> Result<u64, String> {
-        let overflow = || format!("dim {} overflows", self.text);
-        let mut v = self.constant;
-        for &(i, c) in &self.terms {
-            v = c
-                .checked_mul(dims[i])
-                .and_then(|t| v.checked_add(t))
-                .ok_or_else(overflow)?;
-        }
-        u64::try_from(v).map_err(|_| format!("dim {} evaluates to negative {v}", self.text))
+        let values = self.terms.iter().map(|&(i, c)| Ok((dims[i], c)));
+        affine_extent(self.constant, values, &self.text)
     }
 }
 
@@ -102,8 +95,10 @@ impl LaunchSizes {
     }
 
     /// [`Launch::on_device`](crate::plan::Launch::on_device) of launch `i` under the
-    /// symbol values `dims`, or with `roomy` (the values with room, `plan::with_room`)
-    /// [`Launch::on_device_with_room`](crate::plan::Launch::on_device_with_room).
+    /// symbol values `dims`; with `roomy` (the values with room, `plan::with_room`) as
+    /// many blocks as the grid needs under those, where they are more (for code whose
+    /// kernels count their own points, `Variant::counts_own_points`: the extra blocks find
+    /// no points, and the launch stays the same while the symbols grow within their room).
     pub fn on_device(
         &self,
         i: usize,
@@ -123,24 +118,9 @@ impl LaunchSizes {
                 return Ok(None);
             }
         }
-        let blocks = l.blocks.ok_or_else(|| at("no GPU block shape".into()))?;
-        blocks.check().map_err(at)?;
-        let points = grid_points(&l.grid, dims).map_err(at)?;
-        if points == 0 {
-            return Ok(None);
-        }
-        if i64::try_from(points).is_err() {
-            return Err(at("too many grid points".into()));
-        }
-        let points = match roomy.map(|r| grid_points(&l.grid, r)) {
-            Some(Ok(p)) if p > points && i64::try_from(p).is_ok() => p,
-            _ => points,
-        };
-        Ok(Some(DeviceLaunch {
-            blocks,
-            points,
-            block_count: block_count(points, blocks, max_blocks),
-        }))
+        let points = || grid_points(&l.grid, dims);
+        let roomy = roomy.map(|r| move || grid_points(&l.grid, r));
+        device_launch(l.blocks, points, roomy, max_blocks).map_err(at)
     }
 }
 
@@ -158,7 +138,7 @@ fn grid_points(grid: &[(IndexedDim, u64)], dims: &[i64]) -> Result<u64, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{with_room_bindings, GridDim, Guard, Launch};
+    use crate::plan::{grid_points, with_room, GridDim, Guard, Launch};
     use kiln_ir::Bindings;
 
     fn launch(grid: Vec<GridDim>, guard: Option<Guard>, points_per_block: u32) -> Launch {
@@ -225,9 +205,8 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-            let roomy = with_room_bindings(&env);
             let dims = plan.dims_array(&env).unwrap();
-            let roomy_dims = plan.dims_array(&roomy).unwrap();
+            let roomy: Vec<i64> = dims.iter().map(|&v| with_room(v)).collect();
             for (i, l) in plan.launches.iter().enumerate() {
                 let want = l.on_device(&env, 1 << 20);
                 assert_eq!(
@@ -235,8 +214,23 @@ mod tests {
                     want,
                     "{i} {env:?}"
                 );
-                let want = l.on_device_with_room(&env, &roomy, 1 << 20);
-                let got = sizes.on_device(i, &dims, Some(&roomy_dims), 1 << 20);
+                // With room: the same launch, with blocks for the grid under the values
+                // with room where that grid is larger.
+                let room_env: Bindings = env
+                    .iter()
+                    .map(|(k, &v)| (k.clone(), with_room(v)))
+                    .collect();
+                let want = want.map(|o| {
+                    o.map(|w| match grid_points(&l.grid, &room_env) {
+                        Ok(p) if p > w.points => DeviceLaunch {
+                            points: p,
+                            block_count: p.div_ceil(w.blocks.points_per_block as u64) as u32,
+                            ..w
+                        },
+                        _ => w,
+                    })
+                });
+                let got = sizes.on_device(i, &dims, Some(&roomy), 1 << 20);
                 assert_eq!(got, want, "{i} {env:?} with room");
             }
         }
@@ -246,5 +240,42 @@ mod tests {
             .unwrap_err()
             .contains("symbol `seq` is not bound"));
         assert!(sizes.on_device(0, &[1, 1], None, 8).is_err());
+    }
+
+    /// With room, a launch keeps its blocks while its symbol grows inside the room (the
+    /// guard still reads the exact value), and never gets fewer than the exact grid needs.
+    #[test]
+    fn launches_with_room_keep_their_blocks_while_the_symbol_grows() {
+        let grid = vec![GridDim {
+            dim: Dim::sym("past").add(&Dim::known(1)),
+            ceil_div: 4,
+        }];
+        let guard = Some(Guard {
+            dim: Dim::sym("past"),
+            max: 100,
+            above: false,
+        });
+        let plan = Plan {
+            symbols: vec!["past".into()],
+            slots: vec![],
+            launches: vec![launch(grid, guard, 1)],
+        };
+        let sizes = LaunchSizes::new(&plan).unwrap();
+        let sized = |past: i64| {
+            let roomy = [with_room(past)];
+            sizes.on_device(0, &[past], Some(&roomy), 1 << 20).unwrap()
+        };
+        // past 65..=72 rounds up to 72: 73 positions, 19 blocks of 4.
+        let at_65 = sized(65).unwrap();
+        assert_eq!((at_65.points, at_65.block_count), (19, 19));
+        for past in 66..=72 {
+            assert_eq!(sized(past), Some(at_65), "past = {past}");
+        }
+        assert!(sized(73).unwrap().block_count > 19);
+        // Below 16 the room is none: exact.
+        assert_eq!(sized(9), sizes.on_device(0, &[9], None, 1 << 20).unwrap());
+        // The guard reads the exact value (101 would round up past it, 100 does not).
+        assert!(sized(100).is_some());
+        assert_eq!(sized(101), None);
     }
 }

@@ -113,8 +113,8 @@ impl GpuBlocks {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceLaunch {
     pub blocks: GpuBlocks,
-    /// The grid's point count (with room, `Launch::on_device_with_room`: the count its
-    /// blocks were sized for, at least the grid's).
+    /// The grid's point count (with room, `LaunchSizes::on_device`: the count its blocks
+    /// were sized for, at least the grid's).
     pub points: u64,
     pub block_count: u32,
 }
@@ -131,50 +131,51 @@ impl Launch {
         if !self.runs(env).map_err(at)? {
             return Ok(None);
         }
-        let blocks = self.gpu.ok_or_else(|| at("no GPU block shape".into()))?;
-        blocks.check().map_err(at)?;
-        let points = grid_points(&self.grid, env).map_err(at)?;
-        if points == 0 {
-            return Ok(None);
-        }
-        if i64::try_from(points).is_err() {
-            return Err(at("too many grid points".into()));
-        }
-        Ok(Some(DeviceLaunch {
-            blocks,
+        let points = || grid_points(&self.grid, env);
+        device_launch(
+            self.gpu,
             points,
-            block_count: block_count(points, blocks, max_blocks),
-        }))
+            None::<fn() -> Result<u64, String>>,
+            max_blocks,
+        )
+        .map_err(at)
     }
+}
 
-    /// Like [`Launch::on_device`] under `env`, with blocks for the grid under `roomy` where
-    /// that is larger (`roomy`: `env` with room, [`with_room_bindings`]), for code whose
-    /// kernels count their own points (`Variant::counts_own_points`): the extra blocks find
-    /// no points, and the launch stays the same while the symbols grow within their room.
-    pub fn on_device_with_room(
-        &self,
-        env: &Bindings,
-        roomy: &Bindings,
-        max_blocks: u64,
-    ) -> Result<Option<DeviceLaunch>, String> {
-        let Some(exact) = self.on_device(env, max_blocks)? else {
-            return Ok(None);
-        };
-        let points = match grid_points(&self.grid, roomy) {
-            Ok(p) if p > exact.points && i64::try_from(p).is_ok() => p,
-            _ => return Ok(Some(exact)),
-        };
-        Ok(Some(DeviceLaunch {
-            points,
-            block_count: block_count(points, exact.blocks, max_blocks),
-            ..exact
-        }))
+/// The launch of a grid of `points` grid points in blocks of `blocks`, or `None` for an
+/// empty grid; with `roomy` (the grid's points under the symbols with room,
+/// `crate::launch_sizes`) as many blocks as those need, where they are more: kernels that
+/// count their own points find none in the extra blocks. The one sizing rule of every GPU
+/// launch, whether its dims look their symbols up by name or by position.
+pub(crate) fn device_launch(
+    blocks: Option<GpuBlocks>,
+    points: impl FnOnce() -> Result<u64, String>,
+    roomy: Option<impl FnOnce() -> Result<u64, String>>,
+    max_blocks: u64,
+) -> Result<Option<DeviceLaunch>, String> {
+    let blocks = blocks.ok_or("no GPU block shape")?;
+    blocks.check()?;
+    let exact = points()?;
+    if exact == 0 {
+        return Ok(None);
     }
+    if i64::try_from(exact).is_err() {
+        return Err("too many grid points".into());
+    }
+    let points = match roomy.map(|r| r()) {
+        Some(Ok(p)) if p > exact && i64::try_from(p).is_ok() => p,
+        _ => exact,
+    };
+    Ok(Some(DeviceLaunch {
+        blocks,
+        points,
+        block_count: block_count(points, blocks, max_blocks),
+    }))
 }
 
 /// Blocks of shape `blocks` for `points` grid points, at most `max_blocks` (the kernels
 /// stride over points, so a capped grid is still complete).
-pub(crate) fn block_count(points: u64, blocks: GpuBlocks, max_blocks: u64) -> u32 {
+fn block_count(points: u64, blocks: GpuBlocks, max_blocks: u64) -> u32 {
     points
         .div_ceil(blocks.points_per_block as u64)
         .min(max_blocks)
@@ -257,16 +258,29 @@ impl SizeExpr {
 /// A dim's value as a non-negative extent. Arithmetic is checked: dims come from the
 /// manifest, which is untrusted input.
 pub fn eval_extent(dim: &Dim, env: &Bindings) -> Result<u64, String> {
-    let overflow = || format!("dim {dim} overflows");
-    let mut v = dim.constant;
-    for (s, c) in &dim.terms {
+    let values = dim.terms.iter().map(|(s, c)| {
         let x = env
             .get(s)
             .ok_or_else(|| format!("symbol `{s}` is not bound"))?;
+        Ok((*x, *c))
+    });
+    affine_extent(dim.constant, values, dim)
+}
+
+/// `constant + sum(coeff * value)` over `terms` (`(value, coeff)`, or why a value is
+/// missing) as a non-negative extent, in checked arithmetic; errors name `dim`.
+pub(crate) fn affine_extent(
+    constant: i64,
+    terms: impl IntoIterator<Item = Result<(i64, i64), String>>,
+    dim: &dyn std::fmt::Display,
+) -> Result<u64, String> {
+    let mut v = constant;
+    for term in terms {
+        let (x, c) = term?;
         v = c
-            .checked_mul(*x)
+            .checked_mul(x)
             .and_then(|t| v.checked_add(t))
-            .ok_or_else(overflow)?;
+            .ok_or_else(|| format!("dim {dim} overflows"))?;
     }
     u64::try_from(v).map_err(|_| format!("dim {dim} evaluates to negative {v}"))
 }
@@ -345,7 +359,10 @@ impl Plan {
     /// shrinks as a symbol grows), where `env`'s own layout is returned.
     pub fn arena_layout_with_room(&self, env: &Bindings) -> Result<ArenaLayout, String> {
         let exact = self.arena_layout(env)?;
-        let roomy = with_room_bindings(env);
+        let roomy: Bindings = env
+            .iter()
+            .map(|(s, &v)| (s.clone(), with_room(v)))
+            .collect();
         match self.arena_layout(&roomy) {
             Ok(big) if big.sizes.iter().zip(&exact.sizes).all(|(b, e)| b >= e) => Ok(big),
             _ => Ok(exact),
@@ -363,14 +380,6 @@ impl Plan {
             })
             .collect()
     }
-}
-
-/// `env` with every symbol rounded up as [`Plan::arena_layout_with_room`] rounds it: values
-/// that stay the same while a decode's position grows by a few.
-pub fn with_room_bindings(env: &Bindings) -> Bindings {
-    env.iter()
-        .map(|(s, &v)| (s.clone(), with_room(v)))
-        .collect()
 }
 
 /// `v` rounded up to a multiple of an eighth of its power of two (16 and below as they are).
@@ -449,51 +458,6 @@ mod tests {
             .map(|a| a.address(0x1000, &[0, 128], &[0x9000, 0xa000], 1, 0x5000))
             .collect();
         assert_eq!(addrs, [0x1080, 0xa000, 0x5040]);
-    }
-
-    /// With room, a launch keeps its blocks while its symbol grows inside the room (the
-    /// guard still reads the exact value), and never gets fewer than the exact grid needs.
-    #[test]
-    fn launches_with_room_keep_their_blocks_while_the_symbol_grows() {
-        let launch = Launch {
-            kernel: "k".into(),
-            writes: vec![],
-            args: vec![],
-            grid: vec![GridDim {
-                dim: Dim::sym("past").add(&Dim::known(1)),
-                ceil_div: 4,
-            }],
-            min_chunk: 1,
-            gpu: Some(GpuBlocks {
-                threads: 64,
-                points_per_block: 1,
-                shared_bytes: 0,
-            }),
-            guard: Some(Guard {
-                dim: Dim::sym("past"),
-                max: 100,
-                above: false,
-            }),
-        };
-        let sized = |past: i64| {
-            let e = env(&[("past", past)]);
-            launch
-                .on_device_with_room(&e, &with_room_bindings(&e), 1 << 20)
-                .unwrap()
-        };
-        // past 65..=72 rounds up to 72: 73 positions, 19 blocks of 4.
-        let at_65 = sized(65).unwrap();
-        assert_eq!((at_65.points, at_65.block_count), (19, 19));
-        for past in 66..=72 {
-            assert_eq!(sized(past), Some(at_65), "past = {past}");
-        }
-        assert!(sized(73).unwrap().block_count > 19);
-        // Below 16 the room is none: exact.
-        let e = env(&[("past", 9)]);
-        assert_eq!(sized(9), launch.on_device(&e, 1 << 20).unwrap());
-        // The guard reads the exact value (101 would round up past it, 100 does not).
-        assert!(sized(100).is_some());
-        assert_eq!(sized(101), None);
     }
 
     #[test]
