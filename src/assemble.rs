@@ -227,6 +227,7 @@ pub fn assemble(
             required_features: required_features(target),
             waits_for_prior_grids: be.waits_for_prior_grids(target),
             counts_own_points: be.counts_own_points(target),
+            buffer_offsets: be.reads_buffer_offsets(target),
         });
         code.push(blob);
     }

@@ -64,4 +64,11 @@ pub trait Backend {
         let _ = target;
         false
     }
+    /// Whether `target`'s kernels take the address of their buffers' offsets where a point
+    /// count was passed before, and add each offset to its buffer's address
+    /// (`kiln_runtime::manifest::Variant::buffer_offsets`).
+    fn reads_buffer_offsets(&self, target: &Target) -> bool {
+        let _ = target;
+        false
+    }
 }

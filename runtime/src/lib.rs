@@ -6,6 +6,7 @@
 //! depends on kiln-ir only: a deployed runtime needs neither LLVM nor the compiler.
 
 pub mod artifact;
+pub mod buffer_offsets;
 pub mod cache_dir;
 pub mod carry;
 pub mod cpu;

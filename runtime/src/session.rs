@@ -128,6 +128,7 @@ impl Session {
                 artifact.weights()?,
                 v.waits_for_prior_grids,
                 v.counts_own_points,
+                v.buffer_offsets,
             )?)),
             #[cfg(feature = "vulkan")]
             Some("vulkan") => {
@@ -143,6 +144,7 @@ impl Session {
                 artifact.code(variant)?,
                 &v.kernels,
                 artifact.weights()?,
+                v.buffer_offsets,
             )?)),
             _ => {
                 return Err(RuntimeError::NoExecutor {

@@ -115,6 +115,7 @@ fn manifest(kernels: &[&str]) -> Manifest {
         required_features: vec![],
         waits_for_prior_grids: false,
         counts_own_points: false,
+        buffer_offsets: false,
     };
     Manifest {
         model: "add-bias".into(),

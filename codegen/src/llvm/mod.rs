@@ -114,6 +114,10 @@ impl Backend for LlvmBackend {
         matches!(target, Target::Cuda(_) | Target::Hip(_))
     }
 
+    fn reads_buffer_offsets(&self, target: &Target) -> bool {
+        matches!(target, Target::Cuda(_) | Target::Hip(_))
+    }
+
     fn compile(&self, kernels: &[Kernel], target: &Target) -> Result<Vec<u8>, CodegenError> {
         match target {
             Target::Cuda(sm) => return gpu::nvptx::compile(kernels, sm, target),

@@ -8,6 +8,7 @@
 
 use super::device::{probe, Device};
 use super::graph::{KernelCall, LaunchGraph};
+use crate::buffer_offsets::OffsetTables;
 use crate::carry;
 use crate::cpu::executor::LaunchTiming;
 use crate::device::{DeviceExecutor, Recordings};
@@ -17,8 +18,8 @@ use crate::host_times::{self, HostTimes};
 use crate::launch_sizes::LaunchSizes;
 use crate::plan::{self, HostIo, Launch, Plan};
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError,
+    LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use kiln_ir::Bindings;
@@ -55,8 +56,17 @@ pub struct CudaExecutor {
     /// replayed launches then get blocks for the symbols with room, and keep their
     /// arguments while a decode's position grows within it.
     counts_own_points: bool,
+    /// Whether the code's kernels add offsets from a table to their buffers
+    /// (`Variant::buffer_offsets`): carried outputs are then passed as their storage, and
+    /// a decode step's launches keep their arguments.
+    buffer_offsets: bool,
     /// The plan's launches, ready to size each run (made at the first run of a plan).
     sizes: Option<LaunchSizes>,
+    /// Where each launch's offsets lie (laid out again when the carried outputs change).
+    tables: Option<OffsetTables>,
+    /// What the kept graph's calls were made from (see [`CudaExecutor::execute`]); empty
+    /// when there is no graph to trust.
+    made_from: Vec<u64>,
     /// Kernels left out of every run (`KILN_CUDA_SKIP_KERNELS`, see [`skipped_kernels`]).
     skip: Vec<String>,
     graph: Option<LaunchGraph>,
@@ -110,6 +120,7 @@ impl CudaExecutor {
         weights: Option<&[u8]>,
         waits_for_prior_grids: bool,
         counts_own_points: bool,
+        buffer_offsets: bool,
     ) -> Result<CudaExecutor, RuntimeError> {
         let device = probe().map_err(|msg| RuntimeError::Device {
             target: target.into(),
@@ -171,7 +182,10 @@ impl CudaExecutor {
             early_launch: waits_for_prior_grids
                 && std::env::var("KILN_CUDA_EARLY_LAUNCH").as_deref() != Ok("0"),
             counts_own_points,
+            buffer_offsets,
             sizes: None,
+            tables: None,
+            made_from: Vec::new(),
             skip: skipped_kernels(),
             graph: None,
             recordings: Recordings::default(),
@@ -281,8 +295,25 @@ impl DeviceExecutor for CudaExecutor {
             }
         }
         host_times::lap(&mut self.times);
-        // The symbols, then each input (carried ones are empty here), in one copy.
-        let dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        // The symbols and the buffers' offsets, then each input (carried ones are empty
+        // here), in one copy.
+        let mut dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let carried_outputs: Vec<usize> = io.carried.iter().map(|r| r.output).collect();
+        if self.buffer_offsets {
+            if self
+                .tables
+                .as_ref()
+                .is_none_or(|t| !t.fits(plan, &carried_outputs))
+            {
+                self.tables = Some(OffsetTables::new(plan, &carried_outputs));
+            }
+            let held = |o: usize| {
+                let run = io.carried.iter().find(|r| r.output == o);
+                run.map_or(0, |r| r.held as u64)
+            };
+            let tables = self.tables.as_ref().expect("laid out above");
+            tables.write(held, &mut dims_bytes);
+        }
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(io.inputs.len() + 1);
         pieces.push(&dims_bytes);
         pieces.extend(io.inputs.iter().copied());
@@ -323,13 +354,40 @@ impl DeviceExecutor for CudaExecutor {
             .collect();
         for (run, store) in io.carried.iter().zip(&self.carried) {
             io_addrs[run.input] = addr(store);
-            io_addrs[n_in + run.output] = addr(store) + run.held as u64;
+            // With offsets, the kernels add the rows held themselves.
+            let moved = if self.buffer_offsets { 0 } else { run.held };
+            io_addrs[n_in + run.output] = addr(store) + moved as u64;
         }
+        let tables_addr = dims_addr + 8 * dims.len() as u64;
+
+        let replayed = self.graphs && !profile;
+        let roomy: Option<Vec<i64>> = (replayed && self.counts_own_points)
+            .then(|| dims.iter().map(|&v| plan::with_room(v)).collect());
+        // Everything a run's kernel calls are made from besides the plan: while it repeats,
+        // so do the calls, which the kept graph holds already (a decode's steps within
+        // their room, with offsets).
+        let made_from: Vec<u64> = [plan.launches.len() as u64, arena, weights, dims_addr]
+            .into_iter()
+            .chain(layout.offsets.iter().copied())
+            .chain(io_addrs.iter().copied())
+            .chain(roomy.as_ref().unwrap_or(&dims).iter().map(|&v| v as u64))
+            .chain(carried_outputs.iter().map(|&o| o as u64))
+            .collect();
+        if replayed && self.graph.is_some() && made_from == self.made_from {
+            self.recordings.runs += 1;
+            host_times::lap(&mut self.times);
+            host_times::lap(&mut self.times);
+            let graph = self.graph.as_ref().expect("checked above");
+            (self.device.context.bind_to_thread())
+                .and_then(|()| graph.launch(&self.stream))
+                .map_err(|e| derr("running the launch graph", e))?;
+            host_times::lap(&mut self.times);
+            return self.finish(io.outputs, Vec::new());
+        }
+        self.made_from.clear();
 
         let mut calls = Vec::with_capacity(plan.launches.len());
         let mut names = Vec::with_capacity(plan.launches.len());
-        let roomy: Option<Vec<i64>> = (self.graphs && !profile && self.counts_own_points)
-            .then(|| dims.iter().map(|&v| plan::with_room(v)).collect());
         if self.sizes.as_ref().is_none_or(|z| !z.fits(plan)) {
             self.sizes = Some(LaunchSizes::new(plan).map_err(perr)?);
         }
@@ -355,7 +413,11 @@ impl DeviceExecutor for CudaExecutor {
                 .iter()
                 .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
-            params.extend([dims_addr, size.points]);
+            let last = match &self.tables {
+                Some(t) if self.buffer_offsets => tables_addr + 8 * t.start(index) as u64,
+                _ => size.points,
+            };
+            params.extend([dims_addr, last]);
             let shared_bytes = size.blocks.shared_bytes;
             opt_in(
                 &mut self.opted_in,
@@ -376,16 +438,17 @@ impl DeviceExecutor for CudaExecutor {
                 shared_bytes,
                 params,
             });
-            names.push((launch.kernel.as_str(), f));
+            names.push((launch.kernel.as_str(), f, size.points));
         }
         host_times::lap(&mut self.times);
         let mut events = Vec::new();
-        if self.graphs && !profile && !calls.is_empty() {
+        if replayed && !calls.is_empty() {
             self.replay(plan, &calls)
                 .map_err(|e| derr("running the launch graph", e))?;
+            self.made_from = made_from;
         } else {
             host_times::lap(&mut self.times);
-            for (call, (kernel, f)) in calls.iter().zip(names) {
+            for (call, (kernel, f, points)) in calls.iter().zip(names) {
                 let cfg = LaunchConfig {
                     grid_dim: (call.blocks, 1, 1),
                     block_dim: (call.threads, 1, 1),
@@ -404,17 +467,32 @@ impl DeviceExecutor for CudaExecutor {
                 let ev = unsafe { b.launch(cfg) }
                     .map_err(|e| derr(&format!("launching {kernel}"), e))?;
                 if let Some(ev) = ev {
-                    let points = *call.params.last().expect("the point count");
                     events.push((kernel.to_string(), points, ev));
                 }
             }
         }
         host_times::lap(&mut self.times);
-        let downloads: Vec<u64> = (0..io.outputs.len())
+        self.finish(io.outputs, events)
+    }
+}
+
+impl CudaExecutor {
+    /// Downloads the outputs once the run's kernels finish, and reads the events' times.
+    fn finish(
+        &mut self,
+        outputs: &mut [&mut [u8]],
+        events: Vec<(String, u64, (CudaEvent, CudaEvent))>,
+    ) -> Result<Vec<LaunchTiming>, RuntimeError> {
+        let target = self.target.clone();
+        let derr = |what: &str, e: DriverError| RuntimeError::Device {
+            target: target.clone(),
+            msg: format!("{what}: {e}"),
+        };
+        let s = self.stream.clone();
+        let downloads: Vec<u64> = (0..outputs.len())
             .map(|i| self.io[i].device_ptr(&s).0)
             .collect();
-        let mut outs: Vec<(&mut [u8], u64)> = io
-            .outputs
+        let mut outs: Vec<(&mut [u8], u64)> = outputs
             .iter_mut()
             .zip(downloads)
             .filter(|(out, _)| !out.is_empty())

@@ -1,17 +1,19 @@
 //! The kernel argument block a `hip:` launch passes (`HIP_LAUNCH_PARAM_BUFFER_POINTER`): the
 //! GPU ABI's explicit arguments, 8 bytes each, little-endian, in order: each buffer's device
-//! address, the address of the symbol values, the grid's point count. The code objects'
+//! address, the address of the symbol values, and the address of the buffers' offsets (the
+//! grid's point count for artifacts without `Variant::buffer_offsets`). The code objects'
 //! metadata says the same (`.kernarg_segment_size` = 8 x (buffers + 2); the codegen tests
 //! check it), and the kernels read no hidden arguments.
 
-/// The argument block for `buffers` (device addresses), `dims` (device address) and `points`.
-pub fn pack(buffers: &[u64], dims: u64, points: i64) -> Vec<u8> {
+/// The argument block for `buffers` (device addresses), `dims` (device address) and `last`
+/// (the offsets' address, or the point count).
+pub fn pack(buffers: &[u64], dims: u64, last: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 * (buffers.len() + 2));
     for b in buffers {
         out.extend_from_slice(&b.to_le_bytes());
     }
     out.extend_from_slice(&dims.to_le_bytes());
-    out.extend_from_slice(&points.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
     out
 }
 

@@ -6,6 +6,7 @@
 //! allows (the library's absence is a reason, not a crash); it has not run on AMD hardware.
 
 use super::api::{DevicePtr, Function, Hip, Module};
+use crate::buffer_offsets::OffsetTables;
 use crate::carry::{self, CarriedRun};
 use crate::cpu::executor::LaunchTiming;
 use crate::device::DeviceExecutor;
@@ -33,6 +34,10 @@ pub struct HipExecutor {
     scratch: Vec<Option<DeviceBuf>>,
     /// Storage of the session's carried inputs (see `crate::carry`), by carry index.
     carried: Vec<DeviceBuf>,
+    /// Whether the kernels take the address of their buffers' offsets where older ones
+    /// took a point count (`Variant::buffer_offsets`). Launches here are not replayed, so
+    /// every offset is zero and carried outputs are passed at their own addresses.
+    buffer_offsets: bool,
 }
 
 const ARENA: usize = 0;
@@ -55,6 +60,7 @@ impl HipExecutor {
         code: &[u8],
         kernels: &[String],
         weights: Option<&[u8]>,
+        buffer_offsets: bool,
     ) -> Result<HipExecutor, RuntimeError> {
         let dev = |msg: String| RuntimeError::Device {
             target: target.into(),
@@ -77,6 +83,7 @@ impl HipExecutor {
             weights: None,
             scratch: Vec::new(),
             carried: Vec::new(),
+            buffer_offsets,
         };
         for k in kernels {
             let f = exec
@@ -178,7 +185,10 @@ impl DeviceExecutor for HipExecutor {
             .map_err(|_| perr("arena size exceeds the address space".into()))?;
         let arena = self.ensure(ARENA, total).map_err(derr)?.addr();
         let dims = plan.dims_array(env).map_err(perr)?;
-        let dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let mut dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
+        if self.buffer_offsets {
+            OffsetTables::new(plan, &[]).write(|_| 0, &mut dims_bytes);
+        }
         let dims_ptr = self.ensure(DIMS, dims_bytes.len()).map_err(derr)?;
         // SAFETY: the dims buffer holds at least `dims_bytes.len()` bytes.
         unsafe { self.hip.upload(dims_ptr, &dims_bytes) }.map_err(derr)?;
@@ -225,7 +235,12 @@ impl DeviceExecutor for HipExecutor {
                 .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
             let points = size.points as i64;
-            let mut block = super::args::pack(&buffers, dims_ptr.addr(), points);
+            let last = match self.buffer_offsets {
+                // The shared zeros after the symbols.
+                true => (dims_ptr.addr() + 8 * dims.len() as u64) as i64,
+                false => points,
+            };
+            let mut block = super::args::pack(&buffers, dims_ptr.addr(), last);
             let (grid, threads) = (size.block_count, size.blocks.threads);
             let start = profile
                 .then(|| self.hip.record())

@@ -36,6 +36,7 @@ pub fn variant(target: &str, code_section: usize) -> Variant {
         required_features: vec![],
         waits_for_prior_grids: false,
         counts_own_points: false,
+        buffer_offsets: false,
     }
 }
 

@@ -37,9 +37,8 @@ pub fn emit<'ctx>(
     let launch = launch_shape(k);
     let global = ctx.ptr_type(primitives::global(desc));
     let i64t = ctx.i64_type();
-    let mut params: Vec<BasicMetadataTypeEnum> = k.args.iter().map(|_| global.into()).collect();
-    params.push(global.into());
-    params.push(i64t.into());
+    // The buffers, the symbol values, and the buffers' offsets (module doc).
+    let params: Vec<BasicMetadataTypeEnum> = (0..k.args.len() + 2).map(|_| global.into()).collect();
     let func = module.add_function(
         &crate::symbol_name(&k.name),
         ctx.void_type().fn_type(&params, false),
@@ -75,6 +74,7 @@ pub fn emit<'ctx>(
         .map(|i| param(i).map(|p| p.into_pointer_value()))
         .collect::<Result<Vec<_>, _>>()?;
     let dims_ptr = param(k.args.len())?.into_pointer_value();
+    let offsets_ptr = param(k.args.len() + 1)?.into_pointer_value();
     let mut em = Emitter {
         ctx,
         module,
@@ -100,9 +100,10 @@ pub fn emit<'ctx>(
         gpu: Some(desc),
         alignment: Alignment::of(k),
     };
-    // Neither reads what earlier grids write (the symbols come from the host), so both
-    // may run before the wait.
+    // The symbols and the offsets come from the host, not from earlier grids, so they are
+    // read before the wait.
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
+    offset_buffers(&mut em, offsets_ptr)?;
     // Counted here rather than taken from the host, which then passes the same arguments
     // run after run while the symbols change (a CUDA graph's nodes stay as they are).
     let mut points = i64t.const_int(1, false);
@@ -186,6 +187,29 @@ pub fn emit<'ctx>(
         })?;
     }
     em.b.build_return(None)?;
+    Ok(())
+}
+
+/// Moves each buffer by its offset from the launch's table (one `i64` of bytes per
+/// buffer): the runtime passes a carried output's storage itself and the rows already
+/// held as its offset, so a replayed launch's arguments stay the same while the rows
+/// grow (`kiln_runtime::manifest::Variant::buffer_offsets`). The offsets are multiples of
+/// 16 bytes (`kiln_runtime::carry::ROW_ALIGN`); masked so, they show LLVM that the buffers
+/// keep the alignment their parameters declare, which its load vectoriser needs.
+fn offset_buffers<'ctx>(em: &mut Emitter<'_, 'ctx>, table: PointerValue<'ctx>) -> Result<(), Fail> {
+    let (i8t, i64t) = (em.ctx.i8_type(), em.ctx.i64_type());
+    for i in 0..em.bufs.len() {
+        let index = i64t.const_int(i as u64, false);
+        // SAFETY of the generated code: the runtime's table has an entry per buffer.
+        let at = unsafe { em.b.build_in_bounds_gep(i64t, table, &[index], "offsetp")? };
+        let offset = em.b.build_load(i64t, at, "offset")?.into_int_value();
+        let offset =
+            em.b.build_and(offset, i64t.const_int(!15, true), "offset16")?;
+        // SAFETY of the generated code: the offset lies inside the buffer's allocation.
+        em.bufs[i] = unsafe {
+            em.b.build_in_bounds_gep(i8t, em.bufs[i], &[offset], "buf")?
+        };
+    }
     Ok(())
 }
 

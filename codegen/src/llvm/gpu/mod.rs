@@ -4,10 +4,13 @@
 //! primitives spelled differently per instruction set (`primitives.rs`: thread and block
 //! indices, barrier, cross-lane exchange). NVPTX and AMDGPU are its two parameterisations.
 //!
-//! Kernel ABI on every GPU target: `kiln_<name>(buf_0, ..., buf_n, dims, points)`, one
+//! Kernel ABI on every GPU target: `kiln_<name>(buf_0, ..., buf_n, dims, offsets)`, one
 //! global pointer per kernel argument, a global pointer to the plan's symbol values
-//! (`i64` each, in plan order) and a point count the kernels do not read (kept in the ABI
-//! for artifacts compiled before they counted their points themselves). Blocks are
+//! (`i64` each, in plan order) and a global pointer to the launch's buffer offsets (`i64`
+//! bytes each, one per buffer, added to its address: a decode's carried outputs are
+//! passed as their storage and the rows held so far as their offsets, see
+//! `kiln_runtime::manifest::Variant::buffer_offsets`). Artifacts compiled before that
+//! passed a point count there instead, which later kernels stopped reading. Blocks are
 //! [`BLOCK_THREADS`](kiln_compiler::kernel::gpu::BLOCK_THREADS) threads; the kernels count
 //! their grid's points from the symbols and loop over them with a grid stride, so any
 //! block count is correct: the runtime launches at least `ceil(points /

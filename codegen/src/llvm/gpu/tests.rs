@@ -474,26 +474,35 @@ output \"y\" = %y
     assert!(loads_ahead(2) >= 8, "{}", loads_ahead(2));
 }
 
-/// Kernels count their grid points from the symbols: none reads the point count, its last
-/// parameter, so the runtime may pass the same arguments while a decode's position grows
-/// (`Variant::counts_own_points`).
+/// Every kernel reads its buffers' offsets through its last parameter, once for each
+/// buffer, so the runtime may pass a carried output's storage and the rows held as its
+/// offset, and keep a replayed launch's arguments while a decode's rows grow
+/// (`Variant::buffer_offsets`).
 #[test]
-fn kernels_never_read_the_point_count_they_are_passed() {
+fn kernels_read_an_offset_for_each_buffer() {
     let (ptx, names) = ptx_for("cuda:sm_90");
     for n in names {
         let entry = format!(".visible .entry kiln_{n}(");
         let body = ptx.split(&entry).nth(1).unwrap_or_else(|| panic!("no {n}"));
         let body = body.split(".visible .entry").next().unwrap_or(body);
         let params = body.split(')').next().unwrap_or("");
-        let last = params
+        let count = params.matches("_param_").count();
+        let last = format!("kiln_{n}_param_{}", count - 1);
+        assert!(params.contains(&last), "{n}: {params}");
+        let read = body
             .lines()
-            .filter_map(|l| l.trim().trim_end_matches(',').rsplit(' ').next())
-            .rfind(|p| p.starts_with("kiln_"))
-            .unwrap_or_else(|| panic!("{n}: no parameters in {params}"));
-        assert!(last.ends_with(&format!("_param_{}", params.matches("_param_").count() - 1)));
+            .find(|l| l.contains("ld.param") && l.contains(&format!("[{last}]")))
+            .unwrap_or_else(|| panic!("{n} never reads {last}:\n{body}"));
+        // The table's address, then a 64-bit load at each buffer's place in it.
+        let table = read.split(',').next().unwrap().rsplit(' ').next().unwrap();
+        let loads = body
+            .lines()
+            .filter(|l| l.contains("ld.global") && l.contains(".u64"))
+            .count();
         assert!(
-            !body.contains(&format!("[{last}]")),
-            "{n} reads {last}:\n{body}"
+            loads >= count - 2,
+            "{n} ({table}): {loads} 64-bit loads for {} buffers",
+            count - 2
         );
     }
 }
