@@ -39,6 +39,7 @@ fn arg(name: &str, dtype: DType, writes: bool) -> BufferParam {
         name: name.into(),
         dtype,
         writes,
+        offset: false,
     }
 }
 

@@ -131,6 +131,7 @@ mod tests {
                 name: "x".into(),
                 dtype: DType::F16,
                 writes: false,
+                offset: false,
             }],
             locals: vec![],
             grid: vec![i(8)],

@@ -12,11 +12,13 @@ fn kernel(body: Vec<Stmt>, next_var: VarId) -> Kernel {
                 name: "x".into(),
                 dtype: DType::F32,
                 writes: false,
+                offset: false,
             },
             BufferParam {
                 name: "y".into(),
                 dtype: DType::F32,
                 writes: true,
+                offset: false,
             },
         ],
         locals: vec![],

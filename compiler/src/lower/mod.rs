@@ -246,6 +246,7 @@ impl<'g> Ctx<'g> {
                 name: format!("b{g}"),
                 dtype: self.buffers[g].dtype,
                 writes: w,
+                offset: false,
             })
             .collect();
         let kernel = Kernel {

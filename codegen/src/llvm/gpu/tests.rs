@@ -2,6 +2,7 @@
 //! also assembles and runs is `scripts/gpu-check.sh`'s job on a machine with `ptxas` and a GPU.
 
 use crate::Backend;
+use kiln_compiler::kernel::Kernel;
 use kiln_compiler::Target;
 
 fn ptx_for(target: &str) -> (String, Vec<String>) {
@@ -474,35 +475,42 @@ output \"y\" = %y
     assert!(loads_ahead(2) >= 8, "{}", loads_ahead(2));
 }
 
-/// Every kernel reads its buffers' offsets through its last parameter, once for each
-/// buffer, so the runtime may pass a carried output's storage and the rows held as its
+/// A kernel reads, through its last parameter, the offset of each buffer that a launch
+/// binds to a model output (`BufferParam::offset`), once each and before its first
+/// branch, and nothing when it has none: the runtime may then pass a carried output's storage with the rows held as its
 /// offset, and keep a replayed launch's arguments while a decode's rows grow
 /// (`Variant::buffer_offsets`).
 #[test]
-fn kernels_read_an_offset_for_each_buffer() {
-    let (ptx, names) = ptx_for("cuda:sm_90");
-    for n in names {
-        let entry = format!(".visible .entry kiln_{n}(");
-        let body = ptx.split(&entry).nth(1).unwrap_or_else(|| panic!("no {n}"));
+fn kernels_read_the_offsets_of_the_buffers_launches_may_move() {
+    let (ptx, _) = ptx_for("cuda:sm_90");
+    let kernels = crate::test_model::kernels("cuda:sm_90");
+    let moved = |k: &Kernel| k.args.iter().filter(|a| a.offset).count();
+    assert!(kernels.iter().any(|k| moved(k) > 0) && kernels.iter().any(|k| moved(k) == 0));
+    for k in &kernels {
+        let n = crate::symbol_name(&k.name);
+        let body = ptx.split(&format!(".visible .entry {n}(")).nth(1);
+        let body = body.unwrap_or_else(|| panic!("no {n}"));
         let body = body.split(".visible .entry").next().unwrap_or(body);
-        let params = body.split(')').next().unwrap_or("");
-        let count = params.matches("_param_").count();
-        let last = format!("kiln_{n}_param_{}", count - 1);
-        assert!(params.contains(&last), "{n}: {params}");
-        let read = body
+        let last = format!("[{n}_param_{}]", k.args.len() + 1);
+        let table = body
             .lines()
-            .find(|l| l.contains("ld.param") && l.contains(&format!("[{last}]")))
-            .unwrap_or_else(|| panic!("{n} never reads {last}:\n{body}"));
-        // The table's address, then a 64-bit load at each buffer's place in it.
-        let table = read.split(',').next().unwrap().rsplit(' ').next().unwrap();
-        let loads = body
-            .lines()
-            .filter(|l| l.contains("ld.global") && l.contains(".u64"))
-            .count();
-        assert!(
-            loads >= count - 2,
-            "{n} ({table}): {loads} 64-bit loads for {} buffers",
-            count - 2
-        );
+            .find(|l| l.contains("ld.param") && l.contains(&last))
+            .map(|l| {
+                l.split(',')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .last()
+                    .unwrap()
+                    .to_string()
+            });
+        // Before the kernel's first branch, beside the symbols' load, not after it.
+        let head = body.split("bra").next().unwrap_or(body);
+        let loads = table.as_ref().map_or(0, |t| {
+            head.lines()
+                .filter(|l| l.contains(".global") && l.contains(&format!("[{t}")))
+                .count()
+        });
+        assert_eq!(loads, moved(k), "{n}:\n{body}");
     }
 }
