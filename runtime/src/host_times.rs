@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 pub struct HostTimes {
     label: String,
     phases: &'static [&'static str],
+    /// Spans the device timed itself (between events an executor records), a run each.
+    device_phases: &'static [&'static str],
+    device: Vec<Vec<Duration>>,
     /// Each finished run's phases, the time before it (the caller's) first.
     runs: Vec<Vec<Duration>>,
     current: Vec<Duration>,
@@ -17,16 +20,27 @@ pub struct HostTimes {
 }
 
 impl HostTimes {
-    /// `phases` name the parts of a run, in the order a run laps them.
-    pub fn from_env(label: &str, phases: &'static [&'static str]) -> Option<HostTimes> {
+    /// `phases` name the parts of a run, in the order a run laps them; `device_phases` the
+    /// spans the device times (see [`HostTimes::device`]).
+    pub fn from_env(
+        label: &str,
+        phases: &'static [&'static str],
+        device_phases: &'static [&'static str],
+    ) -> Option<HostTimes> {
         (std::env::var("KILN_HOST_TIMES").as_deref() == Ok("1"))
-            .then(|| HostTimes::new(label, phases))
+            .then(|| HostTimes::new(label, phases, device_phases))
     }
 
-    fn new(label: &str, phases: &'static [&'static str]) -> HostTimes {
+    fn new(
+        label: &str,
+        phases: &'static [&'static str],
+        device_phases: &'static [&'static str],
+    ) -> HostTimes {
         HostTimes {
             label: label.into(),
             phases,
+            device_phases,
+            device: Vec::new(),
             runs: Vec::new(),
             current: Vec::new(),
             at: None,
@@ -55,25 +69,47 @@ impl HostTimes {
         }
     }
 
+    /// One run's spans as the device timed them (`device_phases`, in order): whether the
+    /// device's share of a step changed, which the host's wait for it cannot tell apart
+    /// from the latency of starting and finishing.
+    pub fn device(&mut self, spans: Vec<Duration>) {
+        if spans.len() == self.device_phases.len() {
+            self.device.push(spans);
+        }
+    }
+
     /// The median of each phase a run, in microseconds, named.
     pub fn summary(&self) -> String {
         let names = std::iter::once("before").chain(self.phases.iter().copied());
-        let parts: Vec<String> = names
-            .enumerate()
-            .map(|(i, name)| {
-                let mut v: Vec<Duration> = self.runs.iter().map(|r| r[i]).collect();
-                v.sort();
-                let median = v.get(v.len() / 2).copied().unwrap_or_default();
-                format!("{name} {:.1}", median.as_secs_f64() * 1e6)
-            })
-            .collect();
-        format!(
+        let mut s = format!(
             "{}: host time of a run (median of {}), in us: {}",
             self.label,
             self.runs.len(),
-            parts.join(", ")
-        )
+            medians(&self.runs, names)
+        );
+        if !self.device.is_empty() {
+            s += &format!(
+                "; on the device (median of {}): {}",
+                self.device.len(),
+                medians(&self.device, self.device_phases.iter().copied())
+            );
+        }
+        s
     }
+}
+
+/// `name median` of each column of `runs`, in microseconds.
+fn medians<'a>(runs: &[Vec<Duration>], names: impl Iterator<Item = &'a str>) -> String {
+    let parts: Vec<String> = names
+        .enumerate()
+        .map(|(i, name)| {
+            let mut v: Vec<Duration> = runs.iter().map(|r| r[i]).collect();
+            v.sort();
+            let median = v.get(v.len() / 2).copied().unwrap_or_default();
+            format!("{name} {:.1}", median.as_secs_f64() * 1e6)
+        })
+        .collect();
+    parts.join(", ")
 }
 
 /// [`HostTimes::start`] where an executor keeps times.
@@ -104,7 +140,7 @@ mod tests {
 
     #[test]
     fn each_phase_gets_the_median_of_its_runs() {
-        let mut t = HostTimes::new("t", &["a", "b"]);
+        let mut t = HostTimes::new("t", &["a", "b"], &["d"]);
         for ms in [2, 9, 3] {
             t.start();
             std::thread::sleep(Duration::from_millis(ms));
@@ -114,6 +150,10 @@ mod tests {
         }
         t.lap(); // outside a run: ignored
         assert_eq!(t.runs.len(), 3);
+        for us in [5, 1, 7] {
+            t.device(vec![Duration::from_micros(us)]);
+        }
+        t.device(vec![]); // not a run's spans: ignored
         let a: Vec<Duration> = t.runs.iter().map(|r| r[1]).collect();
         assert!(a[0] >= Duration::from_millis(2) && a[1] >= Duration::from_millis(9));
         assert_eq!(t.runs[0][0], Duration::ZERO);
@@ -133,6 +173,7 @@ mod tests {
             .parse()
             .unwrap();
         assert!((3000.0..9000.0).contains(&median_a), "{s}");
+        assert!(s.ends_with("; on the device (median of 3): d 5.0"), "{s}");
         t.runs.clear(); // nothing printed when the test drops it
     }
 }

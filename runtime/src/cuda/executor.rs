@@ -71,8 +71,10 @@ pub struct CudaExecutor {
     skip: Vec<String>,
     graph: Option<LaunchGraph>,
     recordings: Recordings,
-    /// `KILN_HOST_TIMES=1`: the host's time in each phase of a run (a measuring aid).
+    /// `KILN_HOST_TIMES=1`: the host's time in each phase of a run (a measuring aid), and
+    /// events around the run's upload and kernels (see [`CudaExecutor::mark`]).
     times: Option<HostTimes>,
+    marks: Vec<CudaEvent>,
 }
 
 /// A measuring aid, not a mode to run models in: `KILN_CUDA_SKIP_KERNELS=a+b` (or `a,b`)
@@ -159,6 +161,11 @@ impl CudaExecutor {
             functions.insert(k.clone(), f);
         }
         let stream = ctx.default_stream();
+        let times = HostTimes::from_env(
+            "cuda",
+            &["prepare", "upload", "calls", "update", "submit", "wait"],
+            &["kernels"],
+        );
         let weights = match weights {
             Some(w) if !w.is_empty() => Some(
                 stream
@@ -189,11 +196,21 @@ impl CudaExecutor {
             skip: skipped_kernels(),
             graph: None,
             recordings: Recordings::default(),
-            times: HostTimes::from_env(
-                "cuda",
-                &["prepare", "upload", "calls", "update", "submit", "wait"],
-            ),
+            marks: match times {
+                Some(_) => (0..2)
+                    .map(|_| ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| derr("creating events", e))?,
+                None => Vec::new(),
+            },
+            times,
         })
+    }
+
+    /// With `KILN_HOST_TIMES=1`, records event `i` of a run on the stream: 0 before the
+    /// kernels, 1 after them; the run's end reads the time between.
+    fn mark(&self, i: usize) -> Result<(), DriverError> {
+        self.marks.get(i).map_or(Ok(()), |m| m.record(&self.stream))
     }
 
     /// Runs `calls` as the kept graph, updated in place, or as a new one when the graph
@@ -226,6 +243,7 @@ impl CudaExecutor {
             self.graph = Some(graph);
         }
         host_times::lap(&mut self.times);
+        self.mark(0)?;
         self.graph
             .as_ref()
             .expect("built above")
@@ -377,10 +395,12 @@ impl DeviceExecutor for CudaExecutor {
             self.recordings.runs += 1;
             host_times::lap(&mut self.times);
             host_times::lap(&mut self.times);
+            self.mark(0).map_err(|e| derr("recording an event", e))?;
             let graph = self.graph.as_ref().expect("checked above");
             (self.device.context.bind_to_thread())
                 .and_then(|()| graph.launch(&self.stream))
                 .map_err(|e| derr("running the launch graph", e))?;
+            self.mark(1).map_err(|e| derr("recording an event", e))?;
             host_times::lap(&mut self.times);
             return self.finish(io.outputs, Vec::new());
         }
@@ -448,6 +468,7 @@ impl DeviceExecutor for CudaExecutor {
             self.made_from = made_from;
         } else {
             host_times::lap(&mut self.times);
+            self.mark(0).map_err(|e| derr("recording an event", e))?;
             for (call, (kernel, f, points)) in calls.iter().zip(names) {
                 let cfg = LaunchConfig {
                     grid_dim: (call.blocks, 1, 1),
@@ -471,6 +492,7 @@ impl DeviceExecutor for CudaExecutor {
                 }
             }
         }
+        self.mark(1).map_err(|e| derr("recording an event", e))?;
         host_times::lap(&mut self.times);
         self.finish(io.outputs, events)
     }
@@ -501,6 +523,12 @@ impl CudaExecutor {
         self.staging
             .download(&self.device.context, &s, &mut outs)
             .map_err(|e| derr("running the kernels and downloading the outputs", e))?;
+        if let (Some(times), [start, end, ..]) = (self.times.as_mut(), &self.marks[..]) {
+            let ms = start
+                .elapsed_ms(end)
+                .map_err(|e| derr("reading event times", e))?;
+            times.device(vec![Duration::from_secs_f64(ms as f64 / 1e3)]);
+        }
         host_times::lap(&mut self.times);
         let mut timings = Vec::with_capacity(events.len());
         for (kernel, grid_points, (start, end)) in events {

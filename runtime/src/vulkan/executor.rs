@@ -263,7 +263,11 @@ impl VulkanExecutor {
             replay: std::env::var("KILN_VULKAN_REPLAY").as_deref() != Ok("0"),
             direct: std::env::var("KILN_VULKAN_DISPATCH").as_deref() == Ok("direct"),
             recordings: Recordings::default(),
-            times: HostTimes::from_env("vulkan", &["prepare", "record", "submit+wait", "download"]),
+            times: HostTimes::from_env(
+                "vulkan",
+                &["prepare", "record", "submit+wait", "download"],
+                &[],
+            ),
             weights: None,
             arena: None,
             io: Vec::new(),

@@ -18,7 +18,7 @@ use inkwell::attributes::{Attribute, AttributeLoc};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicType};
-use inkwell::values::{BasicValue, GlobalValue, IntValue, PointerValue};
+use inkwell::values::{GlobalValue, IntValue, PointerValue};
 use inkwell::{AddressSpace, IntPredicate};
 use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::gpu::{
@@ -103,7 +103,7 @@ pub fn emit<'ctx>(
     // The symbols and the offsets come from the host, not from earlier grids, so they are
     // read before the wait.
     let extents = load_dims_and_grid(&mut em, k, dims_ptr)?;
-    offset_buffers(&mut em, offsets_ptr)?;
+    offset_buffers(&mut em, desc, offsets_ptr)?;
     // Counted here rather than taken from the host, which then passes the same arguments
     // run after run while the symbols change (a CUDA graph's nodes stay as they are).
     let mut points = i64t.const_int(1, false);
@@ -191,32 +191,24 @@ pub fn emit<'ctx>(
 }
 
 /// Moves each buffer that a launch may bind to a model output (`BufferParam::offset`) by
-/// its offset from the launch's table (one `i64` of bytes per buffer, the others zero, and
-/// not read: each load is latency at the kernel's start): the runtime passes a carried output's storage itself and the rows already
-/// held as its offset, so a replayed launch's arguments stay the same while the rows
-/// grow (`kiln_runtime::manifest::Variant::buffer_offsets`). The offsets are multiples of
-/// 16 bytes (`kiln_runtime::carry::ROW_ALIGN`); masked so, they show LLVM that the buffers
-/// keep the alignment their parameters declare, which its load vectoriser needs.
-fn offset_buffers<'ctx>(em: &mut Emitter<'_, 'ctx>, table: PointerValue<'ctx>) -> Result<(), Fail> {
+/// its offset from the launch's table (one `i64` of bytes per buffer, the others zero and
+/// not read: each load is latency at the kernel's start, see `primitives::load_at_start`).
+/// The runtime passes a carried output's storage and the rows held as its offset, so a
+/// replayed launch's arguments stay the same while the rows grow
+/// (`kiln_runtime::manifest::Variant::buffer_offsets`). The offsets are multiples of 16
+/// bytes (`kiln_runtime::carry::ROW_ALIGN`); masked so, they show LLVM that the buffers keep
+/// the alignment their parameters declare, which its load vectoriser needs.
+fn offset_buffers<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    desc: &GpuDesc,
+    table: PointerValue<'ctx>,
+) -> Result<(), Fail> {
     let (i8t, i64t) = (em.ctx.i8_type(), em.ctx.i64_type());
     for i in 0..em.bufs.len() {
         if !em.k.args[i].offset {
             continue;
         }
-        let index = i64t.const_int(i as u64, false);
-        // SAFETY of the generated code: the runtime's table has an entry per buffer.
-        let at = unsafe { em.b.build_in_bounds_gep(i64t, table, &[index], "offsetp")? };
-        let offset = em.b.build_load(i64t, at, "offset")?;
-        // Volatile, so that LLVM keeps the load here beside the symbols' instead of sinking
-        // it past the grid's bounds check to its first use: there it waited for the
-        // symbols' load before starting its own, a second memory round trip at each
-        // kernel's start (1B F16 decode on one H100: 39 us a step, 2026-12-07).
-        offset
-            .as_instruction_value()
-            .ok_or_else(|| Fail::msg("a load is an instruction"))?
-            .set_volatile(true)
-            .map_err(Fail::msg)?;
-        let offset = offset.into_int_value();
+        let offset = primitives::load_at_start(em, desc, table, i as u64)?;
         let offset =
             em.b.build_and(offset, i64t.const_int(!15, true), "offset16")?;
         // SAFETY of the generated code: the offset lies inside the buffer's allocation.

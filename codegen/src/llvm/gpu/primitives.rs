@@ -153,6 +153,47 @@ pub fn asm(em: &mut Emitter<'_, '_>, text: &str) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The `i64` at `base + 8 * index`, loaded where it stands in the code. LLVM sinks a plain
+/// load to the block of its first use; at a kernel's start that is past the grid's bounds
+/// check, which waits for the symbols' load, so the two loads ran one after the other
+/// instead of together (a second memory round trip at each kernel's start: 1B F16 decode on
+/// one H100, 39 us a step, 2026-12-07). A volatile load stays, but skips the L1 cache: every
+/// warp then went to L2 for the same word (30 us a step). On NVPTX the load is inline
+/// assembly that LLVM may not move, through the read-only cache (the word does not change
+/// while the kernel runs); AMDGPU keeps the plain load until an AMD GPU measures it.
+pub fn load_at_start<'ctx>(
+    em: &mut Emitter<'_, 'ctx>,
+    d: &GpuDesc,
+    base: inkwell::values::PointerValue<'ctx>,
+    index: u64,
+) -> Result<IntValue<'ctx>, Fail> {
+    let i64t = em.ctx.i64_type();
+    if d.arch == GpuArch::Amdgpu {
+        // SAFETY of the generated code: the caller's table has the entry.
+        let at = unsafe {
+            em.b.build_in_bounds_gep(i64t, base, &[i64t.const_int(index, false)], "at")?
+        };
+        return Ok(em.b.build_load(i64t, at, "word")?.into_int_value());
+    }
+    let address = em.b.build_ptr_to_int(base, i64t, "table")?;
+    let ty = i64t.fn_type(&[i64t.into()], false);
+    let asm = em.ctx.create_inline_asm(
+        ty,
+        format!("ld.global.nc.u64 $0, [$1+{}];", 8 * index),
+        "=l,l".into(),
+        true,
+        false,
+        None,
+        false,
+    );
+    let call =
+        em.b.build_indirect_call(ty, asm, &[address.into()], "word")?;
+    match call.try_as_basic_value() {
+        inkwell::values::ValueKind::Basic(v) => Ok(v.into_int_value()),
+        _ => Err(Fail::msg("a load returned nothing")),
+    }
+}
+
 /// A kernel's first statements where `d.waits_for_prior_grids`: nothing below runs until
 /// the grids this one depends on have finished and their stores are visible; then the
 /// grid after this one may launch (and wait in its turn). Triggering only after the wait
