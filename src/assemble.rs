@@ -334,6 +334,16 @@ fn required_features(target: &Target) -> Vec<String> {
     Vec::new()
 }
 
+/// Which of `k`'s arguments it moves by an offset (`BufferParam::offset`); empty for none.
+fn offset_args(k: &kiln_compiler::kernel::Kernel) -> Vec<bool> {
+    let flags: Vec<bool> = k.args.iter().map(|a| a.offset).collect();
+    if flags.contains(&true) {
+        flags
+    } else {
+        Vec::new()
+    }
+}
+
 /// `gpu`: the variant runs on a GPU, so each launch says how its grid maps to blocks.
 fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
     let l: &Lowered = &c.lowered;
@@ -360,6 +370,7 @@ fn plan_of(c: &Compiled, weights: &mut WeightsLayout, gpu: bool) -> Plan {
         .map(|launch| Launch {
             kernel: l.kernels[launch.kernel].name.clone(),
             writes: l.kernels[launch.kernel].stored_args(),
+            offsets: offset_args(&l.kernels[launch.kernel]),
             args: launch
                 .args
                 .iter()

@@ -8,8 +8,10 @@
 //! Passed as its storage, with the rows held as its offset, the launch's arguments stay
 //! put; only the table, uploaded with the symbols, changes.
 //!
-//! Launches that touch no carried output share one table of zeros at the start; each that
-//! does has its own after it.
+//! A launch's entries are one per argument its kernel offsets (`Launch::offsets`: those some
+//! launch binds to a model output), in order, packed one launch after another: a decode
+//! step's few dozen such launches then read a few cache lines, which stay in L2 from one
+//! launch to the next.
 
 use crate::plan::{BufferRef, Plan};
 
@@ -28,32 +30,22 @@ pub struct OffsetTables {
 impl OffsetTables {
     /// Tables for `plan`'s launches when the model outputs `carried` are carried.
     pub fn new(plan: &Plan, carried: &[usize]) -> OffsetTables {
-        let zeros = plan
-            .launches
-            .iter()
-            .map(|l| l.args.len())
-            .max()
-            .unwrap_or(0);
-        let mut len = zeros.max(1);
+        let mut len = 0;
         let mut entries = Vec::new();
         let starts = plan
             .launches
             .iter()
             .map(|l| {
-                let moved =
-                    |a: &BufferRef| matches!(a, BufferRef::Output(o) if carried.contains(o));
-                if !l.args.iter().any(moved) {
-                    return 0;
-                }
                 let start = len;
-                for (i, a) in l.args.iter().enumerate() {
+                let offset = l.args.iter().zip(&l.offsets).filter(|(_, &o)| o);
+                for (a, _) in offset {
                     if let BufferRef::Output(o) = *a {
                         if carried.contains(&o) {
-                            entries.push((start + i, o));
+                            entries.push((len, o));
                         }
                     }
+                    len += 1;
                 }
-                len += l.args.len();
                 start
             })
             .collect();
@@ -93,11 +85,12 @@ mod tests {
     use super::*;
     use crate::plan::Launch;
 
-    fn launch(args: Vec<BufferRef>) -> Launch {
+    fn launch(args: Vec<BufferRef>, offsets: Vec<bool>) -> Launch {
         Launch {
             kernel: "k".into(),
             args,
             writes: vec![],
+            offsets,
             grid: vec![],
             min_chunk: 1,
             gpu: None,
@@ -112,38 +105,35 @@ mod tests {
             .collect()
     }
 
-    /// Launches touching a carried output (written or read) get their own entries, in
-    /// argument order; the others share the zeros at the start.
+    /// Each launch's offset arguments get an entry, in order, packed one launch after
+    /// another; a carried output's entries hold its offset (wherever it is bound), the
+    /// rest zero, and launches without offset arguments get none.
     #[test]
-    fn carried_outputs_get_their_launches_own_entries() {
+    fn offset_arguments_get_packed_entries() {
+        use BufferRef::{Input, Output, Slot};
         let plan = Plan {
             launches: vec![
-                launch(vec![BufferRef::Slot(0), BufferRef::Input(0)]),
-                launch(vec![
-                    BufferRef::Slot(1),
-                    BufferRef::Output(1),
-                    BufferRef::Output(0),
-                ]),
-                launch(vec![BufferRef::Output(2), BufferRef::Output(1)]),
-                launch(vec![BufferRef::Output(0)]),
+                launch(vec![Slot(0), Input(0)], vec![]),
+                launch(vec![Slot(1), Output(1), Output(0)], vec![false, true, true]),
+                launch(vec![Output(2), Slot(2)], vec![true, true]),
+                launch(vec![Output(1)], vec![true]),
             ],
             symbols: vec![],
             slots: vec![],
         };
         let t = OffsetTables::new(&plan, &[1, 2]);
-        assert_eq!((0..4).map(|l| t.start(l)).collect::<Vec<_>>(), [0, 3, 6, 0]);
+        assert_eq!((0..4).map(|l| t.start(l)).collect::<Vec<_>>(), [0, 0, 2, 4]);
         let mut bytes = vec![7];
         t.write(|o| 100 * o as u64 + 16, &mut bytes);
         assert_eq!(bytes[0], 7);
-        assert_eq!(values(&bytes[1..]), [0, 0, 0, 0, 116, 0, 216, 116]);
+        assert_eq!(values(&bytes[1..]), [116, 0, 216, 0, 116]);
         assert!(t.fits(&plan, &[1, 2]));
         assert!(!t.fits(&plan, &[1]));
 
-        // Nothing carried: every launch reads zeros.
+        // Nothing carried: every entry is zero.
         let none = OffsetTables::new(&plan, &[]);
-        assert!((0..4).all(|l| none.start(l) == 0));
         let mut bytes = Vec::new();
         none.write(|_| 1, &mut bytes);
-        assert_eq!(values(&bytes), [0, 0, 0]);
+        assert_eq!(values(&bytes), [0; 5]);
     }
 }

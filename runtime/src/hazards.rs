@@ -117,6 +117,7 @@ mod tests {
             kernel: "k".into(),
             args,
             writes,
+            offsets: vec![],
             grid: vec![],
             min_chunk: 1,
             gpu: None,

@@ -146,6 +146,7 @@ mod tests {
             kernel: "k".into(),
             args: vec![],
             writes: vec![],
+            offsets: vec![],
             grid,
             min_chunk: 1,
             gpu: Some(GpuBlocks {

@@ -33,6 +33,10 @@ pub struct Launch {
     /// artifacts from before plans carried it). GPU executors order launches by it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writes: Vec<bool>,
+    /// Which arguments the kernel moves by an offset from the launch's table, one entry
+    /// each, in order (`Variant::buffer_offsets`, `crate::buffer_offsets`); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<bool>,
     /// Parallel extents; the runtime runs flattened indices `0..product` over threads.
     pub grid: Vec<GridDim>,
     /// Smallest number of grid points per thread task.
@@ -404,6 +408,7 @@ mod tests {
         let launch = |rows: Dim, guard: Option<Guard>| Launch {
             kernel: "k".into(),
             writes: vec![],
+            offsets: vec![],
             args: vec![
                 BufferRef::Slot(1),
                 BufferRef::Output(0),
@@ -577,6 +582,7 @@ mod guard_tests {
         let launch = |above| Launch {
             kernel: "k".into(),
             writes: vec![],
+            offsets: vec![],
             args: vec![],
             grid: vec![],
             min_chunk: 1,

@@ -186,8 +186,9 @@ impl DeviceExecutor for HipExecutor {
         let arena = self.ensure(ARENA, total).map_err(derr)?.addr();
         let dims = plan.dims_array(env).map_err(perr)?;
         let mut dims_bytes: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
-        if self.buffer_offsets {
-            OffsetTables::new(plan, &[]).write(|_| 0, &mut dims_bytes);
+        let tables = self.buffer_offsets.then(|| OffsetTables::new(plan, &[]));
+        if let Some(t) = &tables {
+            t.write(|_| 0, &mut dims_bytes);
         }
         let dims_ptr = self.ensure(DIMS, dims_bytes.len()).map_err(derr)?;
         // SAFETY: the dims buffer holds at least `dims_bytes.len()` bytes.
@@ -216,7 +217,7 @@ impl DeviceExecutor for HipExecutor {
         let weights = self.weights.as_ref().map_or(0, |w| w.ptr.addr());
 
         let mut events = Vec::new();
-        for launch in &plan.launches {
+        for (index, launch) in plan.launches.iter().enumerate() {
             let Some(size) = launch.on_device(env, i32::MAX as u64).map_err(perr)? else {
                 continue;
             };
@@ -235,10 +236,10 @@ impl DeviceExecutor for HipExecutor {
                 .map(|a| a.address(arena, &layout.offsets, &io_addrs, n_in, weights))
                 .collect();
             let points = size.points as i64;
-            let last = match self.buffer_offsets {
-                // The shared zeros after the symbols.
-                true => (dims_ptr.addr() + 8 * dims.len() as u64) as i64,
-                false => points,
+            let last = match &tables {
+                // The launch's entries (zeros) after the symbols.
+                Some(t) => (dims_ptr.addr() + 8 * (dims.len() + t.start(index)) as u64) as i64,
+                None => points,
             };
             let mut block = super::args::pack(&buffers, dims_ptr.addr(), last);
             let (grid, threads) = (size.block_count, size.blocks.threads);

@@ -22,6 +22,7 @@ pub fn variant(target: &str, code_section: usize) -> Variant {
             kernel: "copy".into(),
             args: vec![BufferRef::Input(0), BufferRef::Output(0)],
             writes: vec![false, true],
+            offsets: vec![],
             grid: vec![Dim::sym("n").into()],
             min_chunk: 1,
             gpu: None,

@@ -191,8 +191,9 @@ pub fn emit<'ctx>(
 }
 
 /// Moves each buffer that a launch may bind to a model output (`BufferParam::offset`) by
-/// its offset from the launch's table (one `i64` of bytes per buffer, the others zero and
-/// not read: each load is latency at the kernel's start, see `primitives::load_at_start`).
+/// its offset from the launch's table (one `i64` of bytes for each such buffer, in order;
+/// the others have none: each load is latency at the kernel's start, see
+/// `primitives::load_at_start`).
 /// The runtime passes a carried output's storage and the rows held as its offset, so a
 /// replayed launch's arguments stay the same while the rows grow
 /// (`kiln_runtime::manifest::Variant::buffer_offsets`). The offsets are multiples of 16
@@ -204,11 +205,13 @@ fn offset_buffers<'ctx>(
     table: PointerValue<'ctx>,
 ) -> Result<(), Fail> {
     let (i8t, i64t) = (em.ctx.i8_type(), em.ctx.i64_type());
+    let mut entry = 0;
     for i in 0..em.bufs.len() {
         if !em.k.args[i].offset {
             continue;
         }
-        let offset = primitives::load_at_start(em, desc, table, i as u64)?;
+        let offset = primitives::load_at_start(em, desc, table, entry)?;
+        entry += 1;
         let offset =
             em.b.build_and(offset, i64t.const_int(!15, true), "offset16")?;
         // SAFETY of the generated code: the offset lies inside the buffer's allocation.
