@@ -25,8 +25,10 @@ pub mod vulkan;
 
 /// Revision of the kernel ABI (how a backend's code takes its arguments and parameters).
 /// Raised when one changes, so that artifacts cached by `kiln run model.gguf` are compiled
-/// again rather than refused: 2 since Vulkan launch parameters moved to binding 0.
-pub const CODE_ABI: u32 = 2;
+/// again rather than refused: 2 since Vulkan launch parameters moved to binding 0, 3 since
+/// GPU kernels take the address of their buffers' offsets where they took a point count
+/// (older artifacts still run, `Variant::buffer_offsets`; a cache is rebuilt to get it).
+pub const CODE_ABI: u32 = 3;
 
 pub use artifact::{write_artifact, Artifact, ArtifactError, SectionData, SectionKind};
 pub use cpu::executor::LaunchTiming;

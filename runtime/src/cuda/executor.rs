@@ -381,11 +381,12 @@ impl DeviceExecutor for CudaExecutor {
         let replayed = self.graphs && !profile;
         let roomy: Option<Vec<i64>> = (replayed && self.counts_own_points)
             .then(|| dims.iter().map(|&v| plan::with_room(v)).collect());
-        // Everything a run's kernel calls are made from besides the plan: while it repeats,
-        // so do the calls, which the kept graph holds already (a decode's steps within
-        // their room, with offsets).
-        let made_from: Vec<u64> = [plan.launches.len() as u64, arena, weights, dims_addr]
-            .into_iter()
+        // Everything a run's kernel calls are made from: while it repeats, so do the calls,
+        // which the kept graph holds already (a decode's steps within their room, with
+        // offsets). The plan is the session's one, named by its place and launch count.
+        let plan_id = [plan as *const Plan as u64, plan.launches.len() as u64];
+        let made_from: Vec<u64> = (plan_id.into_iter())
+            .chain([arena, weights, dims_addr])
             .chain(layout.offsets.iter().copied())
             .chain(io_addrs.iter().copied())
             .chain(roomy.as_ref().unwrap_or(&dims).iter().map(|&v| v as u64))
