@@ -10,6 +10,7 @@ pub mod target;
 pub use target::{CpuDesc, Target, TargetError};
 pub mod lower;
 pub mod memory;
+pub mod offsets;
 pub mod pipeline;
 pub mod relayout;
 pub mod rewrite;

@@ -186,7 +186,7 @@ pub fn compile(graph: &Graph, target: &Target, opts: &Options) -> Result<Compile
         crate::siblings::merge_sibling_launches(&mut lowered);
     }
     crate::share::share_identical_kernels(&mut lowered);
-    crate::kernel::mark_offset_buffers(&mut lowered);
+    crate::offsets::mark_offset_buffers(&mut lowered);
     let arena = memory::plan(&lowered);
     Ok(Compiled {
         graph,

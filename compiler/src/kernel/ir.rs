@@ -68,22 +68,9 @@ pub struct BufferParam {
     pub writes: bool,
     /// Some launch passes a model output here, which a session may carry (a decode's new
     /// keys and values): a GPU kernel then adds the offset the runtime gives this buffer
-    /// (`kiln_runtime::buffer_offsets`). Set by [`mark_offset_buffers`].
+    /// (`kiln_runtime::buffer_offsets`). Set by `offsets::mark_offset_buffers`.
     #[serde(default)]
     pub offset: bool,
-}
-
-/// Marks each kernel parameter that some launch binds to a model output
-/// ([`BufferParam::offset`]); the others' offsets are zero, and their kernels need not
-/// read them.
-pub fn mark_offset_buffers(l: &mut crate::lower::Lowered) {
-    for launch in &l.launches {
-        for (i, &b) in launch.args.iter().enumerate() {
-            if matches!(l.buffers[b].kind, crate::lower::BufferKind::Output(_)) {
-                l.kernels[launch.kernel].args[i].offset = true;
-            }
-        }
-    }
 }
 
 /// Scratch memory private to one grid point, of a length known at compile time.
