@@ -1,5 +1,6 @@
 //! The table of buffer offsets GPU launches read (`Variant::buffer_offsets`): one `i64` of
-//! bytes per buffer of a launch, added by the kernel to the buffer's address.
+//! bytes for each argument a launch's kernel offsets (`Launch::offsets`), added by the
+//! kernel to that argument's address.
 //!
 //! A decode step writes each layer's new keys and values right after the rows held so far
 //! (`crate::carry`), so a carried output's address moved by a row every step, and with it

@@ -61,8 +61,9 @@ pub struct Variant {
     /// Artifacts without the field pass the exact count and as many blocks as it needs.
     #[serde(default)]
     pub counts_own_points: bool,
-    /// The code's GPU kernels take, as their last argument, the address of one `i64` per
-    /// buffer that they add to its address (where older ones took a point count). A
+    /// The code's GPU kernels take, as their last argument, the address of one `i64` for
+    /// each argument the launch lists in `Launch::offsets`, which they add to its address
+    /// (where older ones took a point count). A
     /// decode's carried output is then passed as its storage, with the rows held so far as
     /// its offset, and its launches' arguments stay the same from step to step; only the
     /// offsets, uploaded with the symbols, change. Artifacts without the field take the

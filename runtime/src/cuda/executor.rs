@@ -72,7 +72,7 @@ pub struct CudaExecutor {
     graph: Option<LaunchGraph>,
     recordings: Recordings,
     /// `KILN_HOST_TIMES=1`: the host's time in each phase of a run (a measuring aid), and
-    /// events around the run's upload and kernels (see [`CudaExecutor::mark`]).
+    /// events around the run's kernels (see [`CudaExecutor::mark`]).
     times: Option<HostTimes>,
     marks: Vec<CudaEvent>,
 }
@@ -243,11 +243,15 @@ impl CudaExecutor {
             self.graph = Some(graph);
         }
         host_times::lap(&mut self.times);
+        self.launch_graph()
+    }
+
+    /// Queues the kept graph, between the events of `KILN_HOST_TIMES`' first mark. The
+    /// context must be current.
+    fn launch_graph(&self) -> Result<(), DriverError> {
         self.mark(0)?;
-        self.graph
-            .as_ref()
-            .expect("built above")
-            .launch(&self.stream)
+        let graph = self.graph.as_ref().expect("a graph is kept");
+        graph.launch(&self.stream)
     }
 }
 
@@ -325,12 +329,12 @@ impl DeviceExecutor for CudaExecutor {
             {
                 self.tables = Some(OffsetTables::new(plan, &carried_outputs));
             }
-            let held = |o: usize| {
-                let run = io.carried.iter().find(|r| r.output == o);
-                run.map_or(0, |r| r.held as u64)
-            };
+            let mut held = vec![0u64; io.outputs.len()];
+            for run in io.carried {
+                held[run.output] = run.held as u64;
+            }
             let tables = self.tables.as_ref().expect("laid out above");
-            tables.write(held, &mut dims_bytes);
+            tables.write(|o| held[o], &mut dims_bytes);
         }
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(io.inputs.len() + 1);
         pieces.push(&dims_bytes);
@@ -396,10 +400,8 @@ impl DeviceExecutor for CudaExecutor {
             self.recordings.runs += 1;
             host_times::lap(&mut self.times);
             host_times::lap(&mut self.times);
-            self.mark(0).map_err(|e| derr("recording an event", e))?;
-            let graph = self.graph.as_ref().expect("checked above");
             (self.device.context.bind_to_thread())
-                .and_then(|()| graph.launch(&self.stream))
+                .and_then(|()| self.launch_graph())
                 .map_err(|e| derr("running the launch graph", e))?;
             self.mark(1).map_err(|e| derr("recording an event", e))?;
             host_times::lap(&mut self.times);

@@ -7,7 +7,8 @@
 //! Kernel ABI on every GPU target: `kiln_<name>(buf_0, ..., buf_n, dims, offsets)`, one
 //! global pointer per kernel argument, a global pointer to the plan's symbol values
 //! (`i64` each, in plan order) and a global pointer to the launch's buffer offsets (`i64`
-//! bytes each, one per buffer, added to its address: a decode's carried outputs are
+//! bytes each, one for each argument marked `BufferParam::offset`, in order, added to its
+//! address; the other arguments have none: a decode's carried outputs are
 //! passed as their storage and the rows held so far as their offsets, see
 //! `kiln_runtime::manifest::Variant::buffer_offsets`). Artifacts compiled before that
 //! passed a point count there instead, which later kernels stopped reading. Blocks are
