@@ -151,6 +151,20 @@ impl Layout {
         self.low.width as usize + self.high.as_ref().map_or(0, |h| h.width as usize)
     }
 
+    /// How many elements after each element of a run its nibble partner sits: the
+    /// element whose quant shares its byte, in the byte's other half (Q4_0: 16, Q4_K: 32,
+    /// Q4_K relaid: 64). `None` where every byte holds one element (Q8_0) or none of the
+    /// low field's nibbles pair up this way. A GPU step that reads a run's bytes uses the
+    /// other half too if it takes the partner's elements with them (`split` steps).
+    pub fn nibble_partner(&self) -> Option<usize> {
+        let f = &self.low;
+        if f.packed || f.width != 4 {
+            return None;
+        }
+        let bit = (0..4).find(|&b| f.byte.coef[b] == 0 && f.shift.coef[b] == 4)?;
+        Some((1 << bit) * self.run_len)
+    }
+
     /// The 6-bit scale and min of run `j` (0..8) from the 12 packed bytes `s`: the first
     /// four are the low 6 bits of bytes 0..4 (scales) and 4..8 (mins); the last four take
     /// their low nibbles from bytes 8..12 and their top two bits from bytes 0..8's spare
@@ -686,6 +700,55 @@ mod tests {
 
     /// A relaid block decodes to the same values as the block it was written from, and
     /// 64 consecutive elements' bits sit in 64 consecutive bytes at one shift.
+    /// Each element of a run with a nibble partner shares its byte with the element that
+    /// many places on, in the other nibble; formats of whole bytes have none.
+    #[test]
+    fn nibble_partners_share_a_byte() {
+        for format in QuantFormat::ALL.into_iter().chain(QuantFormat::RELAID) {
+            let l = format.layout();
+            let Some(d) = l.nibble_partner() else {
+                assert!(
+                    matches!(format, QuantFormat::Q8_0 | QuantFormat::Q8K),
+                    "{format:?}"
+                );
+                continue;
+            };
+            let want = match format {
+                QuantFormat::Q4KX | QuantFormat::Q6K | QuantFormat::Q6KX => 64,
+                QuantFormat::Q4K | QuantFormat::Q5K => 32,
+                _ => 16,
+            };
+            assert_eq!(d, want, "{format:?}");
+            let runs = format.block_elems() / l.run_len;
+            let mut paired = 0;
+            for e in 0..format.block_elems() {
+                let p = e + d;
+                if (e / d) % 2 == 1 {
+                    continue;
+                }
+                assert!(
+                    p < format.block_elems(),
+                    "{format:?}: {e} + {d} leaves the block"
+                );
+                let (r, t) = (e / l.run_len, e % l.run_len);
+                let (pr, pt) = (p / l.run_len, p % l.run_len);
+                assert!(r < runs && pr < runs);
+                let (a, b) = (l.low.locate(r, t), l.low.locate(pr, pt));
+                assert_eq!(
+                    a.0, b.0,
+                    "{format:?}: elements {e} and {p} in different bytes"
+                );
+                assert_eq!(
+                    a.1 ^ b.1,
+                    4,
+                    "{format:?}: elements {e} and {p} in one nibble"
+                );
+                paired += 1;
+            }
+            assert_eq!(2 * paired, format.block_elems(), "{format:?}");
+        }
+    }
+
     #[test]
     fn relaid_blocks_decode_as_the_originals() {
         for from in [QuantFormat::Q4K, QuantFormat::Q6K] {

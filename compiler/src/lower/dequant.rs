@@ -463,24 +463,32 @@ pub fn rows_dot(
 pub(super) const UNIT: usize = 8;
 
 /// Elements per step of `unit_dot` over `k` elements (`None`: unknown): `UNIT`, doubled
-/// within the run while a block's threads still get a step each and the step's quant bits
-/// stay within `step_bytes()`. Longer steps decode the run's multiplier and offset (a
-/// K-quant's six-bit pair: three byte loads and a dozen instructions) for more elements,
-/// and give each thread more loads in flight; but a step's bytes and activations live in
-/// registers together, for every column of the block. On one H100 (2026-12-05), steps of 32
-/// took the 8192^2 matvecs of 4-bit formats from 769-985 GB/s to 1035-1222 GB/s, and q8_0's
-/// (32 bytes a step) from 1666 down to 945; the cap keeps q8_0 at 16.
-pub(super) fn unit_of(l: &Layout, k: Option<i64>, threads: u32) -> usize {
-    unit_within(l, k, step_bytes(), threads)
+/// up to `most` (a run, or two where a step takes nibble partners) while a block's threads
+/// still get a step each and the step's quant bits stay within `step_bytes()`. Longer
+/// steps decode the run's multiplier and offset (a K-quant's six-bit pair: three byte
+/// loads and a dozen instructions) for more elements, and give each thread more loads in
+/// flight; but a step's bytes and activations live in registers together, for every
+/// column of the block. On one H100 (2026-12-05), steps of 32 took the 8192^2 matvecs of
+/// 4-bit formats from 769-985 GB/s to 1035-1222 GB/s, and q8_0's (32 bytes a step) from
+/// 1666 down to 945; the cap keeps q8_0 at 16.
+pub(super) fn unit_of(l: &Layout, k: Option<i64>, threads: u32, most: usize) -> usize {
+    unit_within(l, k, step_bytes(), threads, most)
 }
 
-/// `unit_of` with at most `cap` bytes of quants a step, for blocks of `threads`.
-pub(super) fn unit_within(l: &Layout, k: Option<i64>, cap: usize, threads: u32) -> usize {
+/// `unit_of` with at most `cap` bytes of quants a step, for blocks of `threads`, steps of
+/// at most `most` elements.
+pub(super) fn unit_within(
+    l: &Layout,
+    k: Option<i64>,
+    cap: usize,
+    threads: u32,
+    most: usize,
+) -> usize {
     let threads = threads as i64;
     let bits = l.quant_bits();
-    let mut unit = UNIT.min(l.run_len);
-    while 2 * unit <= l.run_len
-        && l.run_len.is_multiple_of(2 * unit)
+    let mut unit = UNIT.min(most);
+    while 2 * unit <= most
+        && most.is_multiple_of(2 * unit)
         && 2 * unit * bits <= 8 * cap
         && k.is_some_and(|k| k / (2 * unit as i64) >= threads)
     {
@@ -496,75 +504,85 @@ fn step_bytes() -> usize {
 }
 
 /// `acc = sum over k of dequant(bytes)[row, k] * a(k)` as one reduction over steps of
-/// `unit_of` elements, for GPU targets, where a block of threads shares the reduction's
-/// iterations. Each step computes its run's multiplier and offset once (rather than once
-/// per element as `dequant_at` would), then sums `a * q` over its elements, `lanes` at a
-/// time in one FMA chain: each run of `lanes` is one vector load of quant bytes and one of
-/// activations (`a(k, lanes)` reads `lanes` elements from `k`), where `lanes == 1` issues a
-/// load per byte and element. `lanes` must divide the step, and the step the run length.
+/// `step.elems` elements, for GPU targets, where a block of threads shares the reduction's
+/// iterations. Each piece of a step (the step, or its two halves where it takes nibble
+/// partners: `Step::split`) lies in one run, whose multiplier and offset it computes once
+/// (rather than once per element as `dequant_at` would), then sums `a * q` over its
+/// elements, `lanes` at a time in one FMA chain: each run of `lanes` is one vector load of
+/// quant bytes and one of activations (`a(k, lanes)` reads `lanes` elements from `k`),
+/// where `lanes == 1` issues a load per byte and element. `lanes` must divide a piece, and
+/// a piece the run length.
 pub fn unit_dot(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),
     row: Expr,
     a: &mut dyn FnMut(&mut Ctx, Expr, u8) -> Result<Expr, LowerError>,
     k_len: Expr,
-    super::gpu_dot::Step { lanes, elems }: super::gpu_dot::Step,
+    step: super::gpu_dot::Step,
     acc: VarId,
 ) -> Result<Vec<Stmt>, LowerError> {
     let l = format.layout();
     let be = format.block_elems() as i64;
-    let unit = elems as usize;
-    if !unit.is_multiple_of(lanes as usize) || !l.run_len.is_multiple_of(unit) {
+    let lanes = step.lanes;
+    let piece = step.piece_len() as usize;
+    if !piece.is_multiple_of(lanes as usize) || !l.run_len.is_multiple_of(piece) {
         return Err(LowerError::Internal(format!(
-            "{lanes} lanes and units of {unit} do not fit {format:?}'s runs"
+            "{lanes} lanes and pieces of {piece} do not fit {format:?}'s runs"
         )));
     }
-    let step = ctx.fresh();
-    let k0 = mul(var(step), i(unit as i64));
-    let blk = Block {
-        bytes,
-        prefix: vec![row],
-        base: mul(div(k0.clone(), i(be)), i(format.block_bytes() as i64)),
-    };
-    let j0 = rem(k0.clone(), i(be));
-    let run = if be as usize == l.run_len {
-        Run::Known(0)
-    } else {
-        Run::Computed(div(j0.clone(), i(l.run_len as i64)))
-    };
-    let t0 = rem(j0, i(l.run_len as i64));
-    let mut products = Vec::new();
-    let mut xs = None::<Expr>;
-    for t in (0..unit as i64).step_by(lanes as usize) {
-        let x = a(ctx, add(k0.clone(), i(t)), lanes)?;
-        let q = cast(
-            Elem::F32,
-            quant(ctx, &blk, &l, &run, add(t0.clone(), i(t)), lanes)?,
-        );
-        if l.offset != kiln_ir::quant::Offset::None {
-            xs = Some(match xs {
-                None => x.clone(),
-                Some(sum) => bin(BOp::Add, sum, x.clone()),
-            });
-        }
-        products.push((x, q));
-    }
-    let xq = fma_chain(products, lanes, &mut || ctx.fresh());
-    let (scale, offset) = run_scale(ctx, &blk, &l, &run)?;
-    let mut value = bin(BOp::Mul, xq, scale);
-    if let (Some(o), Some(xs)) = (offset, xs) {
-        let xs = if lanes > 1 {
-            Expr::ReduceLanes(RedOp::Sum, Box::new(xs))
-        } else {
-            xs
+    let kk = ctx.fresh();
+    let mut value = None::<Expr>;
+    for k0 in step.pieces(var(kk)) {
+        let blk = Block {
+            bytes,
+            prefix: vec![row.clone()],
+            base: mul(div(k0.clone(), i(be)), i(format.block_bytes() as i64)),
         };
-        value = fma(xs, o, value);
+        let j0 = rem(k0.clone(), i(be));
+        let run = if be as usize == l.run_len {
+            Run::Known(0)
+        } else {
+            Run::Computed(div(j0.clone(), i(l.run_len as i64)))
+        };
+        let t0 = rem(j0, i(l.run_len as i64));
+        let mut products = Vec::new();
+        let mut xs = None::<Expr>;
+        for t in (0..piece as i64).step_by(lanes as usize) {
+            let x = a(ctx, add(k0.clone(), i(t)), lanes)?;
+            let q = cast(
+                Elem::F32,
+                quant(ctx, &blk, &l, &run, add(t0.clone(), i(t)), lanes)?,
+            );
+            if l.offset != kiln_ir::quant::Offset::None {
+                xs = Some(match xs {
+                    None => x.clone(),
+                    Some(sum) => bin(BOp::Add, sum, x.clone()),
+                });
+            }
+            products.push((x, q));
+        }
+        let xq = fma_chain(products, lanes, &mut || ctx.fresh());
+        let (scale, offset) = run_scale(ctx, &blk, &l, &run)?;
+        let mut part = bin(BOp::Mul, xq, scale);
+        if let (Some(o), Some(xs)) = (offset, xs) {
+            let xs = if lanes > 1 {
+                Expr::ReduceLanes(RedOp::Sum, Box::new(xs))
+            } else {
+                xs
+            };
+            part = fma(xs, o, part);
+        }
+        value = Some(match value {
+            None => part,
+            Some(v) => bin(BOp::Add, v, part),
+        });
     }
+    let value = value.ok_or_else(|| LowerError::Internal("a step of no pieces".into()))?;
     Ok(vec![Stmt::Reduce {
         acc,
         op: RedOp::Sum,
-        var: step,
-        extent: div(k_len, i(unit as i64)),
+        var: kk,
+        extent: div(k_len, i(step.elems)),
         value,
         vector: 1,
     }])

@@ -10,12 +10,13 @@
 //! as on the CPU's byte dot products (`activations.rs`), which is why it is an option.
 //!
 //! A step takes `elems` consecutive elements of one run that lie in one 32-element
-//! activation block. Weight quants go in as their unsigned bits (`quant_bits`); a signed
+//! activation block, or two such pieces, nibble partners (`gpu_dot::Step`). Weight quants go in as their unsigned bits (`quant_bits`); a signed
 //! format (Q8_0) multiplies its signed bytes as they are. A centred format subtracts
 //! `centre * sum(x_q)` and an offset format adds `offset * d_x * sum(x_q)`, that sum itself
 //! a dot product of the activation bytes with ones.
 
 use super::dequant::{quant, quant_bits, run_scale, unit_within, Block, Run};
+use super::gpu_dot::Step;
 use super::int_dot::{X_BLOCK, X_BLOCK_BYTES};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
@@ -37,42 +38,96 @@ pub fn applies(format: QuantFormat) -> bool {
 /// growing with the step); Q4_K read the same with either.
 const STEP_BYTES: usize = 32;
 
-/// Elements a step takes for `format` over `k` inputs: as the f32 form's step (which keeps
-/// every thread of a block busy) with `STEP_BYTES`, within a run and an activation block,
-/// and a multiple of four (whole `dp4a` words).
-pub fn step_elems(format: QuantFormat, k: Option<i64>, threads: u32) -> i64 {
+/// The step for `format` over `k` inputs: as the f32 form's (`gpu_dot::gpu_step`, which
+/// keeps every thread of a block busy and takes nibble partners where the format has
+/// them) with `STEP_BYTES`, each piece within a run and an activation block, and a
+/// multiple of four elements (whole `dp4a` words).
+pub fn step_of(format: QuantFormat, k: Option<i64>, threads: u32) -> Step {
     let l = format.layout();
-    let unit = unit_within(&l, k, STEP_BYTES, threads) as i64;
-    unit.min(X_BLOCK).min(l.run_len as i64).max(4)
+    let partner = l.nibble_partner().filter(|_| super::gpu_dot::split_steps());
+    let most = if partner.is_some() {
+        2 * l.run_len
+    } else {
+        l.run_len
+    };
+    let unit = unit_within(&l, k, STEP_BYTES, threads, most) as i64;
+    let piece = unit / 2;
+    match partner {
+        Some(d)
+            if piece >= 4 && piece % 4 == 0 && X_BLOCK % piece == 0 && d as i64 % piece == 0 =>
+        {
+            Step {
+                lanes: piece as u8,
+                elems: unit,
+                split: d as i64,
+            }
+        }
+        _ => {
+            let elems = unit.min(X_BLOCK).min(l.run_len as i64).max(4);
+            Step::consecutive(elems as u8, elems)
+        }
+    }
 }
 
 /// `acc = sum over k of dequant(bytes)[row, k] * dequant(x)[k]` as one reduction over
-/// steps of `elems` elements (see the module doc); `x` is the q8_0 bytes of the activation
-/// row, indexed by `x_prefix`.
+/// steps (`step_of`; see the module doc); `x` is the q8_0 bytes of the activation row,
+/// indexed by `x_prefix`. Each piece of a step multiplies its bytes in one go and meets
+/// its run's and its activation block's scales once.
 pub fn unit_dot_bytes(
     ctx: &mut Ctx,
     (bytes, format): (NodeId, QuantFormat),
     row: Expr,
     (x, x_prefix): (NodeId, Vec<Expr>),
     k_len: Expr,
-    elems: i64,
+    step: Step,
     acc: VarId,
 ) -> Result<Vec<Stmt>, LowerError> {
     let l = format.layout();
-    let be = format.block_elems() as i64;
     let run_len = l.run_len as i64;
-    if elems % 4 != 0 || X_BLOCK % elems != 0 || run_len % elems != 0 {
+    let piece = step.piece_len();
+    if piece % 4 != 0 || X_BLOCK % piece != 0 || run_len % piece != 0 {
         return Err(LowerError::Internal(format!(
-            "byte dot steps of {elems} for {format}'s runs of {run_len}"
+            "byte dot pieces of {piece} for {format}'s runs of {run_len}"
         )));
     }
-    let lanes = elems as u8;
+    let kk = ctx.fresh();
+    let mut value = None::<Expr>;
+    for k0 in step.pieces(var(kk)) {
+        let part = piece_dot(ctx, (bytes, format), &row, (x, &x_prefix), k0, piece)?;
+        value = Some(match value {
+            None => part,
+            Some(v) => bin(BOp::Add, v, part),
+        });
+    }
+    let value = value.ok_or_else(|| LowerError::Internal("a step of no pieces".into()))?;
+    Ok(vec![Stmt::Reduce {
+        acc,
+        op: RedOp::Sum,
+        var: kk,
+        extent: div(k_len, i(step.elems)),
+        value,
+        vector: 1,
+    }])
+}
+
+/// The scaled integer dot product of the `piece` elements from `k0` (one run, one
+/// activation block).
+fn piece_dot(
+    ctx: &mut Ctx,
+    (bytes, format): (NodeId, QuantFormat),
+    row: &Expr,
+    (x, x_prefix): (NodeId, &[Expr]),
+    k0: Expr,
+    piece: i64,
+) -> Result<Expr, LowerError> {
+    let l = format.layout();
+    let be = format.block_elems() as i64;
+    let run_len = l.run_len as i64;
+    let lanes = piece as u8;
     let words = lanes / 4;
-    let step = ctx.fresh();
-    let k0 = mul(var(step), i(elems));
     let blk = Block {
         bytes,
-        prefix: vec![row],
+        prefix: vec![row.clone()],
         base: mul(div(k0.clone(), i(be)), i(format.block_bytes() as i64)),
     };
     let j0 = rem(k0.clone(), i(be));
@@ -84,7 +139,7 @@ pub fn unit_dot_bytes(
     let t0 = rem(j0, i(run_len));
     let xblk = Block {
         bytes: x,
-        prefix: x_prefix,
+        prefix: x_prefix.to_vec(),
         base: mul(div(k0.clone(), i(X_BLOCK)), i(X_BLOCK_BYTES)),
     };
     let xl = QuantFormat::Q8_0.layout();
@@ -121,12 +176,5 @@ pub fn unit_dot_bytes(
         let ones = sum(dot_bytes(zero(), splat(i32(1), lanes), var(xs)));
         value = let_in(x_sum, ones, value);
     }
-    Ok(vec![Stmt::Reduce {
-        acc,
-        op: RedOp::Sum,
-        var: step,
-        extent: div(k_len, i(elems)),
-        value: let_in(xs, xq, value),
-        vector: 1,
-    }])
+    Ok(let_in(xs, xq, value))
 }

@@ -124,22 +124,71 @@ pub(super) fn gpu_unit_lanes(
 /// bytes of each row in flight on both APIs.
 const GPU_DOT_STEP: i64 = 8;
 
-/// What one step of a GPU decode dot product reads of each row: `elems` consecutive
-/// elements along K, in runs of `lanes` (one vector load each where the operand is a
-/// buffer along K). A normalisation the kernel computes itself (`normalised::begin`)
-/// steps the same way, so its sum joins the dot products' reduction group.
+/// What one step of a GPU decode dot product reads of each row: `elems` elements along K,
+/// in runs of `lanes` (one vector load each where the operand is a buffer along K). They
+/// are consecutive, or, with `split` above 0, two pieces of `elems / 2`, the second
+/// `split` elements after the first: the nibble partners of a 4-bit format's elements
+/// (`Layout::nibble_partner`), so a step reads each byte it loads whole. A normalisation
+/// the kernel computes itself (`normalised::begin`) steps the same way, so its sum joins
+/// the dot products' reduction group and reads the same activations.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Step {
     pub lanes: u8,
     pub elems: i64,
+    pub split: i64,
 }
 
-/// The start, along K, of each run of step `kk`.
-pub(super) fn step_runs(kk: VarId, lanes: u8, elems: i64) -> Vec<Expr> {
-    (0..elems)
-        .step_by(lanes as usize)
-        .map(|t| add(mul(var(kk), i(elems)), i(t)))
-        .collect()
+impl Step {
+    pub fn consecutive(lanes: u8, elems: i64) -> Step {
+        Step {
+            lanes,
+            elems,
+            split: 0,
+        }
+    }
+
+    /// The first element, along K, of each piece of step `kk` (one, or two where split).
+    /// Step `kk`'s first piece is the `kk`-th run of `elems / 2` among the elements whose
+    /// partner comes after them (a block of `2 * split` holds `split` of those, then their
+    /// partners).
+    pub fn pieces(&self, kk: Expr) -> Vec<Expr> {
+        if self.split == 0 {
+            return vec![mul(kk, i(self.elems))];
+        }
+        let piece = self.elems / 2;
+        let per = self.split / piece;
+        let first = add(
+            mul(div(kk.clone(), i(per)), i(2 * self.split)),
+            mul(rem(kk, i(per)), i(piece)),
+        );
+        vec![first.clone(), add(first, i(self.split))]
+    }
+
+    /// Elements in each piece.
+    pub fn piece_len(&self) -> i64 {
+        if self.split == 0 {
+            self.elems
+        } else {
+            self.elems / 2
+        }
+    }
+
+    /// The start, along K, of each run of `lanes` elements of step `kk`.
+    pub fn runs(&self, kk: VarId) -> Vec<Expr> {
+        let mut out = Vec::new();
+        for start in self.pieces(var(kk)) {
+            for t in (0..self.piece_len()).step_by(self.lanes as usize) {
+                out.push(add(start.clone(), i(t)));
+            }
+        }
+        out
+    }
+}
+
+/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`):
+/// `KILN_GPU_SPLIT_STEPS=0` at compile time turns it off, to compare on a GPU.
+pub(super) fn split_steps() -> bool {
+    super::knob("KILN_GPU_SPLIT_STEPS", 1) == 1
 }
 
 /// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
@@ -167,14 +216,32 @@ pub(super) fn gpu_step(
     if let Some(lanes) = gpu_lanes {
         let elems = GPU_DOT_STEP.max(lanes as i64);
         let fits = k.as_known().is_some_and(|k| k % elems == 0);
-        return Some(Step {
+        return Some(Step::consecutive(
             lanes,
-            elems: if fits { elems } else { lanes as i64 },
-        });
+            if fits { elems } else { lanes as i64 },
+        ));
     }
     let (_, format) = quantized_rows(ctx, ops)?;
-    unit_steps(ctx, ops, unit_lanes, format).then(|| Step {
-        lanes: unit_lanes,
-        elems: super::dequant::unit_of(&format.layout(), k.as_known(), threads) as i64,
-    })
+    if !unit_steps(ctx, ops, unit_lanes, format) {
+        return None;
+    }
+    let l = format.layout();
+    let partner = l.nibble_partner().filter(|_| split_steps());
+    let most = if partner.is_some() {
+        2 * l.run_len
+    } else {
+        l.run_len
+    };
+    let elems = super::dequant::unit_of(&l, k.as_known(), threads, most);
+    let piece = elems / 2;
+    match partner {
+        Some(d) if piece >= 1 && piece.is_multiple_of(unit_lanes as usize) && d % piece == 0 => {
+            Some(Step {
+                lanes: unit_lanes,
+                elems: elems as i64,
+                split: d as i64,
+            })
+        }
+        _ => Some(Step::consecutive(unit_lanes, elems.min(l.run_len) as i64)),
+    }
 }

@@ -10,9 +10,7 @@
 //! Packing makes B reads sequential whatever its layout or stride (power-of-two strides
 //! otherwise alias in cache). How a GPU's dot product steps along K is `gpu_dot.rs`.
 
-use super::gpu_dot::{
-    along_k, gpu_dot_columns, gpu_dot_lanes, gpu_step, gpu_unit_lanes, step_runs, Step,
-};
+use super::gpu_dot::{along_k, gpu_dot_columns, gpu_dot_lanes, gpu_step, gpu_unit_lanes, Step};
 use super::inline::{dim_expr, value_at};
 use super::{Ctx, GridDim, LowerError};
 use crate::kernel::e::*;
@@ -610,7 +608,7 @@ fn dot_kernel(
                 && tiles == 1
                 && super::gpu_byte_dot::applies(weights.1) =>
         {
-            let elems = super::gpu_byte_dot::step_elems(weights.1, kdim.as_known(), threads);
+            let step = super::gpu_byte_dot::step_of(weights.1, kdim.as_known(), threads);
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
@@ -620,7 +618,7 @@ fn dot_kernel(
                     read_col.clone(),
                     (x, prefix.clone()),
                     extent.clone(),
-                    elems,
+                    step,
                     acc,
                 )?);
             }
@@ -668,7 +666,7 @@ fn dot_kernel(
             }
         }
         _ if gpu_lanes.is_some() => {
-            let Some(Step { lanes, elems }) = step else {
+            let Some(step) = step else {
                 return Err(LowerError::Internal(
                     "a GPU dot product without its step".into(),
                 ));
@@ -676,7 +674,8 @@ fn dot_kernel(
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
                 let kk = ctx.fresh();
                 let mut pairs = Vec::new();
-                for at in step_runs(kk, lanes, elems) {
+                let Step { lanes, elems, .. } = step;
+                for at in step.runs(kk) {
                     let a = ops.a_run(ctx, row.clone(), at.clone(), lanes)?;
                     let b = run_from(ops.b_at(ctx, at, read_col.clone())?, lanes)?;
                     pairs.push((a, b));

@@ -11,7 +11,7 @@
 //! layer's critical path, then does not run (`partition::normalised_in_place_on_gpu`);
 //! prefill keeps it, launched under the guard of the forms that read its buffer.
 
-use super::gpu_dot::{step_runs, Step};
+use super::gpu_dot::Step;
 use super::inline::value_at;
 use super::matmul::{run_of, Operands};
 use super::{Ctx, LowerError};
@@ -56,12 +56,13 @@ pub(super) fn begin(
     }
     let mut prefix = Operands::batch_index(&ops.a_shape, ops.nb);
     prefix.push(row.clone());
-    let Step { lanes, elems } = step.unwrap_or(Step { lanes: 1, elems: 1 });
+    let step = step.unwrap_or(Step::consecutive(1, 1));
+    let Step { lanes, elems, .. } = step;
     // One reduction over the row, a step's runs of `node` combined, then their lanes.
     let mut over_row = |ctx: &mut Ctx, node, op: RedOp, each: &dyn Fn(VarId, Expr) -> Expr| {
         let (acc, k) = (ctx.fresh(), ctx.fresh());
         let mut value = None;
-        for at in step_runs(k, lanes, elems) {
+        for at in step.runs(k) {
             let run = run_of(
                 ctx,
                 &mut |ctx, k| {

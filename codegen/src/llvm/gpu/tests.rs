@@ -318,6 +318,30 @@ fn quantized_matvecs_load_runs_of_bytes_and_activations() {
     assert!(q4k.contains(".u64") || q4k.contains(".v2.u32"), "{q4k}");
 }
 
+/// A Q4_K decode step at K = 8192 (256 threads, a 32-element step each) takes 16
+/// elements and their nibble partners (`Step::split`), so each 16-byte load of quants
+/// serves 32 weights: one such load per row for every eight 16-byte loads of activations
+/// (32 f32, shared by the block's 4 rows), where a step of 32 consecutive elements reads
+/// 32 bytes for their low or high nibbles only.
+#[test]
+fn four_bit_matvec_steps_use_both_nibbles_of_each_byte_they_load() {
+    let model = "kir 1
+%x = input \"x\" f32[1,8192]
+%w = input \"w\" u8[1024,4608]
+%d = dequant %w format=q4_k
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, model, "cuda:sm_90");
+    let ptx = String::from_utf8(code).unwrap();
+    let (quants, activations) = (
+        ptx.matches("ld.global.nc.v4.u32").count(),
+        ptx.matches("ld.global.nc.v4.f32").count(),
+    );
+    assert!(activations >= 8, "{activations} activation loads\n{ptx}");
+    assert_eq!(2 * quants, activations, "{quants} quant loads\n{ptx}");
+}
+
 /// On NVPTX the decode matvecs' weights reach the exponent form a permute per weight (the
 /// byte under the bits of 2^23), their flips, masks and shifts done on packed words,
 /// instead of a field extract, a shift, a mask and an or per weight; HIP, which keeps the
