@@ -113,9 +113,24 @@ fn packed6(ctx: &mut Ctx, blk: &Block, run: &Run, min: bool) -> Result<Expr, Low
         Run::Known(r) => i(*r as i64 % 4),
         Run::Computed(r) => rem(r.clone(), i(4)),
     };
-    let a = blk.byte(ctx, add(i(4), j4.clone()))?;
-    let b = blk.byte(ctx, add(i(8), j4.clone()))?;
-    let c = blk.byte(ctx, add(i(12), j4))?;
+    let (a, b, c) = match run {
+        // On a GPU, the three 4-byte words the bytes sit in, each shifted to its byte: a
+        // step that takes nibble partners (`gpu_dot::Step::split`) decodes two runs and
+        // then loads three words for both rather than six bytes.
+        Run::Computed(_) if ctx.schedule.gpu => {
+            let shift = cast(Elem::I32, mul(j4, i(8)));
+            let mut byte_of = |at: i64| -> Result<Expr, LowerError> {
+                let w = blk.word(ctx, at, 4)?;
+                Ok(bin(BOp::And, bin(BOp::Shr, w, shift.clone()), i32(255)))
+            };
+            (byte_of(4)?, byte_of(8)?, byte_of(12)?)
+        }
+        _ => (
+            blk.byte(ctx, add(i(4), j4.clone()))?,
+            blk.byte(ctx, add(i(8), j4.clone()))?,
+            blk.byte(ctx, add(i(12), j4))?,
+        ),
+    };
     let low = |v: Expr| bin(BOp::And, v, i32(63));
     let top = |v: Expr| bin(BOp::Shl, bin(BOp::Shr, v, i32(6)), i32(4));
     let (first, last) = if min {

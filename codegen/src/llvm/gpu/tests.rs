@@ -360,7 +360,12 @@ fn quantized_matvec_weights_become_floats_through_byte_permutes() {
             ptx.matches("bfe.u32").count(),
         );
         assert!(permutes >= 8, "{format}: {permutes} permutes\n{ptx}");
-        assert_eq!(extracts, 0, "{format}: byte extracts\n{ptx}");
+        // A K-quant run's six-bit scale and min may take a field extract each (a step
+        // decodes one or two runs); a weight's would be one per permute.
+        assert!(
+            8 * extracts <= permutes,
+            "{format}: {extracts} byte extracts for {permutes} permutes\n{ptx}"
+        );
     }
 }
 
