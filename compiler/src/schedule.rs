@@ -51,6 +51,10 @@ pub struct Schedule {
     /// (`lower::gpu_dot::block_threads`): CUDA, where they were faster. Every GPU code
     /// generator takes a kernel's own block size; on Vulkan they were slower (pipeline.rs).
     pub narrow_dot_blocks: bool,
+    /// GPU decode steps over 4-bit quants take nibble partners (`lower::gpu_dot::Step`):
+    /// LLVM's GPU targets. NVIDIA's Vulkan driver computed wrong sums from such steps that
+    /// Mesa's computed right (2026-12-07, pipeline.rs), so SPIR-V keeps steps of one run.
+    pub split_steps: bool,
     /// Bytes of shared memory a GPU block may use (`lower::matrix` plans its staging
     /// within it); 0 on CPUs.
     pub shared_bytes: u32,
@@ -82,6 +86,7 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
+            split_steps: false,
             shared_bytes: 0,
         }
     }
@@ -116,6 +121,7 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: false,
+            split_steps: false,
             shared_bytes: 0,
         }
     }
@@ -131,6 +137,7 @@ impl Schedule {
             // limit; AMD's LDS holds 64 KiB; Vulkan guarantees less, but its kernels
             // declare no shared locals).
             shared_bytes: 48 << 10,
+            split_steps: true,
             ..Schedule::scalar()
         }
     }

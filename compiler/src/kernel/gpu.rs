@@ -162,7 +162,8 @@ pub fn matrix_warp(body: &[Stmt]) -> Option<u32> {
 pub const MAX_BLOCK_REDUCTIONS: usize = 8;
 
 /// Strided steps of a block's reductions each thread loads before it accumulates any
-/// (every GPU code generator's `reduce_strided`): a decode matvec thread otherwise waits one
+/// (the LLVM GPU code generator's `reduce_strided`; SPIR-V takes one, see its
+/// `reduce_together`): a decode matvec thread otherwise waits one
 /// memory round trip per step, and a block with few steps a thread (a 1B llama's down
 /// projection: 5.5 of 16 bytes a row) spends its life waiting rather than streaming. The
 /// steps still accumulate in order, so results do not change. One H200 (2026-12-07), 1B

@@ -478,32 +478,24 @@ pub fn rows_dot(
 pub(super) const UNIT: usize = 8;
 
 /// Elements per step of `unit_dot` over `k` elements (`None`: unknown): `UNIT`, doubled
-/// up to `most` (a run, or two where a step takes nibble partners) while a block's threads
-/// still get a step each and the step's quant bits stay within `step_bytes()`. Longer
-/// steps decode the run's multiplier and offset (a K-quant's six-bit pair: three byte
-/// loads and a dozen instructions) for more elements, and give each thread more loads in
-/// flight; but a step's bytes and activations live in registers together, for every
-/// column of the block. On one H100 (2026-12-05), steps of 32 took the 8192^2 matvecs of
-/// 4-bit formats from 769-985 GB/s to 1035-1222 GB/s, and q8_0's (32 bytes a step) from
-/// 1666 down to 945; the cap keeps q8_0 at 16.
-pub(super) fn unit_of(l: &Layout, k: Option<i64>, threads: u32, most: usize) -> usize {
-    unit_within(l, k, step_bytes(), threads, most)
+/// within the run while a block's threads still get a step each and the step's quant bits
+/// stay within `step_bytes()`. Longer steps decode the run's multiplier and offset (a
+/// K-quant's six-bit pair: three byte loads and a dozen instructions) for more elements,
+/// and give each thread more loads in flight; but a step's bytes and activations live in
+/// registers together, for every column of the block. On one H100 (2026-12-05), steps of
+/// 32 took the 8192^2 matvecs of 4-bit formats from 769-985 GB/s to 1035-1222 GB/s, and
+/// q8_0's (32 bytes a step) from 1666 down to 945; the cap keeps q8_0 at 16.
+pub(super) fn unit_of(l: &Layout, k: Option<i64>, threads: u32) -> usize {
+    unit_within(l, k, step_bytes(), threads)
 }
 
-/// `unit_of` with at most `cap` bytes of quants a step, for blocks of `threads`, steps of
-/// at most `most` elements.
-pub(super) fn unit_within(
-    l: &Layout,
-    k: Option<i64>,
-    cap: usize,
-    threads: u32,
-    most: usize,
-) -> usize {
+/// `unit_of` with at most `cap` bytes of quants a step, for blocks of `threads`.
+pub(super) fn unit_within(l: &Layout, k: Option<i64>, cap: usize, threads: u32) -> usize {
     let threads = threads as i64;
     let bits = l.quant_bits();
-    let mut unit = UNIT.min(most);
-    while 2 * unit <= most
-        && most.is_multiple_of(2 * unit)
+    let mut unit = UNIT.min(l.run_len);
+    while 2 * unit <= l.run_len
+        && l.run_len.is_multiple_of(2 * unit)
         && 2 * unit * bits <= 8 * cap
         && k.is_some_and(|k| k / (2 * unit as i64) >= threads)
     {

@@ -40,32 +40,24 @@ const STEP_BYTES: usize = 32;
 
 /// The step for `format` over `k` inputs: as the f32 form's (`gpu_dot::gpu_step`, which
 /// keeps every thread of a block busy and takes nibble partners where the format has
-/// them) with `STEP_BYTES`, each piece within a run and an activation block, and a
-/// multiple of four elements (whole `dp4a` words).
+/// them) with `STEP_BYTES`, within a run and an activation block, each piece a multiple
+/// of eight elements (whole `dp4a` words, two or more). Only CUDA multiplies bytes this way, so steps
+/// split wherever they can.
 pub fn step_of(format: QuantFormat, k: Option<i64>, threads: u32) -> Step {
     let l = format.layout();
+    let unit = unit_within(&l, k, STEP_BYTES, threads) as i64;
+    let elems = unit.min(X_BLOCK).min(l.run_len as i64).max(4);
     let partner = l.nibble_partner().filter(|_| super::gpu_dot::split_steps());
-    let most = if partner.is_some() {
-        2 * l.run_len
-    } else {
-        l.run_len
-    };
-    let unit = unit_within(&l, k, STEP_BYTES, threads, most) as i64;
-    let piece = unit / 2;
-    match partner {
-        Some(d)
-            if piece >= 4 && piece % 4 == 0 && X_BLOCK % piece == 0 && d as i64 % piece == 0 =>
-        {
-            Step {
-                lanes: piece as u8,
-                elems: unit,
-                split: d as i64,
-            }
-        }
-        _ => {
-            let elems = unit.min(X_BLOCK).min(l.run_len as i64).max(4);
-            Step::consecutive(elems as u8, elems)
-        }
+    // Pieces of at least two words: a lone word's dot product is a one-lane vector,
+    // which the CPU's code generator (the lowering's test bed) crashed on.
+    match Step::within_run(8, elems, partner) {
+        // Each piece's bytes multiply as one `dp4a` group.
+        Step { split, .. } if split > 0 => Step {
+            lanes: (elems / 2) as u8,
+            elems,
+            split,
+        },
+        _ => Step::consecutive(elems as u8, elems),
     }
 }
 
