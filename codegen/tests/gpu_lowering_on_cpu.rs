@@ -122,14 +122,15 @@ fn interpreted(g: &kiln_ir::Graph, inputs: &BTreeMap<String, Tensor>, name: &str
 
 /// A decode matvec (one row of activations against `n` rows of quantized weights) in every
 /// format, lowered for CUDA (vector loads; 64 rows a block per output, 1024 four outputs a
-/// block) and for Vulkan (byte by byte): its kernel's outputs match the interpreter's.
+/// block; at 8192 inputs the 4-bit formats' steps take nibble partners, `Step::split`) and
+/// for Vulkan (byte by byte): its kernel's outputs match the interpreter's.
 #[test]
 fn gpu_quantized_matvecs_compute_what_the_interpreter_does() {
-    let k = 512usize;
-    for (target, n) in [
-        ("cuda:sm_90", 64usize),
-        ("cuda:sm_90", 1024),
-        ("vulkan:spv1.3", 64),
+    for (target, n, k) in [
+        ("cuda:sm_90", 64usize, 512usize),
+        ("cuda:sm_90", 1024, 512),
+        ("cuda:sm_90", 64, 8192),
+        ("vulkan:spv1.3", 64, 512),
     ] {
         let t: Target = target.parse().unwrap();
         let schedule = kiln_compiler::pipeline::schedule_for(&t, &Default::default()).unwrap();

@@ -106,10 +106,10 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // H100, 2026-12-06: tg128 318.5 t/s with them, 339.9 with 256 invocations;
                 // pp512 290.0 against 364.6), though each entry point may declare its own.
                 narrow_dot_blocks: false,
-                // With steps that take nibble partners, 15 conformance cases failed on
-                // NVIDIA's driver (one H100, 2026-12-07: K-quants and Q4_0-family weights
-                // times q8_0-rounded activations, K 256 to 8192) that pass on Mesa's and on
-                // CUDA; until the driver's handling of them is understood, one run a step.
+                // With steps that take nibble partners, conformance cases that had passed
+                // failed on NVIDIA's driver (one H100, 2026-12-07: Q6_K and relaid K-quant
+                // weights times q8_0-rounded activations, K 256 to 8192) and pass on
+                // Mesa's; until the driver's handling of them is understood, one run a step.
                 split_steps: false,
                 ..Schedule::gpu()
             });
