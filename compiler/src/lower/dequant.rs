@@ -537,9 +537,7 @@ pub fn unit_dot(
             "{lanes} lanes and pieces of {piece} do not fit {format:?}'s runs"
         )));
     }
-    let kk = ctx.fresh();
-    let mut value = None::<Expr>;
-    for k0 in step.pieces(var(kk)) {
+    step.reduce(ctx, acc, k_len, &mut |ctx, k0| {
         let blk = Block {
             bytes,
             prefix: vec![row.clone()],
@@ -579,18 +577,6 @@ pub fn unit_dot(
             };
             part = fma(xs, o, part);
         }
-        value = Some(match value {
-            None => part,
-            Some(v) => bin(BOp::Add, v, part),
-        });
-    }
-    let value = value.ok_or_else(|| LowerError::Internal("a step of no pieces".into()))?;
-    Ok(vec![Stmt::Reduce {
-        acc,
-        op: RedOp::Sum,
-        var: kk,
-        extent: div(k_len, i(step.elems)),
-        value,
-        vector: 1,
-    }])
+        Ok(part)
+    })
 }

@@ -82,24 +82,9 @@ pub fn unit_dot_bytes(
             "byte dot pieces of {piece} for {format}'s runs of {run_len}"
         )));
     }
-    let kk = ctx.fresh();
-    let mut value = None::<Expr>;
-    for k0 in step.pieces(var(kk)) {
-        let part = piece_dot(ctx, (bytes, format), &row, (x, &x_prefix), k0, piece)?;
-        value = Some(match value {
-            None => part,
-            Some(v) => bin(BOp::Add, v, part),
-        });
-    }
-    let value = value.ok_or_else(|| LowerError::Internal("a step of no pieces".into()))?;
-    Ok(vec![Stmt::Reduce {
-        acc,
-        op: RedOp::Sum,
-        var: kk,
-        extent: div(k_len, i(step.elems)),
-        value,
-        vector: 1,
-    }])
+    step.reduce(ctx, acc, k_len, &mut |ctx, k0| {
+        piece_dot(ctx, (bytes, format), &row, (x, &x_prefix), k0, piece)
+    })
 }
 
 /// The scaled integer dot product of the `piece` elements from `k0` (one run, one

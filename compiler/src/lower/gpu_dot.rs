@@ -8,7 +8,7 @@ use super::matmul::{k_dim, quantized_rows, Form, Operands, DOT_COLUMNS};
 use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::gpu::BLOCK_THREADS;
-use crate::kernel::{Expr, VarId};
+use crate::kernel::{BOp, Expr, RedOp, Stmt, VarId};
 use kiln_ir::{Dim, QuantFormat};
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
@@ -192,6 +192,36 @@ impl Step {
         } else {
             self.elems / 2
         }
+    }
+
+    /// `acc = sum over the steps of K` (`k_len` elements) of the sum of `piece(k0)` over
+    /// each step's pieces (`k0` the piece's first element): a quantized dot product's
+    /// reduction, each piece scaled by its own run.
+    pub fn reduce(
+        &self,
+        ctx: &mut Ctx,
+        acc: VarId,
+        k_len: Expr,
+        piece: &mut dyn FnMut(&mut Ctx, Expr) -> Result<Expr, LowerError>,
+    ) -> Result<Vec<Stmt>, LowerError> {
+        let kk = ctx.fresh();
+        let mut value = None::<Expr>;
+        for k0 in self.pieces(var(kk)) {
+            let part = piece(ctx, k0)?;
+            value = Some(match value {
+                None => part,
+                Some(v) => bin(BOp::Add, v, part),
+            });
+        }
+        let value = value.ok_or_else(|| LowerError::Internal("a step of no pieces".into()))?;
+        Ok(vec![Stmt::Reduce {
+            acc,
+            op: RedOp::Sum,
+            var: kk,
+            extent: div(k_len, i(self.elems)),
+            value,
+            vector: 1,
+        }])
     }
 
     /// The start, along K, of each run of `lanes` elements of step `kk`.
