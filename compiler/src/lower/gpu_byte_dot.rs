@@ -10,7 +10,8 @@
 //! as on the CPU's byte dot products (`activations.rs`), which is why it is an option.
 //!
 //! A step takes `elems` consecutive elements of one run that lie in one 32-element
-//! activation block, or two such pieces, nibble partners (`gpu_dot::Step`). Weight quants go in as their unsigned bits (`quant_bits`); a signed
+//! activation block, or two such pieces, nibble partners (`gpu_dot::Step`). Weight quants
+//! go in as their unsigned bits (`quant_bits`); a signed
 //! format (Q8_0) multiplies its signed bytes as they are. A centred format subtracts
 //! `centre * sum(x_q)` and an offset format adds `offset * d_x * sum(x_q)`, that sum itself
 //! a dot product of the activation bytes with ones.
@@ -39,26 +40,24 @@ pub fn applies(format: QuantFormat) -> bool {
 const STEP_BYTES: usize = 32;
 
 /// The step for `format` over `k` inputs: as the f32 form's (`gpu_dot::gpu_step`, which
-/// keeps every thread of a block busy and takes nibble partners where the format has
-/// them) with `STEP_BYTES`, within a run and an activation block, each piece a multiple
-/// of eight elements (whole `dp4a` words, two or more). Only CUDA multiplies bytes this way, so steps
-/// split wherever they can.
-pub fn step_of(format: QuantFormat, k: Option<i64>, threads: u32) -> Step {
+/// keeps every thread of a block busy and takes nibble partners where the schedule lets
+/// it) with `STEP_BYTES`, within a run and an activation block. A split step's pieces are
+/// eight elements or more (whole `dp4a` words, two or more: a lone word's dot product is a
+/// one-lane vector, which the CPU's code generator, the lowering's test bed, crashed on);
+/// each piece's bytes multiply as one group (`unit_dot_bytes` reads `piece_len`).
+pub fn step_of(
+    schedule: &crate::schedule::Schedule,
+    format: QuantFormat,
+    k: Option<i64>,
+    threads: u32,
+) -> Step {
     let l = format.layout();
     let unit = unit_within(&l, k, STEP_BYTES, threads) as i64;
     let elems = unit.min(X_BLOCK).min(l.run_len as i64).max(4);
-    let partner = l.nibble_partner().filter(|_| super::gpu_dot::split_steps());
-    // Pieces of at least two words: a lone word's dot product is a one-lane vector,
-    // which the CPU's code generator (the lowering's test bed) crashed on.
-    match Step::within_run(8, elems, partner) {
-        // Each piece's bytes multiply as one `dp4a` group.
-        Step { split, .. } if split > 0 => Step {
-            lanes: (elems / 2) as u8,
-            elems,
-            split,
-        },
-        _ => Step::consecutive(elems as u8, elems),
-    }
+    let partner = l
+        .nibble_partner()
+        .filter(|_| super::gpu_dot::split_steps(schedule));
+    Step::within_run(8, elems, partner)
 }
 
 /// `acc = sum over k of dequant(bytes)[row, k] * dequant(x)[k]` as one reduction over

@@ -164,7 +164,7 @@ impl Step {
                     split: d as i64,
                 }
             }
-            _ => Step::consecutive(lanes, elems),
+            _ => Step::consecutive((lanes as i64).min(elems) as u8, elems),
         }
     }
 
@@ -236,10 +236,11 @@ impl Step {
     }
 }
 
-/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`):
-/// `KILN_GPU_SPLIT_STEPS=0` at compile time turns it off, to compare on a GPU.
-pub(super) fn split_steps() -> bool {
-    super::knob("KILN_GPU_SPLIT_STEPS", 1) == 1
+/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`): the
+/// target's choice (`Schedule::split_steps`), which `KILN_GPU_SPLIT_STEPS` (0 or 1) at
+/// compile time overrides, to compare on a GPU.
+pub(super) fn split_steps(schedule: &crate::schedule::Schedule) -> bool {
+    super::knob("KILN_GPU_SPLIT_STEPS", u8::from(schedule.split_steps)) == 1
 }
 
 /// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
@@ -277,9 +278,7 @@ pub(super) fn gpu_step(
         return None;
     }
     let l = format.layout();
-    let partner = l
-        .nibble_partner()
-        .filter(|_| ctx.schedule.split_steps && split_steps());
+    let partner = l.nibble_partner().filter(|_| split_steps(&ctx.schedule));
     let elems = super::dequant::unit_of(&l, k.as_known(), threads) as i64;
     Some(Step::within_run(unit_lanes, elems, partner))
 }

@@ -608,7 +608,8 @@ fn dot_kernel(
                 && tiles == 1
                 && super::gpu_byte_dot::applies(weights.1) =>
         {
-            let step = super::gpu_byte_dot::step_of(weights.1, kdim.as_known(), threads);
+            let step =
+                super::gpu_byte_dot::step_of(&ctx.schedule, weights.1, kdim.as_known(), threads);
             let mut prefix = Operands::batch_index(&ops.a_shape, nb);
             prefix.push(row.clone());
             for ((_, read_col), &acc) in columns.iter().zip(&accs) {
