@@ -189,11 +189,13 @@ else
 run_test llama-vulkan llama_reference vulkan_matches_the_cpu_backend
 [ "$quick" = 1 ] || run_test carry-vulkan llama_reference carried_inputs_grow_and_keep_their_rows_on_vulkan
 fi
-# VULKAN_VARIANTS="VAR=VAL ...": the Vulkan model tests again under each setting (to tell
-# which part of the driver's path a failure depends on: KILN_VULKAN_SUBGROUPS=0,
-# KILN_GPU_ORDER=serial, KILN_VULKAN_REPLAY=0).
+# VULKAN_VARIANTS="VAR=VAL ...": the Vulkan conformance suite and model tests again under
+# each setting (several at once joined by commas): the lowering's compile-time knobs
+# (KILN_GPU_SPLIT_STEPS=1), or to tell which part of the driver's path a failure depends
+# on (KILN_VULKAN_SUBGROUPS=0, KILN_GPU_ORDER=serial, KILN_VULKAN_REPLAY=0).
 for v in ${VULKAN_VARIANTS:-}; do
-  (export "$v"; status=0
+  (export ${v//,/ }; status=0
+   run_test "conformance-vulkan-$v" conformance conformance_vulkan
    run_test "llama-vulkan-$v" llama_reference vulkan_matches_the_cpu_backend; exit $status) || status=1
 done
 # SKIP_KERNEL_BENCH=1 leaves out the kernel benchmarks (for runs about the models).
@@ -221,6 +223,16 @@ else
 fi
 fi
 fi
+# VULKAN_MATVEC_KNOBS="VAR=VAL ...": Vulkan's quantized matvecs under each compile-time
+# setting (several at once joined by commas), next to the defaults, even with QUICK=1 or
+# SKIP_KERNEL_BENCH=1.
+[ -z "${VULKAN_MATVEC_KNOBS:-}" ] || note "## Vulkan's quantized matvecs under other settings"
+for knob in ${VULKAN_MATVEC_KNOBS:+default $VULKAN_MATVEC_KNOBS}; do
+  note "### $knob"
+  env $([ "$knob" = default ] || echo "$knob" | tr , ' ') $bin/kiln bench --target vulkan:spv1.3 \
+    --only "matvec q" --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/vulkan-matvec-$knob.log" 2>&1
+  grep -E '^\| matvec|copy' "$LOGS/vulkan-matvec-$knob.log" | tee -a "$report"
+done
 # MATMUL_KNOBS: the half matmuls again under each compile-time setting of the tiled
 # matrix-unit kernel (KILN_GPU_MMA_WARPS_M/_N, KILN_GPU_MMA_STAGES, KILN_GPU_MMA_WARP_COLS;
 # several at once joined by commas), next to the default.

@@ -45,16 +45,17 @@ const DOT_THREADS: u32 = 128;
 /// quantized activations 1947 and 1352-1653), where the 1B Q4_K_M's projections (K = 2048
 /// and 5632) decoded at 702.6 t/s with 128 against 633.7 with 256. A reduction too short to
 /// give 128 threads an element each (attention's scores over 64-wide heads) takes 64.
-/// `KILN_GPU_DOT_THREADS` at compile time (64, 128 or 256) replaces the choice, to compare
-/// on a GPU.
+/// `KILN_GPU_DOT_THREADS` at compile time (64, 128 or 256) replaces the choice on every GPU
+/// target, to compare on a GPU.
 pub(super) fn block_threads(ctx: &Ctx, ops: &Operands) -> u32 {
-    if !ctx.schedule.gpu || !ctx.schedule.narrow_dot_blocks {
+    if !ctx.schedule.gpu {
         return BLOCK_THREADS;
     }
     let k = k_dim(ops).as_known();
     let q4k = quantized_rows(ctx, ops)
         .is_some_and(|(_, f)| matches!(f, QuantFormat::Q4K | QuantFormat::Q4KX));
-    let chosen = if q4k && k.is_some_and(|k| k >= 32 * BLOCK_THREADS as i64) {
+    let long_q4k = q4k && k.is_some_and(|k| k >= 32 * BLOCK_THREADS as i64);
+    let chosen = if !ctx.schedule.narrow_dot_blocks || long_q4k {
         BLOCK_THREADS
     } else if k.is_some_and(|k| k < DOT_THREADS as i64) {
         64
