@@ -364,10 +364,14 @@ for spec in $(echo "$models" | tr ',' ' '); do
         rm -f $m-base.kiln
       fi
       # MODEL_AB: more settings to compare, each a VAR=VALUE run again on its own
-      # (KILN_CUDA_* on CUDA only, KILN_VULKAN_* on Vulkan only, others on both).
+      # (KILN_CUDA_* on CUDA only, KILN_VULKAN_* on Vulkan only, others on both; a
+      # `cuda/` or `vulkan/` prefix keeps any setting to that API).
       for ab in ${MODEL_AB:-}; do
         # MODEL_AB_TARGETS: the targets the settings apply to (default: every one).
         case " ${MODEL_AB_TARGETS:-$target} " in *" $target "*) ;; *) continue ;; esac
+        case "$ab" in
+          cuda/* | vulkan/*) [ "${target%%:*}" = "${ab%%/*}" ] || continue; ab=${ab#*/} ;;
+        esac
         case "$ab" in
           KILN_CUDA_*) [ "${target%%:*}" = cuda ] || continue ;;
           KILN_VULKAN_*) [ "${target%%:*}" = vulkan ] || continue ;;

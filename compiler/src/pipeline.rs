@@ -102,6 +102,9 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // For NVIDIA's drivers (the measured ones); two full-rate instructions
                 // instead of one conversion elsewhere.
                 int_to_float_by_exponent: true,
+                // A quantized block's f16 scales through `UnpackHalf2x16` (core Vulkan),
+                // one instruction where the bit-by-bit conversion takes a dozen.
+                half_bits: true,
                 // Narrow decode blocks were slower on NVIDIA's Vulkan driver (1B Q8_0 on one
                 // H100, 2026-12-06: tg128 318.5 t/s with them, 339.9 with 256 invocations;
                 // pp512 290.0 against 364.6), though each entry point may declare its own.

@@ -178,20 +178,7 @@ output \"z\" = %z
             vector_widths.contains(&2) && vector_widths.contains(&4),
             "{vector_widths:?}"
         );
-        let insts: Vec<&rspirv::dr::Instruction> = m
-            .functions
-            .iter()
-            .flat_map(|f| &f.blocks)
-            .flat_map(|b| &b.instructions)
-            .collect();
-        let unpacks = insts
-            .iter()
-            .filter(|i| {
-                i.class.opcode == Op::ExtInst
-                    && i.operands[1].unwrap_literal_ext_inst_integer()
-                        == super::builder::glsl::UNPACK_HALF_2X16
-            })
-            .count();
+        let unpacks = half_unpacks(&m);
         assert!(unpacks >= 2, "needs {needs}: {unpacks} half unpacks");
         if let Some(out) = spirv_val(&module, "vulkan1.1") {
             assert!(
@@ -200,6 +187,39 @@ output \"z\" = %z
                 String::from_utf8_lossy(&out.stdout)
             );
         }
+    }
+}
+
+/// `UnpackHalf2x16` instructions in the module's functions.
+fn half_unpacks(m: &rspirv::dr::Module) -> usize {
+    m.functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.instructions)
+        .filter(|i| {
+            i.class.opcode == Op::ExtInst
+                && i.operands[1].unwrap_literal_ext_inst_integer()
+                    == super::builder::glsl::UNPACK_HALF_2X16
+        })
+        .count()
+}
+
+/// A quantized block's f16 scale, read out of the quant bytes, converts in one
+/// `UnpackHalf2x16` (`UOp::HalfBits`) rather than bit by bit: the decode matvec's only
+/// halves are those scales.
+#[test]
+fn quantized_block_scales_convert_in_one_instruction() {
+    let model = "kir 1
+%x = input \"x\" f32[1,256]
+%r = input \"r\" u8[40,272]
+%w = dequant %r format=q8_0
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let (code, _) = crate::test_model::code_of(&super::SpirvBackend, model, "vulkan:spv1.3");
+    for (needs, module) in super::bundle::read(&code) {
+        let m = rspirv::dr::load_words(words(&module)).unwrap();
+        assert!(half_unpacks(&m) >= 1, "needs {needs}: no half unpacks");
     }
 }
 

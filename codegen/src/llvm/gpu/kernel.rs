@@ -45,6 +45,16 @@ pub fn emit<'ctx>(
         None,
     );
     func.set_call_conventions(desc.kernel_cc);
+    if desc.arch == GpuArch::Nvptx {
+        super::nvptx::annotate_occupancy(
+            ctx,
+            module,
+            func,
+            k,
+            launch.threads,
+            launch.shared_bytes,
+        )?;
+    }
     if desc.arch == GpuArch::Amdgpu {
         // The launch never exceeds this block size; telling LLVM lets it budget registers.
         func.add_attribute(

@@ -164,6 +164,52 @@ impl Retarget {
     }
 }
 
+/// Tells `ptxas` a kernel's block size (`.maxntid`, every launch's) and, under
+/// `KILN_CUDA_RESIDENT_THREADS=<n>` at compile time, that blocks of `n` threads in all
+/// should fit on a multiprocessor at once (`.minnctapersm`), which caps its registers at
+/// what that leaves each thread (1024: 64). For kernels without matrix instructions or
+/// large shared staging (the decode dot products and elementwise grids): a memory-bound
+/// kernel with too few threads resident has too few loads in flight. A knob to measure on
+/// a GPU; without it nothing is added.
+pub(super) fn annotate_occupancy<'ctx>(
+    ctx: &'ctx inkwell::context::Context,
+    module: &inkwell::module::Module<'ctx>,
+    func: inkwell::values::FunctionValue<'ctx>,
+    k: &Kernel,
+    threads: u32,
+    shared_bytes: u32,
+) -> Result<(), super::super::expr::Fail> {
+    let Some(resident) = std::env::var("KILN_CUDA_RESIDENT_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    let blocks = resident.min(2048) / threads.max(1);
+    let matrix = kiln_compiler::kernel::gpu::matrix_warp(&k.body).is_some();
+    if blocks == 0 || matrix || shared_bytes > 16 << 10 {
+        return Ok(());
+    }
+    let i32t = ctx.i32_type();
+    let f = func.as_global_value().as_pointer_value();
+    for (key, value) in [
+        ("maxntidx", threads),
+        ("maxntidy", 1),
+        ("maxntidz", 1),
+        ("minctasm", blocks),
+    ] {
+        let node = ctx.metadata_node(&[
+            f.into(),
+            ctx.metadata_string(key).into(),
+            i32t.const_int(value as u64, false).into(),
+        ]);
+        module
+            .add_global_metadata("nvvm.annotations", &node)
+            .map_err(|e| super::super::expr::Fail::msg(format!("nvvm.annotations: {e}")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
