@@ -261,9 +261,10 @@ fi
 if [ "${MATVEC_PROFILE:-0}" = 1 ]; then
   note "## matvec profile (cuda:sm_$cap)"
   # Each compile-time knob of the decode matvecs against the defaults: the f32 form's step
-  # cap, and columns per block (every block reads the activation row through L1).
+  # cap, columns per block (every block reads the activation row through L1), and a
+  # register cap that leaves room for 1024 threads a multiprocessor (nvptx.rs).
   # MATVEC_KNOBS overrides the list; MATVEC_NCU=0 leaves out the Nsight Compute runs.
-  for knob in ${MATVEC_KNOBS:-KILN_GPU_STEP_BYTES=8 KILN_GPU_STEP_BYTES=32 KILN_GPU_DOT_COLUMNS=2 KILN_GPU_DOT_COLUMNS=8}; do
+  for knob in ${MATVEC_KNOBS:-KILN_GPU_STEP_BYTES=8 KILN_GPU_STEP_BYTES=32 KILN_GPU_DOT_COLUMNS=2 KILN_CUDA_RESIDENT_THREADS=1024}; do
     note "### $knob"
     env $knob $bin/kiln bench --target "cuda:sm_$cap" --only matvec \
       --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/matvec-$knob.log" 2>&1

@@ -112,7 +112,9 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // With steps that take nibble partners, conformance cases that had passed
                 // failed on NVIDIA's driver (one H100, 2026-12-07: Q6_K and relaid K-quant
                 // weights times q8_0-rounded activations, K 256 to 8192) and pass on
-                // Mesa's; until the driver's handling of them is understood, one run a step.
+                // Mesa's; until the driver's handling of them is understood, one run a step
+                // (`KILN_GPU_SPLIT_STEPS=1` compiles them split, to test on a GPU:
+                // `VULKAN_VARIANTS` in scripts/gpu-check.sh).
                 split_steps: false,
                 ..Schedule::gpu()
             });
