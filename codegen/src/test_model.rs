@@ -33,6 +33,19 @@ output \"y\" = %y
 output \"z\" = %z
 ";
 
+/// A decode matvec of `k` f32 inputs and 1024 rows of `bytes` bytes in `format`.
+pub fn matvec(format: &str, k: usize, bytes: usize) -> String {
+    format!(
+        "kir 1
+%x = input \"x\" f32[1,{k}]
+%w = input \"w\" u8[1024,{bytes}]
+%d = dequant %w format={format}
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+"
+    )
+}
+
 /// MODEL's kernels for `target`.
 pub fn kernels(target: &str) -> Vec<Kernel> {
     kernels_of(MODEL, target)

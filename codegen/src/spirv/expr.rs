@@ -31,7 +31,7 @@ impl Emitter<'_, '_> {
                 if let Some(run) = self.load_run(*buf, index, i, *lanes)? {
                     return Ok(run);
                 }
-                if let Some(run) = self.load_bytes(*buf, i, *lanes)? {
+                if let Some(run) = self.load_bytes(*buf, index, i, *lanes)? {
                     return Ok(run);
                 }
                 let mut vals = Vec::with_capacity(*lanes as usize);
@@ -66,6 +66,11 @@ impl Emitter<'_, '_> {
                 self.unary(*op, x)?
             }
             Expr::Binary(op, a, b) => {
+                if *op == BOp::Or {
+                    if let Some(w) = self.load_word_le(e)? {
+                        return Ok(w);
+                    }
+                }
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 self.binary(*op, x, y)?
             }

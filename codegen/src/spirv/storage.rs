@@ -211,41 +211,29 @@ impl Emitter<'_, '_> {
         Ok(Some(v))
     }
 
-    /// A run of `lanes` (2 or more) bytes of a byte buffer from byte `i`, as an i32 vector,
-    /// from the words covering it: each four bytes shifted out of the two words they
-    /// straddle, `(w0 >> s) | (w1 << (32 - s))`, at any alignment. Loading each byte on its
-    /// own took a word load and its index arithmetic per byte: a quantized step's eight
-    /// bytes now take four word loads where they took eight. Only words holding the run's
-    /// bytes are read (the second of a pair is that of the group's last byte: the first
-    /// again for a group starting on a word), so a run never reads past its buffer.
-    /// `None` for other buffers.
-    pub fn load_bytes(&mut self, buf: Buf, i: V, lanes: u8) -> Result<Option<V>, Fail> {
+    /// A run of `lanes` (2 or more) bytes of a byte buffer from byte `i` (the value of
+    /// `index`), as an i32 vector, four bytes at a time from the words covering them
+    /// (`bytes_le`). Loading each byte on its own took a word load and its index
+    /// arithmetic per byte. `None` for other buffers.
+    pub fn load_bytes(
+        &mut self,
+        buf: Buf,
+        index: &Expr,
+        i: V,
+        lanes: u8,
+    ) -> Result<Option<V>, Fail> {
         let Buf::Arg(a) = buf else { return Ok(None) };
         if lanes < 2 || self.k.buf_dtype(buf) != DType::U8 {
             return Ok(None);
         }
-        let (word, shift) = self.sub_word(i, DType::U8)?;
-        // `w1 << (32 - s)` as two shifts, which give 0 for s = 0 (one shift by 32 is
-        // undefined in SPIR-V).
-        let thirty_one = self.s.i32(31);
-        let back = self.binary(BOp::Sub, thirty_one, shift)?;
-        let lanes = lanes as i64;
         let mut bytes = Vec::with_capacity(lanes as usize);
         for first in (0..lanes).step_by(4) {
-            let last = (first + 3).min(lanes - 1);
-            let w0 = match first {
-                0 => self.load_word(a, word)?,
-                _ => self.word_of_byte(a, i, first)?,
-            };
-            let w1 = self.word_of_byte(a, i, last)?;
-            let lo = self.binary(BOp::Shr, w0, shift)?;
-            let hi = self.ib(BOp::Shl, w1, 1)?;
-            let hi = self.binary(BOp::Shl, hi, back)?;
-            let four = self.binary(BOp::Or, lo, hi)?;
-            for j in 0..=(last - first) {
+            let count = (lanes - first).min(4);
+            let four = self.bytes_le(a, index, i, first, count)?;
+            for j in 0..count as u32 {
                 let b = match j {
                     0 => four,
-                    _ => self.ib(BOp::Shr, four, 8 * j as u32)?,
+                    _ => self.ib(BOp::Shr, four, 8 * j)?,
                 };
                 bytes.push(if j == 3 {
                     b
@@ -257,14 +245,64 @@ impl Emitter<'_, '_> {
         Ok(Some(self.compose(&bytes)?))
     }
 
-    /// The word of byte buffer argument `arg` holding byte `i + k` (`k > 0`; byte `i`'s
-    /// word comes with its shift, `sub_word`).
-    fn word_of_byte(&mut self, arg: u32, i: V, k: i64) -> Result<V, Fail> {
-        let off = self.s.i64(k);
-        let at = self.binary(BOp::Add, i, off)?;
+    /// `Expr::word_le` over a byte buffer argument: the `count` (2 to 4) bytes from byte
+    /// `index` as one little-endian integer, from the word or two words covering them
+    /// rather than a word load, shift and mask per byte. `None` for any other expression.
+    pub fn load_word_le(&mut self, e: &Expr) -> Result<Option<V>, Fail> {
+        let Some((buf @ Buf::Arg(a), index, count)) = e.word_le() else {
+            return Ok(None);
+        };
+        if count > 4 || self.k.buf_dtype(buf) != DType::U8 {
+            return Ok(None);
+        }
+        let i = self.expr(index)?;
+        let w = self.bytes_le(a, index, i, 0, count)?;
+        Ok(Some(match count {
+            4 => w,
+            _ => self.ib(BOp::And, w, (1 << (8 * count as u32)) - 1)?,
+        }))
+    }
+
+    /// An i32 whose low `count` (1 to 4) bytes are bytes `i + first ..` of byte buffer
+    /// argument `arg` (`i` the value of `index`; any higher bytes are unspecified unless
+    /// `count` is 4). Bytes that `kernel::align` proves within one word take that word's
+    /// load (and a shift, unless the run starts the word); others are shifted out of the
+    /// two words they straddle, `(w0 >> s) | (w1 << (32 - s))`. Only words holding the
+    /// bytes are read (`w1` is that of the last byte), so a run never reads past its buffer.
+    fn bytes_le(&mut self, arg: u32, index: &Expr, i: V, first: u8, count: u8) -> Result<V, Fail> {
+        let aligned = [4u8, 2, 1]
+            .into_iter()
+            .find(|&n| self.align.multiple_of(index, n as u64))
+            .unwrap_or(1);
+        let at = match first {
+            0 => i,
+            _ => {
+                let off = self.s.i64(first as i64);
+                self.binary(BOp::Add, i, off)?
+            }
+        };
+        let (word, shift) = self.sub_word(at, DType::U8)?;
+        let w0 = self.load_word(arg, word)?;
+        if first.is_multiple_of(aligned) && count <= aligned {
+            return match aligned {
+                4 => Ok(w0),
+                _ => self.binary(BOp::Shr, w0, shift),
+            };
+        }
+        // Two or more bytes here (one byte always lies in one word).
+        let off = self.s.i64(count as i64 - 1);
+        let last = self.binary(BOp::Add, at, off)?;
         let two = self.s.i64(2);
-        let word = self.binary(BOp::Shr, at, two)?;
-        self.load_word(arg, word)
+        let last_word = self.binary(BOp::Shr, last, two)?;
+        let w1 = self.load_word(arg, last_word)?;
+        // `w1 << (32 - s)` as two shifts, which give 0 for s = 0 (one shift by 32 is
+        // undefined in SPIR-V).
+        let thirty_one = self.s.i32(31);
+        let back = self.binary(BOp::Sub, thirty_one, shift)?;
+        let lo = self.binary(BOp::Shr, w0, shift)?;
+        let hi = self.ib(BOp::Shl, w1, 1)?;
+        let hi = self.binary(BOp::Shl, hi, back)?;
+        self.binary(BOp::Or, lo, hi)
     }
 
     fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {

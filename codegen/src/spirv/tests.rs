@@ -209,18 +209,84 @@ fn half_unpacks(m: &rspirv::dr::Module) -> usize {
 /// halves are those scales.
 #[test]
 fn quantized_block_scales_convert_in_one_instruction() {
-    let model = "kir 1
-%x = input \"x\" f32[1,256]
-%r = input \"r\" u8[40,272]
-%w = dequant %r format=q8_0
-%y = matmul %x, %w transpose_a=false transpose_b=true
-output \"y\" = %y
-";
-    let (code, _) = crate::test_model::code_of(&super::SpirvBackend, model, "vulkan:spv1.3");
+    let model = crate::test_model::matvec("q8_0", 256, 8 * 34);
+    let (code, _) = crate::test_model::code_of(&super::SpirvBackend, &model, "vulkan:spv1.3");
     for (needs, module) in super::bundle::read(&code) {
         let m = rspirv::dr::load_words(words(&module)).unwrap();
         assert!(half_unpacks(&m) >= 1, "needs {needs}: no half unpacks");
     }
+}
+
+/// Loads in the module's functions.
+fn loads(m: &rspirv::dr::Module) -> usize {
+    m.functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.instructions)
+        .filter(|i| i.class.opcode == Op::Load)
+        .count()
+}
+
+/// A kernel of 8 points storing `value` (an i32 expression over byte buffer argument 1)
+/// as f32, to count the loads an expression takes.
+fn byte_reader(value: kiln_compiler::kernel::Expr) -> kiln_compiler::kernel::Kernel {
+    use kiln_compiler::kernel::{e, BufferParam, Elem, Expr, Kernel, Stmt};
+    use kiln_ir::DType;
+    let arg = |name: &str, dtype, writes| BufferParam {
+        name: name.into(),
+        dtype,
+        writes,
+        offset: false,
+    };
+    Kernel {
+        name: "bytes".into(),
+        args: vec![arg("y", DType::F32, true), arg("b", DType::U8, false)],
+        locals: vec![],
+        grid: vec![e::i(8)],
+        min_chunk: 1,
+        block_threads: None,
+        body: vec![Stmt::Store {
+            buf: kiln_compiler::kernel::Buf::Arg(0),
+            index: Expr::GridIdx(0),
+            value: e::cast(Elem::F32, value),
+        }],
+        cost: Default::default(),
+        next_var: 0,
+    }
+}
+
+/// Bytes that `kernel::align` proves within one word take that word's one load, whether an
+/// `Expr::word_le` (a quantized block's scale word) or a run (its quants); bytes that may
+/// straddle two words take both, never one load per byte.
+#[test]
+fn bytes_proven_within_a_word_take_one_load() {
+    use kiln_compiler::kernel::{e, Buf, Expr};
+    let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
+    let loads_of = |value: Expr| {
+        let code = super::SpirvBackend
+            .compile(&[byte_reader(value)], &vulkan)
+            .unwrap();
+        let (_, module) = &super::bundle::read(&code)[0];
+        loads(&rspirv::dr::load_words(words(module)).unwrap())
+    };
+    let none = loads_of(e::i32(0));
+    // Rows of 16 bytes: byte `row + at` is a multiple of what `at` is.
+    let at = |at: i64| e::add(e::mul(Expr::GridIdx(0), e::i(16)), e::i(at));
+    let word = |from: i64, count: u8| loads_of(e::word_le(Buf::Arg(1), at(from), count)) - none;
+    assert_eq!(word(4, 4), 1, "an aligned word");
+    assert_eq!(word(6, 2), 1, "an aligned half word");
+    assert_eq!(word(5, 2), 2, "two bytes that may straddle two words");
+    assert_eq!(word(1, 4), 2, "a misaligned word");
+    let run = |from: i64, lanes: u8, lane: u8| {
+        let run = e::load_vec(Buf::Arg(1), at(from), lanes);
+        loads_of(Expr::Extract {
+            vector: Box::new(run),
+            lane,
+        }) - none
+    };
+    assert_eq!(run(8, 4, 3), 1, "an aligned run of four");
+    assert_eq!(run(3, 4, 3), 2, "a misaligned run of four");
+    assert_eq!(run(2, 2, 1), 1, "an aligned run of two");
 }
 
 /// Each kernel declares its own workgroup size (a block-per-point kernel given 128 threads

@@ -288,20 +288,7 @@ fn half_matmuls_use_mfma_and_wmma_where_the_gfx_has_them() {
 
 /// A decode matvec of 512 f32 inputs and 1024 rows of `bytes` bytes in `format`.
 fn matvec(format: &str, bytes: usize) -> String {
-    matvec_of(format, 512, bytes)
-}
-
-/// A decode matvec of `k` f32 inputs and 1024 rows of `bytes` bytes in `format`.
-fn matvec_of(format: &str, k: usize, bytes: usize) -> String {
-    format!(
-        "kir 1
-%x = input \"x\" f32[1,{k}]
-%w = input \"w\" u8[1024,{bytes}]
-%d = dequant %w format={format}
-%y = matmul %x, %d transpose_a=false transpose_b=true
-output \"y\" = %y
-"
-    )
+    crate::test_model::matvec(format, 512, bytes)
 }
 
 /// A quantized decode matvec's step reads its run of quant bytes in as few loads as the
@@ -330,7 +317,7 @@ fn quantized_matvecs_load_runs_of_bytes_and_activations() {
 /// 32 bytes for their low or high nibbles only.
 #[test]
 fn four_bit_matvec_steps_use_both_nibbles_of_each_byte_they_load() {
-    let model = matvec_of("q4_k", 8192, 32 * 144);
+    let model = crate::test_model::matvec("q4_k", 8192, 32 * 144);
     let (code, _) = crate::test_model::code_of(&crate::llvm::LlvmBackend, &model, "cuda:sm_90");
     let ptx = String::from_utf8(code).unwrap();
     let (quants, activations) = (
