@@ -5,7 +5,7 @@ use crate::kernel::{math, simplify, vectorize, Kernel};
 use crate::lower::{self, LowerError, Lowered};
 use crate::memory::{self, ArenaPlan};
 use crate::rewrite::{self, RewriteLimits, RewriteReport};
-use crate::schedule::Schedule;
+use crate::schedule::{NarrowBlocks, Schedule, SplitSteps};
 use crate::target::Target;
 use kiln_ir::Graph;
 
@@ -88,7 +88,10 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 group_mma: matches!(target, Target::Cuda(a) if a == "sm_90a") && opts.llvm_ops,
                 // Measured on NVIDIA's (docs/perf.md, 2026-12-06); HIP keeps 256 threads
                 // until an AMD GPU measures it.
-                narrow_dot_blocks: matches!(target, Target::Cuda(_)),
+                narrow_dot_blocks: match target {
+                    Target::Cuda(_) => NarrowBlocks::Always,
+                    _ => NarrowBlocks::Never,
+                },
                 shared_bytes: shared_bytes(target.family(), arch),
                 ..Schedule::gpu()
             });
@@ -105,17 +108,18 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // A quantized block's f16 scales through `UnpackHalf2x16` (core Vulkan),
                 // one instruction where the bit-by-bit conversion takes a dozen.
                 half_bits: true,
-                // Narrow decode blocks were slower on NVIDIA's Vulkan driver (1B Q8_0 on one
-                // H100, 2026-12-06: tg128 318.5 t/s with them, 339.9 with 256 invocations;
-                // pp512 290.0 against 364.6), though each entry point may declare its own.
-                narrow_dot_blocks: false,
-                // With steps that take nibble partners, conformance cases that had passed
-                // failed on NVIDIA's driver (one H100, 2026-12-07: Q6_K and relaid K-quant
-                // weights times q8_0-rounded activations, K 256 to 8192) and pass on
-                // Mesa's; until the driver's handling of them is understood, one run a step
-                // (`KILN_GPU_SPLIT_STEPS=1` compiles them split, to test on a GPU:
-                // `VULKAN_VARIANTS` in scripts/gpu-check.sh).
-                split_steps: false,
+                // Nibble-partner steps in blocks of 128 invocations, for the 4-bit formats
+                // only. On one H100 (2026-12-07, docs/perf.md) the 1B Q4_K_M decoded at
+                // 363.5 t/s so against 334.7 with neither and 318.6 with split steps alone.
+                // Narrow blocks for every format were slower on the 1B Q8_0 (2026-12-06:
+                // 318.5 t/s against 339.9), whose steps never split.
+                narrow_dot_blocks: NarrowBlocks::WhereSplit,
+                // Where the activations are q8_0 blocks dequantized in the kernel, NVIDIA's
+                // driver computed wrong sums from split steps (21 conformance cases: Q6_K
+                // and relaid K-quant weights, K 256 to 8192) that Mesa's computed right, in
+                // two calls on one H100 (2026-12-07); not understood yet, so those keep one
+                // run a step. Vulkan's models never quantize activations.
+                split_steps: SplitSteps::OverFloatActivations,
                 ..Schedule::gpu()
             });
         }

@@ -9,6 +9,25 @@ use crate::target::CpuDesc;
 
 const PACKED_B_BYTES: u32 = 128 << 10;
 
+/// See `Schedule::narrow_dot_blocks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NarrowBlocks {
+    Never,
+    Always,
+    /// Only dot products whose steps take nibble partners (`SplitSteps`).
+    WhereSplit,
+}
+
+/// See `Schedule::split_steps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitSteps {
+    Never,
+    Always,
+    /// Not where the activations are dequantized inside the kernel (q8_0 blocks read as
+    /// A where the target has no byte dot product).
+    OverFloatActivations,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub lanes: u8,
@@ -47,14 +66,13 @@ pub struct Schedule {
     /// (`kernel::small_ints`): NVIDIA's conversion unit runs at a quarter of the FMA rate,
     /// and quantized dot products convert every weight.
     pub int_to_float_by_exponent: bool,
-    /// GPU decode dot products may run blocks of fewer than `BLOCK_THREADS` threads
-    /// (`lower::gpu_dot::block_threads`): CUDA, where they were faster. Every GPU code
-    /// generator takes a kernel's own block size; on Vulkan they were slower (pipeline.rs).
-    pub narrow_dot_blocks: bool,
-    /// GPU decode steps over 4-bit quants take nibble partners (`lower::gpu_dot::Step`):
-    /// LLVM's GPU targets. NVIDIA's Vulkan driver computed wrong sums from such steps that
-    /// Mesa's computed right (2026-12-07, pipeline.rs), so SPIR-V keeps steps of one run.
-    pub split_steps: bool,
+    /// Which GPU decode dot products may run blocks of fewer than `BLOCK_THREADS` threads
+    /// (`lower::gpu_dot::block_threads`). Every GPU code generator takes a kernel's own
+    /// block size; where narrow blocks were faster depends on the driver (pipeline.rs).
+    pub narrow_dot_blocks: NarrowBlocks,
+    /// Where GPU decode steps over 4-bit quants take nibble partners
+    /// (`lower::gpu_dot::Step`).
+    pub split_steps: SplitSteps,
     /// Bytes of shared memory a GPU block may use (`lower::matrix` plans its staging
     /// within it); 0 on CPUs.
     pub shared_bytes: u32,
@@ -85,8 +103,8 @@ impl Schedule {
             group_mma: false,
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
-            narrow_dot_blocks: false,
-            split_steps: false,
+            narrow_dot_blocks: NarrowBlocks::Never,
+            split_steps: SplitSteps::Never,
             shared_bytes: 0,
         }
     }
@@ -120,8 +138,8 @@ impl Schedule {
             group_mma: false,
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
-            narrow_dot_blocks: false,
-            split_steps: false,
+            narrow_dot_blocks: NarrowBlocks::Never,
+            split_steps: SplitSteps::Never,
             shared_bytes: 0,
         }
     }
@@ -137,7 +155,7 @@ impl Schedule {
             // limit; AMD's LDS holds 64 KiB; Vulkan guarantees less, but its kernels
             // declare no shared locals).
             shared_bytes: 48 << 10,
-            split_steps: true,
+            split_steps: SplitSteps::Always,
             ..Schedule::scalar()
         }
     }

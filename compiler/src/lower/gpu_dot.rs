@@ -9,6 +9,7 @@ use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::gpu::BLOCK_THREADS;
 use crate::kernel::{BOp, Expr, RedOp, Stmt, VarId};
+use crate::schedule::{NarrowBlocks, SplitSteps};
 use kiln_ir::{Dim, QuantFormat};
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
@@ -55,7 +56,12 @@ pub(super) fn block_threads(ctx: &Ctx, ops: &Operands) -> u32 {
     let q4k = quantized_rows(ctx, ops)
         .is_some_and(|(_, f)| matches!(f, QuantFormat::Q4K | QuantFormat::Q4KX));
     let long_q4k = q4k && k.is_some_and(|k| k >= 32 * BLOCK_THREADS as i64);
-    let chosen = if !ctx.schedule.narrow_dot_blocks || long_q4k {
+    let narrow = match ctx.schedule.narrow_dot_blocks {
+        NarrowBlocks::Never => false,
+        NarrowBlocks::Always => true,
+        NarrowBlocks::WhereSplit => steps_split(ctx, ops),
+    };
+    let chosen = if !narrow || long_q4k {
         BLOCK_THREADS
     } else if k.is_some_and(|k| k < DOT_THREADS as i64) {
         64
@@ -237,11 +243,25 @@ impl Step {
     }
 }
 
-/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`): the
-/// target's choice (`Schedule::split_steps`), which `KILN_GPU_SPLIT_STEPS` (0 or 1) at
-/// compile time overrides, to compare on a GPU.
-pub(super) fn split_steps(schedule: &crate::schedule::Schedule) -> bool {
-    super::knob("KILN_GPU_SPLIT_STEPS", u8::from(schedule.split_steps)) == 1
+/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`), where
+/// `quantized_a` says the activations are q8_0 blocks: the target's choice
+/// (`Schedule::split_steps`), which `KILN_GPU_SPLIT_STEPS` (0 or 1) at compile time
+/// overrides, to compare on a GPU.
+pub(super) fn split_steps(schedule: &crate::schedule::Schedule, quantized_a: bool) -> bool {
+    let chosen = match schedule.split_steps {
+        SplitSteps::Never => false,
+        SplitSteps::Always => true,
+        SplitSteps::OverFloatActivations => !quantized_a,
+    };
+    super::knob("KILN_GPU_SPLIT_STEPS", u8::from(chosen)) == 1
+}
+
+/// Whether the decode dot product of `ops` steps with nibble partners: rows of a 4-bit
+/// format where `split_steps` lets them.
+fn steps_split(ctx: &Ctx, ops: &Operands) -> bool {
+    let quantized_a = super::matmul::quantized_activations(ctx, ops).is_some();
+    quantized_rows(ctx, ops).is_some_and(|(_, f)| f.layout().nibble_partner().is_some())
+        && split_steps(&ctx.schedule, quantized_a)
 }
 
 /// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a
@@ -279,7 +299,7 @@ pub(super) fn gpu_step(
         return None;
     }
     let l = format.layout();
-    let partner = l.nibble_partner().filter(|_| split_steps(&ctx.schedule));
+    let partner = l.nibble_partner().filter(|_| steps_split(ctx, ops));
     let elems = super::dequant::unit_of(&l, k.as_known(), threads) as i64;
     Some(Step::within_run(unit_lanes, elems, partner))
 }

@@ -927,15 +927,16 @@ output \"r\" = %r
 
 /// CUDA's decode dot products run 128-thread blocks (K = 2048 gives 256 threads one step
 /// each), Q4_K's over 8192 inputs keep 256 and 64-long reductions (attention's scores)
-/// take 64; Vulkan's
-/// modules share one workgroup size, so its blocks stay at 256.
+/// take 64; Vulkan's run 128 only where their steps take nibble partners: 4-bit rows
+/// times float activations, not q8_0 activations dequantized in the kernel
+/// (`SplitSteps::OverFloatActivations`), nor 8-bit or half rows.
 #[test]
 fn gpu_decode_dot_products_choose_their_block_size() {
-    let block = |weights: &str, k: usize, target: &str| {
+    // `operands` defines %x (the activations) and %w (the weights).
+    let block_of = |operands: &str, target: &str| {
         let src = format!(
             "kir 1
-%x = input \"x\" f32[1,{k}]
-{weights}
+{operands}
 %y = matmul %x, %w transpose_a=false transpose_b=true
 output \"y\" = %y
 "
@@ -947,6 +948,9 @@ output \"y\" = %y
         let k = &lowered.kernels[0];
         assert!(k.to_string().contains("reduce_Sum"), "{k}");
         crate::kernel::gpu::launch_shape(k).threads
+    };
+    let block = |weights: &str, k: usize, target: &str| {
+        block_of(&format!("%x = input \"x\" f32[1,{k}]\n{weights}"), target)
     };
     let half = |k: usize| format!("%h = input \"w\" f16[1024,{k}]\n%w = cast %h dtype=f32");
     let quant = |k: usize, format: &str, block_bytes: usize, run: usize| {
@@ -969,4 +973,12 @@ output \"y\" = %y
     assert_eq!(block(&half(64), 64, "cuda:sm_90"), 64);
     assert_eq!(block(&half(2048), 2048, "vulkan"), 256);
     assert_eq!(block(&quant(2048, "q8_0", 34, 32), 2048, "vulkan"), 256);
+    assert_eq!(block(&quant(2048, "q4_k", 144, 256), 2048, "vulkan"), 128);
+    assert_eq!(block(&quant(2048, "q6_k", 210, 256), 2048, "vulkan"), 128);
+    let q8_x = format!(
+        "%xa = input \"xa\" u8[1,2176]\n%x = dequant %xa format=q8_0\n{}",
+        quant(2048, "q6_k", 210, 256)
+    );
+    assert_eq!(block_of(&q8_x, "vulkan"), 256);
+    assert_eq!(block_of(&q8_x, "cuda:sm_90"), 128);
 }
