@@ -17,35 +17,35 @@ pub fn read(path: &Path) -> Result<Tensor> {
         );
     }
     let descr = npy.dtype().descr().trim_matches('\'').to_string();
-    let data = |dtype, values: std::io::Result<Vec<f64>>| {
-        values
-            .map(|v| (dtype, v))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-    };
     let (dtype, data) = match descr.as_str() {
-        "<f4" => data(DType::F32, read_as(npy, |v: f32| f64::from(v))),
-        "<f2" => data(DType::F16, read_as(npy, |v: half::f16| v.to_f64())),
-        "<i4" => data(DType::I32, read_as(npy, |v: i32| f64::from(v))),
-        "<i8" => data(DType::I64, read_as(npy, |v: i64| v as f64)),
+        "<f4" => (DType::F32, read_as(npy, path, |v: f32| f64::from(v))?),
+        "<f2" => (DType::F16, read_as(npy, path, |v: half::f16| v.to_f64())?),
+        "<i4" => (DType::I32, read_as(npy, path, |v: i32| f64::from(v))?),
+        "<i8" => (DType::I64, read_as(npy, path, |v: i64| v as f64)?),
         // Quantized weights (GGUF blocks) are bytes; NumPy writes `|u1` for them.
-        "|u1" | "<u1" => data(DType::U8, read_as(npy, |v: u8| f64::from(v))),
+        "|u1" | "<u1" => (DType::U8, read_as(npy, path, |v: u8| f64::from(v))?),
         other => bail!(
             "{}: element type `{other}` is not supported (f32, f16, i32, i64, u8)",
             path.display()
         ),
-    }?;
+    };
     if data.len() != shape.iter().product::<usize>() {
         bail!("{}: truncated data", path.display());
     }
     Ok(Tensor::new(dtype, shape, data))
 }
 
-/// The elements of `npy`, read as `T` (its dtype, checked by the caller) and converted.
+/// The elements of `npy` (read from `path`), read as `T` (its dtype, checked by the
+/// caller) and converted.
 fn read_as<T: npyz::Deserialize>(
     npy: npyz::NpyFile<&[u8]>,
+    path: &Path,
     convert: impl Fn(T) -> f64,
-) -> std::io::Result<Vec<f64>> {
-    Ok(npy.into_vec::<T>()?.into_iter().map(convert).collect())
+) -> Result<Vec<f64>> {
+    let values = npy
+        .into_vec::<T>()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(values.into_iter().map(convert).collect())
 }
 
 /// Writes `t` as a `.npy` of its dtype (bf16, which NumPy lacks, as f32); whole or not at all.

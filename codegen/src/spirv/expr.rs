@@ -190,17 +190,29 @@ impl Emitter<'_, '_> {
             (UOp::Abs, true) => self.s.glsl(glsl::F_ABS, x.t, &[x]),
             (UOp::Abs, false) => self.s.glsl(glsl::S_ABS, x.t, &[x]),
             (UOp::Sqrt, _) => self.s.glsl(glsl::SQRT, x.t, &[x]),
-            // The f16 in the word's low 16 bits, converted by the device: the first lane
-            // of `UnpackHalf2x16`, which takes an unsigned word (as the f16 loads do).
-            (UOp::HalfBits, false) if x.t.lanes == 1 => {
-                let u32t = self.s.u32_ty();
-                let id = self.s.op(Op::Bitcast, u32t, &[x.id])?;
-                let pair = self.s.glsl(
-                    glsl::UNPACK_HALF_2X16,
-                    VType::F32.with_lanes(2),
-                    &[V { id, ..x }],
-                )?;
-                self.extract(pair, 0)
+            // The f16 in each word's low 16 bits, converted by the device: the first lane
+            // of `UnpackHalf2x16`, which takes an unsigned word (as the f16 loads do) and
+            // has no vector form, so a vector converts lane by lane.
+            (UOp::HalfBits, false) => {
+                let mut lanes = Vec::with_capacity(x.t.lanes as usize);
+                for l in 0..x.t.lanes {
+                    let w = match x.t.lanes {
+                        1 => x,
+                        _ => self.extract(x, l)?,
+                    };
+                    let u32t = self.s.u32_ty();
+                    let id = self.s.op(Op::Bitcast, u32t, &[w.id])?;
+                    let pair = self.s.glsl(
+                        glsl::UNPACK_HALF_2X16,
+                        VType::F32.with_lanes(2),
+                        &[V { id, ..w }],
+                    )?;
+                    lanes.push(self.extract(pair, 0)?);
+                }
+                match x.t.lanes {
+                    1 => Ok(lanes[0]),
+                    _ => self.compose(&lanes),
+                }
             }
             (other, _) => Err(Fail(format!(
                 "{other:?} must be expanded by kernel::math before codegen"

@@ -289,6 +289,26 @@ fn bytes_proven_within_a_word_take_one_load() {
     assert_eq!(run(2, 2, 1), 1, "an aligned run of two");
 }
 
+/// A vector of half bit patterns converts lane by lane (`UnpackHalf2x16` has no vector
+/// form), rather than failing to compile.
+#[test]
+fn vectors_of_half_bits_convert_lane_by_lane() {
+    use kiln_compiler::kernel::{e, Buf, Expr, RedOp, UOp};
+    let at = |k: i64| e::add(e::mul(Expr::GridIdx(0), e::i(16)), e::i(k));
+    let halves = Expr::Lanes(
+        (0..3)
+            .map(|k| e::word_le(Buf::Arg(1), at(2 * k), 2))
+            .collect(),
+    );
+    let sum = Expr::ReduceLanes(RedOp::Sum, Box::new(e::un(UOp::HalfBits, halves)));
+    let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
+    let kernel = byte_reader(e::cast(kiln_compiler::kernel::Elem::I32, sum));
+    let code = super::SpirvBackend.compile(&[kernel], &vulkan).unwrap();
+    let (_, module) = &super::bundle::read(&code)[0];
+    let m = rspirv::dr::load_words(words(module)).unwrap();
+    assert_eq!(half_unpacks(&m), 3);
+}
+
 /// Each kernel declares its own workgroup size (a block-per-point kernel given 128 threads
 /// here, as CUDA's decode dot products take); one larger than the module's reduction array
 /// serves (or not a power of two) is a compile error naming the kernel, not a module whose

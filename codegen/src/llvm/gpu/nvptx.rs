@@ -164,13 +164,14 @@ impl Retarget {
     }
 }
 
-/// Tells `ptxas` a kernel's block size (`.maxntid`, every launch's) and, under
-/// `KILN_CUDA_RESIDENT_THREADS=<n>` at compile time, that blocks of `n` threads in all
-/// should fit on a multiprocessor at once (`.minnctapersm`), which caps its registers at
-/// what that leaves each thread (1024: 64). For kernels without matrix instructions or
-/// large shared staging (the decode dot products and elementwise grids): a memory-bound
-/// kernel with too few threads resident has too few loads in flight. A knob to measure on
-/// a GPU; without it nothing is added.
+/// Under `KILN_CUDA_RESIDENT_THREADS=<n>` at compile time (a knob to measure on a GPU;
+/// without it nothing is added), tells `ptxas` a kernel's block size (`.maxntid`, every
+/// launch's) and that blocks of `n` threads in all should fit on a multiprocessor at once
+/// (`.minnctapersm`), which caps its registers at what that leaves each thread (1024: 64).
+/// For kernels without matrix instructions or large shared staging (the decode dot
+/// products and elementwise grids): a memory-bound kernel with too few threads resident
+/// has too few loads in flight; one whose registers the cap spills loses more (the q6_k
+/// matvec, docs/perf.md).
 pub(super) fn annotate_occupancy<'ctx>(
     ctx: &'ctx inkwell::context::Context,
     module: &inkwell::module::Module<'ctx>,
