@@ -245,3 +245,53 @@ fn reshaped_reads_stay_vector_loads_where_lanes_share_a_quotient() {
         assert_eq!(text.contains("<a0["), !vector, "divisor {c}:\n{text}");
     }
 }
+
+/// An element computed from reads along `k` becomes vector arithmetic on vector loads
+/// (`vectorize::as_lanes`): a normalised activation `x[r + k] * w[k]`, and a q8_0
+/// activation, whose block scale at `k / 32` is the same for the run's lanes (splatted).
+/// A strided read or a `let` is left to the caller, element by element.
+#[test]
+fn elements_computed_from_reads_along_k_become_vector_arithmetic() {
+    use super::vectorize::as_lanes;
+    let (k, start) = (7, var(8));
+    let row = mul(Expr::GridIdx(0), i(2048));
+    let normalised = mul(
+        load(Buf::Arg(0), add(row.clone(), var(k))),
+        load(Buf::Arg(1), var(k)),
+    );
+    assert_eq!(
+        as_lanes(&normalised, k, &start, 4),
+        Some(mul(
+            load_vec(Buf::Arg(0), add(row.clone(), start.clone()), 4),
+            load_vec(Buf::Arg(1), start.clone(), 4)
+        ))
+    );
+    let block = |k: Expr| mul(bin(BOp::Div, k, i(32)), i(34));
+    let quant = |k: Expr| {
+        let at = add(block(k.clone()), add(i(2), bin(BOp::Rem, k, i(32))));
+        cast(Elem::F32, load(Buf::Arg(2), at))
+    };
+    let scale = |k: Expr| un(UOp::HalfBits, word_le(Buf::Arg(2), block(k), 2));
+    let q8 = mul(quant(var(k)), scale(var(k)));
+    let vector_quants = cast(
+        Elem::F32,
+        load_vec(
+            Buf::Arg(2),
+            add(
+                block(start.clone()),
+                add(i(2), bin(BOp::Rem, start.clone(), i(32))),
+            ),
+            4,
+        ),
+    );
+    assert_eq!(
+        as_lanes(&q8, k, &start, 4),
+        Some(mul(vector_quants, splat(scale(start.clone()), 4)))
+    );
+    assert_eq!(
+        as_lanes(&load(Buf::Arg(0), mul(var(k), i(2))), k, &start, 4),
+        None
+    );
+    let bound = let_in(9, load(Buf::Arg(0), var(k)), mul(var(9), var(9)));
+    assert_eq!(as_lanes(&bound, k, &start, 4), None);
+}

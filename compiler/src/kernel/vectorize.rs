@@ -503,6 +503,48 @@ fn uses_not(e: &Expr, var: VarId) -> Option<i64> {
     (!uses).then_some(0)
 }
 
+/// `x`, an element computed from `var`, for `var` = `start + 0 .. start + lanes` (`start`
+/// a multiple of `lanes`) as one vector expression: each read that moves with `var` moves
+/// by one element within such a run (one vector load), the rest is lane-wise arithmetic,
+/// and what does not move within the run is splatted. `None` for anything else (a `let`, a comparison,
+/// `var` used as a value), which the caller builds lane by lane. A decode dot product's
+/// activations normalised in place (`x[k] * w[k]`) so read two vector loads a run where
+/// lane by lane they took a scalar load per element and operand.
+pub fn as_lanes(x: &Expr, var: VarId, start: &Expr, lanes: u8) -> Option<Expr> {
+    if same_within(x, var, lanes) {
+        return Some(splat(substitute(x, var, start), lanes));
+    }
+    let v = |y: &Expr| as_lanes(y, var, start, lanes);
+    Some(match x {
+        Expr::Load {
+            buf,
+            index,
+            lanes: 1,
+        } if stride_within(index, var, Some(lanes)) == Some(1) => {
+            load_vec(*buf, substitute(index, var, start), lanes)
+        }
+        Expr::Unary(op, a) => un(*op, v(a)?),
+        Expr::Binary(op, a, b) => bin(*op, v(a)?, v(b)?),
+        Expr::Fma(a, b, c) => fma(v(a)?, v(b)?, v(c)?),
+        Expr::Cast(t, a) => cast(*t, v(a)?),
+        Expr::Bitcast(t, a) => bitcast(*t, v(a)?),
+        _ => return None,
+    })
+}
+
+/// Whether scalar `x` has the same value for every lane of a run of `lanes` values of `var`
+/// starting at a multiple of `lanes`: it reads `var` only in the indices of loads that stay
+/// put over such a run (a block's scale, at `k / 32`).
+fn same_within(x: &Expr, var: VarId, lanes: u8) -> bool {
+    match x {
+        Expr::Var(v) => *v != var,
+        Expr::Load {
+            index, lanes: 1, ..
+        } => stride_within(index, var, Some(lanes)) == Some(0),
+        _ => x.children().iter().all(|c| same_within(c, var, lanes)),
+    }
+}
+
 /// `x` with every read of `var` replaced by `by`.
 pub fn substitute(x: &Expr, var: VarId, by: &Expr) -> Expr {
     rewrite_bottom_up(x.clone(), &mut |n| {

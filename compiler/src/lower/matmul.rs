@@ -326,8 +326,9 @@ pub(super) fn quantized_activations(
 }
 
 /// `lanes` consecutive elements along K from `k` (a multiple of `lanes`) of the value `at`
-/// reads at an element: one vector load where that is a buffer read along K, else the
-/// elements one by one (a value the kernel computes in place, or a strided read).
+/// reads at an element: one vector load where that is a buffer read along K, vector
+/// arithmetic on such loads where the kernel computes the value in place from them
+/// (`vectorize::as_lanes`), else the elements one by one (a strided read).
 pub(super) fn run_of(
     ctx: &mut Ctx,
     at: &mut dyn FnMut(&mut Ctx, Expr) -> Result<Expr, LowerError>,
@@ -341,6 +342,9 @@ pub(super) fn run_of(
     let along = at(ctx, var(probe))?;
     if along_k(&along, probe, lanes) {
         return run_from(at(ctx, k)?, lanes);
+    }
+    if let Some(run) = crate::kernel::vectorize::as_lanes(&along, probe, &k, lanes) {
+        return Ok(run);
     }
     let elems = (0..lanes as i64)
         .map(|l| at(ctx, add(k.clone(), i(l))))
