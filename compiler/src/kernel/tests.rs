@@ -249,7 +249,7 @@ fn reshaped_reads_stay_vector_loads_where_lanes_share_a_quotient() {
 /// An element computed from reads along `k` becomes vector arithmetic on vector loads
 /// (`vectorize::as_lanes`): a normalised activation `x[r + k] * w[k]`, and a q8_0
 /// activation, whose block scale at `k / 32` is the same for the run's lanes (splatted).
-/// A strided read or a `let` is left to the caller, element by element.
+/// A strided read, a `let` or an `exp` is left to the caller, element by element.
 #[test]
 fn elements_computed_from_reads_along_k_become_vector_arithmetic() {
     use super::vectorize::as_lanes;
@@ -294,4 +294,6 @@ fn elements_computed_from_reads_along_k_become_vector_arithmetic() {
     );
     let bound = let_in(9, load(Buf::Arg(0), var(k)), mul(var(9), var(9)));
     assert_eq!(as_lanes(&bound, k, &start, 4), None);
+    let exp = un(UOp::Exp, load(Buf::Arg(0), var(k)));
+    assert_eq!(as_lanes(&exp, k, &start, 4), None);
 }

@@ -506,8 +506,9 @@ fn uses_not(e: &Expr, var: VarId) -> Option<i64> {
 /// `x`, an element computed from `var`, for `var` = `start + 0 .. start + lanes` (`start`
 /// a multiple of `lanes`) as one vector expression: each read that moves with `var` moves
 /// by one element within such a run (one vector load), the rest is lane-wise arithmetic,
-/// and what does not move within the run is splatted. `None` for anything else (a `let`, a comparison,
-/// `var` used as a value), which the caller builds lane by lane. A decode dot product's
+/// and what does not move within the run is splatted. `None` for anything else (a `let`, a
+/// comparison, `exp` and its kin, `var` used as a value), which the caller builds lane by
+/// lane. A decode dot product's
 /// activations normalised in place (`x[k] * w[k]`) so read two vector loads a run where
 /// lane by lane they took a scalar load per element and operand.
 pub fn as_lanes(x: &Expr, var: VarId, start: &Expr, lanes: u8) -> Option<Expr> {
@@ -523,7 +524,9 @@ pub fn as_lanes(x: &Expr, var: VarId, start: &Expr, lanes: u8) -> Option<Expr> {
         } if stride_within(index, var, Some(lanes)) == Some(1) => {
             load_vec(*buf, substitute(index, var, start), lanes)
         }
-        Expr::Unary(op, a) => un(*op, v(a)?),
+        // Not transcendental ones: on GPUs `kernel::math` expands them after lowering,
+        // with scalar constants that the GPU code generators do not splat.
+        Expr::Unary(op @ (UOp::Neg | UOp::Abs | UOp::Sqrt | UOp::HalfBits), a) => un(*op, v(a)?),
         Expr::Binary(op, a, b) => bin(*op, v(a)?, v(b)?),
         Expr::Fma(a, b, c) => fma(v(a)?, v(b)?, v(c)?),
         Expr::Cast(t, a) => cast(*t, v(a)?),
