@@ -196,10 +196,7 @@ impl Emitter<'_, '_> {
             (UOp::HalfBits, false) => {
                 let mut lanes = Vec::with_capacity(x.t.lanes as usize);
                 for l in 0..x.t.lanes {
-                    let w = match x.t.lanes {
-                        1 => x,
-                        _ => self.extract(x, l)?,
-                    };
+                    let w = self.extract(x, l)?;
                     let u32t = self.s.u32_ty();
                     let id = self.s.op(Op::Bitcast, u32t, &[w.id])?;
                     let pair = self.s.glsl(
@@ -209,10 +206,7 @@ impl Emitter<'_, '_> {
                     )?;
                     lanes.push(self.extract(pair, 0)?);
                 }
-                match x.t.lanes {
-                    1 => Ok(lanes[0]),
-                    _ => self.compose(&lanes),
-                }
+                self.compose(&lanes)
             }
             (other, _) => Err(Fail(format!(
                 "{other:?} must be expanded by kernel::math before codegen"

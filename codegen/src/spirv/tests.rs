@@ -192,16 +192,21 @@ output \"z\" = %z
 
 /// `UnpackHalf2x16` instructions in the module's functions.
 fn half_unpacks(m: &rspirv::dr::Module) -> usize {
-    m.functions
-        .iter()
-        .flat_map(|f| &f.blocks)
-        .flat_map(|b| &b.instructions)
+    instructions(m)
         .filter(|i| {
             i.class.opcode == Op::ExtInst
                 && i.operands[1].unwrap_literal_ext_inst_integer()
                     == super::builder::glsl::UNPACK_HALF_2X16
         })
         .count()
+}
+
+/// The instructions of the module's functions.
+fn instructions(m: &rspirv::dr::Module) -> impl Iterator<Item = &rspirv::dr::Instruction> {
+    m.functions
+        .iter()
+        .flat_map(|f| &f.blocks)
+        .flat_map(|b| &b.instructions)
 }
 
 /// A quantized block's f16 scale, read out of the quant bytes, converts in one
@@ -219,12 +224,17 @@ fn quantized_block_scales_convert_in_one_instruction() {
 
 /// Loads in the module's functions.
 fn loads(m: &rspirv::dr::Module) -> usize {
-    m.functions
-        .iter()
-        .flat_map(|f| &f.blocks)
-        .flat_map(|b| &b.instructions)
+    instructions(m)
         .filter(|i| i.class.opcode == Op::Load)
         .count()
+}
+
+/// The richest module `kernel` compiles to for `vulkan:spv1.3`.
+fn module_of(kernel: kiln_compiler::kernel::Kernel) -> rspirv::dr::Module {
+    let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
+    let code = super::SpirvBackend.compile(&[kernel], &vulkan).unwrap();
+    let (_, module) = &super::bundle::read(&code)[0];
+    rspirv::dr::load_words(words(module)).unwrap()
 }
 
 /// A kernel of 8 points storing `value` (an i32 expression over byte buffer argument 1)
@@ -261,14 +271,7 @@ fn byte_reader(value: kiln_compiler::kernel::Expr) -> kiln_compiler::kernel::Ker
 #[test]
 fn bytes_proven_within_a_word_take_one_load() {
     use kiln_compiler::kernel::{e, Buf, Expr};
-    let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
-    let loads_of = |value: Expr| {
-        let code = super::SpirvBackend
-            .compile(&[byte_reader(value)], &vulkan)
-            .unwrap();
-        let (_, module) = &super::bundle::read(&code)[0];
-        loads(&rspirv::dr::load_words(words(module)).unwrap())
-    };
+    let loads_of = |value: Expr| loads(&module_of(byte_reader(value)));
     let none = loads_of(e::i32(0));
     // Rows of 16 bytes: byte `row + at` is a multiple of what `at` is.
     let at = |at: i64| e::add(e::mul(Expr::GridIdx(0), e::i(16)), e::i(at));
@@ -301,11 +304,7 @@ fn vectors_of_half_bits_convert_lane_by_lane() {
             .collect(),
     );
     let sum = Expr::ReduceLanes(RedOp::Sum, Box::new(e::un(UOp::HalfBits, halves)));
-    let vulkan: Target = "vulkan:spv1.3".parse().unwrap();
-    let kernel = byte_reader(e::cast(kiln_compiler::kernel::Elem::I32, sum));
-    let code = super::SpirvBackend.compile(&[kernel], &vulkan).unwrap();
-    let (_, module) = &super::bundle::read(&code)[0];
-    let m = rspirv::dr::load_words(words(module)).unwrap();
+    let m = module_of(byte_reader(e::cast(kiln_compiler::kernel::Elem::I32, sum)));
     assert_eq!(half_unpacks(&m), 3);
 }
 

@@ -508,9 +508,11 @@ fn uses_not(e: &Expr, var: VarId) -> Option<i64> {
 /// by one element within such a run (one vector load), the rest is lane-wise arithmetic,
 /// and what does not move within the run is splatted. `None` for anything else (a `let`, a
 /// comparison, `exp` and its kin, `var` used as a value), which the caller builds lane by
-/// lane. A decode dot product's
-/// activations normalised in place (`x[k] * w[k]`) so read two vector loads a run where
-/// lane by lane they took a scalar load per element and operand.
+/// lane. A decode dot product's activations normalised in place (`x[k] * w[k]`) so read two
+/// vector loads a run where lane by lane they took a scalar load per element and operand.
+/// (The CPU vectoriser's `vector_expr` does more, `let`s and a lane-by-lane fallback inside
+/// one expression, but works on a finished kernel, typing expressions by its arguments
+/// (`Cx`), where `run_of` builds one expression during lowering.)
 pub fn as_lanes(x: &Expr, var: VarId, start: &Expr, lanes: u8) -> Option<Expr> {
     if same_within(x, var, lanes) {
         return Some(splat(substitute(x, var, start), lanes));

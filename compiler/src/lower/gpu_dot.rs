@@ -59,7 +59,7 @@ pub(super) fn block_threads(ctx: &Ctx, ops: &Operands) -> u32 {
     let narrow = match ctx.schedule.narrow_dot_blocks {
         NarrowBlocks::Never => false,
         NarrowBlocks::Always => true,
-        NarrowBlocks::WhereSplit => steps_split(ctx, ops),
+        NarrowBlocks::WhereSplit => takes_partners(ctx, ops),
     };
     let chosen = if !narrow || long_q4k {
         BLOCK_THREADS
@@ -258,7 +258,7 @@ pub(super) fn split_steps(schedule: &crate::schedule::Schedule, quantized_a: boo
 
 /// Whether the decode dot product of `ops` steps with nibble partners: rows of a 4-bit
 /// format where `split_steps` lets them.
-fn steps_split(ctx: &Ctx, ops: &Operands) -> bool {
+fn takes_partners(ctx: &Ctx, ops: &Operands) -> bool {
     let quantized_a = super::matmul::quantized_activations(ctx, ops).is_some();
     quantized_rows(ctx, ops).is_some_and(|(_, f)| f.layout().nibble_partner().is_some())
         && split_steps(&ctx.schedule, quantized_a)
@@ -299,7 +299,7 @@ pub(super) fn gpu_step(
         return None;
     }
     let l = format.layout();
-    let partner = l.nibble_partner().filter(|_| steps_split(ctx, ops));
+    let partner = l.nibble_partner().filter(|_| takes_partners(ctx, ops));
     let elems = super::dequant::unit_of(&l, k.as_known(), threads) as i64;
     Some(Step::within_run(unit_lanes, elems, partner))
 }
