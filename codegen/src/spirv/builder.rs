@@ -1,6 +1,12 @@
 //! A thin layer over `rspirv`'s builder: value types of the kernel IR as SPIR-V types,
 //! deduplicated constants, and one generic instruction helper, so the emitters read as a
 //! list of operations rather than builder plumbing.
+//!
+//! Pure instructions are numbered by value: one with the same operation, type and operands
+//! as an earlier one that dominates it is that one. The kernel IR is a tree, so the
+//! emitters rebuild a shared part (a quantized block's row offset, its scale words) at
+//! each use; a Q4_K matvec's module held each of its index computations ten times over,
+//! 64-bit divisions included, which the driver's compiler had to find equal again.
 
 use super::Fail;
 use kiln_compiler::kernel::{Elem, VType};
@@ -15,12 +21,19 @@ pub struct V {
     pub t: VType,
 }
 
+/// A pure instruction by value: its opcode, result type and operands.
+type Instr = (u32, Word, Vec<Word>);
+
 pub struct Spv {
     pub b: Builder,
     pub glsl: Word,
     types: HashMap<VType, Word>,
     consts: HashMap<(VType, u64), Word>,
     u32_consts: HashMap<u32, Word>,
+    /// Pure instructions by (operation, result type, operands), one map per structured
+    /// construct entered (`enter`), innermost last: what an enclosing one computed before
+    /// dominates the construct, what a construct computed is forgotten when it is left.
+    numbered: Vec<HashMap<Instr, Word>>,
 }
 
 impl Spv {
@@ -33,7 +46,58 @@ impl Spv {
             types: HashMap::new(),
             consts: HashMap::new(),
             u32_consts: HashMap::new(),
+            numbered: vec![HashMap::new()],
         }
+    }
+
+    /// A new function: nothing emitted before is visible in it.
+    pub fn begin_numbering(&mut self) {
+        self.numbered = vec![HashMap::new()];
+    }
+
+    /// Into a block that the current one dominates but that does not dominate what
+    /// follows it (a loop's body or continue block, an arm of an if).
+    pub fn enter(&mut self) {
+        self.numbered.push(HashMap::new());
+    }
+
+    /// Out of the innermost block `enter`ed.
+    pub fn leave(&mut self) {
+        if self.numbered.len() > 1 {
+            self.numbered.pop();
+        }
+    }
+
+    /// The id of an earlier pure instruction `key`, or that of a new one `emit` appends.
+    fn numbered(
+        &mut self,
+        key: Instr,
+        emit: impl FnOnce(&mut Spv) -> Result<Word, Fail>,
+    ) -> Result<Word, Fail> {
+        if let Some(&id) = self.numbered.iter().rev().find_map(|m| m.get(&key)) {
+            return Ok(id);
+        }
+        let id = emit(self)?;
+        if let Some(scope) = self.numbered.last_mut() {
+            scope.insert(key, id);
+        }
+        Ok(id)
+    }
+
+    /// Lane `lane` of vector `v`, as type `ty`.
+    pub fn extract(&mut self, ty: Word, v: Word, lane: u32) -> Result<Word, Fail> {
+        let key = (Op::CompositeExtract as u32, ty, vec![v, lane]);
+        self.numbered(key, |s| Ok(s.b.composite_extract(ty, None, v, [lane])?))
+    }
+
+    /// A pointer of type `ptr` to element `indices` of `base`.
+    pub fn access_chain(&mut self, ptr: Word, base: Word, indices: &[Word]) -> Result<Word, Fail> {
+        let mut operands = vec![base];
+        operands.extend(indices);
+        let key = (Op::AccessChain as u32, ptr, operands);
+        self.numbered(key, |s| {
+            Ok(s.b.access_chain(ptr, None, base, indices.iter().copied())?)
+        })
     }
 
     pub fn ty(&mut self, t: VType) -> Word {
@@ -53,6 +117,17 @@ impl Spv {
         };
         self.types.insert(t, id);
         id
+    }
+
+    /// The unsigned integer type of `t`'s width and lanes (for the operations SPIR-V
+    /// types as unsigned).
+    pub fn unsigned(&mut self, t: VType) -> Word {
+        let bits = if t.elem == Elem::I64 { 64 } else { 32 };
+        let e = self.b.type_int(bits, 0);
+        match t.lanes {
+            1 => e,
+            n => self.b.type_vector(e, n as u32),
+        }
     }
 
     pub fn u32_ty(&mut self) -> Word {
@@ -118,6 +193,14 @@ impl Spv {
 
     /// Appends `op` with result type `ty` and id operands `args`; returns the result id.
     pub fn op(&mut self, op: Op, ty: Word, args: &[Word]) -> Result<Word, Fail> {
+        if pure(op) {
+            let key = (op as u32, ty, args.to_vec());
+            return self.numbered(key, |s| s.emit_op(op, ty, args));
+        }
+        self.emit_op(op, ty, args)
+    }
+
+    fn emit_op(&mut self, op: Op, ty: Word, args: &[Word]) -> Result<Word, Fail> {
         let id = self.b.id();
         let inst = Instruction::new(
             op,
@@ -145,17 +228,22 @@ impl Spv {
         })
     }
 
-    /// A `GLSL.std.450` extended instruction on values, yielding type `t`.
+    /// A `GLSL.std.450` extended instruction on values, yielding type `t` (every one
+    /// kiln uses is pure).
     pub fn glsl(&mut self, inst: u32, t: VType, args: &[V]) -> Result<V, Fail> {
         let ty = self.ty(t);
         let glsl = self.glsl;
-        let id = self.b.ext_inst(
-            ty,
-            None,
-            glsl,
-            inst,
-            args.iter().map(|a| Operand::IdRef(a.id)),
-        )?;
+        let mut key = vec![inst];
+        key.extend(args.iter().map(|a| a.id));
+        let id = self.numbered((Op::ExtInst as u32, ty, key), |s| {
+            Ok(s.b.ext_inst(
+                ty,
+                None,
+                glsl,
+                inst,
+                args.iter().map(|a| Operand::IdRef(a.id)),
+            )?)
+        })?;
         Ok(V { id, t })
     }
 
@@ -165,6 +253,58 @@ impl Spv {
         self.b.insert_into_block(InsertPoint::End, inst)?;
         Ok(())
     }
+}
+
+/// Whether `op` computes its result from its operands alone (no memory, no side effects,
+/// nothing that depends on other invocations), so equal ones are one value.
+pub(super) fn pure(op: Op) -> bool {
+    use Op::*;
+    matches!(
+        op,
+        IAdd | ISub
+            | IMul
+            | SDiv
+            | UDiv
+            | SRem
+            | UMod
+            | SNegate
+            | ShiftLeftLogical
+            | ShiftRightLogical
+            | ShiftRightArithmetic
+            | BitwiseAnd
+            | BitwiseOr
+            | BitwiseXor
+            | Not
+            | FAdd
+            | FSub
+            | FMul
+            | FDiv
+            | FNegate
+            | SConvert
+            | UConvert
+            | ConvertSToF
+            | ConvertFToS
+            | Bitcast
+            | CompositeConstruct
+            | Select
+            | IEqual
+            | INotEqual
+            | SLessThan
+            | SLessThanEqual
+            | SGreaterThan
+            | SGreaterThanEqual
+            | FOrdEqual
+            | FUnordNotEqual
+            | FOrdLessThan
+            | FOrdLessThanEqual
+            | FOrdGreaterThan
+            | FOrdGreaterThanEqual
+            | LogicalAnd
+            | LogicalOr
+            | LogicalNot
+            | LogicalEqual
+            | LogicalNotEqual
+    )
 }
 
 /// `GLSL.std.450` instruction numbers (from the extended instruction set's specification).

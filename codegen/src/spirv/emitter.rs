@@ -9,7 +9,8 @@
 use super::builder::{Spv, V};
 use super::Fail;
 use kiln_compiler::kernel::align::Alignment;
-use kiln_compiler::kernel::{Kernel, VType, VarId};
+use kiln_compiler::kernel::ranges::Ranges;
+use kiln_compiler::kernel::{Expr, Kernel, VType, VarId};
 use rspirv::dr::{InsertPoint, Instruction, Operand};
 use rspirv::spirv::{LoopControl, Op, SelectionControl, StorageClass, Word};
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub struct Emitter<'s, 'k> {
     pub dims: Vec<V>,
     pub grid: Vec<V>,
     pub lets: HashMap<VarId, V>,
+    /// What the loops and lets bound so far show of the kernel's index values (`index`).
+    pub ranges: Ranges<'k>,
     pub vars: HashMap<VarId, (Word, VType)>,
     /// Variable ids at and above this are free for expressions the backend builds itself.
     pub next_var: VarId,
@@ -108,6 +111,7 @@ impl<'s, 'k> Emitter<'s, 'k> {
     }
 
     pub fn declare(&mut self, var: VarId, v: V) -> Result<(), Fail> {
+        self.ranges.forget(var);
         let ptr = match self.vars.get(&var) {
             Some(&(p, t)) if t == v.t => p,
             _ => {
@@ -126,6 +130,18 @@ impl<'s, 'k> Emitter<'s, 'k> {
             .get(&var)
             .ok_or_else(|| Fail(format!("assignment to undeclared variable v{var}")))?;
         self.store_ptr(ptr, v.id)
+    }
+
+    /// Binds `var` to `v`, the value of `value`.
+    pub fn bind_let(&mut self, var: VarId, v: V, value: &Expr) {
+        self.lets.insert(var, v);
+        self.ranges.bind_value(var, value);
+    }
+
+    /// Binds `var` to `it`, the index of a loop over `extent`.
+    pub fn bind_index(&mut self, var: VarId, it: V, extent: &Expr) {
+        self.lets.insert(var, it);
+        self.ranges.bind_index(var, extent);
     }
 
     pub fn read_var(&mut self, var: VarId) -> Result<V, Fail> {
@@ -163,10 +179,14 @@ impl<'s, 'k> Emitter<'s, 'k> {
         let more = self.s.op(Op::SLessThan, bool_t, &[i.id, end.id])?;
         self.s.b.branch_conditional(more, inner, merge, [])?;
         self.s.b.begin_block(Some(inner))?;
+        self.s.enter();
         body(self, i)?;
+        self.s.leave();
         self.s.b.branch(cont)?;
         self.s.b.begin_block(Some(cont))?;
+        self.s.enter();
         let next = self.s.op(Op::IAdd, i64t, &[i.id, step.id])?;
+        self.s.leave();
         self.store_ptr(counter, next)?;
         self.s.b.branch(header)?;
         self.s.b.begin_block(Some(merge))?;
@@ -191,10 +211,14 @@ impl<'s, 'k> Emitter<'s, 'k> {
         b.selection_merge(join, SelectionControl::NONE)?;
         b.branch_conditional(c.id, t, e, [])?;
         b.begin_block(Some(t))?;
+        self.s.enter();
         then(self)?;
+        self.s.leave();
         self.s.b.branch(join)?;
         self.s.b.begin_block(Some(e))?;
+        self.s.enter();
         otherwise(self)?;
+        self.s.leave();
         self.s.b.branch(join)?;
         self.s.b.begin_block(Some(join))?;
         Ok(())

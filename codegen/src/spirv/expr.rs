@@ -27,7 +27,7 @@ impl Emitter<'_, '_> {
                 .get(*g as usize)
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?,
             Expr::Load { buf, index, lanes } => {
-                let i = self.expr(index)?;
+                let i = self.index(index)?;
                 if let Some(run) = self.load_run(*buf, index, i, *lanes)? {
                     return Ok(run);
                 }
@@ -39,8 +39,8 @@ impl Emitter<'_, '_> {
                     let at = if l == 0 {
                         i
                     } else {
-                        let off = self.s.i64(l);
-                        self.s.op_v(Op::IAdd, VType::I64, &[i, off])?
+                        let off = self.s.lit(i.t, l as u64);
+                        self.s.op_v(Op::IAdd, i.t, &[i, off])?
                     };
                     vals.push(self.load(*buf, at)?);
                 }
@@ -72,7 +72,7 @@ impl Emitter<'_, '_> {
                     }
                 }
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
-                self.binary(*op, x, y)?
+                self.int_binary(*op, a, b, x, y)?
             }
             Expr::Fma(a, b, c) => {
                 let (x, y, z) = (self.expr(a)?, self.expr(b)?, self.expr(c)?);
@@ -94,13 +94,17 @@ impl Emitter<'_, '_> {
                 ))
             }
             Expr::Cmp(c, a, b) => {
-                let (x, y) = (self.expr(a)?, self.expr(b)?);
+                let (x, y) = match self.fits_i32(a) && self.fits_i32(b) {
+                    true => (self.index32(a)?, self.index32(b)?),
+                    false => (self.expr(a)?, self.expr(b)?),
+                };
                 self.compare(*c, x, y)?
             }
             Expr::Select(c, a, b) => {
                 let (cv, x, y) = (self.expr(c)?, self.expr(a)?, self.expr(b)?);
                 self.select(cv, x, y)?
             }
+            Expr::Cast(Elem::I32, a) if self.fits_i32(a) => self.index32(a)?,
             Expr::Cast(to, a) => {
                 let x = self.expr(a)?;
                 self.cast(*to, x)?
@@ -129,10 +133,94 @@ impl Emitter<'_, '_> {
             }
             Expr::Let { var, value, body } => {
                 let v = self.expr(value)?;
-                self.lets.insert(*var, v);
+                self.bind_let(*var, v, value);
                 self.expr(body)?
             }
         })
+    }
+
+    /// The value of index `e`: an i32 where `ranges` shows every part of it to lie within
+    /// i32 (then 32- and 64-bit arithmetic agree), else the i64 it is. Every use of an
+    /// index takes its low 32 bits (SPIR-V's access chains here are 32-bit), but the
+    /// divisions and shifts inside one need all of its bits, and 64-bit integer arithmetic
+    /// is several instructions a step on GPUs, where the index arithmetic of a quantized
+    /// block's scales and quants is much of what a dot product's step computes.
+    pub fn index(&mut self, e: &Expr) -> Result<V, Fail> {
+        match self.fits_i32(e) {
+            true => self.index32(e),
+            false => self.expr(e),
+        }
+    }
+
+    /// Whether `e` and each of its parts is an i64 within i32.
+    fn fits_i32(&self, e: &Expr) -> bool {
+        let parts = match e {
+            // A 32-bit shift takes amounts below 32 (a range of one value, 0, allows more).
+            Expr::Binary(BOp::Shl | BOp::Shr, _, b)
+                if !matches!(**b, Expr::Lit(Lit::I64(0..=31))) =>
+            {
+                false
+            }
+            Expr::Binary(_, a, b) | Expr::Select(_, a, b) => {
+                [a, b].iter().all(|x| self.fits_i32(x))
+            }
+            _ => true,
+        };
+        parts && self.ranges.of(e).is_some_and(|r| r.within_i32())
+    }
+
+    /// `e`, of which `fits_i32` holds, in 32-bit arithmetic.
+    fn index32(&mut self, e: &Expr) -> Result<V, Fail> {
+        match e {
+            Expr::Lit(Lit::I64(v)) => Ok(self.s.i32(*v as i32)),
+            Expr::Binary(op, a, b) => {
+                let (x, y) = (self.index32(a)?, self.index32(b)?);
+                self.int_binary(*op, a, b, x, y)
+            }
+            Expr::Select(c, a, b) => {
+                let c = self.expr(c)?;
+                let (x, y) = (self.index32(a)?, self.index32(b)?);
+                self.select(c, x, y)
+            }
+            _ => {
+                let v = self.expr(e)?;
+                self.narrow_i32(v)
+            }
+        }
+    }
+
+    /// `x op y` for the values of integer expressions `a` and `b`: a division or remainder
+    /// of a non-negative value by a positive power of two is a shift or a mask, and by
+    /// another positive value unsigned (cheaper than signed on every GPU, and the same
+    /// when both are non-negative).
+    fn int_binary(&mut self, op: BOp, a: &Expr, b: &Expr, x: V, y: V) -> Result<V, Fail> {
+        let nonneg = |e: &Expr| self.ranges.of(e).is_some_and(|r| r.lo >= 0);
+        if !matches!(op, BOp::Div | BOp::Rem) || !nonneg(a) || x.t.elem == Elem::F32 {
+            return self.binary(op, x, y);
+        }
+        match (op, b) {
+            (_, Expr::Lit(Lit::I64(c))) if *c > 0 && (*c as u64).is_power_of_two() => {
+                let (o, k) = match op {
+                    BOp::Div => (Op::ShiftRightLogical, c.trailing_zeros() as u64),
+                    _ => (Op::BitwiseAnd, *c as u64 - 1),
+                };
+                let k = self.s.lit(x.t, k);
+                self.s.op_v(o, x.t, &[x, k])
+            }
+            _ if self.ranges.of(b).is_some_and(|r| r.lo > 0) => {
+                let o = match op {
+                    BOp::Div => Op::UDiv,
+                    _ => Op::UMod,
+                };
+                let (ty, uty) = (self.s.ty(x.t), self.s.unsigned(x.t));
+                let xu = self.s.op(Op::Bitcast, uty, &[x.id])?;
+                let yu = self.s.op(Op::Bitcast, uty, &[y.id])?;
+                let r = self.s.op(o, uty, &[xu, yu])?;
+                let id = self.s.op(Op::Bitcast, ty, &[r])?;
+                Ok(V { id, t: x.t })
+            }
+            _ => self.binary(op, x, y),
+        }
     }
 
     /// An f32 literal. Infinities and NaNs are made from their bits at the point of use:
@@ -178,7 +266,7 @@ impl Emitter<'_, '_> {
         }
         let t = v.t.with_lanes(1);
         let ty = self.s.ty(t);
-        let id = self.s.b.composite_extract(ty, None, v.id, [lane as u32])?;
+        let id = self.s.extract(ty, v.id, lane as u32)?;
         Ok(V { id, t })
     }
 

@@ -15,6 +15,7 @@ use kiln_compiler::kernel::align::{run_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
     has_shared_loop, launch_shape, reduction_group, GpuLaunch, BLOCK_THREADS, MAX_BLOCK_REDUCTIONS,
 };
+use kiln_compiler::kernel::ranges::Ranges;
 use kiln_compiler::kernel::{Buf, Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
 use kiln_ir::DType;
 use rspirv::dr::{InsertPoint, Instruction, Operand};
@@ -211,6 +212,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
     let start = s.b.id();
     s.b.branch(start)?;
     s.b.begin_block(Some(start))?;
+    s.begin_numbering();
     let locals_needed = !k.locals.is_empty();
     if locals_needed && launch.block_per_point() && !explicit {
         return Err(Fail::msg(
@@ -230,6 +232,10 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         dims: Vec::new(),
         grid: Vec::new(),
         lets: HashMap::new(),
+        ranges: match explicit {
+            true => Ranges::new(&k.grid).with_threads(launch.threads),
+            false => Ranges::new(&k.grid),
+        },
         vars: HashMap::new(),
         next_var: k.next_var,
         fn_vars: Vec::new(),
@@ -559,7 +565,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
     match s {
         Stmt::Let { var, value } => {
             let v = em.expr(value)?;
-            em.lets.insert(*var, v);
+            em.bind_let(*var, v, value);
         }
         Stmt::Decl { var, init } => {
             let v = em.expr(init)?;
@@ -579,12 +585,13 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             src_index,
             lanes,
         } => {
-            let (to, from) = (em.expr(dst_index)?, em.expr(src_index)?);
-            for l in 0..*lanes as i64 {
-                let off = em.s.i64(l);
-                let at = em.s.op_v(Op::IAdd, VType::I64, &[from, off])?;
+            let (to, from) = (em.index(dst_index)?, em.index(src_index)?);
+            for l in 0..*lanes as u64 {
+                let off = em.s.lit(from.t, l);
+                let at = em.s.op_v(Op::IAdd, from.t, &[from, off])?;
                 let x = em.load(*src, at)?;
-                let at = em.s.op_v(Op::IAdd, VType::I64, &[to, off])?;
+                let off = em.s.lit(to.t, l);
+                let at = em.s.op_v(Op::IAdd, to.t, &[to, off])?;
                 em.store(*dst, at, x)?;
             }
         }
@@ -595,15 +602,15 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             ))
         }
         Stmt::Store { buf, index, value } => {
-            let i = em.expr(index)?;
+            let i = em.index(index)?;
             let v = em.expr(value)?;
             for l in 0..v.t.lanes {
                 let x = em.extract(v, l)?;
                 let at = if l == 0 {
                     i
                 } else {
-                    let off = em.s.i64(l as i64);
-                    em.s.op_v(Op::IAdd, VType::I64, &[i, off])?
+                    let off = em.s.lit(i.t, l as u64);
+                    em.s.op_v(Op::IAdd, i.t, &[i, off])?
                 };
                 em.store(*buf, at, x)?;
             }
@@ -613,7 +620,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         } => {
             let n = em.expr(extent)?;
             em.counted_loop(n, &mut |em, it| {
-                em.lets.insert(*var, it);
+                em.bind_index(*var, it, extent);
                 stmts(em, body)
             })?;
         }
@@ -666,8 +673,11 @@ fn reduce_strided(
 fn step_values(em: &mut Emitter, group: &[Stmt], at: V) -> Result<Vec<V>, Fail> {
     let mut values = Vec::with_capacity(group.len());
     for s in group {
-        if let Stmt::Reduce { var, value, .. } = s {
-            em.lets.insert(*var, at);
+        if let Stmt::Reduce {
+            var, value, extent, ..
+        } = s
+        {
+            em.bind_index(*var, at, extent);
             values.push(em.expr(value)?);
         }
     }
@@ -731,7 +741,7 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
             } => {
                 let n = em.expr(extent)?;
                 em.strided_loop(g.thread, n, threads, &mut |em, it| {
-                    em.lets.insert(*var, it);
+                    em.bind_index(*var, it, extent);
                     stmts(em, body)
                 })?;
                 em.barrier()?;
@@ -741,7 +751,7 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
             } => {
                 let n = em.expr(extent)?;
                 em.counted_loop(n, &mut |em, it| {
-                    em.lets.insert(*var, it);
+                    em.bind_index(*var, it, extent);
                     block_stmts(em, g, body)
                 })?;
             }

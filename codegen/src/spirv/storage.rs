@@ -16,7 +16,8 @@ use kiln_ir::DType;
 use rspirv::spirv::{Op, Scope, StorageClass, Word};
 
 impl Emitter<'_, '_> {
-    /// One element of `buf` at element index `i` (an i64), widened to its value type.
+    /// One element of `buf` at element index `i` (an i32 or i64, `Emitter::index`),
+    /// widened to its value type.
     pub fn load(&mut self, buf: Buf, i: V) -> Result<V, Fail> {
         let a = match buf {
             Buf::Local(l) => {
@@ -33,10 +34,7 @@ impl Emitter<'_, '_> {
                 self.s.op_v(Op::Bitcast, VType { elem, lanes: 1 }, &[w])
             }
             DType::I64 => {
-                let two = self.s.i64(2);
-                let lo_at = self.s.op_v(Op::IMul, VType::I64, &[i, two])?;
-                let one = self.s.i64(1);
-                let hi_at = self.s.op_v(Op::IAdd, VType::I64, &[lo_at, one])?;
+                let (lo_at, hi_at) = self.word_pair(i)?;
                 let lo = self.load_word(a, lo_at)?;
                 let hi = self.load_word(a, hi_at)?;
                 let lo = self.s.op_v(Op::SConvert, VType::I64, &[lo])?;
@@ -85,10 +83,7 @@ impl Emitter<'_, '_> {
                 let shift = self.s.i64(32);
                 let hi = self.binary(BOp::Shr, v, shift)?;
                 let hi = self.s.op_v(Op::SConvert, VType::I32, &[hi])?;
-                let two = self.s.i64(2);
-                let lo_at = self.s.op_v(Op::IMul, VType::I64, &[i, two])?;
-                let one = self.s.i64(1);
-                let hi_at = self.s.op_v(Op::IAdd, VType::I64, &[lo_at, one])?;
+                let (lo_at, hi_at) = self.word_pair(i)?;
                 let p = self.word_ptr(a, lo_at)?;
                 self.store_ptr(p, lo.id)?;
                 let p = self.word_ptr(a, hi_at)?;
@@ -113,13 +108,22 @@ impl Emitter<'_, '_> {
         }
     }
 
+    /// The two words of i64 element `i` (an index of either width, as every one here).
+    fn word_pair(&mut self, i: V) -> Result<(V, V), Fail> {
+        let two = self.s.lit(i.t, 2);
+        let lo_at = self.s.op_v(Op::IMul, i.t, &[i, two])?;
+        let one = self.s.lit(i.t, 1);
+        let hi_at = self.s.op_v(Op::IAdd, i.t, &[lo_at, one])?;
+        Ok((lo_at, hi_at))
+    }
+
     /// The word holding element `i` of a narrow dtype, and the element's bit offset in it.
     fn sub_word(&mut self, i: V, dtype: DType) -> Result<(V, V), Fail> {
-        let per_word = (4 / dtype.size_bytes()) as i64;
-        let log = per_word.trailing_zeros() as i64;
-        let log_v = self.s.i64(log);
+        let per_word = (4 / dtype.size_bytes()) as u64;
+        let log = per_word.trailing_zeros() as u64;
+        let log_v = self.s.lit(i.t, log);
         let word = self.binary(BOp::Shr, i, log_v)?;
-        let sub = self.s.i64(per_word - 1);
+        let sub = self.s.lit(i.t, per_word - 1);
         let sub = self.binary(BOp::And, i, sub)?;
         let sub = self.narrow_i32(sub)?;
         let bits = self.ib(BOp::Mul, sub, 8 * dtype.size_bytes() as u32)?;
@@ -137,13 +141,13 @@ impl Emitter<'_, '_> {
         let w = self.narrow_i32(word)?;
         let words = self.views[arg as usize] as u32;
         if words == 1 {
-            return Ok(self.s.b.access_chain(ptr_t, None, var, [zero.id, w.id])?);
+            return self.s.access_chain(ptr_t, var, &[zero.id, w.id]);
         }
         // A word of a vector view: its element, then the component within it.
         let element = self.ib(BOp::Shr, w, words.trailing_zeros())?;
         let component = self.ib(BOp::And, w, words - 1)?;
         let ids = [zero.id, element.id, component.id];
-        Ok(self.s.b.access_chain(ptr_t, None, var, ids)?)
+        self.s.access_chain(ptr_t, var, &ids)
     }
 
     /// A run of `lanes` elements of `buf` from element `i` (the value of `index`) as one
@@ -157,7 +161,7 @@ impl Emitter<'_, '_> {
         if !fits || !self.align.multiple_of(index, lanes as u64) {
             return Ok(None);
         }
-        let log = self.s.i64(lanes.trailing_zeros() as i64);
+        let log = self.s.lit(i.t, lanes.trailing_zeros() as u64);
         let element = self.binary(BOp::Shr, i, log)?;
         let element = self.narrow_i32(element)?;
         let t = VType::I32.with_lanes(words);
@@ -165,10 +169,7 @@ impl Emitter<'_, '_> {
         let ptr_t = self.s.ptr(StorageClass::StorageBuffer, ty);
         let zero = self.s.i32(0);
         let var = self.bindings[a as usize];
-        let ptr = self
-            .s
-            .b
-            .access_chain(ptr_t, None, var, [zero.id, element.id])?;
+        let ptr = self.s.access_chain(ptr_t, var, &[zero.id, element.id])?;
         let raw = self.load_ptr(ptr, t)?;
         let out = VType::F32.with_lanes(lanes);
         let v = match dtype {
@@ -255,7 +256,7 @@ impl Emitter<'_, '_> {
         if count > 4 || self.k.buf_dtype(buf) != DType::U8 {
             return Ok(None);
         }
-        let i = self.expr(index)?;
+        let i = self.index(index)?;
         let w = self.bytes_le(a, index, i, 0, count)?;
         Ok(Some(match count {
             4 => w,
@@ -277,7 +278,7 @@ impl Emitter<'_, '_> {
         let at = match first {
             0 => i,
             _ => {
-                let off = self.s.i64(first as i64);
+                let off = self.s.lit(i.t, first as u64);
                 self.binary(BOp::Add, i, off)?
             }
         };
@@ -290,9 +291,9 @@ impl Emitter<'_, '_> {
             };
         }
         // Two or more bytes here (one byte always lies in one word).
-        let off = self.s.i64(count as i64 - 1);
+        let off = self.s.lit(at.t, count as u64 - 1);
         let last = self.binary(BOp::Add, at, off)?;
-        let two = self.s.i64(2);
+        let two = self.s.lit(last.t, 2);
         let last_word = self.binary(BOp::Shr, last, two)?;
         let w1 = self.load_word(arg, last_word)?;
         // `w1 << (32 - s)` as two shifts, which give 0 for s = 0 (one shift by 32 is
@@ -325,7 +326,7 @@ impl Emitter<'_, '_> {
         let ty = self.s.ty(t);
         let ptr_t = self.s.ptr(class, ty);
         let at = self.narrow_i32(i)?;
-        Ok((self.s.b.access_chain(ptr_t, None, var, [at.id])?, t))
+        Ok((self.s.access_chain(ptr_t, var, &[at.id])?, t))
     }
 
     /// An atomic read-modify-write of the word at `ptr` (device scope, relaxed: the two

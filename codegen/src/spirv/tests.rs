@@ -348,3 +348,76 @@ fn kernels_declare_their_block_size_and_larger_ones_are_refused() {
         "{e}"
     );
 }
+
+/// The module of `model`'s first kernel for `vulkan:spv1.3` (its richest variant).
+fn module_of_model(model: &str) -> rspirv::dr::Module {
+    let (code, _) = crate::test_model::code_of(&super::SpirvBackend, model, "vulkan:spv1.3");
+    let (_, module) = &super::bundle::read(&code)[0];
+    rspirv::dr::load_words(words(module)).unwrap()
+}
+
+/// How many of the module's instructions are `op` with an i64 and with an i32 result.
+fn integer_ops(m: &rspirv::dr::Module, op: Op) -> (usize, usize) {
+    let int_of = |width: u32| {
+        m.types_global_values.iter().find_map(|t| {
+            let signed_int = t.class.opcode == Op::TypeInt
+                && t.operands[0].unwrap_literal_bit32() == width
+                && t.operands[1].unwrap_literal_bit32() == 1;
+            signed_int.then_some(t.result_id).flatten()
+        })
+    };
+    let count = |ty: Option<u32>| {
+        instructions(m)
+            .filter(|i| i.class.opcode == op && ty.is_some() && i.result_type == ty)
+            .count()
+    };
+    (count(int_of(64)), count(int_of(32)))
+}
+
+/// A decode matvec of known shape computes its indices in 32 bits, and divides by powers of
+/// two with shifts and masks: its kernel IR writes a Q4_K step's block, sub-block and
+/// nibble offsets as i64 divisions and remainders by 4, 32 and 256, which took 673 64-bit
+/// signed divisions in this module before.
+#[test]
+fn known_shape_indices_take_32_bit_arithmetic() {
+    let m = module_of_model(&crate::test_model::matvec("q4_k", 8192, 32 * 144));
+    assert_eq!(integer_ops(&m, Op::IMul).0, 0, "64-bit multiplies");
+    for op in [Op::SDiv, Op::SRem] {
+        let (wide, narrow) = integer_ops(&m, op);
+        // The grid index's decomposition into the two grid axes (one of each).
+        assert!(wide <= 1, "{op:?}: {wide} on i64");
+        assert_eq!(narrow, 0, "{op:?} on i32");
+    }
+}
+
+/// An index over an extent known only at run time keeps its 64 bits: an activation row
+/// `g0 * 256 + k` over `t` rows.
+#[test]
+fn indices_over_symbolic_extents_stay_64_bit() {
+    let model = "kir 1
+%x = input \"x\" f32[t,256]
+%w = input \"w\" f32[64,256]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let m = module_of_model(model);
+    assert!(integer_ops(&m, Op::IMul).0 > 0, "no 64-bit multiply");
+}
+
+/// No block computes one pure value twice: the kernel IR repeats a shared part of an
+/// expression at each use (a quantized block's row offset in each of its loads), and the
+/// builder numbers instructions by value (`builder::pure`).
+#[test]
+fn no_block_computes_a_value_twice() {
+    let m = module_of_model(&crate::test_model::matvec("q4_k", 8192, 32 * 144));
+    for block in m.functions.iter().flat_map(|f| &f.blocks) {
+        let mut seen = std::collections::HashSet::new();
+        for i in &block.instructions {
+            if !super::builder::pure(i.class.opcode) {
+                continue;
+            }
+            let key = (i.class.opcode, i.result_type, format!("{:?}", i.operands));
+            assert!(seen.insert(key), "computed twice: {i:?}");
+        }
+    }
+}

@@ -20,6 +20,7 @@ mod ir;
 pub(crate) mod lockstep;
 pub mod math;
 pub mod matrix;
+pub mod ranges;
 pub mod simplify;
 pub mod small_ints;
 pub mod vectorize;

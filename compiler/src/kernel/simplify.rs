@@ -5,87 +5,19 @@
 //! has unit stride again, so the vectoriser reads it as one vector instead of a gather of
 //! lanes each doing its own divisions (attention's matmuls were 20x slower for it).
 //!
-//! Ranges come from the kernel: grid indices lie in `0..extent` (unbounded above for a
-//! symbolic extent), loop variables in `0..extent`, symbols are non-negative. Only
-//! non-negative terms are moved across a division, where truncation and flooring agree.
+//! Ranges come from the kernel (`ranges`). Only non-negative terms are moved across a
+//! division, where truncation and flooring agree.
 
 use super::e::*;
-use super::{BOp, Expr, Kernel, Lit, Stmt, VarId};
-use std::collections::HashMap;
+use super::ranges::Ranges;
+use super::{BOp, Expr, Kernel, Lit, Stmt};
 
-/// Inclusive bounds; `hi == None` is unbounded above.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Range {
-    lo: i64,
-    hi: Option<i64>,
-}
+/// Index simplification with the ranges a walk over a kernel has gathered.
+struct Simplifier<'a>(Ranges<'a>);
 
-impl Range {
-    fn upto(extent: &Expr) -> Range {
-        match extent {
-            Expr::Lit(Lit::I64(n)) if *n > 0 => Range {
-                lo: 0,
-                hi: Some(n - 1),
-            },
-            _ => Range { lo: 0, hi: None },
-        }
-    }
-}
-
-struct Ranges<'a> {
-    grid: &'a [Expr],
-    vars: HashMap<VarId, Range>,
-}
-
-impl Ranges<'_> {
-    fn of(&self, e: &Expr) -> Option<Range> {
-        match e {
-            Expr::Lit(Lit::I64(v)) => Some(Range {
-                lo: *v,
-                hi: Some(*v),
-            }),
-            Expr::GridIdx(a) => Some(Range::upto(self.grid.get(*a as usize)?)),
-            Expr::Dim(_) => Some(Range { lo: 0, hi: None }),
-            Expr::Var(v) => self.vars.get(v).copied(),
-            Expr::Binary(op, a, b) => {
-                let (x, y) = (self.of(a)?, self.of(b)?);
-                let both = |f: fn(i64, i64) -> Option<i64>, p: Option<i64>, q: Option<i64>| {
-                    p.zip(q).and_then(|(p, q)| f(p, q))
-                };
-                match op {
-                    BOp::Add => Some(Range {
-                        lo: x.lo.checked_add(y.lo)?,
-                        hi: both(i64::checked_add, x.hi, y.hi),
-                    }),
-                    BOp::Mul if x.lo >= 0 && y.lo >= 0 => Some(Range {
-                        lo: x.lo.checked_mul(y.lo)?,
-                        hi: both(i64::checked_mul, x.hi, y.hi),
-                    }),
-                    BOp::Div if x.lo >= 0 && y.lo > 0 => Some(Range {
-                        lo: x.lo / y.hi.unwrap_or(i64::MAX).max(1),
-                        hi: x.hi.map(|h| h / y.lo),
-                    }),
-                    BOp::Rem if x.lo >= 0 && y.lo > 0 => Some(Range {
-                        lo: 0,
-                        hi: Some(match (x.hi, y.hi) {
-                            (Some(h), Some(d)) => h.min(d - 1),
-                            (Some(h), None) => h,
-                            (None, Some(d)) => d - 1,
-                            (None, None) => return None,
-                        }),
-                    }),
-                    BOp::Min if x.lo >= 0 && y.lo >= 0 => Some(Range {
-                        lo: x.lo.min(y.lo),
-                        hi: match (x.hi, y.hi) {
-                            (Some(p), Some(q)) => Some(p.min(q)),
-                            (p, q) => p.or(q),
-                        },
-                    }),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
+impl Simplifier<'_> {
+    fn of(&self, e: &Expr) -> Option<super::ranges::Range> {
+        self.0.of(e)
     }
 
     /// `e` as `constant + sum of coef * atom` over non-negative atoms with positive
@@ -203,21 +135,15 @@ fn regrouped(a: &Expr, b: &Expr) -> Option<Expr> {
 /// Simplifies the index arithmetic of every expression in `k`.
 pub fn simplify_kernel(k: &mut Kernel) {
     let grid = k.grid.clone();
-    let mut ranges = Ranges {
-        grid: &grid,
-        vars: HashMap::new(),
-    };
-    walk(&mut k.body, &mut ranges);
+    walk(&mut k.body, &mut Simplifier(Ranges::new(&grid)));
 }
 
-fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
+fn walk(stmts: &mut [Stmt], r: &mut Simplifier) {
     for s in stmts {
         match s {
             Stmt::Let { var, value } => {
                 *value = r.simplify(std::mem::replace(value, i(0)));
-                if let Some(range) = r.of(value) {
-                    r.vars.insert(*var, range);
-                }
+                r.0.bind_value(*var, value);
             }
             Stmt::Decl { init: e, .. } | Stmt::Assign { value: e, .. } => {
                 *e = r.simplify(std::mem::replace(e, i(0)));
@@ -247,13 +173,13 @@ fn walk(stmts: &mut [Stmt], r: &mut Ranges) {
             Stmt::Loop {
                 var, extent, body, ..
             } => {
-                r.vars.insert(*var, Range::upto(extent));
+                r.0.bind_index(*var, extent);
                 walk(body, r);
             }
             Stmt::Reduce {
                 var, extent, value, ..
             } => {
-                r.vars.insert(*var, Range::upto(extent));
+                r.0.bind_index(*var, extent);
                 *value = r.simplify(std::mem::replace(value, i(0)));
             }
             Stmt::If {
@@ -274,17 +200,10 @@ mod tests {
     use super::*;
     use crate::kernel::rewrite_bottom_up;
 
-    fn ranges(grid: &[Expr]) -> Ranges<'_> {
-        Ranges {
-            grid,
-            vars: HashMap::from([(
-                7,
-                Range {
-                    lo: 0,
-                    hi: Some(63),
-                },
-            )]),
-        }
+    fn ranges(grid: &[Expr]) -> Simplifier<'_> {
+        let mut r = Ranges::new(grid);
+        r.bind_index(7, &i(64));
+        Simplifier(r)
     }
 
     /// A `[rows, 768]` row read as `[rows, 12, 64]` and permuted: the divisions and
