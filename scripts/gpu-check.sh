@@ -224,12 +224,14 @@ fi
 fi
 fi
 # VULKAN_MATVEC_KNOBS="VAR=VAL ...": Vulkan's quantized matvecs under each compile-time
-# setting (several at once joined by commas), next to the defaults, even with QUICK=1 or
-# SKIP_KERNEL_BENCH=1.
+# setting (several at once joined by commas), next to the defaults (and the baseline's,
+# with .gpu/kiln-base), even with QUICK=1 or SKIP_KERNEL_BENCH=1.
 [ -z "${VULKAN_MATVEC_KNOBS:-}" ] || note "## Vulkan's quantized matvecs under other settings"
-for knob in ${VULKAN_MATVEC_KNOBS:+default $VULKAN_MATVEC_KNOBS}; do
+for knob in ${VULKAN_MATVEC_KNOBS:+default ${base:+baseline} $VULKAN_MATVEC_KNOBS}; do
   note "### $knob"
-  env $([ "$knob" = default ] || echo "$knob" | tr , ' ') $bin/kiln bench --target vulkan:spv1.3 \
+  who=kiln settings=$knob
+  [ "$knob" = baseline ] && who=kiln-base settings=default
+  env $([ "$settings" = default ] || echo "$settings" | tr , ' ') $bin/$who bench --target vulkan:spv1.3 \
     --only "matvec q" --seconds "${BENCH_SECONDS:-0.5}" >"$LOGS/vulkan-matvec-$knob.log" 2>&1
   grep -E '^\| matvec|copy' "$LOGS/vulkan-matvec-$knob.log" | tee -a "$report"
 done

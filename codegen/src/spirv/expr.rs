@@ -5,7 +5,7 @@
 use super::builder::{glsl, V};
 use super::emitter::Emitter;
 use super::Fail;
-use kiln_compiler::kernel::{BOp, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
+use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
 use rspirv::spirv::Op;
 
 impl Emitter<'_, '_> {
@@ -27,7 +27,7 @@ impl Emitter<'_, '_> {
                 .get(*g as usize)
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?,
             Expr::Load { buf, index, lanes } => {
-                let i = self.index(index)?;
+                let i = self.index(*buf, index)?;
                 if let Some(run) = self.load_run(*buf, index, i, *lanes)? {
                     return Ok(run);
                 }
@@ -139,16 +139,45 @@ impl Emitter<'_, '_> {
         })
     }
 
-    /// The value of index `e`: an i32 where `ranges` shows every part of it to lie within
-    /// i32 (then 32- and 64-bit arithmetic agree), else the i64 it is. Every use of an
-    /// index takes its low 32 bits (SPIR-V's access chains here are 32-bit), but the
-    /// divisions and shifts inside one need all of its bits, and 64-bit integer arithmetic
-    /// is several instructions a step on GPUs, where the index arithmetic of a quantized
-    /// block's scales and quants is much of what a dot product's step computes.
-    pub fn index(&mut self, e: &Expr) -> Result<V, Fail> {
-        match self.fits_i32(e) {
-            true => self.index32(e),
-            false => self.expr(e),
+    /// The value of index `e` into `buf`, as the access chain will use it: an i32 where
+    /// `ranges` shows every part of it to lie within i32 (then 32- and 64-bit arithmetic
+    /// agree), else its low 32 bits where those are all a use can take, else the i64 it
+    /// is. 64-bit integer arithmetic is several instructions a step on GPUs, and the index
+    /// arithmetic of a quantized block's scales and quants is much of what a dot product's
+    /// step computes.
+    ///
+    /// Every binding holds at most `maxStorageBufferRange` bytes, a 32-bit limit, so an
+    /// element of two bytes or more, and of any local array, has an index below 2^31: its
+    /// low 32 bits are the index, and sums and products give their low 32 bits from their
+    /// operands' (an activation row `g0 * 768 + k` over a symbolic `seq`). A byte's index may
+    /// reach 2^32, and its word is the index shifted, which needs the bits above, so byte
+    /// indices of unknown range keep 64 bits.
+    pub fn index(&mut self, buf: Buf, e: &Expr) -> Result<V, Fail> {
+        let below_2_31 = match buf {
+            Buf::Local(_) => true,
+            Buf::Arg(_) => self.k.buf_dtype(buf).size_bytes() >= 2,
+        };
+        match (self.fits_i32(e), below_2_31) {
+            (true, _) => self.index32(e),
+            (false, true) => self.low32(e),
+            (false, false) => self.expr(e),
+        }
+    }
+
+    /// The low 32 bits of i64 expression `e`.
+    fn low32(&mut self, e: &Expr) -> Result<V, Fail> {
+        if self.fits_i32(e) {
+            return self.index32(e);
+        }
+        match e {
+            Expr::Binary(op @ (BOp::Add | BOp::Sub | BOp::Mul), a, b) => {
+                let (x, y) = (self.low32(a)?, self.low32(b)?);
+                self.binary(*op, x, y)
+            }
+            _ => {
+                let v = self.expr(e)?;
+                self.narrow_i32(v)
+            }
         }
     }
 

@@ -585,7 +585,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             src_index,
             lanes,
         } => {
-            let (to, from) = (em.index(dst_index)?, em.index(src_index)?);
+            let (to, from) = (em.index(*dst, dst_index)?, em.index(*src, src_index)?);
             for l in 0..*lanes as u64 {
                 let off = em.s.lit(from.t, l);
                 let at = em.s.op_v(Op::IAdd, from.t, &[from, off])?;
@@ -602,7 +602,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             ))
         }
         Stmt::Store { buf, index, value } => {
-            let i = em.index(index)?;
+            let i = em.index(*buf, index)?;
             let v = em.expr(value)?;
             for l in 0..v.t.lanes {
                 let x = em.extract(v, l)?;

@@ -256,7 +256,7 @@ impl Emitter<'_, '_> {
         if count > 4 || self.k.buf_dtype(buf) != DType::U8 {
             return Ok(None);
         }
-        let i = self.index(index)?;
+        let i = self.index(buf, index)?;
         let w = self.bytes_le(a, index, i, 0, count)?;
         Ok(Some(match count {
             4 => w,

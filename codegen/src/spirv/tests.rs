@@ -356,7 +356,8 @@ fn module_of_model(model: &str) -> rspirv::dr::Module {
     rspirv::dr::load_words(words(module)).unwrap()
 }
 
-/// How many of the module's instructions are `op` with an i64 and with an i32 result.
+/// How many of the instructions of the module's first function (its first kernel) are
+/// `op` with an i64 and with an i32 result.
 fn integer_ops(m: &rspirv::dr::Module, op: Op) -> (usize, usize) {
     let int_of = |width: u32| {
         m.types_global_values.iter().find_map(|t| {
@@ -367,7 +368,10 @@ fn integer_ops(m: &rspirv::dr::Module, op: Op) -> (usize, usize) {
         })
     };
     let count = |ty: Option<u32>| {
-        instructions(m)
+        m.functions[0]
+            .blocks
+            .iter()
+            .flat_map(|b| &b.instructions)
             .filter(|i| i.class.opcode == op && ty.is_some() && i.result_type == ty)
             .count()
     };
@@ -390,18 +394,35 @@ fn known_shape_indices_take_32_bit_arithmetic() {
     }
 }
 
-/// An index over an extent known only at run time keeps its 64 bits: an activation row
-/// `g0 * 256 + k` over `t` rows.
+/// Over an extent known only at run time, an index of f32 elements takes its low 32 bits
+/// (all a binding's elements have: an activation row `g0 * 256 + k` over `t` rows), and one
+/// of bytes keeps its 64 (a byte's word is its index shifted, which needs the bits above).
 #[test]
-fn indices_over_symbolic_extents_stay_64_bit() {
-    let model = "kir 1
+fn indices_over_symbolic_extents_keep_the_bits_their_use_needs() {
+    let f32_rows = "kir 1
 %x = input \"x\" f32[t,256]
 %w = input \"w\" f32[64,256]
 %y = matmul %x, %w transpose_a=false transpose_b=true
 output \"y\" = %y
 ";
-    let m = module_of_model(model);
-    assert!(integer_ops(&m, Op::IMul).0 > 0, "no 64-bit multiply");
+    let m = module_of_model(f32_rows);
+    let (wide, narrow) = integer_ops(&m, Op::IMul);
+    assert!(
+        wide == 0 && narrow > 0,
+        "f32 rows: {wide} 64-bit multiplies, {narrow} 32-bit"
+    );
+    let byte_rows = "kir 1
+%x = input \"x\" f32[1,256]
+%w = input \"w\" u8[t,272]
+%d = dequant %w format=q8_0
+%y = matmul %x, %d transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let m = module_of_model(byte_rows);
+    assert!(
+        integer_ops(&m, Op::IMul).0 > 0,
+        "byte rows: no 64-bit multiply"
+    );
 }
 
 /// No block computes one pure value twice: the kernel IR repeats a shared part of an
