@@ -140,6 +140,19 @@ fn binary(op: BOp, x: Range, y: Range) -> Option<Range> {
             lo: x.lo.checked_mul(y.lo)?,
             hi: both(i64::checked_mul)?,
         },
+        // Signed factors: the extremes are products of bounds (`(g1 - 512) * 4`, the second
+        // half of a fused pair of projections).
+        BOp::Mul => {
+            let (xh, yh) = (x.hi?, y.hi?);
+            let corners = [(x.lo, y.lo), (x.lo, yh), (xh, y.lo), (xh, yh)]
+                .into_iter()
+                .map(|(p, q)| p.checked_mul(q))
+                .collect::<Option<Vec<i64>>>()?;
+            Range {
+                lo: *corners.iter().min()?,
+                hi: corners.iter().max().copied(),
+            }
+        }
         BOp::Div if x.lo >= 0 && y.lo > 0 => Range {
             lo: x.lo / y.hi.unwrap_or(i64::MAX).max(1),
             hi: x.hi.map(|h| h / y.lo),
@@ -179,7 +192,7 @@ fn binary(op: BOp, x: Range, y: Range) -> Option<Range> {
                 .filter_map(|r| r.hi)
                 .min(),
         },
-        BOp::Min if nonneg => Range {
+        BOp::Min => Range {
             lo: x.lo.min(y.lo),
             hi: match (x.hi, y.hi) {
                 (Some(p), Some(q)) => Some(p.min(q)),
@@ -226,8 +239,19 @@ mod tests {
         assert_eq!(range(&r, &sub(var(5), i(1))), Some((-1, Some(254))));
         assert_eq!(range(&r, &sub(var(5), g1.clone())), None);
         assert_eq!(range(&r, &add(var(9), i(1))), None);
-        // Products of maybe-negative values are not bounded here.
-        assert_eq!(range(&r, &mul(sub(var(5), i(1)), i(3))), None);
+        // Signed products take the extremes of their bounds' products; unbounded ones none.
+        assert_eq!(
+            range(&r, &mul(sub(var(5), i(1)), i(3))),
+            Some((-3, Some(762)))
+        );
+        assert_eq!(
+            range(&r, &mul(sub(var(5), i(1)), i(-2))),
+            Some((-508, Some(2)))
+        );
+        assert_eq!(range(&r, &mul(sub(g1.clone(), i(1)), i(3))), None);
+        // The second half of a fused pair: `min((g - 512) * 4, 2047)`.
+        let e = bin(BOp::Min, mul(sub(var(5), i(128)), i(4)), i(200));
+        assert_eq!(range(&r, &e), Some((-512, Some(200))));
         // A binding whose value has no range forgets an earlier one.
         r.bind_value(5, &var(9));
         assert_eq!(range(&r, &var(5)), None);
