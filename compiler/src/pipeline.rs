@@ -5,7 +5,7 @@ use crate::kernel::{math, simplify, vectorize, Kernel};
 use crate::lower::{self, LowerError, Lowered};
 use crate::memory::{self, ArenaPlan};
 use crate::rewrite::{self, RewriteLimits, RewriteReport};
-use crate::schedule::{NarrowBlocks, Schedule, SplitSteps};
+use crate::schedule::{NarrowBlocks, Schedule};
 use crate::target::Target;
 use kiln_ir::Graph;
 
@@ -114,12 +114,12 @@ pub fn schedule_for(target: &Target, opts: &Options) -> Result<Schedule, Compile
                 // Narrow blocks for every format were slower on the 1B Q8_0 (2026-12-06:
                 // 318.5 t/s against 339.9), whose steps never split.
                 narrow_dot_blocks: NarrowBlocks::WhereSplit,
-                // Where the activations are q8_0 blocks dequantized in the kernel, NVIDIA's
-                // driver computed wrong sums from split steps (21 conformance cases: Q6_K
-                // and relaid K-quant weights, K 256 to 8192) that Mesa's computed right, in
-                // two calls on one H100 (2026-12-07); not understood yet, so those keep one
-                // run a step. Vulkan's models never quantize activations.
-                split_steps: SplitSteps::OverFloatActivations,
+                // Split steps as on every GPU, q8_0 activations dequantized in the kernel
+                // too: NVIDIA's driver computed wrong sums from those (21 conformance cases)
+                // while SPIR-V's indices were 64-bit, and computes them right since they are
+                // 32-bit (one H100, 2026-12-07, eighth session: 762 cases and the tiny
+                // models pass with split steps forced on). Vulkan's models keep f32
+                // activations, so this changes none of their kernels.
                 ..Schedule::gpu()
             });
         }

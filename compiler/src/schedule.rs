@@ -18,16 +18,6 @@ pub enum NarrowBlocks {
     WhereSplit,
 }
 
-/// See `Schedule::split_steps`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SplitSteps {
-    Never,
-    Always,
-    /// Not where the activations are dequantized inside the kernel (q8_0 blocks read as
-    /// A where the target has no byte dot product).
-    OverFloatActivations,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Schedule {
     pub lanes: u8,
@@ -70,9 +60,9 @@ pub struct Schedule {
     /// (`lower::gpu_dot::block_threads`). Every GPU code generator takes a kernel's own
     /// block size; where narrow blocks were faster depends on the driver (pipeline.rs).
     pub narrow_dot_blocks: NarrowBlocks,
-    /// Where GPU decode steps over 4-bit quants take nibble partners
+    /// Whether GPU decode steps over 4-bit quants take nibble partners
     /// (`lower::gpu_dot::Step`).
-    pub split_steps: SplitSteps,
+    pub split_steps: bool,
     /// Bytes of shared memory a GPU block may use (`lower::matrix` plans its staging
     /// within it); 0 on CPUs.
     pub shared_bytes: u32,
@@ -104,7 +94,7 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: NarrowBlocks::Never,
-            split_steps: SplitSteps::Never,
+            split_steps: false,
             shared_bytes: 0,
         }
     }
@@ -139,7 +129,7 @@ impl Schedule {
             gpu_dot_lanes: 1,
             int_to_float_by_exponent: false,
             narrow_dot_blocks: NarrowBlocks::Never,
-            split_steps: SplitSteps::Never,
+            split_steps: false,
             shared_bytes: 0,
         }
     }
@@ -155,7 +145,7 @@ impl Schedule {
             // limit; AMD's LDS holds 64 KiB; Vulkan guarantees less, but its kernels
             // declare no shared locals).
             shared_bytes: 48 << 10,
-            split_steps: SplitSteps::Always,
+            split_steps: true,
             ..Schedule::scalar()
         }
     }

@@ -56,7 +56,7 @@ pub fn step_of(
     let elems = unit.min(X_BLOCK).min(l.run_len as i64).max(4);
     let partner = l
         .nibble_partner()
-        .filter(|_| super::gpu_dot::split_steps(schedule, true));
+        .filter(|_| super::gpu_dot::split_steps(schedule));
     Step::within_run(8, elems, partner)
 }
 

@@ -9,7 +9,7 @@ use super::{Ctx, LowerError};
 use crate::kernel::e::*;
 use crate::kernel::gpu::BLOCK_THREADS;
 use crate::kernel::{BOp, Expr, RedOp, Stmt, VarId};
-use crate::schedule::{NarrowBlocks, SplitSteps};
+use crate::schedule::NarrowBlocks;
 use kiln_ir::{Dim, QuantFormat};
 
 /// Blocks a GPU dot-product kernel should have at least for one row: with fewer than about
@@ -243,25 +243,18 @@ impl Step {
     }
 }
 
-/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`), where
-/// `quantized_a` says the activations are q8_0 blocks: the target's choice
-/// (`Schedule::split_steps`), which `KILN_GPU_SPLIT_STEPS` (0 or 1) at compile time
-/// overrides, to compare on a GPU.
-pub(super) fn split_steps(schedule: &crate::schedule::Schedule, quantized_a: bool) -> bool {
-    let chosen = match schedule.split_steps {
-        SplitSteps::Never => false,
-        SplitSteps::Always => true,
-        SplitSteps::OverFloatActivations => !quantized_a,
-    };
-    super::knob("KILN_GPU_SPLIT_STEPS", u8::from(chosen)) == 1
+/// Whether GPU decode steps over 4-bit quants take nibble partners (`Step::split`): the
+/// target's choice (`Schedule::split_steps`), which `KILN_GPU_SPLIT_STEPS` (0 or 1) at
+/// compile time overrides, to compare on a GPU.
+pub(super) fn split_steps(schedule: &crate::schedule::Schedule) -> bool {
+    super::knob("KILN_GPU_SPLIT_STEPS", u8::from(schedule.split_steps)) == 1
 }
 
 /// Whether the decode dot product of `ops` steps with nibble partners: rows of a 4-bit
 /// format where `split_steps` lets them.
 fn takes_partners(ctx: &Ctx, ops: &Operands) -> bool {
-    let quantized_a = super::matmul::quantized_activations(ctx, ops).is_some();
     quantized_rows(ctx, ops).is_some_and(|(_, f)| f.layout().nibble_partner().is_some())
-        && split_steps(&ctx.schedule, quantized_a)
+        && split_steps(&ctx.schedule)
 }
 
 /// Whether a GPU dot product over quantized rows decodes a unit of consecutive elements a

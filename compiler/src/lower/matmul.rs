@@ -311,10 +311,7 @@ fn small_m_shape(ctx: &Ctx, node: NodeId) -> bool {
 
 /// A as rows of activation blocks (`dequant` of `q8_0` or `q8_k` bytes, not transposed):
 /// the bytes and their format.
-pub(super) fn quantized_activations(
-    ctx: &Ctx,
-    ops: &Operands,
-) -> Option<(NodeId, kiln_ir::QuantFormat)> {
+fn quantized_activations(ctx: &Ctx, ops: &Operands) -> Option<(NodeId, kiln_ir::QuantFormat)> {
     match ctx.graph.node(ops.a).op {
         kiln_ir::Op::Dequant { format }
             if !ops.ta && kiln_ir::QuantFormat::ACTIVATIONS.contains(&format) =>

@@ -927,9 +927,8 @@ output \"r\" = %r
 
 /// CUDA's decode dot products run 128-thread blocks (K = 2048 gives 256 threads one step
 /// each), Q4_K's over 8192 inputs keep 256 and 64-long reductions (attention's scores)
-/// take 64; Vulkan's run 128 only where their steps take nibble partners: 4-bit rows
-/// times float activations, not q8_0 activations dequantized in the kernel
-/// (`SplitSteps::OverFloatActivations`), nor 8-bit or half rows.
+/// take 64; Vulkan's run 128 only where their steps take nibble partners (4-bit rows,
+/// whatever the activations), not 8-bit or half rows.
 #[test]
 fn gpu_decode_dot_products_choose_their_block_size() {
     // `operands` defines %x (the activations) and %w (the weights).
@@ -979,6 +978,6 @@ output \"y\" = %y
         "%xa = input \"xa\" u8[1,2176]\n%x = dequant %xa format=q8_0\n{}",
         quant(2048, "q6_k", 210, 256)
     );
-    assert_eq!(block_of(&q8_x, "vulkan"), 256);
+    assert_eq!(block_of(&q8_x, "vulkan"), 128);
     assert_eq!(block_of(&q8_x, "cuda:sm_90"), 128);
 }
