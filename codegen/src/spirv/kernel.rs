@@ -13,7 +13,8 @@ use super::emitter::{Abi, Emitter};
 use super::Fail;
 use kiln_compiler::kernel::align::{run_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
-    has_shared_loop, launch_shape, reduction_group, GpuLaunch, BLOCK_THREADS, MAX_BLOCK_REDUCTIONS,
+    has_shared_loop, launch_shape, reduce_unroll_or, reduction_group, GpuLaunch, BLOCK_THREADS,
+    MAX_BLOCK_REDUCTIONS,
 };
 use kiln_compiler::kernel::ranges::Ranges;
 use kiln_compiler::kernel::{Buf, Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
@@ -626,7 +627,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         }
         Stmt::Reduce { .. } => {
             let (zero, one) = (em.s.i64(0), em.s.i64(1));
-            reduce_strided(em, std::slice::from_ref(s), zero, one)?;
+            reduce_strided(em, std::slice::from_ref(s), zero, one, 1)?;
         }
         Stmt::If {
             cond,
@@ -641,13 +642,16 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
 }
 
 /// For each `Reduce` of `group` (which share their extent), `acc = op over var in start,
-/// start + step, .. < extent of value`, all in one loop, one step at a time (see
-/// `reduce_together`). Returns each reduction's accumulator and op.
+/// start + step, .. < extent of value`, all in one loop; with `unroll` above 1 a first loop
+/// takes that many steps at a time, their values computed before any is accumulated (as
+/// the LLVM GPU code generator's `reduce_strided`). Returns each reduction's accumulator
+/// and op.
 fn reduce_strided(
     em: &mut Emitter,
     group: &[Stmt],
     start: V,
     step: V,
+    unroll: u32,
 ) -> Result<Vec<(u32, RedOp)>, Fail> {
     let mut parts = Vec::with_capacity(group.len());
     for s in group {
@@ -662,7 +666,28 @@ fn reduce_strided(
         return Ok(parts);
     };
     let n = em.expr(extent)?;
-    em.strided_loop(start, n, step, &mut |em, it| {
+    let mut rest = start;
+    if unroll > 1 {
+        let int = VType::I64;
+        let behind = em.s.i64(unroll as i64 - 1);
+        let behind = em.s.op_v(Op::IMul, int, &[step, behind])?;
+        let end = em.s.op_v(Op::ISub, int, &[n, behind])?;
+        let width = em.s.i64(unroll as i64);
+        let wide = em.s.op_v(Op::IMul, int, &[step, width])?;
+        rest = em.strided_loop(start, end, wide, &mut |em, it| {
+            let mut at = it;
+            let mut steps = Vec::with_capacity(unroll as usize);
+            for _ in 0..unroll {
+                steps.push(step_values(em, group, at)?);
+                at = em.s.op_v(Op::IAdd, int, &[at, step])?;
+            }
+            for values in steps {
+                accumulate(em, group, values)?;
+            }
+            Ok(())
+        })?;
+    }
+    em.strided_loop(rest, n, step, &mut |em, it| {
         let values = step_values(em, group, it)?;
         accumulate(em, group, values)
     })?;
@@ -701,12 +726,13 @@ fn accumulate(em: &mut Emitter, group: &[Stmt], values: Vec<V>) -> Result<(), Fa
 /// workgroup gives every invocation the totals.
 fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail> {
     let threads = em.s.i64(g.launch.threads as i64);
-    // One step at a time: NVIDIA's Vulkan compiler already overlaps a thread's loads
-    // (1B F16 decode: 421.4 t/s at 1, 421.0 at 2; docs/perf.md, 2026-12-07), and it
-    // computed wrong sums from the two-step loop that Mesa's and CUDA's computed right
-    // (one H100, 2026-12-07: every 8192-input quantized matvec but Q4_K's, whose threads
-    // take one step; the same SPIR-V at one step a thread matched the CPU).
-    let parts = reduce_strided(em, group, g.thread, threads)?;
+    // One step at a time unless `KILN_GPU_UNROLL` says otherwise: NVIDIA's Vulkan compiler
+    // already overlaps a thread's loads (1B F16 decode: 421.4 t/s at 1, 421.0 at 2;
+    // docs/perf.md, 2026-12-07), and it computed wrong sums from the two-step loop that
+    // Mesa's and CUDA's computed right (one H100, 2026-12-07: every 8192-input quantized
+    // matvec but Q4_K's, whose threads take one step), as it did from split steps over
+    // q8_0 activations until the indices were 32-bit. Not run there since.
+    let parts = reduce_strided(em, group, g.thread, threads, reduce_unroll_or(1))?;
     let mut xs = Vec::with_capacity(parts.len());
     for (acc, _) in &parts {
         xs.push(em.read_var(*acc)?);

@@ -442,3 +442,22 @@ fn no_block_computes_a_value_twice() {
         }
     }
 }
+
+/// A block reduction takes one strided step at a time unless `KILN_GPU_UNROLL` says
+/// otherwise (`kernel::gpu::UNROLL` here): then a first loop loads two steps' values before
+/// accumulating either, and a second takes what is left.
+#[test]
+fn block_reductions_take_more_steps_a_loop_only_when_asked() {
+    let model = crate::test_model::matvec("q8_0", 8192, 256 * 34);
+    let loops = |unroll: Option<u32>| {
+        kiln_compiler::kernel::gpu::UNROLL.set(unroll);
+        let m = module_of_model(&model);
+        kiln_compiler::kernel::gpu::UNROLL.set(None);
+        instructions(&m)
+            .filter(|i| i.class.opcode == Op::LoopMerge)
+            .count()
+    };
+    let one = loops(None);
+    assert_eq!(loops(Some(1)), one);
+    assert_eq!(loops(Some(2)), one + 1);
+}

@@ -162,8 +162,9 @@ pub fn matrix_warp(body: &[Stmt]) -> Option<u32> {
 pub const MAX_BLOCK_REDUCTIONS: usize = 8;
 
 /// Strided steps of a block's reductions each thread loads before it accumulates any
-/// (the LLVM GPU code generator's `reduce_strided`; SPIR-V takes one, see its
-/// `reduce_together`): a decode matvec thread otherwise waits one
+/// (the LLVM GPU code generator's `reduce_strided`; SPIR-V takes one unless
+/// `KILN_GPU_UNROLL` says otherwise, see its `reduce_together`): a decode matvec thread
+/// otherwise waits one
 /// memory round trip per step, and a block with few steps a thread (a 1B llama's down
 /// projection: 5.5 of 16 bytes a row) spends its life waiting rather than streaming. The
 /// steps still accumulate in order, so results do not change. One H200 (2026-12-07), 1B
@@ -173,10 +174,16 @@ pub const REDUCE_UNROLL: u32 = 2;
 
 /// [`REDUCE_UNROLL`], or `KILN_GPU_UNROLL` where set to a whole number from 1 to 8.
 pub fn reduce_unroll() -> u32 {
+    reduce_unroll_or(REDUCE_UNROLL)
+}
+
+/// `default` steps at a time, or `KILN_GPU_UNROLL` where set to a whole number from 1 to 8
+/// (SPIR-V's default is one).
+pub fn reduce_unroll_or(default: u32) -> u32 {
     UNROLL.get().unwrap_or_else(|| {
-        Some(crate::lower::knob("KILN_GPU_UNROLL", REDUCE_UNROLL))
+        Some(crate::lower::knob("KILN_GPU_UNROLL", default))
             .filter(|u| (1..=8).contains(u))
-            .unwrap_or(REDUCE_UNROLL)
+            .unwrap_or(default)
     })
 }
 
