@@ -259,6 +259,24 @@ pub fn rms_norm(rows: usize, cols: usize) -> BenchCase {
 }
 
 /// `silu(x * w + b) * x`: four elementwise ops, one fused kernel.
+/// `y = -x` over `n` f32s: a copy's traffic (each element read once, written once) through
+/// the device's compute units. On Vulkan the API's own copy may take another path:
+/// `vkCmdCopyBuffer` read 848 GB/s on an H100 whose compute shaders read 900 (2026-12-07),
+/// so bandwidth-bound kernels there are judged against the faster of the two.
+pub fn copy_kernel(n: usize) -> BenchCase {
+    let mut b = Builder::new();
+    let x = b.input("x", DType::F32, vec![Dim::from(n)]).expect("valid");
+    let y = b.unary(UnaryOp::Neg, x).expect("valid");
+    b.output("y", y);
+    BenchCase {
+        name: "copy f32",
+        shape: format!("{n}"),
+        model: model("copy", b, 7),
+        inputs: vec![Tensor::seeded(DType::F32, vec![n], 7, 1.0)],
+        work: Work::Bytes((n * 8) as f64),
+    }
+}
+
 pub fn elementwise_chain(n: usize) -> BenchCase {
     let mut b = Builder::new();
     let x = b

@@ -89,13 +89,24 @@ pub fn run(a: Args) -> Result<()> {
     };
     let budget = Duration::from_secs_f64(a.seconds);
     // Bandwidth-bound kernels are judged against a copy run with as many threads as they
-    // (on a GPU: a device-to-device copy).
+    // (on a GPU: a device-to-device copy; on Vulkan the faster of the API's copy and a
+    // compute shader's, `kernel_bench::copy_kernel`).
     let copy: std::collections::BTreeMap<usize, f64> = if gpu {
         let bw = match target {
             Target::Vulkan(_) => kiln_runtime::vulkan::copy_bandwidth(),
             _ => kiln_runtime::cuda::copy_bandwidth(),
         }
         .map_err(|e| anyhow::anyhow!("cannot benchmark {target}: {e}"))?;
+        let bw = match target {
+            Target::Vulkan(_) => match shader_copy_bandwidth(&target, budget) {
+                Ok(shader) => bw.max(shader),
+                Err(e) => {
+                    eprintln!("note: judging against vkCmdCopyBuffer alone ({e:#})");
+                    bw
+                }
+            },
+            _ => bw,
+        };
         [(1, bw)].into()
     } else {
         threads.iter().map(|&t| (t, copy_bandwidth(t))).collect()
@@ -216,4 +227,20 @@ fn available_backends() -> Vec<BackendChoice> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// Bytes read plus written per second by `kernel_bench::copy_kernel` over 2 x 128 MiB on
+/// `target` (the most every Vulkan device binds at once: llvmpipe's limit), fastest of
+/// interleaved rounds lasting about `budget`.
+fn shader_copy_bandwidth(target: &Target, budget: Duration) -> anyhow::Result<f64> {
+    let n = 32 << 20;
+    let case = kiln::kernel_bench::copy_kernel(n);
+    let mut p = Prepared::new(&case, target, BackendChoice::Llvm, 1)
+        .with_context(|| format!("the copy kernel on {target}"))?;
+    let mut runners: Vec<Runner> = vec![Box::new(move || p.kernel_time())];
+    let t = time_interleaved(&mut runners, budget)?[0];
+    let Work::Bytes(bytes) = case.work else {
+        anyhow::bail!("the copy kernel's work is not counted in bytes");
+    };
+    Ok(bytes / t.as_secs_f64())
 }
