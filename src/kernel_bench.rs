@@ -258,7 +258,6 @@ pub fn rms_norm(rows: usize, cols: usize) -> BenchCase {
     }
 }
 
-/// `silu(x * w + b) * x`: four elementwise ops, one fused kernel.
 /// `y = -x` over `n` f32s: a copy's traffic (each element read once, written once) through
 /// the device's compute units. On Vulkan the API's own copy may take another path:
 /// `vkCmdCopyBuffer` read 848 GB/s on an H100 whose compute shaders read 900 (2026-12-07),
@@ -277,6 +276,7 @@ pub fn copy_kernel(n: usize) -> BenchCase {
     }
 }
 
+/// `silu(x * w + b) * x`: four elementwise ops, one fused kernel.
 pub fn elementwise_chain(n: usize) -> BenchCase {
     let mut b = Builder::new();
     let x = b

@@ -92,20 +92,19 @@ pub fn run(a: Args) -> Result<()> {
     // (on a GPU: a device-to-device copy; on Vulkan the faster of the API's copy and a
     // compute shader's, `kernel_bench::copy_kernel`).
     let copy: std::collections::BTreeMap<usize, f64> = if gpu {
+        let cannot = |e: String| anyhow::anyhow!("cannot benchmark {target}: {e}");
         let bw = match target {
-            Target::Vulkan(_) => kiln_runtime::vulkan::copy_bandwidth(),
-            _ => kiln_runtime::cuda::copy_bandwidth(),
-        }
-        .map_err(|e| anyhow::anyhow!("cannot benchmark {target}: {e}"))?;
-        let bw = match target {
-            Target::Vulkan(_) => match shader_copy_bandwidth(&target, budget) {
-                Ok(shader) => bw.max(shader),
-                Err(e) => {
-                    eprintln!("note: judging against vkCmdCopyBuffer alone ({e:#})");
-                    bw
+            Target::Vulkan(_) => {
+                let api = kiln_runtime::vulkan::copy_bandwidth().map_err(cannot)?;
+                match shader_copy_bandwidth(&target, budget) {
+                    Ok(shader) => api.max(shader),
+                    Err(e) => {
+                        eprintln!("note: judging against vkCmdCopyBuffer alone ({e:#})");
+                        api
+                    }
                 }
-            },
-            _ => bw,
+            }
+            _ => kiln_runtime::cuda::copy_bandwidth().map_err(cannot)?,
         };
         [(1, bw)].into()
     } else {

@@ -157,14 +157,14 @@ impl Emitter<'_, '_> {
             Buf::Local(_) => true,
             Buf::Arg(_) => self.k.buf_dtype(buf).size_bytes() >= 2,
         };
-        match (self.fits_i32(e), below_2_31) {
-            (true, _) => self.index32(e),
-            (false, true) => self.low32(e),
-            (false, false) => self.expr(e),
+        match below_2_31 {
+            true => self.low32(e),
+            false if self.fits_i32(e) => self.index32(e),
+            false => self.expr(e),
         }
     }
 
-    /// The low 32 bits of i64 expression `e`.
+    /// The low 32 bits of i64 expression `e` (all of it, as an i32, where it fits).
     fn low32(&mut self, e: &Expr) -> Result<V, Fail> {
         if self.fits_i32(e) {
             return self.index32(e);

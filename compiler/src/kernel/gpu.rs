@@ -164,12 +164,12 @@ pub const MAX_BLOCK_REDUCTIONS: usize = 8;
 /// Strided steps of a block's reductions each thread loads before it accumulates any
 /// (the LLVM GPU code generator's `reduce_strided`; SPIR-V takes one unless
 /// `KILN_GPU_UNROLL` says otherwise, see its `reduce_together`): a decode matvec thread
-/// otherwise waits one
-/// memory round trip per step, and a block with few steps a thread (a 1B llama's down
-/// projection: 5.5 of 16 bytes a row) spends its life waiting rather than streaming. The
-/// steps still accumulate in order, so results do not change. One H200 (2026-12-07), 1B
-/// F16 tg128 on CUDA: 794.5 t/s at 1, 836.3 at 2, 795.7 at 4; Vulkan (NVIDIA's compiler)
-/// 421.4, 421.0, 415.1. `KILN_GPU_UNROLL` at compile time replaces it (1 turns it off).
+/// otherwise waits one memory round trip per step, and a block with few steps a thread
+/// (a 1B llama's down projection: 5.5 of 16 bytes a row) spends its life waiting rather
+/// than streaming. The steps still accumulate in order, so results do not change. One
+/// H200 (2026-12-07), 1B F16 tg128 on CUDA: 794.5 t/s at 1, 836.3 at 2, 795.7 at 4; Vulkan
+/// (NVIDIA's compiler) 421.4, 421.0, 415.1. `KILN_GPU_UNROLL` at compile time replaces it
+/// (1 turns it off).
 pub const REDUCE_UNROLL: u32 = 2;
 
 /// [`REDUCE_UNROLL`], or `KILN_GPU_UNROLL` where set to a whole number from 1 to 8.
