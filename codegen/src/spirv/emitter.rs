@@ -63,6 +63,9 @@ pub struct Emitter<'s, 'k> {
     pub lets: HashMap<VarId, V>,
     /// What the loops and lets bound so far show of the kernel's index values (`index`).
     pub ranges: Ranges<'k>,
+    /// The i32 twin of an i64 value known to lie within i32 (a loop counted in 32 bits, a
+    /// built-in index): narrowing the i64 gives the twin rather than a conversion.
+    pub narrowed: HashMap<Word, V>,
     pub vars: HashMap<VarId, (Word, VType)>,
     /// Variable ids at and above this are free for expressions the backend builds itself.
     pub next_var: VarId,
@@ -156,17 +159,30 @@ impl<'s, 'k> Emitter<'s, 'k> {
     }
 
     /// `for i = start; i < end; i += step { body(i) }` over i64 values; returns `i` as the
-    /// loop leaves it (the first value not below `end`, or `start`).
+    /// loop leaves it (the first value not below `end`, or `start`). With `narrow` (the
+    /// caller's ranges show `end + step` within i32) the counter is an i32, which GPUs step
+    /// and compare in one instruction each where an i64 takes several; the body still sees
+    /// an i64, whose narrowing is the counter itself (`narrowed`).
     pub fn strided_loop(
         &mut self,
         start: V,
         end: V,
         step: V,
+        narrow: bool,
         body: &mut Body<'_, 's, 'k>,
     ) -> Result<V, Fail> {
-        let i64t = self.s.ty(VType::I64);
+        let (start, end, step) = match narrow {
+            true => (
+                self.narrow_i32(start)?,
+                self.narrow_i32(end)?,
+                self.narrow_i32(step)?,
+            ),
+            false => (start, end, step),
+        };
+        let t = start.t;
+        let ty = self.s.ty(t);
         let bool_t = self.s.ty(VType::BOOL);
-        let counter = self.function_var(i64t);
+        let counter = self.function_var(ty);
         self.store_ptr(counter, start.id)?;
         let b = &mut self.s.b;
         let (header, cond, inner, cont, merge) = (b.id(), b.id(), b.id(), b.id(), b.id());
@@ -175,28 +191,65 @@ impl<'s, 'k> Emitter<'s, 'k> {
         b.loop_merge(merge, cont, LoopControl::NONE, [])?;
         b.branch(cond)?;
         b.begin_block(Some(cond))?;
-        let i = self.load_ptr(counter, VType::I64)?;
+        let i = self.load_ptr(counter, t)?;
         let more = self.s.op(Op::SLessThan, bool_t, &[i.id, end.id])?;
         self.s.b.branch_conditional(more, inner, merge, [])?;
         self.s.b.begin_block(Some(inner))?;
         self.s.enter();
-        body(self, i)?;
+        let wide = self.widen(i)?;
+        body(self, wide)?;
         self.s.leave();
         self.s.b.branch(cont)?;
         self.s.b.begin_block(Some(cont))?;
         self.s.enter();
-        let next = self.s.op(Op::IAdd, i64t, &[i.id, step.id])?;
+        let next = self.s.op(Op::IAdd, ty, &[i.id, step.id])?;
         self.s.leave();
         self.store_ptr(counter, next)?;
         self.s.b.branch(header)?;
         self.s.b.begin_block(Some(merge))?;
-        self.load_ptr(counter, VType::I64)
+        let last = self.load_ptr(counter, t)?;
+        self.widen(last)
     }
 
-    pub fn counted_loop(&mut self, n: V, body: &mut Body<'_, 's, 'k>) -> Result<(), Fail> {
+    /// `x` as an i64: itself if it is one, else sign-extended, remembered as the i64's
+    /// twin.
+    pub fn widen(&mut self, x: V) -> Result<V, Fail> {
+        if x.t == VType::I64 {
+            return Ok(x);
+        }
+        let wide = self.s.op_v(Op::SConvert, VType::I64, &[x])?;
+        self.narrowed.insert(wide.id, x);
+        Ok(wide)
+    }
+
+    pub fn counted_loop(
+        &mut self,
+        n: V,
+        narrow: bool,
+        body: &mut Body<'_, 's, 'k>,
+    ) -> Result<(), Fail> {
         let (zero, one) = (self.s.i64(0), self.s.i64(1));
-        self.strided_loop(zero, n, one, body)?;
+        self.strided_loop(zero, n, one, narrow, body)?;
         Ok(())
+    }
+
+    /// Whether a loop over `extent` from a non-negative start by steps of at most `step`
+    /// can count in i32: every value it takes, and the first past the end, lies within i32.
+    pub fn loop_in_i32(&self, extent: &Expr, step: u64) -> bool {
+        let hi = self.ranges.of(extent).and_then(|r| r.hi);
+        hi.and_then(|h| h.checked_add(step as i64))
+            .is_some_and(|v| v <= i32::MAX as i64)
+    }
+
+    /// `a op b` (an integer `IAdd` or `IMul`) for i64 values `a` and `b`, in 32 bits (then
+    /// widened) where `narrow` says the result lies within i32.
+    pub fn index_op(&mut self, op: Op, a: V, b: V, narrow: bool) -> Result<V, Fail> {
+        if !narrow {
+            return self.s.op_v(op, VType::I64, &[a, b]);
+        }
+        let (x, y) = (self.narrow_i32(a)?, self.narrow_i32(b)?);
+        let r = self.s.op_v(op, VType::I32, &[x, y])?;
+        self.widen(r)
     }
 
     /// `if c { then() } else { otherwise() }`.

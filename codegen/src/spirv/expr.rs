@@ -182,7 +182,7 @@ impl Emitter<'_, '_> {
     }
 
     /// Whether `e` and each of its parts is an i64 within i32.
-    fn fits_i32(&self, e: &Expr) -> bool {
+    pub(super) fn fits_i32(&self, e: &Expr) -> bool {
         let parts = match e {
             // A 32-bit shift takes amounts below 32 (a range of one value, 0, allows more).
             Expr::Binary(BOp::Shl | BOp::Shr, _, b)
@@ -199,7 +199,7 @@ impl Emitter<'_, '_> {
     }
 
     /// `e`, of which `fits_i32` holds, in 32-bit arithmetic.
-    fn index32(&mut self, e: &Expr) -> Result<V, Fail> {
+    pub(super) fn index32(&mut self, e: &Expr) -> Result<V, Fail> {
         match e {
             Expr::Lit(Lit::I64(v)) => Ok(self.s.i32(*v as i32)),
             Expr::Binary(op, a, b) => {
@@ -223,8 +223,20 @@ impl Emitter<'_, '_> {
     /// another positive value unsigned (cheaper than signed on every GPU, and the same
     /// when both are non-negative).
     fn int_binary(&mut self, op: BOp, a: &Expr, b: &Expr, x: V, y: V) -> Result<V, Fail> {
-        let nonneg = |e: &Expr| self.ranges.of(e).is_some_and(|r| r.lo >= 0);
-        if !matches!(op, BOp::Div | BOp::Rem) || !nonneg(a) || x.t.elem == Elem::F32 {
+        let nonneg = self.ranges.of(a).is_some_and(|r| r.lo >= 0);
+        self.int_op(op, nonneg, b, x, y)
+    }
+
+    /// [`Emitter::int_binary`] for an `x` known (`x_nonneg`) or not to be non-negative.
+    pub(super) fn int_op(
+        &mut self,
+        op: BOp,
+        x_nonneg: bool,
+        b: &Expr,
+        x: V,
+        y: V,
+    ) -> Result<V, Fail> {
+        if !matches!(op, BOp::Div | BOp::Rem) || !x_nonneg || x.t.elem == Elem::F32 {
             return self.binary(op, x, y);
         }
         match (op, b) {
@@ -450,6 +462,9 @@ impl Emitter<'_, '_> {
     }
 
     pub fn narrow_i32(&mut self, x: V) -> Result<V, Fail> {
+        if let Some(&twin) = self.narrowed.get(&x.id) {
+            return Ok(twin);
+        }
         self.cast(Elem::I32, x)
     }
 }

@@ -11,13 +11,13 @@ use super::builder::{Spv, V};
 use super::emitter::Subgroups;
 use super::emitter::{Abi, Emitter};
 use super::Fail;
-use kiln_compiler::kernel::align::{run_loads, Alignment};
+use kiln_compiler::kernel::align::{all_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
     has_shared_loop, launch_shape, reduce_unroll_or, reduction_group, GpuLaunch, BLOCK_THREADS,
     MAX_BLOCK_REDUCTIONS,
 };
 use kiln_compiler::kernel::ranges::Ranges;
-use kiln_compiler::kernel::{Buf, Cmp, Kernel, LoopKind, RedOp, Stmt, VType};
+use kiln_compiler::kernel::{BOp, Buf, Cmp, Expr, Kernel, Lit, LoopKind, RedOp, Stmt, VType};
 use kiln_ir::DType;
 use rspirv::dr::{InsertPoint, Instruction, Operand};
 use rspirv::spirv::{
@@ -161,18 +161,30 @@ fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel, views: &[u8]) -> Vec<Word> {
 /// would take one load per word (which drivers do not merge: nothing tells them the
 /// index is aligned). The executor binds every range in multiples of 16 bytes from offsets
 /// aligned to 64, so a vector element never reaches past its binding.
+///
+/// A byte buffer read a word or less at a time from 16-byte groups (`Alignment::in_group`)
+/// has the 4-word view too: the loads of one group (a Q4_K block's header, its quants four
+/// bytes per lane) become one 16-byte load and the words taken out of it (`wide_word`).
 fn views(k: &Kernel, align: &Alignment) -> Vec<u8> {
     let mut views = vec![1u8; k.args.len()];
-    for (buf, lanes, index) in run_loads(k) {
+    for (buf, lanes, index) in all_loads(k) {
         let Buf::Arg(a) = buf else { continue };
         let arg = &k.args[a as usize];
-        let words = run_words(arg.dtype, lanes);
-        if !arg.writes && words > 1 && align.multiple_of(index, lanes as u64) {
-            views[a as usize] = views[a as usize].max(words);
+        if arg.writes {
+            continue;
         }
+        let words = match arg.dtype {
+            DType::U8 if lanes <= 4 && align.in_group(index, GROUP_BYTES).is_some() => 4,
+            dtype if align.multiple_of(index, lanes as u64) => run_words(dtype, lanes),
+            _ => 0,
+        };
+        views[a as usize] = views[a as usize].max(words);
     }
     views
 }
+
+/// The bytes of a byte buffer's wide load (`views`).
+pub const GROUP_BYTES: u64 = 16;
 
 /// Words in a run of `lanes` elements of `dtype` that a wide load can decode (f32, i32,
 /// f16 and bf16 runs of at most 4 lanes filling 2 or 4 words); 0 for any other run.
@@ -238,6 +250,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
             false => Ranges::new(&k.grid),
         },
         vars: HashMap::new(),
+        narrowed: HashMap::new(),
         next_var: k.next_var,
         fn_vars: Vec::new(),
     };
@@ -267,26 +280,32 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         blocks: em.builtin_x(abi.group_count)?,
         launch,
     };
+    // The runtime launches at most one block per point (`plan::block_count`), so a loop
+    // over the points steps by at most their count plus a block, and ends below twice that.
+    let points_hi = em.ranges.of(&grid_points(&k.grid)).and_then(|r| r.hi);
+    let narrow = points_hi
+        .and_then(|h| h.checked_mul(2)?.checked_add(launch.threads as i64))
+        .is_some_and(|v| v <= i32::MAX as i64);
     if explicit {
         // Every invocation runs the whole body for the workgroup's points; the body's
         // `Await`s are its barriers (as on the LLVM GPU targets).
         em.thread = Some(g.thread);
-        em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
-            em.grid = decompose(em, p, &extents)?;
+        em.strided_loop(g.block, points, g.blocks, narrow, &mut |em, p| {
+            em.grid = decompose(em, p, &k.grid, &extents, narrow)?;
             stmts(em, &k.body)
         })?;
     } else if launch.block_per_point() {
-        em.strided_loop(g.block, points, g.blocks, &mut |em, p| {
-            em.grid = decompose(em, p, &extents)?;
+        em.strided_loop(g.block, points, g.blocks, narrow, &mut |em, p| {
+            em.grid = decompose(em, p, &k.grid, &extents, narrow)?;
             block_stmts(em, &g, &k.body)
         })?;
     } else {
         let t = em.s.i64(launch.threads as i64);
-        let first = em.s.op_v(Op::IMul, VType::I64, &[g.block, t])?;
-        let first = em.s.op_v(Op::IAdd, VType::I64, &[first, g.thread])?;
-        let step = em.s.op_v(Op::IMul, VType::I64, &[g.blocks, t])?;
-        em.strided_loop(first, points, step, &mut |em, p| {
-            em.grid = decompose(em, p, &extents)?;
+        let first = em.index_op(Op::IMul, g.block, t, narrow)?;
+        let first = em.index_op(Op::IAdd, first, g.thread, narrow)?;
+        let step = em.index_op(Op::IMul, g.blocks, t, narrow)?;
+        em.strided_loop(first, points, step, narrow, &mut |em, p| {
+            em.grid = decompose(em, p, &k.grid, &extents, narrow)?;
             stmts(em, &k.body)
         })?;
     }
@@ -360,13 +379,22 @@ impl Emitter<'_, '_> {
         let uvec3 = self.s.b.type_vector(u32t, 3);
         let v = self.s.op(Op::Load, uvec3, &[var])?;
         let x = self.s.b.composite_extract(u32t, None, v, [0])?;
+        let x32 = x;
         let u64t = self.s.b.type_int(64, 0);
         let x = self.s.op(Op::UConvert, u64t, &[x])?;
         let i64t = self.s.ty(VType::I64);
-        Ok(V {
+        let wide = V {
             id: self.s.op(Op::Bitcast, i64t, &[x])?,
             t: VType::I64,
-        })
+        };
+        // Its i32 twin: workgroup sizes, indices and counts all lie below 2^31.
+        let i32t = self.s.ty(VType::I32);
+        let narrow = V {
+            id: self.s.op(Op::Bitcast, i32t, &[x32])?,
+            t: VType::I32,
+        };
+        self.narrowed.insert(wide.id, narrow);
+        Ok(wide)
     }
 
     /// Waits for every invocation of the workgroup; their writes to buffers and workgroup
@@ -525,7 +553,7 @@ impl Emitter<'_, '_> {
             self.next_var += 1;
             let init = self.identity(op)?;
             self.declare(acc, init)?;
-            self.counted_loop(n, &mut |em, s| {
+            self.counted_loop(n, true, &mut |em, s| {
                 let s = em.narrow_i32(s)?;
                 let slot = em.partial_of(r, threads, s)?;
                 let v = em.load_ptr(slot, VType::F32)?;
@@ -541,16 +569,44 @@ impl Emitter<'_, '_> {
     }
 }
 
-fn decompose(em: &mut Emitter, flat: V, extents: &[V]) -> Result<Vec<V>, Fail> {
+/// The grid indices of point `flat` (non-negative; within i32 with `narrow`) over
+/// `extents` (the values of `grid`), the last axis fastest. A constant power-of-two extent
+/// divides by a shift and a mask, any other unsigned: a signed 64-bit division is a long
+/// instruction sequence on GPUs.
+/// The number of points of a grid: the product of its extents.
+fn grid_points(grid: &[Expr]) -> Expr {
+    let product = |a, b| Expr::Binary(BOp::Mul, Box::new(a), Box::new(b));
+    grid.iter()
+        .cloned()
+        .reduce(product)
+        .unwrap_or(Expr::Lit(Lit::I64(1)))
+}
+
+fn decompose(
+    em: &mut Emitter,
+    flat: V,
+    grid: &[Expr],
+    extents: &[V],
+    narrow: bool,
+) -> Result<Vec<V>, Fail> {
     let mut idx = vec![flat; extents.len()];
-    let mut rest = flat;
+    let mut rest = match narrow {
+        true => em.narrow_i32(flat)?,
+        false => flat,
+    };
     for g in (0..extents.len()).rev() {
         if g == 0 {
-            idx[g] = rest;
-        } else {
-            idx[g] = em.s.op_v(Op::SRem, VType::I64, &[rest, extents[g]])?;
-            rest = em.s.op_v(Op::SDiv, VType::I64, &[rest, extents[g]])?;
+            idx[g] = em.widen(rest)?;
+            break;
         }
+        let extent = match narrow && em.fits_i32(&grid[g]) {
+            true => em.index32(&grid[g])?,
+            false if narrow => em.narrow_i32(extents[g])?,
+            false => extents[g],
+        };
+        let r = em.int_op(BOp::Rem, true, &grid[g], rest, extent)?;
+        idx[g] = em.widen(r)?;
+        rest = em.int_op(BOp::Div, true, &grid[g], rest, extent)?;
     }
     Ok(idx)
 }
@@ -620,14 +676,15 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
             var, extent, body, ..
         } => {
             let n = em.expr(extent)?;
-            em.counted_loop(n, &mut |em, it| {
+            let narrow = em.loop_in_i32(extent, 1);
+            em.counted_loop(n, narrow, &mut |em, it| {
                 em.bind_index(*var, it, extent);
                 stmts(em, body)
             })?;
         }
         Stmt::Reduce { .. } => {
-            let (zero, one) = (em.s.i64(0), em.s.i64(1));
-            reduce_strided(em, std::slice::from_ref(s), zero, one, 1)?;
+            let zero = em.s.i64(0);
+            reduce_strided(em, std::slice::from_ref(s), zero, 1, 1)?;
         }
         Stmt::If {
             cond,
@@ -650,7 +707,7 @@ fn reduce_strided(
     em: &mut Emitter,
     group: &[Stmt],
     start: V,
-    step: V,
+    step: u32,
     unroll: u32,
 ) -> Result<Vec<(u32, RedOp)>, Fail> {
     let mut parts = Vec::with_capacity(group.len());
@@ -666,6 +723,8 @@ fn reduce_strided(
         return Ok(parts);
     };
     let n = em.expr(extent)?;
+    let narrow = em.loop_in_i32(extent, step as u64 * unroll as u64);
+    let step = em.s.i64(step as i64);
     let mut rest = start;
     if unroll > 1 {
         let int = VType::I64;
@@ -674,12 +733,12 @@ fn reduce_strided(
         let end = em.s.op_v(Op::ISub, int, &[n, behind])?;
         let width = em.s.i64(unroll as i64);
         let wide = em.s.op_v(Op::IMul, int, &[step, width])?;
-        rest = em.strided_loop(start, end, wide, &mut |em, it| {
+        rest = em.strided_loop(start, end, wide, narrow, &mut |em, it| {
             let mut at = it;
             let mut steps = Vec::with_capacity(unroll as usize);
             for _ in 0..unroll {
                 steps.push(step_values(em, group, at)?);
-                at = em.s.op_v(Op::IAdd, int, &[at, step])?;
+                at = em.index_op(Op::IAdd, at, step, narrow)?;
             }
             for values in steps {
                 accumulate(em, group, values)?;
@@ -687,7 +746,7 @@ fn reduce_strided(
             Ok(())
         })?;
     }
-    em.strided_loop(rest, n, step, &mut |em, it| {
+    em.strided_loop(rest, n, step, narrow, &mut |em, it| {
         let values = step_values(em, group, it)?;
         accumulate(em, group, values)
     })?;
@@ -725,7 +784,7 @@ fn accumulate(em: &mut Emitter, group: &[Stmt], values: Vec<V>) -> Result<(), Fa
 /// invocations computes every reduction's partial result, then one combination across the
 /// workgroup gives every invocation the totals.
 fn reduce_together(em: &mut Emitter, g: &Ids, group: &[Stmt]) -> Result<(), Fail> {
-    let threads = em.s.i64(g.launch.threads as i64);
+    let threads = g.launch.threads;
     // One step at a time unless `KILN_GPU_UNROLL` says otherwise: NVIDIA's Vulkan compiler
     // already overlaps a thread's loads (1B F16 decode: 421.4 t/s at 1, 421.0 at 2;
     // docs/perf.md, 2026-12-07), and it computed wrong sums from the two-step loop that
@@ -766,7 +825,8 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
                 ..
             } => {
                 let n = em.expr(extent)?;
-                em.strided_loop(g.thread, n, threads, &mut |em, it| {
+                let narrow = em.loop_in_i32(extent, g.launch.threads as u64);
+                em.strided_loop(g.thread, n, threads, narrow, &mut |em, it| {
                     em.bind_index(*var, it, extent);
                     stmts(em, body)
                 })?;
@@ -776,7 +836,8 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
                 var, extent, body, ..
             } => {
                 let n = em.expr(extent)?;
-                em.counted_loop(n, &mut |em, it| {
+                let narrow = em.loop_in_i32(extent, 1);
+                em.counted_loop(n, narrow, &mut |em, it| {
                     em.bind_index(*var, it, extent);
                     block_stmts(em, g, body)
                 })?;

@@ -10,6 +10,7 @@
 
 use super::builder::{glsl, V};
 use super::emitter::Emitter;
+use super::kernel::GROUP_BYTES;
 use super::Fail;
 use kiln_compiler::kernel::{half, BOp, Buf, Cmp, Elem, Expr, VType};
 use kiln_ir::DType;
@@ -275,6 +276,11 @@ impl Emitter<'_, '_> {
             .into_iter()
             .find(|&n| self.align.multiple_of(index, n as u64))
             .unwrap_or(1);
+        if first.is_multiple_of(aligned) && count <= aligned {
+            if let Some(w) = self.wide_word(arg, index, first)? {
+                return Ok(w);
+            }
+        }
         let at = match first {
             0 => i,
             _ => {
@@ -304,6 +310,40 @@ impl Emitter<'_, '_> {
         let hi = self.ib(BOp::Shl, w1, 1)?;
         let hi = self.binary(BOp::Shl, hi, back)?;
         self.binary(BOp::Or, lo, hi)
+    }
+
+    /// The word holding byte `index + first` of byte buffer `arg`, shifted so that byte is
+    /// its lowest, out of a 16-byte load of its group where the binding has the 4-word
+    /// view and `kernel::align` places the byte in a group (`Alignment::in_group`): the
+    /// group's start is the same expression, hence the same value and the same load, for
+    /// every byte of the group. `None` otherwise.
+    fn wide_word(&mut self, arg: u32, index: &Expr, first: u8) -> Result<Option<V>, Fail> {
+        if self.views[arg as usize] != 4 {
+            return Ok(None);
+        }
+        let Some((start, offset)) = self.align.in_group(index, GROUP_BYTES) else {
+            return Ok(None);
+        };
+        let byte = offset + first as u64;
+        if byte >= GROUP_BYTES {
+            return Ok(None);
+        }
+        let at = self.index(Buf::Arg(arg), &start)?;
+        let four = self.s.lit(at.t, 4);
+        let element = self.binary(BOp::Shr, at, four)?;
+        let element = self.narrow_i32(element)?;
+        let t = VType::I32.with_lanes(4);
+        let ty = self.s.ty(t);
+        let ptr_t = self.s.ptr(StorageClass::StorageBuffer, ty);
+        let zero = self.s.i32(0);
+        let var = self.bindings[arg as usize];
+        let ptr = self.s.access_chain(ptr_t, var, &[zero.id, element.id])?;
+        let group = self.load_ptr(ptr, t)?;
+        let word = self.extract(group, (byte / 4) as u8)?;
+        Ok(Some(match byte % 4 {
+            0 => word,
+            b => self.ib(BOp::Shr, word, 8 * b as u32)?,
+        }))
     }
 
     fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {

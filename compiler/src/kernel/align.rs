@@ -41,6 +41,23 @@ impl<'k> Alignment<'k> {
         Alignment { lets }
     }
 
+    /// Index `e` as the start of its aligned group of `n` (a power of two) elements and its
+    /// offset in the group, where the addends of `e` that are not literals sum to a
+    /// multiple of `n`: `base + 20` with `base` a multiple of 16 is `(base + 16, 4)`. The
+    /// loads of one group then share one start (and one wide load of it).
+    pub fn in_group(&self, e: &Expr, n: u64) -> Option<(Expr, u64)> {
+        let (rest, c) = split_constant(e)?;
+        if !self.multiple_of(&rest, n) {
+            return None;
+        }
+        let offset = c.rem_euclid(n as i64);
+        let start = match c - offset {
+            0 => rest,
+            s => Expr::Binary(BOp::Add, Box::new(rest), Box::new(Expr::Lit(Lit::I64(s)))),
+        };
+        Some((start, offset as u64))
+    }
+
     /// Whether integer expression `e` is certainly a multiple of `n` (a power of two).
     pub fn multiple_of(&self, e: &Expr, n: u64) -> bool {
         debug_assert!(n.is_power_of_two());
@@ -92,13 +109,37 @@ fn pow2_factor(v: i64) -> u64 {
     }
 }
 
+/// `e` as `rest + c`: the literal addends of its sum tree (through `+` only) gathered into
+/// `c`, the others kept in their order (`0` if there are none); `None` if `c` overflows.
+fn split_constant(e: &Expr) -> Option<(Expr, i64)> {
+    let zero = Expr::Lit(Lit::I64(0));
+    Some(match e {
+        Expr::Lit(Lit::I64(c)) => (zero, *c),
+        Expr::Binary(BOp::Add, a, b) => {
+            let ((ra, ca), (rb, cb)) = (split_constant(a)?, split_constant(b)?);
+            let rest = match (ra == zero, rb == zero) {
+                (true, _) => rb,
+                (_, true) => ra,
+                _ => Expr::Binary(BOp::Add, Box::new(ra), Box::new(rb)),
+            };
+            (rest, ca.checked_add(cb)?)
+        }
+        _ => (e.clone(), 0),
+    })
+}
+
 /// Every `(buffer, lanes, index)` run load (`lanes > 1`) in `k`.
 pub fn run_loads(k: &Kernel) -> Vec<(super::Buf, u8, &Expr)> {
+    let mut loads = all_loads(k);
+    loads.retain(|&(_, lanes, _)| lanes > 1);
+    loads
+}
+
+/// Every `(buffer, lanes, index)` load in `k`.
+pub fn all_loads(k: &Kernel) -> Vec<(super::Buf, u8, &Expr)> {
     fn walk<'k>(e: &'k Expr, out: &mut Vec<(super::Buf, u8, &'k Expr)>) {
         if let Expr::Load { buf, index, lanes } = e {
-            if *lanes > 1 {
-                out.push((*buf, *lanes, index));
-            }
+            out.push((*buf, *lanes, index));
         }
         for c in e.children() {
             walk(c, out);
