@@ -84,6 +84,14 @@ impl Spv {
         Ok(id)
     }
 
+    /// A load through `ptr` of memory no invocation writes while the kernel runs (a
+    /// read-only binding), numbered like a pure instruction: the words of one 16-byte group
+    /// share one load (`spirv::groups`).
+    pub fn load_invariant(&mut self, ty: Word, ptr: Word) -> Result<Word, Fail> {
+        let key = (Op::Load as u32, ty, vec![ptr]);
+        self.numbered(key, |s| s.emit_op(Op::Load, ty, &[ptr]))
+    }
+
     /// Lane `lane` of vector `v`, as type `ty`.
     pub fn extract(&mut self, ty: Word, v: Word, lane: u32) -> Result<Word, Fail> {
         let key = (Op::CompositeExtract as u32, ty, vec![v, lane]);

@@ -7,6 +7,7 @@
 //! drivers promote them to registers.
 
 use super::builder::{Spv, V};
+use super::groups::Groups;
 use super::Fail;
 use kiln_compiler::kernel::align::Alignment;
 use kiln_compiler::kernel::ranges::Ranges;
@@ -51,6 +52,8 @@ pub struct Emitter<'s, 'k> {
     pub views: Vec<u8>,
     /// What the kernel's indices are known to be multiples of.
     pub align: Alignment<'k>,
+    /// The 16-byte groups of the read-only bindings that two or more reads share.
+    pub groups: Groups,
     /// The arrays backing the kernel's local buffers, and their storage class: function
     /// scope for a thread's own, workgroup memory for the shared locals of a kernel of
     /// explicit threads.

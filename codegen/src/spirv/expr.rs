@@ -27,6 +27,11 @@ impl Emitter<'_, '_> {
                 .get(*g as usize)
                 .ok_or_else(|| Fail(format!("grid axis {g} out of range")))?,
             Expr::Load { buf, index, lanes } => {
+                if *lanes == 1 {
+                    if let Some(x) = self.wide_element(*buf, index)? {
+                        return Ok(x);
+                    }
+                }
                 let i = self.index(*buf, index)?;
                 if let Some(run) = self.load_run(*buf, index, i, *lanes)? {
                     return Ok(run);

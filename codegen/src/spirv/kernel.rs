@@ -10,8 +10,9 @@
 use super::builder::{Spv, V};
 use super::emitter::Subgroups;
 use super::emitter::{Abi, Emitter};
+use super::groups::Groups;
 use super::Fail;
-use kiln_compiler::kernel::align::{all_loads, Alignment};
+use kiln_compiler::kernel::align::{run_loads, Alignment};
 use kiln_compiler::kernel::gpu::{
     has_shared_loop, launch_shape, reduce_unroll_or, reduction_group, GpuLaunch, BLOCK_THREADS,
     MAX_BLOCK_REDUCTIONS,
@@ -161,30 +162,24 @@ fn bindings(s: &mut Spv, abi: &Abi, k: &Kernel, views: &[u8]) -> Vec<Word> {
 /// would take one load per word (which drivers do not merge: nothing tells them the
 /// index is aligned). The executor binds every range in multiples of 16 bytes from offsets
 /// aligned to 64, so a vector element never reaches past its binding.
-///
-/// A byte buffer read a word or less at a time from 16-byte groups (`Alignment::in_group`)
-/// has the 4-word view too: the loads of one group (a Q4_K block's header, its quants four
-/// bytes per lane) become one 16-byte load and the words taken out of it (`wide_word`).
-fn views(k: &Kernel, align: &Alignment) -> Vec<u8> {
+/// A binding whose narrow reads share 16-byte groups (`groups`) has the 4-word view too.
+fn views(k: &Kernel, align: &Alignment, groups: &Groups) -> Vec<u8> {
     let mut views = vec![1u8; k.args.len()];
-    for (buf, lanes, index) in all_loads(k) {
+    for (buf, lanes, index) in run_loads(k) {
         let Buf::Arg(a) = buf else { continue };
         let arg = &k.args[a as usize];
-        if arg.writes {
-            continue;
+        let words = run_words(arg.dtype, lanes);
+        if !arg.writes && words > 1 && align.multiple_of(index, lanes as u64) {
+            views[a as usize] = views[a as usize].max(words);
         }
-        let words = match arg.dtype {
-            DType::U8 if lanes <= 4 && align.in_group(index, GROUP_BYTES).is_some() => 4,
-            dtype if align.multiple_of(index, lanes as u64) => run_words(dtype, lanes),
-            _ => 0,
-        };
-        views[a as usize] = views[a as usize].max(words);
+    }
+    for (a, v) in views.iter_mut().enumerate() {
+        if groups.any(a as u32) {
+            *v = 4;
+        }
     }
     views
 }
-
-/// The bytes of a byte buffer's wide load (`views`).
-pub const GROUP_BYTES: u64 = 16;
 
 /// Words in a run of `lanes` elements of `dtype` that a wide load can decode (f32, i32,
 /// f16 and bf16 runs of at most 4 lanes filling 2 or 4 words); 0 for any other run.
@@ -210,7 +205,8 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         )));
     }
     let align = Alignment::of(k);
-    let views = views(k, &align);
+    let groups = Groups::of(k, &align);
+    let views = views(k, &align, &groups);
     let bindings = bindings(s, abi, k, &views);
     // Shared locals live in workgroup memory, declared at module scope (before the
     // function, where `OpVariable` would land in its block).
@@ -239,6 +235,7 @@ pub fn emit(s: &mut Spv, abi: &Abi, k: &Kernel, all_globals: bool) -> Result<(),
         k,
         bindings: bindings.clone(),
         views,
+        groups,
         align,
         locals: Vec::new(),
         thread: None,

@@ -29,6 +29,7 @@ mod builder;
 pub mod bundle;
 mod emitter;
 mod expr;
+mod groups;
 mod kernel;
 mod storage;
 #[cfg(test)]

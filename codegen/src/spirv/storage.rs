@@ -10,7 +10,7 @@
 
 use super::builder::{glsl, V};
 use super::emitter::Emitter;
-use super::kernel::GROUP_BYTES;
+use super::groups::GROUP_BYTES;
 use super::Fail;
 use kiln_compiler::kernel::{half, BOp, Buf, Cmp, Elem, Expr, VType};
 use kiln_ir::DType;
@@ -171,7 +171,7 @@ impl Emitter<'_, '_> {
         let zero = self.s.i32(0);
         let var = self.bindings[a as usize];
         let ptr = self.s.access_chain(ptr_t, var, &[zero.id, element.id])?;
-        let raw = self.load_ptr(ptr, t)?;
+        let raw = self.load_arg(a, ptr, t)?;
         let out = VType::F32.with_lanes(lanes);
         let v = match dtype {
             DType::F32 => self.s.op_v(Op::Bitcast, out, &[raw])?,
@@ -277,7 +277,7 @@ impl Emitter<'_, '_> {
             .find(|&n| self.align.multiple_of(index, n as u64))
             .unwrap_or(1);
         if first.is_multiple_of(aligned) && count <= aligned {
-            if let Some(w) = self.wide_word(arg, index, first)? {
+            if let Some(w) = self.wide_word(arg, index, first, count)? {
                 return Ok(w);
             }
         }
@@ -312,25 +312,62 @@ impl Emitter<'_, '_> {
         self.binary(BOp::Or, lo, hi)
     }
 
-    /// The word holding byte `index + first` of byte buffer `arg`, shifted so that byte is
-    /// its lowest, out of a 16-byte load of its group where the binding has the 4-word
-    /// view and `kernel::align` places the byte in a group (`Alignment::in_group`): the
-    /// group's start is the same expression, hence the same value and the same load, for
-    /// every byte of the group. `None` otherwise.
-    fn wide_word(&mut self, arg: u32, index: &Expr, first: u8) -> Result<Option<V>, Fail> {
-        if self.views[arg as usize] != 4 {
-            return Ok(None);
-        }
-        let Some((start, offset)) = self.align.in_group(index, GROUP_BYTES) else {
+    /// The word holding bytes `index + first ..` (`count` of them, within one word) of byte
+    /// buffer `arg`, shifted so the first is its lowest, out of the 16-byte load of their
+    /// group (`groups`); `None` where the bytes take their own load.
+    fn wide_word(
+        &mut self,
+        arg: u32,
+        index: &Expr,
+        first: u8,
+        count: u8,
+    ) -> Result<Option<V>, Fail> {
+        let Some((start, at)) = self.groups.find(&self.align, arg, DType::U8, index, 1) else {
             return Ok(None);
         };
-        let byte = offset + first as u64;
-        if byte >= GROUP_BYTES {
+        let byte = at + first as u64;
+        if byte % 4 + count as u64 > 4 || byte >= GROUP_BYTES {
             return Ok(None);
         }
-        let at = self.index(Buf::Arg(arg), &start)?;
-        let four = self.s.lit(at.t, 4);
-        let element = self.binary(BOp::Shr, at, four)?;
+        let word = self.group_word(arg, &start, 16, byte / 4)?;
+        Ok(Some(match byte % 4 {
+            0 => word,
+            b => self.ib(BOp::Shr, word, 8 * b as u32)?,
+        }))
+    }
+
+    /// The element at `index` of a byte, f32 or i32 argument out of the 16-byte load of its
+    /// group (`groups`), as its value type; `None` where it takes its own load.
+    pub fn wide_element(&mut self, buf: Buf, index: &Expr) -> Result<Option<V>, Fail> {
+        let Buf::Arg(arg) = buf else { return Ok(None) };
+        let dtype = self.k.buf_dtype(buf);
+        let Some((start, byte)) = self.groups.find(&self.align, arg, dtype, index, 1) else {
+            return Ok(None);
+        };
+        let per_group = GROUP_BYTES / dtype.size_bytes() as u64;
+        let word = self.group_word(arg, &start, per_group, byte / 4)?;
+        Ok(Some(match dtype {
+            DType::U8 => {
+                let b = match byte % 4 {
+                    0 => word,
+                    b => self.ib(BOp::Shr, word, 8 * b as u32)?,
+                };
+                self.ib(BOp::And, b, 255)?
+            }
+            _ => {
+                let elem = Elem::of_storage(dtype);
+                self.s
+                    .op_v(Op::Bitcast, VType { elem, lanes: 1 }, &[word])?
+            }
+        }))
+    }
+
+    /// Word `word` of the 16-byte group of binding `arg` that starts at element `start`
+    /// (`per_group` elements a group).
+    fn group_word(&mut self, arg: u32, start: &Expr, per_group: u64, word: u64) -> Result<V, Fail> {
+        let at = self.index(Buf::Arg(arg), start)?;
+        let log = self.s.lit(at.t, per_group.trailing_zeros() as u64);
+        let element = self.binary(BOp::Shr, at, log)?;
         let element = self.narrow_i32(element)?;
         let t = VType::I32.with_lanes(4);
         let ty = self.s.ty(t);
@@ -338,17 +375,29 @@ impl Emitter<'_, '_> {
         let zero = self.s.i32(0);
         let var = self.bindings[arg as usize];
         let ptr = self.s.access_chain(ptr_t, var, &[zero.id, element.id])?;
-        let group = self.load_ptr(ptr, t)?;
-        let word = self.extract(group, (byte / 4) as u8)?;
-        Ok(Some(match byte % 4 {
-            0 => word,
-            b => self.ib(BOp::Shr, word, 8 * b as u32)?,
-        }))
+        let group = self.load_arg(arg, ptr, t)?;
+        self.extract(group, word as u8)
     }
 
     fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {
         let ptr = self.word_ptr(arg, word)?;
-        self.load_ptr(ptr, VType::I32)
+        self.load_arg(arg, ptr, VType::I32)
+    }
+
+    /// A load through `ptr` into argument `arg`'s binding: numbered by value where the
+    /// kernel never writes the argument (`Spv::load_invariant`), so that rows of one block
+    /// reading the same activations, and the words of one 16-byte group, share a load and
+    /// whatever is computed from it. (Memory planning gives the buffers of one launch
+    /// disjoint memory.)
+    fn load_arg(&mut self, arg: u32, ptr: Word, t: VType) -> Result<V, Fail> {
+        if self.k.args[arg as usize].writes {
+            return self.load_ptr(ptr, t);
+        }
+        let ty = self.s.ty(t);
+        Ok(V {
+            id: self.s.load_invariant(ty, ptr)?,
+            t,
+        })
     }
 
     fn local_ptr(&mut self, l: u32, i: V) -> Result<(Word, VType), Fail> {

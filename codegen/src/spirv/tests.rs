@@ -4,7 +4,9 @@
 
 use crate::Backend;
 use kiln_compiler::Target;
-use rspirv::spirv::{ExecutionMode, ExecutionModel, Op};
+use rspirv::dr::Operand;
+use rspirv::spirv::{ExecutionMode, ExecutionModel, Op, StorageClass};
+use std::collections::HashMap;
 
 /// The modules of the test model for `target` (with subgroup reductions, then without),
 /// and its kernels' names.
@@ -460,4 +462,101 @@ fn block_reductions_take_more_steps_a_loop_only_when_asked() {
     let one = loops(None);
     assert_eq!(loops(Some(1)), one);
     assert_eq!(loops(Some(2)), one + 1);
+}
+
+/// The instructions of module `m` that define each id.
+fn definitions(m: &rspirv::dr::Module) -> HashMap<u32, &rspirv::dr::Instruction> {
+    m.types_global_values
+        .iter()
+        .chain(instructions(m))
+        .filter_map(|i| Some((i.result_id?, i)))
+        .collect()
+}
+
+/// The loads of module `m` from storage buffers, by the number of lanes each reads.
+fn buffer_loads(m: &rspirv::dr::Module) -> Vec<u32> {
+    let def = definitions(m);
+    let storage = |ptr_type: u32| {
+        def.get(&ptr_type).is_some_and(|t| {
+            t.class.opcode == Op::TypePointer
+                && t.operands[0] == Operand::StorageClass(StorageClass::StorageBuffer)
+        })
+    };
+    let lanes = |ty: u32| match def.get(&ty) {
+        Some(t) if t.class.opcode == Op::TypeVector => t.operands[1].unwrap_literal_bit32(),
+        _ => 1,
+    };
+    instructions(m)
+        .filter(|i| i.class.opcode == Op::Load)
+        .filter(|i| {
+            let ptr = def.get(&i.operands[0].unwrap_id_ref());
+            ptr.and_then(|p| p.result_type).is_some_and(storage)
+        })
+        .map(|i| lanes(i.result_type.unwrap()))
+        .collect()
+}
+
+/// A Q4_K decode matvec reads each 16-byte group of a block (the scales' header, a lane's
+/// quants) and of its activations with one 4-word load, and each group once a block, however
+/// many of the block's rows and steps use it: 96 scalar and 64 vector loads before
+/// (`spirv::groups`, `Spv::load_invariant`).
+#[test]
+fn quantized_blocks_and_activations_are_read_a_16_byte_group_at_a_time() {
+    let m = module_of_model(&crate::test_model::matvec("q4_k", 8192, 32 * 144));
+    let loads = buffer_loads(&m);
+    let scalar = loads.iter().filter(|&&l| l == 1).count();
+    // One: the launch's point count from the parameter buffer.
+    assert_eq!(scalar, 1, "{} loads, {scalar} of one element", loads.len());
+    // Four rows a block: a header and two quant groups each, and eight activation groups.
+    assert!(loads.len() <= 25, "{} loads", loads.len());
+    for block in m.functions.iter().flat_map(|f| &f.blocks) {
+        let mut seen = std::collections::HashSet::new();
+        for i in block
+            .instructions
+            .iter()
+            .filter(|i| i.class.opcode == Op::Load)
+        {
+            let ptr = i.operands[0].unwrap_id_ref();
+            let counter = definitions(&m)[&ptr].class.opcode == Op::Variable;
+            assert!(counter || seen.insert(ptr), "loaded twice: {i:?}");
+        }
+    }
+}
+
+/// The 64-bit comparisons of module `m`'s first function (a loop's test is one).
+fn wide_compares(m: &rspirv::dr::Module) -> usize {
+    let def = definitions(m);
+    let is_i64 = |id: u32| {
+        let ty = def.get(&id).and_then(|i| i.result_type);
+        ty.and_then(|t| def.get(&t)).is_some_and(|t| {
+            t.class.opcode == Op::TypeInt && t.operands[0].unwrap_literal_bit32() == 64
+        })
+    };
+    m.functions[0]
+        .blocks
+        .iter()
+        .flat_map(|b| &b.instructions)
+        .filter(|i| i.class.opcode == Op::SLessThan && is_i64(i.operands[0].unwrap_id_ref()))
+        .count()
+}
+
+/// Loops whose ranges fit i32 count in i32 (a 64-bit compare and add are several
+/// instructions each on GPUs): all of a known-shape matvec's, and over rows known only at
+/// run time all but the loop over the grid's points, whose row index then splits off by a
+/// shift rather than a signed 64-bit division.
+#[test]
+fn loops_count_in_32_bits_where_their_ranges_allow() {
+    let m = module_of_model(&crate::test_model::matvec("q8_0", 8192, 256 * 34));
+    assert_eq!(wide_compares(&m), 0, "64-bit loop tests");
+    let f32_rows = "kir 1
+%x = input \"x\" f32[t,256]
+%w = input \"w\" f32[64,256]
+%y = matmul %x, %w transpose_a=false transpose_b=true
+output \"y\" = %y
+";
+    let m = module_of_model(f32_rows);
+    assert_eq!(wide_compares(&m), 1, "64-bit loop tests over t rows");
+    for op in [Op::SDiv, Op::SRem, Op::UDiv, Op::UMod] {
+        assert_eq!(integer_ops(&m, op), (0, 0), "{op:?}");
+    }
 }

@@ -238,4 +238,29 @@ mod tests {
         assert!(!a.multiple_of(&quants, 4));
         assert!(!a.multiple_of(&bin(BOp::Rem, i(16), Expr::Dim(0)), 2));
     }
+
+    /// An index splits into the start of its aligned group and its offset in the group, the
+    /// literal addends gathered and the rest kept in order: `row + 20` (`row` a multiple of
+    /// 16) is `(row + 16, 4)`.
+    #[test]
+    fn indices_split_into_an_aligned_group_and_an_offset() {
+        let k = matvec_like();
+        let a = Alignment::of(&k);
+        let row = mul(Expr::GridIdx(0), i(4608));
+        let (start, at) = a.in_group(&add(row.clone(), i(20)), 16).unwrap();
+        assert_eq!((start, at), (add(row.clone(), i(16)), 4));
+        let k16 = mul(var(1), i(16));
+        let e = add(row.clone(), add(add(k16.clone(), i(4)), i(8)));
+        assert_eq!(
+            a.in_group(&e, 16),
+            Some((add(row.clone(), k16.clone()), 12))
+        );
+        assert_eq!(
+            a.in_group(&add(row.clone(), i(-4)), 16),
+            Some((add(row.clone(), i(-16)), 12))
+        );
+        // Not a multiple of the group once its literals are gone.
+        assert_eq!(a.in_group(&add(mul(var(1), i(8)), i(4)), 16), None);
+        assert_eq!(a.in_group(&add(Expr::Dim(0), i(4)), 4), None);
+    }
 }
