@@ -339,6 +339,15 @@ for spec in $(echo "$models" | tr ',' ' '); do
             sort -rn | head -10 | sed 's/^/    /' | tee -a "$report"
         fi
       done
+      # What NVIDIA's Vulkan compiler made of each kernel (registers, spills; Nsight Compute
+      # does not profile Vulkan compute): KILN_VULKAN_STATS=1 prints the driver's pipeline
+      # statistics as each pipeline is built.
+      if [ "${target%%:*}" = vulkan ]; then
+        KILN_VULKAN_STATS=1 timeout 120 $bin/kiln run $m.kiln --random-inputs seq=1,past=64,picked=1 \
+          >/dev/null 2>"$LOGS/stats-$tag.log"
+        note "    driver's statistics of the decode kernels (all in stats-$tag.log):"
+        grep -E '^vulkan: k[0-9]+_' "$LOGS/stats-$tag.log" | head -12 | cut -c1-240 | sed 's/^/    /' | tee -a "$report"
+      fi
       # One decode step's kernels under Nsight Compute (hardware counters where the
       # machine's runtime allows them): each kernel's time and DRAM bytes.
       if [ "${NCU:-0}" = 1 ] && [ "${target%%:*}" = cuda ]; then

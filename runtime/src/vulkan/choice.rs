@@ -20,6 +20,8 @@ pub struct Candidate {
     pub compute_family: Option<u32>,
     pub int64: bool,
     pub push_descriptors: bool,
+    /// `VK_KHR_pipeline_executable_properties` (the driver's statistics of a pipeline).
+    pub pipeline_stats: bool,
 }
 
 impl Candidate {
@@ -126,6 +128,7 @@ mod tests {
             compute_family: Some(0),
             int64: true,
             push_descriptors: true,
+            pipeline_stats: false,
         }
     }
 

@@ -13,6 +13,9 @@ pub struct Gpu {
     pub physical: vk::PhysicalDevice,
     pub device: ash::Device,
     pub push: ash::khr::push_descriptor::Device,
+    /// `VK_KHR_pipeline_executable_properties`, opened when `KILN_VULKAN_STATS=1` asks for
+    /// the driver's statistics of each pipeline (`stats`) and the device has it.
+    pub stats: Option<ash::khr::pipeline_executable_properties::Device>,
     pub queue: vk::Queue,
     pub queue_family: u32,
     pub name: String,
@@ -71,17 +74,33 @@ fn open() -> Result<Gpu, String> {
         .queue_family_index(family)
         .queue_priorities(&priorities)];
     let features = vk::PhysicalDeviceFeatures::default().shader_int64(true);
-    let extensions = [ash::khr::push_descriptor::NAME.as_ptr()];
-    let info = vk::DeviceCreateInfo::default()
+    let stats = c.pipeline_stats && super::stats::wanted();
+    if super::stats::wanted() && !stats {
+        eprintln!(
+            "vulkan: {} does not report pipeline statistics \
+             (VK_KHR_pipeline_executable_properties); KILN_VULKAN_STATS=1 prints none",
+            c.name
+        );
+    }
+    let mut extensions = vec![ash::khr::push_descriptor::NAME.as_ptr()];
+    let mut executable_info = vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default()
+        .pipeline_executable_info(true);
+    let mut info = vk::DeviceCreateInfo::default()
         .queue_create_infos(&queues)
-        .enabled_features(&features)
-        .enabled_extension_names(&extensions);
+        .enabled_features(&features);
+    if stats {
+        extensions.push(ash::khr::pipeline_executable_properties::NAME.as_ptr());
+        info = info.push_next(&mut executable_info);
+    }
+    let info = info.enabled_extension_names(&extensions);
     // SAFETY: `physical` belongs to `instance`; `info` outlives the call.
     let device = unsafe { instance.create_device(physical, &info, None) }
         .map_err(|e| format!("cannot open Vulkan device {}: {e}", c.name))?;
     // SAFETY: the queue family and index were requested at device creation.
     let queue = unsafe { device.get_device_queue(family, 0) };
     let push = ash::khr::push_descriptor::Device::new(&instance, &device);
+    let stats =
+        stats.then(|| ash::khr::pipeline_executable_properties::Device::new(&instance, &device));
     // SAFETY: valid handles.
     let props = unsafe { instance.get_physical_device_properties(physical) };
     let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
@@ -116,6 +135,7 @@ fn open() -> Result<Gpu, String> {
         physical,
         device,
         push,
+        stats,
         queue,
         queue_family: family,
     })
@@ -153,5 +173,6 @@ fn describe(instance: &ash::Instance, p: vk::PhysicalDevice) -> Candidate {
             .map(|i| i as u32),
         int64: features.shader_int64 == vk::TRUE,
         push_descriptors: has(ash::khr::push_descriptor::NAME),
+        pipeline_stats: has(ash::khr::pipeline_executable_properties::NAME),
     }
 }

@@ -230,7 +230,12 @@ impl VulkanExecutor {
                 .stage(vk::ShaderStageFlags::COMPUTE)
                 .module(module)
                 .name(&name);
+            let flags = match gpu.stats {
+                Some(_) => vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR,
+                None => vk::PipelineCreateFlags::empty(),
+            };
             let info = [vk::ComputePipelineCreateInfo::default()
+                .flags(flags)
                 .stage(stage)
                 .layout(layout)];
             let p = unsafe { dev.create_compute_pipelines(cache, &info, None) }.map_err(
@@ -242,6 +247,9 @@ impl VulkanExecutor {
             )?;
             if trace {
                 eprintln!("vulkan: {} built in {:.1?}", l.kernel, started.elapsed());
+            }
+            for line in super::stats::of(&gpu, p[0], &l.kernel) {
+                eprintln!("{line}");
             }
             pipelines.insert(l.kernel.clone(), p[0]);
         }

@@ -14,6 +14,8 @@ pub mod executor;
 mod pipeline_cache;
 #[cfg(feature = "vulkan")]
 mod queue;
+#[cfg(feature = "vulkan")]
+mod stats;
 
 use crate::cpu::features::Rank;
 
