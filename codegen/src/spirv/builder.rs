@@ -29,6 +29,8 @@ pub struct Spv {
     pub glsl: Word,
     types: HashMap<VType, Word>,
     consts: HashMap<(VType, u64), Word>,
+    /// Each constant's bits, by id (`constant`, `value_of`).
+    bits_of: HashMap<Word, u64>,
     u32_consts: HashMap<u32, Word>,
     /// Pure instructions by (operation, result type, operands), one map per structured
     /// construct entered (`enter`), innermost last: what an enclosing one computed before
@@ -45,6 +47,7 @@ impl Spv {
             glsl,
             types: HashMap::new(),
             consts: HashMap::new(),
+            bits_of: HashMap::new(),
             u32_consts: HashMap::new(),
             numbered: vec![HashMap::new()],
         }
@@ -166,7 +169,13 @@ impl Spv {
             }
         };
         self.consts.insert((t, bits), id);
+        self.bits_of.insert(id, bits);
         id
+    }
+
+    /// The bits of constant `id` (`constant`), if it is one.
+    pub fn value_of(&self, id: Word) -> Option<u64> {
+        self.bits_of.get(&id).copied()
     }
 
     pub fn f32(&mut self, v: f32) -> V {

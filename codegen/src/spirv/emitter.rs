@@ -220,6 +220,9 @@ impl<'s, 'k> Emitter<'s, 'k> {
         if x.t == VType::I64 {
             return Ok(x);
         }
+        if let Some(bits) = self.s.value_of(x.id) {
+            return Ok(self.s.i64(bits as u32 as i32 as i64));
+        }
         let wide = self.s.op_v(Op::SConvert, VType::I64, &[x])?;
         self.narrowed.insert(wide.id, x);
         Ok(wide)

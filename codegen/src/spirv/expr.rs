@@ -470,6 +470,9 @@ impl Emitter<'_, '_> {
         if let Some(&twin) = self.narrowed.get(&x.id) {
             return Ok(twin);
         }
-        self.cast(Elem::I32, x)
+        match self.s.value_of(x.id) {
+            Some(bits) if x.t == VType::I64 => Ok(self.s.i32(bits as i32)),
+            _ => self.cast(Elem::I32, x),
+        }
     }
 }

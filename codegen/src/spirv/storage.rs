@@ -162,16 +162,7 @@ impl Emitter<'_, '_> {
         if !fits || !self.align.multiple_of(index, lanes as u64) {
             return Ok(None);
         }
-        let log = self.s.lit(i.t, lanes.trailing_zeros() as u64);
-        let element = self.binary(BOp::Shr, i, log)?;
-        let element = self.narrow_i32(element)?;
-        let t = VType::I32.with_lanes(words);
-        let ty = self.s.ty(t);
-        let ptr_t = self.s.ptr(StorageClass::StorageBuffer, ty);
-        let zero = self.s.i32(0);
-        let var = self.bindings[a as usize];
-        let ptr = self.s.access_chain(ptr_t, var, &[zero.id, element.id])?;
-        let raw = self.load_arg(a, ptr, t)?;
+        let raw = self.vector_at(a, i, lanes as u64, words)?;
         let out = VType::F32.with_lanes(lanes);
         let v = match dtype {
             DType::F32 => self.s.op_v(Op::Bitcast, out, &[raw])?,
@@ -366,17 +357,24 @@ impl Emitter<'_, '_> {
     /// (`per_group` elements a group).
     fn group_word(&mut self, arg: u32, start: &Expr, per_group: u64, word: u64) -> Result<V, Fail> {
         let at = self.index(Buf::Arg(arg), start)?;
-        let log = self.s.lit(at.t, per_group.trailing_zeros() as u64);
-        let element = self.binary(BOp::Shr, at, log)?;
+        let group = self.vector_at(arg, at, per_group, 4)?;
+        self.extract(group, word as u8)
+    }
+
+    /// The `words`-word vector element of argument `arg`'s binding (a view of that width)
+    /// holding elements `i ..` of the argument, `per_vector` (a power of two) of them a
+    /// vector, `i` a multiple of it.
+    fn vector_at(&mut self, arg: u32, i: V, per_vector: u64, words: u8) -> Result<V, Fail> {
+        let log = self.s.lit(i.t, per_vector.trailing_zeros() as u64);
+        let element = self.binary(BOp::Shr, i, log)?;
         let element = self.narrow_i32(element)?;
-        let t = VType::I32.with_lanes(4);
+        let t = VType::I32.with_lanes(words);
         let ty = self.s.ty(t);
         let ptr_t = self.s.ptr(StorageClass::StorageBuffer, ty);
         let zero = self.s.i32(0);
         let var = self.bindings[arg as usize];
         let ptr = self.s.access_chain(ptr_t, var, &[zero.id, element.id])?;
-        let group = self.load_arg(arg, ptr, t)?;
-        self.extract(group, word as u8)
+        self.load_arg(arg, ptr, t)
     }
 
     fn load_word(&mut self, arg: u32, word: V) -> Result<V, Fail> {

@@ -396,18 +396,20 @@ fn known_shape_indices_take_32_bit_arithmetic() {
     }
 }
 
-/// Over an extent known only at run time, an index of f32 elements takes its low 32 bits
-/// (all a binding's elements have: an activation row `g0 * 256 + k` over `t` rows), and one
-/// of bytes keeps its 64 (a byte's word is its index shifted, which needs the bits above).
-#[test]
-fn indices_over_symbolic_extents_keep_the_bits_their_use_needs() {
-    let f32_rows = "kir 1
+/// f32 activation rows over `t` (known only at run time) times a 64 x 256 matrix.
+const F32_ROWS_OVER_T: &str = "kir 1
 %x = input \"x\" f32[t,256]
 %w = input \"w\" f32[64,256]
 %y = matmul %x, %w transpose_a=false transpose_b=true
 output \"y\" = %y
 ";
-    let m = module_of_model(f32_rows);
+
+/// Over an extent known only at run time, an index of f32 elements takes its low 32 bits
+/// (all a binding's elements have: an activation row `g0 * 256 + k` over `t` rows), and one
+/// of bytes keeps its 64 (a byte's word is its index shifted, which needs the bits above).
+#[test]
+fn indices_over_symbolic_extents_keep_the_bits_their_use_needs() {
+    let m = module_of_model(F32_ROWS_OVER_T);
     let (wide, narrow) = integer_ops(&m, Op::IMul);
     assert!(
         wide == 0 && narrow > 0,
@@ -548,13 +550,7 @@ fn wide_compares(m: &rspirv::dr::Module) -> usize {
 fn loops_count_in_32_bits_where_their_ranges_allow() {
     let m = module_of_model(&crate::test_model::matvec("q8_0", 8192, 256 * 34));
     assert_eq!(wide_compares(&m), 0, "64-bit loop tests");
-    let f32_rows = "kir 1
-%x = input \"x\" f32[t,256]
-%w = input \"w\" f32[64,256]
-%y = matmul %x, %w transpose_a=false transpose_b=true
-output \"y\" = %y
-";
-    let m = module_of_model(f32_rows);
+    let m = module_of_model(F32_ROWS_OVER_T);
     assert_eq!(wide_compares(&m), 1, "64-bit loop tests over t rows");
     for op in [Op::SDiv, Op::SRem, Op::UDiv, Op::UMod] {
         assert_eq!(integer_ops(&m, op), (0, 0), "{op:?}");
