@@ -6,7 +6,7 @@ use super::builder::{glsl, V};
 use super::emitter::Emitter;
 use super::Fail;
 use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
-use rspirv::spirv::Op;
+use rspirv::spirv::{Op, Word};
 
 impl Emitter<'_, '_> {
     pub fn expr(&mut self, e: &Expr) -> Result<V, Fail> {
@@ -105,6 +105,7 @@ impl Emitter<'_, '_> {
                 };
                 self.compare(*c, x, y)?
             }
+            Expr::Select(c, a, b) if two_sources(a, b) => self.select_by_branch(c, a, b)?,
             Expr::Select(c, a, b) => {
                 let (cv, x, y) = (self.expr(c)?, self.expr(a)?, self.expr(b)?);
                 self.select(cv, x, y)?
@@ -142,6 +143,50 @@ impl Emitter<'_, '_> {
                 self.expr(body)?
             }
         })
+    }
+
+    /// `c ? a : b` where the arms read different bindings (`two_sources`), as a branch:
+    /// `OpSelect` computes both arms, so decode attention's choice between a cached row and
+    /// the step's new one loaded both for every element (as CUDA's `selp` does). The
+    /// condition holds for long runs of positions (every cached one, then the new ones), so
+    /// the branch rarely diverges. Arms that read the same binding (a K-quant's scale taken
+    /// from one word or from two of the block's header) stay one `OpSelect`: the loads are
+    /// shared, and the condition changes from lane to lane.
+    fn select_by_branch(&mut self, c: &Expr, a: &Expr, b: &Expr) -> Result<V, Fail> {
+        let cv = self.expr(c)?;
+        if cv.t.lanes > 1 {
+            let (x, y) = (self.expr(a)?, self.expr(b)?);
+            return self.select(cv, x, y);
+        }
+        let slot = std::cell::Cell::new(None::<(Word, VType)>);
+        let mut arm = |em: &mut Self, e: &Expr| -> Result<(), Fail> {
+            let v = em.expr(e)?;
+            let ptr = match slot.get() {
+                Some((p, t)) if t == v.t => p,
+                Some((_, t)) => {
+                    return Err(Fail(format!(
+                        "a select's arms differ in type ({t:?} and {:?})",
+                        v.t
+                    )))
+                }
+                None => {
+                    let ty = em.s.ty(v.t);
+                    let p = em.function_var(ty);
+                    slot.set(Some((p, v.t)));
+                    p
+                }
+            };
+            em.store_ptr(ptr, v.id)
+        };
+        // Two closures over one `arm`: `if_else` takes both at once.
+        let arm = std::cell::RefCell::new(&mut arm);
+        self.if_else(cv, &mut |em| (arm.borrow_mut())(em, a), &mut |em| {
+            (arm.borrow_mut())(em, b)
+        })?;
+        let (ptr, t) = slot
+            .get()
+            .ok_or_else(|| Fail::msg("a select produced no value"))?;
+        self.load_ptr(ptr, t)
     }
 
     /// The value of index `e` into `buf`, as the access chain will use it: an i32 where
@@ -475,4 +520,26 @@ impl Emitter<'_, '_> {
             _ => self.cast(Elem::I32, x),
         }
     }
+}
+
+/// Whether `a` and `b` both load from kernel arguments, no argument from both.
+fn two_sources(a: &Expr, b: &Expr) -> bool {
+    let (x, y) = (bindings_read(a), bindings_read(b));
+    !x.is_empty() && !y.is_empty() && x.iter().all(|arg| !y.contains(arg))
+}
+
+/// The arguments `e` loads from.
+fn bindings_read(e: &Expr) -> Vec<u32> {
+    let mut args = Vec::new();
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        if let Expr::Load {
+            buf: Buf::Arg(a), ..
+        } = e
+        {
+            args.push(*a);
+        }
+        stack.extend(e.children());
+    }
+    args
 }

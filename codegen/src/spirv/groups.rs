@@ -5,10 +5,10 @@
 //! first is 16-byte aligned. Where `kernel::align` places two or more distinct words of a
 //! kernel's reads in one aligned 16-byte group (`Alignment::in_group`: the same start
 //! expression, different literal offsets), each of those reads loads the whole group and
-//! takes its word out, and the loads of one group, alike, are one load after the driver's
-//! common-subexpression elimination. A Q4_K block's 16-byte header and each lane's four
-//! words of quants are then one load each; so are the four neighbouring activations a
-//! fused down projection reads lane by lane around its `exp`.
+//! takes its word out, and the loads of one group are one instruction (the builder numbers
+//! loads of read-only bindings, `Spv::load_invariant`). A Q4_K block's 16-byte header and
+//! each lane's four words of quants are then one load each; so are the four neighbouring
+//! activations a fused down projection reads lane by lane around its `exp`.
 //!
 //! A word alone in its group keeps its own 4-byte load (a 16-byte one would hold three
 //! registers for nothing).

@@ -320,7 +320,7 @@ impl Emitter<'_, '_> {
         if byte % 4 + count as u64 > 4 || byte >= GROUP_BYTES {
             return Ok(None);
         }
-        let word = self.group_word(arg, &start, 16, byte / 4)?;
+        let word = self.group_word(arg, &start, GROUP_BYTES, byte / 4)?;
         Ok(Some(match byte % 4 {
             0 => word,
             b => self.ib(BOp::Shr, word, 8 * b as u32)?,
