@@ -73,3 +73,36 @@ pub fn code_of(be: &dyn Backend, model: &str, target: &str) -> (Vec<u8>, Vec<Str
     let code = be.compile(&kernels, &t).unwrap_or_else(|e| panic!("{e}"));
     (code, kernels.iter().map(|k| k.name.clone()).collect())
 }
+
+/// A kernel of 8 points storing `g0 < 4 ? a[g0] : x[g0 - 4]` (x argument `other`: 2 for
+/// the second input `b`, 1 for `a` again): a choice between two bindings or within one.
+pub fn chooser(other: u32) -> Kernel {
+    use kiln_compiler::kernel::{e, Buf, BufferParam, Cmp, Expr, Stmt};
+    use kiln_ir::DType;
+    let arg = |name: &str, writes| BufferParam {
+        name: name.into(),
+        dtype: DType::F32,
+        writes,
+        offset: false,
+    };
+    let g0 = || Expr::GridIdx(0);
+    Kernel {
+        name: "choose".into(),
+        args: vec![arg("y", true), arg("a", false), arg("b", false)],
+        locals: vec![],
+        grid: vec![e::i(8)],
+        min_chunk: 1,
+        block_threads: None,
+        body: vec![Stmt::Store {
+            buf: Buf::Arg(0),
+            index: g0(),
+            value: Expr::Select(
+                Box::new(Expr::Cmp(Cmp::Lt, Box::new(g0()), Box::new(e::i(4)))),
+                Box::new(e::load(Buf::Arg(1), g0())),
+                Box::new(e::load(Buf::Arg(other), e::sub(g0(), e::i(4)))),
+            ),
+        }],
+        cost: Default::default(),
+        next_var: 0,
+    }
+}

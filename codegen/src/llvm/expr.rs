@@ -10,6 +10,7 @@ use inkwell::types::BasicTypeEnum;
 use inkwell::values::{BasicValue, BasicValueEnum, FunctionValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use kiln_compiler::kernel::align::Alignment;
+use kiln_compiler::kernel::gpu::two_sources as gpu_two_sources;
 use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, Expr, Kernel, Lit, RedOp, UOp, VarId};
 use kiln_ir::DType;
 use std::collections::HashMap;
@@ -129,6 +130,47 @@ macro_rules! int_op {
 impl<'a, 'ctx> Emitter<'a, 'ctx> {
     pub fn block(&self, name: &str) -> BasicBlock<'ctx> {
         self.ctx.append_basic_block(self.func, name)
+    }
+
+    /// `c ? a : b` on a GPU where the arms read different bindings
+    /// (`kernel::gpu::two_sources`), as a branch and a phi, so that only the chosen arm's
+    /// loads run (`select` loads both; the arms' loads are not known safe to speculate, so
+    /// LLVM keeps the branch).
+    fn select_by_branch(&mut self, c: &Expr, a: &Expr, b: &Expr) -> Result<V<'ctx>, Fail> {
+        let BasicValueEnum::IntValue(cond) = self.expr(c)? else {
+            return Err(Fail::msg(
+                "a select between two bindings on a vector condition",
+            ));
+        };
+        let (pick_a, pick_b, join) = (
+            self.block("pick_a"),
+            self.block("pick_b"),
+            self.block("picked"),
+        );
+        self.b.build_conditional_branch(cond, pick_a, pick_b)?;
+        let mut arms = Vec::with_capacity(2);
+        for (block, e) in [(pick_a, a), (pick_b, b)] {
+            self.b.position_at_end(block);
+            let v = self.expr(e)?;
+            let end = self
+                .b
+                .get_insert_block()
+                .ok_or_else(|| Fail::msg("no block after a select's arm"))?;
+            self.b.build_unconditional_branch(join)?;
+            arms.push((v, end));
+        }
+        self.b.position_at_end(join);
+        let (x, y) = (arms[0], arms[1]);
+        if x.0.get_type() != y.0.get_type() {
+            return Err(Fail(format!(
+                "a select's arms differ in type ({} and {})",
+                x.0.get_type(),
+                y.0.get_type()
+            )));
+        }
+        let phi = self.b.build_phi(x.0.get_type(), "picked")?;
+        phi.add_incoming(&[(&x.0, x.1), (&y.0, y.1)]);
+        Ok(phi.as_basic_value())
     }
 
     /// `for it in 0..n { body(it) }` with a phi induction variable.
@@ -521,6 +563,9 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
             Expr::Cmp(c, a, b) => {
                 let (x, y) = (self.expr(a)?, self.expr(b)?);
                 self.compare(*c, x, y)?
+            }
+            Expr::Select(c, a, b) if self.gpu.is_some() && gpu_two_sources(a, b) => {
+                self.select_by_branch(c, a, b)?
             }
             Expr::Select(c, a, b) => {
                 let (cv, x, y) = (self.expr(c)?, self.expr(b)?, self.expr(a)?);

@@ -5,7 +5,7 @@
 use super::builder::{glsl, V};
 use super::emitter::Emitter;
 use super::Fail;
-use kiln_compiler::kernel::{BOp, Buf, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
+use kiln_compiler::kernel::{gpu, BOp, Buf, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
 use rspirv::spirv::{Op, Word};
 
 impl Emitter<'_, '_> {
@@ -105,7 +105,7 @@ impl Emitter<'_, '_> {
                 };
                 self.compare(*c, x, y)?
             }
-            Expr::Select(c, a, b) if two_sources(a, b) => self.select_by_branch(c, a, b)?,
+            Expr::Select(c, a, b) if gpu::two_sources(a, b) => self.select_by_branch(c, a, b)?,
             Expr::Select(c, a, b) => {
                 let (cv, x, y) = (self.expr(c)?, self.expr(a)?, self.expr(b)?);
                 self.select(cv, x, y)?
@@ -520,26 +520,4 @@ impl Emitter<'_, '_> {
             _ => self.cast(Elem::I32, x),
         }
     }
-}
-
-/// Whether `a` and `b` both load from kernel arguments, no argument from both.
-fn two_sources(a: &Expr, b: &Expr) -> bool {
-    let (x, y) = (bindings_read(a), bindings_read(b));
-    !x.is_empty() && !y.is_empty() && x.iter().all(|arg| !y.contains(arg))
-}
-
-/// The arguments `e` loads from.
-fn bindings_read(e: &Expr) -> Vec<u32> {
-    let mut args = Vec::new();
-    let mut stack = vec![e];
-    while let Some(e) = stack.pop() {
-        if let Expr::Load {
-            buf: Buf::Arg(a), ..
-        } = e
-        {
-            args.push(*a);
-        }
-        stack.extend(e.children());
-    }
-    args
 }

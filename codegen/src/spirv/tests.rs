@@ -562,47 +562,16 @@ fn loops_count_in_32_bits_where_their_ranges_allow() {
 /// of loads the arms share.
 #[test]
 fn a_choice_between_two_bindings_loads_only_the_chosen_one() {
-    use kiln_compiler::kernel::{e, Buf, BufferParam, Cmp, Expr, Kernel, Stmt};
-    use kiln_ir::DType;
-    let arg = |name: &str, writes| BufferParam {
-        name: name.into(),
-        dtype: DType::F32,
-        writes,
-        offset: false,
-    };
-    let chooser = |other: u32| Kernel {
-        name: "choose".into(),
-        args: vec![arg("y", true), arg("a", false), arg("b", false)],
-        locals: vec![],
-        grid: vec![e::i(8)],
-        min_chunk: 1,
-        block_threads: None,
-        body: vec![Stmt::Store {
-            buf: Buf::Arg(0),
-            index: Expr::GridIdx(0),
-            value: Expr::Select(
-                Box::new(Expr::Cmp(
-                    Cmp::Lt,
-                    Box::new(Expr::GridIdx(0)),
-                    Box::new(e::i(4)),
-                )),
-                Box::new(e::load(Buf::Arg(1), Expr::GridIdx(0))),
-                Box::new(e::load(Buf::Arg(other), e::sub(Expr::GridIdx(0), e::i(4)))),
-            ),
-        }],
-        cost: Default::default(),
-        next_var: 0,
-    };
     let count =
         |m: &rspirv::dr::Module, op: Op| instructions(m).filter(|i| i.class.opcode == op).count();
-    let two = module_of(chooser(2));
+    let two = module_of(crate::test_model::chooser(2));
     assert_eq!(count(&two, Op::Select), 0, "two bindings: an OpSelect");
     assert_eq!(
         count(&two, Op::SelectionMerge),
         1,
         "two bindings: no branch"
     );
-    let one = module_of(chooser(1));
+    let one = module_of(crate::test_model::chooser(1));
     assert_eq!(count(&one, Op::Select), 1, "one binding: no OpSelect");
     assert_eq!(count(&one, Op::SelectionMerge), 0, "one binding: a branch");
 }

@@ -21,7 +21,7 @@
 //! so a barrier inside is safe. Inside a shared `Map` loop each thread runs nested loops on
 //! its own.
 
-use super::{any_expr, Expr, LoopKind, Stmt};
+use super::{any_expr, Buf, Expr, LoopKind, Stmt};
 use serde::{Deserialize, Serialize};
 
 /// Threads per block for both shapes: eight warps of 32 (or four waves of 64), enough to
@@ -260,6 +260,33 @@ pub fn has_shared_loop(s: &Stmt) -> bool {
         | Stmt::GroupMma { .. }
         | Stmt::GroupWait { .. } => false,
     }
+}
+
+/// Whether a select between `a` and `b` chooses between two sources: both load from
+/// kernel arguments, no argument from both (decode attention's cached row or the step's
+/// new one). GPU code generators branch on such a select, so that only the chosen arm's
+/// loads run (SPIR-V's `OpSelect` and LLVM's `select` compute both arms). A select within
+/// one binding (a K-quant's scale from one header word or two) keeps both arms: their
+/// loads are shared, and its condition changes from lane to lane.
+pub fn two_sources(a: &Expr, b: &Expr) -> bool {
+    let (x, y) = (arguments_read(a), arguments_read(b));
+    !x.is_empty() && !y.is_empty() && x.iter().all(|arg| !y.contains(arg))
+}
+
+/// The arguments `e` loads from.
+fn arguments_read(e: &Expr) -> Vec<u32> {
+    let mut args = Vec::new();
+    let mut stack = vec![e];
+    while let Some(e) = stack.pop() {
+        if let Expr::Load {
+            buf: Buf::Arg(a), ..
+        } = e
+        {
+            args.push(*a);
+        }
+        stack.extend(e.children());
+    }
+    args
 }
 
 #[cfg(test)]

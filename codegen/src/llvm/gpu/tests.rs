@@ -532,3 +532,22 @@ fn kernels_read_the_offsets_of_the_buffers_launches_may_move() {
         assert_eq!(loads, moved(k), "{n}:\n{body}");
     }
 }
+
+/// On a GPU, a choice between two bindings' elements (decode attention's cached row or the
+/// step's new one) loads only the chosen one, where `selp` took both loads' values; a
+/// choice within one binding stays a `selp`.
+#[test]
+fn a_choice_between_two_bindings_loads_only_the_chosen_one() {
+    let target: Target = "cuda:sm_90".parse().unwrap();
+    let ptx = |other: u32| {
+        let kernel = crate::test_model::chooser(other);
+        let code = crate::llvm::LlvmBackend
+            .compile(&[kernel], &target)
+            .unwrap();
+        String::from_utf8(code).unwrap()
+    };
+    let two = ptx(2);
+    assert!(!two.contains("selp.f32"), "two bindings:\n{two}");
+    let one = ptx(1);
+    assert!(one.contains("selp.f32"), "one binding:\n{one}");
+}
