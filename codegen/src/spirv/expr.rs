@@ -145,13 +145,11 @@ impl Emitter<'_, '_> {
         })
     }
 
-    /// `c ? a : b` where the arms read different bindings (`two_sources`), as a branch:
-    /// `OpSelect` computes both arms, so decode attention's choice between a cached row and
-    /// the step's new one loaded both for every element (as CUDA's `selp` does). The
-    /// condition holds for long runs of positions (every cached one, then the new ones), so
-    /// the branch rarely diverges. Arms that read the same binding (a K-quant's scale taken
-    /// from one word or from two of the block's header) stay one `OpSelect`: the loads are
-    /// shared, and the condition changes from lane to lane.
+    /// `c ? a : b` where the arms read different bindings (`gpu::two_sources`), as a branch
+    /// that stores the chosen arm's value in a function variable: `OpSelect` computes both
+    /// arms, so decode attention loaded a cached row and the step's new one for every
+    /// element. The condition holds for long runs of positions (every cached one, then the
+    /// new ones), so the branch rarely diverges.
     fn select_by_branch(&mut self, c: &Expr, a: &Expr, b: &Expr) -> Result<V, Fail> {
         let cv = self.expr(c)?;
         if cv.t.lanes > 1 {
