@@ -134,8 +134,9 @@ impl<'a, 'ctx> Emitter<'a, 'ctx> {
 
     /// `c ? a : b` on a GPU where the arms read different bindings
     /// (`kernel::gpu::two_sources`), as a branch and a phi, so that only the chosen arm's
-    /// loads run (`select` loads both; the arms' loads are not known safe to speculate, so
-    /// LLVM keeps the branch).
+    /// loads run (`select` loads both). LLVM may turn it back into straight-line code, but
+    /// as one load from a selected address (decode attention's PTX: `selp.b64` of the two
+    /// addresses, then one `ld.global.nc.f32`).
     fn select_by_branch(&mut self, c: &Expr, a: &Expr, b: &Expr) -> Result<V<'ctx>, Fail> {
         let BasicValueEnum::IntValue(cond) = self.expr(c)? else {
             return Err(Fail::msg(

@@ -239,16 +239,19 @@ impl<'s, 'k> Emitter<'s, 'k> {
         Ok(())
     }
 
-    /// Whether a loop over `extent` from a non-negative start by steps of at most `step`
-    /// can count in i32: every value it takes, and the first past the end, lies within i32.
-    pub fn loop_in_i32(&self, extent: &Expr, step: u64) -> bool {
+    /// The value of a loop's `extent`, and whether a loop over it from a non-negative start
+    /// by steps of at most `step` can count in i32: every value it takes, and the first past
+    /// the end, lies within i32.
+    pub fn loop_extent(&mut self, extent: &Expr, step: u64) -> Result<(V, bool), Fail> {
         let hi = self.ranges.of(extent).and_then(|r| r.hi);
-        hi.and_then(|h| h.checked_add(step as i64))
-            .is_some_and(|v| v <= i32::MAX as i64)
+        let narrow = hi
+            .and_then(|h| h.checked_add(step as i64))
+            .is_some_and(|v| v <= i32::MAX as i64);
+        Ok((self.expr(extent)?, narrow))
     }
 
-    /// `a op b` (an integer `IAdd` or `IMul`) for i64 values `a` and `b`, in 32 bits (then
-    /// widened) where `narrow` says the result lies within i32.
+    /// `a op b` (an integer `IAdd`, `ISub` or `IMul`) for i64 values `a` and `b`, in 32 bits
+    /// (then widened) where `narrow` says the result lies within i32.
     pub fn index_op(&mut self, op: Op, a: V, b: V, narrow: bool) -> Result<V, Fail> {
         if !narrow {
             return self.s.op_v(op, VType::I64, &[a, b]);

@@ -7,6 +7,7 @@ use super::emitter::Emitter;
 use super::Fail;
 use kiln_compiler::kernel::{gpu, BOp, Buf, Cmp, Elem, Expr, Lit, RedOp, UOp, VType};
 use rspirv::spirv::{Op, Word};
+use std::cell::Cell;
 
 impl Emitter<'_, '_> {
     pub fn expr(&mut self, e: &Expr) -> Result<V, Fail> {
@@ -156,35 +157,43 @@ impl Emitter<'_, '_> {
             let (x, y) = (self.expr(a)?, self.expr(b)?);
             return self.select(cv, x, y);
         }
-        let slot = std::cell::Cell::new(None::<(Word, VType)>);
-        let mut arm = |em: &mut Self, e: &Expr| -> Result<(), Fail> {
-            let v = em.expr(e)?;
-            let ptr = match slot.get() {
-                Some((p, t)) if t == v.t => p,
-                Some((_, t)) => {
-                    return Err(Fail(format!(
-                        "a select's arms differ in type ({t:?} and {:?})",
-                        v.t
-                    )))
-                }
-                None => {
-                    let ty = em.s.ty(v.t);
-                    let p = em.function_var(ty);
-                    slot.set(Some((p, v.t)));
-                    p
-                }
-            };
-            em.store_ptr(ptr, v.id)
-        };
-        // Two closures over one `arm`: `if_else` takes both at once.
-        let arm = std::cell::RefCell::new(&mut arm);
-        self.if_else(cv, &mut |em| (arm.borrow_mut())(em, a), &mut |em| {
-            (arm.borrow_mut())(em, b)
-        })?;
+        let slot = Cell::new(None);
+        self.if_else(
+            cv,
+            &mut |em| {
+                let v = em.expr(a)?;
+                em.keep_in(&slot, v)
+            },
+            &mut |em| {
+                let v = em.expr(b)?;
+                em.keep_in(&slot, v)
+            },
+        )?;
         let (ptr, t) = slot
             .get()
             .ok_or_else(|| Fail::msg("a select produced no value"))?;
         self.load_ptr(ptr, t)
+    }
+
+    /// Stores `v` in the function variable `slot` holds, made on the first store: the arms
+    /// of `select_by_branch` each store their value there.
+    fn keep_in(&mut self, slot: &Cell<Option<(Word, VType)>>, v: V) -> Result<(), Fail> {
+        let ptr = match slot.get() {
+            Some((p, t)) if t == v.t => p,
+            Some((_, t)) => {
+                return Err(Fail(format!(
+                    "a select's arms differ in type ({t:?} and {:?})",
+                    v.t
+                )))
+            }
+            None => {
+                let ty = self.s.ty(v.t);
+                let p = self.function_var(ty);
+                slot.set(Some((p, v.t)));
+                p
+            }
+        };
+        self.store_ptr(ptr, v.id)
     }
 
     /// The value of index `e` into `buf`, as the access chain will use it: an i32 where

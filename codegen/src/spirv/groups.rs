@@ -55,18 +55,17 @@ impl Groups {
         self.shared.iter().any(|(a, _)| *a == arg)
     }
 
-    /// The start of the shared group of argument `arg` (of `dtype`) that the `lanes`
-    /// elements from `index` lie in, and the byte of the group they begin at; `None` where
-    /// they take their own load.
+    /// The start of the shared group of argument `arg` (of `dtype`) that element `index`
+    /// lies in, and the element's first byte in the group; `None` where it takes its own
+    /// load.
     pub fn find(
         &self,
         align: &Alignment,
         arg: u32,
         dtype: DType,
         index: &Expr,
-        lanes: u8,
     ) -> Option<(Expr, u64)> {
-        let (start, byte) = in_group(align, dtype, index, lanes)?;
+        let (start, byte) = in_group(align, dtype, index, 1)?;
         self.shared
             .contains(&(arg, key(&start)))
             .then_some((start, byte))

@@ -376,18 +376,17 @@ impl Emitter<'_, '_> {
         let uvec3 = self.s.b.type_vector(u32t, 3);
         let v = self.s.op(Op::Load, uvec3, &[var])?;
         let x = self.s.b.composite_extract(u32t, None, v, [0])?;
-        let x32 = x;
         let u64t = self.s.b.type_int(64, 0);
-        let x = self.s.op(Op::UConvert, u64t, &[x])?;
+        let x64 = self.s.op(Op::UConvert, u64t, &[x])?;
         let i64t = self.s.ty(VType::I64);
         let wide = V {
-            id: self.s.op(Op::Bitcast, i64t, &[x])?,
+            id: self.s.op(Op::Bitcast, i64t, &[x64])?,
             t: VType::I64,
         };
         // Its i32 twin: workgroup sizes, indices and counts all lie below 2^31.
         let i32t = self.s.ty(VType::I32);
         let narrow = V {
-            id: self.s.op(Op::Bitcast, i32t, &[x32])?,
+            id: self.s.op(Op::Bitcast, i32t, &[x])?,
             t: VType::I32,
         };
         self.narrowed.insert(wide.id, narrow);
@@ -543,7 +542,7 @@ impl Emitter<'_, '_> {
             &mut |_| Ok(()),
         )?;
         self.barrier()?;
-        let n = self.s.op_v(Op::SConvert, VType::I64, &[count])?;
+        let n = self.widen(count)?;
         let mut totals = Vec::with_capacity(xs.len());
         for (r, &op) in ops.iter().enumerate() {
             let acc = self.next_var;
@@ -566,10 +565,6 @@ impl Emitter<'_, '_> {
     }
 }
 
-/// The grid indices of point `flat` (non-negative; within i32 with `narrow`) over
-/// `extents` (the values of `grid`), the last axis fastest. A constant power-of-two extent
-/// divides by a shift and a mask, any other unsigned: a signed 64-bit division is a long
-/// instruction sequence on GPUs.
 /// The number of points of a grid: the product of its extents.
 fn grid_points(grid: &[Expr]) -> Expr {
     let product = |a, b| Expr::Binary(BOp::Mul, Box::new(a), Box::new(b));
@@ -579,6 +574,10 @@ fn grid_points(grid: &[Expr]) -> Expr {
         .unwrap_or(Expr::Lit(Lit::I64(1)))
 }
 
+/// The grid indices of point `flat` (non-negative; within i32 with `narrow`) over
+/// `extents` (the values of `grid`), the last axis fastest. A constant power-of-two extent
+/// divides by a shift and a mask, any other unsigned: a signed 64-bit division is a long
+/// instruction sequence on GPUs.
 fn decompose(
     em: &mut Emitter,
     flat: V,
@@ -672,8 +671,7 @@ fn stmt(em: &mut Emitter, s: &Stmt) -> Result<(), Fail> {
         Stmt::Loop {
             var, extent, body, ..
         } => {
-            let n = em.expr(extent)?;
-            let narrow = em.loop_in_i32(extent, 1);
+            let (n, narrow) = em.loop_extent(extent, 1)?;
             em.counted_loop(n, narrow, &mut |em, it| {
                 em.bind_index(*var, it, extent);
                 stmts(em, body)
@@ -719,20 +717,17 @@ fn reduce_strided(
     let Some(Stmt::Reduce { extent, .. }) = group.first() else {
         return Ok(parts);
     };
-    let n = em.expr(extent)?;
-    let narrow = em.loop_in_i32(extent, step as u64 * unroll as u64);
-    let step = em.s.i64(step as i64);
+    let (n, narrow) = em.loop_extent(extent, step as u64 * unroll as u64)?;
     let mut rest = start;
     if unroll > 1 {
-        let int = VType::I64;
-        let behind = em.s.i64(unroll as i64 - 1);
-        let behind = em.s.op_v(Op::IMul, int, &[step, behind])?;
-        let end = em.s.op_v(Op::ISub, int, &[n, behind])?;
-        let width = em.s.i64(unroll as i64);
-        let wide = em.s.op_v(Op::IMul, int, &[step, width])?;
+        // The first loop stops where a step's last value would pass the end.
+        let behind = em.s.i64(step as i64 * (unroll as i64 - 1));
+        let end = em.index_op(Op::ISub, n, behind, narrow)?;
+        let wide = em.s.i64(step as i64 * unroll as i64);
         rest = em.strided_loop(start, end, wide, narrow, &mut |em, it| {
             let mut at = it;
             let mut steps = Vec::with_capacity(unroll as usize);
+            let step = em.s.i64(step as i64);
             for _ in 0..unroll {
                 steps.push(step_values(em, group, at)?);
                 at = em.index_op(Op::IAdd, at, step, narrow)?;
@@ -743,6 +738,7 @@ fn reduce_strided(
             Ok(())
         })?;
     }
+    let step = em.s.i64(step as i64);
     em.strided_loop(rest, n, step, narrow, &mut |em, it| {
         let values = step_values(em, group, it)?;
         accumulate(em, group, values)
@@ -821,8 +817,7 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
                 body,
                 ..
             } => {
-                let n = em.expr(extent)?;
-                let narrow = em.loop_in_i32(extent, g.launch.threads as u64);
+                let (n, narrow) = em.loop_extent(extent, g.launch.threads as u64)?;
                 em.strided_loop(g.thread, n, threads, narrow, &mut |em, it| {
                     em.bind_index(*var, it, extent);
                     stmts(em, body)
@@ -832,8 +827,7 @@ fn block_stmts(em: &mut Emitter, g: &Ids, body: &[Stmt]) -> Result<(), Fail> {
             Stmt::Loop {
                 var, extent, body, ..
             } => {
-                let n = em.expr(extent)?;
-                let narrow = em.loop_in_i32(extent, 1);
+                let (n, narrow) = em.loop_extent(extent, 1)?;
                 em.counted_loop(n, narrow, &mut |em, it| {
                     em.bind_index(*var, it, extent);
                     block_stmts(em, g, body)

@@ -313,7 +313,7 @@ impl Emitter<'_, '_> {
         first: u8,
         count: u8,
     ) -> Result<Option<V>, Fail> {
-        let Some((start, at)) = self.groups.find(&self.align, arg, DType::U8, index, 1) else {
+        let Some((start, at)) = self.groups.find(&self.align, arg, DType::U8, index) else {
             return Ok(None);
         };
         let byte = at + first as u64;
@@ -332,25 +332,23 @@ impl Emitter<'_, '_> {
     pub fn wide_element(&mut self, buf: Buf, index: &Expr) -> Result<Option<V>, Fail> {
         let Buf::Arg(arg) = buf else { return Ok(None) };
         let dtype = self.k.buf_dtype(buf);
-        let Some((start, byte)) = self.groups.find(&self.align, arg, dtype, index, 1) else {
+        if dtype == DType::U8 {
+            return match self.wide_word(arg, index, 0, 1)? {
+                Some(w) => Ok(Some(self.ib(BOp::And, w, 255)?)),
+                None => Ok(None),
+            };
+        }
+        let Some((start, byte)) = self.groups.find(&self.align, arg, dtype, index) else {
             return Ok(None);
         };
         let per_group = GROUP_BYTES / dtype.size_bytes() as u64;
         let word = self.group_word(arg, &start, per_group, byte / 4)?;
-        Ok(Some(match dtype {
-            DType::U8 => {
-                let b = match byte % 4 {
-                    0 => word,
-                    b => self.ib(BOp::Shr, word, 8 * b as u32)?,
-                };
-                self.ib(BOp::And, b, 255)?
-            }
-            _ => {
-                let elem = Elem::of_storage(dtype);
-                self.s
-                    .op_v(Op::Bitcast, VType { elem, lanes: 1 }, &[word])?
-            }
-        }))
+        let elem = Elem::of_storage(dtype);
+        Ok(Some(self.s.op_v(
+            Op::Bitcast,
+            VType { elem, lanes: 1 },
+            &[word],
+        )?))
     }
 
     /// Word `word` of the 16-byte group of binding `arg` that starts at element `start`

@@ -511,6 +511,7 @@ fn quantized_blocks_and_activations_are_read_a_16_byte_group_at_a_time() {
     assert_eq!(scalar, 1, "{} loads, {scalar} of one element", loads.len());
     // Four rows a block: a header and two quant groups each, and eight activation groups.
     assert!(loads.len() <= 25, "{} loads", loads.len());
+    let def = definitions(&m);
     for block in m.functions.iter().flat_map(|f| &f.blocks) {
         let mut seen = std::collections::HashSet::new();
         for i in block
@@ -519,7 +520,7 @@ fn quantized_blocks_and_activations_are_read_a_16_byte_group_at_a_time() {
             .filter(|i| i.class.opcode == Op::Load)
         {
             let ptr = i.operands[0].unwrap_id_ref();
-            let counter = definitions(&m)[&ptr].class.opcode == Op::Variable;
+            let counter = def[&ptr].class.opcode == Op::Variable;
             assert!(counter || seen.insert(ptr), "loaded twice: {i:?}");
         }
     }

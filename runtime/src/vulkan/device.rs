@@ -74,8 +74,9 @@ fn open() -> Result<Gpu, String> {
         .queue_family_index(family)
         .queue_priorities(&priorities)];
     let features = vk::PhysicalDeviceFeatures::default().shader_int64(true);
-    let stats = c.pipeline_stats && super::stats::wanted();
-    if super::stats::wanted() && !stats {
+    let wanted = super::stats::wanted();
+    let stats = c.pipeline_stats && wanted;
+    if wanted && !stats {
         eprintln!(
             "vulkan: {} does not report pipeline statistics \
              (VK_KHR_pipeline_executable_properties); KILN_VULKAN_STATS=1 prints none",
